@@ -1,0 +1,18 @@
+{
+  # The TAP device addon (router/native/tap.cc): builds build/Release/tap.node.
+  # node-addon-api is header-only; C++ exceptions are enabled (NAPI_CPP_EXCEPTIONS)
+  # so native errors surface as JS exceptions with a `code` property.
+  # Linux only: TAP devices come from /dev/net/tun.
+  "targets": [
+    {
+      "target_name": "tap",
+      "sources": ["router/native/tap.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "cflags_cc": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fexceptions"]
+    }
+  ]
+}

@@ -1,0 +1,590 @@
+// TAP device binding for tsweave's router (Linux only).
+//
+// A TAP device (Documentation/networking/tuntap.rst in the Linux kernel) is a
+// virtual Ethernet interface whose "wire" is a file descriptor: every read()
+// returns exactly one Ethernet frame the kernel transmitted on the interface,
+// every write() injects exactly one frame as if received from the wire.
+//
+// Why native rather than fs.read(): reads on the libuv threadpool top out near
+// 100 k frames/s, and a read pending on the threadpool blocks process.exit().
+// Here the non-blocking fd is watched with a uv_poll handle on the main loop;
+// each wake-up drains every ready frame (up to a batch limit) into one
+// preallocated slab and calls JavaScript once with the whole batch. Writes are
+// plain non-blocking write() calls made synchronously from JavaScript.
+//
+// JS surface (wrapped by router/tap.ts):
+//   new Tap(name, maxFrame, batch, slabBytes)
+//   tap.fd, tap.name
+//   tap.start(onBatch(slab, frames, count), onError(code, message))
+//   tap.write(buf, offset?, length?) -> boolean
+//   tap.writeBatch(bufs, count?) -> number
+//   tap.writeSlab(slab, frames, count) -> number
+//   tap.stats() -> { readFrames, readBatches, readTruncated, readErrors,
+//                    writeFrames, writeDrops, writeErrors, lastWriteError }
+//   tap.ref(), tap.unref(), tap.close()
+//   setDontFragment(fd, on)
+// Errors thrown carry a `code` (errno name, or ERR_INVALID_ARG_TYPE /
+// ERR_OUT_OF_RANGE for bad arguments).
+
+#include <napi.h>
+#include <uv.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+
+namespace {
+
+// Bounds on open() parameters; router/tap.ts checks the same bounds first.
+constexpr double kMinFrame = 64;          // smaller cannot hold an Ethernet header + IPv4 header
+constexpr double kMaxFrame = 1 << 20;     // far above the 65535-byte TAP MTU limit
+constexpr double kMaxBatch = 65536;
+constexpr double kMaxSlab = 256.0 * 1024 * 1024;
+
+// Symbolic errno name for the `code` property, matching Node's own error codes.
+std::string ErrnoName(int err) {
+  switch (err) {
+    case EAGAIN: return "EAGAIN";
+    case EINTR: return "EINTR";
+    case EIO: return "EIO";
+    case EBADF: return "EBADF";
+    case EBADFD: return "EBADFD";
+    case EBUSY: return "EBUSY";
+    case EINVAL: return "EINVAL";
+    case ENOENT: return "ENOENT";
+    case ENODEV: return "ENODEV";
+    case ENXIO: return "ENXIO";
+    case EPERM: return "EPERM";
+    case EACCES: return "EACCES";
+    case ENOMEM: return "ENOMEM";
+    case ENOBUFS: return "ENOBUFS";
+    case EMFILE: return "EMFILE";
+    case ENFILE: return "ENFILE";
+    case EFAULT: return "EFAULT";
+    case ENOTSOCK: return "ENOTSOCK";
+    case ENOPROTOOPT: return "ENOPROTOOPT";
+    case EMSGSIZE: return "EMSGSIZE";
+    case ENETDOWN: return "ENETDOWN";
+    case EEXIST: return "EEXIST";
+    default: {
+      char buf[64];
+      uv_err_name_r(-err, buf, sizeof buf);
+      return buf;
+    }
+  }
+}
+
+[[noreturn]] void ThrowCode(Napi::Env env, const std::string& code, const std::string& msg) {
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Set("code", Napi::String::New(env, code));
+  throw e;
+}
+
+[[noreturn]] void ThrowType(Napi::Env env, const std::string& msg) {
+  Napi::TypeError e = Napi::TypeError::New(env, msg);
+  e.Set("code", Napi::String::New(env, "ERR_INVALID_ARG_TYPE"));
+  throw e;
+}
+
+[[noreturn]] void ThrowRange(Napi::Env env, const std::string& msg) {
+  Napi::RangeError e = Napi::RangeError::New(env, msg);
+  e.Set("code", Napi::String::New(env, "ERR_OUT_OF_RANGE"));
+  throw e;
+}
+
+// An integer argument in [lo, hi]; `undefined` yields `dflt`.
+double IntArg(Napi::Env env, const Napi::Value& v, const char* what, double lo, double hi, double dflt) {
+  if (v.IsUndefined()) return dflt;
+  if (!v.IsNumber()) ThrowType(env, std::string(what) + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= lo && d <= hi) || std::floor(d) != d) {
+    ThrowRange(env, std::string(what) + " must be an integer in [" + std::to_string((long long)lo) + ", " +
+                        std::to_string((long long)hi) + "], got " + v.ToString().Utf8Value());
+  }
+  return d;
+}
+
+// Byte view of a Buffer / Uint8Array argument (any ArrayBufferView is accepted).
+void BytesArg(Napi::Env env, napi_value v, const char* what, uint8_t** data, size_t* len) {
+  bool is = false;
+  napi_is_buffer(env, v, &is);
+  if (!is) ThrowType(env, std::string(what) + " must be a Buffer or Uint8Array");
+  void* p = nullptr;
+  if (napi_get_buffer_info(env, v, &p, len) != napi_ok) ThrowType(env, std::string(what) + " is not readable");
+  *data = static_cast<uint8_t*>(p);
+}
+
+class Tap : public Napi::ObjectWrap<Tap> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Tap",
+                       {
+                           InstanceAccessor<&Tap::GetFd>("fd"),
+                           InstanceAccessor<&Tap::GetName>("name"),
+                           InstanceMethod<&Tap::Start>("start"),
+                           InstanceMethod<&Tap::Write>("write"),
+                           InstanceMethod<&Tap::WriteBatch>("writeBatch"),
+                           InstanceMethod<&Tap::WriteSlab>("writeSlab"),
+                           InstanceMethod<&Tap::Stats>("stats"),
+                           InstanceMethod<&Tap::RefMethod>("ref"),
+                           InstanceMethod<&Tap::UnrefMethod>("unref"),
+                           InstanceMethod<&Tap::Close>("close"),
+                       });
+  }
+
+  // new Tap(name: string, maxFrame: number, batch: number, slabBytes: number)
+  explicit Tap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tap>(info), env_(info.Env()) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsString()) ThrowType(env, "TAP name must be a string");
+    std::string name = info[0].As<Napi::String>().Utf8Value();
+    if (name.empty() || name.size() >= IFNAMSIZ) {
+      ThrowCode(env, "ENAMETOOLONG", "TAP name '" + name + "' must be 1 to " + std::to_string(IFNAMSIZ - 1) + " bytes");
+    }
+    max_frame_ = static_cast<size_t>(IntArg(env, info[1], "maxFrame", kMinFrame, kMaxFrame, 65535 + 18));
+    batch_ = static_cast<size_t>(IntArg(env, info[2], "batch", 1, kMaxBatch, 256));
+    // Default slab: room for a full batch of standard 1500-MTU frames in 2 KiB
+    // steps, plus one maximum frame so the last read never truncates.
+    double dflt_slab = static_cast<double>(batch_) * 2048 + static_cast<double>(max_frame_) + 1;
+    slab_bytes_ = static_cast<size_t>(IntArg(env, info[3], "slabBytes", static_cast<double>(max_frame_) + 1, kMaxSlab, dflt_slab));
+
+    // Read buffers exist before the fd so an allocation failure leaks nothing.
+    Napi::Buffer<uint8_t> slab = Napi::Buffer<uint8_t>::New(env, slab_bytes_);
+    Napi::Uint32Array frames = Napi::Uint32Array::New(env, 2 * batch_);
+    slab_data_ = slab.Data();
+    frames_data_ = frames.Data();
+    slab_ref_ = Napi::Persistent(slab);
+    frames_ref_ = Napi::Persistent(frames);
+
+    fd_ = OpenTap(env, name, &name_);  // throws with a one-line message
+    napi_add_env_cleanup_hook(env, CleanupHook, this);
+    hook_added_ = true;
+  }
+
+  ~Tap() override {
+    CloseNative();
+    if (hook_added_) napi_remove_env_cleanup_hook(env_, CleanupHook, this);
+  }
+
+ private:
+  // Opens /dev/net/tun and attaches it to TAP `name` (created if absent);
+  // `actual` receives the name the kernel settled on.
+  static int OpenTap(Napi::Env env, const std::string& name, std::string* actual) {
+    int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+      int err = errno;
+      if (err == ENOENT || err == ENODEV || err == ENXIO) {
+        ThrowCode(env, ErrnoName(err), "/dev/net/tun not found: load the tun module (modprobe tun)");
+      }
+      if (err == EPERM || err == EACCES) {
+        ThrowCode(env, ErrnoName(err), "creating TAP " + name + " needs root (CAP_NET_ADMIN)");
+      }
+      ThrowCode(env, ErrnoName(err), "opening /dev/net/tun for TAP " + name + " failed: " + strerror(err));
+    }
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    // IFF_NO_PI: frames carry no 4-byte packet-information prefix. No
+    // IFF_VNET_HDR: frames are plain Ethernet, already checksummed/segmented.
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+    memcpy(ifr.ifr_name, name.data(), name.size());
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+      int err = errno;
+      close(fd);
+      switch (err) {
+        case EPERM:
+        case EACCES:
+          ThrowCode(env, ErrnoName(err), "creating TAP " + name + " needs root (CAP_NET_ADMIN)");
+        case EBUSY:
+          ThrowCode(env, "EBUSY", "TAP " + name + " is busy: another open file (another router?) is attached to it");
+        case EINVAL:
+          ThrowCode(env, "EINVAL",
+                    "cannot create TAP " + name + ": the name is taken by a device that is not a single-queue TAP");
+        default:
+          ThrowCode(env, ErrnoName(err), "creating TAP " + name + " failed: " + strerror(err));
+      }
+    }
+    actual->assign(ifr.ifr_name, strnlen(ifr.ifr_name, IFNAMSIZ));
+    return fd;
+  }
+
+  Napi::Value GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
+
+  Napi::Value GetName(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), name_); }
+
+  // start(onBatch, onError): begin polling; onBatch(slab, frames, count) per wake-up.
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_) ThrowCode(env, "ECLOSED", "TAP " + name_ + " is closed");
+    if (started_) ThrowCode(env, "EALREADY", "TAP " + name_ + " is already started");
+    if (!info[0].IsFunction()) ThrowType(env, "onBatch must be a function");
+    if (!info[1].IsUndefined() && !info[1].IsFunction()) ThrowType(env, "onError must be a function");
+
+    uv_loop_t* loop = nullptr;
+    if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
+      ThrowCode(env, "EINVAL", "no libuv event loop for TAP " + name_);
+    }
+    std::unique_ptr<uv_poll_t> poll(new uv_poll_t);
+    int rc = uv_poll_init(loop, poll.get(), fd_);
+    if (rc < 0) ThrowCode(env, uv_err_name(rc), "polling TAP " + name_ + " failed: " + uv_strerror(rc));
+    poll->data = this;
+    rc = uv_poll_start(poll.get(), UV_READABLE, OnPoll);
+    if (rc < 0) {
+      // The handle was initialised, so it must go through uv_close.
+      uv_close(reinterpret_cast<uv_handle_t*>(poll.release()), FreePoll);
+      ThrowCode(env, uv_err_name(rc), "polling TAP " + name_ + " failed: " + uv_strerror(rc));
+    }
+    poll_ = poll.release();
+    if (!refed_) uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
+
+    on_batch_ = Napi::Persistent(info[0].As<Napi::Function>());
+    if (info[1].IsFunction()) on_error_ = Napi::Persistent(info[1].As<Napi::Function>());
+    async_ctx_.reset(new Napi::AsyncContext(env, "TapRead", Value()));
+    // Keep the wrapper (and so this object) alive while the poll can call back.
+    Ref();
+    strong_ = true;
+    started_ = true;
+    return env.Undefined();
+  }
+
+  static void FreePoll(uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); }
+
+  static void OnPoll(uv_poll_t* h, int status, int events) {
+    Tap* self = static_cast<Tap*>(h->data);
+    if (self == nullptr || self->closed_) return;
+    Napi::Env env(self->env_);
+    Napi::HandleScope scope(env);
+    // No C++ exception may unwind into libuv's C frames.
+    try {
+      // A local handle keeps the wrapper alive even if JS closes it mid-callback.
+      Napi::Object keep = self->Value();
+      if (status < 0) {
+        // libuv reports POLLERR as UV_EBADF and stops the handle. A read tells
+        // the real cause (EBADFD once the interface was deleted) and delivers
+        // any frame still queued; if it finds none, report what libuv saw.
+        if (!self->Drain(env, keep) && !self->closed_) self->Fail(env, keep, -status, "poll");
+        return;
+      }
+      if (events & UV_READABLE) self->Drain(env, keep);
+    } catch (const Napi::Error& e) {
+      napi_fatal_exception(env, e.Value());
+    }
+  }
+
+  // Reads up to one batch and hands it to onBatch. Returns true if an error
+  // was reported: a read error (reading is then stopped) or an exception
+  // thrown by onBatch (raised as an uncaught exception).
+  bool Drain(Napi::Env env, Napi::Object keep) {
+    size_t pos = 0;
+    size_t n = 0;
+    int err = 0;
+    const size_t want = max_frame_ + 1;  // one spare byte tells a frame longer than maxFrame
+    while (n < batch_ && slab_bytes_ - pos >= want) {
+      ssize_t r = read(fd_, slab_data_ + pos, want);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) err = errno;
+        break;
+      }
+      if (r == 0) break;
+      if (static_cast<size_t>(r) > max_frame_) {
+        // The kernel cut the frame at `want` bytes: a corrupt frame, dropped.
+        read_truncated_++;
+        continue;
+      }
+      frames_data_[2 * n] = static_cast<uint32_t>(pos);
+      frames_data_[2 * n + 1] = static_cast<uint32_t>(r);
+      n++;
+      pos += static_cast<size_t>(r);
+    }
+    if (n > 0) {
+      read_frames_ += n;
+      read_batches_++;
+      napi_value args[3] = {slab_ref_.Value(), frames_ref_.Value(), Napi::Number::New(env, static_cast<double>(n))};
+      try {
+        on_batch_.MakeCallback(keep, 3, args, *async_ctx_);
+      } catch (const Napi::Error& e) {
+        // Same as an exception thrown by any other I/O callback: uncaughtException.
+        napi_fatal_exception(env, e.Value());
+        return true;
+      }
+    }
+    if (err != 0 && !closed_) {
+      Fail(env, keep, err, "read");
+      return true;
+    }
+    return false;
+  }
+
+  // Stops reading and reports `err` once; the owner decides whether to close.
+  void Fail(Napi::Env env, Napi::Object keep, int err, const char* op) {
+    read_errors_++;
+    if (poll_ != nullptr) uv_poll_stop(poll_);
+    std::string code = ErrnoName(err);
+    std::string msg = "TAP " + name_ + ": " + op + " failed: " + strerror(err) + "; reading stopped";
+    if (on_error_.IsEmpty()) {
+      Napi::Error e = Napi::Error::New(env, msg);
+      e.Set("code", Napi::String::New(env, code));
+      napi_fatal_exception(env, e.Value());
+      return;
+    }
+    try {
+      on_error_.MakeCallback(keep, {Napi::String::New(env, code), Napi::String::New(env, msg)}, *async_ctx_);
+    } catch (const Napi::Error& e) {
+      napi_fatal_exception(env, e.Value());
+    }
+  }
+
+  // One frame out. EAGAIN (queue full) is a drop; anything else (EIO while the
+  // link is down, EINVAL for a runt) is an error. Neither throws.
+  inline int WriteFrame(const uint8_t* p, size_t len) {
+    if (fd_ < 0) {
+      write_errors_++;
+      last_write_errno_ = EBADF;
+      return EBADF;
+    }
+    for (;;) {
+      ssize_t r = ::write(fd_, p, len);
+      if (r >= 0) {
+        write_frames_++;
+        return 0;
+      }
+      int err = errno;
+      if (err == EINTR) continue;
+      last_write_errno_ = err;
+      if (err == EAGAIN || err == EWOULDBLOCK) {
+        write_drops_++;
+        return EAGAIN;
+      }
+      write_errors_++;
+      return err;
+    }
+  }
+
+  // write(buf, offset = 0, length = buf.length - offset) -> true if the kernel took it.
+  Napi::Value Write(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint8_t* data;
+    size_t len;
+    BytesArg(env, info[0], "frame", &data, &len);
+    size_t off = 0;
+    if (info.Length() > 1 && !info[1].IsUndefined()) {
+      off = static_cast<size_t>(IntArg(env, info[1], "offset", 0, static_cast<double>(len), 0));
+    }
+    size_t n = len - off;
+    if (info.Length() > 2 && !info[2].IsUndefined()) {
+      n = static_cast<size_t>(IntArg(env, info[2], "length", 0, static_cast<double>(len - off), 0));
+    }
+    return Napi::Boolean::New(env, WriteFrame(data + off, n) == 0);
+  }
+
+  // writeBatch(bufs: Buffer[], count = bufs.length) -> frames written.
+  // Stops at the first EAGAIN, counting the rest as drops (the queue is full).
+  Napi::Value WriteBatch(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsArray()) ThrowType(env, "frames must be an array of Buffers");
+    Napi::Array arr = info[0].As<Napi::Array>();
+    uint32_t alen = arr.Length();
+    uint32_t count = static_cast<uint32_t>(IntArg(env, info[1], "count", 0, alen, alen));
+    uint32_t written = 0;
+    for (uint32_t i = 0; i < count; i++) {
+      napi_value el;
+      if (napi_get_element(env, arr, i, &el) != napi_ok) ThrowType(env, "frames[" + std::to_string(i) + "] is not readable");
+      uint8_t* data;
+      size_t len;
+      BytesArg(env, el, "each frame", &data, &len);
+      int err = WriteFrame(data, len);
+      if (err == 0) {
+        written++;
+      } else if (err == EAGAIN) {
+        write_drops_ += count - i - 1;
+        break;
+      }
+    }
+    return Napi::Number::New(env, written);
+  }
+
+  // writeSlab(slab, frames: Uint32Array [off0, len0, ...], count) -> frames written.
+  // Every pair is checked before anything is written.
+  Napi::Value WriteSlab(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint8_t* data;
+    size_t len;
+    BytesArg(env, info[0], "slab", &data, &len);
+    if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
+      ThrowType(env, "frames must be a Uint32Array of [offset, length] pairs");
+    }
+    Napi::Uint32Array fr = info[1].As<Napi::Uint32Array>();
+    size_t pairs = fr.ElementLength() / 2;
+    size_t count = static_cast<size_t>(IntArg(env, info[2], "count", 0, static_cast<double>(pairs), static_cast<double>(pairs)));
+    const uint32_t* f = fr.Data();
+    for (size_t i = 0; i < count; i++) {
+      uint64_t o = f[2 * i], l = f[2 * i + 1];
+      if (o + l > len) {
+        ThrowRange(env, "frame " + std::to_string(i) + " (offset " + std::to_string(o) + ", length " + std::to_string(l) +
+                            ") lies outside the " + std::to_string(len) + "-byte slab");
+      }
+    }
+    uint32_t written = 0;
+    for (size_t i = 0; i < count; i++) {
+      int err = WriteFrame(data + f[2 * i], f[2 * i + 1]);
+      if (err == 0) {
+        written++;
+      } else if (err == EAGAIN) {
+        write_drops_ += count - i - 1;
+        break;
+      }
+    }
+    return Napi::Number::New(env, written);
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("readFrames", static_cast<double>(read_frames_));
+    o.Set("readBatches", static_cast<double>(read_batches_));
+    o.Set("readTruncated", static_cast<double>(read_truncated_));
+    o.Set("readErrors", static_cast<double>(read_errors_));
+    o.Set("writeFrames", static_cast<double>(write_frames_));
+    o.Set("writeDrops", static_cast<double>(write_drops_));
+    o.Set("writeErrors", static_cast<double>(write_errors_));
+    if (last_write_errno_ != 0) {
+      o.Set("lastWriteError", ErrnoName(last_write_errno_));
+    } else {
+      o.Set("lastWriteError", env.Null());
+    }
+    return o;
+  }
+
+  Napi::Value RefMethod(const Napi::CallbackInfo& info) {
+    refed_ = true;
+    if (poll_ != nullptr) uv_ref(reinterpret_cast<uv_handle_t*>(poll_));
+    return info.Env().Undefined();
+  }
+
+  Napi::Value UnrefMethod(const Napi::CallbackInfo& info) {
+    refed_ = false;
+    if (poll_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
+    return info.Env().Undefined();
+  }
+
+  // close(): idempotent; safe inside onBatch/onError.
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    CloseNative();
+    // The AsyncContext may be in use by a MakeCallback on the stack; it is
+    // released with the object.
+    on_batch_.Reset();
+    on_error_.Reset();
+    if (strong_) {
+      strong_ = false;
+      Unref();
+    }
+    return info.Env().Undefined();
+  }
+
+  // Releases the OS resources only; no JS calls, so it is safe from the
+  // destructor and from the environment cleanup hook.
+  void CloseNative() {
+    closed_ = true;
+    if (poll_ != nullptr) {
+      poll_->data = nullptr;
+      // The fd may be closed right after uv_close (libuv guarantees it stops watching).
+      uv_close(reinterpret_cast<uv_handle_t*>(poll_), FreePoll);
+      poll_ = nullptr;
+    }
+    if (fd_ >= 0) {
+      close(fd_);
+      fd_ = -1;
+    }
+  }
+
+  static void CleanupHook(void* arg) {
+    Tap* self = static_cast<Tap*>(arg);
+    self->hook_added_ = false;
+    self->CloseNative();
+  }
+
+  napi_env env_;
+  int fd_ = -1;
+  std::string name_;
+  size_t max_frame_ = 0;
+  size_t batch_ = 0;
+  size_t slab_bytes_ = 0;
+  uint8_t* slab_data_ = nullptr;
+  uint32_t* frames_data_ = nullptr;
+  Napi::Reference<Napi::Buffer<uint8_t>> slab_ref_;
+  Napi::Reference<Napi::Uint32Array> frames_ref_;
+  Napi::FunctionReference on_batch_;
+  Napi::FunctionReference on_error_;
+  std::unique_ptr<Napi::AsyncContext> async_ctx_;
+  uv_poll_t* poll_ = nullptr;
+  bool started_ = false;
+  bool closed_ = false;
+  bool refed_ = true;
+  bool strong_ = false;
+  bool hook_added_ = false;
+  uint64_t read_frames_ = 0;
+  uint64_t read_batches_ = 0;
+  uint64_t read_truncated_ = 0;
+  uint64_t read_errors_ = 0;
+  uint64_t write_frames_ = 0;
+  uint64_t write_drops_ = 0;
+  uint64_t write_errors_ = 0;
+  int last_write_errno_ = 0;
+};
+
+// setDontFragment(fd, on): on → IP_PMTUDISC_PROBE: the kernel sets DF on every
+// datagram and never fragments locally, yet ignores ICMP "fragmentation needed"
+// for the socket's own path MTU (the router runs its own PMTU discovery per
+// peer, as Weave's sleeve does). off → IP_PMTUDISC_DONT: no DF, the kernel may
+// fragment. IPv6 sockets get the IPV6_ equivalents too (and the IPv4 option,
+// best effort, for v4-mapped peers).
+Napi::Value SetDontFragment(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = static_cast<int>(IntArg(env, info[0], "fd", 0, 2147483647, -1));
+  if (info[0].IsUndefined()) ThrowType(env, "fd must be a number");
+  if (!info[1].IsBoolean()) ThrowType(env, "on must be a boolean");
+  bool on = info[1].As<Napi::Boolean>().Value();
+  int domain = AF_INET;
+  socklen_t dl = sizeof domain;
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dl) < 0) {
+    int err = errno;
+    ThrowCode(env, ErrnoName(err), "setDontFragment: fd " + std::to_string(fd) + " is not a socket: " + strerror(err));
+  }
+  int v4 = on ? IP_PMTUDISC_PROBE : IP_PMTUDISC_DONT;
+  if (domain == AF_INET6) {
+    int v6 = on ? IPV6_PMTUDISC_PROBE : IPV6_PMTUDISC_DONT;
+    if (setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &v6, sizeof v6) < 0) {
+      int err = errno;
+      ThrowCode(env, ErrnoName(err), "setDontFragment: IPV6_MTU_DISCOVER on fd " + std::to_string(fd) + ": " + strerror(err));
+    }
+    (void)setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v4, sizeof v4);
+  } else if (domain == AF_INET) {
+    if (setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v4, sizeof v4) < 0) {
+      int err = errno;
+      ThrowCode(env, ErrnoName(err), "setDontFragment: IP_MTU_DISCOVER on fd " + std::to_string(fd) + ": " + strerror(err));
+    }
+  } else {
+    ThrowCode(env, "EAFNOSUPPORT", "setDontFragment: fd " + std::to_string(fd) + " is not an IPv4/IPv6 socket");
+  }
+  return env.Undefined();
+}
+
+Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  exports.Set("Tap", Tap::Init(env));
+  exports.Set("setDontFragment", Napi::Function::New(env, SetDontFragment, "setDontFragment"));
+  exports.Set("defaultMaxFrame", Napi::Number::New(env, 65535 + 18));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(tap, InitModule)

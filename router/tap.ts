@@ -1,0 +1,311 @@
+/**
+ * TAP device access for the router: the Linux TUN/TAP driver
+ * (kernel Documentation/networking/tuntap.rst) exposes a virtual Ethernet
+ * interface as a file descriptor where one read() is one frame the kernel sent
+ * out of the interface and one write() is one frame received "from the wire".
+ *
+ * The I/O lives in the native addon `build/Release/tap.node`
+ * (router/native/tap.cc): a uv_poll watcher on the main loop drains every ready
+ * frame into one reused slab and calls JavaScript once per wake-up; writes are
+ * synchronous non-blocking write() calls. No libuv threadpool is involved, so
+ * throughput is high and process.exit() is never blocked by a pending read.
+ *
+ * Bringing the link up, its MTU, txqueuelen and bridge membership are
+ * netdev.ts's job (`ip` commands); this module only opens the device.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Socket } from 'node:dgram';
+
+/**
+ * A TAP failure with an errno-style `code`:
+ * `ENAMETOOLONG` / `EINVAL` (bad name or options), `ENOENT` (no /dev/net/tun),
+ * `EPERM` / `EACCES` (no CAP_NET_ADMIN), `EBUSY` (name attached elsewhere),
+ * `ENOADDON` (the native addon is not built), `ECLOSED` / `EALREADY` (state),
+ * or the errno name of a failed read (`EBADFD`, `EBADF`...), reported via
+ * `start()`'s onError.
+ */
+export class TapError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = 'TapError';
+    this.code = code;
+  }
+}
+
+/**
+ * Receives one batch of frames read from the TAP in one event-loop wake-up.
+ * Frame i is `slab.subarray(frames[2*i], frames[2*i] + frames[2*i+1])`
+ * (offset, length in bytes; a whole Ethernet frame starting at the destination
+ * MAC, no preamble/FCS). `count` ≥ 1.
+ *
+ * `slab` and `frames` are reused for every batch: their contents are valid
+ * only until the handler returns. Copy anything that must outlive the call.
+ */
+export type FrameBatchHandler = (slab: Buffer, frames: Uint32Array, count: number) => void;
+
+/** Counters since open (all plain counts of frames / events). */
+export interface TapStats {
+  /** frames delivered to the batch handler */
+  readFrames: number;
+  /** handler calls (wake-ups that found at least one frame) */
+  readBatches: number;
+  /** frames longer than maxFrame, dropped because the read cut them short */
+  readTruncated: number;
+  /** read or poll failures (each one stops reading and is reported once) */
+  readErrors: number;
+  /** frames the kernel accepted */
+  writeFrames: number;
+  /** frames not written because the device queue was full (EAGAIN) */
+  writeDrops: number;
+  /** frames refused for another reason: EIO while the link is down, EINVAL for a runt, or writing after close */
+  writeErrors: number;
+  /** errno name of the last failed write, or null */
+  lastWriteError: string | null;
+}
+
+/** Options of {@link Tap.open}. */
+export interface TapOpenOptions {
+  /**
+   * Largest frame to accept, bytes, in [64, 1048576]; default 65553
+   * (65535-byte MTU + 14-byte Ethernet header + 4-byte VLAN tag). Must be at
+   * least the interface MTU + 18: longer frames are dropped and counted as
+   * `readTruncated`.
+   */
+  maxFrame?: number;
+  /** Most frames per handler call, in [1, 65536]; default 256. */
+  batch?: number;
+  /**
+   * Read slab size, bytes, ≥ maxFrame + 1; default batch × 2048 + maxFrame + 1
+   * (a full batch of 1500-MTU frames). Frames are packed contiguously and a
+   * read is only attempted while maxFrame + 1 bytes remain, so large frames
+   * make batches shorter, never truncated.
+   */
+  slabBytes?: number;
+}
+
+interface NativeTap {
+  readonly fd: number;
+  readonly name: string;
+  start(onBatch: FrameBatchHandler, onError: (code: string, message: string) => void): void;
+  write(frame: Uint8Array, offset?: number, length?: number): boolean;
+  writeBatch(frames: Uint8Array[], count?: number): number;
+  writeSlab(slab: Uint8Array, frames: Uint32Array, count: number): number;
+  stats(): TapStats;
+  ref(): void;
+  unref(): void;
+  close(): void;
+}
+
+interface NativeAddon {
+  Tap: new (name: string, maxFrame?: number, batch?: number, slabBytes?: number) => NativeTap;
+  setDontFragment(fd: number, on: boolean): void;
+  defaultMaxFrame: number;
+}
+
+let addon: NativeAddon | undefined;
+
+/** The package root: the nearest ancestor holding both package.json and binding.gyp. */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'binding.gyp')) && existsSync(join(dir, 'package.json'))) return dir;
+    const up = dirname(dir);
+    if (up === dir) throw new TapError('ENOADDON', 'cannot find the tsweave package root (binding.gyp) above ' + fileURLToPath(import.meta.url));
+    dir = up;
+  }
+}
+
+/** Loads the addon on first use, so importing this module never fails. */
+function native(): NativeAddon {
+  if (addon !== undefined) return addon;
+  const root = packageRoot();
+  const file = join(root, 'build', 'Release', 'tap.node');
+  if (!existsSync(file)) {
+    throw new TapError('ENOADDON', `native TAP addon ${file} is not built: run \`npm ci\` (or \`npm run install\`) in ${root}`);
+  }
+  addon = createRequire(import.meta.url)(file) as NativeAddon;
+  return addon;
+}
+
+/** Rethrows a native error (which carries `code`) as a TapError. */
+function asTapError(e: unknown): TapError {
+  if (e instanceof TapError) return e;
+  const err = e as { code?: unknown; message?: unknown };
+  const code = typeof err?.code === 'string' ? err.code : 'EUNKNOWN';
+  const message = typeof err?.message === 'string' ? err.message : String(e);
+  return new TapError(code, message);
+}
+
+/** Linux's dev_valid_name(): 1–15 bytes, not "." or "..", no '/', ':' or whitespace. */
+function checkName(name: string): void {
+  if (typeof name !== 'string') throw new TapError('EINVAL', 'TAP name must be a string');
+  const bytes = Buffer.byteLength(name);
+  if (bytes === 0) throw new TapError('EINVAL', 'TAP name must not be empty');
+  if (bytes > 15) throw new TapError('ENAMETOOLONG', `TAP name '${name}' is ${bytes} bytes; Linux allows at most 15`);
+  // '%' would let the kernel pick a name (tap%d); the router needs the exact one.
+  if (name === '.' || name === '..' || /[/:%\s]/.test(name)) {
+    throw new TapError('EINVAL', `TAP name '${name}' is not a valid interface name (no '/', ':', '%' or whitespace; not '.' or '..')`);
+  }
+}
+
+function checkInt(what: string, v: number | undefined, lo: number, hi: number): void {
+  if (v === undefined) return;
+  if (!Number.isInteger(v) || v < lo || v > hi) {
+    throw new TapError('EINVAL', `TAP ${what} must be an integer in [${lo}, ${hi}], got ${String(v)}`);
+  }
+}
+
+/**
+ * An open TAP device. The device exists while it is open (unless something
+ * made it persistent) and vanishes when closed or when the process dies.
+ */
+export class Tap {
+  /** Interface name as the kernel reports it. */
+  readonly name: string;
+  /** The /dev/net/tun file descriptor (−1 after close). */
+  get fd(): number {
+    return this.handle.fd;
+  }
+  private readonly handle: NativeTap;
+
+  private constructor(handle: NativeTap) {
+    this.handle = handle;
+    this.name = handle.name;
+  }
+
+  /**
+   * Opens (creating if needed) TAP `name` with IFF_TAP | IFF_NO_PI, non-blocking
+   * and close-on-exec. The link is left down.
+   * @throws TapError ENAMETOOLONG/EINVAL for a bad name or option, ENOENT when
+   *   /dev/net/tun is missing, EPERM without CAP_NET_ADMIN, EBUSY when another
+   *   open file holds the name, EINVAL when a non-TAP device has the name,
+   *   ENOADDON when the addon is not built.
+   */
+  static open(name: string, opts: TapOpenOptions = {}): Tap {
+    checkName(name);
+    checkInt('maxFrame', opts.maxFrame, 64, 1 << 20);
+    checkInt('batch', opts.batch, 1, 65536);
+    const maxFrame = opts.maxFrame ?? 65535 + 18;
+    checkInt('slabBytes', opts.slabBytes, maxFrame + 1, 256 * 1024 * 1024);
+    const { Tap: NativeTapCtor } = native();
+    try {
+      return new Tap(new NativeTapCtor(name, opts.maxFrame, opts.batch, opts.slabBytes));
+    } catch (e) {
+      throw asTapError(e);
+    }
+  }
+
+  /**
+   * Starts reading: `onBatch` runs once per wake-up with every frame that was
+   * ready (see {@link FrameBatchHandler} for the reuse rule). A read failure
+   * (e.g. EBADFD when the interface is deleted) stops reading and calls
+   * `onError` once; without `onError` it becomes an uncaught exception. While
+   * started the TAP keeps the event loop alive unless {@link unref} is called.
+   * Exceptions thrown by the handlers are uncaught exceptions.
+   * @throws TapError ECLOSED after close, EALREADY if already started.
+   */
+  start(onBatch: FrameBatchHandler, onError?: (err: TapError) => void): void {
+    const report = (code: string, message: string): void => {
+      const err = new TapError(code, message);
+      if (onError === undefined) throw err;
+      onError(err);
+    };
+    try {
+      this.handle.start(onBatch, report);
+    } catch (e) {
+      throw asTapError(e);
+    }
+  }
+
+  /**
+   * Writes one frame (`frame[offset, offset+length)`, default the whole buffer).
+   * Returns false if it was not sent: EAGAIN (queue full, counted in
+   * `writeDrops`) or another error such as EIO while the link is down
+   * (counted in `writeErrors`, see `lastWriteError`). Never throws for I/O;
+   * throws TypeError/RangeError for a non-buffer or out-of-range offset/length.
+   */
+  write(frame: Uint8Array, offset?: number, length?: number): boolean {
+    return this.handle.write(frame, offset, length);
+  }
+
+  /**
+   * Writes `frames[0..count)` (default all), each buffer one whole frame.
+   * Returns how many the kernel took; stops at the first EAGAIN and counts the
+   * rest as drops; other errors are counted and skipped.
+   */
+  writeBatch(frames: Uint8Array[], count?: number): number {
+    return this.handle.writeBatch(frames, count);
+  }
+
+  /**
+   * Writes `count` frames held in one buffer: frame i is
+   * `slab[frames[2i], frames[2i] + frames[2i+1])` (the same layout a
+   * {@link FrameBatchHandler} receives). All pairs are bounds-checked first
+   * (RangeError); then as {@link writeBatch}.
+   */
+  writeSlab(slab: Uint8Array, frames: Uint32Array, count: number): number {
+    return this.handle.writeSlab(slab, frames, count);
+  }
+
+  /** A fresh snapshot of the counters. */
+  stats(): TapStats {
+    return this.handle.stats();
+  }
+
+  /** Lets a started TAP keep the process alive (the default). */
+  ref(): void {
+    this.handle.ref();
+  }
+
+  /** Lets the process exit even while this TAP is started. */
+  unref(): void {
+    this.handle.unref();
+  }
+
+  /**
+   * Stops reading and closes the fd (the kernel removes a non-persistent TAP).
+   * Idempotent and safe inside the handlers; later writes return false.
+   */
+  close(): void {
+    this.handle.close();
+  }
+}
+
+/**
+ * Sets the "don't fragment" policy of a UDP socket: `on` selects
+ * IP_PMTUDISC_PROBE (DF set on every datagram, never fragmented locally, and
+ * ICMP "fragmentation needed" does not shrink the socket's cached path MTU —
+ * the sleeve discovers each peer's PMTU itself, as Weave's does), `off` selects
+ * IP_PMTUDISC_DONT (no DF; the kernel fragments as needed). IPv6 sockets get
+ * IPV6_MTU_DISCOVER too. See ip(7) / ipv6(7).
+ * @throws TapError EBADF/ENOTSOCK (`fd` is not a socket), EAFNOSUPPORT, ENOADDON.
+ */
+export function setDontFragment(fd: number, on: boolean): void {
+  try {
+    native().setDontFragment(fd, on);
+  } catch (e) {
+    throw asTapError(e);
+  }
+}
+
+/**
+ * The OS file descriptor of a bound `node:dgram` socket, or undefined if it is
+ * not bound/open or Node's internals differ. Node keeps the socket's state
+ * (with the UDP handle, whose `fd` getter reads the descriptor) under a
+ * non-exported Symbol, so it is found by shape among the own symbol keys.
+ */
+export function udpSocketFd(sock: Socket): number | undefined {
+  for (const sym of Object.getOwnPropertySymbols(sock)) {
+    const state = (sock as unknown as Record<symbol, unknown>)[sym];
+    if (state === null || typeof state !== 'object' || !('handle' in state)) continue;
+    const handle = (state as { handle?: unknown }).handle;
+    if (handle === null || typeof handle !== 'object') continue;
+    const fd = (handle as { fd?: unknown }).fd;
+    if (typeof fd === 'number' && Number.isInteger(fd) && fd >= 0) return fd;
+  }
+  return undefined;
+}

@@ -1,0 +1,577 @@
+/**
+ * Child process for test/e2e/tap.test.ts. It runs INSIDE the test's network
+ * namespace (spawned via `ip netns exec`), because a TAP device is created in
+ * the namespace of the process that opens it. It refuses to run unless
+ * TSW_TAP_CHILD=1, so a stray invocation never creates devices in the root
+ * namespace.
+ *
+ * Usage: TSW_TAP_CHILD=1 node tap-child.js <mode>
+ * Prints exactly one JSON line `{ ok: true, ... }` or `{ ok: false, error }` on
+ * stdout (modes "alive"/"unref" print plain markers instead).
+ *
+ * The "traffic" mode implements a tiny host behind the TAP: 10.99.0.2 with a
+ * made-up MAC that answers ARP requests and ICMP echo requests (RFC 826,
+ * RFC 792), and counts UDP datagrams sent to it, so the kernel's own `ping`
+ * exercises both directions end to end.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import dgram from 'node:dgram';
+import { readFileSync } from 'node:fs';
+import { Tap, TapError, setDontFragment, udpSocketFd, type TapStats } from '../../../router/tap.js';
+
+if (process.env.TSW_TAP_CHILD !== '1') {
+  process.stderr.write('tap-child: refusing to run without TSW_TAP_CHILD=1 (it creates TAP devices)\n');
+  process.exit(2);
+}
+
+const mode = process.argv[2] ?? '';
+
+// ---- Frame helpers (test-only; the router's own codec lives elsewhere) ----
+
+const FAKE_MAC = Buffer.from([0x02, 0x00, 0x5e, 0x99, 0x00, 0x02]);
+
+function ip(...args: string[]): void {
+  execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+function ipv4(s: string): Buffer {
+  return Buffer.from(s.split('.').map(Number));
+}
+
+function macOf(ifname: string): Buffer {
+  const txt = readFileSync(`/sys/class/net/${ifname}/address`, 'utf8').trim();
+  return Buffer.from(txt.split(':').map((h) => parseInt(h, 16)));
+}
+
+/** RFC 1071 Internet checksum of b[start, end). */
+function inetChecksum(b: Buffer, start: number, end: number): number {
+  let sum = 0;
+  for (let i = start; i + 1 < end; i += 2) sum += b.readUInt16BE(i);
+  if ((end - start) & 1) sum += b[end - 1] << 8;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return ~sum & 0xffff;
+}
+
+/** Ethernet + IPv4 + UDP frame (UDP checksum 0 = none, allowed for IPv4 by RFC 768). */
+function udpFrame(dstMac: Buffer, srcMac: Buffer, src: Buffer, dst: Buffer, sport: number, dport: number, payload: Buffer): Buffer {
+  const f = Buffer.alloc(14 + 20 + 8 + payload.length);
+  dstMac.copy(f, 0);
+  srcMac.copy(f, 6);
+  f.writeUInt16BE(0x0800, 12);
+  f[14] = 0x45;
+  f.writeUInt16BE(20 + 8 + payload.length, 16);
+  f[22] = 64;
+  f[23] = 17;
+  src.copy(f, 26);
+  dst.copy(f, 30);
+  f.writeUInt16BE(inetChecksum(f, 14, 34), 24);
+  f.writeUInt16BE(sport, 34);
+  f.writeUInt16BE(dport, 36);
+  f.writeUInt16BE(8 + payload.length, 38);
+  payload.copy(f, 42);
+  return f;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Polls `pred` every 5 ms until true or `ms` elapse; returns the last value. */
+async function waitFor(pred: () => boolean, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > end) return false;
+    await sleep(5);
+  }
+  return true;
+}
+
+function run(cmd: string, args: string[], ms: number): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const t = setTimeout(() => p.kill('SIGKILL'), ms);
+    p.on('close', (code) => {
+      clearTimeout(t);
+      resolve({ code, out });
+    });
+  });
+}
+
+function errInfo(f: () => unknown): { name: string; code: string; message: string } | null {
+  try {
+    f();
+    return null;
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    return { name: err instanceof TapError ? 'TapError' : err.constructor.name, code: String(err.code), message: err.message };
+  }
+}
+
+function emit(obj: Record<string, unknown>): void {
+  process.stdout.write(JSON.stringify(obj) + '\n');
+}
+
+// ---- Modes ----
+
+async function traffic(): Promise<Record<string, unknown>> {
+  const name = 'tswtap0';
+  const tap = Tap.open(name);
+  const res: Record<string, unknown> = { name: tap.name, fdIsNumber: Number.isInteger(tap.fd) && tap.fd > 2 };
+  const me = ipv4('10.99.0.1');
+  const peer = ipv4('10.99.0.2');
+  let arpReplies = 0;
+  let echoReplies = 0;
+  let bigEcho = 0;
+  let maxCount = 0;
+  let layoutOk = true;
+  const burstN = 2000;
+  const burstSeen = new Uint8Array(burstN);
+  let burstGot = 0;
+  let burstInOrder = true;
+  let lastSeq = -1;
+  let bigUdpLen = -1;
+  let bigUdpPayloadOk = false;
+  const reply = Buffer.alloc(65536);
+  let errors: TapError[] = [];
+
+  tap.start(
+    (slab, frames, count) => {
+      maxCount = Math.max(maxCount, count);
+      let prevEnd = 0;
+      for (let i = 0; i < count; i++) {
+        const off = frames[2 * i];
+        const len = frames[2 * i + 1];
+        // Frames are packed contiguously, in order, inside the slab.
+        if (off < prevEnd || off + len > slab.length || len < 14) layoutOk = false;
+        prevEnd = off + len;
+        const type = slab.readUInt16BE(off + 12);
+        if (type === 0x0806 && len >= 42 && slab.readUInt16BE(off + 20) === 1 && slab.compare(peer, 0, 4, off + 38, off + 42) === 0) {
+          // ARP request for 10.99.0.2 → reply "10.99.0.2 is at FAKE_MAC".
+          slab.copy(reply, 0, off + 6, off + 12);
+          FAKE_MAC.copy(reply, 6);
+          reply.writeUInt16BE(0x0806, 12);
+          reply.writeUInt16BE(1, 14);
+          reply.writeUInt16BE(0x0800, 16);
+          reply[18] = 6;
+          reply[19] = 4;
+          reply.writeUInt16BE(2, 20);
+          FAKE_MAC.copy(reply, 22);
+          peer.copy(reply, 28);
+          slab.copy(reply, 32, off + 22, off + 32); // requester's MAC and IP
+          if (tap.write(reply, 0, 42)) arpReplies++;
+        } else if (type === 0x0800) {
+          const ihl = (slab[off + 14] & 0x0f) * 4;
+          const proto = slab[off + 23];
+          const l4 = off + 14 + ihl;
+          if (slab.compare(peer, 0, 4, off + 30, off + 34) !== 0) continue;
+          if (proto === 1 && slab[l4] === 8) {
+            // ICMP echo request → echo reply: swap MACs and IPs, type 0, fresh checksums.
+            slab.copy(reply, 0, off, off + len);
+            slab.copy(reply, 0, off + 6, off + 12);
+            FAKE_MAC.copy(reply, 6);
+            slab.copy(reply, 26, off + 30, off + 34);
+            slab.copy(reply, 30, off + 26, off + 30);
+            reply[22] = 64;
+            reply.writeUInt16BE(0, 24);
+            reply.writeUInt16BE(inetChecksum(reply, 14, 14 + ihl), 24);
+            const r4 = 14 + ihl;
+            reply[r4] = 0;
+            reply.writeUInt16BE(0, r4 + 2);
+            reply.writeUInt16BE(inetChecksum(reply, r4, len), r4 + 2);
+            if (tap.write(reply, 0, len)) {
+              echoReplies++;
+              if (len > 8000) bigEcho++;
+            }
+          } else if (proto === 17 && slab.readUInt16BE(l4 + 2) === 9999) {
+            const p = l4 + 8;
+            const plen = slab.readUInt16BE(l4 + 4) - 8;
+            if (plen >= 8000) {
+              bigUdpLen = len;
+              let ok = true;
+              for (let k = 0; k < plen; k++) if (slab[p + k] !== (k * 7) % 251) ok = false;
+              bigUdpPayloadOk = ok;
+            } else {
+              const seq = slab.readUInt32BE(p);
+              if (seq < burstN && burstSeen[seq] === 0) {
+                burstSeen[seq] = 1;
+                burstGot++;
+                if (seq < lastSeq) burstInOrder = false;
+                lastSeq = seq;
+              }
+            }
+          }
+        }
+      }
+    },
+    (err) => {
+      errors.push(err);
+    },
+  );
+
+  ip('link', 'set', 'lo', 'up');
+  ip('link', 'set', name, 'mtu', '9000', 'txqueuelen', '10000', 'up');
+  ip('addr', 'add', '10.99.0.1/24', 'dev', name);
+
+  // 1. ping through the responder (ARP + ICMP), small then jumbo echoes.
+  const ping = await run('ping', ['-n', '-c', '5', '-i', '0.05', '-W', '2', '10.99.0.2'], 8000);
+  res.pingCode = ping.code;
+  res.pingReceived = Number(/(\d+) received/.exec(ping.out)?.[1] ?? -1);
+  const bigPing = await run('ping', ['-n', '-c', '2', '-i', '0.05', '-W', '2', '-s', '8000', '10.99.0.2'], 8000);
+  res.bigPingReceived = Number(/(\d+) received/.exec(bigPing.out)?.[1] ?? -1);
+  res.arpReplies = arpReplies;
+  res.echoReplies = echoReplies;
+  res.bigEcho = bigEcho;
+
+  // 2. A burst from the kernel: every datagram must arrive, in order, batched.
+  const tx = dgram.createSocket('udp4');
+  await new Promise<void>((r) => tx.bind(0, '10.99.0.1', () => r()));
+  const payload = Buffer.alloc(100);
+  for (let s = 0; s < burstN; s++) {
+    const b = Buffer.from(payload);
+    b.writeUInt32BE(s, 0);
+    tx.send(b, 9999, '10.99.0.2');
+  }
+  await waitFor(() => burstGot === burstN, 4000);
+  res.burstGot = burstGot;
+  res.burstInOrder = burstInOrder;
+  res.maxCount = maxCount;
+  res.layoutOk = layoutOk;
+
+  // 3. One jumbo datagram (no fragmentation at MTU 9000): delivered whole.
+  const big = Buffer.alloc(8000);
+  for (let k = 0; k < big.length; k++) big[k] = (k * 7) % 251;
+  tx.send(big, 9999, '10.99.0.2');
+  await waitFor(() => bigUdpLen >= 0, 2000);
+  res.bigUdpLen = bigUdpLen;
+  res.bigUdpPayloadOk = bigUdpPayloadOk;
+  tx.close();
+
+  // 4. Frames we write must reach a kernel socket: write(), writeBatch(), writeSlab().
+  const rx = dgram.createSocket('udp4');
+  const got = new Set<number>();
+  rx.on('message', (m) => {
+    if (m.length === 8) got.add(m.readUInt32BE(0));
+  });
+  await new Promise<void>((r) => rx.bind(7777, '10.99.0.1', () => r()));
+  const tapMac = macOf(name);
+  const mk = (seq: number): Buffer => {
+    const pl = Buffer.alloc(8);
+    pl.writeUInt32BE(seq, 0);
+    return udpFrame(tapMac, FAKE_MAC, peer, me, 5555, 7777, pl);
+  };
+  // write(): frames embedded at odd offsets of one big buffer.
+  const frameLen = mk(0).length;
+  const embed = Buffer.alloc(3 + 100 * (frameLen + 5));
+  let okSingle = 0;
+  for (let s = 0; s < 100; s++) {
+    const at = 3 + s * (frameLen + 5);
+    mk(s).copy(embed, at);
+    if (tap.write(embed, at, frameLen)) okSingle++;
+  }
+  const batch: Buffer[] = [];
+  for (let s = 100; s < 200; s++) batch.push(mk(s));
+  batch.push(mk(9999)); // beyond count: must not be sent
+  const okBatch = tap.writeBatch(batch, 100);
+  const slab = Buffer.alloc(100 * frameLen + 7);
+  const pairs = new Uint32Array(200);
+  for (let s = 200; s < 300; s++) {
+    const i = s - 200;
+    const at = 7 + i * frameLen - (i === 0 ? 7 : 0); // first frame at 0, the rest after a 7-byte gap
+    mk(s).copy(slab, at);
+    pairs[2 * i] = at;
+    pairs[2 * i + 1] = frameLen;
+  }
+  const okSlab = tap.writeSlab(slab, pairs, 100);
+  await waitFor(() => got.size >= 300, 3000);
+  await sleep(50);
+  res.written = [okSingle, okBatch, okSlab];
+  res.kernelGot = got.size;
+  res.kernelGotBeyondCount = got.has(9999);
+  let contiguous = true;
+  for (let s = 0; s < 300; s++) if (!got.has(s)) contiguous = false;
+  res.kernelGotAll = contiguous;
+  rx.close();
+
+  // 5. Link down: write fails with EIO, counted, no throw.
+  const before = tap.stats();
+  ip('link', 'set', name, 'down');
+  res.writeWhileDown = tap.write(mk(5000));
+  const afterDown = tap.stats();
+  res.downErrorsDelta = afterDown.writeErrors - before.writeErrors;
+  res.lastWriteError = afterDown.lastWriteError;
+
+  // 6. Deleting the interface: onError once, reading stops, no spinning.
+  ip('link', 'del', name);
+  await waitFor(() => errors.length > 0, 2000);
+  await sleep(300);
+  res.errorCodes = errors.map((e) => e.code);
+  res.errorIsTapError = errors.every((e) => e instanceof TapError);
+  res.errorMessage = errors[0]?.message;
+  const st: TapStats = tap.stats();
+  res.stats = st;
+  tap.close();
+  tap.close();
+  res.fdAfterClose = tap.fd;
+  res.writeAfterClose = tap.write(mk(6000));
+  errors = [];
+  return res;
+}
+
+async function errorsMode(): Promise<Record<string, unknown>> {
+  const res: Record<string, unknown> = {};
+  const a = Tap.open('tswtap1');
+  res.busy = errInfo(() => Tap.open('tswtap1'));
+  res.notTap = errInfo(() => Tap.open('lo'));
+  res.tooLong = errInfo(() => Tap.open('tswtap-name-16ch'));
+  res.fifteenOk = errInfo(() => Tap.open('tswtap-name15ch').close());
+  res.slash = errInfo(() => Tap.open('a/b'));
+  res.empty = errInfo(() => Tap.open(''));
+  res.percent = errInfo(() => Tap.open('tap%d'));
+  res.badMaxFrame = errInfo(() => Tap.open('tswtap2', { maxFrame: 10 }));
+  res.badBatch = errInfo(() => Tap.open('tswtap2', { batch: 0.5 }));
+  res.badSlab = errInfo(() => Tap.open('tswtap2', { maxFrame: 2000, slabBytes: 2000 }));
+
+  a.start(() => {});
+  res.startTwice = errInfo(() => a.start(() => {}));
+  res.writeNotBuffer = errInfo(() => a.write('abc' as unknown as Buffer));
+  res.writeBadOffset = errInfo(() => a.write(Buffer.alloc(60), 61));
+  res.writeBadLength = errInfo(() => a.write(Buffer.alloc(60), 10, 51));
+  res.writeFracOffset = errInfo(() => a.write(Buffer.alloc(60), 1.5));
+  res.batchNotArray = errInfo(() => a.writeBatch(Buffer.alloc(60) as unknown as Buffer[]));
+  res.batchBadElem = errInfo(() => a.writeBatch([1 as unknown as Buffer]));
+  res.batchBadCount = errInfo(() => a.writeBatch([Buffer.alloc(60)], 2));
+  const w0 = a.stats().writeFrames + a.stats().writeErrors;
+  res.slabOutside = errInfo(() => a.writeSlab(Buffer.alloc(100), new Uint32Array([0, 60, 50, 60]), 2));
+  res.slabNotU32 = errInfo(() => a.writeSlab(Buffer.alloc(100), new Uint16Array([0, 60]) as unknown as Uint32Array, 1));
+  res.slabWroteNothing = a.stats().writeFrames + a.stats().writeErrors === w0;
+  // Link is down here: a well-formed write is refused with EIO and counted.
+  const frame = Buffer.alloc(60, 0xff);
+  res.downWrite = a.write(frame);
+  res.downStats = a.stats();
+
+  a.close();
+  a.close();
+  res.startAfterClose = errInfo(() => a.start(() => {}));
+  res.writeAfterClose = a.write(frame);
+  // Closing released the name: it can be opened again at once.
+  res.reopen = errInfo(() => Tap.open('tswtap1').close());
+
+  // udpSocketFd on unbound, bound and closed sockets.
+  const s = dgram.createSocket('udp4');
+  res.fdUnbound = udpSocketFd(s) ?? null;
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+  const fd = udpSocketFd(s);
+  res.fdBound = fd ?? null;
+  res.dfOn = errInfo(() => setDontFragment(fd as number, true));
+  res.dfOff = errInfo(() => setDontFragment(fd as number, false));
+  s.close();
+  res.fdClosed = udpSocketFd(s) ?? null;
+  const t = Tap.open('tswtap1');
+  res.dfNotSocket = errInfo(() => setDontFragment(t.fd, true));
+  res.dfBadFd = errInfo(() => setDontFragment(-1, true));
+  t.close();
+  const s6 = dgram.createSocket('udp6');
+  await new Promise<void>((r) => s6.bind(0, '::1', () => r()));
+  res.df6 = errInfo(() => setDontFragment(udpSocketFd(s6) as number, true));
+  s6.close();
+  return res;
+}
+
+/** setDontFragment's effect: DF datagrams above the MTU fail, non-DF ones are fragmented. */
+async function dfMode(): Promise<Record<string, unknown>> {
+  const name = 'tswtap2';
+  const tap = Tap.open(name);
+  const frags: number[] = [];
+  tap.start((slab, frames, count) => {
+    for (let i = 0; i < count; i++) {
+      const off = frames[2 * i];
+      if (slab.readUInt16BE(off + 12) !== 0x0800 || slab[off + 23] !== 17) continue;
+      const fragField = slab.readUInt16BE(off + 20);
+      frags.push(frames[2 * i + 1], fragField);
+    }
+  });
+  ip('link', 'set', name, 'mtu', '1500', 'up');
+  ip('addr', 'add', '10.97.0.1/24', 'dev', name);
+  ip('neigh', 'add', '10.97.0.2', 'lladdr', '02:00:5e:97:00:02', 'dev', name);
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '10.97.0.1', () => r()));
+  const fd = udpSocketFd(s) as number;
+  const send = (n: number): Promise<string> =>
+    new Promise((r) => s.send(Buffer.alloc(n), 9, '10.97.0.2', (err) => r(err ? String((err as NodeJS.ErrnoException).code) : 'ok')));
+  setDontFragment(fd, true);
+  const res: Record<string, unknown> = {};
+  res.smallDf = await send(1000);
+  res.bigDf = await send(3000);
+  await waitFor(() => frags.length >= 2, 2000);
+  res.smallFrame = frags.slice(0, 2);
+  frags.length = 0;
+  setDontFragment(fd, false);
+  res.bigNoDf = await send(3000);
+  await waitFor(() => frags.length >= 6, 2000);
+  res.bigFrames = frags.slice();
+  s.close();
+  tap.close();
+  return res;
+}
+
+/** Frames longer than maxFrame are dropped and counted; one exactly maxFrame long is kept. */
+async function truncateMode(): Promise<Record<string, unknown>> {
+  const name = 'tswtap3';
+  const tap = Tap.open(name, { maxFrame: 1518, batch: 4 });
+  const lens: number[] = [];
+  tap.start((slab, frames, count) => {
+    for (let i = 0; i < count; i++) {
+      const off = frames[2 * i];
+      // Only our IPv4/UDP datagrams; IPv6 autoconfiguration chatter is ignored.
+      if (slab.readUInt16BE(off + 12) === 0x0800 && slab[off + 23] === 17) lens.push(frames[2 * i + 1]);
+    }
+  });
+  ip('link', 'set', name, 'mtu', '9000', 'up');
+  ip('addr', 'add', '10.96.0.1/24', 'dev', name);
+  ip('neigh', 'add', '10.96.0.2', 'lladdr', '02:00:5e:96:00:02', 'dev', name);
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '10.96.0.1', () => r()));
+  const send = (n: number): Promise<void> => new Promise((r) => s.send(Buffer.alloc(n), 9, '10.96.0.2', () => r()));
+  await send(1518 - 42); // frame of exactly maxFrame bytes
+  await send(3000); // 3042-byte frame > maxFrame
+  await send(10); // 52-byte frame
+  await waitFor(() => tap.stats().readTruncated >= 1 && lens.includes(52), 2000);
+  await sleep(50);
+  s.close();
+  const st = tap.stats();
+  tap.close();
+  return { lens, readTruncated: st.readTruncated };
+}
+
+/** onBatch may close the TAP; the process must then exit by itself. */
+async function closeInBatch(): Promise<Record<string, unknown>> {
+  const name = 'tswtap4';
+  const tap = Tap.open(name);
+  let calls = 0;
+  tap.start(() => {
+    calls++;
+    tap.close();
+    tap.close();
+  });
+  ip('link', 'set', name, 'up');
+  ip('addr', 'add', '10.95.0.1/24', 'dev', name);
+  ip('neigh', 'add', '10.95.0.2', 'lladdr', '02:00:5e:95:00:02', 'dev', name);
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '10.95.0.1', () => r()));
+  for (let i = 0; i < 50; i++) s.send(Buffer.alloc(10), 9, '10.95.0.2');
+  await waitFor(() => calls > 0, 2000);
+  await sleep(100);
+  s.close();
+  return { calls, fd: tap.fd };
+}
+
+/** An exception from onBatch is an uncaught exception of the process. */
+function throwMode(): void {
+  const name = 'tswtap5';
+  const tap = Tap.open(name);
+  process.on('uncaughtException', (e) => {
+    emit({ ok: true, caught: (e as Error).message, stats: tap.stats() });
+    tap.close();
+  });
+  tap.start(() => {
+    throw new Error('boom from onBatch');
+  });
+  ip('link', 'set', name, 'up');
+  ip('addr', 'add', '10.94.0.1/24', 'dev', name);
+  ip('neigh', 'add', '10.94.0.2', 'lladdr', '02:00:5e:94:00:02', 'dev', name);
+  const s = dgram.createSocket('udp4');
+  s.bind(0, '10.94.0.1', () => {
+    s.send(Buffer.alloc(10), 9, '10.94.0.2', () => s.close());
+  });
+}
+
+/** Without onError, a read failure is an uncaught TapError. */
+function noOnErrorMode(): void {
+  const name = 'tswtap11';
+  const tap = Tap.open(name);
+  process.on('uncaughtException', (e) => {
+    const err = e as TapError;
+    emit({ ok: true, isTapError: err instanceof TapError, code: err.code, message: err.message, readErrors: tap.stats().readErrors });
+    tap.close();
+  });
+  tap.start(() => {});
+  ip('link', 'del', name);
+}
+
+async function main(): Promise<void> {
+  switch (mode) {
+    case 'traffic':
+      emit({ ok: true, ...(await traffic()) });
+      return;
+    case 'errors':
+      emit({ ok: true, ...(await errorsMode()) });
+      return;
+    case 'df':
+      emit({ ok: true, ...(await dfMode()) });
+      return;
+    case 'truncate':
+      emit({ ok: true, ...(await truncateMode()) });
+      return;
+    case 'close-in-batch':
+      emit({ ok: true, ...(await closeInBatch()) });
+      return;
+    case 'throw':
+      throwMode();
+      return;
+    case 'no-onerror':
+      noOnErrorMode();
+      return;
+    case 'open-error':
+      // Used under a mount namespace without /dev/net/tun, or without CAP_NET_ADMIN.
+      emit({ ok: true, err: errInfo(() => Tap.open('tswtap6')) });
+      return;
+    case 'alive': {
+      // A started TAP keeps the loop alive: the unref'd timer still fires.
+      const tap = Tap.open('tswtap7');
+      tap.start(() => {});
+      setTimeout(() => {
+        process.stdout.write('alive\n');
+        tap.close();
+      }, 200).unref();
+      return;
+    }
+    case 'unref': {
+      // An unref'd TAP does not: the process exits before the timer.
+      const tap = Tap.open('tswtap8');
+      tap.start(() => {});
+      tap.unref();
+      setTimeout(() => process.stdout.write('alive\n'), 500).unref();
+      process.stdout.write('started\n');
+      return;
+    }
+    case 'close-exit': {
+      // Open, start, close: nothing may keep the process alive afterwards.
+      const tap = Tap.open('tswtap9');
+      tap.start(() => {});
+      tap.close();
+      tap.close();
+      process.stdout.write('closed\n');
+      return;
+    }
+    case 'exit-while-started': {
+      const tap = Tap.open('tswtap10');
+      tap.start(() => {});
+      setImmediate(() => {
+        process.stdout.write('exiting\n');
+        process.exit(0);
+      });
+      return;
+    }
+    default:
+      emit({ ok: false, error: `unknown mode '${mode}'` });
+      process.exitCode = 2;
+  }
+}
+
+main().catch((e: unknown) => {
+  emit({ ok: false, error: e instanceof Error ? `${e.name}: ${e.message}` : String(e) });
+  process.exitCode = 1;
+});

@@ -1,0 +1,258 @@
+/**
+ * End-to-end test of the TAP binding (router/tap.ts + router/native/tap.cc).
+ *
+ * Needs root and /dev/net/tun. Everything that creates a device runs in a child
+ * process (helpers/tap-child.ts) started with `ip netns exec` inside a network
+ * namespace this test creates (tsw-tap-<pid>) and deletes afterwards; a TAP
+ * lives in the namespace of the process that opens it and vanishes with it.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const NS = `tsw-tap-${process.pid}`;
+const CHILD = fileURLToPath(new URL('./helpers/tap-child.js', import.meta.url));
+
+function hasCommand(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function skipReason(): string | undefined {
+  if (process.platform !== 'linux') return 'TAP devices are Linux-only';
+  if (process.getuid?.() !== 0) return 'needs root (creates a network namespace and TAP devices)';
+  if (!existsSync('/dev/net/tun')) return '/dev/net/tun is missing (modprobe tun)';
+  if (!hasCommand('ip')) return 'the `ip` command (iproute2) is missing';
+  return undefined;
+}
+
+const skip = skipReason();
+if (skip !== undefined) process.stderr.write(`tap.test: skipped: ${skip}\n`);
+
+interface ChildResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+/** Runs the child in the namespace, optionally behind a wrapper command; bounded to 15 s. */
+function runChild(mode: string, wrap: string[] = []): Promise<ChildResult> {
+  const t0 = Date.now();
+  return new Promise((resolve) => {
+    execFile(
+      'ip',
+      ['netns', 'exec', NS, ...wrap, process.execPath, CHILD, mode],
+      { env: { ...process.env, TSW_TAP_CHILD: '1' }, timeout: 15_000, killSignal: 'SIGKILL' },
+      (err, stdout, stderr) => {
+        const e = err as (Error & { code?: number | string; signal?: NodeJS.Signals }) | null;
+        resolve({
+          code: e === null ? 0 : typeof e.code === 'number' ? e.code : null,
+          signal: e?.signal ?? null,
+          stdout,
+          stderr,
+          ms: Date.now() - t0,
+        });
+      },
+    );
+  });
+}
+
+/** Runs a JSON-reporting mode and returns its report, failing on a bad exit. */
+async function childJson(mode: string, wrap: string[] = []): Promise<Record<string, any>> {
+  const r = await runChild(mode, wrap);
+  assert.equal(r.signal, null, `child ${mode} was killed (hung?): ${r.stderr}`);
+  assert.equal(r.code, 0, `child ${mode} exited ${r.code}: ${r.stderr}${r.stdout}`);
+  const line = r.stdout.trim().split('\n').pop() ?? '';
+  const rep = JSON.parse(line) as Record<string, any>;
+  assert.equal(rep.ok, true, `child ${mode} failed: ${rep.error}`);
+  return rep;
+}
+
+describe('TAP binding (root, netns)', { skip }, () => {
+  before(() => {
+    execFileSync('ip', ['netns', 'add', NS]);
+  });
+
+  after(() => {
+    try {
+      execFileSync('ip', ['netns', 'del', NS], { stdio: 'ignore' });
+    } catch {
+      // already gone
+    }
+  });
+
+  it('carries real traffic both ways: ARP/ICMP responder answers ping, bursts arrive whole and batched', async () => {
+    const r = await childJson('traffic');
+    assert.equal(r.name, 'tswtap0');
+    assert.equal(r.fdIsNumber, true);
+    // ping 10.99.0.2: the kernel's frames were read, our replies were written and accepted.
+    assert.equal(r.pingCode, 0);
+    assert.equal(r.pingReceived, 5);
+    assert.equal(r.bigPingReceived, 2, '8000-byte echoes through a 9000 MTU TAP');
+    assert.ok(r.arpReplies >= 1);
+    assert.equal(r.echoReplies, 7);
+    assert.equal(r.bigEcho, 2);
+    // 2000 datagrams sent in one tick: none lost, in order, several per callback.
+    assert.equal(r.burstGot, 2000);
+    assert.equal(r.burstInOrder, true);
+    assert.ok(r.maxCount > 1, `expected batching, max batch was ${r.maxCount}`);
+    assert.ok(r.maxCount <= 256, 'a batch never exceeds the batch limit');
+    assert.equal(r.layoutOk, true, 'frames are contiguous, ordered and inside the slab');
+    assert.equal(r.bigUdpLen, 14 + 20 + 8 + 8000, 'a jumbo frame is read whole');
+    assert.equal(r.bigUdpPayloadOk, true);
+    // Frames we built reached a kernel UDP socket via write, writeBatch and writeSlab.
+    assert.deepEqual(r.written, [100, 100, 100]);
+    assert.equal(r.kernelGot, 300);
+    assert.equal(r.kernelGotAll, true);
+    assert.equal(r.kernelGotBeyondCount, false, 'writeBatch honours count');
+    // Link down: EIO counted, not thrown.
+    assert.equal(r.writeWhileDown, false);
+    assert.equal(r.downErrorsDelta, 1);
+    assert.equal(r.lastWriteError, 'EIO');
+    // Interface deleted: exactly one error report, then reading stops.
+    assert.deepEqual(r.errorCodes, ['EBADFD']);
+    assert.equal(r.errorIsTapError, true);
+    assert.match(r.errorMessage, /^TAP tswtap0: read failed: .*reading stopped$/);
+    assert.equal(r.stats.readErrors, 1);
+    assert.ok(r.stats.readFrames >= 2000 + 7 + 1);
+    assert.ok(r.stats.readBatches < r.stats.readFrames);
+    assert.equal(r.stats.writeFrames, 300 + 7 + r.arpReplies);
+    assert.equal(r.stats.readTruncated, 0);
+    assert.equal(r.fdAfterClose, -1);
+    assert.equal(r.writeAfterClose, false);
+  });
+
+  it('reports clear, coded errors for bad names, busy names, bad arguments and closed taps', async () => {
+    const r = await childJson('errors');
+    assert.equal(r.busy.code, 'EBUSY');
+    assert.equal(r.busy.name, 'TapError');
+    assert.match(r.busy.message, /^TAP tswtap1 is busy/);
+    assert.equal(r.notTap.code, 'EINVAL');
+    assert.match(r.notTap.message, /TAP lo/);
+    assert.equal(r.tooLong.code, 'ENAMETOOLONG');
+    assert.match(r.tooLong.message, /16 bytes/);
+    assert.equal(r.fifteenOk, null, 'a 15-byte name is fine');
+    assert.equal(r.slash.code, 'EINVAL');
+    assert.equal(r.empty.code, 'EINVAL');
+    assert.equal(r.percent.code, 'EINVAL');
+    assert.equal(r.badMaxFrame.code, 'EINVAL');
+    assert.equal(r.badBatch.code, 'EINVAL');
+    assert.equal(r.badSlab.code, 'EINVAL');
+    assert.equal(r.startTwice.code, 'EALREADY');
+    assert.equal(r.writeNotBuffer.code, 'ERR_INVALID_ARG_TYPE');
+    assert.equal(r.writeBadOffset.code, 'ERR_OUT_OF_RANGE');
+    assert.equal(r.writeBadLength.code, 'ERR_OUT_OF_RANGE');
+    assert.equal(r.writeFracOffset.code, 'ERR_OUT_OF_RANGE');
+    assert.equal(r.batchNotArray.code, 'ERR_INVALID_ARG_TYPE');
+    assert.equal(r.batchBadElem.code, 'ERR_INVALID_ARG_TYPE');
+    assert.equal(r.batchBadCount.code, 'ERR_OUT_OF_RANGE');
+    assert.equal(r.slabOutside.code, 'ERR_OUT_OF_RANGE');
+    assert.equal(r.slabNotU32.code, 'ERR_INVALID_ARG_TYPE');
+    assert.equal(r.slabWroteNothing, true, 'a bad pair aborts writeSlab before any write');
+    assert.equal(r.downWrite, false);
+    assert.equal(r.downStats.writeErrors, 1);
+    assert.equal(r.downStats.writeFrames, 0);
+    assert.equal(r.downStats.lastWriteError, 'EIO');
+    assert.equal(r.startAfterClose.code, 'ECLOSED');
+    assert.equal(r.writeAfterClose, false);
+    assert.equal(r.reopen, null, 'close() frees the name');
+    // udpSocketFd / setDontFragment
+    assert.equal(r.fdUnbound, null);
+    assert.ok(Number.isInteger(r.fdBound) && r.fdBound > 2);
+    assert.equal(r.fdClosed, null);
+    assert.equal(r.dfOn, null);
+    assert.equal(r.dfOff, null);
+    assert.equal(r.df6, null, 'IPv6 sockets are accepted');
+    assert.equal(r.dfNotSocket.code, 'ENOTSOCK');
+    assert.equal(r.dfBadFd.code, 'ERR_OUT_OF_RANGE');
+  });
+
+  it('setDontFragment: DF on refuses oversize datagrams, DF off lets the kernel fragment', async () => {
+    const r = await childJson('df');
+    assert.equal(r.smallDf, 'ok');
+    assert.equal(r.smallFrame[0], 14 + 20 + 8 + 1000);
+    assert.equal(r.smallFrame[1] & 0x4000, 0x4000, 'DF bit set');
+    assert.equal(r.bigDf, 'EMSGSIZE');
+    assert.equal(r.bigNoDf, 'ok');
+    // 3008 bytes of UDP over a 1500 MTU: 1480 + 1480 + 48 bytes of fragments.
+    assert.deepEqual(r.bigFrames, [1514, 0x2000, 1514, 0x2000 | 185, 82, 370]);
+  });
+
+  it('drops and counts frames longer than maxFrame, keeps one of exactly maxFrame', async () => {
+    const r = await childJson('truncate');
+    assert.deepEqual(r.lens, [1518, 52]);
+    assert.equal(r.readTruncated, 1);
+  });
+
+  it('close() inside onBatch is safe and lets the process exit', async () => {
+    const r = await childJson('close-in-batch');
+    assert.equal(r.calls, 1, 'no callback after close');
+    assert.equal(r.fd, -1);
+  });
+
+  it('an exception thrown by onBatch becomes an uncaught exception', async () => {
+    const r = await childJson('throw');
+    assert.equal(r.caught, 'boom from onBatch');
+    assert.equal(r.stats.readBatches, 1);
+  });
+
+  it('without onError, a read failure becomes an uncaught TapError', async () => {
+    const r = await childJson('no-onerror');
+    assert.equal(r.isTapError, true);
+    assert.equal(r.code, 'EBADFD');
+    assert.match(r.message, /^TAP tswtap11: read failed/);
+    assert.equal(r.readErrors, 1);
+  });
+
+  it('a started TAP keeps the loop alive; unref() does not; close() and process.exit() end promptly', async () => {
+    const alive = await runChild('alive');
+    assert.equal(alive.code, 0, alive.stderr);
+    assert.equal(alive.stdout, 'alive\n');
+
+    const unref = await runChild('unref');
+    assert.equal(unref.code, 0, unref.stderr);
+    assert.equal(unref.stdout, 'started\n', 'an unref-ed TAP must not hold the process');
+
+    const closed = await runChild('close-exit');
+    assert.equal(closed.code, 0, closed.stderr);
+    assert.equal(closed.stdout, 'closed\n');
+    assert.ok(closed.ms < 5000, `exit after close took ${closed.ms} ms`);
+
+    const exited = await runChild('exit-while-started');
+    assert.equal(exited.signal, null, 'process.exit() with a started TAP must not hang');
+    assert.equal(exited.code, 0, exited.stderr);
+    assert.equal(exited.stdout, 'exiting\n');
+  });
+
+  it('explains a missing /dev/net/tun', { skip: hasCommand('unshare') ? undefined : 'unshare missing' }, async () => {
+    // A private mount namespace hides /dev/net under an empty tmpfs.
+    const wrap = ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs tmpfs /dev/net && exec "$0" "$@"'];
+    const r = await childJson('open-error', wrap);
+    assert.equal(r.err.code, 'ENOENT');
+    assert.equal(r.err.message, '/dev/net/tun not found: load the tun module (modprobe tun)');
+  });
+
+  it('explains a missing CAP_NET_ADMIN', { skip: hasCommand('setpriv') ? undefined : 'setpriv missing' }, async () => {
+    const wrap = ['setpriv', '--bounding-set', '-net_admin', '--inh-caps', '-net_admin'];
+    const r = await childJson('open-error', wrap);
+    assert.equal(r.err.code, 'EPERM');
+    assert.equal(r.err.message, 'creating TAP tswtap6 needs root (CAP_NET_ADMIN)');
+  });
+
+  it('leaves no TAP behind once its process is gone', () => {
+    const links = execFileSync('ip', ['-n', NS, '-o', 'link', 'show'], { encoding: 'utf8' });
+    const names = links
+      .trim()
+      .split('\n')
+      .map((l) => l.split(':')[1]?.trim());
+    assert.deepEqual(names, ['lo']);
+  });
+});
