@@ -1,0 +1,261 @@
+/**
+ * Control-connection framing for TCP 6783.
+ *
+ * Every message is one frame: a 4-byte big-endian body length followed by a
+ * MessagePack (https://msgpack.org/) map. Weave Net likewise length-prefixes its
+ * control messages (with gob encoding); we use msgpack maps so other languages can
+ * speak the protocol. Only msgpackr's plain `pack`/`unpack` are used: its
+ * "records"/"structures" extension keeps per-stream state and would mis-decode
+ * across processes.
+ *
+ * Every decoded message is validated field by field and rebuilt into a fresh object
+ * holding only the known fields, so the rest of the router never sees unchecked
+ * peer input. Unknown extra fields are ignored (forward compatibility); unknown
+ * message types are rejected.
+ */
+import { pack, unpack } from 'msgpackr';
+import { isPeerName, type PeerName } from './peer-name.js';
+
+export const PROTOCOL_MIN_VERSION = 1;
+export const PROTOCOL_MAX_VERSION = 1;
+/** Largest accepted frame body, in bytes. */
+export const MAX_FRAME_BYTES = 8 * 1024 * 1024;
+/** Bytes in the length prefix. */
+export const FRAME_LENGTH_BYTES = 4;
+
+export const MAX_NICKNAME_LENGTH = 255;
+export const MAX_REASON_LENGTH = 1024;
+export const MAX_CHANNEL_LENGTH = 64;
+export const KEY_MATERIAL_BYTES = 32;
+
+/** Raised for a malformed frame or a message that fails validation. */
+export class ProtocolError extends Error {
+  override name = 'ProtocolError';
+}
+
+export type ControlMessage =
+  | { t: 'hello'; proto: 'tsweave'; minVersion: number; maxVersion: number; encrypted: boolean }
+  | { t: 'intro'; version: number; name: PeerName; nickname: string; uid: number; udpPort: number; listenPort?: number; range?: string }
+  | { t: 'hb' }
+  | { t: 'udp-ok' }
+  | { t: 'keys'; material: Uint8Array; trusted?: boolean }
+  | { t: 'gossip'; channel: string; kind: 'full' | 'update' | 'unicast'; src: PeerName; dst?: PeerName; payload: Uint8Array }
+  | { t: 'bye'; reason: string };
+
+/**
+ * Encodes one message as a frame (length prefix + msgpack body).
+ * @throws ProtocolError if the body would exceed MAX_FRAME_BYTES.
+ */
+export function encodeFrame(msg: ControlMessage): Buffer {
+  const body = pack(msg);
+  if (body.length > MAX_FRAME_BYTES) {
+    throw new ProtocolError(`control message "${msg.t}" is ${body.length} bytes, over the ${MAX_FRAME_BYTES}-byte frame limit`);
+  }
+  const frame = Buffer.allocUnsafe(FRAME_LENGTH_BYTES + body.length);
+  frame.writeUInt32BE(body.length, 0);
+  body.copy(frame, FRAME_LENGTH_BYTES);
+  return frame;
+}
+
+/**
+ * Incremental frame decoder for one TCP stream. Chunks may split frames at any
+ * byte and may hold many frames; bytes are only concatenated once a whole frame
+ * has arrived, so a large frame delivered in many small chunks costs linear time.
+ *
+ * `push` throws ProtocolError for a length over the limit, undecodable msgpack or a
+ * message failing validation; frames decoded earlier in the same `push` are then
+ * lost and the decoder must not be used again: the connection is to be closed.
+ */
+export class FrameDecoder {
+  private readonly maxFrameBytes: number;
+  private chunks: Buffer[] = [];
+  private total = 0;
+  /** Body length of the frame being assembled, or -1 while its prefix is incomplete. */
+  private need = -1;
+
+  /** @param maxFrameBytes largest accepted body length in bytes (default MAX_FRAME_BYTES). */
+  constructor(maxFrameBytes: number = MAX_FRAME_BYTES) {
+    if (!Number.isInteger(maxFrameBytes) || maxFrameBytes < 1) {
+      throw new RangeError(`maxFrameBytes must be a positive integer, got ${maxFrameBytes}`);
+    }
+    this.maxFrameBytes = maxFrameBytes;
+  }
+
+  /** Bytes received but not yet returned as messages. */
+  get buffered(): number {
+    return this.total;
+  }
+
+  /** Appends `chunk` and returns every message completed by it, in order. */
+  push(chunk: Buffer): ControlMessage[] {
+    const out: ControlMessage[] = [];
+    if (chunk.length > 0) {
+      this.chunks.push(chunk);
+      this.total += chunk.length;
+    }
+    for (;;) {
+      if (this.need < 0) {
+        if (this.total < FRAME_LENGTH_BYTES) break;
+        this.coalesce();
+        const len = this.chunks[0]!.readUInt32BE(0);
+        if (len > this.maxFrameBytes) {
+          throw new ProtocolError(`frame length ${len} exceeds the ${this.maxFrameBytes}-byte limit`);
+        }
+        if (len === 0) throw new ProtocolError('empty frame: a frame must hold one msgpack message');
+        this.need = len;
+        this.consume(FRAME_LENGTH_BYTES);
+      }
+      if (this.total < this.need) break;
+      this.coalesce();
+      const body = this.chunks[0]!.subarray(0, this.need);
+      this.consume(this.need);
+      this.need = -1;
+      out.push(decodeBody(body));
+    }
+    return out;
+  }
+
+  /** Merges all pending chunks into one so the next frame is contiguous. */
+  private coalesce(): void {
+    if (this.chunks.length > 1) this.chunks = [Buffer.concat(this.chunks, this.total)];
+  }
+
+  /** Drops `n` bytes from the front of the (coalesced) pending data. */
+  private consume(n: number): void {
+    const head = this.chunks[0]!;
+    this.total -= n;
+    if (n === head.length) this.chunks = [];
+    else this.chunks[0] = head.subarray(n);
+  }
+}
+
+function decodeBody(body: Buffer): ControlMessage {
+  let value: unknown;
+  try {
+    value = unpack(body);
+  } catch (err) {
+    throw new ProtocolError(`undecodable control frame: ${(err as Error).message}`);
+  }
+  return validateControlMessage(value);
+}
+
+function isRecord(x: unknown): x is Record<string, unknown> {
+  return typeof x === 'object' && x !== null && !Array.isArray(x) && !(x instanceof Uint8Array);
+}
+
+function fail(t: string, field: string, want: string, got: unknown): never {
+  let shown: string;
+  if (typeof got === 'string') shown = JSON.stringify(got.length > 40 ? got.slice(0, 40) + '…' : got);
+  else if (got instanceof Uint8Array) shown = `${got.length} bytes`;
+  else if (typeof got === 'bigint') shown = `${got}`;
+  else if (got === null || typeof got !== 'object') shown = String(got);
+  else shown = Array.isArray(got) ? 'an array' : 'an object';
+  throw new ProtocolError(`bad "${t}" message: field "${field}" must be ${want}, got ${shown}`);
+}
+
+function str(t: string, o: Record<string, unknown>, field: string, maxLen: number): string {
+  const v = o[field];
+  if (typeof v !== 'string' || v.length > maxLen) fail(t, field, `a string of at most ${maxLen} characters`, v);
+  return v;
+}
+
+function bool(t: string, o: Record<string, unknown>, field: string): boolean {
+  const v = o[field];
+  if (typeof v !== 'boolean') fail(t, field, 'a boolean', v);
+  return v;
+}
+
+function int(t: string, o: Record<string, unknown>, field: string, min: number, max: number): number {
+  const v = o[field];
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {
+    fail(t, field, `an integer in [${min}, ${max === Number.MAX_SAFE_INTEGER ? '2^53-1' : max}]`, v);
+  }
+  return v;
+}
+
+function peer(t: string, o: Record<string, unknown>, field: string): PeerName {
+  const v = o[field];
+  if (!isPeerName(v)) fail(t, field, 'a lowercase peer name like 8a:2b:3c:4d:5e:6f', v);
+  return v;
+}
+
+function bytes(t: string, o: Record<string, unknown>, field: string): Uint8Array {
+  const v = o[field];
+  if (!(v instanceof Uint8Array)) fail(t, field, 'binary data', v);
+  return v;
+}
+
+const CIDR_RE = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
+
+/** True for '' or an IPv4 CIDR like "10.32.0.0/12". */
+function isRangeString(s: string): boolean {
+  if (s === '') return true;
+  const m = CIDR_RE.exec(s);
+  if (!m) return false;
+  for (let i = 1; i <= 4; i++) if (Number(m[i]) > 255) return false;
+  return Number(m[5]) <= 32;
+}
+
+/**
+ * Checks that `x` (a decoded msgpack value) is a well-formed control message and
+ * returns a fresh copy holding only its known fields.
+ * Limits: uid a non-negative safe integer; udpPort 1..65535; versions positive
+ * integers (hello: minVersion ≤ maxVersion); nickname ≤ 255 chars, reason ≤ 1024,
+ * channel ≤ 64 (non-empty); key material exactly 32 bytes; range '' or an IPv4 CIDR.
+ * @throws ProtocolError naming the message type and the bad field.
+ */
+export function validateControlMessage(x: unknown): ControlMessage {
+  if (!isRecord(x)) throw new ProtocolError('bad control message: want a map with a "t" field');
+  const t = x['t'];
+  switch (t) {
+    case 'hello': {
+      if (x['proto'] !== 'tsweave') fail(t, 'proto', '"tsweave"', x['proto']);
+      const minVersion = int(t, x, 'minVersion', 1, 0xffff);
+      const maxVersion = int(t, x, 'maxVersion', 1, 0xffff);
+      if (minVersion > maxVersion) fail(t, 'maxVersion', `at least minVersion (${minVersion})`, maxVersion);
+      return { t, proto: 'tsweave', minVersion, maxVersion, encrypted: bool(t, x, 'encrypted') };
+    }
+    case 'intro': {
+      const msg: ControlMessage = {
+        t,
+        version: int(t, x, 'version', 1, 0xffff),
+        name: peer(t, x, 'name'),
+        nickname: str(t, x, 'nickname', MAX_NICKNAME_LENGTH),
+        uid: int(t, x, 'uid', 0, Number.MAX_SAFE_INTEGER),
+        udpPort: int(t, x, 'udpPort', 1, 65535),
+      };
+      if (x['listenPort'] !== undefined) msg.listenPort = int(t, x, 'listenPort', 1, 65535);
+      if (x['range'] !== undefined) {
+        const range = str(t, x, 'range', 64);
+        if (!isRangeString(range)) fail(t, 'range', "'' or an IPv4 CIDR like 10.32.0.0/12", range);
+        msg.range = range;
+      }
+      return msg;
+    }
+    case 'hb':
+      return { t };
+    case 'udp-ok':
+      return { t };
+    case 'keys': {
+      const material = bytes(t, x, 'material');
+      if (material.length !== KEY_MATERIAL_BYTES) fail(t, 'material', `exactly ${KEY_MATERIAL_BYTES} bytes`, material);
+      return x['trusted'] === undefined ? { t, material } : { t, material, trusted: bool(t, x, 'trusted') };
+    }
+    case 'gossip': {
+      const channel = str(t, x, 'channel', MAX_CHANNEL_LENGTH);
+      if (channel === '') fail(t, 'channel', 'a non-empty string', channel);
+      const kind = x['kind'];
+      if (kind !== 'full' && kind !== 'update' && kind !== 'unicast') fail(t, 'kind', '"full", "update" or "unicast"', kind);
+      const src = peer(t, x, 'src');
+      const payload = bytes(t, x, 'payload');
+      const msg: ControlMessage = { t, channel, kind, src, payload };
+      if (x['dst'] !== undefined) msg.dst = peer(t, x, 'dst');
+      if (kind === 'unicast' && msg.dst === undefined) fail(t, 'dst', 'a peer name for a unicast gossip', undefined);
+      return msg;
+    }
+    case 'bye':
+      return { t, reason: str(t, x, 'reason', MAX_REASON_LENGTH) };
+    default:
+      throw new ProtocolError(`unknown control message type ${typeof t === 'string' ? JSON.stringify(t.slice(0, 40)) : String(t)}`);
+  }
+}
