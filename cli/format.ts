@@ -1,0 +1,144 @@
+/**
+ * Text layouts of `weave status [targets|connections|peers|ipam]`, rendered from
+ * a Report. They mirror the layouts of Weave Net 2.x's status templates
+ * (prog/weaver/http.go): right-aligned "Key: value" lines in blocks per
+ * service, one line per connection with the address padded to 21 columns and
+ * the state to 11, the peer tree with "   -> addr name(nick) established", and the
+ * IPAM share table with the name padded to 37 columns.
+ */
+
+import type { Report, ReportConnection } from '../router/report.js';
+
+/** Weave's order of connection states in the summary counts. */
+const CONNECTION_STATES = ['established', 'pending', 'retrying', 'failed', 'connecting'];
+
+const peerLabel = (name: string, nick: string | undefined): string => `${name}(${nick ?? ''})`;
+
+/** "2 established, 1 failed" over the given keys in order; states not in `order` follow alphabetically. */
+function printCounts(counts: Map<string, number>, order: string[]): string {
+  const extra = [...counts.keys()].filter((k) => !order.includes(k)).sort();
+  return [...order, ...extra]
+    .filter((k) => counts.has(k))
+    .map((k) => `${counts.get(k)} ${k}`)
+    .join(', ');
+}
+
+/** Right-aligns keys to Weave's 15-column key field ("  PeerDiscovery: enabled"). */
+const kv = (key: string, value: string | number): string => `${key.padStart(15)}: ${value}`;
+
+/**
+ * The `weave status` summary. Protocol shows "min..max", or one number when
+ * both are equal (as Weave does). The IPAM block is omitted when the Report
+ * has no IPAM; its Status line is the allocator's own status text.
+ */
+export function formatStatus(r: Report): string {
+  const R = r.Router;
+  const lines: string[] = [];
+  lines.push(kv('Version', r.Version), '');
+  lines.push(kv('Service', 'router'));
+  const proto = R.ProtocolMinVersion === R.ProtocolMaxVersion ? `${R.ProtocolMaxVersion}` : `${R.ProtocolMinVersion}..${R.ProtocolMaxVersion}`;
+  lines.push(kv('Protocol', `${R.Protocol} ${proto}`));
+  lines.push(kv('Name', peerLabel(R.Name, R.NickName)));
+  lines.push(kv('Encryption', R.Encryption ? 'enabled' : 'disabled'));
+  lines.push(kv('PeerDiscovery', R.PeerDiscovery ? 'enabled' : 'disabled'));
+  lines.push(kv('Targets', R.Targets.length));
+
+  const connCounts = new Map<string, number>();
+  for (const c of R.Connections) connCounts.set(c.State, (connCounts.get(c.State) ?? 0) + 1);
+  const connText = printCounts(connCounts, CONNECTION_STATES);
+  lines.push(kv('Connections', `${R.Connections.length}${connText ? ` (${connText})` : ''}`));
+
+  const peerCounts = new Map<string, number>();
+  for (const p of R.Peers) {
+    for (const c of p.Connections) {
+      const k = c.Established ? 'established' : 'pending';
+      peerCounts.set(k, (peerCounts.get(k) ?? 0) + 1);
+    }
+  }
+  const peerText = printCounts(peerCounts, ['established', 'pending']);
+  lines.push(kv('Peers', `${R.Peers.length}${peerText ? ` (with ${peerText} connections)` : ''}`));
+  lines.push(kv('TrustedSubnets', R.TrustedSubnets.length ? R.TrustedSubnets.join(', ') : 'none'));
+
+  if (r.IPAM) {
+    lines.push('', kv('Service', 'ipam'));
+    lines.push(kv('Status', r.IPAM.Status));
+    lines.push(kv('Range', r.IPAM.Range));
+    lines.push(kv('DefaultSubnet', r.IPAM.DefaultSubnet));
+  }
+  return lines.join('\n') + '\n';
+}
+
+/**
+ * Attributes appended after Info, Weave-style "key=value", unless Info already
+ * mentions them (the router may fold them into Info itself).
+ */
+function connectionAttrs(c: ReportConnection): string {
+  const attrs: string[] = [];
+  if (c.Encrypted && !/\bencrypted\b/.test(c.Info)) attrs.push('encrypted');
+  if (c.MTU !== undefined && !/\bmtu=/.test(c.Info)) attrs.push(`mtu=${c.MTU}`);
+  return attrs.join(' ');
+}
+
+/**
+ * `weave status connections`: one line per local connection or attempt:
+ * direction ("->" outbound, "<-" inbound), address padded to 21, state padded
+ * to 11, Info, then attributes not already in Info.
+ */
+export function formatConnections(r: Report): string {
+  return r.Router.Connections.map((c) => {
+    const attrs = connectionAttrs(c);
+    const line = `${c.Outbound ? '->' : '<-'} ${c.Address.padEnd(21)} ${c.State.padEnd(11)} ${c.Info}${attrs ? ` ${attrs}` : ''}`;
+    return line.trimEnd() + '\n';
+  }).join('');
+}
+
+/**
+ * `weave status peers`: every known peer, then its connections indented by
+ * three spaces: direction, address padded to 21, "name(nick)" padded to 37,
+ * and "established" or "pending".
+ */
+export function formatPeers(r: Report): string {
+  let out = '';
+  for (const p of r.Router.Peers) {
+    out += peerLabel(p.Name, p.NickName) + '\n';
+    for (const c of p.Connections) {
+      out += `   ${c.Outbound ? '->' : '<-'} ${c.Address.padEnd(21)} ${peerLabel(c.Name, c.NickName).padEnd(37)} ${c.Established ? 'established' : 'pending'}\n`;
+    }
+  }
+  return out;
+}
+
+/** `weave status targets`: one target address per line. */
+export function formatTargets(r: Report): string {
+  return r.Router.Targets.map((t) => `${t}\n`).join('');
+}
+
+/** Go's "%04.1f": one decimal, zero-padded to at least 4 characters ("05.0", "33.3", "100.0"). */
+function pct(p: number): string {
+  const s = (Number.isFinite(p) ? p : 0).toFixed(1);
+  return s.startsWith('-') ? '-' + s.slice(1).padStart(3, '0') : s.padStart(4, '0');
+}
+
+/**
+ * `weave status ipam`: this peer first with its number of addresses in use,
+ * then the other owners in Report order, unreachable ones marked
+ * "- unreachable!". "IPs" is right-aligned in 8 columns. In-use addresses are
+ * `IPAM.ActiveIPs` when the report has it, else the local endpoints' CIDRs.
+ * Empty when IPAM is disabled.
+ */
+export function formatIpam(r: Report): string {
+  const ipam = r.IPAM;
+  if (!ipam) return '';
+  const activeField = (ipam as typeof ipam & { ActiveIPs?: unknown }).ActiveIPs;
+  const active = typeof activeField === 'number' ? activeField : r.Endpoints.reduce((n, e) => n + e.CIDRs.length, 0);
+  const line = (name: string, nick: string, n: number, p: number, info: string): string =>
+    `${peerLabel(name, nick).padEnd(37)} ${String(n).padStart(8)} IPs (${pct(p)}% of total) ${info}`.trimEnd() + '\n';
+  let out = '';
+  const self = ipam.Owned.find((o) => o.Peer === r.Router.Name);
+  if (self) out += line(self.Peer, self.NickName, self.Addresses, self.Percent, `(${active} active)`);
+  for (const o of ipam.Owned) {
+    if (o.Peer === r.Router.Name) continue;
+    out += line(o.Peer, o.NickName, o.Addresses, o.Percent, o.Reachable ? '' : '- unreachable!');
+  }
+  return out;
+}

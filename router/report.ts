@@ -1,0 +1,116 @@
+/**
+ * Shapes of `weave report` (JSON) and of the router's event stream.
+ *
+ * Field names follow Weave Net's `weave report` so scripts written for Weave keep
+ * working where the meaning is the same (Router.Name, Router.Peers[].Connections, ...).
+ * Everything here is plain data: it is what the HTTP API returns, what `/events`
+ * streams, and what the metrics and the live page are computed from.
+ */
+
+export interface ReportPeerConnection {
+  Name: string;
+  NickName: string;
+  Address: string;
+  Outbound: boolean;
+  Established: boolean;
+}
+
+export interface ReportPeer {
+  Name: string;
+  NickName: string;
+  UID: number;
+  Version: number;
+  Connections: ReportPeerConnection[];
+}
+
+/** One local connection (or connection attempt) of this router. */
+export interface ReportConnection {
+  /** Remote underlay address "ip:port". */
+  Address: string;
+  Outbound: boolean;
+  /** "connecting" | "pending" | "established" | "failed" | "retrying" */
+  State: string;
+  /** Free text like Weave's: "sleeve 8a:..(h2) mtu=1376" or the failure reason. */
+  Info: string;
+  /** Remote peer, when known. */
+  Name?: string;
+  NickName?: string;
+  /** "sleeve" or "fastdp" once established. */
+  Path?: string;
+  Encrypted?: boolean;
+  /** Overlay MTU usable on this connection (bytes of Ethernet payload). */
+  MTU?: number;
+}
+
+export interface ReportTarget {
+  Address: string;
+  State: string;
+  /** ms since epoch of the next attempt, when retrying. */
+  NextAttempt?: number;
+  LastError?: string;
+}
+
+export interface ReportIpamEntry {
+  Token: string;
+  Size: number;
+  Peer: string;
+  Nickname: string;
+  IsKnownPeer: boolean;
+  Version: number;
+}
+
+export interface ReportIpam {
+  Range: string;
+  DefaultSubnet: string;
+  Status: string;
+  Entries: ReportIpamEntry[];
+  PendingAllocates: number;
+  Owned: Array<{ Peer: string; NickName: string; Addresses: number; Percent: number; Reachable: boolean }>;
+}
+
+export interface ReportEndpoint {
+  /** Container id, "netns:PATH", "pid:N" or "weave:expose". */
+  ID: string;
+  MAC: string;
+  CIDRs: string[];
+}
+
+export interface Report {
+  Version: string;
+  Router: {
+    Name: string;
+    NickName: string;
+    Port: number;
+    Protocol: string;
+    ProtocolMinVersion: number;
+    ProtocolMaxVersion: number;
+    Encryption: boolean;
+    TrustedSubnets: string[];
+    PeerDiscovery: boolean;
+    ConnLimit: number;
+    MTU: number;
+    Peers: ReportPeer[];
+    Connections: ReportConnection[];
+    Targets: string[];
+    TargetStates: ReportTarget[];
+    UnicastRoutes: Record<string, string>;
+    BroadcastRoutes: Record<string, string[]>;
+    MACs: number;
+    /** Frames dropped, by reason ("no-route", "mtu", "malformed", "replay", "auth", "isolation", "tap"). */
+    Drops: Record<string, number>;
+    /** Data-path counters per path ("sleeve", "fastdp"). */
+    Traffic: Record<string, { FramesIn: number; FramesOut: number; BytesIn: number; BytesOut: number }>;
+  };
+  IPAM?: ReportIpam;
+  Endpoints: ReportEndpoint[];
+}
+
+/** Events streamed on `GET /events` after the initial snapshot. */
+export type RouterEvent =
+  | { type: 'snapshot'; report: Report }
+  | { type: 'peer-joined'; peer: string; nickname: string }
+  | { type: 'peer-left'; peer: string; nickname: string }
+  | { type: 'connection'; address: string; peer?: string; nickname?: string; state: string; path?: string; mtu?: number; encrypted?: boolean; info: string }
+  | { type: 'ipam'; status: string; owned: ReportIpam['Owned'] }
+  | { type: 'endpoint-attached'; id: string; cidrs: string[] }
+  | { type: 'endpoint-detached'; id: string; cidrs: string[] };
