@@ -1,0 +1,969 @@
+/**
+ * The IPAM allocator actor: owns a Ring, a Space and a Consensus and connects them to the
+ * mesh (a gossip channel), to storage (a Persistence) and to time (an injected timer).
+ *
+ * Behaviour follows Weave Net's allocator, reorganised around one rule: every decision is a
+ * synchronous change to in-memory state, then `persist()`, and only then anything leaves the
+ * process (a gossip, a donation reply, an address returned to the caller). So a crash can lose
+ * work nobody has seen, but never make two peers believe they own the same address.
+ *
+ * Waiting requests ("pending operations") are retried by `process()` after every state change:
+ *  - no ring yet → run (or wait for) consensus; the status says "awaiting consensus (quorum Q, known K)";
+ *  - no free address in our space → ask the reachable peer with the most free space in the subnet
+ *    (unicast); it donates a CIDR-aligned block and replies with its ring; on refusal or timeout
+ *    we ask the next one; when nobody is left the request fails with "no free addresses in X".
+ */
+import { contains, formatAddressCidr, formatCidr, formatIp, parseAddressCidr, parseCidr, parseIp, type Cidr, CidrError } from './cidr.js';
+import { Ring, RingConflictError, RingError } from './ring.js';
+import { Space, SpaceError } from './space.js';
+import { Consensus, type PaxosKnowledge } from './consensus.js';
+import { decodeMsg, encodeMsg, IpamMessageError, type GossipMsg, type SpaceReplyMsg, type SpaceRequestMsg } from './messages.js';
+import { IpamPersistenceError, type PersistedIpam, type Persistence } from './persist.js';
+import type { RingPlain } from './ring.js';
+
+/** Provided by the router's mesh; the mesh knows nothing about IPAM. */
+export interface GossipChannel {
+  /** Our peer name "aa:bb:cc:dd:ee:ff". */
+  readonly selfName: string;
+  /** Send to all peers (a gossip update). */
+  broadcast(payload: Uint8Array): void;
+  /** Send to one peer. */
+  unicast(dst: string, payload: Uint8Array): void;
+  /** Peers the mesh knows about (self may be absent); `reachable` = there is a route to it now. */
+  knownPeers(): Array<{ name: string; nickname: string; reachable: boolean }>;
+}
+
+/**
+ * How the first ring comes to exist:
+ *  - consensus: Paxos among the peers; `quorum` is N of `--ipalloc-init consensus=N`, the size of the
+ *    initial group; a decision needs floor(N/2)+1 of them. Deferred until the first allocation or prime().
+ *  - seed: the ring is split among exactly these peer names, without talking to anyone.
+ *  - observer: never takes part in consensus and starts with no space; asks others for space.
+ */
+export type IpamInit = { mode: 'consensus'; quorum: number } | { mode: 'seed'; peers: string[] } | { mode: 'observer' };
+
+export interface Timer {
+  cancel(): void;
+}
+
+export interface AllocatorOptions {
+  /** The IPAM range, e.g. "10.32.0.0/12" (a network CIDR of at least 4 addresses). */
+  range: string;
+  /** Subnet used when allocate() is given none; defaults to the range. Must lie inside the range. */
+  defaultSubnet?: string;
+  init: IpamInit;
+  channel: GossipChannel;
+  persistence: Persistence;
+  /** Nickname for a peer name (for status and rmpeer); falls back to channel.knownPeers(). */
+  nicknameOf?(name: string): string;
+  /** Milliseconds on any monotonic clock. */
+  now(): number;
+  setTimer(ms: number, fn: () => void): Timer;
+  /** Log sink for dropped gossip, conflicts and the like; default: none. */
+  log?(msg: string): void;
+  /** How long to wait for a donor's reply before asking the next peer (ms, default 3000). */
+  requestTimeoutMs?: number;
+  /** Paxos re-broadcast / re-propose interval (ms, default 2000, plus a per-peer stagger of up to the same). */
+  paxosRetryMs?: number;
+}
+
+/** Status of the allocator as shown by `weave status ipam`, `weave status` and `weave report`. */
+export interface IpamStatus {
+  range: string;
+  defaultSubnet: string;
+  status: 'ready' | 'idle' | 'awaiting consensus' | 'waiting for ring' | 'all ranges owned by unreachable peers' | 'ring conflict';
+  /** One line for humans, e.g. "awaiting consensus (quorum 2, known 1)". */
+  message: string;
+  /** Consensus majority needed and peers taking part so far (consensus mode, before the ring exists). */
+  quorum?: number;
+  known?: number;
+  knownPeers?: string[];
+  /** The last ring conflict seen, if any. */
+  conflict?: string;
+  entries: Array<{ token: string; size: number; peer: string; nickname: string; version: number; isKnownPeer: boolean }>;
+  pendingAllocates: number;
+  owned: Array<{ peer: string; nickname: string; addresses: number; percent: number; reachable: boolean }>;
+}
+export type StatusSnapshot = IpamStatus;
+
+/** A request the allocator refuses or cannot complete; the message is one line for the user. */
+export class IpamError extends Error {
+  override name = 'IpamError';
+}
+
+type PendingKind = 'alloc' | 'claim' | 'prime';
+
+interface PendingOp {
+  kind: PendingKind;
+  owner: string;
+  /** Allocatable bounds [lo, hi): the subnet minus its network and broadcast addresses. */
+  lo: number;
+  hi: number;
+  prefix: number;
+  subnet: string;
+  addr?: number;
+  resolve(v: string | undefined): void;
+  reject(e: Error): void;
+  asked: Set<string>;
+  requests: number;
+  inflight?: number;
+  lastReason?: string;
+  onProgress?: (s: IpamStatus) => void;
+  lastProgress?: string;
+  cleanup: Array<() => void>;
+}
+
+interface InflightRequest {
+  op: PendingOp;
+  donor: string;
+  timer: Timer;
+}
+
+const MAX_REQUESTS_PER_OP = 64;
+
+/** Stable small hash of a peer name, to stagger Paxos retries so proposers do not duel forever. */
+function nameHash(s: string): number {
+  let h = 2166136261;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619) >>> 0;
+  return h;
+}
+
+export class Allocator {
+  readonly self: string;
+  private readonly range: Cidr;
+  private readonly rangeText: string;
+  private readonly defaultSubnet: Cidr;
+  private ring: Ring;
+  private readonly space = new Space();
+  private readonly consensus: Consensus | undefined;
+  private pending: PendingOp[] = [];
+  private requests = new Map<number, InflightRequest>();
+  private nextRequestId = 1;
+  private conflict: string | undefined;
+  private started: Promise<void> | undefined;
+  private ready = false;
+  private closed = false;
+  private consensusRunning = false;
+  private heardFromPeers = false;
+  private paxosTimer: Timer | undefined;
+  private paxosLastSeen = '';
+  // Persistence pipeline: gen counts state changes; savedGen is the last one known durable.
+  private gen = 0;
+  private savedGen = 0;
+  private saving: Promise<void> | undefined;
+  private savedRing: RingPlain | null = null;
+  private savedPaxos: PaxosKnowledge | null = null;
+  private readonly requestTimeoutMs: number;
+  private readonly paxosRetryMs: number;
+
+  /** @throws CidrError / IpamError for a malformed range or default subnet, or a bad init mode. */
+  constructor(private readonly opts: AllocatorOptions) {
+    this.self = opts.channel.selfName;
+    this.range = parseCidr(opts.range);
+    if (this.range.size < 4) throw new IpamError(`IPAM range ${opts.range} is too small: need at least 4 addresses (prefix /30 or shorter)`);
+    this.rangeText = formatCidr(this.range);
+    this.defaultSubnet = opts.defaultSubnet === undefined ? this.range : this.checkSubnet(opts.defaultSubnet);
+    this.ring = new Ring(this.range.start, this.range.size);
+    this.requestTimeoutMs = opts.requestTimeoutMs ?? 3000;
+    this.paxosRetryMs = opts.paxosRetryMs ?? 2000;
+    const init = opts.init;
+    if (init.mode === 'consensus') {
+      this.consensus = new Consensus(this.self, init.quorum, true);
+    } else if (init.mode === 'observer') {
+      // An observer does not know N, so it cannot judge a quorum: it simply waits for the ring.
+      this.consensus = undefined;
+    } else if (init.mode === 'seed') {
+      if (!Array.isArray(init.peers) || init.peers.length === 0 || init.peers.some((p) => typeof p !== 'string' || p.length === 0)) {
+        throw new IpamError('--ipalloc-init seed= needs at least one peer name');
+      }
+    } else {
+      throw new IpamError(`unknown --ipalloc-init mode ${JSON.stringify((init as { mode: unknown }).mode)}`);
+    }
+  }
+
+  private log(msg: string): void {
+    this.opts.log?.(msg);
+  }
+
+  /** Parse and check a subnet: a network CIDR inside the range with at least 4 addresses. */
+  private checkSubnet(text: string): Cidr {
+    const c = parseCidr(text);
+    if (!contains(this.range, c)) throw new IpamError(`subnet ${text} is outside the IPAM range ${this.rangeText}`);
+    if (c.size < 4) throw new IpamError(`subnet ${text} is too small: need at least 4 addresses (prefix /30 or shorter)`);
+    return c;
+  }
+
+  /** Whether an address ("10.32.0.5" or "10.32.0.5/12") lies inside the IPAM range (so claim() applies to it). */
+  covers(addr: string): boolean {
+    try {
+      const a = addr.includes('/') ? parseAddressCidr(addr).addr : parseIp(addr);
+      return a >= this.range.start && a < this.range.start + this.range.size;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Load persisted state (ring, allocations, Paxos claims); in seed mode create the seeded ring if
+   * there is none. Idempotent.
+   * @throws IpamPersistenceError if the state is corrupted or belongs to another peer or range: the
+   *   router must not start IPAM then (a fresh ring over lost allocations would duplicate addresses).
+   */
+  start(): Promise<void> {
+    this.started ??= this.doStart();
+    return this.started;
+  }
+
+  private async doStart(): Promise<void> {
+    const p = await this.opts.persistence.load();
+    if (p) this.restore(p);
+    if (this.ring.isEmpty() && this.opts.init.mode === 'seed') {
+      this.ring = Ring.seed(this.range.start, this.range.size, this.opts.init.peers);
+      this.ringChanged();
+    }
+    if (this.ring.isEmpty() && this.consensus?.decided()) this.adoptDecision();
+    this.ready = true;
+    await this.persist();
+    if (!this.ring.isEmpty() || this.savedPaxos) this.opts.channel.broadcast(this.fullState());
+    this.process();
+  }
+
+  private restore(p: PersistedIpam): void {
+    const corrupt = (why: string): IpamPersistenceError => {
+      const fp = this.opts.persistence as { markCorrupt?(r: string): IpamPersistenceError };
+      return fp.markCorrupt ? fp.markCorrupt(why) : new IpamPersistenceError(`IPAM data is corrupted (${why}): move it aside or run weave reset`);
+    };
+    if (p.peer !== this.self) {
+      throw new IpamPersistenceError(`IPAM data belongs to peer ${p.peer} but this peer is ${this.self}: run weave reset or restore the peer name`);
+    }
+    if (p.range !== this.rangeText) {
+      throw new IpamPersistenceError(`IPAM data was created for range ${p.range} but the IPAM range is ${this.rangeText}: use the same --ipalloc-range or run weave reset`);
+    }
+    try {
+      if (p.ring) {
+        const r = Ring.fromPlain(p.ring);
+        if (r.start !== this.range.start || r.size !== this.range.size) throw new RingError('ring range differs from the stored range');
+        this.ring = r;
+      }
+      this.space.setOwned(this.ring.ownedRanges(this.self));
+      for (const a of p.allocations) {
+        const c = parseAddressCidr(a.addr);
+        this.space.restore({ addr: c.addr, owner: a.owner, prefix: c.prefix });
+      }
+      if (p.paxos && this.consensus) this.consensus.restore(p.paxos);
+    } catch (e) {
+      throw corrupt((e as Error).message);
+    }
+    const stray = this.space.setOwned(this.ring.ownedRanges(this.self));
+    for (const a of stray) this.log(`IPAM: restored allocation ${formatIp(a.addr)} of ${a.owner} lies outside our space`);
+  }
+
+  /** Stop timers and fail waiting requests (the router is shutting down). */
+  close(): void {
+    this.closed = true;
+    this.paxosTimer?.cancel();
+    for (const r of this.requests.values()) r.timer.cancel();
+    this.requests.clear();
+    for (const op of [...this.pending]) this.finish(op, new IpamError('IPAM is shutting down'));
+  }
+
+  // ---------------------------------------------------------------- persistence
+
+  private snapshot(): PersistedIpam {
+    // Free hints are refreshed here, so every version we gossip has been saved first.
+    this.ring.updateFree(this.self, (s, e) => this.space.freeCount(s, e));
+    return {
+      version: 1,
+      peer: this.self,
+      range: this.rangeText,
+      ring: this.ring.isEmpty() ? null : this.ring.toPlain(),
+      allocations: this.space.allocations().map((a) => ({ owner: a.owner, addr: formatAddressCidr(a.addr, a.prefix) })),
+      paxos: this.consensus && this.opts.init.mode === 'consensus' ? this.consensus.knowledge() : null,
+    };
+  }
+
+  /** Make the current state durable; resolves once a save that includes it has completed. */
+  private async persist(): Promise<void> {
+    if (this.closed) throw new IpamError('IPAM is shut down');
+    const want = ++this.gen;
+    while (this.savedGen < want) {
+      if (this.saving) {
+        await this.saving;
+        continue;
+      }
+      const g = this.gen;
+      const snap = this.snapshot();
+      const p = this.opts.persistence.save(snap).then(() => {
+        this.savedGen = Math.max(this.savedGen, g);
+        this.savedRing = snap.ring;
+        this.savedPaxos = snap.paxos;
+      });
+      // Other waiters only need to know the save is over (they retry); the failure goes to our caller.
+      const tracked: Promise<void> = p.then(
+        () => undefined,
+        () => undefined,
+      ).then(() => {
+        if (this.saving === tracked) this.saving = undefined;
+      });
+      this.saving = tracked;
+      await p;
+    }
+  }
+
+  /** persist() without waiting; a failure is logged (the next change retries). */
+  private persistSoon(): void {
+    this.persist().catch((e: Error) => this.log(`IPAM: ${e.message}`));
+  }
+
+  // ---------------------------------------------------------------- gossip
+
+  /** Encoded {ring, paxos} as last saved, for the router's periodic full gossip. */
+  fullState(): Uint8Array {
+    const m: GossipMsg = { v: 1, t: 'gossip' };
+    if (this.savedRing) m.ring = this.savedRing;
+    if (this.savedPaxos && !this.savedRing) m.paxos = this.savedPaxos;
+    return encodeMsg(m);
+  }
+
+  private broadcastRing(): void {
+    if (!this.savedRing || this.closed) return;
+    this.opts.channel.broadcast(encodeMsg({ v: 1, t: 'gossip', ring: this.savedRing }));
+  }
+
+  /**
+   * Handle a payload from the 'ipam' channel. Never throws: malformed or conflicting input is
+   * dropped and described in the returned string (also logged); undefined means accepted.
+   */
+  onGossip(src: string, payload: Uint8Array, kind: 'full' | 'update' | 'unicast'): string | undefined {
+    void kind;
+    if (!this.ready || this.closed) return 'IPAM not started';
+    try {
+      const m = decodeMsg(payload);
+      if (m.t === 'gossip') return this.onGossipMsg(src, m);
+      if (m.t === 'req') return this.onSpaceRequest(src, m);
+      return this.onSpaceReply(src, m);
+    } catch (e) {
+      const msg = `IPAM: dropped message from ${src}: ${(e as Error).message}`;
+      if (e instanceof RingConflictError) this.conflict = (e as Error).message;
+      this.log(msg);
+      return msg;
+    }
+  }
+
+  private mergeRing(plain: RingPlain, src: string): void {
+    const other = Ring.fromPlain(plain);
+    if (other.start !== this.ring.start || other.end !== this.ring.end) {
+      throw new RingError(`peer ${src} uses IPAM range ${other.rangeString()} but ours is ${this.rangeText}`);
+    }
+    if (this.ring.merge(other, this.self)) {
+      this.ringChanged();
+      this.persistSoon();
+    }
+  }
+
+  private ringChanged(): void {
+    const stray = this.space.setOwned(this.ring.ownedRanges(this.self));
+    for (const a of stray) this.log(`IPAM: allocation ${formatIp(a.addr)} of ${a.owner} is outside our space after a ring change`);
+    if (!this.ring.isEmpty()) {
+      this.paxosTimer?.cancel();
+      this.paxosTimer = undefined;
+      this.consensusRunning = false;
+    }
+  }
+
+  private onGossipMsg(src: string, m: GossipMsg): string | undefined {
+    if (src !== this.self && (m.ring || m.paxos)) this.heardFromPeers = true;
+    if (m.ring) this.mergeRing(m.ring, src);
+    if (m.paxos && !m.ring && this.savedRing && src !== this.self) {
+      // The sender is still looking for a ring that already exists: hand it ours right away.
+      this.opts.channel.unicast(src, encodeMsg({ v: 1, t: 'gossip', ring: this.savedRing }));
+    }
+    if (m.paxos && this.consensus && this.ring.isEmpty()) {
+      const out = this.consensus.receive(m.paxos);
+      if (this.consensus.decided()) {
+        this.adoptDecision();
+      } else if (out && this.opts.init.mode === 'consensus') {
+        void this.persist()
+          .then(() => this.broadcastPaxos())
+          .catch((e: Error) => this.log(`IPAM: ${e.message}`));
+      }
+    }
+    this.process();
+    return undefined;
+  }
+
+  private broadcastPaxos(): void {
+    if (this.closed || !this.ring.isEmpty() || !this.savedPaxos) return;
+    this.opts.channel.broadcast(encodeMsg({ v: 1, t: 'gossip', paxos: this.savedPaxos }));
+  }
+
+  private adoptDecision(): void {
+    const peers = this.consensus?.decided();
+    if (!peers || !this.ring.isEmpty()) return;
+    this.ring = Ring.seed(this.range.start, this.range.size, peers);
+    this.log(`IPAM: consensus reached; ring seeded with ${peers.length} peer(s)`);
+    this.ringChanged();
+    void this.persist()
+      .then(() => {
+        this.broadcastRing();
+        this.process();
+      })
+      .catch((e: Error) => this.log(`IPAM: ${e.message}`));
+  }
+
+  private ensureConsensus(): void {
+    if (this.opts.init.mode !== 'consensus' || !this.ring.isEmpty() || this.consensusRunning || this.closed) return;
+    this.consensusRunning = true;
+    const others = this.opts.channel.knownPeers().some((p) => p.reachable && p.name !== this.self);
+    if (others && !this.heardFromPeers) {
+      // Peers are reachable but none has told us about IPAM yet: a ring may already exist. Announce
+      // ourselves (peers holding a ring answer with it) and propose only after a short grace period,
+      // so a late peer (especially one with consensus=1) does not form a second ring.
+      void this.persist()
+        .then(() => this.broadcastPaxos())
+        .catch((e: Error) => this.log(`IPAM: ${e.message}`));
+      this.paxosTimer = this.opts.setTimer(Math.min(this.requestTimeoutMs, 1000), () => {
+        this.paxosTimer = undefined;
+        if (!this.closed && this.ring.isEmpty()) this.propose();
+      });
+      return;
+    }
+    this.propose();
+  }
+
+  private propose(): void {
+    this.consensus!.propose();
+    if (this.consensus!.decided()) {
+      this.adoptDecision();
+      return;
+    }
+    this.paxosLastSeen = JSON.stringify(this.consensus!.knowledge());
+    void this.persist()
+      .then(() => this.broadcastPaxos())
+      .catch((e: Error) => this.log(`IPAM: ${e.message}`));
+    this.schedulePaxosRetry();
+  }
+
+  private schedulePaxosRetry(): void {
+    const stagger = (nameHash(this.self) % 1000) / 1000;
+    this.paxosTimer = this.opts.setTimer(Math.round(this.paxosRetryMs * (1 + stagger)), () => {
+      this.paxosTimer = undefined;
+      if (this.closed || !this.ring.isEmpty()) return;
+      const now = JSON.stringify(this.consensus!.knowledge());
+      // No progress since last time: our proposal may have been pre-empted or lost; try a higher round.
+      if (now === this.paxosLastSeen) this.consensus!.propose();
+      if (this.consensus!.decided()) {
+        this.adoptDecision();
+        return;
+      }
+      this.paxosLastSeen = JSON.stringify(this.consensus!.knowledge());
+      void this.persist()
+        .then(() => this.broadcastPaxos())
+        .catch((e: Error) => this.log(`IPAM: ${e.message}`));
+      this.schedulePaxosRetry();
+      this.notifyProgress();
+    });
+  }
+
+  // ---------------------------------------------------------------- donation (donor side)
+
+  private onSpaceRequest(src: string, m: SpaceRequestMsg): string | undefined {
+    const reply = (ok: boolean, reason?: string): void => {
+      void this.persist()
+        .then(() => {
+          if (this.closed) return;
+          const r: SpaceReplyMsg = { v: 1, t: 'resp', id: m.id, ok };
+          if (reason) r.reason = reason;
+          if (this.savedRing) r.ring = this.savedRing;
+          this.opts.channel.unicast(src, encodeMsg(r));
+          if (ok) this.broadcastRing();
+        })
+        .catch((e: Error) => this.log(`IPAM: ${e.message}`));
+    };
+    if (src === this.self) return 'space request from ourselves';
+    if (this.ring.isEmpty()) {
+      reply(false, `peer ${this.self} has no ring yet`);
+      return undefined;
+    }
+    if (m.addr !== undefined) {
+      const owner = this.ring.owner(m.addr);
+      if (owner !== this.self) {
+        reply(false, `address ${formatIp(m.addr)} is not owned by ${this.self}`);
+        return undefined;
+      }
+      const held = this.space.holder(m.addr);
+      if (held) {
+        reply(false, `address ${formatIp(m.addr)} is already in use by ${held.owner} on peer ${this.nickname(this.self) || this.self}`);
+        return undefined;
+      }
+      this.ring.give(this.self, m.addr, 1, src);
+      this.ringChanged();
+      reply(true);
+      return undefined;
+    }
+    const lo = Math.max(m.lo, this.range.start);
+    const hi = Math.min(m.hi, this.range.start + this.range.size);
+    const blk = lo < hi ? this.space.largestFreeBlock(lo, hi) : undefined;
+    if (!blk) {
+      reply(false, `peer ${this.self} has no free space there`);
+      return undefined;
+    }
+    // Give the upper half (all of a single address), keeping some space for ourselves.
+    const size = blk.size >= 2 ? blk.size / 2 : 1;
+    this.ring.give(this.self, blk.start + blk.size - size, size, src);
+    this.ringChanged();
+    reply(true);
+    return undefined;
+  }
+
+  // ---------------------------------------------------------------- donation (requester side)
+
+  private onSpaceReply(src: string, m: SpaceReplyMsg): string | undefined {
+    let err: string | undefined;
+    if (m.ring) {
+      try {
+        this.mergeRing(m.ring, src);
+      } catch (e) {
+        if (e instanceof RingConflictError) this.conflict = e.message;
+        err = `IPAM: dropped ring from ${src}: ${(e as Error).message}`;
+        this.log(err);
+      }
+    }
+    const req = this.requests.get(m.id);
+    if (req && req.donor === src) {
+      this.requests.delete(m.id);
+      req.timer.cancel();
+      req.op.inflight = undefined;
+      if (!m.ok) {
+        req.op.asked.add(src);
+        req.op.lastReason = m.reason ?? `peer ${src} refused`;
+      }
+    }
+    this.process();
+    return err;
+  }
+
+  private sendRequest(op: PendingOp, donor: string): void {
+    const id = this.nextRequestId++;
+    const msg: SpaceRequestMsg = { v: 1, t: 'req', id, lo: op.lo, hi: op.hi };
+    if (op.addr !== undefined) msg.addr = op.addr;
+    op.inflight = id;
+    op.requests++;
+    const timer = this.opts.setTimer(this.requestTimeoutMs, () => {
+      const r = this.requests.get(id);
+      if (!r) return;
+      this.requests.delete(id);
+      r.op.inflight = undefined;
+      r.op.asked.add(donor);
+      r.op.lastReason = `no reply from peer ${donor} within ${this.requestTimeoutMs} ms`;
+      this.process();
+    });
+    this.requests.set(id, { op, donor, timer });
+    this.opts.channel.unicast(donor, encodeMsg(msg));
+  }
+
+  /** The mesh lost a peer: stop waiting for its replies. */
+  onPeerGone(name: string): void {
+    for (const [id, r] of this.requests) {
+      if (r.donor !== name) continue;
+      r.timer.cancel();
+      this.requests.delete(id);
+      r.op.inflight = undefined;
+      r.op.asked.add(name);
+      r.op.lastReason = `peer ${name} went away`;
+    }
+    this.process();
+  }
+
+  private reachableSet(): Set<string> {
+    const s = new Set<string>([this.self]);
+    for (const p of this.opts.channel.knownPeers()) if (p.reachable) s.add(p.name);
+    return s;
+  }
+
+  // ---------------------------------------------------------------- pending operations
+
+  /** Retry every waiting operation against the current state. Synchronous; never throws. */
+  private process(): void {
+    if (!this.ready || this.closed) return;
+    for (const op of [...this.pending]) {
+      if (!this.pending.includes(op)) continue;
+      try {
+        this.processOp(op);
+      } catch (e) {
+        this.finish(op, e as Error);
+      }
+    }
+    this.notifyProgress();
+  }
+
+  private notifyProgress(): void {
+    for (const op of this.pending) {
+      if (!op.onProgress) continue;
+      const s = this.status();
+      const key = `${s.message}|${(s.knownPeers ?? []).join(',')}`;
+      if (key !== op.lastProgress) {
+        op.lastProgress = key;
+        op.onProgress(s);
+      }
+    }
+  }
+
+  private processOp(op: PendingOp): void {
+    if (this.ring.isEmpty()) {
+      this.ensureConsensus();
+      return;
+    }
+    if (op.kind === 'prime') return this.finish(op, undefined, undefined);
+    if (op.kind === 'alloc') {
+      const addr = this.space.allocate(op.owner, op.lo, op.hi, op.prefix);
+      if (addr !== undefined) return this.commit(op, addr);
+      if (op.inflight !== undefined) return;
+      const donor = this.chooseDonor(op);
+      if (donor) return this.sendRequest(op, donor);
+      return this.finish(op, new IpamError(this.noSpaceMessage(op)));
+    }
+    // claim
+    const addr = op.addr!;
+    const owner = this.ring.owner(addr)!;
+    if (owner === this.self) {
+      this.space.claim(op.owner, addr, op.prefix);
+      return this.commit(op, addr);
+    }
+    if (op.inflight !== undefined) return;
+    if (op.asked.has(owner) || op.requests >= MAX_REQUESTS_PER_OP) {
+      return this.finish(op, new IpamError(`cannot claim ${formatIp(addr)}: ${op.lastReason ?? `owned by peer ${owner}`}`));
+    }
+    if (!this.reachableSet().has(owner)) {
+      return this.finish(
+        op,
+        new IpamError(`cannot claim ${formatIp(addr)}: it is in a range owned by unreachable peer ${this.peerLabel(owner)} (if it is gone for good, use weave rmpeer)`),
+      );
+    }
+    this.sendRequest(op, owner);
+  }
+
+  private commit(op: PendingOp, addr: number): void {
+    this.pending.splice(this.pending.indexOf(op), 1);
+    for (const c of op.cleanup) c();
+    this.persist().then(
+      () => op.resolve(formatAddressCidr(addr, op.prefix)),
+      (e: Error) => {
+        this.space.free(addr);
+        op.reject(new IpamError(`could not record allocation of ${formatIp(addr)}: ${e.message}`));
+      },
+    );
+  }
+
+  private chooseDonor(op: PendingOp): string | undefined {
+    if (op.requests >= MAX_REQUESTS_PER_OP) return undefined;
+    const reachable = this.reachableSet();
+    let best: string | undefined;
+    let bestFree = 0;
+    for (const [peer, free] of this.ring.freeHints(op.lo, op.hi)) {
+      if (peer === this.self || op.asked.has(peer) || !reachable.has(peer) || free <= 0) continue;
+      if (free > bestFree || (free === bestFree && best !== undefined && peer < best)) {
+        best = peer;
+        bestFree = free;
+      }
+    }
+    return best;
+  }
+
+  private noSpaceMessage(op: PendingOp): string {
+    const reachable = this.reachableSet();
+    const unreachable: string[] = [];
+    for (const [peer, free] of this.ring.freeHints(op.lo, op.hi)) if (!reachable.has(peer) && free > 0) unreachable.push(this.peerLabel(peer));
+    if (unreachable.length > 0) {
+      return `no free addresses in ${op.subnet} among reachable peers; free space is owned by unreachable peer(s) ${unreachable.sort().join(', ')} (if gone for good, use weave rmpeer)`;
+    }
+    return `no free addresses in ${op.subnet}`;
+  }
+
+  private finish(op: PendingOp, err: Error | undefined, value?: string): void {
+    const i = this.pending.indexOf(op);
+    if (i >= 0) this.pending.splice(i, 1);
+    if (op.inflight !== undefined) {
+      this.requests.get(op.inflight)?.timer.cancel();
+      this.requests.delete(op.inflight);
+      op.inflight = undefined;
+    }
+    for (const c of op.cleanup) c();
+    if (err) op.reject(err);
+    else op.resolve(value);
+  }
+
+  /** What an operation is waiting for, for timeout messages. */
+  private waitingFor(op: PendingOp): string {
+    if (this.ring.isEmpty()) return this.status().message;
+    if (op.inflight !== undefined) return `space from peer ${this.peerLabel(this.requests.get(op.inflight)?.donor ?? '?')}`;
+    return 'space';
+  }
+
+  private enqueue(
+    op: Omit<PendingOp, 'resolve' | 'reject' | 'asked' | 'requests' | 'cleanup'>,
+    o: { timeoutMs?: number; signal?: AbortSignal } = {},
+  ): Promise<string | undefined> {
+    return new Promise<string | undefined>((resolve, reject) => {
+      const full: PendingOp = { ...op, resolve, reject, asked: new Set(), requests: 0, cleanup: [] };
+      if (o.signal?.aborted) return reject(new IpamError(`${op.kind} for ${op.owner} aborted`));
+      if (o.timeoutMs !== undefined) {
+        const t = this.opts.setTimer(o.timeoutMs, () => {
+          if (this.pending.includes(full)) this.finish(full, new IpamError(`timed out after ${o.timeoutMs} ms waiting for ${this.waitingFor(full)}`));
+        });
+        full.cleanup.push(() => t.cancel());
+      }
+      if (o.signal) {
+        const sig = o.signal;
+        const onAbort = (): void => {
+          if (this.pending.includes(full)) this.finish(full, new IpamError(`${op.kind} for ${op.owner} aborted`));
+        };
+        sig.addEventListener('abort', onAbort, { once: true });
+        full.cleanup.push(() => sig.removeEventListener('abort', onAbort));
+      }
+      this.pending.push(full);
+      this.process();
+    });
+  }
+
+  private async ensureStarted(): Promise<void> {
+    if (!this.started) throw new IpamError('IPAM allocator not started');
+    await this.started;
+    if (this.closed) throw new IpamError('IPAM is shutting down');
+  }
+
+  // ---------------------------------------------------------------- public operations
+
+  /**
+   * Allocate the lowest free address in `subnet` (a network CIDR inside the range, >= 4 addresses;
+   * default: the default subnet) for `owner` (a container id), never its network or broadcast address.
+   * If `owner` already has an address in that subnet, that one is returned (retries are safe).
+   * Waits for the ring (consensus) and for donations; rejects on timeoutMs / signal with what it waited for.
+   * @returns "10.32.0.1/12" (address with the subnet's prefix length)
+   * @throws CidrError (malformed subnet), IpamError (outside range, too small, `no free addresses in X`, timeout)
+   */
+  async allocate(owner: string, subnet?: string, opts?: { timeoutMs?: number; signal?: AbortSignal }): Promise<string> {
+    const c = subnet === undefined || subnet === 'default' ? this.defaultSubnet : this.checkSubnet(subnet);
+    await this.ensureStarted();
+    for (const a of this.space.lookup(owner)) {
+      if (a.addr >= c.start && a.addr < c.start + c.size && a.prefix === c.prefix) return formatAddressCidr(a.addr, a.prefix);
+    }
+    const r = await this.enqueue({ kind: 'alloc', owner, lo: c.start + 1, hi: c.start + c.size - 1, prefix: c.prefix, subnet: formatCidr(c) }, opts);
+    return r!;
+  }
+
+  /**
+   * Claim an exact address for `owner`, e.g. "10.32.0.5/12" (from `ip:` on attach). Idempotent for the
+   * same owner. If another peer owns the address, it is asked to donate it.
+   * @throws CidrError (malformed), IpamError (outside the range — check covers() first; network or
+   *   broadcast address; already in use by another container; owner peer unreachable; timeout)
+   */
+  async claim(owner: string, cidr: string, opts?: { timeoutMs?: number; signal?: AbortSignal }): Promise<void> {
+    const c = parseAddressCidr(cidr);
+    if (!this.covers(cidr)) throw new IpamError(`address ${cidr} is outside the IPAM range ${this.rangeText}`);
+    if (c.size >= 4 && (c.addr === c.start || c.addr === c.start + c.size - 1)) {
+      throw new IpamError(`cannot claim ${cidr}: it is the ${c.addr === c.start ? 'network' : 'broadcast'} address of ${formatCidr(c)}`);
+    }
+    await this.ensureStarted();
+    const held = this.space.holder(c.addr);
+    if (held && held.owner !== owner) throw new IpamError(`address ${formatIp(c.addr)} is already in use by ${held.owner}`);
+    if (held) return;
+    await this.enqueue({ kind: 'claim', owner, lo: c.addr, hi: c.addr + 1, prefix: c.prefix, subnet: formatCidr(c), addr: c.addr }, opts);
+  }
+
+  /** Addresses held by `owner`, as "a.b.c.d/len", lowest first. */
+  lookup(owner: string): string[] {
+    return this.space.lookup(owner).map((a) => formatAddressCidr(a.addr, a.prefix));
+  }
+
+  /**
+   * Free `addr` ("10.32.0.5" or "10.32.0.5/12") of `owner`, or all of the owner's addresses (and cancel its
+   * waiting requests) when addr is omitted. Returns how many addresses were freed.
+   * @throws CidrError for a malformed addr.
+   */
+  async free(owner: string, addr?: string): Promise<number> {
+    await this.ensureStarted();
+    let n = 0;
+    if (addr !== undefined) {
+      const a = addr.includes('/') ? parseAddressCidr(addr).addr : parseIp(addr);
+      const h = this.space.holder(a);
+      if (h && h.owner === owner) {
+        this.space.free(a);
+        n = 1;
+      }
+    } else {
+      n = this.space.freeOwner(owner).length;
+      for (const op of [...this.pending]) {
+        if (op.owner === owner && op.kind !== 'prime') this.finish(op, new IpamError(`request for ${owner} cancelled: its addresses were freed`));
+      }
+    }
+    if (n > 0) await this.persist();
+    this.process();
+    return n;
+  }
+
+  /**
+   * Wait until the ring exists (starting consensus if needed). `onProgress` gets a status whenever the
+   * summary changes (who is known, quorum), for `weave prime` on a terminal.
+   */
+  async prime(onProgress?: (s: StatusSnapshot) => void, opts?: { timeoutMs?: number; signal?: AbortSignal }): Promise<void> {
+    await this.ensureStarted();
+    if (!this.ring.isEmpty()) return;
+    const op: Omit<PendingOp, 'resolve' | 'reject' | 'asked' | 'requests' | 'cleanup'> = { kind: 'prime', owner: '', lo: 0, hi: 0, prefix: 0, subnet: '' };
+    if (onProgress) op.onProgress = onProgress;
+    await this.enqueue(op, opts);
+  }
+
+  /** Resolve a peer name or nickname to a name (exact name first). */
+  private resolvePeer(nameOrNickname: string): string | undefined {
+    if (this.ring.peers().includes(nameOrNickname)) return nameOrNickname;
+    const known = this.opts.channel.knownPeers();
+    if (known.some((p) => p.name === nameOrNickname)) return nameOrNickname;
+    const byNick = new Set<string>();
+    for (const p of known) if (p.nickname === nameOrNickname) byNick.add(p.name);
+    if (this.opts.nicknameOf) for (const p of this.ring.peers()) if (this.opts.nicknameOf(p) === nameOrNickname) byNick.add(p);
+    if (byNick.size > 1) throw new IpamError(`nickname ${nameOrNickname} is ambiguous (${[...byNick].sort().join(', ')}): use the peer name`);
+    return byNick.values().next().value;
+  }
+
+  /**
+   * `weave rmpeer NAME|NICKNAME`: take over all space of a dead peer, so it can be allocated again.
+   * Run it on one peer only, after the peer is gone for good (the taken-over space is treated as free).
+   * @returns the number of addresses taken over ("N IPs taken over from X")
+   * @throws IpamError if the peer is us, is reachable, or is unknown, or the ring does not exist yet.
+   */
+  async rmpeer(nameOrNickname: string): Promise<number> {
+    await this.ensureStarted();
+    const name = this.resolvePeer(nameOrNickname);
+    if (name === undefined) throw new IpamError(`unknown peer ${nameOrNickname}: not in the ring and not a known peer`);
+    if (name === this.self) throw new IpamError(`cannot rmpeer ${nameOrNickname}: it is this peer (use weave reset)`);
+    if (this.opts.channel.knownPeers().some((p) => p.name === name && p.reachable)) {
+      throw new IpamError(`cannot rmpeer ${nameOrNickname}: peer ${name} is reachable; stop it first`);
+    }
+    if (this.ring.isEmpty()) {
+      // Nothing to take over yet; a consensus still running may include the peer, so the user must
+      // run rmpeer again once the ring exists.
+      throw new IpamError(`cannot rmpeer ${nameOrNickname}: the ring does not exist yet (${this.status().message}); run it again once IPAM is ready`);
+    }
+    const n = this.ring.transfer(name, this.self);
+    if (n > 0) {
+      this.ringChanged();
+      await this.persist();
+      this.broadcastRing();
+      this.process();
+    }
+    return n;
+  }
+
+  /**
+   * On `weave reset`: give all our space to a reachable peer, drop our allocations and stop.
+   * @returns the heir's name, or undefined if no peer was reachable (our space stays ours until rmpeer).
+   */
+  async shutdownHandOver(): Promise<string | undefined> {
+    await this.ensureStarted();
+    const reachable = this.opts.channel.knownPeers().filter((p) => p.reachable && p.name !== this.self).map((p) => p.name).sort();
+    const inRing = new Set(this.ring.peers());
+    const heir = reachable.find((p) => inRing.has(p)) ?? reachable[0];
+    for (const op of [...this.pending]) this.finish(op, new IpamError('IPAM is shutting down (weave reset)'));
+    if (heir === undefined || this.ring.isEmpty() || this.ring.ownedRanges(this.self).length === 0) {
+      this.close();
+      return heir !== undefined && !this.ring.isEmpty() ? heir : undefined;
+    }
+    for (const a of this.space.allocations()) this.space.free(a.addr);
+    this.ring.transfer(this.self, heir);
+    this.ringChanged();
+    await this.persist();
+    this.broadcastRing();
+    this.close();
+    return heir;
+  }
+
+  /**
+   * Diagnostics and tests: a copy of the ring, our owned ranges and our allocations
+   * (addresses as numbers), and the number of waiting operations.
+   */
+  inspect(): { ring: Ring; owned: Array<[number, number]>; allocations: Array<{ addr: number; owner: string; prefix: number }>; pending: number } {
+    return { ring: this.ring.clone(), owned: this.space.ownedRanges(), allocations: this.space.allocations(), pending: this.pending.length };
+  }
+
+  // ---------------------------------------------------------------- status
+
+  private nickname(name: string): string {
+    if (this.opts.nicknameOf) return this.opts.nicknameOf(name);
+    return this.opts.channel.knownPeers().find((p) => p.name === name)?.nickname ?? '';
+  }
+
+  private peerLabel(name: string): string {
+    const n = this.nickname(name);
+    return n ? `${name}(${n})` : name;
+  }
+
+  /** Snapshot for `weave status ipam` / `weave report`. */
+  status(): IpamStatus {
+    const known = this.opts.channel.knownPeers();
+    const reachable = this.reachableSet();
+    const knownNames = new Set(known.map((p) => p.name));
+    knownNames.add(this.self);
+    const spans = this.ring.spans();
+    const base = {
+      range: this.rangeText,
+      defaultSubnet: formatCidr(this.defaultSubnet),
+      entries: spans.map((s) => ({
+        token: formatIp(s.token),
+        size: s.end - s.token,
+        peer: s.peer,
+        nickname: this.nickname(s.peer),
+        version: s.version,
+        isKnownPeer: knownNames.has(s.peer),
+      })),
+      pendingAllocates: this.pending.filter((o) => o.kind !== 'prime').length,
+      owned: [] as IpamStatus['owned'],
+    };
+    const perPeer = new Map<string, number>();
+    for (const s of spans) perPeer.set(s.peer, (perPeer.get(s.peer) ?? 0) + (s.end - s.token));
+    for (const [peer, n] of [...perPeer].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+      base.owned.push({ peer, nickname: this.nickname(peer), addresses: n, percent: (100 * n) / this.range.size, reachable: reachable.has(peer) });
+    }
+    const out: IpamStatus = { ...base, status: 'ready', message: 'ready' };
+    if (this.conflict) out.conflict = this.conflict;
+    if (this.ring.isEmpty()) {
+      if (this.opts.init.mode === 'observer') {
+        out.status = 'waiting for ring';
+        out.message = 'waiting for the ring from other peers (observer)';
+      } else if (this.opts.init.mode === 'consensus') {
+        const cs = this.consensus!.status();
+        // "known" counts participants we can reach now: those are the ones that can make a quorum.
+        const known = cs.knownPeers.filter((p) => reachable.has(p)).length;
+        out.quorum = cs.quorum;
+        out.known = known;
+        out.knownPeers = cs.knownPeers;
+        if (this.consensusRunning || cs.active) {
+          out.status = 'awaiting consensus';
+          out.message = `awaiting consensus (quorum ${cs.quorum}, known ${known})`;
+        } else {
+          out.status = 'idle';
+          out.message = `idle (consensus deferred until the first allocation or weave prime; quorum ${cs.quorum})`;
+        }
+      } else {
+        out.status = 'idle';
+        out.message = 'idle';
+      }
+      return out;
+    }
+    const ownFree = this.space.freeCount(this.range.start, this.range.start + this.range.size);
+    if (ownFree === 0 && this.ring.peers().every((p) => p === this.self || !reachable.has(p))) {
+      const others = this.ring.peers().filter((p) => p !== this.self);
+      if (others.length > 0) {
+        out.status = 'all ranges owned by unreachable peers';
+        out.message = 'all ranges owned by unreachable peers - use weave rmpeer';
+      }
+    }
+    if (this.conflict && out.status === 'ready') {
+      out.status = 'ring conflict';
+      out.message = `ready, but ${this.conflict}`;
+    }
+    return out;
+  }
+}
+
+export { CidrError, RingConflictError, RingError, SpaceError, IpamMessageError, IpamPersistenceError };
