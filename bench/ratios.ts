@@ -1,0 +1,40 @@
+/**
+ * Prints tsweave's figures from a shared-harness results file next to the
+ * references measured in the same run, as ratios, and against the goals of the
+ * performance issue (Weave 2.8 sleeve figures on this kind of machine).
+ * usage: node dist/bench/ratios.js RESULTS.json
+ */
+import { readFileSync } from 'node:fs';
+
+interface Row { config: string; tcp1_mbps?: number; tcp4_mbps?: number; udp64_rcvd_pps?: number; ping_avg_ms?: number; tcp1_daemon_cpu_s?: number }
+
+const WEAVE_SLEEVE = { tcp: 613, pps: 120_235, rtt: 0.503 };
+const WEAVE_SLEEVE_ENC = { tcp: 467, pps: 110_112, rtt: 0.514 };
+
+const file = process.argv[2];
+if (!file) {
+  process.stderr.write('usage: ratios.js RESULTS.json\n');
+  process.exit(2);
+}
+const doc = JSON.parse(readFileSync(file, 'utf8')) as { results: Row[]; skipped: Array<{ config: string; reason: string }> };
+const by = new Map(doc.results.map((r) => [r.config, r]));
+const n = (v: number | undefined, d = 0): string => (v === undefined || v === null ? 'n/a' : v.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }));
+const ratio = (a: number | undefined, b: number | undefined): string => (a && b ? (a / b).toFixed(2) + '×' : 'n/a');
+
+console.log('\n| config | TCP 1 stream Mbit/s | 64 B UDP delivered pps | ping avg ms | daemon CPU s (TCP-1) |');
+console.log('|---|---|---|---|---|');
+for (const r of doc.results) console.log(`| ${r.config} | ${n(r.tcp1_mbps)} | ${n(r.udp64_rcvd_pps)} | ${n(r.ping_avg_ms, 3)} | ${n(r.tcp1_daemon_cpu_s, 1)} |`);
+for (const s of doc.skipped ?? []) console.log(`| ${s.config} | skipped: ${s.reason} | | | |`);
+
+console.log('\nRatios (same run):');
+for (const ours of ['ours:none', 'ours', 'ours:fastdp']) {
+  const o = by.get(ours);
+  if (!o) continue;
+  for (const ref of ['vxlan', 'tinc:none', 'tinc', 'openvpn']) {
+    const r = by.get(ref);
+    if (!r) continue;
+    console.log(`  ${ours} / ${ref}: TCP ${ratio(o.tcp1_mbps, r.tcp1_mbps)}, pps ${ratio(o.udp64_rcvd_pps, r.udp64_rcvd_pps)}, RTT ${ratio(o.ping_avg_ms, r.ping_avg_ms)}`);
+  }
+  const w = ours === 'ours' ? WEAVE_SLEEVE_ENC : WEAVE_SLEEVE;
+  if (ours !== 'ours:fastdp') console.log(`  ${ours} / Weave 2.8 ${ours === 'ours' ? 'encrypted ' : ''}sleeve (issue #7 anchors): TCP ${ratio(o.tcp1_mbps, w.tcp)}, pps ${ratio(o.udp64_rcvd_pps, w.pps)}, RTT ${ratio(o.ping_avg_ms, w.rtt)}`);
+}

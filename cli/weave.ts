@@ -1,0 +1,370 @@
+#!/usr/bin/env node
+/**
+ * `weave`: Weave Net's command line, for tsweave. Every verb but `launch` (which
+ * starts the daemon) and `env`/`config` is one request to the router's HTTP API.
+ * Errors are one line on stderr and exit code 1.
+ */
+import { Command, Option } from 'commander';
+import { spawn } from 'node:child_process';
+import { promises as fsp, openSync, readFileSync, existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { call, CliError, stateDir, isRunning } from './client.js';
+import { formatConnections, formatIpam, formatPeers, formatStatus, formatTargets } from './format.js';
+import { renderTemplate } from './template.js';
+import { withSpinner } from './spinner.js';
+import type { Report } from '../router/report.js';
+import type { LaunchConfig } from '../router/weaver.js';
+
+const VERSION = '0.1.0';
+const DEFAULT_MTU = 1376;
+const here = path.dirname(fileURLToPath(import.meta.url));
+const WEAVER_JS = path.join(here, '..', 'router', 'weaver.js');
+
+function out(s: string): void {
+  process.stdout.write(s.endsWith('\n') || s === '' ? s : s + '\n');
+}
+
+function requireRoot(what: string): void {
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) throw new CliError(`weave ${what} needs root (it changes network interfaces)`);
+}
+
+function intOpt(name: string, min: number, max: number) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) throw new CliError(`invalid ${name} "${v}": want an integer from ${min} to ${max}`);
+    return n;
+  };
+}
+
+function readPid(): number | undefined {
+  try {
+    const pid = Number(readFileSync(path.join(stateDir(), 'weaver.pid'), 'utf8').trim());
+    if (pid > 0) {
+      process.kill(pid, 0);
+      return pid;
+    }
+  } catch { /* not running */ }
+  return undefined;
+}
+
+async function waitFor(cond: () => Promise<boolean> | boolean, timeoutMs: number, stepMs = 100): Promise<boolean> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (await cond()) return true;
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+  return cond();
+}
+
+async function tailLog(file: string, lines = 5): Promise<string> {
+  try {
+    const t = await fsp.readFile(file, 'utf8');
+    return t.trim().split('\n').slice(-lines).map((l) => {
+      try {
+        return (JSON.parse(l) as { msg: string }).msg;
+      } catch {
+        return l;
+      }
+    }).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+const program = new Command('weave');
+program.description('tsweave: a Weave-Net-style overlay network for containers').version(VERSION, '--version-flag').showHelpAfterError(false);
+program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
+program.exitOverride();
+
+program.command('launch')
+  .description('start the router (and IPAM, proxy) on this host, connecting to PEERs')
+  .argument('[peers...]', 'peers to connect to: host[:port]')
+  .option('--name <mac>', 'peer name (default: persisted, or random)')
+  .option('--nickname <name>', 'nickname shown in status', os.hostname())
+  .option('--port <port>', 'TCP/UDP port for the mesh', intOpt('port', 1, 65535), 6783)
+  .option('--mtu <bytes>', 'overlay MTU (default 1376, or WEAVE_MTU)', intOpt('MTU', 576, 65000))
+  .option('--conn-limit <n>', 'connection limit', intOpt('connection limit', 0, 10000), 200)
+  .option('--no-discovery', 'do not connect to peers learned from gossip')
+  .option('--password <password>', 'network password (prefer WEAVE_PASSWORD or --password-file)')
+  .option('--password-file <path>', 'read the network password from a file')
+  .option('--trusted-subnets <cidrs>', 'comma-separated CIDRs whose data traffic is not encrypted', '')
+  .option('--ipalloc-range <cidr>', 'IPAM range ("" disables IPAM)', '10.32.0.0/12')
+  .option('--ipalloc-default-subnet <cidr>', 'default subnet (default: the range)')
+  .option('--ipalloc-init <mode>', 'consensus[=N] | seed=NAME,... | observer')
+  .option('--no-proxy', 'do not start the Docker API proxy')
+  .option('-H <addr...>', 'proxy listen address(es): unix://PATH or tcp://HOST:PORT')
+  .option('--no-default-ipalloc', 'proxy: attach only containers that set WEAVE_CIDR')
+  .option('--metrics-addr <addr>', 'Prometheus metrics address', '127.0.0.1:6782')
+  .option('--api-addr <addr>', 'HTTP API address (also on the unix socket)', '127.0.0.1:6784')
+  .option('--log-level <level>', 'debug | info | warn | error', 'info')
+  .option('--no-fastdp', 'never use the kernel fast datapath')
+  .option('--no-detach', 'run in the foreground')
+  .action(async (peers: string[], o: Record<string, unknown>) => {
+    requireRoot('launch');
+    const dir = stateDir();
+    const pid = readPid();
+    if (pid !== undefined || await isRunning()) throw new CliError(`weave router is already running${pid ? ` (pid ${pid})` : ''}: use weave stop first`);
+    const envMtu = process.env.WEAVE_MTU ? intOpt('WEAVE_MTU', 576, 65000)(process.env.WEAVE_MTU) : undefined;
+    let password = (o.password as string | undefined) ?? process.env.WEAVE_PASSWORD ?? '';
+    if (o.passwordFile) {
+      try {
+        password = readFileSync(o.passwordFile as string, 'utf8').replace(/\r?\n$/, '');
+      } catch (err) {
+        throw new CliError(`cannot read password file ${o.passwordFile as string}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      }
+    }
+    const proxyDefault = dir === '/var/lib/weave' ? 'unix:///var/run/weave/weave.sock' : `unix://${path.join(dir, 'weave.sock')}`;
+    const cfg: LaunchConfig = {
+      stateDir: dir,
+      name: o.name as string | undefined,
+      nickname: o.nickname as string,
+      port: o.port as number,
+      mtu: (o.mtu as number | undefined) ?? envMtu ?? DEFAULT_MTU,
+      connLimit: o.connLimit as number,
+      discovery: o.discovery as boolean,
+      peers,
+      trustedSubnets: (o.trustedSubnets as string).split(',').map((s) => s.trim()).filter(Boolean),
+      ipallocRange: o.ipallocRange as string,
+      ipallocDefaultSubnet: o.ipallocDefaultSubnet as string | undefined,
+      ipallocInit: o.ipallocInit as string | undefined,
+      initialPeerCount: peers.length,
+      dockerHost: process.env.DOCKER_HOST || 'unix:///var/run/docker.sock',
+      proxy: o.proxy as boolean,
+      proxyListen: (o.H as string[] | undefined) ?? [proxyDefault],
+      noDefaultIpalloc: o.defaultIpalloc === false,
+      metricsAddr: o.metricsAddr as string,
+      apiAddr: o.apiAddr as string,
+      logLevel: o.logLevel as string,
+      fastdp: o.fastdp as boolean && !process.env.WEAVE_NO_FASTDP,
+    };
+    // Fail fast on bad input, before anything is started.
+    const { parsePeerName } = await import('../router/peer-name.js');
+    const { normaliseAddress } = await import('../router/connection-maker.js');
+    const { parseCidrList } = await import('../router/cidr-match.js');
+    try {
+      if (cfg.name) parsePeerName(cfg.name);
+      for (const p of peers) normaliseAddress(p, cfg.port);
+      parseCidrList(cfg.trustedSubnets.join(','));
+      if (cfg.ipallocRange) parseCidrList(cfg.ipallocRange);
+      if (cfg.ipallocDefaultSubnet) parseCidrList(cfg.ipallocDefaultSubnet);
+    } catch (err) {
+      throw new CliError((err as Error).message);
+    }
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    const env: NodeJS.ProcessEnv = { ...process.env, WEAVER_CONFIG: JSON.stringify(cfg) };
+    if (password) env.WEAVE_PASSWORD = password;
+    else delete env.WEAVE_PASSWORD;
+    if (o.detach === false) {
+      // Foreground: become the daemon (used by benchmarks and supervisors).
+      process.env.WEAVE_PASSWORD = password;
+      if (!password) delete process.env.WEAVE_PASSWORD;
+      const { runDaemon } = await import('../router/weaver.js');
+      await runDaemon(cfg);
+      return;
+    }
+    const logFile = path.join(dir, 'weaver.log');
+    const fd = openSync(logFile, 'a', 0o600);
+    // WEAVER_NODE_ARGS: extra node flags for the daemon, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p".
+    const nodeArgs = (process.env.WEAVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const child = spawn(process.execPath, [...nodeArgs, WEAVER_JS], { detached: true, stdio: ['ignore', fd, fd], env });
+    let exited: number | null = null;
+    child.on('exit', (code) => (exited = code ?? 1));
+    child.unref();
+    const up = await withSpinner('waiting for the router to start', waitFor(async () => exited !== null || await isRunning(), 30_000, 100));
+    if (exited !== null || !up) {
+      const why = await tailLog(logFile, 1);
+      throw new CliError(why ? why.replace(/^weaver: /, '') : `the router did not start within 30 s: see ${logFile}`);
+    }
+    const r = await call<Report>('GET', '/report');
+    out(r.Router.Name);
+    process.stderr.write(`router log: ${logFile}\n`);
+  });
+
+program.command('stop').description('stop the router; attached containers keep their interfaces').action(async () => {
+  const pid = readPid();
+  await call('POST', '/stop');
+  if (pid !== undefined) {
+    const gone = await waitFor(() => {
+      try {
+        process.kill(pid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    }, 10_000);
+    if (!gone) throw new CliError(`router (pid ${pid}) did not stop within 10 s`);
+  }
+});
+
+program.command('reset').description('stop the router and remove the bridge, every link it made and its persisted data')
+  .option('--force', 'also when the router cannot hand over its IPAM space')
+  .action(async () => {
+    requireRoot('reset');
+    const pid = readPid();
+    if (await isRunning()) {
+      await call('POST', '/reset', undefined, { timeoutMs: 30_000 });
+      if (pid !== undefined) {
+        await waitFor(() => {
+          try {
+            process.kill(pid, 0);
+            return false;
+          } catch {
+            return true;
+          }
+        }, 10_000);
+      }
+    }
+    const { resetLinks } = await import('../router/netdev.js');
+    const { Isolation } = await import('../router/isolation.js');
+    await new Isolation(() => undefined).removeAll();
+    await resetLinks();
+    const dir = stateDir();
+    for (const f of ['peer-name', 'targets.json', 'endpoints.json', 'ipam.json', 'weaver.pid', 'weaver.sock', 'weave.sock']) {
+      await fsp.rm(path.join(dir, f), { force: true });
+    }
+  });
+
+program.command('status').description('show the router status: [targets|connections|peers|ipam]')
+  .argument('[sub]', 'targets | connections | peers | ipam')
+  .option('--watch', 'redraw on every change until Ctrl-C')
+  .action(async (sub: string | undefined, o: { watch?: boolean }) => {
+    const render = (r: Report): string => {
+      switch (sub) {
+        case undefined: return formatStatus(r);
+        case 'targets': return formatTargets(r);
+        case 'connections': return formatConnections(r);
+        case 'peers': return formatPeers(r);
+        case 'ipam': return formatIpam(r);
+        default: throw new CliError(`unknown status section "${sub}": want targets, connections, peers or ipam`);
+      }
+    };
+    if (o.watch) {
+      const { watchStatus } = await import('./watch.js');
+      const { WebSocket } = await import('ws');
+      const { apiSocket } = await import('./client.js');
+      await watchStatus({ connect: () => new WebSocket(`ws+unix://${apiSocket()}:/events`), out: process.stdout, render });
+      return;
+    }
+    out(render(await call<Report>('GET', '/report')));
+  });
+
+program.command('report').description('print the router state as JSON')
+  .option('-f, --format <template>', 'Go-template-style format, e.g. {{.Router.Name}}')
+  .action(async (o: { format?: string }) => {
+    const r = await call<Report>('GET', '/report');
+    out(o.format ? renderTemplate(o.format, r) : JSON.stringify(r, null, 4));
+  });
+
+program.command('connect').description('connect to more peers').argument('<peers...>')
+  .option('--replace', 'replace the current targets')
+  .action(async (peers: string[], o: { replace?: boolean }) => {
+    await call('POST', '/connect', { peers, replace: Boolean(o.replace) });
+  });
+
+program.command('forget').description('stop trying to connect to peers').argument('<peers...>').action(async (peers: string[]) => {
+  await call('POST', '/forget', { peers });
+});
+
+program.command('attach').description('attach a container or namespace: [ADDR...] TARGET (ADDR = ip:CIDR | net:CIDR | net:default)')
+  .argument('<args...>')
+  .action(async (args: string[]) => {
+    const target = args[args.length - 1];
+    const specs = args.slice(0, -1);
+    const res = await withSpinner(`attaching ${target}`, call<{ cidrs: string[] }>('POST', '/attach', { target, specs }, { timeoutMs: 120_000 }));
+    out(res.cidrs.map((c) => c.split('/')[0]).join(' '));
+  });
+
+program.command('detach').description('detach: [ADDR...] TARGET').argument('<args...>').action(async (args: string[]) => {
+  const target = args[args.length - 1];
+  const res = await call<{ cidrs: string[] }>('POST', '/detach', { target, specs: args.slice(0, -1) });
+  out(res.cidrs.map((c) => c.split('/')[0]).join(' '));
+});
+
+program.command('ps').description('list attached containers: <id> <mac> <cidr>...').argument('[targets...]').action(async (targets: string[]) => {
+  const res = await call<{ endpoints: Array<{ id: string; mac: string; cidrs: string[] }> }>('GET', '/ps');
+  for (const e of res.endpoints) {
+    if (targets.length && !targets.some((t) => e.id === t || e.id.startsWith(t))) continue;
+    const id = /^[0-9a-f]{64}$/.test(e.id) ? e.id.slice(0, 12) : e.id;
+    out([id, e.mac, ...e.cidrs].join(' '));
+  }
+});
+
+program.command('expose').description('give the host an address on the weave network: [ADDR...]').argument('[specs...]').action(async (specs: string[]) => {
+  const res = await call<{ cidrs: string[] }>('POST', '/expose', { specs }, { timeoutMs: 120_000 });
+  out(res.cidrs.map((c) => c.split('/')[0]).join(' '));
+});
+
+program.command('hide').description('remove the host addresses added by expose: [ADDR...]').argument('[specs...]').action(async (specs: string[]) => {
+  const res = await call<{ cidrs: string[] }>('POST', '/hide', { specs });
+  out(res.cidrs.map((c) => c.split('/')[0]).join(' '));
+});
+
+program.command('prime').description('wait until IPAM has a ring (consensus reached)').action(async () => {
+  let progress = 'waiting for IPAM consensus';
+  const tick = setInterval(() => {
+    call<Report>('GET', '/report', undefined, { timeoutMs: 2000 }).then((r) => {
+      if (r.IPAM) progress = `waiting for IPAM: ${r.IPAM.Status}`;
+    }, () => undefined);
+  }, 1000);
+  tick.unref();
+  try {
+    await withSpinner(() => progress, call('POST', '/ipam/prime', undefined, { timeoutMs: 24 * 3600_000 }));
+  } finally {
+    clearInterval(tick);
+  }
+});
+
+program.command('rmpeer').description('take over the address space of a dead peer').argument('<peers...>').action(async (peers: string[]) => {
+  for (const p of peers) {
+    const res = await call<{ message: string }>('DELETE', `/peer/${encodeURIComponent(p)}`);
+    out(res.message);
+  }
+});
+
+program.command('env').description('print the DOCKER_HOST setting that points docker at the weave proxy')
+  .option('--restore', 'print the line that restores the previous DOCKER_HOST')
+  .action(async (o: { restore?: boolean }) => {
+    if (o.restore) {
+      if (!process.env.ORIG_DOCKER_HOST && process.env.ORIG_DOCKER_HOST !== '') throw new CliError('Nothing to restore. This is most likely because there was no preceding invocation of \'eval $(weave env)\' in this shell.');
+      out(`export DOCKER_HOST=${process.env.ORIG_DOCKER_HOST}`);
+      return;
+    }
+    const addr = await proxyAddress();
+    if (!addr) return;
+    out(`export DOCKER_HOST=${addr} ORIG_DOCKER_HOST=${process.env.DOCKER_HOST ?? ''}`);
+  });
+
+program.command('config').description('print the docker -H option for the weave proxy').action(async () => {
+  const addr = await proxyAddress();
+  if (addr) out(`-H=${addr}`);
+});
+
+async function proxyAddress(): Promise<string | undefined> {
+  try {
+    const r = await call<{ addresses: string[] }>('GET', '/proxy', undefined, { timeoutMs: 3000 });
+    return r.addresses[0];
+  } catch {
+    return undefined;
+  }
+}
+
+program.command('version').description('print the version').action(() => {
+  out(`weave ${VERSION}`);
+});
+
+async function main(): Promise<void> {
+  try {
+    await program.parseAsync(process.argv);
+  } catch (err) {
+    const e = err as { code?: string; exitCode?: number; message?: string };
+    if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') process.exit(0);
+    if (e.code?.startsWith('commander.')) process.exit(e.exitCode ?? 1);
+    process.stderr.write(`weave: ${(e.message ?? String(err)).split('\n')[0]}\n`);
+    process.exit(err instanceof CliError ? err.exitCode : 1);
+  }
+}
+
+void main();
+void existsSync;

@@ -1,0 +1,128 @@
+/**
+ * The connection maker: which addresses we try to keep a connection to, and when.
+ *
+ * Targets come from `weave launch PEER...`, `weave connect`, and (unless
+ * --no-discovery) from gossip: peers we hear of but are not connected to. A failed
+ * attempt is retried with exponential backoff (1 s doubling, capped), so a dead
+ * peer costs little and a recovered one is found again quickly. An address found to
+ * be ourselves is never retried. Like mesh's connection_maker.go, but the decision
+ * (`due`) is a pure function of the target table and the clock, so it is testable
+ * without sockets.
+ */
+
+export const INITIAL_BACKOFF_MS = 1_000;
+export const MAX_BACKOFF_MS = 30_000;
+
+export type TargetState = 'waiting' | 'connecting' | 'connected' | 'retrying' | 'self';
+
+export interface Target {
+  address: string; // "host:port"
+  /** From the command line or `weave connect` (kept), or discovered (dropped when the peer goes). */
+  direct: boolean;
+  state: TargetState;
+  attempt: number;
+  nextAttempt: number;
+  lastError?: string;
+}
+
+/** Normalise "host", "host:port" to "host:port"; throws an Error with a one-line message. */
+export function normaliseAddress(peer: string, defaultPort: number): string {
+  const s = peer.trim();
+  if (!s) throw new Error('empty peer address');
+  const m = /^\[?([^\]]+?)\]?(?::(\d+))?$/.exec(s);
+  if (!m || /[\s/]/.test(m[1])) throw new Error(`invalid peer address "${peer}": want host or host:port`);
+  const port = m[2] === undefined ? defaultPort : Number(m[2]);
+  if (!(port > 0 && port < 65536)) throw new Error(`invalid port in peer address "${peer}"`);
+  return `${m[1]}:${port}`;
+}
+
+export class TargetTable {
+  private readonly targets = new Map<string, Target>();
+
+  constructor(private readonly defaultPort: number) {}
+
+  add(peer: string, direct: boolean, now: number): string {
+    const address = normaliseAddress(peer, this.defaultPort);
+    const t = this.targets.get(address);
+    if (t) {
+      if (direct) t.direct = true;
+      if (t.state === 'retrying' && direct) t.nextAttempt = now; // an explicit connect retries now
+      return address;
+    }
+    this.targets.set(address, { address, direct, state: 'waiting', attempt: 0, nextAttempt: now });
+    return address;
+  }
+
+  forget(peer: string): boolean {
+    return this.targets.delete(normaliseAddress(peer, this.defaultPort));
+  }
+
+  get(address: string): Target | undefined {
+    return this.targets.get(address);
+  }
+
+  /** Targets to dial now, marked as connecting. `connected(address)` says if we already have it. */
+  due(now: number, connected: (address: string) => boolean): Target[] {
+    const out: Target[] = [];
+    for (const t of this.targets.values()) {
+      if (t.state === 'self' || t.state === 'connecting') continue;
+      if (connected(t.address)) {
+        t.state = 'connected';
+        t.attempt = 0;
+        continue;
+      }
+      if (t.state === 'connected') {
+        // The connection went away: try again soon, without counting it as a failure.
+        t.state = 'waiting';
+        t.nextAttempt = now + INITIAL_BACKOFF_MS;
+        continue;
+      }
+      if (t.nextAttempt <= now) {
+        t.state = 'connecting';
+        out.push(t);
+      }
+    }
+    return out;
+  }
+
+  /** An attempt failed: back off exponentially with jitter. */
+  failed(address: string, err: string, now: number, rand = Math.random): void {
+    const t = this.targets.get(address);
+    if (!t) return;
+    t.attempt++;
+    t.lastError = err;
+    t.state = 'retrying';
+    const base = Math.min(MAX_BACKOFF_MS, INITIAL_BACKOFF_MS * 2 ** Math.min(t.attempt - 1, 16));
+    t.nextAttempt = now + base * (0.75 + 0.5 * rand());
+  }
+
+  succeeded(address: string): void {
+    const t = this.targets.get(address);
+    if (!t) return;
+    t.state = 'connected';
+    t.attempt = 0;
+    t.lastError = undefined;
+  }
+
+  /** The address turned out to be this router: never try it again. */
+  markSelf(address: string): void {
+    const t = this.targets.get(address);
+    if (t) {
+      t.state = 'self';
+      t.lastError = 'cannot connect to ourself';
+    }
+  }
+
+  /** Drop discovered targets that are no longer wanted. */
+  prune(keep: (t: Target) => boolean): void {
+    for (const [a, t] of this.targets) if (!t.direct && !keep(t)) this.targets.delete(a);
+  }
+
+  list(): Target[] {
+    return [...this.targets.values()].sort((a, b) => a.address.localeCompare(b.address));
+  }
+
+  directAddresses(): string[] {
+    return this.list().filter((t) => t.direct).map((t) => t.address);
+  }
+}

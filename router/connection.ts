@@ -1,0 +1,243 @@
+/**
+ * One control connection (TCP 6783) between two routers: its whole life.
+ *
+ *   hello (plaintext, version range + "has a password")
+ *   → Noise handshake when a password is set (router/crypto/noise.ts)
+ *   → intro (peer name, nickname, UID, ports, IPAM range)
+ *   → the router's checks (self-connection, duplicates, limits) → ready
+ *   → gossip, heartbeats, sleeve confirmation → ... → closed (with a reason).
+ *
+ * Modelled on weaveworks/mesh's connection.go, without its locks: everything runs on the
+ * event loop, and the router is told about each transition through ConnectionHost.
+ */
+import type net from 'node:net';
+import { unpack } from 'msgpackr';
+import {
+  FrameDecoder, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, ProtocolError, encodeFrame,
+  validateControlMessage, type ControlMessage,
+} from './protocol.js';
+import { secureSocket, HandshakeError, type SecureChannel } from './crypto/noise.js';
+import { handshakePrologue } from './crypto/keys.js';
+
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+const HEARTBEAT_MS = 5_000;
+const HEARTBEAT_TIMEOUT_MS = 30_000;
+const MAX_HELLO_BYTES = 4096;
+
+export type ConnectionState = 'handshake' | 'ready' | 'closed';
+
+export interface RemoteIdentity {
+  name: string;
+  nickname: string;
+  uid: number;
+  udpPort: number;
+  version: number;
+  range: string;
+}
+
+/** What a connection needs from its router. */
+export interface ConnectionHost {
+  readonly selfName: string;
+  readonly nickname: string;
+  readonly uid: number;
+  readonly udpPort: number;
+  readonly listenPort: number;
+  /** Password-derived key (present iff a password is set). */
+  readonly passwordKey: Buffer | undefined;
+  readonly ipamRange: string;
+  /** Decide on a connection whose intro arrived: undefined to accept, or the refusal reason. */
+  admit(conn: Connection): string | undefined;
+  onReady(conn: Connection): void;
+  onMessage(conn: Connection, msg: ControlMessage): void;
+  onClosed(conn: Connection, reason: string): void;
+  log(line: string): void;
+}
+
+interface Transport {
+  write(buf: Buffer): void;
+  close(): void;
+}
+
+export class Connection {
+  state: ConnectionState = 'handshake';
+  remote: RemoteIdentity | undefined;
+  version = 0;
+  encrypted = false;
+  /** Why it closed, once closed. */
+  closeReason = '';
+  /** When the last message of any kind arrived (ms). */
+  private lastRecv = Date.now();
+  private transport: Transport | undefined;
+  private decoder = new FrameDecoder();
+  private helloBuf: Buffer | undefined = Buffer.alloc(0);
+  private handshakeTimer: NodeJS.Timeout | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  readonly remoteIp: string;
+  readonly remotePort: number;
+
+  /**
+   * @param socket connected TCP socket
+   * @param outbound true if we dialled
+   * @param target the connection maker's target address ("host:port") for outbound ones
+   */
+  constructor(private readonly host: ConnectionHost, readonly socket: net.Socket, readonly outbound: boolean, readonly target?: string) {
+    this.remoteIp = (socket.remoteAddress ?? '').replace(/^::ffff:/, '');
+    this.remotePort = socket.remotePort ?? 0;
+  }
+
+  /** "ip:port" of the remote side as shown in status (the listen port once known). */
+  get address(): string {
+    return `${this.remoteIp}:${this.remote ? this.remoteListenPort : this.remotePort}`;
+  }
+
+  remoteListenPort = 0;
+
+  start(): void {
+    const s = this.socket;
+    s.setNoDelay(true);
+    s.setKeepAlive(true, 10_000);
+    this.handshakeTimer = setTimeout(() => this.close(`handshake did not complete within ${HANDSHAKE_TIMEOUT_MS / 1000} s`), HANDSHAKE_TIMEOUT_MS);
+    s.on('error', (err) => this.close(`connection error: ${err.message}`));
+    s.on('close', () => this.close('connection closed by peer'));
+    s.on('data', this.onHelloData);
+    s.write(encodeFrame({ t: 'hello', proto: 'tsweave', minVersion: PROTOCOL_MIN_VERSION, maxVersion: PROTOCOL_MAX_VERSION, encrypted: this.host.passwordKey !== undefined }));
+  }
+
+  /** Read exactly the first frame (hello) by hand, so bytes after it can go to Noise. */
+  private readonly onHelloData = (chunk: Buffer): void => {
+    if (this.helloBuf === undefined) return;
+    const buf = Buffer.concat([this.helloBuf, chunk]);
+    if (buf.length < 4) {
+      this.helloBuf = buf;
+      return;
+    }
+    const len = buf.readUInt32BE(0);
+    if (len > MAX_HELLO_BYTES) return this.close('peer did not speak the tsweave protocol (bad hello)');
+    if (buf.length < 4 + len) {
+      this.helloBuf = buf;
+      return;
+    }
+    this.helloBuf = undefined;
+    this.socket.off('data', this.onHelloData);
+    let hello: ControlMessage;
+    try {
+      hello = validateControlMessage(unpack(buf.subarray(4, 4 + len)));
+    } catch (err) {
+      return this.close(`peer did not speak the tsweave protocol: ${(err as Error).message}`);
+    }
+    if (hello.t !== 'hello' || hello.proto !== 'tsweave') return this.close('peer did not speak the tsweave protocol (no hello)');
+    const lo = Math.max(PROTOCOL_MIN_VERSION, hello.minVersion);
+    const hi = Math.min(PROTOCOL_MAX_VERSION, hello.maxVersion);
+    if (lo > hi) return this.close(`no common protocol version: ours ${PROTOCOL_MIN_VERSION}..${PROTOCOL_MAX_VERSION}, theirs ${hello.minVersion}..${hello.maxVersion}`);
+    this.version = hi;
+    const ours = this.host.passwordKey !== undefined;
+    if (hello.encrypted !== ours) {
+      return this.close(ours ? 'password mismatch: the peer has no password set, we do' : 'password mismatch: the peer has a password set, we do not');
+    }
+    const rest = buf.subarray(4 + len);
+    if (!ours) {
+      this.encrypted = false;
+      this.transport = { write: (b) => this.socket.write(b), close: () => this.socket.destroy() };
+      this.socket.on('data', this.onData);
+      this.sendIntro();
+      if (rest.length) this.onData(rest);
+      return;
+    }
+    secureSocket(this.socket, { initiator: this.outbound, prologue: handshakePrologue(this.host.passwordKey!), initialData: rest, timeoutMs: HANDSHAKE_TIMEOUT_MS })
+      .then((ch: SecureChannel) => {
+        if (this.state === 'closed') return ch.close();
+        this.encrypted = true;
+        this.transport = { write: (b) => ch.write(b), close: () => ch.close() };
+        ch.onData(this.onData);
+        ch.onClose((err) => this.close(err ? `connection error: ${err.message}` : 'connection closed by peer'));
+        this.sendIntro();
+      })
+      .catch((err: Error) => this.close(err instanceof HandshakeError && err.kind === 'password-mismatch' ? 'password mismatch' : `encrypted handshake failed: ${err.message}`, false));
+  };
+
+  private sendIntro(): void {
+    this.send({
+      t: 'intro', version: this.version, name: this.host.selfName, nickname: this.host.nickname,
+      uid: this.host.uid, udpPort: this.host.udpPort, range: this.host.ipamRange, listenPort: this.host.listenPort,
+    });
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    if (this.state === 'closed') return;
+    this.lastRecv = Date.now();
+    let msgs: ControlMessage[];
+    try {
+      msgs = this.decoder.push(chunk);
+    } catch (err) {
+      this.close(err instanceof ProtocolError ? `protocol error: ${err.message}` : `bad message: ${(err as Error).message}`);
+      return;
+    }
+    for (const m of msgs) {
+      if ((this.state as ConnectionState) === 'closed') return;
+      this.onMessage(m);
+    }
+  };
+
+  private onMessage(m: ControlMessage): void {
+    if (this.state === 'handshake') {
+      if (m.t === 'bye') return this.close(`refused by peer: ${m.reason}`, false);
+      if (m.t !== 'intro') return this.close(`protocol error: expected intro, got ${m.t}`);
+      this.remote = { name: m.name, nickname: m.nickname, uid: m.uid, udpPort: m.udpPort, version: m.version, range: m.range ?? '' };
+      this.remoteListenPort = m.listenPort ?? (this.outbound ? this.remotePort : 6783);
+      const refusal = this.host.admit(this);
+      if (refusal !== undefined) return this.close(refusal);
+      if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
+      this.handshakeTimer = undefined;
+      this.state = 'ready';
+      this.heartbeatTimer = setInterval(() => this.heartbeat(), HEARTBEAT_MS);
+      this.host.onReady(this);
+      return;
+    }
+    switch (m.t) {
+      case 'hb':
+        return;
+      case 'bye':
+        return this.close(`closed by peer: ${m.reason}`, false);
+      case 'hello':
+      case 'intro':
+        return this.close(`protocol error: unexpected ${m.t}`);
+      default:
+        this.host.onMessage(this, m);
+    }
+  }
+
+  private heartbeat(): void {
+    if (Date.now() - this.lastRecv > HEARTBEAT_TIMEOUT_MS) {
+      this.close(`no heartbeat from peer for ${HEARTBEAT_TIMEOUT_MS / 1000} s`);
+      return;
+    }
+    this.send({ t: 'hb' });
+  }
+
+  send(m: ControlMessage): void {
+    if (this.state === 'closed' || this.transport === undefined) return;
+    this.transport.write(encodeFrame(m));
+  }
+
+  /** Tear down (idempotent). With tellPeer, a `bye` with the reason goes first. */
+  close(reason: string, tellPeer = true): void {
+    if (this.state === 'closed') return;
+    if (tellPeer && this.transport !== undefined) {
+      try {
+        this.transport.write(encodeFrame({ t: 'bye', reason: reason.slice(0, 1000) }));
+      } catch { /* closing anyway */ }
+    }
+    this.state = 'closed';
+    this.closeReason = reason;
+    if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    if (this.transport) {
+      const t = this.transport;
+      // Let the bye drain before the socket goes.
+      setTimeout(() => { t.close(); this.socket.destroy(); }, 50).unref();
+    } else {
+      this.socket.destroy();
+    }
+    this.host.onClosed(this, reason);
+  }
+}

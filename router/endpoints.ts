@@ -1,0 +1,254 @@
+/**
+ * Endpoints: the network namespaces attached to the weave network (containers,
+ * `netns:` and `pid:` targets) and the host itself when exposed.
+ *
+ * Attaching resolves the target to a namespace file, turns address specs into CIDRs
+ * (explicit `ip:`, or allocated by IPAM from `net:CIDR` / `net:default` / the default
+ * subnet), and gives the namespace an `ethwe` veth on the bridge. The table is saved
+ * in the state directory (write, fsync, rename) so `weave ps` and re-attachment survive
+ * a router restart; the links themselves stay up while the router is stopped.
+ */
+import http from 'node:http';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { attachVeth, detachVeth, endpointMac, ip, targetNetns, BRIDGE, NetdevError } from './netdev.js';
+import { writeFileAtomic } from './state-file.js';
+
+export interface AddressAllocator {
+  /** Allocate the lowest free address in `subnet` (undefined = default subnet); "10.32.0.1/12". */
+  allocate(owner: string, subnet?: string): Promise<string>;
+  /** Claim exactly this address ("10.32.0.5/12"); rejects if another owner holds it. */
+  claim(owner: string, cidr: string): Promise<void>;
+  free(owner: string, addr?: string): Promise<number>;
+  lookup(owner: string): string[];
+  /** True if the address lies inside the IPAM range (so it must be claimed). */
+  inRange(cidr: string): boolean;
+}
+
+export interface Endpoint {
+  id: string;
+  netns?: string;
+  cidrs: string[];
+  mac: string;
+}
+
+export const EXPOSE_ID = 'weave:expose';
+
+export class EndpointError extends Error {
+  override name = 'EndpointError';
+}
+
+const CIDR_RE = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
+
+/** Validate "a.b.c.d/len" and return it normalised; throws a one-line EndpointError. */
+export function checkCidr(c: string, what = 'address'): string {
+  const m = CIDR_RE.exec(c);
+  if (!m || m.slice(1, 5).some((o) => Number(o) > 255) || Number(m[5]) > 32) {
+    throw new EndpointError(`invalid ${what} "${c}": want an IPv4 address with prefix length like 10.32.0.1/12`);
+  }
+  return m.slice(1, 5).map(Number).join('.') + '/' + Number(m[5]);
+}
+
+/** A parsed address spec from the CLI or WEAVE_CIDR. */
+export type AddressSpec = { kind: 'ip'; cidr: string } | { kind: 'net'; cidr?: string };
+
+export function parseSpecs(specs: string[]): AddressSpec[] {
+  return specs.map((s) => {
+    if (s.startsWith('ip:')) return { kind: 'ip', cidr: checkCidr(s.slice(3)) };
+    if (s === 'net:default') return { kind: 'net' };
+    if (s.startsWith('net:')) return { kind: 'net', cidr: checkCidr(s.slice(4), 'subnet') };
+    if (CIDR_RE.test(s)) return { kind: 'ip', cidr: checkCidr(s) };
+    throw new EndpointError(`invalid address spec "${s}": want ip:ADDR/LEN, net:CIDR or net:default`);
+  });
+}
+
+export class Endpoints {
+  private readonly table = new Map<string, Endpoint>();
+  private readonly file: string;
+  allocator: AddressAllocator | undefined;
+
+  constructor(stateDir: string, private readonly mtu: number, private readonly dockerHost: string, private readonly log: (l: string) => void) {
+    this.file = path.join(stateDir, 'endpoints.json');
+  }
+
+  async load(): Promise<void> {
+    let text: string;
+    try {
+      text = await fsp.readFile(this.file, 'utf8');
+    } catch {
+      return;
+    }
+    let list: unknown;
+    try {
+      list = JSON.parse(text);
+    } catch {
+      throw new Error(`endpoint table ${this.file} is corrupted: move it aside or run weave reset`);
+    }
+    if (!Array.isArray(list)) throw new Error(`endpoint table ${this.file} is corrupted: move it aside or run weave reset`);
+    for (const e of list as Endpoint[]) if (e && typeof e.id === 'string' && Array.isArray(e.cidrs)) this.table.set(e.id, e);
+  }
+
+  private async save(): Promise<void> {
+    await writeFileAtomic(this.file, JSON.stringify([...this.table.values()], null, 1));
+  }
+
+  list(): Endpoint[] {
+    return [...this.table.values()];
+  }
+
+  /** Resolve a target (container id/name, netns:PATH, pid:PID) to a namespace file. */
+  async resolve(target: string): Promise<{ id: string; netns: string }> {
+    if (target.startsWith('netns:') || target.startsWith('pid:')) return { id: target, netns: targetNetns(target) };
+    const info = await dockerInspect(this.dockerHost, target);
+    if (!info.pid) throw new EndpointError(`container ${target} is not running`);
+    return { id: info.id, netns: `/proc/${info.pid}/ns/net` };
+  }
+
+  /** Turn specs into CIDRs for `owner`, allocating or claiming through IPAM. */
+  async addresses(owner: string, specs: string[]): Promise<string[]> {
+    const parsed = parseSpecs(specs.length ? specs : ['net:default']);
+    const out: string[] = [];
+    try {
+      for (const s of parsed) {
+        if (s.kind === 'ip') {
+          if (this.allocator?.inRange(s.cidr)) await this.allocator.claim(owner, s.cidr);
+          out.push(s.cidr);
+        } else {
+          if (!this.allocator) throw new EndpointError('IPAM is disabled (launched with --ipalloc-range ""): give the address explicitly as ip:ADDR/LEN');
+          out.push(await this.allocator.allocate(owner, s.cidr));
+        }
+      }
+    } catch (err) {
+      // Give back what this call took, so a failed attach leaks nothing.
+      for (const c of out) await this.allocator?.free(owner, c.split('/')[0]).catch(() => 0);
+      throw err;
+    }
+    return out;
+  }
+
+  async attach(target: string, specs: string[]): Promise<Endpoint> {
+    const { id, netns } = await this.resolve(target);
+    const prev = this.table.get(id);
+    // Re-attaching without specs keeps the addresses it had (as after a restart).
+    const cidrs = !specs.length && prev?.cidrs.length ? prev.cidrs : await this.addresses(id, specs);
+    try {
+      const mac = await attachVeth(id, netns, cidrs, this.mtu);
+      const all = [...new Set([...(prev?.cidrs ?? []), ...cidrs])];
+      const e: Endpoint = { id, netns, cidrs: all, mac };
+      this.table.set(id, e);
+      await this.save();
+      return { ...e, cidrs };
+    } catch (err) {
+      if (!prev?.cidrs.length || specs.length) for (const c of cidrs) await this.allocator?.free(id, c.split('/')[0]).catch(() => 0);
+      throw err;
+    }
+  }
+
+  async detach(target: string, specs: string[]): Promise<string[]> {
+    let id = target;
+    let netns: string | undefined;
+    try {
+      ({ id, netns } = await this.resolve(target));
+    } catch {
+      netns = this.table.get(target)?.netns;
+    }
+    const e = this.table.get(id);
+    const cidrs = specs.length ? parseSpecs(specs).map((s) => {
+      if (s.kind !== 'ip') throw new EndpointError('detach takes ip:ADDR/LEN addresses');
+      return s.cidr;
+    }) : e?.cidrs ?? [];
+    await detachVeth(id, netns ?? e?.netns, specs.length ? cidrs : undefined);
+    for (const c of cidrs) await this.allocator?.free(id, c.split('/')[0]).catch(() => 0);
+    if (e) {
+      e.cidrs = specs.length ? e.cidrs.filter((c) => !cidrs.includes(c)) : [];
+      if (!e.cidrs.length) this.table.delete(id);
+      await this.save();
+    }
+    return cidrs;
+  }
+
+  async expose(specs: string[]): Promise<string[]> {
+    const prev = this.table.get(EXPOSE_ID);
+    const parsed = parseSpecs(specs.length ? specs : ['net:default']);
+    const out: string[] = [];
+    for (const s of parsed) {
+      // Idempotent: exposing a subnet the host already has an address in returns it.
+      const have = prev?.cidrs.find((c) => s.kind === 'ip' ? c === s.cidr : s.cidr === undefined || sameSubnet(c, s.cidr));
+      if (have) {
+        out.push(have);
+        continue;
+      }
+      const [c] = await this.addresses(EXPOSE_ID, [s.kind === 'ip' ? `ip:${s.cidr}` : s.cidr ? `net:${s.cidr}` : 'net:default']);
+      await ip('addr', 'replace', c, 'dev', BRIDGE);
+      out.push(c);
+    }
+    const mac = (await ip('-o', 'link', 'show', 'dev', BRIDGE).catch(() => '')).match(/link\/ether ([0-9a-f:]{17})/)?.[1] ?? '';
+    this.table.set(EXPOSE_ID, { id: EXPOSE_ID, cidrs: [...new Set([...(prev?.cidrs ?? []), ...out])], mac });
+    await this.save();
+    return out;
+  }
+
+  async hide(specs: string[]): Promise<string[]> {
+    const e = this.table.get(EXPOSE_ID);
+    if (!e) return [];
+    const parsed = specs.length ? parseSpecs(specs) : undefined;
+    const gone = e.cidrs.filter((c) => !parsed || parsed.some((s) => s.kind === 'ip' ? s.cidr === c : s.cidr === undefined || sameSubnet(c, s.cidr)));
+    for (const c of gone) {
+      await ip('addr', 'del', c, 'dev', BRIDGE).catch(() => undefined);
+      await this.allocator?.free(EXPOSE_ID, c.split('/')[0]).catch(() => 0);
+    }
+    e.cidrs = e.cidrs.filter((c) => !gone.includes(c));
+    if (!e.cidrs.length) this.table.delete(EXPOSE_ID);
+    await this.save();
+    return gone;
+  }
+
+  /** Refresh MACs (containers may have been recreated) for `weave ps`. */
+  async ps(): Promise<Endpoint[]> {
+    for (const e of this.table.values()) {
+      if (e.netns) e.mac = await endpointMac(e.netns).catch(() => e.mac);
+    }
+    return this.list();
+  }
+}
+
+function sameSubnet(cidr: string, subnet: string): boolean {
+  const toNum = (a: string): number => a.split('.').reduce((n, o) => n * 256 + Number(o), 0);
+  const [a] = cidr.split('/');
+  const [b, len] = subnet.split('/');
+  const size = 2 ** (32 - Number(len));
+  return Math.floor(toNum(a) / size) === Math.floor(toNum(b) / size) && cidr.endsWith('/' + len);
+}
+
+/** Minimal Docker Engine API call: container id and pid. Clear error when the daemon is down. */
+export function dockerInspect(dockerHost: string, name: string): Promise<{ id: string; pid: number }> {
+  return new Promise((resolve, reject) => {
+    const opts: http.RequestOptions = { path: `/containers/${encodeURIComponent(name)}/json`, method: 'GET', timeout: 10_000 };
+    if (dockerHost.startsWith('unix://')) opts.socketPath = dockerHost.slice(7);
+    else {
+      const u = new URL(dockerHost.replace(/^tcp:/, 'http:'));
+      opts.host = u.hostname;
+      opts.port = u.port;
+    }
+    const req = http.request(opts, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => (body += d));
+      res.on('end', () => {
+        if (res.statusCode === 404) return reject(new EndpointError(`target ${name} not found: no such container (or use netns:PATH / pid:PID)`));
+        if (res.statusCode !== 200) return reject(new EndpointError(`Docker daemon at ${dockerHost} answered ${res.statusCode} for container ${name}`));
+        try {
+          const j = JSON.parse(body) as { Id: string; State?: { Pid?: number } };
+          resolve({ id: j.Id, pid: j.State?.Pid ?? 0 });
+        } catch {
+          reject(new EndpointError(`Docker daemon at ${dockerHost} sent a bad answer for container ${name}`));
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out after 10 s')));
+    req.on('error', (err) => reject(new EndpointError(`cannot reach the Docker daemon at ${dockerHost} (${err.message}): is it running? (or use netns:PATH / pid:PID)`)));
+    req.end();
+  });
+}
+
+export { NetdevError };

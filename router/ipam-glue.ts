@@ -1,0 +1,163 @@
+/**
+ * Wires the IPAM allocator (ipam/) to the router: its gossip channel ('ipam') on the
+ * mesh, persistence in the state directory, Weave's HTTP routes (/ip/...), prime,
+ * rmpeer, and status for `weave status ipam` / `weave report`.
+ */
+import path from 'node:path';
+import type { Router } from './router.js';
+import { ApiError, type ApiServer } from './api.js';
+import type { AddressAllocator, Endpoints } from './endpoints.js';
+import type { LaunchConfig } from './weaver.js';
+import type { ReportIpam } from './report.js';
+import { Allocator, IpamError, type IpamInit } from '../ipam/allocator.js';
+import { FilePersistence } from '../ipam/persist.js';
+import { parseCidr, overlaps, formatCidr } from '../ipam/cidr.js';
+import { ip } from './netdev.js';
+
+export interface IpamGlue {
+  allocator: AddressAllocator;
+  report(): ReportIpam;
+  registerRoutes(api: ApiServer, endpoints: Endpoints): void;
+  handOver(): Promise<void>;
+  close(): Promise<void>;
+}
+
+const GOSSIP_INTERVAL_MS = 30_000;
+/** How long an HTTP allocation waits (for consensus, a donation) before saying why it failed. */
+const ALLOCATE_TIMEOUT_MS = 60_000;
+
+/** Parse --ipalloc-init: consensus[=N] | seed=NAME,... | observer. */
+export function parseInit(s: string | undefined, namedPeers: number): IpamInit {
+  if (!s || s === 'consensus') return { mode: 'consensus', quorum: namedPeers + 1 };
+  let m = /^consensus=(\d+)$/.exec(s);
+  if (m && Number(m[1]) >= 1) return { mode: 'consensus', quorum: Number(m[1]) };
+  if (s === 'observer') return { mode: 'observer' };
+  m = /^seed=(.+)$/.exec(s);
+  if (m) return { mode: 'seed', peers: m[1].split(',').map((x) => x.trim()).filter(Boolean) };
+  throw new Error(`invalid --ipalloc-init "${s}": want consensus[=N], seed=NAME,... or observer`);
+}
+
+/**
+ * Refuse the default range if it overlaps a route this host already has (Weave's
+ * check); a range the user chose only warns.
+ */
+async function checkRangeAgainstRoutes(range: string, userGiven: boolean, log: (l: string, lvl?: string) => void): Promise<void> {
+  const r = parseCidr(range);
+  const out = await ip('-4', 'route', 'show').catch(() => '');
+  for (const line of out.split('\n')) {
+    const m = /^(\d+\.\d+\.\d+\.\d+(?:\/\d+)?)\s.*\bdev (\S+)/.exec(line);
+    if (!m || m[2] === 'weave') continue;
+    const dst = m[1].includes('/') ? m[1] : `${m[1]}/32`;
+    let c;
+    try {
+      c = parseCidr(dst);
+    } catch {
+      continue;
+    }
+    if (overlaps(r, c)) {
+      const msg = `IPAM range ${range} overlaps the route ${formatCidr(c)} on ${m[2]}`;
+      if (!userGiven) throw new Error(`${msg}: choose another range with --ipalloc-range`);
+      log(`warning: ${msg}`, 'warn');
+    }
+  }
+}
+
+export async function setupIpam(router: Router, cfg: LaunchConfig, log: (l: string, lvl?: string) => void): Promise<IpamGlue> {
+  await checkRangeAgainstRoutes(cfg.ipallocRange, cfg.ipallocRange !== '10.32.0.0/12', log);
+  const persistence = new FilePersistence(path.join(cfg.stateDir, 'ipam.json'));
+  let allocator: Allocator | undefined;
+  const channel = router.registerChannel('ipam', {
+    onGossip: (src, payload, kind) => {
+      const err = allocator?.onGossip(src, payload, kind);
+      if (err) log(err, 'warn');
+    },
+    fullState: () => allocator?.fullState(),
+  });
+  allocator = new Allocator({
+    range: cfg.ipallocRange,
+    defaultSubnet: cfg.ipallocDefaultSubnet,
+    init: parseInit(cfg.ipallocInit, cfg.initialPeerCount),
+    channel,
+    persistence,
+    nicknameOf: (n) => router.topology.get(n)?.nickname ?? '',
+    now: () => performance.now(),
+    setTimer: (ms, fn) => {
+      const t = setTimeout(fn, ms);
+      t.unref();
+      return { cancel: () => clearTimeout(t) };
+    },
+    log: (m) => log(m),
+  });
+  await allocator.start();
+  const a = allocator;
+  router.on('peer-gone', (name: string) => a.onPeerGone(name));
+  const timer = setInterval(() => channel.broadcast(a.fullState()), GOSSIP_INTERVAL_MS);
+  timer.unref();
+
+  const adapter: AddressAllocator = {
+    allocate: (owner, subnet) => a.allocate(owner, subnet, { timeoutMs: ALLOCATE_TIMEOUT_MS }),
+    claim: (owner, cidr) => a.claim(owner, cidr, { timeoutMs: ALLOCATE_TIMEOUT_MS }),
+    free: (owner, addr) => a.free(owner, addr),
+    lookup: (owner) => a.lookup(owner),
+    inRange: (cidr) => a.covers(cidr.split('/')[0]),
+  };
+
+  const report = (): ReportIpam => {
+    const s = a.status();
+    return {
+      Range: s.range,
+      DefaultSubnet: s.defaultSubnet,
+      Status: s.status === 'ready' ? 'ready' : s.message,
+      Entries: s.entries.map((e) => ({ Token: e.token, Size: e.size, Peer: e.peer, Nickname: e.nickname, IsKnownPeer: e.isKnownPeer, Version: e.version })),
+      PendingAllocates: s.pendingAllocates,
+      Owned: s.owned.map((o) => ({ Peer: o.peer, NickName: o.nickname, Addresses: o.addresses, Percent: o.percent, Reachable: o.reachable })),
+    };
+  };
+
+  const toApi = (err: unknown): never => {
+    const e = err as Error;
+    if (e instanceof IpamError && /timed out|awaiting|waiting/.test(e.message)) throw new ApiError(503, e.message);
+    if (e instanceof IpamError && /in use|held by|already/.test(e.message)) throw new ApiError(409, e.message);
+    throw new ApiError(400, e.message);
+  };
+
+  return {
+    allocator: adapter,
+    report,
+    registerRoutes(api: ApiServer, endpoints: Endpoints) {
+      void endpoints;
+      // Weave's IPAM HTTP API: the answer is "ADDR/LEN" as text.
+      api.on('POST', '/ip/:id', async ({ path: [id] }) => a.allocate(id, undefined, { timeoutMs: ALLOCATE_TIMEOUT_MS }).catch(toApi));
+      api.on('POST', '/ip/:id/:net/:len', async ({ path: [id, net, len] }) => a.allocate(id, `${net}/${len}`, { timeoutMs: ALLOCATE_TIMEOUT_MS }).catch(toApi));
+      api.on('PUT', '/ip/:id/:ip/:len', async ({ path: [id, addr, len] }) => {
+        if (!a.covers(addr)) throw new ApiError(400, `${addr} is outside the IPAM range ${cfg.ipallocRange}`);
+        await a.claim(id, `${addr}/${len}`, { timeoutMs: ALLOCATE_TIMEOUT_MS }).catch(toApi);
+        return `${addr}/${len}`;
+      });
+      api.on('GET', '/ip/:id', async ({ path: [id] }) => {
+        const l = a.lookup(id);
+        if (!l.length) throw new ApiError(404, `no addresses allocated to ${id}`);
+        return l.join('\n');
+      });
+      api.on('DELETE', '/ip/:id', async ({ path: [id] }) => ({ freed: await a.free(id) }));
+      api.on('DELETE', '/ip/:id/:ip', async ({ path: [id, addr] }) => ({ freed: await a.free(id, addr) }));
+      api.on('POST', '/ipam/prime', async () => {
+        await a.prime();
+        return {};
+      });
+      api.on('DELETE', '/peer/:name', async ({ path: [name] }) => {
+        const n = await a.rmpeer(name).catch(toApi);
+        return { message: `${n} IPs taken over from ${name}` };
+      });
+    },
+    handOver: async () => {
+      const heir = await a.shutdownHandOver();
+      if (heir) log(`handed IPAM space over to ${heir}`);
+      await persistence.remove().catch(() => undefined);
+    },
+    close: async () => {
+      clearInterval(timer);
+      a.close();
+    },
+  };
+}

@@ -1,0 +1,98 @@
+/**
+ * Enforced subnet isolation: keeps the router's per-frame policy (subnet-policy.ts)
+ * and the bridge's nftables rules (bridge-filter.ts) in line with the endpoint table.
+ *
+ * Two endpoints may exchange frames only if they share a subnet (an address
+ * 10.32.2.5/24 puts its endpoint in 10.32.2.0/24), and an endpoint may only send from
+ * what was attached to it. Across hosts the router enforces this on every frame it
+ * captures from or delivers to the TAP; on one host the bridge rules do, since those
+ * frames never reach the router. The rules live in the host's network namespace and
+ * stay when the router stops (the containers stay attached); removeAll() (weave
+ * reset) deletes them.
+ *
+ * The exposed host (`weave:expose`) sends with the bridge's MAC, which Linux
+ * recomputes as ports come and go, so sync() reads it afresh every time.
+ */
+import type { FramePolicy } from './router.js';
+import { EXPOSE_ID, type Endpoint } from './endpoints.js';
+import { SubnetPolicy, type PolicyEndpoint } from './subnet-policy.js';
+import { applyRuleset, readCounters, removeTable, renderRuleset, type PortRules } from './bridge-filter.js';
+import { BRIDGE, TAP_NAME, hostVethName, ip } from './netdev.js';
+
+export class Isolation {
+  /** The per-frame check the router calls; undefined until the first sync(). */
+  policy: FramePolicy | undefined = undefined;
+  /** Bridge-rule drops from tables this process replaced (nft counters restart with the table). */
+  private readonly carried: Record<string, number> = {};
+  private installedByUs = false;
+  private queue: Promise<void> = Promise.resolve();
+  private lastError = '';
+
+  constructor(readonly log: (l: string, lvl?: string) => void) {}
+
+  /**
+   * Bring the frame policy and the bridge filter rules in line with `endpoints` (the
+   * whole local table, weave:expose included). Calls are serialised, so the last call
+   * wins. Never rejects: a failure to install bridge rules (nft missing, no bridge
+   * family in the kernel) is logged as an error once per distinct message, since the
+   * router's own policy still isolates traffic across hosts.
+   */
+  sync(endpoints: Endpoint[]): Promise<void> {
+    const snapshot = endpoints.map((e) => ({ ...e, cidrs: [...e.cidrs] }));
+    const run = this.queue.then(() => this.syncNow(snapshot));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async syncNow(endpoints: Endpoint[]): Promise<void> {
+    const bridgeMac = endpoints.some((e) => e.id === EXPOSE_ID) ? await readBridgeMac() : undefined;
+    const forPolicy: PolicyEndpoint[] = endpoints.map((e) => ({
+      id: e.id, cidrs: e.cidrs, mac: e.id === EXPOSE_ID ? bridgeMac ?? e.mac : e.mac,
+    }));
+    const policy = new SubnetPolicy(forPolicy);
+    for (const p of policy.problems) this.log(`isolation: ${p}`, 'warn');
+    this.policy = policy;
+
+    const ports: PortRules[] = endpoints.filter((e) => e.id !== EXPOSE_ID).map((e) => ({ port: hostVethName(e.id), mac: e.mac, cidrs: e.cidrs }));
+    const host = endpoints.find((e) => e.id === EXPOSE_ID)?.cidrs ?? [];
+    try {
+      const { script, skipped } = renderRuleset(ports, host, TAP_NAME);
+      for (const s of skipped) this.log(`isolation: bridge rules: ${s}`, 'warn');
+      // nft counters restart with the table: keep what the old one counted (only if we
+      // made it, so a table left by an earlier run does not count towards this one).
+      const before = this.installedByUs ? await readCounters().catch(() => undefined) : undefined;
+      await applyRuleset(script);
+      if (before) for (const [k, v] of Object.entries(before)) this.carried[k] = (this.carried[k] ?? 0) + v;
+      this.installedByUs = true;
+      if (this.lastError) this.log('isolation: bridge rules installed again');
+      this.lastError = '';
+    } catch (err) {
+      const msg = (err as Error).message;
+      if (msg !== this.lastError) this.log(`isolation: cannot install bridge rules, containers on this host are NOT isolated from each other: ${msg}`, 'error');
+      this.lastError = msg;
+    }
+  }
+
+  /** Remove every bridge filter rule we made (weave reset). Rejects with a BridgeFilterError if nft fails. */
+  async removeAll(): Promise<void> {
+    await this.queue;
+    await removeTable();
+    this.installedByUs = false;
+  }
+
+  /**
+   * Bridge-rule drops by reason since this router process started ({ spoof, isolation },
+   * packets); {} when the rules cannot be read. The router's own drops are in its report.
+   */
+  async counters(): Promise<Record<string, number>> {
+    const now = this.installedByUs ? await readCounters().catch(() => undefined) : undefined;
+    const out: Record<string, number> = { ...this.carried };
+    for (const [k, v] of Object.entries(now ?? {})) out[k] = (out[k] ?? 0) + v;
+    return out;
+  }
+}
+
+async function readBridgeMac(): Promise<string | undefined> {
+  const out = await ip('-o', 'link', 'show', 'dev', BRIDGE).catch(() => '');
+  return /link\/ether ([0-9a-f:]{17})/.exec(out)?.[1];
+}

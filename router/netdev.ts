@@ -1,0 +1,153 @@
+/**
+ * Host network setup through iproute2 (`ip`, `bridge`) and `nsenter`.
+ *
+ * Everything the router does to links goes through here: the `weave` bridge, the TAP
+ * port the router captures frames from, and the veth pairs that give a container its
+ * `ethwe` interface (Weave's naming: host end `vethwepl<id>`, container end `ethwe`).
+ * Commands run with execFile (no shell), so names and addresses are never interpreted.
+ */
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+
+export class NetdevError extends Error {
+  override name = 'NetdevError';
+}
+
+/** Name of the bridge every container joins (Weave's). */
+export const BRIDGE = 'weave';
+/** The router's TAP port on the bridge. */
+export const TAP_NAME = 'vethwe-tap';
+/** Container-side interface name (Weave's). */
+export const CONTAINER_IFNAME = 'ethwe';
+
+const CMD_TIMEOUT_MS = 15_000;
+
+/**
+ * Run a command; resolve with stdout. Rejects with a NetdevError whose message is the
+ * command's first stderr line (one line, no stack), e.g. `ip link add: File exists`.
+ */
+export function run(cmd: string, args: string[], opts: { timeoutMs?: number } = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { timeout: opts.timeoutMs ?? CMD_TIMEOUT_MS, maxBuffer: 4 << 20 }, (err, stdout, stderr) => {
+      if (err) {
+        const e = err as NodeJS.ErrnoException & { killed?: boolean };
+        if (e.code === 'ENOENT') return reject(new NetdevError(`${cmd} not found: install it (Debian: apt-get install ${cmd === 'nsenter' ? 'util-linux' : 'iproute2'})`));
+        if (e.killed) return reject(new NetdevError(`${cmd} ${args.join(' ')} timed out after ${opts.timeoutMs ?? CMD_TIMEOUT_MS} ms`));
+        const line = String(stderr).trim().split('\n')[0] || e.message;
+        return reject(new NetdevError(`${cmd} ${args.slice(0, 3).join(' ')}: ${line}`));
+      }
+      resolve(String(stdout));
+    });
+  });
+}
+
+export const ip = (...args: string[]): Promise<string> => run('ip', args);
+
+/** `ip ...` inside the network namespace at nsPath (a /proc/PID/ns/net or /var/run/netns/NAME file). */
+export const ipIn = (nsPath: string, ...args: string[]): Promise<string> => run('nsenter', [`--net=${nsPath}`, '--', 'ip', ...args]);
+
+export async function linkExists(name: string): Promise<boolean> {
+  try {
+    await ip('link', 'show', 'dev', name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Create the bridge if missing (reuse an existing one, as Weave does), bring it up. */
+export async function ensureBridge(mtu: number): Promise<void> {
+  if (!(await linkExists(BRIDGE))) {
+    try {
+      await ip('link', 'add', 'name', BRIDGE, 'type', 'bridge');
+    } catch (err) {
+      if (!(await linkExists(BRIDGE))) throw err;
+    }
+  }
+  // The bridge takes the minimum MTU of its ports; setting it keeps an empty bridge sane.
+  await ip('link', 'set', 'dev', BRIDGE, 'mtu', String(mtu)).catch(() => undefined);
+  await ip('link', 'set', 'dev', BRIDGE, 'up');
+}
+
+/** Enslave the router's TAP to the bridge with a long queue (the default 1000 drops bursts). */
+export async function setupTap(name: string, mtu: number): Promise<void> {
+  await ip('link', 'set', 'dev', name, 'mtu', String(mtu), 'txqueuelen', '10000');
+  await ip('link', 'set', 'dev', name, 'master', BRIDGE);
+  await ip('link', 'set', 'dev', name, 'up');
+}
+
+/** Resolve a CLI target to its network namespace file. */
+export function targetNetns(target: string): string {
+  if (target.startsWith('netns:')) {
+    const p = target.slice('netns:'.length);
+    if (!p.startsWith('/')) throw new NetdevError(`bad target "${target}": netns: needs an absolute path like netns:/var/run/netns/c1`);
+    if (!existsSync(p)) throw new NetdevError(`target ${target} not found: no such network namespace file`);
+    return p;
+  }
+  if (target.startsWith('pid:')) {
+    const pid = Number(target.slice(4));
+    if (!Number.isInteger(pid) || pid <= 0) throw new NetdevError(`bad target "${target}": pid: needs a process id`);
+    const p = `/proc/${pid}/ns/net`;
+    if (!existsSync(p)) throw new NetdevError(`target ${target} not found: no such process`);
+    return p;
+  }
+  throw new NetdevError(`target ${target} is not netns:PATH or pid:PID`);
+}
+
+/** Host-end veth name for an endpoint id: `vethwepl` + 7 chars of a hash (≤ 15 chars). */
+export function hostVethName(id: string): string {
+  return 'vethwepl' + createHash('sha1').update(id).digest('hex').slice(0, 7);
+}
+
+/**
+ * Give the namespace an `ethwe` on the bridge (creating the veth pair if it does not
+ * exist yet) and add the addresses. The pair is created inside the target namespace
+ * and its host end sent back to ours by PID, which works for any namespace file.
+ * Returns the MAC of ethwe.
+ */
+export async function attachVeth(id: string, nsPath: string, cidrs: string[], mtu: number): Promise<string> {
+  const host = hostVethName(id);
+  const hasEthwe = await ipIn(nsPath, 'link', 'show', 'dev', CONTAINER_IFNAME).then(() => true, () => false);
+  if (!hasEthwe) {
+    if (await linkExists(host)) await ip('link', 'del', 'dev', host).catch(() => undefined);
+    await ipIn(nsPath, 'link', 'add', 'name', CONTAINER_IFNAME, 'mtu', String(mtu), 'type', 'veth', 'peer', 'name', host, 'mtu', String(mtu), 'netns', String(process.pid));
+  }
+  if (await linkExists(host)) {
+    await ip('link', 'set', 'dev', host, 'master', BRIDGE);
+    await ip('link', 'set', 'dev', host, 'up');
+  }
+  for (const c of cidrs) {
+    await ipIn(nsPath, 'addr', 'replace', c, 'dev', CONTAINER_IFNAME);
+  }
+  await ipIn(nsPath, 'link', 'set', 'dev', CONTAINER_IFNAME, 'up');
+  return endpointMac(nsPath);
+}
+
+export async function endpointMac(nsPath: string): Promise<string> {
+  const out = await ipIn(nsPath, '-o', 'link', 'show', 'dev', CONTAINER_IFNAME);
+  const m = /link\/ether ([0-9a-f:]{17})/.exec(out);
+  return m ? m[1] : '';
+}
+
+/** Remove some addresses, or (none given) the whole ethwe. */
+export async function detachVeth(id: string, nsPath: string | undefined, cidrs: string[] | undefined): Promise<void> {
+  if (cidrs && cidrs.length && nsPath) {
+    for (const c of cidrs) await ipIn(nsPath, 'addr', 'del', c, 'dev', CONTAINER_IFNAME).catch(() => undefined);
+    return;
+  }
+  const host = hostVethName(id);
+  if (await linkExists(host)) await ip('link', 'del', 'dev', host).catch(() => undefined);
+  else if (nsPath) await ipIn(nsPath, 'link', 'del', 'dev', CONTAINER_IFNAME).catch(() => undefined);
+}
+
+/** Remove the bridge and every vethwepl* link we made (weave reset). */
+export async function resetLinks(): Promise<void> {
+  const out = await ip('-o', 'link', 'show').catch(() => '');
+  for (const line of out.split('\n')) {
+    const m = /^\d+: (vethwepl[0-9a-f]+)[@:]/.exec(line);
+    if (m) await ip('link', 'del', 'dev', m[1]).catch(() => undefined);
+  }
+  if (await linkExists(TAP_NAME)) await ip('link', 'del', 'dev', TAP_NAME).catch(() => undefined);
+  if (await linkExists(BRIDGE)) await ip('link', 'del', 'dev', BRIDGE).catch(() => undefined);
+}

@@ -1,0 +1,239 @@
+/**
+ * The router daemon (`weaver`), started by `weave launch` (detached, or in the
+ * foreground with --no-detach). Sets up the host (bridge, TAP), starts the router,
+ * IPAM, the HTTP API, and stops cleanly on SIGTERM/SIGINT, leaving the bridge and
+ * attached containers in place (as Weave does) so they reconnect on the next launch.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { promises as fsp, readFileSync } from 'node:fs';
+import { Router } from './router.js';
+import { Tap } from './tap.js';
+import { ensureBridge, setupTap, TAP_NAME, resetLinks } from './netdev.js';
+import { parsePeerName, randomPeerName } from './peer-name.js';
+import { ApiServer, ApiError, stringList, stringField } from './api.js';
+import { Endpoints } from './endpoints.js';
+import { writeFileAtomic } from './state-file.js';
+import { passwordKey as derivePasswordKey } from './crypto/keys.js';
+import { setupIpam, type IpamGlue } from './ipam-glue.js';
+import { Isolation } from './isolation.js';
+import { setupObservability } from './observability-glue.js';
+import type { Report } from './report.js';
+
+/** Everything `weave launch` decides; passed to the daemon as JSON in WEAVER_CONFIG. */
+export interface LaunchConfig {
+  stateDir: string;
+  name?: string;
+  nickname: string;
+  port: number;
+  mtu: number;
+  connLimit: number;
+  discovery: boolean;
+  peers: string[];
+  trustedSubnets: string[];
+  ipallocRange: string;
+  ipallocDefaultSubnet?: string;
+  ipallocInit?: string;
+  /** Number of peers named at launch (consensus quorum default: that + 1). */
+  initialPeerCount: number;
+  dockerHost: string;
+  proxy: boolean;
+  proxyListen: string[];
+  noDefaultIpalloc: boolean;
+  metricsAddr: string;
+  apiAddr: string;
+  logLevel: string;
+  fastdp: boolean;
+}
+
+export function statePaths(stateDir: string) {
+  return {
+    pid: path.join(stateDir, 'weaver.pid'),
+    log: path.join(stateDir, 'weaver.log'),
+    sock: path.join(stateDir, 'weaver.sock'),
+    name: path.join(stateDir, 'peer-name'),
+    targets: path.join(stateDir, 'targets.json'),
+  };
+}
+
+const LEVELS: Record<string, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+
+/** One JSON line per event (structured log), level-filtered. */
+export function makeLogger(level: string): (line: string, lvl?: string) => void {
+  const min = LEVELS[level] ?? 20;
+  return (line, lvl = 'info') => {
+    if ((LEVELS[lvl] ?? 20) < min) return;
+    process.stdout.write(JSON.stringify({ time: new Date().toISOString(), level: lvl, msg: line }) + '\n');
+  };
+}
+
+async function loadPeerName(cfg: LaunchConfig, file: string): Promise<string> {
+  if (cfg.name) {
+    const n = parsePeerName(cfg.name);
+    await writeFileAtomic(file, n + '\n', 0o644);
+    return n;
+  }
+  try {
+    return parsePeerName(readFileSync(file, 'utf8').trim());
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`peer name file ${file} is corrupted (${(err as Error).message}): fix it, pass --name, or run weave reset`);
+  }
+  const n = randomPeerName();
+  await writeFileAtomic(file, n + '\n', 0o644);
+  return n;
+}
+
+export async function runDaemon(cfg: LaunchConfig): Promise<void> {
+  const log = makeLogger(cfg.logLevel);
+  const paths = statePaths(cfg.stateDir);
+  await fsp.mkdir(cfg.stateDir, { recursive: true, mode: 0o700 });
+  const name = await loadPeerName(cfg, paths.name);
+
+  const password = process.env.WEAVE_PASSWORD ?? '';
+  delete process.env.WEAVE_PASSWORD;
+  const pwKey = password ? await derivePasswordKey(password) : undefined;
+
+  // Remembered targets: `weave launch` with no peers reconnects to the last set.
+  let peers = cfg.peers;
+  if (!peers.length) {
+    try {
+      peers = JSON.parse(await fsp.readFile(paths.targets, 'utf8')) as string[];
+    } catch { /* none yet */ }
+  }
+
+  await ensureBridge(cfg.mtu);
+  const tap = Tap.open(TAP_NAME);
+  await setupTap(TAP_NAME, cfg.mtu);
+
+  const router = new Router({
+    name, nickname: cfg.nickname, port: cfg.port, mtu: cfg.mtu, connLimit: cfg.connLimit, discovery: cfg.discovery,
+    peers, passwordKey: pwKey, trustedSubnets: cfg.trustedSubnets, ipamRange: cfg.ipallocRange, log,
+  });
+  await router.start(tap);
+  const saveTargets = (): Promise<void> => writeFileAtomic(paths.targets, JSON.stringify(router.targets.directAddresses()));
+  await saveTargets();
+
+  const endpoints = new Endpoints(cfg.stateDir, cfg.mtu, cfg.dockerHost, log);
+  await endpoints.load();
+  const isolation = new Isolation(log);
+  const syncIsolation = async (): Promise<void> => {
+    await isolation.sync(endpoints.list());
+    router.policy = isolation.policy;
+  };
+  await syncIsolation();
+
+  let ipam: IpamGlue | undefined;
+  if (cfg.ipallocRange) {
+    ipam = await setupIpam(router, cfg, log);
+    endpoints.allocator = ipam.allocator;
+  }
+
+  const api = new ApiServer(log);
+  let stopping = false;
+  const shutdown = async (reason: string, code = 0): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    log(`stopping: ${reason}`);
+    const hard = setTimeout(() => process.exit(code), 5000);
+    hard.unref();
+    await obs.close().catch(() => undefined);
+    await api.close().catch(() => undefined);
+    await ipam?.close().catch(() => undefined);
+    await router.stop().catch(() => undefined);
+    await fsp.unlink(paths.pid).catch(() => undefined);
+    await fsp.unlink(paths.sock).catch(() => undefined);
+    process.exit(code);
+  };
+
+  const fullReport = () => ({ ...router.report(), IPAM: ipam?.report(), Endpoints: endpoints.list().map((e) => ({ ID: e.id, MAC: e.mac, CIDRs: e.cidrs })) });
+  api.on('GET', '/report', async () => fullReport());
+  api.on('GET', '/status', async () => fullReport());
+  api.on('POST', '/connect', async ({ body }) => {
+    const addrs = router.connect(stringList(body, 'peers'), Boolean((body as { replace?: boolean } | undefined)?.replace));
+    await saveTargets();
+    return { targets: addrs };
+  });
+  api.on('POST', '/forget', async ({ body }) => {
+    router.forget(stringList(body, 'peers'));
+    await saveTargets();
+    return {};
+  });
+  api.on('POST', '/attach', async ({ body }) => {
+    const e = await endpoints.attach(stringField(body, 'target'), stringList(body, 'specs'));
+    await syncIsolation();
+    router.emit('event', { type: 'endpoint-attached', id: e.id, cidrs: e.cidrs });
+    return { id: e.id, cidrs: e.cidrs, mac: e.mac };
+  });
+  api.on('POST', '/detach', async ({ body }) => {
+    const cidrs = await endpoints.detach(stringField(body, 'target'), stringList(body, 'specs'));
+    await syncIsolation();
+    router.emit('event', { type: 'endpoint-detached', id: stringField(body, 'target'), cidrs });
+    return { cidrs };
+  });
+  api.on('GET', '/ps', async () => ({ endpoints: await endpoints.ps() }));
+  api.on('POST', '/expose', async ({ body }) => {
+    const cidrs = await endpoints.expose(stringList(body, 'specs'));
+    await syncIsolation();
+    return { cidrs };
+  });
+  api.on('POST', '/hide', async ({ body }) => {
+    const cidrs = await endpoints.hide(stringList(body, 'specs'));
+    await syncIsolation();
+    return { cidrs };
+  });
+  api.on('GET', '/macs', async () => ({ macs: router.macEntries() }));
+  api.on('POST', '/stop', async () => {
+    setImmediate(() => void shutdown('weave stop'));
+    return {};
+  });
+  api.on('POST', '/reset', async () => {
+    if (ipam) await ipam.handOver().catch((err: Error) => log(`reset: could not hand over IPAM space: ${err.message}`, 'warn'));
+    for (const e of endpoints.list()) await endpoints.detach(e.id, []).catch(() => undefined);
+    setImmediate(() => void (async () => {
+      await router.stop().catch(() => undefined);
+      await isolation.removeAll().catch(() => undefined);
+      await resetLinks().catch(() => undefined);
+      await shutdown('weave reset');
+    })());
+    return {};
+  });
+  if (ipam) ipam.registerRoutes(api, endpoints);
+  else api.on('GET', '/ip/*', async () => { throw new ApiError(404, 'IPAM is disabled (launched with --ipalloc-range "")'); });
+
+  await api.listenUnix(paths.sock);
+  const [apiHost, apiPort] = splitHostPort(cfg.apiAddr, 6784);
+  const tcpApi = await api.listenTcp(apiHost, apiPort);
+  const obs = await setupObservability({ router, api, tcpServer: tcpApi, report: fullReport as () => Report, ipam, endpoints, metricsAddr: cfg.metricsAddr, log });
+  await writeFileAtomic(paths.pid, String(process.pid), 0o644);
+
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('uncaughtException', (err) => {
+    log(`internal error (please report): ${err.stack ?? err.message}`, 'error');
+  });
+  log(`router ${name}(${cfg.nickname}) started on port ${cfg.port}, mtu ${cfg.mtu}, encryption ${pwKey ? 'enabled' : 'disabled'}, api ${paths.sock}`);
+}
+
+export function splitHostPort(addr: string, defPort: number): [string, number] {
+  const i = addr.lastIndexOf(':');
+  if (i < 0) return [addr || '127.0.0.1', defPort];
+  return [addr.slice(0, i) || '127.0.0.1', Number(addr.slice(i + 1)) || defPort];
+}
+
+export function defaultNickname(): string {
+  return os.hostname();
+}
+
+// Entry point when spawned by `weave launch`.
+if (process.argv[1] && /weaver\.js$/.test(process.argv[1])) {
+  const raw = process.env.WEAVER_CONFIG;
+  if (!raw) {
+    process.stderr.write('weaver is started by `weave launch`\n');
+    process.exit(2);
+  }
+  delete process.env.WEAVER_CONFIG;
+  runDaemon(JSON.parse(raw) as LaunchConfig).catch((err: Error) => {
+    process.stderr.write(`weaver: ${err.message}\n`);
+    process.exit(1);
+  });
+}

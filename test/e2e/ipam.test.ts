@@ -1,0 +1,154 @@
+/**
+ * IPAM end to end: three routers split 10.32.0.0/12 by consensus and never hand out
+ * an address twice — across concurrency, restarts, partitions and a dead peer.
+ */
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import path from 'node:path';
+import { Testbed, canRunE2E, until, sleep, type Host } from './lib/testbed.js';
+
+const skip = canRunE2E();
+
+/** One raw API call to a host's router (Weave's IPAM HTTP API). */
+function api(h: Host, method: string, urlPath: string, timeoutMs = 90_000): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath: path.join(h.stateDir, 'weaver.sock'), method, path: urlPath, timeout: timeoutMs }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('timeout', () => req.destroy(new Error(`${method} ${urlPath} timed out`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+const ids = new Map<Host, string[]>();
+
+async function allocate(h: Host, id: string): Promise<string> {
+  ids.set(h, [...(ids.get(h) ?? []), id]);
+  const r = await api(h, 'POST', `/ip/${id}`);
+  assert.equal(r.status, 200, `allocate ${id} on ${h.nickname}: ${r.body}`);
+  return r.body.trim();
+}
+
+describe('IPAM across 3 hosts', { skip, timeout: 600_000 }, () => {
+  const bed = new Testbed('p');
+  let h1: Host, h2: Host, h3: Host;
+  const all: string[] = [];
+  let n3 = '';
+
+  before(async () => {
+    [h1, h2, h3] = await bed.up(3);
+    // Each names the others, so consensus=3 (named + 1) holds on every peer.
+    await h1.launch(['--no-proxy', h2.ip, h3.ip]);
+    await h2.launch(['--no-proxy', h1.ip, h3.ip]);
+    n3 = (await h3.launch(['--no-proxy', h1.ip, h2.ip])).trim();
+  });
+  after(() => bed.destroy());
+
+  test('weave prime reaches consensus; status ipam shows the split', async () => {
+    const r = await h1.weave(['prime'], { timeoutMs: 90_000 });
+    assert.equal(r.code, 0, r.stderr);
+    await until('all three to own space', async () => ((await h1.report()).IPAM?.Owned ?? []).filter((o: { Addresses: number }) => o.Addresses > 0).length === 3, 60_000, 500);
+    const st = await h1.mustWeave(['status', 'ipam']);
+    assert.match(st, /\(h1\)\s+\d+ IPs \(\d+\.\d% of total\)/);
+    assert.match(await h1.mustWeave(['status']), /Service: ipam\n\s+Status: ready\n\s+Range: 10\.32\.0\.0\/12/);
+  });
+
+  test('60 concurrent allocations on 3 hosts are all distinct', async () => {
+    const jobs: Array<Promise<string>> = [];
+    for (let i = 0; i < 20; i++) for (const h of [h1, h2, h3]) jobs.push(allocate(h, `conc-${h.nickname}-${i}`));
+    const got = await Promise.all(jobs);
+    all.push(...got);
+    assert.equal(new Set(got).size, 60, 'no duplicates');
+    for (const a of got) assert.match(a, /^10\.(3[2-9]|4[0-7])\.\d+\.\d+\/12$/);
+  });
+
+  test('attach with no address allocates; containers across hosts ping; same ip: twice is refused', async () => {
+    const c1 = await h1.container('c1', []);
+    const c3 = await h3.container('c3', ['net:10.32.5.0/24']);
+    assert.match(c3.ips[0], /^10\.32\.5\.\d+$/);
+    const c2 = await h2.container('c2', [`ip:${c1.ips[0].replace(/\.\d+$/, '.250')}/12`]);
+    assert.ok(await c1.ping(c2.ips[0], { tries: 20 }));
+    all.push(`${c1.ips[0]}/12`, `${c2.ips[0]}/12`);
+    // Another container claiming c2's address is refused.
+    const ns = `${bed.prefix}dup`;
+    await h1.exec(['true']);
+    const { must } = await import('./lib/testbed.js');
+    await must('ip', ['netns', 'add', ns]);
+    bed.namespaces.push(ns);
+    const dup = await h1.weave(['attach', `ip:${c2.ips[0]}/12`, `netns:/var/run/netns/${ns}`], { timeoutMs: 90_000 });
+    assert.equal(dup.code, 1);
+    assert.match(dup.stderr, /^weave: .*(in use|already|held|owned)/i);
+    // Bad input gets a one-line error.
+    for (const bad of ['net:10.32.0.0/33', 'net:10.99.0.0/24', 'net:10.32.0.0/31']) {
+      const r = await h1.weave(['attach', bad, `netns:/var/run/netns/${ns}`]);
+      assert.equal(r.code, 1, bad);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    }
+  });
+
+  test('stop and relaunch h2: its allocations survive, no new ring, no duplicates', async () => {
+    const before = (await api(h2, 'GET', '/ip/conc-h2-0')).body;
+    await h2.mustWeave(['stop']);
+    await h2.launch(['--no-proxy']);
+    await until('h2 ready again', async () => (await h2.report()).IPAM?.Status === 'ready', 60_000, 500);
+    assert.equal((await api(h2, 'GET', '/ip/conc-h2-0')).body, before);
+    const more = await Promise.all([1, 2, 3, 4, 5].map((i) => allocate(h2, `after-restart-${i}`)));
+    all.push(...more);
+    assert.equal(new Set(all).size, all.length, 'no duplicates after restart');
+  });
+
+  test('partition h3, allocate on both sides, heal: still no duplicates', async () => {
+    for (const other of [h1, h2]) {
+      await h3.exec(['iptables', '-I', 'INPUT', '-s', other.ip, '-j', 'DROP']);
+      await h3.exec(['iptables', '-I', 'OUTPUT', '-d', other.ip, '-j', 'DROP']);
+    }
+    try {
+      await until('h3 to notice the partition', async () => !(await h3.report()).Router.Connections.some((c: { State: string }) => c.State === 'established'), 90_000, 1000);
+      const side = await Promise.all([
+        ...[0, 1, 2, 3, 4].map((i) => allocate(h1, `part-h1-${i}`)),
+        ...[0, 1, 2, 3, 4].map((i) => allocate(h3, `part-h3-${i}`)),
+      ]);
+      all.push(...side);
+    } finally {
+      for (const other of [h1, h2]) {
+        await h3.exec(['iptables', '-D', 'INPUT', '-s', other.ip, '-j', 'DROP']);
+        await h3.exec(['iptables', '-D', 'OUTPUT', '-d', other.ip, '-j', 'DROP']);
+      }
+    }
+    await until('h3 back in the mesh', async () => (await h3.report()).Router.Connections.filter((c: { State: string }) => c.State === 'established').length === 2, 90_000, 1000);
+    const after = await Promise.all([0, 1, 2].map((i) => allocate(h3, `healed-${i}`)));
+    all.push(...after);
+    assert.equal(new Set(all).size, all.length, 'no duplicates across the partition');
+  });
+
+  test('kill -9 h3, rmpeer it on h1: its space is taken over and allocation goes on', async () => {
+    const pid = h3.pid();
+    assert.ok(pid);
+    process.kill(pid!, 'SIGKILL');
+    await until('h3 unreachable from h1', async () => !(await h1.report()).Router.Connections.some((c: { Name?: string; State: string }) => c.Name === n3 && c.State === 'established'), 60_000, 1000);
+    const r = await h1.weave(['rmpeer', n3]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^\d+ IPs taken over from /);
+    await until('h2 to see the takeover', async () => !((await h2.report()).IPAM?.Owned ?? []).some((o: { Peer: string; Addresses: number }) => o.Peer === n3 && o.Addresses > 0), 30_000, 500);
+    const t0 = Date.now();
+    const fresh = await Promise.all([allocate(h1, 'post-rmpeer-1'), allocate(h2, 'post-rmpeer-2')]);
+    assert.ok(Date.now() - t0 < 10_000, 'allocation proceeds within seconds');
+    // h3's own allocations died with it (its space was taken over and is free again);
+    // what the survivors hold (the fresh ones included) must still be unique.
+    const survivors: string[] = [];
+    for (const h of [h1, h2]) {
+      for (const id of ids.get(h) ?? []) {
+        const r = await api(h, 'GET', `/ip/${id}`);
+        if (r.status === 200) survivors.push(...r.body.trim().split('\n'));
+      }
+    }
+    for (const f of fresh) assert.ok(survivors.includes(f), `${f} is recorded`);
+    assert.equal(new Set(survivors).size, survivors.length, 'no duplicates among live allocations');
+    await sleep(10);
+  });
+});
