@@ -153,22 +153,23 @@ program.command('launch')
       throw new CliError((err as Error).message);
     }
     await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-    const env: NodeJS.ProcessEnv = { ...process.env, WEAVER_CONFIG: JSON.stringify(cfg) };
-    if (password) env.WEAVE_PASSWORD = password;
-    else delete env.WEAVE_PASSWORD;
+    // The password reaches the daemon through a pipe on its stdin, never argv or its
+    // environment, so neither `ps` nor /proc/PID/environ shows it.
+    const env: NodeJS.ProcessEnv = { ...process.env, WEAVER_CONFIG: JSON.stringify(cfg), WEAVER_PASSWORD_STDIN: password ? '1' : '' };
+    delete env.WEAVE_PASSWORD;
     if (o.detach === false) {
       // Foreground: become the daemon (used by benchmarks and supervisors).
-      process.env.WEAVE_PASSWORD = password;
-      if (!password) delete process.env.WEAVE_PASSWORD;
+      delete process.env.WEAVE_PASSWORD;
       const { runDaemon } = await import('../router/weaver.js');
-      await runDaemon(cfg);
+      await runDaemon(cfg, password);
       return;
     }
     const logFile = path.join(dir, 'weaver.log');
     const fd = openSync(logFile, 'a', 0o600);
     // WEAVER_NODE_ARGS: extra node flags for the daemon, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p".
     const nodeArgs = (process.env.WEAVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
-    const child = spawn(process.execPath, [...nodeArgs, WEAVER_JS], { detached: true, stdio: ['ignore', fd, fd], env });
+    const child = spawn(process.execPath, [...nodeArgs, WEAVER_JS], { detached: true, stdio: [password ? 'pipe' : 'ignore', fd, fd], env });
+    if (password) child.stdin!.end(password);
     let exited: number | null = null;
     child.on('exit', (code) => (exited = code ?? 1));
     child.unref();

@@ -18,6 +18,7 @@ import { passwordKey as derivePasswordKey } from './crypto/keys.js';
 import { setupIpam, type IpamGlue } from './ipam-glue.js';
 import { Isolation } from './isolation.js';
 import { setupObservability } from './observability-glue.js';
+import { startFastdp } from './fastdp.js';
 import type { Report } from './report.js';
 
 /** Everything `weave launch` decides; passed to the daemon as JSON in WEAVER_CONFIG. */
@@ -83,14 +84,35 @@ async function loadPeerName(cfg: LaunchConfig, file: string): Promise<string> {
   return n;
 }
 
-export async function runDaemon(cfg: LaunchConfig): Promise<void> {
+/** Read the password the launcher piped to our stdin (bounded: 64 KiB, 10 s). */
+function readPasswordFromStdin(): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const t = setTimeout(() => reject(new Error('no password arrived on stdin within 10 s')), 10_000);
+    process.stdin.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size <= 65536) chunks.push(c);
+    });
+    process.stdin.on('end', () => {
+      clearTimeout(t);
+      resolve(Buffer.concat(chunks).toString('utf8'));
+    });
+    process.stdin.on('error', (err) => {
+      clearTimeout(t);
+      reject(err);
+    });
+  });
+}
+
+export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void> {
   const log = makeLogger(cfg.logLevel);
   const paths = statePaths(cfg.stateDir);
   await fsp.mkdir(cfg.stateDir, { recursive: true, mode: 0o700 });
   const name = await loadPeerName(cfg, paths.name);
 
-  const password = process.env.WEAVE_PASSWORD ?? '';
-  delete process.env.WEAVE_PASSWORD;
+  if (process.env.WEAVER_PASSWORD_STDIN === '1') password = await readPasswordFromStdin();
+  delete process.env.WEAVER_PASSWORD_STDIN;
   const pwKey = password ? await derivePasswordKey(password) : undefined;
 
   // Remembered targets: `weave launch` with no peers reconnects to the last set.
@@ -110,6 +132,9 @@ export async function runDaemon(cfg: LaunchConfig): Promise<void> {
     peers, passwordKey: pwKey, trustedSubnets: cfg.trustedSubnets, ipamRange: cfg.ipallocRange, log,
   });
   await router.start(tap);
+  // [fastdp] Kernel VXLAN for unencrypted connections; with a password only trusted subnets qualify.
+  if (cfg.fastdp && (!pwKey || cfg.trustedSubnets.length > 0)) router.fastdp = await startFastdp(router, { port: cfg.port, mtu: cfg.mtu });
+  else if (cfg.fastdp) log('fastdp: off: every connection is encrypted (password set, no --trusted-subnets)');
   const saveTargets = (): Promise<void> => writeFileAtomic(paths.targets, JSON.stringify(router.targets.directAddresses()));
   await saveTargets();
 
