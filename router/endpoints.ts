@@ -128,6 +128,43 @@ export class Endpoints {
 
   async attach(target: string, specs: string[]): Promise<Endpoint> {
     const { id, netns } = await this.resolve(target);
+    return this.attachNetns(id, netns, specs);
+  }
+
+  /**
+   * Attach a namespace file under an endpoint id (container id for the proxy). Calls
+   * for the same id run one at a time, and repeating one is harmless (idempotent).
+   */
+  attachNetns(id: string, netns: string, specs: string[]): Promise<Endpoint> {
+    return this.serialise(id, () => this.doAttach(id, netns, specs));
+  }
+
+  private readonly queues = new Map<string, Promise<unknown>>();
+
+  private serialise<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.queues.get(id) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => undefined);
+    this.queues.set(id, tail);
+    void tail.then(() => {
+      if (this.queues.get(id) === tail) this.queues.delete(id);
+    });
+    return next;
+  }
+
+  /** Forget an endpoint whose namespace is gone (container removed) and free its addresses. */
+  release(id: string): Promise<void> {
+    return this.serialise(id, async () => {
+      const e = this.table.get(id);
+      await this.allocator?.free(id).catch(() => 0);
+      if (!e) return;
+      await detachVeth(id, undefined, undefined).catch(() => undefined);
+      this.table.delete(id);
+      await this.save();
+    });
+  }
+
+  private async doAttach(id: string, netns: string, specs: string[]): Promise<Endpoint> {
     const prev = this.table.get(id);
     // Re-attaching without specs keeps the addresses it had (as after a restart).
     const cidrs = !specs.length && prev?.cidrs.length ? prev.cidrs : await this.addresses(id, specs);

@@ -17,6 +17,8 @@ import { writeFileAtomic } from './state-file.js';
 import { passwordKey as derivePasswordKey } from './crypto/keys.js';
 import { setupIpam, type IpamGlue } from './ipam-glue.js';
 import { Isolation } from './isolation.js';
+import { startProxy, defaultWeavewaitPath } from '../proxy/proxy.js';
+import type { ProxyAttacher } from '../proxy/types.js';
 import { setupObservability } from './observability-glue.js';
 import { startFastdp } from './fastdp.js';
 import type { Report } from './report.js';
@@ -161,6 +163,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     log(`stopping: ${reason}`);
     const hard = setTimeout(() => process.exit(code), 5000);
     hard.unref();
+    await proxy?.close().catch(() => undefined);
     await obs.close().catch(() => undefined);
     await api.close().catch(() => undefined);
     await ipam?.close().catch(() => undefined);
@@ -221,6 +224,31 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
       await shutdown('weave reset');
     })());
     return {};
+  });
+  let proxy: { close(): Promise<void>; addresses: string[] } | undefined;
+  if (cfg.proxy) {
+    const attacher: ProxyAttacher = {
+      attach: async (id, pid, specs) => {
+        const e = await endpoints.attachNetns(id, `/proc/${pid}/ns/net`, specs);
+        await syncIsolation();
+        router.emit('event', { type: 'endpoint-attached', id, cidrs: e.cidrs });
+        return e.cidrs;
+      },
+      release: async (id) => {
+        await endpoints.release(id);
+        await syncIsolation();
+      },
+    };
+    try {
+      proxy = await startProxy({ listen: cfg.proxyListen, dockerHost: cfg.dockerHost, attacher, noDefaultIpalloc: cfg.noDefaultIpalloc, weavewaitPath: defaultWeavewaitPath(), log });
+      log(`proxy listening on ${proxy.addresses.join(', ')} for the Docker daemon at ${cfg.dockerHost}`);
+    } catch (err) {
+      log(`proxy not started: ${(err as Error).message}`, 'warn');
+    }
+  }
+  api.on('GET', '/proxy', async () => {
+    if (!proxy) throw new ApiError(404, 'the Docker API proxy is not running');
+    return { addresses: proxy.addresses };
   });
   if (ipam) ipam.registerRoutes(api, endpoints);
   else api.on('GET', '/ip/*', async () => { throw new ApiError(404, 'IPAM is disabled (launched with --ipalloc-range "")'); });
