@@ -88,7 +88,7 @@ export class TargetTable {
   /** An attempt failed: back off exponentially with jitter. */
   failed(address: string, err: string, now: number, rand = Math.random): void {
     const t = this.targets.get(address);
-    if (!t) return;
+    if (!t || t.state === 'self') return;
     t.attempt++;
     t.lastError = err;
     t.state = 'retrying';

@@ -1,0 +1,64 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { TargetTable, normaliseAddress, INITIAL_BACKOFF_MS, MAX_BACKOFF_MS } from '../../router/connection-maker.js';
+
+test('normaliseAddress adds the default port and rejects junk', () => {
+  assert.equal(normaliseAddress('10.0.0.1', 6783), '10.0.0.1:6783');
+  assert.equal(normaliseAddress('host.example:7000', 6783), 'host.example:7000');
+  assert.throws(() => normaliseAddress('a b', 6783), /invalid peer address/);
+  assert.throws(() => normaliseAddress('h:0', 6783), /invalid port/);
+  assert.throws(() => normaliseAddress('h:70000', 6783), /invalid port/);
+  assert.throws(() => normaliseAddress('', 6783), /empty/);
+});
+
+test('a failing target backs off exponentially up to the cap, with jitter inside ±25%', () => {
+  const t = new TargetTable(6783);
+  const a = t.add('10.0.0.1', true, 0);
+  let now = 0;
+  let prevBase = 0;
+  for (let i = 1; i <= 12; i++) {
+    const due = t.due(now, () => false);
+    assert.deepEqual(due.map((x) => x.address), [a], `attempt ${i} is due`);
+    assert.deepEqual(t.due(now, () => false), [], 'not dialled twice while connecting');
+    t.failed(a, 'refused', now, () => 0.5);
+    const base = Math.min(MAX_BACKOFF_MS, INITIAL_BACKOFF_MS * 2 ** (i - 1));
+    assert.equal(t.get(a)!.nextAttempt - now, base);
+    assert.ok(base >= prevBase);
+    prevBase = base;
+    assert.deepEqual(t.due(now + base - 1, () => false), [], 'not before the backoff');
+    now += base;
+  }
+  assert.equal(prevBase, MAX_BACKOFF_MS);
+  t.failed(a, 'x', now, () => 0);
+  assert.equal(t.get(a)!.nextAttempt - now, MAX_BACKOFF_MS * 0.75);
+  t.failed(a, 'x', now, () => 0.9999);
+  assert.ok(t.get(a)!.nextAttempt - now < MAX_BACKOFF_MS * 1.25);
+});
+
+test('a target found to be ourselves is never retried; connected ones are not dialled', () => {
+  const t = new TargetTable(6783);
+  const a = t.add('10.0.0.1', true, 0);
+  const b = t.add('10.0.0.2:7000', true, 0);
+  t.due(0, () => false);
+  t.markSelf(a);
+  t.failed(a, 'cannot connect to ourself', 0);
+  assert.equal(t.get(a)!.state, 'self');
+  assert.deepEqual(t.due(10 ** 9, (x) => x === b), []);
+  assert.equal(t.get(b)!.state, 'connected');
+  // The connection goes away: it is dialled again soon, without a failure counted.
+  assert.deepEqual(t.due(10 ** 9, () => false), []);
+  assert.deepEqual(t.due(10 ** 9 + INITIAL_BACKOFF_MS, () => false).map((x) => x.address), [b]);
+  assert.equal(t.get(b)!.attempt, 0);
+});
+
+test('discovered targets are pruned, direct ones kept; forget removes', () => {
+  const t = new TargetTable(6783);
+  t.add('10.0.0.1', true, 0);
+  t.add('10.0.0.2', false, 0);
+  t.prune(() => false);
+  assert.deepEqual(t.list().map((x) => x.address), ['10.0.0.1:6783']);
+  assert.deepEqual(t.directAddresses(), ['10.0.0.1:6783']);
+  assert.equal(t.forget('10.0.0.1'), true);
+  assert.equal(t.forget('10.0.0.1'), false);
+  assert.deepEqual(t.list(), []);
+});
