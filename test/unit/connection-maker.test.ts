@@ -43,6 +43,8 @@ test('a target found to be ourselves is never retried; connected ones are not di
   t.markSelf(a);
   t.failed(a, 'cannot connect to ourself', 0);
   assert.equal(t.get(a)!.state, 'self');
+  assert.deepEqual(t.due(10 ** 9, (x) => x === b), [], 'connecting: not dialled again');
+  t.succeeded(b);
   assert.deepEqual(t.due(10 ** 9, (x) => x === b), []);
   assert.equal(t.get(b)!.state, 'connected');
   // The connection goes away: it is dialled again soon, without a failure counted.
