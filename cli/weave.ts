@@ -6,7 +6,7 @@
  */
 import { Command, Option } from 'commander';
 import { spawn } from 'node:child_process';
-import { promises as fsp, openSync, readFileSync, existsSync } from 'node:fs';
+import { promises as fsp, openSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -56,6 +56,18 @@ async function waitFor(cond: () => Promise<boolean> | boolean, timeoutMs: number
     await new Promise((r) => setTimeout(r, stepMs));
   }
   return cond();
+}
+
+/** Wait (bounded) until process `pid` is gone; true if it went. */
+function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
+  return waitFor(() => {
+    try {
+      process.kill(pid, 0);
+      return false;
+    } catch {
+      return true;
+    }
+  }, timeoutMs);
 }
 
 async function tailLog(file: string, lines = 5): Promise<string> {
@@ -186,17 +198,7 @@ program.command('launch')
 program.command('stop').description('stop the router; attached containers keep their interfaces').action(async () => {
   const pid = readPid();
   await call('POST', '/stop');
-  if (pid !== undefined) {
-    const gone = await waitFor(() => {
-      try {
-        process.kill(pid, 0);
-        return false;
-      } catch {
-        return true;
-      }
-    }, 10_000);
-    if (!gone) throw new CliError(`router (pid ${pid}) did not stop within 10 s`);
-  }
+  if (pid !== undefined && !(await waitForExit(pid, 10_000))) throw new CliError(`router (pid ${pid}) did not stop within 10 s`);
 });
 
 program.command('reset').description('stop the router and remove the bridge, every link it made and its persisted data')
@@ -206,16 +208,7 @@ program.command('reset').description('stop the router and remove the bridge, eve
     const pid = readPid();
     if (await isRunning()) {
       await call('POST', '/reset', undefined, { timeoutMs: 30_000 });
-      if (pid !== undefined) {
-        await waitFor(() => {
-          try {
-            process.kill(pid, 0);
-            return false;
-          } catch {
-            return true;
-          }
-        }, 10_000);
-      }
+      if (pid !== undefined) await waitForExit(pid, 10_000);
     }
     const { resetLinks } = await import('../router/netdev.js');
     const { Isolation } = await import('../router/isolation.js');
@@ -368,4 +361,3 @@ async function main(): Promise<void> {
 }
 
 void main();
-void existsSync;

@@ -6,17 +6,8 @@ import {
   Opener, SEQ_BYTES, Sealer, TAG_BYTES, openErrorKind,
 } from '../../router/crypto/aead.js';
 import { deriveSessionKeys, nextEpochKey } from '../../router/crypto/keys.js';
+import { mulberry32 as prng } from '../lib/prng.js';
 
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const KEY = Buffer.alloc(32, 0x42);
 const HEADER = Buffer.from([0xde, 0xad, 0xbe, 0xef, 0x01, 0x02, 0x03, 0x04]);

@@ -10,17 +10,8 @@ import {
   isGroupMac,
   srcMac,
 } from '../../router/ethernet.js';
+import { mulberry32 } from '../lib/prng.js';
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const MAC_A = Buffer.from('0a580a200001', 'hex');
 const MAC_B = Buffer.from('0a580a200002', 'hex');

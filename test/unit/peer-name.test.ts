@@ -10,17 +10,8 @@ import {
   peerNameToNum,
   randomPeerName,
 } from '../../router/peer-name.js';
+import { mulberry32 } from '../lib/prng.js';
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test('parsePeerName canonicalises case', () => {
   assert.equal(parsePeerName('8A:2b:3C:4d:5E:6f'), '8a:2b:3c:4d:5e:6f');

@@ -3,17 +3,8 @@ import assert from 'node:assert/strict';
 import { Routes } from '../../router/routes.js';
 import { Topology, type PeerInfo } from '../../router/topology.js';
 import { numToPeerName, peerNameToNum } from '../../router/peer-name.js';
+import { mulberry32 } from '../lib/prng.js';
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Peer names whose sort order matches the letter order of their labels. */
 const P = (label: string): string => numToPeerName(0x020000000000 + label.charCodeAt(0));

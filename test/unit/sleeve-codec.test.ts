@@ -18,17 +18,8 @@ import {
   parsePmtuAck,
   parsePmtuProbe,
 } from '../../router/sleeve-codec.js';
+import { mulberry32 } from '../lib/prng.js';
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const SENDER = 0x8a2b3c4d5e6f;
 const OTHER = 0x020000000001;

@@ -10,17 +10,8 @@ import {
   type PeerInfo,
 } from '../../router/topology.js';
 import { numToPeerName } from '../../router/peer-name.js';
+import { mulberry32 } from '../lib/prng.js';
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const A = '02:00:00:00:00:0a';
 const B = '02:00:00:00:00:0b';
