@@ -66,6 +66,8 @@ export class Endpoints {
   private readonly table = new Map<string, Endpoint>();
   private readonly file: string;
   allocator: AddressAllocator | undefined;
+  /** Called when the table changes in a way filters must follow (before a new port comes up). */
+  onChange: (() => Promise<void>) | undefined;
 
   constructor(stateDir: string, private readonly mtu: number, private readonly dockerHost: string, private readonly log: (l: string) => void) {
     this.file = path.join(stateDir, 'endpoints.json');
@@ -169,13 +171,19 @@ export class Endpoints {
     // Re-attaching without specs keeps the addresses it had (as after a restart).
     const cidrs = !specs.length && prev?.cidrs.length ? prev.cidrs : await this.addresses(id, specs);
     try {
-      const mac = await attachVeth(id, netns, cidrs, this.mtu);
       const all = [...new Set([...(prev?.cidrs ?? []), ...cidrs])];
+      const mac = await attachVeth(id, netns, cidrs, this.mtu, async (m) => {
+        this.table.set(id, { id, netns, cidrs: all, mac: m });
+        await this.onChange?.();
+      });
       const e: Endpoint = { id, netns, cidrs: all, mac };
       this.table.set(id, e);
       await this.save();
       return { ...e, cidrs };
     } catch (err) {
+      if (prev) this.table.set(id, prev);
+      else this.table.delete(id);
+      await this.onChange?.().catch(() => undefined);
       if (!prev?.cidrs.length || specs.length) for (const c of cidrs) await this.allocator?.free(id, c.split('/')[0]).catch(() => 0);
       throw err;
     }

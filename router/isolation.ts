@@ -4,11 +4,12 @@
  *
  * Two endpoints may exchange frames only if they share a subnet (an address
  * 10.32.2.5/24 puts its endpoint in 10.32.2.0/24), and an endpoint may only send from
- * what was attached to it. Across hosts the router enforces this on every frame it
- * captures from or delivers to the TAP; on one host the bridge rules do, since those
- * frames never reach the router. The rules live in the host's network namespace and
- * stay when the router stops (the containers stay attached); removeAll() (weave
- * reset) deletes them.
+ * what was attached to it. The router enforces this on every frame it captures from
+ * or delivers to the TAP (the sleeve); the kernel rules enforce it for everything the
+ * router never sees: frames between containers on one host, frames carried by the
+ * fast datapath's VXLAN port, and the host's own traffic. The rules live in the
+ * host's network namespace and stay when the router stops (the containers stay
+ * attached); removeAll() (weave reset) deletes them.
  *
  * The exposed host (`weave:expose`) sends with the bridge's MAC, which Linux
  * recomputes as ports come and go, so sync() reads it afresh every time.
@@ -16,8 +17,8 @@
 import type { FramePolicy } from './router.js';
 import { EXPOSE_ID, type Endpoint } from './endpoints.js';
 import { SubnetPolicy, type PolicyEndpoint } from './subnet-policy.js';
-import { applyRuleset, readCounters, removeTable, renderRuleset, type PortRules } from './bridge-filter.js';
-import { BRIDGE, TAP_NAME, hostVethName, ip } from './netdev.js';
+import { applyRuleset, readCounters, removeTables, renderRuleset, type PortRules } from './bridge-filter.js';
+import { BRIDGE, hostVethName, ip } from './netdev.js';
 
 export class Isolation {
   /** The per-frame check the router calls; undefined until the first sync(). */
@@ -56,7 +57,7 @@ export class Isolation {
     const ports: PortRules[] = endpoints.filter((e) => e.id !== EXPOSE_ID).map((e) => ({ port: hostVethName(e.id), mac: e.mac, cidrs: e.cidrs }));
     const host = endpoints.find((e) => e.id === EXPOSE_ID)?.cidrs ?? [];
     try {
-      const { script, skipped } = renderRuleset(ports, host, TAP_NAME);
+      const { script, skipped } = renderRuleset(ports, host, BRIDGE);
       for (const s of skipped) this.log(`isolation: bridge rules: ${s}`, 'warn');
       // nft counters restart with the table: keep what the old one counted (only if we
       // made it, so a table left by an earlier run does not count towards this one).
@@ -73,19 +74,20 @@ export class Isolation {
     }
   }
 
-  /** Remove every bridge filter rule we made (weave reset). Rejects with a BridgeFilterError if nft fails. */
+  /** Remove every nftables rule we made (weave reset); absent is fine. Rejects with a BridgeFilterError if nft fails. */
   async removeAll(): Promise<void> {
     await this.queue;
-    await removeTable();
+    await removeTables();
     this.installedByUs = false;
   }
 
   /**
-   * Bridge-rule drops by reason since this router process started ({ spoof, isolation },
-   * packets); {} when the rules cannot be read. The router's own drops are in its report.
+   * Bridge-rule drops by reason ({ spoof, isolation }, packets): what the current table
+   * counted since it was installed, plus what the tables this process replaced had
+   * counted. {} when the rules cannot be read. The router's own drops are in its report.
    */
   async counters(): Promise<Record<string, number>> {
-    const now = this.installedByUs ? await readCounters().catch(() => undefined) : undefined;
+    const now = await readCounters().catch(() => undefined);
     const out: Record<string, number> = { ...this.carried };
     for (const [k, v] of Object.entries(now ?? {})) out[k] = (out[k] ?? 0) + v;
     return out;

@@ -1,0 +1,279 @@
+/**
+ * Subnet isolation in the kernel: nftables rules on the `weave` bridge and for the
+ * host's own stack.
+ *
+ * Frames between two containers on one host are switched by the bridge and never reach
+ * the router; with the fast datapath (fastdp.ts) frames between hosts travel in the
+ * kernel's VXLAN port and never reach it either. So the router's per-frame policy
+ * (subnet-policy.ts) cannot be the only check. These rules enforce the same model —
+ * an endpoint sends only from what was attached to it, and a frame stays inside one
+ * subnet — in tables of our own (`tsweave`) in the host's network namespace:
+ *
+ *  - bridge family, prerouting, per container port (`iifname` = the host end of its
+ *    veth, vethwepl*): anti-spoofing. The source MAC must be the endpoint's, the IPv4
+ *    source / ARP sender IP one of its own addresses (or 0.0.0.0 for an RFC 5227 ARP
+ *    probe), the ARP sender hardware address its MAC ('spoof'). Other EtherTypes are
+ *    dropped ('isolation'): they carry nothing the subnet model can place. A vethwepl*
+ *    port without an endpoint (attached but not synced yet, or stale) drops everything,
+ *    so there is no open window.
+ *  - bridge family, forward and output, per container port (`oifname`): egress subnet
+ *    filter. A frame leaving towards a container must stay inside one of that
+ *    container's subnets: IPv4 source and destination (or a group destination), ARP
+ *    sender and target, in the same subnet of the container's. This covers local
+ *    peers, frames arriving from remote peers through the TAP or the VXLAN port,
+ *    floods, and the host's own frames ('isolation'). Spoofing cannot be seen at the
+ *    receiver, which is why every host checks its own ports' ingress.
+ *  - ip and arp families, input on the bridge device: the same filter with the
+ *    subnets the host has exposed (`weave expose`), so the host reaches exactly its
+ *    exposed subnets, whichever port a frame came in by; with nothing exposed it hears
+ *    nothing from the weave network. (The bridge family's own input hook would need
+ *    `meta ibrname` to tell our bridge from others, which not every kernel has.)
+ *
+ * The host's own frames are trusted (it is root). Ports other than container ports
+ * (TAP, VXLAN) get no rules of their own: the router checks what crosses the TAP and
+ * the receiving host's egress rules check what crosses VXLAN.
+ *
+ * Every drop rule has a counter and a comment naming its reason; readCounters() sums
+ * them by reason. The ruleset is applied as one `nft -f` transaction that deletes and
+ * recreates all our tables, so applying is atomic and idempotent.
+ */
+import { spawn } from 'node:child_process';
+
+/** The name of our tables (families bridge, ip and arp). */
+export const TABLE = 'tsweave';
+
+export class BridgeFilterError extends Error {
+  override name = 'BridgeFilterError';
+}
+
+/** One container port: the host end of its veth, its MAC and its addresses with prefix. */
+export interface PortRules {
+  port: string;
+  mac: string;
+  cidrs: string[];
+}
+
+const NAME_RE = /^[A-Za-z0-9_.-]{1,15}$/;
+const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+const CIDR_RE = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
+
+/** "10.32.1.5/24" → { addr: "10.32.1.5", subnet: "10.32.1.0/24" }; undefined when malformed. */
+export function splitCidr(c: string): { addr: string; subnet: string } | undefined {
+  const m = CIDR_RE.exec(c);
+  if (!m) return undefined;
+  const o = m.slice(1, 5).map(Number);
+  const len = Number(m[5]);
+  if (o.some((x) => x > 255) || len > 32) return undefined;
+  const n = ((o[0] << 24) | (o[1] << 16) | (o[2] << 8) | o[3]) >>> 0;
+  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+  const net = (n & mask) >>> 0;
+  return { addr: o.join('.'), subnet: `${net >>> 24}.${(net >>> 16) & 255}.${(net >>> 8) & 255}.${net & 255}/${len}` };
+}
+
+const set = (xs: string[]): string => `{ ${xs.join(', ')} }`;
+
+/**
+ * Accept rules for frames that stay inside one of `subnets`: IPv4 source and
+ * destination in the same subnet (or destination the limited broadcast / multicast,
+ * which every receiver filters again), ARP sender and target in the same subnet (or an
+ * RFC 5227 probe, sender 0.0.0.0, for a target in it). The same "one frame, one subnet"
+ * rule as the router's (subnet-policy.ts). The caller appends the drop.
+ */
+function subnetAccepts(subnets: string[]): string[] {
+  const arp = 'arp htype 1 arp ptype ip arp hlen 6 arp plen 4';
+  return subnets.flatMap((s) => [
+    `ip saddr ${s} ip daddr ${s} accept`,
+    `ip saddr ${s} ip daddr { 255.255.255.255, 224.0.0.0/4 } accept`,
+    `${arp} arp saddr ip ${s} arp daddr ip ${s} accept`,
+    `${arp} arp saddr ip 0.0.0.0 arp daddr ip ${s} accept`,
+  ]);
+}
+
+/** The (family, table) pairs we own; sync replaces all of them in one transaction. */
+export const TABLES: ReadonlyArray<readonly [family: string, name: string]> = [['bridge', TABLE], ['ip', TABLE], ['arp', TABLE]];
+
+/** Create-then-delete each of our tables: the delete then always succeeds, and the pair is a no-op on nothing. */
+const deleteAll = (): string[] => TABLES.flatMap(([f, t]) => [`table ${f} ${t}`, `delete table ${f} ${t}`]);
+
+/**
+ * The whole `nft -f` script for our tables. Pure. Entries that would not be safe to put
+ * in a script (bad port name, MAC or CIDR) are left out and named in `skipped`; such a
+ * port then falls under the vethwepl* catch-all and passes nothing.
+ *
+ * @param ports container ports on the bridge
+ * @param hostCidrs the host's exposed addresses ("10.32.1.100/24")
+ * @param bridge the bridge device ("weave"): the host-input filter matches it as iifname
+ * @throws BridgeFilterError if `bridge` is not a plain interface name
+ */
+export function renderRuleset(ports: PortRules[], hostCidrs: string[], bridge: string): { script: string; skipped: string[] } {
+  if (!NAME_RE.test(bridge)) throw new BridgeFilterError(`bad bridge name "${bridge}"`);
+  const skipped: string[] = [];
+  const chains: string[] = [];
+  const inMap: string[] = [];
+  const outMap: string[] = [];
+  const seen = new Set<string>();
+  ports.forEach((p, i) => {
+    if (seen.has(p.port)) {
+      skipped.push(`port ${p.port}: named twice (endpoint id hash collision?); only the first one's rules apply`);
+      return;
+    }
+    seen.add(p.port);
+    const mac = p.mac.toLowerCase();
+    const parts = p.cidrs.map(splitCidr);
+    if (!NAME_RE.test(p.port) || !MAC_RE.test(mac) || !parts.length || parts.some((x) => !x)) {
+      skipped.push(`port ${p.port}: unusable endpoint (mac "${p.mac}", addresses ${p.cidrs.join(' ') || 'none'})`);
+      return;
+    }
+    const addrs = [...new Set(parts.map((x) => x!.addr))];
+    const subnets = [...new Set(parts.map((x) => x!.subnet))];
+    const ci = `in_${i}`;
+    const co = `out_${i}`;
+    chains.push(`  chain ${ci} {`,
+      `    # ${p.port}: anti-spoofing`,
+      `    ether saddr != ${mac} counter drop comment "spoof"`,
+      `    ip saddr != ${set(addrs)} counter drop comment "spoof"`,
+      '    ether type ip accept',
+      `    arp htype != 1 counter drop comment "spoof"`,
+      `    arp ptype != ip counter drop comment "spoof"`,
+      `    arp hlen != 6 counter drop comment "spoof"`,
+      `    arp plen != 4 counter drop comment "spoof"`,
+      `    arp saddr ether != ${mac} counter drop comment "spoof"`,
+      `    arp saddr ip != ${set(['0.0.0.0', ...addrs])} counter drop comment "spoof"`,
+      '    ether type arp accept',
+      '    counter drop comment "isolation"',
+      '  }',
+      `  chain ${co} {`,
+      `    # ${p.port}: only its subnets ${subnets.join(' ')}`,
+      ...subnetAccepts(subnets).map((r) => '    ' + r),
+      '    counter drop comment "isolation"',
+      '  }');
+    inMap.push(`"${p.port}" : jump ${ci}`);
+    outMap.push(`"${p.port}" : jump ${co}`);
+  });
+  const host = hostCidrs.map(splitCidr);
+  for (const [i, h] of host.entries()) if (!h) skipped.push(`exposed address "${hostCidrs[i]}" is not a.b.c.d/len; ignored`);
+  const hostSubnets = [...new Set(host.filter((x) => x).map((x) => x!.subnet))];
+  const hostRules = subnetAccepts(hostSubnets);
+  const portMatch = '"vethwepl*"';
+  const egress = [
+    ...(outMap.length ? [`    oifname vmap ${set(outMap)}`] : []),
+    `    oifname ${portMatch} counter drop comment "isolation"`,
+  ];
+  const hostTable = (family: 'ip' | 'arp'): string[] => [
+    `table ${family} ${TABLE} {`,
+    '  chain host_in {',
+    `    # the host (weave:expose) hears only its exposed subnets ${hostSubnets.join(' ')}`,
+    ...hostRules.filter((r) => r.startsWith(family === 'ip' ? 'ip ' : 'arp ')).map((r) => '    ' + r),
+    '    counter drop comment "isolation"',
+    '  }',
+    '  chain input {',
+    '    type filter hook input priority filter; policy accept;',
+    `    iifname "${bridge}" jump host_in`,
+    '  }',
+    '}',
+  ];
+  const lines = [
+    ...deleteAll(),
+    `table bridge ${TABLE} {`,
+    ...chains,
+    '  chain prerouting {',
+    '    type filter hook prerouting priority filter; policy accept;',
+    ...(inMap.length ? [`    iifname vmap ${set(inMap)}`] : []),
+    `    iifname ${portMatch} counter drop comment "spoof"`,
+    '  }',
+    '  chain forward {',
+    '    type filter hook forward priority filter; policy accept;',
+    ...egress,
+    '  }',
+    '  chain output {',
+    '    type filter hook output priority filter; policy accept;',
+    ...egress,
+    '  }',
+    '}',
+    ...hostTable('ip'),
+    ...hostTable('arp'),
+    '',
+  ];
+  return { script: lines.join('\n'), skipped };
+}
+
+const NFT_TIMEOUT_MS = 15_000;
+
+function nftError(err: NodeJS.ErrnoException, stderr: string, what: string): BridgeFilterError {
+  if (err.code === 'ENOENT') return new BridgeFilterError('nft not found: install nftables (Debian: apt-get install nftables) for same-host subnet isolation');
+  const line = stderr.trim().split('\n').find((l) => /Error/.test(l)) ?? stderr.trim().split('\n')[0] ?? err.message;
+  return new BridgeFilterError(`nft ${what}: ${line || err.message}`);
+}
+
+/** Run `nft ARGS` (script on stdin if given); resolve with stdout; rejects with a one-line BridgeFilterError. */
+function nft(args: string[], input?: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('nft', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), NFT_TIMEOUT_MS);
+    child.stdout.on('data', (d: Buffer) => (out += d));
+    child.stderr.on('data', (d: Buffer) => (err += d));
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(nftError(e, err, args.join(' ')));
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      if (code === 0) return resolve(out);
+      const e = new Error(signal ? `killed by ${signal} (timeout ${NFT_TIMEOUT_MS} ms?)` : `exit status ${code}`);
+      reject(nftError(e, err, args[0] === '-f' ? 'ruleset' : args.join(' ')));
+    });
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(input ?? '');
+  });
+}
+
+/** Apply a script from renderRuleset() as one transaction. */
+export async function applyRuleset(script: string): Promise<void> {
+  await nft(['-f', '-'], script);
+}
+
+/**
+ * Sum the counters of our drop rules by reason (their comment) over our tables:
+ * { spoof, isolation } in packets. undefined when none of the tables exists.
+ */
+export async function readCounters(): Promise<Record<string, number> | undefined> {
+  let out: Record<string, number> | undefined;
+  for (const [family, name] of TABLES) {
+    let text: string;
+    try {
+      text = await nft(['-j', 'list', 'table', family, name]);
+    } catch (err) {
+      if (/No such file|does not exist/i.test((err as Error).message)) continue;
+      throw err;
+    }
+    out ??= {};
+    for (const [k, v] of Object.entries(sumCounters(text))) out[k] = (out[k] ?? 0) + v;
+  }
+  return out;
+}
+
+/** Pure part of readCounters: `nft -j` output → packets per rule comment. */
+export function sumCounters(json: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  let doc: { nftables?: Array<{ rule?: { comment?: string; expr?: Array<{ counter?: { packets?: number } }> } }> };
+  try {
+    doc = JSON.parse(json);
+  } catch {
+    throw new BridgeFilterError('nft -j list gave output that is not JSON');
+  }
+  for (const item of doc.nftables ?? []) {
+    const r = item.rule;
+    if (!r?.comment) continue;
+    for (const e of r.expr ?? []) {
+      if (e.counter && typeof e.counter.packets === 'number') out[r.comment] = (out[r.comment] ?? 0) + e.counter.packets;
+    }
+  }
+  return out;
+}
+
+/** Delete our tables (weave reset), in one transaction; absent is fine. */
+export async function removeTables(): Promise<void> {
+  await nft(['-f', '-'], deleteAll().join('\n') + '\n');
+}
