@@ -106,7 +106,7 @@ export function hostVethName(id: string): string {
  * and its host end sent back to ours by PID, which works for any namespace file.
  * Returns the MAC of ethwe.
  */
-export async function attachVeth(id: string, nsPath: string, cidrs: string[], mtu: number): Promise<string> {
+export async function attachVeth(id: string, nsPath: string, cidrs: string[], mtu: number, beforeUp?: (mac: string) => Promise<void>): Promise<string> {
   const host = hostVethName(id);
   const hasEthwe = await ipIn(nsPath, 'link', 'show', 'dev', CONTAINER_IFNAME).then(() => true, () => false);
   if (!hasEthwe) {
@@ -120,8 +120,12 @@ export async function attachVeth(id: string, nsPath: string, cidrs: string[], mt
   for (const c of cidrs) {
     await ipIn(nsPath, 'addr', 'replace', c, 'dev', CONTAINER_IFNAME);
   }
+  // Filters for the port go in before the container's interface comes up (weavewait
+  // starts the container's process once it is up), so its first frames pass.
+  const mac = await endpointMac(nsPath);
+  if (beforeUp) await beforeUp(mac);
   await ipIn(nsPath, 'link', 'set', 'dev', CONTAINER_IFNAME, 'up');
-  return endpointMac(nsPath);
+  return mac;
 }
 
 export async function endpointMac(nsPath: string): Promise<string> {
@@ -143,10 +147,11 @@ export async function detachVeth(id: string, nsPath: string | undefined, cidrs: 
 
 /** Remove the bridge and every vethwepl* link we made (weave reset). */
 export async function resetLinks(): Promise<void> {
-  const out = await ip('-o', 'link', 'show').catch(() => '');
+  const out = await ip('-o', '-d', 'link', 'show').catch(() => '');
   for (const line of out.split('\n')) {
-    const m = /^\d+: (vethwepl[0-9a-f]+)[@:]/.exec(line);
-    if (m) await ip('link', 'del', 'dev', m[1]).catch(() => undefined);
+    // [fastdp] also its VXLAN devices (router/fastdp.ts), recognised by name and VNI.
+    const m = /^\d+: (vethwepl[0-9a-f]+|vxlan(?:hb)?-\d+)[@:]/.exec(line);
+    if (m && (m[1].startsWith('vethwepl') || / vxlan id 678[45] /.test(line))) await ip('link', 'del', 'dev', m[1]).catch(() => undefined);
   }
   if (await linkExists(TAP_NAME)) await ip('link', 'del', 'dev', TAP_NAME).catch(() => undefined);
   if (await linkExists(BRIDGE)) await ip('link', 'del', 'dev', BRIDGE).catch(() => undefined);

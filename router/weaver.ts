@@ -126,6 +126,19 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   }
 
   await ensureBridge(cfg.mtu);
+  const endpoints = new Endpoints(cfg.stateDir, cfg.mtu, cfg.dockerHost, log);
+  await endpoints.load();
+  const isolation = new Isolation(log);
+  // The router does not exist yet: the policy is handed over once it does.
+  let applyPolicy = (): void => undefined;
+  const syncIsolation = async (): Promise<void> => {
+    await isolation.sync(endpoints.list());
+    applyPolicy();
+  };
+  endpoints.onChange = syncIsolation;
+  // Filters first, so the router never forwards a frame without its policy.
+  await syncIsolation();
+
   const tap = Tap.open(TAP_NAME);
   await setupTap(TAP_NAME, cfg.mtu);
 
@@ -133,6 +146,10 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     name, nickname: cfg.nickname, port: cfg.port, mtu: cfg.mtu, connLimit: cfg.connLimit, discovery: cfg.discovery,
     peers, passwordKey: pwKey, trustedSubnets: cfg.trustedSubnets, ipamRange: cfg.ipallocRange, log,
   });
+  router.policy = isolation.policy;
+  applyPolicy = () => {
+    router.policy = isolation.policy;
+  };
   await router.start(tap);
   // [fastdp] Kernel VXLAN for unencrypted connections; with a password only trusted subnets qualify.
   if (cfg.fastdp && (!pwKey || cfg.trustedSubnets.length > 0)) router.fastdp = await startFastdp(router, { port: cfg.port, mtu: cfg.mtu });
@@ -140,14 +157,6 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   const saveTargets = (): Promise<void> => writeFileAtomic(paths.targets, JSON.stringify(router.targets.directAddresses()));
   await saveTargets();
 
-  const endpoints = new Endpoints(cfg.stateDir, cfg.mtu, cfg.dockerHost, log);
-  await endpoints.load();
-  const isolation = new Isolation(log);
-  const syncIsolation = async (): Promise<void> => {
-    await isolation.sync(endpoints.list());
-    router.policy = isolation.policy;
-  };
-  await syncIsolation();
 
   let ipam: IpamGlue | undefined;
   if (cfg.ipallocRange) {
@@ -173,7 +182,22 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     process.exit(code);
   };
 
-  const fullReport = () => ({ ...router.report(), IPAM: ipam?.report(), Endpoints: endpoints.list().map((e) => ({ ID: e.id, MAC: e.mac, CIDRs: e.cidrs })) });
+  // Drops counted by the bridge filters (same-host isolation), read every few seconds
+  // so building a report never waits on nft.
+  let bridgeDrops: Record<string, number> = {};
+  const refreshBridgeDrops = (): void => {
+    isolation.counters().then((c) => {
+      bridgeDrops = Object.fromEntries(Object.entries(c).map(([k, v]) => [`bridge-${k}`, v]));
+    }, () => undefined);
+  };
+  refreshBridgeDrops();
+  const dropTimer = setInterval(refreshBridgeDrops, 5000);
+  dropTimer.unref();
+  const fullReport = () => {
+    const r = router.report();
+    r.Router.Drops = { ...r.Router.Drops, ...bridgeDrops };
+    return { ...r, IPAM: ipam?.report(), Endpoints: endpoints.list().map((e) => ({ ID: e.id, MAC: e.mac, CIDRs: e.cidrs })) };
+  };
   api.on('GET', '/report', async () => fullReport());
   api.on('GET', '/status', async () => fullReport());
   api.on('POST', '/connect', async ({ body }) => {

@@ -1,0 +1,419 @@
+/**
+ * The fast datapath (fastdp): container frames between directly connected,
+ * unencrypted peers travel in the kernel's VXLAN, not through the router.
+ *
+ * Weave's fastdp used an Open vSwitch datapath with VXLAN vports on UDP 6784; Flannel's
+ * vxlan backend programs a Linux VXLAN device's FDB from its control plane. We do the
+ * latter on Weave's port:
+ *
+ *   bridge "weave" ── veths (containers)
+ *                  ── TAP vethwe-tap (router; isolated, no learning)
+ *                  ── vxlan-6784     (kernel VXLAN, VNI 6784, dstport 6784; isolated, learning)
+ *   vxlanhb-6784: a second VXLAN device (VNI 6785, same UDP port) carrying heartbeats.
+ *
+ * What the kernel does: the bridge floods broadcast/unknown frames from containers to
+ * the TAP and to vxlan-6784 alike; vxlan-6784 replicates them to every VTEP in its
+ * all-zeros FDB entries (one per peer whose connection is on fastdp) and sends known
+ * unicast straight to the VTEP it learned the MAC behind.
+ *
+ * What the router does (router.ts keeps routing, MAC learning and relaying):
+ *  - the TAP and vxlan-6784 ports are `isolated`, so the bridge never forwards between
+ *    them: a frame received over VXLAN is never re-sent by the router, a frame the
+ *    router delivers is never sent over VXLAN.
+ *  - learning is off on the TAP port, so the bridge never sends a frame to the TAP
+ *    alone: every frame the router captures was flooded, i.e. also offered to
+ *    vxlan-6784. The router therefore skips every fastdp peer as the final
+ *    destination of a captured frame (the kernel carried it), and still carries
+ *    everything relayed, and a relay-only copy of broadcasts for fastdp neighbours that
+ *    forward them further (they do not see what the kernel delivered to their bridge).
+ *  - per connection, a heartbeat every 500 ms through the VXLAN port (FastdpPath in
+ *    fastdp-path.ts); the FDB flooding entry exists only while the path is up.
+ *
+ * Why the VXLAN device learns MACs itself (kernel learning) instead of the router
+ * programming per-MAC entries: the router never sees fastdp traffic, so it cannot learn
+ * where a MAC lives without gossiping MACs; the kernel learns it from each received
+ * packet's outer source, which is exactly the peer's VTEP. The router removes learned
+ * entries towards any VTEP that is not a current fastdp peer (peers that fell back, or
+ * strangers writing to our VXLAN port) and flushes what the bridge learned behind the
+ * VXLAN port when a peer leaves fastdp, so frames for it flood to the TAP again.
+ *
+ * Why heartbeats are crafted VXLAN packets received by a second VXLAN device: the
+ * kernel owns UDP 6784, so the router cannot bind it; sending a ready-made VXLAN
+ * packet (fastdp-codec.ts) to PEER:6784 and letting the peer's kernel decapsulate it
+ * into a link-local address the peer's router listens on exercises the same port,
+ * firewall rules and path MTU (heartbeats are padded to a full-MTU frame) as data,
+ * with no extra native code.
+ *
+ * Ordering that keeps every frame on exactly one path: going up, the router stops
+ * sending captured frames to the peer over the sleeve before the FDB entry is added;
+ * going down, the entry is removed (and TAP backlog given GRACE_MS) before the router
+ * resumes. A switch can lose a frame, never duplicate one.
+ */
+import dgram from 'node:dgram';
+import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { run, ip, BRIDGE, TAP_NAME, linkExists, NetdevError } from './netdev.js';
+import { formatMac } from './mac-cache.js';
+import { numToPeerName } from './peer-name.js';
+import {
+  DATA_VNI, HEARTBEAT_VNI, HB_DEVICE_IP, HB_SOURCE_IP, HB_DEVICE_MAC, encodeHeartbeatPacket, parseHeartbeat,
+} from './fastdp-codec.js';
+import { DEFAULT_TIMING, FastdpPath, ZERO_MAC, parseFdbJson, planFdb, type PathTiming, type Vtep } from './fastdp-path.js';
+
+/** Time the router keeps treating a peer as fastdp after its FDB entry is gone (ms): lets the TAP backlog drain. */
+const GRACE_MS = 100;
+const TICK_MS = 100;
+/** FDB audit (stale learned entries, flow count) and stats refresh interval (ms). */
+const AUDIT_MS = 10_000;
+
+export class FastdpError extends Error {
+  override name = 'FastdpError';
+}
+
+/** Names of the data and heartbeat VXLAN devices for a VXLAN port (≤ 15 chars). */
+export function fastdpDeviceNames(vxlanPort: number): { data: string; heartbeat: string } {
+  return { data: `vxlan-${vxlanPort}`, heartbeat: `vxlanhb-${vxlanPort}` };
+}
+
+/** A directly connected peer whose connection may use fastdp (unencrypted, established). */
+export interface FastdpCandidate {
+  /** Peer name as a 48-bit number. */
+  num: number;
+  /** Underlay address of the peer. */
+  address: string;
+  /** The peer's sleeve UDP port; its VXLAN port is this + 1 (6783 → 6784, as in Weave). */
+  port: number;
+}
+
+/** What fastdp asks of the router. */
+export interface FastdpHost {
+  readonly selfNum: number;
+  /** The peers that may use fastdp now; polled every tick. */
+  fastdpCandidates(): FastdpCandidate[];
+  /**
+   * The connection to `num` is now on fastdp (`on`) or back on the sleeve. Called with
+   * `on` before the kernel starts carrying its frames and with `!on` after it stopped.
+   */
+  setFastdp(num: number, on: boolean, reason: string): void;
+  log(line: string): void;
+}
+
+export interface FastdpOptions {
+  /** Our sleeve port; VXLAN listens on port + 1. */
+  port: number;
+  /** Overlay MTU (bytes of IP per frame); the VXLAN device's MTU. */
+  mtu: number;
+  timing?: PathTiming;
+}
+
+/** Kernel counters of the data VXLAN device (frames and bytes of inner Ethernet). */
+export interface FastdpTraffic {
+  FramesIn: number;
+  FramesOut: number;
+  BytesIn: number;
+  BytesOut: number;
+}
+
+interface PeerPath {
+  num: number;
+  address: string;
+  vxlanPort: number;
+  path: FastdpPath;
+  /** The router treats the peer as fastdp (may be true while the FDB entry is absent, never the reverse). */
+  marked: boolean;
+  /** Its connection is gone; the entry is dropped once unmarked. */
+  gone: boolean;
+  mtuWarned: boolean;
+}
+
+const bridgeCmd = (...args: string[]): Promise<string> => run('bridge', args);
+
+/**
+ * Create the devices and start heartbeats. Returns undefined (after logging why and
+ * removing anything half made) if the kernel or iproute2 cannot do it, so the router
+ * runs sleeve-only rather than failing to start.
+ */
+export async function startFastdp(host: FastdpHost, opts: FastdpOptions): Promise<Fastdp | undefined> {
+  const f = new Fastdp(host, opts);
+  try {
+    await f.setup();
+    return f;
+  } catch (err) {
+    host.log(`fastdp: disabled, using the sleeve only: ${(err as Error).message}`);
+    await f.close();
+    return undefined;
+  }
+}
+
+export class Fastdp {
+  readonly vxlanPort: number;
+  readonly devices: { data: string; heartbeat: string };
+  private readonly timing: PathTiming;
+  private readonly peers = new Map<number, PeerPath>();
+  private recv: dgram.Socket | undefined;
+  private send: dgram.Socket | undefined;
+  private timers: NodeJS.Timeout[] = [];
+  private closed = false;
+  private syncing = false;
+  private syncAgain = false;
+  private flowCount = 0;
+  private ifindex = -1;
+  private cachedTraffic: FastdpTraffic = { FramesIn: 0, FramesOut: 0, BytesIn: 0, BytesOut: 0 };
+  /** Heartbeats dropped, by reason (for debugging: "malformed", "not-for-us", "unknown-peer", "mtu"). */
+  readonly drops: Record<string, number> = {};
+
+  constructor(private readonly host: FastdpHost, private readonly opts: FastdpOptions) {
+    if (!Number.isInteger(opts.port) || opts.port < 1 || opts.port > 0xfffd) throw new FastdpError(`port ${opts.port} leaves no room for VXLAN on port + 1`);
+    this.vxlanPort = opts.port + 1;
+    this.devices = fastdpDeviceNames(this.vxlanPort);
+    this.timing = opts.timing ?? DEFAULT_TIMING;
+  }
+
+  /** The heartbeat device's inner UDP port on every host: VXLAN port + 1. */
+  private get innerPort(): number {
+    return this.vxlanPort + 1;
+  }
+
+  /** Build the devices (replacing leftovers), bind the heartbeat sockets, start the tick. */
+  async setup(): Promise<void> {
+    const { data, heartbeat } = this.devices;
+    const mtu = String(this.opts.mtu);
+    const port = String(this.vxlanPort);
+    for (const d of [data, heartbeat]) if (await linkExists(d)) await ip('link', 'del', 'dev', d);
+    // The TAP first: from the moment the VXLAN port joins, nothing may pass between them.
+    await bridgeCmd('link', 'set', 'dev', TAP_NAME, 'isolated', 'on', 'learning', 'off');
+    await ip('link', 'set', 'dev', TAP_NAME, 'type', 'bridge_slave', 'fdb_flush');
+    await ip('link', 'add', data, 'type', 'vxlan', 'id', String(DATA_VNI), 'dstport', port, 'learning');
+    await ip('link', 'set', 'dev', data, 'mtu', mtu, 'master', BRIDGE);
+    await bridgeCmd('link', 'set', 'dev', data, 'isolated', 'on');
+    await ip('link', 'set', 'dev', data, 'up');
+    await ip('link', 'add', heartbeat, 'type', 'vxlan', 'id', String(HEARTBEAT_VNI), 'dstport', port, 'nolearning');
+    await ip('link', 'set', 'dev', heartbeat, 'address', formatMac(HB_DEVICE_MAC), 'mtu', mtu, 'arp', 'off');
+    await writeFile(`/proc/sys/net/ipv6/conf/${heartbeat}/disable_ipv6`, '1').catch(() => undefined);
+    await ip('addr', 'add', HB_DEVICE_IP, 'peer', `${HB_SOURCE_IP}/32`, 'dev', heartbeat);
+    await ip('link', 'set', 'dev', heartbeat, 'up');
+    this.ifindex = await ip('-j', 'link', 'show', 'dev', data).then((s) => (JSON.parse(s) as Array<{ ifindex: number }>)[0]?.ifindex ?? -1, () => -1);
+
+    this.recv = dgram.createSocket('udp4');
+    this.recv.on('message', (m) => this.onHeartbeat(m));
+    this.recv.on('error', (err) => this.host.log(`fastdp: heartbeat socket error: ${err.message}`));
+    await bindSocket(this.recv, this.innerPort, HB_DEVICE_IP);
+    this.send = dgram.createSocket('udp4');
+    this.send.on('error', (err) => this.host.log(`fastdp: heartbeat send error: ${err.message}`));
+    await bindSocket(this.send, 0, undefined);
+    this.timers.push(setInterval(() => this.tick(Date.now()), TICK_MS));
+    this.timers.push(setInterval(() => {
+      this.refreshTraffic();
+      this.scheduleSync();
+    }, AUDIT_MS));
+    for (const t of this.timers) t.unref();
+    this.host.log(`fastdp: ${data} (VNI ${DATA_VNI}, UDP ${port}, mtu ${mtu}) on bridge ${BRIDGE}, heartbeats via ${heartbeat}`);
+  }
+
+  /** Current path of the connection to `num` as the router should show it. */
+  pathOf(num: number): 'fastdp' | 'sleeve' {
+    return this.peers.get(num)?.marked ? 'fastdp' : 'sleeve';
+  }
+
+  /** Kernel-learned unicast entries (MAC → peer) of the VXLAN device, as of the last audit. */
+  flows(): number {
+    return this.flowCount;
+  }
+
+  /**
+   * Counters of the data VXLAN device, read on demand from sysfs when it shows our
+   * device (same ifindex: sysfs is per network namespace only where it was remounted,
+   * as `ip netns exec` does), else the values `ip -s` gave at the last audit.
+   */
+  traffic(): FastdpTraffic {
+    if (this.ifindex < 0) return { ...this.cachedTraffic };
+    const base = `/sys/class/net/${this.devices.data}`;
+    try {
+      if (Number(readFileSync(`${base}/ifindex`, 'utf8')) === this.ifindex) {
+        const n = (f: string): number => Number(readFileSync(`${base}/statistics/${f}`, 'utf8'));
+        this.cachedTraffic = { FramesIn: n('rx_packets'), FramesOut: n('tx_packets'), BytesIn: n('rx_bytes'), BytesOut: n('tx_bytes') };
+      }
+    } catch { /* device gone or sysfs not ours: keep the cached values */ }
+    return { ...this.cachedTraffic };
+  }
+
+  private refreshTraffic(): void {
+    ip('-s', '-j', 'link', 'show', 'dev', this.devices.data).then((s) => {
+      const st = (JSON.parse(s) as Array<{ stats64?: { rx: { packets: number; bytes: number }; tx: { packets: number; bytes: number } } }>)[0]?.stats64;
+      if (st) this.cachedTraffic = { FramesIn: st.rx.packets, FramesOut: st.tx.packets, BytesIn: st.rx.bytes, BytesOut: st.tx.bytes };
+    }, () => undefined);
+  }
+
+  // ---- heartbeats ----
+  private tick(now: number): void {
+    if (this.closed) return;
+    let changed = false;
+    const seen = new Set<number>();
+    for (const c of this.host.fastdpCandidates()) {
+      seen.add(c.num);
+      let p = this.peers.get(c.num);
+      if (p === undefined) {
+        p = { num: c.num, address: c.address, vxlanPort: c.port + 1, path: new FastdpPath(this.timing), marked: false, gone: false, mtuWarned: false };
+        this.peers.set(c.num, p);
+      } else if (p.address !== c.address || p.vxlanPort !== c.port + 1) {
+        p.address = c.address;
+        p.vxlanPort = c.port + 1;
+        if (p.path.reset('peer address changed')) changed = true;
+      }
+      p.gone = false;
+      if (p.path.due(now)) this.sendHeartbeat(p, now);
+    }
+    for (const p of this.peers.values()) {
+      if (!seen.has(p.num)) {
+        p.gone = true;
+        if (p.path.reset('connection closed')) changed = true;
+        if (!p.marked) this.peers.delete(p.num);
+        continue;
+      }
+      if (this.evaluate(p, now)) changed = true;
+    }
+    if (changed) this.scheduleSync();
+  }
+
+  private evaluate(p: PeerPath, now: number): boolean {
+    const t = p.path.evaluate(now);
+    if (t === undefined) return false;
+    this.host.log(`fastdp: path to ${numToPeerName(p.num)} at ${p.address} is ${t === 'fastdp' ? 'up' : `down (${p.path.reason})`}`);
+    return true;
+  }
+
+  private sendHeartbeat(p: PeerPath, now: number): void {
+    const seq = p.path.sent(now);
+    const pkt = encodeHeartbeatPacket({ sender: this.host.selfNum, receiver: p.num, seq, heard: p.path.hearing(now), mtu: this.opts.mtu }, p.vxlanPort + 1);
+    this.send?.send(pkt, p.vxlanPort, p.address, (err) => {
+      if (err) this.drop('send');
+    });
+  }
+
+  private onHeartbeat(msg: Buffer): void {
+    const hb = parseHeartbeat(msg);
+    if (hb === undefined) return this.drop('malformed');
+    if (hb.receiver !== this.host.selfNum) return this.drop('not-for-us');
+    const p = this.peers.get(hb.sender);
+    if (p === undefined || p.gone) return this.drop('unknown-peer');
+    if (hb.mtu !== this.opts.mtu) {
+      // Frames bigger than the smaller side's bridge ports would be dropped there; the
+      // sleeve's PMTU discovery copes with that, the kernel path does not.
+      if (!p.mtuWarned) this.host.log(`fastdp: not using VXLAN to ${numToPeerName(p.num)}: its overlay MTU is ${hb.mtu}, ours ${this.opts.mtu}; launch both with the same --mtu`);
+      p.mtuWarned = true;
+      return this.drop('mtu');
+    }
+    const now = Date.now();
+    p.path.onHeartbeat(now, hb.heard);
+    if (this.evaluate(p, now)) this.scheduleSync();
+  }
+
+  private drop(reason: string): void {
+    this.drops[reason] = (this.drops[reason] ?? 0) + 1;
+  }
+
+  // ---- FDB ----
+  /** Run (or re-run after the current one) a sync of the kernel state with the paths. */
+  private scheduleSync(): void {
+    if (this.closed) return;
+    if (this.syncing) {
+      this.syncAgain = true;
+      return;
+    }
+    this.syncing = true;
+    void (async () => {
+      try {
+        do {
+          this.syncAgain = false;
+          await this.syncOnce();
+        } while (this.syncAgain && !this.closed);
+      } catch (err) {
+        if (!this.closed) this.host.log(`fastdp: cannot program ${this.devices.data}: ${(err as Error).message}`);
+      } finally {
+        this.syncing = false;
+      }
+    })();
+  }
+
+  private async syncOnce(): Promise<void> {
+    const dev = this.devices.data;
+    const wanted: Vtep[] = [];
+    const wantedNums = new Set<number>();
+    for (const p of this.peers.values()) {
+      if (p.path.state !== 'fastdp' || p.gone) continue;
+      if (!p.marked) {
+        p.marked = true;
+        this.host.setFastdp(p.num, true, '');
+      }
+      wanted.push({ address: p.address, port: p.vxlanPort });
+      wantedNums.add(p.num);
+    }
+    const plan = planFdb(parseFdbJson(await bridgeCmd('-j', 'fdb', 'show', 'dev', dev)), wanted, this.vxlanPort);
+    for (const d of plan.del) {
+      if (this.closed) return;
+      await bridgeCmd('fdb', 'del', d.mac, 'dev', dev, 'dst', d.dst, ...(d.port !== undefined ? ['port', String(d.port)] : [])).catch((err: Error) => {
+        if (!/No such file|not found/i.test(err.message)) throw err;
+      });
+    }
+    for (const a of plan.add) {
+      if (this.closed) return;
+      await bridgeCmd('fdb', 'append', ZERO_MAC, 'dev', dev, 'dst', a.address, 'port', String(a.port));
+    }
+    this.flowCount = plan.flows;
+    // MACs the bridge learned behind the VXLAN port may belong to a peer the kernel no
+    // longer reaches: forget them all, so frames for them flood to the TAP (and relearn).
+    if (plan.del.length) await ip('link', 'set', 'dev', dev, 'type', 'bridge_slave', 'fdb_flush');
+    const down = [...this.peers.values()].filter((p) => p.marked && !wantedNums.has(p.num));
+    if (down.length === 0) return;
+    await new Promise((r) => setTimeout(r, GRACE_MS));
+    for (const p of down) {
+      if (p.path.state === 'fastdp' && !p.gone) continue; // came back meanwhile: the next round keeps it
+      p.marked = false;
+      this.host.setFastdp(p.num, false, p.path.reason || 'connection closed');
+      if (p.gone) this.peers.delete(p.num);
+    }
+    // Until the peer's own heartbeat times out it may keep sending to us over VXLAN, and
+    // the kernel relearns its MACs: clean up again once it must have noticed.
+    const settle = setTimeout(() => this.scheduleSync(), this.timing.timeoutMs + 2 * this.timing.intervalMs);
+    settle.unref();
+    this.timers.push(settle);
+  }
+
+  /**
+   * Stop heartbeats, remove both VXLAN devices and hand the TAP back to plain bridge
+   * behaviour. Idempotent; errors (devices already gone, e.g. after `weave reset`) are
+   * ignored. Peers still marked are reported back to the sleeve.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers = [];
+    for (const s of [this.recv, this.send]) {
+      try {
+        s?.close();
+      } catch { /* not bound */ }
+    }
+    for (const d of [this.devices.data, this.devices.heartbeat]) {
+      await ip('link', 'del', 'dev', d).catch((err: unknown) => {
+        if (!(err instanceof NetdevError)) throw err;
+      });
+    }
+    for (const p of this.peers.values()) {
+      if (p.marked) this.host.setFastdp(p.num, false, 'fastdp stopped');
+    }
+    this.peers.clear();
+    await bridgeCmd('link', 'set', 'dev', TAP_NAME, 'isolated', 'off', 'learning', 'on').catch(() => undefined);
+  }
+}
+
+function bindSocket(s: dgram.Socket, port: number, address: string | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onErr = (err: Error): void => reject(new FastdpError(`cannot bind the heartbeat socket to ${address ?? '0.0.0.0'}:${port}: ${err.message}`));
+    s.once('error', onErr);
+    s.bind(port, address, () => {
+      s.off('error', onErr);
+      resolve();
+    });
+  });
+}
