@@ -31,6 +31,7 @@ import { PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION } from './protocol.js';
 import type { Report, ReportConnection, RouterEvent } from './report.js';
 import type { DataPathCounters } from './metrics.js';
 import { cidrContains } from './cidr-match.js';
+import type { Fastdp, FastdpCandidate, FastdpHost } from './fastdp.js';
 
 export const VERSION = '0.1.0';
 const GOSSIP_INTERVAL_MS = 30_000;
@@ -78,7 +79,7 @@ export interface RouterConfig {
   log: (line: string) => void;
 }
 
-export class Router extends EventEmitter implements ConnectionHost, SleeveHost {
+export class Router extends EventEmitter implements ConnectionHost, SleeveHost, FastdpHost {
   readonly selfName: PeerName;
   readonly selfNum: number;
   readonly nickname: string;
@@ -109,6 +110,12 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost {
   /** Subnet isolation; undefined lets every frame through. */
   policy: FramePolicy | undefined;
   private knownPeerNames = new Set<PeerName>();
+  // [fastdp] The kernel fast datapath (router/fastdp.ts) when running, set by the daemon;
+  // the peers whose captured frames it carries (never also sent over the sleeve); and the
+  // direct neighbours that are the next hop towards some other peer.
+  fastdp: Fastdp | undefined;
+  private readonly fastdpNums = new Set<number>();
+  private readonly relayVia = new Set<number>();
 
   constructor(readonly config: RouterConfig) {
     super();
@@ -162,6 +169,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost {
   async stop(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    await this.fastdp?.close().catch(() => undefined); // [fastdp]
     for (const c of [...this.connections]) c.close('router shutting down');
     this.tap?.close();
     this.sleeve.close();
@@ -246,7 +254,8 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost {
     const r = c.remote!;
     if (r.name === this.selfName) {
       if (c.target) this.targets.markSelf(c.target);
-      return 'cannot connect to ourself';
+      // Same name, another UID: a different router uses our peer name. Never retried.
+      return r.uid === this.uid ? 'cannot connect to ourself' : `peer name collision: ${c.address} also uses our name ${r.name} (give one of them another --name)`;
     }
     if (this.config.ipamRange && r.range && r.range !== this.config.ipamRange) {
       return `IPAM range mismatch: peer ${r.name}(${r.nickname}) uses ${r.range}, we use ${this.config.ipamRange}; relaunch one of them with the same --ipalloc-range`;
@@ -387,6 +396,34 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost {
     if (c) this.emitConnection(c, 'established');
   }
 
+  // ---- fastdp callbacks ----
+  /** Direct peers over established, unencrypted connections (plaintext or trusted subnet). */
+  fastdpCandidates(): FastdpCandidate[] {
+    const out: FastdpCandidate[] = [];
+    for (const [name, sp] of this.sleevePeers) {
+      if (sp.encrypted || !sp.established || this.byPeer.get(name)?.state !== 'ready') continue;
+      out.push({ num: sp.num, address: sp.address, port: sp.port });
+    }
+    return out;
+  }
+
+  setFastdp(num: number, on: boolean, reason: string): void {
+    if (on === this.fastdpNums.has(num)) return;
+    if (on) this.fastdpNums.add(num);
+    else this.fastdpNums.delete(num);
+    const name = numToPeerName(num);
+    const c = this.byPeer.get(name);
+    this.log(`connection to ${name}(${c?.remote?.nickname ?? ''}) now uses ${on ? 'fastdp' : `the sleeve${reason ? ` (${reason})` : ''}`}`);
+    if (c) this.emitConnection(c, 'established');
+  }
+
+  /** [fastdp] The path a connection's frames take and its MTU, for status. */
+  private pathInfo(sp: SleevePeer | undefined): { path: 'fastdp' | 'sleeve' | undefined; mtu: number | undefined } {
+    if (sp === undefined) return { path: undefined, mtu: undefined };
+    if (this.fastdpNums.has(sp.num)) return { path: 'fastdp', mtu: this.config.mtu };
+    return { path: sp.established ? 'sleeve' : undefined, mtu: sp.maxFrame - 14 };
+  }
+
   // ---- topology ----
   private localConnectionsChanged(): void {
     const conns: ConnectionSummary[] = [];
@@ -444,6 +481,12 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost {
       const hop = this.routes.unicast(p.name);
       const sp = hop === undefined ? undefined : this.sleevePeers.get(hop);
       if (sp && sp.established) this.unicastNext.set(peerNameToNum(p.name), sp);
+    }
+    // [fastdp] Neighbours that relay towards others still need broadcasts over the sleeve.
+    this.relayVia.clear();
+    for (const p of this.topology.peers()) {
+      const hop = this.routes.unicast(p.name);
+      if (hop !== undefined && hop !== p.name && hop !== this.selfName) this.relayVia.add(peerNameToNum(hop));
     }
     this.routesGeneration = this.topology.generation;
   }
@@ -563,7 +606,9 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost {
       }
       const owner = this.macs.lookup(dst);
       if (owner === undefined) this.flood(self, slab, start, end);
-      else if (owner !== self) this.unicast(self, owner, slab, start, end);
+      // [fastdp] A captured frame was flooded by the bridge (no learning on the TAP), so
+      // the kernel's VXLAN already carried it to a fastdp owner.
+      else if (owner !== self && !this.fastdpNums.has(owner)) this.unicast(self, owner, slab, start, end);
     }
     this.sleeve.flush();
   };
@@ -579,7 +624,18 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost {
 
   private flood(origin: number, buf: Buffer, start: number, end: number): void {
     const list = this.broadcastFor(origin);
-    for (let i = 0; i < list.length; i++) this.send(list[i], origin, 0, buf, start, end);
+    // [fastdp] Our own captured broadcasts reached fastdp neighbours' bridges through the
+    // kernel; a neighbour that relays further gets a relay-only copy (dst = origin),
+    // which it forwards along the tree without delivering it again.
+    const captured = origin === this.selfNum && this.fastdpNums.size !== 0;
+    for (let i = 0; i < list.length; i++) {
+      const sp = list[i];
+      if (captured && this.fastdpNums.has(sp.num)) {
+        if (this.relayVia.has(sp.num)) this.send(sp, origin, origin, buf, start, end);
+        continue;
+      }
+      this.send(sp, origin, 0, buf, start, end);
+    }
   }
 
   private send(sp: SleevePeer, origin: number, dst: number, buf: Buffer, start: number, end: number): void {
@@ -621,8 +677,31 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost {
   onFrames(peer: SleevePeer, buf: Buffer, start: number, end: number): void {
     if (this.routesGeneration !== this.topology.generation) this.recalcRoutes();
     if (!forEachFrame(buf, start, end, this.onFrame)) this.drop('malformed');
-    this.sleeve.flush();
+    // Relayed frames leave with the sleeve's flush and delivered ones with
+    // onBatchEnd, both once per received batch.
     void peer;
+  }
+
+  // [sleeve batching] TAP writes of one received datagram batch, as (offset, length)
+  // pairs into one buffer, written with one writeSlab call.
+  private tapPendingBuf: Buffer | undefined;
+  private readonly tapPending = new Uint32Array(2 * 1024);
+  private tapPendingCount = 0;
+
+  /** End of a received datagram batch: write the delivered frames to the TAP. */
+  onBatchEnd(): void {
+    this.flushTap();
+  }
+
+  private flushTap(): void {
+    const n = this.tapPendingCount;
+    if (n === 0) return;
+    const buf = this.tapPendingBuf!;
+    this.tapPendingCount = 0;
+    this.tapPendingBuf = undefined;
+    if (this.tap === undefined) return;
+    const written = this.tap.writeSlab(buf, this.tapPending, n);
+    if (written < n) this.drop('tap', n - written);
   }
 
   private readonly onFrame = (src: number, dst: number, buf: Buffer, start: number, end: number): void => {
@@ -639,6 +718,9 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost {
     } else if (dst === 0) {
       this.deliver(buf, start, end);
       this.flood(src, buf, start, end);
+    } else if (dst === src) {
+      // [fastdp] relay-only broadcast: the origin's kernel delivered it to our bridge.
+      this.flood(src, buf, start, end);
     } else {
       this.unicast(src, dst, buf, start, end);
     }
@@ -652,7 +734,15 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost {
         return;
       }
     }
-    if (this.tap !== undefined && !this.tap.write(buf, start, end - start)) this.drop('tap');
+    if (this.tap === undefined) return;
+    // [sleeve batching] queued for flushTap (the buffer is valid until onBatchEnd).
+    if (buf !== this.tapPendingBuf || this.tapPendingCount === 1024) {
+      this.flushTap();
+      this.tapPendingBuf = buf;
+    }
+    const i = 2 * this.tapPendingCount++;
+    this.tapPending[i] = start;
+    this.tapPending[i + 1] = end - start;
   }
 
   // ---- status ----
@@ -664,7 +754,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost {
     const sp = c.remote ? this.sleevePeers.get(c.remote.name) : undefined;
     this.emitEvent({
       type: 'connection', address: c.address, peer: c.remote?.name, nickname: c.remote?.nickname, state,
-      path: sp?.established ? 'sleeve' : undefined, mtu: sp ? sp.maxFrame - 14 : undefined, encrypted: sp?.encrypted, info,
+      ...this.pathInfo(sp), encrypted: sp?.encrypted, info,
     });
   }
 
@@ -678,13 +768,14 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost {
       if (c.state === 'ready' && r) {
         if (sp?.established) {
           state = 'established';
-          info = `sleeve ${r.name}(${r.nickname}) mtu=${sp.maxFrame - 14}${sp.encrypted ? ' encrypted' : ' unencrypted'}`;
+          const pi = this.pathInfo(sp);
+          info = `${pi.path} ${r.name}(${r.nickname}) mtu=${pi.mtu}${sp.encrypted ? ' encrypted' : ' unencrypted'}`;
         } else {
           state = 'pending';
           info = sp ? 'waiting for UDP heartbeats' : 'exchanging session keys';
         }
       }
-      out.push({ Address: c.address, Outbound: c.outbound, State: state, Info: info, Name: r?.name, NickName: r?.nickname, Path: sp?.established ? 'sleeve' : undefined, Encrypted: sp?.encrypted, MTU: sp ? sp.maxFrame - 14 : undefined });
+      out.push({ Address: c.address, Outbound: c.outbound, State: state, Info: info, Name: r?.name, NickName: r?.nickname, Path: this.pathInfo(sp).path, Encrypted: sp?.encrypted, MTU: this.pathInfo(sp).mtu });
     }
     for (const t of this.targets.list()) {
       if (t.state === 'retrying' || t.state === 'self') {
@@ -721,18 +812,22 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost {
         BroadcastRoutes: this.routes.broadcastAll(),
         MACs: this.macs.size,
         Drops: { ...this.drops },
-        Traffic: { sleeve: { FramesIn: this.traffic.framesIn, FramesOut: this.traffic.framesOut, BytesIn: this.traffic.bytesIn, BytesOut: this.traffic.bytesOut } },
+        Traffic: {
+          sleeve: { FramesIn: this.traffic.framesIn, FramesOut: this.traffic.framesOut, BytesIn: this.traffic.bytesIn, BytesOut: this.traffic.bytesOut },
+          ...(this.fastdp ? { fastdp: this.fastdp.traffic() } : {}),
+        },
       },
     };
   }
 
   /** Data-path and gossip counters for metrics. */
   counters(): DataPathCounters {
+    const fd = this.fastdp?.traffic(); // [fastdp] kernel counters of the VXLAN device
     return {
-      framesIn: { sleeve: this.traffic.framesIn }, framesOut: { sleeve: this.traffic.framesOut },
-      bytesIn: { sleeve: this.traffic.bytesIn }, bytesOut: { sleeve: this.traffic.bytesOut },
+      framesIn: { sleeve: this.traffic.framesIn, fastdp: fd?.FramesIn ?? 0 }, framesOut: { sleeve: this.traffic.framesOut, fastdp: fd?.FramesOut ?? 0 },
+      bytesIn: { sleeve: this.traffic.bytesIn, fastdp: fd?.BytesIn ?? 0 }, bytesOut: { sleeve: this.traffic.bytesOut, fastdp: fd?.BytesOut ?? 0 },
       drops: { ...this.drops }, gossipMessages: { ...this.gossipStats.messages }, gossipBytes: { ...this.gossipStats.bytes },
-      connectionTerminations: this.connectionTerminations, macCacheSize: this.macs.size, flows: 0,
+      connectionTerminations: this.connectionTerminations, macCacheSize: this.macs.size, flows: this.fastdp?.flows() ?? 0,
     };
   }
 

@@ -13,16 +13,31 @@
 // plain non-blocking write() calls made synchronously from JavaScript.
 //
 // JS surface (wrapped by router/tap.ts):
-//   new Tap(name, maxFrame, batch, slabBytes)
+//   new Tap(name, maxFrame, batch, slabBytes, vnetHdr?)
 //   tap.fd, tap.name
 //   tap.start(onBatch(slab, frames, count), onError(code, message))
 //   tap.write(buf, offset?, length?) -> boolean
 //   tap.writeBatch(bufs, count?) -> number
 //   tap.writeSlab(slab, frames, count) -> number
 //   tap.stats() -> { readFrames, readBatches, readTruncated, readErrors,
-//                    writeFrames, writeDrops, writeErrors, lastWriteError }
+//                    writeFrames, writeDrops, writeErrors, lastWriteError,
+//                    vnetHdr, writeCoalesced }
 //   tap.ref(), tap.unref(), tap.close()
 //   setDontFragment(fd, on)
+//
+// vnetHdr (opt-in): the TAP is opened with IFF_VNET_HDR and no offloads
+// (TUNSETOFFLOAD 0), so the kernel still hands us plain, checksummed frames
+// (their 10-byte virtio_net_hdr is read into scratch and dropped: JS sees the
+// same frames), while writeSlab may hand the kernel TCP super-frames: within
+// one writeSlab call, consecutive IPv4/TCP segments of one flow with
+// contiguous sequence numbers and identical headers (what Linux's TCP GRO
+// merges, net/ipv4/tcp_offload.c) are written as ONE frame with a
+// virtio_net_hdr saying GSO TCPV4, gso_size = the segments' payload size and a
+// partial checksum (the virtio spec's VIRTIO_NET_HDR_F_NEEDS_CSUM). The
+// bridge and the container's veth carry it whole and the container's TCP
+// takes it as one GRO'd packet; any device without TSO on the way gets it
+// re-segmented into the very same segments by the kernel. Gathered with
+// writev: the payloads are not copied.
 // Errors thrown carry a `code` (errno name, or ERR_INVALID_ARG_TYPE /
 // ERR_OUT_OF_RANGE for bad arguments).
 
@@ -37,6 +52,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -50,6 +66,84 @@ constexpr double kMinFrame = 64;          // smaller cannot hold an Ethernet hea
 constexpr double kMaxFrame = 1 << 20;     // far above the 65535-byte TAP MTU limit
 constexpr double kMaxBatch = 65536;
 constexpr double kMaxSlab = 256.0 * 1024 * 1024;
+
+// virtio_net_hdr (include/uapi/linux/virtio_net.h), native byte order as tun
+// uses for the legacy header on little-endian hosts.
+struct VnetHdr {
+  uint8_t flags;
+  uint8_t gso_type;
+  uint16_t hdr_len;
+  uint16_t gso_size;
+  uint16_t csum_start;
+  uint16_t csum_offset;
+};
+static_assert(sizeof(VnetHdr) == 10, "virtio_net_hdr is 10 bytes");
+constexpr uint8_t kVnetNeedsCsum = 1;  // VIRTIO_NET_HDR_F_NEEDS_CSUM
+constexpr uint8_t kVnetGsoTcpv4 = 1;   // VIRTIO_NET_HDR_GSO_TCPV4
+// Most segments merged into one super-frame (Linux GRO stops at 64 too).
+constexpr size_t kMaxMerge = 64;
+
+inline uint16_t Rd16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
+inline uint32_t Rd32(const uint8_t* p) {
+  return (static_cast<uint32_t>(p[0]) << 24) | (static_cast<uint32_t>(p[1]) << 16) | (static_cast<uint32_t>(p[2]) << 8) | p[3];
+}
+
+// RFC 1071 one's-complement sum of 16-bit big-endian words, not folded.
+uint32_t SumWords(const uint8_t* p, size_t n, uint32_t sum) {
+  for (; n > 1; p += 2, n -= 2) sum += Rd16(p);
+  if (n == 1) sum += static_cast<uint32_t>(p[0]) << 8;
+  return sum;
+}
+inline uint16_t Fold(uint32_t sum) {
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<uint16_t>(sum);
+}
+
+// An IPv4/TCP segment that TCP GRO could merge: Ethernet II without VLAN,
+// IPv4 without options or fragmentation, no Ethernet padding, only ACK (and
+// PSH) set, some payload.
+struct TcpSeg {
+  const uint8_t* p;
+  size_t hdr;      // Ethernet + IP + TCP header bytes
+  size_t thl;      // TCP header bytes
+  size_t payload;  // TCP payload bytes
+  uint32_t seq;
+  uint8_t flags;
+};
+
+bool ParseTcpSeg(const uint8_t* p, size_t len, TcpSeg* s) {
+  if (len < 14 + 20 + 20 || p[12] != 0x08 || p[13] != 0x00) return false;
+  const uint8_t* ip = p + 14;
+  if (ip[0] != 0x45 || ip[9] != 6) return false;
+  if (Rd16(ip + 2) != len - 14) return false;
+  if ((Rd16(ip + 6) & 0x3fff) != 0) return false;
+  const uint8_t* th = ip + 20;
+  size_t thl = static_cast<size_t>(th[12] >> 4) * 4;
+  if (thl < 20 || 14 + 20 + thl >= len) return false;
+  uint8_t fl = th[13];
+  if ((fl & ~0x18) != 0 || !(fl & 0x10)) return false;
+  s->p = p;
+  s->thl = thl;
+  s->hdr = 14 + 20 + thl;
+  s->payload = len - s->hdr;
+  s->seq = Rd32(th + 4);
+  s->flags = fl;
+  return true;
+}
+
+// Same flow and the same headers apart from sequence number, IP id/length/
+// checksum, TCP checksum and PSH: MACs, TOS, DF, TTL, addresses, ports, ack,
+// window and every option byte (timestamps included), as Linux GRO requires.
+bool SameHeaders(const TcpSeg& a, const TcpSeg& b) {
+  if (a.thl != b.thl || memcmp(a.p, b.p, 12) != 0) return false;
+  const uint8_t* ia = a.p + 14;
+  const uint8_t* ib = b.p + 14;
+  if (ia[1] != ib[1] || (ia[6] & 0x40) != (ib[6] & 0x40) || ia[8] != ib[8] || memcmp(ia + 12, ib + 12, 8) != 0) return false;
+  const uint8_t* ta = ia + 20;
+  const uint8_t* tb = ib + 20;
+  return memcmp(ta, tb, 4) == 0 && memcmp(ta + 8, tb + 8, 4) == 0 && memcmp(ta + 14, tb + 14, 2) == 0 &&
+         memcmp(ta + 20, tb + 20, a.thl - 20) == 0;
+}
 
 // Symbolic errno name for the `code` property, matching Node's own error codes.
 std::string ErrnoName(int err) {
@@ -165,7 +259,11 @@ class Tap : public Napi::ObjectWrap<Tap> {
     slab_ref_ = Napi::Persistent(slab);
     frames_ref_ = Napi::Persistent(frames);
 
-    fd_ = OpenTap(env, name, &name_);  // throws with a one-line message
+    if (!info[4].IsUndefined()) {
+      if (!info[4].IsBoolean()) ThrowType(env, "vnetHdr must be a boolean");
+      vnet_ = info[4].As<Napi::Boolean>().Value();
+    }
+    fd_ = OpenTap(env, name, &name_, vnet_);  // throws with a one-line message
     napi_add_env_cleanup_hook(env, CleanupHook, this);
     hook_added_ = true;
   }
@@ -178,7 +276,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
  private:
   // Opens /dev/net/tun and attaches it to TAP `name` (created if absent);
   // `actual` receives the name the kernel settled on.
-  static int OpenTap(Napi::Env env, const std::string& name, std::string* actual) {
+  static int OpenTap(Napi::Env env, const std::string& name, std::string* actual, bool vnet) {
     int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
       int err = errno;
@@ -194,7 +292,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
     memset(&ifr, 0, sizeof ifr);
     // IFF_NO_PI: frames carry no 4-byte packet-information prefix. No
     // IFF_VNET_HDR: frames are plain Ethernet, already checksummed/segmented.
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (vnet ? IFF_VNET_HDR : 0);
     memcpy(ifr.ifr_name, name.data(), name.size());
     if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
       int err = errno;
@@ -213,6 +311,17 @@ class Tap : public Napi::ObjectWrap<Tap> {
       }
     }
     actual->assign(ifr.ifr_name, strnlen(ifr.ifr_name, IFNAMSIZ));
+    if (vnet) {
+      // A 10-byte header, and no offloads towards us: the kernel keeps
+      // segmenting and checksumming what it hands us.
+      int hs = sizeof(VnetHdr);
+      unsigned off = 0;
+      if (ioctl(fd, TUNSETVNETHDRSZ, &hs) < 0 || ioctl(fd, TUNSETOFFLOAD, off) < 0) {
+        int err = errno;
+        close(fd);
+        ThrowCode(env, ErrnoName(err), "configuring the virtio-net header of TAP " + name + " failed: " + strerror(err));
+      }
+    }
     return fd;
   }
 
@@ -288,13 +397,35 @@ class Tap : public Napi::ObjectWrap<Tap> {
     int err = 0;
     const size_t want = max_frame_ + 1;  // one spare byte tells a frame longer than maxFrame
     while (n < batch_ && slab_bytes_ - pos >= want) {
-      ssize_t r = read(fd_, slab_data_ + pos, want);
+      ssize_t r;
+      VnetHdr vh;
+      if (vnet_) {
+        struct iovec iov[2] = {{&vh, sizeof vh}, {slab_data_ + pos, want}};
+        r = readv(fd_, iov, 2);
+      } else {
+        r = read(fd_, slab_data_ + pos, want);
+      }
       if (r < 0) {
         if (errno == EINTR) continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK) err = errno;
         break;
       }
       if (r == 0) break;
+      if (vnet_) {
+        if (static_cast<size_t>(r) < sizeof vh || vh.gso_type != 0) {
+          // No offloads were granted, so no GSO frame should come; never pass one on.
+          read_truncated_++;
+          continue;
+        }
+        r -= sizeof vh;
+        if ((vh.flags & kVnetNeedsCsum) && static_cast<size_t>(vh.csum_start) + vh.csum_offset + 2 <= static_cast<size_t>(r)) {
+          // Finish a partial checksum the kernel left to the "device".
+          uint8_t* f = slab_data_ + pos;
+          uint16_t c = static_cast<uint16_t>(~Fold(SumWords(f + vh.csum_start, static_cast<size_t>(r) - vh.csum_start, 0)));
+          f[vh.csum_start + vh.csum_offset] = static_cast<uint8_t>(c >> 8);
+          f[vh.csum_start + vh.csum_offset + 1] = static_cast<uint8_t>(c);
+        }
+      }
       if (static_cast<size_t>(r) > max_frame_) {
         // The kernel cut the frame at `want` bytes: a corrupt frame, dropped.
         read_truncated_++;
@@ -352,7 +483,14 @@ class Tap : public Napi::ObjectWrap<Tap> {
       return EBADF;
     }
     for (;;) {
-      ssize_t r = ::write(fd_, p, len);
+      ssize_t r;
+      if (vnet_) {
+        static const VnetHdr kPlain = {0, 0, 0, 0, 0, 0};
+        struct iovec iov[2] = {{const_cast<VnetHdr*>(&kPlain), sizeof kPlain}, {const_cast<uint8_t*>(p), len}};
+        r = ::writev(fd_, iov, 2);
+      } else {
+        r = ::write(fd_, p, len);
+      }
       if (r >= 0) {
         write_frames_++;
         return 0;
@@ -433,6 +571,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
                             ") lies outside the " + std::to_string(len) + "-byte slab");
       }
     }
+    if (vnet_ && merge_) return Napi::Number::New(env, WriteMerged(data, f, count));
     uint32_t written = 0;
     for (size_t i = 0; i < count; i++) {
       int err = WriteFrame(data + f[2 * i], f[2 * i + 1]);
@@ -444,6 +583,114 @@ class Tap : public Napi::ObjectWrap<Tap> {
       }
     }
     return Napi::Number::New(env, written);
+  }
+
+  // writeSlab with TCP segment merging (vnetHdr). Returns frames written,
+  // each segment of a super-frame counted.
+  uint32_t WriteMerged(const uint8_t* data, const uint32_t* f, size_t count) {
+    uint32_t written = 0;
+    size_t i = 0;
+    while (i < count) {
+      TcpSeg a, b;
+      size_t run = 1;
+      size_t total = 0;
+      uint8_t last_flags = 0;
+      if (i + 1 < count && ParseTcpSeg(data + f[2 * i], f[2 * i + 1], &a) && !(a.flags & 0x08)) {
+        total = a.payload;
+        last_flags = a.flags;
+        uint32_t next = a.seq + static_cast<uint32_t>(a.payload);
+        while (i + run < count && run < kMaxMerge) {
+          const size_t j = i + run;
+          if (!ParseTcpSeg(data + f[2 * j], f[2 * j + 1], &b) || !SameHeaders(a, b) || b.seq != next || b.payload > a.payload ||
+              20 + a.thl + total + b.payload > 65535) {
+            break;
+          }
+          total += b.payload;
+          next += static_cast<uint32_t>(b.payload);
+          last_flags = b.flags;
+          run++;
+          if (b.payload < a.payload || (b.flags & 0x08)) break;  // a short or pushed segment ends the run
+        }
+      }
+      if (run == 1) {
+        int err = WriteFrame(data + f[2 * i], f[2 * i + 1]);
+        if (err == 0) {
+          written++;
+        } else if (err == EAGAIN) {
+          write_drops_ += count - i - 1;
+          break;
+        }
+        i++;
+        continue;
+      }
+      int err = WriteSuper(data, f, i, run, a, total, last_flags);
+      if (err == 0) {
+        written += static_cast<uint32_t>(run);
+        write_frames_ += run;
+        write_coalesced_ += run;
+      } else if (err == EAGAIN) {
+        write_drops_ += count - i;
+        break;
+      } else if (err == EINVAL) {
+        // The kernel refused the super-frame: stop merging, send these one by one.
+        merge_ = false;
+        for (size_t k = i; k < i + run; k++) {
+          if (WriteFrame(data + f[2 * k], f[2 * k + 1]) == 0) written++;
+        }
+      } else {
+        write_errors_ += run;
+      }
+      i += run;
+    }
+    return written;
+  }
+
+  // Writes segments [i, i+run) as one GSO frame: the first segment's headers
+  // with the total length, PSH of the last, a fresh IPv4 checksum and the TCP
+  // pseudo-header sum as partial checksum; payloads gathered in place.
+  int WriteSuper(const uint8_t* data, const uint32_t* f, size_t i, size_t run, const TcpSeg& a, size_t total, uint8_t last_flags) {
+    uint8_t* h = merge_hdr_;
+    memcpy(h, a.p, a.hdr);
+    uint8_t* ip = h + 14;
+    const size_t ip_len = 20 + a.thl + total;
+    ip[2] = static_cast<uint8_t>(ip_len >> 8);
+    ip[3] = static_cast<uint8_t>(ip_len);
+    ip[10] = ip[11] = 0;
+    uint16_t ic = static_cast<uint16_t>(~Fold(SumWords(ip, 20, 0)));
+    ip[10] = static_cast<uint8_t>(ic >> 8);
+    ip[11] = static_cast<uint8_t>(ic);
+    uint8_t* th = ip + 20;
+    th[13] = last_flags;
+    const size_t tcp_len = a.thl + total;
+    uint16_t pc = Fold(SumWords(ip + 12, 8, 6 + static_cast<uint32_t>(tcp_len)));
+    th[16] = static_cast<uint8_t>(pc >> 8);
+    th[17] = static_cast<uint8_t>(pc);
+    VnetHdr vh;
+    vh.flags = kVnetNeedsCsum;
+    vh.gso_type = kVnetGsoTcpv4;
+    vh.hdr_len = static_cast<uint16_t>(a.hdr);
+    vh.gso_size = static_cast<uint16_t>(a.payload);
+    vh.csum_start = 14 + 20;
+    vh.csum_offset = 16;
+    struct iovec iov[2 + kMaxMerge];
+    iov[0] = {&vh, sizeof vh};
+    iov[1] = {h, a.hdr};
+    for (size_t k = 0; k < run; k++) {
+      const uint8_t* p = data + f[2 * (i + k)];
+      iov[2 + k] = {const_cast<uint8_t*>(p + a.hdr), f[2 * (i + k) + 1] - a.hdr};
+    }
+    if (fd_ < 0) {
+      last_write_errno_ = EBADF;
+      return EBADF;
+    }
+    for (;;) {
+      ssize_t r = ::writev(fd_, iov, static_cast<int>(2 + run));
+      if (r >= 0) return 0;
+      int err = errno;
+      if (err == EINTR) continue;
+      last_write_errno_ = err;
+      return err == EWOULDBLOCK ? EAGAIN : err;
+    }
   }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {
@@ -461,6 +708,8 @@ class Tap : public Napi::ObjectWrap<Tap> {
     } else {
       o.Set("lastWriteError", env.Null());
     }
+    o.Set("vnetHdr", vnet_);
+    o.Set("writeCoalesced", static_cast<double>(write_coalesced_));
     return o;
   }
 
@@ -539,6 +788,10 @@ class Tap : public Napi::ObjectWrap<Tap> {
   uint64_t write_drops_ = 0;
   uint64_t write_errors_ = 0;
   int last_write_errno_ = 0;
+  bool vnet_ = false;
+  bool merge_ = true;
+  uint64_t write_coalesced_ = 0;
+  uint8_t merge_hdr_[14 + 60 + 60];
 };
 
 // setDontFragment(fd, on): on → IP_PMTUDISC_PROBE: the kernel sets DF on every

@@ -1,0 +1,790 @@
+// Batched UDP socket for tsweave's sleeve (Linux only; IPv4).
+//
+// Why native rather than node:dgram: dgram makes one sendmsg() syscall, one
+// SendWrap object and one completion callback per datagram, and one JS
+// 'message' event (with a fresh Buffer and rinfo object) per received
+// datagram. At ~100 k datagrams/s that per-datagram overhead is most of the
+// sleeve's CPU time. Here, in the spirit of wireguard-go's conn/ package
+// (batched ReceiveFunc / Send over recvmmsg(2) and sendmmsg(2)):
+//   - receiving: a uv_poll handle on the main loop watches the non-blocking
+//     socket; each wake-up drains up to `batch` datagrams with ONE recvmmsg()
+//     into fixed slots of one preallocated slab and calls JS ONCE with
+//     (slab, meta, count), meta holding per datagram
+//     [offset, length, source IPv4 as uint32, source port];
+//   - sending: JS packs datagrams into a slab of its own plus a table of
+//     [offset, length, destination IPv4 as uint32, destination port] rows and
+//     hands the whole batch over in ONE call, which becomes one sendmmsg()
+//     per 1024 datagrams (UIO_MAXIOV). Sends never block and never throw for
+//     I/O: a full socket buffer (EAGAIN/ENOBUFS) drops the rest of the batch,
+//     EMSGSIZE drops that datagram, other errors skip it; all are counted.
+// Segmentation offload (Linux ≥ 4.18 / 5.0, udp(7) UDP_SEGMENT / UDP_GRO), as
+// wireguard-go and quic-go use it: consecutive table rows flagged 0x10000 in
+// the port column, going to the same address and port with equal lengths
+// (the last may be shorter), leave in ONE sendmsg with a UDP_SEGMENT control
+// message, so the kernel builds one super-packet that crosses the IP stack
+// (and veths and bridges) once and is cut into the same datagrams at the
+// latest possible point. With UDP_GRO set, such super-packets (and ones a
+// NIC's GRO merged) are received whole and split here into meta rows, so JS
+// sees the same datagrams either way. A GSO send the kernel refuses (EIO: no
+// checksum offload on the route; EINVAL: segment above the path MTU) is
+// retried datagram by datagram, which reports the per-datagram errors; EIO
+// turns GSO off for the socket.
+// Socket options: SO_REUSEADDR only when asked (for UDP it lets a second
+// socket bind the same port silently, which would hide a second router);
+// SO_RCVBUFFORCE / SO_SNDBUFFORCE (falling
+// back to SO_RCVBUF / SO_SNDBUF, capped by net.core.[rw]mem_max, without
+// CAP_NET_ADMIN); IP_MTU_DISCOVER = IP_PMTUDISC_PROBE so every datagram
+// carries DF and is never fragmented locally, while ICMP "fragmentation
+// needed" does not shrink a cached path MTU (the sleeve probes each peer's
+// PMTU itself, as Weave's sleeve does). See ip(7), udp(7), socket(7).
+//
+// JS surface (wrapped by router/udp.ts):
+//   new UdpSocket({ address, port, batch, slotBytes, bufferBytes, dontFragment, reuseAddr, gso, gro })
+//   sock.fd, sock.localPort, sock.slotStride
+//   sock.start(onBatch(slab, meta, count), onError(code, message))
+//   sock.sendBatch(slab, table, count) -> datagrams the kernel took
+//   sock.send(buf, offset, length, addr, port) -> boolean
+//   sock.stats() -> { recvDatagrams, recvBatches, recvTruncated, recvErrors,
+//                     sendDatagrams, sendCalls, sendDropsFull, sendDropsTooBig,
+//                     sendErrors, lastSendError, recvBufferBytes, sendBufferBytes,
+//                     sendCoalesced, recvCoalesced, gso, gro }
+//   sock.ref(), sock.unref(), sock.close()
+//   routeMtu(addr) -> MTU of the route towards addr, 0 if none
+// Thrown errors carry a `code` (errno name, or ERR_INVALID_ARG_TYPE /
+// ERR_OUT_OF_RANGE for bad arguments).
+
+#include <napi.h>
+#include <uv.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr double kMaxBatch = 1024;                 // recvmmsg vlen cap (UIO_MAXIOV)
+constexpr double kMaxSlot = 65536;                 // largest UDP payload + 1 spare byte
+constexpr double kMinSlot = 64;
+constexpr double kMaxBuffer = 256.0 * 1024 * 1024;
+constexpr size_t kSendChunk = 1024;                // sendmmsg vlen cap (UIO_MAXIOV)
+constexpr size_t kMetaStride = 4;                  // uint32s per datagram in meta/table
+// Send-table flag in the port column: this datagram may share one UDP GSO
+// send with its neighbours (same destination, equal lengths).
+constexpr uint32_t kCoalesce = 0x10000;
+// UDP_MAX_SEGMENTS in the kernel (include/linux/udp.h) is 64 on older kernels.
+constexpr size_t kMaxSegments = 64;
+// Total payload of one GSO send must stay below the 65535-byte UDP length.
+constexpr size_t kMaxGsoBytes = 65507;
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
+std::string ErrnoName(int err) {
+  char buf[64];
+  uv_err_name_r(-err, buf, sizeof buf);
+  return buf;
+}
+
+[[noreturn]] void ThrowCode(Napi::Env env, const std::string& code, const std::string& msg) {
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Set("code", Napi::String::New(env, code));
+  throw e;
+}
+
+[[noreturn]] void ThrowType(Napi::Env env, const std::string& msg) {
+  Napi::TypeError e = Napi::TypeError::New(env, msg);
+  e.Set("code", Napi::String::New(env, "ERR_INVALID_ARG_TYPE"));
+  throw e;
+}
+
+[[noreturn]] void ThrowRange(Napi::Env env, const std::string& msg) {
+  Napi::RangeError e = Napi::RangeError::New(env, msg);
+  e.Set("code", Napi::String::New(env, "ERR_OUT_OF_RANGE"));
+  throw e;
+}
+
+double IntArg(Napi::Env env, const Napi::Value& v, const char* what, double lo, double hi, double dflt) {
+  if (v.IsUndefined()) return dflt;
+  if (!v.IsNumber()) ThrowType(env, std::string(what) + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= lo && d <= hi) || std::floor(d) != d) {
+    ThrowRange(env, std::string(what) + " must be an integer in [" + std::to_string((long long)lo) + ", " +
+                        std::to_string((long long)hi) + "], got " + v.ToString().Utf8Value());
+  }
+  return d;
+}
+
+void BytesArg(Napi::Env env, napi_value v, const char* what, uint8_t** data, size_t* len) {
+  bool is = false;
+  napi_is_buffer(env, v, &is);
+  if (!is) ThrowType(env, std::string(what) + " must be a Buffer or Uint8Array");
+  void* p = nullptr;
+  if (napi_get_buffer_info(env, v, &p, len) != napi_ok) ThrowType(env, std::string(what) + " is not readable");
+  *data = static_cast<uint8_t*>(p);
+}
+
+Napi::Uint32Array U32Arg(Napi::Env env, const Napi::Value& v, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
+    ThrowType(env, std::string(what) + " must be a Uint32Array of [offset, length, address, port] rows");
+  }
+  return v.As<Napi::Uint32Array>();
+}
+
+bool BoolOpt(Napi::Env env, Napi::Object o, const char* name, bool dflt) {
+  Napi::Value v = o.Get(name);
+  if (v.IsUndefined()) return dflt;
+  if (!v.IsBoolean()) ThrowType(env, std::string(name) + " must be a boolean");
+  return v.As<Napi::Boolean>().Value();
+}
+
+// Sets a buffer size, privileged variant first; returns the size the kernel reports.
+int SetBuffer(int fd, int force_opt, int opt, int bytes) {
+  if (setsockopt(fd, SOL_SOCKET, force_opt, &bytes, sizeof bytes) < 0) {
+    (void)setsockopt(fd, SOL_SOCKET, opt, &bytes, sizeof bytes);
+  }
+  int got = 0;
+  socklen_t gl = sizeof got;
+  if (getsockopt(fd, SOL_SOCKET, opt, &got, &gl) < 0) return 0;
+  return got;
+}
+
+class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "UdpSocket",
+                       {
+                           InstanceAccessor<&UdpSocket::GetFd>("fd"),
+                           InstanceAccessor<&UdpSocket::GetLocalPort>("localPort"),
+                           InstanceAccessor<&UdpSocket::GetSlotStride>("slotStride"),
+                           InstanceMethod<&UdpSocket::Start>("start"),
+                           InstanceMethod<&UdpSocket::SendBatch>("sendBatch"),
+                           InstanceMethod<&UdpSocket::Send>("send"),
+                           InstanceMethod<&UdpSocket::Stats>("stats"),
+                           InstanceMethod<&UdpSocket::RefMethod>("ref"),
+                           InstanceMethod<&UdpSocket::UnrefMethod>("unref"),
+                           InstanceMethod<&UdpSocket::Close>("close"),
+                       });
+  }
+
+  // new UdpSocket({ address = "0.0.0.0", port, batch = 64, slotBytes = 65536,
+  //                 bufferBytes = 4 MiB, dontFragment = true, reuseAddr = false })
+  explicit UdpSocket(const Napi::CallbackInfo& info) : Napi::ObjectWrap<UdpSocket>(info), env_(info.Env()) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) ThrowType(env, "UDP socket options must be an object");
+    Napi::Object o = info[0].As<Napi::Object>();
+    std::string address = "0.0.0.0";
+    Napi::Value av = o.Get("address");
+    if (!av.IsUndefined()) {
+      if (!av.IsString()) ThrowType(env, "address must be a string (an IPv4 address)");
+      address = av.As<Napi::String>().Utf8Value();
+    }
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    if (inet_pton(AF_INET, address.c_str(), &sa.sin_addr) != 1) {
+      ThrowCode(env, "EINVAL", "UDP bind address '" + address + "' is not an IPv4 address");
+    }
+    Napi::Value pv = o.Get("port");
+    if (pv.IsUndefined()) ThrowType(env, "port must be a number");
+    port_ = static_cast<int>(IntArg(env, pv, "port", 0, 65535, 0));
+    sa.sin_port = htons(static_cast<uint16_t>(port_));
+    batch_ = static_cast<size_t>(IntArg(env, o.Get("batch"), "batch", 1, kMaxBatch, 64));
+    slot_ = static_cast<size_t>(IntArg(env, o.Get("slotBytes"), "slotBytes", kMinSlot, kMaxSlot, kMaxSlot));
+    int buffer = static_cast<int>(IntArg(env, o.Get("bufferBytes"), "bufferBytes", 0, kMaxBuffer, 4 << 20));
+    bool df = BoolOpt(env, o, "dontFragment", true);
+    bool reuse = BoolOpt(env, o, "reuseAddr", false);
+    gso_ = BoolOpt(env, o, "gso", true);
+    bool want_gro = BoolOpt(env, o, "gro", true);
+    // Slots start on cache lines, and consecutive slots are offset by one extra
+    // line so that datagrams at the same position in big power-of-two slots do
+    // not all land in the same cache sets.
+    stride_ = ((slot_ + 63) & ~static_cast<size_t>(63)) + 64;
+
+    // Buffers first, so an allocation failure leaks no fd.
+    Napi::Buffer<uint8_t> slab = Napi::Buffer<uint8_t>::New(env, stride_ * batch_);
+    // A coalesced datagram splits into up to kMaxSegments rows.
+    meta_rows_ = batch_ * kMaxSegments;
+    Napi::Uint32Array meta = Napi::Uint32Array::New(env, kMetaStride * meta_rows_);
+    slab_data_ = slab.Data();
+    meta_data_ = meta.Data();
+    slab_ref_ = Napi::Persistent(slab);
+    meta_ref_ = Napi::Persistent(meta);
+    rmsgs_.resize(batch_);
+    riov_.resize(batch_);
+    raddr_.resize(batch_);
+    rctrl_.resize(batch_);
+    for (size_t i = 0; i < batch_; i++) {
+      riov_[i].iov_base = slab_data_ + i * stride_;
+      riov_[i].iov_len = slot_;
+      memset(&rmsgs_[i], 0, sizeof rmsgs_[i]);
+      rmsgs_[i].msg_hdr.msg_iov = &riov_[i];
+      rmsgs_[i].msg_hdr.msg_iovlen = 1;
+      rmsgs_[i].msg_hdr.msg_name = &raddr_[i];
+    }
+    smsgs_.resize(kSendChunk);
+    siov_.resize(kSendChunk);
+    saddr_.resize(kSendChunk);
+    sctrl_.resize(kSendChunk);
+    msg_row_.resize(kSendChunk);
+    msg_run_.resize(kSendChunk);
+
+    fd_ = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd_ < 0) {
+      int err = errno;
+      ThrowCode(env, ErrnoName(err), std::string("cannot create a UDP socket: ") + strerror(err));
+    }
+    if (reuse) {
+      int one = 1;
+      (void)setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    }
+    if (buffer > 0) {
+      rcvbuf_ = SetBuffer(fd_, SO_RCVBUFFORCE, SO_RCVBUF, buffer);
+      sndbuf_ = SetBuffer(fd_, SO_SNDBUFFORCE, SO_SNDBUF, buffer);
+    }
+    int pmtu = df ? IP_PMTUDISC_PROBE : IP_PMTUDISC_DONT;
+    if (setsockopt(fd_, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu) < 0) {
+      int err = errno;
+      CloseNative();
+      ThrowCode(env, ErrnoName(err), std::string("cannot set IP_MTU_DISCOVER on the UDP socket: ") + strerror(err));
+    }
+    if (bind(fd_, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) < 0) {
+      int err = errno;
+      CloseNative();
+      std::string p = std::to_string(port_);
+      switch (err) {
+        case EADDRINUSE:
+          ThrowCode(env, "EADDRINUSE", "UDP port " + p + " is already in use: is another router running in this network namespace?");
+        case EACCES:
+          ThrowCode(env, "EACCES", "binding UDP port " + p + " needs root (CAP_NET_BIND_SERVICE)");
+        case EADDRNOTAVAIL:
+          ThrowCode(env, "EADDRNOTAVAIL", "cannot bind UDP port " + p + " on " + address + ": not an address of this host");
+        default:
+          ThrowCode(env, ErrnoName(err), "cannot bind UDP port " + p + ": " + strerror(err));
+      }
+    }
+    // GRO needs slots that hold a whole super-packet.
+    if (want_gro && slot_ >= 65536) {
+      int on = 1;
+      gro_ = setsockopt(fd_, SOL_UDP, UDP_GRO, &on, sizeof on) == 0;
+    }
+    struct sockaddr_in bound;
+    socklen_t bl = sizeof bound;
+    if (getsockname(fd_, reinterpret_cast<struct sockaddr*>(&bound), &bl) == 0) port_ = ntohs(bound.sin_port);
+    napi_add_env_cleanup_hook(env, CleanupHook, this);
+    hook_added_ = true;
+  }
+
+  ~UdpSocket() override {
+    CloseNative();
+    if (hook_added_) napi_remove_env_cleanup_hook(env_, CleanupHook, this);
+  }
+
+ private:
+  Napi::Value GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
+  Napi::Value GetLocalPort(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), port_); }
+  Napi::Value GetSlotStride(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(stride_));
+  }
+
+  // start(onBatch, onError): begin polling; onBatch(slab, meta, count) per wake-up.
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_) ThrowCode(env, "ECLOSED", "UDP socket on port " + std::to_string(port_) + " is closed");
+    if (started_) ThrowCode(env, "EALREADY", "UDP socket on port " + std::to_string(port_) + " is already started");
+    if (!info[0].IsFunction()) ThrowType(env, "onBatch must be a function");
+    if (!info[1].IsUndefined() && !info[1].IsFunction()) ThrowType(env, "onError must be a function");
+    uv_loop_t* loop = nullptr;
+    if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) ThrowCode(env, "EINVAL", "no libuv event loop");
+    std::unique_ptr<uv_poll_t> poll(new uv_poll_t);
+    int rc = uv_poll_init_socket(loop, poll.get(), fd_);
+    if (rc < 0) ThrowCode(env, uv_err_name(rc), std::string("polling the UDP socket failed: ") + uv_strerror(rc));
+    poll->data = this;
+    rc = uv_poll_start(poll.get(), UV_READABLE, OnPoll);
+    if (rc < 0) {
+      uv_close(reinterpret_cast<uv_handle_t*>(poll.release()), FreePoll);
+      ThrowCode(env, uv_err_name(rc), std::string("polling the UDP socket failed: ") + uv_strerror(rc));
+    }
+    poll_ = poll.release();
+    if (!refed_) uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
+    on_batch_ = Napi::Persistent(info[0].As<Napi::Function>());
+    if (info[1].IsFunction()) on_error_ = Napi::Persistent(info[1].As<Napi::Function>());
+    async_ctx_.reset(new Napi::AsyncContext(env, "UdpRecv", Value()));
+    Ref();
+    strong_ = true;
+    started_ = true;
+    return env.Undefined();
+  }
+
+  static void FreePoll(uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); }
+
+  static void OnPoll(uv_poll_t* h, int status, int events) {
+    UdpSocket* self = static_cast<UdpSocket*>(h->data);
+    if (self == nullptr || self->closed_) return;
+    Napi::Env env(self->env_);
+    Napi::HandleScope scope(env);
+    try {
+      Napi::Object keep = self->Value();
+      if (status < 0) {
+        // libuv stops the handle on POLLERR; a receive names the real error.
+        if (!self->Drain(env, keep) && !self->closed_) self->Fail(env, keep, -status);
+        return;
+      }
+      if (events & UV_READABLE) self->Drain(env, keep);
+    } catch (const Napi::Error& e) {
+      napi_fatal_exception(env, e.Value());
+    }
+  }
+
+  // One recvmmsg() of up to `batch` datagrams, one JS call. Returns true if
+  // an error was reported (receive error, or an exception from onBatch).
+  bool Drain(Napi::Env env, Napi::Object keep) {
+    for (size_t i = 0; i < batch_; i++) {
+      struct msghdr& mh = rmsgs_[i].msg_hdr;
+      mh.msg_namelen = sizeof(struct sockaddr_in);
+      mh.msg_flags = 0;
+      if (gro_) {
+        mh.msg_control = rctrl_[i].buf;
+        mh.msg_controllen = sizeof rctrl_[i].buf;
+      }
+    }
+    int r;
+    do {
+      r = recvmmsg(fd_, rmsgs_.data(), static_cast<unsigned>(batch_), MSG_DONTWAIT, nullptr);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+      int err = errno;
+      if (err == EAGAIN || err == EWOULDBLOCK) return false;
+      // ICMP errors queued on the socket (ECONNREFUSED...) are per-datagram
+      // noise for an unconnected socket: count them and keep reading.
+      if (err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH || err == EMSGSIZE) {
+        recv_errors_++;
+        return false;
+      }
+      Fail(env, keep, err);
+      return true;
+    }
+    size_t n = 0;
+    for (int i = 0; i < r; i++) {
+      struct msghdr& mh = rmsgs_[i].msg_hdr;
+      if (mh.msg_flags & MSG_TRUNC) {
+        recv_truncated_++;
+        continue;
+      }
+      const struct sockaddr_in& from = raddr_[i];
+      const uint32_t addr = ntohl(from.sin_addr.s_addr);
+      const uint32_t port = ntohs(from.sin_port);
+      const size_t base = i * stride_;
+      const size_t len = rmsgs_[i].msg_len;
+      size_t seg = 0;
+      if (gro_) {
+        for (struct cmsghdr* c = CMSG_FIRSTHDR(&mh); c != nullptr; c = CMSG_NXTHDR(&mh, c)) {
+          if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+            int g;
+            memcpy(&g, CMSG_DATA(c), sizeof g);
+            if (g > 0) seg = static_cast<size_t>(g);
+          }
+        }
+      }
+      if (seg == 0 || seg >= len) seg = len;
+      else recv_coalesced_ += (len + seg - 1) / seg;
+      // An empty datagram is still one row; a coalesced one is one row per segment.
+      size_t at = 0;
+      do {
+        if (n == meta_rows_) {
+          recv_truncated_++;
+          break;
+        }
+        size_t l = len - at < seg ? len - at : seg;
+        uint32_t* m = meta_data_ + kMetaStride * n;
+        m[0] = static_cast<uint32_t>(base + at);
+        m[1] = static_cast<uint32_t>(l);
+        m[2] = addr;
+        m[3] = port;
+        n++;
+        at += l;
+      } while (at < len);
+    }
+    if (n == 0) return false;
+    recv_datagrams_ += n;
+    recv_batches_++;
+    napi_value args[3] = {slab_ref_.Value(), meta_ref_.Value(), Napi::Number::New(env, static_cast<double>(n))};
+    try {
+      on_batch_.MakeCallback(keep, 3, args, *async_ctx_);
+    } catch (const Napi::Error& e) {
+      napi_fatal_exception(env, e.Value());
+      return true;
+    }
+    return false;
+  }
+
+  void Fail(Napi::Env env, Napi::Object keep, int err) {
+    recv_errors_++;
+    if (poll_ != nullptr) uv_poll_stop(poll_);
+    std::string code = ErrnoName(err);
+    std::string msg = "UDP port " + std::to_string(port_) + ": receive failed: " + strerror(err) + "; receiving stopped";
+    if (on_error_.IsEmpty()) {
+      Napi::Error e = Napi::Error::New(env, msg);
+      e.Set("code", Napi::String::New(env, code));
+      napi_fatal_exception(env, e.Value());
+      return;
+    }
+    try {
+      on_error_.MakeCallback(keep, {Napi::String::New(env, code), Napi::String::New(env, msg)}, *async_ctx_);
+    } catch (const Napi::Error& e) {
+      napi_fatal_exception(env, e.Value());
+    }
+  }
+
+  // Classifies a failed send of one datagram. Returns true if the rest of
+  // the batch must be dropped too (the socket buffer is full).
+  bool CountSendError(int err) {
+    last_send_errno_ = err;
+    if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) return true;
+    if (err == EMSGSIZE) {
+      send_drops_too_big_++;
+    } else {
+      send_errors_++;
+    }
+    return false;
+  }
+
+  // One datagram with sendto(); returns true if the kernel took it.
+  bool SendOne(const uint8_t* data, const uint32_t* row) {
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(row[3] & 0xffff));
+    a.sin_addr.s_addr = htonl(row[2]);
+    for (;;) {
+      send_calls_++;
+      ssize_t r = sendto(fd_, data + row[0], row[1], MSG_DONTWAIT, reinterpret_cast<struct sockaddr*>(&a), sizeof a);
+      if (r >= 0) return true;
+      if (errno != EINTR) return false;
+    }
+  }
+
+  // How many rows from `i` (at most `limit`) can leave as one GSO send.
+  size_t CoalesceRun(const uint32_t* t, size_t i, size_t limit) const {
+    const uint32_t* first = t + kMetaStride * i;
+    if (!gso_ || !(first[3] & kCoalesce) || first[1] == 0) return 1;
+    const uint32_t seg = first[1];
+    size_t total = seg;
+    size_t run = 1;
+    while (run < limit && run < kMaxSegments) {
+      const uint32_t* r = t + kMetaStride * (i + run);
+      if (r[3] != first[3] || r[2] != first[2] || r[1] == 0 || r[1] > seg || total + r[1] > kMaxGsoBytes) break;
+      total += r[1];
+      run++;
+      if (r[1] < seg) break;  // only the last segment may be shorter
+    }
+    return run;
+  }
+
+  // Sends rows [from, to) of a checked table; returns datagrams taken.
+  size_t SendRows(const uint8_t* data, const uint32_t* t, size_t from, size_t to) {
+    if (fd_ < 0) {
+      send_errors_ += to - from;
+      last_send_errno_ = EBADF;
+      return 0;
+    }
+    size_t sent = 0;
+    size_t i = from;
+    while (i < to) {
+      // Build up to kSendChunk messages (each one row, or a GSO run of rows).
+      size_t nm = 0;
+      size_t ni = 0;
+      while (i < to && nm < kSendChunk && ni < kSendChunk) {
+        const uint32_t* row = t + kMetaStride * i;
+        size_t run = CoalesceRun(t, i, std::min(to - i, kSendChunk - ni));
+        struct sockaddr_in& a = saddr_[nm];
+        a.sin_family = AF_INET;
+        a.sin_port = htons(static_cast<uint16_t>(row[3] & 0xffff));
+        a.sin_addr.s_addr = htonl(row[2]);
+        for (size_t k = 0; k < run; k++) {
+          const uint32_t* rk = t + kMetaStride * (i + k);
+          siov_[ni + k].iov_base = const_cast<uint8_t*>(data) + rk[0];
+          siov_[ni + k].iov_len = rk[1];
+        }
+        struct msghdr& mh = smsgs_[nm].msg_hdr;
+        mh.msg_name = &a;
+        mh.msg_namelen = sizeof a;
+        mh.msg_iov = &siov_[ni];
+        mh.msg_iovlen = run;
+        mh.msg_flags = 0;
+        if (run > 1) {
+          mh.msg_control = sctrl_[nm].buf;
+          mh.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+          struct cmsghdr* c = CMSG_FIRSTHDR(&mh);
+          c->cmsg_level = SOL_UDP;
+          c->cmsg_type = UDP_SEGMENT;
+          c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+          uint16_t seg = static_cast<uint16_t>(row[1]);
+          memcpy(CMSG_DATA(c), &seg, sizeof seg);
+        } else {
+          mh.msg_control = nullptr;
+          mh.msg_controllen = 0;
+        }
+        msg_row_[nm] = i;
+        msg_run_[nm] = run;
+        nm++;
+        ni += run;
+        i += run;
+      }
+      size_t k = 0;
+      while (k < nm) {
+        send_calls_++;
+        int r = sendmmsg(fd_, smsgs_.data() + k, static_cast<unsigned>(nm - k), MSG_DONTWAIT);
+        if (r > 0) {
+          for (size_t m = k; m < k + static_cast<size_t>(r); m++) {
+            sent += msg_run_[m];
+            if (msg_run_[m] > 1) send_coalesced_ += msg_run_[m];
+          }
+          k += static_cast<size_t>(r);
+          continue;
+        }
+        if (r < 0 && errno == EINTR) continue;
+        int err = r < 0 ? errno : EIO;
+        const size_t row0 = msg_row_[k];
+        const size_t run = msg_run_[k];
+        if (run > 1 && err != EAGAIN && err != EWOULDBLOCK && err != ENOBUFS) {
+          // The kernel refused the GSO send as a whole: no checksum offload
+          // (EIO, turn GSO off), or a segment above the path MTU (EINVAL).
+          // Datagram by datagram, each gets its own verdict.
+          if (err == EIO || err == ENOPROTOOPT || err == EOPNOTSUPP) gso_ = false;
+          for (size_t q = row0; q < row0 + run; q++) {
+            if (SendOne(data, t + kMetaStride * q)) {
+              sent++;
+            } else if (CountSendError(errno)) {
+              send_drops_full_ += to - q;
+              send_datagrams_ += sent;
+              return sent;
+            }
+          }
+          k++;
+          continue;
+        }
+        if (CountSendError(err)) {
+          send_drops_full_ += to - row0;
+          send_datagrams_ += sent;
+          return sent;
+        }
+        k++;  // skip the datagram that failed; the kernel reports it first
+      }
+    }
+    send_datagrams_ += sent;
+    return sent;
+  }
+
+  // sendBatch(slab, table: Uint32Array [off, len, addr, port]*, count) -> sent.
+  // Every row is checked before anything is sent.
+  Napi::Value SendBatch(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint8_t* data;
+    size_t len;
+    BytesArg(env, info[0], "slab", &data, &len);
+    Napi::Uint32Array table = U32Arg(env, info[1], "table");
+    size_t rows = table.ElementLength() / kMetaStride;
+    size_t count = static_cast<size_t>(IntArg(env, info[2], "count", 0, static_cast<double>(rows), static_cast<double>(rows)));
+    const uint32_t* t = table.Data();
+    for (size_t i = 0; i < count; i++) {
+      const uint32_t* row = t + kMetaStride * i;
+      uint64_t o = row[0], l = row[1];
+      if (o + l > len || l > 65507) {
+        ThrowRange(env, "datagram " + std::to_string(i) + " (offset " + std::to_string(o) + ", length " + std::to_string(l) +
+                            ") lies outside the " + std::to_string(len) + "-byte slab or exceeds 65507 bytes");
+      }
+      uint32_t port = row[3] & ~kCoalesce;
+      if (port == 0 || port > 65535) {
+        ThrowRange(env, "datagram " + std::to_string(i) + " has port " + std::to_string(port) + "; must be 1..65535 (optionally | 0x10000)");
+      }
+    }
+    return Napi::Number::New(env, static_cast<double>(SendRows(data, t, 0, count)));
+  }
+
+  // send(buf, offset, length, addr, port) -> true if the kernel took it.
+  Napi::Value Send(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint8_t* data;
+    size_t len;
+    BytesArg(env, info[0], "datagram", &data, &len);
+    size_t off = static_cast<size_t>(IntArg(env, info[1], "offset", 0, static_cast<double>(len), 0));
+    size_t n = static_cast<size_t>(IntArg(env, info[2], "length", 0, static_cast<double>(len - off), static_cast<double>(len - off)));
+    if (n > 65507) ThrowRange(env, "datagram length " + std::to_string(n) + " exceeds 65507 bytes");
+    uint32_t addr = static_cast<uint32_t>(IntArg(env, info[3], "address", 0, 4294967295.0, -1));
+    if (info[3].IsUndefined()) ThrowType(env, "address must be a number (IPv4 as uint32)");
+    uint32_t port = static_cast<uint32_t>(IntArg(env, info[4], "port", 1, 65535, 0));
+    if (info[4].IsUndefined()) ThrowType(env, "port must be a number");
+    uint32_t row[4] = {static_cast<uint32_t>(off), static_cast<uint32_t>(n), addr, port};
+    return Napi::Boolean::New(env, SendRows(data, row, 0, 1) == 1);
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("recvDatagrams", static_cast<double>(recv_datagrams_));
+    o.Set("recvBatches", static_cast<double>(recv_batches_));
+    o.Set("recvTruncated", static_cast<double>(recv_truncated_));
+    o.Set("recvErrors", static_cast<double>(recv_errors_));
+    o.Set("sendDatagrams", static_cast<double>(send_datagrams_));
+    o.Set("sendCalls", static_cast<double>(send_calls_));
+    o.Set("sendDropsFull", static_cast<double>(send_drops_full_));
+    o.Set("sendDropsTooBig", static_cast<double>(send_drops_too_big_));
+    o.Set("sendErrors", static_cast<double>(send_errors_));
+    if (last_send_errno_ != 0) {
+      o.Set("lastSendError", ErrnoName(last_send_errno_));
+    } else {
+      o.Set("lastSendError", env.Null());
+    }
+    o.Set("sendCoalesced", static_cast<double>(send_coalesced_));
+    o.Set("recvCoalesced", static_cast<double>(recv_coalesced_));
+    o.Set("gso", gso_);
+    o.Set("gro", gro_);
+    o.Set("recvBufferBytes", rcvbuf_);
+    o.Set("sendBufferBytes", sndbuf_);
+    return o;
+  }
+
+  Napi::Value RefMethod(const Napi::CallbackInfo& info) {
+    refed_ = true;
+    if (poll_ != nullptr) uv_ref(reinterpret_cast<uv_handle_t*>(poll_));
+    return info.Env().Undefined();
+  }
+
+  Napi::Value UnrefMethod(const Napi::CallbackInfo& info) {
+    refed_ = false;
+    if (poll_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
+    return info.Env().Undefined();
+  }
+
+  // close(): idempotent; safe inside onBatch/onError.
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    CloseNative();
+    on_batch_.Reset();
+    on_error_.Reset();
+    if (strong_) {
+      strong_ = false;
+      Unref();
+    }
+    return info.Env().Undefined();
+  }
+
+  // OS resources only; no JS, so safe from the destructor and the cleanup hook.
+  void CloseNative() {
+    closed_ = true;
+    if (poll_ != nullptr) {
+      poll_->data = nullptr;
+      uv_close(reinterpret_cast<uv_handle_t*>(poll_), FreePoll);
+      poll_ = nullptr;
+    }
+    if (fd_ >= 0) {
+      close(fd_);
+      fd_ = -1;
+    }
+  }
+
+  static void CleanupHook(void* arg) {
+    UdpSocket* self = static_cast<UdpSocket*>(arg);
+    self->hook_added_ = false;
+    self->CloseNative();
+  }
+
+  napi_env env_;
+  int fd_ = -1;
+  int port_ = 0;
+  size_t batch_ = 0;
+  size_t slot_ = 0;
+  size_t stride_ = 0;
+  int rcvbuf_ = 0;
+  int sndbuf_ = 0;
+  uint8_t* slab_data_ = nullptr;
+  uint32_t* meta_data_ = nullptr;
+  Napi::Reference<Napi::Buffer<uint8_t>> slab_ref_;
+  Napi::Reference<Napi::Uint32Array> meta_ref_;
+  std::vector<struct mmsghdr> rmsgs_;
+  std::vector<struct iovec> riov_;
+  std::vector<struct sockaddr_in> raddr_;
+  // Room for one control message: UDP_SEGMENT (u16) out, UDP_GRO (int) in.
+  struct Ctrl {
+    alignas(struct cmsghdr) char buf[CMSG_SPACE(sizeof(int))];
+  };
+  std::vector<Ctrl> rctrl_;
+  std::vector<struct mmsghdr> smsgs_;
+  std::vector<struct iovec> siov_;
+  std::vector<struct sockaddr_in> saddr_;
+  std::vector<Ctrl> sctrl_;
+  std::vector<size_t> msg_row_;
+  std::vector<size_t> msg_run_;
+  size_t meta_rows_ = 0;
+  bool gso_ = true;
+  bool gro_ = false;
+  uint64_t send_coalesced_ = 0;
+  uint64_t recv_coalesced_ = 0;
+  Napi::FunctionReference on_batch_;
+  Napi::FunctionReference on_error_;
+  std::unique_ptr<Napi::AsyncContext> async_ctx_;
+  uv_poll_t* poll_ = nullptr;
+  bool started_ = false;
+  bool closed_ = false;
+  bool refed_ = true;
+  bool strong_ = false;
+  bool hook_added_ = false;
+  uint64_t recv_datagrams_ = 0;
+  uint64_t recv_batches_ = 0;
+  uint64_t recv_truncated_ = 0;
+  uint64_t recv_errors_ = 0;
+  uint64_t send_datagrams_ = 0;
+  uint64_t send_calls_ = 0;
+  uint64_t send_drops_full_ = 0;
+  uint64_t send_drops_too_big_ = 0;
+  uint64_t send_errors_ = 0;
+  int last_send_errno_ = 0;
+};
+
+// routeMtu(addr: uint32) -> the MTU the kernel would use towards IPv4 `addr`
+// (egress device or route MTU, IP_MTU on a connected socket, ip(7)); 0 if
+// there is no route. Connecting a UDP socket sends nothing.
+Napi::Value RouteMtu(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info[0].IsUndefined()) ThrowType(env, "address must be a number (IPv4 as uint32)");
+  uint32_t addr = static_cast<uint32_t>(IntArg(env, info[0], "address", 0, 4294967295.0, 0));
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Napi::Number::New(env, 0);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_port = htons(9);
+  a.sin_addr.s_addr = htonl(addr);
+  int mtu = 0;
+  socklen_t ml = sizeof mtu;
+  if (connect(fd, reinterpret_cast<struct sockaddr*>(&a), sizeof a) < 0 || getsockopt(fd, IPPROTO_IP, IP_MTU, &mtu, &ml) < 0) mtu = 0;
+  close(fd);
+  return Napi::Number::New(env, mtu);
+}
+
+Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  exports.Set("UdpSocket", UdpSocket::Init(env));
+  exports.Set("routeMtu", Napi::Function::New(env, RouteMtu, "routeMtu"));
+  exports.Set("metaStride", Napi::Number::New(env, static_cast<double>(kMetaStride)));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(udp, InitModule)

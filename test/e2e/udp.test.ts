@@ -1,0 +1,551 @@
+/**
+ * End-to-end test of the batched UDP socket (router/udp.ts + router/native/udp.cc).
+ *
+ * Needs root. The sockets live in a child process (this same file, re-run with
+ * TSW_UDP_CHILD=<mode>) started with `ip netns exec` inside a network namespace the
+ * test creates (tsw-udp-<pid>) and deletes afterwards; all traffic is on that
+ * namespace's loopback, whose MTU the child lowers to 1500 to provoke EMSGSIZE.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { randomBytes } from 'node:crypto';
+import { COALESCE, DatagramBatch, UdpSocket, UdpError, META_STRIDE, routeMtu, type UdpStats } from '../../router/udp.js';
+import { Sleeve, SleevePeer, datagramFor, type SleeveHost } from '../../router/sleeve.js';
+import { forEachFrame, HEADER_BYTES, DatagramType } from '../../router/sleeve-codec.js';
+import { Sealer, Opener } from '../../router/crypto/aead.js';
+
+const NS = `tsw-udp-${process.pid}`;
+const SELF = fileURLToPath(import.meta.url);
+const LOOPBACK = 0x7f000001;
+
+// ---------------------------------------------------------------- child side
+
+type Json = Record<string, unknown>;
+
+function errInfo(f: () => unknown): Json | null {
+  try {
+    f();
+    return null;
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    return { name: err.name, code: err.code ?? null, message: err.message, isUdpError: e instanceof UdpError };
+  }
+}
+
+function within<T>(ms: number, what: string, f: (done: (v: T) => void) => void): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+    f((v) => {
+      clearTimeout(t);
+      resolve(v);
+    });
+  });
+}
+
+/** Seeded xorshift32 PRNG for datagram sizes (deterministic, no deps). */
+function prng(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x;
+  };
+}
+
+/** 10,000 datagrams of varied sizes in batches of 100; flow-controlled so no buffer overflows. */
+async function childBatch(): Promise<Json> {
+  const rx = UdpSocket.open({ port: 0, address: '127.0.0.1', batch: 64 });
+  const tx = UdpSocket.open({ port: 0, address: '127.0.0.1' });
+  const TOTAL = 10_000;
+  const PER = 100;
+  const rnd = prng(7);
+  const sizes: number[] = [];
+  for (let i = 0; i < TOTAL; i++) sizes.push(8 + (rnd() % 1400));
+  let got = 0;
+  let inOrder = true;
+  let contentOk = true;
+  let addrOk = true;
+  let maxCount = 0;
+  let layoutOk = true;
+  const out = new DatagramBatch(1 << 17, PER);
+  let sent = 0;
+  let accepted = 0;
+  const result = within<void>(20_000, `receiving ${TOTAL} datagrams`, (done) => {
+    const pump = (): void => {
+      // Keep at most 1000 in flight so the receive buffer never overflows.
+      while (sent < TOTAL && sent - got < 1000) {
+        out.reset();
+        for (let k = 0; k < PER && sent < TOTAL; k++, sent++) {
+          const len = sizes[sent]!;
+          const at = out.reserve(len);
+          out.slab.writeUInt32BE(sent, at);
+          out.slab.fill(sent & 0xff, at + 4, at + len);
+          out.commit(at, len, LOOPBACK, rx.localPort);
+        }
+        accepted += tx.sendBatch(out.slab, out.table, out.count);
+      }
+    };
+    rx.start((slab, meta, count) => {
+      maxCount = Math.max(maxCount, count);
+      for (let i = 0; i < count; i++) {
+        const off = meta[META_STRIDE * i]!;
+        const len = meta[META_STRIDE * i + 1]!;
+        if (off + len > slab.length || (i > 0 && off <= meta[META_STRIDE * (i - 1)]!)) layoutOk = false;
+        if (meta[META_STRIDE * i + 2] !== LOOPBACK || meta[META_STRIDE * i + 3] !== tx.localPort) addrOk = false;
+        const seq = slab.readUInt32BE(off);
+        if (seq !== got) inOrder = false;
+        if (len !== sizes[seq] || slab[off + len - 1] !== (seq & 0xff)) contentOk = false;
+        got++;
+      }
+      if (got >= TOTAL) done();
+      else setImmediate(pump);
+    });
+    pump();
+  });
+  await result;
+  const rs = rx.stats();
+  const ts = tx.stats();
+  rx.close();
+  tx.close();
+  return { got, accepted, inOrder, contentOk, addrOk, maxCount, layoutOk, rx: rs, tx: ts };
+}
+
+/** EMSGSIZE with DF, fragmentation without, truncation, bad rows, close. */
+async function childEdges(): Promise<Json> {
+  const mtuBefore = routeMtu(LOOPBACK);
+  execFileSync('ip', ['link', 'set', 'lo', 'mtu', '1500']);
+  const mtus = [mtuBefore, routeMtu(LOOPBACK), routeMtu(0x08080808)];
+  const rx = UdpSocket.open({ port: 0, address: '127.0.0.1', slotBytes: 2048 });
+  const lens: number[] = [];
+  rx.start((slab, meta, count) => {
+    for (let i = 0; i < count; i++) lens.push(meta[META_STRIDE * i + 1]!);
+  });
+  const tx = UdpSocket.open({ port: 0 });
+  const b = new DatagramBatch();
+  const add = (len: number): void => {
+    const at = b.reserve(len);
+    b.slab.fill(1, at, at + len);
+    b.commit(at, len, LOOPBACK, rx.localPort);
+  };
+  // [100, 3000 (too big for a 1500 MTU with DF), 200]
+  add(100);
+  add(3000);
+  add(200);
+  const sentDf = tx.sendBatch(b.slab, b.table, b.count);
+  const statsDf: UdpStats = tx.stats();
+  // A GSO run of segments above the MTU is refused as a whole (EINVAL), then retried
+  // datagram by datagram: two EMSGSIZE drops, the short tail goes, GSO stays on.
+  const g = new DatagramBatch();
+  for (const len of [3000, 3000, 300]) {
+    const at = g.reserve(len);
+    g.slab.fill(2, at, at + len);
+    g.commit(at, len, LOOPBACK, rx.localPort | COALESCE);
+  }
+  const sentGsoTooBig = tx.sendBatch(g.slab, g.table, g.count);
+  const statsGso: UdpStats = tx.stats();
+  // Without DF the kernel fragments it, and it arrives whole (slot 2048 < 3000: truncated!).
+  const noDf = UdpSocket.open({ port: 0, dontFragment: false });
+  const sentNoDf = noDf.send(b.slab, b.table[4]!, 1400, LOOPBACK, rx.localPort);
+  const sentNoDfBig = noDf.send(b.slab, b.table[4]!, 3000, LOOPBACK, rx.localPort);
+  // A single send() of the too-big datagram with DF is a counted drop, not a throw.
+  const single = tx.send(b.slab, 0, 3000, LOOPBACK, rx.localPort);
+  await within<void>(5000, 'edge datagrams', (done) => {
+    const t = setInterval(() => {
+      if (lens.length >= 4) {
+        clearInterval(t);
+        setTimeout(done, 100);
+      }
+    }, 10);
+  });
+  // Bad rows: nothing is sent.
+  const before = tx.stats().sendDatagrams;
+  const rowOutside = errInfo(() => tx.sendBatch(b.slab.subarray(0, 150), b.table, 3));
+  const t0 = new Uint32Array([0, 10, LOOPBACK, 0]);
+  const portZero = errInfo(() => tx.sendBatch(b.slab, t0, 1));
+  const countTooBig = errInfo(() => tx.sendBatch(b.slab, t0, 2));
+  const notU32 = errInfo(() => tx.sendBatch(b.slab, new Int32Array(4) as unknown as Uint32Array, 1));
+  const afterBad = tx.stats().sendDatagrams;
+  // close: idempotent, sends afterwards are counted errors, start is refused.
+  const startTwice = errInfo(() => rx.start(() => undefined));
+  rx.close();
+  rx.close();
+  const fdAfterClose = rx.fd;
+  const startAfterClose = errInfo(() => rx.start(() => undefined));
+  tx.close();
+  const sendAfterClose = tx.send(b.slab, 0, 10, LOOPBACK, 9);
+  const closedStats = tx.stats();
+  noDf.close();
+  return {
+    mtus, sentDf, statsDf, sentGsoTooBig, statsGso, sentNoDf, sentNoDfBig, single, lens, rxStats: rx.stats(), badRowsSentNothing: before === afterBad,
+    rowOutside, portZero, countTooBig, notU32, startTwice, fdAfterClose, startAfterClose, sendAfterClose, closedStats,
+  };
+}
+
+/** Bind errors: port in use (with the router's one-line message), foreign address, bad options. */
+function childErrors(): Json {
+  const a = UdpSocket.open({ port: 0 });
+  const inUse = errInfo(() => UdpSocket.open({ port: a.localPort }));
+  const inUseSpecific = errInfo(() => UdpSocket.open({ port: a.localPort, address: '127.0.0.1' }));
+  const port = a.localPort;
+  a.close();
+  const reopen = errInfo(() => UdpSocket.open({ port }).close());
+  const foreign = errInfo(() => UdpSocket.open({ port: 0, address: '192.0.2.1' }));
+  const badAddr = errInfo(() => UdpSocket.open({ port: 0, address: 'fe80::1' }));
+  const badPort = errInfo(() => UdpSocket.open({ port: 70000 }));
+  const badBatch = errInfo(() => UdpSocket.open({ port: 0, batch: 0 }));
+  const badSlot = errInfo(() => UdpSocket.open({ port: 0, slotBytes: 65537 }));
+  return { port, inUse, inUseSpecific, reopen, foreign, badAddr, badPort, badBatch, badSlot };
+}
+
+/**
+ * UDP GSO/GRO: 10,000 datagrams flagged COALESCE in runs of equal lengths (a shorter
+ * one ends a run) reach a GRO receiver and a non-GRO receiver complete and in order.
+ */
+async function childGso(): Promise<Json> {
+  const rxGro = UdpSocket.open({ port: 0, address: '127.0.0.1', batch: 16 });
+  const rxPlain = UdpSocket.open({ port: 0, address: '127.0.0.1', gro: false });
+  const tx = UdpSocket.open({ port: 0, address: '127.0.0.1' });
+  const TOTAL = 10_000;
+  const rnd = prng(11);
+  // Runs of 1..80 equal lengths, each run possibly ended by one shorter datagram.
+  const sizes: number[] = [];
+  while (sizes.length < TOTAL) {
+    const len = 8 + (rnd() % 1400);
+    const run = 1 + (rnd() % 80);
+    for (let k = 0; k < run && sizes.length < TOTAL; k++) sizes.push(len);
+    if (rnd() % 2 && sizes.length < TOTAL) sizes.push(4 + (rnd() % (len - 3)));
+  }
+  const state = (rx: UdpSocket) => ({ rx, got: 0, inOrder: true, contentOk: true, maxCount: 0 });
+  const g = state(rxGro);
+  const p = state(rxPlain);
+  const out = new DatagramBatch(1 << 18, 200);
+  let sent = 0;
+  let accepted = 0;
+  await within<void>(20_000, 'GSO datagrams', (done) => {
+    const pump = (): void => {
+      while (sent < TOTAL && sent - Math.min(g.got, p.got) < 1000) {
+        out.reset();
+        const first = sent;
+        for (const dst of [rxGro.localPort, rxPlain.localPort]) {
+          for (let s2 = first; s2 < first + 100 && s2 < TOTAL; s2++) {
+            const len = sizes[s2]!;
+            const at = out.reserve(len);
+            out.slab.writeUInt32BE(s2, at);
+            out.slab.fill(s2 & 0xff, at + 4, at + len);
+            out.commit(at, len, LOOPBACK, dst | COALESCE);
+          }
+        }
+        sent = Math.min(TOTAL, first + 100);
+        accepted += tx.sendBatch(out.slab, out.table, out.count);
+      }
+    };
+    for (const st of [g, p]) {
+      st.rx.start((slab, meta, count) => {
+        st.maxCount = Math.max(st.maxCount, count);
+        for (let i = 0; i < count; i++) {
+          const off = meta[META_STRIDE * i]!;
+          const len = meta[META_STRIDE * i + 1]!;
+          const seq = slab.readUInt32BE(off);
+          if (seq !== st.got) st.inOrder = false;
+          if (len !== sizes[seq] || slab[off + len - 1] !== (seq & 0xff) || meta[META_STRIDE * i + 3] !== tx.localPort) st.contentOk = false;
+          st.got++;
+        }
+        if (g.got >= TOTAL && p.got >= TOTAL) done();
+        else setImmediate(pump);
+      });
+    }
+    pump();
+  });
+  const res = {
+    accepted, gro: { got: g.got, inOrder: g.inOrder, contentOk: g.contentOk, maxCount: g.maxCount, stats: rxGro.stats() },
+    plain: { got: p.got, inOrder: p.inOrder, contentOk: p.contentOk, stats: rxPlain.stats() }, tx: tx.stats(),
+  };
+  for (const s2 of [rxGro, rxPlain, tx]) s2.close();
+  return res;
+}
+
+/** A SleeveHost that records what the sleeve hands it. */
+class FakeHost implements SleeveHost {
+  frames: Array<{ src: number; dst: number; bytes: Buffer }> = [];
+  heard = 0;
+  batchEnds = 0;
+  framesPerBatchEnd: number[] = [];
+  drops: Record<string, number> = {};
+  private sinceEnd = 0;
+  constructor(readonly selfNum: number) {}
+  onFrames(_peer: SleevePeer, buf: Buffer, start: number, end: number): void {
+    forEachFrame(buf, start, end, (src, dst, b, s2, e2) => {
+      this.frames.push({ src, dst, bytes: Buffer.from(b.subarray(s2, e2)) });
+      this.sinceEnd++;
+    });
+  }
+  onBatchEnd(): void {
+    this.batchEnds++;
+    this.framesPerBatchEnd.push(this.sinceEnd);
+    this.sinceEnd = 0;
+  }
+  onHeardFrom(): void { this.heard++; }
+  onUdpTimeout(): void { /* not in this test */ }
+  onPmtuChanged(): void { /* not in this test */ }
+  drop(reason: string, n = 1): void { this.drops[reason] = (this.drops[reason] ?? 0) + n; }
+  log(): void { /* quiet */ }
+}
+
+/**
+ * Two Sleeves on 127.0.0.1 (plaintext or sealed): heartbeats, 300 frames of varied
+ * sizes queued in one go arrive in order through a few batches; forged, plaintext-
+ * to-sealed and wrong-address datagrams are dropped with their reasons.
+ */
+async function childSleeve(): Promise<Json> {
+  const result: Json = {};
+  for (const encrypted of [false, true]) {
+    const A = 0x0200000000a1;
+    const B = 0x0200000000b2;
+    const ha = new FakeHost(A);
+    const hb = new FakeHost(B);
+    const sa = new Sleeve(ha, 0, { address: '127.0.0.1' });
+    const sb = new Sleeve(hb, 0, { address: '127.0.0.1' });
+    await sa.listen();
+    await sb.listen();
+    const want = datagramFor(1400, encrypted);
+    const pa = new SleevePeer('b', B, '127.0.0.1', sb.localPort, want, encrypted);
+    const pb = new SleevePeer('a', A, '127.0.0.1', sa.localPort, want, encrypted);
+    // A peer that B only accepts from 127.0.0.2.
+    const pc = new SleevePeer('c', 0x0200000000c3, '127.0.0.2', sa.localPort, want, false);
+    if (encrypted) {
+      const kab = randomBytes(32);
+      const kba = randomBytes(32);
+      pa.sealer = new Sealer(kab);
+      pa.opener = new Opener(kba);
+      pb.sealer = new Sealer(kba);
+      pb.opener = new Opener(kab);
+    }
+    sa.addPeer(pa);
+    sb.addPeer(pb);
+    sb.addPeer(pc);
+    await within<void>(5000, 'heartbeats both ways', (done) => {
+      const t = setInterval(() => {
+        if (ha.heard && hb.heard) {
+          clearInterval(t);
+          done();
+        }
+      }, 10);
+    });
+    const rnd = prng(encrypted ? 3 : 4);
+    const sent: Buffer[] = [];
+    for (let i = 0; i < 300; i++) {
+      // 100 full frames (100 equal datagrams: GSO material), then 200 of any size.
+      const len = i < 100 ? pa.maxFrame : 14 + (rnd() % (pa.maxFrame - 14));
+      const f = Buffer.alloc(len, i & 0xff);
+      f.writeUInt32BE(i, 0);
+      sent.push(f);
+      sa.enqueue(pa, A, i % 2 ? B : 0, f, 0, f.length);
+    }
+    const udpBefore = sa.udpStats()!;
+    sa.flush();
+    const udpAfter = sa.udpStats()!;
+    await within<void>(5000, '300 frames', (done) => {
+      const t = setInterval(() => {
+        if (hb.frames.length >= 300) {
+          clearInterval(t);
+          done();
+        }
+      }, 10);
+    });
+    // Forgeries, from a raw socket on 127.0.0.1 to B's port.
+    const raw = UdpSocket.open({ port: 0, address: '127.0.0.1' });
+    const forged = Buffer.alloc(40);
+    forged[0] = 0x54;
+    forged[1] = DatagramType.FRAMES;
+    forged.writeUIntBE(0x0200000000c3, 2, 6); // claims to be c, but c sends from 127.0.0.2
+    raw.send(forged, 0, 40, LOOPBACK, sb.localPort);
+    forged.writeUIntBE(A, 2, 6); // claims to be a, in plaintext
+    raw.send(forged, 0, 40, LOOPBACK, sb.localPort);
+    raw.send(forged, 0, HEADER_BYTES - 1, LOOPBACK, sb.localPort); // runt
+    await new Promise((r) => setTimeout(r, 200));
+    raw.close();
+    const batches = hb.framesPerBatchEnd.filter((n) => n > 0).length;
+    result[encrypted ? 'sealed' : 'plain'] = {
+      heard: [ha.heard, hb.heard],
+      got: hb.frames.length,
+      inOrder: hb.frames.every((f, i) => f.bytes.equals(sent[i]!) && f.src === A && f.dst === (i % 2 ? B : 0)),
+      batches,
+      sendCallsForFlush: udpAfter.sendCalls - udpBefore.sendCalls,
+      datagramsForFlush: udpAfter.sendDatagrams - udpBefore.sendDatagrams,
+      coalesced: udpAfter.sendCoalesced - udpBefore.sendCoalesced,
+      drops: hb.drops,
+      recvCoalesced: sb.udpStats()!.recvCoalesced,
+    };
+    sa.close();
+    sb.close();
+  }
+  return result;
+}
+
+/** close() inside the batch handler: no further calls, and the process can exit. */
+async function childCloseInBatch(): Promise<Json> {
+  const rx = UdpSocket.open({ port: 0, address: '127.0.0.1' });
+  const tx = UdpSocket.open({ port: 0 });
+  let calls = 0;
+  rx.start(() => {
+    calls++;
+    rx.close();
+  });
+  const b = new DatagramBatch();
+  for (let i = 0; i < 50; i++) b.commit(b.reserve(20), 20, LOOPBACK, rx.localPort);
+  tx.sendBatch(b.slab, b.table, b.count);
+  await new Promise((r) => setTimeout(r, 200));
+  tx.close();
+  return { calls, fd: rx.fd };
+}
+
+if (process.env.TSW_UDP_CHILD) {
+  const mode = process.env.TSW_UDP_CHILD;
+  const run: Record<string, () => Json | Promise<Json>> = { batch: childBatch, gso: childGso, sleeve: childSleeve, edges: childEdges, errors: childErrors, 'close-in-batch': childCloseInBatch };
+  try {
+    const r = await run[mode]!();
+    process.stdout.write(JSON.stringify({ ok: true, ...r }) + '\n');
+  } catch (e) {
+    process.stdout.write(JSON.stringify({ ok: false, error: (e as Error).stack }) + '\n');
+  }
+} else {
+  // -------------------------------------------------------------- test side
+  const skip = process.platform !== 'linux' ? 'Linux only' : process.getuid?.() !== 0 ? 'needs root (creates a network namespace)' : undefined;
+  if (skip !== undefined) process.stderr.write(`udp.test: skipped: ${skip}\n`);
+
+  const child = (mode: string): Promise<Record<string, any>> => new Promise((resolve, reject) => { // eslint-disable-line @typescript-eslint/no-explicit-any
+    execFile('ip', ['netns', 'exec', NS, process.execPath, SELF], { env: { ...process.env, TSW_UDP_CHILD: mode }, timeout: 30_000, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
+      const line = stdout.trim().split('\n').pop() ?? '';
+      try {
+        const r = JSON.parse(line);
+        if (!r.ok) reject(new Error(`child ${mode}: ${r.error}`));
+        else resolve(r);
+      } catch {
+        reject(new Error(`child ${mode} failed (${err?.message ?? 'no output'}): ${stderr}${stdout}`));
+      }
+    });
+  });
+
+  describe('batched UDP socket (root, netns)', { skip }, () => {
+    before(() => {
+      execFileSync('ip', ['netns', 'add', NS]);
+      execFileSync('ip', ['-n', NS, 'link', 'set', 'lo', 'up']);
+    });
+    after(() => {
+      try {
+        execFileSync('ip', ['netns', 'del', NS], { stdio: 'ignore' });
+      } catch { /* already gone */ }
+    });
+
+    it('10,000 datagrams sent in batches arrive complete, in order, intact and batched', async () => {
+      const r = await child('batch');
+      assert.equal(r.accepted, 10_000, 'the kernel took every datagram');
+      assert.equal(r.got, 10_000);
+      assert.equal(r.inOrder, true);
+      assert.equal(r.contentOk, true, 'lengths and bytes match what was sent');
+      assert.equal(r.addrOk, true, 'source is 127.0.0.1 and the sender\'s port');
+      assert.equal(r.layoutOk, true, 'datagrams lie in ascending slots inside the slab');
+      assert.ok(r.maxCount > 1 && r.maxCount <= 64, `batches of 2..64 expected, max was ${r.maxCount}`);
+      assert.equal(r.rx.recvDatagrams, 10_000);
+      assert.ok(r.rx.recvBatches < 10_000 / 2, `receive batching: ${r.rx.recvBatches} batches`);
+      assert.equal(r.tx.sendDatagrams, 10_000);
+      assert.ok(r.tx.sendCalls <= 100, `one sendmmsg per batch of 100: ${r.tx.sendCalls} calls`);
+      assert.equal(r.tx.sendDropsFull + r.tx.sendDropsTooBig + r.tx.sendErrors, 0);
+      assert.ok(r.rx.recvBufferBytes >= 4 << 20, `receive buffer forced to 4 MiB (kernel doubles it): ${r.rx.recvBufferBytes}`);
+    });
+
+    it('UDP GSO sends and GRO receives: coalesced runs arrive as the same datagrams, in order, with and without GRO', async () => {
+      const r = await child('gso');
+      assert.equal(r.accepted, 20_000);
+      for (const side of [r.gro, r.plain]) {
+        assert.equal(side.got, 10_000);
+        assert.equal(side.inOrder, true);
+        assert.equal(side.contentOk, true);
+      }
+      assert.equal(r.tx.gso, true);
+      assert.ok(r.tx.sendCoalesced > 10_000, `most datagrams left in GSO super-packets: ${r.tx.sendCoalesced}`);
+      assert.ok(r.tx.sendCalls < 400, `${r.tx.sendCalls} sendmmsg calls for 200 batches`);
+      assert.equal(r.gro.stats.gro, true);
+      assert.ok(r.gro.stats.recvCoalesced > 5_000, `GRO receiver got super-packets: ${r.gro.stats.recvCoalesced}`);
+      assert.ok(r.gro.maxCount > 16, `a batch of 16 messages split into more rows: ${r.gro.maxCount}`);
+      assert.equal(r.plain.stats.gro, false);
+      assert.equal(r.plain.stats.recvCoalesced, 0, 'without UDP_GRO the kernel segments');
+    });
+
+    it('an oversized datagram is an EMSGSIZE drop with DF, fragments without; truncation and bad rows are handled', async () => {
+      const r = await child('edges');
+      assert.deepEqual(r.mtus, [65535, 1500, 0], 'routeMtu: loopback (65536, capped at the IPv4 limit) before/after lowering its MTU; no route to 8.8.8.8 in the netns');
+      assert.equal(r.sentDf, 2, 'the 3000-byte datagram is dropped, both neighbours go');
+      assert.equal(r.statsDf.sendDropsTooBig, 1);
+      assert.equal(r.statsDf.lastSendError, 'EMSGSIZE');
+      assert.equal(r.statsDf.sendDatagrams, 2);
+      assert.equal(r.single, false, 'a single oversized send() returns false');
+      assert.equal(r.sentNoDf, true);
+      assert.equal(r.sentNoDfBig, true, 'without DF the kernel fragments instead');
+      assert.equal(r.sentGsoTooBig, 1, 'a GSO run above the MTU falls back to single sends');
+      assert.equal(r.statsGso.sendDropsTooBig, 3);
+      assert.equal(r.statsGso.sendDatagrams, 3);
+      assert.equal(r.statsGso.gso, true, 'EINVAL/EMSGSIZE does not turn GSO off');
+      // Received: 100, 200 (DF batch), 300 (GSO fallback), 1400 (no DF); the fragmented 3000 exceeds the 2048 slot.
+      assert.deepEqual(r.lens, [100, 200, 300, 1400]);
+      assert.equal(r.rxStats.recvTruncated, 1, 'the 3000-byte datagram did not fit a 2048-byte slot');
+      assert.equal(r.rowOutside.code, 'ERR_OUT_OF_RANGE');
+      assert.match(r.rowOutside.message, /outside the 150-byte slab/);
+      assert.equal(r.portZero.code, 'ERR_OUT_OF_RANGE');
+      assert.equal(r.countTooBig.code, 'ERR_OUT_OF_RANGE');
+      assert.equal(r.notU32.code, 'ERR_INVALID_ARG_TYPE');
+      assert.equal(r.badRowsSentNothing, true);
+      assert.equal(r.startTwice.code, 'EALREADY');
+      assert.equal(r.fdAfterClose, -1);
+      assert.equal(r.startAfterClose.code, 'ECLOSED');
+      assert.equal(r.sendAfterClose, false, 'sending after close is a counted error, not a throw');
+      assert.equal(r.closedStats.sendErrors, 1);
+      assert.equal(r.closedStats.lastSendError, 'EBADF');
+    });
+
+    it('bind errors are one-line UdpErrors: port in use names the likely cause', async () => {
+      const r = await child('errors');
+      assert.equal(r.inUse.code, 'EADDRINUSE');
+      assert.equal(r.inUse.isUdpError, true);
+      assert.equal(r.inUse.message, `UDP port ${r.port} is already in use: is another router running in this network namespace?`);
+      assert.equal(r.inUseSpecific.code, 'EADDRINUSE');
+      assert.equal(r.reopen, null, 'close() frees the port');
+      assert.equal(r.foreign.code, 'EADDRNOTAVAIL');
+      assert.match(r.foreign.message, /192\.0\.2\.1: not an address of this host/);
+      assert.equal(r.badAddr.code, 'EINVAL');
+      assert.equal(r.badPort.code, 'ERR_OUT_OF_RANGE');
+      assert.equal(r.badBatch.code, 'ERR_OUT_OF_RANGE');
+      assert.equal(r.badSlot.code, 'ERR_OUT_OF_RANGE');
+    });
+
+    it('Sleeve over the batched socket: plaintext and sealed frames arrive in order, one sendmmsg per flush, forgeries dropped', async () => {
+      const r = await child('sleeve');
+      for (const mode of ['plain', 'sealed']) {
+        const m = r[mode];
+        assert.deepEqual(m.heard, [1, 1], `${mode}: heartbeats heard both ways`);
+        assert.equal(m.got, 300, `${mode}: every frame arrived`);
+        assert.equal(m.inOrder, true, `${mode}: bytes, order, origin and destination kept`);
+        assert.equal(m.sendCallsForFlush, 1, `${mode}: one flush, one sendmmsg`);
+        assert.ok(m.datagramsForFlush >= 100 && m.datagramsForFlush < 300, `${mode}: frames packed into ${m.datagramsForFlush} datagrams`);
+        assert.ok(m.coalesced >= 90, `${mode}: the 100 full datagrams left as GSO super-packets (${m.coalesced})`);
+        assert.ok(m.batches < 20, `${mode}: received in ${m.batches} batches`);
+        assert.equal(m.drops['unknown-peer'], 1, `${mode}: a datagram from the wrong address is dropped`);
+        assert.equal(m.drops.malformed, 1, `${mode}: a runt is dropped`);
+      }
+      assert.equal(r.plain.drops.auth, undefined);
+      assert.equal(r.sealed.drops.auth, 1, 'plaintext from a peer with a key is refused');
+      assert.equal(r.plain.drops.malformed, 1);
+    });
+
+    it('close() inside the batch handler stops further calls and lets the process exit', async () => {
+      const r = await child('close-in-batch');
+      assert.equal(r.calls, 1);
+      assert.equal(r.fd, -1);
+    });
+  });
+}
