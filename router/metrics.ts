@@ -263,7 +263,7 @@ export function createMetrics(source: MetricsSource): RouterMetrics {
     labelNames: ['reason'],
     registers: [registry],
     collect() {
-      setCounter(this, perKey(current().counters.drops, 'reason', ['no-route', 'isolation', 'replay', 'auth', 'mtu']));
+      setCounter(this, perKey(current().counters.drops, 'reason', ['no-route', 'isolation', 'spoof', 'not-local', 'replay', 'auth', 'mtu']));
     },
   });
 

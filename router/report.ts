@@ -96,7 +96,7 @@ export interface Report {
     UnicastRoutes: Record<string, string>;
     BroadcastRoutes: Record<string, string[]>;
     MACs: number;
-    /** Frames dropped, by reason ("no-route", "mtu", "malformed", "replay", "auth", "isolation", "tap"). */
+    /** Frames dropped, by reason ("no-route", "mtu", "malformed", "replay", "auth", "unknown-key", "isolation", "spoof", "not-local", "tap", "loop"; "bridge-*" counted by the nftables filters). */
     Drops: Record<string, number>;
     /** Data-path counters per path ("sleeve", "fastdp"). */
     Traffic: Record<string, { FramesIn: number; FramesOut: number; BytesIn: number; BytesOut: number }>;
