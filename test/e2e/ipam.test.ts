@@ -152,3 +152,35 @@ describe('IPAM across 3 hosts', { skip, timeout: 600_000 }, () => {
     await sleep(10);
   });
 });
+
+describe('IPAM bad input end to end', { skip, timeout: 300_000 }, () => {
+  const bed = new Testbed('q');
+  after(() => bed.destroy());
+
+  test('different ranges refuse each other, naming both; a corrupted ipam.json is refused and kept; a full range says so', async () => {
+    const { writeFileSync, readFileSync } = await import('node:fs');
+    const [h1, h2, h3] = await bed.up(3);
+    await h1.launch(['--no-proxy']);
+    await h2.launch(['--no-proxy', '--ipalloc-range', '10.40.0.0/16', h1.ip]);
+    await until('range mismatch logged', async () => /IPAM range mismatch.*10\.(32\.0\.0\/12|40\.0\.0\/16).*10\.(32\.0\.0\/12|40\.0\.0\/16)/.test(h2.logTail(100) + h1.logTail(100)), 30_000, 500);
+    assert.equal((await h1.report()).Router.Peers.length, 1, 'h2 never joins h1');
+
+    const file = path.join(h3.stateDir, 'ipam.json');
+    writeFileSync(file, '{"this is": not json');
+    const r = await h3.weave(['launch', '--nickname', 'h3', '--no-proxy']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^weave: IPAM data in .*ipam\.json is corrupted .*: move it aside or run weave reset\n$/);
+    assert.equal(readFileSync(file, 'utf8'), '{"this is": not json', 'the file is kept as it was');
+
+    await h3.mustWeave(['reset']);
+    await h3.launch(['--no-proxy', '--ipalloc-range', '10.9.0.0/29']);
+    const got = [];
+    for (let i = 0; i < 6; i++) got.push(await allocate(h3, `full-${i}`));
+    assert.equal(new Set(got).size, 6);
+    const t0 = Date.now();
+    const full = await api(h3, 'POST', '/ip/full-6');
+    assert.notEqual(full.status, 200);
+    assert.match(full.body, /no free addresses in 10\.9\.0\.0\/29/);
+    assert.ok(Date.now() - t0 < 10_000, 'a full range answers at once');
+  });
+});

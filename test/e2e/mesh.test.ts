@@ -21,122 +21,133 @@ function connectedNames(report: any): string[] { // eslint-disable-line @typescr
   return report.Router.Connections.filter((c: { State: string }) => c.State === 'established').map((c: { Name: string }) => c.Name).sort();
 }
 
-describe('mesh: 3 hosts with discovery', { skip, timeout: 600_000 }, () => {
-  const bed = new Testbed('m');
-  let h1: Host, h2: Host, h3: Host;
-  let c1: Container, c2: Container, c3: Container;
-  const names: string[] = [];
+// The same scenarios over the default path (fast datapath where it can) and over the
+// sleeve alone (--no-fastdp): relaying, PMTU discovery and restarts must work on both.
+const VARIANTS = [
+  { name: 'default paths', tag: 'm', flags: [] as string[] },
+  { name: 'sleeve only', tag: 'ms', flags: ['--no-fastdp'] },
+];
 
-  before(async () => {
-    [h1, h2, h3] = await bed.up(3);
-    names.push((await h1.launch(['--ipalloc-range', ''])).trim());
-    names.push((await h2.launch(['--ipalloc-range', '', h1.ip])).trim());
-    names.push((await h3.launch(['--ipalloc-range', '', h2.ip])).trim());
-    c1 = await h1.container('c1', ['ip:10.32.0.1/12']);
-    c2 = await h2.container('c2', ['ip:10.32.0.2/12']);
-    c3 = await h3.container('c3', ['ip:10.32.0.3/12']);
-  });
-  after(() => bed.destroy());
+for (const variant of VARIANTS) {
+  describe(`mesh: 3 hosts with discovery (${variant.name})`, { skip, timeout: 600_000 }, () => {
+    const bed = new Testbed(variant.tag);
+    let h1: Host, h2: Host, h3: Host;
+    let c1: Container, c2: Container, c3: Container;
+    const names: string[] = [];
 
-  test('h3 discovers h1 through gossip: full mesh of established connections', async () => {
-    await until('full mesh', async () => {
-      const reports = await Promise.all([h1, h2, h3].map((h) => h.report()));
-      return reports.every((r, i) => connectedNames(r).length === 2 && !connectedNames(r).includes(names[i]));
-    }, 30_000);
-    const r1 = await h1.report();
-    assert.deepEqual(connectedNames(r1), [names[1], names[2]].sort());
-    assert.equal(r1.Router.Peers.length, 3);
-    // Every peer computes a direct route to every other one.
-    assert.equal(r1.Router.UnicastRoutes[names[2]], names[2]);
-  });
+    before(async () => {
+      [h1, h2, h3] = await bed.up(3);
+      names.push((await h1.launch(['--ipalloc-range', '', ...variant.flags])).trim());
+      names.push((await h2.launch(['--ipalloc-range', '', ...variant.flags, h1.ip])).trim());
+      names.push((await h3.launch(['--ipalloc-range', '', ...variant.flags, h2.ip])).trim());
+      c1 = await h1.container('c1', ['ip:10.32.0.1/12']);
+      c2 = await h2.container('c2', ['ip:10.32.0.2/12']);
+      c3 = await h3.container('c3', ['ip:10.32.0.3/12']);
+    });
+    after(() => bed.destroy());
 
-  test('containers on every pair of hosts ping each other', async () => {
-    const all = [c1, c2, c3];
-    for (const a of all) for (const b of all) if (a !== b) assert.ok(await a.ping(b.ips[0]), `${a.name} -> ${b.name}`);
-  });
-
-  test('weave ps lists the attached namespace with its MAC and CIDR', async () => {
-    const out = await h1.mustWeave(['ps']);
-    assert.match(out, new RegExp(`^netns:/var/run/netns/${c1.ns} ([0-9a-f]{2}:){5}[0-9a-f]{2} 10\\.32\\.0\\.1/12$`, 'm'));
-  });
-
-  test('iperf3 TCP c1 -> c3 through the overlay', async () => {
-    const mbps = await iperfMbps(c1, c3);
-    console.log(`iperf3 c1->c3: ${mbps.toFixed(0)} Mbit/s`);
-    assert.ok(mbps > 10, `only ${mbps} Mbit/s`);
-  });
-
-  test('a 10 KB ping crosses (IP fragments through the overlay)', async () => {
-    assert.ok(await c1.ping(c3.ips[0], { size: 10_000 }));
-  });
-
-  test('connect and forget change the targets', async () => {
-    await h1.mustWeave(['connect', '192.168.99.200']);
-    assert.match(await h1.mustWeave(['status', 'targets']), /^192\.168\.99\.200:6783$/m);
-    await h1.mustWeave(['forget', '192.168.99.200']);
-    assert.doesNotMatch(await h1.mustWeave(['status', 'targets']), /192\.168\.99\.200/);
-    const bad = await h1.weave(['connect', 'bad host name']);
-    assert.equal(bad.code, 1);
-    assert.match(bad.stderr, /^weave: invalid peer address/);
-  });
-
-  test('with h1<->h3 underlay blocked, c1 and c3 still talk via h2', async () => {
-    const rule = ['-s', h3.ip, '-j', 'DROP'];
-    const out = ['-d', h3.ip, '-j', 'DROP'];
-    await h1.exec(['iptables', '-I', 'INPUT', ...rule]);
-    await h1.exec(['iptables', '-I', 'OUTPUT', ...out]);
-    try {
-      await until('h1-h3 connection to drop', async () => !connectedNames(await h1.report()).includes(names[2]), 60_000, 1000);
+    test('h3 discovers h1 through gossip: full mesh of established connections', async () => {
+      await until('full mesh', async () => {
+        const reports = await Promise.all([h1, h2, h3].map((h) => h.report()));
+        return reports.every((r, i) => connectedNames(r).length === 2 && !connectedNames(r).includes(names[i]));
+      }, 30_000);
       const r1 = await h1.report();
-      assert.equal(r1.Router.UnicastRoutes[names[2]], names[1], 'route to h3 goes via h2');
-      assert.ok(await c1.ping(c3.ips[0], { tries: 20 }), 'c1 -> c3 relayed');
-      assert.ok(await c3.ping(c1.ips[0], { tries: 5 }), 'c3 -> c1 relayed');
-    } finally {
-      await h1.exec(['iptables', '-D', 'INPUT', ...rule]);
-      await h1.exec(['iptables', '-D', 'OUTPUT', ...out]);
-    }
-    // ... and the direct connection comes back by itself.
-    await until('h1-h3 reconnect', async () => connectedNames(await h1.report()).includes(names[2]), 60_000, 1000);
-  });
+      assert.deepEqual(connectedNames(r1), [names[1], names[2]].sort());
+      assert.equal(r1.Router.Peers.length, 3);
+      // Every peer computes a direct route to every other one.
+      assert.equal(r1.Router.UnicastRoutes[names[2]], names[2]);
+      const path = variant.flags.includes('--no-fastdp') ? 'sleeve' : 'fastdp';
+      await until(`connections on ${path}`, async () => (await h1.mustWeave(['status', 'connections'])).split('\n').filter((l) => l.includes(`established ${path} `)).length === 2, 15_000);
+    });
 
-  test('PMTU discovery: with the underlay dropping UDP > 700 bytes, big pings and TCP recover', async () => {
-    const args = ['-p', 'udp', '-m', 'length', '--length', '701:65535', '-j', 'DROP'];
-    await h1.exec(['iptables', '-I', 'OUTPUT', '-d', h3.ip, ...args]);
-    await h1.exec(['iptables', '-I', 'INPUT', '-s', h3.ip, ...args]);
-    try {
-      await until('10 KB ping c1 -> c3 under a 700-byte path', async () => c1.ping(c3.ips[0], { size: 10_000, tries: 1 }), 60_000, 1000);
-      const r = await h1.report();
-      const conn = r.Router.Connections.find((c: { Name?: string }) => c.Name === names[2]);
-      assert.ok(conn && conn.MTU < 700, `connection MTU ${conn?.MTU} reflects the small path`);
-      const mbps = await iperfMbps(c1, c3, 2);
-      assert.ok(mbps > 1, `TCP over the small path: ${mbps} Mbit/s`);
-    } finally {
-      await h1.exec(['iptables', '-D', 'OUTPUT', '-d', h3.ip, ...args]);
-      await h1.exec(['iptables', '-D', 'INPUT', '-s', h3.ip, ...args]);
-    }
-  });
+    test('containers on every pair of hosts ping each other', async () => {
+      const all = [c1, c2, c3];
+      for (const a of all) for (const b of all) if (a !== b) assert.ok(await a.ping(b.ips[0]), `${a.name} -> ${b.name}`);
+    });
 
-  test('weave stop + launch on h2: reconnects, and c2 works again without re-attaching', async () => {
-    await h2.mustWeave(['stop']);
-    assert.equal((await h2.weave(['status'])).code, 1);
-    // Containers keep their interface while the router is down.
-    assert.equal((await c2.exec(['ip', 'link', 'show', 'ethwe'])).code, 0);
-    await h2.launch(['--ipalloc-range', '']);
-    assert.match(await h2.mustWeave(['status', 'targets']), /192\.168\.99\.1:6783/, 'targets remembered');
-    await until('h2 back in the mesh', async () => connectedNames(await h2.report()).length === 2, 60_000, 500);
-    assert.ok(await c1.ping(c2.ips[0], { tries: 20 }));
-    assert.ok(await c3.ping(c2.ips[0], { tries: 5 }));
-  });
+    test('weave ps lists the attached namespace with its MAC and CIDR', async () => {
+      const out = await h1.mustWeave(['ps']);
+      assert.match(out, new RegExp(`^netns:/var/run/netns/${c1.ns} ([0-9a-f]{2}:){5}[0-9a-f]{2} 10\\.32\\.0\\.1/12$`, 'm'));
+    });
 
-  test('clear errors: launching twice, bad address', async () => {
-    const again = await h1.weave(['launch', '--ipalloc-range', '']);
-    assert.equal(again.code, 1);
-    assert.match(again.stderr, /already running/);
-    const bad = await h1.weave(['attach', 'ip:10.32.0.300/12', 'netns:/var/run/netns/nonexistent']);
-    assert.equal(bad.code, 1);
-    assert.equal(bad.stderr.trim().split('\n').length, 1);
+    test('iperf3 TCP c1 -> c3 through the overlay', async () => {
+      const mbps = await iperfMbps(c1, c3);
+      console.log(`iperf3 c1->c3: ${mbps.toFixed(0)} Mbit/s`);
+      assert.ok(mbps > 10, `only ${mbps} Mbit/s`);
+    });
+
+    test('a 10 KB ping crosses (IP fragments through the overlay)', async () => {
+      assert.ok(await c1.ping(c3.ips[0], { size: 10_000 }));
+    });
+
+    test('connect and forget change the targets', async () => {
+      await h1.mustWeave(['connect', '192.168.99.200']);
+      assert.match(await h1.mustWeave(['status', 'targets']), /^192\.168\.99\.200:6783$/m);
+      await h1.mustWeave(['forget', '192.168.99.200']);
+      assert.doesNotMatch(await h1.mustWeave(['status', 'targets']), /192\.168\.99\.200/);
+      const bad = await h1.weave(['connect', 'bad host name']);
+      assert.equal(bad.code, 1);
+      assert.match(bad.stderr, /^weave: invalid peer address/);
+    });
+
+    test('with h1<->h3 underlay blocked, c1 and c3 still talk via h2', async () => {
+      const rule = ['-s', h3.ip, '-j', 'DROP'];
+      const out = ['-d', h3.ip, '-j', 'DROP'];
+      await h1.exec(['iptables', '-I', 'INPUT', ...rule]);
+      await h1.exec(['iptables', '-I', 'OUTPUT', ...out]);
+      try {
+        await until('h1-h3 connection to drop', async () => !connectedNames(await h1.report()).includes(names[2]), 60_000, 1000);
+        const r1 = await h1.report();
+        assert.equal(r1.Router.UnicastRoutes[names[2]], names[1], 'route to h3 goes via h2');
+        assert.ok(await c1.ping(c3.ips[0], { tries: 20 }), 'c1 -> c3 relayed');
+        assert.ok(await c3.ping(c1.ips[0], { tries: 5 }), 'c3 -> c1 relayed');
+      } finally {
+        await h1.exec(['iptables', '-D', 'INPUT', ...rule]);
+        await h1.exec(['iptables', '-D', 'OUTPUT', ...out]);
+      }
+      // ... and the direct connection comes back by itself.
+      await until('h1-h3 reconnect', async () => connectedNames(await h1.report()).includes(names[2]), 60_000, 1000);
+    });
+
+    test('PMTU discovery: with the underlay dropping UDP > 700 bytes, big pings and TCP recover', async () => {
+      const args = ['-p', 'udp', '-m', 'length', '--length', '701:65535', '-j', 'DROP'];
+      await h1.exec(['iptables', '-I', 'OUTPUT', '-d', h3.ip, ...args]);
+      await h1.exec(['iptables', '-I', 'INPUT', '-s', h3.ip, ...args]);
+      try {
+        await until('10 KB ping c1 -> c3 under a 700-byte path', async () => c1.ping(c3.ips[0], { size: 10_000, tries: 1 }), 60_000, 1000);
+        const r = await h1.report();
+        const conn = r.Router.Connections.find((c: { Name?: string }) => c.Name === names[2]);
+        assert.ok(conn && conn.MTU < 700, `connection MTU ${conn?.MTU} reflects the small path`);
+        const mbps = await iperfMbps(c1, c3, 2);
+        assert.ok(mbps > 1, `TCP over the small path: ${mbps} Mbit/s`);
+      } finally {
+        await h1.exec(['iptables', '-D', 'OUTPUT', '-d', h3.ip, ...args]);
+        await h1.exec(['iptables', '-D', 'INPUT', '-s', h3.ip, ...args]);
+      }
+    });
+
+    test('weave stop + launch on h2: reconnects, and c2 works again without re-attaching', async () => {
+      await h2.mustWeave(['stop']);
+      assert.equal((await h2.weave(['status'])).code, 1);
+      // Containers keep their interface while the router is down.
+      assert.equal((await c2.exec(['ip', 'link', 'show', 'ethwe'])).code, 0);
+      await h2.launch(['--ipalloc-range', '', ...variant.flags]);
+      assert.match(await h2.mustWeave(['status', 'targets']), /192\.168\.99\.1:6783/, 'targets remembered');
+      await until('h2 back in the mesh', async () => connectedNames(await h2.report()).length === 2, 60_000, 500);
+      assert.ok(await c1.ping(c2.ips[0], { tries: 20 }));
+      assert.ok(await c3.ping(c2.ips[0], { tries: 5 }));
+    });
+
+    test('clear errors: launching twice, bad address', async () => {
+      const again = await h1.weave(['launch', '--ipalloc-range', '']);
+      assert.equal(again.code, 1);
+      assert.match(again.stderr, /already running/);
+      const bad = await h1.weave(['attach', 'ip:10.32.0.300/12', 'netns:/var/run/netns/nonexistent']);
+      assert.equal(bad.code, 1);
+      assert.equal(bad.stderr.trim().split('\n').length, 1);
+    });
   });
-});
+}
 
 describe('mesh: --no-discovery chain relays', { skip, timeout: 300_000 }, () => {
   const bed = new Testbed('n');
