@@ -16,15 +16,20 @@ if (!file) {
   process.stderr.write('usage: ratios.js RESULTS.json\n');
   process.exit(2);
 }
-const doc = JSON.parse(readFileSync(file, 'utf8')) as { results: Row[]; skipped: Array<{ config: string; reason: string }> };
+const doc = JSON.parse(readFileSync(file, 'utf8')) as { env?: { method?: string }; results: Row[]; skipped: Array<{ config: string; reason: string }> };
+// iperf3 runs DURATION s with the first second omitted from the rate; CPU is sampled around the whole run.
+const duration = Number(/\((\d+) s, first 1 s omitted\)/.exec(doc.env?.method ?? '')?.[1] ?? process.env.DURATION ?? 10);
 const by = new Map(doc.results.map((r) => [r.config, r]));
 const n = (v: number | undefined, d = 0): string => (v === undefined || v === null ? 'n/a' : v.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }));
 const ratio = (a: number | undefined, b: number | undefined): string => (a && b ? (a / b).toFixed(2) + '×' : 'n/a');
 
-console.log('\n| config | TCP 1 stream Mbit/s | 64 B UDP delivered pps | ping avg ms | daemon CPU s (TCP-1) |');
-console.log('|---|---|---|---|---|');
-for (const r of doc.results) console.log(`| ${r.config} | ${n(r.tcp1_mbps)} | ${n(r.udp64_rcvd_pps)} | ${n(r.ping_avg_ms, 3)} | ${n(r.tcp1_daemon_cpu_s, 1)} |`);
-for (const s of doc.skipped ?? []) console.log(`| ${s.config} | skipped: ${s.reason} | | | |`);
+/** Daemon CPU seconds per GB carried during the single-stream TCP test (kernel softirq not included). */
+const cpuPerGB = (r: Row): number | undefined => (r.tcp1_daemon_cpu_s !== undefined && r.tcp1_daemon_cpu_s !== null && r.tcp1_mbps ? r.tcp1_daemon_cpu_s / ((r.tcp1_mbps * duration) / 8 / 1000) : undefined);
+
+console.log('\n| config | TCP 1 stream Mbit/s | TCP -P4 Mbit/s | 64 B UDP delivered pps | ping avg ms | daemon CPU s (TCP-1) | daemon CPU s per GB |');
+console.log('|---|---|---|---|---|---|---|');
+for (const r of doc.results) console.log(`| ${r.config} | ${n(r.tcp1_mbps)} | ${n(r.tcp4_mbps)} | ${n(r.udp64_rcvd_pps)} | ${n(r.ping_avg_ms, 3)} | ${n(r.tcp1_daemon_cpu_s, 1)} | ${n(cpuPerGB(r), 2)} |`);
+for (const s of doc.skipped ?? []) console.log(`| ${s.config} | skipped: ${s.reason} | | | | | |`);
 
 console.log('\nRatios (same run):');
 for (const ours of ['ours:none', 'ours', 'ours:fastdp']) {
@@ -36,5 +41,9 @@ for (const ours of ['ours:none', 'ours', 'ours:fastdp']) {
     console.log(`  ${ours} / ${ref}: TCP ${ratio(o.tcp1_mbps, r.tcp1_mbps)}, pps ${ratio(o.udp64_rcvd_pps, r.udp64_rcvd_pps)}, RTT ${ratio(o.ping_avg_ms, r.ping_avg_ms)}`);
   }
   const w = ours === 'ours' ? WEAVE_SLEEVE_ENC : WEAVE_SLEEVE;
+  if (ours === 'ours:fastdp') {
+    const v = by.get('vxlan');
+    if (v) console.log(`  ours:fastdp TCP = ${o.tcp1_mbps && v.tcp1_mbps ? ((100 * o.tcp1_mbps) / v.tcp1_mbps).toFixed(0) : 'n/a'} % of kernel VXLAN (goal: ≥ 90 %)`);
+  }
   if (ours !== 'ours:fastdp') console.log(`  ${ours} / Weave 2.8 ${ours === 'ours' ? 'encrypted ' : ''}sleeve (issue #7 anchors): TCP ${ratio(o.tcp1_mbps, w.tcp)}, pps ${ratio(o.udp64_rcvd_pps, w.pps)}, RTT ${ratio(o.ping_avg_ms, w.rtt)}`);
 }
