@@ -3,7 +3,8 @@
  * hosts (network namespaces over a veth underlay, test/e2e/lib/testbed.ts).
  *
  * Per mode (plaintext, encrypted) it builds a fresh testbed, launches both routers,
- * checks that 64 MiB of random data cross intact (SHA-256), and repeats RUNS times: ping RTT (20 pings, 50 ms apart), iperf3 TCP one stream
+ * prints the underlay's ping RTT for reference, checks that 64 MiB of random data
+ * cross intact (SHA-256), and repeats RUNS times: ping RTT (20 pings, 50 ms apart), iperf3 TCP one stream
  * (DURATION s) and iperf3 UDP with 64-byte payloads at unlimited rate (delivered
  * packets per second = sent − lost). It prints each run and the medians, and a final
  * JSON line with the medians, so before/after comparisons can be scripted. The kernel
@@ -107,6 +108,8 @@ async function measureMode(mode: string): Promise<RunResult[]> {
     const c2 = await h2!.container('c2', ['ip:10.32.0.2/12']);
     await until('connection established', async () => (await h1!.mustWeave(['status', 'connections'])).includes('established'), 20_000);
     if (!(await c1.ping('10.32.0.2'))) throw new Error('c1 cannot ping c2');
+    const u = await h1!.exec(['ping', '-c', '20', '-i', '0.05', '-q', h2!.ip], 20_000);
+    console.log(`${mode} underlay rtt (h1 -> h2, no overlay): ${/= [\d.]+\/([\d.]+)\//.exec(u.stdout)?.[1] ?? '?'} ms`);
     await verifyTransfer(bed, c1, c2);
     bed.background(['ip', 'netns', 'exec', c2.ns, 'iperf3', '-s']);
     await sleep(500);
