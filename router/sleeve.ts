@@ -499,6 +499,9 @@ export class Sleeve {
 
   private tick(now: number): void {
     for (const p of this.peers.values()) {
+      // Step to the next key epoch long before the 64-bit counter could repeat a nonce
+      // (threshold 2^48 datagrams); the receiver follows by itself (aead.ts ratchet).
+      if (p.sealer !== undefined && p.sealer.needsRekey()) p.sealer.rekey();
       const interval = p.established ? HEARTBEAT_MS : HEARTBEAT_FAST_MS;
       if (now - p.lastHeartbeat >= interval) this.sendHeartbeat(p, now);
       if (now - p.lastRecv > UDP_TIMEOUT_MS) {
