@@ -52,7 +52,9 @@ export class Isolation {
     }));
     const policy = new SubnetPolicy(forPolicy);
     for (const p of policy.problems) this.log(`isolation: ${p}`, 'warn');
-    this.policy = policy;
+    // With nothing attached through weave there is nothing to isolate: interfaces a user
+    // bridged by hand (as the shared benchmark does) are forwarded as Weave would.
+    this.policy = endpoints.length ? policy : undefined;
 
     const ports: PortRules[] = endpoints.filter((e) => e.id !== EXPOSE_ID).map((e) => ({ port: hostVethName(e.id), mac: e.mac, cidrs: e.cidrs }));
     const host = endpoints.find((e) => e.id === EXPOSE_ID)?.cidrs ?? [];
