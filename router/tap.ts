@@ -13,10 +13,7 @@
  * Bringing the link up, its MTU, txqueuelen and bridge membership are
  * netdev.ts's job (`ip` commands); this module only opens the device.
  */
-import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { loadAddon, AddonMissing } from './native-addon.js';
 import type { Socket } from 'node:dgram';
 
 /**
@@ -119,29 +116,13 @@ interface NativeAddon {
   defaultMaxFrame: number;
 }
 
-let addon: NativeAddon | undefined;
-
-/** The package root: the nearest ancestor holding both package.json and binding.gyp. */
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(join(dir, 'binding.gyp')) && existsSync(join(dir, 'package.json'))) return dir;
-    const up = dirname(dir);
-    if (up === dir) throw new TapError('ENOADDON', 'cannot find the tsweave package root (binding.gyp) above ' + fileURLToPath(import.meta.url));
-    dir = up;
-  }
-}
-
 /** Loads the addon on first use, so importing this module never fails. */
 function native(): NativeAddon {
-  if (addon !== undefined) return addon;
-  const root = packageRoot();
-  const file = join(root, 'build', 'Release', 'tap.node');
-  if (!existsSync(file)) {
-    throw new TapError('ENOADDON', `native TAP addon ${file} is not built: run \`npm ci\` (or \`npm run install\`) in ${root}`);
+  try {
+    return loadAddon<NativeAddon>('tap', 'TAP');
+  } catch (e) {
+    throw e instanceof AddonMissing ? new TapError('ENOADDON', e.message) : e;
   }
-  addon = createRequire(import.meta.url)(file) as NativeAddon;
-  return addon;
 }
 
 /** Rethrows a native error (which carries `code`) as a TapError. */

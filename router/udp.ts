@@ -24,10 +24,7 @@
  * (`a.b.c.d` = a·2^24 + b·2^16 + c·2^8 + d) so the hot path compares numbers,
  * never strings; {@link ipv4ToUint32} / {@link uint32ToIpv4} convert.
  */
-import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { loadAddon, AddonMissing } from './native-addon.js';
 
 /** uint32s per row of a receive `meta` or send `table`. */
 export const META_STRIDE = 4;
@@ -148,21 +145,12 @@ interface NativeAddon {
   routeMtu(addr: number): number;
 }
 
-let addon: NativeAddon | undefined;
-
 function native(): NativeAddon {
-  if (addon !== undefined) return addon;
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(join(dir, 'binding.gyp')) && existsSync(join(dir, 'package.json'))) break;
-    const up = dirname(dir);
-    if (up === dir) throw new UdpError('ENOADDON', 'cannot find the tsweave package root (binding.gyp) above ' + fileURLToPath(import.meta.url));
-    dir = up;
+  try {
+    return loadAddon<NativeAddon>('udp', 'UDP');
+  } catch (e) {
+    throw e instanceof AddonMissing ? new UdpError('ENOADDON', e.message) : e;
   }
-  const file = join(dir, 'build', 'Release', 'udp.node');
-  if (!existsSync(file)) throw new UdpError('ENOADDON', `native UDP addon ${file} is not built: run \`npm ci\` (or \`npm run install\`) in ${dir}`);
-  addon = createRequire(import.meta.url)(file) as NativeAddon;
-  return addon;
 }
 
 function asUdpError(e: unknown): Error {

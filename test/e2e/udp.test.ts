@@ -15,6 +15,7 @@ import { COALESCE, DatagramBatch, UdpSocket, UdpError, META_STRIDE, routeMtu, ty
 import { Sleeve, SleevePeer, datagramFor, type SleeveHost } from '../../router/sleeve.js';
 import { forEachFrame, HEADER_BYTES, DatagramType } from '../../router/sleeve-codec.js';
 import { Sealer, Opener } from '../../router/crypto/aead.js';
+import { xorshift32 as prng } from '../lib/prng.js';
 
 const NS = `tsw-udp-${process.pid}`;
 const SELF = fileURLToPath(import.meta.url);
@@ -44,18 +45,6 @@ function within<T>(ms: number, what: string, f: (done: (v: T) => void) => void):
   });
 }
 
-/** Seeded xorshift32 PRNG for datagram sizes (deterministic, no deps). */
-function prng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
-}
 
 /** 10,000 datagrams of varied sizes in batches of 100; flow-controlled so no buffer overflows. */
 async function childBatch(): Promise<Json> {

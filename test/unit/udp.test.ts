@@ -5,18 +5,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { DatagramBatch, META_STRIDE, ipv4ToUint32, uint32ToIpv4 } from '../../router/udp.js';
+import { xorshift32 as prng } from '../lib/prng.js';
 
-function prng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
-}
 
 describe('ipv4ToUint32 / uint32ToIpv4', () => {
   it('converts in host order', () => {
