@@ -39,7 +39,8 @@ async function main(): Promise<void> {
     const r = await c1.exec(['iperf3', '-c', c2.ips[0], '-t', '5', '-J'], 30_000);
     if (r.code !== 0) throw new Error(`iperf3 failed: ${r.stderr.trim()}`);
     const j = JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } };
-    console.log(`container to container over tsweave (sleeve): ${(j.end.sum_received.bits_per_second / 1e6).toFixed(0)} Mbit/s\n`);
+    const path = /established (\w+)/.exec(await h1.mustWeave(['status', 'connections']))?.[1] ?? '?';
+    console.log(`container to container over tsweave (${path}): ${(j.end.sum_received.bits_per_second / 1e6).toFixed(0)} Mbit/s\n`);
   } finally {
     await bed.destroy();
     console.log('# torn down: namespaces, routers and links removed');
