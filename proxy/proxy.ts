@@ -165,14 +165,23 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     return done;
   }
 
-  /** Whether the container still runs the process `pid` (false also when it cannot be inspected). */
+  /**
+   * Whether the container still runs the process `pid` (false also when it cannot be
+   * inspected). Asked twice, 300 ms apart: the daemon notices an exit a little after the
+   * process is gone, and an attach that failed because the process vanished is not an
+   * error to report.
+   */
   async function stillRuns(ref: string, pid: number): Promise<boolean> {
-    try {
-      const c = (await docker.getJson(`/containers/${encodeURIComponent(ref)}/json`)) as ContainerInspect | null;
-      return c?.State?.Running === true && c.State.Pid === pid;
-    } catch {
-      return false;
+    for (let i = 0; i < 2; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 300));
+      try {
+        const c = (await docker.getJson(`/containers/${encodeURIComponent(ref)}/json`)) as ContainerInspect | null;
+        if (!(c?.State?.Running === true && c.State.Pid === pid)) return false;
+      } catch {
+        return false;
+      }
     }
+    return fs.existsSync(`/proc/${pid}`);
   }
 
   async function release(id: string): Promise<void> {
