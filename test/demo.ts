@@ -13,7 +13,9 @@ async function main(): Promise<void> {
   const cleanup = (): void => {
     void bed.destroy().then(() => process.exit(130));
   };
-  process.once('SIGINT', cleanup);
+  // Ctrl-C, a closed terminal or pipe (`npm run demo | head`): still tear everything down.
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGPIPE'] as const) process.once(sig, cleanup);
+  process.stdout.on('error', () => undefined);
   try {
     console.log('# two hosts on an underlay switch (192.168.99.1, 192.168.99.2)');
     const [h1, h2] = await bed.up(2);
