@@ -433,15 +433,25 @@ export class Allocator {
 
   private propose(): void {
     this.consensus!.propose();
+    this.afterPaxosStep();
+  }
+
+  /**
+   * After our consensus state moved: adopt the decision if there is one, otherwise
+   * save and tell the others (saved first: nothing leaves before it is durable) and
+   * come back later. Returns false once decided.
+   */
+  private afterPaxosStep(): boolean {
     if (this.consensus!.decided()) {
       this.adoptDecision();
-      return;
+      return false;
     }
     this.paxosLastSeen = JSON.stringify(this.consensus!.knowledge());
     void this.persist()
       .then(() => this.broadcastPaxos())
       .catch((e: Error) => this.log(`IPAM: ${e.message}`));
     this.schedulePaxosRetry();
+    return true;
   }
 
   private schedulePaxosRetry(): void {
@@ -452,16 +462,7 @@ export class Allocator {
       const now = JSON.stringify(this.consensus!.knowledge());
       // No progress since last time: our proposal may have been pre-empted or lost; try a higher round.
       if (now === this.paxosLastSeen) this.consensus!.propose();
-      if (this.consensus!.decided()) {
-        this.adoptDecision();
-        return;
-      }
-      this.paxosLastSeen = JSON.stringify(this.consensus!.knowledge());
-      void this.persist()
-        .then(() => this.broadcastPaxos())
-        .catch((e: Error) => this.log(`IPAM: ${e.message}`));
-      this.schedulePaxosRetry();
-      this.notifyProgress();
+      if (this.afterPaxosStep()) this.notifyProgress();
     });
   }
 

@@ -7,6 +7,16 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+/** An error from native I/O with an errno-style `code` (EADDRINUSE, EBUSY, ENOADDON, ...). */
+export class CodedError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
 /** Why an addon could not be loaded; callers wrap it in their own error type (code ENOADDON). */
 export class AddonMissing extends Error {
   readonly code = 'ENOADDON';

@@ -13,7 +13,7 @@
  * Bringing the link up, its MTU, txqueuelen and bridge membership are
  * netdev.ts's job (`ip` commands); this module only opens the device.
  */
-import { loadAddon, AddonMissing } from './native-addon.js';
+import { loadAddon, AddonMissing, CodedError } from './native-addon.js';
 import type { Socket } from 'node:dgram';
 
 /**
@@ -24,14 +24,7 @@ import type { Socket } from 'node:dgram';
  * or the errno name of a failed read (`EBADFD`, `EBADF`...), reported via
  * `start()`'s onError.
  */
-export class TapError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string) {
-    super(message);
-    this.name = 'TapError';
-    this.code = code;
-  }
-}
+export class TapError extends CodedError {}
 
 /**
  * Receives one batch of frames read from the TAP in one event-loop wake-up.

@@ -24,7 +24,7 @@
  * (`a.b.c.d` = a·2^24 + b·2^16 + c·2^8 + d) so the hot path compares numbers,
  * never strings; {@link ipv4ToUint32} / {@link uint32ToIpv4} convert.
  */
-import { loadAddon, AddonMissing } from './native-addon.js';
+import { loadAddon, AddonMissing, CodedError } from './native-addon.js';
 
 /** uint32s per row of a receive `meta` or send `table`. */
 export const META_STRIDE = 4;
@@ -45,14 +45,7 @@ export const MAX_UDP_PAYLOAD = 65507;
  * option), ENOADDON (addon not built), ECLOSED / EALREADY (state), or the errno name
  * of a failed receive, reported through start()'s onError.
  */
-export class UdpError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string) {
-    super(message);
-    this.name = 'UdpError';
-    this.code = code;
-  }
-}
+export class UdpError extends CodedError {}
 
 /**
  * Receives the datagrams of one wake-up. Datagram i is
