@@ -100,6 +100,11 @@ export interface Report {
     Drops: Record<string, number>;
     /** Data-path counters per path ("sleeve", "fastdp"). */
     Traffic: Record<string, { FramesIn: number; FramesOut: number; BytesIn: number; BytesOut: number }>;
+    /**
+     * The sleeve's flow cache (router/flow-cache.ts): frames forwarded by the addons
+     * from cached decisions, per direction; they are included in Traffic.sleeve.
+     */
+    FlowCache?: { Enabled: boolean; Egress: { Installs: number; Clears: number; Frames: number; Drops: number; Errors: number }; Ingress: { Installs: number; Clears: number; Frames: number; Drops: number; Errors: number } };
   };
   IPAM?: ReportIpam;
   Endpoints: ReportEndpoint[];

@@ -32,6 +32,7 @@ import type { Report, ReportConnection, RouterEvent } from './report.js';
 import type { DataPathCounters } from './metrics.js';
 import { cidrContains } from './cidr-match.js';
 import type { Fastdp, FastdpCandidate, FastdpHost } from './fastdp.js';
+import { EGRESS_TEMPLATE_BYTES, FLOW_BATCH_MAX, FLOW_TTL_MS, egressTemplate, flowCacheEnabled, type FlowStats } from './flow-cache.js';
 
 export const VERSION = '0.1.0';
 const GOSSIP_INTERVAL_MS = 30_000;
@@ -77,6 +78,8 @@ export interface RouterConfig {
   trustedSubnets: string[];
   ipamRange: string;
   log: (line: string) => void;
+  /** Cache forwarding decisions in the addons (router/flow-cache.ts); default: unless WEAVE_NO_FLOW_CACHE=1. */
+  flowCache?: boolean;
 }
 
 export class Router extends EventEmitter implements ConnectionHost, SleeveHost, FastdpHost {
@@ -107,8 +110,23 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
   readonly traffic = { framesIn: 0, bytesIn: 0, framesOut: 0, bytesOut: 0 };
   readonly gossipStats = { messages: {} as Record<string, number>, bytes: {} as Record<string, number> };
   connectionTerminations = 0;
-  /** Subnet isolation; undefined lets every frame through. */
-  policy: FramePolicy | undefined;
+  private framePolicy: FramePolicy | undefined;
+  /** Subnet isolation; undefined lets every frame through. Setting it clears the flow cache. */
+  get policy(): FramePolicy | undefined {
+    return this.framePolicy;
+  }
+  set policy(p: FramePolicy | undefined) {
+    this.framePolicy = p;
+    this.clearFlows();
+  }
+  // [flow cache] router/flow-cache.ts: decisions for small wake-ups are cached in the
+  // addons; these hold what an install needs.
+  private readonly flowCache: boolean;
+  private readonly flowTemplate = Buffer.alloc(EGRESS_TEMPLATE_BYTES);
+  private tapVnetBytes = 0;
+  /** The peer that sent the datagram being handled, and whether its frames may get ingress flows. */
+  private rxHop: SleevePeer | undefined;
+  private rxCacheable = false;
   private knownPeerNames = new Set<PeerName>();
   // [fastdp] The kernel fast datapath (router/fastdp.ts) when running, set by the daemon;
   // the peers whose captured frames it carries (never also sent over the sleeve); and the
@@ -128,6 +146,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     this.targets = new TargetTable(config.port);
     this.sleeve = new Sleeve(this, config.port);
     this.knownPeerNames.add(this.selfName);
+    this.flowCache = config.flowCache ?? flowCacheEnabled();
   }
 
   // ---- ConnectionHost ----
@@ -156,19 +175,23 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     this.server.on('error', (err) => this.log(`listener error: ${err.message}`));
     this.tap = tap;
     tap?.start(this.onTapBatch, (err) => this.log(`tap: ${err.message}`));
+    this.tapVnetBytes = tap?.vnetHeaderBytes ?? 0;
     for (const p of this.config.peers) this.targets.add(p, true, Date.now());
     this.timers.push(setInterval(() => this.connectTick(), CONNECT_TICK_MS));
     this.timers.push(setInterval(() => this.periodicGossip(), GOSSIP_INTERVAL_MS));
     this.timers.push(setInterval(() => {
       this.now = Date.now();
     }, 100));
-    this.timers.push(setInterval(() => this.macs.expire(Date.now(), MAC_MAX_AGE_MS), 60_000));
+    this.timers.push(setInterval(() => {
+      if (this.macs.expire(Date.now(), MAC_MAX_AGE_MS) > 0) this.clearFlows();
+    }, 60_000));
     this.connectTick();
   }
 
   async stop(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    this.clearFlows();
     await this.fastdp?.close().catch(() => undefined); // [fastdp]
     for (const c of [...this.connections]) c.close('router shutting down');
     this.tap?.close();
@@ -308,6 +331,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     const r = c.remote!;
     const old = this.sleevePeers.get(r.name);
     if (old) this.sleeve.removePeer(old);
+    this.clearFlows();
     const sp = new SleevePeer(r.name, peerNameToNum(r.name), c.remoteIp, r.udpPort, datagramFor(this.config.mtu, encrypted), encrypted);
     if (keys) {
       sp.sealer = new Sealer(keys.sendKey);
@@ -392,6 +416,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
   }
 
   onPmtuChanged(sp: SleevePeer): void {
+    this.clearFlows();
     const c = this.byPeer.get(sp.name);
     if (c) this.emitConnection(c, 'established');
   }
@@ -411,6 +436,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     if (on === this.fastdpNums.has(num)) return;
     if (on) this.fastdpNums.add(num);
     else this.fastdpNums.delete(num);
+    this.clearFlows();
     const name = numToPeerName(num);
     const c = this.byPeer.get(name);
     this.log(`connection to ${name}(${c?.remote?.nickname ?? ''}) now uses ${on ? 'fastdp' : `the sleeve${reason ? ` (${reason})` : ''}`}`);
@@ -473,6 +499,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
   }
 
   private recalcRoutes(): void {
+    this.clearFlows();
     this.routes.recalculate();
     this.unicastNext.clear();
     this.broadcastNext.clear();
@@ -584,6 +611,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     if (this.routesGeneration !== this.topology.generation) this.recalcRoutes();
     const self = this.selfNum;
     const now = this.now;
+    const cacheable = this.flowCache && count <= FLOW_BATCH_MAX;
     for (let i = 0; i < count; i++) {
       const start = frames[2 * i];
       const end = start + frames[2 * i + 1];
@@ -591,14 +619,14 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
         this.drop('malformed');
         continue;
       }
-      if (this.policy !== undefined) {
-        const why = this.policy.checkCaptured(slab, start, end);
+      if (this.framePolicy !== undefined) {
+        const why = this.framePolicy.checkCaptured(slab, start, end);
         if (why !== undefined) {
           this.drop(why);
           continue;
         }
       }
-      this.macs.learn(srcMac(slab, start), self, now);
+      if (this.macs.learn(srcMac(slab, start), self, now) === 'moved') this.clearFlows();
       const dst = dstMac(slab, start);
       if (isGroupMac(dst)) {
         this.flood(self, slab, start, end);
@@ -608,10 +636,38 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
       if (owner === undefined) this.flood(self, slab, start, end);
       // [fastdp] A captured frame was flooded by the bridge (no learning on the TAP), so
       // the kernel's VXLAN already carried it to a fastdp owner.
-      else if (owner !== self && !this.fastdpNums.has(owner)) this.unicast(self, owner, slab, start, end);
+      else if (owner !== self && !this.fastdpNums.has(owner)) {
+        this.unicast(self, owner, slab, start, end);
+        if (cacheable) this.installEgressFlow(srcMac(slab, start), dst, owner, end - start);
+      }
     }
     this.sleeve.flush();
   };
+
+  /**
+   * [flow cache] Caches the decision just made for a captured frame srcM → dstM owned
+   * by peer `owner`: only towards a plaintext next hop whose path takes the frame.
+   */
+  private installEgressFlow(srcM: number, dstM: number, owner: number, len: number): void {
+    const sp = this.unicastNext.get(owner);
+    const tap = this.tap;
+    const fd = this.sleeve.fd;
+    if (tap === undefined || sp === undefined || fd < 0 || sp.encrypted || sp.sealer !== undefined || sp.addr < 0 || len > sp.maxFrame) return;
+    egressTemplate(this.selfNum, this.selfNum, owner, this.flowTemplate);
+    tap.addFlow(srcM, dstM, fd, sp.addr, sp.port, this.flowTemplate, sp.maxFrame, FLOW_TTL_MS);
+  }
+
+  /** [flow cache] Empties both directions' caches: a decision's input changed. */
+  clearFlows(): void {
+    this.tap?.clearFlows();
+    this.sleeve.clearFlows();
+  }
+
+  /** [flow cache] Counters: egress from the TAP addon, ingress from the UDP addon. */
+  flowStats(): { egress: FlowStats; ingress: FlowStats } {
+    const none: FlowStats = { installs: 0, clears: 0, batches: 0, frames: 0, bytes: 0, drops: 0, errors: 0 };
+    return { egress: this.tap?.flowStats() ?? none, ingress: this.sleeve.flowStats() };
+  }
 
   private unicast(origin: number, dst: number, buf: Buffer, start: number, end: number): void {
     const sp = this.unicastNext.get(dst);
@@ -676,10 +732,11 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
 
   onFrames(peer: SleevePeer, buf: Buffer, start: number, end: number): void {
     if (this.routesGeneration !== this.topology.generation) this.recalcRoutes();
+    this.rxHop = peer;
+    this.rxCacheable = this.flowCache && this.tap !== undefined && this.sleeve.batchSize <= FLOW_BATCH_MAX && peer.opener === undefined && peer.addr >= 0;
     if (!forEachFrame(buf, start, end, this.onFrame)) this.drop('malformed');
     // Relayed frames leave with the sleeve's flush and delivered ones with
     // onBatchEnd, both once per received batch.
-    void peer;
   }
 
   // [sleeve batching] TAP writes of one received datagram batch, as (offset, length)
@@ -712,9 +769,9 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     }
     this.traffic.framesIn++;
     this.traffic.bytesIn += end - start;
-    this.macs.learn(srcMac(buf, start), src, this.now);
+    if (this.macs.learn(srcMac(buf, start), src, this.now) === 'moved') this.clearFlows();
     if (dst === self) {
-      this.deliver(buf, start, end);
+      if (this.deliver(buf, start, end) && this.rxCacheable) this.installIngressFlow(src, buf, start);
     } else if (dst === 0) {
       this.deliver(buf, start, end);
       this.flood(src, buf, start, end);
@@ -726,15 +783,27 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     }
   };
 
-  private deliver(buf: Buffer, start: number, end: number): void {
-    if (this.policy !== undefined) {
-      const why = this.policy.checkDelivered(buf, start, end);
+  /**
+   * [flow cache] Caches the decision just made for a frame from origin `src` delivered
+   * here: only for a destination MAC learned on our own TAP (unknown ones flood).
+   */
+  private installIngressFlow(src: number, buf: Buffer, start: number): void {
+    const dstM = dstMac(buf, start);
+    const hop = this.rxHop;
+    if (hop === undefined || isGroupMac(dstM) || this.macs.lookup(dstM) !== this.selfNum) return;
+    this.sleeve.addIngressFlow(hop, src, srcMac(buf, start), dstM, this.tap!.fd, this.tapVnetBytes, FLOW_TTL_MS);
+  }
+
+  /** Queues a frame for the TAP; false if policy dropped it or there is no TAP. */
+  private deliver(buf: Buffer, start: number, end: number): boolean {
+    if (this.framePolicy !== undefined) {
+      const why = this.framePolicy.checkDelivered(buf, start, end);
       if (why !== undefined) {
         this.drop(why);
-        return;
+        return false;
       }
     }
-    if (this.tap === undefined) return;
+    if (this.tap === undefined) return false;
     // [sleeve batching] queued for flushTap (the buffer is valid until onBatchEnd).
     if (buf !== this.tapPendingBuf || this.tapPendingCount === 1024) {
       this.flushTap();
@@ -743,6 +812,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     const i = 2 * this.tapPendingCount++;
     this.tapPending[i] = start;
     this.tapPending[i + 1] = end - start;
+    return true;
   }
 
   // ---- status ----
@@ -785,8 +855,20 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     return out.sort((a, b) => a.Address.localeCompare(b.Address));
   }
 
+  /** Sleeve traffic: frames the router handled plus those the flow cache forwarded. */
+  private sleeveTraffic(): { framesIn: number; bytesIn: number; framesOut: number; bytesOut: number; flows: { egress: FlowStats; ingress: FlowStats } } {
+    const flows = this.flowStats();
+    const t = this.traffic;
+    return {
+      framesIn: t.framesIn + flows.ingress.frames, bytesIn: t.bytesIn + flows.ingress.bytes,
+      framesOut: t.framesOut + flows.egress.frames, bytesOut: t.bytesOut + flows.egress.bytes, flows,
+    };
+  }
+
   report(): Omit<Report, 'IPAM' | 'Endpoints'> {
-    this.recalcRoutes();
+    if (this.routesGeneration !== this.topology.generation) this.recalcRoutes();
+    const t = this.sleeveTraffic();
+    const fs = t.flows;
     return {
       Version: VERSION,
       Router: {
@@ -813,8 +895,13 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
         MACs: this.macs.size,
         Drops: { ...this.drops },
         Traffic: {
-          sleeve: { FramesIn: this.traffic.framesIn, FramesOut: this.traffic.framesOut, BytesIn: this.traffic.bytesIn, BytesOut: this.traffic.bytesOut },
+          sleeve: { FramesIn: t.framesIn, FramesOut: t.framesOut, BytesIn: t.bytesIn, BytesOut: t.bytesOut },
           ...(this.fastdp ? { fastdp: this.fastdp.traffic() } : {}),
+        },
+        FlowCache: {
+          Enabled: this.flowCache,
+          Egress: { Installs: fs.egress.installs, Clears: fs.egress.clears, Frames: fs.egress.frames, Drops: fs.egress.drops, Errors: fs.egress.errors },
+          Ingress: { Installs: fs.ingress.installs, Clears: fs.ingress.clears, Frames: fs.ingress.frames, Drops: fs.ingress.drops, Errors: fs.ingress.errors },
         },
       },
     };
@@ -823,9 +910,10 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
   /** Data-path and gossip counters for metrics. */
   counters(): DataPathCounters {
     const fd = this.fastdp?.traffic(); // [fastdp] kernel counters of the VXLAN device
+    const t = this.sleeveTraffic();
     return {
-      framesIn: { sleeve: this.traffic.framesIn, fastdp: fd?.FramesIn ?? 0 }, framesOut: { sleeve: this.traffic.framesOut, fastdp: fd?.FramesOut ?? 0 },
-      bytesIn: { sleeve: this.traffic.bytesIn, fastdp: fd?.BytesIn ?? 0 }, bytesOut: { sleeve: this.traffic.bytesOut, fastdp: fd?.BytesOut ?? 0 },
+      framesIn: { sleeve: t.framesIn, fastdp: fd?.FramesIn ?? 0 }, framesOut: { sleeve: t.framesOut, fastdp: fd?.FramesOut ?? 0 },
+      bytesIn: { sleeve: t.bytesIn, fastdp: fd?.BytesIn ?? 0 }, bytesOut: { sleeve: t.bytesOut, fastdp: fd?.BytesOut ?? 0 },
       drops: { ...this.drops }, gossipMessages: { ...this.gossipStats.messages }, gossipBytes: { ...this.gossipStats.bytes },
       connectionTerminations: this.connectionTerminations, macCacheSize: this.macs.size, flows: this.fastdp?.flows() ?? 0,
     };

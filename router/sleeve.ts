@@ -27,6 +27,7 @@ import { numToPeerName } from './peer-name.js';
 import { readMac } from './mac-cache.js';
 import { COALESCE, DatagramBatch, MAX_UDP_PAYLOAD, UdpSocket, ipv4ToUint32, routeMtu, type UdpStats } from './udp.js';
 import type { Sealer, Opener } from './crypto/aead.js';
+import { NO_FLOW_STATS, type FlowStats } from './flow-cache.js';
 import { SEQ_BYTES, TAG_BYTES, openErrorKind } from './crypto/aead.js';
 
 /** Bytes the outer IPv4 + UDP headers take. */
@@ -175,6 +176,8 @@ export class Sleeve {
   private readonly offload: boolean;
   /** Counters for `weave report` and metrics. */
   readonly stats = { datagramsIn: 0, datagramsOut: 0, framesOut: 0, bytesOut: 0, sendErrors: 0 };
+  /** Datagrams in the receive batch being handed over (valid during onFrames). */
+  batchSize = 0;
 
   constructor(private readonly host: SleeveHost, readonly port: number, opts: SleeveOptions = {}) {
     this.recvBatch = opts.recvBatch ?? 64;
@@ -225,6 +228,27 @@ export class Sleeve {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     this.sock?.close();
+  }
+
+  /** The UDP socket's fd (for egress flows installed in the TAP addon), −1 before listen(). */
+  get fd(): number {
+    return this.sock?.fd ?? -1;
+  }
+
+  /** Installs an ingress flow in the socket's addon (UdpSocket.addFlow); false if not listening. */
+  addIngressFlow(hop: SleevePeer, srcPeer: number, srcMac: number, dstMac: number, tapFd: number, vnetLen: number, ttlMs: number): boolean {
+    if (this.sock === undefined || hop.addr < 0 || hop.opener !== undefined) return false;
+    return this.sock.addFlow(hop.num, hop.addr, srcPeer, this.host.selfNum, srcMac, dstMac, tapFd, vnetLen, ttlMs);
+  }
+
+  /** Forgets every ingress flow. */
+  clearFlows(): void {
+    this.sock?.clearFlows();
+  }
+
+  /** Ingress flow cache counters. */
+  flowStats(): FlowStats {
+    return this.sock?.flowStats() ?? NO_FLOW_STATS;
   }
 
   addPeer(p: SleevePeer): void {
@@ -377,6 +401,7 @@ export class Sleeve {
   /** One receive batch: row i of `meta` is [offset, length, source IPv4, source port] in `slab`. */
   private readonly onBatch = (slab: Buffer, meta: Uint32Array, count: number): void => {
     this.openedTop = 0;
+    this.batchSize = count;
     const now = Date.now();
     for (let i = 0; i < count; i++) {
       const at = meta[4 * i]!;

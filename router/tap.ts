@@ -13,6 +13,7 @@
  * Bringing the link up, its MTU, txqueuelen and bridge membership are
  * netdev.ts's job (`ip` commands); this module only opens the device.
  */
+import type { FlowStats } from './flow-cache.js';
 import { loadAddon, AddonMissing, CodedError } from './native-addon.js';
 import type { Socket } from 'node:dgram';
 
@@ -98,6 +99,9 @@ interface NativeTap {
   writeBatch(frames: Uint8Array[], count?: number): number;
   writeSlab(slab: Uint8Array, frames: Uint32Array, count: number): number;
   stats(): TapStats;
+  addFlow(srcMac: number, dstMac: number, udpFd: number, addr: number, port: number, template: Uint8Array, maxFrame: number, ttlMs: number): boolean;
+  clearFlows(): void;
+  flowStats(): FlowStats;
   ref(): void;
   unref(): void;
   close(): void;
@@ -246,6 +250,35 @@ export class Tap {
   /** A fresh snapshot of the counters. */
   stats(): TapStats {
     return this.handle.stats();
+  }
+
+  /**
+   * Installs an egress flow (router/flow-cache.ts): until `ttlMs` ms from now, a
+   * wake-up whose every frame (at most FLOW_BATCH_MAX) is `srcMac` → `dstMac` (48-bit
+   * numbers) or another installed flow, and at most `maxFrame` bytes, is sent by the
+   * addon as FRAMES datagrams to IPv4 `addr` (uint32) : `port` on the UDP socket
+   * `udpFd` — `template` (20 bytes, egressTemplate()), the frame's length, the frame —
+   * and the batch handler is not called. A later install for the same slot replaces it.
+   * Returns false (nothing installed) before start() or after close().
+   * @throws TypeError/RangeError for a missing or out-of-range argument.
+   */
+  addFlow(srcMac: number, dstMac: number, udpFd: number, addr: number, port: number, template: Uint8Array, maxFrame: number, ttlMs: number): boolean {
+    return this.handle.addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs);
+  }
+
+  /** Forgets every egress flow (the router's decisions changed). */
+  clearFlows(): void {
+    this.handle.clearFlows();
+  }
+
+  /** Egress flow cache counters. */
+  flowStats(): FlowStats {
+    return this.handle.flowStats();
+  }
+
+  /** Bytes of virtio_net_hdr that precede every frame on the fd: 10 with vnetHdr, else 0. */
+  get vnetHeaderBytes(): number {
+    return this.handle.stats().vnetHdr ? 10 : 0;
   }
 
   /** Lets a started TAP keep the process alive (the default). */

@@ -24,6 +24,7 @@
  * (`a.b.c.d` = a·2^24 + b·2^16 + c·2^8 + d) so the hot path compares numbers,
  * never strings; {@link ipv4ToUint32} / {@link uint32ToIpv4} convert.
  */
+import type { FlowStats } from './flow-cache.js';
 import { loadAddon, AddonMissing, CodedError } from './native-addon.js';
 
 /** uint32s per row of a receive `meta` or send `table`. */
@@ -128,6 +129,9 @@ interface NativeUdp {
   sendBatch(slab: Uint8Array, table: Uint32Array, count: number): number;
   send(buf: Uint8Array, offset: number, length: number, addr: number, port: number): boolean;
   stats(): UdpStats;
+  addFlow(hopPeer: number, hopAddr: number, srcPeer: number, selfPeer: number, srcMac: number, dstMac: number, tapFd: number, vnetLen: number, ttlMs: number): boolean;
+  clearFlows(): void;
+  flowStats(): FlowStats;
   ref(): void;
   unref(): void;
   close(): void;
@@ -258,6 +262,30 @@ export class UdpSocket {
 
   unref(): void {
     this.handle.unref();
+  }
+
+  /**
+   * Installs an ingress flow (router/flow-cache.ts): until `ttlMs` ms from now, a
+   * wake-up of at most FLOW_BATCH_MAX plaintext FRAMES datagrams, each sent by peer
+   * `hopPeer` from IPv4 `hopAddr` (uint32), whose every frame was originated by
+   * `srcPeer`, is addressed to `selfPeer` and matches `srcMac` → `dstMac` (or another
+   * installed flow), is written by the addon to the TAP fd `tapFd` (after `vnetLen`
+   * zero bytes of virtio_net_hdr) and the batch handler is not called. Peers and MACs
+   * are 48-bit numbers. Returns false (nothing installed) before start() or after close().
+   * @throws TypeError/RangeError for a missing or out-of-range argument.
+   */
+  addFlow(hopPeer: number, hopAddr: number, srcPeer: number, selfPeer: number, srcMac: number, dstMac: number, tapFd: number, vnetLen: number, ttlMs: number): boolean {
+    return this.handle.addFlow(hopPeer, hopAddr, srcPeer, selfPeer, srcMac, dstMac, tapFd, vnetLen, ttlMs);
+  }
+
+  /** Forgets every ingress flow (the router's decisions changed). */
+  clearFlows(): void {
+    this.handle.clearFlows();
+  }
+
+  /** Ingress flow cache counters. */
+  flowStats(): FlowStats {
+    return this.handle.flowStats();
   }
 
   /** Stops receiving and closes the socket. Idempotent, safe inside the handlers; later sends are counted as errors. */

@@ -23,7 +23,14 @@
 //                    writeFrames, writeDrops, writeErrors, lastWriteError,
 //                    vnetHdr, writeCoalesced }
 //   tap.ref(), tap.unref(), tap.close()
+//   tap.addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs)
+//   tap.clearFlows(), tap.flowStats()
 //   setDontFragment(fd, on)
+//
+// Flow cache (flow-cache.h): a wake-up of at most kFastBatchMax frames that
+// all match installed egress flows is sent here, one FRAMES datagram per
+// frame with sendmsg() on the sleeve's UDP socket, and JavaScript is not
+// called; otherwise the batch goes to onBatch as always.
 //
 // vnetHdr (opt-in): the TAP is opened with IFF_VNET_HDR and no offloads
 // (TUNSETOFFLOAD 0), so the kernel still hands us plain, checksummed frames
@@ -43,6 +50,8 @@
 
 #include <napi.h>
 #include <uv.h>
+
+#include "flow-cache.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -233,6 +242,9 @@ class Tap : public Napi::ObjectWrap<Tap> {
                            InstanceMethod<&Tap::RefMethod>("ref"),
                            InstanceMethod<&Tap::UnrefMethod>("unref"),
                            InstanceMethod<&Tap::Close>("close"),
+                           InstanceMethod<&Tap::AddFlow>("addFlow"),
+                           InstanceMethod<&Tap::ClearFlows>("clearFlows"),
+                           InstanceMethod<&Tap::FlowStats>("flowStats"),
                        });
   }
 
@@ -352,6 +364,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
       ThrowCode(env, uv_err_name(rc), "polling TAP " + name_ + " failed: " + uv_strerror(rc));
     }
     poll_ = poll.release();
+    loop_ = loop;
     if (!refed_) uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
 
     on_batch_ = Napi::Persistent(info[0].As<Napi::Function>());
@@ -439,6 +452,9 @@ class Tap : public Napi::ObjectWrap<Tap> {
     if (n > 0) {
       read_frames_ += n;
       read_batches_++;
+      if (n <= tsweave::kFastBatchMax && egress_.live != 0 && ForwardCached(n)) n = 0;
+    }
+    if (n > 0) {
       napi_value args[3] = {slab_ref_.Value(), frames_ref_.Value(), Napi::Number::New(env, static_cast<double>(n))};
       try {
         on_batch_.MakeCallback(keep, 3, args, *async_ctx_);
@@ -453,6 +469,113 @@ class Tap : public Napi::ObjectWrap<Tap> {
       return true;
     }
     return false;
+  }
+
+  // The flow cache's egress path: if every frame of this wake-up matches a
+  // live flow, send each as one FRAMES datagram and return true; otherwise
+  // send nothing and return false (the batch goes to JavaScript).
+  bool ForwardCached(size_t n) {
+    const uint64_t now = loop_ != nullptr ? uv_now(loop_) : 0;
+    tsweave::EgressFlow* hit[tsweave::kFastBatchMax];
+    for (size_t i = 0; i < n; i++) {
+      const uint8_t* f = slab_data_ + frames_data_[2 * i];
+      const size_t len = frames_data_[2 * i + 1];
+      if (len < 14 || (f[0] & 1) != 0) return false;  // runt, or a group address: flooded by the router
+      const uint64_t dst = tsweave::Read48(f);
+      const uint64_t src = tsweave::Read48(f + 6);
+      tsweave::EgressFlow& e = egress_.slots[tsweave::FlowSlot(src, dst, 0)];
+      if (e.expires_ms <= now || e.src_mac != src || e.dst_mac != dst || len > e.max_frame) return false;
+      hit[i] = &e;
+    }
+    bool failed = false;
+    for (size_t i = 0; i < n; i++) {
+      tsweave::EgressFlow& e = *hit[i];
+      uint8_t* f = slab_data_ + frames_data_[2 * i];
+      const size_t len = frames_data_[2 * i + 1];
+      uint8_t lenb[2] = {static_cast<uint8_t>(len >> 8), static_cast<uint8_t>(len)};
+      struct iovec iov[3] = {{e.tmpl, sizeof e.tmpl}, {lenb, 2}, {f, len}};
+      struct msghdr mh;
+      memset(&mh, 0, sizeof mh);
+      mh.msg_name = &e.to;
+      mh.msg_namelen = sizeof e.to;
+      mh.msg_iov = iov;
+      mh.msg_iovlen = 3;
+      ssize_t r;
+      do {
+        r = sendmsg(e.udp_fd, &mh, MSG_DONTWAIT);
+      } while (r < 0 && errno == EINTR);
+      if (r >= 0) {
+        egress_counters_.frames++;
+        egress_counters_.bytes += len;
+      } else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+        egress_counters_.drops++;
+      } else {
+        // EMSGSIZE (the path shrank) or worse: let the router see what follows.
+        egress_counters_.errors++;
+        failed = true;
+      }
+    }
+    egress_counters_.batches++;
+    if (failed) egress_.Clear();
+    return true;
+  }
+
+  // addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs):
+  // frames srcMac → dstMac (48-bit numbers) leave as FRAMES datagrams to
+  // IPv4 `addr` (uint32) : `port` on socket `udpFd`, each made of the 20-byte
+  // `template` (sleeve header, record src and dst peer), the frame's length
+  // and the frame, while not longer than maxFrame bytes, for ttlMs ms.
+  Napi::Value AddFlow(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const double kMac = 281474976710655.0;
+    uint64_t src = static_cast<uint64_t>(IntArg(env, info[0], "srcMac", 0, kMac, -1));
+    uint64_t dst = static_cast<uint64_t>(IntArg(env, info[1], "dstMac", 0, kMac, -1));
+    int fd = static_cast<int>(IntArg(env, info[2], "udpFd", 0, 2147483647, -1));
+    uint32_t addr = static_cast<uint32_t>(IntArg(env, info[3], "addr", 0, 4294967295.0, 0));
+    uint16_t port = static_cast<uint16_t>(IntArg(env, info[4], "port", 1, 65535, 0));
+    uint8_t* tmpl;
+    size_t tlen;
+    BytesArg(env, info[5], "template", &tmpl, &tlen);
+    if (tlen != tsweave::kEgressTemplate) ThrowRange(env, "template must be " + std::to_string(tsweave::kEgressTemplate) + " bytes");
+    uint32_t max_frame = static_cast<uint32_t>(IntArg(env, info[6], "maxFrame", 14, 65535, 0));
+    double ttl = IntArg(env, info[7], "ttlMs", 1, 3600000, 0);
+    if (info[0].IsUndefined() || info[1].IsUndefined() || info[2].IsUndefined() || info[4].IsUndefined() ||
+        info[6].IsUndefined() || info[7].IsUndefined()) {
+      ThrowType(env, "addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs) needs every argument");
+    }
+    if (closed_ || loop_ == nullptr) return Napi::Boolean::New(env, false);
+    tsweave::EgressFlow& e = egress_.slots[tsweave::FlowSlot(src, dst, 0)];
+    e.src_mac = src;
+    e.dst_mac = dst;
+    e.udp_fd = fd;
+    memset(&e.to, 0, sizeof e.to);
+    e.to.sin_family = AF_INET;
+    e.to.sin_port = htons(port);
+    e.to.sin_addr.s_addr = htonl(addr);
+    e.max_frame = max_frame;
+    memcpy(e.tmpl, tmpl, sizeof e.tmpl);
+    e.expires_ms = uv_now(loop_) + static_cast<uint64_t>(ttl);
+    egress_.live++;
+    egress_.installs++;
+    return Napi::Boolean::New(env, true);
+  }
+
+  Napi::Value ClearFlows(const Napi::CallbackInfo& info) {
+    egress_.Clear();
+    return info.Env().Undefined();
+  }
+
+  // flowStats() -> { installs, clears, batches, frames, bytes, drops, errors }
+  Napi::Value FlowStats(const Napi::CallbackInfo& info) {
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("installs", static_cast<double>(egress_.installs));
+    o.Set("clears", static_cast<double>(egress_.clears));
+    o.Set("batches", static_cast<double>(egress_counters_.batches));
+    o.Set("frames", static_cast<double>(egress_counters_.frames));
+    o.Set("bytes", static_cast<double>(egress_counters_.bytes));
+    o.Set("drops", static_cast<double>(egress_counters_.drops));
+    o.Set("errors", static_cast<double>(egress_counters_.errors));
+    return o;
   }
 
   // Stops reading and reports `err` once; the owner decides whether to close.
@@ -743,6 +866,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
   // destructor and from the environment cleanup hook.
   void CloseNative() {
     closed_ = true;
+    egress_.Clear();
     if (poll_ != nullptr) {
       poll_->data = nullptr;
       // The fd may be closed right after uv_close (libuv guarantees it stops watching).
@@ -792,6 +916,9 @@ class Tap : public Napi::ObjectWrap<Tap> {
   bool merge_ = true;
   uint64_t write_coalesced_ = 0;
   uint8_t merge_hdr_[14 + 60 + 60];
+  uv_loop_t* loop_ = nullptr;
+  tsweave::FlowTable<tsweave::EgressFlow> egress_;
+  tsweave::FlowCounters egress_counters_;
 };
 
 // setDontFragment(fd, on): on → IP_PMTUDISC_PROBE: the kernel sets DF on every

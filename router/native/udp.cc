@@ -49,12 +49,20 @@
 //                     sendErrors, lastSendError, recvBufferBytes, sendBufferBytes,
 //                     sendCoalesced, recvCoalesced, gso, gro }
 //   sock.ref(), sock.unref(), sock.close()
+//   sock.addFlow(hopPeer, hopAddr, srcPeer, selfPeer, srcMac, dstMac, tapFd, vnetLen, ttlMs)
+//   sock.clearFlows(), sock.flowStats()
 //   routeMtu(addr) -> MTU of the route towards addr, 0 if none
+// Flow cache (flow-cache.h): a wake-up of at most kFastBatchMax datagrams,
+// all plaintext FRAMES datagrams whose every frame matches an installed
+// ingress flow, is written to the TAP here (one write per frame) and
+// JavaScript is not called; otherwise the batch goes to onBatch as always.
 // Thrown errors carry a `code` (errno name, or ERR_INVALID_ARG_TYPE /
 // ERR_OUT_OF_RANGE for bad arguments).
 
 #include <napi.h>
 #include <uv.h>
+
+#include "flow-cache.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -180,6 +188,9 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
                            InstanceMethod<&UdpSocket::RefMethod>("ref"),
                            InstanceMethod<&UdpSocket::UnrefMethod>("unref"),
                            InstanceMethod<&UdpSocket::Close>("close"),
+                           InstanceMethod<&UdpSocket::AddFlow>("addFlow"),
+                           InstanceMethod<&UdpSocket::ClearFlows>("clearFlows"),
+                           InstanceMethod<&UdpSocket::FlowStats>("flowStats"),
                        });
   }
 
@@ -322,6 +333,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
       ThrowCode(env, uv_err_name(rc), std::string("polling the UDP socket failed: ") + uv_strerror(rc));
     }
     poll_ = poll.release();
+    loop_ = loop;
     if (!refed_) uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
     on_batch_ = Napi::Persistent(info[0].As<Napi::Function>());
     if (info[1].IsFunction()) on_error_ = Napi::Persistent(info[1].As<Napi::Function>());
@@ -424,6 +436,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
     if (n == 0) return false;
     recv_datagrams_ += n;
     recv_batches_++;
+    if (n <= tsweave::kFastBatchMax && ingress_.live != 0 && ForwardCached(n)) return false;
     napi_value args[3] = {slab_ref_.Value(), meta_ref_.Value(), Napi::Number::New(env, static_cast<double>(n))};
     try {
       on_batch_.MakeCallback(keep, 3, args, *async_ctx_);
@@ -432,6 +445,115 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
       return true;
     }
     return false;
+  }
+
+  // The flow cache's ingress path: if every row is a plaintext FRAMES
+  // datagram whose every frame matches a live flow (right hop peer and
+  // address, addressed to us), write the frames to the TAP and return true;
+  // otherwise write nothing and return false (the batch goes to JavaScript).
+  bool ForwardCached(size_t n) {
+    const uint64_t now = loop_ != nullptr ? uv_now(loop_) : 0;
+    struct Hit {
+      const uint8_t* frame;
+      size_t len;
+      const tsweave::IngressFlow* flow;
+    };
+    Hit hits[tsweave::kFastBatchMax * 4];
+    size_t nh = 0;
+    for (size_t i = 0; i < n; i++) {
+      const uint32_t* m = meta_data_ + kMetaStride * i;
+      const uint8_t* d = slab_data_ + m[0];
+      const size_t len = m[1];
+      if (len < tsweave::kSleeveHeader + tsweave::kFrameRecord + 14 || d[0] != tsweave::kSleeveMagic || d[1] != tsweave::kSleeveFrames) return false;
+      const uint64_t hop = tsweave::Read48(d + 2);
+      size_t at = tsweave::kSleeveHeader;
+      while (at < len) {
+        if (len - at < tsweave::kFrameRecord || nh == sizeof hits / sizeof hits[0]) return false;
+        const uint8_t* r = d + at;
+        const size_t flen = (static_cast<size_t>(r[12]) << 8) | r[13];
+        if (flen < 14 || flen > len - at - tsweave::kFrameRecord) return false;
+        const uint8_t* f = r + tsweave::kFrameRecord;
+        const uint64_t src_peer = tsweave::Read48(r);
+        const uint64_t dst_mac = tsweave::Read48(f);
+        const uint64_t src_mac = tsweave::Read48(f + 6);
+        const tsweave::IngressFlow& e = ingress_.slots[tsweave::FlowSlot(src_mac, dst_mac, src_peer)];
+        if (e.expires_ms <= now || e.src_mac != src_mac || e.dst_mac != dst_mac || e.src_peer != src_peer ||
+            e.hop_peer != hop || e.hop_addr != m[2] || tsweave::Read48(r + 6) != e.self_peer) {
+          return false;
+        }
+        hits[nh++] = {f, flen, &e};
+        at += tsweave::kFrameRecord + flen;
+      }
+    }
+    static const uint8_t kZeroVnet[16] = {0};
+    bool failed = false;
+    for (size_t i = 0; i < nh; i++) {
+      const Hit& h = hits[i];
+      struct iovec iov[2] = {{const_cast<uint8_t*>(kZeroVnet), h.flow->vnet_len}, {const_cast<uint8_t*>(h.frame), h.len}};
+      ssize_t r;
+      do {
+        r = h.flow->vnet_len != 0 ? writev(h.flow->tap_fd, iov, 2) : write(h.flow->tap_fd, h.frame, h.len);
+      } while (r < 0 && errno == EINTR);
+      if (r >= 0) {
+        ingress_counters_.frames++;
+        ingress_counters_.bytes += h.len;
+      } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        ingress_counters_.drops++;
+      } else {
+        ingress_counters_.errors++;
+        failed = true;
+      }
+    }
+    ingress_counters_.batches++;
+    if (failed) ingress_.Clear();
+    return true;
+  }
+
+  // addFlow(hopPeer, hopAddr, srcPeer, selfPeer, srcMac, dstMac, tapFd, vnetLen, ttlMs):
+  // frames originated by srcPeer, srcMac → dstMac, addressed to selfPeer,
+  // arriving in FRAMES datagrams sent by hopPeer from IPv4 hopAddr (uint32),
+  // are written to `tapFd` (after vnetLen zero bytes of virtio_net_hdr, 0 or
+  // 10) for ttlMs ms. Peers and MACs are 48-bit numbers.
+  Napi::Value AddFlow(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    for (size_t i = 0; i < 9; i++) {
+      if (info[i].IsUndefined()) ThrowType(env, "addFlow(hopPeer, hopAddr, srcPeer, selfPeer, srcMac, dstMac, tapFd, vnetLen, ttlMs) needs every argument");
+    }
+    const double k48 = 281474976710655.0;
+    tsweave::IngressFlow f;
+    f.hop_peer = static_cast<uint64_t>(IntArg(env, info[0], "hopPeer", 0, k48, 0));
+    f.hop_addr = static_cast<uint32_t>(IntArg(env, info[1], "hopAddr", 0, 4294967295.0, 0));
+    f.src_peer = static_cast<uint64_t>(IntArg(env, info[2], "srcPeer", 0, k48, 0));
+    f.self_peer = static_cast<uint64_t>(IntArg(env, info[3], "selfPeer", 0, k48, 0));
+    f.src_mac = static_cast<uint64_t>(IntArg(env, info[4], "srcMac", 0, k48, 0));
+    f.dst_mac = static_cast<uint64_t>(IntArg(env, info[5], "dstMac", 0, k48, 0));
+    f.tap_fd = static_cast<int>(IntArg(env, info[6], "tapFd", 0, 2147483647, 0));
+    f.vnet_len = static_cast<uint32_t>(IntArg(env, info[7], "vnetLen", 0, 12, 0));
+    double ttl = IntArg(env, info[8], "ttlMs", 1, 3600000, 0);
+    if (closed_ || loop_ == nullptr) return Napi::Boolean::New(env, false);
+    f.expires_ms = uv_now(loop_) + static_cast<uint64_t>(ttl);
+    ingress_.slots[tsweave::FlowSlot(f.src_mac, f.dst_mac, f.src_peer)] = f;
+    ingress_.live++;
+    ingress_.installs++;
+    return Napi::Boolean::New(env, true);
+  }
+
+  Napi::Value ClearFlows(const Napi::CallbackInfo& info) {
+    ingress_.Clear();
+    return info.Env().Undefined();
+  }
+
+  // flowStats() -> { installs, clears, batches, frames, bytes, drops, errors }
+  Napi::Value FlowStats(const Napi::CallbackInfo& info) {
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("installs", static_cast<double>(ingress_.installs));
+    o.Set("clears", static_cast<double>(ingress_.clears));
+    o.Set("batches", static_cast<double>(ingress_counters_.batches));
+    o.Set("frames", static_cast<double>(ingress_counters_.frames));
+    o.Set("bytes", static_cast<double>(ingress_counters_.bytes));
+    o.Set("drops", static_cast<double>(ingress_counters_.drops));
+    o.Set("errors", static_cast<double>(ingress_counters_.errors));
+    return o;
   }
 
   void Fail(Napi::Env env, Napi::Object keep, int err) {
@@ -688,6 +810,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
   // OS resources only; no JS, so safe from the destructor and the cleanup hook.
   void CloseNative() {
     closed_ = true;
+    ingress_.Clear();
     if (poll_ != nullptr) {
       poll_->data = nullptr;
       uv_close(reinterpret_cast<uv_handle_t*>(poll_), FreePoll);
@@ -755,6 +878,9 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
   uint64_t send_drops_too_big_ = 0;
   uint64_t send_errors_ = 0;
   int last_send_errno_ = 0;
+  uv_loop_t* loop_ = nullptr;
+  tsweave::FlowTable<tsweave::IngressFlow> ingress_;
+  tsweave::FlowCounters ingress_counters_;
 };
 
 // routeMtu(addr: uint32) -> the MTU the kernel would use towards IPv4 `addr`

@@ -65,6 +65,34 @@ for (const variant of VARIANTS) {
       for (const a of all) for (const b of all) if (a !== b) assert.ok(await a.ping(b.ips[0]), `${a.name} -> ${b.name}`);
     });
 
+    // The flow cache (router/flow-cache.ts) only serves the sleeve: over fastdp the
+    // kernel forwards and the router never sees these frames.
+    test('flow cache: sparse pings are forwarded from the addons\' cache, and a policy change empties it', { skip: !variant.flags.includes('--no-fastdp') }, async () => {
+      const before1 = (await h1.report()).Router.FlowCache;
+      const before3 = (await h3.report()).Router.FlowCache;
+      assert.equal(before1.Enabled, true);
+      // 20 pings at 50 ms: one wake-up per frame, the case the cache exists for.
+      const r = await c1.exec(['ping', '-c', '20', '-i', '0.05', '-W', '1', c3.ips[0]], 30_000);
+      assert.equal(r.code, 0, r.stdout);
+      assert.match(r.stdout, / 0% packet loss/);
+      const after1 = (await h1.report()).Router.FlowCache;
+      const after3 = (await h3.report()).Router.FlowCache;
+      // The first request and reply go through the router (a miss installs the flows);
+      // most of the rest must be forwarded by the addons on both ends.
+      assert.ok(after1.Egress.Frames - before1.Egress.Frames >= 10, `h1 egress from cache: ${JSON.stringify(after1.Egress)}`);
+      assert.ok(after1.Ingress.Frames - before1.Ingress.Frames >= 10, `h1 ingress from cache: ${JSON.stringify(after1.Ingress)}`);
+      assert.ok(after3.Egress.Frames - before3.Egress.Frames >= 10, `h3 egress from cache: ${JSON.stringify(after3.Egress)}`);
+      assert.ok(after3.Ingress.Frames - before3.Ingress.Frames >= 10, `h3 ingress from cache: ${JSON.stringify(after3.Ingress)}`);
+      assert.equal(after1.Egress.Errors + after1.Ingress.Errors, 0);
+      // Attaching another container on h1 changes the isolation policy, an input of
+      // every decision: the router must empty both caches at once.
+      await h1.container('c1b', ['ip:10.32.0.11/12']);
+      const cleared = (await h1.report()).Router.FlowCache;
+      assert.ok(cleared.Egress.Clears > after1.Egress.Clears, `egress cache emptied: ${JSON.stringify(cleared.Egress)}`);
+      assert.ok(cleared.Ingress.Clears > after1.Ingress.Clears, `ingress cache emptied: ${JSON.stringify(cleared.Ingress)}`);
+      assert.ok(await c1.ping(c3.ips[0]), 'c1 -> c3 after the cache was emptied');
+    });
+
     test('weave ps lists the attached namespace with its MAC and CIDR', async () => {
       const out = await h1.mustWeave(['ps']);
       assert.match(out, new RegExp(`^netns:/var/run/netns/${c1.ns} ([0-9a-f]{2}:){5}[0-9a-f]{2} 10\\.32\\.0\\.1/12$`, 'm'));

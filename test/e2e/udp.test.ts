@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
+import { closeSync, constants as fsConstants, openSync, readSync, unlinkSync } from 'node:fs';
 import { COALESCE, DatagramBatch, UdpSocket, UdpError, META_STRIDE, routeMtu, type UdpStats } from '../../router/udp.js';
 import { Sleeve, SleevePeer, datagramFor, type SleeveHost } from '../../router/sleeve.js';
 import { forEachFrame, HEADER_BYTES, DatagramType } from '../../router/sleeve-codec.js';
@@ -393,9 +394,110 @@ async function childCloseInBatch(): Promise<Json> {
   return { calls, fd: rx.fd };
 }
 
+
+/**
+ * The ingress flow cache (router/native/flow-cache.h): datagrams whose every frame
+ * matches an installed flow are written to the "TAP" fd (a FIFO here, so the bytes
+ * can be read back) without calling JavaScript; anything else reaches the handler.
+ */
+async function childFlows(): Promise<Json> {
+  const fifo = `/tmp/tsw-udp-flows-${process.pid}`;
+  execFileSync('mkfifo', [fifo]);
+  const tapFd = openSync(fifo, fsConstants.O_RDWR | fsConstants.O_NONBLOCK);
+  unlinkSync(fifo);
+  const rx = UdpSocket.open({ port: 0, address: '127.0.0.1', batch: 64 });
+  const tx = UdpSocket.open({ port: 0, address: '127.0.0.1' });
+  const tx2 = UdpSocket.open({ port: 0, address: '127.0.0.2' });
+  const HOP = 0x0a0b0c0d0e0f, ORIGIN = 0x111111111111, SELF_PEER = 0x222222222222;
+  const SRC = 0x02aabbccdd01, DST = 0x02aabbccdd02;
+  let calls = 0;
+  rx.start(() => void calls++);
+  const frame = (src: number, dst: number, fill: number): Buffer => {
+    const f = Buffer.alloc(60, fill);
+    f.writeUIntBE(dst, 0, 6);
+    f.writeUIntBE(src, 6, 6);
+    f.writeUInt16BE(0x0800, 12);
+    return f;
+  };
+  const datagram = (sender: number, recs: Array<{ origin?: number; to?: number; f: Buffer }>, type: number = DatagramType.FRAMES): Buffer => {
+    const parts: Buffer[] = [Buffer.from([0x54, type, 0, 0, 0, 0, 0, 0])];
+    parts[0]!.writeUIntBE(sender, 2, 6);
+    for (const r of recs) {
+      const h = Buffer.alloc(14);
+      h.writeUIntBE(r.origin ?? ORIGIN, 0, 6);
+      h.writeUIntBE(r.to ?? SELF_PEER, 6, 6);
+      h.writeUInt16BE(r.f.length, 12);
+      parts.push(h, r.f);
+    }
+    return Buffer.concat(parts);
+  };
+  const drain = (): Buffer => {
+    const chunks: Buffer[] = [];
+    const b = Buffer.alloc(65536);
+    for (;;) {
+      try {
+        const n = readSync(tapFd, b, 0, b.length, null);
+        if (n <= 0) break;
+        chunks.push(Buffer.from(b.subarray(0, n)));
+      } catch {
+        break; // EAGAIN: empty
+      }
+    }
+    return Buffer.concat(chunks);
+  };
+  // Sends one datagram and reports whether JS saw it and what reached the "TAP".
+  const probe = async (d: Buffer, from: UdpSocket = tx): Promise<{ js: boolean; tap: Buffer }> => {
+    const before = calls;
+    from.send(d, 0, d.length, LOOPBACK, rx.localPort);
+    await new Promise((r) => setTimeout(r, 60));
+    return { js: calls > before, tap: drain() };
+  };
+  const f1 = frame(SRC, DST, 0xa1);
+  const f2 = frame(SRC, DST, 0xa2);
+  const result: Json = {};
+  result.beforeInstall = await probe(datagram(HOP, [{ f: f1 }])).then((r) => ({ js: r.js, tap: r.tap.length }));
+  result.installed = rx.addFlow(HOP, LOOPBACK, ORIGIN, SELF_PEER, SRC, DST, tapFd, 10, 5000);
+  const one = await probe(datagram(HOP, [{ f: f1 }]));
+  result.one = { js: one.js, tapOk: one.tap.equals(Buffer.concat([Buffer.alloc(10), f1])) };
+  const two = await probe(datagram(HOP, [{ f: f1 }, { f: f2 }]));
+  result.two = { js: two.js, tapOk: two.tap.equals(Buffer.concat([Buffer.alloc(10), f1, Buffer.alloc(10), f2])) };
+  const misses: Record<string, { js: boolean; tap: number }> = {};
+  const miss = async (name: string, d: Buffer, from?: UdpSocket): Promise<void> => {
+    const r = await probe(d, from);
+    misses[name] = { js: r.js, tap: r.tap.length };
+  };
+  await miss('other src MAC', datagram(HOP, [{ f: frame(SRC + 1, DST, 1) }]));
+  await miss('other dst MAC', datagram(HOP, [{ f: frame(SRC, DST + 1, 1) }]));
+  await miss('other origin peer', datagram(HOP, [{ origin: ORIGIN + 1, f: f1 }]));
+  await miss('not for us (relay)', datagram(HOP, [{ to: SELF_PEER + 1, f: f1 }]));
+  await miss('broadcast record', datagram(HOP, [{ to: 0, f: f1 }]));
+  await miss('other hop peer', datagram(HOP + 1, [{ f: f1 }]));
+  await miss('other hop address', datagram(HOP, [{ f: f1 }]), tx2);
+  await miss('heartbeat type', datagram(HOP, [{ f: f1 }], DatagramType.HEARTBEAT));
+  await miss('sealed type', datagram(HOP, [{ f: f1 }], DatagramType.ENCRYPTED));
+  await miss('one hit, one miss', datagram(HOP, [{ f: f1 }, { f: frame(SRC + 1, DST, 1) }]));
+  const cut = datagram(HOP, [{ f: f1 }]);
+  await miss('record longer than the datagram', Buffer.from(cut.subarray(0, cut.length - 1)));
+  result.misses = misses;
+  rx.clearFlows();
+  result.afterClear = await probe(datagram(HOP, [{ f: f1 }])).then((r) => ({ js: r.js, tap: r.tap.length }));
+  rx.addFlow(HOP, LOOPBACK, ORIGIN, SELF_PEER, SRC, DST, tapFd, 0, 30);
+  const fresh = await probe(datagram(HOP, [{ f: f1 }]));
+  result.noVnet = { js: fresh.js, tapOk: fresh.tap.equals(f1) };
+  await new Promise((r) => setTimeout(r, 80));
+  result.afterTtl = await probe(datagram(HOP, [{ f: f1 }])).then((r) => ({ js: r.js, tap: r.tap.length }));
+  result.stats = rx.flowStats();
+  result.badArgs = errInfo(() => rx.addFlow(HOP, LOOPBACK, ORIGIN, SELF_PEER, SRC, 2 ** 48, tapFd, 10, 100));
+  rx.close();
+  tx.close();
+  tx2.close();
+  closeSync(tapFd);
+  return result;
+}
+
 if (process.env.TSW_UDP_CHILD) {
   const mode = process.env.TSW_UDP_CHILD;
-  const run: Record<string, () => Json | Promise<Json>> = { batch: childBatch, gso: childGso, sleeve: childSleeve, edges: childEdges, errors: childErrors, 'close-in-batch': childCloseInBatch };
+  const run: Record<string, () => Json | Promise<Json>> = { batch: childBatch, gso: childGso, sleeve: childSleeve, edges: childEdges, errors: childErrors, 'close-in-batch': childCloseInBatch, flows: childFlows };
   try {
     const r = await run[mode]!();
     process.stdout.write(JSON.stringify({ ok: true, ...r }) + '\n');
@@ -529,6 +631,24 @@ if (process.env.TSW_UDP_CHILD) {
       assert.equal(r.plain.drops.auth, undefined);
       assert.equal(r.sealed.drops.auth, 1, 'plaintext from a peer with a key is refused');
       assert.equal(r.plain.drops.malformed, 1);
+    });
+
+    it('ingress flow cache: matching datagrams go to the TAP without JavaScript, every miss reaches the handler', async () => {
+      const r = await child('flows');
+      assert.deepEqual(r.beforeInstall, { js: true, tap: 0 }, 'nothing is cached before an install');
+      assert.equal(r.installed, true);
+      assert.deepEqual(r.one, { js: false, tapOk: true }, 'one frame: virtio header + frame written, handler not called');
+      assert.deepEqual(r.two, { js: false, tapOk: true }, 'two frames in one datagram, in order');
+      for (const [name, m] of Object.entries(r.misses as Record<string, unknown>)) assert.deepEqual(m, { js: true, tap: 0 }, name);
+      assert.deepEqual(r.afterClear, { js: true, tap: 0 }, 'clearFlows() empties the cache');
+      assert.deepEqual(r.noVnet, { js: false, tapOk: true }, 'vnetLen 0 writes the bare frame');
+      assert.deepEqual(r.afterTtl, { js: true, tap: 0 }, 'a flow expires after its ttl');
+      assert.equal(r.stats.frames, 4);
+      assert.equal(r.stats.batches, 3);
+      assert.equal(r.stats.bytes, 240);
+      assert.equal(r.stats.errors, 0);
+      assert.ok(r.stats.clears >= 1);
+      assert.equal(r.badArgs?.name, 'RangeError', 'a MAC beyond 48 bits is refused');
     });
 
     it('close() inside the batch handler stops further calls and lets the process exit', async () => {

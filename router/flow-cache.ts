@@ -1,0 +1,63 @@
+/**
+ * The sleeve's flow cache, seen from TypeScript: the shapes the TAP and UDP addons
+ * expose (router/native/flow-cache.h explains the design) and the router-side rules
+ * for when a decision may be cached. Pure: no sockets, timers or files.
+ *
+ * A flow is a forwarding decision the router already made for one conversation
+ * (source MAC → destination MAC), cached in C so that a wake-up bringing a few frames
+ * of it is forwarded without entering JavaScript — the same split as Weave's fast
+ * datapath, where the router installs Open vSwitch flows on a miss and the kernel
+ * forwards the rest. Every decision stays here; the cache only repeats it, for at most
+ * {@link FLOW_TTL_MS}, and is cleared whenever an input of a decision changes.
+ */
+import { DatagramType, HEADER_BYTES, SLEEVE_MAGIC } from './sleeve-codec.js';
+import { writeMac } from './mac-cache.js';
+
+/**
+ * How long an installed flow is used before the router must see a frame of that
+ * conversation again (which refreshes its MAC cache entries), in ms.
+ */
+export const FLOW_TTL_MS = 2_000;
+/** Largest wake-up (frames or datagrams) the addons forward from the cache; mirrors kFastBatchMax. */
+export const FLOW_BATCH_MAX = 8;
+/** Bytes of the egress template: sleeve header (8) + the frame record's src and dst peer (12). */
+export const EGRESS_TEMPLATE_BYTES = HEADER_BYTES + 12;
+
+/** Counters of one direction of the cache, since the device or socket opened. */
+export interface FlowStats {
+  /** flows installed */
+  installs: number;
+  /** times the router (or an error) emptied the cache */
+  clears: number;
+  /** wake-ups forwarded entirely from the cache */
+  batches: number;
+  /** frames forwarded from the cache */
+  frames: number;
+  /** Ethernet bytes of those frames */
+  bytes: number;
+  /** frames dropped because the socket or TAP queue was full */
+  drops: number;
+  /** frames whose send/write failed otherwise (the cache is then cleared) */
+  errors: number;
+}
+
+export const NO_FLOW_STATS: FlowStats = Object.freeze({ installs: 0, clears: 0, batches: 0, frames: 0, bytes: 0, drops: 0, errors: 0 });
+
+/**
+ * The 20 bytes that start every datagram of an egress flow: sleeve header (magic,
+ * FRAMES, `sender`) and the frame record's origin and destination peer (sleeve-codec.ts);
+ * the addon appends the 2-byte frame length and the frame.
+ */
+export function egressTemplate(sender: number, origin: number, dst: number, out: Buffer = Buffer.alloc(EGRESS_TEMPLATE_BYTES)): Buffer {
+  out[0] = SLEEVE_MAGIC;
+  out[1] = DatagramType.FRAMES;
+  writeMac(out, 2, sender);
+  writeMac(out, 8, origin);
+  writeMac(out, 14, dst);
+  return out;
+}
+
+/** The flow cache is on unless WEAVE_NO_FLOW_CACHE=1 (an escape hatch, and the reference in benchmarks). */
+export function flowCacheEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.WEAVE_NO_FLOW_CACHE !== '1';
+}
