@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --no-memory-reducer
 /**
  * `weave`: Weave Net's command line, for tsweave. Every verb but `launch` (which
  * starts the daemon) and `env`/`config` is one request to the router's HTTP API.
@@ -21,6 +21,13 @@ const VERSION = '0.1.0';
 const DEFAULT_MTU = 1376;
 const here = path.dirname(fileURLToPath(import.meta.url));
 const WEAVER_JS = path.join(here, '..', 'router', 'weaver.js');
+/**
+ * V8 flags the router runs with (the shebang above gives the same to `weave launch
+ * --no-detach`): no memory reducer, whose idle-time compactions of the heap paused the
+ * event loop — and so the data path — for 6–18 ms each, some seconds after start and
+ * after every full collection (router/heap.ts collects startup's garbage instead).
+ */
+const ROUTER_NODE_FLAGS = ['--no-memory-reducer'];
 
 function out(s: string): void {
   process.stdout.write(s.endsWith('\n') || s === '' ? s : s + '\n');
@@ -180,7 +187,7 @@ program.command('launch')
     const fd = openSync(logFile, 'a', 0o600);
     // WEAVER_NODE_ARGS: extra node flags for the daemon, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p".
     const nodeArgs = (process.env.WEAVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
-    const child = spawn(process.execPath, [...nodeArgs, WEAVER_JS], { detached: true, stdio: [password ? 'pipe' : 'ignore', fd, fd], env });
+    const child = spawn(process.execPath, [...ROUTER_NODE_FLAGS, ...nodeArgs, WEAVER_JS], { detached: true, stdio: [password ? 'pipe' : 'ignore', fd, fd], env });
     if (password) child.stdin!.end(password);
     let exited: number | null = null;
     child.on('exit', (code) => (exited = code ?? 1));

@@ -4,6 +4,7 @@
  * IPAM, the HTTP API, and stops cleanly on SIGTERM/SIGINT, leaving the bridge and
  * attached containers in place (as Weave does) so they reconnect on the next launch.
  */
+import { collectGarbage } from './heap.js';
 import os from 'node:os';
 import path from 'node:path';
 import { promises as fsp, readFileSync } from 'node:fs';
@@ -184,18 +185,22 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     process.exit(code);
   };
 
-  // Drops counted by the bridge filters (same-host isolation), read every few seconds
-  // so building a report never waits on nft.
+  // Drops counted by the bridge filters (same-host isolation). Reading them runs nft,
+  // and every child process forks this one: a fork stalls the event loop (and so the
+  // data path) for milliseconds. So they are read only when a report is asked for,
+  // at most every 5 s, in the background: a report never waits on nft and shows the
+  // value read last.
   let bridgeDrops: Record<string, number> = {};
+  let bridgeDropsAt = -Infinity;
   const refreshBridgeDrops = (): void => {
+    if (Date.now() - bridgeDropsAt < 5000) return;
+    bridgeDropsAt = Date.now();
     isolation.counters().then((c) => {
       bridgeDrops = Object.fromEntries(Object.entries(c).map(([k, v]) => [`bridge-${k}`, v]));
     }, () => undefined);
   };
-  refreshBridgeDrops();
-  const dropTimer = setInterval(refreshBridgeDrops, 5000);
-  dropTimer.unref();
   const fullReport = () => {
+    refreshBridgeDrops();
     const r = router.report();
     r.Router.Drops = { ...r.Router.Drops, ...bridgeDrops };
     return { ...r, IPAM: ipam?.report(), Endpoints: endpoints.list().map((e) => ({ ID: e.id, MAC: e.mac, CIDRs: e.cidrs })) };
@@ -291,6 +296,8 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     log(`internal error (please report): ${err.stack ?? err.message}`, 'error');
   });
   log(`router ${name}(${cfg.nickname}) started on port ${cfg.port}, mtu ${cfg.mtu}, encryption ${pwKey ? 'enabled' : 'disabled'}, api ${paths.sock}`);
+  // Collect startup's garbage now rather than in a compacting pause under traffic (heap.ts).
+  setTimeout(collectGarbage, 200).unref();
 }
 
 export function splitHostPort(addr: string, defPort: number): [string, number] {

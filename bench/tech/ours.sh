@@ -27,9 +27,9 @@ up() {
   esac
   local pw=()
   [ "$variant" = default ] && pw=(env WEAVE_PASSWORD=bench-password-not-secret)
-  start_daemon "$D" "$NS_H1" router-h1 env WEAVE_STATE_DIR="$D/h1" "${pw[@]}" node "$WEAVE" launch --no-detach \
+  start_daemon "$D" "$NS_H1" router-h1 env WEAVE_STATE_DIR="$D/h1" "${pw[@]}" "$WEAVE" launch --no-detach \
     --nickname h1 --mtu "$mtu" --ipalloc-range "" --no-proxy --log-level warn "${extra[@]}"
-  start_daemon "$D" "$NS_H2" router-h2 env WEAVE_STATE_DIR="$D/h2" "${pw[@]}" node "$WEAVE" launch --no-detach \
+  start_daemon "$D" "$NS_H2" router-h2 env WEAVE_STATE_DIR="$D/h2" "${pw[@]}" "$WEAVE" launch --no-detach \
     --nickname h2 --mtu "$mtu" --ipalloc-range "" --no-proxy --log-level warn "${extra[@]}" "$H1_IP"
   set_overlay_mtu "$mtu"
   write_meta "$D" "$NAME" "$variant" L2 "$mtu" "$desc"
