@@ -18,8 +18,12 @@ import { writeMac } from './mac-cache.js';
  * conversation again (which refreshes its MAC cache entries), in ms.
  */
 export const FLOW_TTL_MS = 2_000;
-/** Largest wake-up (frames or datagrams) the addons forward from the cache; mirrors kFastBatchMax. */
-export const FLOW_BATCH_MAX = 8;
+/**
+ * Largest wake-up (frames from the TAP, datagrams from the socket) the addons forward
+ * from the cache; mirrors kFastBatchMax: one — bigger batches are load, where the
+ * router's packing and offloads do better than a syscall per frame.
+ */
+export const FLOW_BATCH_MAX = 1;
 /** Bytes of the egress template: sleeve header (8) + the frame record's src and dst peer (12). */
 export const EGRESS_TEMPLATE_BYTES = HEADER_BYTES + 12;
 

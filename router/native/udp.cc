@@ -458,7 +458,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
       size_t len;
       const tsweave::IngressFlow* flow;
     };
-    Hit hits[tsweave::kFastBatchMax * 4];
+    Hit hits[tsweave::kFastBatchMax * tsweave::kFastFramesMax];
     size_t nh = 0;
     for (size_t i = 0; i < n; i++) {
       const uint32_t* m = meta_data_ + kMetaStride * i;
