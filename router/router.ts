@@ -176,6 +176,9 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     this.tap = tap;
     tap?.start(this.onTapBatch, (err) => this.log(`tap: ${err.message}`));
     this.tapVnetBytes = tap?.vnetHeaderBytes ?? 0;
+    // [flow cache] Between cached frames the addons wait for the next one themselves.
+    const udpPort = this.flowCache ? this.sleeve.fastPort() : undefined;
+    if (tap !== undefined && udpPort !== undefined && !tap.linkFastPath(udpPort)) this.log('flow cache: cannot link the TAP and UDP socket; frames still take the cache');
     for (const p of this.config.peers) this.targets.add(p, true, Date.now());
     this.timers.push(setInterval(() => this.connectTick(), CONNECT_TICK_MS));
     this.timers.push(setInterval(() => this.periodicGossip(), GOSSIP_INTERVAL_MS));

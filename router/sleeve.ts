@@ -246,6 +246,11 @@ export class Sleeve {
     this.sock?.clearFlows();
   }
 
+  /** The socket's handle for Tap.linkFastPath, undefined before listen(). */
+  fastPort(): unknown {
+    return this.sock?.fastPort();
+  }
+
   /** Ingress flow cache counters. */
   flowStats(): FlowStats {
     return this.sock?.flowStats() ?? NO_FLOW_STATS;

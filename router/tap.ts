@@ -102,6 +102,7 @@ interface NativeTap {
   addFlow(srcMac: number, dstMac: number, udpFd: number, addr: number, port: number, template: Uint8Array, maxFrame: number, ttlMs: number): boolean;
   clearFlows(): void;
   flowStats(): FlowStats;
+  linkFastPath(udpPort: unknown): boolean;
   ref(): void;
   unref(): void;
   close(): void;
@@ -274,6 +275,17 @@ export class Tap {
   /** Egress flow cache counters. */
   flowStats(): FlowStats {
     return this.handle.flowStats();
+  }
+
+  /**
+   * Lets the addons wait for the next frame themselves after a wake-up the flow cache
+   * forwarded (router/native/flow-cache.h, RunNested), on this TAP and the UDP socket
+   * whose {@link UdpSocket.fastPort} is given, until libuv has other work or a timer is
+   * due. Call after start(); once per TAP. Returns false if it could not link.
+   * @throws TypeError if `udpPort` is not a fastPort() handle.
+   */
+  linkFastPath(udpPort: unknown): boolean {
+    return this.handle.linkFastPath(udpPort);
   }
 
   /** Bytes of virtio_net_hdr that precede every frame on the fd: 10 with vnetHdr, else 0. */

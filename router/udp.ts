@@ -132,6 +132,7 @@ interface NativeUdp {
   addFlow(hopPeer: number, hopAddr: number, srcPeer: number, selfPeer: number, srcMac: number, dstMac: number, tapFd: number, vnetLen: number, ttlMs: number): boolean;
   clearFlows(): void;
   flowStats(): FlowStats;
+  fastPort(): unknown;
   ref(): void;
   unref(): void;
   close(): void;
@@ -286,6 +287,15 @@ export class UdpSocket {
   /** Ingress flow cache counters. */
   flowStats(): FlowStats {
     return this.handle.flowStats();
+  }
+
+  /** An opaque handle to this socket's side of the flow cache's wait, for {@link Tap.linkFastPath}. @throws UdpError ECLOSED after close. */
+  fastPort(): unknown {
+    try {
+      return this.handle.fastPort();
+    } catch (e) {
+      throw asUdpError(e);
+    }
   }
 
   /** Stops receiving and closes the socket. Idempotent, safe inside the handlers; later sends are counted as errors. */

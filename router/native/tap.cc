@@ -245,6 +245,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
                            InstanceMethod<&Tap::AddFlow>("addFlow"),
                            InstanceMethod<&Tap::ClearFlows>("clearFlows"),
                            InstanceMethod<&Tap::FlowStats>("flowStats"),
+                           InstanceMethod<&Tap::LinkFastPath>("linkFastPath"),
                        });
   }
 
@@ -276,6 +277,10 @@ class Tap : public Napi::ObjectWrap<Tap> {
       vnet_ = info[4].As<Napi::Boolean>().Value();
     }
     fd_ = OpenTap(env, name, &name_, vnet_);  // throws with a one-line message
+    port_ = new tsweave::FastPort;  // never freed: the UDP addon may hold it (flow-cache.h)
+    port_->fd = fd_;
+    port_->self = this;
+    port_->service = &Tap::Service;
     napi_add_env_cleanup_hook(env, CleanupHook, this);
     hook_added_ = true;
   }
@@ -396,15 +401,36 @@ class Tap : public Napi::ObjectWrap<Tap> {
         return;
       }
       if (events & UV_READABLE) self->Drain(env, keep);
+      // Forwarded from the cache: wait for the next frame here (flow-cache.h).
+      if (self->last_fast_ && !self->closed_ && self->port_ != nullptr) tsweave::RunNested(self->port_->nest, self->loop_);
     } catch (const Napi::Error& e) {
       napi_fatal_exception(env, e.Value());
     }
+  }
+
+  // FastPort::service for RunNested: one Drain; 1 if the cache forwarded it.
+  static int Service(void* p) {
+    Tap* self = static_cast<Tap*>(p);
+    if (self == nullptr || self->closed_) return -1;
+    Napi::Env env(self->env_);
+    Napi::HandleScope scope(env);
+    try {
+      Napi::Object keep = self->Value();
+      if (self->Drain(env, keep) || self->closed_) return -1;
+    } catch (const Napi::Error& e) {
+      napi_fatal_exception(env, e.Value());
+      return -1;
+    }
+    if (self->last_n_ == 0) return 0;
+    return self->last_fast_ ? 1 : -1;
   }
 
   // Reads up to one batch and hands it to onBatch. Returns true if an error
   // was reported: a read error (reading is then stopped) or an exception
   // thrown by onBatch (raised as an uncaught exception).
   bool Drain(Napi::Env env, Napi::Object keep) {
+    last_fast_ = false;
+    last_n_ = 0;
     size_t pos = 0;
     size_t n = 0;
     int err = 0;
@@ -452,7 +478,11 @@ class Tap : public Napi::ObjectWrap<Tap> {
     if (n > 0) {
       read_frames_ += n;
       read_batches_++;
-      if (n <= tsweave::kFastBatchMax && egress_.live != 0 && ForwardCached(n)) n = 0;
+      last_n_ = n;
+      if (n <= tsweave::kFastBatchMax && egress_.live != 0 && ForwardCached(n)) {
+        last_fast_ = true;
+        n = 0;
+      }
     }
     if (n > 0) {
       napi_value args[3] = {slab_ref_.Value(), frames_ref_.Value(), Napi::Number::New(env, static_cast<double>(n))};
@@ -475,7 +505,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
   // live flow, send each as one FRAMES datagram and return true; otherwise
   // send nothing and return false (the batch goes to JavaScript).
   bool ForwardCached(size_t n) {
-    const uint64_t now = loop_ != nullptr ? uv_now(loop_) : 0;
+    const uint64_t now = tsweave::MonoMs();
     tsweave::EgressFlow* hit[tsweave::kFastBatchMax];
     for (size_t i = 0; i < n; i++) {
       const uint8_t* f = slab_data_ + frames_data_[2 * i];
@@ -554,10 +584,22 @@ class Tap : public Napi::ObjectWrap<Tap> {
     e.to.sin_addr.s_addr = htonl(addr);
     e.max_frame = max_frame;
     memcpy(e.tmpl, tmpl, sizeof e.tmpl);
-    e.expires_ms = uv_now(loop_) + static_cast<uint64_t>(ttl);
+    e.expires_ms = tsweave::MonoMs() + static_cast<uint64_t>(ttl);
     egress_.live++;
     egress_.installs++;
     return Napi::Boolean::New(env, true);
+  }
+
+  // linkFastPath(udpPort): joins the UDP socket's FastPort (UdpSocket.fastPort())
+  // and this TAP's into one nest (flow-cache.h); true if linked. Once per TAP.
+  Napi::Value LinkFastPath(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsExternal()) ThrowType(env, "linkFastPath needs the UDP socket's fastPort()");
+    auto* other = info[0].As<Napi::External<tsweave::FastPort>>().Data();
+    if (closed_ || loop_ == nullptr || port_ == nullptr || port_->nest != nullptr || other == nullptr || other->nest != nullptr) {
+      return Napi::Boolean::New(env, false);
+    }
+    return Napi::Boolean::New(env, tsweave::MakeNest(port_, other, loop_) != nullptr);
   }
 
   Napi::Value ClearFlows(const Napi::CallbackInfo& info) {
@@ -867,6 +909,10 @@ class Tap : public Napi::ObjectWrap<Tap> {
   void CloseNative() {
     closed_ = true;
     egress_.Clear();
+    if (port_ != nullptr) {
+      port_->self = nullptr;
+      port_->fd = -1;
+    }
     if (poll_ != nullptr) {
       poll_->data = nullptr;
       // The fd may be closed right after uv_close (libuv guarantees it stops watching).
@@ -917,6 +963,9 @@ class Tap : public Napi::ObjectWrap<Tap> {
   uint64_t write_coalesced_ = 0;
   uint8_t merge_hdr_[14 + 60 + 60];
   uv_loop_t* loop_ = nullptr;
+  tsweave::FastPort* port_ = nullptr;
+  bool last_fast_ = false;
+  size_t last_n_ = 0;
   tsweave::FlowTable<tsweave::EgressFlow> egress_;
   tsweave::FlowCounters egress_counters_;
 };

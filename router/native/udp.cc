@@ -191,6 +191,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
                            InstanceMethod<&UdpSocket::AddFlow>("addFlow"),
                            InstanceMethod<&UdpSocket::ClearFlows>("clearFlows"),
                            InstanceMethod<&UdpSocket::FlowStats>("flowStats"),
+                           InstanceMethod<&UdpSocket::FastPortMethod>("fastPort"),
                        });
   }
 
@@ -298,6 +299,10 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
     struct sockaddr_in bound;
     socklen_t bl = sizeof bound;
     if (getsockname(fd_, reinterpret_cast<struct sockaddr*>(&bound), &bl) == 0) port_ = ntohs(bound.sin_port);
+    fast_port_ = new tsweave::FastPort;  // never freed: the TAP addon may hold it (flow-cache.h)
+    fast_port_->fd = fd_;
+    fast_port_->self = this;
+    fast_port_->service = &UdpSocket::Service;
     napi_add_env_cleanup_hook(env, CleanupHook, this);
     hook_added_ = true;
   }
@@ -359,14 +364,42 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
         return;
       }
       if (events & UV_READABLE) self->Drain(env, keep);
+      // Forwarded from the cache: wait for the next frame here (flow-cache.h).
+      if (self->last_fast_ && !self->closed_ && self->fast_port_ != nullptr) tsweave::RunNested(self->fast_port_->nest, self->loop_);
     } catch (const Napi::Error& e) {
       napi_fatal_exception(env, e.Value());
     }
   }
 
+  // FastPort::service for RunNested: one Drain; 1 if the cache forwarded it.
+  static int Service(void* p) {
+    UdpSocket* self = static_cast<UdpSocket*>(p);
+    if (self == nullptr || self->closed_) return -1;
+    Napi::Env env(self->env_);
+    Napi::HandleScope scope(env);
+    try {
+      Napi::Object keep = self->Value();
+      if (self->Drain(env, keep) || self->closed_) return -1;
+    } catch (const Napi::Error& e) {
+      napi_fatal_exception(env, e.Value());
+      return -1;
+    }
+    if (self->last_n_ == 0) return 0;
+    return self->last_fast_ ? 1 : -1;
+  }
+
+  // fastPort(): this socket's side of the nest, for Tap.linkFastPath().
+  Napi::Value FastPortMethod(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_ || fast_port_ == nullptr) ThrowCode(env, "ECLOSED", "UDP socket on port " + std::to_string(port_) + " is closed");
+    return Napi::External<tsweave::FastPort>::New(env, fast_port_);
+  }
+
   // One recvmmsg() of up to `batch` datagrams, one JS call. Returns true if
   // an error was reported (receive error, or an exception from onBatch).
   bool Drain(Napi::Env env, Napi::Object keep) {
+    last_fast_ = false;
+    last_n_ = 0;
     for (size_t i = 0; i < batch_; i++) {
       struct msghdr& mh = rmsgs_[i].msg_hdr;
       mh.msg_namelen = sizeof(struct sockaddr_in);
@@ -436,7 +469,11 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
     if (n == 0) return false;
     recv_datagrams_ += n;
     recv_batches_++;
-    if (n <= tsweave::kFastBatchMax && ingress_.live != 0 && ForwardCached(n)) return false;
+    last_n_ = n;
+    if (n <= tsweave::kFastBatchMax && ingress_.live != 0 && ForwardCached(n)) {
+      last_fast_ = true;
+      return false;
+    }
     napi_value args[3] = {slab_ref_.Value(), meta_ref_.Value(), Napi::Number::New(env, static_cast<double>(n))};
     try {
       on_batch_.MakeCallback(keep, 3, args, *async_ctx_);
@@ -452,7 +489,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
   // address, addressed to us), write the frames to the TAP and return true;
   // otherwise write nothing and return false (the batch goes to JavaScript).
   bool ForwardCached(size_t n) {
-    const uint64_t now = loop_ != nullptr ? uv_now(loop_) : 0;
+    const uint64_t now = tsweave::MonoMs();
     struct Hit {
       const uint8_t* frame;
       size_t len;
@@ -531,7 +568,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
     f.vnet_len = static_cast<uint32_t>(IntArg(env, info[7], "vnetLen", 0, 12, 0));
     double ttl = IntArg(env, info[8], "ttlMs", 1, 3600000, 0);
     if (closed_ || loop_ == nullptr) return Napi::Boolean::New(env, false);
-    f.expires_ms = uv_now(loop_) + static_cast<uint64_t>(ttl);
+    f.expires_ms = tsweave::MonoMs() + static_cast<uint64_t>(ttl);
     ingress_.slots[tsweave::FlowSlot(f.src_mac, f.dst_mac, f.src_peer)] = f;
     ingress_.live++;
     ingress_.installs++;
@@ -811,6 +848,10 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
   void CloseNative() {
     closed_ = true;
     ingress_.Clear();
+    if (fast_port_ != nullptr) {
+      fast_port_->self = nullptr;
+      fast_port_->fd = -1;
+    }
     if (poll_ != nullptr) {
       poll_->data = nullptr;
       uv_close(reinterpret_cast<uv_handle_t*>(poll_), FreePoll);
@@ -879,6 +920,9 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
   uint64_t send_errors_ = 0;
   int last_send_errno_ = 0;
   uv_loop_t* loop_ = nullptr;
+  tsweave::FastPort* fast_port_ = nullptr;
+  bool last_fast_ = false;
+  size_t last_n_ = 0;
   tsweave::FlowTable<tsweave::IngressFlow> ingress_;
   tsweave::FlowCounters ingress_counters_;
 };

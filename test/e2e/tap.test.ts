@@ -130,6 +130,21 @@ describe('TAP binding (root, netns)', { skip }, () => {
     assert.equal(r.writeAfterClose, false);
   });
 
+  it('flow cache: cached frames leave without JavaScript, and the wait between them keeps timers and other sockets on time', async () => {
+    const r = await childJson('nest');
+    assert.equal(r.linked, true);
+    assert.equal(r.relinked, false, 'a TAP links once');
+    assert.equal(r.installed, true);
+    assert.equal(r.pingCode, 1, 'ping gets no replies (nothing answers), but sends all 300');
+    // A wake-up that brings two frames (a timer delayed the read) goes to JavaScript whole.
+    assert.equal(r.sinkDatagrams, r.flows.frames, `every frame the cache forwarded reached the sink: ${JSON.stringify(r)}`);
+    assert.ok(r.sinkIcmp >= 290, `nearly every echo request took the cache: ${JSON.stringify(r)}`);
+    assert.ok(r.jsFrames <= 10 + 300 - r.flows.frames, `JavaScript saw only what the cache did not take: ${r.jsFrames}`);
+    assert.ok(r.ticks >= r.elapsedMs / 5 / 2, `the 5 ms timer kept firing: ${r.ticks} ticks in ${r.elapsedMs} ms`);
+    assert.ok(r.maxLateMs < 25, `timer at most 25 ms late (was ${r.maxLateMs} ms)`);
+    assert.ok(r.idleCpuMs < 60, `idle wait does not spin: ${r.idleCpuMs} ms CPU in 300 ms`);
+  });
+
   it('reports clear, coded errors for bad names, busy names, bad arguments and closed taps', async () => {
     const r = await childJson('errors');
     assert.equal(r.busy.code, 'EBUSY');

@@ -501,6 +501,76 @@ function noOnErrorMode(): void {
   ip('link', 'del', name);
 }
 
+/**
+ * The flow cache's egress path and its wait between frames (router/native/flow-cache.h):
+ * the kernel's own ping sends ICMP frames out of the TAP every 2 ms; an installed flow
+ * forwards each as a FRAMES datagram to a sink socket, and after each such wake-up the
+ * addon waits for the next frame itself. Meanwhile JavaScript must keep running on time:
+ * a 5 ms interval timer (lateness measured) and the sink's receive handler.
+ */
+async function nestMode(): Promise<Record<string, unknown>> {
+  const name = 'tswnest0';
+  const tap = Tap.open(name, { vnetHdr: true });
+  // No IPv6 chatter (router solicitations, MLD): the frames out of the TAP are ping's.
+  execFileSync('sysctl', ['-qw', `net.ipv6.conf.${name}.disable_ipv6=1`]);
+  ip('addr', 'add', '10.99.1.1/24', 'dev', name);
+  ip('link', 'set', name, 'up');
+  ip('link', 'set', 'lo', 'up');
+  ip('neigh', 'replace', '10.99.1.2', 'lladdr', '02:00:5e:99:00:02', 'dev', name);
+  const tapMac = macOf(name);
+  const { UdpSocket } = await import('../../../router/udp.js');
+  const { egressTemplate } = await import('../../../router/flow-cache.js');
+  const sleeveSock = UdpSocket.open({ port: 0, address: '127.0.0.1' });
+  const sink = UdpSocket.open({ port: 0, address: '127.0.0.1' });
+  let sinkDatagrams = 0;
+  let sinkIcmp = 0;
+  sink.start((slab, meta, count) => {
+    for (let i = 0; i < count; i++) {
+      sinkDatagrams++;
+      const at = meta[4 * i]!;
+      // template (20) + length (2) + frame: an IPv4 ICMP echo request to 10.99.1.2
+      if (slab[at] === 0x54 && slab[at + 22 + 12] === 0x08 && slab[at + 22 + 14 + 9] === 1) sinkIcmp++;
+    }
+  });
+  sleeveSock.start(() => {});
+  let jsFrames = 0;
+  tap.start((_slab, _frames, count) => void (jsFrames += count));
+  const linked = tap.linkFastPath(sleeveSock.fastPort());
+  const relinked = tap.linkFastPath(sleeveSock.fastPort());
+  const mac48 = (b: Buffer): number => b.readUIntBE(0, 6);
+  const installed = tap.addFlow(mac48(tapMac), mac48(FAKE_MAC), sleeveSock.fd, 0x7f000001, sink.localPort, egressTemplate(1, 1, 2), 1500, 60_000);
+  // JavaScript timers while frames flow through the cache.
+  let ticks = 0;
+  let maxLate = 0;
+  let last = performance.now();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    if (ticks > 0) maxLate = Math.max(maxLate, now - last - 5);
+    last = now;
+    ticks++;
+  }, 5);
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const p = await run('ping', ['-c', '300', '-i', '0.002', '-W', '1', '-q', '10.99.1.2'], 10_000);
+  const elapsed = performance.now() - t0;
+  await waitFor(() => sinkIcmp >= 300, 2000);
+  clearInterval(timer);
+  const busy = process.cpuUsage(cpu0);
+  // Idle afterwards: the wait blocks, it does not spin.
+  const cpu1 = process.cpuUsage();
+  await sleep(300);
+  const idle = process.cpuUsage(cpu1);
+  const res = {
+    linked, relinked, installed, pingCode: p.code, elapsedMs: Math.round(elapsed), sinkIcmp, sinkDatagrams, jsFrames,
+    flows: tap.flowStats(), ticks, maxLateMs: Math.round(maxLate * 10) / 10,
+    busyCpuMs: Math.round((busy.user + busy.system) / 1000), idleCpuMs: Math.round((idle.user + idle.system) / 1000),
+  };
+  tap.close();
+  sleeveSock.close();
+  sink.close();
+  return res;
+}
+
 async function main(): Promise<void> {
   switch (mode) {
     case 'traffic':
@@ -508,6 +578,9 @@ async function main(): Promise<void> {
       return;
     case 'errors':
       emit({ ok: true, ...(await errorsMode()) });
+      return;
+    case 'nest':
+      emit({ ok: true, ...(await nestMode()) });
       return;
     case 'df':
       emit({ ok: true, ...(await dfMode()) });
