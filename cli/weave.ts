@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --no-memory-reducer --interrupt-budget=2048
+#!/usr/bin/env -S node --no-memory-reducer
 /**
  * `weave`: Weave Net's command line, for tsweave. Every verb but `launch` (which
  * starts the daemon) and `env`/`config` is one request to the router's HTTP API.
@@ -23,17 +23,11 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const WEAVER_JS = path.join(here, '..', 'router', 'weaver.js');
 /**
  * V8 flags the router runs with (the shebang above gives the same to `weave launch
- * --no-detach`):
- *  - no memory reducer, whose idle-time compactions of the heap paused the event loop —
- *    and so the data path — for 6–18 ms each, some seconds after start and after every
- *    full collection (router/heap.ts collects startup's garbage instead);
- *  - an interrupt budget of 2 KiB of bytecode instead of 66 KiB, so the data path is
- *    optimised after a few hundred frames rather than tens of thousands: at a few
- *    hundred frames per second (a quiet network, or every frame of an encrypted
- *    connection, which the flow cache does not take) it otherwise stayed in V8's
- *    interpreter and baseline code (encrypted sleeve ping 0.60 → 0.45 ms measured).
+ * --no-detach`): no memory reducer, whose idle-time compactions of the heap paused the
+ * event loop — and so the data path — for 6–18 ms each, some seconds after start and
+ * after every full collection (router/heap.ts collects startup's garbage instead).
  */
-const ROUTER_NODE_FLAGS = ['--no-memory-reducer', '--interrupt-budget=2048'];
+const ROUTER_NODE_FLAGS = ['--no-memory-reducer'];
 
 function out(s: string): void {
   process.stdout.write(s.endsWith('\n') || s === '' ? s : s + '\n');
