@@ -32,7 +32,7 @@ import type { Report, ReportConnection, RouterEvent } from './report.js';
 import type { DataPathCounters } from './metrics.js';
 import { cidrContains } from './cidr-match.js';
 import type { Fastdp, FastdpCandidate, FastdpHost } from './fastdp.js';
-import { EGRESS_TEMPLATE_BYTES, FLOW_BATCH_MAX, FLOW_TTL_MS, egressTemplate, flowCacheEnabled, type FlowStats } from './flow-cache.js';
+import { EGRESS_TEMPLATE_BYTES, FLOW_BATCH_MAX, FLOW_TTL_MS, NO_FLOW_STATS, egressTemplate, flowCacheEnabled, type FlowStats } from './flow-cache.js';
 
 export const VERSION = '0.1.0';
 const GOSSIP_INTERVAL_MS = 30_000;
@@ -629,7 +629,8 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
           continue;
         }
       }
-      if (this.macs.learn(srcMac(slab, start), self, now) === 'moved') this.clearFlows();
+      const src = srcMac(slab, start);
+      if (this.macs.learn(src, self, now) === 'moved') this.clearFlows();
       const dst = dstMac(slab, start);
       if (isGroupMac(dst)) {
         this.flood(self, slab, start, end);
@@ -641,7 +642,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
       // the kernel's VXLAN already carried it to a fastdp owner.
       else if (owner !== self && !this.fastdpNums.has(owner)) {
         this.unicast(self, owner, slab, start, end);
-        if (cacheable) this.installEgressFlow(srcMac(slab, start), dst, owner, end - start);
+        if (cacheable) this.installEgressFlow(src, dst, owner, end - start);
       }
     }
     this.sleeve.flush();
@@ -668,8 +669,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
 
   /** [flow cache] Counters: egress from the TAP addon, ingress from the UDP addon. */
   flowStats(): { egress: FlowStats; ingress: FlowStats } {
-    const none: FlowStats = { installs: 0, clears: 0, batches: 0, frames: 0, bytes: 0, drops: 0, errors: 0 };
-    return { egress: this.tap?.flowStats() ?? none, ingress: this.sleeve.flowStats() };
+    return { egress: this.tap?.flowStats() ?? NO_FLOW_STATS, ingress: this.sleeve.flowStats() };
   }
 
   private unicast(origin: number, dst: number, buf: Buffer, start: number, end: number): void {

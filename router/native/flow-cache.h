@@ -28,6 +28,7 @@
 #ifndef TSWEAVE_FLOW_CACHE_H
 #define TSWEAVE_FLOW_CACHE_H
 
+#include <napi.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdint.h>
@@ -113,7 +114,40 @@ struct FlowCounters {
   uint64_t bytes = 0;     // Ethernet frame bytes
   uint64_t drops = 0;     // full socket/TAP queue
   uint64_t errors = 0;    // other send/write errors (the cache is cleared)
+
+  // Counts the outcome of one send/write of a `len`-byte frame (r: its
+  // return value, errno still set). Returns true for an error that must
+  // empty the cache (anything but a full queue).
+  bool Count(ssize_t r, size_t len) {
+    if (r >= 0) {
+      frames++;
+      bytes += len;
+      return false;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+      drops++;
+      return false;
+    }
+    errors++;
+    return true;
+  }
 };
+
+// The counters flowStats() reports, by name, for either direction.
+struct FlowStatField {
+  const char* name;
+  uint64_t value;
+};
+template <class F>
+inline void FlowStatFields(const FlowTable<F>& t, const FlowCounters& c, FlowStatField (&out)[7]) {
+  out[0] = {"installs", t.installs};
+  out[1] = {"clears", t.clears};
+  out[2] = {"batches", c.batches};
+  out[3] = {"frames", c.frames};
+  out[4] = {"bytes", c.bytes};
+  out[5] = {"drops", c.drops};
+  out[6] = {"errors", c.errors};
+}
 
 // ---- Staying in the data path between frames ----
 //
@@ -149,6 +183,26 @@ struct Nest {
 };
 
 inline uint64_t MonoMs() { return uv_hrtime() / 1000000; }
+
+// FastPort::service for an addon object `T` (Tap, UdpSocket) that has env_,
+// closed_, Value(), Drain(env, keep) -> error reported, and last_n_ /
+// last_fast_ set by Drain. Runs on the main thread inside a libuv callback.
+template <class T>
+inline int ServiceOnce(void* p) {
+  T* self = static_cast<T*>(p);
+  if (self == nullptr || self->closed_) return -1;
+  Napi::Env env(self->env_);
+  Napi::HandleScope scope(env);
+  try {
+    Napi::Object keep = self->Value();
+    if (self->Drain(env, keep) || self->closed_) return -1;
+  } catch (const Napi::Error& e) {
+    napi_fatal_exception(env, e.Value());
+    return -1;
+  }
+  if (self->last_n_ == 0) return 0;
+  return self->last_fast_ ? 1 : -1;
+}
 
 inline void RunNested(Nest* n, uv_loop_t* loop) {
   if (n == nullptr || n->epfd < 0 || n->active || loop == nullptr) return;

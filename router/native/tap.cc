@@ -280,7 +280,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
     port_ = new tsweave::FastPort;  // never freed: the UDP addon may hold it (flow-cache.h)
     port_->fd = fd_;
     port_->self = this;
-    port_->service = &Tap::Service;
+    port_->service = &tsweave::ServiceOnce<Tap>;
     napi_add_env_cleanup_hook(env, CleanupHook, this);
     hook_added_ = true;
   }
@@ -408,22 +408,8 @@ class Tap : public Napi::ObjectWrap<Tap> {
     }
   }
 
-  // FastPort::service for RunNested: one Drain; 1 if the cache forwarded it.
-  static int Service(void* p) {
-    Tap* self = static_cast<Tap*>(p);
-    if (self == nullptr || self->closed_) return -1;
-    Napi::Env env(self->env_);
-    Napi::HandleScope scope(env);
-    try {
-      Napi::Object keep = self->Value();
-      if (self->Drain(env, keep) || self->closed_) return -1;
-    } catch (const Napi::Error& e) {
-      napi_fatal_exception(env, e.Value());
-      return -1;
-    }
-    if (self->last_n_ == 0) return 0;
-    return self->last_fast_ ? 1 : -1;
-  }
+  template <class T>
+  friend int tsweave::ServiceOnce(void* p);
 
   // Reads up to one batch and hands it to onBatch. Returns true if an error
   // was reported: a read error (reading is then stopped) or an exception
@@ -534,16 +520,8 @@ class Tap : public Napi::ObjectWrap<Tap> {
       do {
         r = sendmsg(e.udp_fd, &mh, MSG_DONTWAIT);
       } while (r < 0 && errno == EINTR);
-      if (r >= 0) {
-        egress_counters_.frames++;
-        egress_counters_.bytes += len;
-      } else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
-        egress_counters_.drops++;
-      } else {
-        // EMSGSIZE (the path shrank) or worse: let the router see what follows.
-        egress_counters_.errors++;
-        failed = true;
-      }
+      // EMSGSIZE (the path shrank) or worse: let the router see what follows.
+      if (egress_counters_.Count(r, len)) failed = true;
     }
     egress_counters_.batches++;
     if (failed) egress_.Clear();
@@ -610,13 +588,9 @@ class Tap : public Napi::ObjectWrap<Tap> {
   // flowStats() -> { installs, clears, batches, frames, bytes, drops, errors }
   Napi::Value FlowStats(const Napi::CallbackInfo& info) {
     Napi::Object o = Napi::Object::New(info.Env());
-    o.Set("installs", static_cast<double>(egress_.installs));
-    o.Set("clears", static_cast<double>(egress_.clears));
-    o.Set("batches", static_cast<double>(egress_counters_.batches));
-    o.Set("frames", static_cast<double>(egress_counters_.frames));
-    o.Set("bytes", static_cast<double>(egress_counters_.bytes));
-    o.Set("drops", static_cast<double>(egress_counters_.drops));
-    o.Set("errors", static_cast<double>(egress_counters_.errors));
+    tsweave::FlowStatField fields[7];
+    tsweave::FlowStatFields(egress_, egress_counters_, fields);
+    for (const auto& f : fields) o.Set(f.name, static_cast<double>(f.value));
     return o;
   }
 

@@ -302,7 +302,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
     fast_port_ = new tsweave::FastPort;  // never freed: the TAP addon may hold it (flow-cache.h)
     fast_port_->fd = fd_;
     fast_port_->self = this;
-    fast_port_->service = &UdpSocket::Service;
+    fast_port_->service = &tsweave::ServiceOnce<UdpSocket>;
     napi_add_env_cleanup_hook(env, CleanupHook, this);
     hook_added_ = true;
   }
@@ -371,22 +371,8 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
     }
   }
 
-  // FastPort::service for RunNested: one Drain; 1 if the cache forwarded it.
-  static int Service(void* p) {
-    UdpSocket* self = static_cast<UdpSocket*>(p);
-    if (self == nullptr || self->closed_) return -1;
-    Napi::Env env(self->env_);
-    Napi::HandleScope scope(env);
-    try {
-      Napi::Object keep = self->Value();
-      if (self->Drain(env, keep) || self->closed_) return -1;
-    } catch (const Napi::Error& e) {
-      napi_fatal_exception(env, e.Value());
-      return -1;
-    }
-    if (self->last_n_ == 0) return 0;
-    return self->last_fast_ ? 1 : -1;
-  }
+  template <class T>
+  friend int tsweave::ServiceOnce(void* p);
 
   // fastPort(): this socket's side of the nest, for Tap.linkFastPath().
   Napi::Value FastPortMethod(const Napi::CallbackInfo& info) {
@@ -531,15 +517,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
       do {
         r = h.flow->vnet_len != 0 ? writev(h.flow->tap_fd, iov, 2) : write(h.flow->tap_fd, h.frame, h.len);
       } while (r < 0 && errno == EINTR);
-      if (r >= 0) {
-        ingress_counters_.frames++;
-        ingress_counters_.bytes += h.len;
-      } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        ingress_counters_.drops++;
-      } else {
-        ingress_counters_.errors++;
-        failed = true;
-      }
+      if (ingress_counters_.Count(r, h.len)) failed = true;
     }
     ingress_counters_.batches++;
     if (failed) ingress_.Clear();
@@ -583,13 +561,9 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
   // flowStats() -> { installs, clears, batches, frames, bytes, drops, errors }
   Napi::Value FlowStats(const Napi::CallbackInfo& info) {
     Napi::Object o = Napi::Object::New(info.Env());
-    o.Set("installs", static_cast<double>(ingress_.installs));
-    o.Set("clears", static_cast<double>(ingress_.clears));
-    o.Set("batches", static_cast<double>(ingress_counters_.batches));
-    o.Set("frames", static_cast<double>(ingress_counters_.frames));
-    o.Set("bytes", static_cast<double>(ingress_counters_.bytes));
-    o.Set("drops", static_cast<double>(ingress_counters_.drops));
-    o.Set("errors", static_cast<double>(ingress_counters_.errors));
+    tsweave::FlowStatField fields[7];
+    tsweave::FlowStatFields(ingress_, ingress_counters_, fields);
+    for (const auto& f : fields) o.Set(f.name, static_cast<double>(f.value));
     return o;
   }
 
