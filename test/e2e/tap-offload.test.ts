@@ -15,11 +15,12 @@
  * the kernel must cut them back into the original segments and checksum each one
  * from our pseudo-header seed; the child reads those and checks every byte.
  */
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { useNetns } from './lib/netns.js';
 import { Tap } from '../../router/tap.js';
 
 const NS = `tsw-tapvnet-${process.pid}`;
@@ -231,15 +232,7 @@ if (process.env.TSW_TAPVNET_CHILD) {
   if (skip !== undefined) process.stderr.write(`tap-offload.test: skipped: ${skip}\n`);
 
   describe('TAP with virtio-net header: TCP segment merging (root, netns)', { skip }, () => {
-    before(() => {
-      execFileSync('ip', ['netns', 'add', NS]);
-      execFileSync('ip', ['-n', NS, 'link', 'set', 'lo', 'up']);
-    });
-    after(() => {
-      try {
-        execFileSync('ip', ['netns', 'del', NS], { stdio: 'ignore' });
-      } catch { /* already gone */ }
-    });
+    useNetns(NS);
 
     it('merged segments reach the kernel TCP intact and in order; reads stay plain and checksummed', async () => {
       const r = await new Promise<Record<string, any>>((resolve, reject) => { // eslint-disable-line @typescript-eslint/no-explicit-any

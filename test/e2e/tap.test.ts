@@ -6,11 +6,12 @@
  * namespace this test creates (tsw-tap-<pid>) and deletes afterwards; a TAP
  * lives in the namespace of the process that opens it and vanishes with it.
  */
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { useNetns } from './lib/netns.js';
 
 const NS = `tsw-tap-${process.pid}`;
 const CHILD = fileURLToPath(new URL('./helpers/tap-child.js', import.meta.url));
@@ -77,17 +78,7 @@ async function childJson(mode: string, wrap: string[] = []): Promise<Record<stri
 }
 
 describe('TAP binding (root, netns)', { skip }, () => {
-  before(() => {
-    execFileSync('ip', ['netns', 'add', NS]);
-  });
-
-  after(() => {
-    try {
-      execFileSync('ip', ['netns', 'del', NS], { stdio: 'ignore' });
-    } catch {
-      // already gone
-    }
-  });
+  useNetns(NS, { loopbackUp: false });
 
   it('carries real traffic both ways: ARP/ICMP responder answers ping, bursts arrive whole and batched', async () => {
     const r = await childJson('traffic');

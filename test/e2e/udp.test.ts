@@ -6,10 +6,11 @@
  * test creates (tsw-udp-<pid>) and deletes afterwards; all traffic is on that
  * namespace's loopback, whose MTU the child lowers to 1500 to provoke EMSGSIZE.
  */
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { useNetns } from './lib/netns.js';
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants as fsConstants, openSync, readSync, unlinkSync } from 'node:fs';
 import { COALESCE, DatagramBatch, UdpSocket, UdpError, META_STRIDE, routeMtu, type UdpStats } from '../../router/udp.js';
@@ -523,15 +524,7 @@ if (process.env.TSW_UDP_CHILD) {
   });
 
   describe('batched UDP socket (root, netns)', { skip }, () => {
-    before(() => {
-      execFileSync('ip', ['netns', 'add', NS]);
-      execFileSync('ip', ['-n', NS, 'link', 'set', 'lo', 'up']);
-    });
-    after(() => {
-      try {
-        execFileSync('ip', ['netns', 'del', NS], { stdio: 'ignore' });
-      } catch { /* already gone */ }
-    });
+    useNetns(NS);
 
     it('10,000 datagrams sent in batches arrive complete, in order, intact and batched', async () => {
       const r = await child('batch');
