@@ -16,6 +16,7 @@ import { EventEmitter } from 'node:events';
 import { pack, unpack } from 'msgpackr';
 import { Topology, type ConnectionSummary } from './topology.js';
 import { Routes } from './routes.js';
+import { GossipBatch } from './gossip-batch.js';
 import { MacCache, formatMac } from './mac-cache.js';
 import { numToPeerName, peerNameToNum, type PeerName } from './peer-name.js';
 import { Connection, type ConnectionHost } from './connection.js';
@@ -102,8 +103,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
   private readonly broadcastNext = new Map<number, SleevePeer[]>();
   private readonly localKeyMaterial = new Map<Connection, Buffer>();
   private routesGeneration = -1;
-  private gossipPending = new Set<PeerName>();
-  private gossipScheduled = false;
+  private readonly gossipBatch = new GossipBatch<Connection>();
   private timers: NodeJS.Timeout[] = [];
   private now = Date.now();
   readonly drops: Record<string, number> = {};
@@ -464,16 +464,12 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
   }
 
   private queueTopologyGossip(names: Iterable<PeerName>, except?: Connection): void {
-    for (const n of names) this.gossipPending.add(n);
-    if (this.gossipScheduled) return;
-    this.gossipScheduled = true;
-    // Batch changes made in one turn of the event loop into one message.
+    // Batch the changes of a 10 ms window into one message.
+    if (!this.gossipBatch.add(names, except)) return;
     setTimeout(() => {
-      this.gossipScheduled = false;
-      const names = [...this.gossipPending];
-      this.gossipPending.clear();
-      const msg = this.topologyMessage('update', this.topology.encode(names));
-      for (const c of this.byPeer.values()) if (c !== except) c.send(msg);
+      const batch = this.gossipBatch.take();
+      const msg = this.topologyMessage('update', this.topology.encode(batch.names));
+      for (const c of this.byPeer.values()) if (c !== batch.except) c.send(msg);
     }, 10).unref();
   }
 
