@@ -115,6 +115,27 @@ export class Host {
     }
   }
 
+  /** A text snapshot of this host's router for failure messages (never throws). */
+  async diagnose(): Promise<string> {
+    const out: string[] = [`--- ${this.nickname} ---`];
+    try {
+      const r = await this.report();
+      const R = r.Router;
+      out.push(`connections: ${JSON.stringify(R.Connections)}`);
+      out.push(`peers: ${JSON.stringify(R.Peers)}`);
+      out.push(`routes: unicast ${JSON.stringify(R.UnicastRoutes)} broadcast ${JSON.stringify(R.BroadcastRoutes)}`);
+      out.push(`drops: ${JSON.stringify(R.Drops)}`);
+      out.push(`traffic: ${JSON.stringify(R.Traffic)}`);
+      out.push(`MACs: ${JSON.stringify(R.MACs ?? R.MACCache ?? null)}`);
+      out.push(`flow cache: ${JSON.stringify(R.FlowCache ?? null)}`);
+    } catch (err) {
+      out.push(`report failed: ${(err as Error).message.split('\n')[0]}`);
+    }
+    out.push(`bridge fdb: ${(await this.exec(['bridge', 'fdb', 'show', 'br', 'weave'])).stdout.trim().split('\n').filter((l) => !/permanent/.test(l)).join(' | ')}`);
+    out.push(`log tail:\n${this.logTail(40)}`);
+    return out.join('\n');
+  }
+
   pid(): number | undefined {
     try {
       return Number(readFileSync(path.join(this.stateDir, 'weaver.pid'), 'utf8'));
@@ -140,6 +161,19 @@ export class Container {
 
   exec(args: string[], timeoutMs = 60_000): Promise<Result> {
     return sh('ip', ['netns', 'exec', this.ns, ...args], { timeoutMs });
+  }
+
+  /**
+   * Like ping(), but a failure throws an error that carries what the routers of `hosts`
+   * saw at that moment (connections, drops, traffic, MAC cache sizes, log tails), so a
+   * failure in CI can be explained after the fact.
+   */
+  async mustPing(ip: string, hosts: Host[], opts: { size?: number; tries?: number; timeoutS?: number } = {}): Promise<void> {
+    if (await this.ping(ip, opts)) return;
+    const parts: string[] = [`${this.name} (${this.ips.join(' ')}) cannot ping ${ip}`];
+    for (const h of hosts) parts.push(await h.diagnose());
+    parts.push(`--- ${this.name} neighbours ---\n${(await this.exec(['ip', 'neigh'])).stdout.trim()}`);
+    throw new Error(parts.join('\n'));
   }
 
   /** Ping once per try until one answer comes back (bounded). */
