@@ -82,7 +82,7 @@ describe('encryption: password-protected mesh', { skip, timeout: 600_000 }, () =
     assert.match(st, /Encryption: enabled/);
     assert.match(await h1.mustWeave(['status', 'connections']), /established .* encrypted/);
     assert.equal((await h1.report()).Router.Encryption, true);
-    for (const [a, b] of [[c1, c2], [c2, c3], [c3, c1]] as const) assert.ok(await a.ping(b.ips[0]), `${a.name}->${b.name}`);
+    for (const [a, b] of [[c1, c2], [c2, c3], [c3, c1]] as const) await a.mustPing(b.ips[0], {}, `${a.name}->${b.name}`);
     bed.background(['ip', 'netns', 'exec', c2.ns, 'iperf3', '-s', '-1']);
     await sleep(500);
     const r = await c1.exec(['iperf3', '-c', c2.ips[0], '-t', '2', '-J'], 30_000);
@@ -106,7 +106,7 @@ describe('encryption: password-protected mesh', { skip, timeout: 600_000 }, () =
 
   test('a captured datagram replayed later is dropped and counted', async () => {
     const stop = await capture(bed, path.join(bed.dir, 'replay.pcap'), ['udp', 'and', 'src', 'host', h1.ip, 'and', 'dst', 'host', h2.ip]);
-    assert.ok(await c1.ping(c2.ips[0]));
+    await c1.mustPing(c2.ips[0]);
     const dgrams = udpPayloads(await stop()).filter((d) => d.dport === 6783 && d.payload[1] === 5);
     assert.ok(dgrams.length > 0, 'captured a sealed datagram');
     const before = (await h2.report()).Router.Drops.replay ?? 0;
@@ -124,7 +124,7 @@ describe('encryption: password-protected mesh', { skip, timeout: 600_000 }, () =
     const py2 = `import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.sendto(bytes.fromhex('${t.toString('hex')}'),('${h2.ip}',6783))`;
     await h1.exec(['python3', '-c', py2]);
     await until('auth drop counted', async () => ((await h2.report()).Router.Drops.auth ?? 0) > authBefore, 10_000);
-    assert.ok(await c1.ping(c2.ips[0]), 'traffic still flows');
+    await c1.mustPing(c2.ips[0], {}, 'traffic still flows');
   });
 
   test('a wrong password and no password are rejected and never join', async () => {
@@ -165,7 +165,7 @@ describe('encryption: trusted subnets carry data unencrypted', { skip, timeout: 
     await until('established', async () => (await h1.mustWeave(['status', 'connections'])).includes('established'), 30_000);
     assert.match(await h1.mustWeave(['status', 'connections']), /unencrypted/);
     assert.deepEqual((await h1.report()).Router.TrustedSubnets, ['192.168.99.0/24']);
-    assert.ok(await c1.ping(c2.ips[0]));
+    await c1.mustPing(c2.ips[0]);
     const marker = `TSWEAVE-TRUSTED-MARKER-${process.pid}`;
     // Trusted and unencrypted, the data may take the fast datapath (UDP 6784) or the sleeve.
     const stop = await capture(bed, path.join(bed.dir, 'trusted.pcap'), ['udp', 'and', '(', 'port', '6783', 'or', 'port', '6784', ')']);

@@ -72,7 +72,7 @@ describe('IPAM across 3 hosts', { skip, timeout: 600_000 }, () => {
     const c3 = await h3.container('c3', ['net:10.32.5.0/24']);
     assert.match(c3.ips[0], /^10\.32\.5\.\d+$/);
     const c2 = await h2.container('c2', [`ip:${c1.ips[0].replace(/\.\d+$/, '.250')}/12`]);
-    assert.ok(await c1.ping(c2.ips[0], { tries: 20 }));
+    await c1.mustPing(c2.ips[0], { tries: 20 });
     all.push(`${c1.ips[0]}/12`, `${c2.ips[0]}/12`);
     // Another container claiming c2's address is refused.
     const ns = `${bed.prefix}dup`;

@@ -259,7 +259,7 @@ describe('isolation: subnets enforced across and within hosts', { skip, timeout:
     assert.equal(pairs.length, 24);
     // One ping at a time per sender, all senders in parallel.
     await Promise.all(all.map(async (x) => {
-      for (const [, y] of pairs.filter(([s]) => s === x)) assert.ok(await x.c.ping(y.ip, { tries: 10 }), `${x.c.name} -> ${y.c.name}`);
+      for (const [, y] of pairs.filter(([s]) => s === x)) await x.c.mustPing(y.ip, { tries: 10 }, `${x.c.name} -> ${y.c.name}`);
     }));
   });
 
@@ -280,7 +280,7 @@ describe('isolation: subnets enforced across and within hosts', { skip, timeout:
     // Control: a same-subnet ping into every target, so an empty capture means something.
     const controls = new Map<Node, Node>([[a1, a5], [a3, a1], [b1, b2], [a2, a1], [b2, b5], [b4, b1], [a5, a2], [b5, b4]]);
     for (const [target, from] of controls) {
-      assert.ok(await from.c.ping(target.ip, { tries: 3 }), `control ${from.c.name} -> ${target.c.name}`);
+      await from.c.mustPing(target.ip, { tries: 3 }, `control ${from.c.name} -> ${target.c.name}`);
       await caps[all.indexOf(target)].waitFor(`${from.ip} > ${target.ip}: ICMP echo request`);
     }
     const lines = await Promise.all(caps.map((c) => c.stop()));
@@ -324,7 +324,7 @@ describe('isolation: subnets enforced across and within hosts', { skip, timeout:
     frames.push(arpRequest(a1.mac, '02:de:ad:be:ef:02', a1.ip, a3.ip));
     assert.equal(await sendRaw(a1.c, frames), frames.length * 3);
     for (const [i, y] of targets.entries()) {
-      assert.ok(await b4.c.ping(y.ip, { tries: 3 }), `control b4 -> ${y.c.name}`);
+      await b4.c.mustPing(y.ip, { tries: 3 }, `control b4 -> ${y.c.name}`);
       await caps[i].waitFor(`${b4.ip} > ${y.ip}: ICMP echo request`);
     }
     const lines = await Promise.all(caps.map((c) => c.stop()));
@@ -356,7 +356,7 @@ describe('isolation: subnets enforced across and within hosts', { skip, timeout:
     }
     assert.equal(sent, 10);
     assert.equal(await tablesPresent(h3), 3, 'rules back after the next sync');
-    assert.ok(await b4.c.ping(b2.ip, { tries: 3 }));
+    await b4.c.mustPing(b2.ip, { tries: 3 });
     await caps[1].waitFor(`${b4.ip} > ${b2.ip}`);
     const [, l2] = await Promise.all(caps.map((c) => c.stop()));
     assert.deepEqual(l2.filter((l) => /10\.32\.2\.77 >|tell 10\.32\.2\.77/.test(l) || srcMacOf(l) === a5.mac), [], 'h3\'s router dropped the forged frame towards h2');
@@ -371,7 +371,7 @@ describe('isolation: subnets enforced across and within hosts', { skip, timeout:
     const cap = await Capture.start(a1.c.ns, 'ethwe', procs);
     const drops0 = (await h1.report()).Router.Drops.isolation ?? 0;
     assert.equal(await crossAttempt(w, { ip: a1.ip, mac: a1.mac, subnet: '10.32.0.0/16' }), false);
-    assert.ok(await a3.c.ping(a1.ip, { tries: 3 }));
+    await a3.c.mustPing(a1.ip, { tries: 3 });
     await cap.waitFor(`${a3.ip} > ${a1.ip}`);
     const lines = await cap.stop();
     assert.deepEqual(lines.filter((l) => l.includes('10.32.9.9') || srcMacOf(l) === w.mac), []);
@@ -383,10 +383,10 @@ describe('isolation: subnets enforced across and within hosts', { skip, timeout:
   test('a container with addresses in both subnets reaches both, on every host', async () => {
     const c = await h1.container('d1', ['ip:10.32.1.13/24', 'ip:10.32.2.13/24']);
     assert.deepEqual(c.ips, ['10.32.1.13', '10.32.2.13']);
-    for (const y of [a3, a2, a5, b1, b2, b5]) assert.ok(await c.ping(y.ip, { tries: 10 }), `d1 -> ${y.c.name}`);
-    assert.ok(await a2.c.ping('10.32.1.13', { tries: 5 }), 'a2 -> d1');
-    assert.ok(await b5.c.ping('10.32.2.13', { tries: 5 }), 'b5 -> d1');
-    assert.ok(await b1.c.ping('10.32.2.13', { tries: 5 }), 'b1 -> d1 (same host)');
+    for (const y of [a3, a2, a5, b1, b2, b5]) await c.mustPing(y.ip, { tries: 10 }, `d1 -> ${y.c.name}`);
+    await a2.c.mustPing('10.32.1.13', { tries: 5 }, 'a2 -> d1');
+    await b5.c.mustPing('10.32.2.13', { tries: 5 }, 'b5 -> d1');
+    await b1.c.mustPing('10.32.2.13', { tries: 5 }, 'b1 -> d1 (same host)');
   });
 
   test('expose/hide: the host reaches exactly the exposed subnet; twice is a no-op', async () => {
@@ -398,7 +398,7 @@ describe('isolation: subnets enforced across and within hosts', { skip, timeout:
     assert.match(await h1.mustWeave(['ps']), /^weave:expose ([0-9a-f]{2}:){5}[0-9a-f]{2} 10\.32\.1\.100\/24$/m);
     const hostPing = (ip: string): Promise<boolean> => until(`h1 -> ${ip}`, async () => (await h1.exec(['ping', '-c', '1', '-W', '1', ip], 10_000)).code === 0, 8000).then(() => true, () => false);
     for (const y of [a1, a2, a5]) assert.ok(await hostPing(y.ip), `host -> ${y.c.name}`);
-    assert.ok(await a5.c.ping('10.32.1.100', { tries: 5 }), 'a5 -> host');
+    await a5.c.mustPing('10.32.1.100', { tries: 5 }, 'a5 -> host');
 
     // B tries the host (on-link route, then a static neighbour): its stack hears nothing.
     const bridgeMac = await macOf(h1.ns, 'weave');
@@ -406,7 +406,7 @@ describe('isolation: subnets enforced across and within hosts', { skip, timeout:
     for (const b of [b1, b2, b5]) await crossAttempt(b, { ip: '10.32.1.100', mac: bridgeMac, subnet: SUBNET.A });
     assert.equal(await inEchos(h1), echos0, 'echo requests from B reached the host stack');
     for (const b of [b1, b2, b5]) assert.equal((await h1.exec(['ip', 'neigh', 'show', b.ip, 'dev', 'weave'])).stdout.trim(), '', `host learnt ${b.c.name} from its ARP`);
-    assert.ok(await a2.c.ping('10.32.1.100', { tries: 3 }), 'control a2 -> host');
+    await a2.c.mustPing('10.32.1.100', { tries: 3 }, 'control a2 -> host');
     assert.ok((await inEchos(h1)) > echos0, 'control echo counted');
 
     // The host tries B anyway: nothing arrives.
@@ -418,7 +418,7 @@ describe('isolation: subnets enforced across and within hosts', { skip, timeout:
       assert.equal((await h1.exec(['ping', '-c', '3', '-i', '0.2', '-W', '1', y.ip], 10_000)).code === 0, false, `host -> ${y.c.name}`);
     }
     for (const [i, y] of [b1, b2, b5].entries()) {
-      assert.ok(await b4.c.ping(y.ip, { tries: 3 }), `control b4 -> ${y.c.name}`);
+      await b4.c.mustPing(y.ip, { tries: 3 }, `control b4 -> ${y.c.name}`);
       await caps[i].waitFor(`${b4.ip} > ${y.ip}`);
     }
     const lines = await Promise.all(caps.map((c) => c.stop()));
@@ -441,7 +441,7 @@ describe('isolation: subnets enforced across and within hosts', { skip, timeout:
     await h1.mustWeave(['stop']);
     assert.equal((await h1.weave(['status'])).code, 1);
     assert.equal(await tablesPresent(h1), 3, 'rules stay while stopped');
-    assert.ok(await a1.c.ping(a3.ip, { tries: 5 }), 'same host, same subnet still works');
+    await a1.c.mustPing(a3.ip, { tries: 5 }, 'same host, same subnet still works');
     const cap = await Capture.start(b1.c.ns, 'ethwe', procs);
     assert.equal(await crossAttempt(a1, { ip: b1.ip, mac: b1.mac, subnet: SUBNET.B }), false);
     await sleep(300);
@@ -457,7 +457,7 @@ describe('isolation: subnets enforced across and within hosts', { skip, timeout:
     await until('rules back after launch', async () => (await tablesPresent(h1)) === 3, 10_000);
     const cap2 = await Capture.start(b1.c.ns, 'ethwe', procs);
     assert.equal(await crossAttempt(a1, { ip: b1.ip, mac: b1.mac, subnet: SUBNET.B }), false);
-    assert.ok(await b4.c.ping(b1.ip, { tries: 10 }), 'control b4 -> b1 after relaunch');
+    await b4.c.mustPing(b1.ip, { tries: 10 }, 'control b4 -> b1 after relaunch');
     await cap2.waitFor(`${b4.ip} > ${b1.ip}`);
     const l2 = await cap2.stop();
     assert.deepEqual(l2.filter((l) => l.includes(a1.ip)), []);

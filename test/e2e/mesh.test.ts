@@ -62,7 +62,7 @@ for (const variant of VARIANTS) {
 
     test('containers on every pair of hosts ping each other', async () => {
       const all = [c1, c2, c3];
-      for (const a of all) for (const b of all) if (a !== b) assert.ok(await a.ping(b.ips[0]), `${a.name} -> ${b.name}`);
+      for (const a of all) for (const b of all) if (a !== b) await a.mustPing(b.ips[0], {}, `${a.name} -> ${b.name}`);
     });
 
     // The flow cache (router/flow-cache.ts) only serves the sleeve: over fastdp the
@@ -90,7 +90,7 @@ for (const variant of VARIANTS) {
       const cleared = (await h1.report()).Router.FlowCache;
       assert.ok(cleared.Egress.Clears > after1.Egress.Clears, `egress cache emptied: ${JSON.stringify(cleared.Egress)}`);
       assert.ok(cleared.Ingress.Clears > after1.Ingress.Clears, `ingress cache emptied: ${JSON.stringify(cleared.Ingress)}`);
-      assert.ok(await c1.ping(c3.ips[0]), 'c1 -> c3 after the cache was emptied');
+      await c1.mustPing(c3.ips[0], {}, 'c1 -> c3 after the cache was emptied');
     });
 
     test('weave ps lists the attached namespace with its MAC and CIDR', async () => {
@@ -105,7 +105,7 @@ for (const variant of VARIANTS) {
     });
 
     test('a 10 KB ping crosses (IP fragments through the overlay)', async () => {
-      assert.ok(await c1.ping(c3.ips[0], { size: 10_000 }));
+      await c1.mustPing(c3.ips[0], { size: 10_000 });
     });
 
     test('connect and forget change the targets', async () => {
@@ -127,8 +127,8 @@ for (const variant of VARIANTS) {
         await until('h1-h3 connection to drop', async () => !connectedNames(await h1.report()).includes(names[2]), 60_000, 1000);
         const r1 = await h1.report();
         assert.equal(r1.Router.UnicastRoutes[names[2]], names[1], 'route to h3 goes via h2');
-        assert.ok(await c1.ping(c3.ips[0], { tries: 20 }), 'c1 -> c3 relayed');
-        assert.ok(await c3.ping(c1.ips[0], { tries: 5 }), 'c3 -> c1 relayed');
+        await c1.mustPing(c3.ips[0], { tries: 20 }, 'c1 -> c3 relayed');
+        await c3.mustPing(c1.ips[0], { tries: 5 }, 'c3 -> c1 relayed');
       } finally {
         await h1.exec(['iptables', '-D', 'INPUT', ...rule]);
         await h1.exec(['iptables', '-D', 'OUTPUT', ...out]);
@@ -162,8 +162,8 @@ for (const variant of VARIANTS) {
       await h2.launch(['--ipalloc-range', '', ...variant.flags]);
       assert.match(await h2.mustWeave(['status', 'targets']), /192\.168\.99\.1:6783/, 'targets remembered');
       await until('h2 back in the mesh', async () => connectedNames(await h2.report()).length === 2, 60_000, 500);
-      assert.ok(await c1.ping(c2.ips[0], { tries: 20 }));
-      assert.ok(await c3.ping(c2.ips[0], { tries: 5 }));
+      await c1.mustPing(c2.ips[0], { tries: 20 });
+      await c3.mustPing(c2.ips[0], { tries: 5 });
     });
 
     test('clear errors: launching twice, bad address', async () => {
@@ -196,7 +196,7 @@ describe('mesh: --no-discovery chain relays', { skip, timeout: 300_000 }, () => 
     const r1 = await h1.report();
     assert.deepEqual(connectedNames(r1), [n2], 'h1 is connected only to h2');
     assert.equal(r1.Router.UnicastRoutes[n3], n2);
-    assert.ok(await c1.ping(c3.ips[0], { tries: 10 }));
-    assert.ok(await c1.ping(c3.ips[0], { size: 4000 }));
+    await c1.mustPing(c3.ips[0], { tries: 10 });
+    await c1.mustPing(c3.ips[0], { size: 4000 });
   });
 });

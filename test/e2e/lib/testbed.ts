@@ -164,14 +164,15 @@ export class Container {
   }
 
   /**
-   * Like ping(), but a failure throws an error that carries what the routers of `hosts`
-   * saw at that moment (connections, drops, traffic, MAC cache sizes, log tails), so a
-   * failure in CI can be explained after the fact.
+   * Like ping(), but a failure throws an error that carries what every router of the
+   * testbed saw at that moment (connections, peers, routes, drops, traffic, MAC cache
+   * size, log tails), so a failure in CI can be explained after the fact.
+   * @param what a label for the message, e.g. "c1 -> c3 relayed"
    */
-  async mustPing(ip: string, hosts: Host[], opts: { size?: number; tries?: number; timeoutS?: number } = {}): Promise<void> {
+  async mustPing(ip: string, opts: { size?: number; tries?: number; timeoutS?: number } = {}, what = ''): Promise<void> {
     if (await this.ping(ip, opts)) return;
-    const parts: string[] = [`${this.name} (${this.ips.join(' ')}) cannot ping ${ip}`];
-    for (const h of hosts) parts.push(await h.diagnose());
+    const parts: string[] = [`${what ? what + ': ' : ''}${this.name} (${this.ips.join(' ')}) cannot ping ${ip}${opts.size ? ` with ${opts.size} bytes` : ''}`];
+    for (const h of this.host.bed.hosts) if (h) parts.push(await h.diagnose());
     parts.push(`--- ${this.name} neighbours ---\n${(await this.exec(['ip', 'neigh'])).stdout.trim()}`);
     throw new Error(parts.join('\n'));
   }
