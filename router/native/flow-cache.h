@@ -133,20 +133,18 @@ struct FlowCounters {
   }
 };
 
-// The counters flowStats() reports, by name, for either direction.
-struct FlowStatField {
-  const char* name;
-  uint64_t value;
-};
+// flowStats() for either direction: { installs, clears, batches, frames, bytes, drops, errors }.
 template <class F>
-inline void FlowStatFields(const FlowTable<F>& t, const FlowCounters& c, FlowStatField (&out)[7]) {
-  out[0] = {"installs", t.installs};
-  out[1] = {"clears", t.clears};
-  out[2] = {"batches", c.batches};
-  out[3] = {"frames", c.frames};
-  out[4] = {"bytes", c.bytes};
-  out[5] = {"drops", c.drops};
-  out[6] = {"errors", c.errors};
+inline Napi::Object FlowStatsObject(Napi::Env env, const FlowTable<F>& t, const FlowCounters& c) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("installs", static_cast<double>(t.installs));
+  o.Set("clears", static_cast<double>(t.clears));
+  o.Set("batches", static_cast<double>(c.batches));
+  o.Set("frames", static_cast<double>(c.frames));
+  o.Set("bytes", static_cast<double>(c.bytes));
+  o.Set("drops", static_cast<double>(c.drops));
+  o.Set("errors", static_cast<double>(c.errors));
+  return o;
 }
 
 // ---- Staying in the data path between frames ----

@@ -587,11 +587,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
 
   // flowStats() -> { installs, clears, batches, frames, bytes, drops, errors }
   Napi::Value FlowStats(const Napi::CallbackInfo& info) {
-    Napi::Object o = Napi::Object::New(info.Env());
-    tsweave::FlowStatField fields[7];
-    tsweave::FlowStatFields(egress_, egress_counters_, fields);
-    for (const auto& f : fields) o.Set(f.name, static_cast<double>(f.value));
-    return o;
+    return tsweave::FlowStatsObject(info.Env(), egress_, egress_counters_);
   }
 
   // Stops reading and reports `err` once; the owner decides whether to close.

@@ -560,11 +560,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
 
   // flowStats() -> { installs, clears, batches, frames, bytes, drops, errors }
   Napi::Value FlowStats(const Napi::CallbackInfo& info) {
-    Napi::Object o = Napi::Object::New(info.Env());
-    tsweave::FlowStatField fields[7];
-    tsweave::FlowStatFields(ingress_, ingress_counters_, fields);
-    for (const auto& f : fields) o.Set(f.name, static_cast<double>(f.value));
-    return o;
+    return tsweave::FlowStatsObject(info.Env(), ingress_, ingress_counters_);
   }
 
   void Fail(Napi::Env env, Napi::Object keep, int err) {
