@@ -1,13 +1,13 @@
 {
-  # The TAP device addon (router/native/tap.cc): builds build/Release/tap.node;
-  # the UDP addon (router/native/udp.cc) builds build/Release/udp.node.
+  # The TAP device addon (router/overlay/native/tap.cc): builds build/Release/tap.node;
+  # the UDP addon (router/overlay/native/udp.cc) builds build/Release/udp.node.
   # node-addon-api is header-only; C++ exceptions are enabled (NAPI_CPP_EXCEPTIONS)
   # so native errors surface as JS exceptions with a `code` property.
   # Linux only: TAP devices come from /dev/net/tun.
   "targets": [
     {
       "target_name": "tap",
-      "sources": ["router/native/tap.cc"],
+      "sources": ["router/overlay/native/tap.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],
@@ -16,10 +16,10 @@
       "cflags_cc": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fexceptions"]
     },
     {
-      # The sleeve's batched UDP socket (router/native/udp.cc, wrapped by
+      # The sleeve's batched UDP socket (router/overlay/native/udp.cc, wrapped by
       # router/udp.ts): recvmmsg/sendmmsg, builds build/Release/udp.node.
       "target_name": "udp",
-      "sources": ["router/native/udp.cc"],
+      "sources": ["router/overlay/native/udp.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],

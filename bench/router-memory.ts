@@ -10,7 +10,7 @@
  * router's figures are coarse; the in-process MAC cache figure is exact.)
  */
 import { readFileSync } from 'node:fs';
-import { MacCache } from '../router/mac-cache.js';
+import { MacCache } from '../router/overlay/mac-cache.js';
 import { Testbed, sleep, until, must, sh } from '../test/e2e/lib/testbed.js';
 
 function rssKiB(pid: number): number {

@@ -20,7 +20,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { Tap } from '../router/tap.js';
+import { Tap } from '../router/overlay/tap.js';
 
 /** A local experimental EtherType (IEEE 802 "local experimental 1") marks bench frames. */
 const ETHERTYPE = 0x88b5;

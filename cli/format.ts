@@ -7,7 +7,7 @@
  * IPAM share table with the name padded to 37 columns.
  */
 
-import type { Report, ReportConnection } from '../router/report.js';
+import type { Report, ReportConnection } from '../router/api/report.js';
 
 /** Weave's order of connection states in the summary counts. */
 const CONNECTION_STATES = ['established', 'pending', 'retrying', 'failed', 'connecting'];

@@ -5,8 +5,8 @@
  */
 
 import type { WebSocket } from 'ws';
-import type { Report, RouterEvent } from '../router/report.js';
-import { applyEvent } from '../router/ui/model.js';
+import type { Report, RouterEvent } from '../router/api/report.js';
+import { applyEvent } from '../router/api/ui/model.js';
 
 export interface WatchOptions {
   /** Opens a new WebSocket to `/events` (called again on every reconnect). */

@@ -14,13 +14,13 @@ import { call, CliError, stateDir, isRunning } from './client.js';
 import { formatConnections, formatIpam, formatPeers, formatStatus, formatTargets } from './format.js';
 import { renderTemplate } from './template.js';
 import { withSpinner } from './spinner.js';
-import type { Report } from '../router/report.js';
-import type { LaunchConfig } from '../router/weaver.js';
+import type { Report } from '../router/api/report.js';
+import type { LaunchConfig } from '../router/daemon/weaver.js';
 
 const VERSION = '0.1.0';
 const DEFAULT_MTU = 1376;
 const here = path.dirname(fileURLToPath(import.meta.url));
-const WEAVER_JS = path.join(here, '..', 'router', 'weaver.js');
+const WEAVER_JS = path.join(here, '..', 'router', 'daemon', 'weaver.js');
 /**
  * V8 flags the router runs with (the shebang above gives the same to `weave launch
  * --no-detach`): no memory reducer, whose idle-time compactions of the heap paused the
@@ -159,9 +159,9 @@ program.command('launch')
       fastdp: o.fastdp as boolean && !process.env.WEAVE_NO_FASTDP,
     };
     // Fail fast on bad input, before anything is started.
-    const { parsePeerName } = await import('../router/peer-name.js');
-    const { normaliseAddress } = await import('../router/connection-maker.js');
-    const { parseCidrList } = await import('../router/cidr-match.js');
+    const { parsePeerName } = await import('../router/mesh/peer-name.js');
+    const { normaliseAddress } = await import('../router/mesh/connection-maker.js');
+    const { parseCidrList } = await import('../router/policy/cidr-match.js');
     try {
       if (cfg.name) parsePeerName(cfg.name);
       for (const p of peers) normaliseAddress(p, cfg.port);
@@ -179,7 +179,7 @@ program.command('launch')
     if (o.detach === false) {
       // Foreground: become the daemon (used by benchmarks and supervisors).
       delete process.env.WEAVE_PASSWORD;
-      const { runDaemon } = await import('../router/weaver.js');
+      const { runDaemon } = await import('../router/daemon/weaver.js');
       await runDaemon(cfg, password);
       return;
     }
@@ -217,8 +217,8 @@ program.command('reset').description('stop the router and remove the bridge, eve
       await call('POST', '/reset', undefined, { timeoutMs: 30_000 });
       if (pid !== undefined) await waitForExit(pid, 10_000);
     }
-    const { resetLinks } = await import('../router/netdev.js');
-    const { Isolation } = await import('../router/isolation.js');
+    const { resetLinks } = await import('../router/host/netdev.js');
+    const { Isolation } = await import('../router/policy/isolation.js');
     await new Isolation(() => undefined).removeAll();
     await resetLinks();
     const dir = stateDir();

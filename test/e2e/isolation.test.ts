@@ -19,7 +19,7 @@ import { Testbed, canRunE2E, sh, must, until, sleep, type Host, type Container }
 
 const skip = canRunE2E() ?? (['nft', 'tcpdump', 'python3'].find((bin) => !['/usr/sbin', '/usr/bin', '/sbin', '/bin'].some((d) => existsSync(`${d}/${bin}`))) ? 'needs nft, tcpdump and python3' : undefined);
 
-const ISOLATION_JS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'router', 'isolation.js');
+const ISOLATION_JS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'router', 'policy', 'isolation.js');
 
 const SUBNET = { A: '10.32.1.0/24', B: '10.32.2.0/24' } as const;
 type Net = keyof typeof SUBNET;

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { existsSync, writeFileSync, chmodSync, statSync } from 'node:fs';
 import { WebSocket } from 'ws';
 import { Testbed, canRunE2E, until, type Host } from './lib/testbed.js';
-import type { RouterEvent } from '../../router/report.js';
+import type { RouterEvent } from '../../router/api/report.js';
 
 const skip = canRunE2E();
 

@@ -1,6 +1,6 @@
 /**
- * End-to-end test of the TAP's virtio-net header mode (router/tap.ts `vnetHdr`,
- * router/native/tap.cc): reads still deliver plain, checksummed frames, and
+ * End-to-end test of the TAP's virtio-net header mode (router/overlay/tap.ts `vnetHdr`,
+ * router/overlay/native/tap.cc): reads still deliver plain, checksummed frames, and
  * writeSlab merges consecutive TCP segments of one flow into GSO super-frames that
  * the kernel's TCP accepts byte for byte.
  *
@@ -21,7 +21,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { useNetns } from './lib/netns.js';
-import { Tap } from '../../router/tap.js';
+import { Tap } from '../../router/overlay/tap.js';
 
 const NS = `tsw-tapvnet-${process.pid}`;
 const SELF = fileURLToPath(import.meta.url);

@@ -1,5 +1,5 @@
 /**
- * End-to-end test of the TAP binding (router/tap.ts + router/native/tap.cc).
+ * End-to-end test of the TAP binding (router/overlay/tap.ts + router/overlay/native/tap.cc).
  *
  * Needs root and /dev/net/tun. Everything that creates a device runs in a child
  * process (helpers/tap-child.ts) started with `ip netns exec` inside a network

@@ -1,5 +1,5 @@
 /**
- * End-to-end test of the batched UDP socket (router/udp.ts + router/native/udp.cc).
+ * End-to-end test of the batched UDP socket (router/overlay/udp.ts + router/overlay/native/udp.cc).
  *
  * Needs root. The sockets live in a child process (this same file, re-run with
  * TSW_UDP_CHILD=<mode>) started with `ip netns exec` inside a network namespace the
@@ -13,9 +13,9 @@ import { fileURLToPath } from 'node:url';
 import { useNetns } from './lib/netns.js';
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants as fsConstants, openSync, readSync, unlinkSync } from 'node:fs';
-import { COALESCE, DatagramBatch, UdpSocket, UdpError, META_STRIDE, routeMtu, type UdpStats } from '../../router/udp.js';
-import { Sleeve, SleevePeer, datagramFor, type SleeveHost } from '../../router/sleeve.js';
-import { forEachFrame, HEADER_BYTES, DatagramType } from '../../router/sleeve-codec.js';
+import { COALESCE, DatagramBatch, UdpSocket, UdpError, META_STRIDE, routeMtu, type UdpStats } from '../../router/overlay/udp.js';
+import { Sleeve, SleevePeer, datagramFor, type SleeveHost } from '../../router/overlay/sleeve.js';
+import { forEachFrame, HEADER_BYTES, DatagramType } from '../../router/overlay/sleeve-codec.js';
 import { Sealer, Opener } from '../../router/crypto/aead.js';
 import { xorshift32 as prng } from '../lib/prng.js';
 
@@ -397,7 +397,7 @@ async function childCloseInBatch(): Promise<Json> {
 
 
 /**
- * The ingress flow cache (router/native/flow-cache.h): datagrams whose every frame
+ * The ingress flow cache (router/overlay/native/flow-cache.h): datagrams whose every frame
  * matches an installed flow are written to the "TAP" fd (a FIFO here, so the bytes
  * can be read back) without calling JavaScript; anything else reaches the handler.
  */

@@ -17,8 +17,8 @@ import { existsSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { attachEventStream } from '../../router/events.js';
-import { PAGE_HTML } from '../../router/ui/page.js';
+import { attachEventStream } from '../../router/api/events.js';
+import { PAGE_HTML } from '../../router/api/ui/page.js';
 import { FakeSource, H1, H4 } from '../unit/obs-fixtures.js';
 
 const CHROMIUM = '/usr/bin/chromium';

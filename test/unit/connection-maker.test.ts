@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { TargetTable, normaliseAddress, INITIAL_BACKOFF_MS, MAX_BACKOFF_MS } from '../../router/connection-maker.js';
+import { TargetTable, normaliseAddress, INITIAL_BACKOFF_MS, MAX_BACKOFF_MS } from '../../router/mesh/connection-maker.js';
 
 test('normaliseAddress adds the default port and rejects junk', () => {
   assert.equal(normaliseAddress('10.0.0.1', 6783), '10.0.0.1:6783');

@@ -9,7 +9,7 @@ import {
   ipv4DontFragment,
   isGroupMac,
   srcMac,
-} from '../../router/ethernet.js';
+} from '../../router/overlay/ethernet.js';
 import { mulberry32 } from '../lib/prng.js';
 
 

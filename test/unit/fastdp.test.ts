@@ -8,9 +8,9 @@ import {
   encodeHeartbeatPacket, parseHeartbeat, heartbeatPacketSize, internetChecksum, ipv4ToNum, readVxlanVni,
   writeVxlanHeader, FastdpCodecError, HEARTBEAT_VNI, HEARTBEAT_BYTES, HB_DEVICE_IP, HB_SOURCE_IP,
   HB_DEVICE_MAC, HB_SOURCE_MAC, MIN_HEARTBEAT_PACKET, VXLAN_OVERHEAD, type Heartbeat,
-} from '../../router/fastdp-codec.js';
-import { FastdpPath, FastdpPathError, parseFdbJson, planFdb, FdbParseError, ZERO_MAC, type FdbEntry, type Vtep } from '../../router/fastdp-path.js';
-import { readMac } from '../../router/mac-cache.js';
+} from '../../router/overlay/fastdp-codec.js';
+import { FastdpPath, FastdpPathError, parseFdbJson, planFdb, FdbParseError, ZERO_MAC, type FdbEntry, type Vtep } from '../../router/overlay/fastdp-path.js';
+import { readMac } from '../../router/overlay/mac-cache.js';
 import { mulberry32 as prng } from '../lib/prng.js';
 
 

@@ -5,8 +5,8 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { EGRESS_TEMPLATE_BYTES, FLOW_BATCH_MAX, egressTemplate, flowCacheEnabled } from '../../router/flow-cache.js';
-import { FramePacker, forEachFrame, HEADER_BYTES } from '../../router/sleeve-codec.js';
+import { EGRESS_TEMPLATE_BYTES, FLOW_BATCH_MAX, egressTemplate, flowCacheEnabled } from '../../router/overlay/flow-cache.js';
+import { FramePacker, forEachFrame, HEADER_BYTES } from '../../router/overlay/sleeve-codec.js';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -51,7 +51,7 @@ describe('flow cache settings', () => {
 
   it('FLOW_BATCH_MAX mirrors kFastBatchMax in the addons', () => {
     const here = path.dirname(fileURLToPath(import.meta.url));
-    const header = readFileSync(path.join(here, '..', '..', '..', 'router', 'native', 'flow-cache.h'), 'utf8');
+    const header = readFileSync(path.join(here, '..', '..', '..', 'router', 'overlay', 'native', 'flow-cache.h'), 'utf8');
     assert.equal(Number(/kFastBatchMax = (\d+);/.exec(header)?.[1]), FLOW_BATCH_MAX);
   });
 });

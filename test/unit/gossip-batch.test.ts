@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { GossipBatch } from '../../router/gossip-batch.js';
+import { GossipBatch } from '../../router/mesh/gossip-batch.js';
 import { mulberry32 } from '../lib/prng.js';
 
 test('a batch of changes merged from one connection skips that connection', () => {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MacCache, formatMac, readMac, writeMac } from '../../router/mac-cache.js';
+import { MacCache, formatMac, readMac, writeMac } from '../../router/overlay/mac-cache.js';
 import { mulberry32 } from '../lib/prng.js';
 
 

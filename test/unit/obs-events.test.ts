@@ -6,8 +6,8 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WebSocket } from 'ws';
-import { attachEventStream, checkAccess, CLOSE_SLOW_CONSUMER, isLoopbackAddress } from '../../router/events.js';
-import type { RouterEvent } from '../../router/report.js';
+import { attachEventStream, checkAccess, CLOSE_SLOW_CONSUMER, isLoopbackAddress } from '../../router/api/events.js';
+import type { RouterEvent } from '../../router/api/report.js';
 import { FakeSource, H4 } from './obs-fixtures.js';
 
 const servers: Server[] = [];

@@ -5,7 +5,7 @@
  */
 
 import { EventEmitter } from 'node:events';
-import type { Report, RouterEvent } from '../../router/report.js';
+import type { Report, RouterEvent } from '../../router/api/report.js';
 
 export const H1 = '8a:00:00:00:00:01';
 export const H2 = '3e:00:00:00:00:02';

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createMetrics, rangeSize, type DataPathCounters } from '../../router/metrics.js';
-import type { Report } from '../../router/report.js';
+import { createMetrics, rangeSize, type DataPathCounters } from '../../router/api/metrics.js';
+import type { Report } from '../../router/api/report.js';
 import { H2, H3, sampleReport } from './obs-fixtures.js';
 
 function sampleCounters(): DataPathCounters {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Report, RouterEvent } from '../../router/report.js';
-import { applyEvent } from '../../router/ui/model.js';
+import type { Report, RouterEvent } from '../../router/api/report.js';
+import { applyEvent } from '../../router/api/ui/model.js';
 import { H1, H2, H3, H4, prng, sampleReport } from './obs-fixtures.js';
 
 function deepFreeze<T>(v: T): T {

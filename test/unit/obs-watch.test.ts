@@ -4,7 +4,7 @@ import { createServer } from 'node:http';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WebSocket } from 'ws';
-import { attachEventStream } from '../../router/events.js';
+import { attachEventStream } from '../../router/api/events.js';
 import { watchStatus } from '../../cli/watch.js';
 import { FakeSource, H4 } from './obs-fixtures.js';
 

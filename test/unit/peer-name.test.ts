@@ -9,7 +9,7 @@ import {
   parsePeerName,
   peerNameToNum,
   randomPeerName,
-} from '../../router/peer-name.js';
+} from '../../router/mesh/peer-name.js';
 import { mulberry32 } from '../lib/prng.js';
 
 

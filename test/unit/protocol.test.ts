@@ -10,7 +10,7 @@ import {
   encodeFrame,
   validateControlMessage,
   type ControlMessage,
-} from '../../router/protocol.js';
+} from '../../router/mesh/protocol.js';
 import { mulberry32 } from '../lib/prng.js';
 
 

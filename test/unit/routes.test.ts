@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Routes } from '../../router/routes.js';
-import { Topology, type PeerInfo } from '../../router/topology.js';
-import { numToPeerName, peerNameToNum } from '../../router/peer-name.js';
+import { Routes } from '../../router/mesh/routes.js';
+import { Topology, type PeerInfo } from '../../router/mesh/topology.js';
+import { numToPeerName, peerNameToNum } from '../../router/mesh/peer-name.js';
 import { mulberry32 } from '../lib/prng.js';
 
 

@@ -17,7 +17,7 @@ import {
   parseHeartbeat,
   parsePmtuAck,
   parsePmtuProbe,
-} from '../../router/sleeve-codec.js';
+} from '../../router/overlay/sleeve-codec.js';
 import { mulberry32 } from '../lib/prng.js';
 
 

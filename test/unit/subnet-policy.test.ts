@@ -1,7 +1,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { SubnetPolicy, parseCidr, parseMac, prefixMask, type PolicyEndpoint } from '../../router/subnet-policy.js';
-import { renderRuleset, splitCidr, sumCounters } from '../../router/bridge-filter.js';
+import { SubnetPolicy, parseCidr, parseMac, prefixMask, type PolicyEndpoint } from '../../router/policy/subnet-policy.js';
+import { renderRuleset, splitCidr, sumCounters } from '../../router/policy/bridge-filter.js';
 import { mulberry32 } from '../lib/prng.js';
 
 // ---------- frame builders (by hand: Ethernet II, IPv4 per RFC 791, ARP per RFC 826) ----------

@@ -8,8 +8,8 @@ import {
   TopologyError,
   type ConnectionSummary,
   type PeerInfo,
-} from '../../router/topology.js';
-import { numToPeerName } from '../../router/peer-name.js';
+} from '../../router/mesh/topology.js';
+import { numToPeerName } from '../../router/mesh/peer-name.js';
 import { mulberry32 } from '../lib/prng.js';
 
 

@@ -4,7 +4,7 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { DatagramBatch, META_STRIDE, ipv4ToUint32, uint32ToIpv4 } from '../../router/udp.js';
+import { DatagramBatch, META_STRIDE, ipv4ToUint32, uint32ToIpv4 } from '../../router/overlay/udp.js';
 import { xorshift32 as prng } from '../lib/prng.js';
 
 

@@ -17,7 +17,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
-import { Tap, TapError, setDontFragment, udpSocketFd, type TapStats } from '../../../router/tap.js';
+import { Tap, TapError, setDontFragment, udpSocketFd, type TapStats } from '../../../router/overlay/tap.js';
 
 if (process.env.TSW_TAP_CHILD !== '1') {
   process.stderr.write('tap-child: refusing to run without TSW_TAP_CHILD=1 (it creates TAP devices)\n');
@@ -502,7 +502,7 @@ function noOnErrorMode(): void {
 }
 
 /**
- * The flow cache's egress path and its wait between frames (router/native/flow-cache.h):
+ * The flow cache's egress path and its wait between frames (router/overlay/native/flow-cache.h):
  * the kernel's own ping sends ICMP frames out of the TAP every 2 ms; an installed flow
  * forwards each as a FRAMES datagram to a sink socket, and after each such wake-up the
  * addon waits for the next frame itself. Meanwhile JavaScript must keep running on time:
@@ -518,8 +518,8 @@ async function nestMode(): Promise<Record<string, unknown>> {
   ip('link', 'set', 'lo', 'up');
   ip('neigh', 'replace', '10.99.1.2', 'lladdr', '02:00:5e:99:00:02', 'dev', name);
   const tapMac = macOf(name);
-  const { UdpSocket } = await import('../../../router/udp.js');
-  const { egressTemplate } = await import('../../../router/flow-cache.js');
+  const { UdpSocket } = await import('../../../router/overlay/udp.js');
+  const { egressTemplate } = await import('../../../router/overlay/flow-cache.js');
   const sleeveSock = UdpSocket.open({ port: 0, address: '127.0.0.1' });
   const sink = UdpSocket.open({ port: 0, address: '127.0.0.1' });
   let sinkDatagrams = 0;

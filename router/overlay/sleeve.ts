@@ -7,7 +7,7 @@
  * a packer that fills datagrams with as many frames as fit. The datagram format is in
  * sleeve-codec.ts; sealing (encryption) is optional per peer.
  *
- * Batching (router/udp.ts, recvmmsg/sendmmsg in the native addon): frames queued while
+ * Batching (router/overlay/udp.ts, recvmmsg/sendmmsg in the native addon): frames queued while
  * the router handles one TAP batch or one batch of received datagrams are packed
  * straight into one send slab (sealed in place when encrypted), every peer's datagram
  * under construction holding its own reservation there, and the whole batch leaves in
@@ -23,12 +23,12 @@ import {
   DatagramType, FramePacker, HEADER_BYTES, encodeHeartbeat, encodePmtuAck, encodePmtuProbe,
   parseHeartbeat, parsePmtuAck, parsePmtuProbe, FRAME_HEADER_BYTES, SLEEVE_MAGIC,
 } from './sleeve-codec.js';
-import { numToPeerName } from './peer-name.js';
+import { numToPeerName } from '../mesh/peer-name.js';
 import { readMac } from './mac-cache.js';
 import { COALESCE, DatagramBatch, MAX_UDP_PAYLOAD, UdpSocket, ipv4ToUint32, routeMtu, type UdpStats } from './udp.js';
-import type { Sealer, Opener } from './crypto/aead.js';
+import type { Sealer, Opener } from '../crypto/aead.js';
 import { NO_FLOW_STATS, type FlowStats } from './flow-cache.js';
-import { SEQ_BYTES, TAG_BYTES, openErrorKind } from './crypto/aead.js';
+import { SEQ_BYTES, TAG_BYTES, openErrorKind } from '../crypto/aead.js';
 
 /** Bytes the outer IPv4 + UDP headers take. */
 export const IP_UDP_OVERHEAD = 28;

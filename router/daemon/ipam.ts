@@ -4,15 +4,15 @@
  * rmpeer, and status for `weave status ipam` / `weave report`.
  */
 import path from 'node:path';
-import type { Router } from './router.js';
-import { ApiError, type ApiServer } from './api.js';
-import type { AddressAllocator, Endpoints } from './endpoints.js';
+import type { Router } from '../router.js';
+import { ApiError, type ApiServer } from '../api/server.js';
+import type { AddressAllocator, Endpoints } from '../host/endpoints.js';
 import type { LaunchConfig } from './weaver.js';
-import type { ReportIpam } from './report.js';
-import { Allocator, IpamError, type IpamInit } from '../ipam/allocator.js';
-import { FilePersistence } from '../ipam/persist.js';
-import { parseCidr, overlaps, formatCidr } from '../ipam/cidr.js';
-import { ip } from './netdev.js';
+import type { ReportIpam } from '../api/report.js';
+import { Allocator, IpamError, type IpamInit } from '../../ipam/allocator.js';
+import { FilePersistence } from '../../ipam/persist.js';
+import { parseCidr, overlaps, formatCidr } from '../../ipam/cidr.js';
+import { ip } from '../host/netdev.js';
 
 export interface IpamGlue {
   allocator: AddressAllocator;

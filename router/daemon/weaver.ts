@@ -8,21 +8,21 @@ import { collectGarbage } from './heap.js';
 import os from 'node:os';
 import path from 'node:path';
 import { promises as fsp, readFileSync } from 'node:fs';
-import { Router } from './router.js';
-import { Tap } from './tap.js';
-import { ensureBridge, setupTap, TAP_NAME, resetLinks } from './netdev.js';
-import { parsePeerName, randomPeerName } from './peer-name.js';
-import { ApiServer, ApiError, stringList, stringField } from './api.js';
-import { Endpoints } from './endpoints.js';
-import { writeFileAtomic } from './state-file.js';
-import { passwordKey as derivePasswordKey } from './crypto/keys.js';
-import { setupIpam, type IpamGlue } from './ipam-glue.js';
-import { Isolation } from './isolation.js';
-import { startProxy, defaultWeavewaitPath } from '../proxy/proxy.js';
-import type { ProxyAttacher } from '../proxy/types.js';
-import { setupObservability } from './observability-glue.js';
-import { startFastdp } from './fastdp.js';
-import type { Report } from './report.js';
+import { Router } from '../router.js';
+import { Tap } from '../overlay/tap.js';
+import { ensureBridge, setupTap, TAP_NAME, resetLinks } from '../host/netdev.js';
+import { parsePeerName, randomPeerName } from '../mesh/peer-name.js';
+import { ApiServer, ApiError, stringList, stringField } from '../api/server.js';
+import { Endpoints } from '../host/endpoints.js';
+import { writeFileAtomic } from '../host/state-file.js';
+import { passwordKey as derivePasswordKey } from '../crypto/keys.js';
+import { setupIpam, type IpamGlue } from './ipam.js';
+import { Isolation } from '../policy/isolation.js';
+import { startProxy, defaultWeavewaitPath } from '../../proxy/proxy.js';
+import type { ProxyAttacher } from '../../proxy/types.js';
+import { setupObservability } from '../api/observability.js';
+import { startFastdp } from '../overlay/fastdp.js';
+import type { Report } from '../api/report.js';
 
 /** Everything `weave launch` decides; passed to the daemon as JSON in WEAVER_CONFIG. */
 export interface LaunchConfig {

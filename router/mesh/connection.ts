@@ -16,8 +16,8 @@ import {
   FrameDecoder, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, ProtocolError, encodeFrame,
   validateControlMessage, type ControlMessage,
 } from './protocol.js';
-import { secureSocket, HandshakeError, type SecureChannel } from './crypto/noise.js';
-import { handshakePrologue } from './crypto/keys.js';
+import { secureSocket, HandshakeError, type SecureChannel } from '../crypto/noise.js';
+import { handshakePrologue } from '../crypto/keys.js';
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 const HEARTBEAT_MS = 5_000;

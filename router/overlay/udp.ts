@@ -1,6 +1,6 @@
 /**
  * A batched UDP socket for the sleeve (IPv4, Linux), backed by the native addon
- * `build/Release/udp.node` (router/native/udp.cc).
+ * `build/Release/udp.node` (router/overlay/native/udp.cc).
  *
  * node:dgram costs one syscall, one request object and one callback per datagram
  * sent, and one event with a fresh Buffer and address object per datagram received.

@@ -14,11 +14,11 @@
  * The exposed host (`weave:expose`) sends with the bridge's MAC, which Linux
  * recomputes as ports come and go, so sync() reads it afresh every time.
  */
-import type { FramePolicy } from './router.js';
-import { EXPOSE_ID, type Endpoint } from './endpoints.js';
+import type { FramePolicy } from '../router.js';
+import { EXPOSE_ID, type Endpoint } from '../host/endpoints.js';
 import { SubnetPolicy, type PolicyEndpoint } from './subnet-policy.js';
 import { applyRuleset, readCounters, removeTables, renderRuleset, type PortRules } from './bridge-filter.js';
-import { BRIDGE, hostVethName, ip } from './netdev.js';
+import { BRIDGE, hostVethName, ip } from '../host/netdev.js';
 
 export class Isolation {
   /** The per-frame check the router calls; undefined until the first sync(). */

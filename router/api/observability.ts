@@ -3,15 +3,15 @@
  * WebSocket and the live page (GET /) into the daemon's HTTP servers.
  */
 import http from 'node:http';
-import type { Router } from './router.js';
-import type { ApiServer } from './api.js';
-import type { IpamGlue } from './ipam-glue.js';
-import type { Endpoints } from './endpoints.js';
+import type { Router } from '../router.js';
+import type { ApiServer } from './server.js';
+import type { IpamGlue } from '../daemon/ipam.js';
+import type { Endpoints } from '../host/endpoints.js';
 import type { Report } from './report.js';
 import { createMetrics } from './metrics.js';
 import { attachEventStream, type EventStream, type EventSource } from './events.js';
 import { PAGE_HTML } from './ui/page.js';
-import { splitHostPort } from './weaver.js';
+import { splitHostPort } from '../daemon/weaver.js';
 
 export interface ObservabilityOptions {
   router: Router;

@@ -5,7 +5,7 @@
  * out of the interface and one write() is one frame received "from the wire".
  *
  * The I/O lives in the native addon `build/Release/tap.node`
- * (router/native/tap.cc): a uv_poll watcher on the main loop drains every ready
+ * (router/overlay/native/tap.cc): a uv_poll watcher on the main loop drains every ready
  * frame into one reused slab and calls JavaScript once per wake-up; writes are
  * synchronous non-blocking write() calls. No libuv threadpool is involved, so
  * throughput is high and process.exit() is never blocked by a pending read.
@@ -279,7 +279,7 @@ export class Tap {
 
   /**
    * Lets the addons wait for the next frame themselves after a wake-up the flow cache
-   * forwarded (router/native/flow-cache.h, RunNested), on this TAP and the UDP socket
+   * forwarded (router/overlay/native/flow-cache.h, RunNested), on this TAP and the UDP socket
    * whose {@link UdpSocket.fastPort} is given, until libuv has other work or a timer is
    * due. Call after start(); once per TAP. Returns false if it could not link.
    * @throws TypeError if `udpPort` is not a fastPort() handle.

@@ -52,9 +52,9 @@
 import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { run, ip, BRIDGE, TAP_NAME, linkExists, NetdevError } from './netdev.js';
+import { run, ip, BRIDGE, TAP_NAME, linkExists, NetdevError } from '../host/netdev.js';
 import { formatMac } from './mac-cache.js';
-import { numToPeerName } from './peer-name.js';
+import { numToPeerName } from '../mesh/peer-name.js';
 import {
   DATA_VNI, HEARTBEAT_VNI, HB_DEVICE_IP, HB_SOURCE_IP, HB_DEVICE_MAC, encodeHeartbeatPacket, parseHeartbeat,
 } from './fastdp-codec.js';

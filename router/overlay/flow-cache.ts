@@ -1,6 +1,6 @@
 /**
  * The sleeve's flow cache, seen from TypeScript: the shapes the TAP and UDP addons
- * expose (router/native/flow-cache.h explains the design) and the router-side rules
+ * expose (router/overlay/native/flow-cache.h explains the design) and the router-side rules
  * for when a decision may be cached. Pure: no sockets, timers or files.
  *
  * A flow is a forwarding decision the router already made for one conversation
