@@ -15,7 +15,8 @@ import { formatConnections, formatIpam, formatPeers, formatStatus, formatTargets
 import { renderTemplate } from './template.js';
 import { withSpinner } from './spinner.js';
 import type { Report } from '../router/api/report.js';
-import type { LaunchConfig } from '../router/daemon/weaver.js';
+import type { LaunchConfig } from '../router/daemon/config.js';
+import { parseLogLevel } from '../router/daemon/log.js';
 
 const VERSION = '0.1.0';
 const DEFAULT_MTU = 1376;
@@ -43,6 +44,15 @@ function intOpt(name: string, min: number, max: number) {
     if (!Number.isInteger(n) || n < min || n > max) throw new CliError(`invalid ${name} "${v}": want an integer from ${min} to ${max}`);
     return n;
   };
+}
+
+/** --log-level: Weave's levels, "warning" accepted as an alias of "warn". */
+function logLevelOpt(v: string): string {
+  try {
+    return parseLogLevel(v);
+  } catch (err) {
+    throw new CliError((err as Error).message);
+  }
 }
 
 function readPid(): number | undefined {
@@ -93,7 +103,7 @@ async function tailLog(file: string, lines = 5): Promise<string> {
 }
 
 const program = new Command('weave');
-program.description('tsweave: a Weave-Net-style overlay network for containers').version(VERSION, '--version-flag').showHelpAfterError(false);
+program.description('tsweave: a Weave-Net-style overlay network for containers').version(VERSION, '-V, --version', 'print the version (same as weave version)').showHelpAfterError(false);
 program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
 program.exitOverride();
 
@@ -117,7 +127,7 @@ program.command('launch')
   .option('--no-default-ipalloc', 'proxy: attach only containers that set WEAVE_CIDR')
   .option('--metrics-addr <addr>', 'Prometheus metrics address', '127.0.0.1:6782')
   .option('--api-addr <addr>', 'HTTP API address (also on the unix socket)', '127.0.0.1:6784')
-  .option('--log-level <level>', 'debug | info | warn | error', 'info')
+  .option('--log-level <level>', 'debug | info | warn (or warning) | error', logLevelOpt, 'info')
   .option('--no-fastdp', 'never use the kernel fast datapath')
   .option('--no-detach', 'run in the foreground')
   .action(async (peers: string[], o: Record<string, unknown>) => {

@@ -101,8 +101,9 @@ function activeIps(r: Report): number {
 }
 
 /**
- * Builds a Registry (not prom-client's global one, so several routers can live
- * in one process, as in tests) holding every router metric.
+ * Registers every router metric in `registry` (by default a new one; never
+ * prom-client's global one, so several routers can live in one process, as in
+ * tests). Subsystems add their own metrics to the same registry.
  *
  * `source.report()` and `source.counters()` are called at most once per scrape:
  * all collect() callbacks run in the same synchronous pass of
@@ -111,8 +112,7 @@ function activeIps(r: Report): number {
  * should answer 500). Without IPAM, `weave_ips` has no series and the
  * unlabelled IPAM gauges read 0 (prom-client always exports those).
  */
-export function createMetrics(source: MetricsSource): RouterMetrics {
-  const registry = new Registry();
+export function createMetrics(source: MetricsSource, registry: Registry = new Registry()): RouterMetrics {
   let snap: { report: Report; counters: DataPathCounters } | null = null;
   const current = (): { report: Report; counters: DataPathCounters } => {
     if (snap === null) {

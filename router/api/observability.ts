@@ -1,37 +1,36 @@
 /**
- * Wires metrics (/metrics on --metrics-addr, and on the API), the /events
- * WebSocket and the live page (GET /) into the daemon's HTTP servers.
+ * The observability subsystem: metrics (/metrics on --metrics-addr, and on the API),
+ * the /events WebSocket and the live page (GET /) on the daemon's HTTP servers.
+ * Other subsystems' metrics live in the same registry (`ctx.metrics`).
  */
 import http from 'node:http';
-import type { Router } from '../router.js';
-import type { ApiServer } from './server.js';
-import type { IpamGlue } from '../daemon/ipam.js';
-import type { Endpoints } from '../host/endpoints.js';
-import type { Report } from './report.js';
+import type { Subsystem, SubsystemContext } from '../daemon/subsystem.js';
+import { splitHostPort } from '../daemon/config.js';
 import { createMetrics } from './metrics.js';
 import { attachEventStream, type EventStream, type EventSource } from './events.js';
 import { PAGE_HTML } from './ui/page.js';
-import { splitHostPort } from '../daemon/weaver.js';
 
-export interface ObservabilityOptions {
-  router: Router;
-  api: ApiServer;
-  tcpServer: http.Server | undefined;
-  report(): Report;
-  metricsAddr: string;
-  ipam?: IpamGlue;
-  endpoints?: Endpoints;
-  log: (l: string, lvl?: string) => void;
+/** Started last, so the page, /events and /metrics see every other subsystem's report section. */
+export function observabilitySubsystem(): Subsystem {
+  let close = async (): Promise<void> => undefined;
+  return {
+    name: 'observability',
+    async start(ctx) {
+      close = await setupObservability(ctx);
+    },
+    close: () => close(),
+  };
 }
 
-export async function setupObservability(o: ObservabilityOptions): Promise<{ close(): Promise<void> }> {
-  const { router, api } = o;
+async function setupObservability(ctx: SubsystemContext): Promise<() => Promise<void>> {
+  const { router, api } = ctx;
+  const o = { report: ctx.report, metricsAddr: ctx.cfg.metricsAddr, log: ctx.log };
   const source: EventSource = {
     report: o.report,
     on: (ev, cb) => void router.on(ev, cb),
     off: (ev, cb) => void router.off(ev, cb),
   };
-  const metrics = createMetrics({ report: o.report, counters: () => router.counters() });
+  const metrics = createMetrics({ report: o.report, counters: () => router.counters() }, ctx.metrics);
   const serveMetrics = (res: http.ServerResponse): void => {
     metrics.render().then(
       (text) => {
@@ -79,10 +78,8 @@ export async function setupObservability(o: ObservabilityOptions): Promise<{ clo
       o.log(`metrics: cannot listen on ${o.metricsAddr} (${(err as Error).message}); /metrics is still served on the API`, 'warn');
     }
   }
-  return {
-    close: async () => {
-      for (const st of streams) st.close();
-      if (metricsServer) await new Promise<void>((r) => metricsServer!.close(() => r()));
-    },
+  return async () => {
+    for (const st of streams) st.close();
+    if (metricsServer) await new Promise<void>((r) => metricsServer!.close(() => r()));
   };
 }

@@ -31,6 +31,13 @@ export class ApiServer {
   /** Extra request handlers tried before the JSON routes (page, metrics). */
   readonly raw: Array<(req: http.IncomingMessage, res: http.ServerResponse) => boolean> = [];
 
+  /**
+   * False while the daemon is still starting its subsystems: every request then gets
+   * 503 "the router is starting", so clients (and `weave launch`) wait for a router
+   * that can answer everything.
+   */
+  ready = false;
+
   constructor(private readonly log: (l: string) => void) {}
 
   on(method: string, pattern: string, handler: Handler): void {
@@ -65,6 +72,7 @@ export class ApiServer {
   }
 
   readonly handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    if (!this.ready) return send(res, 503, { error: 'the router is starting: try again in a moment' });
     for (const h of this.raw) if (h(req, res)) return;
     const url = new URL(req.url ?? '/', 'http://localhost');
     const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);

@@ -1,25 +1,25 @@
 /**
- * Wires the IPAM allocator (ipam/) to the router: its gossip channel ('ipam') on the
- * mesh, persistence in the state directory, Weave's HTTP routes (/ip/...), prime,
- * rmpeer, and status for `weave status ipam` / `weave report`.
+ * The IPAM subsystem: wires the allocator (ipam/) to the router — its gossip channel
+ * ('ipam') on the mesh, persistence in the state directory, Weave's HTTP routes
+ * (/ip/...), prime, rmpeer, the endpoint table's address allocator, and the `IPAM`
+ * section of `weave report` / `weave status ipam`.
  */
 import path from 'node:path';
-import type { Router } from '../router.js';
-import { ApiError, type ApiServer } from '../api/server.js';
-import type { AddressAllocator, Endpoints } from '../host/endpoints.js';
-import type { LaunchConfig } from './weaver.js';
+import { ApiError } from '../api/server.js';
+import type { AddressAllocator } from '../host/endpoints.js';
 import type { ReportIpam } from '../api/report.js';
+import type { Subsystem, SubsystemContext } from './subsystem.js';
+import type { Log } from './log.js';
 import { Allocator, IpamError, type IpamInit } from '../../ipam/allocator.js';
 import { FilePersistence } from '../../ipam/persist.js';
 import { parseCidr, overlaps, formatCidr } from '../../ipam/cidr.js';
 import { ip } from '../host/netdev.js';
 
-export interface IpamGlue {
-  allocator: AddressAllocator;
-  report(): ReportIpam;
-  registerRoutes(api: ApiServer, endpoints: Endpoints): void;
-  handOver(): Promise<void>;
-  close(): Promise<void>;
+/** The IPAM subsystem; `allocator` is set once started. */
+export interface IpamSubsystem extends Subsystem {
+  readonly name: 'ipam';
+  allocator: AddressAllocator | undefined;
+  report(): ReportIpam | undefined;
 }
 
 const GOSSIP_INTERVAL_MS = 30_000;
@@ -41,7 +41,7 @@ export function parseInit(s: string | undefined, namedPeers: number): IpamInit {
  * Refuse the default range if it overlaps a route this host already has (Weave's
  * check); a range the user chose only warns.
  */
-async function checkRangeAgainstRoutes(range: string, userGiven: boolean, log: (l: string, lvl?: string) => void): Promise<void> {
+async function checkRangeAgainstRoutes(range: string, userGiven: boolean, log: Log): Promise<void> {
   const r = parseCidr(range);
   const out = await ip('-4', 'route', 'show').catch(() => '');
   for (const line of out.split('\n')) {
@@ -62,11 +62,44 @@ async function checkRangeAgainstRoutes(range: string, userGiven: boolean, log: (
   }
 }
 
-export async function setupIpam(router: Router, cfg: LaunchConfig, log: (l: string, lvl?: string) => void): Promise<IpamGlue> {
+/**
+ * The IPAM subsystem, or, when launched with `--ipalloc-range ""`, one that only
+ * answers /ip/* with 404 "IPAM is disabled".
+ */
+export function ipamSubsystem(): IpamSubsystem {
+  let started: Started | undefined;
+  return {
+    name: 'ipam',
+    reportKey: 'IPAM',
+    allocator: undefined,
+    async start(ctx) {
+      if (!ctx.cfg.ipallocRange) {
+        ctx.api.on('GET', '/ip/*', async () => { throw new ApiError(404, 'IPAM is disabled (launched with --ipalloc-range "")'); });
+        return;
+      }
+      started = await startIpam(ctx);
+      this.allocator = started.allocator;
+      ctx.endpoints.allocator = started.allocator;
+    },
+    report: () => started?.report(),
+    reset: async () => started?.handOver(),
+    close: async () => started?.close(),
+  };
+}
+
+interface Started {
+  allocator: AddressAllocator;
+  report(): ReportIpam;
+  handOver(): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function startIpam(ctx: SubsystemContext): Promise<Started> {
+  const { cfg, router, log, api } = ctx;
   await checkRangeAgainstRoutes(cfg.ipallocRange, cfg.ipallocRange !== '10.32.0.0/12', log);
   const persistence = new FilePersistence(path.join(cfg.stateDir, 'ipam.json'));
   let allocator: Allocator | undefined;
-  const channel = router.registerChannel('ipam', {
+  const channel = ctx.registerChannel('ipam', {
     onGossip: (src, payload, kind) => {
       const err = allocator?.onGossip(src, payload, kind);
       if (err) log(err, 'warn');
@@ -121,35 +154,33 @@ export async function setupIpam(router: Router, cfg: LaunchConfig, log: (l: stri
     throw new ApiError(400, e.message);
   };
 
+  // Weave's IPAM HTTP API: the answer is "ADDR/LEN" as text.
+  api.on('POST', '/ip/:id', async ({ path: [id] }) => a.allocate(id, undefined, { timeoutMs: ALLOCATE_TIMEOUT_MS }).catch(toApi));
+  api.on('POST', '/ip/:id/:net/:len', async ({ path: [id, net, len] }) => a.allocate(id, `${net}/${len}`, { timeoutMs: ALLOCATE_TIMEOUT_MS }).catch(toApi));
+  api.on('PUT', '/ip/:id/:ip/:len', async ({ path: [id, addr, len] }) => {
+    if (!a.covers(addr)) throw new ApiError(400, `${addr} is outside the IPAM range ${cfg.ipallocRange}`);
+    await a.claim(id, `${addr}/${len}`, { timeoutMs: ALLOCATE_TIMEOUT_MS }).catch(toApi);
+    return `${addr}/${len}`;
+  });
+  api.on('GET', '/ip/:id', async ({ path: [id] }) => {
+    const l = a.lookup(id);
+    if (!l.length) throw new ApiError(404, `no addresses allocated to ${id}`);
+    return l.join('\n');
+  });
+  api.on('DELETE', '/ip/:id', async ({ path: [id] }) => ({ freed: await a.free(id) }));
+  api.on('DELETE', '/ip/:id/:ip', async ({ path: [id, addr] }) => ({ freed: await a.free(id, addr) }));
+  api.on('POST', '/ipam/prime', async () => {
+    await a.prime();
+    return {};
+  });
+  api.on('DELETE', '/peer/:name', async ({ path: [name] }) => {
+    const n = await a.rmpeer(name).catch(toApi);
+    return { message: `${n} IPs taken over from ${name}` };
+  });
+
   return {
     allocator: adapter,
     report,
-    registerRoutes(api: ApiServer, endpoints: Endpoints) {
-      void endpoints;
-      // Weave's IPAM HTTP API: the answer is "ADDR/LEN" as text.
-      api.on('POST', '/ip/:id', async ({ path: [id] }) => a.allocate(id, undefined, { timeoutMs: ALLOCATE_TIMEOUT_MS }).catch(toApi));
-      api.on('POST', '/ip/:id/:net/:len', async ({ path: [id, net, len] }) => a.allocate(id, `${net}/${len}`, { timeoutMs: ALLOCATE_TIMEOUT_MS }).catch(toApi));
-      api.on('PUT', '/ip/:id/:ip/:len', async ({ path: [id, addr, len] }) => {
-        if (!a.covers(addr)) throw new ApiError(400, `${addr} is outside the IPAM range ${cfg.ipallocRange}`);
-        await a.claim(id, `${addr}/${len}`, { timeoutMs: ALLOCATE_TIMEOUT_MS }).catch(toApi);
-        return `${addr}/${len}`;
-      });
-      api.on('GET', '/ip/:id', async ({ path: [id] }) => {
-        const l = a.lookup(id);
-        if (!l.length) throw new ApiError(404, `no addresses allocated to ${id}`);
-        return l.join('\n');
-      });
-      api.on('DELETE', '/ip/:id', async ({ path: [id] }) => ({ freed: await a.free(id) }));
-      api.on('DELETE', '/ip/:id/:ip', async ({ path: [id, addr] }) => ({ freed: await a.free(id, addr) }));
-      api.on('POST', '/ipam/prime', async () => {
-        await a.prime();
-        return {};
-      });
-      api.on('DELETE', '/peer/:name', async ({ path: [name] }) => {
-        const n = await a.rmpeer(name).catch(toApi);
-        return { message: `${n} IPs taken over from ${name}` };
-      });
-    },
     handOver: async () => {
       const heir = await a.shutdownHandOver();
       if (heir) log(`handed IPAM space over to ${heir}`);

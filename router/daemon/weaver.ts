@@ -1,8 +1,10 @@
 /**
  * The router daemon (`weaver`), started by `weave launch` (detached, or in the
- * foreground with --no-detach). Sets up the host (bridge, TAP), starts the router,
- * IPAM, the HTTP API, and stops cleanly on SIGTERM/SIGINT, leaving the bridge and
- * attached containers in place (as Weave does) so they reconnect on the next launch.
+ * foreground with --no-detach). Sets up the host (bridge, TAP, isolation filters),
+ * starts the router, then the subsystems in order (IPAM, …, observability last; see
+ * subsystem.ts), the HTTP API and the Docker proxy, and stops cleanly on
+ * SIGTERM/SIGINT, leaving the bridge and attached containers in place (as Weave
+ * does) so they reconnect on the next launch.
  */
 import { collectGarbage } from './heap.js';
 import os from 'node:os';
@@ -16,59 +18,26 @@ import { ApiServer, ApiError, stringList, stringField } from '../api/server.js';
 import { Endpoints } from '../host/endpoints.js';
 import { writeFileAtomic } from '../host/state-file.js';
 import { passwordKey as derivePasswordKey } from '../crypto/keys.js';
-import { setupIpam, type IpamGlue } from './ipam.js';
+import { ipamSubsystem } from './ipam.js';
 import { Isolation } from '../policy/isolation.js';
 import { startProxy, defaultWeavewaitPath } from '../../proxy/proxy.js';
 import type { ProxyAttacher } from '../../proxy/types.js';
-import { setupObservability } from '../api/observability.js';
+import { observabilitySubsystem } from '../api/observability.js';
 import { startFastdp } from '../overlay/fastdp.js';
 import type { Report } from '../api/report.js';
+import { Registry } from 'prom-client';
+import { statePaths, splitHostPort, type LaunchConfig } from './config.js';
+import { makeLogger } from './log.js';
+import type { EndpointChange, Subsystem, SubsystemContext } from './subsystem.js';
 
-/** Everything `weave launch` decides; passed to the daemon as JSON in WEAVER_CONFIG. */
-export interface LaunchConfig {
-  stateDir: string;
-  name?: string;
-  nickname: string;
-  port: number;
-  mtu: number;
-  connLimit: number;
-  discovery: boolean;
-  peers: string[];
-  trustedSubnets: string[];
-  ipallocRange: string;
-  ipallocDefaultSubnet?: string;
-  ipallocInit?: string;
-  /** Number of peers named at launch (consensus quorum default: that + 1). */
-  initialPeerCount: number;
-  dockerHost: string;
-  proxy: boolean;
-  proxyListen: string[];
-  noDefaultIpalloc: boolean;
-  metricsAddr: string;
-  apiAddr: string;
-  logLevel: string;
-  fastdp: boolean;
-}
+export type { LaunchConfig } from './config.js';
 
-export function statePaths(stateDir: string) {
-  return {
-    pid: path.join(stateDir, 'weaver.pid'),
-    log: path.join(stateDir, 'weaver.log'),
-    sock: path.join(stateDir, 'weaver.sock'),
-    name: path.join(stateDir, 'peer-name'),
-    targets: path.join(stateDir, 'targets.json'),
-  };
-}
-
-const LEVELS: Record<string, number> = { debug: 10, info: 20, warn: 30, error: 40 };
-
-/** One JSON line per event (structured log), level-filtered. */
-export function makeLogger(level: string): (line: string, lvl?: string) => void {
-  const min = LEVELS[level] ?? 20;
-  return (line, lvl = 'info') => {
-    if ((LEVELS[lvl] ?? 20) < min) return;
-    process.stdout.write(JSON.stringify({ time: new Date().toISOString(), level: lvl, msg: line }) + '\n');
-  };
+/**
+ * The subsystems, in start order (closed in reverse). Observability comes last so
+ * that its page, events and metrics see every other section.
+ */
+function subsystems(): Subsystem[] {
+  return [ipamSubsystem(), observabilitySubsystem()];
 }
 
 async function loadPeerName(cfg: LaunchConfig, file: string): Promise<string> {
@@ -160,14 +129,8 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   const saveTargets = (): Promise<void> => writeFileAtomic(paths.targets, JSON.stringify(router.targets.directAddresses()));
   await saveTargets();
 
-
-  let ipam: IpamGlue | undefined;
-  if (cfg.ipallocRange) {
-    ipam = await setupIpam(router, cfg, log);
-    endpoints.allocator = ipam.allocator;
-  }
-
   const api = new ApiServer(log);
+  const started: Subsystem[] = [];
   let stopping = false;
   const shutdown = async (reason: string, code = 0): Promise<void> => {
     if (stopping) return;
@@ -176,9 +139,8 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     const hard = setTimeout(() => process.exit(code), 5000);
     hard.unref();
     await proxy?.close().catch(() => undefined);
-    await obs.close().catch(() => undefined);
+    for (const sub of [...started].reverse()) await sub.close().catch(() => undefined);
     await api.close().catch(() => undefined);
-    await ipam?.close().catch(() => undefined);
     await router.stop().catch(() => undefined);
     await fsp.unlink(paths.pid).catch(() => undefined);
     await fsp.unlink(paths.sock).catch(() => undefined);
@@ -203,7 +165,17 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     refreshBridgeDrops();
     const r = router.report();
     r.Router.Drops = { ...r.Router.Drops, ...bridgeDrops };
-    return { ...r, IPAM: ipam?.report(), Endpoints: endpoints.list().map((e) => ({ ID: e.id, MAC: e.mac, CIDRs: e.cidrs })) };
+    const sections: Record<string, unknown> = {};
+    for (const sub of started) if (sub.reportKey && sub.report) sections[sub.reportKey] = sub.report();
+    return { ...r, ...sections, Endpoints: endpoints.list().map((e) => ({ ID: e.id, MAC: e.mac, CIDRs: e.cidrs })) } as Report;
+  };
+  // Every subsystem hears of endpoint changes; one failing is logged, never fatal.
+  const announce = (what: 'endpointAttached' | 'endpointDetached', change: EndpointChange): void => {
+    for (const sub of started) {
+      const hook = sub[what];
+      if (!hook) continue;
+      Promise.resolve().then(() => hook.call(sub, change)).catch((err: Error) => log(`${sub.name}: ${what}: ${err.message}`, 'warn'));
+    }
   };
   api.on('GET', '/report', async () => fullReport());
   api.on('GET', '/status', async () => fullReport());
@@ -221,12 +193,15 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     const e = await endpoints.attach(stringField(body, 'target'), stringList(body, 'specs'));
     await syncIsolation();
     router.emit('event', { type: 'endpoint-attached', id: e.id, cidrs: e.cidrs });
+    announce('endpointAttached', { endpoint: e });
     return { id: e.id, cidrs: e.cidrs, mac: e.mac };
   });
   api.on('POST', '/detach', async ({ body }) => {
-    const cidrs = await endpoints.detach(stringField(body, 'target'), stringList(body, 'specs'));
+    const target = stringField(body, 'target');
+    const cidrs = await endpoints.detach(target, stringList(body, 'specs'));
     await syncIsolation();
-    router.emit('event', { type: 'endpoint-detached', id: stringField(body, 'target'), cidrs });
+    router.emit('event', { type: 'endpoint-detached', id: target, cidrs });
+    announce('endpointDetached', { endpoint: { id: target, cidrs, mac: '' } });
     return { cidrs };
   });
   api.on('GET', '/ps', async () => ({ endpoints: await endpoints.ps() }));
@@ -246,7 +221,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     return {};
   });
   api.on('POST', '/reset', async () => {
-    if (ipam) await ipam.handOver().catch((err: Error) => log(`reset: could not hand over IPAM space: ${err.message}`, 'warn'));
+    for (const sub of started) await sub.reset?.().catch((err: Error) => log(`reset: ${sub.name}: ${err.message}`, 'warn'));
     for (const e of endpoints.list()) await endpoints.detach(e.id, []).catch(() => undefined);
     setImmediate(() => void (async () => {
       await router.stop().catch(() => undefined);
@@ -263,11 +238,13 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
         const e = await endpoints.attachNetns(id, `/proc/${pid}/ns/net`, specs);
         await syncIsolation();
         router.emit('event', { type: 'endpoint-attached', id, cidrs: e.cidrs });
+        announce('endpointAttached', { endpoint: e });
         return e.cidrs;
       },
       release: async (id) => {
         await endpoints.release(id);
         await syncIsolation();
+        announce('endpointDetached', { endpoint: { id, cidrs: [], mac: '' } });
       },
     };
     try {
@@ -281,13 +258,24 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     if (!proxy) throw new ApiError(404, 'the Docker API proxy is not running');
     return { addresses: proxy.addresses };
   });
-  if (ipam) ipam.registerRoutes(api, endpoints);
-  else api.on('GET', '/ip/*', async () => { throw new ApiError(404, 'IPAM is disabled (launched with --ipalloc-range "")'); });
 
   await api.listenUnix(paths.sock);
   const [apiHost, apiPort] = splitHostPort(cfg.apiAddr, 6784);
-  const tcpApi = await api.listenTcp(apiHost, apiPort);
-  const obs = await setupObservability({ router, api, tcpServer: tcpApi, report: fullReport as () => Report, ipam, endpoints, metricsAddr: cfg.metricsAddr, log });
+  await api.listenTcp(apiHost, apiPort);
+
+  const ctx: SubsystemContext = {
+    cfg, stateDir: cfg.stateDir, router, api, endpoints, log,
+    metrics: new Registry(),
+    registerChannel: (n, h) => router.registerChannel(n, h),
+    report: fullReport,
+    get: <T extends Subsystem>(n: string) => started.find((x) => x.name === n) as T | undefined,
+  };
+  for (const sub of subsystems()) {
+    await sub.start(ctx);
+    started.push(sub);
+  }
+  // Until here the API answered 503 "starting" (so `weave launch` waits for IPAM too).
+  api.ready = true;
   await writeFileAtomic(paths.pid, String(process.pid), 0o644);
 
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
@@ -298,12 +286,6 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   log(`router ${name}(${cfg.nickname}) started on port ${cfg.port}, mtu ${cfg.mtu}, encryption ${pwKey ? 'enabled' : 'disabled'}, api ${paths.sock}`);
   // Collect startup's garbage now rather than in a compacting pause under traffic (heap.ts).
   setTimeout(collectGarbage, 200).unref();
-}
-
-export function splitHostPort(addr: string, defPort: number): [string, number] {
-  const i = addr.lastIndexOf(':');
-  if (i < 0) return [addr || '127.0.0.1', defPort];
-  return [addr.slice(0, i) || '127.0.0.1', Number(addr.slice(i + 1)) || defPort];
 }
 
 export function defaultNickname(): string {

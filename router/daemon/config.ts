@@ -1,0 +1,53 @@
+/**
+ * What `weave launch` decides and hands to the daemon, and the daemon's file layout
+ * in the state directory. Plain data: imported by the CLI, the daemon and every
+ * subsystem without importing the daemon itself.
+ */
+import path from 'node:path';
+
+/** Everything `weave launch` decides; passed to the daemon as JSON in WEAVER_CONFIG. */
+export interface LaunchConfig {
+  stateDir: string;
+  name?: string;
+  nickname: string;
+  port: number;
+  mtu: number;
+  connLimit: number;
+  discovery: boolean;
+  peers: string[];
+  trustedSubnets: string[];
+  ipallocRange: string;
+  ipallocDefaultSubnet?: string;
+  ipallocInit?: string;
+  /** Number of peers named at launch (consensus quorum default: that + 1). */
+  initialPeerCount: number;
+  dockerHost: string;
+  proxy: boolean;
+  proxyListen: string[];
+  noDefaultIpalloc: boolean;
+  metricsAddr: string;
+  apiAddr: string;
+  logLevel: string;
+  fastdp: boolean;
+}
+
+/** Files of one router in its state directory (`WEAVE_STATE_DIR`, default /var/lib/weave). */
+export function statePaths(stateDir: string) {
+  return {
+    pid: path.join(stateDir, 'weaver.pid'),
+    log: path.join(stateDir, 'weaver.log'),
+    sock: path.join(stateDir, 'weaver.sock'),
+    name: path.join(stateDir, 'peer-name'),
+    targets: path.join(stateDir, 'targets.json'),
+  };
+}
+
+/**
+ * Split "host:port" (host may be empty: 127.0.0.1; port missing or invalid: defPort).
+ * @returns [host, port]
+ */
+export function splitHostPort(addr: string, defPort: number): [string, number] {
+  const i = addr.lastIndexOf(':');
+  if (i < 0) return [addr || '127.0.0.1', defPort];
+  return [addr.slice(0, i) || '127.0.0.1', Number(addr.slice(i + 1)) || defPort];
+}
