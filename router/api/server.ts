@@ -162,3 +162,11 @@ export function stringField(body: unknown, field: string): string {
   if (typeof v !== 'string' || !v) throw new ApiError(400, `"${field}" is required`);
   return v;
 }
+
+/** An optional string field of a JSON body (≤ 255 characters); undefined when absent; 400 otherwise. */
+export function optionalString(body: unknown, field: string): string | undefined {
+  const v = (body as Record<string, unknown> | undefined)?.[field];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string' || v.length > 255) throw new ApiError(400, `"${field}" must be a string of at most 255 characters`);
+  return v;
+}

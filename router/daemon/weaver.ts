@@ -14,7 +14,7 @@ import { Router } from '../router.js';
 import { Tap } from '../overlay/tap.js';
 import { ensureBridge, setupTap, TAP_NAME, resetLinks } from '../host/netdev.js';
 import { parsePeerName, randomPeerName } from '../mesh/peer-name.js';
-import { ApiServer, ApiError, stringList, stringField } from '../api/server.js';
+import { ApiServer, ApiError, stringList, stringField, optionalString } from '../api/server.js';
 import { Endpoints } from '../host/endpoints.js';
 import { writeFileAtomic } from '../host/state-file.js';
 import { passwordKey as derivePasswordKey } from '../crypto/keys.js';
@@ -190,10 +190,11 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     return {};
   });
   api.on('POST', '/attach', async ({ body }) => {
-    const e = await endpoints.attach(stringField(body, 'target'), stringList(body, 'specs'));
+    const name = optionalString(body, 'name');
+    const e = await endpoints.attach(stringField(body, 'target'), stringList(body, 'specs'), { name });
     await syncIsolation();
     router.emit('event', { type: 'endpoint-attached', id: e.id, cidrs: e.cidrs });
-    announce('endpointAttached', { endpoint: e });
+    announce('endpointAttached', { endpoint: e, name: e.name });
     return { id: e.id, cidrs: e.cidrs, mac: e.mac };
   });
   api.on('POST', '/detach', async ({ body }) => {
@@ -238,7 +239,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
         const e = await endpoints.attachNetns(id, `/proc/${pid}/ns/net`, specs);
         await syncIsolation();
         router.emit('event', { type: 'endpoint-attached', id, cidrs: e.cidrs });
-        announce('endpointAttached', { endpoint: e });
+        announce('endpointAttached', { endpoint: e, name: e.name });
         return e.cidrs;
       },
       release: async (id) => {

@@ -30,6 +30,17 @@ export interface Endpoint {
   netns?: string;
   cidrs: string[];
   mac: string;
+  /**
+   * The endpoint's name, for DNS: given at attach (`--name`/`-h`), the Docker
+   * container's name, or a pod's name; a DNS label or FQDN, validated by the caller.
+   */
+  name?: string;
+}
+
+/** Options of an attach beyond target and address specs. */
+export interface AttachOptions {
+  /** Name to record on the endpoint (see Endpoint.name). */
+  name?: string;
 }
 
 export const EXPOSE_ID = 'weave:expose';
@@ -99,11 +110,11 @@ export class Endpoints {
   }
 
   /** Resolve a target (container id/name, netns:PATH, pid:PID) to a namespace file. */
-  async resolve(target: string): Promise<{ id: string; netns: string }> {
+  async resolve(target: string): Promise<{ id: string; netns: string; name?: string }> {
     if (target.startsWith('netns:') || target.startsWith('pid:')) return { id: target, netns: targetNetns(target) };
     const info = await dockerInspect(this.dockerHost, target);
     if (!info.pid) throw new EndpointError(`container ${target} is not running`);
-    return { id: info.id, netns: `/proc/${info.pid}/ns/net` };
+    return { id: info.id, netns: `/proc/${info.pid}/ns/net`, name: info.name };
   }
 
   /** Turn specs into CIDRs for `owner`, allocating or claiming through IPAM. */
@@ -128,17 +139,17 @@ export class Endpoints {
     return out;
   }
 
-  async attach(target: string, specs: string[]): Promise<Endpoint> {
-    const { id, netns } = await this.resolve(target);
-    return this.attachNetns(id, netns, specs);
+  async attach(target: string, specs: string[], opts: AttachOptions = {}): Promise<Endpoint> {
+    const { id, netns, name } = await this.resolve(target);
+    return this.attachNetns(id, netns, specs, { name: opts.name ?? name });
   }
 
   /**
    * Attach a namespace file under an endpoint id (container id for the proxy). Calls
    * for the same id run one at a time, and repeating one is harmless (idempotent).
    */
-  attachNetns(id: string, netns: string, specs: string[]): Promise<Endpoint> {
-    return this.serialise(id, () => this.doAttach(id, netns, specs));
+  attachNetns(id: string, netns: string, specs: string[], opts: AttachOptions = {}): Promise<Endpoint> {
+    return this.serialise(id, () => this.doAttach(id, netns, specs, opts));
   }
 
   private readonly queues = new Map<string, Promise<unknown>>();
@@ -166,17 +177,18 @@ export class Endpoints {
     });
   }
 
-  private async doAttach(id: string, netns: string, specs: string[]): Promise<Endpoint> {
+  private async doAttach(id: string, netns: string, specs: string[], opts: AttachOptions): Promise<Endpoint> {
     const prev = this.table.get(id);
+    const name = opts.name ?? prev?.name;
     // Re-attaching without specs keeps the addresses it had (as after a restart).
     const cidrs = !specs.length && prev?.cidrs.length ? prev.cidrs : await this.addresses(id, specs);
     try {
       const all = [...new Set([...(prev?.cidrs ?? []), ...cidrs])];
       const mac = await attachVeth(id, netns, cidrs, this.mtu, async (m) => {
-        this.table.set(id, { id, netns, cidrs: all, mac: m });
+        this.table.set(id, { id, netns, cidrs: all, mac: m, name });
         await this.onChange?.();
       });
-      const e: Endpoint = { id, netns, cidrs: all, mac };
+      const e: Endpoint = { id, netns, cidrs: all, mac, name };
       this.table.set(id, e);
       await this.save();
       return { ...e, cidrs };
@@ -266,7 +278,8 @@ function sameSubnet(cidr: string, subnet: string): boolean {
 }
 
 /** Minimal Docker Engine API call: container id and pid. Clear error when the daemon is down. */
-export function dockerInspect(dockerHost: string, name: string): Promise<{ id: string; pid: number }> {
+/** Docker's GET /containers/NAME/json: id, pid (0 if not running), name without its leading "/". */
+export function dockerInspect(dockerHost: string, name: string): Promise<{ id: string; pid: number; name?: string }> {
   return new Promise((resolve, reject) => {
     const opts: http.RequestOptions = { path: `/containers/${encodeURIComponent(name)}/json`, method: 'GET', timeout: 10_000 };
     if (dockerHost.startsWith('unix://')) opts.socketPath = dockerHost.slice(7);
@@ -283,8 +296,8 @@ export function dockerInspect(dockerHost: string, name: string): Promise<{ id: s
         if (res.statusCode === 404) return reject(new EndpointError(`target ${name} not found: no such container (or use netns:PATH / pid:PID)`));
         if (res.statusCode !== 200) return reject(new EndpointError(`Docker daemon at ${dockerHost} answered ${res.statusCode} for container ${name}`));
         try {
-          const j = JSON.parse(body) as { Id: string; State?: { Pid?: number } };
-          resolve({ id: j.Id, pid: j.State?.Pid ?? 0 });
+          const j = JSON.parse(body) as { Id: string; Name?: unknown; State?: { Pid?: number } };
+          resolve({ id: j.Id, pid: j.State?.Pid ?? 0, name: typeof j.Name === 'string' ? j.Name.replace(/^\//, '') : undefined });
         } catch {
           reject(new EndpointError(`Docker daemon at ${dockerHost} sent a bad answer for container ${name}`));
         }
