@@ -4,7 +4,7 @@
  * starts the daemon) and `env`/`config` is one request to the router's HTTP API.
  * Errors are one line on stderr and exit code 1.
  */
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import { spawn } from 'node:child_process';
 import { promises as fsp, openSync, readFileSync } from 'node:fs';
 import os from 'node:os';

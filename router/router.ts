@@ -34,7 +34,7 @@ import type { Report, ReportConnection, RouterEvent } from './api/report.js';
 import type { DataPathCounters } from './api/metrics.js';
 import { cidrContains } from './policy/cidr-match.js';
 import type { Fastdp, FastdpCandidate, FastdpHost } from './overlay/fastdp.js';
-import { NO_FLOW_STATS, flowCacheEnabled, type FlowStats } from './overlay/flow-cache.js';
+import { flowCacheEnabled, type FlowStats } from './overlay/flow-cache.js';
 
 export type { FramePolicy } from './overlay/forwarder.js';
 
