@@ -26,7 +26,7 @@ const WEAVER_JS = path.join(here, '..', 'router', 'daemon', 'weaver.js');
  * V8 flags the router runs with (the shebang above gives the same to `weave launch
  * --no-detach`): no memory reducer, whose idle-time compactions of the heap paused the
  * event loop — and so the data path — for 6–18 ms each, some seconds after start and
- * after every full collection (router/heap.ts collects startup's garbage instead).
+ * after every full collection (router/daemon/heap.ts collects startup's garbage instead).
  */
 const ROUTER_NODE_FLAGS = ['--no-memory-reducer'];
 

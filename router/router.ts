@@ -58,7 +58,7 @@ export interface RouterConfig {
   trustedSubnets: string[];
   ipamRange: string;
   log: (line: string) => void;
-  /** Cache forwarding decisions in the addons (router/flow-cache.ts); default: unless WEAVE_NO_FLOW_CACHE=1. */
+  /** Cache forwarding decisions in the addons (router/overlay/flow-cache.ts); default: unless WEAVE_NO_FLOW_CACHE=1. */
   flowCache?: boolean;
 }
 

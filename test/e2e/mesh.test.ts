@@ -65,7 +65,7 @@ for (const variant of VARIANTS) {
       for (const a of all) for (const b of all) if (a !== b) await a.mustPing(b.ips[0], {}, `${a.name} -> ${b.name}`);
     });
 
-    // The flow cache (router/flow-cache.ts) only serves the sleeve: over fastdp the
+    // The flow cache (router/overlay/flow-cache.ts) only serves the sleeve: over fastdp the
     // kernel forwards and the router never sees these frames.
     test('flow cache: sparse pings are forwarded from the addons\' cache, and a policy change empties it', { skip: !variant.flags.includes('--no-fastdp') }, async () => {
       const before1 = (await h1.report()).Router.FlowCache;
