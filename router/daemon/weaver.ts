@@ -23,6 +23,8 @@ import { Isolation } from '../policy/isolation.js';
 import { startProxy, defaultWeavewaitPath } from '../../proxy/proxy.js';
 import type { ProxyAttacher } from '../../proxy/types.js';
 import { observabilitySubsystem } from '../api/observability.js';
+import { dnsSubsystem } from '../../dns/subsystem.js';
+import { dnsBridgeAddress, dnsSettings } from '../../dns/config.js';
 import { startFastdp } from '../overlay/fastdp.js';
 import type { Report } from '../api/report.js';
 import { Registry } from 'prom-client';
@@ -37,7 +39,7 @@ export type { LaunchConfig } from './config.js';
  * that its page, events and metrics see every other section.
  */
 function subsystems(): Subsystem[] {
-  return [ipamSubsystem(), observabilitySubsystem()];
+  return [ipamSubsystem(), dnsSubsystem(), observabilitySubsystem()];
 }
 
 async function loadPeerName(cfg: LaunchConfig, file: string): Promise<string> {
@@ -98,7 +100,9 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   await ensureBridge(cfg.mtu);
   const endpoints = new Endpoints(cfg.stateDir, cfg.mtu, cfg.dockerHost, log);
   await endpoints.load();
-  const isolation = new Isolation(log);
+  // [dns] the bridge filters let local containers reach the DNS server's address.
+  const dnsAddr = dnsBridgeAddress(cfg);
+  const isolation = new Isolation(log, { dns: dnsAddr ? { address: dnsAddr, port: dnsSettings(cfg).port } : undefined });
   // The router does not exist yet: the policy is handed over once it does.
   let applyPolicy = (): void => undefined;
   const syncIsolation = async (): Promise<void> => {
