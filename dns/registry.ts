@@ -7,7 +7,7 @@
  * entry is keyed by (origin peer, container id, address, hostname) and carries a version
  * and a tombstone time. Only the origin changes its entries, bumping the version each
  * time. Merging keeps, per key, the higher version, and at equal versions the tombstone
- * — so merge is commutative, associative and idempotent, and every peer that has seen
+ * (and the later of two tombstones) — so merge is commutative, associative and idempotent, and every peer that has seen
  * the same messages holds the same set, whatever their order, loss (repaired by the
  * periodic full exchange) or duplication.
  *
@@ -81,10 +81,15 @@ export function normaliseDomain(domain: string): string {
 
 const keyOf = (e: Pick<DnsEntry, 'origin' | 'containerId' | 'addr' | 'hostname'>): string => `${e.origin}\u0000${e.containerId}\u0000${e.addr}\u0000${e.hostname}`;
 
-/** True if `b` supersedes `a` (same key): higher version, or tombstone at equal version. */
+/**
+ * True if `b` supersedes `a` (same key): higher version; at equal versions a tombstone
+ * beats a live entry, and of two tombstones the later one wins (a total order, so merge
+ * is a join whatever the history, e.g. an origin that deleted one entry twice across a
+ * restart).
+ */
 export function supersedes(b: DnsEntry, a: DnsEntry): boolean {
   if (b.version !== a.version) return b.version > a.version;
-  return b.tombstone > 0 && a.tombstone === 0;
+  return b.tombstone > a.tombstone;
 }
 
 /** What lookups may consult besides the entries. */
@@ -161,13 +166,12 @@ export class DnsRegistry {
       const k = keyOf(inc);
       const cur = this.entries.get(k);
       if (inc.origin === this.self) {
-        // We are authoritative for our entries. A copy at or above our version (from
-        // before a restart) is overridden just above it, keeping what we hold now; a
-        // live copy of an entry we no longer hold is tombstoned above it; our old
-        // tombstones are kept, so they go on shadowing stale copies until gc.
-        if (cur && (inc.version < cur.version || (inc.version === cur.version && inc.tombstone === cur.tombstone))) continue;
-        if (cur && inc.version === cur.version && cur.tombstone !== 0) continue;
-        if (!cur && inc.tombstone !== 0) {
+        // We are authoritative for our entries. A copy that supersedes ours (from
+        // before a restart) is overridden just above its version, keeping what we hold
+        // now; a live copy of an entry we no longer hold is tombstoned above it; an old
+        // deletion we agree with is kept, so it goes on shadowing stale copies until gc.
+        if (cur && !supersedes(inc, cur)) continue;
+        if (inc.tombstone !== 0 && (!cur || cur.tombstone !== 0)) {
           this.entries.set(k, { ...inc });
           changed.push({ ...inc });
           continue;
