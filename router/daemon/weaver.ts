@@ -239,8 +239,8 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   let proxy: { close(): Promise<void>; addresses: string[] } | undefined;
   if (cfg.proxy) {
     const attacher: ProxyAttacher = {
-      attach: async (id, pid, specs) => {
-        const e = await endpoints.attachNetns(id, `/proc/${pid}/ns/net`, specs);
+      attach: async (id, pid, specs, extras) => {
+        const e = await endpoints.attachNetns(id, `/proc/${pid}/ns/net`, specs, { name: extras?.name });
         await syncIsolation();
         router.emit('event', { type: 'endpoint-attached', id, cidrs: e.cidrs });
         announce('endpointAttached', { endpoint: e, name: e.name });
@@ -251,9 +251,15 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
         await syncIsolation();
         announce('endpointDetached', { endpoint: { id, cidrs: [], mac: '' } });
       },
+      // [dns] a dead container's names are tombstoned (it keeps its addresses until destroyed).
+      died: async (id) => announce('endpointDetached', { endpoint: { id, cidrs: [], mac: '' } }),
     };
     try {
-      proxy = await startProxy({ listen: cfg.proxyListen, dockerHost: cfg.dockerHost, attacher, noDefaultIpalloc: cfg.noDefaultIpalloc, weavewaitPath: defaultWeavewaitPath(), log });
+      const dns = dnsSettings(cfg);
+      proxy = await startProxy({
+        listen: cfg.proxyListen, dockerHost: cfg.dockerHost, attacher, noDefaultIpalloc: cfg.noDefaultIpalloc, weavewaitPath: defaultWeavewaitPath(), log,
+        dns: dns.enabled ? { server: dns.address, domain: dns.domain } : undefined,
+      });
       log(`proxy listening on ${proxy.addresses.join(', ')} for the Docker daemon at ${cfg.dockerHost}`);
     } catch (err) {
       log(`proxy not started: ${(err as Error).message}`, 'warn');

@@ -94,7 +94,17 @@ describe('weaveDNS across 3 hosts', { skip, timeout: 900_000 }, () => {
         return want.length ? r.status === 'NOERROR' && sorted(r.addrs).join() === sorted(want).join() : r.status === 'NXDOMAIN';
       }, timeoutMs, 300);
     } catch (err) {
-      throw new Error(`${(err as Error).message}; last answer: ${last}\n${await h1.diagnose()}`);
+      const h = c.host;
+      const facts = [
+        `${c.name} neigh: ${(await c.exec(['ip', 'neigh'])).stdout.trim()}`,
+        `${c.name} routes: ${(await c.exec(['ip', 'route'])).stdout.trim()}`,
+        `${h.nickname} neigh on weave: ${(await h.exec(['ip', 'neigh', 'show', 'dev', 'weave'])).stdout.trim()}`,
+        `${h.nickname} weave link: ${(await h.exec(['ip', '-o', 'link', 'show', 'weave'])).stdout.trim()}`,
+        `${h.nickname} udp listeners: ${(await h.exec(['ss', '-lnu'])).stdout.trim()}`,
+        `${h.nickname} dig from the host: ${(await h.exec(['dig', `@${DNS}`, '+time=2', '+tries=1', '+short', name])).stdout.trim()}`,
+        `${h.nickname} nft counters: ${(await h.exec(['nft', 'list', 'ruleset'])).stdout.split('\n').filter((l) => /counter packets [1-9]/.test(l)).join(' | ')}`,
+      ];
+      throw new Error(`${(err as Error).message}; last answer: ${last}\n${facts.join('\n')}\n${await h.diagnose()}`);
     }
   }
 
