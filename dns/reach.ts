@@ -12,8 +12,17 @@ export const DNS_ROUTE_TABLE = '367';
 /** Priority of our `from ADDR lookup 367` rule: before main (32766). */
 export const DNS_RULE_PRIORITY = '3670';
 
-/** Put `addr`/32 on the bridge and route traffic from it out over the bridge. */
+/**
+ * Put `addr`/32 on the bridge and route traffic from it out over the bridge. Also pins
+ * the bridge's MAC to its current value: Linux otherwise recomputes it (the lowest port
+ * MAC) as ports come and go — e.g. when fast datapath's VXLAN port is re-created — and
+ * containers' ARP entries for the DNS address would then point at a MAC nobody owns
+ * until they expire.
+ */
 export async function setupHost(addr: string): Promise<void> {
+  const link = await ip('-d', '-o', 'link', 'show', 'dev', BRIDGE);
+  const mac = /link\/ether ([0-9a-f:]{17})/.exec(link)?.[1];
+  if (mac) await ip('link', 'set', 'dev', BRIDGE, 'address', mac);
   await ip('addr', 'replace', `${addr}/32`, 'dev', BRIDGE, 'scope', 'link');
   await ip('route', 'replace', 'default', 'dev', BRIDGE, 'table', DNS_ROUTE_TABLE);
   await ip('rule', 'del', 'priority', DNS_RULE_PRIORITY).catch(() => undefined);
