@@ -171,7 +171,11 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
     };
   };
 
-  if (s.onBridge) await setupHost(s.address);
+  if (s.onBridge) {
+    await setupHost(s.address);
+    // New attachments get the route before their ethwe carries traffic (netdev.attachVeth).
+    endpoints.containerRoutes = [...endpoints.containerRoutes.filter((r) => r !== `${s.address}/32`), `${s.address}/32`];
+  }
   const server = new DnsServer({
     host: s.address, port: s.port, names, log,
     hooks: {
@@ -184,6 +188,7 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
   log(`DNS: serving ${s.domain} on ${s.address}:${s.port} (ttl ${s.ttl} s, isolation ${s.isolation ? 'on' : 'off'})`);
 
   const register = async (e: Endpoint, name: string | undefined, cidrs: string[]): Promise<void> => {
+    // Endpoints attached before this router ran (restart) get the route here; it is idempotent.
     if (s.onBridge && e.netns) await setupContainer(e.netns, s.address).catch((err: Error) => log(`DNS: no route to ${s.address} in ${e.id}: ${err.message}`, 'warn'));
     if (!name) return;
     const host = normaliseName(name, s.domain);
