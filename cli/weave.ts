@@ -245,6 +245,8 @@ program.command('reset').description('stop the router and remove the bridge, eve
     const { Isolation } = await import('../router/policy/isolation.js');
     await new Isolation(() => undefined).removeAll();
     await resetLinks();
+    // [dns] the policy rule and table for the DNS address's answers (dns/reach.ts).
+    await (await import('../dns/reach.js')).removeHost((await import('../dns/config.js')).DEFAULT_DNS_ADDRESS);
     const dir = stateDir();
     for (const f of ['peer-name', 'targets.json', 'endpoints.json', 'ipam.json', 'weaver.pid', 'weaver.sock', 'weave.sock']) {
       await fsp.rm(path.join(dir, f), { force: true });

@@ -171,7 +171,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     r.Router.Drops = { ...r.Router.Drops, ...bridgeDrops };
     const sections: Record<string, unknown> = {};
     for (const sub of started) if (sub.reportKey && sub.report) sections[sub.reportKey] = sub.report();
-    return { ...r, ...sections, Endpoints: endpoints.list().map((e) => ({ ID: e.id, MAC: e.mac, CIDRs: e.cidrs })) } as Report;
+    return { ...r, ...sections, Endpoints: endpoints.list().map((e) => ({ ID: e.id, MAC: e.mac, CIDRs: e.cidrs, ...(e.name ? { Name: e.name } : {}) })) } as Report;
   };
   // Every subsystem hears of endpoint changes; one failing is logged, never fatal.
   const announce = (what: 'endpointAttached' | 'endpointDetached', change: EndpointChange): void => {

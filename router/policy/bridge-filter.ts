@@ -169,7 +169,15 @@ export function renderRuleset(ports: PortRules[], hostCidrs: string[], bridge: s
     ip: [`ip daddr ${dns.address} udp dport ${dns.port} accept`, `ip daddr ${dns.address} tcp dport ${dns.port} accept`],
     arp: [`arp daddr ip ${dns.address} accept`],
   } : { ip: [], arp: [] };
-  const dnsOut = dns ? [`    ip saddr ${dns.address} udp sport ${dns.port} accept`, `    ip saddr ${dns.address} tcp sport ${dns.port} accept`, `    arp saddr ip ${dns.address} accept`] : [];
+  // The host answers from the DNS address: DNS replies, ARP replies, and unicast ARP
+  // probes (re-confirming a container it already learnt from that container's own ARP);
+  // never a broadcast ARP request, so it cannot discover containers of other subnets.
+  const dnsOut = dns ? [
+    `    ip saddr ${dns.address} udp sport ${dns.port} accept`,
+    `    ip saddr ${dns.address} tcp sport ${dns.port} accept`,
+    `    arp saddr ip ${dns.address} arp operation reply accept`,
+    `    ether daddr != ff:ff:ff:ff:ff:ff arp saddr ip ${dns.address} arp operation request accept`,
+  ] : [];
   const dnsBridgeIn = dns ? [
     '  chain input {',
     '    type filter hook input priority filter; policy accept;',
