@@ -31,9 +31,9 @@ test('bridge rules: DNS port open on the DNS address from local ports only; noth
   assert.doesNotMatch(without, /169\.254\.53\.53/);
   const { script } = renderRuleset(ports, [], 'weave', { address: '169.254.53.53', port: 53 });
   for (const rule of [
-    'ip daddr 169.254.53.53 udp dport 53 accept',
-    'ip daddr 169.254.53.53 tcp dport 53 accept',
-    'arp daddr ip 169.254.53.53 accept',
+    'iifname "weave" ip daddr 169.254.53.53 udp dport 53 accept',
+    'iifname "weave" ip daddr 169.254.53.53 tcp dport 53 accept',
+    'iifname "weave" arp daddr ip 169.254.53.53 accept',
     'ip saddr 169.254.53.53 udp sport 53 accept',
     'arp saddr ip 169.254.53.53 arp operation reply accept',
     'ether daddr != ff:ff:ff:ff:ff:ff arp saddr ip 169.254.53.53 arp operation request accept',
