@@ -104,10 +104,9 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
     upstream: new Counter({ name: 'weave_dns_upstream_failures_total', help: 'Forwarded queries an upstream resolver failed to answer, by reason (timeout, error, overload)', labelNames: ['reason'], registers: [ctx.metrics] }),
   };
 
-  let registry: DnsRegistry | undefined;
+  const reg = new DnsRegistry(ctx.router.selfName, Date.now);
   const channel = ctx.registerChannel('dns', {
-    onGossip: (src, payload) => {
-      if (!registry) return;
+    onGossip: (_src, payload) => {
       if (payload.length > MAX_GOSSIP_BYTES) throw new Error(`dns gossip of ${payload.length} bytes is over the ${MAX_GOSSIP_BYTES} limit`);
       let entries: DnsEntry[];
       try {
@@ -115,13 +114,11 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
       } catch (err) {
         throw new Error(`bad dns gossip: ${(err as Error).message}`);
       }
-      const { reissued } = registry.merge(entries);
+      const { reissued } = reg.merge(entries);
       if (reissued.length) broadcast(reissued);
     },
-    fullState: () => (registry ? pack(entriesToWire(registry.all())) : undefined),
+    fullState: () => pack(entriesToWire(reg.all())),
   });
-  registry = new DnsRegistry(channel.selfName, Date.now);
-  const reg = registry;
   const broadcast = (es: DnsEntry[]): void => {
     if (es.length) channel.broadcast(pack(entriesToWire(es)));
   };

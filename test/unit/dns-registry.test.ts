@@ -163,7 +163,7 @@ test('random histories on a lossy, partitioned mesh with restarts: after repair 
     let now = 1_000_000;
     const names = [A, B, C, 'aa:00:00:00:00:04'];
     const peers: SimPeer[] = names.map((name) => ({ name, reg: new DnsRegistry(name, () => now), running: new Map(), up: true }));
-    let queue: Array<{ at: number; to: SimPeer; es: DnsEntry[] }> = [];
+    const queue: Array<{ at: number; to: SimPeer; es: DnsEntry[] }> = [];
     let partitioned = new Set<string>();
     const send = (from: SimPeer, es: DnsEntry[], lossy = true): void => {
       if (!es.length) return;
