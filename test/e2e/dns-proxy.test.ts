@@ -29,7 +29,7 @@ if (process.env.CI === 'true' && why) test('weaveDNS proxy e2e prerequisites', (
 const skip = process.env.CI === 'true' ? (why ? 'prerequisites missing (reported as a failure above)' : undefined) : why;
 
 describe('weaveDNS through the Docker proxy on two hosts', { skip, timeout: 600_000 }, () => {
-  const bed = new Testbed('dp');
+  const bed = new Testbed('dnsp');
   let h1: Host, h2: Host;
   const daemons: Dockerd[] = [];
   const proxyHost = (h: Host): string => `unix://${path.join(h.stateDir, 'weave.sock')}`;
@@ -39,7 +39,7 @@ describe('weaveDNS through the Docker proxy on two hosts', { skip, timeout: 600_
   before(async () => {
     [h1, h2] = await bed.up(2);
     for (const h of [h1, h2]) {
-      const d = await startDockerd({ name: `tsw-dp-${h.nickname}-${process.pid}`, netns: h.ns });
+      const d = await startDockerd({ name: `tsw-dnsp-${h.nickname}-${process.pid}`, netns: h.ns });
       daemons.push(d);
       await h.launch(h === h1 ? [h2.ip] : [h1.ip], { env: { DOCKER_HOST: d.host } });
       await importBusyboxImage({ dockerHost: d.host, tag: IMG, applets: ['sh', 'ping', 'cat', 'sleep', 'hostname', 'nslookup'] });
