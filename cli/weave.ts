@@ -18,6 +18,8 @@ import type { Report } from '../router/api/report.js';
 import { checkListenAddress, type LaunchConfig } from '../router/daemon/config.js';
 import { parseLogLevel } from '../router/daemon/log.js';
 import { passwordWeakness } from './password.js';
+import { formatDns, terminalSafe } from '../dns/format.js';
+import type { ReportDns } from '../dns/subsystem.js';
 
 const VERSION = '0.1.0';
 const DEFAULT_MTU = 1376;
@@ -132,6 +134,11 @@ program.command('launch')
   .option('--api-insecure', 'DANGEROUS: serve every API route over TCP to anyone who can reach it, and allow non-loopback --api-addr/--metrics-addr')
   .option('--log-level <level>', 'debug | info | warn (or warning) | error', logLevelOpt, 'info')
   .option('--no-fastdp', 'never use the kernel fast datapath')
+  .option('--no-dns', 'do not start weaveDNS')
+  .option('--dns-domain <domain>', 'weaveDNS domain', 'weave.local.')
+  .option('--dns-ttl <seconds>', 'TTL of weaveDNS answers', intOpt('DNS TTL', 0, 86400), 1)
+  .option('--dns-listen-address <addr>', 'weaveDNS address[:port] (link-local: put on the bridge and routed from containers)', '169.254.53.53:53')
+  .option('--dns-isolation <on|off>', 'answer a container only with addresses in subnets it shares (off: Weave\'s answer-everything)', 'on')
   .option('--no-detach', 'run in the foreground')
   .action(async (peers: string[], o: Record<string, unknown>) => {
     requireRoot('launch');
@@ -181,6 +188,11 @@ program.command('launch')
       apiInsecure: o.apiInsecure === true,
       logLevel: o.logLevel as string,
       fastdp: o.fastdp as boolean && !process.env.WEAVE_NO_FASTDP,
+      dns: o.dns as boolean,
+      dnsDomain: o.dnsDomain as string,
+      dnsTtl: o.dnsTtl as number,
+      dnsListenAddress: o.dnsListenAddress as string,
+      dnsIsolation: o.dnsIsolation !== 'off',
     };
     // Fail fast on bad input, before anything is started.
     const { parsePeerName } = await import('../router/mesh/peer-name.js');
@@ -200,6 +212,8 @@ program.command('launch')
           if (why) throw new Error(why.replace(/^proxy: /, ''));
         }
       }
+      if (!['on', 'off'].includes(o.dnsIsolation as string)) throw new Error(`invalid --dns-isolation "${o.dnsIsolation as string}": want on or off`);
+      (await import('../dns/config.js')).dnsSettings(cfg);
     } catch (err) {
       throw new CliError((err as Error).message);
     }
@@ -255,14 +269,16 @@ program.command('reset').description('stop the router and remove the bridge, eve
     const { Isolation } = await import('../router/policy/isolation.js');
     await new Isolation(() => undefined).removeAll();
     await resetLinks();
+    // [dns] the policy rule and table for the DNS address's answers (dns/reach.ts).
+    await (await import('../dns/reach.js')).removeHost((await import('../dns/config.js')).DEFAULT_DNS_ADDRESS);
     const dir = stateDir();
     for (const f of ['peer-name', 'targets.json', 'endpoints.json', 'ipam.json', 'weaver.pid', 'weaver.sock', 'weave.sock']) {
       await fsp.rm(path.join(dir, f), { force: true });
     }
   });
 
-program.command('status').description('show the router status: [targets|connections|peers|ipam]')
-  .argument('[sub]', 'targets | connections | peers | ipam')
+program.command('status').description('show the router status: [targets|connections|peers|ipam|dns]')
+  .argument('[sub]', 'targets | connections | peers | ipam | dns')
   .option('--watch', 'redraw on every change until Ctrl-C')
   .action(async (sub: string | undefined, o: { watch?: boolean }) => {
     const render = (r: Report): string => {
@@ -272,7 +288,8 @@ program.command('status').description('show the router status: [targets|connecti
         case 'connections': return formatConnections(r);
         case 'peers': return formatPeers(r);
         case 'ipam': return formatIpam(r);
-        default: throw new CliError(`unknown status section "${sub}": want targets, connections, peers or ipam`);
+        case 'dns': return formatDns((r as Report & { DNS?: ReportDns }).DNS);
+        default: throw new CliError(`unknown status section "${sub}": want targets, connections, peers, ipam or dns`);
       }
     };
     if (o.watch) {
@@ -304,10 +321,15 @@ program.command('forget').description('stop trying to connect to peers').argumen
 
 program.command('attach').description('attach a container or namespace: [ADDR...] TARGET (ADDR = ip:CIDR | net:CIDR | net:default)')
   .argument('<args...>')
-  .action(async (args: string[]) => {
+  // -h is Weave's --hostname here, so help is --help only.
+  .helpOption('--help', 'display help for command')
+  .option('--name <name>', 'name to register in weaveDNS (NAME.weave.local)')
+  .option('-h, --hostname <fqdn>', 'weaveDNS name (same as --name)')
+  .action(async (args: string[], o: { name?: string; hostname?: string }) => {
     const target = args[args.length - 1];
     const specs = args.slice(0, -1);
-    const res = await withSpinner(`attaching ${target}`, call<{ cidrs: string[] }>('POST', '/attach', { target, specs }, { timeoutMs: 120_000 }));
+    const name = o.hostname ?? o.name;
+    const res = await withSpinner(`attaching ${target}`, call<{ cidrs: string[] }>('POST', '/attach', { target, specs, ...(name ? { name } : {}) }, { timeoutMs: 120_000 }));
     out(res.cidrs.map((c) => c.split('/')[0]).join(' '));
   });
 
@@ -384,6 +406,46 @@ async function proxyAddress(): Promise<string | undefined> {
     return undefined;
   }
 }
+
+// ---- weaveDNS (Weave's verbs) ----
+/** Split Weave's `[IP...] TARGET` arguments. */
+function ipsAndTarget(args: string[]): { ips: string[]; target: string } {
+  if (!args.length) throw new CliError('missing TARGET (a container, netns:PATH or pid:PID)');
+  return { ips: args.slice(0, -1).map((a) => a.replace(/\/\d+$/, '')), target: args[args.length - 1] };
+}
+
+program.command('dns-add').description('register names in weaveDNS: [IP...] TARGET [-h FQDN] (default: TARGET\'s addresses and name)')
+  .argument('<args...>')
+  .helpOption('--help', 'display help for command')
+  .option('-h, --hostname <fqdn>', 'the name to register')
+  .action(async (args: string[], o: { hostname?: string }) => {
+    await call('POST', '/dns/add', { ...ipsAndTarget(args), ...(o.hostname ? { hostname: o.hostname } : {}) });
+  });
+
+program.command('dns-remove').description('remove names from weaveDNS: [IP...] TARGET [-h FQDN]')
+  .argument('<args...>')
+  .helpOption('--help', 'display help for command')
+  .option('-h, --hostname <fqdn>', 'only this name')
+  .action(async (args: string[], o: { hostname?: string }) => {
+    await call('POST', '/dns/remove', { ...ipsAndTarget(args), ...(o.hostname ? { hostname: o.hostname } : {}) });
+  });
+
+program.command('dns-lookup').description('print the addresses weaveDNS has for NAME').argument('<name>').action(async (name: string) => {
+  const r = await call<{ addresses: string[] }>('GET', `/dns/lookup/${encodeURIComponent(name)}`);
+  out(r.addresses.map(terminalSafe).join('\n'));
+});
+
+program.command('dns-args').description('print the docker run options that point a container at weaveDNS').action(async () => {
+  const { dnsSettings } = await import('../dns/config.js');
+  let addr = dnsSettings({}).address;
+  let domain = dnsSettings({}).domain;
+  try {
+    const d = await call<ReportDns>('GET', '/dns', undefined, { timeoutMs: 3000 });
+    addr = d.Address.replace(/:\d+$/, '');
+    domain = d.Domain;
+  } catch { /* router not running or DNS off: the defaults */ }
+  out(`--dns=${terminalSafe(addr)} --dns-search=${terminalSafe(domain)}`);
+});
 
 program.command('version').description('print the version').action(() => {
   out(`weave ${VERSION}`);

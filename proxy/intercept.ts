@@ -234,7 +234,7 @@ export function effectiveCommand(
 export function planCreate(
   body: unknown,
   image: ImageConfig | null,
-  opts: { noDefaultIpalloc: boolean; weavewaitPath: string },
+  opts: { noDefaultIpalloc: boolean; weavewaitPath: string; dns?: { server: string; domain: string }; name?: string },
 ): CreatePlan {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     throw new CreateBodyError('create request body is not a JSON object');
@@ -268,12 +268,13 @@ export function planCreate(
     : [...oldBinds, `${opts.weavewaitPath}:${WEAVEWAIT_MOUNT}:ro`];
   // A non-empty Entrypoint stops the daemon from merging the image's Cmd again,
   // so Cmd carries the effective command (the image's when the request had none).
-  const out: Record<string, unknown> = {
+  let out: Record<string, unknown> = {
     ...b,
     Entrypoint: wrapped,
     Cmd: cmd,
     HostConfig: { ...hostConfig, Binds: newBinds },
   };
+  if (opts.dns) out = applyDns(out, opts.name, opts.dns);
   return { action: 'inject', body: out, specs: decision.specs, command };
 }
 
@@ -297,8 +298,9 @@ export function mergeEnv(imageEnv: unknown, reqEnv: unknown): string[] {
 /** The parts of `GET /containers/ID/json` the proxy reads. */
 export interface ContainerInspect {
   Id?: unknown;
+  Name?: unknown;
   State?: { Pid?: unknown; Running?: unknown } | null;
-  Config?: { Env?: unknown } | null;
+  Config?: { Env?: unknown; Hostname?: unknown; Domainname?: unknown } | null;
   HostConfig?: { NetworkMode?: unknown; Binds?: unknown } | null;
   Mounts?: unknown;
 }
@@ -320,7 +322,48 @@ export function hasWeavewait(c: { Mounts?: unknown; HostConfig?: { Binds?: unkno
 }
 
 /** The result of {@link planStart}. */
-export type StartPlan = { action: 'attach'; id: string; pid: number; specs: string[] } | { action: 'skip'; reason: string };
+export type StartPlan = { action: 'attach'; id: string; pid: number; specs: string[]; name?: string } | { action: 'skip'; reason: string };
+
+const DNS_LABEL_RE = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+
+/**
+ * weaveDNS on create (Weave's proxy behaviour): unless the request set them, the
+ * container gets `HostConfig.Dns = [server]` and `HostConfig.DnsSearch = [domain]`; a
+ * container created with a name (`?name=` of the create request) and no hostname gets
+ * `Hostname = NAME`, `Domainname = domain` (so its FQDN, which weaveDNS registers at
+ * start, is NAME.weave.local). A name that is not a DNS label is left alone. Pure.
+ */
+export function applyDns(body: Record<string, unknown>, name: string | undefined, dns: { server: string; domain: string }): Record<string, unknown> {
+  const hc = (body.HostConfig ?? {}) as Record<string, unknown>;
+  const empty = (v: unknown): boolean => v === undefined || v === null || (Array.isArray(v) && v.length === 0);
+  const out: Record<string, unknown> = { ...body, HostConfig: { ...hc } };
+  const outHc = out.HostConfig as Record<string, unknown>;
+  if (empty(hc.Dns)) outHc.Dns = [dns.server];
+  if (empty(hc.DnsSearch)) outHc.DnsSearch = [dns.domain];
+  const n = name?.replace(/^\//, '');
+  if ((body.Hostname === undefined || body.Hostname === '' || body.Hostname === null) && n && DNS_LABEL_RE.test(n)) {
+    out.Hostname = n;
+    out.Domainname = dns.domain.replace(/\.$/, '');
+  }
+  return out;
+}
+
+/**
+ * The weaveDNS name of an inspected container: Config.Hostname + '.' + Config.Domainname
+ * (or a Hostname that is already an FQDN), lower case with a trailing dot, when it lies
+ * in `domain` ("weave.local."); undefined otherwise (Docker's default hostname, the id
+ * prefix, is not registered).
+ */
+export function dnsNameOf(c: ContainerInspect, domain: string): string | undefined {
+  const h = typeof c.Config?.Hostname === 'string' ? c.Config.Hostname : '';
+  const d = typeof c.Config?.Domainname === 'string' ? c.Config.Domainname : '';
+  if (!h || h.length > 253 || d.length > 253) return undefined;
+  const fqdn = (d ? `${h}.${d}` : h).toLowerCase().replace(/\.$/, '') + '.';
+  const dom = domain.toLowerCase();
+  if (!fqdn.endsWith('.' + dom) || fqdn.length <= dom.length + 1) return undefined;
+  if (!fqdn.slice(0, -1).split('.').every((l) => DNS_LABEL_RE.test(l))) return undefined;
+  return fqdn;
+}
 
 /**
  * Decide whether a started container needs attaching. Only containers with
@@ -329,7 +372,7 @@ export type StartPlan = { action: 'attach'; id: string; pid: number; specs: stri
  * is not consulted again, but WEAVE_CIDR=none still wins.
  * @throws WeaveCidrError for a malformed WEAVE_CIDR in the container's Env.
  */
-export function planStart(c: ContainerInspect): StartPlan {
+export function planStart(c: ContainerInspect, dnsDomain?: string): StartPlan {
   const id = typeof c.Id === 'string' ? c.Id : '';
   if (id === '') return { action: 'skip', reason: 'inspect has no Id' };
   if (!hasWeavewait(c)) return { action: 'skip', reason: 'not created through the proxy (no weavewait)' };
@@ -342,7 +385,8 @@ export function planStart(c: ContainerInspect): StartPlan {
   const v = envValue(c.Config?.Env, 'WEAVE_CIDR');
   const specs = v === undefined ? [] : parseWeaveCidr(v);
   if (specs === null) return { action: 'skip', reason: 'WEAVE_CIDR=none' };
-  return { action: 'attach', id, pid, specs };
+  const name = dnsDomain ? dnsNameOf(c, dnsDomain) : undefined;
+  return { action: 'attach', id, pid, specs, ...(name ? { name } : {}) };
 }
 
 // ---------------------------------------------------------------------------

@@ -185,11 +185,11 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   async function ensureAttached(ref: string): Promise<string[] | null> {
     const c = (await docker.getJson(`/containers/${encodeURIComponent(ref)}/json`)) as ContainerInspect | null;
     if (c === null) return null;
-    const plan = planStart(c);
+    const plan = planStart(c, opts.dns?.domain);
     if (plan.action === 'skip') return null;
     const prev = attached.get(plan.id);
     if (prev && prev.pid === plan.pid) return prev.done;
-    const done = opts.attacher.attach(plan.id, plan.pid, plan.specs).then(
+    const done = opts.attacher.attach(plan.id, plan.pid, plan.specs, plan.name ? { name: plan.name } : undefined).then(
       (cidrs) => {
         log(`proxy: attached container ${plan.id.slice(0, 12)} (pid ${plan.pid}) to weave: ${cidrs.join(' ') || '(no address)'}`);
         return cidrs;
@@ -330,7 +330,8 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     }
     let out = raw;
     try {
-      const plan = planCreate(parsed, image, { noDefaultIpalloc: opts.noDefaultIpalloc, weavewaitPath: opts.weavewaitPath });
+      const name = new URL(req.url ?? '/', 'http://docker').searchParams.get('name') ?? undefined;
+      const plan = planCreate(parsed, image, { noDefaultIpalloc: opts.noDefaultIpalloc, weavewaitPath: opts.weavewaitPath, dns: opts.dns, name });
       if (plan.action === 'inject') out = Buffer.from(stringifyJsonKeepingNumbers(plan.body), 'utf8');
       else log(`proxy: create without weave: ${plan.reason}`);
     } catch (err) {
@@ -527,6 +528,9 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
       ensureAttached(id).catch((err: Error) => log(`proxy: attaching started container ${id.slice(0, 12)} failed: ${err.message}`));
     } else if (action === 'destroy') {
       void release(id);
+    } else if (action === 'die' && opts.attacher.died) {
+      // [dns] its names are tombstoned; a restart (start) registers them again.
+      opts.attacher.died(id).catch((err: Error) => log(`proxy: container ${id.slice(0, 12)} died: ${err.message}`));
     }
   }
 

@@ -25,7 +25,13 @@ export interface ProxyAttacher {
    * starts the container's process as soon as `ethwe` is up, running and has
    * an IPv4 address.
    */
-  attach(containerId: string, pid: number, specs: string[]): Promise<string[]>;
+  attach(containerId: string, pid: number, specs: string[], opts?: AttachExtras): Promise<string[]>;
+  /**
+   * The container's process exited (Docker's `die`): its weaveDNS names are tombstoned
+   * (a later `start` attaches it again and re-registers them). Optional; must not throw
+   * for an id the attacher never saw.
+   */
+  died?(containerId: string): Promise<void>;
   /**
    * Free the container's addresses (container removed / died for good).
    * Called for EVERY container the daemon destroys (as Weave's router did on
@@ -33,6 +39,20 @@ export interface ProxyAttacher {
    * Stopping or restarting a container does not release: it keeps its addresses.
    */
   release(containerId: string): Promise<void>;
+}
+
+/** What the proxy knows about a container beyond its namespace. */
+export interface AttachExtras {
+  /** Its weaveDNS name (FQDN from Hostname + Domainname, within the DNS domain), if any. */
+  name?: string;
+}
+
+/** weaveDNS as the proxy applies it to created containers (Weave's proxy behaviour). */
+export interface ProxyDns {
+  /** The DNS server address given to containers (HostConfig.Dns), "169.254.53.53". */
+  server: string;
+  /** The domain (HostConfig.DnsSearch, Domainname), "weave.local." */
+  domain: string;
 }
 
 /** Options of {@link startProxy} (see `proxy/proxy.ts`). */
@@ -53,6 +73,8 @@ export interface ProxyOptions {
    * Docker API — root on this host — served to the network without TLS). Default false.
    */
   insecureTcp?: boolean;
+  /** weaveDNS: containers get its server and search domain, and a hostname from --name. Absent: off. */
+  dns?: ProxyDns;
 }
 
 /** A running proxy. */

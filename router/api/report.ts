@@ -73,6 +73,8 @@ export interface ReportEndpoint {
   ID: string;
   MAC: string;
   CIDRs: string[];
+  /** Its name (weaveDNS), when it has one. */
+  Name?: string;
 }
 
 export interface Report {

@@ -37,6 +37,16 @@ export interface LaunchConfig {
   apiInsecure?: boolean;
   logLevel: string;
   fastdp: boolean;
+  /** weaveDNS (dns/): false with --no-dns. Absent means on. */
+  dns?: boolean;
+  /** --dns-domain (default "weave.local."). */
+  dnsDomain?: string;
+  /** --dns-ttl, seconds (default 1). */
+  dnsTtl?: number;
+  /** --dns-listen-address ADDR[:PORT] (default 169.254.53.53:53, see dns/reach.ts). */
+  dnsListenAddress?: string;
+  /** --dns-isolation=off answers every name to everyone (Weave's behaviour). Absent means on. */
+  dnsIsolation?: boolean;
 }
 
 /** Files of one router in its state directory (`WEAVE_STATE_DIR`, default /var/lib/weave). */

@@ -22,6 +22,8 @@ import { Isolation } from '../policy/isolation.js';
 import { startProxy, defaultWeavewaitPath } from '../../proxy/proxy.js';
 import type { ProxyAttacher } from '../../proxy/types.js';
 import { observabilitySubsystem } from '../api/observability.js';
+import { dnsSubsystem } from '../../dns/subsystem.js';
+import { dnsBridgeAddress, dnsSettings } from '../../dns/config.js';
 import { startFastdp } from '../overlay/fastdp.js';
 import type { Report } from '../api/report.js';
 import { Registry } from 'prom-client';
@@ -36,7 +38,7 @@ export type { LaunchConfig } from './config.js';
  * that its page, events and metrics see every other section.
  */
 function subsystems(): Subsystem[] {
-  return [ipamSubsystem(), observabilitySubsystem()];
+  return [ipamSubsystem(), dnsSubsystem(), observabilitySubsystem()];
 }
 
 async function loadPeerName(cfg: LaunchConfig, file: string): Promise<string> {
@@ -99,7 +101,9 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   await ensureBridge(cfg.mtu);
   const endpoints = new Endpoints(cfg.stateDir, cfg.mtu, cfg.dockerHost, log);
   await endpoints.load();
-  const isolation = new Isolation(log);
+  // [dns] the bridge filters let local containers reach the DNS server's address.
+  const dnsAddr = dnsBridgeAddress(cfg);
+  const isolation = new Isolation(log, { dns: dnsAddr ? { address: dnsAddr, port: dnsSettings(cfg).port } : undefined });
   // The router does not exist yet: the policy is handed over once it does.
   let applyPolicy = (): void => undefined;
   const syncIsolation = async (): Promise<void> => {
@@ -170,7 +174,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     r.Router.Drops = { ...r.Router.Drops, ...bridgeDrops };
     const sections: Record<string, unknown> = {};
     for (const sub of started) if (sub.reportKey && sub.report) sections[sub.reportKey] = sub.report();
-    return { ...r, ...sections, API: { Insecure: api.insecure, Refused: { ...api.refused } }, Endpoints: endpoints.list().map((e) => ({ ID: e.id, MAC: e.mac, CIDRs: e.cidrs })) } as Report;
+    return { ...r, ...sections, API: { Insecure: api.insecure, Refused: { ...api.refused } }, Endpoints: endpoints.list().map((e) => ({ ID: e.id, MAC: e.mac, CIDRs: e.cidrs, ...(e.name ? { Name: e.name } : {}) })) } as Report;
   };
   // Every subsystem hears of endpoint changes; one failing is logged, never fatal.
   const announce = (what: 'endpointAttached' | 'endpointDetached', change: EndpointChange): void => {
@@ -238,8 +242,8 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   let proxy: { close(): Promise<void>; addresses: string[] } | undefined;
   if (cfg.proxy) {
     const attacher: ProxyAttacher = {
-      attach: async (id, pid, specs) => {
-        const e = await endpoints.attachNetns(id, `/proc/${pid}/ns/net`, specs);
+      attach: async (id, pid, specs, extras) => {
+        const e = await endpoints.attachNetns(id, `/proc/${pid}/ns/net`, specs, { name: extras?.name });
         await syncIsolation();
         router.emit('event', { type: 'endpoint-attached', id, cidrs: e.cidrs });
         announce('endpointAttached', { endpoint: e, name: e.name });
@@ -250,9 +254,15 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
         await syncIsolation();
         announce('endpointDetached', { endpoint: { id, cidrs: [], mac: '' } });
       },
+      // [dns] a dead container's names are tombstoned (it keeps its addresses until destroyed).
+      died: async (id) => announce('endpointDetached', { endpoint: { id, cidrs: [], mac: '' } }),
     };
     try {
-      proxy = await startProxy({ listen: cfg.proxyListen, dockerHost: cfg.dockerHost, attacher, noDefaultIpalloc: cfg.noDefaultIpalloc, weavewaitPath: defaultWeavewaitPath(), log, insecureTcp: cfg.proxyInsecureTcp === true });
+      const dns = dnsSettings(cfg);
+      proxy = await startProxy({
+        listen: cfg.proxyListen, dockerHost: cfg.dockerHost, attacher, noDefaultIpalloc: cfg.noDefaultIpalloc, weavewaitPath: defaultWeavewaitPath(), log, insecureTcp: cfg.proxyInsecureTcp === true,
+        dns: dns.enabled ? { server: dns.address, domain: dns.domain } : undefined,
+      });
       log(`proxy listening on ${proxy.addresses.join(', ')} for the Docker daemon at ${cfg.dockerHost}`);
     } catch (err) {
       log(`proxy not started: ${(err as Error).message}`, 'warn');

@@ -77,6 +77,11 @@ export class Endpoints {
   private readonly table = new Map<string, Endpoint>();
   private readonly file: string;
   allocator: AddressAllocator | undefined;
+  /**
+   * On-link routes every container gets on ethwe before it can use it (weaveDNS sets
+   * its server's address, "169.254.53.53/32"); set by a subsystem at start.
+   */
+  containerRoutes: string[] = [];
   /** Called when the table changes in a way filters must follow (before a new port comes up). */
   onChange: (() => Promise<void>) | undefined;
 
@@ -187,7 +192,7 @@ export class Endpoints {
       const mac = await attachVeth(id, netns, cidrs, this.mtu, async (m) => {
         this.table.set(id, { id, netns, cidrs: all, mac: m, name });
         await this.onChange?.();
-      });
+      }, this.containerRoutes);
       const e: Endpoint = { id, netns, cidrs: all, mac, name };
       this.table.set(id, e);
       await this.save();

@@ -105,17 +105,22 @@ export function hostVethName(id: string): string {
  * exist yet) and add the addresses. The pair is created inside the target namespace
  * and its host end sent back to ours by PID, which works for any namespace file.
  * Returns the MAC of ethwe.
+ *
+ * `routes` (e.g. weaveDNS's "169.254.53.53/32") are added on-link on ethwe before the
+ * container can use it: a route needs ethwe up, so then the host end comes up last —
+ * ethwe has no carrier (is not RUNNING, which weavewait waits for) until the routes are in.
  */
-export async function attachVeth(id: string, nsPath: string, cidrs: string[], mtu: number, beforeUp?: (mac: string) => Promise<void>): Promise<string> {
+export async function attachVeth(id: string, nsPath: string, cidrs: string[], mtu: number, beforeUp?: (mac: string) => Promise<void>, routes: string[] = []): Promise<string> {
   const host = hostVethName(id);
   const hasEthwe = await ipIn(nsPath, 'link', 'show', 'dev', CONTAINER_IFNAME).then(() => true, () => false);
   if (!hasEthwe) {
     if (await linkExists(host)) await ip('link', 'del', 'dev', host).catch(() => undefined);
     await ipIn(nsPath, 'link', 'add', 'name', CONTAINER_IFNAME, 'mtu', String(mtu), 'type', 'veth', 'peer', 'name', host, 'mtu', String(mtu), 'netns', String(process.pid));
   }
-  if (await linkExists(host)) {
+  const hostExists = await linkExists(host);
+  if (hostExists) {
     await ip('link', 'set', 'dev', host, 'master', BRIDGE);
-    await ip('link', 'set', 'dev', host, 'up');
+    if (!routes.length) await ip('link', 'set', 'dev', host, 'up');
   }
   for (const c of cidrs) {
     await ipIn(nsPath, 'addr', 'replace', c, 'dev', CONTAINER_IFNAME);
@@ -125,6 +130,10 @@ export async function attachVeth(id: string, nsPath: string, cidrs: string[], mt
   const mac = await endpointMac(nsPath);
   if (beforeUp) await beforeUp(mac);
   await ipIn(nsPath, 'link', 'set', 'dev', CONTAINER_IFNAME, 'up');
+  if (routes.length) {
+    for (const r of routes) await ipIn(nsPath, 'route', 'replace', r, 'dev', CONTAINER_IFNAME, 'scope', 'link');
+    if (hostExists) await ip('link', 'set', 'dev', host, 'up');
+  }
   return mac;
 }
 

@@ -103,10 +103,15 @@ const deleteAll = (): string[] => TABLES.flatMap(([f, t]) => [`table ${f} ${t}`,
  * @param ports container ports on the bridge
  * @param hostCidrs the host's exposed addresses ("10.32.1.100/24")
  * @param bridge the bridge device ("weave"): the host-input filter matches it as iifname
- * @throws BridgeFilterError if `bridge` is not a plain interface name
+ * @param dns weaveDNS's link-local server address and port on the bridge (dns/config.ts),
+ *   if any: local container ports may reach exactly UDP/TCP `port` on it (and ARP for
+ *   it), the host may answer from it; frames for it from any other port (the TAP, the
+ *   VXLAN port: other hosts) are dropped ('isolation')
+ * @throws BridgeFilterError if `bridge` is not a plain interface name or `dns` is malformed
  */
-export function renderRuleset(ports: PortRules[], hostCidrs: string[], bridge: string): { script: string; skipped: string[] } {
+export function renderRuleset(ports: PortRules[], hostCidrs: string[], bridge: string, dns?: { address: string; port: number }): { script: string; skipped: string[] } {
   if (!NAME_RE.test(bridge)) throw new BridgeFilterError(`bad bridge name "${bridge}"`);
+  if (dns && (!splitCidr(`${dns.address}/32`) || !Number.isInteger(dns.port) || dns.port < 1 || dns.port > 65535)) throw new BridgeFilterError(`bad DNS address ${dns.address}:${dns.port}`);
   const skipped: string[] = [];
   const chains: string[] = [];
   const inMap: string[] = [];
@@ -159,6 +164,27 @@ export function renderRuleset(ports: PortRules[], hostCidrs: string[], bridge: s
     ...(outMap.length ? [`    oifname vmap ${set(outMap)}`] : []),
     `    oifname ${portMatch} counter drop comment "isolation"`,
   ];
+  // [dns] the DNS server's address: reachable from local container ports only.
+  const dnsIn = dns ? {
+    ip: [`ip daddr ${dns.address} udp dport ${dns.port} accept`, `ip daddr ${dns.address} tcp dport ${dns.port} accept`],
+    arp: [`arp daddr ip ${dns.address} accept`],
+  } : { ip: [], arp: [] };
+  // The host answers from the DNS address: DNS replies, ARP replies, and unicast ARP
+  // probes (re-confirming a container it already learnt from that container's own ARP);
+  // never a broadcast ARP request, so it cannot discover containers of other subnets.
+  const dnsOut = dns ? [
+    `    ip saddr ${dns.address} udp sport ${dns.port} accept`,
+    `    ip saddr ${dns.address} tcp sport ${dns.port} accept`,
+    `    arp saddr ip ${dns.address} arp operation reply accept`,
+    `    ether daddr != ff:ff:ff:ff:ff:ff arp saddr ip ${dns.address} arp operation request accept`,
+  ] : [];
+  const dnsBridgeIn = dns ? [
+    '  chain input {',
+    '    type filter hook input priority filter; policy accept;',
+    `    iifname != ${portMatch} ip daddr ${dns.address} counter drop comment "isolation"`,
+    `    iifname != ${portMatch} arp daddr ip ${dns.address} counter drop comment "isolation"`,
+    '  }',
+  ] : [];
   const hostTable = (family: 'ip' | 'arp'): string[] => [
     `table ${family} ${TABLE} {`,
     '  chain host_in {',
@@ -168,6 +194,7 @@ export function renderRuleset(ports: PortRules[], hostCidrs: string[], bridge: s
     '  }',
     '  chain input {',
     '    type filter hook input priority filter; policy accept;',
+    ...dnsIn[family].map((r) => `    iifname "${bridge}" ${r}`),
     `    iifname "${bridge}" jump host_in`,
     '  }',
     '}',
@@ -187,8 +214,10 @@ export function renderRuleset(ports: PortRules[], hostCidrs: string[], bridge: s
     '  }',
     '  chain output {',
     '    type filter hook output priority filter; policy accept;',
+    ...dnsOut,
     ...egress,
     '  }',
+    ...dnsBridgeIn,
     '}',
     ...hostTable('ip'),
     ...hostTable('arp'),

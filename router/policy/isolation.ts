@@ -29,7 +29,11 @@ export class Isolation {
   private queue: Promise<void> = Promise.resolve();
   private lastError = '';
 
-  constructor(readonly log: (l: string, lvl?: string) => void) {}
+  /**
+   * @param opts.dns weaveDNS's server address and port on the bridge, if any: the bridge
+   *   rules let local containers reach it (renderRuleset's `dns`)
+   */
+  constructor(readonly log: (l: string, lvl?: string) => void, private readonly opts: { dns?: { address: string; port: number } } = {}) {}
 
   /**
    * Bring the frame policy and the bridge filter rules in line with `endpoints` (the
@@ -59,7 +63,7 @@ export class Isolation {
     const ports: PortRules[] = endpoints.filter((e) => e.id !== EXPOSE_ID).map((e) => ({ port: hostVethName(e.id), mac: e.mac, cidrs: e.cidrs }));
     const host = endpoints.find((e) => e.id === EXPOSE_ID)?.cidrs ?? [];
     try {
-      const { script, skipped } = renderRuleset(ports, host, BRIDGE);
+      const { script, skipped } = renderRuleset(ports, host, BRIDGE, this.opts.dns);
       for (const s of skipped) this.log(`isolation: bridge rules: ${s}`, 'warn');
       // nft counters restart with the table: keep what the old one counted (only if we
       // made it, so a table left by an earlier run does not count towards this one).

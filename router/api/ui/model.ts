@@ -93,7 +93,7 @@ export function applyEvent(report: Report | null, ev: RouterEvent): Report | nul
     }
     case 'endpoint-attached': {
       const prev = r.Endpoints.find((e) => e.ID === ev.id);
-      r.Endpoints = r.Endpoints.filter((e) => e.ID !== ev.id).concat([{ ID: ev.id, MAC: prev ? prev.MAC : '', CIDRs: ev.cidrs.slice() }]);
+      r.Endpoints = r.Endpoints.filter((e) => e.ID !== ev.id).concat([{ ID: ev.id, MAC: prev ? prev.MAC : '', CIDRs: ev.cidrs.slice(), ...(prev && prev.Name ? { Name: prev.Name } : {}) }]);
       return r;
     }
     case 'endpoint-detached': {

@@ -147,8 +147,8 @@ function render() {
     el('line', { x1: ps.x, y1: ps.y, x2: ex, y2: ey, 'class': 'eplink' }, edges);
     var g = el('g', { 'class': 'endpoint', 'data-id': e.ID, transform: 'translate(' + ex.toFixed(1) + ',' + ey.toFixed(1) + ')' }, nodes);
     el('rect', { x: -6, y: -6, width: 12, height: 12 }, g);
-    el('title', {}, g).textContent = e.ID + ' ' + e.CIDRs.join(', ');
-    text(g, 0, 18, e.CIDRs.length ? e.CIDRs[0] : e.ID.slice(0, 12), 'small');
+    el('title', {}, g).textContent = (e.Name ? e.Name + ' ' : '') + e.ID + ' ' + e.CIDRs.join(', ');
+    text(g, 0, 18, e.Name ? String(e.Name).replace(/\.$/, '') : e.CIDRs.length ? e.CIDRs[0] : e.ID.slice(0, 12), 'small');
   });
 
   document.getElementById('self').textContent = self + '(' + R.NickName + ')';

@@ -1,0 +1,162 @@
+/**
+ * weaveDNS's answers: pure functions from a query's bytes to a response's bytes (or
+ * "forward this" / "drop this"), using the `dns-packet` codec (RFC 1035 message
+ * format, RFC 6891 EDNS0). No sockets: the server (server.ts) does the I/O.
+ *
+ * What we answer (Weave's nameserver behaviour):
+ *  - names under the domain (default weave.local.): A records of the live entries
+ *    (shuffled per answer by the resolver's lookup), TTL `ttl` s, authoritative;
+ *    another type (AAAA, MX, …) of an existing name → NOERROR with no answers; an
+ *    unknown name → NXDOMAIN;
+ *  - PTR for `d.c.b.a.in-addr.arpa.` when an entry has that address;
+ *  - anything else is forwarded (the caller relays the query bytes unchanged).
+ * UDP responses are cut to 512 bytes, or to the query's EDNS0 size (RFC 6891 §6.2.5,
+ * capped at 4096), dropping answers from the end and setting TC (RFC 1035 §4.1.1), so
+ * the client retries over TCP, where up to 65535 bytes fit.
+ */
+import * as dnsPacket from 'dns-packet';
+import type { DecodedPacket, Answer, Packet } from 'dns-packet';
+import { isIpv4 } from './registry.js';
+
+/** What answerQuery() asks about names; the resolver applies isolation and liveness. */
+export interface NameSource {
+  /** The domain we are authoritative for, normalised ("weave.local."). */
+  readonly domain: string;
+  /** TTL of our answers, seconds. */
+  readonly ttl: number;
+  /** Addresses of a normalised name ("db.weave.local."), already shuffled; [] if none. */
+  lookup(name: string): string[];
+  /** Hostnames (normalised) for an IPv4 address; [] if none. */
+  reverse(addr: string): string[];
+}
+
+export type Rcode = 'NOERROR' | 'NXDOMAIN' | 'FORMERR' | 'NOTIMP' | 'SERVFAIL';
+
+export type Outcome =
+  | { kind: 'answer'; response: Buffer; rcode: Rcode; qtype: string; truncated: boolean }
+  | { kind: 'forward'; qtype: string }
+  | { kind: 'drop'; reason: 'short' | 'malformed' | 'not-a-query' | 'too-big' };
+
+/** Largest UDP response we send (EDNS0 sizes above this are capped). */
+export const MAX_UDP_RESPONSE = 4096;
+/** Classic DNS UDP limit (RFC 1035 §4.2.1). */
+export const CLASSIC_UDP_LIMIT = 512;
+/** Largest query we decode: a query is one question (+ an OPT), far below this. */
+export const MAX_QUERY_BYTES = 4096;
+
+const RCODE: Record<Rcode, number> = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4 };
+
+/** Decode a query; undefined if it does not decode. Never throws. */
+export function decodeQuery(buf: Buffer): DecodedPacket | undefined {
+  try {
+    return dnsPacket.decode(buf);
+  } catch {
+    return undefined;
+  }
+}
+
+/** "5.0.32.10.in-addr.arpa" → "10.32.0.5"; undefined for anything else. */
+export function reverseAddress(name: string): string | undefined {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.in-addr\.arpa\.?$/i.exec(name);
+  if (!m) return undefined;
+  const a = `${m[4]}.${m[3]}.${m[2]}.${m[1]}`;
+  return isIpv4(a) ? a : undefined;
+}
+
+/**
+ * The UDP size limit a query allows: its EDNS0 OPT record's payload size (at least 512,
+ * at most MAX_UDP_RESPONSE), or 512 without OPT.
+ */
+export function udpLimit(q: Packet): number {
+  const opt = q.additionals?.find((a) => a.type === 'OPT') as { udpPayloadSize?: number } | undefined;
+  if (!opt || typeof opt.udpPayloadSize !== 'number') return CLASSIC_UDP_LIMIT;
+  return Math.min(MAX_UDP_RESPONSE, Math.max(CLASSIC_UDP_LIMIT, opt.udpPayloadSize));
+}
+
+/**
+ * Build a response to `q` (decoded query) with `rcode` and `answers`; encoded within
+ * `limit` bytes, dropping answers from the end and setting TC when they do not fit.
+ * Authoritative (AA) when `authoritative`. Echoes the question, RD, and an OPT record if
+ * the query had one.
+ */
+export function buildResponse(q: DecodedPacket, rcode: Rcode, answers: Answer[], limit: number, authoritative = true): { response: Buffer; truncated: boolean } {
+  const hadOpt = q.additionals?.some((a) => a.type === 'OPT') ?? false;
+  let flags = RCODE[rcode] | dnsPacket.RECURSION_AVAILABLE;
+  if (q.flag_rd) flags |= dnsPacket.RECURSION_DESIRED;
+  if (authoritative) flags |= dnsPacket.AUTHORITATIVE_ANSWER;
+  const pkt: Packet = {
+    type: 'response', id: q.id, flags,
+    questions: (q.questions ?? []).slice(0, 1),
+    answers: [...answers],
+    additionals: hadOpt ? [{ type: 'OPT', name: '.', udpPayloadSize: MAX_UDP_RESPONSE, extendedRcode: 0, ednsVersion: 0, flags: 0, flag_do: false, options: [] } as Answer] : [],
+  };
+  let response = dnsPacket.encode(pkt);
+  let truncated = false;
+  while (response.length > limit && pkt.answers!.length > 0) {
+    // Cut in proportion first, then one by one (answers have near-equal sizes).
+    const keep = Math.min(pkt.answers!.length - 1, Math.floor(pkt.answers!.length * limit / response.length));
+    pkt.answers = pkt.answers!.slice(0, keep);
+    pkt.flags = flags | dnsPacket.TRUNCATED_RESPONSE;
+    truncated = true;
+    response = dnsPacket.encode(pkt);
+  }
+  if (response.length > limit) {
+    // Even the question does not fit (cannot happen for a query that fit in `limit`).
+    pkt.questions = [];
+    pkt.additionals = [];
+    response = dnsPacket.encode(pkt);
+    truncated = true;
+  }
+  return { response, truncated };
+}
+
+/** A SERVFAIL response to a query's bytes (all upstreams failed); undefined if it does not decode. */
+export function servfail(query: Buffer): Buffer | undefined {
+  if (query.length < 12 || query.length > MAX_QUERY_BYTES) return undefined;
+  const q = decodeQuery(query);
+  if (!q || q.flag_qr) return undefined;
+  return buildResponse(q, 'SERVFAIL', [], CLASSIC_UDP_LIMIT, false).response;
+}
+
+/**
+ * Decide what to do with one query. Pure; never throws, whatever the bytes.
+ *
+ * @param query the DNS message bytes (UDP payload, or a TCP message without its length prefix)
+ * @param names the name source (registry lookups with isolation applied)
+ * @param transport 'udp' limits the response to 512 B / the EDNS0 size; 'tcp' to 65535 B
+ * @returns an answer to send, 'forward' (relay the bytes upstream), or 'drop' with a reason
+ */
+export function answerQuery(query: Buffer, names: NameSource, transport: 'udp' | 'tcp'): Outcome {
+  if (query.length < 12) return { kind: 'drop', reason: 'short' };
+  if (query.length > MAX_QUERY_BYTES) return { kind: 'drop', reason: 'too-big' };
+  const q = decodeQuery(query);
+  if (!q) return { kind: 'drop', reason: 'malformed' };
+  if (q.flag_qr) return { kind: 'drop', reason: 'not-a-query' };
+  const limit = transport === 'udp' ? udpLimit(q) : 65535;
+  const opcode = (q as { opcode?: string }).opcode;
+  if (opcode !== 'QUERY') return { kind: 'answer', rcode: 'NOTIMP', qtype: 'NONE', ...buildResponse(q, 'NOTIMP', [], limit, false) };
+  if (q.questions?.length !== 1) return { kind: 'answer', rcode: 'FORMERR', qtype: 'NONE', ...buildResponse(q, 'FORMERR', [], limit, false) };
+  const question = q.questions[0];
+  const qtype = String(question.type);
+  const qname = String(question.name).toLowerCase().replace(/\.$/, '') + '.';
+  if (question.class !== 'IN') return { kind: 'forward', qtype };
+
+  const domain = names.domain;
+  if (qname === domain || qname.endsWith('.' + domain)) {
+    const addrs = qname === domain ? [] : names.lookup(qname);
+    if (!addrs.length) return { kind: 'answer', rcode: 'NXDOMAIN', qtype, ...buildResponse(q, 'NXDOMAIN', [], limit) };
+    const answers: Answer[] = qtype === 'A' || qtype === 'ANY'
+      ? addrs.map((a) => ({ type: 'A', class: 'IN', name: question.name, ttl: names.ttl, data: a }))
+      : [];
+    return { kind: 'answer', rcode: 'NOERROR', qtype, ...buildResponse(q, 'NOERROR', answers, limit) };
+  }
+  if (qtype === 'PTR') {
+    const addr = reverseAddress(qname);
+    const hosts = addr ? names.reverse(addr) : [];
+    if (hosts.length) {
+      const answers: Answer[] = hosts.map((h) => ({ type: 'PTR', class: 'IN', name: question.name, ttl: names.ttl, data: h.replace(/\.$/, '') }));
+      return { kind: 'answer', rcode: 'NOERROR', qtype, ...buildResponse(q, 'NOERROR', answers, limit) };
+    }
+  }
+  return { kind: 'forward', qtype };
+}

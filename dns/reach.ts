@@ -1,0 +1,42 @@
+/**
+ * Making the DNS server's link-local address reachable (see dns/config.ts for the
+ * choice): on the host, the address on the `weave` bridge and a policy-routing rule so
+ * that answers sent from it leave by the bridge even though the host has no route to
+ * the containers' subnets; in each container, an on-link route to it over `ethwe`.
+ * Every step is idempotent (replace, or delete-then-add) and runs `ip` with argv only.
+ */
+import { ip, ipIn, BRIDGE, CONTAINER_IFNAME } from '../router/host/netdev.js';
+
+/** Routing table of the answers' route ("dns" on a phone keypad: 367). */
+export const DNS_ROUTE_TABLE = '367';
+/** Priority of our `from ADDR lookup 367` rule: before main (32766). */
+export const DNS_RULE_PRIORITY = '3670';
+
+/**
+ * Put `addr`/32 on the bridge and route traffic from it out over the bridge. Also pins
+ * the bridge's MAC to its current value: Linux otherwise recomputes it (the lowest port
+ * MAC) as ports come and go — e.g. when fast datapath's VXLAN port is re-created — and
+ * containers' ARP entries for the DNS address would then point at a MAC nobody owns
+ * until they expire.
+ */
+export async function setupHost(addr: string): Promise<void> {
+  const link = await ip('-d', '-o', 'link', 'show', 'dev', BRIDGE);
+  const mac = /link\/ether ([0-9a-f:]{17})/.exec(link)?.[1];
+  if (mac) await ip('link', 'set', 'dev', BRIDGE, 'address', mac);
+  await ip('addr', 'replace', `${addr}/32`, 'dev', BRIDGE, 'scope', 'link');
+  await ip('route', 'replace', 'default', 'dev', BRIDGE, 'table', DNS_ROUTE_TABLE);
+  await ip('rule', 'del', 'priority', DNS_RULE_PRIORITY).catch(() => undefined);
+  await ip('rule', 'add', 'from', `${addr}/32`, 'lookup', DNS_ROUTE_TABLE, 'priority', DNS_RULE_PRIORITY);
+}
+
+/** Undo setupHost (weave reset); absent parts are fine. */
+export async function removeHost(addr: string): Promise<void> {
+  await ip('rule', 'del', 'priority', DNS_RULE_PRIORITY).catch(() => undefined);
+  await ip('route', 'flush', 'table', DNS_ROUTE_TABLE).catch(() => undefined);
+  await ip('addr', 'del', `${addr}/32`, 'dev', BRIDGE).catch(() => undefined);
+}
+
+/** Route to `addr` over ethwe inside the namespace file `nsPath` (after ethwe is up). */
+export async function setupContainer(nsPath: string, addr: string): Promise<void> {
+  await ipIn(nsPath, 'route', 'replace', `${addr}/32`, 'dev', CONTAINER_IFNAME, 'scope', 'link');
+}

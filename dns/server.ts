@@ -1,0 +1,295 @@
+/**
+ * weaveDNS's server: the thin actor around answer.ts. Listens on UDP and TCP (port 53
+ * by default, RFC 1035 §4.2), answers names under the weave domain from the registry,
+ * and forwards everything else to the host's resolvers from /etc/resolv.conf — in
+ * order, each given UPSTREAM_TIMEOUT_MS, SERVFAIL when all fail (Weave's fallback
+ * behaviour). resolv.conf is re-read when its mtime or size changes (checked at most
+ * once a second, when a query is forwarded); our own listening addresses are never
+ * used as upstreams.
+ *
+ * Bounds: queries over MAX_QUERY_BYTES are dropped; at most MAX_INFLIGHT forwards at a
+ * time (more → SERVFAIL); TCP: at most MAX_TCP_CONNECTIONS connections, each idle at
+ * most TCP_IDLE_MS, messages length-prefixed (RFC 1035 §4.2.2) and at most
+ * MAX_QUERY_BYTES, at most TCP_PIPELINE queries outstanding per connection.
+ * Malformed queries are counted (hooks.dropped) and dropped without an answer.
+ */
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { promises as fsp } from 'node:fs';
+import { answerQuery, servfail, MAX_QUERY_BYTES, type NameSource, type Outcome } from './answer.js';
+
+export const UPSTREAM_TIMEOUT_MS = 5_000;
+export const MAX_INFLIGHT = 1024;
+export const MAX_TCP_CONNECTIONS = 256;
+export const TCP_IDLE_MS = 10_000;
+export const TCP_PIPELINE = 16;
+/** resolv.conf allows 3 nameservers (resolv.conf(5), MAXNS); we read at most that many. */
+export const MAX_UPSTREAMS = 3;
+
+/** Counters the subsystem turns into metrics; called synchronously, must not throw. */
+export interface ServerHooks {
+  /** A query answered locally or forwarded: qtype ("A"), result ("NOERROR", "NXDOMAIN", "forwarded", "SERVFAIL"…). */
+  query(qtype: string, result: string): void;
+  /** A query dropped unanswered, by reason ('malformed', 'short', 'too-big', 'not-a-query'). */
+  dropped(reason: string): void;
+  /** One upstream did not answer in time or failed ('timeout' | 'error'). */
+  upstreamFailure(upstream: string, why: string): void;
+}
+
+export interface DnsServerOptions {
+  /** Address to listen on ("169.254.53.53", "127.0.0.1", "0.0.0.0"). */
+  host: string;
+  /** Port (53; 0 picks one, for tests). */
+  port: number;
+  /** Names for a client (its source address decides isolation). */
+  names(client: string): NameSource;
+  /** Path of the resolver configuration (default /etc/resolv.conf). */
+  resolvConf?: string;
+  /** Per-upstream timeout, ms (default UPSTREAM_TIMEOUT_MS). */
+  upstreamTimeoutMs?: number;
+  /** Addresses that are ours: never forwarded to (besides `host`). */
+  ownAddresses?: string[];
+  hooks?: Partial<ServerHooks>;
+  log?: (line: string, level?: string) => void;
+}
+
+/**
+ * The nameservers of a resolv.conf text (resolv.conf(5) `nameserver ADDR` lines), IPv4
+ * or IPv6, at most MAX_UPSTREAMS, without `own` addresses. Pure.
+ */
+export function parseResolvConf(text: string, own: readonly string[] = []): string[] {
+  const out: string[] = [];
+  for (const raw of text.split('\n').slice(0, 1000)) {
+    const m = /^\s*nameserver\s+(\S+)/.exec(raw);
+    if (!m) continue;
+    const addr = m[1].replace(/%.*$/, '');
+    if (!net.isIP(addr) || own.includes(addr) || out.includes(addr)) continue;
+    out.push(addr);
+    if (out.length >= MAX_UPSTREAMS) break;
+  }
+  return out;
+}
+
+export class DnsServer {
+  private udp: dgram.Socket | undefined;
+  private tcp: net.Server | undefined;
+  private readonly conns = new Set<net.Socket>();
+  private inflight = 0;
+  private upstreams: string[] = [];
+  private resolvStamp = '';
+  private resolvCheckedAt = -Infinity;
+  private closed = false;
+  private readonly hooks: ServerHooks;
+  private readonly log: (line: string, level?: string) => void;
+  /** The bound port (useful with port 0). */
+  port = 0;
+
+  constructor(private readonly opts: DnsServerOptions) {
+    this.hooks = { query: () => undefined, dropped: () => undefined, upstreamFailure: () => undefined, ...opts.hooks };
+    this.log = opts.log ?? (() => undefined);
+  }
+
+  /** Bind UDP and TCP; rejects with a one-line Error (address in use, not present). */
+  async start(): Promise<void> {
+    const { host } = this.opts;
+    const udp = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4', reuseAddr: false });
+    this.udp = udp;
+    await new Promise<void>((resolve, reject) => {
+      udp.once('error', (err) => reject(new Error(`DNS: cannot listen on udp ${host}:${this.opts.port}: ${(err as NodeJS.ErrnoException).code ?? err.message}`)));
+      udp.bind(this.opts.port, host, () => resolve());
+    });
+    this.port = udp.address().port;
+    udp.on('error', (err) => this.log(`DNS: udp socket: ${err.message}`, 'warn'));
+    udp.on('message', (msg, rinfo) => this.onUdp(msg, rinfo));
+    const tcp = net.createServer({ pauseOnConnect: false }, (s) => this.onTcp(s));
+    tcp.maxConnections = MAX_TCP_CONNECTIONS;
+    this.tcp = tcp;
+    await new Promise<void>((resolve, reject) => {
+      tcp.once('error', (err) => reject(new Error(`DNS: cannot listen on tcp ${host}:${this.port}: ${(err as NodeJS.ErrnoException).code ?? err.message}`)));
+      tcp.listen(this.port, host, () => resolve());
+    });
+    tcp.on('error', (err) => this.log(`DNS: tcp listener: ${err.message}`, 'warn'));
+    await this.refreshUpstreams(true);
+  }
+
+  /** The upstream resolvers in use now (after the last re-read). */
+  currentUpstreams(): string[] {
+    return [...this.upstreams];
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const s of this.conns) s.destroy();
+    await Promise.all([
+      new Promise<void>((r) => (this.udp ? this.udp.close(() => r()) : r())),
+      new Promise<void>((r) => (this.tcp ? this.tcp.close(() => r()) : r())),
+    ]).catch(() => undefined);
+  }
+
+  private onUdp(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    const send = (b: Buffer): void => {
+      if (!this.closed) this.udp?.send(b, rinfo.port, rinfo.address);
+    };
+    this.handle(msg, rinfo.address, 'udp').then((b) => b && send(b), (err: Error) => this.log(`DNS: internal error on a query (please report): ${err.message}`, 'error'));
+  }
+
+  private onTcp(s: net.Socket): void {
+    this.conns.add(s);
+    s.setTimeout(TCP_IDLE_MS, () => s.destroy());
+    s.on('error', () => undefined);
+    s.on('close', () => this.conns.delete(s));
+    let buf: Buffer = Buffer.alloc(0);
+    let outstanding = 0;
+    // Answers go out in query order (a chain), as clients pipelining over TCP expect.
+    let chain: Promise<void> = Promise.resolve();
+    s.on('data', (d: Buffer) => {
+      buf = buf.length ? Buffer.concat([buf, d]) : d;
+      while (buf.length >= 2) {
+        const len = buf.readUInt16BE(0);
+        if (len > MAX_QUERY_BYTES || len < 12) {
+          this.hooks.dropped(len > MAX_QUERY_BYTES ? 'too-big' : 'short');
+          s.destroy();
+          return;
+        }
+        if (buf.length < 2 + len) {
+          break;
+        }
+        const msg = buf.subarray(2, 2 + len);
+        buf = buf.subarray(2 + len);
+        if (++outstanding > TCP_PIPELINE) {
+          this.hooks.dropped('too-many');
+          s.destroy();
+          return;
+        }
+        const answer = this.handle(Buffer.from(msg), s.remoteAddress ?? '', 'tcp');
+        chain = chain.then(async () => {
+          const b = await answer.catch(() => undefined);
+          outstanding--;
+          if (!b || s.destroyed) return;
+          const hdr = Buffer.alloc(2);
+          hdr.writeUInt16BE(b.length);
+          s.write(Buffer.concat([hdr, b]));
+        });
+      }
+      if (buf.length > 2 + MAX_QUERY_BYTES) s.destroy();
+    });
+  }
+
+  /** One query → the bytes to send back, or undefined to send nothing. */
+  private async handle(msg: Buffer, client: string, transport: 'udp' | 'tcp'): Promise<Buffer | undefined> {
+    let out: Outcome;
+    try {
+      out = answerQuery(msg, this.opts.names(client), transport);
+    } catch (err) {
+      this.hooks.dropped('internal');
+      this.log(`DNS: cannot answer a query (please report): ${(err as Error).message}`, 'warn');
+      return undefined;
+    }
+    if (out.kind === 'drop') {
+      this.hooks.dropped(out.reason);
+      return undefined;
+    }
+    if (out.kind === 'answer') {
+      this.hooks.query(out.qtype, out.rcode);
+      return out.response;
+    }
+    const r = await this.forward(msg, transport);
+    this.hooks.query(out.qtype, r ? 'forwarded' : 'SERVFAIL');
+    return r ?? servfail(msg);
+  }
+
+  private async refreshUpstreams(force = false): Promise<void> {
+    const now = performance.now();
+    if (!force && now - this.resolvCheckedAt < 1000) return;
+    this.resolvCheckedAt = now;
+    const file = this.opts.resolvConf ?? '/etc/resolv.conf';
+    try {
+      const st = await fsp.stat(file);
+      const stamp = `${st.mtimeMs}:${st.size}:${st.ino}`;
+      if (stamp === this.resolvStamp) return;
+      this.resolvStamp = stamp;
+      if (st.size > 1 << 20) throw new Error('larger than 1 MiB');
+      const own = [this.opts.host, ...(this.opts.ownAddresses ?? [])];
+      const next = parseResolvConf(await fsp.readFile(file, 'utf8'), own);
+      if (next.join(' ') !== this.upstreams.join(' ')) this.log(`DNS: upstream resolvers from ${file}: ${next.join(' ') || 'none'}`);
+      this.upstreams = next;
+    } catch (err) {
+      if (this.resolvStamp !== 'error') this.log(`DNS: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): non-weave names get SERVFAIL until it is readable`, 'warn');
+      this.resolvStamp = 'error';
+      this.upstreams = [];
+    }
+  }
+
+  /** Relay the query to each upstream in turn; the first answer, or undefined when all fail. */
+  private async forward(msg: Buffer, transport: 'udp' | 'tcp'): Promise<Buffer | undefined> {
+    if (this.inflight >= MAX_INFLIGHT) {
+      this.hooks.upstreamFailure('-', 'overload');
+      return undefined;
+    }
+    this.inflight++;
+    try {
+      await this.refreshUpstreams();
+      const timeout = this.opts.upstreamTimeoutMs ?? UPSTREAM_TIMEOUT_MS;
+      for (const up of this.upstreams) {
+        if (this.closed) return undefined;
+        try {
+          return transport === 'udp' ? await udpExchange(up, msg, timeout) : await tcpExchange(up, msg, timeout);
+        } catch (err) {
+          this.hooks.upstreamFailure(up, (err as Error).message === 'timeout' ? 'timeout' : 'error');
+        }
+      }
+      return undefined;
+    } finally {
+      this.inflight--;
+    }
+  }
+}
+
+/** Send `msg` to `server`:53 over UDP from a fresh socket (random port); the answer with the same id. */
+function udpExchange(server: string, msg: Buffer, timeoutMs: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket(net.isIPv6(server) ? 'udp6' : 'udp4');
+    const id = msg.readUInt16BE(0);
+    const done = (err: Error | undefined, b?: Buffer): void => {
+      clearTimeout(t);
+      try {
+        s.close();
+      } catch { /* closed */ }
+      if (err) reject(err);
+      else resolve(b!);
+    };
+    const t = setTimeout(() => done(new Error('timeout')), timeoutMs);
+    s.on('error', (err) => done(err));
+    s.on('message', (b, r) => {
+      if (r.address !== server || r.port !== 53 || b.length < 12 || b.readUInt16BE(0) !== id || !(b[2] & 0x80)) return;
+      done(undefined, b);
+    });
+    s.connect(53, server, () => s.send(msg));
+  });
+}
+
+/** Send `msg` to `server`:53 over TCP (length-prefixed); the first answer (at most 65535 B). */
+function tcpExchange(server: string, msg: Buffer, timeoutMs: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: server, port: 53 });
+    let buf: Buffer = Buffer.alloc(0);
+    const done = (err: Error | undefined, b?: Buffer): void => {
+      clearTimeout(t);
+      s.destroy();
+      if (err) reject(err);
+      else resolve(b!);
+    };
+    const t = setTimeout(() => done(new Error('timeout')), timeoutMs);
+    s.on('error', (err) => done(err));
+    s.on('connect', () => {
+      const hdr = Buffer.alloc(2);
+      hdr.writeUInt16BE(msg.length);
+      s.write(Buffer.concat([hdr, msg]));
+    });
+    s.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) done(undefined, buf.subarray(2, 2 + buf.readUInt16BE(0)));
+    });
+    s.on('end', () => done(new Error('closed')));
+  });
+}

@@ -1,0 +1,280 @@
+/**
+ * The weaveDNS subsystem: wires the registry (registry.ts) and the server (server.ts)
+ * to the router.
+ *
+ *  - gossip channel 'dns': every change is broadcast at once as an update; the
+ *    router's periodic full exchange with neighbours (fullState) repairs losses. The
+ *    payload is a msgpack list of entries (registry.ts entriesToWire), decoded with
+ *    bounds (entriesFromWire).
+ *  - endpoints: a named endpoint's addresses are registered at attach (and re-registered
+ *    from the endpoint table at start, so a restarted router brings its names back);
+ *    tombstoned at detach / when the container dies.
+ *  - the server on --dns-listen-address (default 169.254.53.53:53 on the bridge, routed
+ *    from each container: dns/config.ts, dns/reach.ts). Answers only names of peers
+ *    currently reachable in the topology, and (unless --dns-isolation=off) only
+ *    addresses in a subnet the asking container shares.
+ *  - API: POST /dns/add, POST /dns/remove {target, ips?, hostname?}, GET /dns/lookup/:name,
+ *    GET /dns (the report section); report section `DNS`; metrics weave_dns_*.
+ */
+import { pack, unpack } from 'msgpackr';
+import { Counter, Gauge } from 'prom-client';
+import { ApiError, stringField, stringList, optionalString } from '../router/api/server.js';
+import type { Endpoint } from '../router/host/endpoints.js';
+import type { Subsystem, SubsystemContext, EndpointChange } from '../router/daemon/subsystem.js';
+import { DnsRegistry, entriesFromWire, entriesToWire, normaliseName, isIpv4, type DnsEntry } from './registry.js';
+import { DnsServer } from './server.js';
+import { dnsSettings, type DnsSettings } from './config.js';
+import { setupHost, removeHost, setupContainer } from './reach.js';
+import type { NameSource } from './answer.js';
+
+/** Largest dns gossip payload we decode. */
+export const MAX_GOSSIP_BYTES = 16 << 20;
+const GC_INTERVAL_MS = 60_000;
+const PEERS_CACHE_MS = 500;
+
+/** `weave report`'s DNS section. */
+export interface ReportDns {
+  Domain: string;
+  Address: string;
+  TTL: number;
+  Isolation: boolean;
+  Upstream: string[];
+  Entries: Array<{ Hostname: string; Address: string; ContainerID: string; Origin: string; Version: number; Tombstone: number }>;
+}
+
+export interface DnsSubsystem extends Subsystem {
+  readonly name: 'dns';
+  report(): ReportDns | undefined;
+}
+
+/** The DNS subsystem; with --no-dns only its API routes answer 404 "DNS is disabled". */
+export function dnsSubsystem(): DnsSubsystem {
+  let started: Started | undefined;
+  return {
+    name: 'dns',
+    reportKey: 'DNS',
+    async start(ctx) {
+      const s = dnsSettings(ctx.cfg);
+      if (!s.enabled) {
+        const off = async (): Promise<never> => {
+          throw new ApiError(404, 'DNS is disabled (launched with --no-dns)');
+        };
+        for (const [m, p] of [['POST', '/dns/add'], ['POST', '/dns/remove'], ['GET', '/dns/lookup/:name'], ['GET', '/dns']] as const) ctx.api.on(m, p, off);
+        return;
+      }
+      started = await startDns(ctx, s);
+    },
+    report: () => started?.report(),
+    endpointAttached: (c) => started?.attached(c),
+    endpointDetached: (c) => started?.detached(c),
+    reset: async () => started?.reset(),
+    close: async () => started?.close(),
+  };
+}
+
+interface Started {
+  report(): ReportDns;
+  attached(c: EndpointChange): Promise<void>;
+  detached(c: EndpointChange): void;
+  reset(): Promise<void>;
+  close(): Promise<void>;
+}
+
+const addrOf = (cidr: string): string => cidr.split('/')[0];
+
+/** IPv4 dotted quad → 32-bit number. */
+function ipNum(a: string): number {
+  return a.split('.').reduce((n, o) => n * 256 + Number(o), 0);
+}
+
+/** True if `addr` lies in the subnet of `cidr` ("10.32.2.5/24"). */
+export function inSubnetOf(addr: string, cidr: string): boolean {
+  const [base, lenS] = cidr.split('/');
+  const len = Number(lenS);
+  if (!isIpv4(addr) || !isIpv4(base) || !(len >= 0 && len <= 32)) return false;
+  const size = 2 ** (32 - len);
+  return Math.floor(ipNum(addr) / size) === Math.floor(ipNum(base) / size);
+}
+
+async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started> {
+  const { log, api, endpoints } = ctx;
+  const metric = {
+    queries: new Counter({ name: 'weave_dns_queries_total', help: 'DNS queries answered, by query type and result (NOERROR, NXDOMAIN, forwarded, SERVFAIL, …)', labelNames: ['type', 'result'], registers: [ctx.metrics] }),
+    dropped: new Counter({ name: 'weave_dns_dropped_total', help: 'DNS queries dropped unanswered, by reason (malformed, short, too-big, …)', labelNames: ['reason'], registers: [ctx.metrics] }),
+    upstream: new Counter({ name: 'weave_dns_upstream_failures_total', help: 'Forwarded queries an upstream resolver failed to answer, by reason (timeout, error, overload)', labelNames: ['reason'], registers: [ctx.metrics] }),
+  };
+
+  const reg = new DnsRegistry(ctx.router.selfName, Date.now);
+  const channel = ctx.registerChannel('dns', {
+    onGossip: (_src, payload) => {
+      if (payload.length > MAX_GOSSIP_BYTES) throw new Error(`dns gossip of ${payload.length} bytes is over the ${MAX_GOSSIP_BYTES} limit`);
+      let entries: DnsEntry[];
+      try {
+        entries = entriesFromWire(unpack(Buffer.from(payload.buffer, payload.byteOffset, payload.length)));
+      } catch (err) {
+        throw new Error(`bad dns gossip: ${(err as Error).message}`);
+      }
+      const { reissued } = reg.merge(entries);
+      if (reissued.length) broadcast(reissued);
+    },
+    fullState: () => pack(entriesToWire(reg.all())),
+  });
+  const broadcast = (es: DnsEntry[]): void => {
+    if (es.length) channel.broadcast(pack(entriesToWire(es)));
+  };
+  new Gauge({
+    name: 'weave_dns_entries', help: 'DNS entries held, by state (live, tombstone)', labelNames: ['state'], registers: [ctx.metrics],
+    collect() {
+      const all = reg.all();
+      const live = all.filter((e) => e.tombstone === 0).length;
+      this.set({ state: 'live' }, live);
+      this.set({ state: 'tombstone' }, all.length - live);
+    },
+  });
+
+  // Reachable peers, cached briefly (queries are many, topology changes are few).
+  let alive = new Set<string>();
+  let aliveAt = -Infinity;
+  const originAlive = (origin: string): boolean => {
+    const now = performance.now();
+    if (now - aliveAt > PEERS_CACHE_MS) {
+      alive = new Set(channel.knownPeers().filter((p) => p.reachable).map((p) => p.name));
+      alive.add(channel.selfName);
+      aliveAt = now;
+    }
+    return alive.has(origin);
+  };
+  // The asking container's subnets (by its source address), from the endpoint table.
+  let subnetsOf = new Map<string, string[]>();
+  let subnetsAt = -Infinity;
+  const askerSubnets = (client: string): string[] | undefined => {
+    const now = performance.now();
+    if (now - subnetsAt > PEERS_CACHE_MS) {
+      subnetsOf = new Map();
+      for (const e of endpoints.list()) for (const c of e.cidrs) subnetsOf.set(addrOf(c), e.cidrs);
+      subnetsAt = now;
+    }
+    return subnetsOf.get(client.replace(/^::ffff:/, ''));
+  };
+  const rng = Math.random;
+  const names = (client: string): NameSource => {
+    const subnets = s.isolation ? askerSubnets(client) : undefined;
+    // A client that is not a container here (the host itself) is trusted: it sees all.
+    const visible = subnets ? (a: string) => subnets.some((c) => inSubnetOf(a, c)) : undefined;
+    return {
+      domain: s.domain, ttl: s.ttl,
+      lookup: (n) => reg.lookup(n, { originAlive, visible, rng }),
+      reverse: (a) => reg.reverse(a, { originAlive, visible }),
+    };
+  };
+
+  if (s.onBridge) {
+    await setupHost(s.address);
+    // New attachments get the route before their ethwe carries traffic (netdev.attachVeth).
+    endpoints.containerRoutes = [...endpoints.containerRoutes.filter((r) => r !== `${s.address}/32`), `${s.address}/32`];
+  }
+  const server = new DnsServer({
+    host: s.address, port: s.port, names, log,
+    hooks: {
+      query: (type, result) => metric.queries.inc({ type, result }),
+      dropped: (reason) => metric.dropped.inc({ reason }),
+      upstreamFailure: (_up, reason) => metric.upstream.inc({ reason }),
+    },
+  });
+  await server.start();
+  log(`DNS: serving ${s.domain} on ${s.address}:${s.port} (ttl ${s.ttl} s, isolation ${s.isolation ? 'on' : 'off'})`);
+
+  const register = async (e: Endpoint, name: string | undefined, cidrs: string[]): Promise<void> => {
+    // Endpoints attached before this router ran (restart) get the route here; it is idempotent.
+    if (s.onBridge && e.netns) await setupContainer(e.netns, s.address).catch((err: Error) => log(`DNS: no route to ${s.address} in ${e.id}: ${err.message}`, 'warn'));
+    if (!name) return;
+    const host = normaliseName(name, s.domain);
+    if (!host) {
+      log(`DNS: endpoint ${e.id}: name "${name.slice(0, 80)}" is not a valid DNS name; not registered`, 'warn');
+      return;
+    }
+    broadcast(cidrs.flatMap((c) => reg.add(e.id, addrOf(c), host)));
+  };
+  // Re-register the containers still attached (router restart).
+  for (const e of endpoints.list()) await register(e, e.name, e.cidrs);
+  // Our entries for endpoints that are gone (a stale copy came back) are tombstoned by merge().
+  const gcTimer = setInterval(() => reg.gc(), GC_INTERVAL_MS);
+  gcTimer.unref();
+
+  /** An endpoint id from an API target: an endpoint id or its prefix, or a container name Docker knows. */
+  const endpointFor = async (target: string): Promise<Endpoint> => {
+    const list = endpoints.list();
+    const exact = list.find((e) => e.id === target);
+    if (exact) return exact;
+    const prefixed = list.filter((e) => target.length >= 3 && e.id.startsWith(target));
+    if (prefixed.length === 1) return prefixed[0];
+    let id: string;
+    try {
+      id = (await endpoints.resolve(target)).id;
+    } catch (err) {
+      throw new ApiError(404, `${(err as Error).message.split('\n')[0]}`);
+    }
+    const e = list.find((x) => x.id === id);
+    if (!e) throw new ApiError(404, `${target} is not attached to weave: weave attach it first`);
+    return e;
+  };
+  const hostnameFrom = (body: unknown, e: Endpoint): string => {
+    const given = optionalString(body, 'hostname') ?? e.name;
+    if (!given) throw new ApiError(400, `no hostname: give one with -h FQDN (${e.id} has no name)`);
+    const h = normaliseName(given, s.domain);
+    if (!h) throw new ApiError(400, `invalid hostname "${given.slice(0, 80)}": want a DNS name like db or db.weave.local`);
+    return h;
+  };
+  const ipsFrom = (body: unknown, e: Endpoint): string[] => {
+    const ips = stringList(body, 'ips');
+    for (const a of ips) if (!isIpv4(a)) throw new ApiError(400, `invalid address "${a.slice(0, 40)}": want an IPv4 address like 10.32.0.5`);
+    return ips.length ? ips : e.cidrs.map(addrOf);
+  };
+  api.on('POST', '/dns/add', async ({ body }) => {
+    const e = await endpointFor(stringField(body, 'target'));
+    const host = hostnameFrom(body, e);
+    const ips = ipsFrom(body, e);
+    broadcast(ips.flatMap((a) => reg.add(e.id, a, host)));
+    return { hostname: host, ips };
+  });
+  api.on('POST', '/dns/remove', async ({ body }) => {
+    const e = await endpointFor(stringField(body, 'target'));
+    const given = optionalString(body, 'hostname');
+    const host = given === undefined ? undefined : normaliseName(given, s.domain);
+    if (given !== undefined && !host) throw new ApiError(400, `invalid hostname "${given.slice(0, 80)}"`);
+    const ips = stringList(body, 'ips');
+    const removed = ips.length ? ips.flatMap((a) => reg.remove(e.id, a, host)) : reg.remove(e.id, undefined, host);
+    broadcast(removed);
+    return { removed: removed.length };
+  });
+  api.on('GET', '/dns/lookup/:name', async ({ path: [name] }) => {
+    const n = normaliseName(name, s.domain);
+    if (!n) throw new ApiError(400, `invalid name "${name.slice(0, 80)}"`);
+    const addrs = reg.lookup(n, { originAlive });
+    if (!addrs.length) throw new ApiError(404, `${n} is not known to weaveDNS`);
+    return { name: n, addresses: addrs };
+  });
+
+  const report = (): ReportDns => ({
+    Domain: s.domain, Address: `${s.address}:${s.port}`, TTL: s.ttl, Isolation: s.isolation, Upstream: server.currentUpstreams(),
+    Entries: reg.all().map((e) => ({ Hostname: e.hostname, Address: e.addr, ContainerID: e.containerId, Origin: e.origin, Version: e.version, Tombstone: e.tombstone })),
+  });
+  api.on('GET', '/dns', async () => report());
+
+  return {
+    report,
+    attached: async ({ endpoint, name }) => register(endpoint, name ?? endpoint.name, endpoint.cidrs),
+    detached: ({ endpoint }) => {
+      const ips = endpoint.cidrs.map(addrOf);
+      broadcast(ips.length ? ips.flatMap((a) => reg.remove(endpoint.id, a)) : reg.remove(endpoint.id));
+    },
+    reset: async () => {
+      for (const id of reg.ownContainers()) broadcast(reg.remove(id));
+      if (s.onBridge) await removeHost(s.address);
+    },
+    close: async () => {
+      clearInterval(gcTimer);
+      await server.close();
+    },
+  };
+}
