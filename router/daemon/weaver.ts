@@ -15,6 +15,7 @@ import { parsePeerName, randomPeerName } from '../mesh/peer-name.js';
 import { ApiServer, ApiError, stringList, stringField } from '../api/server.js';
 import { Endpoints } from '../host/endpoints.js';
 import { writeFileAtomic } from '../host/state-file.js';
+import { acquireRouterLock } from '../host/router-lock.js';
 import { passwordKey as derivePasswordKey } from '../crypto/keys.js';
 import { setupIpam, type IpamGlue } from './ipam.js';
 import { Isolation } from '../policy/isolation.js';
@@ -112,6 +113,8 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   const log = makeLogger(cfg.logLevel);
   const paths = statePaths(cfg.stateDir);
   await fsp.mkdir(cfg.stateDir, { recursive: true, mode: 0o700 });
+  // [reliability] One router per state dir, decided by a lock, not a PID (router/host/router-lock.ts).
+  await acquireRouterLock(cfg.stateDir);
   const name = await loadPeerName(cfg, paths.name);
 
   if (process.env.WEAVER_PASSWORD_STDIN === '1') password = await readPasswordFromStdin();
@@ -288,7 +291,6 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   const [apiHost, apiPort] = splitHostPort(cfg.apiAddr, 6784);
   const tcpApi = await api.listenTcp(apiHost, apiPort);
   const obs = await setupObservability({ router, api, tcpServer: tcpApi, report: fullReport as () => Report, ipam, endpoints, metricsAddr: cfg.metricsAddr, log });
-  await writeFileAtomic(paths.pid, String(process.pid), 0o644);
 
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
