@@ -125,7 +125,10 @@ export class FilePersistence implements Persistence {
         await dir.close();
       }
     } catch (e) {
-      throw new IpamPersistenceError(`cannot save IPAM data to ${this.path}: ${(e as Error).message}`);
+      // Never leave a half-written temporary file behind (the old file is untouched).
+      await unlink(tmp).catch(() => undefined);
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new IpamPersistenceError(`cannot save IPAM data to ${this.path}: ${code ? `${code}: ` : ''}${((e as Error).message ?? '').split('\n')[0]}: free space or make the state dir writable, then retry`);
     }
   }
 

@@ -14,7 +14,7 @@ import { ensureBridge, setupTap, TAP_NAME, resetLinks } from '../host/netdev.js'
 import { parsePeerName, randomPeerName } from '../mesh/peer-name.js';
 import { ApiServer, ApiError, stringList, stringField } from '../api/server.js';
 import { Endpoints } from '../host/endpoints.js';
-import { writeFileAtomic } from '../host/state-file.js';
+import { writeFileAtomic, loadTargets } from '../host/state-file.js';
 import { acquireRouterLock } from '../host/router-lock.js';
 import { passwordKey as derivePasswordKey } from '../crypto/keys.js';
 import { setupIpam, type IpamGlue } from './ipam.js';
@@ -122,12 +122,10 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   const pwKey = password ? await derivePasswordKey(password) : undefined;
 
   // Remembered targets: `weave launch` with no peers reconnects to the last set.
-  let peers = cfg.peers;
-  if (!peers.length) {
-    try {
-      peers = JSON.parse(await fsp.readFile(paths.targets, 'utf8')) as string[];
-    } catch { /* none yet */ }
-  }
+  // [reliability] Read (and check) targets.json even when peers are given, so a corrupt
+  // one is refused, kept as it is, rather than overwritten.
+  const remembered = await loadTargets(paths.targets);
+  const peers = cfg.peers.length ? cfg.peers : remembered;
 
   await ensureBridge(cfg.mtu);
   const endpoints = new Endpoints(cfg.stateDir, cfg.mtu, cfg.dockerHost, log);
