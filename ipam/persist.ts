@@ -128,7 +128,8 @@ export class FilePersistence implements Persistence {
       // Never leave a half-written temporary file behind (the old file is untouched).
       await unlink(tmp).catch(() => undefined);
       const code = (e as NodeJS.ErrnoException).code;
-      throw new IpamPersistenceError(`cannot save IPAM data to ${this.path}: ${code ? `${code}: ` : ''}${((e as Error).message ?? '').split('\n')[0]}: free space or make the state dir writable, then retry`);
+      const m = String((e as Error).message ?? e).split('\n')[0];
+      throw new IpamPersistenceError(`cannot save IPAM data to ${this.path}: ${code && !m.startsWith(code) ? `${code}: ` : ''}${m}: free space or make the state dir writable, then retry`);
     }
   }
 
