@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { call, CliError, stateDir, isRunning } from './client.js';
+import { isRouterRunning, waitForRouterExit, RouterRunningError } from '../router/host/router-lock.js';
 import { formatConnections, formatIpam, formatPeers, formatStatus, formatTargets } from './format.js';
 import { renderTemplate } from './template.js';
 import { withSpinner } from './spinner.js';
@@ -58,17 +59,6 @@ function logLevelOpt(v: string): string {
   }
 }
 
-function readPid(): number | undefined {
-  try {
-    const pid = Number(readFileSync(path.join(stateDir(), 'weaver.pid'), 'utf8').trim());
-    if (pid > 0) {
-      process.kill(pid, 0);
-      return pid;
-    }
-  } catch { /* not running */ }
-  return undefined;
-}
-
 async function waitFor(cond: () => Promise<boolean> | boolean, timeoutMs: number, stepMs = 100): Promise<boolean> {
   const end = Date.now() + timeoutMs;
   while (Date.now() < end) {
@@ -78,16 +68,13 @@ async function waitFor(cond: () => Promise<boolean> | boolean, timeoutMs: number
   return cond();
 }
 
-/** Wait (bounded) until process `pid` is gone; true if it went. */
-function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
-  return waitFor(() => {
-    try {
-      process.kill(pid, 0);
-      return false;
-    } catch {
-      return true;
-    }
-  }, timeoutMs);
+/** isRouterRunning, with its errors (flock(1) missing) as one-line CLI errors. */
+async function routerLockState(dir: string): Promise<{ running: boolean; pid?: number }> {
+  try {
+    return await isRouterRunning(dir);
+  } catch (err) {
+    throw new CliError((err as Error).message);
+  }
 }
 
 async function tailLog(file: string, lines = 5): Promise<string> {
@@ -217,8 +204,10 @@ program.command('launch')
     } catch (err) {
       throw new CliError((err as Error).message);
     }
-    const pid = readPid();
-    if (pid !== undefined || await isRunning()) throw new CliError(`weave router is already running${pid ? ` (pid ${pid})` : ''}: use weave stop first`);
+    // Liveness by identity (router/host/router-lock.ts): a dead, zombie or recycled PID
+    // in weaver.pid does not block a launch; only a router holding the lock does.
+    const held = await routerLockState(dir);
+    if (held.running || await isRunning()) throw new CliError(new RouterRunningError(held.pid).message);
     await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
     // The password reaches the daemon through a pipe on its stdin, never argv or its
     // environment, so neither `ps` nor /proc/PID/environ shows it.
@@ -251,19 +240,18 @@ program.command('launch')
   });
 
 program.command('stop').description('stop the router; attached containers keep their interfaces').action(async () => {
-  const pid = readPid();
+  const { pid } = await routerLockState(stateDir());
   await call('POST', '/stop');
-  if (pid !== undefined && !(await waitForExit(pid, 10_000))) throw new CliError(`router (pid ${pid}) did not stop within 10 s`);
+  if (!(await waitForRouterExit(stateDir(), 10_000))) throw new CliError(`router${pid ? ` (pid ${pid})` : ''} did not stop within 10 s: see ${path.join(stateDir(), 'weaver.log')}`);
 });
 
 program.command('reset').description('stop the router and remove the bridge, every link it made and its persisted data')
   .option('--force', 'also when the router cannot hand over its IPAM space')
   .action(async () => {
     requireRoot('reset');
-    const pid = readPid();
     if (await isRunning()) {
       await call('POST', '/reset', undefined, { timeoutMs: 30_000 });
-      if (pid !== undefined) await waitForExit(pid, 10_000);
+      await waitForRouterExit(stateDir(), 10_000);
     }
     const { resetLinks } = await import('../router/host/netdev.js');
     const { Isolation } = await import('../router/policy/isolation.js');

@@ -125,7 +125,11 @@ export class FilePersistence implements Persistence {
         await dir.close();
       }
     } catch (e) {
-      throw new IpamPersistenceError(`cannot save IPAM data to ${this.path}: ${(e as Error).message}`);
+      // Never leave a half-written temporary file behind (the old file is untouched).
+      await unlink(tmp).catch(() => undefined);
+      const code = (e as NodeJS.ErrnoException).code;
+      const m = String((e as Error).message ?? e).split('\n')[0];
+      throw new IpamPersistenceError(`cannot save IPAM data to ${this.path}: ${code && !m.startsWith(code) ? `${code}: ` : ''}${m}: free space or make the state dir writable, then retry`);
     }
   }
 

@@ -15,7 +15,8 @@ import { ensureBridge, setupTap, TAP_NAME, resetLinks } from '../host/netdev.js'
 import { parsePeerName, randomPeerName } from '../mesh/peer-name.js';
 import { ApiServer, ApiError, stringList, stringField, optionalString } from '../api/server.js';
 import { Endpoints } from '../host/endpoints.js';
-import { writeFileAtomic } from '../host/state-file.js';
+import { writeFileAtomic, loadTargets } from '../host/state-file.js';
+import { acquireRouterLock } from '../host/router-lock.js';
 import { passwordKey as derivePasswordKey } from '../crypto/keys.js';
 import { ipamSubsystem } from './ipam.js';
 import { Isolation } from '../policy/isolation.js';
@@ -84,6 +85,8 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   await fsp.mkdir(cfg.stateDir, { recursive: true, mode: 0o700 });
   // Root only, whatever it was created with: it holds the API socket, identity and IPAM state.
   await fsp.chmod(cfg.stateDir, 0o700);
+  // [reliability] One router per state dir, decided by a lock, not a PID (router/host/router-lock.ts).
+  await acquireRouterLock(cfg.stateDir);
   const name = await loadPeerName(cfg, paths.name);
 
   if (process.env.WEAVER_PASSWORD_STDIN === '1') password = await readPasswordFromStdin();
@@ -91,12 +94,10 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   const pwKey = password ? await derivePasswordKey(password) : undefined;
 
   // Remembered targets: `weave launch` with no peers reconnects to the last set.
-  let peers = cfg.peers;
-  if (!peers.length) {
-    try {
-      peers = JSON.parse(await fsp.readFile(paths.targets, 'utf8')) as string[];
-    } catch { /* none yet */ }
-  }
+  // [reliability] Read (and check) targets.json even when peers are given, so a corrupt
+  // one is refused, kept as it is, rather than overwritten.
+  const remembered = await loadTargets(paths.targets);
+  const peers = cfg.peers.length ? cfg.peers : remembered;
 
   await ensureBridge(cfg.mtu);
   const endpoints = new Endpoints(cfg.stateDir, cfg.mtu, cfg.dockerHost, log);
@@ -290,7 +291,6 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   }
   // Until here the API answered 503 "starting" (so `weave launch` waits for IPAM too).
   api.ready = true;
-  await writeFileAtomic(paths.pid, String(process.pid), 0o644);
 
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));

@@ -9,10 +9,9 @@
  * a router restart; the links themselves stay up while the router is stopped.
  */
 import http from 'node:http';
-import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { attachVeth, detachVeth, endpointMac, ip, targetNetns, BRIDGE, NetdevError } from './netdev.js';
-import { writeFileAtomic } from './state-file.js';
+import { writeFileAtomic, readStateFile, StateFileError } from './state-file.js';
 
 export interface AddressAllocator {
   /** Allocate the lowest free address in `subnet` (undefined = default subnet); "10.32.0.1/12". */
@@ -89,21 +88,16 @@ export class Endpoints {
     this.file = path.join(stateDir, 'endpoints.json');
   }
 
+  /**
+   * Load the endpoint table from endpoints.json (a JSON array of {id, netns?, cidrs, mac}).
+   * A missing file is an empty table; anything unreadable or malformed is refused and
+   * the file left byte for byte (validateEndpoints, router/host/state-file.ts).
+   * @throws StateFileError `endpoint table PATH is corrupted (why): move it aside or run weave reset`
+   */
   async load(): Promise<void> {
-    let text: string;
-    try {
-      text = await fsp.readFile(this.file, 'utf8');
-    } catch {
-      return;
-    }
-    let list: unknown;
-    try {
-      list = JSON.parse(text);
-    } catch {
-      throw new Error(`endpoint table ${this.file} is corrupted: move it aside or run weave reset`);
-    }
-    if (!Array.isArray(list)) throw new Error(`endpoint table ${this.file} is corrupted: move it aside or run weave reset`);
-    for (const e of list as Endpoint[]) if (e && typeof e.id === 'string' && Array.isArray(e.cidrs)) this.table.set(e.id, e);
+    const text = await readStateFile(this.file, 'endpoint table');
+    if (text === undefined) return;
+    for (const e of validateEndpoints(text, this.file)) this.table.set(e.id, e);
   }
 
   private async save(): Promise<void> {
@@ -187,17 +181,27 @@ export class Endpoints {
     const name = opts.name ?? prev?.name;
     // Re-attaching without specs keeps the addresses it had (as after a restart).
     const cidrs = !specs.length && prev?.cidrs.length ? prev.cidrs : await this.addresses(id, specs);
+    let configured = false;
     try {
       const all = [...new Set([...(prev?.cidrs ?? []), ...cidrs])];
       const mac = await attachVeth(id, netns, cidrs, this.mtu, async (m) => {
         this.table.set(id, { id, netns, cidrs: all, mac: m, name });
         await this.onChange?.();
       }, this.containerRoutes);
+      configured = true;
       const e: Endpoint = { id, netns, cidrs: all, mac, name };
       this.table.set(id, e);
       await this.save();
       return { ...e, cidrs };
     } catch (err) {
+      // [reliability] The table could not be saved (disk full, read-only): take back what
+      // the container was given, since its addresses are freed below and would otherwise
+      // be configured in a container while free in IPAM (handed out twice).
+      if (configured) {
+        const fresh = cidrs.filter((c) => !prev?.cidrs.includes(c));
+        if (!prev) await detachVeth(id, netns, undefined).catch(() => undefined);
+        else if (fresh.length) await detachVeth(id, netns, fresh).catch(() => undefined);
+      }
       if (prev) this.table.set(id, prev);
       else this.table.delete(id);
       await this.onChange?.().catch(() => undefined);
@@ -315,3 +319,37 @@ export function dockerInspect(dockerHost: string, name: string): Promise<{ id: s
 }
 
 export { NetdevError };
+
+/** Most endpoints accepted from endpoints.json. */
+export const MAX_ENDPOINTS = 65_536;
+
+/**
+ * Parse and check endpoints.json text: a JSON array (at most MAX_ENDPOINTS) of
+ * {id: string, netns?: string, cidrs: string[] of "a.b.c.d/len", mac: string}.
+ * @throws StateFileError naming `file` and the first problem
+ */
+export function validateEndpoints(text: string, file: string): Endpoint[] {
+  const bad = (why: string): StateFileError => new StateFileError(`endpoint table ${file} is corrupted (${why}): move it aside or run weave reset`);
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (err) {
+    throw bad(`not valid JSON: ${(err as Error).message}`);
+  }
+  if (!Array.isArray(v)) throw bad('not a JSON array');
+  if (v.length > MAX_ENDPOINTS) throw bad(`${v.length} entries, more than ${MAX_ENDPOINTS}`);
+  const out: Endpoint[] = [];
+  const seen = new Set<string>();
+  v.forEach((x: unknown, i) => {
+    const o = x as Record<string, unknown>;
+    if (typeof o !== 'object' || o === null || Array.isArray(o)) throw bad(`entry ${i} is not an object`);
+    if (typeof o.id !== 'string' || !o.id || o.id.length > 4096) throw bad(`entry ${i} has no valid id`);
+    if (seen.has(o.id)) throw bad(`entry ${i} repeats id ${JSON.stringify(o.id.slice(0, 80))}`);
+    seen.add(o.id);
+    if (o.netns !== undefined && (typeof o.netns !== 'string' || o.netns.length > 4096)) throw bad(`entry ${i} has a bad netns`);
+    if (!Array.isArray(o.cidrs) || o.cidrs.length > 1024 || !o.cidrs.every((c) => typeof c === 'string' && CIDR_RE.test(c))) throw bad(`entry ${i} has bad cidrs`);
+    if (typeof o.mac !== 'string' || o.mac.length > 64) throw bad(`entry ${i} has a bad mac`);
+    out.push({ id: o.id, ...(o.netns !== undefined ? { netns: o.netns as string } : {}), cidrs: o.cidrs as string[], mac: o.mac });
+  });
+  return out;
+}

@@ -1,0 +1,85 @@
+/**
+ * Router liveness by identity (router/host/router-lock.ts), without root: the lock is
+ * an ordinary flock(2) on a file in a temporary state dir, held by a child process.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { acquireRouterLock, isRouterRunning, waitForRouterExit, RouterRunningError } from '../../router/host/router-lock.js';
+
+const lockModule = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'router', 'host', 'router-lock.js');
+const dirs: string[] = [];
+const children: ChildProcess[] = [];
+after(() => {
+  for (const c of children) c.kill('SIGKILL');
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const d = mkdtempSync(path.join(os.tmpdir(), 'tsweave-lock-'));
+  dirs.push(d);
+  return d;
+}
+
+/** A child node process that takes the lock like the router does and then idles (bounded: 60 s). */
+async function lockHolder(dir: string): Promise<ChildProcess> {
+  const code = `import(${JSON.stringify(lockModule)}).then(async (m) => { await m.acquireRouterLock(${JSON.stringify(dir)}); process.stdout.write('locked\\n'); setTimeout(() => {}, 60000); })`;
+  const c = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(c);
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('lock holder did not report "locked" within 10 s')), 10_000);
+    c.stdout!.on('data', (d: Buffer) => {
+      if (d.toString().includes('locked')) {
+        clearTimeout(t);
+        resolve();
+      }
+    });
+    c.on('exit', (code) => reject(new Error(`lock holder exited early (${code})`)));
+  });
+  return c;
+}
+
+test('no lock file: not running', async () => {
+  assert.deepEqual(await isRouterRunning(tempDir()), { running: false });
+});
+
+test('a live holder is running (with its pid); after kill -9 it is not, at once', async () => {
+  const dir = tempDir();
+  const c = await lockHolder(dir);
+  assert.equal(Number(readFileSync(path.join(dir, 'weaver.pid'), 'utf8')), c.pid);
+  assert.deepEqual(await isRouterRunning(dir), { running: true, pid: c.pid });
+  await assert.rejects(acquireRouterLock(dir, 300), (err: Error) => err instanceof RouterRunningError && err.message === `weave router is already running (pid ${c.pid}): use weave stop first`);
+  const gone = new Promise((r) => c.on('exit', r));
+  c.kill('SIGKILL');
+  await gone;
+  // The pid file still names the dead process: it must not matter.
+  assert.equal(Number(readFileSync(path.join(dir, 'weaver.pid'), 'utf8')), c.pid);
+  assert.deepEqual(await isRouterRunning(dir), { running: false });
+  assert.equal(await waitForRouterExit(dir, 1000), true);
+  const fd = await acquireRouterLock(dir, 0);
+  assert.ok(fd >= 0);
+  assert.equal(Number(readFileSync(path.join(dir, 'weaver.pid'), 'utf8')), process.pid);
+});
+
+test('a pid file naming an unrelated live process does not count as a router', async () => {
+  const dir = tempDir();
+  const sleeper = spawn('sleep', ['30'], { stdio: 'ignore' });
+  children.push(sleeper);
+  writeFileSync(path.join(dir, 'weaver.pid'), String(sleeper.pid));
+  writeFileSync(path.join(dir, 'weaver.lock'), '');
+  assert.deepEqual(await isRouterRunning(dir), { running: false });
+  const fd = await acquireRouterLock(dir, 0);
+  assert.ok(fd >= 0);
+});
+
+test('waitForRouterExit times out (bounded) while a holder lives', async () => {
+  const dir = tempDir();
+  await lockHolder(dir);
+  const t0 = Date.now();
+  assert.equal(await waitForRouterExit(dir, 300), false);
+  assert.ok(Date.now() - t0 < 5000);
+});
