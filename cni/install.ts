@@ -11,6 +11,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../router/host/state-file.js';
+import { parseConf } from './spec.js';
 
 export interface CniInstallOptions {
   /** Where the conflist goes (default /etc/cni/net.d). */
@@ -57,9 +58,13 @@ export function wrapper(nodePath: string, script: string, extra: string[] = []):
 export async function installCni(o: CniInstallOptions): Promise<string[]> {
   const script = o.pluginScript ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'weave-net.js');
   const node = o.nodePath ?? process.execPath;
-  const files = [path.join(o.binDir, 'weave-net'), path.join(o.binDir, 'weave-ipam'), path.join(o.confDir, o.fileName ?? '10-weave.conflist')];
+  // Validate what goes into the conf now, with the plugin's own parser, not at the first pod.
+  const conf = conflist(o);
+  const first = (conf.plugins as Array<Record<string, unknown>>)[0];
+  parseConf(Buffer.from(JSON.stringify({ ...first, name: conf.name, cniVersion: conf.cniVersion })));
+  const files = [path.join(o.binDir, 'weave-net'), path.join(o.binDir, 'weave-ipam'), path.join(o.confDir, o.fileName ?? `10-${o.name ?? 'weave'}.conflist`)];
   await writeFileAtomic(files[0], wrapper(node, script), 0o755);
   await writeFileAtomic(files[1], wrapper(node, script, ['--ipam']), 0o755);
-  await writeFileAtomic(files[2], JSON.stringify(conflist(o), null, 2) + '\n', 0o644);
+  await writeFileAtomic(files[2], JSON.stringify(conf, null, 2) + '\n', 0o644);
   return files;
 }
