@@ -87,9 +87,27 @@ export class Podman {
     fs.rmSync(tar, { force: true });
   }
 
-  /** Remove every container (force), then the storage (unmounts what podman mounted). */
-  async cleanup(): Promise<void> {
-    await this.run(['rm', '-a', '-f', '-t', '0'], 60_000);
-    await this.run(['system', 'reset', '-f'], 60_000);
+  /**
+   * Remove every container (force), then the storage (unmounts what podman mounted).
+   * Whatever podman fails to remove — a container process, its netns file — is
+   * killed and deleted by hand. Returns what podman complained of ('' if nothing).
+   */
+  async cleanup(): Promise<string> {
+    const ps = await this.run(['ps', '-a', '--format', '{{.Pid}} {{.ID}}'], 30_000);
+    const pids = ps.stdout.split('\n').map((l) => Number(l.split(' ')[0])).filter((n) => n > 0);
+    const netnses: string[] = [];
+    for (const id of ps.stdout.split('\n').map((l) => l.split(' ')[1]).filter(Boolean)) {
+      const r = await this.run(['inspect', '--format', '{{.NetworkSettings.SandboxKey}}', id], 30_000);
+      if (r.code === 0 && r.stdout.trim().startsWith('/run/netns/')) netnses.push(r.stdout.trim());
+    }
+    const rm = await this.run(['rm', '-a', '-f', '-t', '0'], 60_000);
+    const reset = await this.run(['system', 'reset', '-f'], 60_000);
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch { /* gone, as it should be */ }
+    }
+    for (const ns of netnses) if (fs.existsSync(ns)) await sh('ip', ['netns', 'del', path.basename(ns)], { timeoutMs: 10_000 });
+    return [rm, reset].filter((r) => r.code !== 0).map((r) => r.stderr.trim()).join('; ');
   }
 }
