@@ -52,6 +52,9 @@ export class Podman {
       '[engine]',
       'cgroup_manager = "cgroupfs"',
       'events_logger = "file"',
+      // Its own tmp dir (podman's default /run/libpod is shared: one instance's
+      // `system reset` would wipe another's state and orphan its containers).
+      `tmp_dir = ${JSON.stringify(path.join(dir, 'tmp'))}`,
       `events_logfile_path = ${JSON.stringify(path.join(dir, 'events.log'))}`,
       '',
     ].join('\n'));
