@@ -37,8 +37,8 @@ async function podPing(pm: Podman, name: string, ip: string, tries = 10): Promis
 }
 
 /** Call the installed plugin by hand, as a runtime would (inside the host's netns). */
-async function plugin(h: Host, pm: Podman, env: Record<string, string>, conf: unknown): Promise<{ code: number; out: any }> { // eslint-disable-line @typescript-eslint/no-explicit-any
-  const r = await sh('nsenter', [`--net=/var/run/netns/${h.ns}`, path.join(pm.binDir, 'weave-net')], {
+async function plugin(h: Host, pm: Podman, env: Record<string, string>, conf: unknown, bin = 'weave-net'): Promise<{ code: number; out: any }> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const r = await sh('nsenter', [`--net=/var/run/netns/${h.ns}`, path.join(pm.binDir, bin)], {
     env: { PATH: process.env.PATH, ...env }, input: JSON.stringify(conf), timeoutMs: 120_000,
   });
   let out: unknown = r.stdout;
@@ -175,6 +175,22 @@ describe('weave-net CNI plugin under podman', { skip, timeout: 900_000 }, () => 
     assert.ok(ver.out.supportedVersions.includes('0.4.0') && ver.out.supportedVersions.includes('1.0.0'));
     const status = await plugin(h1, pm1, { CNI_COMMAND: 'STATUS' }, { cniVersion: '1.1.0', name: 'weave', type: 'weave-net', stateDir: h1.stateDir });
     assert.equal(status.code, 0, JSON.stringify(status.out));
+  });
+
+  test('weave-ipam on its own: ADD allocates once per container id, DEL frees', async () => {
+    const env = { CNI_CONTAINERID: 'ipamonly1', CNI_NETNS: '/var/run/netns/unused', CNI_IFNAME: 'eth0', CNI_PATH: pm1.binDir };
+    const conf = { cniVersion: '0.4.0', name: 'other', type: 'bridge', ipam: { type: 'weave-ipam' }, stateDir: h1.stateDir };
+    const add = await plugin(h1, pm1, { ...env, CNI_COMMAND: 'ADD' }, conf, 'weave-ipam');
+    assert.equal(add.code, 0, JSON.stringify(add.out));
+    assert.equal(add.out.ips[0].version, '4');
+    assert.match(add.out.ips[0].address, /^10\.32\.0\.\d+\/25$/);
+    const again = await plugin(h1, pm1, { ...env, CNI_COMMAND: 'ADD' }, conf, 'weave-ipam');
+    assert.equal(again.out.ips[0].address, add.out.ips[0].address);
+    assert.equal((await plugin(h1, pm1, { ...env, CNI_COMMAND: 'CHECK' }, conf, 'weave-ipam')).code, 0);
+    assert.equal((await plugin(h1, pm1, { ...env, CNI_COMMAND: 'DEL' }, conf, 'weave-ipam')).code, 0);
+    const gone = await plugin(h1, pm1, { ...env, CNI_COMMAND: 'CHECK' }, conf, 'weave-ipam');
+    assert.equal(gone.code, 1, 'CHECK after DEL fails: the address was freed');
+    assert.match(gone.out.msg, /no addresses allocated/);
   });
 
   test('pods keep working across a router restart; DEL after it frees the address', async () => {
