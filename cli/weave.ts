@@ -435,6 +435,20 @@ program.command('dns-args').description('print the docker run options that point
   out(`--dns=${terminalSafe(addr)} --dns-search=${terminalSafe(domain)}`);
 });
 
+program.command('setup-cni').description('install the weave-net CNI plugin and its conflist (atomically)')
+  .option('--conf-dir <dir>', 'where the conflist goes', '/etc/cni/net.d')
+  .option('--bin-dir <dir>', 'where the plugins go', '/opt/cni/bin')
+  .option('--cni-version <v>', 'cniVersion of the conflist', '1.0.0')
+  .option('--subnet <net:CIDR>', 'allocate pods in this subnet instead of the default one')
+  .option('--network-name <name>', 'network name (podman --network NAME)', 'weave')
+  .option('--no-portmap', 'leave the portmap plugin out of the chain')
+  .action(async (o: { confDir: string; binDir: string; cniVersion: string; subnet?: string; portmap: boolean; networkName: string }) => {
+    const { installCni } = await import('../cni/install.js');
+    for (const d of [o.confDir, o.binDir]) await fsp.mkdir(d, { recursive: true });
+    const files = await installCni({ confDir: path.resolve(o.confDir), binDir: path.resolve(o.binDir), stateDir: path.resolve(stateDir()), cniVersion: o.cniVersion, subnet: o.subnet, portmap: o.portmap, name: o.networkName });
+    out(`installed ${files.join(', ')}`);
+  });
+
 program.command('version').description('print the version').action(() => {
   out(`weave ${VERSION}`);
 });

@@ -41,6 +41,11 @@ export interface SubsystemContext {
   get<T extends Subsystem>(name: string): T | undefined;
   /** One-line structured log. */
   readonly log: Log;
+  /**
+   * Tell the router's event stream and every subsystem (DNS, …) that a subsystem
+   * attached or detached an endpoint itself (the CNI plugin's ADD/DEL), as /attach does.
+   */
+  announce(what: 'endpointAttached' | 'endpointDetached', change: EndpointChange): void;
 }
 
 /** An endpoint change the daemon announces to every subsystem. */

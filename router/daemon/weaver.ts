@@ -30,6 +30,7 @@ import type { Report } from '../api/report.js';
 import { Registry } from 'prom-client';
 import { statePaths, splitHostPort, type LaunchConfig } from './config.js';
 import { makeLogger } from './log.js';
+import { cniSubsystem } from '../../cni/router-side.js';
 import type { EndpointChange, Subsystem, SubsystemContext } from './subsystem.js';
 
 export type { LaunchConfig } from './config.js';
@@ -39,7 +40,7 @@ export type { LaunchConfig } from './config.js';
  * that its page, events and metrics see every other section.
  */
 function subsystems(): Subsystem[] {
-  return [ipamSubsystem(), dnsSubsystem(), observabilitySubsystem()];
+  return [ipamSubsystem(), dnsSubsystem(), cniSubsystem(), observabilitySubsystem()];
 }
 
 async function loadPeerName(cfg: LaunchConfig, file: string): Promise<string> {
@@ -284,6 +285,10 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     registerChannel: (n, h) => router.registerChannel(n, h),
     report: fullReport,
     get: <T extends Subsystem>(n: string) => started.find((x) => x.name === n) as T | undefined,
+    announce: (what, change) => {
+      router.emit('event', { type: what === 'endpointAttached' ? 'endpoint-attached' : 'endpoint-detached', id: change.endpoint.id, cidrs: change.endpoint.cidrs });
+      announce(what, change);
+    },
   };
   for (const sub of subsystems()) {
     await sub.start(ctx);

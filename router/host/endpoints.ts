@@ -34,12 +34,16 @@ export interface Endpoint {
    * container's name, or a pod's name; a DNS label or FQDN, validated by the caller.
    */
   name?: string;
+  /** Container-side interface name when not `ethwe` (a CNI ADD's CNI_IFNAME). */
+  ifname?: string;
 }
 
 /** Options of an attach beyond target and address specs. */
 export interface AttachOptions {
   /** Name to record on the endpoint (see Endpoint.name). */
   name?: string;
+  /** Container-side interface name (default `ethwe`); kept on the endpoint. */
+  ifname?: string;
 }
 
 export const EXPOSE_ID = 'weave:expose';
@@ -179,17 +183,18 @@ export class Endpoints {
   private async doAttach(id: string, netns: string, specs: string[], opts: AttachOptions): Promise<Endpoint> {
     const prev = this.table.get(id);
     const name = opts.name ?? prev?.name;
+    const ifname = opts.ifname ?? prev?.ifname;
     // Re-attaching without specs keeps the addresses it had (as after a restart).
     const cidrs = !specs.length && prev?.cidrs.length ? prev.cidrs : await this.addresses(id, specs);
     let configured = false;
     try {
       const all = [...new Set([...(prev?.cidrs ?? []), ...cidrs])];
       const mac = await attachVeth(id, netns, cidrs, this.mtu, async (m) => {
-        this.table.set(id, { id, netns, cidrs: all, mac: m, name });
+        this.table.set(id, { id, netns, cidrs: all, mac: m, name, ...(ifname ? { ifname } : {}) });
         await this.onChange?.();
-      }, this.containerRoutes);
+      }, this.containerRoutes, ifname);
       configured = true;
-      const e: Endpoint = { id, netns, cidrs: all, mac, name };
+      const e: Endpoint = { id, netns, cidrs: all, mac, name, ...(ifname ? { ifname } : {}) };
       this.table.set(id, e);
       await this.save();
       return { ...e, cidrs };
@@ -223,7 +228,7 @@ export class Endpoints {
       if (s.kind !== 'ip') throw new EndpointError('detach takes ip:ADDR/LEN addresses');
       return s.cidr;
     }) : e?.cidrs ?? [];
-    await detachVeth(id, netns ?? e?.netns, specs.length ? cidrs : undefined);
+    await detachVeth(id, netns ?? e?.netns, specs.length ? cidrs : undefined, e?.ifname);
     for (const c of cidrs) await this.allocator?.free(id, c.split('/')[0]).catch(() => 0);
     if (e) {
       e.cidrs = specs.length ? e.cidrs.filter((c) => !cidrs.includes(c)) : [];
@@ -272,7 +277,7 @@ export class Endpoints {
   /** Refresh MACs (containers may have been recreated) for `weave ps`. */
   async ps(): Promise<Endpoint[]> {
     for (const e of this.table.values()) {
-      if (e.netns) e.mac = await endpointMac(e.netns).catch(() => e.mac);
+      if (e.netns) e.mac = await endpointMac(e.netns, e.ifname).catch(() => e.mac);
     }
     return this.list();
   }

@@ -104,18 +104,20 @@ export function hostVethName(id: string): string {
  * Give the namespace an `ethwe` on the bridge (creating the veth pair if it does not
  * exist yet) and add the addresses. The pair is created inside the target namespace
  * and its host end sent back to ours by PID, which works for any namespace file.
- * Returns the MAC of ethwe.
+ * Returns the MAC of the container's interface: `ifname`, default `ethwe` (a CNI ADD's
+ * CNI_IFNAME, e.g. eth0).
  *
- * `routes` (e.g. weaveDNS's "169.254.53.53/32") are added on-link on ethwe before the
- * container can use it: a route needs ethwe up, so then the host end comes up last —
- * ethwe has no carrier (is not RUNNING, which weavewait waits for) until the routes are in.
+ * `routes` (e.g. weaveDNS's "169.254.53.53/32") are added on-link on that interface before
+ * the container can use it: a route needs the interface up, so then the host end comes up
+ * last — the interface has no carrier (is not RUNNING, which weavewait waits for) until
+ * the routes are in.
  */
-export async function attachVeth(id: string, nsPath: string, cidrs: string[], mtu: number, beforeUp?: (mac: string) => Promise<void>, routes: string[] = []): Promise<string> {
+export async function attachVeth(id: string, nsPath: string, cidrs: string[], mtu: number, beforeUp?: (mac: string) => Promise<void>, routes: string[] = [], ifname = CONTAINER_IFNAME): Promise<string> {
   const host = hostVethName(id);
-  const hasEthwe = await ipIn(nsPath, 'link', 'show', 'dev', CONTAINER_IFNAME).then(() => true, () => false);
+  const hasEthwe = await ipIn(nsPath, 'link', 'show', 'dev', ifname).then(() => true, () => false);
   if (!hasEthwe) {
     if (await linkExists(host)) await ip('link', 'del', 'dev', host).catch(() => undefined);
-    await ipIn(nsPath, 'link', 'add', 'name', CONTAINER_IFNAME, 'mtu', String(mtu), 'type', 'veth', 'peer', 'name', host, 'mtu', String(mtu), 'netns', String(process.pid));
+    await ipIn(nsPath, 'link', 'add', 'name', ifname, 'mtu', String(mtu), 'type', 'veth', 'peer', 'name', host, 'mtu', String(mtu), 'netns', String(process.pid));
   }
   const hostExists = await linkExists(host);
   if (hostExists) {
@@ -123,35 +125,36 @@ export async function attachVeth(id: string, nsPath: string, cidrs: string[], mt
     if (!routes.length) await ip('link', 'set', 'dev', host, 'up');
   }
   for (const c of cidrs) {
-    await ipIn(nsPath, 'addr', 'replace', c, 'dev', CONTAINER_IFNAME);
+    await ipIn(nsPath, 'addr', 'replace', c, 'dev', ifname);
   }
   // Filters for the port go in before the container's interface comes up (weavewait
   // starts the container's process once it is up), so its first frames pass.
-  const mac = await endpointMac(nsPath);
+  const mac = await endpointMac(nsPath, ifname);
   if (beforeUp) await beforeUp(mac);
-  await ipIn(nsPath, 'link', 'set', 'dev', CONTAINER_IFNAME, 'up');
+  await ipIn(nsPath, 'link', 'set', 'dev', ifname, 'up');
   if (routes.length) {
-    for (const r of routes) await ipIn(nsPath, 'route', 'replace', r, 'dev', CONTAINER_IFNAME, 'scope', 'link');
+    for (const r of routes) await ipIn(nsPath, 'route', 'replace', r, 'dev', ifname, 'scope', 'link');
     if (hostExists) await ip('link', 'set', 'dev', host, 'up');
   }
   return mac;
 }
 
-export async function endpointMac(nsPath: string): Promise<string> {
-  const out = await ipIn(nsPath, '-o', 'link', 'show', 'dev', CONTAINER_IFNAME);
+/** MAC of the container end (`ifname`, default ethwe) inside nsPath; '' if it has none. */
+export async function endpointMac(nsPath: string, ifname = CONTAINER_IFNAME): Promise<string> {
+  const out = await ipIn(nsPath, '-o', 'link', 'show', 'dev', ifname);
   const m = /link\/ether ([0-9a-f:]{17})/.exec(out);
   return m ? m[1] : '';
 }
 
-/** Remove some addresses, or (none given) the whole ethwe. */
-export async function detachVeth(id: string, nsPath: string | undefined, cidrs: string[] | undefined): Promise<void> {
+/** Remove some addresses, or (none given) the whole ethwe (or `ifname`). */
+export async function detachVeth(id: string, nsPath: string | undefined, cidrs: string[] | undefined, ifname = CONTAINER_IFNAME): Promise<void> {
   if (cidrs && cidrs.length && nsPath) {
-    for (const c of cidrs) await ipIn(nsPath, 'addr', 'del', c, 'dev', CONTAINER_IFNAME).catch(() => undefined);
+    for (const c of cidrs) await ipIn(nsPath, 'addr', 'del', c, 'dev', ifname).catch(() => undefined);
     return;
   }
   const host = hostVethName(id);
   if (await linkExists(host)) await ip('link', 'del', 'dev', host).catch(() => undefined);
-  else if (nsPath) await ipIn(nsPath, 'link', 'del', 'dev', CONTAINER_IFNAME).catch(() => undefined);
+  else if (nsPath) await ipIn(nsPath, 'link', 'del', 'dev', ifname).catch(() => undefined);
 }
 
 /** Remove the bridge and every vethwepl* link we made (weave reset). */

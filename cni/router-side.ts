@@ -1,0 +1,121 @@
+/**
+ * The router side of the `weave-net` CNI plugin: a subsystem that serves the routes
+ * the plugin calls over the router's unix socket (never the TCP port):
+ *
+ *   POST /cni/add   {containerId, netns, ifname, subnet?, name?, hairpin?, defaultRoute?}
+ *                   → {cidrs, mac, hostVeth, gateway?}
+ *   POST /cni/del   {containerId, ifname}              → {freed}
+ *   POST /cni/check {containerId, netns, ifname}       → {cidrs}
+ *
+ * ADD records the pod as an endpoint keyed by its container id — the same table
+ * `weave attach` and the Docker proxy use — so IPAM allocates once per container (a
+ * repeated ADD or a router restart gets the same address back), isolation filters
+ * are installed before the interface comes up, and DNS hears the pod's name.
+ * Weave's own plugin (weave/plugin/net/cni.go) does the same through its router.
+ */
+import { existsSync } from 'node:fs';
+import { ApiError, optionalString } from '../router/api/server.js';
+import { EXPOSE_ID, type Endpoint } from '../router/host/endpoints.js';
+import { hostVethName, ipIn, run } from '../router/host/netdev.js';
+import type { Subsystem, SubsystemContext } from '../router/daemon/subsystem.js';
+import { CniError, parseEnv, parseSubnet } from './spec.js';
+
+/** Validate a request body's pod identity with the plugin's own rules (the caller is hostile). */
+function identity(body: unknown, command: 'ADD' | 'DEL' | 'CHECK'): { containerId: string; netns: string; ifname: string } {
+  try {
+    const env = parseEnv({
+      CNI_COMMAND: command,
+      CNI_CONTAINERID: optionalString(body, 'containerId'),
+      CNI_NETNS: optionalString(body, 'netns') ?? '',
+      CNI_IFNAME: optionalString(body, 'ifname'),
+    });
+    return { containerId: env.containerId, netns: env.netns, ifname: env.ifname };
+  } catch (err) {
+    if (err instanceof CniError) throw new ApiError(400, err.message.replace(/CNI_CONTAINERID/, '"containerId"').replace(/CNI_NETNS/, '"netns"').replace(/CNI_IFNAME/, '"ifname"'));
+    throw err;
+  }
+}
+
+function optionalBool(body: unknown, field: string): boolean | undefined {
+  const v = (body as Record<string, unknown> | undefined)?.[field];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'boolean') throw new ApiError(400, `"${field}" must be true or false`);
+  return v;
+}
+
+const toNum = (a: string): number => a.split('.').reduce((n, o) => n * 256 + Number(o), 0);
+
+/** The host's `weave expose` address inside the subnet of `cidr`, if the host is exposed there. */
+export function gatewayFor(cidr: string, expose: Endpoint | undefined): string | undefined {
+  const [a, len] = cidr.split('/');
+  const size = 2 ** (32 - Number(len));
+  for (const c of expose?.cidrs ?? []) {
+    const [g, glen] = c.split('/');
+    if (glen === len && Math.floor(toNum(g) / size) === Math.floor(toNum(a) / size)) return g;
+  }
+  return undefined;
+}
+
+/** The CNI subsystem (no report section; its pods appear in `weave ps` as endpoints). */
+export function cniSubsystem(): Subsystem {
+  return {
+    name: 'cni',
+    async start(ctx: SubsystemContext) {
+      const { api, endpoints, log } = ctx;
+      const sync = async (): Promise<void> => endpoints.onChange?.();
+
+      api.on('POST', '/cni/add', async ({ body }) => {
+        const { containerId, netns, ifname } = identity(body, 'ADD');
+        const subnetRaw = optionalString(body, 'subnet');
+        let subnet: string | undefined;
+        try {
+          subnet = subnetRaw === undefined ? undefined : parseSubnet(subnetRaw, 'subnet');
+        } catch (err) {
+          throw new ApiError(400, (err as Error).message);
+        }
+        const name = optionalString(body, 'name');
+        if (name !== undefined && !/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(name)) throw new ApiError(400, '"name" must be a DNS label (a-z, 0-9, -)');
+        const hairpin = optionalBool(body, 'hairpin') ?? false;
+        const defaultRoute = optionalBool(body, 'defaultRoute') ?? true;
+        if (!existsSync(netns)) throw new ApiError(404, `network namespace ${netns} does not exist`);
+        const prev = endpoints.list().find((e) => e.id === containerId);
+        if (prev && prev.ifname !== undefined && prev.ifname !== ifname) throw new ApiError(409, `container ${containerId} already has ${prev.ifname} on weave; one interface per container`);
+        if (prev && prev.netns !== netns) throw new ApiError(409, `container ${containerId} is attached in another network namespace (${prev.netns}); DEL it first`);
+        const e = await endpoints.attachNetns(containerId, netns, subnet ? [`net:${subnet}`] : [], { name, ifname });
+        const hostVeth = hostVethName(containerId);
+        if (hairpin) await run('bridge', ['link', 'set', 'dev', hostVeth, 'hairpin', 'on']).catch((err: Error) => log(`cni: hairpin on ${hostVeth}: ${err.message}`, 'warn'));
+        const gateway = defaultRoute ? gatewayFor(e.cidrs[0], endpoints.list().find((x) => x.id === EXPOSE_ID)) : undefined;
+        if (gateway) await ipIn(netns, 'route', 'replace', 'default', 'via', gateway, 'dev', ifname);
+        ctx.announce('endpointAttached', { endpoint: e, name: e.name });
+        return { cidrs: e.cidrs, mac: e.mac, hostVeth, ...(gateway ? { gateway } : {}) };
+      });
+
+      api.on('POST', '/cni/del', async ({ body }) => {
+        const { containerId, ifname } = identity(body, 'DEL');
+        const e = endpoints.list().find((x) => x.id === containerId);
+        // DEL of an interface this container does not have on weave: nothing to do.
+        if (e?.ifname !== undefined && e.ifname !== ifname) return { freed: [] };
+        const cidrs = e?.cidrs ?? [];
+        await endpoints.release(containerId);
+        await sync();
+        ctx.announce('endpointDetached', { endpoint: { id: containerId, cidrs, mac: '' } });
+        return { freed: cidrs };
+      });
+
+      api.on('POST', '/cni/check', async ({ body }) => {
+        const { containerId, netns, ifname } = identity(body, 'CHECK');
+        const e = endpoints.list().find((x) => x.id === containerId);
+        if (!e || (e.ifname ?? 'ethwe') !== ifname) throw new ApiError(404, `container ${containerId} has no ${ifname} on weave`);
+        if (e.netns !== netns) throw new ApiError(409, `container ${containerId} is attached in ${e.netns}, not ${netns}`);
+        const out = await ipIn(netns, '-o', '-4', 'addr', 'show', 'dev', ifname).catch(() => {
+          throw new ApiError(409, `${ifname} is missing in ${netns}`);
+        });
+        const have = [...out.matchAll(/inet (\S+)/g)].map((m) => m[1]);
+        const missing = e.cidrs.filter((c) => !have.includes(c));
+        if (missing.length) throw new ApiError(409, `${ifname} in ${netns} lacks ${missing.join(', ')}`);
+        return { cidrs: e.cidrs };
+      });
+    },
+    async close() {},
+  };
+}

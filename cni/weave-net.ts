@@ -1,0 +1,195 @@
+#!/usr/bin/env node
+/**
+ * The `weave-net` CNI plugin (and, with --ipam, the `weave-ipam` IPAM plugin): what a
+ * container runtime (podman, containerd, CRI-O under the kubelet) executes for every
+ * pod, with the network configuration on stdin and CNI_* in the environment (CNI
+ * SPEC.md). It only talks to the local tsweave router over its unix socket
+ * (`<stateDir>/weaver.sock`, root-only); the router does the work (cni/router-side.ts).
+ *
+ * Prints a result (ADD), nothing (DEL, CHECK, GC), the supported versions (VERSION),
+ * or a CNI error object on stdout and exits 1. Never prints a stack trace.
+ */
+import http from 'node:http';
+import path from 'node:path';
+import {
+  CniCode, CniError, buildIpamResult, buildResult, chooseSubnet, errorJson, parseConf, parseEnv, podName, routerError, versionResult,
+  MAX_CONF_BYTES, type AddReply, type CniEnv, type NetConf,
+} from './spec.js';
+
+/** Each router call waits at most this long (an ADD may wait for IPAM consensus). */
+const CALL_TIMEOUT_MS = 90_000;
+const STDIN_TIMEOUT_MS = 10_000;
+
+/** Read stdin, at most MAX_CONF_BYTES + 1 bytes, within STDIN_TIMEOUT_MS. */
+function readStdin(): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let n = 0;
+    const t = setTimeout(() => reject(new CniError(CniCode.IoFailure, `no network configuration on stdin within ${STDIN_TIMEOUT_MS / 1000} s`)), STDIN_TIMEOUT_MS);
+    process.stdin.on('data', (c: Buffer) => {
+      n += c.length;
+      if (n > MAX_CONF_BYTES) {
+        clearTimeout(t);
+        process.stdin.destroy();
+        resolve(Buffer.concat([...chunks, c]));
+        return;
+      }
+      chunks.push(c);
+    });
+    process.stdin.on('end', () => {
+      clearTimeout(t);
+      resolve(Buffer.concat(chunks));
+    });
+    process.stdin.on('error', (err) => {
+      clearTimeout(t);
+      reject(new CniError(CniCode.IoFailure, `cannot read stdin: ${err.message}`));
+    });
+  });
+}
+
+const NOT_RUNNING = 'tsweave router is not running on this node';
+
+/**
+ * One call to the router's API over its unix socket.
+ * @returns parsed JSON, or the text of a text answer
+ * @throws CniError: TryAgainLater "tsweave router is not running on this node" when
+ *   nothing listens; else routerError(status, message)
+ */
+export function callRouter(socket: string, method: string, urlPath: string, body?: unknown): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const req = http.request({
+      socketPath: socket, path: urlPath, method, timeout: CALL_TIMEOUT_MS,
+      headers: data ? { 'content-type': 'application/json', 'content-length': data.length } : {},
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      let n = 0;
+      res.on('data', (c: Buffer) => {
+        n += c.length;
+        if (n > 1 << 20) req.destroy(new CniError(CniCode.RouterFailure, 'tsweave router sent more than 1 MiB'));
+        else chunks.push(c);
+      });
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let j: unknown = text;
+        try {
+          j = text ? JSON.parse(text) : {};
+        } catch { /* a text answer (IPAM routes) */ }
+        const status = res.statusCode ?? 500;
+        if (status >= 400) {
+          const msg = typeof (j as { error?: unknown })?.error === 'string' ? (j as { error: string }).error : `answered ${status}`;
+          return reject(status === 404 && urlPath.startsWith('/cni/check') ? new CniError(CniCode.UnknownContainer, msg) : routerError(status, msg));
+        }
+        resolve(j);
+      });
+    });
+    req.on('timeout', () => req.destroy(new CniError(CniCode.TryAgainLater, `tsweave router did not answer ${method} ${urlPath} within ${CALL_TIMEOUT_MS / 1000} s (see its log)`)));
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      if (err instanceof CniError) return reject(err);
+      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') return reject(new CniError(CniCode.TryAgainLater, NOT_RUNNING, `no router listens on ${socket}: start it (weave launch) or check stateDir in the CNI conf`));
+      reject(new CniError(CniCode.IoFailure, `cannot talk to the tsweave router: ${err.message}`));
+    });
+    if (data) req.write(data);
+    req.end();
+  });
+}
+
+function socketFor(conf: NetConf): string {
+  return path.join(conf.stateDir ?? (process.env.WEAVE_STATE_DIR || '/var/lib/weave'), 'weaver.sock');
+}
+
+async function netPlugin(conf: NetConf, env: CniEnv): Promise<unknown> {
+  const sock = socketFor(conf);
+  const id = { containerId: env.containerId, netns: env.netns, ifname: env.ifname };
+  switch (env.command) {
+    case 'ADD': {
+      const subnet = chooseSubnet(conf, env);
+      const name = podName(env.args);
+      const r = await callRouter(sock, 'POST', '/cni/add', { ...id, ...(subnet ? { subnet } : {}), ...(name ? { name } : {}), hairpin: conf.hairpinMode, defaultRoute: conf.defaultRoute }) as AddReply;
+      if (!r || !Array.isArray(r.cidrs) || typeof r.mac !== 'string' || typeof r.hostVeth !== 'string') throw new CniError(CniCode.RouterFailure, 'tsweave router sent a malformed /cni/add answer');
+      return buildResult(conf, env, r);
+    }
+    case 'DEL':
+      try {
+        await callRouter(sock, 'POST', '/cni/del', { containerId: env.containerId, ifname: env.ifname });
+      } catch (err) {
+        // DEL must succeed when there is nothing to undo; with no router running there
+        // is no allocation we could free now (the router frees it via its endpoint table).
+        if (err instanceof CniError && err.message === NOT_RUNNING) return undefined;
+        throw err;
+      }
+      return undefined;
+    case 'CHECK':
+      await callRouter(sock, 'POST', '/cni/check', id);
+      return undefined;
+    default:
+      return undefined;
+  }
+}
+
+async function ipamPlugin(conf: NetConf, env: CniEnv): Promise<unknown> {
+  const sock = socketFor(conf);
+  const owner = encodeURIComponent(env.containerId);
+  switch (env.command) {
+    case 'ADD': {
+      const subnet = chooseSubnet(conf, env);
+      const r = await callRouter(sock, 'POST', subnet ? `/ip/${owner}/${subnet}` : `/ip/${owner}`);
+      if (typeof r !== 'string' || !/^\d+\.\d+\.\d+\.\d+\/\d+$/.test(r.trim())) throw new CniError(CniCode.RouterFailure, 'tsweave router sent a malformed IPAM answer');
+      return buildIpamResult(conf, [r.trim()]);
+    }
+    case 'DEL':
+      try {
+        await callRouter(sock, 'DELETE', `/ip/${owner}`);
+      } catch (err) {
+        if (err instanceof CniError && err.message === NOT_RUNNING) return undefined;
+        throw err;
+      }
+      return undefined;
+    case 'CHECK':
+      await callRouter(sock, 'GET', `/ip/${owner}`);
+      return undefined;
+    default:
+      return undefined;
+  }
+}
+
+/** STATUS (1.1): the router answers and its IPAM (if any) is ready. */
+async function status(conf: NetConf): Promise<void> {
+  let r: { IPAM?: { Status?: string } };
+  try {
+    r = await callRouter(socketFor(conf), 'GET', '/status') as { IPAM?: { Status?: string } };
+  } catch (err) {
+    throw new CniError(CniCode.PluginNotAvailable, (err as Error).message);
+  }
+  if (r?.IPAM && r.IPAM.Status !== 'ready') throw new CniError(CniCode.PluginNotAvailable, `tsweave IPAM is not ready: ${String(r.IPAM.Status).slice(0, 200)}`);
+}
+
+/** Run one CNI command; returns the process exit code. */
+export async function main(argv: string[], env: Record<string, string | undefined>): Promise<number> {
+  let cniVersion = '1.0.0';
+  try {
+    const e = parseEnv(env);
+    if (e.command === 'VERSION') {
+      process.stdout.write(JSON.stringify(versionResult()) + '\n');
+      return 0;
+    }
+    const conf = parseConf(await readStdin());
+    cniVersion = conf.cniVersion;
+    let out: unknown;
+    if (e.command === 'STATUS') await status(conf);
+    else if (e.command === 'GC') out = undefined; // Endpoints die with their netns' DEL; nothing cached here.
+    else out = argv.includes('--ipam') ? await ipamPlugin(conf, e) : await netPlugin(conf, e);
+    if (out !== undefined) process.stdout.write(JSON.stringify(out) + '\n');
+    return 0;
+  } catch (err) {
+    process.stdout.write(JSON.stringify(errorJson(err, cniVersion)) + '\n');
+    return 1;
+  }
+}
+
+if (process.argv[1] && /weave-net\.js$/.test(process.argv[1])) {
+  main(process.argv.slice(2), process.env).then((code) => process.exit(code), (err: Error) => {
+    process.stdout.write(JSON.stringify(errorJson(err)) + '\n');
+    process.exit(1);
+  });
+}
