@@ -130,6 +130,8 @@ program.command('launch')
   .option('--log-level <level>', 'debug | info | warn (or warning) | error', logLevelOpt, 'info')
   .option('--no-fastdp', 'never use the kernel fast datapath')
   .option('--no-detach', 'run in the foreground')
+  .option('--no-plugin', 'do not serve the Docker network plugin (weavemesh) nor create the network weave')
+  .option('--plugin-socket <path>', 'Docker plugin socket (default /run/docker/plugins/weavemesh.sock; STATE_DIR/plugins/weavemesh.sock with a non-default WEAVE_STATE_DIR)')
   .action(async (peers: string[], o: Record<string, unknown>) => {
     requireRoot('launch');
     const dir = stateDir();
@@ -167,6 +169,11 @@ program.command('launch')
       apiAddr: o.apiAddr as string,
       logLevel: o.logLevel as string,
       fastdp: o.fastdp as boolean && !process.env.WEAVE_NO_FASTDP,
+      // [plugin] dockerd looks in /run/docker/plugins: only there (or where the user
+      // says) is the network `weave` created, so test routers never touch a dockerd.
+      plugin: o.plugin as boolean,
+      pluginSocket: (o.pluginSocket as string | undefined) ?? (dir === '/var/lib/weave' ? '/run/docker/plugins/weavemesh.sock' : path.join(dir, 'plugins', 'weavemesh.sock')),
+      pluginNetwork: o.plugin as boolean && (o.pluginSocket !== undefined || dir === '/var/lib/weave'),
     };
     // Fail fast on bad input, before anything is started.
     const { parsePeerName } = await import('../router/mesh/peer-name.js');

@@ -41,6 +41,12 @@ export interface SubsystemContext {
   get<T extends Subsystem>(name: string): T | undefined;
   /** One-line structured log. */
   readonly log: Log;
+  /**
+   * Announce an endpoint change this subsystem made itself (the Docker plugin's
+   * Join/Leave): emits the router's endpoint event and calls every subsystem's
+   * endpointAttached/endpointDetached hook, as /attach and /detach do.
+   */
+  endpointChanged(what: 'attached' | 'detached', change: EndpointChange): void;
 }
 
 /** An endpoint change the daemon announces to every subsystem. */

@@ -23,6 +23,7 @@ import { Isolation } from '../policy/isolation.js';
 import { startProxy, defaultWeavewaitPath } from '../../proxy/proxy.js';
 import type { ProxyAttacher } from '../../proxy/types.js';
 import { observabilitySubsystem } from '../api/observability.js';
+import { pluginSubsystem } from '../../plugin/subsystem.js';
 import { startFastdp } from '../overlay/fastdp.js';
 import type { Report } from '../api/report.js';
 import { Registry } from 'prom-client';
@@ -37,7 +38,7 @@ export type { LaunchConfig } from './config.js';
  * that its page, events and metrics see every other section.
  */
 function subsystems(): Subsystem[] {
-  return [ipamSubsystem(), observabilitySubsystem()];
+  return [ipamSubsystem(), pluginSubsystem(), observabilitySubsystem()];
 }
 
 async function loadPeerName(cfg: LaunchConfig, file: string): Promise<string> {
@@ -270,6 +271,10 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     registerChannel: (n, h) => router.registerChannel(n, h),
     report: fullReport,
     get: <T extends Subsystem>(n: string) => started.find((x) => x.name === n) as T | undefined,
+    endpointChanged: (what, change) => {
+      router.emit('event', { type: `endpoint-${what}`, id: change.endpoint.id, cidrs: change.endpoint.cidrs });
+      announce(what === 'attached' ? 'endpointAttached' : 'endpointDetached', change);
+    },
   };
   for (const sub of subsystems()) {
     await sub.start(ctx);
