@@ -289,10 +289,10 @@ export class PluginCore {
   private async createEndpoint(body: unknown): Promise<Record<string, unknown>> {
     const r = decode(schemas.CreateEndpoint, body, 'CreateEndpoint');
     if (r.Interface?.AddressIPv6) throw new PluginError('CreateEndpoint: weavemesh does not do IPv6');
-    const addr = r.Interface?.Address;
+    const addr = r.Interface?.Address || undefined;
     if (!addr) throw new PluginError('CreateEndpoint: no IPv4 address: create the network with --ipam-driver weavemesh (or give --subnet)');
     if (!Cidr.safeParse(addr).success || !octetsOk(addr)) throw new PluginError(`CreateEndpoint: bad address "${addr.slice(0, 64)}": want an IPv4 CIDR`);
-    const given = r.Interface?.MacAddress;
+    const given = r.Interface?.MacAddress || undefined;
     if (given && !Mac.safeParse(given).success) throw new PluginError(`CreateEndpoint: bad MAC address "${given.slice(0, 64)}"`);
     const prev = this.state.endpoints[r.EndpointID];
     if (!prev && Object.keys(this.state.endpoints).length >= MAX_ENDPOINTS) {

@@ -56,18 +56,24 @@ export async function listenPlugin(socketPath: string, handler: PluginHandler, l
       req.destroy();
     }, BODY_TIMEOUT_MS);
     req.on('data', (c: Buffer) => {
-      if (done) return;
       size += c.length;
+      if (done) {
+        // Drained (not kept) so the client reads the answer; a client that goes on
+        // sending far beyond the bound, or past the body timeout, is cut off.
+        if (size > 16 * MAX_BODY_BYTES) req.destroy();
+        return;
+      }
       if (size > MAX_BODY_BYTES) {
         done = true;
-        clearTimeout(timer);
+        chunks.length = 0;
+        res.setHeader('Connection', 'close');
         fail(413, `request body larger than ${MAX_BODY_BYTES} bytes`);
-        req.destroy();
         return;
       }
       chunks.push(c);
     });
     req.on('error', () => clearTimeout(timer));
+    req.on('close', () => clearTimeout(timer));
     req.on('end', () => {
       clearTimeout(timer);
       if (done) return;
