@@ -325,9 +325,10 @@ export class PluginCore {
     const srcName = await this.backend.createVeth(r.EndpointID, e.mac);
     return {
       InterfaceName: { SrcName: srcName, DstPrefix: CONTAINER_IF_PREFIX },
-      // As Weave: the overlay is not the container's way out; multicast stays on it.
+      // The overlay is not the container's way out (no default route, no docker_gwbridge).
+      // No static routes: a multicast route on every ethwe<N> would clash on the second
+      // network a container joins (Docker then fails the connect with "file exists").
       DisableGatewayService: true,
-      StaticRoutes: [{ Destination: '224.0.0.0/4', RouteType: 1 }],
     };
   }
 
