@@ -108,6 +108,8 @@ export interface Report {
   };
   IPAM?: ReportIpam;
   Endpoints: ReportEndpoint[];
+  /** Whether the router can take containers now (router/api/readiness.ts); GET /status answers 503 until Ready. */
+  Readiness?: { Ready: boolean; Reason: string };
 }
 
 /** Events streamed on `GET /events` after the initial snapshot. */

@@ -12,7 +12,8 @@ import path from 'node:path';
 import { promises as fsp, readFileSync } from 'node:fs';
 import { Router } from '../router.js';
 import { Tap } from '../overlay/tap.js';
-import { ensureBridge, setupTap, TAP_NAME, resetLinks } from '../host/netdev.js';
+import { ensureBridge, setupTap, TAP_NAME, resetLinks, BRIDGE } from '../host/netdev.js';
+import { readiness, linksFromProcNetDev } from '../api/readiness.js';
 import { parsePeerName, randomPeerName } from '../mesh/peer-name.js';
 import { ApiServer, ApiError, stringList, stringField, optionalString } from '../api/server.js';
 import { Endpoints } from '../host/endpoints.js';
@@ -168,7 +169,13 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     r.Router.Drops = { ...r.Router.Drops, ...bridgeDrops };
     const sections: Record<string, unknown> = {};
     for (const sub of started) if (sub.reportKey && sub.report) sections[sub.reportKey] = sub.report();
-    return { ...r, ...sections, Endpoints: endpoints.list().map((e) => ({ ID: e.id, MAC: e.mac, CIDRs: e.cidrs })) } as Report;
+    const ipamStatus = (sections.IPAM as { Status?: string } | undefined)?.Status;
+    let links = new Set<string>();
+    try {
+      links = linksFromProcNetDev(readFileSync('/proc/self/net/dev', 'utf8'));
+    } catch { /* no /proc: reported as missing links */ }
+    const Readiness = readiness({ ipamStatus, observer: cfg.ipallocInit === 'observer', links, bridge: BRIDGE, tap: TAP_NAME });
+    return { ...r, ...sections, Readiness, Endpoints: endpoints.list().map((e) => ({ ID: e.id, MAC: e.mac, CIDRs: e.cidrs })) } as Report;
   };
   // Every subsystem hears of endpoint changes; one failing is logged, never fatal.
   const announce = (what: 'endpointAttached' | 'endpointDetached', change: EndpointChange): void => {
@@ -179,7 +186,12 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     }
   };
   api.on('GET', '/report', async () => fullReport());
-  api.on('GET', '/status', async () => fullReport());
+  // Readiness (router/api/readiness.ts): 503 with the reason until ready.
+  api.on('GET', '/status', async () => {
+    const r = fullReport();
+    if (r.Readiness && !r.Readiness.Ready) throw new ApiError(503, `not ready: ${r.Readiness.Reason}`);
+    return r;
+  });
   api.on('POST', '/connect', async ({ body }) => {
     const addrs = router.connect(stringList(body, 'peers'), Boolean((body as { replace?: boolean } | undefined)?.replace));
     await saveTargets();

@@ -1,0 +1,61 @@
+/**
+ * Readiness end to end: GET /status (on the router's unix socket) answers 503 with the
+ * reason while IPAM has no ring, and `weave status` shows it; once two peers reach
+ * consensus both answer 200; an observer is ready at once.
+ */
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import path from 'node:path';
+import { Testbed, canRunE2E, until, type Host } from './lib/testbed.js';
+
+const skip = canRunE2E();
+if (skip && process.env.CI === 'true') test('readiness e2e prerequisites', () => assert.fail(`cannot run: ${skip}`));
+
+function getStatus(h: Host): Promise<{ status: number; body: any }> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath: path.join(h.stateDir, 'weaver.sock'), path: '/status', method: 'GET', timeout: 10_000 }, (res) => {
+      let t = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => (t += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(t) }));
+    });
+    req.on('timeout', () => req.destroy(new Error('GET /status timed out')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('readiness: GET /status and weave status', { skip, timeout: 300_000 }, () => {
+  const bed = new Testbed('rd');
+  let h1: Host, h2: Host, h3: Host;
+  before(async () => {
+    [h1, h2, h3] = await bed.up(3);
+  });
+  after(async () => bed.destroy());
+
+  test('503 with the IPAM reason until consensus, then 200; an observer is ready at once', async () => {
+    await h1.launch(['--ipalloc-init', 'consensus=2']);
+    const s = await getStatus(h1);
+    assert.equal(s.status, 503);
+    assert.match(s.body.error, /^not ready: IPAM: idle .*run weave prime/);
+    assert.match(await h1.mustWeave(['status']), /Readiness: not ready: IPAM: idle/);
+    await h2.launch(['--ipalloc-init', 'consensus=2', h1.ip]);
+    await h1.mustWeave(['prime'], { timeoutMs: 60_000 });
+    for (const h of [h1, h2]) {
+      await until(`${h.nickname} ready`, async () => (await getStatus(h)).status === 200, 30_000);
+      const ok = await getStatus(h);
+      assert.deepEqual(ok.body.Readiness, { Ready: true, Reason: 'ready' });
+      assert.match(await h.mustWeave(['status']), /Readiness: ready/);
+    }
+    await h3.launch(['--ipalloc-init', 'observer', h1.ip]);
+    assert.equal((await getStatus(h3)).status, 200);
+  });
+
+  test('a missing bridge makes the router not ready', async () => {
+    await h3.exec(['ip', 'link', 'del', 'weave']);
+    const s = await getStatus(h3);
+    assert.equal(s.status, 503);
+    assert.match(s.body.error, /bridge weave is missing/);
+  });
+});
