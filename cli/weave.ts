@@ -6,7 +6,7 @@
  */
 import { Command, Option } from 'commander';
 import { spawn } from 'node:child_process';
-import { promises as fsp, openSync, readFileSync } from 'node:fs';
+import { promises as fsp, openSync, readFileSync, existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -227,19 +227,34 @@ program.command('stop').description('stop the router; attached containers keep t
 
 program.command('reset').description('stop the router and remove the bridge, every link it made and its persisted data')
   .option('--force', 'also when the router cannot hand over its IPAM space')
-  .action(async () => {
+  .action(async (o: { force?: boolean }) => {
     requireRoot('reset');
     const pid = readPid();
     if (await isRunning()) {
-      await call('POST', '/reset', undefined, { timeoutMs: 30_000 });
+      try {
+        const r = await call<{ abandoned?: string }>('POST', '/reset', { force: Boolean(o.force) }, { timeoutMs: 30_000 });
+        if (r.abandoned) process.stderr.write(`weave reset --force: abandoned ${r.abandoned}\n`);
+      } catch (err) {
+        // Without --force a refusal stops here; with it, a router that cannot answer is
+        // killed and cleaned up after below.
+        if (!o.force) throw err;
+        process.stderr.write(`weave reset --force: the router did not reset (${(err as Error).message}); cleaning up without it\n`);
+        if (pid !== undefined) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch { /* gone */ }
+        }
+      }
       if (pid !== undefined) await waitForExit(pid, 10_000);
+    } else if (existsSync(path.join(stateDir(), 'ipam.json'))) {
+      process.stderr.write('weave reset: the router is not running, so its IPAM space (ipam.json) is abandoned: reclaim it with weave rmpeer on another peer\n');
     }
     const { resetLinks } = await import('../router/host/netdev.js');
     const { Isolation } = await import('../router/policy/isolation.js');
     await new Isolation(() => undefined).removeAll();
     await resetLinks();
     const dir = stateDir();
-    for (const f of ['peer-name', 'targets.json', 'endpoints.json', 'ipam.json', 'weaver.pid', 'weaver.sock', 'weave.sock']) {
+    for (const f of ['peer-name', 'targets.json', 'endpoints.json', 'ipam.json', 'plugin.json', 'weaver.pid', 'weaver.sock', 'weave.sock']) {
       await fsp.rm(path.join(dir, f), { force: true });
     }
   });

@@ -14,6 +14,7 @@ import { Router } from '../router.js';
 import { Tap } from '../overlay/tap.js';
 import { ensureBridge, setupTap, TAP_NAME, resetLinks, BRIDGE } from '../host/netdev.js';
 import { readiness, linksFromProcNetDev } from '../api/readiness.js';
+import { resetCheck } from './reset-check.js';
 import { parsePeerName, randomPeerName } from '../mesh/peer-name.js';
 import { ApiServer, ApiError, stringList, stringField, optionalString } from '../api/server.js';
 import { Endpoints } from '../host/endpoints.js';
@@ -234,7 +235,12 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     setImmediate(() => void shutdown('weave stop'));
     return {};
   });
-  api.on('POST', '/reset', async () => {
+  api.on('POST', '/reset', async ({ body }) => {
+    // IPAM space can be handed over only to a reachable peer; without one, refuse
+    // unless forced, and then say what is abandoned (router/daemon/reset-check.ts).
+    const force = Boolean((body as { force?: unknown } | undefined)?.force);
+    const check = resetCheck(fullReport());
+    if (check.abandons && !force) throw new ApiError(409, `${check.abandons}: no reachable peer can take it over; run weave reset --force to abandon it`);
     for (const sub of started) await sub.reset?.().catch((err: Error) => log(`reset: ${sub.name}: ${err.message}`, 'warn'));
     for (const e of endpoints.list()) await endpoints.detach(e.id, []).catch(() => undefined);
     setImmediate(() => void (async () => {
@@ -243,7 +249,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
       await resetLinks().catch(() => undefined);
       await shutdown('weave reset');
     })());
-    return {};
+    return check.abandons ? { abandoned: `${check.abandons}: reclaim it with weave rmpeer ${check.peer} on another peer` } : {};
   });
   let proxy: { close(): Promise<void>; addresses: string[] } | undefined;
   if (cfg.proxy) {

@@ -1,7 +1,9 @@
 /**
- * Readiness end to end: GET /status (on the router's unix socket) answers 503 with the
- * reason while IPAM has no ring, and `weave status` shows it; once two peers reach
- * consensus both answer 200; an observer is ready at once.
+ * Router life cycle end to end. Readiness: GET /status (on the router's unix socket)
+ * answers 503 with the reason while IPAM has no ring, and `weave status` shows it;
+ * once two peers reach consensus both answer 200; an observer is ready at once.
+ * Reset: a peer that owns IPAM space and can reach nobody refuses `weave reset`
+ * unless --force, which says what it abandoned.
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -26,8 +28,8 @@ function getStatus(h: Host): Promise<{ status: number; body: any }> { // eslint-
   });
 }
 
-describe('readiness: GET /status and weave status', { skip, timeout: 300_000 }, () => {
-  const bed = new Testbed('rd');
+describe('life cycle: readiness, reset --force', { skip, timeout: 300_000 }, () => {
+  const bed = new Testbed('lc');
   let h1: Host, h2: Host, h3: Host;
   before(async () => {
     [h1, h2, h3] = await bed.up(3);
@@ -57,5 +59,19 @@ describe('readiness: GET /status and weave status', { skip, timeout: 300_000 }, 
     const s = await getStatus(h3);
     assert.equal(s.status, 503);
     assert.match(s.body.error, /bridge weave is missing/);
+  });
+
+  test('weave reset refuses to abandon IPAM space without --force, and --force says what it abandoned', async () => {
+    await h2.mustWeave(['stop']);
+    await h3.mustWeave(['stop']);
+    await until('h1 alone', async () => !(await h1.mustWeave(['status', 'connections'])).includes('established'), 30_000);
+    const r = await h1.weave(['reset']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^weave: \d+ addresses of the IPAM range 10\.32\.0\.0\/12 owned by .*\(h1\): no reachable peer can take it over; run weave reset --force to abandon it\n$/);
+    assert.equal((await h1.weave(['status'])).code, 0, 'the router still runs after a refused reset');
+    const f = await h1.weave(['reset', '--force']);
+    assert.equal(f.code, 0, f.stderr);
+    assert.match(f.stderr, /abandoned \d+ addresses .*: reclaim it with weave rmpeer /);
+    assert.notEqual((await h1.exec(['ip', 'link', 'show', 'dev', 'weave'])).code, 0, 'bridge removed');
   });
 });
