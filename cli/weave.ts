@@ -189,6 +189,14 @@ program.command('launch')
       throw new CliError((err as Error).message);
     }
     await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    // Restart at boot: record the launch's arguments (never the password) for setup-service.
+    {
+      const { launchArgsToRecord } = await import('./service.js');
+      const { writeFileAtomic } = await import('../router/host/state-file.js');
+      const at = process.argv.indexOf('launch', 2);
+      const { args } = launchArgsToRecord(at >= 0 ? process.argv.slice(at + 1) : peers);
+      await writeFileAtomic(path.join(dir, 'launch-args.json'), JSON.stringify({ args, stateDir: path.resolve(dir), dockerHost: process.env.DOCKER_HOST || undefined }), 0o600);
+    }
     // The password reaches the daemon through a pipe on its stdin, never argv or its
     // environment, so neither `ps` nor /proc/PID/environ shows it.
     const env: NodeJS.ProcessEnv = { ...process.env, WEAVER_CONFIG: JSON.stringify(cfg), WEAVER_PASSWORD_STDIN: password ? '1' : '' };
@@ -254,9 +262,31 @@ program.command('reset').description('stop the router and remove the bridge, eve
     await new Isolation(() => undefined).removeAll();
     await resetLinks();
     const dir = stateDir();
-    for (const f of ['peer-name', 'targets.json', 'endpoints.json', 'ipam.json', 'plugin.json', 'weaver.pid', 'weaver.sock', 'weave.sock']) {
+    for (const f of ['peer-name', 'targets.json', 'endpoints.json', 'ipam.json', 'plugin.json', 'launch-args.json', 'weaver.pid', 'weaver.sock', 'weave.sock']) {
       await fsp.rm(path.join(dir, f), { force: true });
     }
+  });
+
+program.command('setup-service').description('write a systemd unit that relaunches the router at boot with the last launch\'s arguments')
+  .option('--output <file>', 'where to write the unit', '/etc/systemd/system/weave.service')
+  .action(async (o: { output: string }) => {
+    const { parseRecordedLaunch, renderUnit } = await import('./service.js');
+    const { writeFileAtomic } = await import('../router/host/state-file.js');
+    const file = path.join(stateDir(), 'launch-args.json');
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      throw new CliError(`no recorded launch in ${file}: run weave launch first`);
+    }
+    try {
+      const unit = renderUnit({ node: process.execPath, nodeFlags: ROUTER_NODE_FLAGS, weaveJs: path.resolve(here, 'weave.js'), launch: parseRecordedLaunch(text, file) });
+      await writeFileAtomic(path.resolve(o.output), unit, 0o644);
+    } catch (err) {
+      throw new CliError((err as Error).message);
+    }
+    out(path.resolve(o.output));
+    process.stderr.write('enable it with: systemctl daemon-reload && systemctl enable weave\n');
   });
 
 program.command('status').description('show the router status: [targets|connections|peers|ipam]')

@@ -9,9 +9,19 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import path from 'node:path';
-import { Testbed, canRunE2E, until, type Host } from './lib/testbed.js';
+import fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { Testbed, canRunE2E, until, sh, type Host } from './lib/testbed.js';
 
-const skip = canRunE2E();
+function systemdAnalyze(): string | undefined {
+  try {
+    execFileSync('systemd-analyze', ['--version'], { stdio: 'ignore' });
+    return undefined;
+  } catch {
+    return 'systemd-analyze not installed (apt-get install systemd)';
+  }
+}
+const skip = canRunE2E() ?? systemdAnalyze();
 if (skip && process.env.CI === 'true') test('readiness e2e prerequisites', () => assert.fail(`cannot run: ${skip}`));
 
 function getStatus(h: Host): Promise<{ status: number; body: any }> { // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -73,5 +83,25 @@ describe('life cycle: readiness, reset --force', { skip, timeout: 300_000 }, () 
     assert.equal(f.code, 0, f.stderr);
     assert.match(f.stderr, /abandoned \d+ addresses .*: reclaim it with weave rmpeer /);
     assert.notEqual((await h1.exec(['ip', 'link', 'show', 'dev', 'weave'])).code, 0, 'bridge removed');
+  });
+
+  test('setup-service writes a unit systemd-analyze verify accepts, from the recorded launch without the password', async () => {
+    await h1.launch(['--password', 'hunter2-secret', '--ipalloc-init', 'observer']);
+    const recorded = fs.readFileSync(path.join(h1.stateDir, 'launch-args.json'), 'utf8');
+    assert.doesNotMatch(recorded, /hunter2/);
+    assert.deepEqual(JSON.parse(recorded).args, ['--nickname', 'h1', '--ipalloc-init', 'observer']);
+    const unit = path.join(bed.dir, 'weave.service');
+    assert.equal((await h1.mustWeave(['setup-service', '--output', unit])).trim(), unit);
+    const text = fs.readFileSync(unit, 'utf8');
+    assert.match(text, /"launch" "--no-detach" "--nickname" "h1" "--ipalloc-init" "observer"/);
+    assert.match(text, new RegExp(`Environment="WEAVE_STATE_DIR=${h1.stateDir}"`));
+    const v = await sh('systemd-analyze', ['verify', unit], { timeoutMs: 60_000 });
+    assert.equal(v.code, 0, v.stderr);
+    // The check can fail: a unit whose ExecStart binary does not exist is refused.
+    const broken = path.join(bed.dir, 'broken.service');
+    fs.writeFileSync(broken, text.replace(/^ExecStart="[^"]+"/m, 'ExecStart="/nonexistent/tsw-node"'));
+    assert.notEqual((await sh('systemd-analyze', ['verify', broken], { timeoutMs: 60_000 })).code, 0);
+    await h1.mustWeave(['reset', '--force']);
+    assert.equal(fs.existsSync(path.join(h1.stateDir, 'launch-args.json')), false, 'reset forgets the recorded launch');
   });
 });
