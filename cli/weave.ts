@@ -260,9 +260,13 @@ program.command('reset').description('stop the router and remove the bridge, eve
     const { resetLinks } = await import('../router/host/netdev.js');
     const { Isolation } = await import('../router/policy/isolation.js');
     await new Isolation(() => undefined).removeAll();
+    // [expose NAT] the WEAVE chain's table too (also when the router was not running).
+    const { renderNat } = await import('../router/nat/expose-nat.js');
+    const { applyRuleset } = await import('../router/policy/bridge-filter.js');
+    await applyRuleset(renderNat([], 'weave')).catch(() => undefined);
     await resetLinks();
     const dir = stateDir();
-    for (const f of ['peer-name', 'targets.json', 'endpoints.json', 'ipam.json', 'plugin.json', 'launch-args.json', 'weaver.pid', 'weaver.sock', 'weave.sock']) {
+    for (const f of ['peer-name', 'targets.json', 'endpoints.json', 'ipam.json', 'plugin.json', 'launch-args.json', 'expose-nat.json', 'weaver.pid', 'weaver.sock', 'weave.sock']) {
       await fsp.rm(path.join(dir, f), { force: true });
     }
   });
@@ -354,8 +358,10 @@ program.command('ps').description('list attached containers: <id> <mac> <cidr>..
   }
 });
 
-program.command('expose').description('give the host an address on the weave network: [ADDR...]').argument('[specs...]').action(async (specs: string[]) => {
-  const res = await call<{ cidrs: string[] }>('POST', '/expose', { specs }, { timeoutMs: 120_000 });
+program.command('expose').description('give the host an address on the weave network: [ADDR...]').argument('[specs...]')
+  .option('--no-masq', 'do not masquerade (no NAT rules in the WEAVE chain for these subnets)')
+  .action(async (specs: string[], o: { masq?: boolean }) => {
+  const res = await call<{ cidrs: string[] }>('POST', '/expose', { specs, ...(o.masq === false ? { noMasq: true } : {}) }, { timeoutMs: 120_000 });
   out(res.cidrs.map((c) => c.split('/')[0]).join(' '));
 });
 

@@ -26,6 +26,7 @@ import { startProxy, defaultWeavewaitPath } from '../../proxy/proxy.js';
 import type { ProxyAttacher } from '../../proxy/types.js';
 import { observabilitySubsystem } from '../api/observability.js';
 import { pluginSubsystem } from '../../plugin/subsystem.js';
+import { exposeNatSubsystem, type ExposeNatSubsystem } from '../nat/subsystem.js';
 import { startFastdp } from '../overlay/fastdp.js';
 import type { Report } from '../api/report.js';
 import { Registry } from 'prom-client';
@@ -40,7 +41,7 @@ export type { LaunchConfig } from './config.js';
  * that its page, events and metrics see every other section.
  */
 function subsystems(): Subsystem[] {
-  return [ipamSubsystem(), pluginSubsystem(), observabilitySubsystem()];
+  return [ipamSubsystem(), pluginSubsystem(), exposeNatSubsystem(), observabilitySubsystem()];
 }
 
 async function loadPeerName(cfg: LaunchConfig, file: string): Promise<string> {
@@ -220,14 +221,18 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     return { cidrs };
   });
   api.on('GET', '/ps', async () => ({ endpoints: await endpoints.ps() }));
+  // [expose NAT] Weave's WEAVE nat chain follows expose/hide (router/nat/).
+  const nat = () => started.find((x) => x.name === 'expose-nat') as ExposeNatSubsystem | undefined;
   api.on('POST', '/expose', async ({ body }) => {
     const cidrs = await endpoints.expose(stringList(body, 'specs'));
     await syncIsolation();
+    await nat()?.exposed(cidrs, (body as { noMasq?: unknown } | undefined)?.noMasq === true);
     return { cidrs };
   });
   api.on('POST', '/hide', async ({ body }) => {
     const cidrs = await endpoints.hide(stringList(body, 'specs'));
     await syncIsolation();
+    await nat()?.hidden(cidrs);
     return { cidrs };
   });
   api.on('GET', '/macs', async () => ({ macs: router.macEntries() }));
