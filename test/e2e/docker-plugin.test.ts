@@ -189,6 +189,13 @@ describe('Docker network plugin across two hosts', { skip, timeout: 900_000 }, (
     await h1.mustWeave(['stop']);
     const ps = await docker(h1, ['ps', '-q'], 15_000);
     assert.equal(ps.code, 0, `dockerd unhealthy with the router down: ${ps.stderr}`);
+    // A container on weave fails with an error (after dockerd's own bounded plugin retry), no hang.
+    const t0 = Date.now();
+    const down = await docker(h1, ['run', '--rm', '--net=weave', IMG, 'true'], 120_000);
+    assert.notEqual(down.code, 0);
+    assert.match(down.stderr, /weavemesh|plugin|connect/i);
+    assert.ok(Date.now() - t0 < 100_000, `docker run took ${Date.now() - t0} ms with the router down`);
+    assert.equal((await docker(h1, ['ps', '-q'], 15_000)).code, 0, 'dockerd still answers');
     await launch(h1, []);
     await until('connection after restart', async () => (await h1.mustWeave(['status', 'connections'])).includes('established'), 30_000);
     assert.ok(await ping(h1, 'c1', c2), `c1 lost c2 across a router restart\n${await h1.diagnose()}`);
