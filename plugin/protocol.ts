@@ -86,7 +86,10 @@ export interface PluginBackend {
   save(state: PluginState): Promise<void>;
 }
 
-const Id = z.string().regex(/^[A-Za-z0-9_.-]{1,128}$/, 'want a Docker id (1-128 letters, digits, _ . -)');
+// Docker's ids are 64 hex digits; we take any plain token, but never one that names an
+// Object property with a meaning (the state is kept in plain objects keyed by id).
+const Id = z.string().regex(/^[A-Za-z0-9_.-]{1,128}$/, 'want a Docker id (1-128 letters, digits, _ . -)')
+  .refine((s) => !['__proto__', 'constructor', 'prototype', 'hasOwnProperty', 'toString', 'valueOf'].includes(s), 'want a Docker id, not a reserved name');
 const OptMap = z.record(z.string(), z.unknown()).nullish();
 const StrMap = z.record(z.string(), z.string()).nullish();
 const Cidr = z.string().regex(/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/, 'want an IPv4 CIDR like 10.32.5.0/24');
@@ -180,7 +183,7 @@ export class PluginCore {
       case '/NetworkDriver.DeleteEndpoint': return this.deleteEndpoint(body);
       case '/NetworkDriver.EndpointOperInfo': {
         const r = decode(schemas.Endpoint, body, 'EndpointOperInfo');
-        const e = this.state.endpoints[r.EndpointID];
+        const e = Object.hasOwn(this.state.endpoints, r.EndpointID) ? this.state.endpoints[r.EndpointID] : undefined;
         return { Value: e ? { Address: e.cidr, MacAddress: e.mac } : {} };
       }
       case '/NetworkDriver.Join': return this.join(body);
@@ -318,7 +321,7 @@ export class PluginCore {
 
   private async join(body: unknown): Promise<Record<string, unknown>> {
     const r = decode(schemas.Join, body, 'Join');
-    const e = this.state.endpoints[r.EndpointID];
+    const e = Object.hasOwn(this.state.endpoints, r.EndpointID) ? this.state.endpoints[r.EndpointID] : undefined;
     if (!e) throw new PluginError(`Join: unknown endpoint ${r.EndpointID.slice(0, 12)}: it was not created through weavemesh (disconnect and connect the container again)`);
     // Filters first: the endpoint is in the table before its link can carry a frame.
     await this.backend.recordEndpoint(r.EndpointID, e.cidr, e.mac);

@@ -206,3 +206,57 @@ describe('plugin protocol', () => {
     assert.deepEqual(parsePluginState('{"networks": {"n": {"pools": ["10.32.0.0/12"]}}, "endpoints": {}}'), { state: { networks: { n: { pools: ['10.32.0.0/12'] } }, endpoints: {} } });
   });
 });
+
+describe('plugin protocol under random input', () => {
+  test('2000 random bodies on every call: each answers an object or a one-line error, and state stays well-formed', async () => {
+    // Small deterministic PRNG (mulberry32) so a failure reproduces.
+    let seed = 0x5eed;
+    const rnd = (): number => {
+      seed = (seed + 0x6d2b79f5) | 0;
+      let t = seed;
+      t = Math.imul(t ^ (t >>> 15), t | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+    const pick = <T>(xs: T[]): T => xs[Math.floor(rnd() * xs.length)];
+    const atoms = [null, true, 0, -1, 1e300, '', 'n1', 'e1', '10.32.0.2/12', '10.32.5.0/24', '10.32.5.7', '0.0.0.0/0', '999.1.1.1/33', 'x'.repeat(300), '\n', [], {}, { __proto__: { x: 1 } }];
+    const keys = ['NetworkID', 'EndpointID', 'PoolID', 'Pool', 'Address', 'Interface', 'Options', 'IPv4Data', 'V6', 'SubPool', 'MacAddress', 'RequestAddressType', '__proto__', 'constructor'];
+    const value = (depth: number): unknown => {
+      const r = rnd();
+      if (depth > 2 || r < 0.5) return pick(atoms);
+      if (r < 0.75) return Array.from({ length: Math.floor(rnd() * 3) }, () => value(depth + 1));
+      return Object.fromEntries(Array.from({ length: Math.floor(rnd() * 4) }, () => [pick(keys), value(depth + 1)]));
+    };
+    const paths = ['/Plugin.Activate', '/NetworkDriver.CreateNetwork', '/NetworkDriver.DeleteNetwork', '/NetworkDriver.CreateEndpoint', '/NetworkDriver.DeleteEndpoint',
+      '/NetworkDriver.Join', '/NetworkDriver.Leave', '/NetworkDriver.EndpointOperInfo', '/IpamDriver.RequestPool', '/IpamDriver.RequestAddress', '/IpamDriver.ReleaseAddress', '/Nope'];
+    const w = new World();
+    const c = new PluginCore(w);
+    let answered = 0;
+    let refused = 0;
+    for (let i = 0; i < 2000; i++) {
+      const body = rnd() < 0.8 ? Object.fromEntries(Array.from({ length: Math.floor(rnd() * 5) }, () => [pick(keys), value(0)])) : value(0);
+      try {
+        const out = await c.handle(pick(paths), body);
+        assert.equal(typeof out, 'object');
+        answered++;
+      } catch (err) {
+        assert.ok(err instanceof Error);
+        assert.doesNotMatch(err.message, /\n/, `multi-line error: ${err.message}`);
+        refused++;
+      }
+    }
+    assert.ok(answered > 0 && refused > 0, `answered ${answered}, refused ${refused}`);
+    const s = parsePluginState(JSON.stringify(c.snapshot()));
+    assert.equal(s.problem, undefined, 'state still decodes');
+  });
+});
+
+test('reserved object keys are refused as ids (no prototype games with the state)', async () => {
+  const w = new World();
+  const c = new PluginCore(w);
+  for (const id of ['__proto__', 'constructor', 'toString']) {
+    await assert.rejects(c.handle('/NetworkDriver.CreateEndpoint', { NetworkID: 'n', EndpointID: id, Interface: { Address: '10.32.0.2/12' } }), /EndpointID: want a Docker id, not a reserved name/);
+    await assert.rejects(c.handle('/NetworkDriver.Join', { NetworkID: 'n', EndpointID: id }), /EndpointID/);
+  }
+  assert.equal(w.saves, 0);
+});
