@@ -100,6 +100,7 @@ function writer(seconds: number, size: number): void {
   });
 }
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a child's JSON report, read field by field
 function nextJson(p: ChildProcess): Promise<Record<string, any>> {
   return new Promise((resolve, reject) => {
     const rl = createInterface({ input: p.stdout! });
@@ -108,6 +109,7 @@ function nextJson(p: ChildProcess): Promise<Record<string, any>> {
       clearTimeout(timer);
       rl.close();
       try {
+        // eslint-disable-next-line @typescript-eslint/no-explicit-any
         resolve(JSON.parse(l) as Record<string, any>);
       } catch {
         reject(new Error(`bench child said: ${l}`));

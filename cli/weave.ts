@@ -4,7 +4,7 @@
  * starts the daemon) and `env`/`config` is one request to the router's HTTP API.
  * Errors are one line on stderr and exit code 1.
  */
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import { spawn } from 'node:child_process';
 import { promises as fsp, openSync, readFileSync, existsSync } from 'node:fs';
 import os from 'node:os';
@@ -26,7 +26,7 @@ const WEAVER_JS = path.join(here, '..', 'router', 'daemon', 'weaver.js');
  * V8 flags the router runs with (the shebang above gives the same to `weave launch
  * --no-detach`): no memory reducer, whose idle-time compactions of the heap paused the
  * event loop — and so the data path — for 6–18 ms each, some seconds after start and
- * after every full collection (router/heap.ts collects startup's garbage instead).
+ * after every full collection (router/daemon/heap.ts collects startup's garbage instead).
  */
 const ROUTER_NODE_FLAGS = ['--no-memory-reducer'];
 

@@ -101,7 +101,7 @@ export interface Report {
     /** Data-path counters per path ("sleeve", "fastdp"). */
     Traffic: Record<string, { FramesIn: number; FramesOut: number; BytesIn: number; BytesOut: number }>;
     /**
-     * The sleeve's flow cache (router/flow-cache.ts): frames forwarded by the addons
+     * The sleeve's flow cache (router/overlay/flow-cache.ts): frames forwarded by the addons
      * from cached decisions, per direction; they are included in Traffic.sleeve.
      */
     FlowCache?: { Enabled: boolean; Egress: { Installs: number; Clears: number; Frames: number; Drops: number; Errors: number }; Ingress: { Installs: number; Clears: number; Frames: number; Drops: number; Errors: number } };

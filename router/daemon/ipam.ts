@@ -98,15 +98,16 @@ async function startIpam(ctx: SubsystemContext): Promise<Started> {
   const { cfg, router, log, api } = ctx;
   await checkRangeAgainstRoutes(cfg.ipallocRange, cfg.ipallocRange !== '10.32.0.0/12', log);
   const persistence = new FilePersistence(path.join(cfg.stateDir, 'ipam.json'));
-  let allocator: Allocator | undefined;
+  // The channel exists before the allocator it feeds (the allocator needs the channel).
+  const holder: { allocator?: Allocator } = {};
   const channel = ctx.registerChannel('ipam', {
     onGossip: (src, payload, kind) => {
-      const err = allocator?.onGossip(src, payload, kind);
+      const err = holder.allocator?.onGossip(src, payload, kind);
       if (err) log(err, 'warn');
     },
-    fullState: () => allocator?.fullState(),
+    fullState: () => holder.allocator?.fullState(),
   });
-  allocator = new Allocator({
+  const allocator = new Allocator({
     range: cfg.ipallocRange,
     defaultSubnet: cfg.ipallocDefaultSubnet,
     init: parseInit(cfg.ipallocInit, cfg.initialPeerCount),
@@ -121,6 +122,7 @@ async function startIpam(ctx: SubsystemContext): Promise<Started> {
     },
     log: (m) => log(m),
   });
+  holder.allocator = allocator;
   await allocator.start();
   const a = allocator;
   router.on('peer-gone', (name: string) => a.onPeerGone(name));

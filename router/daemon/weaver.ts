@@ -8,7 +8,6 @@
  */
 import { collectGarbage } from './heap.js';
 import os from 'node:os';
-import path from 'node:path';
 import { promises as fsp, readFileSync } from 'node:fs';
 import { Router } from '../router.js';
 import { Tap } from '../overlay/tap.js';

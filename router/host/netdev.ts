@@ -149,7 +149,7 @@ export async function detachVeth(id: string, nsPath: string | undefined, cidrs: 
 export async function resetLinks(): Promise<void> {
   const out = await ip('-o', '-d', 'link', 'show').catch(() => '');
   for (const line of out.split('\n')) {
-    // [fastdp] also its VXLAN devices (router/fastdp.ts), recognised by name and VNI.
+    // [fastdp] also its VXLAN devices (router/overlay/fastdp.ts), recognised by name and VNI.
     const m = /^\d+: (vethwepl[0-9a-f]+|vxlan(?:hb)?-\d+)[@:]/.exec(line);
     if (m && (m[1].startsWith('vethwepl') || / vxlan id 678[45] /.test(line))) await ip('link', 'del', 'dev', m[1]).catch(() => undefined);
   }

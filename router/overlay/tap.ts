@@ -254,7 +254,7 @@ export class Tap {
   }
 
   /**
-   * Installs an egress flow (router/flow-cache.ts): until `ttlMs` ms from now, a
+   * Installs an egress flow (router/overlay/flow-cache.ts): until `ttlMs` ms from now, a
    * wake-up whose every frame (at most FLOW_BATCH_MAX) is `srcMac` → `dstMac` (48-bit
    * numbers) or another installed flow, and at most `maxFrame` bytes, is sent by the
    * addon as FRAMES datagrams to IPv4 `addr` (uint32) : `port` on the UDP socket

@@ -266,7 +266,7 @@ export class UdpSocket {
   }
 
   /**
-   * Installs an ingress flow (router/flow-cache.ts): until `ttlMs` ms from now, a
+   * Installs an ingress flow (router/overlay/flow-cache.ts): until `ttlMs` ms from now, a
    * wake-up of at most FLOW_BATCH_MAX plaintext FRAMES datagrams, each sent by peer
    * `hopPeer` from IPv4 `hopAddr` (uint32), whose every frame was originated by
    * `srcPeer`, is addressed to `selfPeer` and matches `srcMac` → `dstMac` (or another

@@ -44,7 +44,7 @@
  * of crashing the router.
  */
 
-/** What the policy needs of an endpoint (router/endpoints.ts Endpoint is a superset). */
+/** What the policy needs of an endpoint (router/host/endpoints.ts Endpoint is a superset). */
 export interface PolicyEndpoint {
   id: string;
   /** "a.b.c.d/len" addresses, each naming its subnet. */

@@ -65,7 +65,7 @@ for (const variant of VARIANTS) {
       for (const a of all) for (const b of all) if (a !== b) await a.mustPing(b.ips[0], {}, `${a.name} -> ${b.name}`);
     });
 
-    // The flow cache (router/flow-cache.ts) only serves the sleeve: over fastdp the
+    // The flow cache (router/overlay/flow-cache.ts) only serves the sleeve: over fastdp the
     // kernel forwards and the router never sees these frames.
     test('flow cache: sparse pings are forwarded from the addons\' cache, and a policy change empties it', { skip: !variant.flags.includes('--no-fastdp') }, async () => {
       const before1 = (await h1.report()).Router.FlowCache;
@@ -183,7 +183,7 @@ describe('mesh: --no-discovery chain relays', { skip, timeout: 300_000 }, () => 
 
   test('h1 - h2 - h3 without discovery: c1 reaches c3 through h2', async () => {
     const [h1, h2, h3] = await bed.up(3);
-    const n1 = (await h1.launch(['--ipalloc-range', '', '--no-discovery'])).trim();
+    await h1.launch(['--ipalloc-range', '', '--no-discovery']);
     const n2 = (await h2.launch(['--ipalloc-range', '', '--no-discovery', h1.ip])).trim();
     const n3 = (await h3.launch(['--ipalloc-range', '', '--no-discovery', h2.ip])).trim();
     const c1 = await h1.container('c1', ['ip:10.32.1.1/12']);

@@ -67,11 +67,13 @@ function runChild(mode: string, wrap: string[] = []): Promise<ChildResult> {
 }
 
 /** Runs a JSON-reporting mode and returns its report, failing on a bad exit. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a child's JSON report, read field by field
 async function childJson(mode: string, wrap: string[] = []): Promise<Record<string, any>> {
   const r = await runChild(mode, wrap);
   assert.equal(r.signal, null, `child ${mode} was killed (hung?): ${r.stderr}`);
   assert.equal(r.code, 0, `child ${mode} exited ${r.code}: ${r.stderr}${r.stdout}`);
   const line = r.stdout.trim().split('\n').pop() ?? '';
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   const rep = JSON.parse(line) as Record<string, any>;
   assert.equal(rep.ok, true, `child ${mode} failed: ${rep.error}`);
   return rep;

@@ -1,5 +1,5 @@
 /**
- * router/flow-cache.ts: the egress template must be exactly the bytes the sleeve's
+ * router/overlay/flow-cache.ts: the egress template must be exactly the bytes the sleeve's
  * own packer writes before a frame's length (so a frame forwarded by the addon and one
  * sent by the router are the same datagram), and the environment switch.
  */

@@ -56,7 +56,7 @@ test('formatStatus: states follow Weave order, unknown states after them', () =>
   const r = sampleReport();
   const c = (State: string) => ({ Address: '1.2.3.4:6783', Outbound: true, State, Info: '' });
   r.Router.Connections = [c('connecting'), c('weird'), c('retrying'), c('pending'), c('connecting')];
-  assert.match(formatStatus(r), /\n    Connections: 5 \(1 pending, 1 retrying, 2 connecting, 1 weird\)\n/);
+  assert.match(formatStatus(r), /\n {4}Connections: 5 \(1 pending, 1 retrying, 2 connecting, 1 weird\)\n/);
 });
 
 test('formatConnections: direction, padded address and state, info, attributes', () => {

@@ -1,5 +1,5 @@
 /**
- * Pure parts of router/udp.ts: IPv4 ⇄ uint32 conversion and the DatagramBatch
+ * Pure parts of router/overlay/udp.ts: IPv4 ⇄ uint32 conversion and the DatagramBatch
  * bookkeeping (no sockets; the native socket is tested in test/e2e/udp.test.ts).
  */
 import { describe, it } from 'node:test';

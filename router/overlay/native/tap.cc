@@ -12,7 +12,7 @@
 // preallocated slab and calls JavaScript once with the whole batch. Writes are
 // plain non-blocking write() calls made synchronously from JavaScript.
 //
-// JS surface (wrapped by router/tap.ts):
+// JS surface (wrapped by router/overlay/tap.ts):
 //   new Tap(name, maxFrame, batch, slabBytes, vnetHdr?)
 //   tap.fd, tap.name
 //   tap.start(onBatch(slab, frames, count), onError(code, message))
@@ -70,7 +70,7 @@
 
 namespace {
 
-// Bounds on open() parameters; router/tap.ts checks the same bounds first.
+// Bounds on open() parameters; router/overlay/tap.ts checks the same bounds first.
 constexpr double kMinFrame = 64;          // smaller cannot hold an Ethernet header + IPv4 header
 constexpr double kMaxFrame = 1 << 20;     // far above the 65535-byte TAP MTU limit
 constexpr double kMaxBatch = 65536;

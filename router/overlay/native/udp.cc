@@ -38,7 +38,7 @@
 // needed" does not shrink a cached path MTU (the sleeve probes each peer's
 // PMTU itself, as Weave's sleeve does). See ip(7), udp(7), socket(7).
 //
-// JS surface (wrapped by router/udp.ts):
+// JS surface (wrapped by router/overlay/udp.ts):
 //   new UdpSocket({ address, port, batch, slotBytes, bufferBytes, dontFragment, reuseAddr, gso, gro })
 //   sock.fd, sock.localPort, sock.slotStride
 //   sock.start(onBatch(slab, meta, count), onError(code, message))

@@ -1,0 +1,400 @@
+/**
+ * The forwarding core: frames in → decisions → transports. Captured frames (a TAP
+ * batch) and received ones (sleeve datagrams) are checked against the isolation
+ * policy, their source MACs learned, and each goes to the TAP, to one next hop
+ * (unicast route) or along a broadcast tree, over the sleeve — or is skipped when
+ * the kernel's fast datapath already carried it. Decisions for small wake-ups are
+ * installed in the addons' flow cache (flow-cache.ts).
+ *
+ * Inputs it does not own: the mesh's routes (router/mesh/routes.ts, recomputed by
+ * the router), the sleeve's per-peer senders and the fastdp state. The data-path
+ * route tables (next hop per destination peer, per-source broadcast lists) are
+ * derived here from those, lazily after a topology change. Per Weave's router
+ * design; the data path must not allocate per frame.
+ */
+import { numToPeerName, peerNameToNum, type PeerName } from '../mesh/peer-name.js';
+import type { Topology } from '../mesh/topology.js';
+import type { Routes } from '../mesh/routes.js';
+import { MacCache } from './mac-cache.js';
+import type { Sleeve, SleevePeer } from './sleeve.js';
+import { forEachFrame } from './sleeve-codec.js';
+import { dstMac, srcMac, isGroupMac, ipv4DontFragment, fragmentIPv4, icmpFragNeeded } from './ethernet.js';
+import type { Tap } from './tap.js';
+import { EGRESS_TEMPLATE_BYTES, FLOW_BATCH_MAX, FLOW_TTL_MS, NO_FLOW_STATS, egressTemplate, type FlowStats } from './flow-cache.js';
+
+/**
+ * Per-frame subnet isolation (router/policy/isolation.ts): decides, from the local
+ * endpoint table alone, whether a frame captured from the TAP may leave this host and
+ * whether a frame received from a peer may be delivered here. Returns a drop reason
+ * or undefined to allow. Must not allocate per frame.
+ */
+export interface FramePolicy {
+  checkCaptured(buf: Buffer, start: number, end: number): string | undefined;
+  checkDelivered(buf: Buffer, start: number, end: number): string | undefined;
+}
+
+/**
+ * A transport the forwarding core hands frames to (Weave's NetworkOverlay; the sleeve
+ * implements it). `enqueue` queues one frame for a peer's next datagram; `flush`
+ * sends what is queued, once per batch.
+ */
+export interface Overlay {
+  enqueue(peer: SleevePeer, origin: number, dst: number, buf: Buffer, start: number, end: number): void;
+  flush(): void;
+  clearFlows(): void;
+}
+
+export interface ForwarderOptions {
+  selfName: PeerName;
+  topology: Topology;
+  routes: Routes;
+  sleeve: Sleeve;
+  /** The sleeve peer of each direct neighbour (owned by the router). */
+  sleevePeers: ReadonlyMap<PeerName, SleevePeer>;
+  /** Cache forwarding decisions in the addons. */
+  flowCache: boolean;
+}
+
+export class Forwarder {
+  readonly macs = new MacCache();
+  readonly drops: Record<string, number> = {};
+  readonly traffic = { framesIn: 0, bytesIn: 0, framesOut: 0, bytesOut: 0 };
+  /** Refreshed every 100 ms by the router (MAC learning needs no finer clock). */
+  now = Date.now();
+  private readonly selfName: PeerName;
+  private readonly selfNum: number;
+  private readonly topology: Topology;
+  private readonly routes: Routes;
+  private readonly sleeve: Sleeve;
+  private readonly sleevePeers: ReadonlyMap<PeerName, SleevePeer>;
+  private tap: Tap | undefined;
+  private readonly unicastNext = new Map<number, SleevePeer>();
+  private readonly broadcastNext = new Map<number, SleevePeer[]>();
+  private routesGeneration = -1;
+  private framePolicy: FramePolicy | undefined;
+  // [flow cache] flow-cache.ts: decisions for small wake-ups are cached in the
+  // addons; these hold what an install needs.
+  readonly flowCache: boolean;
+  private readonly flowTemplate = Buffer.alloc(EGRESS_TEMPLATE_BYTES);
+  private tapVnetBytes = 0;
+  /** The peer that sent the datagram being handled, and whether its frames may get ingress flows. */
+  private rxHop: SleevePeer | undefined;
+  private rxCacheable = false;
+  // [fastdp] The peers whose captured frames the kernel carries (never also sent over
+  // the sleeve), and the direct neighbours that are the next hop towards some other peer.
+  readonly fastdpNums = new Set<number>();
+  private readonly relayVia = new Set<number>();
+
+  constructor(o: ForwarderOptions) {
+    this.selfName = o.selfName;
+    this.selfNum = peerNameToNum(o.selfName);
+    this.topology = o.topology;
+    this.routes = o.routes;
+    this.sleeve = o.sleeve;
+    this.sleevePeers = o.sleevePeers;
+    this.flowCache = o.flowCache;
+  }
+
+  /** Subnet isolation; undefined lets every frame through. Setting it clears the flow cache. */
+  get policy(): FramePolicy | undefined {
+    return this.framePolicy;
+  }
+  set policy(p: FramePolicy | undefined) {
+    this.framePolicy = p;
+    this.clearFlows();
+  }
+
+  drop(reason: string, n = 1): void {
+    this.drops[reason] = (this.drops[reason] ?? 0) + n;
+  }
+
+  /** Start taking frames from the TAP (or none: a router without a TAP, in tests). */
+  attachTap(tap: Tap | undefined, log: (line: string) => void): void {
+    this.tap = tap;
+    tap?.start(this.onTapBatch, (err) => log(`tap: ${err.message}`));
+    this.tapVnetBytes = tap?.vnetHeaderBytes ?? 0;
+    // [flow cache] Between cached frames the addons wait for the next one themselves.
+    const udpPort = this.flowCache ? this.sleeve.fastPort() : undefined;
+    if (tap !== undefined && udpPort !== undefined && !tap.linkFastPath(udpPort)) log('flow cache: cannot link the TAP and UDP socket; frames still take the cache');
+  }
+
+  closeTap(): void {
+    this.tap?.close();
+  }
+
+  /** Make the data-path route tables current (after a topology or neighbour change). */
+  refreshRoutes(): void {
+    if (this.routesGeneration !== this.topology.generation) this.recalcRoutes();
+  }
+
+  /** Topology-independent inputs changed (a sleeve peer came or went): rebuild on next use. */
+  invalidateRoutes(): void {
+    this.routesGeneration = -1;
+  }
+
+  /** [fastdp] Frames captured for `num` are (not) carried by the kernel from now on. */
+  setFastdp(num: number, on: boolean): boolean {
+    if (on === this.fastdpNums.has(num)) return false;
+    if (on) this.fastdpNums.add(num);
+    else this.fastdpNums.delete(num);
+    this.clearFlows();
+    return true;
+  }
+
+  /** The MAC cache forgets a peer that left the topology. */
+  forgetPeer(name: PeerName): void {
+    this.macs.deletePeer(peerNameToNum(name));
+  }
+
+  /** Sleeve traffic: frames the router handled plus those the flow cache forwarded. */
+  sleeveTraffic(): { framesIn: number; bytesIn: number; framesOut: number; bytesOut: number; flows: { egress: FlowStats; ingress: FlowStats } } {
+    const flows = this.flowStats();
+    const t = this.traffic;
+    return {
+      framesIn: t.framesIn + flows.ingress.frames, bytesIn: t.bytesIn + flows.ingress.bytes,
+      framesOut: t.framesOut + flows.egress.frames, bytesOut: t.bytesOut + flows.egress.bytes, flows,
+    };
+  }
+
+  recalcRoutes(): void {
+    this.clearFlows();
+    this.routes.recalculate();
+    this.unicastNext.clear();
+    this.broadcastNext.clear();
+    for (const p of this.topology.peers()) {
+      if (p.name === this.selfName) continue;
+      const hop = this.routes.unicast(p.name);
+      const sp = hop === undefined ? undefined : this.sleevePeers.get(hop);
+      if (sp && sp.established) this.unicastNext.set(peerNameToNum(p.name), sp);
+    }
+    // [fastdp] Neighbours that relay towards others still need broadcasts over the sleeve.
+    this.relayVia.clear();
+    for (const p of this.topology.peers()) {
+      const hop = this.routes.unicast(p.name);
+      if (hop !== undefined && hop !== p.name && hop !== this.selfName) this.relayVia.add(peerNameToNum(hop));
+    }
+    this.routesGeneration = this.topology.generation;
+  }
+
+  private broadcastFor(source: number): SleevePeer[] {
+    let list = this.broadcastNext.get(source);
+    if (list === undefined) {
+      list = [];
+      for (const hop of this.routes.broadcast(numToPeerName(source))) {
+        const sp = this.sleevePeers.get(hop);
+        if (sp && sp.established) list.push(sp);
+      }
+      this.broadcastNext.set(source, list);
+    }
+    return list;
+  }
+
+
+  private readonly onTapBatch = (slab: Buffer, frames: Uint32Array, count: number): void => {
+    if (this.routesGeneration !== this.topology.generation) this.recalcRoutes();
+    const self = this.selfNum;
+    const now = this.now;
+    const cacheable = this.flowCache && count <= FLOW_BATCH_MAX;
+    for (let i = 0; i < count; i++) {
+      const start = frames[2 * i];
+      const end = start + frames[2 * i + 1];
+      if (end - start < 14) {
+        this.drop('malformed');
+        continue;
+      }
+      if (this.framePolicy !== undefined) {
+        const why = this.framePolicy.checkCaptured(slab, start, end);
+        if (why !== undefined) {
+          this.drop(why);
+          continue;
+        }
+      }
+      const src = srcMac(slab, start);
+      if (this.macs.learn(src, self, now) === 'moved') this.clearFlows();
+      const dst = dstMac(slab, start);
+      if (isGroupMac(dst)) {
+        this.flood(self, slab, start, end);
+        continue;
+      }
+      const owner = this.macs.lookup(dst);
+      if (owner === undefined) this.flood(self, slab, start, end);
+      // [fastdp] A captured frame was flooded by the bridge (no learning on the TAP), so
+      // the kernel's VXLAN already carried it to a fastdp owner.
+      else if (owner !== self && !this.fastdpNums.has(owner)) {
+        this.unicast(self, owner, slab, start, end);
+        if (cacheable) this.installEgressFlow(src, dst, owner, end - start);
+      }
+    }
+    this.sleeve.flush();
+  };
+
+  /**
+   * [flow cache] Caches the decision just made for a captured frame srcM → dstM owned
+   * by peer `owner`: only towards a plaintext next hop whose path takes the frame.
+   */
+  private installEgressFlow(srcM: number, dstM: number, owner: number, len: number): void {
+    const sp = this.unicastNext.get(owner);
+    const tap = this.tap;
+    const fd = this.sleeve.fd;
+    if (tap === undefined || sp === undefined || fd < 0 || sp.encrypted || sp.sealer !== undefined || sp.addr < 0 || len > sp.maxFrame) return;
+    egressTemplate(this.selfNum, this.selfNum, owner, this.flowTemplate);
+    tap.addFlow(srcM, dstM, fd, sp.addr, sp.port, this.flowTemplate, sp.maxFrame, FLOW_TTL_MS);
+  }
+
+  /** [flow cache] Empties both directions' caches: a decision's input changed. */
+  clearFlows(): void {
+    this.tap?.clearFlows();
+    this.sleeve.clearFlows();
+  }
+
+  /** [flow cache] Counters: egress from the TAP addon, ingress from the UDP addon. */
+  flowStats(): { egress: FlowStats; ingress: FlowStats } {
+    return { egress: this.tap?.flowStats() ?? NO_FLOW_STATS, ingress: this.sleeve.flowStats() };
+  }
+
+  private unicast(origin: number, dst: number, buf: Buffer, start: number, end: number): void {
+    const sp = this.unicastNext.get(dst);
+    if (sp === undefined) {
+      this.drop('no-route');
+      return;
+    }
+    this.send(sp, origin, dst, buf, start, end);
+  }
+
+  private flood(origin: number, buf: Buffer, start: number, end: number): void {
+    const list = this.broadcastFor(origin);
+    // [fastdp] Our own captured broadcasts reached fastdp neighbours' bridges through the
+    // kernel; a neighbour that relays further gets a relay-only copy (dst = origin),
+    // which it forwards along the tree without delivering it again.
+    const captured = origin === this.selfNum && this.fastdpNums.size !== 0;
+    for (let i = 0; i < list.length; i++) {
+      const sp = list[i];
+      if (captured && this.fastdpNums.has(sp.num)) {
+        if (this.relayVia.has(sp.num)) this.send(sp, origin, origin, buf, start, end);
+        continue;
+      }
+      this.send(sp, origin, 0, buf, start, end);
+    }
+  }
+
+  private send(sp: SleevePeer, origin: number, dst: number, buf: Buffer, start: number, end: number): void {
+    if (end - start <= sp.maxFrame) {
+      this.traffic.framesOut++;
+      this.traffic.bytesOut += end - start;
+      this.sleeve.enqueue(sp, origin, dst, buf, start, end);
+      return;
+    }
+    this.tooBig(sp, origin, dst, buf, start, end);
+  }
+
+  /**
+   * A frame larger than the path to `sp` allows: IPv4 with DF gets an ICMP
+   * "fragmentation needed" back to its sender (RFC 1191), IPv4 without DF is fragmented
+   * here (RFC 791), anything else is dropped and counted.
+   */
+  private tooBig(sp: SleevePeer, origin: number, dst: number, buf: Buffer, start: number, end: number): void {
+    const mtu = sp.maxFrame - 14;
+    const df = ipv4DontFragment(buf, start, end);
+    if (df === false) {
+      const frags = fragmentIPv4(buf, start, end, mtu);
+      if (frags) {
+        for (const f of frags) this.sleeve.enqueue(sp, origin, dst, f, 0, f.length);
+        return;
+      }
+    } else if (df === true) {
+      const icmp = icmpFragNeeded(buf, start, end, mtu);
+      if (icmp) {
+        this.drop('mtu');
+        if (origin === this.selfNum) this.tap?.write(icmp, 0, icmp.length);
+        else this.unicast(this.selfNum, origin, icmp, 0, icmp.length);
+        return;
+      }
+    }
+    this.drop('mtu');
+  }
+
+  onFrames(peer: SleevePeer, buf: Buffer, start: number, end: number): void {
+    if (this.routesGeneration !== this.topology.generation) this.recalcRoutes();
+    this.rxHop = peer;
+    this.rxCacheable = this.flowCache && this.tap !== undefined && this.sleeve.batchSize <= FLOW_BATCH_MAX && peer.opener === undefined && peer.addr >= 0;
+    if (!forEachFrame(buf, start, end, this.onFrame)) this.drop('malformed');
+    // Relayed frames leave with the sleeve's flush and delivered ones with
+    // onBatchEnd, both once per received batch.
+  }
+
+  // [sleeve batching] TAP writes of one received datagram batch, as (offset, length)
+  // pairs into one buffer, written with one writeSlab call.
+  private tapPendingBuf: Buffer | undefined;
+  private readonly tapPending = new Uint32Array(2 * 1024);
+  private tapPendingCount = 0;
+
+  /** End of a received datagram batch: write the delivered frames to the TAP. */
+  onBatchEnd(): void {
+    this.flushTap();
+  }
+
+  private flushTap(): void {
+    const n = this.tapPendingCount;
+    if (n === 0) return;
+    const buf = this.tapPendingBuf!;
+    this.tapPendingCount = 0;
+    this.tapPendingBuf = undefined;
+    if (this.tap === undefined) return;
+    const written = this.tap.writeSlab(buf, this.tapPending, n);
+    if (written < n) this.drop('tap', n - written);
+  }
+
+  private readonly onFrame = (src: number, dst: number, buf: Buffer, start: number, end: number): void => {
+    const self = this.selfNum;
+    if (src === self) {
+      this.drop('loop');
+      return;
+    }
+    this.traffic.framesIn++;
+    this.traffic.bytesIn += end - start;
+    if (this.macs.learn(srcMac(buf, start), src, this.now) === 'moved') this.clearFlows();
+    if (dst === self) {
+      if (this.deliver(buf, start, end) && this.rxCacheable) this.installIngressFlow(src, buf, start);
+    } else if (dst === 0) {
+      this.deliver(buf, start, end);
+      this.flood(src, buf, start, end);
+    } else if (dst === src) {
+      // [fastdp] relay-only broadcast: the origin's kernel delivered it to our bridge.
+      this.flood(src, buf, start, end);
+    } else {
+      this.unicast(src, dst, buf, start, end);
+    }
+  };
+
+  /**
+   * [flow cache] Caches the decision just made for a frame from origin `src` delivered
+   * here: only for a destination MAC learned on our own TAP (unknown ones flood).
+   */
+  private installIngressFlow(src: number, buf: Buffer, start: number): void {
+    const dstM = dstMac(buf, start);
+    const hop = this.rxHop;
+    if (hop === undefined || isGroupMac(dstM) || this.macs.lookup(dstM) !== this.selfNum) return;
+    this.sleeve.addIngressFlow(hop, src, srcMac(buf, start), dstM, this.tap!.fd, this.tapVnetBytes, FLOW_TTL_MS);
+  }
+
+  /** Queues a frame for the TAP; false if policy dropped it or there is no TAP. */
+  private deliver(buf: Buffer, start: number, end: number): boolean {
+    if (this.framePolicy !== undefined) {
+      const why = this.framePolicy.checkDelivered(buf, start, end);
+      if (why !== undefined) {
+        this.drop(why);
+        return false;
+      }
+    }
+    if (this.tap === undefined) return false;
+    // [sleeve batching] queued for flushTap (the buffer is valid until onBatchEnd).
+    if (buf !== this.tapPendingBuf || this.tapPendingCount === 1024) {
+      this.flushTap();
+      this.tapPendingBuf = buf;
+    }
+    const i = 2 * this.tapPendingCount++;
+    this.tapPending[i] = start;
+    this.tapPending[i + 1] = end - start;
+    return true;
+  }
+}
