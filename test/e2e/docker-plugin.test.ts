@@ -62,6 +62,12 @@ describe('Docker network plugin across two hosts', { skip, timeout: 900_000 }, (
     return out;
   };
   const ping = async (h: Host, from: string, to: string): Promise<boolean> => (await docker(h, ['exec', from, 'ping', '-c', '2', '-W', '2', to])).code === 0;
+  /** A reachability that must hold: up to 3 tries, then an error with what both routers saw. */
+  const mustReach = async (h: Host, from: string, to: string, what: string): Promise<void> => {
+    for (let i = 0; i < 3; i++) if (await ping(h, from, to)) return;
+    const neigh = (await docker(h, ['exec', from, 'ip', 'neigh'])).stdout.trim();
+    throw new Error(`${what}: ${from} on ${h.nickname} cannot ping ${to}\n${from} neighbours: ${neigh}\n${await h1.diagnose()}\n${await h2.diagnose()}`);
+  };
 
   before(async () => {
     [h1, h2] = await bed.up(2);
@@ -98,8 +104,8 @@ describe('Docker network plugin across two hosts', { skip, timeout: 900_000 }, (
     const ip2 = await ipOn(h2, 'c2', 'weave');
     assert.notEqual(ip1, ip2);
     assert.match(await mustDocker(h1, ['exec', 'c1', 'ip', '-o', 'addr', 'show']), new RegExp(`ethwe0\\s+inet ${ip1.replace(/\./g, '\\.')}/12`));
-    assert.ok(await ping(h1, 'c1', ip2), `c1 ${ip1} cannot ping c2 ${ip2}\n${await h1.diagnose()}`);
-    assert.ok(await ping(h2, 'c2', ip1), 'c2 cannot ping c1');
+    await mustReach(h1, 'c1', ip2, `c1 ${ip1} -> c2 ${ip2}`);
+    await mustReach(h2, 'c2', ip1, 'c2 cannot ping c1');
     assert.match(await h1.mustWeave(['ps']), new RegExp(`^[0-9a-f]{12} ([0-9a-f]{2}:){5}[0-9a-f]{2} ${ip1.replace(/\./g, '\\.')}/12$`, 'm'));
     // The endpoint carries the container's name (for DNS), learned from dockerd after Join.
     await until('endpoint named c1', async () => {
@@ -121,7 +127,7 @@ describe('Docker network plugin across two hosts', { skip, timeout: 900_000 }, (
     const b7 = await ipOn(h2, 'b7', 'net7');
     assert.match(a5, /^10\.32\.5\./);
     assert.match(b7, /^10\.32\.7\./);
-    assert.ok(await ping(h1, 'a5', b5), 'same subnet across hosts must ping');
+    await mustReach(h1, 'a5', b5, 'same subnet across hosts must ping');
     const c1 = await ipOn(h1, 'c1', 'weave');
     const c2 = await ipOn(h2, 'c2', 'weave');
     // a5 has no route to 10.32.0.0/12 outside its /24, so give it one: isolation must hold anyway.
@@ -139,13 +145,13 @@ describe('Docker network plugin across two hosts', { skip, timeout: 900_000 }, (
     const b7on5 = await ipOn(h2, 'b7', 'net5');
     const a5 = await ipOn(h1, 'a5', 'net5');
     assert.match(await mustDocker(h2, ['exec', 'b7', 'ip', '-o', 'addr', 'show']), new RegExp(`ethwe1\\s+inet ${b7on5.replace(/\./g, '\\.')}/24`));
-    assert.ok(await ping(h2, 'b7', a5), 'b7 connected to net5 cannot reach a5');
+    await mustReach(h2, 'b7', a5, 'b7 connected to net5 cannot reach a5');
     await mustDocker(h2, ['network', 'disconnect', 'net5', 'b7']);
     assert.doesNotMatch(await mustDocker(h2, ['exec', 'b7', 'ip', '-o', 'addr', 'show']), /10\.32\.5\./);
     assert.equal(await ping(h2, 'b7', a5), false, 'b7 still reaches net5 after disconnect');
-    assert.ok(await ping(h2, 'b5', a5), 'net5 broke when b7 left it');
+    await mustReach(h2, 'b5', a5, 'net5 broke when b7 left it');
     await mustDocker(h2, ['network', 'connect', 'net5', 'b7']);
-    assert.ok(await ping(h2, 'b7', a5), 'b7 cannot reach a5 after connecting again');
+    await mustReach(h2, 'b7', a5, 'b7 cannot reach a5 after connecting again');
   });
 
   test('20 run/rm cycles in a /28 all succeed and give every address back', async (t) => {
@@ -205,9 +211,9 @@ describe('Docker network plugin across two hosts', { skip, timeout: 900_000 }, (
     assert.equal((await docker(h1, ['ps', '-q'], 15_000)).code, 0, 'dockerd still answers');
     await launch(h1, []);
     await until('connection after restart', async () => (await h1.mustWeave(['status', 'connections'])).includes('established'), 30_000);
-    assert.ok(await ping(h1, 'c1', c2), `c1 lost c2 across a router restart\n${await h1.diagnose()}`);
+    await mustReach(h1, 'c1', c2, 'c1 lost c2 across a router restart');
     await mustDocker(h1, ['run', '-d', '--net=weave', '--name', 'c3', IMG, 'sleep', '900']);
-    assert.ok(await ping(h1, 'c3', c2), 'a container started after the restart cannot reach c2');
+    await mustReach(h1, 'c3', c2, 'a container started after the restart cannot reach c2');
     // Persisted state: the router knows the endpoints Docker created before the restart.
     assert.ok((await h1.report()).Plugin.Endpoints >= 2);
   });
@@ -220,6 +226,6 @@ describe('Docker network plugin across two hosts', { skip, timeout: 900_000 }, (
     await mustDocker(h2, ['rm', '-f', 'c2']).catch(() => '');
     await mustDocker(h2, ['run', '-d', '--net=weave', '--name', 'c2b', IMG, 'sleep', '900']);
     const c1 = await ipOn(h1, 'c1', 'weave');
-    assert.ok(await ping(h2, 'c2b', c1), 'a container after the dockerd restart cannot reach c1');
+    await mustReach(h2, 'c2b', c1, 'a container after the dockerd restart cannot reach c1');
   });
 });
