@@ -15,8 +15,9 @@ import { formatConnections, formatIpam, formatPeers, formatStatus, formatTargets
 import { renderTemplate } from './template.js';
 import { withSpinner } from './spinner.js';
 import type { Report } from '../router/api/report.js';
-import type { LaunchConfig } from '../router/daemon/config.js';
+import { checkListenAddress, type LaunchConfig } from '../router/daemon/config.js';
 import { parseLogLevel } from '../router/daemon/log.js';
+import { passwordWeakness } from './password.js';
 
 const VERSION = '0.1.0';
 const DEFAULT_MTU = 1376;
@@ -125,8 +126,10 @@ program.command('launch')
   .option('--no-proxy', 'do not start the Docker API proxy')
   .option('-H <addr...>', 'proxy listen address(es): unix://PATH or tcp://HOST:PORT')
   .option('--no-default-ipalloc', 'proxy: attach only containers that set WEAVE_CIDR')
+  .option('--proxy-insecure-tcp', 'DANGEROUS: allow a non-loopback -H tcp:// proxy address (the Docker API, without TLS)')
   .option('--metrics-addr <addr>', 'Prometheus metrics address', '127.0.0.1:6782')
-  .option('--api-addr <addr>', 'HTTP API address (also on the unix socket)', '127.0.0.1:6784')
+  .option('--api-addr <addr>', 'read-only HTTP API address (every route is on the unix socket)', '127.0.0.1:6784')
+  .option('--api-insecure', 'DANGEROUS: serve every API route over TCP to anyone who can reach it, and allow non-loopback --api-addr/--metrics-addr')
   .option('--log-level <level>', 'debug | info | warn (or warning) | error', logLevelOpt, 'info')
   .option('--no-fastdp', 'never use the kernel fast datapath')
   .option('--no-detach', 'run in the foreground')
@@ -134,9 +137,14 @@ program.command('launch')
   .option('--plugin-socket <path>', 'Docker plugin socket (default /run/docker/plugins/weavemesh.sock; STATE_DIR/plugins/weavemesh.sock with a non-default WEAVE_STATE_DIR)')
   .action(async (peers: string[], o: Record<string, unknown>) => {
     requireRoot('launch');
+    if (o.password !== undefined && o.detach === false) {
+      throw new CliError('--password with --no-detach would keep the password in this process\'s command line for its life (any user can read it with ps): use WEAVE_PASSWORD or --password-file');
+    }
+    for (const [flag, key] of [['--api-addr', 'apiAddr'], ['--metrics-addr', 'metricsAddr']] as const) {
+      const why = checkListenAddress(flag, o[key] as string, o.apiInsecure === true);
+      if (why) throw new CliError(why);
+    }
     const dir = stateDir();
-    const pid = readPid();
-    if (pid !== undefined || await isRunning()) throw new CliError(`weave router is already running${pid ? ` (pid ${pid})` : ''}: use weave stop first`);
     const envMtu = process.env.WEAVE_MTU ? intOpt('WEAVE_MTU', 576, 65000)(process.env.WEAVE_MTU) : undefined;
     let password = (o.password as string | undefined) ?? process.env.WEAVE_PASSWORD ?? '';
     if (o.passwordFile) {
@@ -145,6 +153,10 @@ program.command('launch')
       } catch (err) {
         throw new CliError(`cannot read password file ${o.passwordFile as string}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
       }
+    }
+    if (password) {
+      const weak = passwordWeakness(password);
+      if (weak) throw new CliError(weak);
     }
     const proxyDefault = dir === '/var/lib/weave' ? 'unix:///var/run/weave/weave.sock' : `unix://${path.join(dir, 'weave.sock')}`;
     const cfg: LaunchConfig = {
@@ -164,9 +176,11 @@ program.command('launch')
       dockerHost: process.env.DOCKER_HOST || 'unix:///var/run/docker.sock',
       proxy: o.proxy as boolean,
       proxyListen: (o.H as string[] | undefined) ?? [proxyDefault],
+      proxyInsecureTcp: o.proxyInsecureTcp === true,
       noDefaultIpalloc: o.defaultIpalloc === false,
       metricsAddr: o.metricsAddr as string,
       apiAddr: o.apiAddr as string,
+      apiInsecure: o.apiInsecure === true,
       logLevel: o.logLevel as string,
       fastdp: o.fastdp as boolean && !process.env.WEAVE_NO_FASTDP,
       // [plugin] dockerd looks in /run/docker/plugins: only there (or where the user
@@ -185,9 +199,19 @@ program.command('launch')
       parseCidrList(cfg.trustedSubnets.join(','));
       if (cfg.ipallocRange) parseCidrList(cfg.ipallocRange);
       if (cfg.ipallocDefaultSubnet) parseCidrList(cfg.ipallocDefaultSubnet);
+      if (cfg.proxy) {
+        const { parseDockerAddress } = await import('../proxy/intercept.js');
+        const { exposedTcpAddress } = await import('../proxy/proxy.js');
+        for (const a of cfg.proxyListen) {
+          const why = exposedTcpAddress(parseDockerAddress(a), cfg.proxyInsecureTcp === true);
+          if (why) throw new Error(why.replace(/^proxy: /, ''));
+        }
+      }
     } catch (err) {
       throw new CliError((err as Error).message);
     }
+    const pid = readPid();
+    if (pid !== undefined || await isRunning()) throw new CliError(`weave router is already running${pid ? ` (pid ${pid})` : ''}: use weave stop first`);
     await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
     // Restart at boot: record the launch's arguments (never the password) for setup-service.
     {
@@ -423,7 +447,19 @@ program.command('version').description('print the version').action(() => {
   out(`weave ${VERSION}`);
 });
 
+/** Control characters shown as \xNN, for echoing user input on a terminal. */
+function printable(s: string): string {
+  return s.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
 async function main(): Promise<void> {
+  // An unknown verb is an error even when followed by -h/--help (which commander
+  // would otherwise answer with the help text and exit 0).
+  const verb = process.argv[2];
+  if (verb !== undefined && !verb.startsWith('-') && !program.commands.some((c) => c.name() === verb || c.aliases().includes(verb))) {
+    process.stderr.write(`weave: unknown command '${printable(verb.slice(0, 100))}' (see weave --help)\n`);
+    process.exit(1);
+  }
   try {
     await program.parseAsync(process.argv);
   } catch (err) {

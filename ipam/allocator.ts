@@ -16,117 +16,17 @@
 import { contains, formatAddressCidr, formatCidr, formatIp, parseAddressCidr, parseCidr, parseIp, type Cidr, CidrError } from './cidr.js';
 import { Ring, RingConflictError, RingError } from './ring.js';
 import { Space, SpaceError } from './space.js';
-import { Consensus, type PaxosKnowledge } from './consensus.js';
+import { Consensus } from './consensus.js';
 import { decodeMsg, encodeMsg, IpamMessageError, type GossipMsg, type SpaceReplyMsg, type SpaceRequestMsg } from './messages.js';
-import { IpamPersistenceError, type PersistedIpam, type Persistence } from './persist.js';
+import { IpamPersistenceError, type PersistedIpam } from './persist.js';
 import type { RingPlain } from './ring.js';
+import { IpamError, MAX_REQUESTS_PER_OP, type AllocatorOptions, type InflightRequest, type IpamStatus, type PendingOp, type StatusSnapshot } from './allocator-types.js';
+import { PersistPipeline, restoreState, snapshotState } from './allocator-persist.js';
+import { PaxosStep } from './paxos-step.js';
+import { ipamStatus } from './allocator-status.js';
 
-/** Provided by the router's mesh; the mesh knows nothing about IPAM. */
-export interface GossipChannel {
-  /** Our peer name "aa:bb:cc:dd:ee:ff". */
-  readonly selfName: string;
-  /** Send to all peers (a gossip update). */
-  broadcast(payload: Uint8Array): void;
-  /** Send to one peer. */
-  unicast(dst: string, payload: Uint8Array): void;
-  /** Peers the mesh knows about (self may be absent); `reachable` = there is a route to it now. */
-  knownPeers(): Array<{ name: string; nickname: string; reachable: boolean }>;
-}
-
-/**
- * How the first ring comes to exist:
- *  - consensus: Paxos among the peers; `quorum` is N of `--ipalloc-init consensus=N`, the size of the
- *    initial group; a decision needs floor(N/2)+1 of them. Deferred until the first allocation or prime().
- *  - seed: the ring is split among exactly these peer names, without talking to anyone.
- *  - observer: never takes part in consensus and starts with no space; asks others for space.
- */
-export type IpamInit = { mode: 'consensus'; quorum: number } | { mode: 'seed'; peers: string[] } | { mode: 'observer' };
-
-export interface Timer {
-  cancel(): void;
-}
-
-export interface AllocatorOptions {
-  /** The IPAM range, e.g. "10.32.0.0/12" (a network CIDR of at least 4 addresses). */
-  range: string;
-  /** Subnet used when allocate() is given none; defaults to the range. Must lie inside the range. */
-  defaultSubnet?: string;
-  init: IpamInit;
-  channel: GossipChannel;
-  persistence: Persistence;
-  /** Nickname for a peer name (for status and rmpeer); falls back to channel.knownPeers(). */
-  nicknameOf?(name: string): string;
-  /** Milliseconds on any monotonic clock. */
-  now(): number;
-  setTimer(ms: number, fn: () => void): Timer;
-  /** Log sink for dropped gossip, conflicts and the like; default: none. */
-  log?(msg: string): void;
-  /** How long to wait for a donor's reply before asking the next peer (ms, default 3000). */
-  requestTimeoutMs?: number;
-  /** Paxos re-broadcast / re-propose interval (ms, default 2000, plus a per-peer stagger of up to the same). */
-  paxosRetryMs?: number;
-}
-
-/** Status of the allocator as shown by `weave status ipam`, `weave status` and `weave report`. */
-export interface IpamStatus {
-  range: string;
-  defaultSubnet: string;
-  status: 'ready' | 'idle' | 'awaiting consensus' | 'waiting for ring' | 'all ranges owned by unreachable peers' | 'ring conflict';
-  /** One line for humans, e.g. "awaiting consensus (quorum 2, known 1)". */
-  message: string;
-  /** Consensus majority needed and peers taking part so far (consensus mode, before the ring exists). */
-  quorum?: number;
-  known?: number;
-  knownPeers?: string[];
-  /** The last ring conflict seen, if any. */
-  conflict?: string;
-  entries: Array<{ token: string; size: number; peer: string; nickname: string; version: number; isKnownPeer: boolean }>;
-  pendingAllocates: number;
-  owned: Array<{ peer: string; nickname: string; addresses: number; percent: number; reachable: boolean }>;
-}
-export type StatusSnapshot = IpamStatus;
-
-/** A request the allocator refuses or cannot complete; the message is one line for the user. */
-export class IpamError extends Error {
-  override name = 'IpamError';
-}
-
-type PendingKind = 'alloc' | 'claim' | 'prime';
-
-interface PendingOp {
-  kind: PendingKind;
-  owner: string;
-  /** Allocatable bounds [lo, hi): the subnet minus its network and broadcast addresses. */
-  lo: number;
-  hi: number;
-  prefix: number;
-  subnet: string;
-  addr?: number;
-  resolve(v: string | undefined): void;
-  reject(e: Error): void;
-  asked: Set<string>;
-  requests: number;
-  inflight?: number;
-  lastReason?: string;
-  onProgress?: (s: IpamStatus) => void;
-  lastProgress?: string;
-  cleanup: Array<() => void>;
-}
-
-interface InflightRequest {
-  op: PendingOp;
-  donor: string;
-  timer: Timer;
-}
-
-const MAX_REQUESTS_PER_OP = 64;
-
-/** Stable small hash of a peer name, to stagger Paxos retries so proposers do not duel forever. */
-function nameHash(s: string): number {
-  let h = 2166136261;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619) >>> 0;
-  return h;
-}
+export { IpamError, MAX_REQUESTS_PER_OP } from './allocator-types.js';
+export type { AllocatorOptions, GossipChannel, IpamInit, IpamStatus, StatusSnapshot, Timer } from './allocator-types.js';
 
 export class Allocator {
   readonly self: string;
@@ -143,16 +43,10 @@ export class Allocator {
   private started: Promise<void> | undefined;
   private ready = false;
   private closed = false;
-  private consensusRunning = false;
-  private heardFromPeers = false;
-  private paxosTimer: Timer | undefined;
-  private paxosLastSeen = '';
-  // Persistence pipeline: gen counts state changes; savedGen is the last one known durable.
-  private gen = 0;
-  private savedGen = 0;
-  private saving: Promise<void> | undefined;
-  private savedRing: RingPlain | null = null;
-  private savedPaxos: PaxosKnowledge | null = null;
+  /** Consensus for the first ring (consensus mode only). */
+  private readonly paxos: PaxosStep | undefined;
+  /** Saves, serialised; what was last saved is what gossip sends. */
+  private readonly saved: PersistPipeline;
   private readonly requestTimeoutMs: number;
   private readonly paxosRetryMs: number;
 
@@ -179,6 +73,22 @@ export class Allocator {
     } else {
       throw new IpamError(`unknown --ipalloc-init mode ${JSON.stringify((init as { mode: unknown }).mode)}`);
     }
+    this.saved = new PersistPipeline(opts.persistence, () => this.snapshot(), () => this.closed, () => new IpamError('IPAM is shut down'));
+    const consensus = this.consensus;
+    this.paxos = consensus === undefined || init.mode !== 'consensus' ? undefined : new PaxosStep({
+      self: this.self, consensus, channel: opts.channel,
+      requestTimeoutMs: this.requestTimeoutMs, paxosRetryMs: this.paxosRetryMs,
+      setTimer: (ms, fn) => opts.setTimer(ms, fn),
+      ringEmpty: () => this.ring.isEmpty(),
+      closed: () => this.closed,
+      persistThenBroadcast: () => {
+        void this.persist()
+          .then(() => this.broadcastPaxos())
+          .catch((e: Error) => this.log(`IPAM: ${e.message}`));
+      },
+      adoptDecision: () => this.adoptDecision(),
+      notifyProgress: () => this.notifyProgress(),
+    });
   }
 
   private log(msg: string): void {
@@ -224,44 +134,21 @@ export class Allocator {
     if (this.ring.isEmpty() && this.consensus?.decided()) this.adoptDecision();
     this.ready = true;
     await this.persist();
-    if (!this.ring.isEmpty() || this.savedPaxos) this.opts.channel.broadcast(this.fullState());
+    if (!this.ring.isEmpty() || this.saved.savedPaxos) this.opts.channel.broadcast(this.fullState());
     this.process();
   }
 
   private restore(p: PersistedIpam): void {
-    const corrupt = (why: string): IpamPersistenceError => {
-      const fp = this.opts.persistence as { markCorrupt?(r: string): IpamPersistenceError };
-      return fp.markCorrupt ? fp.markCorrupt(why) : new IpamPersistenceError(`IPAM data is corrupted (${why}): move it aside or run weave reset`);
-    };
-    if (p.peer !== this.self) {
-      throw new IpamPersistenceError(`IPAM data belongs to peer ${p.peer} but this peer is ${this.self}: run weave reset or restore the peer name`);
-    }
-    if (p.range !== this.rangeText) {
-      throw new IpamPersistenceError(`IPAM data was created for range ${p.range} but the IPAM range is ${this.rangeText}: use the same --ipalloc-range or run weave reset`);
-    }
-    try {
-      if (p.ring) {
-        const r = Ring.fromPlain(p.ring);
-        if (r.start !== this.range.start || r.size !== this.range.size) throw new RingError('ring range differs from the stored range');
-        this.ring = r;
-      }
-      this.space.setOwned(this.ring.ownedRanges(this.self));
-      for (const a of p.allocations) {
-        const c = parseAddressCidr(a.addr);
-        this.space.restore({ addr: c.addr, owner: a.owner, prefix: c.prefix });
-      }
-      if (p.paxos && this.consensus) this.consensus.restore(p.paxos);
-    } catch (e) {
-      throw corrupt((e as Error).message);
-    }
-    const stray = this.space.setOwned(this.ring.ownedRanges(this.self));
-    for (const a of stray) this.log(`IPAM: restored allocation ${formatIp(a.addr)} of ${a.owner} lies outside our space`);
+    this.ring = restoreState(p, {
+      self: this.self, range: this.range, rangeText: this.rangeText, ring: this.ring, space: this.space,
+      consensus: this.consensus, persistence: this.opts.persistence, log: (m) => this.log(m),
+    });
   }
 
   /** Stop timers and fail waiting requests (the router is shutting down). */
   close(): void {
     this.closed = true;
-    this.paxosTimer?.cancel();
+    this.paxos?.stop();
     for (const r of this.requests.values()) r.timer.cancel();
     this.requests.clear();
     for (const op of [...this.pending]) this.finish(op, new IpamError('IPAM is shutting down'));
@@ -270,44 +157,12 @@ export class Allocator {
   // ---------------------------------------------------------------- persistence
 
   private snapshot(): PersistedIpam {
-    // Free hints are refreshed here, so every version we gossip has been saved first.
-    this.ring.updateFree(this.self, (s, e) => this.space.freeCount(s, e));
-    return {
-      version: 1,
-      peer: this.self,
-      range: this.rangeText,
-      ring: this.ring.isEmpty() ? null : this.ring.toPlain(),
-      allocations: this.space.allocations().map((a) => ({ owner: a.owner, addr: formatAddressCidr(a.addr, a.prefix) })),
-      paxos: this.consensus && this.opts.init.mode === 'consensus' ? this.consensus.knowledge() : null,
-    };
+    return snapshotState(this.self, this.rangeText, this.ring, this.space, this.consensus && this.opts.init.mode === 'consensus' ? this.consensus : undefined);
   }
 
   /** Make the current state durable; resolves once a save that includes it has completed. */
-  private async persist(): Promise<void> {
-    if (this.closed) throw new IpamError('IPAM is shut down');
-    const want = ++this.gen;
-    while (this.savedGen < want) {
-      if (this.saving) {
-        await this.saving;
-        continue;
-      }
-      const g = this.gen;
-      const snap = this.snapshot();
-      const p = this.opts.persistence.save(snap).then(() => {
-        this.savedGen = Math.max(this.savedGen, g);
-        this.savedRing = snap.ring;
-        this.savedPaxos = snap.paxos;
-      });
-      // Other waiters only need to know the save is over (they retry); the failure goes to our caller.
-      const tracked: Promise<void> = p.then(
-        () => undefined,
-        () => undefined,
-      ).then(() => {
-        if (this.saving === tracked) this.saving = undefined;
-      });
-      this.saving = tracked;
-      await p;
-    }
+  private persist(): Promise<void> {
+    return this.saved.persist();
   }
 
   /** persist() without waiting; a failure is logged (the next change retries). */
@@ -320,14 +175,14 @@ export class Allocator {
   /** Encoded {ring, paxos} as last saved, for the router's periodic full gossip. */
   fullState(): Uint8Array {
     const m: GossipMsg = { v: 1, t: 'gossip' };
-    if (this.savedRing) m.ring = this.savedRing;
-    if (this.savedPaxos && !this.savedRing) m.paxos = this.savedPaxos;
+    if (this.saved.savedRing) m.ring = this.saved.savedRing;
+    if (this.saved.savedPaxos && !this.saved.savedRing) m.paxos = this.saved.savedPaxos;
     return encodeMsg(m);
   }
 
   private broadcastRing(): void {
-    if (!this.savedRing || this.closed) return;
-    this.opts.channel.broadcast(encodeMsg({ v: 1, t: 'gossip', ring: this.savedRing }));
+    if (!this.saved.savedRing || this.closed) return;
+    this.opts.channel.broadcast(encodeMsg({ v: 1, t: 'gossip', ring: this.saved.savedRing }));
   }
 
   /**
@@ -364,19 +219,15 @@ export class Allocator {
   private ringChanged(): void {
     const stray = this.space.setOwned(this.ring.ownedRanges(this.self));
     for (const a of stray) this.log(`IPAM: allocation ${formatIp(a.addr)} of ${a.owner} is outside our space after a ring change`);
-    if (!this.ring.isEmpty()) {
-      this.paxosTimer?.cancel();
-      this.paxosTimer = undefined;
-      this.consensusRunning = false;
-    }
+    if (!this.ring.isEmpty()) this.paxos?.stop();
   }
 
   private onGossipMsg(src: string, m: GossipMsg): string | undefined {
-    if (src !== this.self && (m.ring || m.paxos)) this.heardFromPeers = true;
+    if (src !== this.self && (m.ring || m.paxos) && this.paxos) this.paxos.heardFromPeers = true;
     if (m.ring) this.mergeRing(m.ring, src);
-    if (m.paxos && !m.ring && this.savedRing && src !== this.self) {
+    if (m.paxos && !m.ring && this.saved.savedRing && src !== this.self) {
       // The sender is still looking for a ring that already exists: hand it ours right away.
-      this.opts.channel.unicast(src, encodeMsg({ v: 1, t: 'gossip', ring: this.savedRing }));
+      this.opts.channel.unicast(src, encodeMsg({ v: 1, t: 'gossip', ring: this.saved.savedRing }));
     }
     if (m.paxos && this.consensus && this.ring.isEmpty()) {
       const out = this.consensus.receive(m.paxos);
@@ -393,8 +244,8 @@ export class Allocator {
   }
 
   private broadcastPaxos(): void {
-    if (this.closed || !this.ring.isEmpty() || !this.savedPaxos) return;
-    this.opts.channel.broadcast(encodeMsg({ v: 1, t: 'gossip', paxos: this.savedPaxos }));
+    if (this.closed || !this.ring.isEmpty() || !this.saved.savedPaxos) return;
+    this.opts.channel.broadcast(encodeMsg({ v: 1, t: 'gossip', paxos: this.saved.savedPaxos }));
   }
 
   private adoptDecision(): void {
@@ -411,59 +262,9 @@ export class Allocator {
       .catch((e: Error) => this.log(`IPAM: ${e.message}`));
   }
 
+  /** Start consensus for the first ring, if this is a consensus-mode peer without a ring (paxos-step.ts). */
   private ensureConsensus(): void {
-    if (this.opts.init.mode !== 'consensus' || !this.ring.isEmpty() || this.consensusRunning || this.closed) return;
-    this.consensusRunning = true;
-    const others = this.opts.channel.knownPeers().some((p) => p.reachable && p.name !== this.self);
-    if (others && !this.heardFromPeers) {
-      // Peers are reachable but none has told us about IPAM yet: a ring may already exist. Announce
-      // ourselves (peers holding a ring answer with it) and propose only after a short grace period,
-      // so a late peer (especially one with consensus=1) does not form a second ring.
-      void this.persist()
-        .then(() => this.broadcastPaxos())
-        .catch((e: Error) => this.log(`IPAM: ${e.message}`));
-      this.paxosTimer = this.opts.setTimer(Math.min(this.requestTimeoutMs, 1000), () => {
-        this.paxosTimer = undefined;
-        if (!this.closed && this.ring.isEmpty()) this.propose();
-      });
-      return;
-    }
-    this.propose();
-  }
-
-  private propose(): void {
-    this.consensus!.propose();
-    this.afterPaxosStep();
-  }
-
-  /**
-   * After our consensus state moved: adopt the decision if there is one, otherwise
-   * save and tell the others (saved first: nothing leaves before it is durable) and
-   * come back later. Returns false once decided.
-   */
-  private afterPaxosStep(): boolean {
-    if (this.consensus!.decided()) {
-      this.adoptDecision();
-      return false;
-    }
-    this.paxosLastSeen = JSON.stringify(this.consensus!.knowledge());
-    void this.persist()
-      .then(() => this.broadcastPaxos())
-      .catch((e: Error) => this.log(`IPAM: ${e.message}`));
-    this.schedulePaxosRetry();
-    return true;
-  }
-
-  private schedulePaxosRetry(): void {
-    const stagger = (nameHash(this.self) % 1000) / 1000;
-    this.paxosTimer = this.opts.setTimer(Math.round(this.paxosRetryMs * (1 + stagger)), () => {
-      this.paxosTimer = undefined;
-      if (this.closed || !this.ring.isEmpty()) return;
-      const now = JSON.stringify(this.consensus!.knowledge());
-      // No progress since last time: our proposal may have been pre-empted or lost; try a higher round.
-      if (now === this.paxosLastSeen) this.consensus!.propose();
-      if (this.afterPaxosStep()) this.notifyProgress();
-    });
+    this.paxos?.ensure();
   }
 
   // ---------------------------------------------------------------- donation (donor side)
@@ -475,7 +276,7 @@ export class Allocator {
           if (this.closed) return;
           const r: SpaceReplyMsg = { v: 1, t: 'resp', id: m.id, ok };
           if (reason) r.reason = reason;
-          if (this.savedRing) r.ring = this.savedRing;
+          if (this.saved.savedRing) r.ring = this.saved.savedRing;
           this.opts.channel.unicast(src, encodeMsg(r));
           if (ok) this.broadcastRing();
         })
@@ -899,71 +700,16 @@ export class Allocator {
     return n ? `${name}(${n})` : name;
   }
 
-  /** Snapshot for `weave status ipam` / `weave report`. */
+  /** Snapshot for `weave status ipam` / `weave report` (allocator-status.ts). */
   status(): IpamStatus {
-    const known = this.opts.channel.knownPeers();
-    const reachable = this.reachableSet();
-    const knownNames = new Set(known.map((p) => p.name));
+    const knownNames = new Set(this.opts.channel.knownPeers().map((p) => p.name));
     knownNames.add(this.self);
-    const spans = this.ring.spans();
-    const base = {
-      range: this.rangeText,
-      defaultSubnet: formatCidr(this.defaultSubnet),
-      entries: spans.map((s) => ({
-        token: formatIp(s.token),
-        size: s.end - s.token,
-        peer: s.peer,
-        nickname: this.nickname(s.peer),
-        version: s.version,
-        isKnownPeer: knownNames.has(s.peer),
-      })),
-      pendingAllocates: this.pending.filter((o) => o.kind !== 'prime').length,
-      owned: [] as IpamStatus['owned'],
-    };
-    const perPeer = new Map<string, number>();
-    for (const s of spans) perPeer.set(s.peer, (perPeer.get(s.peer) ?? 0) + (s.end - s.token));
-    for (const [peer, n] of [...perPeer].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
-      base.owned.push({ peer, nickname: this.nickname(peer), addresses: n, percent: (100 * n) / this.range.size, reachable: reachable.has(peer) });
-    }
-    const out: IpamStatus = { ...base, status: 'ready', message: 'ready' };
-    if (this.conflict) out.conflict = this.conflict;
-    if (this.ring.isEmpty()) {
-      if (this.opts.init.mode === 'observer') {
-        out.status = 'waiting for ring';
-        out.message = 'waiting for the ring from other peers (observer)';
-      } else if (this.opts.init.mode === 'consensus') {
-        const cs = this.consensus!.status();
-        // "known" counts participants we can reach now: those are the ones that can make a quorum.
-        const known = cs.knownPeers.filter((p) => reachable.has(p)).length;
-        out.quorum = cs.quorum;
-        out.known = known;
-        out.knownPeers = cs.knownPeers;
-        if (this.consensusRunning || cs.active) {
-          out.status = 'awaiting consensus';
-          out.message = `awaiting consensus (quorum ${cs.quorum}, known ${known})`;
-        } else {
-          out.status = 'idle';
-          out.message = `idle (consensus deferred until the first allocation or weave prime; quorum ${cs.quorum})`;
-        }
-      } else {
-        out.status = 'idle';
-        out.message = 'idle';
-      }
-      return out;
-    }
-    const ownFree = this.space.freeCount(this.range.start, this.range.start + this.range.size);
-    if (ownFree === 0 && this.ring.peers().every((p) => p === this.self || !reachable.has(p))) {
-      const others = this.ring.peers().filter((p) => p !== this.self);
-      if (others.length > 0) {
-        out.status = 'all ranges owned by unreachable peers';
-        out.message = 'all ranges owned by unreachable peers - use weave rmpeer';
-      }
-    }
-    if (this.conflict && out.status === 'ready') {
-      out.status = 'ring conflict';
-      out.message = `ready, but ${this.conflict}`;
-    }
-    return out;
+    return ipamStatus({
+      self: this.self, range: this.range, defaultSubnet: this.defaultSubnet, ring: this.ring, space: this.space,
+      init: this.opts.init, consensus: this.consensus, consensusRunning: this.paxos?.running ?? false,
+      pendingAllocates: this.pending.filter((o) => o.kind !== 'prime').length, conflict: this.conflict,
+      knownNames, reachable: this.reachableSet(), nickname: (n) => this.nickname(n),
+    });
   }
 }
 

@@ -21,7 +21,7 @@
  * - An unreachable daemon gives HTTP 502 with Docker's one-line JSON error
  *   naming the daemon address; the proxy keeps serving.
  */
-import fs from 'node:fs';
+import fs, { readFileSync, promises as fsp } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -115,6 +115,40 @@ class AttachFailedError extends Error {
   }
 }
 
+/**
+ * Why a listen address must be refused: a tcp:// address that is not loopback
+ * serves the Docker API (root on this host) to the network without TLS. Null when
+ * allowed (unix sockets, loopback, or `insecure`).
+ */
+export function exposedTcpAddress(a: DockerAddress, insecure: boolean): string | null {
+  if (a.kind !== 'tcp' || insecure) return null;
+  const h = a.host.replace(/^\[|\]$/g, '').toLowerCase();
+  if (h === 'localhost' || h === '::1' || /^127\./.test(h)) return null;
+  return `proxy: -H ${formatDockerAddress(a)} would serve the Docker API (root on this host) to the network without TLS: use a loopback address or a unix socket, or add --proxy-insecure-tcp`;
+}
+
+/** The gid of the `docker` group from /etc/group, if it exists. */
+function dockerGid(): number | undefined {
+  try {
+    const line = readFileSync('/etc/group', 'utf8').split('\n').find((l) => l.startsWith('docker:'));
+    const gid = line ? Number(line.split(':')[2]) : NaN;
+    return Number.isInteger(gid) ? gid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The proxy's unix socket: 0660 owned by root:docker when that group exists (as docker.sock), else 0600. */
+async function restrictSocket(p: string): Promise<void> {
+  const gid = dockerGid();
+  if (gid !== undefined) {
+    await fsp.chown(p, 0, gid);
+    await fsp.chmod(p, 0o660);
+  } else {
+    await fsp.chmod(p, 0o600);
+  }
+}
+
 /** Start the proxy. @throws ProxyAddressError for a bad address; Error when a listen address is taken. */
 export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const docker = new DockerClient(opts.dockerHost);
@@ -127,6 +161,10 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   };
   const listenAddrs = opts.listen.map(parseDockerAddress);
   if (listenAddrs.length === 0) throw new ProxyAddressError('proxy: no listen address given');
+  for (const a of listenAddrs) {
+    const why = exposedTcpAddress(a, opts.insecureTcp === true);
+    if (why) throw new ProxyAddressError(why);
+  }
 
   let closed = false;
   const sockets = new Set<net.Socket>();
@@ -430,12 +468,20 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
         server.off('error', onErr);
         resolve();
       };
-      if (a.kind === 'unix') server.listen(a.path, done);
-      else server.listen(a.port, a.host, done);
+      if (a.kind === 'unix') {
+        // Created unreachable (umask 077), then opened to the docker group below.
+        const old = process.umask(0o077);
+        try {
+          server.listen(a.path, done);
+        } finally {
+          process.umask(old);
+        }
+      } else server.listen(a.port, a.host, done);
     });
     servers.push(server);
     if (a.kind === 'unix') {
       unixPaths.push(a.path);
+      await restrictSocket(a.path);
       return formatDockerAddress(a);
     }
     const bound = server.address() as net.AddressInfo;

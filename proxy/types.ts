@@ -48,6 +48,11 @@ export interface ProxyOptions {
   weavewaitPath: string;
   /** One line per event worth a log entry (no trailing newline). */
   log: (line: string) => void;
+  /**
+   * --proxy-insecure-tcp: allow a tcp:// listen address that is not loopback (the
+   * Docker API — root on this host — served to the network without TLS). Default false.
+   */
+  insecureTcp?: boolean;
 }
 
 /** A running proxy. */

@@ -7,13 +7,10 @@
  * snapshot is also sent shortly after topology events and whenever a periodic
  * check finds the report changed.
  *
- * Access: like the rest of the HTTP API this is for the local operator only.
- * TCP clients must come from a loopback address (unix-socket clients are
- * trusted by file permissions). Browsers always send Origin; a present Origin
- * must be a loopback origin, or equal to the Host the request was made to when
- * that Host is an IP literal or `localhost` — the latter check stops a
- * DNS-rebinding page (Origin and Host both `evil.example`) from reading the
- * stream. Refusals answer 403 before the upgrade.
+ * Access: like the rest of the HTTP API this is for the local operator only
+ * (policy.ts): over TCP the peer must be loopback, Host a loopback literal or
+ * localhost, and a present Origin the same origin; unix-socket clients are
+ * trusted by file permissions. Refusals answer 403 before the upgrade.
  *
  * Slow clients are not buffered for without limit: when a client's unsent
  * bytes exceed `maxBacklogBytes` it is closed with 1013 (Try Again Later) and
@@ -22,7 +19,7 @@
  */
 
 import type { IncomingMessage, Server } from 'node:http';
-import { isIP } from 'node:net';
+import { checkAccess } from './policy.js';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { Report, RouterEvent } from './report.js';
@@ -44,6 +41,10 @@ export interface EventStreamOptions {
   resnapshotDelayMs?: number;
   /** Period of the "has the report changed?" check; 0 disables. Default 5000 ms. */
   resyncMs?: number;
+  /** --api-insecure: any TCP peer and Host (a present Origin must still be same-origin). */
+  insecure?: boolean;
+  /** Called with the reason for each refused upgrade (counted by the API). */
+  onRefused?: (reason: string) => void;
 }
 
 export interface EventStream {
@@ -56,47 +57,7 @@ export interface EventStream {
 /** Close code for a client whose backlog exceeded the bound (RFC 6455 §7.4.1 registry: Try Again Later). */
 export const CLOSE_SLOW_CONSUMER = 1013;
 
-/** True for 127.0.0.0/8, ::1 and IPv4-mapped loopback. */
-export function isLoopbackAddress(addr: string): boolean {
-  const a = addr.toLowerCase().replace(/^\[|\]$/g, '');
-  if (a === '::1') return true;
-  const v4 = a.startsWith('::ffff:') ? a.slice(7) : a;
-  return isIP(v4) === 4 && v4.startsWith('127.');
-}
-
-function isLoopbackHostname(h: string): boolean {
-  return h === 'localhost' || isLoopbackAddress(h);
-}
-
-/**
- * Decides whether an upgrade request may read the stream; returns null when
- * allowed, else the reason. `remoteAddress` is undefined for unix sockets.
- */
-export function checkAccess(remoteAddress: string | undefined, origin: string | undefined, host: string | undefined): string | null {
-  if (remoteAddress !== undefined && remoteAddress !== '' && !isLoopbackAddress(remoteAddress)) {
-    return `remote address ${remoteAddress} is not loopback`;
-  }
-  if (origin === undefined) return null;
-  let o: URL;
-  try {
-    o = new URL(origin);
-  } catch {
-    return `malformed Origin ${JSON.stringify(origin)}`;
-  }
-  if (o.protocol !== 'http:' && o.protocol !== 'https:') return `Origin ${origin} is not http(s)`;
-  const oHost = o.hostname.replace(/^\[|\]$/g, '');
-  if (isLoopbackHostname(oHost)) return null;
-  if (host !== undefined) {
-    let h: URL | null = null;
-    try { h = new URL(`http://${host}`); } catch { h = null; }
-    if (h !== null && h.host === o.host) {
-      const hn = h.hostname.replace(/^\[|\]$/g, '');
-      if (hn === 'localhost' || isIP(hn) !== 0) return null;
-      return `Host ${host} is a DNS name (possible DNS rebinding)`;
-    }
-  }
-  return `Origin ${origin} is not same-origin or loopback`;
-}
+export { isLoopbackAddress, checkAccess } from './policy.js';
 
 /**
  * Attaches the stream to `server` (its 'upgrade' event). Requests for other
@@ -173,7 +134,8 @@ export function attachEventStream(server: Server, source: EventSource, opts: Eve
       if (server.listenerCount('upgrade') === 1) refuse(socket, 404, 'no such WebSocket endpoint');
       return;
     }
-    const why = checkAccess(req.socket.remoteAddress, req.headers.origin, req.headers.host);
+    const why = checkAccess(req.socket.remoteAddress, req.headers.origin, req.headers.host, opts.insecure ?? false);
+    if (why !== null) opts.onRefused?.(why);
     if (why !== null) {
       refuse(socket, 403, `forbidden: ${why}`);
       return;

@@ -4,11 +4,13 @@
  * Other subsystems' metrics live in the same registry (`ctx.metrics`).
  */
 import http from 'node:http';
+import { Gauge } from 'prom-client';
 import type { Subsystem, SubsystemContext } from '../daemon/subsystem.js';
 import { splitHostPort } from '../daemon/config.js';
 import { createMetrics } from './metrics.js';
 import { attachEventStream, type EventStream, type EventSource } from './events.js';
 import { PAGE_HTML } from './ui/page.js';
+import { checkAccess } from './policy.js';
 
 /** Started last, so the page, /events and /metrics see every other subsystem's report section. */
 export function observabilitySubsystem(): Subsystem {
@@ -56,12 +58,31 @@ async function setupObservability(ctx: SubsystemContext): Promise<() => Promise<
     }
     return false;
   });
-  const streams: EventStream[] = api.servers.map((s) => attachEventStream(s, source));
+  const refused = (): void => { api.refused.access = (api.refused.access ?? 0) + 1; };
+  new Gauge({
+    name: 'tsweave_api_refused_requests',
+    help: 'API and metrics requests refused by the access policy since start, by kind (access, route, content-type, url, size).',
+    labelNames: ['kind'],
+    registers: [ctx.metrics],
+    collect() {
+      this.reset();
+      for (const [kind, n] of Object.entries(api.refused)) this.set({ kind }, n);
+    },
+  });
+  const streams: EventStream[] = api.servers.map((s) => attachEventStream(s, source, { insecure: api.insecure, onRefused: refused }));
 
   let metricsServer: http.Server | undefined;
   if (o.metricsAddr) {
     const [host, port] = splitHostPort(o.metricsAddr, 6782);
     const s = http.createServer((req, res) => {
+      // The same browser checks as the API's TCP listener (policy.ts): a rebinding page must not read metrics.
+      const why = checkAccess(req.socket.remoteAddress ?? '?', req.headers.origin, req.headers.host, api.insecure);
+      if (why !== null) {
+        refused();
+        res.writeHead(403, { 'content-type': 'text/plain' });
+        res.end(why + '\n');
+        return;
+      }
       if (req.method === 'GET' && (req.url ?? '').split('?')[0] === '/metrics') serveMetrics(res);
       else {
         res.writeHead(404, { 'content-type': 'text/plain' });

@@ -107,6 +107,8 @@ export interface Report {
     FlowCache?: { Enabled: boolean; Egress: { Installs: number; Clears: number; Frames: number; Drops: number; Errors: number }; Ingress: { Installs: number; Clears: number; Frames: number; Drops: number; Errors: number } };
   };
   IPAM?: ReportIpam;
+  /** The HTTP API: whether --api-insecure is on, and requests refused by policy per kind (access, route, content-type, url, size). */
+  API?: { Insecure: boolean; Refused: Record<string, number> };
   Endpoints: ReportEndpoint[];
   /** Whether the router can take containers now (router/api/readiness.ts); GET /status answers 503 until Ready. */
   Readiness?: { Ready: boolean; Reason: string };

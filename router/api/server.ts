@@ -1,13 +1,16 @@
 /**
  * The router's HTTP API: the `weave` CLI's only way in.
  *
- * Served on a unix socket in the state directory (works from any network namespace)
- * and on 127.0.0.1:6784 inside the router's namespace. JSON in, JSON out; an error is
+ * Served on a unix socket in the state directory (every route; works from any
+ * network namespace) and on 127.0.0.1:6784 inside the router's namespace (read-only
+ * routes, browser checks: see policy.ts). JSON in, JSON out; an error is
  * `{ "error": "one line" }` with a 4xx/5xx status, which the CLI prints as is.
  * IPAM routes follow Weave's: POST/PUT/GET/DELETE /ip/<id>[/<addr>[/<len>]].
+ * No CORS headers are ever sent.
  */
 import http from 'node:http';
 import { promises as fsp } from 'node:fs';
+import { checkAccess, checkContentType, checkRoute, decodePath, type ListenerPolicy } from './policy.js';
 
 export class ApiError extends Error {
   constructor(readonly status: number, message: string) {
@@ -28,8 +31,12 @@ const MAX_BODY = 1 << 20;
 export class ApiServer {
   private readonly routes: Route[] = [];
   readonly servers: http.Server[] = [];
-  /** Extra request handlers tried before the JSON routes (page, metrics). */
+  /** Extra request handlers tried before the JSON routes (page, metrics); GET only. */
   readonly raw: Array<(req: http.IncomingMessage, res: http.ServerResponse) => boolean> = [];
+  /** Requests refused by policy, per reason kind (access, route, content-type, url). */
+  readonly refused: Record<string, number> = {};
+  /** --api-insecure: TCP listeners serve every route to any peer and Host. */
+  insecure = false;
 
   /**
    * False while the daemon is still starting its subsystems: every request then gets
@@ -71,13 +78,42 @@ export class ApiServer {
     return undefined;
   }
 
-  readonly handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+  /** Count a refusal of kind `kind` and answer it. */
+  private refuse(res: http.ServerResponse, status: number, kind: string, reason: string): void {
+    this.refused[kind] = (this.refused[kind] ?? 0) + 1;
+    send(res, status, { error: reason });
+  }
+
+  /** The request handler of a listener with this policy. */
+  handlerFor(policy: ListenerPolicy): (req: http.IncomingMessage, res: http.ServerResponse) => void {
+    return (req, res) => this.handle(policy, req, res);
+  }
+
+  private handle(policy: ListenerPolicy, req: http.IncomingMessage, res: http.ServerResponse): void {
+    const method = req.method ?? 'GET';
+    if (policy.kind === 'tcp') {
+      const why = checkAccess(req.socket.remoteAddress ?? '?', req.headers.origin, req.headers.host, policy.insecure);
+      if (why !== null) return this.refuse(res, 403, 'access', why);
+    }
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://localhost');
+    } catch {
+      return this.refuse(res, 400, 'url', 'malformed request URL');
+    }
+    const parts = decodePath(url.pathname);
+    if (parts === null) return this.refuse(res, 400, 'url', `malformed %-escape in the URL path ${JSON.stringify(url.pathname.slice(0, 200))}`);
+    const routeWhy = checkRoute(policy, method, url.pathname);
+    if (routeWhy !== null) return this.refuse(res, 403, 'route', routeWhy);
     if (!this.ready) return send(res, 503, { error: 'the router is starting: try again in a moment' });
-    for (const h of this.raw) if (h(req, res)) return;
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
-    const m = this.match(req.method ?? 'GET', parts);
-    if (!m) return send(res, 404, { error: `no such API endpoint: ${req.method} ${url.pathname}` });
+    if (method === 'GET' || method === 'HEAD') for (const h of this.raw) if (h(req, res)) return;
+    const m = this.match(method, parts);
+    if (!m) return send(res, 404, { error: `no such API endpoint: ${method} ${url.pathname}` });
+    const declared = Number(req.headers['content-length'] ?? 0);
+    const chunked = req.headers['transfer-encoding'] !== undefined;
+    const ctWhy = checkContentType(policy, method, req.headers['content-type'], declared > 0 || chunked);
+    if (ctWhy !== null) return this.refuse(res, 415, 'content-type', ctWhy);
+    if (declared > MAX_BODY) return this.refuse(res, 413, 'size', `request body over ${MAX_BODY} bytes`);
     let size = 0;
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => {
@@ -94,7 +130,7 @@ export class ApiServer {
           return send(res, 400, { error: 'request body is not valid JSON' });
         }
       }
-      m.route.handler({ method: req.method ?? 'GET', path: m.params, query: url.searchParams, body })
+      m.route.handler({ method, path: m.params, query: url.searchParams, body })
         .then((out) => {
           if (typeof out === 'string') {
             res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
@@ -109,19 +145,29 @@ export class ApiServer {
     });
   };
 
+  /**
+   * Listen on a unix socket, mode 0600 whatever the umask (created with umask 077,
+   * so it is never reachable by others, not even briefly). Every route is served.
+   */
   async listenUnix(file: string): Promise<void> {
     await fsp.unlink(file).catch(() => undefined);
-    const s = http.createServer(this.handle);
-    await new Promise<void>((resolve, reject) => {
-      s.once('error', reject);
-      s.listen(file, () => resolve());
-    });
-    await fsp.chmod(file, 0o600).catch(() => undefined);
+    const s = http.createServer(this.handlerFor({ kind: 'unix', insecure: false }));
+    const old = process.umask(0o077);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        s.once('error', reject);
+        s.listen(file, () => resolve());
+      });
+    } finally {
+      process.umask(old);
+    }
+    await fsp.chmod(file, 0o600);
     this.servers.push(s);
   }
 
+  /** Listen on TCP: read-only routes and browser checks unless `insecure` (policy.ts). */
   async listenTcp(host: string, port: number): Promise<http.Server | undefined> {
-    const s = http.createServer(this.handle);
+    const s = http.createServer(this.handlerFor({ kind: 'tcp', insecure: this.insecure }));
     try {
       await new Promise<void>((resolve, reject) => {
         s.once('error', reject);

@@ -24,9 +24,17 @@ export interface LaunchConfig {
   dockerHost: string;
   proxy: boolean;
   proxyListen: string[];
+  /** --proxy-insecure-tcp: allow a non-loopback tcp:// proxy address without TLS. */
+  proxyInsecureTcp?: boolean;
   noDefaultIpalloc: boolean;
   metricsAddr: string;
   apiAddr: string;
+  /**
+   * --api-insecure: the TCP API serves every route (mutations too) to any peer and
+   * Host, and --api-addr/--metrics-addr may be non-loopback. Weave's behaviour;
+   * dangerous (docs/SECURITY.md). Default false.
+   */
+  apiInsecure?: boolean;
   logLevel: string;
   fastdp: boolean;
   /** [plugin] Serve the Docker network plugin (weavemesh); false with --no-plugin. Absent (older callers): on. */
@@ -56,4 +64,17 @@ export function splitHostPort(addr: string, defPort: number): [string, number] {
   const i = addr.lastIndexOf(':');
   if (i < 0) return [addr || '127.0.0.1', defPort];
   return [addr.slice(0, i) || '127.0.0.1', Number(addr.slice(i + 1)) || defPort];
+}
+
+/**
+ * Check --api-addr / --metrics-addr: a non-loopback host needs --api-insecure.
+ * @returns a one-line error, or null when allowed.
+ */
+export function checkListenAddress(flag: string, addr: string, insecure: boolean): string | null {
+  if (!addr) return null;
+  const [host] = splitHostPort(addr, 0);
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  const loopback = h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+  if (loopback || insecure) return null;
+  return `${flag} ${addr} is not a loopback address: the API has no authentication, so anyone who reaches it controls the router; add --api-insecure to do it anyway (see docs/SECURITY.md)`;
 }

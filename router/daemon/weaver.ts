@@ -46,7 +46,7 @@ function subsystems(): Subsystem[] {
 async function loadPeerName(cfg: LaunchConfig, file: string): Promise<string> {
   if (cfg.name) {
     const n = parsePeerName(cfg.name);
-    await writeFileAtomic(file, n + '\n', 0o644);
+    await writeFileAtomic(file, n + '\n', 0o600);
     return n;
   }
   try {
@@ -55,7 +55,7 @@ async function loadPeerName(cfg: LaunchConfig, file: string): Promise<string> {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`peer name file ${file} is corrupted (${(err as Error).message}): fix it, pass --name, or run weave reset`);
   }
   const n = randomPeerName();
-  await writeFileAtomic(file, n + '\n', 0o644);
+  await writeFileAtomic(file, n + '\n', 0o600);
   return n;
 }
 
@@ -84,6 +84,8 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   const log = makeLogger(cfg.logLevel);
   const paths = statePaths(cfg.stateDir);
   await fsp.mkdir(cfg.stateDir, { recursive: true, mode: 0o700 });
+  // Root only, whatever it was created with: it holds the API socket, identity and IPAM state.
+  await fsp.chmod(cfg.stateDir, 0o700);
   const name = await loadPeerName(cfg, paths.name);
 
   if (process.env.WEAVER_PASSWORD_STDIN === '1') password = await readPasswordFromStdin();
@@ -133,6 +135,8 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   await saveTargets();
 
   const api = new ApiServer(log);
+  api.insecure = cfg.apiInsecure === true;
+  if (api.insecure) log('--api-insecure: the TCP API serves every route to anyone who can reach it (no authentication)', 'warn');
   const started: Subsystem[] = [];
   let stopping = false;
   const shutdown = async (reason: string, code = 0): Promise<void> => {
@@ -176,7 +180,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
       links = linksFromProcNetDev(readFileSync('/proc/self/net/dev', 'utf8'));
     } catch { /* no /proc: reported as missing links */ }
     const Readiness = readiness({ ipamStatus, observer: cfg.ipallocInit === 'observer', links, bridge: BRIDGE, tap: TAP_NAME });
-    return { ...r, ...sections, Readiness, Endpoints: endpoints.list().map((e) => ({ ID: e.id, MAC: e.mac, CIDRs: e.cidrs })) } as Report;
+    return { ...r, ...sections, Readiness, API: { Insecure: api.insecure, Refused: { ...api.refused } }, Endpoints: endpoints.list().map((e) => ({ ID: e.id, MAC: e.mac, CIDRs: e.cidrs })) } as Report;
   };
   // Every subsystem hears of endpoint changes; one failing is logged, never fatal.
   const announce = (what: 'endpointAttached' | 'endpointDetached', change: EndpointChange): void => {
@@ -272,7 +276,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
       },
     };
     try {
-      proxy = await startProxy({ listen: cfg.proxyListen, dockerHost: cfg.dockerHost, attacher, noDefaultIpalloc: cfg.noDefaultIpalloc, weavewaitPath: defaultWeavewaitPath(), log });
+      proxy = await startProxy({ listen: cfg.proxyListen, dockerHost: cfg.dockerHost, attacher, noDefaultIpalloc: cfg.noDefaultIpalloc, weavewaitPath: defaultWeavewaitPath(), log, insecureTcp: cfg.proxyInsecureTcp === true });
       log(`proxy listening on ${proxy.addresses.join(', ')} for the Docker daemon at ${cfg.dockerHost}`);
     } catch (err) {
       log(`proxy not started: ${(err as Error).message}`, 'warn');

@@ -73,16 +73,17 @@ async function rawClient(port: number): Promise<Socket> {
 test('isLoopbackAddress and checkAccess rules', () => {
   for (const a of ['127.0.0.1', '127.9.8.7', '::1', '::ffff:127.0.0.1', '[::1]']) assert.equal(isLoopbackAddress(a), true, a);
   for (const a of ['10.0.0.1', '::ffff:10.0.0.1', 'fe80::1', '128.0.0.1', 'localhost', '']) assert.equal(isLoopbackAddress(a), false, a);
+  // The same rules as the whole API's TCP listener (router/api/policy.ts; more cases in api-policy.test.ts).
   assert.equal(checkAccess('127.0.0.1', undefined, '127.0.0.1:6784'), null);
   assert.equal(checkAccess(undefined, undefined, undefined), null, 'unix socket');
   assert.match(checkAccess('192.168.1.5', undefined, '192.168.1.1:6784')!, /not loopback/);
   assert.equal(checkAccess('127.0.0.1', 'http://127.0.0.1:6784', '127.0.0.1:6784'), null);
-  assert.equal(checkAccess('127.0.0.1', 'http://localhost:3000', '127.0.0.1:6784'), null);
+  assert.match(checkAccess('127.0.0.1', 'http://localhost:3000', '127.0.0.1:6784')!, /not same-origin/, 'another local port is another origin');
   assert.equal(checkAccess('::1', 'http://[::1]:6784', '[::1]:6784'), null);
-  assert.equal(checkAccess(undefined, 'http://10.1.2.3:6784', '10.1.2.3:6784'), null, 'same-origin IP literal');
+  assert.equal(checkAccess(undefined, 'http://10.1.2.3:6784', '10.1.2.3:6784'), null, 'unix socket: no browser can connect');
   assert.match(checkAccess('127.0.0.1', 'http://evil.example', '127.0.0.1:6784')!, /not same-origin/);
   assert.match(checkAccess('127.0.0.1', 'http://evil.example:6784', 'evil.example:6784')!, /DNS rebinding/);
-  assert.match(checkAccess('127.0.0.1', 'http://10.1.2.3:6784', '10.1.2.3:9999')!, /not same-origin/);
+  assert.match(checkAccess('127.0.0.1', 'http://10.1.2.3:6784', '10.1.2.3:9999')!, /DNS rebinding|not same-origin/);
   assert.match(checkAccess('127.0.0.1', 'null', '127.0.0.1:6784')!, /malformed Origin/);
   assert.match(checkAccess('127.0.0.1', 'file:///x', '127.0.0.1:6784')!, /not http/);
 });
