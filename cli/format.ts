@@ -58,6 +58,7 @@ export function formatStatus(r: Report): string {
   const peerText = printCounts(peerCounts, ['established', 'pending']);
   lines.push(kv('Peers', `${R.Peers.length}${peerText ? ` (with ${peerText} connections)` : ''}`));
   lines.push(kv('TrustedSubnets', R.TrustedSubnets.length ? R.TrustedSubnets.join(', ') : 'none'));
+  if (r.Readiness) lines.push(kv('Readiness', r.Readiness.Ready ? 'ready' : `not ready: ${r.Readiness.Reason}`));
 
   if (r.IPAM) {
     lines.push('', kv('Service', 'ipam'));

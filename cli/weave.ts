@@ -6,7 +6,7 @@
  */
 import { Command } from 'commander';
 import { spawn } from 'node:child_process';
-import { promises as fsp, openSync, readFileSync } from 'node:fs';
+import { promises as fsp, openSync, readFileSync, existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -127,6 +127,8 @@ program.command('launch')
   .option('--dns-listen-address <addr>', 'weaveDNS address[:port] (link-local: put on the bridge and routed from containers)', '169.254.53.53:53')
   .option('--dns-isolation <on|off>', 'answer a container only with addresses in subnets it shares (off: Weave\'s answer-everything)', 'on')
   .option('--no-detach', 'run in the foreground')
+  .option('--no-plugin', 'do not serve the Docker network plugin (weavemesh) nor create the network weave')
+  .option('--plugin-socket <path>', 'Docker plugin socket (default /run/docker/plugins/weavemesh.sock; STATE_DIR/plugins/weavemesh.sock with a non-default WEAVE_STATE_DIR)')
   .action(async (peers: string[], o: Record<string, unknown>) => {
     requireRoot('launch');
     if (o.password !== undefined && o.detach === false) {
@@ -180,6 +182,11 @@ program.command('launch')
       dnsTtl: o.dnsTtl as number,
       dnsListenAddress: o.dnsListenAddress as string,
       dnsIsolation: o.dnsIsolation !== 'off',
+      // [plugin] dockerd looks in /run/docker/plugins: only there (or where the user
+      // says) is the network `weave` created, so test routers never touch a dockerd.
+      plugin: o.plugin as boolean,
+      pluginSocket: (o.pluginSocket as string | undefined) ?? (dir === '/var/lib/weave' ? '/run/docker/plugins/weavemesh.sock' : path.join(dir, 'plugins', 'weavemesh.sock')),
+      pluginNetwork: o.plugin as boolean && (o.pluginSocket !== undefined || dir === '/var/lib/weave'),
     };
     // Fail fast on bad input, before anything is started.
     const { parsePeerName } = await import('../router/mesh/peer-name.js');
@@ -209,6 +216,14 @@ program.command('launch')
     const held = await routerLockState(dir);
     if (held.running || await isRunning()) throw new CliError(new RouterRunningError(held.pid).message);
     await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    // Restart at boot: record the launch's arguments (never the password) for setup-service.
+    {
+      const { launchArgsToRecord } = await import('./service.js');
+      const { writeFileAtomic } = await import('../router/host/state-file.js');
+      const at = process.argv.indexOf('launch', 2);
+      const { args } = launchArgsToRecord(at >= 0 ? process.argv.slice(at + 1) : peers);
+      await writeFileAtomic(path.join(dir, 'launch-args.json'), JSON.stringify({ args, stateDir: path.resolve(dir), dockerHost: process.env.DOCKER_HOST || undefined }), 0o600);
+    }
     // The password reaches the daemon through a pipe on its stdin, never argv or its
     // environment, so neither `ps` nor /proc/PID/environ shows it.
     const env: NodeJS.ProcessEnv = { ...process.env, WEAVER_CONFIG: JSON.stringify(cfg), WEAVER_PASSWORD_STDIN: password ? '1' : '' };
@@ -247,22 +262,64 @@ program.command('stop').description('stop the router; attached containers keep t
 
 program.command('reset').description('stop the router and remove the bridge, every link it made and its persisted data')
   .option('--force', 'also when the router cannot hand over its IPAM space')
-  .action(async () => {
+  .action(async (o: { force?: boolean }) => {
     requireRoot('reset');
     if (await isRunning()) {
-      await call('POST', '/reset', undefined, { timeoutMs: 30_000 });
+      try {
+        const r = await call<{ abandoned?: string }>('POST', '/reset', { force: Boolean(o.force) }, { timeoutMs: 30_000 });
+        if (r.abandoned) process.stderr.write(`weave reset --force: abandoned ${r.abandoned}\n`);
+      } catch (err) {
+        // Without --force a refusal stops here; with it, a router that cannot answer is
+        // killed and cleaned up after below.
+        if (!o.force) throw err;
+        process.stderr.write(`weave reset --force: the router did not reset (${(err as Error).message}); cleaning up without it\n`);
+        const { pid } = await routerLockState(stateDir());
+        if (pid !== undefined) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch { /* gone */ }
+        }
+      }
       await waitForRouterExit(stateDir(), 10_000);
+    } else if (existsSync(path.join(stateDir(), 'ipam.json'))) {
+      process.stderr.write('weave reset: the router is not running, so its IPAM space (ipam.json) is abandoned: reclaim it with weave rmpeer on another peer\n');
     }
     const { resetLinks } = await import('../router/host/netdev.js');
     const { Isolation } = await import('../router/policy/isolation.js');
     await new Isolation(() => undefined).removeAll();
+    // [expose NAT] the WEAVE chain's table too (also when the router was not running).
+    const { renderNat } = await import('../router/nat/expose-nat.js');
+    const { applyRuleset } = await import('../router/policy/bridge-filter.js');
+    await applyRuleset(renderNat([], 'weave')).catch(() => undefined);
     await resetLinks();
     // [dns] the policy rule and table for the DNS address's answers (dns/reach.ts).
     await (await import('../dns/reach.js')).removeHost((await import('../dns/config.js')).DEFAULT_DNS_ADDRESS);
     const dir = stateDir();
-    for (const f of ['peer-name', 'targets.json', 'endpoints.json', 'ipam.json', 'weaver.pid', 'weaver.sock', 'weave.sock']) {
+    for (const f of ['peer-name', 'targets.json', 'endpoints.json', 'ipam.json', 'plugin.json', 'launch-args.json', 'expose-nat.json', 'weaver.pid', 'weaver.sock', 'weave.sock']) {
       await fsp.rm(path.join(dir, f), { force: true });
     }
+  });
+
+program.command('setup-service').description('write a systemd unit that relaunches the router at boot with the last launch\'s arguments')
+  .option('--output <file>', 'where to write the unit', '/etc/systemd/system/weave.service')
+  .action(async (o: { output: string }) => {
+    const { parseRecordedLaunch, renderUnit } = await import('./service.js');
+    const { writeFileAtomic } = await import('../router/host/state-file.js');
+    const file = path.join(stateDir(), 'launch-args.json');
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      throw new CliError(`no recorded launch in ${file}: run weave launch first`);
+    }
+    try {
+      const unit = renderUnit({ node: process.execPath, nodeFlags: ROUTER_NODE_FLAGS, weaveJs: path.resolve(here, 'weave.js'), launch: parseRecordedLaunch(text, file) });
+      await writeFileAtomic(path.resolve(o.output), unit, 0o644);
+    } catch (err) {
+      throw new CliError((err as Error).message);
+    }
+    out(path.resolve(o.output));
+    process.stderr.write('enable it with: systemctl daemon-reload && systemctl enable weave\n');
   });
 
 program.command('status').description('show the router status: [targets|connections|peers|ipam|dns]')
@@ -336,8 +393,10 @@ program.command('ps').description('list attached containers: <id> <mac> <cidr>..
   }
 });
 
-program.command('expose').description('give the host an address on the weave network: [ADDR...]').argument('[specs...]').action(async (specs: string[]) => {
-  const res = await call<{ cidrs: string[] }>('POST', '/expose', { specs }, { timeoutMs: 120_000 });
+program.command('expose').description('give the host an address on the weave network: [ADDR...]').argument('[specs...]')
+  .option('--no-masq', 'do not masquerade (no NAT rules in the WEAVE chain for these subnets)')
+  .action(async (specs: string[], o: { masq?: boolean }) => {
+  const res = await call<{ cidrs: string[] }>('POST', '/expose', { specs, ...(o.masq === false ? { noMasq: true } : {}) }, { timeoutMs: 120_000 });
   out(res.cidrs.map((c) => c.split('/')[0]).join(' '));
 });
 

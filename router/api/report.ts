@@ -112,6 +112,8 @@ export interface Report {
   /** The HTTP API: whether --api-insecure is on, and requests refused by policy per kind (access, route, content-type, url, size). */
   API?: { Insecure: boolean; Refused: Record<string, number> };
   Endpoints: ReportEndpoint[];
+  /** Whether the router can take containers now (router/api/readiness.ts); GET /status answers 503 until Ready. */
+  Readiness?: { Ready: boolean; Reason: string };
 }
 
 /** Events streamed on `GET /events` after the initial snapshot. */

@@ -47,6 +47,12 @@ export interface LaunchConfig {
   dnsListenAddress?: string;
   /** --dns-isolation=off answers every name to everyone (Weave's behaviour). Absent means on. */
   dnsIsolation?: boolean;
+  /** [plugin] Serve the Docker network plugin (weavemesh); false with --no-plugin. Absent (older callers): on. */
+  plugin?: boolean;
+  /** [plugin] Its socket (default /run/docker/plugins/weavemesh.sock, or STATE_DIR/plugins/weavemesh.sock with a non-default state dir). */
+  pluginSocket?: string;
+  /** [plugin] Create the Docker network `weave` in the background (only where dockerd finds the socket). */
+  pluginNetwork?: boolean;
 }
 
 /** Files of one router in its state directory (`WEAVE_STATE_DIR`, default /var/lib/weave). */

@@ -46,6 +46,11 @@ export interface SubsystemContext {
    * attached or detached an endpoint itself (the CNI plugin's ADD/DEL), as /attach does.
    */
   announce(what: 'endpointAttached' | 'endpointDetached', change: EndpointChange): void;
+  /**
+   * Announce an endpoint change this subsystem made itself (the Docker plugin's
+   * Join/Leave): the same as `announce` with the plugin's verbs.
+   */
+  endpointChanged(what: 'attached' | 'detached', change: EndpointChange): void;
 }
 
 /** An endpoint change the daemon announces to every subsystem. */

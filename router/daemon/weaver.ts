@@ -11,7 +11,9 @@ import os from 'node:os';
 import { promises as fsp, readFileSync } from 'node:fs';
 import { Router } from '../router.js';
 import { Tap } from '../overlay/tap.js';
-import { ensureBridge, setupTap, TAP_NAME, resetLinks } from '../host/netdev.js';
+import { ensureBridge, setupTap, TAP_NAME, resetLinks, BRIDGE } from '../host/netdev.js';
+import { readiness, linksFromProcNetDev } from '../api/readiness.js';
+import { resetCheck } from './reset-check.js';
 import { parsePeerName, randomPeerName } from '../mesh/peer-name.js';
 import { ApiServer, ApiError, stringList, stringField, optionalString } from '../api/server.js';
 import { Endpoints } from '../host/endpoints.js';
@@ -25,6 +27,8 @@ import type { ProxyAttacher } from '../../proxy/types.js';
 import { observabilitySubsystem } from '../api/observability.js';
 import { dnsSubsystem } from '../../dns/subsystem.js';
 import { dnsBridgeAddress, dnsSettings } from '../../dns/config.js';
+import { pluginSubsystem } from '../../plugin/subsystem.js';
+import { exposeNatSubsystem, type ExposeNatSubsystem } from '../nat/subsystem.js';
 import { startFastdp } from '../overlay/fastdp.js';
 import type { Report } from '../api/report.js';
 import { Registry } from 'prom-client';
@@ -40,7 +44,7 @@ export type { LaunchConfig } from './config.js';
  * that its page, events and metrics see every other section.
  */
 function subsystems(): Subsystem[] {
-  return [ipamSubsystem(), dnsSubsystem(), cniSubsystem(), observabilitySubsystem()];
+  return [ipamSubsystem(), dnsSubsystem(), cniSubsystem(), pluginSubsystem(), exposeNatSubsystem(), observabilitySubsystem()];
 }
 
 async function loadPeerName(cfg: LaunchConfig, file: string): Promise<string> {
@@ -176,7 +180,13 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     r.Router.Drops = { ...r.Router.Drops, ...bridgeDrops };
     const sections: Record<string, unknown> = {};
     for (const sub of started) if (sub.reportKey && sub.report) sections[sub.reportKey] = sub.report();
-    return { ...r, ...sections, API: { Insecure: api.insecure, Refused: { ...api.refused } }, Endpoints: endpoints.list().map((e) => ({ ID: e.id, MAC: e.mac, CIDRs: e.cidrs, ...(e.name ? { Name: e.name } : {}) })) } as Report;
+    const ipamStatus = (sections.IPAM as { Status?: string } | undefined)?.Status;
+    let links = new Set<string>();
+    try {
+      links = linksFromProcNetDev(readFileSync('/proc/self/net/dev', 'utf8'));
+    } catch { /* no /proc: reported as missing links */ }
+    const Readiness = readiness({ ipamStatus, observer: cfg.ipallocInit === 'observer', links, bridge: BRIDGE, tap: TAP_NAME });
+    return { ...r, ...sections, Readiness, API: { Insecure: api.insecure, Refused: { ...api.refused } }, Endpoints: endpoints.list().map((e) => ({ ID: e.id, MAC: e.mac, CIDRs: e.cidrs, ...(e.name ? { Name: e.name } : {}) })) } as Report;
   };
   // Every subsystem hears of endpoint changes; one failing is logged, never fatal.
   const announce = (what: 'endpointAttached' | 'endpointDetached', change: EndpointChange): void => {
@@ -187,7 +197,12 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     }
   };
   api.on('GET', '/report', async () => fullReport());
-  api.on('GET', '/status', async () => fullReport());
+  // Readiness (router/api/readiness.ts): 503 with the reason until ready.
+  api.on('GET', '/status', async () => {
+    const r = fullReport();
+    if (r.Readiness && !r.Readiness.Ready) throw new ApiError(503, `not ready: ${r.Readiness.Reason}`);
+    return r;
+  });
   api.on('POST', '/connect', async ({ body }) => {
     const addrs = router.connect(stringList(body, 'peers'), Boolean((body as { replace?: boolean } | undefined)?.replace));
     await saveTargets();
@@ -215,14 +230,18 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     return { cidrs };
   });
   api.on('GET', '/ps', async () => ({ endpoints: await endpoints.ps() }));
+  // [expose NAT] Weave's WEAVE nat chain follows expose/hide (router/nat/).
+  const nat = () => started.find((x) => x.name === 'expose-nat') as ExposeNatSubsystem | undefined;
   api.on('POST', '/expose', async ({ body }) => {
     const cidrs = await endpoints.expose(stringList(body, 'specs'));
     await syncIsolation();
+    await nat()?.exposed(cidrs, (body as { noMasq?: unknown } | undefined)?.noMasq === true);
     return { cidrs };
   });
   api.on('POST', '/hide', async ({ body }) => {
     const cidrs = await endpoints.hide(stringList(body, 'specs'));
     await syncIsolation();
+    await nat()?.hidden(cidrs);
     return { cidrs };
   });
   api.on('GET', '/macs', async () => ({ macs: router.macEntries() }));
@@ -230,7 +249,12 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     setImmediate(() => void shutdown('weave stop'));
     return {};
   });
-  api.on('POST', '/reset', async () => {
+  api.on('POST', '/reset', async ({ body }) => {
+    // IPAM space can be handed over only to a reachable peer; without one, refuse
+    // unless forced, and then say what is abandoned (router/daemon/reset-check.ts).
+    const force = Boolean((body as { force?: unknown } | undefined)?.force);
+    const check = resetCheck(fullReport());
+    if (check.abandons && !force) throw new ApiError(409, `${check.abandons}: no reachable peer can take it over; run weave reset --force to abandon it`);
     for (const sub of started) await sub.reset?.().catch((err: Error) => log(`reset: ${sub.name}: ${err.message}`, 'warn'));
     for (const e of endpoints.list()) await endpoints.detach(e.id, []).catch(() => undefined);
     setImmediate(() => void (async () => {
@@ -239,7 +263,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
       await resetLinks().catch(() => undefined);
       await shutdown('weave reset');
     })());
-    return {};
+    return check.abandons ? { abandoned: `${check.abandons}: reclaim it with weave rmpeer ${check.peer} on another peer` } : {};
   });
   let proxy: { close(): Promise<void>; addresses: string[] } | undefined;
   if (cfg.proxy) {
@@ -288,6 +312,10 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     announce: (what, change) => {
       router.emit('event', { type: what === 'endpointAttached' ? 'endpoint-attached' : 'endpoint-detached', id: change.endpoint.id, cidrs: change.endpoint.cidrs });
       announce(what, change);
+    },
+    endpointChanged: (what, change) => {
+      router.emit('event', { type: `endpoint-${what}`, id: change.endpoint.id, cidrs: change.endpoint.cidrs });
+      announce(what === 'attached' ? 'endpointAttached' : 'endpointDetached', change);
     },
   };
   for (const sub of subsystems()) {

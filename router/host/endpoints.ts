@@ -274,6 +274,29 @@ export class Endpoints {
     return gone;
   }
 
+  /**
+   * Record an endpoint whose link another component made (the Docker plugin's veth,
+   * whose host end is `hostVethName(id)`), so isolation filters and `weave ps` cover
+   * it; `onChange` runs before this resolves. Replaces an entry with the same id.
+   */
+  record(e: Endpoint): Promise<void> {
+    return this.serialise(e.id, async () => {
+      this.table.set(e.id, { ...e, cidrs: [...e.cidrs] });
+      await this.onChange?.();
+      await this.save();
+    });
+  }
+
+  /** Drop an endpoint recorded with record() (absent is fine); its addresses are the recorder's to free. */
+  forget(id: string): Promise<boolean> {
+    return this.serialise(id, async () => {
+      if (!this.table.delete(id)) return false;
+      await this.onChange?.();
+      await this.save();
+      return true;
+    });
+  }
+
   /** Refresh MACs (containers may have been recreated) for `weave ps`. */
   async ps(): Promise<Endpoint[]> {
     for (const e of this.table.values()) {

@@ -190,6 +190,9 @@ export function renderRuleset(ports: PortRules[], hostCidrs: string[], bridge: s
     '  chain host_in {',
     `    # the host (weave:expose) hears only its exposed subnets ${hostSubnets.join(' ')}`,
     ...hostRules.filter((r) => r.startsWith(family === 'ip' ? 'ip ' : 'arp ')).map((r) => '    ' + r),
+    // [expose NAT] Replies to what the host sent into an exposed subnet from another of
+    // its addresses (masqueraded on the way out, restored before input).
+    ...(family === 'ip' && hostSubnets.length ? [`    ip saddr ${set(hostSubnets)} ct state established,related accept comment "replies to the exposed host"`] : []),
     '    counter drop comment "isolation"',
     '  }',
     '  chain input {',
@@ -215,6 +218,9 @@ export function renderRuleset(ports: PortRules[], hostCidrs: string[], bridge: s
     '  chain output {',
     '    type filter hook output priority filter; policy accept;',
     ...dnsOut,
+    // [expose NAT] The host itself may deliver to its exposed subnets whatever it
+    // routed (replies to containers going out through it, de-masqueraded).
+    ...(hostSubnets.length ? [`    ip daddr ${set(hostSubnets)} accept comment "routed by the exposed host"`] : []),
     ...egress,
     '  }',
     ...dnsBridgeIn,

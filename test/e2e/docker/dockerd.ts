@@ -89,9 +89,13 @@ function mountsUnder(dir: string): string[] {
  * Start a private dockerd.
  * @param name a short tag for the temp dir (prefixed `tsw-px-`).
  * @param netns run inside this named network namespace (it must exist).
+ * @param pluginDir give this daemon a private /run/docker/plugins: it runs in its own mount
+ *   namespace (`unshare --mount --propagation private`) where this directory is bind-mounted
+ *   there, so several test daemons each find their own host's plugin sockets. The mount
+ *   namespace, and the mount, go away with the daemon and its children.
  * @throws Error when the socket does not answer `/_ping` within `timeoutMs`, with the log's tail.
  */
-export async function startDockerd(opts: { name: string; netns?: string; timeoutMs?: number }): Promise<Dockerd> {
+export async function startDockerd(opts: { name: string; netns?: string; timeoutMs?: number; pluginDir?: string }): Promise<Dockerd> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `tsw-px-${opts.name}-`));
   const socket = path.join(dir, 'docker.sock');
   const logFile = path.join(dir, 'dockerd.log');
@@ -124,7 +128,13 @@ export async function startDockerd(opts: { name: string; netns?: string; timeout
     },
     async start() {
       const fd = fs.openSync(logFile, 'a');
-      const [cmd, argv] = opts.netns ? ['nsenter', [`--net=/var/run/netns/${opts.netns}`, 'dockerd', ...args]] : ['dockerd', args];
+      let [cmd, argv] = opts.netns ? ['nsenter', [`--net=/var/run/netns/${opts.netns}`, 'dockerd', ...args]] : ['dockerd', args];
+      if (opts.pluginDir) {
+        // Paths reach the shell only as positional parameters, never as script text.
+        fs.mkdirSync('/run/docker/plugins', { recursive: true, mode: 0o700 });
+        argv = ['--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount --bind "$1" /run/docker/plugins && shift && exec "$@"', 'sh', opts.pluginDir, cmd as string, ...(argv as string[])];
+        cmd = 'unshare';
+      }
       const c = spawn(cmd, argv as string[], { stdio: ['ignore', fd, fd] });
       fs.closeSync(fd);
       child = c;
