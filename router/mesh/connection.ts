@@ -152,7 +152,7 @@ export class Connection {
         ch.onClose((err) => this.close(err ? `connection error: ${err.message}` : 'connection closed by peer'));
         this.sendIntro();
       })
-      .catch((err: Error) => this.close(err instanceof HandshakeError && err.kind === 'password-mismatch' ? 'password mismatch' : `encrypted handshake failed: ${err.message}`, false));
+      .catch((err: Error) => this.close(err instanceof HandshakeError && err.kind === 'password-mismatch' ? 'password mismatch (or a different --ipalloc-range or WEAVE_NETWORK_NAME)' : `encrypted handshake failed: ${err.message}`, false));
   };
 
   private sendIntro(): void {
