@@ -12,6 +12,11 @@
  *  - depth: arrays/maps nested deeper than `maxDepth` are refused;
  *  - every declared str/bin/ext length and every array/map count must fit in the
  *    bytes that are left (each element takes at least one byte);
+ *  - extension types (ext 8/16/32, fixext 1..16) are refused unless `allowExt`: none of
+ *    our formats uses them, and msgpackr gives several (0x62 bundled strings, records,
+ *    typed arrays, RegExp, Error, Set …) meanings that would hand the validators objects
+ *    of unexpected classes or make the decoder read beyond the value (found by fuzzing);
+ *    the one exception is d4 00 00, msgpackr's encoding of `undefined` (an absent field);
  *  - the input must be exactly one value with no trailing bytes.
  *
  * Cost: O(bytes scanned) with no allocation beyond a depth-sized stack, so a 1 MiB
@@ -28,6 +33,8 @@ export interface MsgpackBudget {
   maxElements: number;
   /** Deepest array/map nesting (the top-level container is depth 1). */
   maxDepth: number;
+  /** Accept extension types (default false: refused). */
+  allowExt?: boolean;
 }
 
 /**
@@ -37,6 +44,7 @@ export interface MsgpackBudget {
  */
 export function scanMsgpack(buf: Uint8Array, budget: MsgpackBudget): number {
   const { maxElements, maxDepth } = budget;
+  const allowExt = budget.allowExt === true;
   const n = buf.length;
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   // remaining[d] = values still to read in the container open at depth d (d = 0 is the top level).
@@ -71,6 +79,10 @@ export function scanMsgpack(buf: Uint8Array, budget: MsgpackBudget): number {
     if (b <= 0x8f) { open(b & 0x0f, 2); continue; } // fixmap
     if (b <= 0x9f) { open(b & 0x0f, 1); continue; } // fixarray
     if (b <= 0xbf) { skip(b & 0x1f); continue; } // fixstr
+    if (b === 0xd4 && pos + 2 <= n && buf[pos] === 0 && buf[pos + 1] === 0) { pos += 2; continue; } // msgpackr's `undefined` (fixext1 type 0, data 0)
+    if (!allowExt && ((b >= 0xc7 && b <= 0xc9) || (b >= 0xd4 && b <= 0xd8))) {
+      throw new MsgpackBudgetError(`msgpack extension type (byte 0x${b.toString(16)} at offset ${pos - 1}) not accepted here`);
+    }
     switch (b) {
       case 0xc0: case 0xc2: case 0xc3: break; // nil, false, true
       case 0xc1: throw new MsgpackBudgetError(`reserved msgpack type byte 0xc1 at offset ${pos - 1}`);

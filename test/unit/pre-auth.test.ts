@@ -70,6 +70,12 @@ test('scanMsgpack counts values as the msgpack spec defines them and refuses lie
   assert.throws(() => scanMsgpack(Buffer.from([0xc1]), BUDGETS.ipam), /reserved/);
   assert.throws(() => scanMsgpack(Buffer.from([...Array(20).fill(0x91), 0xc0]), { maxElements: 100, maxDepth: 16 }), (e: Error) => e instanceof MsgpackBudgetError && /deeper than 16/.test(e.message));
   assert.throws(() => scanMsgpack(Buffer.alloc(0), BUDGETS.ipam), /truncated/);
+  // Found by fuzzing: fixext4 of msgpackr's type 0x62 ("bundled strings") made msgpackr read
+  // past the value; extension types are now refused unless a budget allows them.
+  const ext = Buffer.from([0xd6, 0x62, 0, 0, 0, 0]);
+  assert.throws(() => scanMsgpack(ext, BUDGETS.control), /extension type \(byte 0xd6 at offset 0\) not accepted/);
+  assert.throws(() => decodeMsg(ext), /extension type/);
+  assert.equal(scanMsgpack(ext, { maxElements: 10, maxDepth: 4, allowExt: true }), 1);
 });
 
 test('after auth: frames are bounded per message type (only gossip may exceed 4 KiB)', () => {
