@@ -9,6 +9,25 @@
 
 import type { Report, ReportConnection } from '../router/api/report.js';
 
+/**
+ * Characters that must not reach a terminal raw: C0 controls other than newline
+ * and tab, DEL, C1 controls (ECMA-48 / ISO 6429 CSI, OSC … introducers), Unicode
+ * line/paragraph separators and bidi embedding/override/isolate marks.
+ */
+const TERMINAL_UNSAFE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * Escapes every character of TERMINAL_UNSAFE in `text` as a visible "\xNN" (below
+ * U+0100) or "\u{NNNN}", keeping newlines and tabs, so text from peers (nicknames,
+ * reasons, addresses) cannot move the cursor, retitle the window or forge lines.
+ */
+export function escapeTerminal(text: string): string {
+  return text.replace(TERMINAL_UNSAFE, (c) => {
+    const cp = c.codePointAt(0)!;
+    return cp < 0x100 ? `\\x${cp.toString(16).padStart(2, '0')}` : `\\u{${cp.toString(16)}}`;
+  });
+}
+
 /** Weave's order of connection states in the summary counts. */
 const CONNECTION_STATES = ['established', 'pending', 'retrying', 'failed', 'connecting'];
 
@@ -31,7 +50,7 @@ const kv = (key: string, value: string | number): string => `${key.padStart(15)}
  * both are equal (as Weave does). The IPAM block is omitted when the Report
  * has no IPAM; its Status line is the allocator's own status text.
  */
-export function formatStatus(r: Report): string {
+function formatStatusRaw(r: Report): string {
   const R = r.Router;
   const lines: string[] = [];
   lines.push(kv('Version', r.Version), '');
@@ -85,7 +104,7 @@ function connectionAttrs(c: ReportConnection): string {
  * direction ("->" outbound, "<-" inbound), address padded to 21, state padded
  * to 11, Info, then attributes not already in Info.
  */
-export function formatConnections(r: Report): string {
+function formatConnectionsRaw(r: Report): string {
   return r.Router.Connections.map((c) => {
     const attrs = connectionAttrs(c);
     const line = `${c.Outbound ? '->' : '<-'} ${c.Address.padEnd(21)} ${c.State.padEnd(11)} ${c.Info}${attrs ? ` ${attrs}` : ''}`;
@@ -98,7 +117,7 @@ export function formatConnections(r: Report): string {
  * three spaces: direction, address padded to 21, "name(nick)" padded to 37,
  * and "established" or "pending".
  */
-export function formatPeers(r: Report): string {
+function formatPeersRaw(r: Report): string {
   let out = '';
   for (const p of r.Router.Peers) {
     out += peerLabel(p.Name, p.NickName) + '\n';
@@ -110,7 +129,7 @@ export function formatPeers(r: Report): string {
 }
 
 /** `weave status targets`: one target address per line. */
-export function formatTargets(r: Report): string {
+function formatTargetsRaw(r: Report): string {
   return r.Router.Targets.map((t) => `${t}\n`).join('');
 }
 
@@ -127,7 +146,7 @@ function pct(p: number): string {
  * `IPAM.ActiveIPs` when the report has it, else the local endpoints' CIDRs.
  * Empty when IPAM is disabled.
  */
-export function formatIpam(r: Report): string {
+function formatIpamRaw(r: Report): string {
   const ipam = r.IPAM;
   if (!ipam) return '';
   const activeField = (ipam as typeof ipam & { ActiveIPs?: unknown }).ActiveIPs;
@@ -143,3 +162,14 @@ export function formatIpam(r: Report): string {
   }
   return out;
 }
+
+/** `weave status` summary (formatStatusRaw), with terminal controls escaped. */
+export const formatStatus = (r: Report): string => escapeTerminal(formatStatusRaw(r));
+/** `weave status connections` (formatConnectionsRaw), with terminal controls escaped. */
+export const formatConnections = (r: Report): string => escapeTerminal(formatConnectionsRaw(r));
+/** `weave status peers` (formatPeersRaw), with terminal controls escaped. */
+export const formatPeers = (r: Report): string => escapeTerminal(formatPeersRaw(r));
+/** `weave status targets` (formatTargetsRaw), with terminal controls escaped. */
+export const formatTargets = (r: Report): string => escapeTerminal(formatTargetsRaw(r));
+/** `weave status ipam` (formatIpamRaw), with terminal controls escaped. */
+export const formatIpam = (r: Report): string => escapeTerminal(formatIpamRaw(r));

@@ -16,6 +16,7 @@
  * Errors are TemplateError with "template: LINE:COL: what" for parse errors and
  * "template: executing <.A.B>: what" for execution errors.
  */
+import { escapeTerminal } from './format.js';
 
 export class TemplateError extends Error {
   override name = 'TemplateError';
@@ -231,11 +232,11 @@ function exec(nodes: Node[], dot: unknown, root: unknown, out: string[]): void {
  * Renders `tpl` over `data` (a JSON-like value, typically a Report).
  * Throws TemplateError on a malformed template or a failed evaluation; the
  * whole template is parsed before anything is rendered, so output is all or
- * nothing.
+ * nothing. Control characters in the output are escaped (escapeTerminal).
  */
 export function renderTemplate(tpl: string, data: unknown): string {
   const nodes = parse(tpl);
   const out: string[] = [];
   exec(nodes, data, data, out);
-  return out.join('');
+  return escapeTerminal(out.join('')); // peer-supplied text (nicknames…) never reaches a terminal raw
 }

@@ -7,6 +7,7 @@
 import type { WebSocket } from 'ws';
 import type { Report, RouterEvent } from '../router/api/report.js';
 import { applyEvent } from '../router/api/ui/model.js';
+import { escapeTerminal } from './format.js';
 
 export interface WatchOptions {
   /** Opens a new WebSocket to `/events` (called again on every reconnect). */
@@ -54,7 +55,7 @@ export function watchStatus(opts: WatchOptions): Promise<void> {
       drawPending = true;
       setImmediate(() => {
         drawPending = false;
-        if (!stopped && report !== null) write(opts.render(report));
+        if (!stopped && report !== null) write(escapeTerminal(opts.render(report))); // [sec-wire] peer text never reaches the tty raw
       });
     };
     const stop = (): void => {

@@ -10,6 +10,7 @@
  * unicast "space request" answered by a ring update).
  */
 import { Packr, Unpackr } from 'msgpackr';
+import { BUDGETS, scanMsgpack } from '../router/mesh/msgpack-budget.js';
 import type { RingPlain } from './ring.js';
 import type { PaxosKnowledge } from './consensus.js';
 
@@ -65,6 +66,7 @@ function uint(x: unknown, what: string, max = 2 ** 32): number {
 export function decodeMsg(bytes: Uint8Array): IpamMsg {
   let o: unknown;
   try {
+    scanMsgpack(bytes, BUDGETS.ipam); // bounded element count and depth before any object is built
     o = unpackr.unpack(bytes);
   } catch (e) {
     throw new IpamMessageError(`malformed IPAM message: not msgpack (${(e as Error).message})`);

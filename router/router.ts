@@ -24,6 +24,7 @@ import { Forwarder, type FramePolicy } from './overlay/forwarder.js';
 import { numToPeerName, peerNameToNum, type PeerName } from './mesh/peer-name.js';
 import { Connection, type ConnectionHost } from './mesh/connection.js';
 import type { ControlMessage } from './mesh/protocol.js';
+import { FailureLog, HalfOpenLimiter } from './mesh/admission.js';
 import { TargetTable, normaliseAddress } from './mesh/connection-maker.js';
 import { Sleeve, SleevePeer, datagramFor, type SleeveHost } from './overlay/sleeve.js';
 import type { Tap } from './overlay/tap.js';
@@ -75,6 +76,11 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
   readonly sleeve: Sleeve;
   private server: net.Server | undefined;
   private readonly connections = new Set<Connection>();
+  // [pre-auth] Inbound connections not yet ready hold a HalfOpenLimiter slot; failures of
+  // strangers are logged through FailureLog (aggregated per source per 60 s).
+  private readonly halfOpen = new HalfOpenLimiter();
+  private readonly halfOpenSlot = new WeakSet<Connection>();
+  private readonly failureLog = new FailureLog((line) => this.log(line));
   private readonly byPeer = new Map<PeerName, Connection>();
   private readonly sleevePeers = new Map<PeerName, SleevePeer>();
   private readonly localKeyMaterial = new Map<Connection, Buffer>();
@@ -214,7 +220,17 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
       s.destroy();
       return;
     }
-    this.addConnection(new Connection(this, s, false));
+    // [pre-auth] per-source and total half-open caps
+    const source = (s.remoteAddress ?? '').replace(/^::ffff:/, '');
+    const refused = this.halfOpen.tryAcquire(source);
+    if (refused !== undefined) {
+      s.destroy();
+      this.failureLog.failed(source, refused, Date.now());
+      return;
+    }
+    const c = new Connection(this, s, false);
+    this.halfOpenSlot.add(c);
+    this.addConnection(c);
   }
 
   private addConnection(c: Connection): void {
@@ -278,7 +294,13 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     return undefined;
   }
 
+  /** [pre-auth] Gives back c's half-open slot, if it holds one. */
+  private releaseHalfOpen(c: Connection): void {
+    if (this.halfOpenSlot.delete(c)) this.halfOpen.release(c.remoteIp);
+  }
+
   onReady(c: Connection): void {
+    this.releaseHalfOpen(c);
     const r = c.remote!;
     this.byPeer.set(r.name, c);
     if (c.target) this.targets.succeeded(c.target);
@@ -344,6 +366,8 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
   }
 
   onClosed(c: Connection, reason: string): void {
+    const wasHalfOpen = this.halfOpenSlot.has(c);
+    this.releaseHalfOpen(c);
     this.connections.delete(c);
     this.localKeyMaterial.delete(c);
     const r = c.remote;
@@ -357,6 +381,8 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
       this.connectionTerminations++;
       this.log(`connection ${c.outbound ? '->' : '<-'} ${c.address} ${r.name}(${r.nickname}) closed: ${reason}`);
       this.localConnectionsChanged();
+    } else if (wasHalfOpen && !/^duplicate connection|cannot connect to ourself/.test(reason)) {
+      this.failureLog.failed(c.remoteIp, reason, Date.now()); // [pre-auth] aggregated
     } else if (!/^duplicate connection|cannot connect to ourself/.test(reason)) {
       this.log(`connection ${c.outbound ? '->' : '<-'} ${c.address} failed: ${reason}`);
     }

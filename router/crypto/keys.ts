@@ -5,7 +5,9 @@
  *
  * Key hierarchy:
  *
- *   password ──scrypt(salt "tsweave-v1 network password")──► passwordKey (32 B)
+ *   network = { ipamRange, name }
+ *   salt = SHA-256("tsweave-v2 network password" ‖ 0 ‖ name ‖ 0 ‖ ipamRange)
+ *   password ──scrypt(salt)──► passwordKey (32 B)
  *   passwordKey ──HKDF(info "tsweave noise prologue v1")──► Noise prologue
  *   passwordKey ‖ sorted(material A, material B)
  *       ──HKDF(info "tsweave sleeve v1 A->B")──► A's send key = B's receive key
@@ -16,13 +18,38 @@
  * parameter means a new version string, so routers built with different
  * derivations fail the handshake instead of silently disagreeing on keys.
  */
-import { hkdfSync, randomBytes, scrypt } from 'node:crypto';
+import { createHash, hkdfSync, randomBytes, scrypt } from 'node:crypto';
 
 /** Length of every key this module produces, in bytes (ChaCha20-Poly1305 key size). */
 export const KEY_BYTES = 32;
 
-/** scrypt salt: fixed and public, so that every router derives the same key from the same password. */
-export const PASSWORD_SALT = 'tsweave-v1 network password';
+/** Domain-separation prefix of the scrypt salt; the version changes with the derivation. */
+export const PASSWORD_SALT_PREFIX = 'tsweave-v2 network password';
+
+/**
+ * What makes one tsweave network's salt differ from another's: values every router of
+ * the network is launched with anyway, so no secret beyond the password is needed.
+ */
+export interface NetworkId {
+  /** The IPAM range (--ipalloc-range, e.g. "10.32.0.0/12"; '' when IPAM is off). */
+  ipamRange: string;
+  /** Optional network name (WEAVE_NETWORK_NAME at launch; '' by default). */
+  name?: string;
+}
+
+/**
+ * The scrypt salt for `net` (32 bytes): SHA-256 over the prefix, the name and the
+ * range, NUL-separated so that ("a", "b/c") and ("a\0b", "c") differ. Public, like
+ * every salt; its job is that a dictionary precomputed against one network is useless
+ * against another (RFC 7914 §1 / RFC 8018 §4.1 on salts).
+ */
+export function passwordSalt(net: NetworkId): Buffer {
+  return createHash('sha256')
+    .update(PASSWORD_SALT_PREFIX).update('\0')
+    .update(net.name ?? '', 'utf8').update('\0')
+    .update(net.ipamRange, 'utf8')
+    .digest();
+}
 
 /**
  * scrypt cost (RFC 7914): N = 2^15, r = 8, p = 1 needs 128·N·r = 32 MiB and
@@ -44,19 +71,20 @@ export class KeyDerivationError extends Error {
 
 /**
  * Derive the 32-byte network key from the user's password with scrypt
- * (parameters in SCRYPT_PARAMS, salt PASSWORD_SALT). A string is encoded as
+ * (parameters in SCRYPT_PARAMS, salt passwordSalt(net)). Routers agree on the key
+ * only if they share the password, the IPAM range and the network name. A string is encoded as
  * UTF-8 exactly as given (no trimming or normalisation: strip a password
  * file's trailing newline before calling).
  *
  * @throws KeyDerivationError if the password is empty.
  */
-export function passwordKey(password: Buffer | string): Promise<Buffer> {
+export function passwordKey(password: Buffer | string, net: NetworkId): Promise<Buffer> {
   const bytes = typeof password === 'string' ? Buffer.from(password, 'utf8') : password;
   if (bytes.length === 0) {
     return Promise.reject(new KeyDerivationError('network password is empty'));
   }
   return new Promise((resolve, reject) => {
-    scrypt(bytes, PASSWORD_SALT, KEY_BYTES, SCRYPT_PARAMS, (err, key) => {
+    scrypt(bytes, passwordSalt(net), KEY_BYTES, SCRYPT_PARAMS, (err, key) => {
       if (err) reject(err);
       else resolve(key);
     });

@@ -96,7 +96,8 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
 
   if (process.env.WEAVER_PASSWORD_STDIN === '1') password = await readPasswordFromStdin();
   delete process.env.WEAVER_PASSWORD_STDIN;
-  const pwKey = password ? await derivePasswordKey(password) : undefined;
+  // [sec-wire] per-network scrypt salt: IPAM range + optional WEAVE_NETWORK_NAME (docs/SECURITY.md)
+  const pwKey = password ? await derivePasswordKey(password, { ipamRange: cfg.ipallocRange, name: process.env.WEAVE_NETWORK_NAME ?? '' }) : undefined;
 
   // Remembered targets: `weave launch` with no peers reconnects to the last set.
   // [reliability] Read (and check) targets.json even when peers are given, so a corrupt

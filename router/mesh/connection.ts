@@ -11,10 +11,9 @@
  * event loop, and the router is told about each transition through ConnectionHost.
  */
 import type net from 'node:net';
-import { unpack } from 'msgpackr';
 import {
-  FrameDecoder, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, ProtocolError, encodeFrame,
-  validateControlMessage, type ControlMessage,
+  FrameDecoder, MAX_FRAME_BYTES, PRE_AUTH_MAX_FRAME_BYTES, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, ProtocolError,
+  decodeBody, encodeFrame, type ControlMessage,
 } from './protocol.js';
 import { secureSocket, HandshakeError, type SecureChannel } from '../crypto/noise.js';
 import { handshakePrologue } from '../crypto/keys.js';
@@ -22,7 +21,7 @@ import { handshakePrologue } from '../crypto/keys.js';
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 const HEARTBEAT_MS = 5_000;
 const HEARTBEAT_TIMEOUT_MS = 30_000;
-const MAX_HELLO_BYTES = 4096;
+const MAX_HELLO_BYTES = PRE_AUTH_MAX_FRAME_BYTES;
 
 export type ConnectionState = 'handshake' | 'ready' | 'closed';
 
@@ -68,7 +67,8 @@ export class Connection {
   /** When the last message of any kind arrived (ms). */
   private lastRecv = Date.now();
   private transport: Transport | undefined;
-  private decoder = new FrameDecoder();
+  /** Frames are ≤ 4 KiB until the connection is ready (pre-authentication limit). */
+  private decoder = new FrameDecoder(PRE_AUTH_MAX_FRAME_BYTES);
   private helloBuf: Buffer | undefined = Buffer.alloc(0);
   private handshakeTimer: NodeJS.Timeout | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
@@ -121,7 +121,7 @@ export class Connection {
     this.socket.off('data', this.onHelloData);
     let hello: ControlMessage;
     try {
-      hello = validateControlMessage(unpack(buf.subarray(4, 4 + len)));
+      hello = decodeBody(buf.subarray(4, 4 + len));
     } catch (err) {
       return this.close(`peer did not speak the tsweave protocol: ${(err as Error).message}`);
     }
@@ -152,7 +152,7 @@ export class Connection {
         ch.onClose((err) => this.close(err ? `connection error: ${err.message}` : 'connection closed by peer'));
         this.sendIntro();
       })
-      .catch((err: Error) => this.close(err instanceof HandshakeError && err.kind === 'password-mismatch' ? 'password mismatch' : `encrypted handshake failed: ${err.message}`, false));
+      .catch((err: Error) => this.close(err instanceof HandshakeError && err.kind === 'password-mismatch' ? 'password mismatch (or a different --ipalloc-range or WEAVE_NETWORK_NAME)' : `encrypted handshake failed: ${err.message}`, false));
   };
 
   private sendIntro(): void {
@@ -189,6 +189,7 @@ export class Connection {
       if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
       this.handshakeTimer = undefined;
       this.state = 'ready';
+      this.decoder.setMaxFrameBytes(MAX_FRAME_BYTES);
       this.heartbeatTimer = setInterval(() => this.heartbeat(), HEARTBEAT_MS);
       this.host.onReady(this);
       return;

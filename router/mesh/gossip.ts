@@ -13,11 +13,12 @@
  * The actor needs only a way to reach neighbours (`GossipHost`), so the mesh
  * simulator can drive it over an in-memory transport.
  */
-import { pack, unpack } from 'msgpackr';
+import { pack } from 'msgpackr';
 import type { PeerName } from './peer-name.js';
 import type { Topology } from './topology.js';
 import type { Routes } from './routes.js';
-import type { ControlMessage } from './protocol.js';
+import { unpackBounded, type ControlMessage } from './protocol.js';
+import { BUDGETS } from './msgpack-budget.js';
 import { GossipBatch } from './gossip-batch.js';
 
 /** A gossip channel's handler (mesh's Gossiper): topology-agnostic, bytes in and out. */
@@ -121,7 +122,8 @@ export class Gossip<C extends GossipNeighbour> {
     if (m.channel === 'topology') {
       let changed: PeerName[];
       try {
-        changed = h.topology.merge(unpack(m.payload as Buffer)).changed;
+        // Bounded before msgpackr builds anything (msgpack-budget.ts): a gossip bomb is refused in ~1 ms.
+        changed = h.topology.merge(unpackBounded(m.payload, BUDGETS.topology, 'topology gossip')).changed;
       } catch (err) {
         h.drop('gossip');
         h.log(`gossip: bad topology update from ${from}: ${(err as Error).message}`);

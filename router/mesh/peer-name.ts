@@ -70,3 +70,24 @@ export function numToPeerName(n: number): PeerName {
   const hex = n.toString(16).padStart(12, '0');
   return `${hex.slice(0, 2)}:${hex.slice(2, 4)}:${hex.slice(4, 6)}:${hex.slice(6, 8)}:${hex.slice(8, 10)}:${hex.slice(10, 12)}`;
 }
+
+export const MAX_NICKNAME_LENGTH = 255;
+
+/**
+ * Characters a nickname may not hold: C0 controls and DEL (terminal escapes, line
+ * breaks), C1 controls (8-bit CSI/OSC), Unicode line/paragraph separators and bidi
+ * embedding/override/isolate marks (which reorder what a terminal shows).
+ */
+const NICKNAME_FORBIDDEN = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/**
+ * True if `s` is an acceptable peer nickname: 0..255 UTF-16 code units, none of them
+ * a control character, line separator or bidi control (NICKNAME_FORBIDDEN), and no
+ * lone surrogate. Nicknames are shown in `weave status`; this keeps a peer from
+ * writing terminal escape sequences there.
+ */
+export function isValidNickname(s: unknown): s is string {
+  return typeof s === 'string' && s.length <= MAX_NICKNAME_LENGTH && !NICKNAME_FORBIDDEN.test(s) && !LONE_SURROGATE.test(s);
+}

@@ -14,16 +14,29 @@
  * message types are rejected.
  */
 import { pack, unpack } from 'msgpackr';
-import { isPeerName, type PeerName } from './peer-name.js';
+import { MAX_NICKNAME_LENGTH, isPeerName, isValidNickname, type PeerName } from './peer-name.js';
+import { BUDGETS, MsgpackBudgetError, scanMsgpack, type MsgpackBudget } from './msgpack-budget.js';
 
 export const PROTOCOL_MIN_VERSION = 1;
 export const PROTOCOL_MAX_VERSION = 1;
-/** Largest accepted frame body, in bytes. */
+/**
+ * Largest accepted frame body once a connection is ready, in bytes: only a 'gossip'
+ * frame may be this big (a full topology or IPAM ring of a large mesh); every other
+ * type is bounded by MAX_SMALL_FRAME_BYTES (see frameLimitFor).
+ */
 export const MAX_FRAME_BYTES = 8 * 1024 * 1024;
+/**
+ * Largest frame body before a connection is ready (hello, intro, bye, and any frame
+ * a stranger sends) and of every non-gossip message afterwards, in bytes. An intro is
+ * under 400 bytes (nickname ≤ 255 chars), so 4 KiB leaves room and caps what an
+ * unauthenticated socket can make us buffer.
+ */
+export const MAX_SMALL_FRAME_BYTES = 4096;
+export const PRE_AUTH_MAX_FRAME_BYTES = MAX_SMALL_FRAME_BYTES;
 /** Bytes in the length prefix. */
 export const FRAME_LENGTH_BYTES = 4;
 
-export const MAX_NICKNAME_LENGTH = 255;
+export { MAX_NICKNAME_LENGTH, isValidNickname } from './peer-name.js';
 export const MAX_REASON_LENGTH = 1024;
 export const MAX_CHANNEL_LENGTH = 64;
 export const KEY_MATERIAL_BYTES = 32;
@@ -67,7 +80,7 @@ export function encodeFrame(msg: ControlMessage): Buffer {
  * lost and the decoder must not be used again: the connection is to be closed.
  */
 export class FrameDecoder {
-  private readonly maxFrameBytes: number;
+  private maxFrameBytes: number;
   private chunks: Buffer[] = [];
   private total = 0;
   /** Body length of the frame being assembled, or -1 while its prefix is incomplete. */
@@ -79,6 +92,16 @@ export class FrameDecoder {
       throw new RangeError(`maxFrameBytes must be a positive integer, got ${maxFrameBytes}`);
     }
     this.maxFrameBytes = maxFrameBytes;
+  }
+
+  /**
+   * Changes the largest accepted body length (the connection raises it from
+   * PRE_AUTH_MAX_FRAME_BYTES to MAX_FRAME_BYTES once ready). Applies to the next
+   * length prefix read.
+   */
+  setMaxFrameBytes(n: number): void {
+    if (!Number.isInteger(n) || n < 1) throw new RangeError(`maxFrameBytes must be a positive integer, got ${n}`);
+    this.maxFrameBytes = n;
   }
 
   /** Bytes received but not yet returned as messages. */
@@ -129,14 +152,40 @@ export class FrameDecoder {
   }
 }
 
-function decodeBody(body: Buffer): ControlMessage {
-  let value: unknown;
+/**
+ * Largest body length, in bytes, accepted for a decoded message of type `t`:
+ * MAX_FRAME_BYTES for 'gossip' (full topology / IPAM state), MAX_SMALL_FRAME_BYTES
+ * for every other type (all are a handful of short fields).
+ */
+export function frameLimitFor(t: ControlMessage['t']): number {
+  return t === 'gossip' ? MAX_FRAME_BYTES : MAX_SMALL_FRAME_BYTES;
+}
+
+/**
+ * msgpack-decodes untrusted bytes after checking them with scanMsgpack against
+ * `budget`, so a small input cannot expand into millions of objects.
+ * @throws ProtocolError (prefixed with `what`) if the budget is exceeded or the
+ *   bytes are not exactly one msgpack value.
+ */
+export function unpackBounded(bytes: Uint8Array, budget: MsgpackBudget, what: string): unknown {
   try {
-    value = unpack(body);
+    scanMsgpack(bytes, budget);
+    return unpack(bytes);
   } catch (err) {
-    throw new ProtocolError(`undecodable control frame: ${(err as Error).message}`);
+    throw new ProtocolError(`undecodable ${what}: ${err instanceof MsgpackBudgetError ? err.message : (err as Error).message}`);
   }
-  return validateControlMessage(value);
+}
+
+/**
+ * Decodes and validates one frame body (no length prefix): a msgpack map within
+ * BUDGETS.control, a valid ControlMessage, and no longer than frameLimitFor(its type).
+ * @throws ProtocolError naming the problem.
+ */
+export function decodeBody(body: Uint8Array): ControlMessage {
+  const msg = validateControlMessage(unpackBounded(body, BUDGETS.control, 'control frame'));
+  const limit = frameLimitFor(msg.t);
+  if (body.length > limit) throw new ProtocolError(`"${msg.t}" frame of ${body.length} bytes exceeds its ${limit}-byte limit`);
+  return msg;
 }
 
 function isRecord(x: unknown): x is Record<string, unknown> {
@@ -156,6 +205,12 @@ function fail(t: string, field: string, want: string, got: unknown): never {
 function str(t: string, o: Record<string, unknown>, field: string, maxLen: number): string {
   const v = o[field];
   if (typeof v !== 'string' || v.length > maxLen) fail(t, field, `a string of at most ${maxLen} characters`, v);
+  return v;
+}
+
+function nick(t: string, o: Record<string, unknown>, field: string): string {
+  const v = o[field];
+  if (!isValidNickname(v)) fail(t, field, `at most ${MAX_NICKNAME_LENGTH} printable characters (no control characters)`, v);
   return v;
 }
 
@@ -220,7 +275,7 @@ export function validateControlMessage(x: unknown): ControlMessage {
         t,
         version: int(t, x, 'version', 1, 0xffff),
         name: peer(t, x, 'name'),
-        nickname: str(t, x, 'nickname', MAX_NICKNAME_LENGTH),
+        nickname: nick(t, x, 'nickname'),
         uid: int(t, x, 'uid', 0, Number.MAX_SAFE_INTEGER),
         udpPort: int(t, x, 'udpPort', 1, 65535),
       };

@@ -17,7 +17,7 @@
  * Entries stored here are frozen and replaced, never mutated, so `get`, `peers`
  * and `encode` hand them out without copying.
  */
-import { isPeerName, type PeerName } from './peer-name.js';
+import { MAX_NICKNAME_LENGTH, isPeerName, isValidNickname, type PeerName } from './peer-name.js';
 
 export interface ConnectionSummary {
   /** The peer at the other end. */
@@ -47,7 +47,7 @@ export class TopologyError extends Error {
 
 export const MAX_TOPOLOGY_PEERS = 10_000;
 export const MAX_PEER_CONNECTIONS = 10_000;
-export const MAX_NICKNAME_LENGTH = 255;
+export { MAX_NICKNAME_LENGTH };
 export const MAX_ADDRESS_LENGTH = 300;
 
 function isRecord(x: unknown): x is Record<string, unknown> {
@@ -90,8 +90,8 @@ function checkPeerInfo(x: unknown, label: string): PeerInfo {
   const { name, nickname, uid, version, connections } = x;
   if (!isPeerName(name)) bad(label, `name ${JSON.stringify(String(name).slice(0, 40))} is not a lowercase peer name`);
   const where = `entry for ${name}`;
-  if (typeof nickname !== 'string' || nickname.length > MAX_NICKNAME_LENGTH) {
-    bad(where, `nickname must be a string of at most ${MAX_NICKNAME_LENGTH} characters`);
+  if (!isValidNickname(nickname)) {
+    bad(where, `nickname must be at most ${MAX_NICKNAME_LENGTH} printable characters (no control characters)`);
   }
   if (typeof uid !== 'number' || !Number.isSafeInteger(uid) || uid < 0) bad(where, `uid ${String(uid)} is not a non-negative safe integer`);
   if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1) bad(where, `version ${String(version)} is not a positive safe integer`);

@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac, scryptSync } from 'node:crypto';
+import { createHash, createHmac, scryptSync } from 'node:crypto';
 import {
-  KEY_BYTES, KeyDerivationError, PASSWORD_SALT, deriveSessionKeys, handshakePrologue, nextEpochKey, passwordKey, randomKeyMaterial,
+  KEY_BYTES, KeyDerivationError, PASSWORD_SALT_PREFIX, deriveSessionKeys, handshakePrologue, nextEpochKey, passwordKey, randomKeyMaterial,
 } from '../../router/crypto/keys.js';
 
 /** RFC 5869 HKDF-SHA256 for one output block, written out from the RFC for cross-checking. */
@@ -11,25 +11,38 @@ function hkdf32(ikm: Buffer, info: string): Buffer {
   return createHmac('sha256', prk).update(Buffer.concat([Buffer.from(info), Buffer.from([1])])).digest();
 }
 
-test('passwordKey: scrypt with the documented salt and N=2^15, r=8, p=1; deterministic; string == its UTF-8 bytes', async () => {
+const NET = { ipamRange: '10.32.0.0/12' };
+
+test('passwordKey: scrypt with the per-network salt and N=2^15, r=8, p=1; deterministic; string == its UTF-8 bytes', async () => {
   const t0 = performance.now();
-  const k1 = await passwordKey('correct horse');
+  const k1 = await passwordKey('correct horse', NET);
   const ms = performance.now() - t0;
   assert.equal(k1.length, KEY_BYTES);
-  assert.equal(PASSWORD_SALT, 'tsweave-v1 network password');
-  const expected = scryptSync('correct horse', 'tsweave-v1 network password', 32, { N: 32768, r: 8, p: 1, maxmem: 64 << 20 });
+  assert.equal(PASSWORD_SALT_PREFIX, 'tsweave-v2 network password');
+  // The salt written out independently: SHA-256(prefix ‖ 0 ‖ name ‖ 0 ‖ range).
+  const salt = createHash('sha256').update(Buffer.concat([Buffer.from('tsweave-v2 network password'), Buffer.from([0, 0]), Buffer.from('10.32.0.0/12')])).digest();
+  const expected = scryptSync('correct horse', salt, 32, { N: 32768, r: 8, p: 1, maxmem: 64 << 20 });
   assert.deepEqual(k1, expected);
-  assert.deepEqual(await passwordKey(Buffer.from('correct horse', 'utf8')), k1);
-  assert.deepEqual(await passwordKey('pässwörd'), await passwordKey(Buffer.from('pässwörd', 'utf8')));
-  assert.notDeepEqual(await passwordKey('correct horse '), k1, 'no trimming');
-  assert.notDeepEqual(await passwordKey('Correct horse'), k1);
+  assert.deepEqual(await passwordKey(Buffer.from('correct horse', 'utf8'), NET), k1);
+  assert.deepEqual(await passwordKey('pässwörd', NET), await passwordKey(Buffer.from('pässwörd', 'utf8'), NET));
+  assert.notDeepEqual(await passwordKey('correct horse ', NET), k1, 'no trimming');
+  assert.notDeepEqual(await passwordKey('Correct horse', NET), k1);
   // Slow on purpose, but not absurdly so (generous bound for a shared 2-core machine).
   assert.ok(ms > 5 && ms < 3000, `scrypt took ${ms.toFixed(1)} ms`);
 });
 
+test('passwordKey: the same password gives a different key in another network (range or name), so no shared dictionary', async () => {
+  const k = await passwordKey('correct horse', NET);
+  assert.notDeepEqual(await passwordKey('correct horse', { ipamRange: '10.40.0.0/16' }), k);
+  assert.notDeepEqual(await passwordKey('correct horse', { ipamRange: '10.32.0.0/12', name: 'prod' }), k);
+  assert.deepEqual(await passwordKey('correct horse', { ipamRange: '10.32.0.0/12', name: '' }), k, 'absent name == empty name');
+  // NUL separation: moving bytes between name and range changes the key.
+  assert.notDeepEqual(await passwordKey('x', { ipamRange: 'b', name: 'a' }), await passwordKey('x', { ipamRange: '', name: 'a\0b' }));
+});
+
 test('passwordKey rejects an empty password', async () => {
-  await assert.rejects(passwordKey(''), KeyDerivationError);
-  await assert.rejects(passwordKey(Buffer.alloc(0)), /empty/);
+  await assert.rejects(passwordKey('', NET), KeyDerivationError);
+  await assert.rejects(passwordKey(Buffer.alloc(0), NET), /empty/);
 });
 
 test('randomKeyMaterial returns fresh 32-byte values', () => {
