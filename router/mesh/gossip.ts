@@ -52,6 +52,12 @@ export interface GossipHost<C extends GossipNeighbour> {
   topologyChanged(): void;
   drop(reason: string): void;
   log(line: string): void;
+  /**
+   * Runs `fn` once after `ms` milliseconds (the batch window). Optional: the router
+   * leaves it out and gets an unref'd setTimeout; the mesh simulator injects its
+   * virtual clock here.
+   */
+  setTimer?(fn: () => void, ms: number): void;
 }
 
 type GossipMessage = Extract<ControlMessage, { t: 'gossip' }>;
@@ -90,11 +96,13 @@ export class Gossip<C extends GossipNeighbour> {
   /** Our own topology entries changed (or merged ones must travel on): send them after the batch window. */
   queueTopology(names: Iterable<PeerName>, except?: C): void {
     if (!this.batch.add(names, except)) return;
-    setTimeout(() => {
+    const send = (): void => {
       const b = this.batch.take();
       const msg = this.topologyMessage('update', this.host.topology.encode(b.names));
       for (const c of this.host.neighbours()) if (c !== b.except) c.send(msg);
-    }, TOPOLOGY_BATCH_MS).unref();
+    };
+    if (this.host.setTimer) this.host.setTimer(send, TOPOLOGY_BATCH_MS);
+    else setTimeout(send, TOPOLOGY_BATCH_MS).unref();
   }
 
   /** Send the full topology and every channel's full state to one neighbour (a new connection). */

@@ -211,6 +211,20 @@ export class Topology {
     return out;
   }
 
+  /**
+   * Replaces every other peer's entry with `other`'s (our own entry is kept), sharing
+   * the frozen entries. For in-process use only (the mesh simulator starts from a
+   * converged mesh this way): `other`'s entries were validated when they entered it.
+   * @throws TopologyError if `other` lacks an entry for us.
+   */
+  copyFrom(other: Topology): void {
+    if (!other.entries.has(this.selfName)) bad('copy', `source table has no entry for ${this.selfName}`);
+    const ours = this.self();
+    this.entries.clear();
+    for (const [n, p] of other.entries) this.entries.set(n, n === this.selfName ? ours : p);
+    this.gen++;
+  }
+
   get(name: PeerName): PeerInfo | undefined {
     return this.entries.get(name);
   }
