@@ -122,6 +122,8 @@ export class SimRouter {
   readonly gossip: Gossip<SimConn>;
   readonly conns = new Map<PeerName, SimConn>();
   alive = true;
+  /** Holds only its own entry and ignores messages (for partial 10,000-peer runs; see seedConverged). */
+  dormant = false;
   readonly counters: SimCounters = { messages: 0, bytes: 0, maxFrame: 0, oversize: 0 };
   /** Virtual time of the last change to this router's table. */
   lastChange = 0;
@@ -169,6 +171,7 @@ export class MeshSim {
   private readonly loss: number;
   private readonly periodicMs: number;
   readonly logs: string[] = [];
+  private readonly sizes = new WeakMap<ControlMessage, number>();
   /** Events run so far. */
   events = 0;
 
@@ -254,9 +257,10 @@ export class MeshSim {
 
   /** Called by a connection: size the frame, count it, deliver after the latency (unless lost). */
   transmit(c: SimConn, m: ControlMessage): void {
-    let size: number;
+    let size = this.sizes.get(m);
     try {
-      size = encodeFrame(m).length - 4;
+      // Gossip sends one message object to many neighbours: encode it once.
+      if (size === undefined) this.sizes.set(m, (size = encodeFrame(m).length - 4));
     } catch (err) {
       c.from.counters.oversize++;
       this.totals.oversize++;
@@ -271,7 +275,7 @@ export class MeshSim {
     if (this.loss > 0 && this.rng.chance(this.loss)) return;
     const back = c.to.conns.get(c.from.name);
     this.after(c.latency, () => {
-      if (!c.to.alive || !back || c.to.conns.get(c.from.name) !== back) return;
+      if (!c.to.alive || c.to.dormant || !back || c.to.conns.get(c.from.name) !== back) return;
       if (m.t === 'gossip') c.to.gossip.onMessage(back, c.from.name, m);
     });
   }
@@ -344,8 +348,11 @@ export class MeshSim {
    * Starts the given graph already converged, without simulating its formation:
    * links every pair in `edges` (no gossip sent), then hands every router the same
    * table. Cheap enough for 1,000 routers; see `Topology.copyFrom`.
+   * @param only if given, only these routers get the table; the others are dormant
+   *   (keep their own entry and ignore messages), so one router can hold a table of
+   *   10,000 peers without 10,000 copies of it.
    */
-  seedConverged(n: number, edges: Array<[number, number]>): void {
+  seedConverged(n: number, edges: Array<[number, number]>, only?: number[]): void {
     const [lo, hi] = this.latency;
     while (this.routers.length < n) this.addRouter();
     for (const [i, j] of edges) {
@@ -362,7 +369,15 @@ export class MeshSim {
     }
     const master = this.routers[0]!.topology;
     master.merge(this.routers.slice(1).map((r) => r.topology.self()));
-    for (const r of this.routers.slice(1)) r.topology.copyFrom(master);
+    const keep = only === undefined ? undefined : new Set(only);
+    for (const r of this.routers.slice(1)) {
+      if (keep === undefined || keep.has(r.index)) r.topology.copyFrom(master);
+      else r.dormant = true;
+    }
+    if (keep !== undefined && !keep.has(0)) {
+      this.routers[0]!.topology.gc();
+      this.routers[0]!.dormant = true;
+    }
   }
 }
 
