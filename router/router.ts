@@ -185,7 +185,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
   private connectTick(): void {
     const now = Date.now();
     if (this.config.discovery) this.discover(now);
-    for (const t of this.targets.due(now, (a) => this.isConnectedTo(a))) this.dial(t.address);
+    for (const t of this.targets.due(now, (a) => this.isConnectedTo(a), this.config.connLimit - this.byPeer.size)) this.dial(t.address);
   }
 
   private isConnectedTo(address: string): boolean {

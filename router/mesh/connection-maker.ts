@@ -79,10 +79,23 @@ export class TargetTable {
     return this.targets.get(address);
   }
 
-  /** Targets to dial now, marked as connecting. `connected(address)` says if we already have it. */
-  due(now: number, connected: (address: string) => boolean): Target[] {
+  /**
+   * Targets to dial now, marked as connecting. `connected(address)` says if we already have it.
+   *
+   * `discoveredBudget` bounds outbound dials to discovered peers (issue #20; like
+   * weaveworks/mesh, which checks its connection limit before dialling, not only on
+   * accept): pass `--conn-limit` minus the connections we hold. Direct targets (launch
+   * arguments, `weave connect`) are always dialled; discovered ones only while the
+   * budget, less the discovered dials still in flight, is positive, taken in address
+   * order so every router makes the same choice for the same table. The rest wait and
+   * are reconsidered on a later tick (their attempt count is untouched).
+   */
+  due(now: number, connected: (address: string) => boolean, discoveredBudget = Infinity): Target[] {
     const out: Target[] = [];
-    for (const t of this.targets.values()) {
+    let budget = discoveredBudget;
+    for (const t of this.targets.values()) if (!t.direct && t.state === 'connecting') budget--;
+    const ts = Number.isFinite(discoveredBudget) ? this.list() : [...this.targets.values()];
+    for (const t of ts) {
       if (t.state === 'self' || t.state === 'connecting') continue;
       if (connected(t.address)) {
         t.state = 'connected';
@@ -96,6 +109,10 @@ export class TargetTable {
         continue;
       }
       if (t.nextAttempt <= now) {
+        if (!t.direct) {
+          if (budget <= 0) continue;
+          budget--;
+        }
         t.state = 'connecting';
         out.push(t);
       }

@@ -5,6 +5,16 @@
  * this module decides who gets them:
  *  - topology changes are batched for 10 ms (GossipBatch) and sent to every
  *    neighbour but, when every change came from one, that one;
+ *  - topology entries travel in chunks of at most TOPOLOGY_CHUNK_BYTES (a chunk is a
+ *    msgpack array of entries, in `Topology.reachOrder` so the receiver's gc keeps
+ *    every chunk), so no table size (up to MAX_TOPOLOGY_PEERS) needs a big frame;
+ *  - the full exchange is anti-entropy rather than the whole table (issue #20): a new
+ *    neighbour gets our summary ({s: [[name, version, uid], …]}) and answers with the
+ *    entries we lack; the periodic exchange sends only a 16-byte digest of the summary
+ *    ({d: bytes}), and a neighbour whose digest differs answers with its summary.
+ *    (weaveworks/mesh sends whole tables; this is the digest/summary exchange of
+ *    classic anti-entropy gossip, Demers et al. 1987.) A topology payload that is an
+ *    array is entries, as before;
  *  - a channel's `broadcast` goes to every neighbour, and a received update is
  *    relayed along the origin's broadcast tree (routes.ts), so each peer gets it;
  *  - `unicast` follows unicast routes hop by hop;
@@ -13,6 +23,7 @@
  * The actor needs only a way to reach neighbours (`GossipHost`), so the mesh
  * simulator can drive it over an in-memory transport.
  */
+import { createHash } from 'node:crypto';
 import { pack } from 'msgpackr';
 import type { PeerName } from './peer-name.js';
 import type { Topology } from './topology.js';
@@ -53,16 +64,64 @@ export interface GossipHost<C extends GossipNeighbour> {
   topologyChanged(): void;
   drop(reason: string): void;
   log(line: string): void;
+  /**
+   * Runs `fn` once after `ms` milliseconds (the batch window). Optional: the router
+   * leaves it out and gets an unref'd setTimeout; the mesh simulator injects its
+   * virtual clock here.
+   */
+  setTimer?(fn: () => void, ms: number): void;
 }
 
 type GossipMessage = Extract<ControlMessage, { t: 'gossip' }>;
 
 /** Delay that batches topology changes into one update (ms). */
 const TOPOLOGY_BATCH_MS = 10;
+/** Budget for the encoded entries of one topology message (bytes); one entry bigger than this goes alone. */
+export const TOPOLOGY_CHUNK_BYTES = 256 * 1024;
+
+/** msgpack array header for `n` items (msgpack spec: fixarray, array 16, array 32). */
+function arrayHeader(n: number): Buffer {
+  if (n < 16) return Buffer.from([0x90 | n]);
+  if (n < 0x10000) return Buffer.from([0xdc, n >> 8, n & 0xff]);
+  const b = Buffer.alloc(5);
+  b[0] = 0xdd;
+  b.writeUInt32BE(n, 1);
+  return b;
+}
+
+/**
+ * Encodes entries as msgpack arrays of at most `budget` bytes of entries each (an
+ * entry larger than the budget makes a chunk of its own). Order is kept.
+ * @returns the payloads (each decodes to an array of entries); [] for no entries.
+ */
+export function chunkEntries(entries: readonly unknown[], budget = TOPOLOGY_CHUNK_BYTES): Buffer[] {
+  const out: Buffer[] = [];
+  let parts: Buffer[] = [];
+  let size = 0;
+  const flush = (): void => {
+    if (parts.length === 0) return;
+    out.push(Buffer.concat([arrayHeader(parts.length), ...parts]));
+    parts = [];
+    size = 0;
+  };
+  for (const e of entries) {
+    const b = pack(e);
+    if (size > 0 && size + b.length > budget) flush();
+    parts.push(b);
+    size += b.length;
+  }
+  flush();
+  return out;
+}
+
+function isRecord(x: unknown): x is Record<string, unknown> {
+  return typeof x === 'object' && x !== null && !Array.isArray(x) && !(x instanceof Uint8Array);
+}
 
 export class Gossip<C extends GossipNeighbour> {
   private readonly channels = new Map<string, GossipHandler>();
   private readonly batch = new GossipBatch<C>();
+  private digestCache: { gen: number; digest: Buffer } | undefined;
   /** Messages and payload bytes received per channel. */
   readonly stats = { messages: {} as Record<string, number>, bytes: {} as Record<string, number> };
 
@@ -91,22 +150,27 @@ export class Gossip<C extends GossipNeighbour> {
   /** Our own topology entries changed (or merged ones must travel on): send them after the batch window. */
   queueTopology(names: Iterable<PeerName>, except?: C): void {
     if (!this.batch.add(names, except)) return;
-    setTimeout(() => {
+    const send = (): void => {
       const b = this.batch.take();
-      const msg = this.topologyMessage('update', this.host.topology.encode(b.names));
-      for (const c of this.host.neighbours()) if (c !== b.except) c.send(msg);
-    }, TOPOLOGY_BATCH_MS).unref();
+      const msgs = this.entryMessages('update', b.names);
+      for (const c of this.host.neighbours()) if (c !== b.except) for (const m of msgs) c.send(m);
+    };
+    if (this.host.setTimer) this.host.setTimer(send, TOPOLOGY_BATCH_MS);
+    else setTimeout(send, TOPOLOGY_BATCH_MS).unref();
   }
 
-  /** Send the full topology and every channel's full state to one neighbour (a new connection). */
+  /**
+   * A new connection: send our topology summary (the neighbour answers with the
+   * entries we lack, and we do the same for its summary) and every channel's full state.
+   */
   fullExchange(c: C): void {
-    c.send(this.topologyMessage('full', this.host.topology.encode()));
+    c.send(this.topologyMessage('full', { s: this.host.topology.summary() }));
     for (const m of this.channelStates()) c.send(m);
   }
 
-  /** The periodic full exchange with every neighbour. */
+  /** The periodic exchange with every neighbour: our topology digest and every channel's full state. */
   periodic(): void {
-    const topo = this.topologyMessage('full', this.host.topology.encode());
+    const topo = this.topologyMessage('full', { d: this.digest() });
     const states = this.channelStates();
     for (const c of this.host.neighbours()) {
       c.send(topo);
@@ -123,7 +187,20 @@ export class Gossip<C extends GossipNeighbour> {
       let changed: PeerName[];
       try {
         // Bounded before msgpackr builds anything (msgpack-budget.ts): a gossip bomb is refused in ~1 ms.
-        changed = h.topology.merge(unpackBounded(m.payload, BUDGETS.topology, 'topology gossip')).changed;
+        const body: unknown = unpackBounded(m.payload, BUDGETS.topology, 'topology gossip');
+        if (isRecord(body) && 'd' in body) {
+          // A neighbour's periodic digest: if our tables differ, tell it what we have.
+          const d = body.d;
+          if (!(d instanceof Uint8Array) || d.length !== 16) throw new Error('topology digest must be 16 bytes');
+          if (!Buffer.from(d).equals(this.digest())) c.send(this.topologyMessage('full', { s: h.topology.summary() }));
+          return;
+        }
+        if (isRecord(body) && 's' in body) {
+          // A neighbour's summary: send it the entries it lacks.
+          for (const msg of this.entryMessages('full', h.topology.newerThan(body.s))) c.send(msg);
+          return;
+        }
+        changed = h.topology.merge(body).changed;
       } catch (err) {
         h.drop('gossip');
         h.log(`gossip: bad topology update from ${from}: ${(err as Error).message}`);
@@ -162,8 +239,25 @@ export class Gossip<C extends GossipNeighbour> {
     else this.host.drop('no-route');
   }
 
-  private topologyMessage(kind: 'full' | 'update', entries: unknown): ControlMessage {
-    return { t: 'gossip', channel: 'topology', kind, src: this.host.selfName, payload: pack(entries) };
+  private topologyMessage(kind: 'full' | 'update', body: unknown): ControlMessage {
+    return { t: 'gossip', channel: 'topology', kind, src: this.host.selfName, payload: pack(body) };
+  }
+
+  /** The named entries (those we hold), in reach order, as chunked topology messages. */
+  private entryMessages(kind: 'full' | 'update', names: Iterable<PeerName>): ControlMessage[] {
+    const t = this.host.topology;
+    const entries = t.reachOrder(names).map((n) => t.get(n)!);
+    return chunkEntries(entries).map((payload) => ({ t: 'gossip', channel: 'topology', kind, src: this.host.selfName, payload }) as ControlMessage);
+  }
+
+  /** First 16 bytes of SHA-256 over our packed summary, cached per topology generation. */
+  private digest(): Buffer {
+    const t = this.host.topology;
+    if (this.digestCache?.gen !== t.generation) {
+      const digest = createHash('sha256').update(pack(t.summary())).digest().subarray(0, 16);
+      this.digestCache = { gen: t.generation, digest };
+    }
+    return this.digestCache.digest;
   }
 
   private channelStates(): ControlMessage[] {

@@ -50,7 +50,7 @@ export class Routes {
     if (g === this.gen) return;
     this.gen = g;
     const adj = new Map<PeerName, PeerName[]>();
-    for (const p of this.topology.peers()) adj.set(p.name, this.topology.neighbours(p.name));
+    for (const n of this.topology.names()) adj.set(n, this.topology.neighbours(n));
     this.adj = adj;
     this.broadcastCache = new Map();
     this.broadcastNumCache = new Map();

@@ -124,13 +124,34 @@ function sameConnections(a: readonly ConnectionSummary[], b: readonly Connection
 export class Topology {
   readonly selfName: PeerName;
   private readonly entries = new Map<PeerName, PeerInfo>();
+  /**
+   * Per peer, the names its entry lists an established connection to (self-loops
+   * left out), kept in step with `entries` by `put`/`remove` so `neighbours` costs
+   * O(degree) set look-ups instead of a scan of the other side's list per connection.
+   */
+  private readonly estTo = new Map<PeerName, Set<PeerName>>();
   private gen = 0;
 
   /** @throws TopologyError for a bad name, nickname or uid. */
   constructor(self: { name: PeerName; nickname: string; uid: number }) {
     const info = checkPeerInfo({ ...self, version: 1, connections: [] }, 'local peer');
     this.selfName = info.name;
-    this.entries.set(info.name, info);
+    this.put(info);
+  }
+
+  /** Stores an entry and refreshes its established set. */
+  private put(p: PeerInfo): void {
+    const prev = this.entries.get(p.name);
+    this.entries.set(p.name, p);
+    if (prev !== undefined && prev.connections === p.connections) return;
+    const est = new Set<PeerName>();
+    for (const c of p.connections) if (c.established && c.name !== p.name) est.add(c.name);
+    this.estTo.set(p.name, est);
+  }
+
+  private remove(name: PeerName): void {
+    this.entries.delete(name);
+    this.estTo.delete(name);
   }
 
   /** Increments on every change to the table, so callers can cache derived data such as routes. */
@@ -153,7 +174,7 @@ export class Topology {
     const next = checkConnections(conns, 'local connections');
     const cur = this.self();
     if (sameConnections(cur.connections, next)) return false;
-    this.entries.set(this.selfName, freezeInfo({ ...cur, version: cur.version + 1, connections: next }));
+    this.put(freezeInfo({ ...cur, version: cur.version + 1, connections: next }));
     this.gen++;
     return true;
   }
@@ -184,13 +205,13 @@ export class Topology {
         const ours = cur!;
         const beatsUs = p.version > ours.version || (p.uid !== ours.uid && p.version === ours.version);
         if (beatsUs) {
-          this.entries.set(name, freezeInfo({ ...ours, version: p.version + 1 }));
+          this.put(freezeInfo({ ...ours, version: p.version + 1 }));
           changed.push(name);
         }
         continue;
       }
       if (cur === undefined || compareEntries(p, cur) > 0) {
-        this.entries.set(name, p);
+        this.put(p);
         changed.push(name);
       }
     }
@@ -209,6 +230,26 @@ export class Topology {
     }
     out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     return out;
+  }
+
+  /**
+   * Replaces every other peer's entry with `other`'s (our own entry is kept), sharing
+   * the frozen entries. For in-process use only (the mesh simulator starts from a
+   * converged mesh this way): `other`'s entries were validated when they entered it.
+   * @throws TopologyError if `other` lacks an entry for us.
+   */
+  copyFrom(other: Topology): void {
+    if (!other.entries.has(this.selfName)) bad('copy', `source table has no entry for ${this.selfName}`);
+    const ours = this.self();
+    this.entries.clear();
+    this.estTo.clear();
+    for (const [n, p] of other.entries) {
+      if (n === this.selfName) continue;
+      this.entries.set(n, p);
+      this.estTo.set(n, other.estTo.get(n)!);
+    }
+    this.put(ours);
+    this.gen++;
   }
 
   get(name: PeerName): PeerInfo | undefined {
@@ -236,15 +277,73 @@ export class Topology {
    * attracting traffic. Sorted; [] for an unknown name.
    */
   neighbours(name: PeerName): PeerName[] {
-    const p = this.entries.get(name);
-    if (p === undefined) return [];
-    const out = new Set<PeerName>();
-    for (const c of p.connections) {
-      if (!c.established || c.name === name || out.has(c.name)) continue;
-      const q = this.entries.get(c.name);
-      if (q !== undefined && q.connections.some((d) => d.established && d.name === name)) out.add(c.name);
+    const est = this.estTo.get(name);
+    if (est === undefined) return [];
+    const out: PeerName[] = [];
+    for (const m of est) if (this.estTo.get(m)?.has(name)) out.push(m);
+    return out.sort();
+  }
+
+  /** Every peer name in the table, unordered (cheaper than `peers()` when order does not matter). */
+  names(): IterableIterator<PeerName> {
+    return this.entries.keys();
+  }
+
+  /**
+   * Peer names ordered so that each one is reachable, following owners' connection
+   * lists (as `gc` does), from self or from a name earlier in the order; names not
+   * reachable from self come last, sorted. Sending entries in this order lets a
+   * receiver that lists us keep every chunk of a split update through its `gc`.
+   * @param only restrict the result to these names (default: all).
+   */
+  reachOrder(only?: Iterable<PeerName>): PeerName[] {
+    const want = only === undefined ? undefined : new Set(only);
+    const seen = new Set<PeerName>([this.selfName]);
+    const order: PeerName[] = [this.selfName];
+    for (let i = 0; i < order.length; i++) {
+      const p = this.entries.get(order[i]!);
+      if (p === undefined) continue;
+      for (const c of p.connections) if (!seen.has(c.name) && this.entries.has(c.name)) {
+        seen.add(c.name);
+        order.push(c.name);
+      }
     }
-    return [...out].sort();
+    const rest = [...this.entries.keys()].filter((n) => !seen.has(n)).sort();
+    const all = order.concat(rest);
+    return want === undefined ? all : all.filter((n) => want.has(n));
+  }
+
+  /**
+   * Compact summary of the table for anti-entropy: [name, version, uid] per entry,
+   * sorted by name (what a neighbour compares against in `newerThan`).
+   */
+  summary(): Array<[PeerName, number, number]> {
+    return this.peers().map((p) => [p.name, p.version, p.uid]);
+  }
+
+  /**
+   * Names of our entries that beat (version, uid) the given summary or are missing
+   * from it — what the summary's sender lacks. Validates the summary first.
+   * @throws TopologyError for a malformed summary or one over MAX_TOPOLOGY_PEERS.
+   */
+  newerThan(summary: unknown): PeerName[] {
+    if (!Array.isArray(summary)) bad('summary', 'must be an array of [name, version, uid]');
+    if (summary.length > MAX_TOPOLOGY_PEERS) bad('summary', `${summary.length} peers, over the limit of ${MAX_TOPOLOGY_PEERS}`);
+    const theirs = new Map<PeerName, { version: number; uid: number }>();
+    for (const x of summary) {
+      if (!Array.isArray(x) || x.length !== 3) bad('summary', 'each item must be [name, version, uid]');
+      const [name, version, uid] = x as unknown[];
+      if (!isPeerName(name)) bad('summary', `name ${JSON.stringify(String(name).slice(0, 40))} is not a lowercase peer name`);
+      if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1) bad('summary', `version of ${name} is not a positive safe integer`);
+      if (typeof uid !== 'number' || !Number.isSafeInteger(uid) || uid < 0) bad('summary', `uid of ${name} is not a non-negative safe integer`);
+      theirs.set(name, { version, uid });
+    }
+    const out: PeerName[] = [];
+    for (const p of this.entries.values()) {
+      const t = theirs.get(p.name);
+      if (t === undefined || p.version > t.version || (p.version === t.version && p.uid > t.uid)) out.push(p.name);
+    }
+    return out;
   }
 
   /**
@@ -273,7 +372,7 @@ export class Topology {
     for (const name of this.entries.keys()) {
       if (!reached.has(name)) removed.push(name);
     }
-    for (const name of removed) this.entries.delete(name);
+    for (const name of removed) this.remove(name);
     if (removed.length > 0) this.gen++;
     return removed.sort();
   }

@@ -64,3 +64,19 @@ test('discovered targets are pruned, direct ones kept; forget removes', () => {
   assert.equal(t.forget('10.0.0.1'), false);
   assert.deepEqual(t.list(), []);
 });
+
+test('the discovered-dial budget bounds outbound dials to discovered peers, never direct ones', () => {
+  const t = new TargetTable(6783);
+  t.add('10.0.0.9', true, 0);
+  for (let i = 1; i <= 5; i++) t.add(`10.0.0.${i}`, false, 0);
+  const first = t.due(0, () => false, 2).map((x) => x.address);
+  assert.deepEqual(first, ['10.0.0.1:6783', '10.0.0.2:6783', '10.0.0.9:6783'], 'the direct target plus the first two discovered, in address order');
+  assert.deepEqual(t.due(0, () => false, 2), [], 'dials in flight use up the budget');
+  t.succeeded('10.0.0.1:6783');
+  t.succeeded('10.0.0.2:6783');
+  const connected = new Set(['10.0.0.1:6783', '10.0.0.2:6783']);
+  assert.deepEqual(t.due(0, (a) => connected.has(a), 0), [], 'no budget: discovered peers wait');
+  assert.deepEqual(t.due(0, (a) => connected.has(a), 1).map((x) => x.address), ['10.0.0.3:6783']);
+  assert.equal(t.get('10.0.0.4:6783')!.state, 'waiting', 'a target left out keeps waiting, not failing');
+  assert.equal(t.get('10.0.0.4:6783')!.attempt, 0);
+});
