@@ -5,7 +5,8 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   iproute2 iputils-ping iperf3 iptables nftables tcpdump netcat-openbsd util-linux procps psmisc kmod \
-  python3 make g++ gcc libc6-dev docker.io busybox-static chromium >/dev/null
+  python3 make g++ gcc libc6-dev docker.io busybox-static chromium \
+  libsodium-dev pkg-config wireguard-go wireguard-tools nebula >/dev/null
 command -v node >/dev/null || { echo "setup: Node.js 20 or newer is needed (node not found)" >&2; exit 1; }
 cd "$(dirname "$0")/.."
 npm ci --no-audit --no-fund
