@@ -20,6 +20,8 @@
       # router/udp.ts): recvmmsg/sendmmsg, builds build/Release/udp.node.
       "target_name": "udp",
       "sources": ["router/overlay/native/udp.cc"],
+      # libsodium (Debian libsodium-dev) for ChaCha20-Poly1305 in sleeve-aead.h.
+      "libraries": ["-lsodium"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],

@@ -9,6 +9,9 @@
  * Sealer/Opener view caches always miss (the worst case for our wrapper).
  * Also times the Noise handshake over 127.0.0.1 (in-process, both ends here).
  *
+ * "native" is the same seal+open done in C (overlay/native/sleeve-aead.h, libsodium,
+ * the flow caches' path) through the UDP addon, one N-API call per seal/open.
+ *
  * Usage: node dist/bench/crypto-bench.js [seconds-per-measurement=0.5] [repeats=3]
  * Prints one line per case and a JSON summary; the median of the repeats is used.
  */
@@ -16,6 +19,7 @@ import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { AEAD_OVERHEAD, Opener, Sealer } from '../router/crypto/aead.js';
 import { secureSocket } from '../router/crypto/noise.js';
+import { nativeOpenCurrent, nativeSeal } from '../router/overlay/native-aead.js';
 
 const seconds = Number(process.argv[2] ?? 0.5);
 const repeats = Number(process.argv[3] ?? 3);
@@ -51,6 +55,20 @@ function benchSodium(size: number, varying: boolean): number {
     const n = varying ? size - (flip ^= 1) : size;
     const len = sealer.seal(header, plain, 0, n, wire);
     if (opener.open(wire, 0, len, back) !== n) throw new Error('open failed in benchmark');
+  });
+}
+
+function benchNative(size: number): number {
+  const key = randomBytes(32);
+  const sealer = new Sealer(key);
+  const opener = new Opener(key);
+  const header = Buffer.alloc(8, 7);
+  const plain = randomBytes(size);
+  const wire = Buffer.alloc(size + AEAD_OVERHEAD);
+  const back = Buffer.alloc(size);
+  return timeLoop(() => {
+    const len = nativeSeal(sealer, header, plain, 0, size, wire);
+    if (nativeOpenCurrent(opener, wire, 0, len, back) !== size) throw new Error('native open failed in benchmark');
   });
 }
 
@@ -104,7 +122,9 @@ for (const size of [1400, 64]) {
   const s: number[] = [];
   const v: number[] = [];
   const a: number[] = [];
+  const nat: number[] = [];
   for (let r = 0; r < repeats; r++) {
+    nat.push(benchNative(size));
     s.push(benchSodium(size, false));
     v.push(benchSodium(size, true));
     a.push(benchAesGcm(size));
@@ -112,13 +132,16 @@ for (const size of [1400, 64]) {
   const sp = median(s);
   const vp = median(v);
   const ap = median(a);
+  const np = median(nat);
   results[`${size}B`] = {
+    nativeChaChaPps: Math.round(np), nativeVsJs: +(np / sp).toFixed(2),
     sodiumChaChaPps: Math.round(sp), sodiumChaChaVaryingPps: Math.round(vp), nodeAesGcmPps: Math.round(ap),
     ratio: +(sp / ap).toFixed(2), ratioVarying: +(vp / ap).toFixed(2), sodiumGbitPerS: +((sp * size * 8) / 1e9).toFixed(2),
   };
   console.log(`${String(size).padStart(4)} B payload: sodium chacha20-poly1305 seal+open ${Math.round(sp).toLocaleString('en')} pkt/s ` +
     `(${((sp * size * 8) / 1e9).toFixed(2)} Gbit/s; varying length ${Math.round(vp).toLocaleString('en')}), ` +
-    `node aes-256-gcm ${Math.round(ap).toLocaleString('en')} pkt/s, ratio ${(sp / ap).toFixed(2)}x (varying ${(vp / ap).toFixed(2)}x)`);
+    `node aes-256-gcm ${Math.round(ap).toLocaleString('en')} pkt/s, ratio ${(sp / ap).toFixed(2)}x (varying ${(vp / ap).toFixed(2)}x); ` +
+    `native C seal+open ${Math.round(np).toLocaleString('en')} pkt/s = ${(np / sp).toFixed(2)}x the JS Sealer/Opener`);
 }
 const hs = await handshakeMs(20);
 results.noiseHandshakeMedianMs = +hs.toFixed(2);

@@ -35,7 +35,7 @@ console.log('\nRatios (same run):');
 for (const ours of ['ours:none', 'ours', 'ours:fastdp']) {
   const o = by.get(ours);
   if (!o) continue;
-  for (const ref of ['vxlan', 'tinc:none', 'tinc', 'openvpn']) {
+  for (const ref of ['vxlan', 'tinc:none', 'tinc', 'openvpn', 'wggo', 'nebula']) {
     const r = by.get(ref);
     if (!r) continue;
     console.log(`  ${ours} / ${ref}: TCP ${ratio(o.tcp1_mbps, r.tcp1_mbps)}, pps ${ratio(o.udp64_rcvd_pps, r.udp64_rcvd_pps)}, RTT ${ratio(o.ping_avg_ms, r.ping_avg_ms)}`);
@@ -47,3 +47,23 @@ for (const ours of ['ours:none', 'ours', 'ours:fastdp']) {
   }
   if (ours !== 'ours:fastdp') console.log(`  ${ours} / Weave 2.8 ${ours === 'ours' ? 'encrypted ' : ''}sleeve (issue #7 anchors): TCP ${ratio(o.tcp1_mbps, w.tcp)}, pps ${ratio(o.udp64_rcvd_pps, w.pps)}, RTT ${ratio(o.ping_avg_ms, w.rtt)}`);
 }
+
+// Issue #19 goals, each a ratio of two configs from this same run.
+const goal = (label: string, a: number | undefined, b: number | undefined, want: number, higherIsBetter = true): void => {
+  if (!a || !b) return;
+  const r = a / b;
+  const ok = higherIsBetter ? r >= want : r <= want;
+  console.log(`  ${label}: ${r.toFixed(2)}× (goal ${higherIsBetter ? '≥' : '≤'} ${want}×) ${ok ? 'met' : 'NOT met'}`);
+};
+const pl = by.get('ours:none'), enc = by.get('ours'), vx = by.get('vxlan'), wg = by.get('wggo'), ov = by.get('openvpn'), tn = by.get('tinc:none'), fd = by.get('ours:fastdp');
+console.log('\nIssue #19 goals (same run):');
+goal('encrypted / plaintext sleeve TCP-1', enc?.tcp1_mbps, pl?.tcp1_mbps, 0.9);
+goal('encrypted / plaintext sleeve 64 B pps', enc?.udp64_rcvd_pps, pl?.udp64_rcvd_pps, 0.9);
+goal('plaintext sleeve / kernel VXLAN TCP-1', pl?.tcp1_mbps, vx?.tcp1_mbps, 0.5);
+goal('encrypted sleeve / kernel VXLAN TCP-1', enc?.tcp1_mbps, vx?.tcp1_mbps, 0.45);
+goal('encrypted sleeve / wireguard-go TCP-1', enc?.tcp1_mbps, wg?.tcp1_mbps, 4);
+goal('encrypted sleeve / OpenVPN TCP-1', enc?.tcp1_mbps, ov?.tcp1_mbps, 3);
+goal('encrypted ping avg / OpenVPN', enc?.ping_avg_ms, ov?.ping_avg_ms, 1, false);
+goal('encrypted ping avg / tinc (no cipher)', enc?.ping_avg_ms, tn?.ping_avg_ms, 1, false);
+goal('plaintext ping avg / tinc (no cipher)', pl?.ping_avg_ms, tn?.ping_avg_ms, 1, false);
+goal('fast datapath / kernel VXLAN TCP-1', fd?.tcp1_mbps, vx?.tcp1_mbps, 0.95);

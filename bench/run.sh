@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# npm run bench: tsweave side by side with kernel VXLAN and tinc (no cipher) on the
+# npm run bench: tsweave side by side with kernel VXLAN, tinc (no cipher), wireguard-go
+# and nebula (the userspace encrypted L3 anchors) on the
 # shared harness's 2-host namespace topology, all measured in one run, then the
 # ratios. Extra configs can be passed: npm run bench -- ours:none ours vxlan openvpn
 set -euo pipefail
@@ -9,7 +10,7 @@ SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
 export RESULTS_DIR=${RESULTS_DIR:-/tmp/tsweave-bench}
 mkdir -p "$RESULTS_DIR"
 configs=("$@")
-[ ${#configs[@]} -gt 0 ] || configs=(ours:none ours vxlan tinc:none)
+[ ${#configs[@]} -gt 0 ] || configs=(ours:none ours vxlan tinc:none wggo nebula)
 BENCH_TECH_DIRS="$ROOT/bench/tech" ROUNDS=${ROUNDS:-1} DURATION=${DURATION:-5} "$SHARED/run.sh" "${configs[@]}"
 latest=$(ls -t "$RESULTS_DIR"/anchors-*.json | head -1)
 node "$ROOT/dist/bench/ratios.js" "$latest"

@@ -48,6 +48,23 @@ down() {
     [ -n "$ns" ] && ip -n "$ns" link del vethwe-tap 2>/dev/null || true
     [ -n "$ns" ] && ip -n "$ns" link del vxlan-6784 2>/dev/null || true
   done
+  # weave reset in each host namespace: removes the router's isolation filters
+  # (kept after stop by design; they would drop ARP to the host for the L3 techs
+  # measured after us), its links and state files. reset also deletes the
+  # "weave" bridge, which here belongs to the harness's topology, so it is put
+  # back exactly as topo.sh makes it (bridge up, the container veth enslaved).
+  local i ns
+  for i in 1 2; do
+    ns=$([ $i = 1 ] && echo "${NS_H1:-}" || echo "${NS_H2:-}")
+    [ -n "$ns" ] && ip netns list | grep -qw "$ns" || continue
+    mkdir -p "$D/h$i"
+    WEAVE_STATE_DIR="$D/h$i" timeout 60 ip netns exec "$ns" node "$WEAVE" reset --force >/dev/null 2>&1 \
+      || echo "ours.sh down: weave reset in $ns failed (continuing)" >&2
+    if ! ip -n "$ns" link show "$BRIDGE" >/dev/null 2>&1 && ip -n "$ns" link show "vethc$i" >/dev/null 2>&1; then
+      ip -n "$ns" link add "$BRIDGE" type bridge && ip -n "$ns" link set "$BRIDGE" up \
+        && ip -n "$ns" link set "vethc$i" master "$BRIDGE" up
+    fi
+  done
   rm -rf "$D"
   return 0
 }

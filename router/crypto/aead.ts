@@ -69,6 +69,10 @@ export const AEAD_OVERHEAD = HEADER_BYTES + SEQ_BYTES + TAG_BYTES;
 export const DEFAULT_REKEY_AFTER = 2 ** 48;
 /** Hard limit: seal() refuses to go past this counter instead of reusing a nonce. */
 export const MAX_SEQ = Number.MAX_SAFE_INTEGER;
+/** Bytes of a Sealer's shared state (overlay/native/sleeve-aead.h). */
+export const SEAL_STATE_BYTES = 16;
+/** Bytes in front of the replay window in an Opener's shared state (overlay/native/sleeve-aead.h). */
+export const OPEN_STATE_HEADER = 64;
 
 /**
  * open() results below zero. (Plaintext lengths are >= 0.) Numbers rather than
@@ -137,8 +141,13 @@ function checkEpoch(epoch: number): void {
  */
 export class Sealer {
   private key: Buffer;
-  private epochValue: number;
-  private counter = 0;
+  /**
+   * 16 bytes shared with the native sleeve path (overlay/native/sleeve-aead.h):
+   * two doubles, the next counter and the key epoch. JS and C seal with the
+   * same counter, so a nonce is never used twice whichever side seals.
+   */
+  readonly sharedState: Buffer = Buffer.alloc(SEAL_STATE_BYTES);
+  private readonly st = new Float64Array(this.sharedState.buffer, this.sharedState.byteOffset, 2);
   private readonly rekeyAfter: number;
   private readonly nonce = Buffer.alloc(12);
   private readonly adView = new ViewCache();
@@ -170,6 +179,27 @@ export class Sealer {
     this.key = Buffer.from(key);
     this.epochValue = epoch;
     this.rekeyAfter = rekeyAfter;
+  }
+
+  private get counter(): number {
+    return this.st[0]!;
+  }
+
+  private set counter(v: number) {
+    this.st[0] = v;
+  }
+
+  private get epochValue(): number {
+    return this.st[1]!;
+  }
+
+  private set epochValue(v: number) {
+    this.st[1] = v;
+  }
+
+  /** The current 32-byte key, for the native sleeve path only (never log it). A re-key replaces it. */
+  get currentKey(): Buffer {
+    return this.key;
   }
 
   /** Counter the next datagram will carry (= datagrams sealed under the current key). */
@@ -262,8 +292,16 @@ export interface OpenStats {
  * epochs, and counting each kind.
  */
 export class Opener {
-  /** Outcome counters; mutated in place, never reallocated. */
-  readonly stats: OpenStats = { ok: 0, replay: 0, auth: 0, malformed: 0, unknownKey: 0 };
+  /**
+   * Shared with the native sleeve path (overlay/native/sleeve-aead.h): doubles
+   * [0] current epoch, [1] the current window's highest counter, [2..6] the
+   * outcome counters (ok, replay, auth, malformed, unknown-key), [7] ring
+   * blocks; from byte 64 the current epoch's replay window ring.
+   */
+  readonly sharedState: Buffer;
+  private readonly st: Float64Array;
+  /** Outcome counters (JS and native opens alike); live views of the shared state. */
+  readonly stats: OpenStats;
   private current: KeySlot;
   private previous: KeySlot | null = null;
   private next: KeySlot;
@@ -284,13 +322,38 @@ export class Opener {
     checkKey(key);
     checkEpoch(epoch);
     this.windowBits = windowBits;
-    this.current = { epoch, key: Buffer.from(key), window: new ReplayWindow(windowBits) };
+    if (!Number.isInteger(windowBits) || windowBits < 64 || (windowBits & (windowBits - 1)) !== 0 || windowBits > 1 << 24) {
+      throw new RangeError(`replay window size must be a power of two between 64 and 2^24 bits, got ${windowBits}`);
+    }
+    this.sharedState = Buffer.alloc(OPEN_STATE_HEADER + windowBits / 8);
+    const st = new Float64Array(this.sharedState.buffer, this.sharedState.byteOffset, 8);
+    this.st = st;
+    st[0] = epoch;
+    st[7] = windowBits / 32;
+    const shared = new ReplayWindow(windowBits, {
+      top: st,
+      topIndex: 1,
+      blocks: new Uint32Array(this.sharedState.buffer, this.sharedState.byteOffset + OPEN_STATE_HEADER, windowBits / 32),
+    });
+    this.stats = {
+      get ok() { return st[2]!; }, set ok(v) { st[2] = v; },
+      get replay() { return st[3]!; }, set replay(v) { st[3] = v; },
+      get auth() { return st[4]!; }, set auth(v) { st[4] = v; },
+      get malformed() { return st[5]!; }, set malformed(v) { st[5] = v; },
+      get unknownKey() { return st[6]!; }, set unknownKey(v) { st[6] = v; },
+    };
+    this.current = { epoch, key: Buffer.from(key), window: shared };
     this.next = { epoch: (epoch + 1) & 0xff, key: nextEpochKey(key), window: new ReplayWindow(windowBits) };
   }
 
   /** Epoch of the newest key that has verified a datagram (or the initial one). */
   get epoch(): number {
     return this.current.epoch;
+  }
+
+  /** The current epoch's 32-byte key, for the native sleeve path only (never log it). */
+  get currentKey(): Buffer {
+    return this.current.key;
   }
 
   /** Counter of the datagram most recently opened successfully (-1 before any). */
@@ -365,17 +428,26 @@ export class Opener {
 
   /** The peer has moved to the next epoch: shift the slots, wipe the oldest key, precompute the following one. */
   private promoteNext(): void {
+    // The current epoch's window always lives in the shared state (the native
+    // path checks only that epoch): the old current window moves out into a
+    // private one for the previous slot, the next one's state moves in.
     const dropped = this.previous;
-    this.previous = this.current;
-    this.current = this.next;
-    let window: ReplayWindow;
+    const shared = this.current.window;
+    let prevWindow: ReplayWindow;
     if (dropped !== null) {
       sodium.sodium_memzero(dropped.key);
-      window = dropped.window;
-      window.reset();
+      prevWindow = dropped.window;
     } else {
-      window = new ReplayWindow(this.windowBits);
+      prevWindow = new ReplayWindow(this.windowBits);
     }
-    this.next = { epoch: (this.current.epoch + 1) & 0xff, key: nextEpochKey(this.current.key), window };
+    prevWindow.copyFrom(shared);
+    this.previous = { epoch: this.current.epoch, key: this.current.key, window: prevWindow };
+    const nextWindow = this.next.window;
+    shared.copyFrom(nextWindow);
+    nextWindow.reset();
+    this.current = { epoch: this.next.epoch, key: this.next.key, window: shared };
+    this.st[0] = this.current.epoch;
+    this.next = { epoch: (this.current.epoch + 1) & 0xff, key: nextEpochKey(this.current.key), window: nextWindow };
   }
+
 }

@@ -24,19 +24,39 @@ export class ReplayWindow {
   readonly size: number;
   private readonly blocks: Uint32Array;
   private readonly nBlocks: number;
-  private top = -1;
+  /** Holds the highest accepted sequence number (-1: none) at index `topIndex`. */
+  private readonly topCell: Float64Array;
+  private readonly topIndex: number;
 
   /**
    * @param bits bitmap size in bits: a power of two, at least 64 (default
    *   2048, i.e. a 2016-datagram reorder window). Throws RangeError otherwise.
+   * @param shared optional memory to keep the state in instead of private
+   *   arrays (the native sleeve path reads and updates the same window, see
+   *   overlay/native/sleeve-aead.h): `top[topIndex]` holds the highest counter,
+   *   `blocks` (exactly bits/32 entries) the ring. Both are reset here.
    */
-  constructor(bits = 2048) {
+  constructor(bits = 2048, shared?: { top: Float64Array; topIndex: number; blocks: Uint32Array }) {
     if (!Number.isInteger(bits) || bits < 64 || (bits & (bits - 1)) !== 0 || bits > 1 << 24) {
       throw new RangeError(`replay window size must be a power of two between 64 and 2^24 bits, got ${bits}`);
     }
-    this.blocks = new Uint32Array(bits / 32);
+    if (shared && shared.blocks.length !== bits / 32) {
+      throw new RangeError(`shared replay window memory holds ${shared.blocks.length} blocks, want ${bits / 32}`);
+    }
+    this.blocks = shared?.blocks ?? new Uint32Array(bits / 32);
+    this.topCell = shared?.top ?? new Float64Array(1);
+    this.topIndex = shared?.topIndex ?? 0;
     this.nBlocks = bits / 32;
     this.size = bits - 32;
+    this.reset();
+  }
+
+  private get top(): number {
+    return this.topCell[this.topIndex]!;
+  }
+
+  private set top(v: number) {
+    this.topCell[this.topIndex] = v;
   }
 
   /** Highest sequence number accepted so far, or -1 if none. */
@@ -48,6 +68,13 @@ export class ReplayWindow {
   reset(): void {
     this.blocks.fill(0);
     this.top = -1;
+  }
+
+  /** Take over another window's state (same size); used when a key epoch moves into shared memory. */
+  copyFrom(other: ReplayWindow): void {
+    if (other.nBlocks !== this.nBlocks) throw new RangeError(`replay window sizes differ: ${other.nBlocks * 32} vs ${this.nBlocks * 32} bits`);
+    this.blocks.set(other.blocks);
+    this.top = other.top;
   }
 
   /** Would `seq` be accepted? No state change; cheap enough to run before decryption. */

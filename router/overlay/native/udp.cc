@@ -63,6 +63,7 @@
 #include <uv.h>
 
 #include "flow-cache.h"
+#include "sleeve-aead.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -918,7 +919,56 @@ Napi::Value RouteMtu(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, mtu);
 }
 
+// aeadSeal(sealState, key, header, plain, pStart, pEnd, out) -> datagram length,
+// or -1 (counter exhausted: re-key first) / -2 (out too small). Seals
+// plain[pStart, pEnd) into out[0, ..) with the shared seal state (sleeve-aead.h);
+// plain may be out itself with the plaintext at offset 16. Throws TypeError /
+// RangeError for wrong argument shapes (programming errors).
+Napi::Value AeadSeal(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint8_t *st, *key, *hdr, *plain, *out;
+  size_t stl, keyl, hdrl, plainl, outl;
+  BytesArg(env, info[0], "seal state", &st, &stl);
+  BytesArg(env, info[1], "key", &key, &keyl);
+  BytesArg(env, info[2], "header", &hdr, &hdrl);
+  BytesArg(env, info[3], "plaintext", &plain, &plainl);
+  size_t ps = static_cast<size_t>(IntArg(env, info[4], "pStart", 0, static_cast<double>(plainl), 0));
+  size_t pe = static_cast<size_t>(IntArg(env, info[5], "pEnd", static_cast<double>(ps), static_cast<double>(plainl), static_cast<double>(plainl)));
+  BytesArg(env, info[6], "out", &out, &outl);
+  if (stl < sleeve_aead::kSealStateBytes || (reinterpret_cast<uintptr_t>(st) & 7) != 0) ThrowRange(env, "seal state must be an 8-byte aligned Buffer of 16 bytes (Sealer.sharedState)");
+  if (keyl != sleeve_aead::kKeyBytes) ThrowRange(env, "key must be 32 bytes");
+  if (hdrl < sleeve_aead::kHeaderBytes) ThrowRange(env, "header must be 8 bytes");
+  const uint8_t* p = plain + ps;
+  size_t n = pe - ps;
+  if (p != out + 16 && p < out + outl && p + n > out) ThrowRange(env, "plaintext overlaps out other than at offset 16");
+  long r = sleeve_aead::Seal(reinterpret_cast<double*>(st), key, hdr, p, n, out, outl);
+  return Napi::Number::New(env, static_cast<double>(r));
+}
+
+// aeadOpen(openState, key, datagram, start, end, out) -> plaintext length, or
+// an open error (-1 replay, -2 auth, -3 malformed; counted in the shared state)
+// or -5 (another key epoch: hand the datagram to the JS Opener).
+Napi::Value AeadOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint8_t *st, *key, *d, *out;
+  size_t stl, keyl, dl, outl;
+  BytesArg(env, info[0], "open state", &st, &stl);
+  BytesArg(env, info[1], "key", &key, &keyl);
+  BytesArg(env, info[2], "datagram", &d, &dl);
+  size_t s0 = static_cast<size_t>(IntArg(env, info[3], "start", 0, static_cast<double>(dl), 0));
+  size_t e0 = static_cast<size_t>(IntArg(env, info[4], "end", static_cast<double>(s0), static_cast<double>(dl), static_cast<double>(dl)));
+  BytesArg(env, info[5], "out", &out, &outl);
+  if ((reinterpret_cast<uintptr_t>(st) & 7) != 0 || !sleeve_aead::OpenStateValid(st, stl)) ThrowRange(env, "open state must be an Opener.sharedState Buffer");
+  if (keyl != sleeve_aead::kKeyBytes) ThrowRange(env, "key must be 32 bytes");
+  if (out < d + dl && out + outl > d) ThrowRange(env, "out must not overlap the datagram");
+  long r = sleeve_aead::Open(st, key, d + s0, e0 - s0, out, outl);
+  return Napi::Number::New(env, static_cast<double>(r));
+}
+
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  if (!sleeve_aead::Init()) ThrowCode(env, "ESODIUM", "libsodium failed to initialise (sodium_init)");
+  exports.Set("aeadSeal", Napi::Function::New(env, AeadSeal, "aeadSeal"));
+  exports.Set("aeadOpen", Napi::Function::New(env, AeadOpen, "aeadOpen"));
   exports.Set("UdpSocket", UdpSocket::Init(env));
   exports.Set("routeMtu", Napi::Function::New(env, RouteMtu, "routeMtu"));
   exports.Set("metaStride", Napi::Number::New(env, static_cast<double>(kMetaStride)));
