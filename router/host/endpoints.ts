@@ -11,7 +11,7 @@
 import http from 'node:http';
 import path from 'node:path';
 import { attachVeth, detachVeth, endpointMac, ip, targetNetns, BRIDGE, NetdevError } from './netdev.js';
-import { writeFileAtomic, readStateFile, StateFileError } from './state-file.js';
+import { writeFileAtomic, readStateFile, corruptError, parseJsonArray } from './state-file.js';
 
 export interface AddressAllocator {
   /** Allocate the lowest free address in `subnet` (undefined = default subnet); "10.32.0.1/12". */
@@ -357,15 +357,8 @@ export const MAX_ENDPOINTS = 65_536;
  * @throws StateFileError naming `file` and the first problem
  */
 export function validateEndpoints(text: string, file: string): Endpoint[] {
-  const bad = (why: string): StateFileError => new StateFileError(`endpoint table ${file} is corrupted (${why}): move it aside or run weave reset`);
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch (err) {
-    throw bad(`not valid JSON: ${(err as Error).message}`);
-  }
-  if (!Array.isArray(v)) throw bad('not a JSON array');
-  if (v.length > MAX_ENDPOINTS) throw bad(`${v.length} entries, more than ${MAX_ENDPOINTS}`);
+  const bad = corruptError('endpoint table', file);
+  const v = parseJsonArray(text, MAX_ENDPOINTS, bad);
   const out: Endpoint[] = [];
   const seen = new Set<string>();
   v.forEach((x: unknown, i) => {
@@ -377,7 +370,13 @@ export function validateEndpoints(text: string, file: string): Endpoint[] {
     if (o.netns !== undefined && (typeof o.netns !== 'string' || o.netns.length > 4096)) throw bad(`entry ${i} has a bad netns`);
     if (!Array.isArray(o.cidrs) || o.cidrs.length > 1024 || !o.cidrs.every((c) => typeof c === 'string' && CIDR_RE.test(c))) throw bad(`entry ${i} has bad cidrs`);
     if (typeof o.mac !== 'string' || o.mac.length > 64) throw bad(`entry ${i} has a bad mac`);
-    out.push({ id: o.id, ...(o.netns !== undefined ? { netns: o.netns as string } : {}), cidrs: o.cidrs as string[], mac: o.mac });
+    // name (DNS) and ifname (a CNI pod's interface) survive a restart too.
+    if (o.name !== undefined && (typeof o.name !== 'string' || o.name.length > 255)) throw bad(`entry ${i} has a bad name`);
+    if (o.ifname !== undefined && (typeof o.ifname !== 'string' || !/^[A-Za-z0-9_.-]{1,15}$/.test(o.ifname))) throw bad(`entry ${i} has a bad ifname`);
+    out.push({
+      id: o.id, ...(o.netns !== undefined ? { netns: o.netns as string } : {}), cidrs: o.cidrs as string[], mac: o.mac,
+      ...(o.name !== undefined ? { name: o.name as string } : {}), ...(o.ifname !== undefined ? { ifname: o.ifname as string } : {}),
+    });
   });
   return out;
 }

@@ -101,10 +101,16 @@ export const MAX_TARGETS = 10_000;
  * @returns the list, or [] when the file does not exist
  * @throws StateFileError `connection targets file PATH is corrupted (why): move it aside or run weave reset`; the file is left as it is
  */
-export async function loadTargets(file: string): Promise<string[]> {
-  const text = await readStateFile(file, 'connection targets file');
-  if (text === undefined) return [];
-  const bad = (why: string): StateFileError => new StateFileError(`connection targets file ${file} is corrupted (${why}): move it aside or run weave reset`);
+/** A StateFileError factory for `what FILE is corrupted (why): move it aside or run weave reset`. */
+export function corruptError(what: string, file: string): (why: string) => StateFileError {
+  return (why) => new StateFileError(`${what} ${file} is corrupted (${why}): move it aside or run weave reset`);
+}
+
+/**
+ * Parse state-file text that must be a JSON array of at most `max` entries.
+ * @throws the error `bad(why)` builds, for invalid JSON, a non-array or too many entries
+ */
+export function parseJsonArray(text: string, max: number, bad: (why: string) => Error): unknown[] {
   let v: unknown;
   try {
     v = JSON.parse(text);
@@ -112,7 +118,15 @@ export async function loadTargets(file: string): Promise<string[]> {
     throw bad(`not valid JSON: ${(err as Error).message}`);
   }
   if (!Array.isArray(v)) throw bad('not a JSON array');
-  if (v.length > MAX_TARGETS) throw bad(`${v.length} entries, more than ${MAX_TARGETS}`);
+  if (v.length > max) throw bad(`${v.length} entries, more than ${max}`);
+  return v;
+}
+
+export async function loadTargets(file: string): Promise<string[]> {
+  const text = await readStateFile(file, 'connection targets file');
+  if (text === undefined) return [];
+  const bad = corruptError('connection targets file', file);
+  const v = parseJsonArray(text, MAX_TARGETS, bad);
   for (const t of v) if (typeof t !== 'string' || t.length === 0 || t.length > 300) throw bad('an entry is not a non-empty string of at most 300 characters');
   return v as string[];
 }

@@ -14,18 +14,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { must, sh, sleep, until, type Host, type Testbed } from '../e2e/lib/testbed.js';
-
-/** Seeded PRNG (mulberry32): the same seed gives the same schedule. Returns floats in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from '../lib/prng.js';
 
 export interface KillBurstOptions {
   kills: number;
@@ -64,7 +53,7 @@ async function ethweAddrs(ns: string): Promise<string[]> {
  * print with the seed. Throws if the router cannot be relaunched.
  */
 export async function killBurst(bed: Testbed, host: Host, launchArgs: string[], o: KillBurstOptions): Promise<KillBurstResult> {
-  const rnd = seededRandom(o.seed);
+  const rnd = mulberry32(o.seed);
   const workers = o.workers ?? 3;
   const deadline = Date.now() + (o.timeoutMs ?? 600_000);
   const reported = new Map<string, string>(); // ns -> cidr reported by weave attach

@@ -52,8 +52,12 @@ test('endpoints.json: valid loads; truncated, wrong shape, duplicate ids or bad 
   const f = path.join(dir, 'endpoints.json');
   const good = [{ id: 'netns:/var/run/netns/c1', netns: '/var/run/netns/c1', cidrs: ['10.32.0.1/12'], mac: 'aa:bb:cc:dd:ee:ff' }];
   assert.deepEqual(validateEndpoints(JSON.stringify(good), f), good);
+  // A name (DNS) and a CNI pod's interface name survive a restart.
+  const named = [{ ...good[0], name: 'db', ifname: 'eth0' }];
+  assert.deepEqual(validateEndpoints(JSON.stringify(named), f), named);
   const text = JSON.stringify(good, null, 1);
-  const cases = [text.slice(0, text.length / 2), '{}', '[null]', JSON.stringify([...good, ...good]), JSON.stringify([{ ...good[0], cidrs: ['10.32.0.1'] }]), JSON.stringify([{ ...good[0], id: 5 }])];
+  const cases = [text.slice(0, text.length / 2), '{}', '[null]', JSON.stringify([...good, ...good]), JSON.stringify([{ ...good[0], cidrs: ['10.32.0.1'] }]), JSON.stringify([{ ...good[0], id: 5 }]),
+    JSON.stringify([{ ...good[0], name: 7 }]), JSON.stringify([{ ...good[0], ifname: 'eth0; rm -rf /' }]), JSON.stringify([{ ...good[0], ifname: 'a'.repeat(16) }])];
   for (const c of cases) {
     assert.throws(() => validateEndpoints(c, f), (e: Error) => e instanceof StateFileError && e.message.startsWith(`endpoint table ${f} is corrupted (`) && !e.message.includes('\n'), c);
   }
