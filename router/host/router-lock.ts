@@ -17,7 +17,7 @@
  * The PID is still written to `weaver.pid`, but only to name the holder in messages.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, fchmodSync, openSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from './state-file.js';
 
@@ -72,7 +72,8 @@ export class RouterRunningError extends Error {
  * @throws RouterRunningError if a live router holds it; Error if flock(1) is missing
  */
 export async function acquireRouterLock(stateDir: string, waitMs = 2000): Promise<number> {
-  const fd = openSync(lockPath(stateDir), 'a', 0o644);
+  const fd = openSync(lockPath(stateDir), 'a', 0o600);
+  fchmodSync(fd, 0o600); // root only, like everything in the state dir (also when it existed)
   let code: number;
   try {
     code = await runFlock(['-x', '-w', String(Math.max(0, waitMs) / 1000), '-E', String(CONFLICT), '3'], fd);

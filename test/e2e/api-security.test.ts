@@ -36,6 +36,8 @@ describe('API security', { skip, timeout: 600_000 }, () => {
     await h1.launch(['--no-proxy', '--ipalloc-range', '10.32.0.0/16', h2.ip]);
     await h2.launch(['--no-proxy', '--ipalloc-range', '10.32.0.0/16', h1.ip]);
     await until('h1-h2 established', async () => (await h1.report()).Router.Connections.some((c: { State: string }) => c.State === 'established'), 30_000);
+    // GET /status answers 200 only once the router is ready (IPAM has its ring).
+    await Promise.all([h1.mustWeave(['prime'], { timeoutMs: 60_000 }), h2.mustWeave(['prime'], { timeoutMs: 60_000 })]);
   });
   after(() => bed.destroy());
 
