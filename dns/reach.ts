@@ -36,14 +36,6 @@ export async function removeHost(addr: string): Promise<void> {
   await ip('addr', 'del', `${addr}/32`, 'dev', BRIDGE).catch(() => undefined);
 }
 
-/**
- * A neighbour entry for a local container on the bridge (state stale: used at once,
- * then confirmed by a unicast probe), so the DNS server's answers need no broadcast ARP.
- */
-export async function seedNeighbour(addr: string, mac: string): Promise<void> {
-  await ip('neigh', 'replace', addr, 'lladdr', mac, 'dev', BRIDGE, 'nud', 'stale');
-}
-
 /** Route to `addr` over ethwe inside the namespace file `nsPath` (after ethwe is up). */
 export async function setupContainer(nsPath: string, addr: string): Promise<void> {
   await ipIn(nsPath, 'route', 'replace', `${addr}/32`, 'dev', CONTAINER_IFNAME, 'scope', 'link');

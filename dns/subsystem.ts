@@ -24,7 +24,7 @@ import type { Subsystem, SubsystemContext, EndpointChange } from '../router/daem
 import { DnsRegistry, entriesFromWire, entriesToWire, normaliseName, isIpv4, type DnsEntry } from './registry.js';
 import { DnsServer } from './server.js';
 import { dnsSettings, type DnsSettings } from './config.js';
-import { setupHost, removeHost, setupContainer, seedNeighbour } from './reach.js';
+import { setupHost, removeHost, setupContainer } from './reach.js';
 import type { NameSource } from './answer.js';
 
 /** Largest dns gossip payload we decode. */
@@ -187,12 +187,6 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
   const register = async (e: Endpoint, name: string | undefined, cidrs: string[]): Promise<void> => {
     // Endpoints attached before this router ran (restart) get the route here; it is idempotent.
     if (s.onBridge && e.netns) await setupContainer(e.netns, s.address).catch((err: Error) => log(`DNS: no route to ${s.address} in ${e.id}: ${err.message}`, 'warn'));
-    // The host may not broadcast ARP from the DNS address (bridge filters), and pinning the
-    // bridge's MAC at start flushes its neighbour table: seed the container's entry so
-    // answers reach it (then only unicast probes refresh it).
-    if (s.onBridge && /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(e.mac)) {
-      for (const c of cidrs) await seedNeighbour(addrOf(c), e.mac).catch(() => undefined);
-    }
     if (!name) return;
     const host = normaliseName(name, s.domain);
     if (!host) {
