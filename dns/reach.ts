@@ -5,6 +5,7 @@
  * the containers' subnets; in each container, an on-link route to it over `ethwe`.
  * Every step is idempotent (replace, or delete-then-add) and runs `ip` with argv only.
  */
+import { readFileSync } from 'node:fs';
 import { ip, ipIn, BRIDGE, CONTAINER_IFNAME } from '../router/host/netdev.js';
 
 /** Routing table of the answers' route ("dns" on a phone keypad: 367). */
@@ -19,10 +20,24 @@ export const DNS_RULE_PRIORITY = '3670';
  * containers' ARP entries for the DNS address would then point at a MAC nobody owns
  * until they expire.
  */
+/** True when the bridge's MAC was already set from user space (sysfs addr_assign_type 3). */
+function alreadyPinned(): boolean {
+  try {
+    return readFileSync(`/sys/class/net/${BRIDGE}/addr_assign_type`, 'utf8').trim() === '3';
+  } catch {
+    return false;
+  }
+}
+
 export async function setupHost(addr: string): Promise<void> {
-  const link = await ip('-d', '-o', 'link', 'show', 'dev', BRIDGE);
-  const mac = /link\/ether ([0-9a-f:]{17})/.exec(link)?.[1];
-  if (mac) await ip('link', 'set', 'dev', BRIDGE, 'address', mac);
+  // Setting the address flushes the bridge's neighbour table, and the host may not
+  // broadcast ARP from the DNS address: pin only once (a restarted router finds it pinned,
+  // addr_assign_type 3 = set by user space), so containers' entries stay valid.
+  if (!alreadyPinned()) {
+    const link = await ip('-d', '-o', 'link', 'show', 'dev', BRIDGE);
+    const mac = /link\/ether ([0-9a-f:]{17})/.exec(link)?.[1];
+    if (mac) await ip('link', 'set', 'dev', BRIDGE, 'address', mac);
+  }
   await ip('addr', 'replace', `${addr}/32`, 'dev', BRIDGE, 'scope', 'link');
   await ip('route', 'replace', 'default', 'dev', BRIDGE, 'table', DNS_ROUTE_TABLE);
   await ip('rule', 'del', 'priority', DNS_RULE_PRIORITY).catch(() => undefined);
