@@ -8,8 +8,8 @@
  * in the state directory (write, fsync, rename) so `weave ps` and re-attachment survive
  * a router restart; the links themselves stay up while the router is stopped.
  */
-import http from 'node:http';
 import path from 'node:path';
+import { dockerJson } from './docker-api.js';
 import { attachVeth, detachVeth, endpointMac, ip, targetNetns, BRIDGE, NetdevError } from './netdev.js';
 import { writeFileAtomic, readStateFile, corruptError, parseJsonArray } from './state-file.js';
 
@@ -314,36 +314,19 @@ function sameSubnet(cidr: string, subnet: string): boolean {
   return Math.floor(toNum(a) / size) === Math.floor(toNum(b) / size) && cidr.endsWith('/' + len);
 }
 
-/** Minimal Docker Engine API call: container id and pid. Clear error when the daemon is down. */
 /** Docker's GET /containers/NAME/json: id, pid (0 if not running), name without its leading "/". */
-export function dockerInspect(dockerHost: string, name: string): Promise<{ id: string; pid: number; name?: string }> {
-  return new Promise((resolve, reject) => {
-    const opts: http.RequestOptions = { path: `/containers/${encodeURIComponent(name)}/json`, method: 'GET', timeout: 10_000 };
-    if (dockerHost.startsWith('unix://')) opts.socketPath = dockerHost.slice(7);
-    else {
-      const u = new URL(dockerHost.replace(/^tcp:/, 'http:'));
-      opts.host = u.hostname;
-      opts.port = u.port;
-    }
-    const req = http.request(opts, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d) => (body += d));
-      res.on('end', () => {
-        if (res.statusCode === 404) return reject(new EndpointError(`target ${name} not found: no such container (or use netns:PATH / pid:PID)`));
-        if (res.statusCode !== 200) return reject(new EndpointError(`Docker daemon at ${dockerHost} answered ${res.statusCode} for container ${name}`));
-        try {
-          const j = JSON.parse(body) as { Id: string; Name?: unknown; State?: { Pid?: number } };
-          resolve({ id: j.Id, pid: j.State?.Pid ?? 0, name: typeof j.Name === 'string' ? j.Name.replace(/^\//, '') : undefined });
-        } catch {
-          reject(new EndpointError(`Docker daemon at ${dockerHost} sent a bad answer for container ${name}`));
-        }
-      });
-    });
-    req.on('timeout', () => req.destroy(new Error('timed out after 10 s')));
-    req.on('error', (err) => reject(new EndpointError(`cannot reach the Docker daemon at ${dockerHost} (${err.message}): is it running? (or use netns:PATH / pid:PID)`)));
-    req.end();
-  });
+export async function dockerInspect(dockerHost: string, name: string): Promise<{ id: string; pid: number; name?: string }> {
+  let r: { status: number; json: unknown };
+  try {
+    r = await dockerJson(dockerHost, 'GET', `/containers/${encodeURIComponent(name)}/json`, undefined, 10_000);
+  } catch (err) {
+    throw new EndpointError(`${(err as Error).message}: is it running? (or use netns:PATH / pid:PID)`);
+  }
+  if (r.status === 404) throw new EndpointError(`target ${name} not found: no such container (or use netns:PATH / pid:PID)`);
+  if (r.status !== 200) throw new EndpointError(`Docker daemon at ${dockerHost} answered ${r.status} for container ${name}`);
+  const j = r.json as { Id?: unknown; Name?: unknown; State?: { Pid?: unknown } } | undefined;
+  if (!j || typeof j.Id !== 'string') throw new EndpointError(`Docker daemon at ${dockerHost} sent a bad answer for container ${name}`);
+  return { id: j.Id, pid: typeof j.State?.Pid === 'number' ? j.State.Pid : 0, name: typeof j.Name === 'string' ? j.Name.replace(/^\//, '') : undefined };
 }
 
 export { NetdevError };
