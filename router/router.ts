@@ -24,7 +24,8 @@ import { Forwarder, type FramePolicy } from './overlay/forwarder.js';
 import { numToPeerName, peerNameToNum, type PeerName } from './mesh/peer-name.js';
 import { Connection, type ConnectionHost } from './mesh/connection.js';
 import type { ControlMessage } from './mesh/protocol.js';
-import { FailureLog, HalfOpenLimiter } from './mesh/admission.js';
+import { DEFAULT_HALF_OPEN_LIMITS, FailureLog, HalfOpenLimiter } from './mesh/admission.js';
+import { canonicalIp, parsePeerAddress, sourcePrefix } from './mesh/address.js';
 import { TargetTable, normaliseAddress } from './mesh/connection-maker.js';
 import { Sleeve, SleevePeer, datagramFor, type SleeveHost } from './overlay/sleeve.js';
 import type { Tap } from './overlay/tap.js';
@@ -44,6 +45,8 @@ const GOSSIP_INTERVAL_MS = 30_000;
 const CONNECT_TICK_MS = 500;
 const CONNECT_TIMEOUT_MS = 5_000;
 const MAC_MAX_AGE_MS = 10 * 60_000;
+/** [pre-auth] Half-open inbound connections from one IPv6 /64 (each address also stays within the per-source limit). */
+export const HALF_OPEN_PER_PREFIX = 32;
 
 export type { GossipHandler, GossipChannel } from './mesh/gossip.js';
 
@@ -79,6 +82,8 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
   // [pre-auth] Inbound connections not yet ready hold a HalfOpenLimiter slot; failures of
   // strangers are logged through FailureLog (aggregated per source per 60 s).
   private readonly halfOpen = new HalfOpenLimiter();
+  /** IPv6 sources per /64 (HALF_OPEN_PER_PREFIX), on top of the per-address limit. */
+  private readonly halfOpenPrefix = new HalfOpenLimiter({ perSource: HALF_OPEN_PER_PREFIX, total: DEFAULT_HALF_OPEN_LIMITS.total });
   private readonly halfOpenSlot = new WeakSet<Connection>();
   private readonly failureLog = new FailureLog((line) => this.log(line));
   private readonly byPeer = new Map<PeerName, Connection>();
@@ -197,9 +202,14 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
   }
 
   private dial(address: string): void {
-    const i = address.lastIndexOf(':');
-    const host = address.slice(0, i);
-    const port = Number(address.slice(i + 1));
+    let host: string;
+    let port: number;
+    try {
+      ({ host, port } = parsePeerAddress(address, this.config.port));
+    } catch (err) {
+      this.targets.failed(address, (err as Error).message, Date.now());
+      return;
+    }
     const s = net.connect({ host, port, noDelay: true });
     const timer = setTimeout(() => s.destroy(new Error(`connect timed out after ${CONNECT_TIMEOUT_MS / 1000} s`)), CONNECT_TIMEOUT_MS);
     const onErr = (err: Error): void => {
@@ -220,12 +230,13 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
       s.destroy();
       return;
     }
-    // [pre-auth] per-source and total half-open caps
-    const source = (s.remoteAddress ?? '').replace(/^::ffff:/, '');
-    const refused = this.halfOpen.tryAcquire(source);
+    // [pre-auth] per-source and total half-open caps; IPv6 sources also per /64
+    const ra = s.remoteAddress ?? '';
+    const source = canonicalIp(ra) ?? ra;
+    const refused = this.acquireHalfOpen(source);
     if (refused !== undefined) {
       s.destroy();
-      this.failureLog.failed(source, refused, Date.now());
+      this.failureLog.failed(sourcePrefix(source) ?? source, refused, Date.now());
       return;
     }
     const c = new Connection(this, s, false);
@@ -294,9 +305,30 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     return undefined;
   }
 
+  /**
+   * [pre-auth] Takes a half-open slot for `source`: per address and in total, and for
+   * IPv6 also per /64 prefix (mesh/address.ts sourcePrefix: one IPv6 host usually holds
+   * a whole /64, so per-address limits alone would not bound it; the prefix limit is
+   * higher so that peers sharing one LAN /64 can still reconnect at once).
+   * @returns undefined when admitted, else why not.
+   */
+  private acquireHalfOpen(source: string): string | undefined {
+    const prefix = sourcePrefix(source);
+    if (prefix !== undefined) {
+      const why = this.halfOpenPrefix.tryAcquire(prefix);
+      if (why !== undefined) return why;
+    }
+    const why = this.halfOpen.tryAcquire(source);
+    if (why !== undefined && prefix !== undefined) this.halfOpenPrefix.release(prefix);
+    return why;
+  }
+
   /** [pre-auth] Gives back c's half-open slot, if it holds one. */
   private releaseHalfOpen(c: Connection): void {
-    if (this.halfOpenSlot.delete(c)) this.halfOpen.release(c.remoteIp);
+    if (!this.halfOpenSlot.delete(c)) return;
+    this.halfOpen.release(c.remoteIp);
+    const prefix = sourcePrefix(c.remoteIp);
+    if (prefix !== undefined) this.halfOpenPrefix.release(prefix);
   }
 
   onReady(c: Connection): void {
@@ -382,7 +414,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
       this.log(`connection ${c.outbound ? '->' : '<-'} ${c.address} ${r.name}(${r.nickname}) closed: ${reason}`);
       this.localConnectionsChanged();
     } else if (wasHalfOpen && !/^duplicate connection|cannot connect to ourself/.test(reason)) {
-      this.failureLog.failed(c.remoteIp, reason, Date.now()); // [pre-auth] aggregated
+      this.failureLog.failed(sourcePrefix(c.remoteIp) ?? c.remoteIp, reason, Date.now()); // [pre-auth] aggregated (IPv6 per /64)
     } else if (!/^duplicate connection|cannot connect to ourself/.test(reason)) {
       this.log(`connection ${c.outbound ? '->' : '<-'} ${c.address} failed: ${reason}`);
     }

@@ -4,6 +4,7 @@
  * subsystem without importing the daemon itself.
  */
 import path from 'node:path';
+import { splitListenAddress } from '../mesh/address.js';
 
 /** Everything `weave launch` decides; passed to the daemon as JSON in WEAVER_CONFIG. */
 export interface LaunchConfig {
@@ -67,13 +68,12 @@ export function statePaths(stateDir: string) {
 }
 
 /**
- * Split "host:port" (host may be empty: 127.0.0.1; port missing or invalid: defPort).
+ * Split a listen address "host:port" (IPv6 as "[v6]:port"; brackets removed; host may
+ * be empty: 127.0.0.1; port missing or invalid: defPort). See mesh/address.ts.
  * @returns [host, port]
  */
 export function splitHostPort(addr: string, defPort: number): [string, number] {
-  const i = addr.lastIndexOf(':');
-  if (i < 0) return [addr || '127.0.0.1', defPort];
-  return [addr.slice(0, i) || '127.0.0.1', Number(addr.slice(i + 1)) || defPort];
+  return splitListenAddress(addr, defPort);
 }
 
 /**

@@ -161,8 +161,8 @@ export async function detachVeth(id: string, nsPath: string | undefined, cidrs: 
 export async function resetLinks(): Promise<void> {
   const out = await ip('-o', '-d', 'link', 'show').catch(() => '');
   for (const line of out.split('\n')) {
-    // [fastdp] also its VXLAN devices (router/overlay/fastdp.ts), recognised by name and VNI.
-    const m = /^\d+: (vethwepl[0-9a-f]+|vxlan(?:hb)?-\d+)[@:]/.exec(line);
+    // [fastdp] also its VXLAN devices (router/overlay/fastdp.ts; vxlan6-/vxlanhb6- over IPv6), recognised by name and VNI.
+    const m = /^\d+: (vethwepl[0-9a-f]+|vxlan(?:hb)?6?-\d+)[@:]/.exec(line);
     if (m && (m[1].startsWith('vethwepl') || / vxlan id 678[45] /.test(line))) await ip('link', 'del', 'dev', m[1]).catch(() => undefined);
   }
   if (await linkExists(TAP_NAME)) await ip('link', 'del', 'dev', TAP_NAME).catch(() => undefined);

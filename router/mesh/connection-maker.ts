@@ -9,7 +9,9 @@
  * (`due`) is a pure function of the target table and the clock, so it is testable
  * without sockets.
  */
-import { isIP } from 'node:net';
+import { joinHostPort, parsePeerAddress } from './address.js';
+
+export { isHostLike } from './address.js';
 
 export const INITIAL_BACKOFF_MS = 1_000;
 export const MAX_BACKOFF_MS = 30_000;
@@ -26,32 +28,15 @@ export interface Target {
   lastError?: string;
 }
 
-/** Normalise "host", "host:port" to "host:port"; throws an Error with a one-line message. */
-/** Control characters shown as \xNN, and at most 100 characters, for error messages. */
-function printable(s: string): string {
-  const t = s.length > 100 ? s.slice(0, 100) + '…' : s;
-  return t.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
-}
-
 /**
- * An IPv4/IPv6 literal, or a host name of RFC 1123 labels (letters, digits, hyphens;
- * ≤ 63 per label, ≤ 253 in all). A dotted all-numeric name must be a valid IPv4
- * address, so "999.1.1.1" is refused rather than kept as a name that never resolves.
+ * Normalise a peer address ("host", "host:port", "[v6]", "[v6]:port", bare "v6"; see
+ * mesh/address.ts) to its canonical "host:port" form, IPv6 in brackets
+ * (`[2001:db8::2]:6783`), so equal addresses compare equal in the target table.
+ * @throws Error with a one-line message.
  */
-export function isHostLike(h: string): boolean {
-  if (isIP(h) !== 0) return true;
-  if (h.length > 253 || /^[\d.]+$/.test(h)) return false;
-  return h.split('.').every((l) => /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i.test(l));
-}
-
 export function normaliseAddress(peer: string, defaultPort: number): string {
-  const s = peer.trim();
-  if (!s) throw new Error('empty peer address');
-  const m = /^\[?([^\]]+?)\]?(?::(\d+))?$/.exec(s);
-  if (!m || !isHostLike(m[1])) throw new Error(`invalid peer address "${printable(peer)}": want an IP address or host name, optionally with :port`);
-  const port = m[2] === undefined ? defaultPort : Number(m[2]);
-  if (!(port > 0 && port < 65536)) throw new Error(`invalid port in peer address "${printable(peer)}": want 1 to 65535`);
-  return `${m[1]}:${port}`;
+  const { host, port } = parsePeerAddress(peer, defaultPort);
+  return joinHostPort(host, port);
 }
 
 export class TargetTable {

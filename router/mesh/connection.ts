@@ -10,6 +10,7 @@
  * Modelled on weaveworks/mesh's connection.go, without its locks: everything runs on the
  * event loop, and the router is told about each transition through ConnectionHost.
  */
+import { canonicalIp, joinHostPort } from './address.js';
 import type net from 'node:net';
 import {
   FrameDecoder, MAX_FRAME_BYTES, PRE_AUTH_MAX_FRAME_BYTES, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, ProtocolError,
@@ -81,13 +82,15 @@ export class Connection {
    * @param target the connection maker's target address ("host:port") for outbound ones
    */
   constructor(private readonly host: ConnectionHost, readonly socket: net.Socket, readonly outbound: boolean, readonly target?: string) {
-    this.remoteIp = (socket.remoteAddress ?? '').replace(/^::ffff:/, '');
+    // Canonical text: an IPv4-mapped address (dual-stack listener) is plain IPv4.
+    const ra = socket.remoteAddress ?? '';
+    this.remoteIp = canonicalIp(ra) ?? ra;
     this.remotePort = socket.remotePort ?? 0;
   }
 
-  /** "ip:port" of the remote side as shown in status (the listen port once known). */
+  /** "ip:port" ("[v6]:port") of the remote side as shown in status (the listen port once known). */
   get address(): string {
-    return `${this.remoteIp}:${this.remote ? this.remoteListenPort : this.remotePort}`;
+    return joinHostPort(this.remoteIp, this.remote ? this.remoteListenPort : this.remotePort);
   }
 
   remoteListenPort = 0;

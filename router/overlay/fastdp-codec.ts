@@ -37,6 +37,13 @@ import { readMac, writeMac } from './mac-cache.js';
 export const VXLAN_HEADER_BYTES = 8;
 /** Outer IPv4 + UDP + VXLAN + inner Ethernet: what VXLAN adds to an overlay packet. */
 export const VXLAN_OVERHEAD = 20 + 8 + VXLAN_HEADER_BYTES + 14;
+/** The same over an IPv6 underlay (40-byte outer header): 70 bytes. */
+export const VXLAN6_OVERHEAD = 40 + 8 + VXLAN_HEADER_BYTES + 14;
+
+/** What VXLAN adds to an overlay packet over an underlay of `family`. */
+export function vxlanOverhead(family: 4 | 6): number {
+  return family === 6 ? VXLAN6_OVERHEAD : VXLAN_OVERHEAD;
+}
 /** VNI of container frames (any fixed value both ends agree on). */
 export const DATA_VNI = 6784;
 /** VNI of heartbeats: a second VXLAN device on the same UDP port. */
@@ -45,6 +52,13 @@ export const HEARTBEAT_VNI = 6785;
 export const HB_DEVICE_IP = '169.254.67.84';
 /** Inner source address of heartbeats (the heartbeat device's point-to-point peer). */
 export const HB_SOURCE_IP = '169.254.67.85';
+/**
+ * The IPv6 underlay's heartbeat device (a VXLAN device is of one family, so IPv6 peers
+ * get their own pair of devices): its inner address and heartbeats' inner source. A
+ * pair of its own keeps the two devices' point-to-point routes apart.
+ */
+export const HB6_DEVICE_IP = '169.254.67.86';
+export const HB6_SOURCE_IP = '169.254.67.87';
 /** Fixed MAC of the heartbeat device (locally administered); frames are addressed to it. */
 export const HB_DEVICE_MAC = 0x02_77_65_61_76_01;
 /** Inner source MAC of heartbeats: must differ from the device's, which the kernel treats as a loop. */
@@ -123,11 +137,12 @@ export function heartbeatPacketSize(mtu: number): number {
 /**
  * Builds a complete heartbeat packet (the outer UDP payload, see the module comment)
  * into a new buffer of `heartbeatPacketSize(hb.mtu)` bytes. `udpPort` is the inner UDP
- * port the receiving router listens on.
+ * port the receiving router listens on; `family` the underlay the packet goes over
+ * (6: inner addresses HB6_SOURCE_IP → HB6_DEVICE_IP, for the peer's IPv6 heartbeat device).
  * Throws FastdpCodecError for an MTU that cannot hold a heartbeat or exceeds IPv4's
  * 65535-byte packets, or a port or peer name out of range.
  */
-export function encodeHeartbeatPacket(hb: Heartbeat, udpPort: number): Buffer {
+export function encodeHeartbeatPacket(hb: Heartbeat, udpPort: number, family: 4 | 6 = 4): Buffer {
   const mtu = hb.mtu;
   if (!Number.isInteger(mtu) || mtu < 20 + 8 + HEARTBEAT_BYTES || mtu > 0xffff) {
     throw new FastdpCodecError(`MTU ${mtu} cannot carry a fastdp heartbeat (needs ${20 + 8 + HEARTBEAT_BYTES}..65535)`);
@@ -149,8 +164,8 @@ export function encodeHeartbeatPacket(hb: Heartbeat, udpPort: number): Buffer {
   buf.writeUInt16BE(ipLen, ip + 2);
   buf[ip + 8] = 64;
   buf[ip + 9] = 17;
-  buf.writeUInt32BE(ipv4ToNum(HB_SOURCE_IP), ip + 12);
-  buf.writeUInt32BE(ipv4ToNum(HB_DEVICE_IP), ip + 16);
+  buf.writeUInt32BE(ipv4ToNum(family === 6 ? HB6_SOURCE_IP : HB_SOURCE_IP), ip + 12);
+  buf.writeUInt32BE(ipv4ToNum(family === 6 ? HB6_DEVICE_IP : HB_DEVICE_IP), ip + 16);
   buf.writeUInt16BE(internetChecksum(buf, ip, ip + 20), ip + 10);
   const udp = ip + 20;
   buf.writeUInt16BE(udpPort, udp);

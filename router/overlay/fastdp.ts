@@ -44,6 +44,18 @@
  * firewall rules and path MTU (heartbeats are padded to a full-MTU frame) as data,
  * with no extra native code.
  *
+ * IPv6 underlay (issue #21): a VXLAN device sends and receives over one family (the
+ * kernel refuses an IPv6 FDB destination on an IPv4 device), so a second pair of
+ * devices, vxlan6-6784 and vxlanhb6-6784, is made with `local ::` (IPv6, source chosen
+ * by the route, like the IPv4 device's) on the same UDP port (the kernel's IPv6 VXLAN
+ * socket is IPV6_V6ONLY, so both bind 6784). Peers known by an IPv6 address get their
+ * flooding entries there and their heartbeats from a udp6 socket to the IPv6 heartbeat
+ * device (inner addresses HB6_*). Both data devices are isolated bridge ports, like the
+ * TAP: frames between an IPv4-only and an IPv6-only peer are relayed by the router. If
+ * the IPv6 devices cannot be made, fastdp runs for IPv4 peers only and IPv6 peers stay
+ * on the sleeve. VXLAN adds 70 bytes over IPv6 (50 over IPv4); heartbeats are padded
+ * to a full frame, so a path too narrow for that never comes up.
+ *
  * Ordering that keeps every frame on exactly one path: going up, the router stops
  * sending captured frames to the peer over the sleeve before the FDB entry is added;
  * going down, the entry is removed (and TAP backlog given GRACE_MS) before the router
@@ -56,7 +68,7 @@ import { run, ip, BRIDGE, TAP_NAME, linkExists, NetdevError } from '../host/netd
 import { formatMac } from './mac-cache.js';
 import { numToPeerName } from '../mesh/peer-name.js';
 import {
-  DATA_VNI, HEARTBEAT_VNI, HB_DEVICE_IP, HB_SOURCE_IP, HB_DEVICE_MAC, encodeHeartbeatPacket, parseHeartbeat,
+  DATA_VNI, HEARTBEAT_VNI, HB_DEVICE_IP, HB_SOURCE_IP, HB6_DEVICE_IP, HB6_SOURCE_IP, HB_DEVICE_MAC, encodeHeartbeatPacket, parseHeartbeat,
 } from './fastdp-codec.js';
 import { DEFAULT_TIMING, FastdpPath, ZERO_MAC, parseFdbJson, planFdb, type PathTiming, type Vtep } from './fastdp-path.js';
 
@@ -70,9 +82,14 @@ export class FastdpError extends Error {
   override name = 'FastdpError';
 }
 
-/** Names of the data and heartbeat VXLAN devices for a VXLAN port (≤ 15 chars). */
-export function fastdpDeviceNames(vxlanPort: number): { data: string; heartbeat: string } {
-  return { data: `vxlan-${vxlanPort}`, heartbeat: `vxlanhb-${vxlanPort}` };
+/** Names of the data and heartbeat VXLAN devices for a VXLAN port (≤ 15 chars), IPv4 and IPv6 underlay. */
+export function fastdpDeviceNames(vxlanPort: number): { data: string; heartbeat: string; data6: string; heartbeat6: string } {
+  return { data: `vxlan-${vxlanPort}`, heartbeat: `vxlanhb-${vxlanPort}`, data6: `vxlan6-${vxlanPort}`, heartbeat6: `vxlanhb6-${vxlanPort}` };
+}
+
+/** Underlay family of a peer address (IPv6 literal: 6). */
+function familyOf(address: string): 4 | 6 {
+  return address.includes(':') ? 6 : 4;
 }
 
 /** A directly connected peer whose connection may use fastdp (unencrypted, established). */
@@ -117,6 +134,7 @@ export interface FastdpTraffic {
 interface PeerPath {
   num: number;
   address: string;
+  family: 4 | 6;
   vxlanPort: number;
   path: FastdpPath;
   /** The router treats the peer as fastdp (may be true while the FDB entry is absent, never the reverse). */
@@ -147,18 +165,24 @@ export async function startFastdp(host: FastdpHost, opts: FastdpOptions): Promis
 
 export class Fastdp {
   readonly vxlanPort: number;
-  readonly devices: { data: string; heartbeat: string };
+  readonly devices: { data: string; heartbeat: string; data6: string; heartbeat6: string };
+  /** The IPv6 devices and sockets are up (IPv6 peers can use fastdp). */
+  ipv6 = false;
   private readonly timing: PathTiming;
   private readonly peers = new Map<number, PeerPath>();
   private recv: dgram.Socket | undefined;
   private send: dgram.Socket | undefined;
+  private recv6: dgram.Socket | undefined;
+  private send6: dgram.Socket | undefined;
   private timers: NodeJS.Timeout[] = [];
   private closed = false;
   private syncing = false;
   private syncAgain = false;
   private flowCount = 0;
   private ifindex = -1;
+  private ifindex6 = -1;
   private cachedTraffic: FastdpTraffic = { FramesIn: 0, FramesOut: 0, BytesIn: 0, BytesOut: 0 };
+  private cachedTraffic6: FastdpTraffic = { FramesIn: 0, FramesOut: 0, BytesIn: 0, BytesOut: 0 };
   /** Heartbeats dropped, by reason (for debugging: "malformed", "not-for-us", "unknown-peer", "mtu"). */
   readonly drops: Record<string, number> = {};
 
@@ -179,7 +203,7 @@ export class Fastdp {
     const { data, heartbeat } = this.devices;
     const mtu = String(this.opts.mtu);
     const port = String(this.vxlanPort);
-    for (const d of [data, heartbeat]) if (await linkExists(d)) await ip('link', 'del', 'dev', d);
+    for (const d of Object.values(this.devices)) if (await linkExists(d)) await ip('link', 'del', 'dev', d);
     // The TAP first: from the moment the VXLAN port joins, nothing may pass between them.
     await bridgeCmd('link', 'set', 'dev', TAP_NAME, 'isolated', 'on', 'learning', 'off');
     await ip('link', 'set', 'dev', TAP_NAME, 'type', 'bridge_slave', 'fdb_flush');
@@ -201,13 +225,48 @@ export class Fastdp {
     this.send = dgram.createSocket('udp4');
     this.send.on('error', (err) => this.host.log(`fastdp: heartbeat send error: ${err.message}`));
     await bindSocket(this.send, 0, undefined);
+    await this.setup6().catch(async (err: Error) => {
+      this.host.log(`fastdp: not over IPv6 (IPv6 peers stay on the sleeve): ${err.message}`);
+      for (const s of [this.recv6, this.send6]) {
+        try {
+          s?.close();
+        } catch { /* not bound */ }
+      }
+      this.recv6 = this.send6 = undefined;
+      for (const d of [this.devices.data6, this.devices.heartbeat6]) await ip('link', 'del', 'dev', d).catch(() => undefined);
+    });
     this.timers.push(setInterval(() => this.tick(Date.now()), TICK_MS));
     this.timers.push(setInterval(() => {
       this.refreshTraffic();
       this.scheduleSync();
     }, AUDIT_MS));
     for (const t of this.timers) t.unref();
-    this.host.log(`fastdp: ${data} (VNI ${DATA_VNI}, UDP ${port}, mtu ${mtu}) on bridge ${BRIDGE}, heartbeats via ${heartbeat}`);
+    this.host.log(`fastdp: ${data} (VNI ${DATA_VNI}, UDP ${port}, mtu ${mtu}) on bridge ${BRIDGE}, heartbeats via ${heartbeat}${this.ipv6 ? `; IPv6 underlay: ${this.devices.data6}, ${this.devices.heartbeat6}` : ''}`);
+  }
+
+  /** The IPv6 underlay's pair of devices (`local ::`) and heartbeat sockets. */
+  private async setup6(): Promise<void> {
+    const { data6, heartbeat6 } = this.devices;
+    const mtu = String(this.opts.mtu);
+    const port = String(this.vxlanPort);
+    await ip('link', 'add', data6, 'type', 'vxlan', 'id', String(DATA_VNI), 'dstport', port, 'learning', 'local', '::');
+    await ip('link', 'set', 'dev', data6, 'mtu', mtu, 'master', BRIDGE);
+    await bridgeCmd('link', 'set', 'dev', data6, 'isolated', 'on');
+    await ip('link', 'set', 'dev', data6, 'up');
+    await ip('link', 'add', heartbeat6, 'type', 'vxlan', 'id', String(HEARTBEAT_VNI), 'dstport', port, 'nolearning', 'local', '::');
+    await ip('link', 'set', 'dev', heartbeat6, 'address', formatMac(HB_DEVICE_MAC), 'mtu', mtu, 'arp', 'off');
+    await writeFile(`/proc/sys/net/ipv6/conf/${heartbeat6}/disable_ipv6`, '1').catch(() => undefined);
+    await ip('addr', 'add', HB6_DEVICE_IP, 'peer', `${HB6_SOURCE_IP}/32`, 'dev', heartbeat6);
+    await ip('link', 'set', 'dev', heartbeat6, 'up');
+    this.ifindex6 = await ip('-j', 'link', 'show', 'dev', data6).then((s) => (JSON.parse(s) as Array<{ ifindex: number }>)[0]?.ifindex ?? -1, () => -1);
+    this.recv6 = dgram.createSocket('udp4');
+    this.recv6.on('message', (m) => this.onHeartbeat(m, 6));
+    this.recv6.on('error', (err) => this.host.log(`fastdp: IPv6 heartbeat socket error: ${err.message}`));
+    await bindSocket(this.recv6, this.innerPort, HB6_DEVICE_IP);
+    this.send6 = dgram.createSocket({ type: 'udp6', ipv6Only: true });
+    this.send6.on('error', (err) => this.host.log(`fastdp: IPv6 heartbeat send error: ${err.message}`));
+    await bindSocket(this.send6, 0, '::');
+    this.ipv6 = true;
   }
 
   /** Current path of the connection to `num` as the router should show it. */
@@ -226,22 +285,23 @@ export class Fastdp {
    * as `ip netns exec` does), else the values `ip -s` gave at the last audit.
    */
   traffic(): FastdpTraffic {
-    if (this.ifindex < 0) return { ...this.cachedTraffic };
-    const base = `/sys/class/net/${this.devices.data}`;
-    try {
-      if (Number(readFileSync(`${base}/ifindex`, 'utf8')) === this.ifindex) {
-        const n = (f: string): number => Number(readFileSync(`${base}/statistics/${f}`, 'utf8'));
-        this.cachedTraffic = { FramesIn: n('rx_packets'), FramesOut: n('tx_packets'), BytesIn: n('rx_bytes'), BytesOut: n('tx_bytes') };
-      }
-    } catch { /* device gone or sysfs not ours: keep the cached values */ }
-    return { ...this.cachedTraffic };
+    this.cachedTraffic = readTraffic(this.devices.data, this.ifindex, this.cachedTraffic);
+    if (!this.ipv6) return { ...this.cachedTraffic };
+    this.cachedTraffic6 = readTraffic(this.devices.data6, this.ifindex6, this.cachedTraffic6);
+    const a = this.cachedTraffic;
+    const b = this.cachedTraffic6;
+    return { FramesIn: a.FramesIn + b.FramesIn, FramesOut: a.FramesOut + b.FramesOut, BytesIn: a.BytesIn + b.BytesIn, BytesOut: a.BytesOut + b.BytesOut };
   }
 
   private refreshTraffic(): void {
-    ip('-s', '-j', 'link', 'show', 'dev', this.devices.data).then((s) => {
-      const st = (JSON.parse(s) as Array<{ stats64?: { rx: { packets: number; bytes: number }; tx: { packets: number; bytes: number } } }>)[0]?.stats64;
-      if (st) this.cachedTraffic = { FramesIn: st.rx.packets, FramesOut: st.tx.packets, BytesIn: st.rx.bytes, BytesOut: st.tx.bytes };
-    }, () => undefined);
+    const read = (dev: string, set: (t: FastdpTraffic) => void): void => {
+      ip('-s', '-j', 'link', 'show', 'dev', dev).then((s) => {
+        const st = (JSON.parse(s) as Array<{ stats64?: { rx: { packets: number; bytes: number }; tx: { packets: number; bytes: number } } }>)[0]?.stats64;
+        if (st) set({ FramesIn: st.rx.packets, FramesOut: st.tx.packets, BytesIn: st.rx.bytes, BytesOut: st.tx.bytes });
+      }, () => undefined);
+    };
+    read(this.devices.data, (t) => (this.cachedTraffic = t));
+    if (this.ipv6) read(this.devices.data6, (t) => (this.cachedTraffic6 = t));
   }
 
   // ---- heartbeats ----
@@ -252,11 +312,14 @@ export class Fastdp {
     for (const c of this.host.fastdpCandidates()) {
       seen.add(c.num);
       let p = this.peers.get(c.num);
+      // Without the IPv6 devices an IPv6 peer never leaves the sleeve.
+      if (familyOf(c.address) === 6 && !this.ipv6) continue;
       if (p === undefined) {
-        p = { num: c.num, address: c.address, vxlanPort: c.port + 1, path: new FastdpPath(this.timing), marked: false, gone: false, mtuWarned: false };
+        p = { num: c.num, address: c.address, family: familyOf(c.address), vxlanPort: c.port + 1, path: new FastdpPath(this.timing), marked: false, gone: false, mtuWarned: false };
         this.peers.set(c.num, p);
       } else if (p.address !== c.address || p.vxlanPort !== c.port + 1) {
         p.address = c.address;
+        p.family = familyOf(c.address);
         p.vxlanPort = c.port + 1;
         if (p.path.reset('peer address changed')) changed = true;
       }
@@ -284,18 +347,19 @@ export class Fastdp {
 
   private sendHeartbeat(p: PeerPath, now: number): void {
     const seq = p.path.sent(now);
-    const pkt = encodeHeartbeatPacket({ sender: this.host.selfNum, receiver: p.num, seq, heard: p.path.hearing(now), mtu: this.opts.mtu }, p.vxlanPort + 1);
-    this.send?.send(pkt, p.vxlanPort, p.address, (err) => {
+    const pkt = encodeHeartbeatPacket({ sender: this.host.selfNum, receiver: p.num, seq, heard: p.path.hearing(now), mtu: this.opts.mtu }, p.vxlanPort + 1, p.family);
+    (p.family === 6 ? this.send6 : this.send)?.send(pkt, p.vxlanPort, p.address, (err) => {
       if (err) this.drop('send');
     });
   }
 
-  private onHeartbeat(msg: Buffer): void {
+  /** A heartbeat from the IPv4 (`family` 4) or IPv6 heartbeat device: it must match the peer's family. */
+  private onHeartbeat(msg: Buffer, family: 4 | 6 = 4): void {
     const hb = parseHeartbeat(msg);
     if (hb === undefined) return this.drop('malformed');
     if (hb.receiver !== this.host.selfNum) return this.drop('not-for-us');
     const p = this.peers.get(hb.sender);
-    if (p === undefined || p.gone) return this.drop('unknown-peer');
+    if (p === undefined || p.gone || p.family !== family) return this.drop('unknown-peer');
     if (hb.mtu !== this.opts.mtu) {
       // Frames bigger than the smaller side's bridge ports would be dropped there; the
       // sleeve's PMTU discovery copes with that, the kernel path does not.
@@ -336,8 +400,8 @@ export class Fastdp {
   }
 
   private async syncOnce(): Promise<void> {
-    const dev = this.devices.data;
     const wanted: Vtep[] = [];
+    const wanted6: Vtep[] = [];
     const wantedNums = new Set<number>();
     for (const p of this.peers.values()) {
       if (p.path.state !== 'fastdp' || p.gone) continue;
@@ -345,24 +409,17 @@ export class Fastdp {
         p.marked = true;
         this.host.setFastdp(p.num, true, '');
       }
-      wanted.push({ address: p.address, port: p.vxlanPort });
+      (p.family === 6 ? wanted6 : wanted).push({ address: p.address, port: p.vxlanPort });
       wantedNums.add(p.num);
     }
-    const plan = planFdb(parseFdbJson(await bridgeCmd('-j', 'fdb', 'show', 'dev', dev)), wanted, this.vxlanPort);
-    for (const d of plan.del) {
-      if (this.closed) return;
-      await bridgeCmd('fdb', 'del', d.mac, 'dev', dev, 'dst', d.dst, ...(d.port !== undefined ? ['port', String(d.port)] : [])).catch((err: Error) => {
-        if (!/No such file|not found/i.test(err.message)) throw err;
-      });
+    let flows = await this.syncDevice(this.devices.data, wanted);
+    if (flows === undefined) return;
+    if (this.ipv6) {
+      const f6 = await this.syncDevice(this.devices.data6, wanted6);
+      if (f6 === undefined) return;
+      flows += f6;
     }
-    for (const a of plan.add) {
-      if (this.closed) return;
-      await bridgeCmd('fdb', 'append', ZERO_MAC, 'dev', dev, 'dst', a.address, 'port', String(a.port));
-    }
-    this.flowCount = plan.flows;
-    // MACs the bridge learned behind the VXLAN port may belong to a peer the kernel no
-    // longer reaches: forget them all, so frames for them flood to the TAP (and relearn).
-    if (plan.del.length) await ip('link', 'set', 'dev', dev, 'type', 'bridge_slave', 'fdb_flush');
+    this.flowCount = flows;
     const down = [...this.peers.values()].filter((p) => p.marked && !wantedNums.has(p.num));
     if (down.length === 0) return;
     await new Promise((r) => setTimeout(r, GRACE_MS));
@@ -380,6 +437,28 @@ export class Fastdp {
   }
 
   /**
+   * Programs one data device's FDB for `wanted` VTEPs (all of its family). Returns the
+   * learned unicast entries kept, or undefined if closed meanwhile.
+   */
+  private async syncDevice(dev: string, wanted: Vtep[]): Promise<number | undefined> {
+    const plan = planFdb(parseFdbJson(await bridgeCmd('-j', 'fdb', 'show', 'dev', dev)), wanted, this.vxlanPort);
+    for (const d of plan.del) {
+      if (this.closed) return undefined;
+      await bridgeCmd('fdb', 'del', d.mac, 'dev', dev, 'dst', d.dst, ...(d.port !== undefined ? ['port', String(d.port)] : [])).catch((err: Error) => {
+        if (!/No such file|not found/i.test(err.message)) throw err;
+      });
+    }
+    for (const a of plan.add) {
+      if (this.closed) return undefined;
+      await bridgeCmd('fdb', 'append', ZERO_MAC, 'dev', dev, 'dst', a.address, 'port', String(a.port));
+    }
+    // MACs the bridge learned behind the VXLAN port may belong to a peer the kernel no
+    // longer reaches: forget them all, so frames for them flood to the TAP (and relearn).
+    if (plan.del.length) await ip('link', 'set', 'dev', dev, 'type', 'bridge_slave', 'fdb_flush');
+    return plan.flows;
+  }
+
+  /**
    * Stop heartbeats, remove both VXLAN devices and hand the TAP back to plain bridge
    * behaviour. Idempotent; errors (devices already gone, e.g. after `weave reset`) are
    * ignored. Peers still marked are reported back to the sleeve.
@@ -389,12 +468,12 @@ export class Fastdp {
     this.closed = true;
     for (const t of this.timers) clearTimeout(t);
     this.timers = [];
-    for (const s of [this.recv, this.send]) {
+    for (const s of [this.recv, this.send, this.recv6, this.send6]) {
       try {
         s?.close();
       } catch { /* not bound */ }
     }
-    for (const d of [this.devices.data, this.devices.heartbeat]) {
+    for (const d of Object.values(this.devices)) {
       await ip('link', 'del', 'dev', d).catch((err: unknown) => {
         if (!(err instanceof NetdevError)) throw err;
       });
@@ -405,6 +484,19 @@ export class Fastdp {
     this.peers.clear();
     await bridgeCmd('link', 'set', 'dev', TAP_NAME, 'isolated', 'off', 'learning', 'on').catch(() => undefined);
   }
+}
+
+/** Counters of a data device from sysfs when it is ours (same ifindex), else `cached`. */
+function readTraffic(dev: string, ifindex: number, cached: FastdpTraffic): FastdpTraffic {
+  if (ifindex < 0) return cached;
+  const base = `/sys/class/net/${dev}`;
+  try {
+    if (Number(readFileSync(`${base}/ifindex`, 'utf8')) === ifindex) {
+      const n = (f: string): number => Number(readFileSync(`${base}/statistics/${f}`, 'utf8'));
+      return { FramesIn: n('rx_packets'), FramesOut: n('tx_packets'), BytesIn: n('rx_bytes'), BytesOut: n('tx_bytes') };
+    }
+  } catch { /* device gone or sysfs not ours: keep the cached values */ }
+  return cached;
 }
 
 function bindSocket(s: dgram.Socket, port: number, address: string | undefined): Promise<void> {

@@ -238,7 +238,7 @@ export class Forwarder {
     const fd = this.sleeve.fd;
     if (tap === undefined || sp === undefined || fd < 0 || sp.encrypted || sp.sealer !== undefined || sp.addr < 0 || len > sp.maxFrame) return;
     egressTemplate(this.selfNum, this.selfNum, owner, this.flowTemplate);
-    tap.addFlow(srcM, dstM, fd, sp.addr, sp.port, this.flowTemplate, sp.maxFrame, FLOW_TTL_MS);
+    tap.addFlow(srcM, dstM, fd, sp.family === 6 ? sp.address : sp.addr, sp.port, this.flowTemplate, sp.maxFrame, FLOW_TTL_MS);
   }
 
   /** [flow cache] Empties both directions' caches: a decision's input changed. */

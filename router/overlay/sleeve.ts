@@ -32,10 +32,24 @@ import { SEQ_BYTES, TAG_BYTES, openErrorKind } from '../crypto/aead.js';
 
 /** Bytes the outer IPv4 + UDP headers take. */
 export const IP_UDP_OVERHEAD = 28;
+/** Bytes the outer IPv6 + UDP headers take (40 + 8: 20 more than IPv4). */
+export const IP6_UDP_OVERHEAD = 48;
 /** Extra bytes an encrypted datagram takes: outer header, sequence number, tag. */
 export const CRYPTO_OVERHEAD = HEADER_BYTES + SEQ_BYTES + TAG_BYTES;
 /** Smallest datagram we assume always passes (576-byte IPv4 minimum minus headers). */
 export const MIN_DATAGRAM = 576 - IP_UDP_OVERHEAD;
+/** Smallest datagram over IPv6: every IPv6 link carries 1280 bytes (RFC 8200 §5). */
+export const MIN_DATAGRAM6 = 1280 - IP6_UDP_OVERHEAD;
+
+/** Outer IP + UDP header bytes towards an underlay address of `family`. */
+export function ipUdpOverhead(family: 4 | 6): number {
+  return family === 6 ? IP6_UDP_OVERHEAD : IP_UDP_OVERHEAD;
+}
+
+/** Smallest UDP payload assumed to pass towards an underlay address of `family` (PMTU search floor). */
+export function minDatagram(family: 4 | 6): number {
+  return family === 6 ? MIN_DATAGRAM6 : MIN_DATAGRAM;
+}
 
 const TICK_MS = 250;
 const HEARTBEAT_FAST_MS = 500;
@@ -94,8 +108,14 @@ export class SleevePeer {
   search: PmtuSearch | undefined;
   sealer: Sealer | undefined;
   opener: Opener | undefined;
-  /** Underlay IPv4 address as a uint32 (host order), −1 if `address` is not IPv4. */
-  readonly addr: number;
+  /**
+   * Underlay address in the UDP socket's address column (udp.ts): IPv4 as a uint32
+   * (host order), IPv6 as the key the socket registered it under (set by
+   * Sleeve.addPeer); −1 while unknown (an IPv6 peer not added, or no socket).
+   */
+  addr: number;
+  /** Underlay family of `address` (6 only for real IPv6, not IPv4-mapped). */
+  readonly family: 4 | 6;
   /** Datagram being filled (a view into the sleeve's send slab), and the packer writing into it. */
   buf: Buffer | undefined;
   /** When sealing: the whole reserved datagram (`buf` is its plaintext part at offset 16). */
@@ -103,7 +123,8 @@ export class SleevePeer {
   /** Offset of the reservation in the send slab. */
   bufAt = 0;
   /**
-   * Largest UDP payload the local route towards the peer allows (its MTU − 28), or
+   * Largest UDP payload the local route towards the peer allows (its MTU − 28, or − 48
+   * over IPv6), or
    * Infinity if unknown; PMTU results at this bound come from our own interface.
    */
   localDatagram = Infinity;
@@ -122,6 +143,7 @@ export class SleevePeer {
     this.pmtuDatagram = wantDatagram;
     this.maxFrame = frameRoom(wantDatagram, encrypted);
     this.addr = ipv4ToUint32(address) ?? -1;
+    this.family = address.includes(':') ? 6 : 4;
     this.packer = new FramePacker(65535);
   }
 
@@ -146,7 +168,7 @@ export interface SleeveOptions {
   recvBatch?: number;
   /** Send slab bytes (all datagrams of one batch); default 2 MiB. */
   sendSlabBytes?: number;
-  /** IPv4 address to bind; default all. */
+  /** IPv4 or IPv6 address to bind; default all, both families (udp.ts). */
   address?: string;
   /**
    * UDP segmentation offload (GSO sends of equal-sized datagrams, GRO receives);
@@ -258,10 +280,19 @@ export class Sleeve {
 
   addPeer(p: SleevePeer): void {
     this.peers.set(p.num, p);
-    if (p.addr >= 0) {
+    if (p.family === 6 && this.sock !== undefined) {
       try {
-        const mtu = routeMtu(p.addr);
-        if (mtu > IP_UDP_OVERHEAD) p.localDatagram = mtu - IP_UDP_OVERHEAD;
+        p.addr = this.sock.addressKey(p.address);
+      } catch (err) {
+        p.addr = -1;
+        this.host.log(`sleeve: ${(err as Error).message}`);
+      }
+    }
+    if (p.addr >= 0) {
+      const overhead = ipUdpOverhead(p.family);
+      try {
+        const mtu = routeMtu(p.family === 6 ? p.address : p.addr);
+        if (mtu > overhead) p.localDatagram = mtu - overhead;
       } catch { /* unknown: stays Infinity */ }
     }
     p.lastRecv = Date.now();
@@ -270,6 +301,10 @@ export class Sleeve {
 
   removePeer(p: SleevePeer): void {
     if (this.peers.get(p.num) === p) this.peers.delete(p.num);
+    if (p.family === 6 && p.addr > 0) {
+      this.sock?.releaseAddressKey(p.addr);
+      p.addr = -1;
+    }
   }
 
   getPeer(num: number): SleevePeer | undefined {
@@ -479,7 +514,7 @@ export class Sleeve {
 
   /** Start (or restart) PMTU discovery towards a peer, from its wanted size down. */
   startPmtuSearch(p: SleevePeer, hi = p.wantDatagram): void {
-    const lo = Math.min(MIN_DATAGRAM, hi);
+    const lo = Math.min(minDatagram(p.family), hi);
     p.search = { lo, hi, size: hi, id: 0, tries: 0, sentAt: 0 };
     this.probe(p, Date.now());
   }
@@ -556,7 +591,7 @@ export class Sleeve {
           p.lastRaise = now;
           p.search = { lo: p.pmtuDatagram, hi: p.wantDatagram, size: p.wantDatagram, id: 0, tries: 0, sentAt: 0 };
         } else {
-          p.search = { lo: Math.min(MIN_DATAGRAM, p.pmtuDatagram), hi: p.pmtuDatagram, size: p.pmtuDatagram, id: 0, tries: 0, sentAt: 0 };
+          p.search = { lo: Math.min(minDatagram(p.family), p.pmtuDatagram), hi: p.pmtuDatagram, size: p.pmtuDatagram, id: 0, tries: 0, sentAt: 0 };
         }
         this.probe(p, now);
       }

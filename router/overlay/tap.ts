@@ -99,7 +99,7 @@ interface NativeTap {
   writeBatch(frames: Uint8Array[], count?: number): number;
   writeSlab(slab: Uint8Array, frames: Uint32Array, count: number): number;
   stats(): TapStats;
-  addFlow(srcMac: number, dstMac: number, udpFd: number, addr: number, port: number, template: Uint8Array, maxFrame: number, ttlMs: number): boolean;
+  addFlow(srcMac: number, dstMac: number, udpFd: number, addr: number | string, port: number, template: Uint8Array, maxFrame: number, ttlMs: number): boolean;
   clearFlows(): void;
   flowStats(): FlowStats;
   linkFastPath(udpPort: unknown): boolean;
@@ -257,13 +257,15 @@ export class Tap {
    * Installs an egress flow (router/overlay/flow-cache.ts): until `ttlMs` ms from now, a
    * wake-up whose every frame (at most FLOW_BATCH_MAX) is `srcMac` → `dstMac` (48-bit
    * numbers) or another installed flow, and at most `maxFrame` bytes, is sent by the
-   * addon as FRAMES datagrams to IPv4 `addr` (uint32) : `port` on the UDP socket
-   * `udpFd` — `template` (20 bytes, egressTemplate()), the frame's length, the frame —
+   * addon as FRAMES datagrams to `addr` (IPv4 as uint32, or IPv6 text) : `port` on the
+   * UDP socket `udpFd` (IPv4 or dual-stack IPv6; IPv6 on an IPv4 socket installs
+   * nothing and returns false) — `template` (20 bytes, egressTemplate()), the frame's length, the frame —
    * and the batch handler is not called. A later install for the same slot replaces it.
-   * Returns false (nothing installed) before start() or after close().
+   * Returns false (nothing installed) before start(), after close(), or when `udpFd` is
+   * not a socket of a fitting family.
    * @throws TypeError/RangeError for a missing or out-of-range argument.
    */
-  addFlow(srcMac: number, dstMac: number, udpFd: number, addr: number, port: number, template: Uint8Array, maxFrame: number, ttlMs: number): boolean {
+  addFlow(srcMac: number, dstMac: number, udpFd: number, addr: number | string, port: number, template: Uint8Array, maxFrame: number, ttlMs: number): boolean {
     return this.handle.addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs);
   }
 

@@ -1,5 +1,5 @@
 /**
- * A batched UDP socket for the sleeve (IPv4, Linux), backed by the native addon
+ * A batched UDP socket for the sleeve (IPv4 and IPv6, Linux), backed by the native addon
  * `build/Release/udp.node` (router/overlay/native/udp.cc).
  *
  * node:dgram costs one syscall, one request object and one callback per datagram
@@ -23,6 +23,13 @@
  * IPv4 addresses travel as unsigned 32-bit numbers in host order
  * (`a.b.c.d` = a·2^24 + b·2^16 + c·2^8 + d) so the hot path compares numbers,
  * never strings; {@link ipv4ToUint32} / {@link uint32ToIpv4} convert.
+ *
+ * IPv6 (issue #21): opened without an `address`, the socket is dual-stack (AF_INET6 on
+ * [::], IPV6_V6ONLY off; plain IPv4 if the kernel has no IPv6). The address column of
+ * rows stays one uint32: an IPv6 peer is registered with {@link UdpSocket.addressKey},
+ * which returns a key in 1..0xffffff (0.0.0.0/8, which is never a valid IPv4 source or
+ * destination); rows carry that key, and datagrams from that address arrive with it.
+ * Datagrams from IPv6 sources nobody registered arrive with address 0.
  */
 import type { FlowStats } from './flow-cache.js';
 import { loadAddon, AddonMissing, CodedError } from './native-addon.js';
@@ -37,8 +44,10 @@ export const META_STRIDE = 4;
  * filters (iptables `-m length`, OUTPUT chain) see the whole super-packet.
  */
 export const COALESCE = 0x10000;
-/** Largest UDP payload over IPv4 (65535 − 20 − 8). */
+/** Largest UDP payload over IPv4 (65535 − 20 − 8); IPv6 allows 65527, the sleeve keeps to the smaller. */
 export const MAX_UDP_PAYLOAD = 65507;
+/** Largest IPv6 address key (UdpSocket.addressKey): keys are 0.0.0.0/8 as IPv4 numbers. */
+export const MAX_IPV6_KEY = 0xffffff;
 
 /**
  * A UDP socket failure with an errno-style `code`: EADDRINUSE (port taken; the
@@ -95,7 +104,7 @@ export interface UdpStats {
 export interface UdpOpenOptions {
   /** Port to bind, 0..65535 (0: the kernel picks one; see localPort). */
   port: number;
-  /** IPv4 address to bind; default 0.0.0.0 (all). */
+  /** IPv4 or IPv6 address to bind; default: all, both families (dual-stack [::], or 0.0.0.0 without IPv6). */
   address?: string;
   /** Most receive messages per batch, 1..1024; default 64 (a GRO super-packet counts once but yields up to 64 rows). */
   batch?: number;
@@ -133,6 +142,9 @@ interface NativeUdp {
   clearFlows(): void;
   flowStats(): FlowStats;
   fastPort(): unknown;
+  addressKey(address: string): number;
+  releaseAddressKey(key: number): void;
+  readonly family: number;
   ref(): void;
   unref(): void;
   close(): void;
@@ -140,7 +152,7 @@ interface NativeUdp {
 
 interface NativeAddon {
   UdpSocket: new (opts: UdpOpenOptions) => NativeUdp;
-  routeMtu(addr: number): number;
+  routeMtu(addr: number | string): number;
 }
 
 function native(): NativeAddon {
@@ -177,11 +189,12 @@ export function uint32ToIpv4(n: number): string {
 
 /**
  * The MTU (bytes, IP header included) the kernel would use towards IPv4 `addr` (a
- * uint32): the egress device's or the route's MTU, as IP_MTU reports it for a
- * connected socket (ip(7)). 0 if there is no route. Sends nothing.
+ * uint32) or IPv6 `addr` (text): the egress device's or the route's MTU, as IP_MTU /
+ * IPV6_MTU report it for a connected socket (ip(7), ipv6(7)). 0 if there is no route.
+ * Sends nothing.
  * @throws UdpError ENOADDON; RangeError/TypeError for a bad address.
  */
-export function routeMtu(addr: number): number {
+export function routeMtu(addr: number | string): number {
   return native().routeMtu(addr);
 }
 
@@ -208,6 +221,31 @@ export class UdpSocket {
   /** The socket's file descriptor (−1 after close). */
   get fd(): number {
     return this.handle.fd;
+  }
+
+  /** 6 for a dual-stack or IPv6 socket, 4 for an IPv4-only one. */
+  get family(): 4 | 6 {
+    return this.handle.family === 6 ? 6 : 4;
+  }
+
+  /**
+   * The address column value for a peer at `address` (IPv4 or IPv6 text): an IPv4 (or
+   * IPv4-mapped) address as its uint32; an IPv6 address is registered (one more
+   * reference) and its key returned, until as many releaseAddressKey(key) calls.
+   * @throws UdpError EINVAL (not an IP address), EAFNOSUPPORT (IPv6 on an IPv4-only
+   *   socket), ENOSPC (2^24 − 1 IPv6 addresses registered).
+   */
+  addressKey(address: string): number {
+    try {
+      return this.handle.addressKey(address);
+    } catch (e) {
+      throw asUdpError(e);
+    }
+  }
+
+  /** Drops one reference to an IPv6 key from addressKey(); IPv4 values are ignored. */
+  releaseAddressKey(key: number): void {
+    this.handle.releaseAddressKey(key);
   }
 
   /** The bound port (the kernel's pick when opened with port 0). */

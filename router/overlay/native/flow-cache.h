@@ -73,7 +73,10 @@ struct EgressFlow {
   uint64_t dst_mac = 0;
   uint64_t expires_ms = 0;  // 0: empty slot
   int udp_fd = -1;
-  struct sockaddr_in to;
+  // Destination: sockaddr_in, or sockaddr_in6 (IPv6 peer, or IPv4-mapped on a
+  // dual-stack socket); to_len says which.
+  struct sockaddr_in6 to;
+  socklen_t to_len = 0;
   uint32_t max_frame = 0;  // largest frame (Ethernet header included) the path takes
   // Sleeve header (magic, FRAMES, sender) then the record's src and dst peer;
   // the record's 2-byte length is written per frame.

@@ -24,6 +24,7 @@
 //                    vnetHdr, writeCoalesced }
 //   tap.ref(), tap.unref(), tap.close()
 //   tap.addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs)
+//     (addr: IPv4 as uint32, or IPv6 text; the UDP socket may be dual-stack)
 //   tap.clearFlows(), tap.flowStats()
 //   setDontFragment(fd, on)
 //
@@ -57,6 +58,7 @@
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -513,7 +515,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
       struct msghdr mh;
       memset(&mh, 0, sizeof mh);
       mh.msg_name = &e.to;
-      mh.msg_namelen = sizeof e.to;
+      mh.msg_namelen = e.to_len;
       mh.msg_iov = iov;
       mh.msg_iovlen = 3;
       ssize_t r;
@@ -530,7 +532,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
 
   // addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs):
   // frames srcMac → dstMac (48-bit numbers) leave as FRAMES datagrams to
-  // IPv4 `addr` (uint32) : `port` on socket `udpFd`, each made of the 20-byte
+  // `addr` (IPv4 uint32, or IPv6 text) : `port` on socket `udpFd`, each made of the 20-byte
   // `template` (sleeve header, record src and dst peer), the frame's length
   // and the frame, while not longer than maxFrame bytes, for ttlMs ms.
   Napi::Value AddFlow(const Napi::CallbackInfo& info) {
@@ -539,7 +541,15 @@ class Tap : public Napi::ObjectWrap<Tap> {
     uint64_t src = static_cast<uint64_t>(IntArg(env, info[0], "srcMac", 0, kMac, -1));
     uint64_t dst = static_cast<uint64_t>(IntArg(env, info[1], "dstMac", 0, kMac, -1));
     int fd = static_cast<int>(IntArg(env, info[2], "udpFd", 0, 2147483647, -1));
-    uint32_t addr = static_cast<uint32_t>(IntArg(env, info[3], "addr", 0, 4294967295.0, 0));
+    // addr: IPv4 as uint32, or IPv6 text (issue #21).
+    uint32_t addr = 0;
+    struct in6_addr addr6;
+    bool v6 = info[3].IsString();
+    if (v6) {
+      if (inet_pton(AF_INET6, info[3].As<Napi::String>().Utf8Value().c_str(), &addr6) != 1) ThrowType(env, "addr must be an IPv4 uint32 or IPv6 text");
+    } else {
+      addr = static_cast<uint32_t>(IntArg(env, info[3], "addr", 0, 4294967295.0, 0));
+    }
     uint16_t port = static_cast<uint16_t>(IntArg(env, info[4], "port", 1, 65535, 0));
     uint8_t* tmpl;
     size_t tlen;
@@ -552,14 +562,41 @@ class Tap : public Napi::ObjectWrap<Tap> {
       ThrowType(env, "addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs) needs every argument");
     }
     if (closed_ || loop_ == nullptr) return Napi::Boolean::New(env, false);
+    // The socket's family decides the address form (a dual-stack AF_INET6
+    // socket takes IPv4 as ::ffff:a.b.c.d); IPv6 on an IPv4 socket: no flow.
+    int domain = AF_INET;
+    socklen_t dl = sizeof domain;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dl) < 0 || (v6 && domain != AF_INET6)) return Napi::Boolean::New(env, false);
+    struct sockaddr_in6 to;
+    socklen_t to_len;
+    memset(&to, 0, sizeof to);
+    if (domain == AF_INET6) {
+      to.sin6_family = AF_INET6;
+      to.sin6_port = htons(port);
+      if (v6) {
+        to.sin6_addr = addr6;
+      } else {
+        to.sin6_addr.s6_addr[10] = 0xff;
+        to.sin6_addr.s6_addr[11] = 0xff;
+        uint32_t be = htonl(addr);
+        memcpy(to.sin6_addr.s6_addr + 12, &be, 4);
+      }
+      to_len = sizeof to;
+    } else {
+      struct sockaddr_in v4;
+      memset(&v4, 0, sizeof v4);
+      v4.sin_family = AF_INET;
+      v4.sin_port = htons(port);
+      v4.sin_addr.s_addr = htonl(addr);
+      memcpy(&to, &v4, sizeof v4);
+      to_len = sizeof v4;
+    }
     tsweave::EgressFlow& e = egress_.slots[tsweave::FlowSlot(src, dst, 0)];
     e.src_mac = src;
     e.dst_mac = dst;
     e.udp_fd = fd;
-    memset(&e.to, 0, sizeof e.to);
-    e.to.sin_family = AF_INET;
-    e.to.sin_port = htons(port);
-    e.to.sin_addr.s_addr = htonl(addr);
+    e.to = to;
+    e.to_len = to_len;
     e.max_frame = max_frame;
     memcpy(e.tmpl, tmpl, sizeof e.tmpl);
     e.expires_ms = tsweave::MonoMs() + static_cast<uint64_t>(ttl);

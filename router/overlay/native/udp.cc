@@ -1,4 +1,4 @@
-// Batched UDP socket for tsweave's sleeve (Linux only; IPv4).
+// Batched UDP socket for tsweave's sleeve (Linux only; IPv4 and IPv6).
 //
 // Why native rather than node:dgram: dgram makes one sendmsg() syscall, one
 // SendWrap object and one completion callback per datagram, and one JS
@@ -58,6 +58,16 @@
 // JavaScript is not called; otherwise the batch goes to onBatch as always.
 // Thrown errors carry a `code` (errno name, or ERR_INVALID_ARG_TYPE /
 // ERR_OUT_OF_RANGE for bad arguments).
+// IPv6 (issue #21): without an `address` the socket is dual-stack, AF_INET6
+// bound to [::] with IPV6_V6ONLY off (IPv4 peers appear as ::ffff:a.b.c.d), or
+// plain AF_INET when the kernel has no IPv6. Rows keep one uint32 address
+// column: an IPv4 address, or the KEY of a registered IPv6 address,
+// 1..0xffffff (0.0.0.0/8, never a valid IPv4 source or destination: the
+// kernel drops such sources as martians). sock.addressKey(text) registers an
+// IPv6 peer (reference counted, released with sock.releaseAddressKey(key))
+// and returns its key (IPv4 text returns the address itself); a datagram from
+// an unregistered IPv6 source has address 0. So the sleeve, the flow cache
+// and the row format stay as they were for IPv4.
 
 #include <napi.h>
 #include <uv.h>
@@ -78,6 +88,7 @@
 #include <cmath>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace {
@@ -95,6 +106,8 @@ constexpr uint32_t kCoalesce = 0x10000;
 constexpr size_t kMaxSegments = 64;
 // Total payload of one GSO send must stay below the 65535-byte UDP length.
 constexpr size_t kMaxGsoBytes = 65507;
+// Keys of registered IPv6 addresses: 1..kMaxV6Key (0.0.0.0/8 as IPv4).
+constexpr uint32_t kMaxV6Key = 0xffffff;
 #ifndef SOL_UDP
 #define SOL_UDP 17
 #endif
@@ -163,6 +176,76 @@ bool BoolOpt(Napi::Env env, Napi::Object o, const char* name, bool dflt) {
   return v.As<Napi::Boolean>().Value();
 }
 
+// Registered IPv6 peer addresses and their uint32 keys (see the header).
+class V6Keys {
+ public:
+  // The key of `a` (registering it, one more reference), or 0 if the table is full.
+  uint32_t Acquire(const struct in6_addr& a) {
+    auto it = index_.find(Key(a));
+    if (it != index_.end()) {
+      refs_[it->second - 1]++;
+      return it->second;
+    }
+    uint32_t k;
+    if (!free_.empty()) {
+      k = free_.back();
+      free_.pop_back();
+      addrs_[k - 1] = a;
+      refs_[k - 1] = 1;
+    } else {
+      if (addrs_.size() >= kMaxV6Key) return 0;
+      addrs_.push_back(a);
+      refs_.push_back(1);
+      k = static_cast<uint32_t>(addrs_.size());
+    }
+    index_[Key(a)] = k;
+    return k;
+  }
+  // One reference less; the key is freed at zero. Unknown keys are ignored.
+  void Release(uint32_t k) {
+    if (k == 0 || k > addrs_.size() || refs_[k - 1] == 0) return;
+    if (--refs_[k - 1] != 0) return;
+    index_.erase(Key(addrs_[k - 1]));
+    if (last_key_ == k) last_key_ = 0;
+    free_.push_back(k);
+  }
+  // The address of a live key, or nullptr.
+  const struct in6_addr* Get(uint32_t k) const {
+    if (k == 0 || k > addrs_.size() || refs_[k - 1] == 0) return nullptr;
+    return &addrs_[k - 1];
+  }
+  // The key of a registered address, 0 if none (receive path: one compare for
+  // runs from the same peer, else one hash lookup).
+  uint32_t Find(const struct in6_addr& a) {
+    if (last_key_ != 0 && memcmp(&addrs_[last_key_ - 1], &a, sizeof a) == 0) return last_key_;
+    if (index_.empty()) return 0;
+    auto it = index_.find(Key(a));
+    if (it == index_.end()) return 0;
+    last_key_ = it->second;
+    return it->second;
+  }
+
+ private:
+  struct K {
+    uint64_t hi, lo;
+    bool operator==(const K& o) const { return hi == o.hi && lo == o.lo; }
+  };
+  struct H {
+    size_t operator()(const K& k) const { return static_cast<size_t>((k.hi * 0x9E3779B97F4A7C15ULL) ^ (k.lo * 0xC2B2AE3D27D4EB4FULL)); }
+  };
+  static K Key(const struct in6_addr& a) {
+    K k;
+    memcpy(&k.hi, a.s6_addr, 8);
+    memcpy(&k.lo, a.s6_addr + 8, 8);
+    return k;
+  }
+  std::vector<struct in6_addr> addrs_;
+  std::vector<uint32_t> refs_;
+  std::vector<uint32_t> free_;
+  std::unordered_map<K, uint32_t, H> index_;
+  uint32_t last_key_ = 0;
+};
+
 // Sets a buffer size, privileged variant first; returns the size the kernel reports.
 int SetBuffer(int fd, int force_opt, int opt, int bytes) {
   if (setsockopt(fd, SOL_SOCKET, force_opt, &bytes, sizeof bytes) < 0) {
@@ -193,31 +276,50 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
                            InstanceMethod<&UdpSocket::ClearFlows>("clearFlows"),
                            InstanceMethod<&UdpSocket::FlowStats>("flowStats"),
                            InstanceMethod<&UdpSocket::FastPortMethod>("fastPort"),
+                           InstanceMethod<&UdpSocket::AddressKey>("addressKey"),
+                           InstanceMethod<&UdpSocket::ReleaseAddressKey>("releaseAddressKey"),
+                           InstanceAccessor<&UdpSocket::GetFamily>("family"),
                        });
   }
 
-  // new UdpSocket({ address = "0.0.0.0", port, batch = 64, slotBytes = 65536,
-  //                 bufferBytes = 4 MiB, dontFragment = true, reuseAddr = false })
+  // new UdpSocket({ address (default: [::] dual-stack, else 0.0.0.0), port, batch = 64,
+  //                 slotBytes = 65536, bufferBytes = 4 MiB, dontFragment = true, reuseAddr = false })
   explicit UdpSocket(const Napi::CallbackInfo& info) : Napi::ObjectWrap<UdpSocket>(info), env_(info.Env()) {
     Napi::Env env = info.Env();
     if (!info[0].IsObject()) ThrowType(env, "UDP socket options must be an object");
     Napi::Object o = info[0].As<Napi::Object>();
-    std::string address = "0.0.0.0";
+    std::string address;
     Napi::Value av = o.Get("address");
     if (!av.IsUndefined()) {
-      if (!av.IsString()) ThrowType(env, "address must be a string (an IPv4 address)");
+      if (!av.IsString()) ThrowType(env, "address must be a string (an IPv4 or IPv6 address)");
       address = av.As<Napi::String>().Utf8Value();
-    }
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    if (inet_pton(AF_INET, address.c_str(), &sa.sin_addr) != 1) {
-      ThrowCode(env, "EINVAL", "UDP bind address '" + address + "' is not an IPv4 address");
     }
     Napi::Value pv = o.Get("port");
     if (pv.IsUndefined()) ThrowType(env, "port must be a number");
     port_ = static_cast<int>(IntArg(env, pv, "port", 0, 65535, 0));
-    sa.sin_port = htons(static_cast<uint16_t>(port_));
+    // The bind address: sockaddr_in or sockaddr_in6 in `sa`.
+    struct sockaddr_in6 sa;
+    memset(&sa, 0, sizeof sa);
+    socklen_t salen = sizeof sa;
+    bool dual = false;
+    struct sockaddr_in sa4;
+    memset(&sa4, 0, sizeof sa4);
+    sa4.sin_family = AF_INET;
+    sa4.sin_port = htons(static_cast<uint16_t>(port_));
+    sa.sin6_family = AF_INET6;
+    sa.sin6_port = htons(static_cast<uint16_t>(port_));
+    if (address.empty()) {
+      family_ = AF_INET6;
+      dual = true;
+      sa.sin6_addr = in6addr_any;
+    } else if (inet_pton(AF_INET, address.c_str(), &sa4.sin_addr) == 1) {
+      family_ = AF_INET;
+    } else if (inet_pton(AF_INET6, address.c_str(), &sa.sin6_addr) == 1) {
+      family_ = AF_INET6;
+    } else {
+      ThrowCode(env, "EINVAL", "UDP bind address '" + address + "' is not an IPv4 or IPv6 address");
+    }
+    if (address.empty()) address = "::";
     batch_ = static_cast<size_t>(IntArg(env, o.Get("batch"), "batch", 1, kMaxBatch, 64));
     slot_ = static_cast<size_t>(IntArg(env, o.Get("slotBytes"), "slotBytes", kMinSlot, kMaxSlot, kMaxSlot));
     int buffer = static_cast<int>(IntArg(env, o.Get("bufferBytes"), "bufferBytes", 0, kMaxBuffer, 4 << 20));
@@ -258,10 +360,25 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
     msg_row_.resize(kSendChunk);
     msg_run_.resize(kSendChunk);
 
-    fd_ = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    fd_ = socket(family_, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd_ < 0 && dual && (errno == EAFNOSUPPORT || errno == EPROTONOSUPPORT)) {
+      // No IPv6 in this kernel: IPv4 only, as before.
+      family_ = AF_INET;
+      dual = false;
+      address = "0.0.0.0";
+      fd_ = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    }
     if (fd_ < 0) {
       int err = errno;
       ThrowCode(env, ErrnoName(err), std::string("cannot create a UDP socket: ") + strerror(err));
+    }
+    if (family_ == AF_INET6) {
+      int v6only = dual ? 0 : 1;
+      if (setsockopt(fd_, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only) < 0) {
+        int err = errno;
+        CloseNative();
+        ThrowCode(env, ErrnoName(err), std::string("cannot set IPV6_V6ONLY on the UDP socket: ") + strerror(err));
+      }
     }
     if (reuse) {
       int one = 1;
@@ -271,13 +388,23 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
       rcvbuf_ = SetBuffer(fd_, SO_RCVBUFFORCE, SO_RCVBUF, buffer);
       sndbuf_ = SetBuffer(fd_, SO_SNDBUFFORCE, SO_SNDBUF, buffer);
     }
+    // IPv4 traffic of a dual-stack socket follows IP_MTU_DISCOVER (ipv6_setsockopt
+    // hands SOL_IP options to the IPv4 side), IPv6 traffic IPV6_MTU_DISCOVER.
     int pmtu = df ? IP_PMTUDISC_PROBE : IP_PMTUDISC_DONT;
-    if (setsockopt(fd_, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu) < 0) {
+    if ((family_ == AF_INET || dual) && setsockopt(fd_, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu) < 0) {
       int err = errno;
       CloseNative();
       ThrowCode(env, ErrnoName(err), std::string("cannot set IP_MTU_DISCOVER on the UDP socket: ") + strerror(err));
     }
-    if (bind(fd_, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) < 0) {
+    int pmtu6 = df ? IPV6_PMTUDISC_PROBE : IPV6_PMTUDISC_DONT;
+    if (family_ == AF_INET6 && setsockopt(fd_, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &pmtu6, sizeof pmtu6) < 0) {
+      int err = errno;
+      CloseNative();
+      ThrowCode(env, ErrnoName(err), std::string("cannot set IPV6_MTU_DISCOVER on the UDP socket: ") + strerror(err));
+    }
+    const struct sockaddr* bind_sa = family_ == AF_INET ? reinterpret_cast<struct sockaddr*>(&sa4) : reinterpret_cast<struct sockaddr*>(&sa);
+    if (family_ == AF_INET) salen = sizeof sa4;
+    if (bind(fd_, bind_sa, salen) < 0) {
       int err = errno;
       CloseNative();
       std::string p = std::to_string(port_);
@@ -297,9 +424,9 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
       int on = 1;
       gro_ = setsockopt(fd_, SOL_UDP, UDP_GRO, &on, sizeof on) == 0;
     }
-    struct sockaddr_in bound;
+    struct sockaddr_in6 bound;  // sin_port and sin6_port share their offset
     socklen_t bl = sizeof bound;
-    if (getsockname(fd_, reinterpret_cast<struct sockaddr*>(&bound), &bl) == 0) port_ = ntohs(bound.sin_port);
+    if (getsockname(fd_, reinterpret_cast<struct sockaddr*>(&bound), &bl) == 0) port_ = ntohs(bound.sin6_port);
     fast_port_ = new tsweave::FastPort;  // never freed: the TAP addon may hold it (flow-cache.h)
     fast_port_->fd = fd_;
     fast_port_->self = this;
@@ -316,6 +443,81 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
  private:
   Napi::Value GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
   Napi::Value GetLocalPort(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), port_); }
+  Napi::Value GetFamily(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), family_ == AF_INET6 ? 6 : 4); }
+
+  // addressKey(text) -> the address column value for a peer: an IPv4 address
+  // (or IPv4-mapped IPv6) as its uint32; an IPv6 address registered, as its key.
+  Napi::Value AddressKey(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsString()) ThrowType(env, "address must be a string (an IPv4 or IPv6 address)");
+    std::string text = info[0].As<Napi::String>().Utf8Value();
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, text.c_str(), &a4) == 1) return Napi::Number::New(env, ntohl(a4.s_addr));
+    if (inet_pton(AF_INET6, text.c_str(), &a6) != 1) ThrowCode(env, "EINVAL", "'" + text.substr(0, 64) + "' is not an IPv4 or IPv6 address");
+    if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+      uint32_t v;
+      memcpy(&v, a6.s6_addr + 12, 4);
+      return Napi::Number::New(env, ntohl(v));
+    }
+    if (family_ != AF_INET6) ThrowCode(env, "EAFNOSUPPORT", "cannot reach IPv6 peer " + text + ": the UDP socket is IPv4 only (no IPv6 in this kernel, or bound to an IPv4 address)");
+    uint32_t k = v6_.Acquire(a6);
+    if (k == 0) ThrowCode(env, "ENOSPC", "too many IPv6 peer addresses");
+    return Napi::Number::New(env, k);
+  }
+
+  // releaseAddressKey(key): one reference to an IPv6 key less (IPv4 values: nothing).
+  Napi::Value ReleaseAddressKey(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint32_t k = static_cast<uint32_t>(IntArg(env, info[0], "key", 0, 4294967295.0, 0));
+    if (k <= kMaxV6Key) v6_.Release(k);
+    return env.Undefined();
+  }
+
+  // The address column value of a received source (see the header).
+  uint32_t SourceKey(const struct sockaddr_in6& from, uint32_t* port) {
+    if (from.sin6_family == AF_INET) {
+      struct sockaddr_in v4;
+      memcpy(&v4, &from, sizeof v4);
+      *port = ntohs(v4.sin_port);
+      return ntohl(v4.sin_addr.s_addr);
+    }
+    *port = ntohs(from.sin6_port);
+    if (IN6_IS_ADDR_V4MAPPED(&from.sin6_addr)) {
+      uint32_t v;
+      memcpy(&v, from.sin6_addr.s6_addr + 12, 4);
+      return ntohl(v);
+    }
+    return v6_.Find(from.sin6_addr);
+  }
+
+  // Fills the destination of a row (address column `key`, `port`); returns its length.
+  socklen_t FillDest(uint32_t key, uint32_t port, struct sockaddr_in6* out) {
+    if (family_ == AF_INET6) {
+      memset(out, 0, sizeof *out);
+      out->sin6_family = AF_INET6;
+      out->sin6_port = htons(static_cast<uint16_t>(port & 0xffff));
+      const struct in6_addr* a = key <= kMaxV6Key ? v6_.Get(key) : nullptr;
+      if (a != nullptr) {
+        out->sin6_addr = *a;
+      } else {
+        // IPv4 as ::ffff:a.b.c.d (an unknown key stays 0.0.0.x: the send fails, counted).
+        out->sin6_addr.s6_addr[10] = 0xff;
+        out->sin6_addr.s6_addr[11] = 0xff;
+        uint32_t v = htonl(key);
+        memcpy(out->sin6_addr.s6_addr + 12, &v, 4);
+      }
+      return sizeof *out;
+    }
+    struct sockaddr_in v4;
+    memset(&v4, 0, sizeof v4);
+    v4.sin_family = AF_INET;
+    v4.sin_port = htons(static_cast<uint16_t>(port & 0xffff));
+    v4.sin_addr.s_addr = htonl(key);
+    memcpy(out, &v4, sizeof v4);
+    return sizeof v4;
+  }
+
   Napi::Value GetSlotStride(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(stride_));
   }
@@ -389,7 +591,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
     last_n_ = 0;
     for (size_t i = 0; i < batch_; i++) {
       struct msghdr& mh = rmsgs_[i].msg_hdr;
-      mh.msg_namelen = sizeof(struct sockaddr_in);
+      mh.msg_namelen = sizeof(struct sockaddr_in6);
       mh.msg_flags = 0;
       if (gro_) {
         mh.msg_control = rctrl_[i].buf;
@@ -419,9 +621,8 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
         recv_truncated_++;
         continue;
       }
-      const struct sockaddr_in& from = raddr_[i];
-      const uint32_t addr = ntohl(from.sin_addr.s_addr);
-      const uint32_t port = ntohs(from.sin_port);
+      uint32_t port = 0;
+      const uint32_t addr = SourceKey(raddr_[i], &port);
       const size_t base = i * stride_;
       const size_t len = rmsgs_[i].msg_len;
       size_t seg = 0;
@@ -597,14 +798,11 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
 
   // One datagram with sendto(); returns true if the kernel took it.
   bool SendOne(const uint8_t* data, const uint32_t* row) {
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(row[3] & 0xffff));
-    a.sin_addr.s_addr = htonl(row[2]);
+    struct sockaddr_in6 a;
+    socklen_t al = FillDest(row[2], row[3], &a);
     for (;;) {
       send_calls_++;
-      ssize_t r = sendto(fd_, data + row[0], row[1], MSG_DONTWAIT, reinterpret_cast<struct sockaddr*>(&a), sizeof a);
+      ssize_t r = sendto(fd_, data + row[0], row[1], MSG_DONTWAIT, reinterpret_cast<struct sockaddr*>(&a), al);
       if (r >= 0) return true;
       if (errno != EINTR) return false;
     }
@@ -643,10 +841,8 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
       while (i < to && nm < kSendChunk && ni < kSendChunk) {
         const uint32_t* row = t + kMetaStride * i;
         size_t run = CoalesceRun(t, i, std::min(to - i, kSendChunk - ni));
-        struct sockaddr_in& a = saddr_[nm];
-        a.sin_family = AF_INET;
-        a.sin_port = htons(static_cast<uint16_t>(row[3] & 0xffff));
-        a.sin_addr.s_addr = htonl(row[2]);
+        struct sockaddr_in6& a = saddr_[nm];
+        socklen_t al = FillDest(row[2], row[3], &a);
         for (size_t k = 0; k < run; k++) {
           const uint32_t* rk = t + kMetaStride * (i + k);
           siov_[ni + k].iov_base = const_cast<uint8_t*>(data) + rk[0];
@@ -654,7 +850,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
         }
         struct msghdr& mh = smsgs_[nm].msg_hdr;
         mh.msg_name = &a;
-        mh.msg_namelen = sizeof a;
+        mh.msg_namelen = al;
         mh.msg_iov = &siov_[ni];
         mh.msg_iovlen = run;
         mh.msg_flags = 0;
@@ -758,7 +954,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
     size_t n = static_cast<size_t>(IntArg(env, info[2], "length", 0, static_cast<double>(len - off), static_cast<double>(len - off)));
     if (n > 65507) ThrowRange(env, "datagram length " + std::to_string(n) + " exceeds 65507 bytes");
     uint32_t addr = static_cast<uint32_t>(IntArg(env, info[3], "address", 0, 4294967295.0, -1));
-    if (info[3].IsUndefined()) ThrowType(env, "address must be a number (IPv4 as uint32)");
+    if (info[3].IsUndefined()) ThrowType(env, "address must be a number (IPv4 as uint32, or an addressKey)");
     uint32_t port = static_cast<uint32_t>(IntArg(env, info[4], "port", 1, 65535, 0));
     if (info[4].IsUndefined()) ThrowType(env, "port must be a number");
     uint32_t row[4] = {static_cast<uint32_t>(off), static_cast<uint32_t>(n), addr, port};
@@ -854,7 +1050,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
   Napi::Reference<Napi::Uint32Array> meta_ref_;
   std::vector<struct mmsghdr> rmsgs_;
   std::vector<struct iovec> riov_;
-  std::vector<struct sockaddr_in> raddr_;
+  std::vector<struct sockaddr_in6> raddr_;  // big enough for either family
   // Room for one control message: UDP_SEGMENT (u16) out, UDP_GRO (int) in.
   struct Ctrl {
     alignas(struct cmsghdr) char buf[CMSG_SPACE(sizeof(int))];
@@ -862,7 +1058,9 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
   std::vector<Ctrl> rctrl_;
   std::vector<struct mmsghdr> smsgs_;
   std::vector<struct iovec> siov_;
-  std::vector<struct sockaddr_in> saddr_;
+  std::vector<struct sockaddr_in6> saddr_;
+  int family_ = AF_INET;
+  V6Keys v6_;
   std::vector<Ctrl> sctrl_;
   std::vector<size_t> msg_row_;
   std::vector<size_t> msg_run_;
@@ -898,12 +1096,28 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
   tsweave::FlowCounters ingress_counters_;
 };
 
-// routeMtu(addr: uint32) -> the MTU the kernel would use towards IPv4 `addr`
-// (egress device or route MTU, IP_MTU on a connected socket, ip(7)); 0 if
-// there is no route. Connecting a UDP socket sends nothing.
+// routeMtu(addr: uint32 | IPv6 text) -> the MTU the kernel would use towards
+// IPv4 `addr` or the IPv6 address (egress device or route MTU, IP_MTU /
+// IPV6_MTU on a connected socket, ip(7), ipv6(7)); 0 if there is no route.
+// Connecting a UDP socket sends nothing.
 Napi::Value RouteMtu(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info[0].IsUndefined()) ThrowType(env, "address must be a number (IPv4 as uint32)");
+  if (info[0].IsString()) {
+    std::string text = info[0].As<Napi::String>().Utf8Value();
+    struct sockaddr_in6 a6;
+    memset(&a6, 0, sizeof a6);
+    a6.sin6_family = AF_INET6;
+    a6.sin6_port = htons(9);
+    if (inet_pton(AF_INET6, text.c_str(), &a6.sin6_addr) != 1) ThrowType(env, "address must be a number (IPv4 as uint32) or IPv6 text");
+    int fd6 = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd6 < 0) return Napi::Number::New(env, 0);
+    int mtu6 = 0;
+    socklen_t ml6 = sizeof mtu6;
+    if (connect(fd6, reinterpret_cast<struct sockaddr*>(&a6), sizeof a6) < 0 || getsockopt(fd6, IPPROTO_IPV6, IPV6_MTU, &mtu6, &ml6) < 0) mtu6 = 0;
+    close(fd6);
+    return Napi::Number::New(env, mtu6);
+  }
+  if (info[0].IsUndefined()) ThrowType(env, "address must be a number (IPv4 as uint32) or IPv6 text");
   uint32_t addr = static_cast<uint32_t>(IntArg(env, info[0], "address", 0, 4294967295.0, 0));
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return Napi::Number::New(env, 0);

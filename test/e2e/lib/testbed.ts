@@ -4,6 +4,13 @@
  *   [<p>ul] bridge ul0 ── veth ── [<p>h1] eth0 192.168.99.1/24 ── weave router ── bridge weave ── [<p>c1] ethwe
  *                     ── veth ── [<p>h2] eth0 192.168.99.2/24 ...
  *
+ * With an IPv6 underlay (Testbed.up(n, { underlay: 'ipv6' }), or per host, e.g.
+ * ['dual', 'ipv6', 'ipv4']), a host's eth0 gets fd00:77::I/64 (added `nodad`, with
+ * accept_dad=0, so it is usable at once) and no IPv4 address ('ipv6'), both ('dual'),
+ * or only IPv4 ('ipv4', the default). IPv6 is enabled on eth0 (and lo) only; every
+ * other interface of the host keeps it disabled as before. Hosts of different
+ * families share the switch but cannot reach each other (no address in common).
+ *
  * The underlay namespace joins the hosts with a bridge; no namespace gets a default
  * route and nothing is connected to the root namespace, so test traffic cannot leave.
  * Every namespace (and with it every link, router socket and iptables rule inside it),
@@ -66,8 +73,24 @@ export async function until<T>(what: string, fn: () => Promise<T>, timeoutMs: nu
   return v;
 }
 
+/** Which addresses a host's underlay interface gets (see the module comment). */
+export type UnderlayFamily = 'ipv4' | 'ipv6' | 'dual';
+
+/** Options of Testbed.up. */
+export interface TestbedOptions {
+  /** Underlay family of every host, or of host i at index i − 1 (missing: 'ipv4'). Default 'ipv4'. */
+  underlay?: UnderlayFamily | UnderlayFamily[];
+}
+
 export class Host {
   readonly stateDir: string;
+  /** Underlay IPv4 address (undefined on an IPv6-only host). */
+  ip4: string | undefined;
+  /** Underlay IPv6 address (fd00:77::I), if the host has one. */
+  ip6: string | undefined;
+  /**
+   * @param ip the host's primary underlay address: IPv4 if it has one, else IPv6
+   */
   constructor(readonly bed: Testbed, readonly index: number, readonly ns: string, readonly ip: string) {
     this.stateDir = path.join(bed.dir, `h${index}`);
     mkdirSync(this.stateDir, { recursive: true });
@@ -204,17 +227,20 @@ export class Testbed {
     mkdirSync(this.dir, { recursive: true });
   }
 
-  /** Create the underlay and `n` hosts (192.168.99.1.. on one switch). */
-  async up(n: number): Promise<Host[]> {
+  /** Create the underlay and `n` hosts (192.168.99.1.. and/or fd00:77::1.. on one switch). */
+  async up(n: number, opts: TestbedOptions = {}): Promise<Host[]> {
     await must('ip', ['netns', 'add', this.underlay]);
     this.namespaces.push(this.underlay);
-    await must('ip', ['-n', this.underlay, 'link', 'add', 'ul0', 'type', 'bridge']);
+    const u = opts.underlay;
+    const v6 = u !== undefined && (Array.isArray(u) ? u : [u]).some((f) => f !== 'ipv4');
+    // With IPv6: no multicast snooping, so neighbour discovery does not depend on MLD reports.
+    await must('ip', ['-n', this.underlay, 'link', 'add', 'ul0', 'type', 'bridge', ...(v6 ? ['mcast_snooping', '0'] : [])]);
     await must('ip', ['-n', this.underlay, 'link', 'set', 'ul0', 'up']);
-    for (let i = 1; i <= n; i++) await this.addHost(i);
+    for (let i = 1; i <= n; i++) await this.addHost(i, (Array.isArray(u) ? u[i - 1] : u) ?? 'ipv4');
     return this.hosts;
   }
 
-  async addHost(i: number): Promise<Host> {
+  async addHost(i: number, family: UnderlayFamily = 'ipv4'): Promise<Host> {
     const ns = `${this.prefix}h${i}`;
     await must('ip', ['netns', 'add', ns]);
     this.namespaces.push(ns);
@@ -222,14 +248,25 @@ export class Testbed {
     // Create the pair inside the underlay namespace so nothing touches the root namespace.
     await must('ip', ['-n', ul, 'link', 'add', `ulh${i}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
     await must('ip', ['-n', ul, 'link', 'set', `ulh${i}`, 'master', 'ul0', 'up']);
-    const ip = `192.168.99.${i}`;
-    await must('ip', ['-n', ns, 'addr', 'add', `${ip}/24`, 'dev', 'eth0']);
+    const ip4 = family === 'ipv6' ? undefined : `192.168.99.${i}`;
+    const ip6 = family === 'ipv4' ? undefined : `fd00:77::${i.toString(16)}`;
+    if (ip4) await must('ip', ['-n', ns, 'addr', 'add', `${ip4}/24`, 'dev', 'eth0']);
+    for (const k of ['net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']) await sh('ip', ['netns', 'exec', ns, 'sysctl', '-qw', k]);
+    if (ip6) {
+      // IPv6 on the underlay link (and lo) only; no duplicate address detection wait.
+      for (const k of ['net.ipv6.conf.eth0.disable_ipv6=0', 'net.ipv6.conf.eth0.accept_dad=0', 'net.ipv6.conf.lo.disable_ipv6=0']) {
+        await must('ip', ['netns', 'exec', ns, 'sysctl', '-qw', k]);
+      }
+      await must('ip', ['-n', ns, 'addr', 'add', `${ip6}/64`, 'dev', 'eth0', 'nodad']);
+    }
     await must('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
     await must('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
-    for (const k of ['net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']) await sh('ip', ['netns', 'exec', ns, 'sysctl', '-qw', k]);
+    const ip = (ip4 ?? ip6)!;
     // Bridged container traffic must not go through the host's iptables (br_netfilter).
     for (const k of ['net.bridge.bridge-nf-call-iptables=0', 'net.bridge.bridge-nf-call-arptables=0']) await sh('ip', ['netns', 'exec', ns, 'sysctl', '-qw', k]);
     const h = new Host(this, i, ns, ip);
+    h.ip4 = ip4;
+    h.ip6 = ip6;
     this.hosts[i - 1] = h;
     return h;
   }
