@@ -10,9 +10,12 @@
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Testbed, canRunE2E, until, type Host, type Container } from './lib/testbed.js';
 
 const skip = canRunE2E();
+const here = path.dirname(fileURLToPath(import.meta.url));
 const IPALLOC = ['--ipalloc-range', '', '--no-proxy', '--no-dns', '--no-plugin'];
 const PASSWORD = 'v6 underlay secret 2026';
 
@@ -43,7 +46,7 @@ async function pingAll(cs: Container[], what: string): Promise<void> {
   }
 }
 
-describe('IPv6-only underlay: 3 hosts', { skip, timeout: 240_000 }, () => {
+describe('IPv6-only underlay: 3 hosts', { skip, timeout: 900_000 }, () => {
   const bed = new Testbed('v6u');
   let h1: Host, h2: Host, h3: Host;
   let cs: Container[] = [];
@@ -64,6 +67,45 @@ describe('IPv6-only underlay: 3 hosts', { skip, timeout: 240_000 }, () => {
     }
   });
 
+  test('the sleeve socket is dual-stack; IPv6 peers travel as registered keys, strangers as 0', async () => {
+    const udp = path.resolve(here, '..', '..', 'router', 'overlay', 'udp.js');
+    const script = `
+      import { UdpSocket, ipv4ToUint32, routeMtu } from ${JSON.stringify(udp)};
+      const rx = UdpSocket.open({ port: 0 }), tx = UdpSocket.open({ port: 0 }), other = UdpSocket.open({ port: 0, address: '${h1.ip6}' });
+      const got = [];
+      rx.start((slab, meta, n) => { for (let i = 0; i < n; i++) got.push([slab.toString('latin1', meta[4 * i], meta[4 * i] + meta[4 * i + 1]), meta[4 * i + 2]]); });
+      const k = rx.addressKey('::1'), k2 = rx.addressKey('0:0::1'), kt = tx.addressKey('::1');
+      const v4 = rx.addressKey('::ffff:127.0.0.1');
+      tx.send(Buffer.from('six'), 0, 3, kt, rx.localPort);
+      tx.send(Buffer.from('four'), 0, 4, ipv4ToUint32('127.0.0.1'), rx.localPort);
+      const ko = other.addressKey('${h1.ip6}');
+      other.send(Buffer.from('stranger'), 0, 8, ko, rx.localPort);
+      await new Promise((r) => setTimeout(r, 300));
+      rx.releaseAddressKey(k); rx.releaseAddressKey(k2);
+      tx.send(Buffer.from('released'), 0, 8, kt, rx.localPort);
+      await new Promise((r) => setTimeout(r, 300));
+      let v6err = '';
+      const only4 = UdpSocket.open({ port: 0, address: '127.0.0.1' });
+      try { only4.addressKey('fd00::1'); } catch (e) { v6err = e.code; }
+      console.log(JSON.stringify({ family: rx.family, k, k2, v4, got, mtu6: routeMtu('${h2.ip6}'), v6err, only4: only4.family }));
+      for (const s of [rx, tx, other, only4]) s.close();`;
+    const r = await h1.exec([process.execPath, '--input-type=module', '-e', script], 30_000);
+    assert.equal(r.code, 0, r.stderr);
+    const o = JSON.parse(r.stdout) as { family: number; k: number; k2: number; v4: number; got: Array<[string, number]>; mtu6: number; v6err: string; only4: number };
+    assert.equal(o.family, 6);
+    assert.ok(o.k >= 1 && o.k <= 0xffffff, `key in 0.0.0.0/8: ${o.k}`);
+    assert.equal(o.k2, o.k, 'the same address written differently is the same key');
+    assert.equal(o.v4, 0x7f000001, 'IPv4-mapped text is the IPv4 number');
+    const by = new Map(o.got);
+    assert.equal(by.get('six'), o.k, 'IPv6 datagram carries the registered key');
+    assert.equal(by.get('four'), 0x7f000001, 'IPv4 datagram on the dual-stack socket carries the IPv4 number');
+    assert.equal(by.get('stranger'), 0, 'an unregistered IPv6 source is 0');
+    assert.equal(by.get('released'), 0, 'after the last release the address is a stranger again');
+    assert.equal(o.mtu6, 1500, 'routeMtu over IPv6');
+    assert.equal(o.v6err, 'EAFNOSUPPORT');
+    assert.equal(o.only4, 4);
+  });
+
   test('plaintext sleeve: mesh forms over [v6]:port, bare v6 and discovery; containers ping', async () => {
     await h1.launch([...IPALLOC, '--no-fastdp']);
     await h2.launch([...IPALLOC, '--no-fastdp', `[${h1.ip6}]:6783`]);
@@ -73,6 +115,10 @@ describe('IPv6-only underlay: 3 hosts', { skip, timeout: 240_000 }, () => {
     await pingAll(cs, 'sleeve over IPv6');
     // A full-size frame crosses too (the sleeve's 48-byte IPv6+UDP overhead fits the default MTU).
     await cs[0]!.mustPing(cs[1]!.ips[0]!, { size: 1348, tries: 10 }, 'full-size frame');
+    // Steady pings go through the flow caches in C: egress (TAP → sockaddr_in6) and ingress (IPv6 key).
+    await cs[0]!.exec(['ping', '-c', '6', '-i', '0.2', cs[1]!.ips[0]!]);
+    const fc = (await h1.report()).Router.FlowCache;
+    assert.ok(fc.Egress.Frames > 0 && fc.Ingress.Frames > 0, `flow cache used over IPv6: ${JSON.stringify(fc)}`);
     const r2 = await h2.report();
     for (const c of established(r2)) assert.match(c.Address, /^\[fd00:77::[0-9a-f]+\]:\d+$/, `bracketed: ${c.Address}`);
     assert.ok(established(r2).every((c) => (c.MTU ?? 0) >= 1376), `MTU: ${JSON.stringify(established(r2))}`);
@@ -121,7 +167,7 @@ describe('IPv6-only underlay: 3 hosts', { skip, timeout: 240_000 }, () => {
   });
 });
 
-describe('mixed underlay: h1 IPv4+IPv6, h2 IPv6 only, h3 IPv4 only', { skip, timeout: 180_000 }, () => {
+describe('mixed underlay: h1 IPv4+IPv6, h2 IPv6 only, h3 IPv4 only', { skip, timeout: 600_000 }, () => {
   const bed = new Testbed('v6m');
   let h1: Host, h2: Host, h3: Host;
 
@@ -131,9 +177,11 @@ describe('mixed underlay: h1 IPv4+IPv6, h2 IPv6 only, h3 IPv4 only', { skip, tim
   after(() => bed.destroy());
 
   test('h2 and h3 reach each other only through h1; their containers talk via the relay', async () => {
-    await h1.launch(IPALLOC);
-    await h2.launch([...IPALLOC, h1.ip6!]);
-    await h3.launch([...IPALLOC, h1.ip4!]);
+    // The sleeve (IPv4 peers on the dual-stack socket, flow caches included) and fastdp are both
+    // covered above for IPv6; here the IPv4 side runs on the sleeve too.
+    await h1.launch([...IPALLOC, '--no-fastdp']);
+    await h2.launch([...IPALLOC, '--no-fastdp', h1.ip6!]);
+    await h3.launch([...IPALLOC, '--no-fastdp', h1.ip4!]);
     await meshReady([h1], 2);
     await meshReady([h2, h3], 1);
     const c2 = await h2.container('m2', ['ip:10.32.7.2/24']);
@@ -155,6 +203,10 @@ describe('mixed underlay: h1 IPv4+IPv6, h2 IPv6 only, h3 IPv4 only', { skip, tim
     const via = (r2.Router.UnicastRoutes as Record<string, string>)[n3];
     assert.equal(via, n1, `h2 routes to h3 via h1: ${JSON.stringify(r2.Router.UnicastRoutes)}`);
     assert.ok(!established(r3).some((c) => c.Info.includes(n2)));
+    // h1 → h3 is IPv4 on the dual-stack socket: the flow caches work for it (IPv4-mapped egress).
+    await c1.exec(['ping', '-c', '6', '-i', '0.2', c3.ips[0]!]);
+    const fc = (await h1.report()).Router.FlowCache;
+    assert.ok(fc.Egress.Frames > 0 && fc.Ingress.Frames > 0, `flow cache on h1: ${JSON.stringify(fc)}`);
     const relayedAfter = (await h1.report()).Router.Traffic.sleeve.FramesOut;
     assert.ok(relayedAfter > relayedBefore, 'h1 forwarded frames on the sleeve');
     // h1's connections: one over each family, bracketed for IPv6.
