@@ -42,6 +42,8 @@ export type { FramePolicy } from './overlay/forwarder.js';
 export const VERSION = '0.1.0';
 const GOSSIP_INTERVAL_MS = 30_000;
 const CONNECT_TICK_MS = 500;
+/** Topology changes within this window share one route rebuild (ms). */
+const ROUTES_COALESCE_MS = 10;
 const CONNECT_TIMEOUT_MS = 5_000;
 const MAC_MAX_AGE_MS = 10 * 60_000;
 
@@ -171,6 +173,8 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
   }
 
   async stop(): Promise<void> {
+    if (this.routesTimer !== undefined) clearTimeout(this.routesTimer);
+    this.routesTimer = undefined;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     this.clearFlows();
@@ -455,9 +459,26 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     this.topologyChanged();
   }
 
+  /**
+   * The topology changed (a merge or our own connections): collect unreachable
+   * entries now, and rebuild routes and peer events once, ROUTES_COALESCE_MS later,
+   * for the whole burst. The data path keeps the last tables meanwhile and never
+   * recomputes inline (issue #20).
+   */
   private topologyChanged(): void {
     this.topology.gc();
-    const names = new Set(this.topology.peers().map((p) => p.name));
+    if (this.routesTimer !== undefined) return;
+    this.routesTimer = setTimeout(() => {
+      this.routesTimer = undefined;
+      this.applyTopology();
+    }, ROUTES_COALESCE_MS);
+  }
+
+  private routesTimer: NodeJS.Timeout | undefined;
+
+  /** Peer joined/left events and the data-path routes, after a burst of topology changes. */
+  private applyTopology(): void {
+    const names = new Set([...this.topology.names()].sort());
     for (const n of names) {
       if (!this.knownPeerNames.has(n)) {
         this.knownPeerNames.add(n);
