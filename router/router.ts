@@ -22,7 +22,7 @@ import { Gossip, type GossipHandler, type GossipChannel } from './mesh/gossip.js
 import { formatMac } from './overlay/mac-cache.js';
 import { Forwarder, type FramePolicy } from './overlay/forwarder.js';
 import { numToPeerName, peerNameToNum, type PeerName } from './mesh/peer-name.js';
-import { Connection, type ConnectionHost } from './mesh/connection.js';
+import { Connection, loadNoise, type ConnectionHost } from './mesh/connection.js';
 import type { ControlMessage } from './mesh/protocol.js';
 import { FailureLog, HalfOpenLimiter } from './mesh/admission.js';
 import { TargetTable, normaliseAddress } from './mesh/connection-maker.js';
@@ -151,6 +151,8 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
 
   /** Bind TCP and UDP, attach the TAP, start connecting to the configured peers. */
   async start(tap: Tap | undefined): Promise<void> {
+    // The Noise channel is big (libp2p): only a router with a password loads it.
+    if (this.config.passwordKey) await loadNoise();
     await this.sleeve.listen();
     this.server = net.createServer({ noDelay: true }, (s) => this.accept(s));
     await new Promise<void>((resolve, reject) => {
@@ -163,9 +165,6 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     for (const p of this.config.peers) this.targets.add(p, true, Date.now());
     this.timers.push(setInterval(() => this.connectTick(), CONNECT_TICK_MS));
     this.timers.push(setInterval(() => this.gossip.periodic(), GOSSIP_INTERVAL_MS));
-    this.timers.push(setInterval(() => {
-      this.forwarder.now = Date.now();
-    }, 100));
     this.timers.push(setInterval(() => {
       if (this.macs.expire(Date.now(), MAC_MAX_AGE_MS) > 0) this.clearFlows();
     }, 60_000));

@@ -60,7 +60,7 @@ export class Forwarder {
   readonly macs = new MacCache();
   readonly drops: Record<string, number> = {};
   readonly traffic = { framesIn: 0, bytesIn: 0, framesOut: 0, bytesOut: 0 };
-  /** Refreshed every 100 ms by the router (MAC learning needs no finer clock). */
+  /** Read once per TAP batch or received datagram (no periodic timer: an idle router stays asleep). */
   now = Date.now();
   private readonly selfName: PeerName;
   private readonly selfNum: number;
@@ -207,7 +207,7 @@ export class Forwarder {
 
   private readonly onTapBatch = (slab: Buffer, frames: Uint32Array, count: number): void => {
     const self = this.selfNum;
-    const now = this.now;
+    const now = (this.now = Date.now());
     const cacheable = this.flowCache && count <= FLOW_BATCH_MAX;
     for (let i = 0; i < count; i++) {
       const start = frames[2 * i];
@@ -328,6 +328,7 @@ export class Forwarder {
   }
 
   onFrames(peer: SleevePeer, buf: Buffer, start: number, end: number): void {
+    this.now = Date.now();
     this.rxHop = peer;
     this.rxCacheable = this.flowCache && this.tap !== undefined && this.sleeve.batchSize <= FLOW_BATCH_MAX && peer.opener === undefined && peer.addr >= 0;
     if (!forEachFrame(buf, start, end, this.onFrame)) this.drop('malformed');
