@@ -115,7 +115,7 @@ export function measure(n: number, graph: 'full' | 'deg10', seed: number): Scale
     sim.join([live[rng.int(live.length)]!, live[rng.int(live.length)]!]);
     row.joinMs = settle(sim, 'peer join');
   } else {
-    row.note = 'leave/join not simulated: ~N changed entries flooded to N neighbours each';
+    row.note = 'leave/join not simulated: every router\'s routing graph changes ~N times (simulator CPU, not messages)';
   }
   row.maxFrame = sim.totals.maxFrame;
   row.oversize = sim.totals.oversize;
