@@ -14,7 +14,9 @@
  * with the same simulator on main's mesh code), with ratios.
  *
  * Options: --sizes 10,100 (subset), --json (print the rows as JSON, e.g. to refresh
- * the reference file), --seed N.
+ * the reference file), --seed N, --real N (N real routers in network namespaces
+ * instead, see scale-real.ts; root; add --sizes to run the simulation as well),
+ * --idle-seconds S (CPU sampling interval of --real, default 30).
  */
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -23,6 +25,7 @@ import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { MeshSim, fullMesh, randomGraph, Prng, type SimRouter } from '../router/mesh/sim.js';
 import { MAX_FRAME_BYTES } from '../router/mesh/protocol.js';
+import { runReal, formatReal } from './scale-real.js';
 
 export interface ScaleRow {
   n: number;
@@ -112,7 +115,7 @@ export function measure(n: number, graph: 'full' | 'deg10', seed: number): Scale
     sim.join([live[rng.int(live.length)]!, live[rng.int(live.length)]!]);
     row.joinMs = settle(sim, 'peer join');
   } else {
-    row.note = 'leave/join not simulated: ~N changed entries flooded to N neighbours each';
+    row.note = 'leave/join not simulated: every router\'s routing graph changes ~N times (simulator CPU, not messages)';
   }
   row.maxFrame = sim.totals.maxFrame;
   row.oversize = sim.totals.oversize;
@@ -137,7 +140,13 @@ function ratio(after: number | null, before: number | null | undefined): string 
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { sizes: { type: 'string' }, json: { type: 'boolean' }, seed: { type: 'string' } } });
+  const { values } = parseArgs({ options: { sizes: { type: 'string' }, json: { type: 'boolean' }, seed: { type: 'string' }, real: { type: 'string' }, 'idle-seconds': { type: 'string' } } });
+  if (values.real !== undefined) {
+    const r = await runReal(Number(values.real), Number(values['idle-seconds'] ?? 30));
+    if (values.json) console.log(JSON.stringify(r));
+    else for (const l of formatReal(r)) console.log(l);
+    if (values.sizes === undefined) return;
+  }
   const seed = Number(values.seed ?? 20);
   const plan: Array<[number, 'full' | 'deg10']> = [[10, 'full'], [100, 'full'], [300, 'full'], [100, 'deg10'], [300, 'deg10'], [1000, 'deg10'], [10_000, 'deg10']];
   const sizes = values.sizes ? new Set(values.sizes.split(',').map(Number)) : undefined;

@@ -22,7 +22,7 @@ import { Gossip, type GossipHandler, type GossipChannel } from './mesh/gossip.js
 import { formatMac } from './overlay/mac-cache.js';
 import { Forwarder, type FramePolicy } from './overlay/forwarder.js';
 import { numToPeerName, peerNameToNum, type PeerName } from './mesh/peer-name.js';
-import { Connection, type ConnectionHost } from './mesh/connection.js';
+import { Connection, loadNoise, type ConnectionHost } from './mesh/connection.js';
 import type { ControlMessage } from './mesh/protocol.js';
 import { DEFAULT_HALF_OPEN_LIMITS, FailureLog, HalfOpenLimiter } from './mesh/admission.js';
 import { canonicalIp, parsePeerAddress, sourcePrefix } from './mesh/address.js';
@@ -43,6 +43,8 @@ export type { FramePolicy } from './overlay/forwarder.js';
 export const VERSION = '0.1.0';
 const GOSSIP_INTERVAL_MS = 30_000;
 const CONNECT_TICK_MS = 500;
+/** Topology changes within this window share one route rebuild (ms). */
+const ROUTES_COALESCE_MS = 10;
 const CONNECT_TIMEOUT_MS = 5_000;
 const MAC_MAX_AGE_MS = 10 * 60_000;
 /** [pre-auth] Half-open inbound connections from one IPv6 /64 (each address also stays within the per-source limit). */
@@ -154,6 +156,8 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
 
   /** Bind TCP and UDP, attach the TAP, start connecting to the configured peers. */
   async start(tap: Tap | undefined): Promise<void> {
+    // The Noise channel is big (libp2p): only a router with a password loads it.
+    if (this.config.passwordKey) await loadNoise();
     await this.sleeve.listen();
     this.server = net.createServer({ noDelay: true }, (s) => this.accept(s));
     await new Promise<void>((resolve, reject) => {
@@ -167,15 +171,14 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     this.timers.push(setInterval(() => this.connectTick(), CONNECT_TICK_MS));
     this.timers.push(setInterval(() => this.gossip.periodic(), GOSSIP_INTERVAL_MS));
     this.timers.push(setInterval(() => {
-      this.forwarder.now = Date.now();
-    }, 100));
-    this.timers.push(setInterval(() => {
       if (this.macs.expire(Date.now(), MAC_MAX_AGE_MS) > 0) this.clearFlows();
     }, 60_000));
     this.connectTick();
   }
 
   async stop(): Promise<void> {
+    if (this.routesTimer !== undefined) clearTimeout(this.routesTimer);
+    this.routesTimer = undefined;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     this.clearFlows();
@@ -487,9 +490,26 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     this.topologyChanged();
   }
 
+  /**
+   * The topology changed (a merge or our own connections): collect unreachable
+   * entries now, and rebuild routes and peer events once, ROUTES_COALESCE_MS later,
+   * for the whole burst. The data path keeps the last tables meanwhile and never
+   * recomputes inline (issue #20).
+   */
   private topologyChanged(): void {
     this.topology.gc();
-    const names = new Set(this.topology.peers().map((p) => p.name));
+    if (this.routesTimer !== undefined) return;
+    this.routesTimer = setTimeout(() => {
+      this.routesTimer = undefined;
+      this.applyTopology();
+    }, ROUTES_COALESCE_MS);
+  }
+
+  private routesTimer: NodeJS.Timeout | undefined;
+
+  /** Peer joined/left events and the data-path routes, after a burst of topology changes. */
+  private applyTopology(): void {
+    const names = new Set([...this.topology.names()].sort());
     for (const n of names) {
       if (!this.knownPeerNames.has(n)) {
         this.knownPeerNames.add(n);

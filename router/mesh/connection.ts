@@ -16,7 +16,18 @@ import {
   FrameDecoder, MAX_FRAME_BYTES, PRE_AUTH_MAX_FRAME_BYTES, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, ProtocolError,
   decodeBody, encodeFrame, type ControlMessage,
 } from './protocol.js';
-import { secureSocket, HandshakeError, type SecureChannel } from '../crypto/noise.js';
+import type * as NoiseModule from '../crypto/noise.js';
+import type { SecureChannel } from '../crypto/noise.js';
+
+let noiseModule: typeof NoiseModule | undefined;
+/**
+ * Loads the Noise channel (libp2p; ~25 MiB of RSS once imported). Only routers with a
+ * password need it: the router loads it at start when one is set (issue #20: idle RSS),
+ * and a handshake that finds it missing loads it first with the socket paused.
+ */
+export async function loadNoise(): Promise<typeof NoiseModule> {
+  return (noiseModule ??= await import('../crypto/noise.js'));
+}
 import { handshakePrologue } from '../crypto/keys.js';
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -146,6 +157,20 @@ export class Connection {
       if (rest.length) this.onData(rest);
       return;
     }
+    if (noiseModule === undefined) {
+      this.socket.pause();
+      loadNoise().then(() => {
+        if (this.state === 'closed') return;
+        this.secure(noiseModule!, rest);
+        this.socket.resume();
+      }, (err: Error) => this.close(`encrypted handshake failed: ${err.message}`, false));
+      return;
+    }
+    this.secure(noiseModule, rest);
+  };
+
+  private secure(m: typeof NoiseModule, rest: Buffer): void {
+    const { secureSocket, HandshakeError } = m;
     secureSocket(this.socket, { initiator: this.outbound, prologue: handshakePrologue(this.host.passwordKey!), initialData: rest, timeoutMs: HANDSHAKE_TIMEOUT_MS })
       .then((ch: SecureChannel) => {
         if (this.state === 'closed') return ch.close();
@@ -156,7 +181,7 @@ export class Connection {
         this.sendIntro();
       })
       .catch((err: Error) => this.close(err instanceof HandshakeError && err.kind === 'password-mismatch' ? 'password mismatch (or a different --ipalloc-range or WEAVE_NETWORK_NAME)' : `encrypted handshake failed: ${err.message}`, false));
-  };
+  }
 
   private sendIntro(): void {
     this.send({

@@ -1,42 +1,63 @@
 /**
- * The pending topology update of one batching window (pure: no timers, no sockets).
+ * Recently changed topology entries and which connections already hold them (pure:
+ * no timers, no sockets; the caller passes the time).
  *
- * The router batches the topology changes of one short window into one `update`
- * message (after mesh's gossip, which also coalesces pending updates). A change merged
- * from connection C need not be echoed back to C, so an addition may name a connection
- * to skip. The skip is only safe if it holds for *everything* in the batch: once a
- * change with another origin (or our own change, which names none) joins, the batch
- * goes to every connection. Skipping the origin of the first change for the whole
- * window lost our own "connection established" update when it came right after a
- * merged one, and left both peers without a route until the next full gossip (30 s).
+ * Topology gossip (gossip.ts) sends a changed entry over the mesh's gossip tree; to
+ * keep that at about one message per peer, it must not send an entry to a connection
+ * that already has it — one that sent it to us, or that we sent it to (weaveworks/mesh
+ * keeps the same "already known" state per connection for its gossip). Only the
+ * current version of an entry counts: a newer version starts with no holder but the
+ * connection it came from. Records are kept for `keepMs` so that a peer whose gossip
+ * tree changes while a change is spreading can check its new tree neighbours against
+ * them; older changes are left to the periodic digest exchange.
+ * @typeParam C a connection (compared by identity)
+ * @typeParam E an entry (compared by identity: the topology replaces, never mutates, entries)
  */
-export class GossipBatch<C> {
-  private readonly names = new Set<string>();
-  /** The connection every addition so far agreed to skip; null when none (send to all). */
-  private skip: C | null = null;
-  private empty = true;
+export class RecentEntries<C, E> {
+  private readonly records = new Map<string, { entry: E; at: number; has: Set<C> }>();
 
-  /**
-   * Adds peer entries to the batch.
-   * @param names peer names whose entries changed
-   * @param except the connection the change came from (it already has it), if any
-   * @returns true if the batch was empty before (the caller schedules the send)
-   */
-  add(names: Iterable<string>, except?: C): boolean {
-    const first = this.empty;
-    for (const n of names) this.names.add(n);
-    if (first) this.skip = except ?? null;
-    else if (this.skip !== (except ?? null)) this.skip = null;
-    this.empty = false;
-    return first;
+  /** @param keepMs how long a change is remembered (ms) */
+  constructor(readonly keepMs: number) {}
+
+  /** Number of remembered changes. */
+  get size(): number {
+    return this.records.size;
   }
 
-  /** Takes the batch and starts a new one: the names (insertion order) and the connection to skip, if any. */
-  take(): { names: string[]; except: C | undefined } {
-    const out = { names: [...this.names], except: this.skip ?? undefined };
-    this.names.clear();
-    this.skip = null;
-    this.empty = true;
+  /**
+   * `name`'s entry is now `entry` (at time `now`, ms). A different entry than the
+   * remembered one starts a new record; the same one only adds `from` as a holder.
+   * @param from the connection it came from, if any (that connection has it)
+   */
+  changed(name: string, entry: E, now: number, from?: C): void {
+    const r = this.records.get(name);
+    if (r !== undefined && r.entry === entry) {
+      if (from !== undefined) r.has.add(from);
+      return;
+    }
+    this.records.delete(name);
+    this.records.set(name, { entry, at: now, has: new Set(from === undefined ? [] : [from]) });
+  }
+
+  /** Connection `c` showed it holds an entry of `name`; it counts if `same(current entry)` says it is ours. */
+  has(name: string, c: C, same: (e: E) => boolean): void {
+    const r = this.records.get(name);
+    if (r !== undefined && same(r.entry)) r.has.add(c);
+  }
+
+  /** Forgets changes older than `keepMs` and those whose entry is no longer current (`current(name, entry)` false). */
+  expire(now: number, current: (name: string, e: E) => boolean): void {
+    for (const [n, r] of this.records) if (now - r.at > this.keepMs || !current(n, r.entry)) this.records.delete(n);
+  }
+
+  /** The names whose current change `c` lacks, in change order; `c` is recorded as holding them (the caller sends them). */
+  missing(c: C): string[] {
+    const out: string[] = [];
+    for (const [n, r] of this.records) {
+      if (r.has.has(c)) continue;
+      r.has.add(c);
+      out.push(n);
+    }
     return out;
   }
 }

@@ -3,8 +3,20 @@
  * merged by Topology) and the channel registry other subsystems use (IPAM's ring,
  * DNS, …), after weaveworks/mesh's Gossip/Gossiper split. A channel sees bytes only;
  * this module decides who gets them:
- *  - topology changes are batched for 10 ms (GossipBatch) and sent to every
- *    neighbour but, when every change came from one, that one;
+ *  - topology changes are batched for 10 ms and travel over one spanning tree of the
+ *    mesh (Routes.gossipNeighbours: the BFS tree rooted at the smallest peer name, the
+ *    same at every peer holding the same table), so one change costs about one
+ *    message per peer instead of one per connection (issue #20). Each peer remembers,
+ *    per recently changed entry, which connections already have that version (they
+ *    sent it to us, or we sent it to them: weaveworks/mesh suppresses gossip a
+ *    connection already knows in the same spirit) and, whenever its table (and so
+ *    its tree) changes, sends every recent entry to the tree neighbours — and to ready
+ *    connections that are not yet edges of the graph — that lack it. While peers'
+ *    views differ their trees may too; once the views agree every peer has checked
+ *    its final tree neighbours, so the change reaches the whole component without
+ *    waiting for the periodic exchange. Loss is repaired by the periodic digest.
+ *    An entry that arrives before any entry that lists its owner (a receiver's gc
+ *    would drop it) is held back for a while and merged again after the next change;
  *  - topology entries travel in chunks of at most TOPOLOGY_CHUNK_BYTES (a chunk is a
  *    msgpack array of entries, in `Topology.reachOrder` so the receiver's gc keeps
  *    every chunk), so no table size (up to MAX_TOPOLOGY_PEERS) needs a big frame;
@@ -30,7 +42,8 @@ import type { Topology } from './topology.js';
 import type { Routes } from './routes.js';
 import { unpackBounded, type ControlMessage } from './protocol.js';
 import { BUDGETS } from './msgpack-budget.js';
-import { GossipBatch } from './gossip-batch.js';
+import { RecentEntries } from './gossip-batch.js';
+import type { PeerInfo } from './topology.js';
 
 /** A gossip channel's handler (mesh's Gossiper): topology-agnostic, bytes in and out. */
 export interface GossipHandler {
@@ -70,6 +83,8 @@ export interface GossipHost<C extends GossipNeighbour> {
    * virtual clock here.
    */
   setTimer?(fn: () => void, ms: number): void;
+  /** Milliseconds clock (default Date.now; the simulator's virtual clock). */
+  now?(): number;
 }
 
 type GossipMessage = Extract<ControlMessage, { t: 'gossip' }>;
@@ -78,6 +93,10 @@ type GossipMessage = Extract<ControlMessage, { t: 'gossip' }>;
 const TOPOLOGY_BATCH_MS = 10;
 /** Budget for the encoded entries of one topology message (bytes); one entry bigger than this goes alone. */
 export const TOPOLOGY_CHUNK_BYTES = 256 * 1024;
+/** How long a changed entry is re-checked against the gossip tree, and an unreachable one held back (ms). */
+export const RECENT_ENTRY_MS = 10_000;
+/** At most this many entries are held back as not yet reachable. */
+const MAX_ORPHANS = 1024;
 
 /** msgpack array header for `n` items (msgpack spec: fixarray, array 16, array 32). */
 function arrayHeader(n: number): Buffer {
@@ -120,7 +139,10 @@ function isRecord(x: unknown): x is Record<string, unknown> {
 
 export class Gossip<C extends GossipNeighbour> {
   private readonly channels = new Map<string, GossipHandler>();
-  private readonly batch = new GossipBatch<C>();
+  private readonly recent = new RecentEntries<C, PeerInfo>(RECENT_ENTRY_MS);
+  private flushPending = false;
+  /** Entries our gc dropped on arrival (no entry we hold lists their owner yet), by name. */
+  private readonly orphans = new Map<PeerName, { entry: PeerInfo; at: number }>();
   private digestCache: { gen: number; digest: Buffer } | undefined;
   /** Messages and payload bytes received per channel. */
   readonly stats = { messages: {} as Record<string, number>, bytes: {} as Record<string, number> };
@@ -147,16 +169,66 @@ export class Gossip<C extends GossipNeighbour> {
     };
   }
 
-  /** Our own topology entries changed (or merged ones must travel on): send them after the batch window. */
-  queueTopology(names: Iterable<PeerName>, except?: C): void {
-    if (!this.batch.add(names, except)) return;
-    const send = (): void => {
-      const b = this.batch.take();
-      const msgs = this.entryMessages('update', b.names);
-      for (const c of this.host.neighbours()) if (c !== b.except) for (const m of msgs) c.send(m);
+  /**
+   * Peer entries changed (ours, or merged ones that must travel on): they are sent
+   * after the batch window to the gossip-tree neighbours (and not-yet-graph
+   * connections) that lack them.
+   * @param from the connection they came from (it has them), if any
+   */
+  queueTopology(names: Iterable<PeerName>, from?: C): void {
+    const t = this.host.topology;
+    const now = this.now();
+    for (const n of names) {
+      const e = t.get(n);
+      if (e !== undefined) this.recent.changed(n, e, now, from);
+    }
+    this.scheduleFlush();
+  }
+
+  private now(): number {
+    return this.host.now ? this.host.now() : Date.now();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushPending) return;
+    this.flushPending = true;
+    const run = (): void => {
+      this.flushPending = false;
+      this.flushTopology();
     };
-    if (this.host.setTimer) this.host.setTimer(send, TOPOLOGY_BATCH_MS);
-    else setTimeout(send, TOPOLOGY_BATCH_MS).unref();
+    if (this.host.setTimer) this.host.setTimer(run, TOPOLOGY_BATCH_MS);
+    else setTimeout(run, TOPOLOGY_BATCH_MS).unref();
+  }
+
+  /** Sends every recent entry to each gossip-tree neighbour (or non-graph connection) that lacks it. */
+  private flushTopology(): void {
+    const h = this.host;
+    const t = h.topology;
+    const now = this.now();
+    this.recent.expire(now, (n, e) => t.get(n) === e);
+    for (const [n, o] of this.orphans) if (now - o.at > RECENT_ENTRY_MS) this.orphans.delete(n);
+    if (this.recent.size === 0) return;
+    const targets = new Set<C>();
+    for (const n of h.routes.gossipNeighbours()) {
+      const c = h.neighbour(n);
+      if (c) targets.add(c);
+    }
+    // Ready connections that are not (yet) edges of the graph get everything too.
+    const graph = new Set<C>();
+    for (const n of t.neighbourRow(h.selfName)) {
+      const c = h.neighbour(n);
+      if (c) graph.add(c);
+    }
+    for (const c of h.neighbours()) if (!graph.has(c)) targets.add(c);
+    const sent = new Map<string, ControlMessage[]>();
+    for (const c of targets) {
+      const names = this.recent.missing(c);
+      if (names.length === 0) continue;
+      const key = names.join(',');
+      let msgs = sent.get(key);
+      if (msgs === undefined) sent.set(key, (msgs = this.entryMessages('update', names)));
+      for (const m of msgs) c.send(m);
+    }
   }
 
   /**
@@ -200,16 +272,13 @@ export class Gossip<C extends GossipNeighbour> {
           for (const msg of this.entryMessages('full', h.topology.newerThan(body.s))) c.send(msg);
           return;
         }
-        changed = h.topology.merge(body).changed;
+        changed = this.mergeEntries(c, body);
       } catch (err) {
         h.drop('gossip');
         h.log(`gossip: bad topology update from ${from}: ${(err as Error).message}`);
         return;
       }
-      if (changed.length) {
-        this.queueTopology(changed, changed.includes(h.selfName) ? undefined : c);
-        h.topologyChanged();
-      }
+      if (changed.length) h.topologyChanged();
       return;
     }
     if (m.kind === 'unicast' && m.dst !== undefined && m.dst !== h.selfName) {
@@ -232,6 +301,43 @@ export class Gossip<C extends GossipNeighbour> {
     }
   }
 
+  /**
+   * Merges entries from `c`, notes which of our recent entries `c` holds, keeps back
+   * entries our gc dropped and merges held-back ones again after a change.
+   * @returns the names whose entries changed and stayed. @throws TopologyError.
+   */
+  private mergeEntries(c: C, body: unknown): PeerName[] {
+    const t = this.host.topology;
+    const self = this.host.selfName;
+    const { changed } = t.merge(body);
+    for (const e of body as Array<{ name: PeerName; version: number; uid: number }>) this.recent.has(e.name, c, (x) => x.version === e.version && x.uid === e.uid);
+    if (changed.length === 0) return changed;
+    const got = new Map<PeerName, PeerInfo>();
+    for (const n of changed) got.set(n, t.get(n)!);
+    t.gc();
+    const now = this.now();
+    let kept = changed.filter((n) => t.has(n));
+    if (this.orphans.size > 0) {
+      const again = [...this.orphans.values()].map((o) => o.entry);
+      this.orphans.clear();
+      const back = t.merge(again).changed;
+      t.gc();
+      const stayed = back.filter((n) => t.has(n));
+      for (const n of back) if (!t.has(n)) got.set(n, again.find((e) => e.name === n)!);
+      if (stayed.length) this.queueTopology(stayed);
+      kept = kept.concat(stayed);
+    }
+    for (const [n, e] of got) {
+      if (t.has(n) || n === self) continue;
+      if (this.orphans.size >= MAX_ORPHANS) this.orphans.delete(this.orphans.keys().next().value!);
+      this.orphans.set(n, { entry: e, at: now });
+    }
+    const own = kept.includes(self);
+    this.queueTopology(kept.filter((n) => n !== self), c);
+    if (own) this.queueTopology([self]);
+    return kept;
+  }
+
   private relayUnicast(m: GossipMessage): void {
     const hop = this.host.routes.unicast(m.dst!);
     const c = hop === undefined ? undefined : this.host.neighbour(hop);
@@ -246,8 +352,11 @@ export class Gossip<C extends GossipNeighbour> {
   /** The named entries (those we hold), in reach order, as chunked topology messages. */
   private entryMessages(kind: 'full' | 'update', names: Iterable<PeerName>): ControlMessage[] {
     const t = this.host.topology;
-    const entries = t.reachOrder(names).map((n) => t.get(n)!);
-    return chunkEntries(entries).map((payload) => ({ t: 'gossip', channel: 'topology', kind, src: this.host.selfName, payload }) as ControlMessage);
+    const list = [...names].filter((n) => t.has(n));
+    let chunks = chunkEntries(list.map((n) => t.get(n)!));
+    // Split: reach order, so a receiver's gc keeps every chunk (reachOrder walks the table).
+    if (chunks.length > 1) chunks = chunkEntries(t.reachOrder(list).map((n) => t.get(n)!));
+    return chunks.map((payload) => ({ t: 'gossip', channel: 'topology', kind, src: this.host.selfName, payload }) as ControlMessage);
   }
 
   /** First 16 bytes of SHA-256 over our packed summary, cached per topology generation. */

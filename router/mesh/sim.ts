@@ -140,6 +140,7 @@ export class SimRouter {
       topologyChanged: () => this.topologyChanged(),
       drop: () => {},
       log: (line) => sim.log(`${name}: ${line}`),
+      now: () => sim.now,
       setTimer: (fn, ms) => sim.after(ms, () => {
         if (this.alive) fn();
       }),

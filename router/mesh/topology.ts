@@ -50,6 +50,8 @@ export const MAX_PEER_CONNECTIONS = 10_000;
 export { MAX_NICKNAME_LENGTH };
 export const MAX_ADDRESS_LENGTH = 300;
 
+const NO_NAMES: readonly PeerName[] = Object.freeze([]);
+
 function isRecord(x: unknown): x is Record<string, unknown> {
   return typeof x === 'object' && x !== null && !Array.isArray(x);
 }
@@ -130,7 +132,20 @@ export class Topology {
    * O(degree) set look-ups instead of a scan of the other side's list per connection.
    */
   private readonly estTo = new Map<PeerName, Set<PeerName>>();
+  /**
+   * Symmetric established adjacency (the routing graph), kept incrementally: per peer,
+   * its neighbours sorted by name. Rows are replaced, never mutated, so they can be
+   * handed out (frozen) without copying.
+   */
+  private readonly sym = new Map<PeerName, readonly PeerName[]>();
   private gen = 0;
+  private adjGen = 0;
+  /**
+   * Names that may have become unreachable since the last gc: new names and names an
+   * entry stopped listing (reachability changes only through those); 'all' after a
+   * copy. `gc` stops its walk as soon as it has reached all of them.
+   */
+  private gcCandidates: Set<PeerName> | 'all' = 'all';
 
   /** @throws TopologyError for a bad name, nickname or uid. */
   constructor(self: { name: PeerName; nickname: string; uid: number }) {
@@ -144,19 +159,72 @@ export class Topology {
     const prev = this.entries.get(p.name);
     this.entries.set(p.name, p);
     if (prev !== undefined && prev.connections === p.connections) return;
+    const cand = this.gcCandidates;
+    if (cand !== 'all') {
+      if (prev === undefined) cand.add(p.name);
+      else {
+        const now = new Set<PeerName>();
+        for (const c of p.connections) now.add(c.name);
+        for (const c of prev.connections) if (!now.has(c.name)) cand.add(c.name);
+      }
+    }
     const est = new Set<PeerName>();
     for (const c of p.connections) if (c.established && c.name !== p.name) est.add(c.name);
+    const old = this.estTo.get(p.name);
     this.estTo.set(p.name, est);
+    if (old !== undefined) for (const m of old) if (!est.has(m) && this.estTo.get(m)?.has(p.name)) this.unlinkSym(p.name, m);
+    for (const m of est) if (!old?.has(m) && this.estTo.get(m)?.has(p.name)) this.linkSym(p.name, m);
   }
 
   private remove(name: PeerName): void {
+    const old = this.estTo.get(name);
     this.entries.delete(name);
     this.estTo.delete(name);
+    if (old !== undefined) for (const m of old) if (this.estTo.get(m)?.has(name)) this.unlinkSym(name, m);
+    this.sym.delete(name);
+  }
+
+  private static insertSorted(row: readonly PeerName[] | undefined, n: PeerName): readonly PeerName[] {
+    const r = row === undefined ? [] : [...row];
+    let i = r.length;
+    while (i > 0 && r[i - 1]! > n) i--;
+    if (r[i - 1] !== n) r.splice(i, 0, n);
+    return Object.freeze(r);
+  }
+
+  private linkSym(a: PeerName, b: PeerName): void {
+    this.sym.set(a, Topology.insertSorted(this.sym.get(a), b));
+    this.sym.set(b, Topology.insertSorted(this.sym.get(b), a));
+    this.adjGen++;
+  }
+
+  private unlinkSym(a: PeerName, b: PeerName): void {
+    for (const [x, y] of [[a, b], [b, a]] as const) {
+      const row = this.sym.get(x);
+      if (row === undefined) continue;
+      const next = row.filter((n) => n !== y);
+      if (next.length === 0) this.sym.delete(x);
+      else this.sym.set(x, Object.freeze(next));
+    }
+    this.adjGen++;
   }
 
   /** Increments on every change to the table, so callers can cache derived data such as routes. */
   get generation(): number {
     return this.gen;
+  }
+
+  /**
+   * Increments whenever the symmetric established adjacency (`neighbours`) changes,
+   * and only then: routes depend on nothing else, so they are cached per this number.
+   */
+  get adjacencyGeneration(): number {
+    return this.adjGen;
+  }
+
+  /** `neighbours(name)` without a copy: a frozen, sorted, shared row (do not keep it across changes). */
+  neighbourRow(name: PeerName): readonly PeerName[] {
+    return this.sym.get(name) ?? NO_NAMES;
   }
 
   /** Our own entry. */
@@ -243,13 +311,17 @@ export class Topology {
     const ours = this.self();
     this.entries.clear();
     this.estTo.clear();
+    this.sym.clear();
     for (const [n, p] of other.entries) {
-      if (n === this.selfName) continue;
       this.entries.set(n, p);
       this.estTo.set(n, other.estTo.get(n)!);
     }
+    for (const [n, row] of other.sym) this.sym.set(n, row);
+    this.gcCandidates = 'all';
+    // Our entry as `other` holds it, then ours: put() moves the adjacency over by the difference.
     this.put(ours);
     this.gen++;
+    this.adjGen++;
   }
 
   get(name: PeerName): PeerInfo | undefined {
@@ -277,11 +349,7 @@ export class Topology {
    * attracting traffic. Sorted; [] for an unknown name.
    */
   neighbours(name: PeerName): PeerName[] {
-    const est = this.estTo.get(name);
-    if (est === undefined) return [];
-    const out: PeerName[] = [];
-    for (const m of est) if (this.estTo.get(m)?.has(name)) out.push(m);
-    return out.sort();
+    return [...this.neighbourRow(name)];
   }
 
   /** Every peer name in the table, unordered (cheaper than `peers()` when order does not matter). */
@@ -356,18 +424,26 @@ export class Topology {
    * @returns the removed names, sorted.
    */
   gc(): PeerName[] {
+    const cand = this.gcCandidates;
+    this.gcCandidates = new Set();
+    if (cand !== 'all') cand.delete(this.selfName);
+    let left = cand === 'all' ? -1 : [...cand].filter((n) => this.entries.has(n)).length;
+    if (left === 0) return [];
     const reached = new Set<PeerName>([this.selfName]);
     const stack: PeerName[] = [this.selfName];
-    while (stack.length > 0) {
+    walk: while (stack.length > 0) {
       const p = this.entries.get(stack.pop()!);
       if (p === undefined) continue;
       for (const c of p.connections) {
         if (!reached.has(c.name)) {
           reached.add(c.name);
           stack.push(c.name);
+          // Every candidate is still reachable: nothing else can have become garbage.
+          if (cand !== 'all' && cand.has(c.name) && this.entries.has(c.name) && --left === 0) break walk;
         }
       }
     }
+    if (left === 0) return [];
     const removed: PeerName[] = [];
     for (const name of this.entries.keys()) {
       if (!reached.has(name)) removed.push(name);

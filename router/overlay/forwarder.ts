@@ -9,7 +9,8 @@
  * Inputs it does not own: the mesh's routes (router/mesh/routes.ts, recomputed by
  * the router), the sleeve's per-peer senders and the fastdp state. The data-path
  * route tables (next hop per destination peer, per-source broadcast lists) are
- * derived here from those, lazily after a topology change. Per Weave's router
+ * derived here from those when the router says so (recalcRoutes, on a coalescing
+ * timer after a topology change); the frame handlers never recompute. Per Weave's router
  * design; the data path must not allocate per frame.
  */
 import { numToPeerName, peerNameToNum, type PeerName } from '../mesh/peer-name.js';
@@ -59,7 +60,7 @@ export class Forwarder {
   readonly macs = new MacCache();
   readonly drops: Record<string, number> = {};
   readonly traffic = { framesIn: 0, bytesIn: 0, framesOut: 0, bytesOut: 0 };
-  /** Refreshed every 100 ms by the router (MAC learning needs no finer clock). */
+  /** Read once per TAP batch or received datagram (no periodic timer: an idle router stays asleep). */
   now = Date.now();
   private readonly selfName: PeerName;
   private readonly selfNum: number;
@@ -156,25 +157,39 @@ export class Forwarder {
     };
   }
 
+  /**
+   * Rebuilds the data-path route tables from the mesh's routes. Called by the router
+   * on a coalescing timer after topology or neighbour changes (and by `refreshRoutes`),
+   * never from the frame handlers: until it runs, frames keep using the last tables.
+   * Broadcast lists of the sources seen before are rebuilt here too, so only a source
+   * new since the last rebuild costs its tree (one BFS) on the data path.
+   */
   recalcRoutes(): void {
+    const t0 = process.hrtime.bigint();
     this.clearFlows();
     this.routes.recalculate();
     this.unicastNext.clear();
+    const sources = [...this.broadcastNext.keys()];
     this.broadcastNext.clear();
-    for (const p of this.topology.peers()) {
-      if (p.name === this.selfName) continue;
-      const hop = this.routes.unicast(p.name);
-      const sp = hop === undefined ? undefined : this.sleevePeers.get(hop);
-      if (sp && sp.established) this.unicastNext.set(peerNameToNum(p.name), sp);
-    }
     // [fastdp] Neighbours that relay towards others still need broadcasts over the sleeve.
     this.relayVia.clear();
-    for (const p of this.topology.peers()) {
-      const hop = this.routes.unicast(p.name);
-      if (hop !== undefined && hop !== p.name && hop !== this.selfName) this.relayVia.add(peerNameToNum(hop));
+    for (const name of this.topology.names()) {
+      if (name === this.selfName) continue;
+      const hop = this.routes.unicast(name);
+      if (hop === undefined) continue;
+      const sp = this.sleevePeers.get(hop);
+      if (sp && sp.established) this.unicastNext.set(peerNameToNum(name), sp);
+      if (hop !== name) this.relayVia.add(peerNameToNum(hop));
     }
+    for (const s of sources) this.broadcastFor(s);
+    this.broadcastFor(this.selfNum);
     this.routesGeneration = this.topology.generation;
+    this.routeStats.recomputes++;
+    this.routeStats.lastMs = Number(process.hrtime.bigint() - t0) / 1e6;
   }
+
+  /** Data-path route rebuilds (`recalcRoutes`) so far and the wall time of the last one (ms). */
+  readonly routeStats = { recomputes: 0, lastMs: 0 };
 
   private broadcastFor(source: number): SleevePeer[] {
     let list = this.broadcastNext.get(source);
@@ -191,9 +206,8 @@ export class Forwarder {
 
 
   private readonly onTapBatch = (slab: Buffer, frames: Uint32Array, count: number): void => {
-    if (this.routesGeneration !== this.topology.generation) this.recalcRoutes();
     const self = this.selfNum;
-    const now = this.now;
+    const now = (this.now = Date.now());
     const cacheable = this.flowCache && count <= FLOW_BATCH_MAX;
     for (let i = 0; i < count; i++) {
       const start = frames[2 * i];
@@ -314,7 +328,7 @@ export class Forwarder {
   }
 
   onFrames(peer: SleevePeer, buf: Buffer, start: number, end: number): void {
-    if (this.routesGeneration !== this.topology.generation) this.recalcRoutes();
+    this.now = Date.now();
     this.rxHop = peer;
     this.rxCacheable = this.flowCache && this.tap !== undefined && this.sleeve.batchSize <= FLOW_BATCH_MAX && peer.opener === undefined && peer.addr >= 0;
     if (!forEachFrame(buf, start, end, this.onFrame)) this.drop('malformed');

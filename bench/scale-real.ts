@@ -1,0 +1,149 @@
+/**
+ * `npm run bench:scale -- --real N`: N real routers (issue #20), each in its own network
+ * namespace on one underlay bridge (test/e2e/lib/testbed.ts), launched one after
+ * another, router i with router 1 and router i-1 as peers; IPAM is seeded with router
+ * 1's name on every router, so no consensus round is involved. Measures each `weave
+ * launch`'s wall time, the time until every router lists all N peers and has all its
+ * connections established, and, after the mesh has been idle for a while, every
+ * router's RSS (/proc/PID/status VmRSS) and CPU over an interval (/proc/PID/stat
+ * utime + stime). Everything (namespaces, routers, state) is removed at the end, also
+ * on failure or Ctrl-C. Needs root.
+ */
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { readFileSync } from 'node:fs';
+import { Testbed, canRunE2E, sleep } from '../test/e2e/lib/testbed.js';
+
+export interface RealResult {
+  n: number;
+  launchMs: number[];
+  /** From the first launch's start until every router sees everything established. */
+  allEstablishedMs: number;
+  /** From the last launch's return until then. */
+  afterLastMs: number;
+  rssMiB: number[];
+  cpuPct: number[];
+  load: string;
+}
+
+/** GET a path of one router's API over its unix socket (the CLI's transport, without a node start per call). */
+function apiGet(stateDir: string, p: string, timeoutMs = 10_000): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath: path.join(stateDir, 'weaver.sock'), path: p, method: 'GET', timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        try {
+          resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+        } catch (err) {
+          reject(err as Error);
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+interface MiniReport { Router: { Peers: unknown[]; Connections: Array<{ State: string }> } }
+
+async function meshDone(dirs: string[], n: number): Promise<boolean> {
+  for (const d of dirs) {
+    let r: MiniReport;
+    try {
+      r = (await apiGet(d, '/report')) as MiniReport;
+    } catch {
+      return false;
+    }
+    if (r.Router.Peers.length !== n) return false;
+    const conns = r.Router.Connections;
+    if (conns.length === 0 || conns.some((c) => c.State !== 'established')) return false;
+  }
+  return true;
+}
+
+function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(f[11]) + Number(f[12]); // utime, stime (fields 14 and 15)
+}
+
+function rssKiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+/**
+ * Runs the real-router measurement.
+ * @param n routers (2 … 200)
+ * @param idleS seconds of idle CPU sampling (after 10 s of settling)
+ * @throws Error (one line) when not root or the mesh does not form within the timeout
+ */
+export async function runReal(n: number, idleS = 30, log: (s: string) => void = (s) => console.error(s)): Promise<RealResult> {
+  const why = canRunE2E();
+  if (why) throw new Error(`--real ${why}`);
+  if (!Number.isInteger(n) || n < 2 || n > 200) throw new Error('--real wants 2 … 200 routers');
+  const bed = new Testbed('scl');
+  const onSig = (): void => {
+    void bed.destroy().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSig);
+  process.once('SIGTERM', onSig);
+  try {
+    log(`creating ${n} namespaces …`);
+    const hosts = await bed.up(n);
+    const name = (i: number): string => `02:00:00:00:${((i >> 8) & 0xff).toString(16).padStart(2, '0')}:${(i & 0xff).toString(16).padStart(2, '0')}`;
+    const launchMs: number[] = [];
+    const t0 = Date.now();
+    for (let i = 1; i <= n; i++) {
+      const h = hosts[i - 1]!;
+      const peers = i === 1 ? [] : [...new Set([hosts[0]!.ip, hosts[i - 2]!.ip])];
+      const t = Date.now();
+      await h.launch(['--name', name(i), '--no-proxy', '--ipalloc-init', `seed=${name(1)}`, ...peers]);
+      launchMs.push(Date.now() - t);
+      log(`  router ${i} launched in ${launchMs[launchMs.length - 1]} ms`);
+    }
+    const tLast = Date.now();
+    const dirs = hosts.map((h) => h.stateDir);
+    while (!(await meshDone(dirs, n))) {
+      if (Date.now() - t0 > 600_000) throw new Error(`the ${n} routers did not all see each other established within 600 s`);
+      await sleep(500);
+    }
+    const tDone = Date.now();
+    log(`all ${n} routers see ${n} peers established, ${((tDone - t0) / 1000).toFixed(1)} s after the first launch; idling 10 s, then sampling ${idleS} s`);
+    await sleep(10_000);
+    const pids = hosts.map((h) => h.pid()!);
+    const hz = 100; // USER_HZ on Linux
+    const c0 = pids.map(cpuTicks);
+    const w0 = Date.now();
+    await sleep(idleS * 1000);
+    const secs = (Date.now() - w0) / 1000;
+    const cpuPct = pids.map((p, i) => ((cpuTicks(p) - c0[i]!) / hz / secs) * 100);
+    const rssMiB = pids.map((p) => rssKiB(p) / 1024);
+    return { n, launchMs, allEstablishedMs: tDone - t0, afterLastMs: tDone - tLast, rssMiB, cpuPct, load: os.loadavg().map((x) => x.toFixed(1)).join(' ') };
+  } finally {
+    process.off('SIGINT', onSig);
+    process.off('SIGTERM', onSig);
+    await bed.destroy();
+  }
+}
+
+/** Markdown lines for a real run. */
+export function formatReal(r: RealResult): string[] {
+  const f = (x: number, d = 1): string => x.toFixed(d);
+  const l = r.launchMs;
+  return [
+    `real routers: ${r.n} namespaces on one underlay bridge, router i launched with routers 1 and i-1 as peers (load average at the end: ${r.load})`,
+    '| routers | weave launch ms (first / median / max / last) | all established after first launch | after last launch | RSS MiB per router (median / max / total) | idle CPU % of a core per router (median / max) |',
+    '|---|---|---|---|---|---|',
+    `| ${r.n} | ${l[0]} / ${f(median(l), 0)} / ${Math.max(...l)} / ${l[l.length - 1]} | ${f(r.allEstablishedMs / 1000)} s | ${f(r.afterLastMs / 1000)} s | ${f(median(r.rssMiB))} / ${f(Math.max(...r.rssMiB))} / ${f(r.rssMiB.reduce((a, b) => a + b, 0), 0)} | ${f(median(r.cpuPct), 2)} / ${f(Math.max(...r.cpuPct), 2)} |`,
+    'before (issue #20, main 67f8a19, 30 routers): launch 0.9 s first, median 2.2 s, 13.9 s for the 30th; all established 119 s after the first launch; RSS median 91 MiB; idle CPU 1.9 % per router',
+  ];
+}
