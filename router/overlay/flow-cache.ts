@@ -43,9 +43,11 @@ export interface FlowStats {
   drops: number;
   /** frames whose send/write failed otherwise (the cache is then cleared) */
   errors: number;
+  /** of `frames`, those of encrypted peers: sealed (egress) or opened (ingress) in C */
+  crypto: number;
 }
 
-export const NO_FLOW_STATS: FlowStats = Object.freeze({ installs: 0, clears: 0, batches: 0, frames: 0, bytes: 0, drops: 0, errors: 0 });
+export const NO_FLOW_STATS: FlowStats = Object.freeze({ installs: 0, clears: 0, batches: 0, frames: 0, bytes: 0, drops: 0, errors: 0, crypto: 0 });
 
 /**
  * The 20 bytes that start every datagram of an egress flow: sleeve header (magic,
