@@ -138,6 +138,25 @@ describe('TAP binding (root, netns)', { skip }, () => {
     assert.ok(r.idleCpuMs < 60, `idle wait does not spin: ${r.idleCpuMs} ms CPU in 300 ms`);
   });
 
+  it('flow cache, encrypted next hop: frames sealed in C open with a JS Opener, counter shared, and a re-key stops the old key at once', async () => {
+    const r = await childJson('sealed');
+    assert.equal(r.installed, true);
+    assert.equal(r.reinstalled, true);
+    assert.ok(r.flows1.crypto >= 90, `nearly every echo request sealed in C: ${JSON.stringify(r.flows1)}`);
+    assert.equal(r.flows1.crypto, r.flows1.frames);
+    assert.equal(r.failed, 0, `every datagram opened: ${JSON.stringify(r.openerStats)}`);
+    assert.equal(r.opened, r.sinkDatagrams);
+    assert.equal(r.exact, r.opened, 'each is the template, the length and the frame');
+    assert.equal(r.outerOk, r.sinkDatagrams, 'ENCRYPTED outer header with the template\'s sender');
+    assert.equal(r.seqAfterC, r.flows1.crypto, 'C sealed with the Sealer\'s own counter');
+    assert.equal(r.seqsDistinct, true, 'no counter used twice within an epoch');
+    assert.equal(r.flows2.crypto, r.flows1.crypto, 'after the re-key nothing was sealed with the old key');
+    assert.ok(r.jsAfterRekey >= 20, `those frames went to JavaScript: ${r.jsAfterRekey}`);
+    assert.ok(r.flows3.crypto >= r.flows2.crypto + 15, `reinstalled with the new key: ${JSON.stringify(r.flows3)}`);
+    assert.equal(r.sealerEpoch, 1);
+    assert.equal(r.openerEpoch, 1, 'the JS Opener followed to the new epoch');
+  });
+
   it('reports clear, coded errors for bad names, busy names, bad arguments and closed taps', async () => {
     const r = await childJson('errors');
     assert.equal(r.busy.code, 'EBUSY');
