@@ -9,6 +9,9 @@
  * datapath, where the router installs Open vSwitch flows on a miss and the kernel
  * forwards the rest. Every decision stays here; the cache only repeats it, for at most
  * {@link FLOW_TTL_MS}, and is cleared whenever an input of a decision changes.
+ * Flows of encrypted peers seal (egress) or open (ingress) in C with the peer's own
+ * Sealer/Opener state (crypto/aead.ts sharedState) and a copy of its current key, which the
+ * addon wipes when the flows are cleared or the key's epoch moves on.
  */
 import { DatagramType, HEADER_BYTES, SLEEVE_MAGIC } from './sleeve-codec.js';
 import { writeMac } from './mac-cache.js';
