@@ -640,7 +640,7 @@ async function sealedMode(): Promise<Record<string, unknown>> {
   const jsAfterRekey = jsFrames - jsBefore;
   const reinstalled = install();
   const p3 = await run('ping', ['-c', '20', '-i', '0.02', '-W', '1', '-q', '10.99.2.2'], 10_000);
-  await waitFor(() => tap.flowStats().crypto >= flows2.crypto + 15, 2000);
+  await waitFor(() => tap.flowStats().crypto >= flows2.crypto + 20, 2000);
   await sleep(100);
   const res = {
     installed, reinstalled, pingCodes: [p1.code, p2.code, p3.code], sinkDatagrams, opened, exact, outerOk, failed, seqAfterC,
