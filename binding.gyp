@@ -8,6 +8,8 @@
     {
       "target_name": "tap",
       "sources": ["router/overlay/native/tap.cc"],
+      # libsodium: encrypted egress flows seal in C (sleeve-aead.h via flow-cache.h).
+      "libraries": ["-lsodium"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],

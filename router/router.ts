@@ -412,6 +412,9 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
       if (sp) {
         this.sleeve.removePeer(sp);
         this.sleevePeers.delete(r.name);
+        // [flow cache] at once, not at the next batch's route refresh: flows of an
+        // encrypted peer hold a copy of its keys, wiped with them.
+        this.clearFlows();
       }
       this.connectionTerminations++;
       this.log(`connection ${c.outbound ? '->' : '<-'} ${c.address} ${r.name}(${r.nickname}) closed: ${reason}`);
@@ -446,6 +449,11 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
   onUdpTimeout(sp: SleevePeer, reason: string): void {
     const c = this.byPeer.get(sp.name);
     if (c) c.close(reason);
+  }
+
+  /** [flow cache] A send key moved to its next epoch: flows holding the old one go. */
+  onRekey(_sp: SleevePeer): void {
+    this.clearFlows();
   }
 
   onPmtuChanged(sp: SleevePeer): void {
@@ -631,8 +639,8 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
         },
         FlowCache: {
           Enabled: this.forwarder.flowCache,
-          Egress: { Installs: fs.egress.installs, Clears: fs.egress.clears, Frames: fs.egress.frames, Drops: fs.egress.drops, Errors: fs.egress.errors },
-          Ingress: { Installs: fs.ingress.installs, Clears: fs.ingress.clears, Frames: fs.ingress.frames, Drops: fs.ingress.drops, Errors: fs.ingress.errors },
+          Egress: { Installs: fs.egress.installs, Clears: fs.egress.clears, Frames: fs.egress.frames, Drops: fs.egress.drops, Errors: fs.egress.errors, Sealed: fs.egress.crypto },
+          Ingress: { Installs: fs.ingress.installs, Clears: fs.ingress.clears, Frames: fs.ingress.frames, Drops: fs.ingress.drops, Errors: fs.ingress.errors, Opened: fs.ingress.crypto },
         },
       },
     };

@@ -106,7 +106,7 @@ export interface Report {
      * The sleeve's flow cache (router/overlay/flow-cache.ts): frames forwarded by the addons
      * from cached decisions, per direction; they are included in Traffic.sleeve.
      */
-    FlowCache?: { Enabled: boolean; Egress: { Installs: number; Clears: number; Frames: number; Drops: number; Errors: number }; Ingress: { Installs: number; Clears: number; Frames: number; Drops: number; Errors: number } };
+    FlowCache?: { Enabled: boolean; Egress: { Installs: number; Clears: number; Frames: number; Drops: number; Errors: number; Sealed: number }; Ingress: { Installs: number; Clears: number; Frames: number; Drops: number; Errors: number; Opened: number } };
   };
   IPAM?: ReportIpam;
   /** The HTTP API: whether --api-insecure is on, and requests refused by policy per kind (access, route, content-type, url, size). */

@@ -9,6 +9,9 @@
  * datapath, where the router installs Open vSwitch flows on a miss and the kernel
  * forwards the rest. Every decision stays here; the cache only repeats it, for at most
  * {@link FLOW_TTL_MS}, and is cleared whenever an input of a decision changes.
+ * Flows of encrypted peers seal (egress) or open (ingress) in C with the peer's own
+ * Sealer/Opener state (crypto/aead.ts sharedState) and a copy of its current key, which the
+ * addon wipes when the flows are cleared or the key's epoch moves on.
  */
 import { DatagramType, HEADER_BYTES, SLEEVE_MAGIC } from './sleeve-codec.js';
 import { writeMac } from './mac-cache.js';
@@ -43,9 +46,11 @@ export interface FlowStats {
   drops: number;
   /** frames whose send/write failed otherwise (the cache is then cleared) */
   errors: number;
+  /** of `frames`, those of encrypted peers: sealed (egress) or opened (ingress) in C */
+  crypto: number;
 }
 
-export const NO_FLOW_STATS: FlowStats = Object.freeze({ installs: 0, clears: 0, batches: 0, frames: 0, bytes: 0, drops: 0, errors: 0 });
+export const NO_FLOW_STATS: FlowStats = Object.freeze({ installs: 0, clears: 0, batches: 0, frames: 0, bytes: 0, drops: 0, errors: 0, crypto: 0 });
 
 /**
  * The 20 bytes that start every datagram of an egress flow: sleeve header (magic,

@@ -244,15 +244,17 @@ export class Forwarder {
 
   /**
    * [flow cache] Caches the decision just made for a captured frame srcM → dstM owned
-   * by peer `owner`: only towards a plaintext next hop whose path takes the frame.
+   * by peer `owner`, towards a next hop whose path takes the frame; an encrypted next
+   * hop's datagrams are sealed by the addon with that peer's Sealer (shared counter).
    */
   private installEgressFlow(srcM: number, dstM: number, owner: number, len: number): void {
     const sp = this.unicastNext.get(owner);
     const tap = this.tap;
     const fd = this.sleeve.fd;
-    if (tap === undefined || sp === undefined || fd < 0 || sp.encrypted || sp.sealer !== undefined || sp.addr < 0 || len > sp.maxFrame) return;
+    if (tap === undefined || sp === undefined || fd < 0 || sp.addr < 0 || len > sp.maxFrame) return;
+    if (sp.encrypted && sp.sealer === undefined) return;
     egressTemplate(this.selfNum, this.selfNum, owner, this.flowTemplate);
-    tap.addFlow(srcM, dstM, fd, sp.family === 6 ? sp.address : sp.addr, sp.port, this.flowTemplate, sp.maxFrame, FLOW_TTL_MS);
+    tap.addFlow(srcM, dstM, fd, sp.family === 6 ? sp.address : sp.addr, sp.port, this.flowTemplate, sp.maxFrame, FLOW_TTL_MS, sp.sealer);
   }
 
   /** [flow cache] Empties both directions' caches: a decision's input changed. */
@@ -330,7 +332,7 @@ export class Forwarder {
   onFrames(peer: SleevePeer, buf: Buffer, start: number, end: number): void {
     this.now = Date.now();
     this.rxHop = peer;
-    this.rxCacheable = this.flowCache && this.tap !== undefined && this.sleeve.batchSize <= FLOW_BATCH_MAX && peer.opener === undefined && peer.addr >= 0;
+    this.rxCacheable = this.flowCache && this.tap !== undefined && this.sleeve.batchSize <= FLOW_BATCH_MAX && peer.addr >= 0;
     if (!forEachFrame(buf, start, end, this.onFrame)) this.drop('malformed');
     // Relayed frames leave with the sleeve's flush and delivered ones with
     // onBatchEnd, both once per received batch.

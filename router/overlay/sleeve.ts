@@ -76,6 +76,8 @@ export interface SleeveHost {
   onUdpTimeout(peer: SleevePeer, reason: string): void;
   /** The usable frame size on this peer's path changed. */
   onPmtuChanged(peer: SleevePeer): void;
+  /** The peer's send key moved to the next epoch (cached decisions holding the old key go). */
+  onRekey?(peer: SleevePeer): void;
   drop(reason: string, n?: number): void;
   log(line: string): void;
 }
@@ -257,10 +259,13 @@ export class Sleeve {
     return this.sock?.fd ?? -1;
   }
 
-  /** Installs an ingress flow in the socket's addon (UdpSocket.addFlow); false if not listening. */
+  /**
+   * Installs an ingress flow in the socket's addon (UdpSocket.addFlow), opening in C
+   * with the hop's Opener when it has one; false if not listening.
+   */
   addIngressFlow(hop: SleevePeer, srcPeer: number, srcMac: number, dstMac: number, tapFd: number, vnetLen: number, ttlMs: number): boolean {
-    if (this.sock === undefined || hop.addr < 0 || hop.opener !== undefined) return false;
-    return this.sock.addFlow(hop.num, hop.addr, srcPeer, this.host.selfNum, srcMac, dstMac, tapFd, vnetLen, ttlMs);
+    if (this.sock === undefined || hop.addr < 0 || (hop.encrypted && hop.opener === undefined)) return false;
+    return this.sock.addFlow(hop.num, hop.addr, srcPeer, this.host.selfNum, srcMac, dstMac, tapFd, vnetLen, ttlMs, hop.opener);
   }
 
   /** Forgets every ingress flow. */
@@ -566,7 +571,10 @@ export class Sleeve {
     for (const p of this.peers.values()) {
       // Step to the next key epoch long before the 64-bit counter could repeat a nonce
       // (threshold 2^48 datagrams); the receiver follows by itself (aead.ts ratchet).
-      if (p.sealer !== undefined && p.sealer.needsRekey()) p.sealer.rekey();
+      if (p.sealer !== undefined && p.sealer.needsRekey()) {
+        p.sealer.rekey();
+        this.host.onRekey?.(p);
+      }
       const interval = p.established ? HEARTBEAT_MS : HEARTBEAT_FAST_MS;
       if (now - p.lastHeartbeat >= interval) this.sendHeartbeat(p, now);
       if (now - p.lastRecv > UDP_TIMEOUT_MS) {

@@ -99,7 +99,7 @@ interface NativeTap {
   writeBatch(frames: Uint8Array[], count?: number): number;
   writeSlab(slab: Uint8Array, frames: Uint32Array, count: number): number;
   stats(): TapStats;
-  addFlow(srcMac: number, dstMac: number, udpFd: number, addr: number | string, port: number, template: Uint8Array, maxFrame: number, ttlMs: number): boolean;
+  addFlow(srcMac: number, dstMac: number, udpFd: number, addr: number | string, port: number, template: Uint8Array, maxFrame: number, ttlMs: number, sealState?: Uint8Array, key?: Uint8Array): boolean;
   clearFlows(): void;
   flowStats(): FlowStats;
   linkFastPath(udpPort: unknown): boolean;
@@ -263,10 +263,17 @@ export class Tap {
    * and the batch handler is not called. A later install for the same slot replaces it.
    * Returns false (nothing installed) before start(), after close(), or when `udpFd` is
    * not a socket of a fitting family.
+   * With `seal` (the next hop's Sealer: its sharedState and current key), every such
+   * datagram is sealed in C first (overlay/native/sleeve-aead.h: ENCRYPTED header, the
+   * Sealer's own counter, the same bytes Sealer.seal would write); the addon keeps a copy
+   * of the key until the flows are cleared, and never seals once the Sealer's epoch moved
+   * on (the flow then misses).
    * @throws TypeError/RangeError for a missing or out-of-range argument.
    */
-  addFlow(srcMac: number, dstMac: number, udpFd: number, addr: number | string, port: number, template: Uint8Array, maxFrame: number, ttlMs: number): boolean {
-    return this.handle.addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs);
+  addFlow(srcMac: number, dstMac: number, udpFd: number, addr: number | string, port: number, template: Uint8Array, maxFrame: number, ttlMs: number,
+    seal?: { sharedState: Buffer; currentKey: Buffer }): boolean {
+    if (seal === undefined) return this.handle.addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs);
+    return this.handle.addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs, seal.sharedState, seal.currentKey);
   }
 
   /** Forgets every egress flow (the router's decisions changed). */

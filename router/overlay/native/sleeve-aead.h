@@ -96,33 +96,44 @@ inline long Seal(double* st, const uint8_t key[kKeyBytes], const uint8_t header[
 }
 
 // Verify and decrypt the datagram `d[0, len)` into `out` (capacity `cap`, not
-// overlapping d). Returns the plaintext length, an open error (counted in the
-// shared counters) or kAeadPunt (another epoch; not counted, not touched).
-inline long Open(uint8_t* st, const uint8_t key[kKeyBytes], const uint8_t* d, size_t len, uint8_t* out, size_t cap) {
-  double* f = reinterpret_cast<double*>(st);
-  if (len < kOverhead || cap < len - kOverhead) { f[kMalformed] += 1; return kOpenMalformed; }
+// overlapping d) WITHOUT touching the shared state: no counter is bumped and the
+// replay window is not updated. Returns the plaintext length (and its counter in
+// *seq_out: pass it to Accept() to take the datagram), an open error (not
+// counted) or kAeadPunt (another epoch). The flow caches use it so that a
+// datagram they end up not forwarding is left, untouched, to the JS Opener.
+inline long Peek(const uint8_t* st, const uint8_t key[kKeyBytes], const uint8_t* d, size_t len, uint8_t* out, size_t cap,
+                 uint64_t* seq_out) {
+  const double* f = reinterpret_cast<const double*>(st);
+  if (len < kOverhead || cap < len - kOverhead) return kOpenMalformed;
   uint32_t hi = (uint32_t(d[8]) << 24) | (uint32_t(d[9]) << 16) | (uint32_t(d[10]) << 8) | d[11];
   uint32_t lo = (uint32_t(d[12]) << 24) | (uint32_t(d[13]) << 16) | (uint32_t(d[14]) << 8) | d[15];
   uint64_t seq = (uint64_t(hi & 0xffffff) << 32) | lo;
-  if (static_cast<double>(seq) >= kMaxSeq) { f[kMalformed] += 1; return kOpenMalformed; }
+  if (static_cast<double>(seq) >= kMaxSeq) return kOpenMalformed;
   if ((hi >> 24) != (static_cast<uint32_t>(f[0]) & 0xff)) return kAeadPunt;
-  uint32_t* blocks = reinterpret_cast<uint32_t*>(st + kOpenStateHeader);
+  const uint32_t* blocks = reinterpret_cast<const uint32_t*>(st + kOpenStateHeader);
   const uint64_t nb = static_cast<uint64_t>(f[7]);
   const uint64_t size = nb * 32 - 32;
   const double top = f[1];
-  const uint64_t block = seq / 32;
-  const uint32_t bit = 1u << (seq % 32);
   if (top >= 0 && static_cast<double>(seq) <= top) {
     uint64_t t = static_cast<uint64_t>(top);
-    if (seq + size <= t || (blocks[block % nb] & bit) != 0) { f[kReplay] += 1; return kOpenReplay; }
+    if (seq + size <= t || (blocks[(seq / 32) % nb] & (1u << (seq % 32))) != 0) return kOpenReplay;
   }
   uint8_t nonce[12] = {0};
   memcpy(nonce + 4, d + 8, 8);
   unsigned long long mlen = 0;
-  if (crypto_aead_chacha20poly1305_ietf_decrypt(out, &mlen, nullptr, d + 16, len - 16, d, 16, nonce, key) != 0) {
-    f[kAuth] += 1;
-    return kOpenAuth;
-  }
+  if (crypto_aead_chacha20poly1305_ietf_decrypt(out, &mlen, nullptr, d + 16, len - 16, d, 16, nonce, key) != 0) return kOpenAuth;
+  *seq_out = seq;
+  return static_cast<long>(mlen);
+}
+
+// Takes a datagram Peek() verified: marks `seq` in the current epoch's replay
+// window (RFC 6479 ring, as crypto/replay-window.ts) and counts it ok.
+inline void Accept(uint8_t* st, uint64_t seq) {
+  double* f = reinterpret_cast<double*>(st);
+  uint32_t* blocks = reinterpret_cast<uint32_t*>(st + kOpenStateHeader);
+  const uint64_t nb = static_cast<uint64_t>(f[7]);
+  const double top = f[1];
+  const uint64_t block = seq / 32;
   if (top < 0 || static_cast<double>(seq) > top) {
     int64_t topBlock = top < 0 ? -1 : static_cast<int64_t>(static_cast<uint64_t>(top) / 32);
     uint64_t diff = static_cast<uint64_t>(static_cast<int64_t>(block) - topBlock);
@@ -130,9 +141,26 @@ inline long Open(uint8_t* st, const uint8_t key[kKeyBytes], const uint8_t* d, si
     for (uint64_t i = 1; i <= diff; i++) blocks[static_cast<uint64_t>(topBlock + static_cast<int64_t>(i)) % nb] = 0;
     f[1] = static_cast<double>(seq);
   }
-  blocks[block % nb] |= bit;
+  blocks[block % nb] |= 1u << (seq % 32);
   f[kOk] += 1;
-  return static_cast<long>(mlen);
+}
+
+// Verify and decrypt the datagram `d[0, len)` into `out` (capacity `cap`, not
+// overlapping d). Returns the plaintext length, an open error (counted in the
+// shared counters) or kAeadPunt (another epoch; not counted, not touched).
+inline long Open(uint8_t* st, const uint8_t key[kKeyBytes], const uint8_t* d, size_t len, uint8_t* out, size_t cap) {
+  double* f = reinterpret_cast<double*>(st);
+  uint64_t seq = 0;
+  long r = Peek(st, key, d, len, out, cap, &seq);
+  switch (r) {
+    case kAeadPunt: return r;
+    case kOpenMalformed: f[kMalformed] += 1; return r;
+    case kOpenReplay: f[kReplay] += 1; return r;
+    case kOpenAuth: f[kAuth] += 1; return r;
+    default: break;
+  }
+  Accept(st, seq);
+  return r;
 }
 
 }  // namespace sleeve_aead

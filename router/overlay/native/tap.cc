@@ -23,7 +23,7 @@
 //                    writeFrames, writeDrops, writeErrors, lastWriteError,
 //                    vnetHdr, writeCoalesced }
 //   tap.ref(), tap.unref(), tap.close()
-//   tap.addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs)
+//   tap.addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs[, sealState, key])
 //     (addr: IPv4 as uint32, or IPv6 text; the UDP socket may be dual-stack)
 //   tap.clearFlows(), tap.flowStats()
 //   setDontFragment(fd, on)
@@ -31,7 +31,9 @@
 // Flow cache (flow-cache.h): a wake-up of at most kFastBatchMax frames that
 // all match installed egress flows is sent here, one FRAMES datagram per
 // frame with sendmsg() on the sleeve's UDP socket, and JavaScript is not
-// called; otherwise the batch goes to onBatch as always.
+// called; otherwise the batch goes to onBatch as always. A flow of an
+// encrypted peer seals that datagram first (sleeve-aead.h: ENCRYPTED outer
+// header, the Sealer's shared counter), exactly as the router's Sealer would.
 //
 // vnetHdr (opt-in): the TAP is opened with IFF_VNET_HDR and no offloads
 // (TUNSETOFFLOAD 0), so the kernel still hands us plain, checksummed frames
@@ -69,6 +71,7 @@
 #include <cmath>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -89,6 +92,7 @@ struct VnetHdr {
   uint16_t csum_offset;
 };
 static_assert(sizeof(VnetHdr) == 10, "virtio_net_hdr is 10 bytes");
+// (libsodium is initialised at load, InitModule.)
 constexpr uint8_t kVnetNeedsCsum = 1;  // VIRTIO_NET_HDR_F_NEEDS_CSUM
 constexpr uint8_t kVnetGsoTcpv4 = 1;   // VIRTIO_NET_HDR_GSO_TCPV4
 // Most segments merged into one super-frame (Linux GRO stops at 64 too).
@@ -503,6 +507,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
       const uint64_t src = tsweave::Read48(f + 6);
       tsweave::EgressFlow& e = egress_.slots[tsweave::FlowSlot(src, dst, 0)];
       if (e.expires_ms <= now || e.src_mac != src || e.dst_mac != dst || len > e.max_frame) return false;
+      if (e.crypto >= 0 && !SealReady(e)) return false;
       hit[i] = &e;
     }
     bool failed = false;
@@ -518,23 +523,65 @@ class Tap : public Napi::ObjectWrap<Tap> {
       mh.msg_namelen = e.to_len;
       mh.msg_iov = iov;
       mh.msg_iovlen = 3;
+      if (e.crypto >= 0) {
+        // Sealed: the inner FRAMES datagram is built at offset 16 of the seal
+        // buffer and encrypted in place behind the ENCRYPTED outer header.
+        const tsweave::FlowCrypto& c = crypto_.slots[e.crypto];
+        uint8_t* sb = seal_buf_.data();
+        uint8_t* p = sb + 16;
+        memcpy(p, e.tmpl, sizeof e.tmpl);
+        memcpy(p + sizeof e.tmpl, lenb, 2);
+        memcpy(p + sizeof e.tmpl + 2, f, len);
+        const uint8_t hdr[tsweave::kSleeveHeader] = {tsweave::kSleeveMagic, tsweave::kSleeveEncrypted, e.tmpl[2], e.tmpl[3],
+                                                     e.tmpl[4], e.tmpl[5], e.tmpl[6], e.tmpl[7]};
+        long sl = sleeve_aead::Seal(reinterpret_cast<double*>(c.state), c.key, hdr, p, sizeof e.tmpl + 2 + len, sb, seal_buf_.size());
+        if (sl < 0) {  // cannot happen after SealReady; never send anything unsealed
+          egress_counters_.errors++;
+          failed = true;
+          continue;
+        }
+        iov[0] = {sb, static_cast<size_t>(sl)};
+        mh.msg_iovlen = 1;
+      }
       ssize_t r;
       do {
         r = sendmsg(e.udp_fd, &mh, MSG_DONTWAIT);
       } while (r < 0 && errno == EINTR);
       // EMSGSIZE (the path shrank) or worse: let the router see what follows.
       if (egress_counters_.Count(r, len)) failed = true;
+      if (r >= 0 && e.crypto >= 0) egress_counters_.crypto++;
     }
     egress_counters_.batches++;
-    if (failed) egress_.Clear();
+    if (failed) {
+      egress_.Clear();
+      crypto_.DropAll(env_);
+    }
     return true;
   }
 
-  // addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs):
+  // Whether an encrypted flow may seal now: its key entry is the one it was
+  // installed with, the Sealer is still at that key's epoch (a re-key drops
+  // the entry: the flow misses and the router installs it again with the new
+  // key) and the counter is not exhausted.
+  bool SealReady(const tsweave::EgressFlow& e) {
+    tsweave::FlowCrypto& c = crypto_.slots[e.crypto];
+    if (!c.live || c.gen != e.crypto_gen) return false;
+    const double* st = reinterpret_cast<const double*>(c.state);
+    if (static_cast<uint32_t>(st[1]) != c.epoch) {
+      crypto_.Drop(env_, static_cast<size_t>(e.crypto));
+      return false;
+    }
+    return st[0] >= 0 && st[0] < sleeve_aead::kMaxSeq;
+  }
+
+  // addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs[, sealState, key]):
   // frames srcMac → dstMac (48-bit numbers) leave as FRAMES datagrams to
   // `addr` (IPv4 uint32, or IPv6 text) : `port` on socket `udpFd`, each made of the 20-byte
   // `template` (sleeve header, record src and dst peer), the frame's length
-  // and the frame, while not longer than maxFrame bytes, for ttlMs ms.
+  // and the frame, while not longer than maxFrame bytes, for ttlMs ms. With
+  // sealState (a Sealer.sharedState) and key (its 32-byte current key), each
+  // datagram is sealed with them first, behind an ENCRYPTED header naming the
+  // template's sender.
   Napi::Value AddFlow(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     const double kMac = 281474976710655.0;
@@ -560,6 +607,15 @@ class Tap : public Napi::ObjectWrap<Tap> {
     if (info[0].IsUndefined() || info[1].IsUndefined() || info[2].IsUndefined() || info[4].IsUndefined() ||
         info[6].IsUndefined() || info[7].IsUndefined()) {
       ThrowType(env, "addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs) needs every argument");
+    }
+    uint8_t* st = nullptr;
+    uint8_t* key = nullptr;
+    if (!info[8].IsUndefined() || !info[9].IsUndefined()) {
+      size_t stl = 0, keyl = 0;
+      BytesArg(env, info[8], "sealState", &st, &stl);
+      BytesArg(env, info[9], "key", &key, &keyl);
+      if (stl < sleeve_aead::kSealStateBytes || (reinterpret_cast<uintptr_t>(st) & 7) != 0) ThrowRange(env, "sealState must be a Sealer.sharedState (16 bytes, 8-byte aligned)");
+      if (keyl != sleeve_aead::kKeyBytes) ThrowRange(env, "key must be 32 bytes");
     }
     if (closed_ || loop_ == nullptr) return Napi::Boolean::New(env, false);
     // The socket's family decides the address form (a dual-stack AF_INET6
@@ -591,7 +647,26 @@ class Tap : public Napi::ObjectWrap<Tap> {
       memcpy(&to, &v4, sizeof v4);
       to_len = sizeof v4;
     }
+    int crypto = -1;
+    if (st != nullptr) {
+      const double* sd = reinterpret_cast<const double*>(st);
+      // The key table is indexed by next hop: IPv4 address and port, or for
+      // IPv6 a 64-bit FNV-1a of address and port with the top bit set (a
+      // collision only makes the two hops' flows miss and reinstall).
+      uint64_t dest = (static_cast<uint64_t>(v6 ? 0 : addr) << 16) | port;
+      if (v6) {
+        uint64_t h = 1469598103934665603ULL;
+        for (int i = 0; i < 16; i++) h = (h ^ addr6.s6_addr[i]) * 1099511628211ULL;
+        h = (h ^ (port & 0xff)) * 1099511628211ULL;
+        h = (h ^ (port >> 8)) * 1099511628211ULL;
+        dest = h | (1ULL << 63);
+      }
+      crypto = crypto_.Install(env, dest, info[8], st, key, static_cast<uint32_t>(sd[1]));
+      if (crypto < 0) return Napi::Boolean::New(env, false);
+    }
     tsweave::EgressFlow& e = egress_.slots[tsweave::FlowSlot(src, dst, 0)];
+    e.crypto = crypto;
+    e.crypto_gen = crypto >= 0 ? crypto_.slots[crypto].gen : 0;
     e.src_mac = src;
     e.dst_mac = dst;
     e.udp_fd = fd;
@@ -619,6 +694,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
 
   Napi::Value ClearFlows(const Napi::CallbackInfo& info) {
     egress_.Clear();
+    crypto_.DropAll(env_);
     return info.Env().Undefined();
   }
 
@@ -916,6 +992,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
   void CloseNative() {
     closed_ = true;
     egress_.Clear();
+    crypto_.DropAll(env_);
     if (port_ != nullptr) {
       port_->self = nullptr;
       port_->fd = -1;
@@ -975,6 +1052,10 @@ class Tap : public Napi::ObjectWrap<Tap> {
   size_t last_n_ = 0;
   tsweave::FlowTable<tsweave::EgressFlow> egress_;
   tsweave::FlowCounters egress_counters_;
+  tsweave::CryptoTable crypto_;
+  // An encrypted flow's datagram: 16 B header + sequence, the inner datagram
+  // (template, length, frame of at most 65535 B), the tag.
+  std::vector<uint8_t> seal_buf_ = std::vector<uint8_t>(16 + tsweave::kEgressTemplate + 2 + 65535 + 16);
 };
 
 // setDontFragment(fd, on): on → IP_PMTUDISC_PROBE: the kernel sets DF on every
@@ -1015,6 +1096,7 @@ Napi::Value SetDontFragment(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  if (!sleeve_aead::Init()) ThrowCode(env, "ESODIUM", "libsodium failed to initialise (sodium_init)");
   exports.Set("Tap", Tap::Init(env));
   exports.Set("setDontFragment", Napi::Function::New(env, SetDontFragment, "setDontFragment"));
   exports.Set("defaultMaxFrame", Napi::Number::New(env, 65535 + 18));

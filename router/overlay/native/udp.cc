@@ -49,13 +49,17 @@
 //                     sendErrors, lastSendError, recvBufferBytes, sendBufferBytes,
 //                     sendCoalesced, recvCoalesced, gso, gro }
 //   sock.ref(), sock.unref(), sock.close()
-//   sock.addFlow(hopPeer, hopAddr, srcPeer, selfPeer, srcMac, dstMac, tapFd, vnetLen, ttlMs)
+//   sock.addFlow(hopPeer, hopAddr, srcPeer, selfPeer, srcMac, dstMac, tapFd, vnetLen, ttlMs[, openState, key])
 //   sock.clearFlows(), sock.flowStats()
 //   routeMtu(addr) -> MTU of the route towards addr, 0 if none
 // Flow cache (flow-cache.h): a wake-up of at most kFastBatchMax datagrams,
 // all plaintext FRAMES datagrams whose every frame matches an installed
 // ingress flow, is written to the TAP here (one write per frame) and
 // JavaScript is not called; otherwise the batch goes to onBatch as always.
+// From a hop with an encrypted flow, ENCRYPTED datagrams are opened here
+// (sleeve-aead.h, the Opener's shared replay window) and their inner FRAMES
+// datagram matched the same way; a datagram that does not verify, is a replay,
+// carries another epoch or does not match is left untouched to JavaScript.
 // Thrown errors carry a `code` (errno name, or ERR_INVALID_ARG_TYPE /
 // ERR_OUT_OF_RANGE for bad arguments).
 // IPv6 (issue #21): without an `address` the socket is dual-stack, AF_INET6
@@ -685,12 +689,43 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
     };
     Hit hits[tsweave::kFastBatchMax * tsweave::kFastFramesMax];
     size_t nh = 0;
+    // Encrypted datagrams verified (Peek) but not yet taken into the replay
+    // window: that happens only once every frame of the wake-up hit.
+    struct Opened {
+      uint8_t* state;
+      uint64_t seq;
+    };
+    Opened opened[tsweave::kFastBatchMax];
+    size_t no = 0;
     for (size_t i = 0; i < n; i++) {
       const uint32_t* m = meta_data_ + kMetaStride * i;
       const uint8_t* d = slab_data_ + m[0];
-      const size_t len = m[1];
-      if (len < tsweave::kSleeveHeader + tsweave::kFrameRecord + 14 || d[0] != tsweave::kSleeveMagic || d[1] != tsweave::kSleeveFrames) return false;
+      size_t len = m[1];
+      if (len < tsweave::kSleeveHeader || d[0] != tsweave::kSleeveMagic) return false;
       const uint64_t hop = tsweave::Read48(d + 2);
+      int crypto = -1;
+      uint32_t crypto_gen = 0;
+      if (d[1] == tsweave::kSleeveEncrypted) {
+        crypto = crypto_.Find(hop);
+        if (crypto < 0) return false;
+        tsweave::FlowCrypto& c = crypto_.slots[crypto];
+        if (static_cast<uint32_t>(reinterpret_cast<const double*>(c.state)[0]) != c.epoch) {
+          // The Opener moved to the next epoch: this key is done with.
+          crypto_.Drop(env_, static_cast<size_t>(crypto));
+          return false;
+        }
+        uint8_t* out = open_buf_.data() + i * kOpenSlot;
+        uint64_t seq = 0;
+        long r = sleeve_aead::Peek(c.state, c.key, d, len, out, kOpenSlot, &seq);
+        if (r < 0) return false;  // JavaScript opens it again and counts the outcome
+        opened[no++] = {c.state, seq};
+        crypto_gen = c.gen;
+        // The inner datagram must be a FRAMES datagram from the same sender.
+        d = out;
+        len = static_cast<size_t>(r);
+        if (len < tsweave::kSleeveHeader || d[0] != tsweave::kSleeveMagic || tsweave::Read48(d + 2) != hop) return false;
+      }
+      if (len < tsweave::kSleeveHeader + tsweave::kFrameRecord + 14 || d[1] != tsweave::kSleeveFrames) return false;
       size_t at = tsweave::kSleeveHeader;
       while (at < len) {
         if (len - at < tsweave::kFrameRecord || nh == sizeof hits / sizeof hits[0]) return false;
@@ -706,10 +741,14 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
             e.hop_peer != hop || e.hop_addr != m[2] || tsweave::Read48(r + 6) != e.self_peer) {
           return false;
         }
+        // A flow of an encrypted hop takes only what its current key opened, and a
+        // plaintext flow only plaintext datagrams.
+        if (e.crypto != crypto || (crypto >= 0 && e.crypto_gen != crypto_gen)) return false;
         hits[nh++] = {f, flen, &e};
         at += tsweave::kFrameRecord + flen;
       }
     }
+    for (size_t i = 0; i < no; i++) sleeve_aead::Accept(opened[i].state, opened[i].seq);
     static const uint8_t kZeroVnet[16] = {0};
     bool failed = false;
     for (size_t i = 0; i < nh; i++) {
@@ -720,9 +759,13 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
         r = h.flow->vnet_len != 0 ? writev(h.flow->tap_fd, iov, 2) : write(h.flow->tap_fd, h.frame, h.len);
       } while (r < 0 && errno == EINTR);
       if (ingress_counters_.Count(r, h.len)) failed = true;
+      if (r >= 0 && h.flow->crypto >= 0) ingress_counters_.crypto++;
     }
     ingress_counters_.batches++;
-    if (failed) ingress_.Clear();
+    if (failed) {
+      ingress_.Clear();
+      crypto_.DropAll(env_);
+    }
     return true;
   }
 
@@ -730,7 +773,10 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
   // frames originated by srcPeer, srcMac → dstMac, addressed to selfPeer,
   // arriving in FRAMES datagrams sent by hopPeer from IPv4 hopAddr (uint32),
   // are written to `tapFd` (after vnetLen zero bytes of virtio_net_hdr, 0 or
-  // 10) for ttlMs ms. Peers and MACs are 48-bit numbers.
+  // 10) for ttlMs ms. Peers and MACs are 48-bit numbers. With openState (the
+  // hop's Opener.sharedState) and key (its current 32-byte key) the flow takes
+  // the frames of ENCRYPTED datagrams from the hop that open with that key in
+  // its current epoch, and no plaintext ones.
   Napi::Value AddFlow(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     for (size_t i = 0; i < 9; i++) {
@@ -747,7 +793,22 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
     f.tap_fd = static_cast<int>(IntArg(env, info[6], "tapFd", 0, 2147483647, 0));
     f.vnet_len = static_cast<uint32_t>(IntArg(env, info[7], "vnetLen", 0, 12, 0));
     double ttl = IntArg(env, info[8], "ttlMs", 1, 3600000, 0);
+    uint8_t* st = nullptr;
+    uint8_t* key = nullptr;
+    if (!info[9].IsUndefined() || !info[10].IsUndefined()) {
+      size_t stl = 0, keyl = 0;
+      BytesArg(env, info[9], "openState", &st, &stl);
+      BytesArg(env, info[10], "key", &key, &keyl);
+      if ((reinterpret_cast<uintptr_t>(st) & 7) != 0 || !sleeve_aead::OpenStateValid(st, stl)) ThrowRange(env, "openState must be an Opener.sharedState Buffer");
+      if (keyl != sleeve_aead::kKeyBytes) ThrowRange(env, "key must be 32 bytes");
+    }
     if (closed_ || loop_ == nullptr) return Napi::Boolean::New(env, false);
+    if (st != nullptr) {
+      const double* sd = reinterpret_cast<const double*>(st);
+      f.crypto = crypto_.Install(env, f.hop_peer, info[9], st, key, static_cast<uint32_t>(sd[0]));
+      if (f.crypto < 0) return Napi::Boolean::New(env, false);
+      f.crypto_gen = crypto_.slots[f.crypto].gen;
+    }
     f.expires_ms = tsweave::MonoMs() + static_cast<uint64_t>(ttl);
     ingress_.slots[tsweave::FlowSlot(f.src_mac, f.dst_mac, f.src_peer)] = f;
     ingress_.live++;
@@ -757,6 +818,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
 
   Napi::Value ClearFlows(const Napi::CallbackInfo& info) {
     ingress_.Clear();
+    crypto_.DropAll(env_);
     return info.Env().Undefined();
   }
 
@@ -1015,6 +1077,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
   void CloseNative() {
     closed_ = true;
     ingress_.Clear();
+    crypto_.DropAll(env_);
     if (fast_port_ != nullptr) {
       fast_port_->self = nullptr;
       fast_port_->fd = -1;
@@ -1094,6 +1157,10 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
   size_t last_n_ = 0;
   tsweave::FlowTable<tsweave::IngressFlow> ingress_;
   tsweave::FlowCounters ingress_counters_;
+  tsweave::CryptoTable crypto_;
+  // Plaintexts of the encrypted datagrams of one cached wake-up.
+  static constexpr size_t kOpenSlot = 65536;
+  std::vector<uint8_t> open_buf_ = std::vector<uint8_t>(tsweave::kFastBatchMax * kOpenSlot);
 };
 
 // routeMtu(addr: uint32 | IPv6 text) -> the MTU the kernel would use towards

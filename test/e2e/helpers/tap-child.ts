@@ -571,6 +571,88 @@ async function nestMode(): Promise<Record<string, unknown>> {
   return res;
 }
 
+/**
+ * Egress flows of an encrypted next hop (flow-cache.h, sleeve-aead.h): ICMP frames out of
+ * the TAP are sealed in C with a JS Sealer's state and key and sent to a sink, where a JS
+ * Opener must open every one (C seal -> JS open) to exactly the template, length and frame;
+ * C and JS share the counter. After a re-key the flow must not seal with the old key: its
+ * frames reach JavaScript until the flow is installed again.
+ */
+async function sealedMode(): Promise<Record<string, unknown>> {
+  const name = 'tswseal0';
+  const tap = Tap.open(name, { vnetHdr: true });
+  execFileSync('sysctl', ['-qw', `net.ipv6.conf.${name}.disable_ipv6=1`]);
+  ip('addr', 'add', '10.99.2.1/24', 'dev', name);
+  ip('link', 'set', name, 'up');
+  ip('link', 'set', 'lo', 'up');
+  ip('neigh', 'replace', '10.99.2.2', 'lladdr', '02:00:5e:99:00:02', 'dev', name);
+  const tapMac = macOf(name);
+  const { UdpSocket } = await import('../../../router/overlay/udp.js');
+  const { egressTemplate } = await import('../../../router/overlay/flow-cache.js');
+  const { Sealer, Opener, AEAD_OVERHEAD } = await import('../../../router/crypto/aead.js');
+  const { randomBytes } = await import('node:crypto');
+  const key = randomBytes(32);
+  const sealer = new Sealer(key);
+  const opener = new Opener(key);
+  const tmpl = egressTemplate(0x0a0000000001, 0x0a0000000001, 0x0b0000000002);
+  const sleeveSock = UdpSocket.open({ port: 0, address: '127.0.0.1' });
+  const sink = UdpSocket.open({ port: 0, address: '127.0.0.1' });
+  const plain = Buffer.alloc(65536);
+  let sinkDatagrams = 0, opened = 0, exact = 0, outerOk = 0, failed = 0;
+  const seqs: string[] = [];
+  sink.start((slab, meta, count) => {
+    for (let i = 0; i < count; i++) {
+      sinkDatagrams++;
+      const at = meta[4 * i]!;
+      const len = meta[4 * i + 1]!;
+      // Outer header: magic, ENCRYPTED, the template's sender.
+      if (slab[at] === 0x54 && slab[at + 1] === 5 && slab.subarray(at + 2, at + 8).equals(tmpl.subarray(2, 8))) outerOk++;
+      seqs.push(`${slab[at + 8]}:${slab.readUInt32BE(at + 12)}`);
+      const n = opener.open(slab, at, at + len, plain);
+      if (n < 0) {
+        failed++;
+        continue;
+      }
+      opened++;
+      const flen = plain.readUInt16BE(20);
+      // template (20) + length (2) + an IPv4 ICMP echo request frame
+      if (n === 22 + flen && plain.subarray(0, 20).equals(tmpl) && plain[22 + 12] === 0x08 && plain[22 + 14 + 9] === 1) exact++;
+    }
+  });
+  sleeveSock.start(() => {});
+  let jsFrames = 0;
+  tap.start((_slab, _frames, count) => void (jsFrames += count));
+  tap.linkFastPath(sleeveSock.fastPort());
+  const mac48 = (b: Buffer): number => b.readUIntBE(0, 6);
+  const install = (): boolean => tap.addFlow(mac48(tapMac), mac48(FAKE_MAC), sleeveSock.fd, 0x7f000001, sink.localPort, tmpl, 1500 - AEAD_OVERHEAD, 60_000, sealer);
+  const installed = install();
+  // A JS seal between C seals: the shared counter goes on from where C left it.
+  const p1 = await run('ping', ['-c', '100', '-i', '0.005', '-W', '1', '-q', '10.99.2.2'], 10_000);
+  await waitFor(() => sinkDatagrams >= 100, 2000);
+  const seqAfterC = sealer.seq;
+  const flows1 = tap.flowStats();
+  // Re-key without telling the addon: nothing may be sealed with the old key.
+  sealer.rekey();
+  const jsBefore = jsFrames;
+  const p2 = await run('ping', ['-c', '20', '-i', '0.02', '-W', '1', '-q', '10.99.2.2'], 10_000);
+  await sleep(100);
+  const flows2 = tap.flowStats();
+  const jsAfterRekey = jsFrames - jsBefore;
+  const reinstalled = install();
+  const p3 = await run('ping', ['-c', '20', '-i', '0.02', '-W', '1', '-q', '10.99.2.2'], 10_000);
+  await waitFor(() => tap.flowStats().crypto >= flows2.crypto + 20, 2000);
+  await sleep(100);
+  const res = {
+    installed, reinstalled, pingCodes: [p1.code, p2.code, p3.code], sinkDatagrams, opened, exact, outerOk, failed, seqAfterC,
+    seqsDistinct: new Set(seqs).size === seqs.length,
+    flows1, flows2, flows3: tap.flowStats(), jsAfterRekey, sealerEpoch: sealer.epoch, openerEpoch: opener.epoch, openerStats: { ...opener.stats },
+  };
+  tap.close();
+  sleeveSock.close();
+  sink.close();
+  return res;
+}
+
 async function main(): Promise<void> {
   switch (mode) {
     case 'traffic':
@@ -581,6 +663,9 @@ async function main(): Promise<void> {
       return;
     case 'nest':
       emit({ ok: true, ...(await nestMode()) });
+      return;
+    case 'sealed':
+      emit({ ok: true, ...(await sealedMode()) });
       return;
     case 'df':
       emit({ ok: true, ...(await dfMode()) });
