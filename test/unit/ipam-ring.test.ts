@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { pack } from 'msgpackr';
+import { pack, unpack } from 'msgpackr';
 import { Ring, RingConflictError, RingError, RMPEER_VERSION_BUMP } from '../../ipam/ring.js';
 import { parseCidr, isAligned } from '../../ipam/cidr.js';
 import { Prng } from '../../ipam/sim.js';
@@ -215,4 +215,40 @@ test('random donation/merge histories keep invariants; merge is commutative, ass
       assert.equal(total, range.size);
     }
   }
+});
+
+test('nicknames of owners: kept in the plain form (optional k), validated, adopted on merge, pruned with ownership', () => {
+  const r = Ring.seed(R.start, R.size, [A, B, C]);
+  assert.equal(r.setNickname(A, 'host-a'), true);
+  assert.equal(r.setNickname(A, 'host-a'), false);
+  assert.equal(r.setNickname(B, '\u001b]0;x\u0007'), false, 'control characters refused');
+  assert.equal(r.setNickname(B, 'x'.repeat(256)), false, 'over 255 characters refused');
+  assert.equal(r.setNickname(B, ''), false);
+  const plain = r.toPlain();
+  assert.deepEqual(plain.k, ['host-a', '', '']);
+  const back = Ring.fromPlain(unpack(pack(plain)));
+  assert.equal(back.nickname(A), 'host-a');
+  assert.equal(back.nickname(B), undefined);
+  assert.deepEqual(back.peersNamed('host-a'), [A]);
+  // Without nicknames the plain form is what older peers send and read (no k).
+  assert.equal(Ring.seed(R.start, R.size, [A]).toPlain().k, undefined);
+  const old = Ring.fromPlain({ s: plain.s, n: plain.n, p: plain.p, e: plain.e });
+  assert.ok(old.equals(r));
+  // Malformed tables are refused like a malformed ring.
+  for (const k of [['a'], ['a', 'b', 7], ['a', 'b', '\u009b2J'], 'abc', ['a', 'b', 'x'.repeat(256)]]) {
+    assert.throws(() => Ring.fromPlain({ ...plain, k }), /bad nickname table/, JSON.stringify(k));
+  }
+  // Merge adopts nicknames it lacks, never overwrites, and reports the change.
+  const mine = Ring.seed(R.start, R.size, [A, B, C]);
+  mine.setNickname(B, 'host-b');
+  const theirs = Ring.fromPlain({ ...plain, k: ['host-a', 'other-b', ''] });
+  assert.equal(mine.merge(theirs), true);
+  assert.equal(mine.nickname(A), 'host-a');
+  assert.equal(mine.nickname(B), 'host-b');
+  assert.equal(mine.merge(theirs), false, 'idempotent');
+  // After a takeover the dead peer owns nothing and its nickname leaves the plain form.
+  mine.transfer(C, A);
+  mine.setNickname(C, 'host-c');
+  assert.deepEqual(mine.toPlain().p, [A, B]);
+  assert.deepEqual(mine.toPlain().k, ['host-a', 'host-b']);
 });
