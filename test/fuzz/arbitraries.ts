@@ -47,3 +47,14 @@ export function expectOneLine(msg: string, max = 1000): void {
   if (/[\u0000-\u001f\u007f-\u009f]/.test(msg)) throw new Error(`error message holds a control character: ${JSON.stringify(msg.slice(0, 200))}`);
   if (msg.length > max) throw new Error(`error message of ${msg.length} characters (over ${max})`);
 }
+
+/**
+ * A regression seed as stored in test/fuzz/seeds/<target>.json: strings tagged "b64:"
+ * become Buffers, at any depth (so a seed can be `{"conf": "b64:…", "env": {…}}`).
+ */
+export function reviveSeed(x: unknown): unknown {
+  if (typeof x === 'string') return x.startsWith('b64:') ? Buffer.from(x.slice(4), 'base64') : x;
+  if (Array.isArray(x)) return x.map(reviveSeed);
+  if (x !== null && typeof x === 'object') return Object.fromEntries(Object.entries(x).map(([k, v]) => [k, reviveSeed(v)]));
+  return x;
+}

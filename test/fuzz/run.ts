@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { TARGETS } from './targets.js';
+import { reviveSeed } from './arbitraries.js';
 
 const { values } = parseArgs({
   options: {
@@ -27,12 +28,12 @@ if ((runs !== undefined && !(runs >= 1)) || (seconds !== undefined && !(seconds 
 }
 const seedDir = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'test', 'fuzz', 'seeds');
 
-/** Regression inputs for `name` (Buffers for base64 strings tagged "b64:"). */
+/** Regression inputs for `name` (Buffers for base64 strings tagged "b64:", at any depth). */
 export function seedsFor(name: string): unknown[] {
   const f = path.join(seedDir, `${name}.json`);
   if (!existsSync(f)) return [];
   const list = JSON.parse(readFileSync(f, 'utf8')) as unknown[];
-  return list.map((x) => (typeof x === 'string' && x.startsWith('b64:') ? Buffer.from(x.slice(4), 'base64') : x));
+  return list.map(reviveSeed);
 }
 
 let failed = false;

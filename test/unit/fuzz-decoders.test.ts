@@ -10,6 +10,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { TARGETS } from '../fuzz/targets.js';
+import { reviveSeed } from '../fuzz/arbitraries.js';
 
 const seedDir = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'test', 'fuzz', 'seeds');
 const RUNS = 300;
@@ -26,7 +27,7 @@ for (const t of TARGETS) {
     const f = path.join(seedDir, `${t.name}.json`);
     if (existsSync(f)) {
       for (const x of JSON.parse(readFileSync(f, 'utf8')) as unknown[]) {
-        await t.check(typeof x === 'string' && x.startsWith('b64:') ? Buffer.from(x.slice(4), 'base64') : x);
+        await t.check(reviveSeed(x));
       }
     }
     if (t.async) await fc.assert(fc.asyncProperty(t.arb, async (x) => { await t.check(x); }), { numRuns: RUNS });
