@@ -25,7 +25,7 @@ import { numToPeerName, peerNameToNum, type PeerName } from './mesh/peer-name.js
 import { Connection, type ConnectionHost } from './mesh/connection.js';
 import type { ControlMessage } from './mesh/protocol.js';
 import { FailureLog, HalfOpenLimiter } from './mesh/admission.js';
-import { TargetTable, normaliseAddress } from './mesh/connection-maker.js';
+import { TargetTable, normaliseAddress, resolutionFailure } from './mesh/connection-maker.js';
 import { Sleeve, SleevePeer, datagramFor, type SleeveHost } from './overlay/sleeve.js';
 import type { Tap } from './overlay/tap.js';
 import { Sealer, Opener } from './crypto/aead.js';
@@ -202,9 +202,9 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     const port = Number(address.slice(i + 1));
     const s = net.connect({ host, port, noDelay: true });
     const timer = setTimeout(() => s.destroy(new Error(`connect timed out after ${CONNECT_TIMEOUT_MS / 1000} s`)), CONNECT_TIMEOUT_MS);
-    const onErr = (err: Error): void => {
+    const onErr = (err: NodeJS.ErrnoException): void => {
       clearTimeout(timer);
-      this.targets.failed(address, err.message, Date.now());
+      this.targets.failed(address, err.message, Date.now(), Math.random, resolutionFailure(err));
     };
     s.once('error', onErr);
     s.once('connect', () => {
@@ -568,7 +568,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
         })),
         Connections: this.connectionReports(),
         Targets: this.targets.directAddresses(),
-        TargetStates: this.targets.list().map((t) => ({ Address: t.address, State: t.state, NextAttempt: t.state === 'retrying' ? t.nextAttempt : undefined, LastError: t.lastError })),
+        TargetStates: this.targets.list().map((t) => ({ Address: t.address, State: t.state, NextAttempt: t.state === 'retrying' ? t.nextAttempt : undefined, LastError: t.lastError, ...(t.unresolved ? { Unresolved: t.unresolved } : {}) })),
         UnicastRoutes: this.routes.unicastAll(),
         BroadcastRoutes: this.routes.broadcastAll(),
         MACs: this.macs.size,
