@@ -379,7 +379,19 @@ export class Ring {
         j++;
       }
     }
-    if (changed) this.entries = out;
+    if (changed) {
+      // Each side may be valid alone and the join not (found by fuzzing: their entry's free
+      // hint counted for a span that one of our tokens splits): refuse such an update whole,
+      // so our ring — saved and gossiped — never breaks its invariants.
+      const joined = new Ring(this.start, this.size);
+      joined.entries = out;
+      try {
+        joined.checkInvariants();
+      } catch (err) {
+        throw new RingError(`ring update refused: the merged ring would be invalid (${(err as Error).message})`);
+      }
+      this.entries = out;
+    }
     // Nicknames: adopt the other ring's for peers we have none for (never overwrite: the
     // allocator refreshes them from the live topology, which knows renames).
     for (const [peer, nick] of other.nicks) {

@@ -252,3 +252,16 @@ test('nicknames of owners: kept in the plain form (optional k), validated, adopt
   assert.deepEqual(mine.toPlain().p, [A, B]);
   assert.deepEqual(mine.toPlain().k, ['host-a', 'host-b']);
 });
+
+test('fuzz finding: an update whose join would break the invariants is refused whole', () => {
+  const s = R.start;
+  const half = R.size / 2;
+  // Ours: B split its span at s+half+256 (new token at version 0).
+  const mine = Ring.fromPlain({ s, n: R.size, p: [A, B], e: [s, 0, 0, half, s + half, 1, 0, 256, s + half + 256, 1, 0, half - 256] });
+  // Theirs: a newer version of B's entry at s+half whose free hint counts the whole half.
+  const theirs = Ring.fromPlain({ s, n: R.size, p: [A, B], e: [s, 0, 0, half, s + half, 1, 5, half] });
+  const before = JSON.stringify(mine.toPlain());
+  assert.throws(() => mine.merge(theirs), (e: Error) => e instanceof RingError && /ring update refused: the merged ring would be invalid \(ring entry 10\.40\.0\.0 has free 524288 outside 0\.\.256\)/.test(e.message));
+  assert.equal(JSON.stringify(mine.toPlain()), before, 'nothing changed');
+  mine.checkInvariants();
+});
