@@ -167,6 +167,9 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     this.timers.push(setInterval(() => {
       if (this.macs.expire(Date.now(), MAC_MAX_AGE_MS) > 0) this.clearFlows();
     }, 60_000));
+    // [pre-auth] "N failed handshakes from X" summaries are written when their window ends,
+    // not only when the next failure happens to arrive.
+    this.timers.push(setInterval(() => this.failureLog.flush(Date.now()), 10_000));
     this.connectTick();
   }
 
