@@ -128,9 +128,13 @@ function formatPeersRaw(r: Report): string {
   return out;
 }
 
-/** `weave status targets`: one target address per line. */
+/**
+ * `weave status targets`: one target address per line; a host name that did not
+ * resolve at the last attempt is flagged "unresolved: CODE" (kept: it may resolve later).
+ */
 function formatTargetsRaw(r: Report): string {
-  return r.Router.Targets.map((t) => `${t}\n`).join('');
+  const unresolved = new Map((r.Router.TargetStates ?? []).filter((t) => t.Unresolved).map((t) => [t.Address, t.Unresolved!]));
+  return r.Router.Targets.map((t) => (unresolved.has(t) ? `${t} unresolved: ${unresolved.get(t)!}\n` : `${t}\n`)).join('');
 }
 
 /** Go's "%04.1f": one decimal, zero-padded to at least 4 characters ("05.0", "33.3", "100.0"). */

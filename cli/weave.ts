@@ -115,7 +115,12 @@ program.command('launch')
   .option('--no-proxy', 'do not start the Docker API proxy')
   .option('-H <addr...>', 'proxy listen address(es): unix://PATH or tcp://HOST:PORT')
   .option('--no-default-ipalloc', 'proxy: attach only containers that set WEAVE_CIDR')
-  .option('--proxy-insecure-tcp', 'DANGEROUS: allow a non-loopback -H tcp:// proxy address (the Docker API, without TLS)')
+  .option('--proxy-insecure-tcp', 'DANGEROUS: allow a non-loopback -H tcp:// proxy address (the Docker API) without --tlsverify')
+  .option('--tls', 'proxy: serve -H tcp:// addresses over TLS (--tlscert, --tlskey); encryption only')
+  .option('--tlsverify', 'proxy: TLS and require client certificates signed by --tlscacert (allows a non-loopback -H tcp://)')
+  .option('--tlscacert <file>', 'proxy: PEM CA certificate for client certificates (--tlsverify)')
+  .option('--tlscert <file>', 'proxy: PEM server certificate')
+  .option('--tlskey <file>', 'proxy: PEM private key of --tlscert')
   .option('--metrics-addr <addr>', 'Prometheus metrics address', '127.0.0.1:6782')
   .option('--api-addr <addr>', 'read-only HTTP API address (every route is on the unix socket)', '127.0.0.1:6784')
   .option('--api-insecure', 'DANGEROUS: serve every API route over TCP to anyone who can reach it, and allow non-loopback --api-addr/--metrics-addr')
@@ -171,6 +176,7 @@ program.command('launch')
       proxy: o.proxy as boolean,
       proxyListen: (o.H as string[] | undefined) ?? [proxyDefault],
       proxyInsecureTcp: o.proxyInsecureTcp === true,
+      proxyTls: proxyTlsFiles(o),
       noDefaultIpalloc: o.defaultIpalloc === false,
       metricsAddr: o.metricsAddr as string,
       apiAddr: o.apiAddr as string,
@@ -201,9 +207,15 @@ program.command('launch')
       if (cfg.proxy) {
         const { parseDockerAddress } = await import('../proxy/intercept.js');
         const { exposedTcpAddress } = await import('../proxy/proxy.js');
+        const tlsMode = cfg.proxyTls ? (cfg.proxyTls.verify ? 'verify' : 'tls') : undefined;
         for (const a of cfg.proxyListen) {
-          const why = exposedTcpAddress(parseDockerAddress(a), cfg.proxyInsecureTcp === true);
+          const why = exposedTcpAddress(parseDockerAddress(a), cfg.proxyInsecureTcp === true, tlsMode);
           if (why) throw new Error(why.replace(/^proxy: /, ''));
+        }
+        if (cfg.proxyTls) {
+          if (!cfg.proxyListen.some((a) => parseDockerAddress(a).kind === 'tcp')) throw new Error('--tls/--tlsverify apply to -H tcp:// addresses, and none was given');
+          // Fail here, not in the daemon's log: the router reads the files again at start.
+          (await import('../proxy/tls.js')).loadProxyTls(cfg.proxyTls);
         }
       }
       if (!['on', 'off'].includes(o.dnsIsolation as string)) throw new Error(`invalid --dns-isolation "${o.dnsIsolation as string}": want on or off`);
@@ -253,6 +265,30 @@ program.command('launch')
     out(r.Router.Name);
     process.stderr.write(`router log: ${logFile}\n`);
   });
+
+/**
+ * The proxy's TLS files from launch's options: --tls or --tlsverify need --tlscert and
+ * --tlskey (and --tlsverify --tlscacert); a file flag without either is a mistake.
+ * Paths are made absolute (the daemon reads them). Undefined without TLS.
+ * @throws CliError with one line
+ */
+function proxyTlsFiles(o: Record<string, unknown>): LaunchConfig['proxyTls'] {
+  const on = o.tls === true || o.tlsverify === true;
+  const files = { caFile: o.tlscacert as string | undefined, certFile: o.tlscert as string | undefined, keyFile: o.tlskey as string | undefined };
+  if (!on) {
+    const given = Object.entries({ '--tlscacert': files.caFile, '--tlscert': files.certFile, '--tlskey': files.keyFile }).find(([, v]) => v !== undefined);
+    if (given) throw new CliError(`${given[0]} needs --tls or --tlsverify`);
+    return undefined;
+  }
+  if (files.certFile === undefined || files.keyFile === undefined) throw new CliError(`${o.tlsverify === true ? '--tlsverify' : '--tls'} needs --tlscert and --tlskey (PEM files)`);
+  if (o.tlsverify === true && files.caFile === undefined) throw new CliError('--tlsverify needs --tlscacert: the CA that signs the client certificates allowed to use the proxy');
+  return {
+    verify: o.tlsverify === true,
+    ...(files.caFile !== undefined ? { caFile: path.resolve(files.caFile) } : {}),
+    certFile: path.resolve(files.certFile),
+    keyFile: path.resolve(files.keyFile),
+  };
+}
 
 program.command('stop').description('stop the router; attached containers keep their interfaces').action(async () => {
   const { pid } = await routerLockState(stateDir());
@@ -435,20 +471,22 @@ program.command('env').description('print the DOCKER_HOST setting that points do
       out(`export DOCKER_HOST=${process.env.ORIG_DOCKER_HOST}`);
       return;
     }
-    const addr = await proxyAddress();
-    if (!addr) return;
-    out(`export DOCKER_HOST=${addr} ORIG_DOCKER_HOST=${process.env.DOCKER_HOST ?? ''}`);
+    const p = await proxyAddress();
+    if (!p) return;
+    // With --tlsverify the docker client must verify too (its certificates: DOCKER_CERT_PATH, default ~/.docker).
+    out(`export DOCKER_HOST=${p.addr}${p.tls === 'verify' && p.addr.startsWith('tcp:') ? ' DOCKER_TLS_VERIFY=1' : ''} ORIG_DOCKER_HOST=${process.env.DOCKER_HOST ?? ''}`);
   });
 
 program.command('config').description('print the docker -H option for the weave proxy').action(async () => {
-  const addr = await proxyAddress();
-  if (addr) out(`-H=${addr}`);
+  const p = await proxyAddress();
+  if (p) out(`${p.tls && p.addr.startsWith('tcp:') ? `--${p.tls === 'verify' ? 'tlsverify' : 'tls'} ` : ''}-H=${p.addr}`);
 });
 
-async function proxyAddress(): Promise<string | undefined> {
+/** The proxy's first listen address, and whether its tcp listeners use TLS ('verify': client certificates). */
+async function proxyAddress(): Promise<{ addr: string; tls?: 'tls' | 'verify' } | undefined> {
   try {
-    const r = await call<{ addresses: string[] }>('GET', '/proxy', undefined, { timeoutMs: 3000 });
-    return r.addresses[0];
+    const r = await call<{ addresses: string[]; tls?: 'tls' | 'verify' }>('GET', '/proxy', undefined, { timeoutMs: 3000 });
+    return r.addresses[0] === undefined ? undefined : { addr: r.addresses[0], tls: r.tls };
   } catch {
     return undefined;
   }

@@ -54,6 +54,15 @@ function oneLine(s: string): string {
   return s.split('\n')[0].slice(0, 500);
 }
 
+/**
+ * A value from the runtime, quoted for an error message: at most `max` characters in
+ * double quotes, control characters (C0, DEL, C1) escaped as \uXXXX (found by fuzzing:
+ * a cniVersion holding DEL was echoed raw).
+ */
+function shown(v: string, max: number): string {
+  return JSON.stringify(v.slice(0, max)).replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 /** The plugin's network configuration (one entry of a conflist, with name/cniVersion filled in). */
 export interface NetConf {
   cniVersion: string;
@@ -129,7 +138,7 @@ export function parseConf(bytes: Uint8Array): NetConf {
   }
   const c = j as Partial<NetConf> & { cniVersion: string; name: string; type: string };
   if (!(SUPPORTED_VERSIONS as readonly string[]).includes(c.cniVersion)) {
-    throw new CniError(CniCode.IncompatibleVersion, `cniVersion ${c.cniVersion} is not supported: use one of ${SUPPORTED_VERSIONS.join(', ')}`);
+    throw new CniError(CniCode.IncompatibleVersion, `cniVersion ${shown(c.cniVersion, 16)} is not supported: use one of ${SUPPORTED_VERSIONS.join(', ')}`);
   }
   if (c.subnet !== undefined) c.subnet = parseSubnet(c.subnet, 'subnet');
   return { ...c, hairpinMode: c.hairpinMode ?? false, defaultRoute: c.defaultRoute ?? true } as NetConf;
@@ -142,7 +151,7 @@ export function parseSubnet(s: string, what: string): string {
   const v = s.startsWith('net:') ? s.slice(4) : s;
   const m = CIDR_RE.exec(v);
   if (!m || m.slice(1, 5).some((o) => Number(o) > 255) || Number(m[5]) > 32) {
-    throw new CniError(CniCode.InvalidConfig, `invalid ${what} "${s.slice(0, 64)}": want net:CIDR like net:10.40.0.0/16`);
+    throw new CniError(CniCode.InvalidConfig, `invalid ${what} ${shown(s, 64)}: want net:CIDR like net:10.40.0.0/16`);
   }
   return m.slice(1, 5).map(Number).join('.') + '/' + Number(m[5]);
 }
@@ -169,7 +178,7 @@ export interface CniEnv {
 export function parseEnv(env: Record<string, string | undefined>): CniEnv {
   const command = env.CNI_COMMAND ?? '';
   if (!['ADD', 'DEL', 'CHECK', 'VERSION', 'STATUS', 'GC'].includes(command)) {
-    throw new CniError(CniCode.InvalidEnvironment, `CNI_COMMAND "${command.slice(0, 16)}" is not ADD, DEL, CHECK, VERSION, STATUS or GC: weave-net is a CNI plugin, run by a container runtime`);
+    throw new CniError(CniCode.InvalidEnvironment, `CNI_COMMAND ${shown(command, 16)} is not ADD, DEL, CHECK, VERSION, STATUS or GC: weave-net is a CNI plugin, run by a container runtime`);
   }
   const out: CniEnv = { command: command as CniCommand, containerId: '', netns: '', ifname: '', args: {}, path: (env.CNI_PATH ?? '').split(':').filter(Boolean) };
   if (command === 'VERSION' || command === 'STATUS' || command === 'GC') return out;
@@ -197,7 +206,7 @@ export function parseArgs(s: string): Record<string, string> {
   if (parts.length > 64) throw new CniError(CniCode.InvalidEnvironment, 'CNI_ARGS has more than 64 pairs');
   for (const p of parts) {
     const i = p.indexOf('=');
-    if (i <= 0) throw new CniError(CniCode.InvalidEnvironment, `CNI_ARGS item "${p.slice(0, 32)}" is not KEY=VALUE`);
+    if (i <= 0) throw new CniError(CniCode.InvalidEnvironment, `CNI_ARGS item ${shown(p, 32)} is not KEY=VALUE`);
     out[p.slice(0, i)] = p.slice(i + 1);
   }
   return out;

@@ -46,13 +46,42 @@ export const MAX_QUERY_BYTES = 4096;
 
 const RCODE: Record<Rcode, number> = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4 };
 
-/** Decode a query; undefined if it does not decode. Never throws. */
+/** Fewest bytes a question takes (root name, type, class) and a resource record (+ TTL, RDLENGTH). */
+const MIN_QUESTION_BYTES = 5;
+const MIN_RR_BYTES = 11;
+
+/**
+ * Decode a query; undefined if it does not decode. Never throws.
+ *
+ * The header's four section counts are checked against the bytes first: the codec
+ * allocates arrays of the declared sizes before reading any record, and a 64-byte
+ * query declaring 4 × 65535 records cost ~5–30 ms of the router's event loop each
+ * (found by fuzzing; test/unit/dns-answer.test.ts), so a container could stall the
+ * data path with a few dozen such packets per second.
+ */
 export function decodeQuery(buf: Buffer): DecodedPacket | undefined {
+  if (buf.length < 12) return undefined;
+  const records = buf.readUInt16BE(6) + buf.readUInt16BE(8) + buf.readUInt16BE(10);
+  if (buf.readUInt16BE(4) * MIN_QUESTION_BYTES + records * MIN_RR_BYTES > buf.length - 12) return undefined;
   try {
     return dnsPacket.decode(buf);
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Whether a decoded name re-encodes to what was asked, so it may be echoed in a response:
+ * labels of 1–63 printable ASCII characters, at most 253 in all (RFC 1035 §2.3.4). The
+ * codec decodes label bytes as UTF-8 and joins labels with dots, so a label holding a
+ * non-ASCII byte, a dot or nothing printable would come back longer, split or empty —
+ * a malformed question section (found by fuzzing: test/fuzz/seeds/dns-query.json).
+ */
+export function isEchoableName(name: string): boolean {
+  const n = name.replace(/\.$/, '');
+  if (n === '') return true;
+  if (n.length > 253) return false;
+  return n.split('.').every((l) => l.length >= 1 && l.length <= 63 && /^[\x20-\x7e]+$/.test(l));
 }
 
 /** "5.0.32.10.in-addr.arpa" → "10.32.0.5"; undefined for anything else. */
@@ -86,7 +115,8 @@ export function buildResponse(q: DecodedPacket, rcode: Rcode, answers: Answer[],
   if (authoritative) flags |= dnsPacket.AUTHORITATIVE_ANSWER;
   const pkt: Packet = {
     type: 'response', id: q.id, flags,
-    questions: (q.questions ?? []).slice(0, 1),
+    // A question we could not echo faithfully is left out (RFC 1035 allows an answer without one).
+    questions: (q.questions ?? []).slice(0, 1).filter((x) => isEchoableName(String(x.name))),
     answers: [...answers],
     additionals: hadOpt ? [{ type: 'OPT', name: '.', udpPayloadSize: MAX_UDP_RESPONSE, extendedRcode: 0, ednsVersion: 0, flags: 0, flag_do: false, options: [] } as Answer] : [],
   };
@@ -137,6 +167,7 @@ export function answerQuery(query: Buffer, names: NameSource, transport: 'udp' |
   if (opcode !== 'QUERY') return { kind: 'answer', rcode: 'NOTIMP', qtype: 'NONE', ...buildResponse(q, 'NOTIMP', [], limit, false) };
   if (q.questions?.length !== 1) return { kind: 'answer', rcode: 'FORMERR', qtype: 'NONE', ...buildResponse(q, 'FORMERR', [], limit, false) };
   const question = q.questions[0];
+  if (!isEchoableName(String(question.name))) return { kind: 'drop', reason: 'malformed' };
   const qtype = String(question.type);
   const qname = String(question.name).toLowerCase().replace(/\.$/, '') + '.';
   if (question.class !== 'IN') return { kind: 'forward', qtype };

@@ -19,6 +19,8 @@
  * Tombstones are kept for TOMBSTONE_TTL_MS (30 min, as Weave) so a deletion outlives
  * any stale copy still circulating, then purged by gc().
  */
+import { unpack } from 'msgpackr';
+import { BUDGETS, scanMsgpack } from '../router/mesh/msgpack-budget.js';
 
 /** One registration: a hostname (FQDN, lower case, trailing dot) → an IPv4 address. */
 export interface DnsEntry {
@@ -44,6 +46,15 @@ export const MAX_FIELD_LENGTH = 255;
 
 export class DnsRegistryError extends Error {
   override name = 'DnsRegistryError';
+}
+
+/**
+ * A value from outside, quoted for a one-line error: at most `max` characters, in
+ * double quotes, with control characters (C0, DEL, C1) and line separators escaped as
+ * \uXXXX, so a peer or a user cannot put a line break or terminal escape in our logs.
+ */
+function shown(v: unknown, max = 80): string {
+  return JSON.stringify(String(v).slice(0, max)).replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 const IPV4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
@@ -74,7 +85,7 @@ export function normaliseName(name: string, domain: string): string | undefined 
 export function normaliseDomain(domain: string): string {
   const d = domain.toLowerCase().replace(/\.$/, '');
   if (!d || d.length > 200 || !d.split('.').every((l) => LABEL_RE.test(l))) {
-    throw new DnsRegistryError(`invalid DNS domain "${domain}": want dot-separated labels like weave.local.`);
+    throw new DnsRegistryError(`invalid DNS domain ${shown(domain)}: want dot-separated labels like weave.local.`);
   }
   return d + '.';
 }
@@ -250,10 +261,10 @@ function shuffle<T>(xs: T[], rng: () => number): void {
 }
 
 function checkFields(containerId: string, addr: string, hostname: string): void {
-  if (typeof containerId !== 'string' || !containerId || containerId.length > MAX_FIELD_LENGTH) throw new DnsRegistryError(`invalid container id "${String(containerId).slice(0, 80)}"`);
-  if (typeof addr !== 'string' || !isIpv4(addr)) throw new DnsRegistryError(`invalid address "${String(addr).slice(0, 80)}": want an IPv4 address like 10.32.0.5`);
+  if (typeof containerId !== 'string' || !containerId || containerId.length > MAX_FIELD_LENGTH) throw new DnsRegistryError(`invalid container id ${shown(containerId)}`);
+  if (typeof addr !== 'string' || !isIpv4(addr)) throw new DnsRegistryError(`invalid address ${shown(addr)}: want an IPv4 address like 10.32.0.5`);
   if (typeof hostname !== 'string' || normaliseName(hostname, 'x.') !== hostname) {
-    throw new DnsRegistryError(`invalid hostname "${String(hostname).slice(0, 80)}": want a fully qualified name like db.weave.local.`);
+    throw new DnsRegistryError(`invalid hostname ${shown(hostname)}: want a fully qualified name like db.weave.local.`);
   }
 }
 
@@ -265,7 +276,7 @@ export function checkEntry(x: unknown): DnsEntry {
   if (!Array.isArray(x) || x.length !== 6) throw new DnsRegistryError('entry is not a 6-element array');
   const [containerId, origin, addr, hostname, version, tombstone] = x as unknown[];
   if (typeof containerId !== 'string' || typeof origin !== 'string' || typeof addr !== 'string' || typeof hostname !== 'string') throw new DnsRegistryError('entry has a non-string field');
-  if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(origin)) throw new DnsRegistryError(`entry origin "${origin.slice(0, 40)}" is not a peer name`);
+  if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(origin)) throw new DnsRegistryError(`entry origin ${shown(origin, 40)} is not a peer name`);
   if (!Number.isSafeInteger(version) || (version as number) < 0) throw new DnsRegistryError('entry version is not a non-negative integer');
   if (!Number.isSafeInteger(tombstone) || (tombstone as number) < 0) throw new DnsRegistryError('entry tombstone is not a non-negative integer');
   checkFields(containerId, addr, hostname);
@@ -286,4 +297,21 @@ export function entriesFromWire(x: unknown): DnsEntry[] {
   if (!Array.isArray(x)) throw new DnsRegistryError('dns gossip is not a list of entries');
   if (x.length > MAX_ENTRIES_PER_MESSAGE) throw new DnsRegistryError(`dns gossip has ${x.length} entries, more than ${MAX_ENTRIES_PER_MESSAGE}`);
   return x.map(checkEntry);
+}
+
+/**
+ * Decode a `dns` gossip payload (msgpack bytes from a peer): a bounded pre-scan
+ * (BUDGETS.dns: at most MAX_ENTRIES_PER_MESSAGE six-field entries, no extension types)
+ * before msgpackr builds any object, then entriesFromWire.
+ * @throws DnsRegistryError with a one-line reason on anything malformed
+ */
+export function decodeGossip(bytes: Uint8Array): DnsEntry[] {
+  let x: unknown;
+  try {
+    scanMsgpack(bytes, BUDGETS.dns);
+    x = unpack(bytes);
+  } catch (err) {
+    throw new DnsRegistryError(`undecodable dns gossip: ${(err as Error).message.split('\n')[0]}`);
+  }
+  return entriesFromWire(x);
 }

@@ -4,8 +4,8 @@
  *
  *  - gossip channel 'dns': every change is broadcast at once as an update; the
  *    router's periodic full exchange with neighbours (fullState) repairs losses. The
- *    payload is a msgpack list of entries (registry.ts entriesToWire), decoded with
- *    bounds (entriesFromWire).
+ *    payload is a msgpack list of entries (registry.ts entriesToWire), decoded
+ *    with a bounded pre-scan and checked entries (registry.ts decodeGossip).
  *  - endpoints: a named endpoint's addresses are registered at attach (and re-registered
  *    from the endpoint table at start, so a restarted router brings its names back);
  *    tombstoned at detach / when the container dies.
@@ -16,12 +16,12 @@
  *  - API: POST /dns/add, POST /dns/remove {target, ips?, hostname?}, GET /dns/lookup/:name,
  *    GET /dns (the report section); report section `DNS`; metrics weave_dns_*.
  */
-import { pack, unpack } from 'msgpackr';
+import { pack } from 'msgpackr';
 import { Counter, Gauge } from 'prom-client';
 import { ApiError, stringField, stringList, optionalString } from '../router/api/server.js';
 import type { Endpoint } from '../router/host/endpoints.js';
 import type { Subsystem, SubsystemContext, EndpointChange } from '../router/daemon/subsystem.js';
-import { DnsRegistry, entriesFromWire, entriesToWire, normaliseName, isIpv4, type DnsEntry } from './registry.js';
+import { DnsRegistry, decodeGossip, entriesToWire, normaliseName, isIpv4, type DnsEntry } from './registry.js';
 import { DnsServer } from './server.js';
 import { dnsSettings, type DnsSettings } from './config.js';
 import { setupHost, removeHost, setupContainer } from './reach.js';
@@ -110,7 +110,7 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
       if (payload.length > MAX_GOSSIP_BYTES) throw new Error(`dns gossip of ${payload.length} bytes is over the ${MAX_GOSSIP_BYTES} limit`);
       let entries: DnsEntry[];
       try {
-        entries = entriesFromWire(unpack(Buffer.from(payload.buffer, payload.byteOffset, payload.length)));
+        entries = decodeGossip(payload);
       } catch (err) {
         throw new Error(`bad dns gossip: ${(err as Error).message}`);
       }

@@ -157,6 +157,9 @@ export class Allocator {
   // ---------------------------------------------------------------- persistence
 
   private snapshot(): PersistedIpam {
+    // Remember the owners' nicknames the live topology knows, so rmpeer NICKNAME works
+    // after a peer was killed and left the topology (saved and gossiped with the ring).
+    for (const p of this.ring.peers()) this.ring.setNickname(p, this.liveNickname(p));
     return snapshotState(this.self, this.rangeText, this.ring, this.space, this.consensus && this.opts.init.mode === 'consensus' ? this.consensus : undefined);
   }
 
@@ -624,6 +627,8 @@ export class Allocator {
     const byNick = new Set<string>();
     for (const p of known) if (p.nickname === nameOrNickname) byNick.add(p.name);
     if (this.opts.nicknameOf) for (const p of this.ring.peers()) if (this.opts.nicknameOf(p) === nameOrNickname) byNick.add(p);
+    // Owners that have left the topology (killed): the nickname the ring remembers.
+    for (const p of this.ring.peersNamed(nameOrNickname)) if (!this.liveNickname(p)) byNick.add(p);
     if (byNick.size > 1) throw new IpamError(`nickname ${nameOrNickname} is ambiguous (${[...byNick].sort().join(', ')}): use the peer name`);
     return byNick.values().next().value;
   }
@@ -690,9 +695,15 @@ export class Allocator {
 
   // ---------------------------------------------------------------- status
 
-  private nickname(name: string): string {
+  /** The nickname the live topology knows for `name` ('' if none). */
+  private liveNickname(name: string): string {
     if (this.opts.nicknameOf) return this.opts.nicknameOf(name);
     return this.opts.channel.knownPeers().find((p) => p.name === name)?.nickname ?? '';
+  }
+
+  /** The nickname of `name`: the live topology's, else the one the ring remembers. */
+  private nickname(name: string): string {
+    return this.liveNickname(name) || (this.ring.nickname(name) ?? '');
   }
 
   private peerLabel(name: string): string {

@@ -16,9 +16,16 @@
  *    different contents mean two writers raced for one token: a RingConflictError.
  * `rmpeer` is the one exception to single-writer: the taker rewrites a dead peer's
  * entries with a large version jump, which is safe only if the dead peer never returns.
+ *
+ * The ring also remembers the nickname of each owner (as Weave's allocator keeps its
+ * peers' nicknames with its state), so `weave rmpeer NICKNAME` still finds a peer that
+ * was killed and has left the topology. Nicknames are a hint, not part of the CRDT's
+ * ownership: merge adopts a nickname for a peer that has none here, the allocator sets
+ * them from the live topology before every save, and only owners' nicknames are kept.
  */
 import { Packr, Unpackr } from 'msgpackr';
 import { formatCidr, formatIp, sizePrefix } from './cidr.js';
+import { isValidNickname } from '../router/mesh/peer-name.js';
 
 /** Malformed ring data or an operation the ring does not allow (e.g. giving away space we do not own). */
 export class RingError extends Error {
@@ -46,12 +53,15 @@ export interface RingSpan extends RingEntry {
 /**
  * The msgpack-ready form: range start `s`, size `n`, peer table `p`, and `e`, flattened
  * entries [token, peerIndex, version, free, ...]. A peer table keeps 1,000-peer rings small.
+ * Optional `k`: the owners' nicknames, parallel to `p` ('' when unknown); absent when no
+ * nickname is known. Readers that predate it ignore it (an extra map key).
  */
 export interface RingPlain {
   s: number;
   n: number;
   p: string[];
   e: number[];
+  k?: string[];
 }
 
 /** Version jump used by rmpeer so the takeover wins over updates from the dead peer that we have not seen yet. */
@@ -67,6 +77,8 @@ export class Ring {
   readonly end: number;
   /** Entries sorted by token; either empty (no ring yet) or entries[0].token === start. */
   private entries: RingEntry[] = [];
+  /** Nicknames of peers (a hint for rmpeer and status; see the module comment). */
+  private nicks = new Map<string, string>();
 
   /** An empty ring (no owner yet) for the range [start, start+size). */
   constructor(start: number, size: number) {
@@ -121,7 +133,29 @@ export class Ring {
   clone(): Ring {
     const r = new Ring(this.start, this.size);
     r.entries = this.entries.map((e) => ({ ...e }));
+    r.nicks = new Map(this.nicks);
     return r;
+  }
+
+  /** The remembered nickname of `peer`, or undefined. */
+  nickname(peer: string): string | undefined {
+    return this.nicks.get(peer);
+  }
+
+  /**
+   * Remember `nickname` for `peer` (from the live topology). Empty or invalid nicknames
+   * (isValidNickname: ≤ 255 characters, no control characters) are ignored.
+   * @returns whether the remembered nickname changed
+   */
+  setNickname(peer: string, nickname: string): boolean {
+    if (!nickname || !isValidNickname(nickname) || this.nicks.get(peer) === nickname) return false;
+    this.nicks.set(peer, nickname);
+    return true;
+  }
+
+  /** Peers owning a span whose nickname is `nickname`, sorted. */
+  peersNamed(nickname: string): string[] {
+    return this.peers().filter((p) => this.nicks.get(p) === nickname);
   }
 
   /** Every span in token order (a copy). */
@@ -345,11 +379,31 @@ export class Ring {
         j++;
       }
     }
-    if (changed) this.entries = out;
+    if (changed) {
+      // Each side may be valid alone and the join not (found by fuzzing: their entry's free
+      // hint counted for a span that one of our tokens splits): refuse such an update whole,
+      // so our ring — saved and gossiped — never breaks its invariants.
+      const joined = new Ring(this.start, this.size);
+      joined.entries = out;
+      try {
+        joined.checkInvariants();
+      } catch (err) {
+        throw new RingError(`ring update refused: the merged ring would be invalid (${(err as Error).message})`);
+      }
+      this.entries = out;
+    }
+    // Nicknames: adopt the other ring's for peers we have none for (never overwrite: the
+    // allocator refreshes them from the live topology, which knows renames).
+    for (const [peer, nick] of other.nicks) {
+      if (!this.nicks.has(peer)) {
+        this.nicks.set(peer, nick);
+        changed = true;
+      }
+    }
     return changed;
   }
 
-  /** Whether both rings have the same range and identical entries. */
+  /** Whether both rings have the same range and identical entries (nicknames are not compared). */
   equals(other: Ring): boolean {
     if (other.start !== this.start || other.end !== this.end || other.entries.length !== this.entries.length) return false;
     return this.entries.every((e, i) => {
@@ -374,7 +428,10 @@ export class Ring {
       e[k++] = en.version;
       e[k++] = en.free;
     }
-    return { s: this.start, n: this.size, p: [...peers.keys()], e };
+    const p = [...peers.keys()];
+    const plain: RingPlain = { s: this.start, n: this.size, p, e };
+    if (p.some((x) => this.nicks.has(x))) plain.k = p.map((x) => this.nicks.get(x) ?? '');
+    return plain;
   }
 
   /**
@@ -390,7 +447,12 @@ export class Ring {
       throw new RingError('malformed ring: bad peer table');
     }
     if (!Array.isArray(e) || e.length % 4 !== 0 || !e.every(isUint)) throw new RingError('malformed ring: bad entries');
+    const { k } = o;
+    if (k !== undefined && (!Array.isArray(k) || k.length !== p.length || !k.every(isValidNickname))) {
+      throw new RingError('malformed ring: bad nickname table (want one nickname of at most 255 printable characters per peer)');
+    }
     const r = new Ring(s, n);
+    if (k) for (let i = 0; i < k.length; i++) if (k[i] !== '') r.nicks.set(p[i] as string, k[i] as string);
     for (let k = 0; k < e.length; k += 4) {
       const peer = p[e[k + 1] as number];
       if (peer === undefined) throw new RingError('malformed ring: peer index out of range');

@@ -168,7 +168,16 @@ export class SimNet {
     return p;
   }
 
-  reachable(a: SimPeer, b: SimPeer): boolean {
+  /**
+   * The peer has left the topology (a real router forgets a dead peer once no one has
+   * a connection to it): the others no longer know its name or nickname. Crash it first.
+   */
+  forget(p: SimPeer): void {
+    if (p.alive) throw new Error(`${p.name} is still running: crash it first`);
+    this.peers.delete(p.name);
+  }
+
+    reachable(a: SimPeer, b: SimPeer): boolean {
     return a.alive && b.alive && a.group === b.group;
   }
 

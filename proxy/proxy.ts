@@ -23,6 +23,7 @@
  */
 import fs, { readFileSync, promises as fsp } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,6 +43,7 @@ import {
   type ImageConfig,
 } from './intercept.js';
 import { ProxyAddressError, WeaveCidrError, type ProxyHandle, type ProxyOptions } from './types.js';
+import { loadProxyTls } from './tls.js';
 
 export type { ProxyAttacher, ProxyHandle, ProxyOptions } from './types.js';
 
@@ -117,14 +119,20 @@ class AttachFailedError extends Error {
 
 /**
  * Why a listen address must be refused: a tcp:// address that is not loopback
- * serves the Docker API (root on this host) to the network without TLS. Null when
- * allowed (unix sockets, loopback, or `insecure`).
+ * serves the Docker API (root on this host) to the network, which is acceptable only
+ * when clients must prove who they are (`tls` 'verify': --tlsverify, client
+ * certificates signed by --tlscacert). TLS without client certificates (--tls) only
+ * encrypts: whoever reaches the port is still root. Null when allowed (unix sockets,
+ * loopback, --tlsverify, or `insecure`: --proxy-insecure-tcp).
  */
-export function exposedTcpAddress(a: DockerAddress, insecure: boolean): string | null {
-  if (a.kind !== 'tcp' || insecure) return null;
+export function exposedTcpAddress(a: DockerAddress, insecure: boolean, tls?: 'tls' | 'verify'): string | null {
+  if (a.kind !== 'tcp' || insecure || tls === 'verify') return null;
   const h = a.host.replace(/^\[|\]$/g, '').toLowerCase();
   if (h === 'localhost' || h === '::1' || /^127\./.test(h)) return null;
-  return `proxy: -H ${formatDockerAddress(a)} would serve the Docker API (root on this host) to the network without TLS: use a loopback address or a unix socket, or add --proxy-insecure-tcp`;
+  if (tls === 'tls') {
+    return `proxy: -H ${formatDockerAddress(a)} with --tls but without --tlsverify would serve the Docker API (root on this host) to anyone who reaches it: add --tlsverify --tlscacert CA, or --proxy-insecure-tcp`;
+  }
+  return `proxy: -H ${formatDockerAddress(a)} would serve the Docker API (root on this host) to the network without TLS: use --tlsverify (client certificates), a loopback address or a unix socket, or add --proxy-insecure-tcp`;
 }
 
 /** The gid of the `docker` group from /etc/group, if it exists. */
@@ -161,10 +169,18 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   };
   const listenAddrs = opts.listen.map(parseDockerAddress);
   if (listenAddrs.length === 0) throw new ProxyAddressError('proxy: no listen address given');
+  const tlsMode = opts.tls ? (opts.tls.verify ? 'verify' : 'tls') : undefined;
   for (const a of listenAddrs) {
-    const why = exposedTcpAddress(a, opts.insecureTcp === true);
+    const why = exposedTcpAddress(a, opts.insecureTcp === true, tlsMode);
     if (why) throw new ProxyAddressError(why);
   }
+  if (opts.tls && !listenAddrs.some((a) => a.kind === 'tcp')) {
+    throw new ProxyAddressError('proxy: --tls/--tlsverify apply to -H tcp:// addresses, and none was given');
+  }
+  // [tls] Files read once, now; a failure is one line naming the flag and path.
+  const tlsCfg = opts.tls ? loadProxyTls(opts.tls) : undefined;
+  let tlsRefused = 0;
+  let tlsRefusedLogged = 0;
 
   let closed = false;
   const sockets = new Set<net.Socket>();
@@ -444,9 +460,25 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   const addresses: string[] = [];
   const unixPaths: string[] = [];
 
-  function makeServer(): http.Server {
+  function makeServer(a: DockerAddress): http.Server {
     // requestTimeout 0: build contexts and `logs -f` may legitimately take hours.
-    const server = http.createServer({ requestTimeout: 0 }, (req, res) => void onRequest(req, res));
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => void onRequest(req, res);
+    const server: http.Server = a.kind === 'tcp' && tlsCfg
+      ? https.createServer({ ...tlsCfg.options, requestTimeout: 0 }, handler)
+      : http.createServer({ requestTimeout: 0 }, handler);
+    if (a.kind === 'tcp' && tlsCfg) {
+      // Failed handshakes (no or a foreign client certificate, plain HTTP, scanners):
+      // counted, and logged at most once a minute so a stranger cannot fill the disk.
+      server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
+        tlsRefused++;
+        const now = Date.now();
+        if (now - tlsRefusedLogged >= 60_000) {
+          tlsRefusedLogged = now;
+          log(`proxy: TLS handshake from ${socket.remoteAddress ?? '?'} refused (${err.code ?? err.message.split('\n')[0]}); ${tlsRefused} refused so far`);
+        }
+        socket.destroy();
+      });
+    }
     server.on('connection', track);
     server.on('upgrade', onUpgrade);
     server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
@@ -460,7 +492,7 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
   }
 
   async function listenOn(a: DockerAddress): Promise<string> {
-    const server = makeServer();
+    const server = makeServer(a);
     if (a.kind === 'unix') await prepareUnixPath(a.path);
     await new Promise<void>((resolve, reject) => {
       const onErr = (err: Error): void => reject(new Error(`proxy: cannot listen on ${formatDockerAddress(a)}: ${err.message}`));
@@ -599,10 +631,12 @@ export async function startProxy(opts: ProxyOptions): Promise<ProxyHandle> {
     }
   })();
 
-  log(`proxy: listening on ${addresses.join(', ')}, forwarding to ${docker.display}`);
+  log(`proxy: listening on ${addresses.join(', ')}${tlsCfg ? ` (tcp with TLS${tlsCfg.verify ? ', client certificates required' : ', no client certificates'})` : ''}, forwarding to ${docker.display}`);
 
   return {
     addresses,
+    tls: tlsMode,
+    tlsRefused: () => tlsRefused,
     async close(): Promise<void> {
       if (closed) return;
       closed = true;

@@ -2,6 +2,7 @@
  * Public types of the Docker API proxy (`proxy/`), the seam between the proxy
  * and the router daemon that owns the weave bridge and IPAM.
  */
+import type { ProxyTlsFiles } from './tls.js';
 
 /**
  * What the proxy needs from the router: put a container on the weave network
@@ -73,6 +74,11 @@ export interface ProxyOptions {
    * Docker API — root on this host — served to the network without TLS). Default false.
    */
   insecureTcp?: boolean;
+  /**
+   * TLS on the tcp:// listeners (--tls / --tlsverify with --tlscacert, --tlscert,
+   * --tlskey; see proxy/tls.ts). The files are read once at start. Absent: plain HTTP.
+   */
+  tls?: ProxyTlsFiles;
   /** weaveDNS: containers get its server and search domain, and a hostname from --name. Absent: off. */
   dns?: ProxyDns;
 }
@@ -83,6 +89,10 @@ export interface ProxyHandle {
   close(): Promise<void>;
   /** The listen addresses in effect, e.g. `['unix:///run/weave/weave.sock', 'tcp://0.0.0.0:12375']`. */
   addresses: string[];
+  /** TLS on the tcp listeners: 'verify' (client certificates required), 'tls', or undefined (plain). */
+  tls?: 'tls' | 'verify';
+  /** TLS handshakes refused so far (no or a foreign client certificate, plain HTTP). */
+  tlsRefused?: () => number;
 }
 
 /** A listen or daemon address that is not `unix:///path` or `tcp://host:port`. */

@@ -26,7 +26,7 @@ import { Connection, loadNoise, type ConnectionHost } from './mesh/connection.js
 import type { ControlMessage } from './mesh/protocol.js';
 import { DEFAULT_HALF_OPEN_LIMITS, FailureLog, HalfOpenLimiter } from './mesh/admission.js';
 import { canonicalIp, parsePeerAddress, sourcePrefix } from './mesh/address.js';
-import { TargetTable, normaliseAddress } from './mesh/connection-maker.js';
+import { TargetTable, normaliseAddress, resolutionFailure } from './mesh/connection-maker.js';
 import { Sleeve, SleevePeer, datagramFor, type SleeveHost } from './overlay/sleeve.js';
 import type { Tap } from './overlay/tap.js';
 import { Sealer, Opener } from './crypto/aead.js';
@@ -173,6 +173,9 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     this.timers.push(setInterval(() => {
       if (this.macs.expire(Date.now(), MAC_MAX_AGE_MS) > 0) this.clearFlows();
     }, 60_000));
+    // [pre-auth] "N failed handshakes from X" summaries are written when their window ends,
+    // not only when the next failure happens to arrive.
+    this.timers.push(setInterval(() => this.failureLog.flush(Date.now()), 10_000));
     this.connectTick();
   }
 
@@ -215,9 +218,9 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     }
     const s = net.connect({ host, port, noDelay: true });
     const timer = setTimeout(() => s.destroy(new Error(`connect timed out after ${CONNECT_TIMEOUT_MS / 1000} s`)), CONNECT_TIMEOUT_MS);
-    const onErr = (err: Error): void => {
+    const onErr = (err: NodeJS.ErrnoException): void => {
       clearTimeout(timer);
-      this.targets.failed(address, err.message, Date.now());
+      this.targets.failed(address, err.message, Date.now(), Math.random, resolutionFailure(err));
     };
     s.once('error', onErr);
     s.once('connect', () => {
@@ -628,7 +631,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
         })),
         Connections: this.connectionReports(),
         Targets: this.targets.directAddresses(),
-        TargetStates: this.targets.list().map((t) => ({ Address: t.address, State: t.state, NextAttempt: t.state === 'retrying' ? t.nextAttempt : undefined, LastError: t.lastError })),
+        TargetStates: this.targets.list().map((t) => ({ Address: t.address, State: t.state, NextAttempt: t.state === 'retrying' ? t.nextAttempt : undefined, LastError: t.lastError, ...(t.unresolved ? { Unresolved: t.unresolved } : {}) })),
         UnicastRoutes: this.routes.unicastAll(),
         BroadcastRoutes: this.routes.broadcastAll(),
         MACs: this.macs.size,

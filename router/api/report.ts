@@ -48,6 +48,8 @@ export interface ReportTarget {
   /** ms since epoch of the next attempt, when retrying. */
   NextAttempt?: number;
   LastError?: string;
+  /** The host name did not resolve at the last attempt: the resolver's code (ENOTFOUND, EAI_AGAIN). */
+  Unresolved?: string;
 }
 
 export interface ReportIpamEntry {

@@ -27,6 +27,11 @@ export interface LaunchConfig {
   proxyListen: string[];
   /** --proxy-insecure-tcp: allow a non-loopback tcp:// proxy address without TLS. */
   proxyInsecureTcp?: boolean;
+  /**
+   * --tls / --tlsverify with --tlscacert, --tlscert, --tlskey (absolute paths): TLS on the
+   * proxy's tcp:// listeners, client certificates required with verify (proxy/tls.ts).
+   */
+  proxyTls?: { verify: boolean; caFile?: string; certFile: string; keyFile: string };
   noDefaultIpalloc: boolean;
   metricsAddr: string;
   apiAddr: string;

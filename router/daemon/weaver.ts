@@ -266,7 +266,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     })());
     return check.abandons ? { abandoned: `${check.abandons}: reclaim it with weave rmpeer ${check.peer} on another peer` } : {};
   });
-  let proxy: { close(): Promise<void>; addresses: string[] } | undefined;
+  let proxy: { close(): Promise<void>; addresses: string[]; tls?: 'tls' | 'verify' } | undefined;
   if (cfg.proxy) {
     const attacher: ProxyAttacher = {
       attach: async (id, pid, specs, extras) => {
@@ -287,7 +287,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     try {
       const dns = dnsSettings(cfg);
       proxy = await startProxy({
-        listen: cfg.proxyListen, dockerHost: cfg.dockerHost, attacher, noDefaultIpalloc: cfg.noDefaultIpalloc, weavewaitPath: defaultWeavewaitPath(), log, insecureTcp: cfg.proxyInsecureTcp === true,
+        listen: cfg.proxyListen, dockerHost: cfg.dockerHost, attacher, noDefaultIpalloc: cfg.noDefaultIpalloc, weavewaitPath: defaultWeavewaitPath(), log, insecureTcp: cfg.proxyInsecureTcp === true, ...(cfg.proxyTls ? { tls: cfg.proxyTls } : {}),
         dns: dns.enabled ? { server: dns.address, domain: dns.domain } : undefined,
       });
       log(`proxy listening on ${proxy.addresses.join(', ')} for the Docker daemon at ${cfg.dockerHost}`);
@@ -297,7 +297,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   }
   api.on('GET', '/proxy', async () => {
     if (!proxy) throw new ApiError(404, 'the Docker API proxy is not running');
-    return { addresses: proxy.addresses };
+    return { addresses: proxy.addresses, ...(proxy.tls ? { tls: proxy.tls } : {}) };
   });
 
   await api.listenUnix(paths.sock);

@@ -26,6 +26,21 @@ export interface Target {
   attempt: number;
   nextAttempt: number;
   lastError?: string;
+  /**
+   * Why the host name did not resolve at the last attempt (e.g. "ENOTFOUND"), shown in
+   * `weave status targets`; cleared once it resolves. Names are kept as targets: they
+   * may resolve later (Weave's behaviour), while invalid literals are refused at once.
+   */
+  unresolved?: string;
+}
+
+/**
+ * The resolver error code of a failed dial, or undefined when the name resolved (or
+ * the address was a literal): Node reports getaddrinfo failures with syscall
+ * 'getaddrinfo' and codes like ENOTFOUND (no such name) or EAI_AGAIN (no answer now).
+ */
+export function resolutionFailure(err: { code?: unknown; syscall?: unknown }): string | undefined {
+  return err.syscall === 'getaddrinfo' ? String(err.code ?? 'unresolved') : undefined;
 }
 
 /**
@@ -105,12 +120,16 @@ export class TargetTable {
     return out;
   }
 
-  /** An attempt failed: back off exponentially with jitter. */
-  failed(address: string, err: string, now: number, rand = Math.random): void {
+  /**
+   * An attempt failed: back off exponentially with jitter. `unresolved` is the
+   * resolver's error code when the host name did not resolve (resolutionFailure).
+   */
+  failed(address: string, err: string, now: number, rand = Math.random, unresolved?: string): void {
     const t = this.targets.get(address);
     if (!t || t.state === 'self') return;
     t.attempt++;
     t.lastError = err;
+    t.unresolved = unresolved;
     t.state = 'retrying';
     const base = Math.min(MAX_BACKOFF_MS, INITIAL_BACKOFF_MS * 2 ** Math.min(t.attempt - 1, 16));
     t.nextAttempt = now + base * (0.75 + 0.5 * rand());
@@ -122,6 +141,7 @@ export class TargetTable {
     t.state = 'connected';
     t.attempt = 0;
     t.lastError = undefined;
+    t.unresolved = undefined;
   }
 
   /** The address turned out to be this router: never try it again. */

@@ -122,4 +122,6 @@ export const BUDGETS = {
   topology: { maxElements: 262_144, maxDepth: 8 },
   /** An IPAM gossip payload: ring entries (~5 values each) plus paxos state. */
   ipam: { maxElements: 262_144, maxDepth: 8 },
+  /** A weaveDNS gossip payload: a list of ≤ 100,000 entries of 6 scalars (dns/registry.ts). */
+  dns: { maxElements: 1 + 100_000 * 7, maxDepth: 2 },
 } as const satisfies Record<string, MsgpackBudget>;

@@ -149,6 +149,16 @@ describe('API security', { skip, timeout: 600_000 }, () => {
     assert.equal((await targets()).some((t) => t.startsWith('999.')), false);
   });
 
+  test('a host name that does not resolve now is kept as a target and flagged in status targets', async () => {
+    // The test host's namespace has no route to any nameserver: the lookup fails at once.
+    const r = await h1.weave(['connect', 'nosuch-peer.invalid']);
+    assert.equal(r.code, 0, r.stderr);
+    const line = await until('flagged target', async () => (await h1.weave(['status', 'targets'])).stdout.split('\n').find((l) => /^nosuch-peer\.invalid:6783 unresolved: E[A-Z_]+$/.test(l)), 60_000);
+    assert.ok(line, (await h1.weave(['status', 'targets'])).stdout);
+    assert.equal((await h1.weave(['forget', 'nosuch-peer.invalid'])).code, 0);
+    assert.equal((await targets()).includes('nosuch-peer.invalid:6783'), false);
+  });
+
   test('launch refuses --password with --no-detach, a weak password and a non-loopback API address', async () => {
     const r1 = await h2.weave(['launch', '--no-detach', '--password', 'a long enough password here']);
     assert.equal(r1.code, 1);

@@ -3,8 +3,9 @@
  * Runs every target of test/fuzz/targets.ts (property-based, fast-check) for N runs or
  * S seconds each (default 10^6 runs), first replaying the regression seeds kept in
  * test/fuzz/seeds/<target>.json (byte inputs as base64 strings, others as JSON).
- * Prints executions per target and exits 1 on the first failure, printing the
- * counterexample and the seed/path to replay it.
+ * Prints executions per target and exits 1 if any target failed, printing the
+ * counterexample and the seed/path to replay it. Async targets (the Docker plugin's
+ * handlers) run under fc.asyncProperty.
  */
 import fc from 'fast-check';
 import { readFileSync, existsSync } from 'node:fs';
@@ -12,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { TARGETS } from './targets.js';
+import { reviveSeed } from './arbitraries.js';
 
 const { values } = parseArgs({
   options: {
@@ -26,22 +28,25 @@ if ((runs !== undefined && !(runs >= 1)) || (seconds !== undefined && !(seconds 
 }
 const seedDir = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'test', 'fuzz', 'seeds');
 
-/** Regression inputs for `name` (Buffers for base64 strings tagged "b64:"). */
+/** Regression inputs for `name` (Buffers for base64 strings tagged "b64:", at any depth). */
 export function seedsFor(name: string): unknown[] {
   const f = path.join(seedDir, `${name}.json`);
   if (!existsSync(f)) return [];
   const list = JSON.parse(readFileSync(f, 'utf8')) as unknown[];
-  return list.map((x) => (typeof x === 'string' && x.startsWith('b64:') ? Buffer.from(x.slice(4), 'base64') : x));
+  return list.map(reviveSeed);
 }
 
 let failed = false;
 for (const t of TARGETS) {
   if (values.only && t.name !== values.only) continue;
-  for (const s of seedsFor(t.name)) t.check(s);
+  for (const s of seedsFor(t.name)) await t.check(s);
   let n = 0;
   const t0 = performance.now();
   const budget = seconds !== undefined ? { interruptAfterTimeLimit: seconds * 1000, numRuns: Number.MAX_SAFE_INTEGER } : { numRuns: runs ?? 1_000_000 };
-  const r = fc.check(fc.property(t.arb, (x) => { n++; t.check(x); }), { ...budget, seed: values.seed !== undefined ? Number(values.seed) : undefined });
+  const params = { ...budget, seed: values.seed !== undefined ? Number(values.seed) : undefined };
+  const r = t.async
+    ? await fc.check(fc.asyncProperty(t.arb, async (x) => { n++; await t.check(x); }), params)
+    : fc.check(fc.property(t.arb, (x) => { n++; void t.check(x); }), params);
   const secs = (performance.now() - t0) / 1000;
   const rate = Math.round(n / secs);
   if (r.failed && !r.interrupted) {

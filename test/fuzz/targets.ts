@@ -16,6 +16,7 @@ import {
 import { BUDGETS, MsgpackBudgetError, scanMsgpack } from '../../router/mesh/msgpack-budget.js';
 import { Topology, TopologyError } from '../../router/mesh/topology.js';
 import { IpamMessageError, decodeMsg, encodeMsg } from '../../ipam/messages.js';
+import { Ring, RingError } from '../../ipam/ring.js';
 import {
   DatagramType, encodeHeartbeat, encodePmtuAck, encodePmtuProbe, forEachFrame, parseHeader, parseHeartbeat,
   parsePmtuAck, parsePmtuProbe,
@@ -28,42 +29,14 @@ import {
   CreateBodyError, parseDockerAddress, parseJsonKeepingNumbers, parseWeaveCidr, planCreate, routeRequest,
 } from '../../proxy/intercept.js';
 import { ApiError, stringField, stringList } from '../../router/api/server.js';
+import { expectOnly, mutated, type FuzzTarget } from './arbitraries.js';
+import { SERVICE_TARGETS } from './targets-services.js';
 
-/** One decoder under test: an arbitrary of inputs and a check that throws only on a real defect. */
-export interface FuzzTarget {
-  name: string;
-  arb: fc.Arbitrary<unknown>;
-  check(input: unknown): void;
-}
+export type { FuzzTarget } from './arbitraries.js';
 
 const PEER_A = '8a:2b:3c:4d:5e:6f';
 const PEER_B = '02:00:00:00:00:01';
 
-/** Mutates valid bytes: flip bytes, truncate, append junk, or overwrite a 4-byte field with an extreme. */
-function mutated(valid: fc.Arbitrary<Uint8Array>): fc.Arbitrary<Buffer> {
-  return fc.oneof(
-    valid.map((b) => Buffer.from(b)),
-    fc.tuple(valid, fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 8 })).map(([b, flips]) => {
-      const out = Buffer.from(b);
-      for (const [i, v] of flips) if (out.length) out[i % out.length] = v;
-      return out;
-    }),
-    fc.tuple(valid, fc.nat()).map(([b, n]) => Buffer.from(b.subarray(0, b.length ? n % b.length : 0))),
-    fc.tuple(valid, fc.uint8Array({ maxLength: 64 })).map(([b, j]) => Buffer.concat([b, j])),
-    fc.tuple(valid, fc.nat(), fc.constantFrom(0, 0xffffffff, 0x7fffffff, 0x10000, 0x800000)).map(([b, i, v]) => {
-      const out = Buffer.from(b);
-      if (out.length >= 4) out.writeUInt32BE(v >>> 0, i % (out.length - 3));
-      return out;
-    }),
-    fc.uint8Array({ maxLength: 512 }).map((b) => Buffer.from(b)),
-  );
-}
-
-/** Fails the property unless `err` is one of the allowed error classes. */
-function expectOnly(err: unknown, ...allowed: Array<new (...a: never[]) => Error>): void {
-  if (allowed.some((c) => err instanceof c)) return;
-  throw err;
-}
 
 const peerName = fc.constantFrom(PEER_A, PEER_B, '00:00:00:00:00:00', 'ff:ff:ff:ff:ff:ff');
 const anyValue = fc.anything({ maxDepth: 3, withBigInt: false, withTypedArray: true });
@@ -150,6 +123,48 @@ function checkIpam(input: unknown): void {
   } catch (err) {
     expectOnly(err, IpamMessageError, MsgpackBudgetError);
   }
+}
+
+/** Valid rings (2–3 owners, some donations, nicknames) as msgpack, mutated at the byte level or as plain fields. */
+const ringPlain = fc.tuple(
+  fc.uniqueArray(peerName, { minLength: 1, maxLength: 3 }),
+  fc.array(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 4096 })), { maxLength: 3 }),
+  fc.array(fc.oneof(fc.constantFrom('h1', '', 'x'.repeat(256), '\x1b]0;x\x07'), fc.string({ maxLength: 12 })), { maxLength: 3 }),
+).map(([peers, gifts, nicks]) => {
+  const r = Ring.seed(0x0a200000, 1 << 20, peers);
+  for (const [at, n] of gifts) {
+    const owner = r.owner(0x0a200000 + (at % (1 << 20)))!;
+    const to = peers.find((p) => p !== owner);
+    try { if (to) r.give(owner, 0x0a200000 + (at % (1 << 20)), n, to); } catch { /* not all the owner's: skip */ }
+  }
+  peers.forEach((p, i) => r.setNickname(p, nicks[i] ?? ''));
+  const plain = r.toPlain() as unknown as Record<string, unknown>;
+  // Sometimes an arbitrary nickname table, bypassing setNickname's checks.
+  if (nicks.length === 3 && nicks[2] === '') plain.k = nicks;
+  return pack(plain);
+});
+
+function checkIpamRing(input: unknown): void {
+  let r: Ring;
+  try {
+    r = Ring.fromPlain(unpackBounded(input as Buffer, BUDGETS.ipam, 'ring'));
+  } catch (err) {
+    return expectOnly(err, RingError, ProtocolError);
+  }
+  r.checkInvariants();
+  for (const p of r.peers()) {
+    const n = r.nickname(p);
+    if (n !== undefined && (n === '' || !isValidNickname(n))) throw new Error(`ring kept nickname ${JSON.stringify(n)}`);
+  }
+  const again = Ring.fromPlain(r.toPlain());
+  if (!again.equals(r) || r.peers().some((p) => again.nickname(p) !== r.nickname(p))) throw new Error('ring did not round-trip');
+  const mine = Ring.seed(0x0a200000, 1 << 20, [PEER_A, PEER_B]);
+  try {
+    mine.merge(r, PEER_B);
+  } catch (err) {
+    return expectOnly(err, RingError);
+  }
+  mine.checkInvariants();
 }
 
 const sleeveDatagram = mutated(fc.oneof(
@@ -274,10 +289,12 @@ export const TARGETS: FuzzTarget[] = [
   { name: 'msgpack-scan', arb: mutated(anyValue.map((v) => pack(v))), check: checkScan },
   { name: 'topology-gossip', arb: mutated(fc.array(topologyEntry, { maxLength: 4 }).map((e) => pack(e))), check: checkTopology },
   { name: 'ipam-message', arb: mutated(ipamMsg.map((m) => encodeMsg(m as never))), check: checkIpam },
+  { name: 'ipam-ring', arb: mutated(ringPlain), check: checkIpamRing },
   { name: 'sleeve-plain', arb: sleeveDatagram, check: checkSleevePlain },
   { name: 'sleeve-sealed', arb: sealedDatagram, check: checkSleeveSealed },
   { name: 'fastdp-heartbeat', arb: fastdpHb, check: checkFastdp },
   { name: 'ethernet-policy', arb: ethFrame, check: checkEthernet },
   { name: 'proxy-request', arb: proxyInput, check: checkProxy },
   { name: 'api-body', arb: fc.oneof(fc.json({ maxDepth: 3 }).map((j) => JSON.parse(j) as unknown), anyValue), check: checkApiBody },
+  ...SERVICE_TARGETS,
 ];

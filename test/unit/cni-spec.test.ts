@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  CniCode, CniError, buildIpamResult, buildResult, chooseSubnet, errorJson, parseArgs, parseConf, parseEnv, podName, routerError, versionResult,
+  CniCode, CniError, buildIpamResult, buildResult, chooseSubnet, errorJson, parseArgs, parseConf, parseEnv, parseSubnet, podName, routerError, versionResult,
   MAX_CONF_BYTES, SUPPORTED_VERSIONS,
 } from '../../cni/spec.js';
 import { gatewayFor } from '../../cni/router-side.js';
@@ -68,6 +68,23 @@ test('parseEnv reads CNI_* and validates each variable', () => {
   assert.equal(code(() => parseEnv({ ...env, CNI_ARGS: 'novalue' })), CniCode.InvalidEnvironment);
   assert.equal(code(() => parseArgs('a=1;'.repeat(65))), CniCode.InvalidEnvironment);
   assert.equal(code(() => parseArgs('x'.repeat(5000))), CniCode.InvalidEnvironment);
+});
+
+test('fuzz finding: values echoed in errors have their control characters escaped (one line, no terminal escapes)', () => {
+  const msg = (f: () => unknown): string => {
+    try {
+      f();
+    } catch (err) {
+      return (err as Error).message;
+    }
+    return '';
+  };
+  const ctl = /[\u0000-\u001f\u007f-\u009f]/;
+  const m1 = msg(() => parseConf(Buffer.from(JSON.stringify({ cniVersion: '\u007f\u009b2J', name: 'n', type: 'weave-net' }))));
+  assert.match(m1, /^cniVersion "\\u007f\\u009b2J" is not supported/);
+  for (const m of [m1, msg(() => parseEnv({ CNI_COMMAND: 'X\u001b]0;t\u0007' })), msg(() => parseArgs('a\nb')), msg(() => parseSubnet('net:\r10.0.0.0/8', 'subnet'))]) {
+    assert.ok(m !== '' && !ctl.test(m), JSON.stringify(m));
+  }
 });
 
 test('podName takes K8S_POD_NAME only when it is a DNS label', () => {

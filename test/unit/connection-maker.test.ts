@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { TargetTable, normaliseAddress, INITIAL_BACKOFF_MS, MAX_BACKOFF_MS } from '../../router/mesh/connection-maker.js';
+import { TargetTable, normaliseAddress, resolutionFailure, INITIAL_BACKOFF_MS, MAX_BACKOFF_MS } from '../../router/mesh/connection-maker.js';
 
 test('normaliseAddress adds the default port and rejects junk', () => {
   assert.equal(normaliseAddress('10.0.0.1', 6783), '10.0.0.1:6783');
@@ -79,4 +79,21 @@ test('the discovered-dial budget bounds outbound dials to discovered peers, neve
   assert.deepEqual(t.due(0, (a) => connected.has(a), 1).map((x) => x.address), ['10.0.0.3:6783']);
   assert.equal(t.get('10.0.0.4:6783')!.state, 'waiting', 'a target left out keeps waiting, not failing');
   assert.equal(t.get('10.0.0.4:6783')!.attempt, 0);
+});
+
+test('a name that does not resolve stays a target, flagged unresolved until it resolves', () => {
+  const t = new TargetTable(6783);
+  const a = t.add('peer-b.example', true, 0);
+  assert.equal(resolutionFailure(Object.assign(new Error('getaddrinfo ENOTFOUND peer-b.example'), { code: 'ENOTFOUND', syscall: 'getaddrinfo' })), 'ENOTFOUND');
+  assert.equal(resolutionFailure(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED', syscall: 'connect' })), undefined);
+  t.due(0, () => false);
+  t.failed(a, 'getaddrinfo ENOTFOUND peer-b.example', 0, () => 0.5, 'ENOTFOUND');
+  assert.equal(t.get(a)!.unresolved, 'ENOTFOUND');
+  assert.deepEqual(t.directAddresses(), [a], 'kept: it may resolve later');
+  t.due(10_000, () => false);
+  t.failed(a, 'connect ECONNREFUSED', 10_000, () => 0.5, undefined);
+  assert.equal(t.get(a)!.unresolved, undefined, 'resolved now (refused is a reachability problem)');
+  t.failed(a, 'x', 20_000, () => 0.5, 'EAI_AGAIN');
+  t.succeeded(a);
+  assert.equal(t.get(a)!.unresolved, undefined);
 });

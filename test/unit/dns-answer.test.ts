@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import * as dnsPacket from 'dns-packet';
-import { answerQuery, reverseAddress, servfail, type NameSource } from '../../dns/answer.js';
+import { answerQuery, isEchoableName, reverseAddress, servfail, type NameSource } from '../../dns/answer.js';
 import { DnsServer, parseResolvConf } from '../../dns/server.js';
 import { DnsRegistry } from '../../dns/registry.js';
 import { mulberry32 } from '../lib/prng.js';
@@ -130,6 +130,38 @@ test('random packets and mutated queries never throw', () => {
     if (out.kind === 'answer') assert.ok(out.response.length <= 65535);
     servfail(b);
   }
+});
+
+test('fuzz finding: a query declaring 4 × 65535 records is dropped before the codec allocates for them', () => {
+  const bomb = Buffer.alloc(64);
+  for (const at of [4, 6, 8, 10]) bomb.writeUInt16BE(0xffff, at);
+  assert.deepEqual(answerQuery(bomb, source(), 'udp'), { kind: 'drop', reason: 'malformed' });
+  assert.equal(servfail(bomb), undefined);
+  // Counts the bytes could hold still decode: one question in a normal query.
+  assert.equal(answerQuery(query('db.weave.local', 'A'), source(), 'udp').kind, 'answer');
+  const t0 = performance.now();
+  for (let i = 0; i < 200; i++) answerQuery(bomb, source(), 'udp');
+  // Before the fix each cost ~5–30 ms (arrays of 65535 allocated per section).
+  assert.ok((performance.now() - t0) / 200 < 2, `${((performance.now() - t0) / 200).toFixed(2)} ms per bomb query`);
+});
+
+test('fuzz finding: a question name the codec cannot echo (non-ASCII label bytes) gets no malformed answer', () => {
+  const q = query(`${'x'.repeat(63)}.weave.local`, 'A');
+  q.fill(0xff, 13, 17); // four label bytes of the first label: not ASCII, so they would re-encode as 4 × 3 bytes of U+FFFD
+  assert.deepEqual(answerQuery(q, source(), 'udp'), { kind: 'drop', reason: 'malformed' });
+  // NOTIMP/FORMERR answers leave such a question out instead of corrupting the packet.
+  q.writeUInt16BE(0x2000 | 0x0100, 2); // opcode 4 (NOTIFY), RD
+  const out = answerQuery(q, source(), 'udp');
+  assert.equal(out.kind, 'answer');
+  if (out.kind === 'answer') {
+    const r = dnsPacket.decode(out.response);
+    assert.equal(out.rcode, 'NOTIMP');
+    assert.equal(r.questions?.length, 0);
+  }
+  assert.equal(isEchoableName('db.weave.local.'), true);
+  assert.equal(isEchoableName('.'), true);
+  assert.equal(isEchoableName('a\ufffd.weave.local.'), false);
+  assert.equal(isEchoableName(`${'x'.repeat(64)}.local.`), false);
 });
 
 test('resolv.conf: nameservers in order, at most 3, own address filtered, junk ignored', () => {

@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pack, unpack } from 'msgpackr';
-import { DnsRegistry, TOMBSTONE_TTL_MS, entriesFromWire, entriesToWire, normaliseName, normaliseDomain, supersedes, type DnsEntry } from '../../dns/registry.js';
+import { DnsRegistry, TOMBSTONE_TTL_MS, decodeGossip, entriesFromWire, entriesToWire, normaliseName, normaliseDomain, supersedes, type DnsEntry } from '../../dns/registry.js';
 import { mulberry32 } from '../lib/prng.js';
 
 const A = 'aa:00:00:00:00:01';
@@ -136,6 +136,12 @@ test('wire form: round trip, and bounded, checked decoding', () => {
   assert.throws(() => entriesFromWire([['c', B, '10.0.0.1', H, -1, 0]]), /version/);
   assert.throws(() => entriesFromWire([['c', B, '10.0.0.1', H, 0, 1.5]]), /tombstone/);
   assert.throws(() => entriesFromWire(new Array(100_001).fill(0)), /more than/);
+  // Fuzz findings: a peer's control characters come back escaped in the one-line error;
+  // gossip bytes are pre-scanned (no ext types, bounded elements) before msgpackr.
+  assert.throws(() => entriesFromWire([['c', '\u0000\u009b2J', '10.0.0.1', H, 0, 0]]), (e: Error) => /origin "\\u0000\\u009b2J"/.test(e.message) && !/[\u0000-\u001f\u007f-\u009f]/.test(e.message));
+  assert.deepEqual(decodeGossip(pack(entriesToWire(es))), es);
+  assert.throws(() => decodeGossip(Buffer.from([0xd4, 0x62, 0x00])), /undecodable dns gossip: .*ext/i);
+  assert.throws(() => decodeGossip(Buffer.concat([Buffer.from([0xdd, 0x00, 0x10, 0x00, 0x00]), Buffer.alloc(1 << 20, 0x90)])), /undecodable dns gossip/);
   const rng = mulberry32(11);
   for (let i = 0; i < 2000; i++) {
     const bytes = Buffer.from(Array.from({ length: Math.floor(rng() * 64) }, () => Math.floor(rng() * 256)));

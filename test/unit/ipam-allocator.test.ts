@@ -214,6 +214,32 @@ test('rmpeer takes over a dead peer\'s space; refused for self, reachable or unk
   for (const p of [a, b]) p!.crash();
 });
 
+test('rmpeer NICKNAME after the peer was killed and left the topology: the ring remembers its owners\' nicknames', async () => {
+  const names = ['aa:00:00:00:00:01', 'aa:00:00:00:00:02', 'aa:00:00:00:00:03'];
+  const { net, peers } = await cluster(3, () => ({ init: { mode: 'seed', peers: names } }));
+  const [a, b, c] = peers;
+  await settle(net, c!.alloc!.allocate('x'));
+  await net.run(500);
+  c!.crash();
+  net.forget(c!);
+  // a restarts too: what it remembers comes from its saved ring, not from memory.
+  a!.crash();
+  await a!.boot();
+  await net.run(500);
+  assert.equal(a!.alloc!.inspect().ring.nickname(c!.name), 'h3');
+  const mine = a!.alloc!.status().owned.find((o) => o.peer === c!.name)!;
+  assert.equal(mine.nickname, 'h3', 'status shows the remembered nickname');
+  assert.equal(mine.reachable, false);
+  const share = parseCidr(RANGE).size - Math.floor((2 * parseCidr(RANGE).size) / 3);
+  assert.equal(await settle(net, a!.alloc!.rmpeer('h3')), share);
+  await net.run(500);
+  for (const p of [a, b]) assert.deepEqual(p!.alloc!.inspect().ring.peers(), [a!.name, b!.name]);
+  assert.ok(a!.alloc!.inspect().ring.equals(b!.alloc!.inspect().ring), 'the remaining peers agree');
+  // Taken over, h3 owns nothing and is in no topology: a second rmpeer finds no such peer.
+  await assert.rejects(settle(net, a!.alloc!.rmpeer('h3')), /unknown peer h3/);
+  for (const p of [a, b]) p!.crash();
+});
+
 test('all ranges owned by unreachable peers is reported', async () => {
   const names = ['aa:00:00:00:00:01'];
   const { net, peers } = await cluster(2, () => ({ range: '10.9.0.0/28', init: { mode: 'seed', peers: names } }));

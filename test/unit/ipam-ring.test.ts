@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { pack } from 'msgpackr';
+import { pack, unpack } from 'msgpackr';
 import { Ring, RingConflictError, RingError, RMPEER_VERSION_BUMP } from '../../ipam/ring.js';
 import { parseCidr, isAligned } from '../../ipam/cidr.js';
 import { Prng } from '../../ipam/sim.js';
@@ -215,4 +215,53 @@ test('random donation/merge histories keep invariants; merge is commutative, ass
       assert.equal(total, range.size);
     }
   }
+});
+
+test('nicknames of owners: kept in the plain form (optional k), validated, adopted on merge, pruned with ownership', () => {
+  const r = Ring.seed(R.start, R.size, [A, B, C]);
+  assert.equal(r.setNickname(A, 'host-a'), true);
+  assert.equal(r.setNickname(A, 'host-a'), false);
+  assert.equal(r.setNickname(B, '\u001b]0;x\u0007'), false, 'control characters refused');
+  assert.equal(r.setNickname(B, 'x'.repeat(256)), false, 'over 255 characters refused');
+  assert.equal(r.setNickname(B, ''), false);
+  const plain = r.toPlain();
+  assert.deepEqual(plain.k, ['host-a', '', '']);
+  const back = Ring.fromPlain(unpack(pack(plain)));
+  assert.equal(back.nickname(A), 'host-a');
+  assert.equal(back.nickname(B), undefined);
+  assert.deepEqual(back.peersNamed('host-a'), [A]);
+  // Without nicknames the plain form is what older peers send and read (no k).
+  assert.equal(Ring.seed(R.start, R.size, [A]).toPlain().k, undefined);
+  const old = Ring.fromPlain({ s: plain.s, n: plain.n, p: plain.p, e: plain.e });
+  assert.ok(old.equals(r));
+  // Malformed tables are refused like a malformed ring.
+  for (const k of [['a'], ['a', 'b', 7], ['a', 'b', '\u009b2J'], 'abc', ['a', 'b', 'x'.repeat(256)]]) {
+    assert.throws(() => Ring.fromPlain({ ...plain, k }), /bad nickname table/, JSON.stringify(k));
+  }
+  // Merge adopts nicknames it lacks, never overwrites, and reports the change.
+  const mine = Ring.seed(R.start, R.size, [A, B, C]);
+  mine.setNickname(B, 'host-b');
+  const theirs = Ring.fromPlain({ ...plain, k: ['host-a', 'other-b', ''] });
+  assert.equal(mine.merge(theirs), true);
+  assert.equal(mine.nickname(A), 'host-a');
+  assert.equal(mine.nickname(B), 'host-b');
+  assert.equal(mine.merge(theirs), false, 'idempotent');
+  // After a takeover the dead peer owns nothing and its nickname leaves the plain form.
+  mine.transfer(C, A);
+  mine.setNickname(C, 'host-c');
+  assert.deepEqual(mine.toPlain().p, [A, B]);
+  assert.deepEqual(mine.toPlain().k, ['host-a', 'host-b']);
+});
+
+test('fuzz finding: an update whose join would break the invariants is refused whole', () => {
+  const s = R.start;
+  const half = R.size / 2;
+  // Ours: B split its span at s+half+256 (new token at version 0).
+  const mine = Ring.fromPlain({ s, n: R.size, p: [A, B], e: [s, 0, 0, half, s + half, 1, 0, 256, s + half + 256, 1, 0, half - 256] });
+  // Theirs: a newer version of B's entry at s+half whose free hint counts the whole half.
+  const theirs = Ring.fromPlain({ s, n: R.size, p: [A, B], e: [s, 0, 0, half, s + half, 1, 5, half] });
+  const before = JSON.stringify(mine.toPlain());
+  assert.throws(() => mine.merge(theirs), (e: Error) => e instanceof RingError && /ring update refused: the merged ring would be invalid \(ring entry 10\.40\.0\.0 has free 524288 outside 0\.\.256\)/.test(e.message));
+  assert.equal(JSON.stringify(mine.toPlain()), before, 'nothing changed');
+  mine.checkInvariants();
 });

@@ -89,6 +89,9 @@ test('formatPeers: tree of peers and their connections', () => {
 
 test('formatTargets: one per line', () => {
   assert.equal(formatTargets(sampleReport()), '192.168.77.2\n192.168.77.9\n');
+  const flagged = sampleReport();
+  flagged.Router.TargetStates = [{ Address: '192.168.77.9', State: 'retrying', Unresolved: 'ENOTFOUND\u001b[2J' }];
+  assert.equal(formatTargets(flagged), '192.168.77.2\n192.168.77.9 unresolved: ENOTFOUND\\x1b[2J\n');
   const r = sampleReport();
   r.Router.Targets = [];
   assert.equal(formatTargets(r), '');
