@@ -7,6 +7,7 @@
  * does) so they reconnect on the next launch.
  */
 import { collectGarbage } from './heap.js';
+import { installClockHook } from './clock-hook.js';
 import os from 'node:os';
 import { promises as fsp, readFileSync } from 'node:fs';
 import { Router } from '../router.js';
@@ -348,6 +349,8 @@ if (process.argv[1] && /weaver\.js$/.test(process.argv[1])) {
     process.exit(2);
   }
   delete process.env.WEAVER_CONFIG;
+  // [reliability] test hook: wall-clock jumps without touching the machine clock (clock-hook.ts).
+  installClockHook();
   runDaemon(JSON.parse(raw) as LaunchConfig).catch((err: Error) => {
     process.stderr.write(`weaver: ${err.message}\n`);
     process.exit(1);
