@@ -257,7 +257,13 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     const force = Boolean((body as { force?: unknown } | undefined)?.force);
     const check = resetCheck(fullReport());
     if (check.abandons && !force) throw new ApiError(409, `${check.abandons}: no reachable peer can take it over; run weave reset --force to abandon it`);
-    for (const sub of started) await sub.reset?.().catch((err: Error) => log(`reset: ${sub.name}: ${err.message}`, 'warn'));
+    for (const sub of started) {
+      await sub.reset?.({ force }).catch((err: Error) => {
+        // [reliability] a subsystem may refuse (IPAM: the heir does not answer); nothing is removed yet.
+        if (err instanceof ApiError) throw err;
+        log(`reset: ${sub.name}: ${err.message}`, 'warn');
+      });
+    }
     for (const e of endpoints.list()) await endpoints.detach(e.id, []).catch(() => undefined);
     setImmediate(() => void (async () => {
       await router.stop().catch(() => undefined);

@@ -40,6 +40,8 @@ export interface MeshChaosOptions {
   maxFds?: number;
   /** Pass --no-fastdp to every router (default: fastdp on, so UDP 6784 matters). */
   noFastdp?: boolean;
+  /** An explicit step list instead of the seeded one (regression tests); `steps` is then ignored. */
+  schedule?: Step[];
 }
 
 export interface MeshChaosResult {
@@ -133,7 +135,7 @@ async function pool<T>(items: T[], n: number, fn: (x: T) => Promise<void>): Prom
  * caller destroys the testbed. Throws only when the testbed cannot be set up.
  */
 export async function runMeshSchedule(bed: Testbed, o: MeshChaosOptions): Promise<MeshChaosResult> {
-  const steps = makeSchedule(o.seed, o.hosts, o.steps);
+  const steps = o.schedule ?? makeSchedule(o.seed, o.hosts, o.steps);
   const hosts = await bed.up(o.hosts);
   const violations: string[] = [];
   const ctrs = new Map<string, Ctr>();
