@@ -38,6 +38,8 @@ export class Allocator {
   private readonly consensus: Consensus | undefined;
   private pending: PendingOp[] = [];
   private requests = new Map<number, InflightRequest>();
+  /** Probes waiting for their answer (shutdownHandOver): id -> resolve with the answerer's ring. */
+  private probes = new Map<number, { peer: string; resolve: (ring: RingPlain | undefined) => void }>();
   private nextRequestId = 1;
   private conflict: string | undefined;
   private started: Promise<void> | undefined;
@@ -151,6 +153,8 @@ export class Allocator {
     this.paxos?.stop();
     for (const r of this.requests.values()) r.timer.cancel();
     this.requests.clear();
+    for (const p of this.probes.values()) p.resolve(undefined);
+    this.probes.clear();
     for (const op of [...this.pending]) this.finish(op, new IpamError('IPAM is shutting down'));
   }
 
@@ -286,6 +290,10 @@ export class Allocator {
         .catch((e: Error) => this.log(`IPAM: ${e.message}`));
     };
     if (src === this.self) return 'space request from ourselves';
+    if (m.probe) {
+      reply(false, 'probe');
+      return undefined;
+    }
     if (this.ring.isEmpty()) {
       reply(false, `peer ${this.self} has no ring yet`);
       return undefined;
@@ -333,6 +341,11 @@ export class Allocator {
         err = `IPAM: dropped ring from ${src}: ${(e as Error).message}`;
         this.log(err);
       }
+    }
+    const probe = this.probes.get(m.id);
+    if (probe && probe.peer === src) {
+      this.probes.delete(m.id);
+      probe.resolve(m.ring);
     }
     const req = this.requests.get(m.id);
     if (req && req.donor === src) {
@@ -663,16 +676,53 @@ export class Allocator {
   }
 
   /**
-   * On `weave reset`: give all our space to a reachable peer, drop our allocations and stop.
-   * @returns the heir's name, or undefined if no peer was reachable (our space stays ours until rmpeer).
+   * Ask `peer` for its ring without asking for space (a `req` with `probe`), as a round
+   * trip that proves both directions work now. Resolves with its ring, or undefined when
+   * no answer came within `timeoutMs` (one-way or two-way partition, peer gone).
    */
-  async shutdownHandOver(): Promise<string | undefined> {
+  private probe(peer: string, timeoutMs: number): Promise<RingPlain | undefined> {
+    const id = this.nextRequestId++;
+    return new Promise((resolve) => {
+      const timer = this.opts.setTimer(timeoutMs, () => {
+        this.probes.delete(id);
+        resolve(undefined);
+      });
+      this.probes.set(id, {
+        peer,
+        resolve: (ring) => {
+          timer.cancel();
+          resolve(ring ?? undefined);
+        },
+      });
+      const lo = this.ring.ownedRanges(this.self)[0]?.[0] ?? this.range.start;
+      this.opts.channel.unicast(peer, encodeMsg({ v: 1, t: 'req', id, lo, hi: lo + 1, probe: true }));
+    });
+  }
+
+  /**
+   * On `weave reset`: give all our space to a reachable peer, drop our allocations and stop.
+   * The hand-over is confirmed, not fired and forgotten: first a probe round trip to the
+   * heir must succeed (else, unless `force`, an IpamError and nothing changes: a one-way
+   * partition that still shows the connection as established would otherwise swallow
+   * the transfer and strand our space under a name that is gone); after the transfer the
+   * ring is sent again and the heir probed until its ring shows it owns our former space
+   * (bounded by `confirmMs`). A transfer still unconfirmed then is logged and reported
+   * through `unconfirmed` (reclaim with rmpeer if it was lost).
+   * @returns the heir's name (undefined if no peer was reachable: our space stays ours until rmpeer).
+   */
+  async shutdownHandOver(o: { force?: boolean; probeMs?: number; confirmMs?: number } = {}): Promise<string | undefined> {
     await this.ensureStarted();
     const reachable = this.opts.channel.knownPeers().filter((p) => p.reachable && p.name !== this.self).map((p) => p.name).sort();
     const inRing = new Set(this.ring.peers());
     const heir = reachable.find((p) => inRing.has(p)) ?? reachable[0];
+    const ours = this.ring.ownedRanges(this.self);
+    if (heir !== undefined && !this.ring.isEmpty() && ours.length > 0 && !o.force) {
+      if (!(await this.probe(heir, o.probeMs ?? 5000))) {
+        throw new IpamError(`peer ${heir} did not answer within ${(o.probeMs ?? 5000) / 1000} s (is the network partitioned?), so our IPAM space cannot be handed over; nothing was changed: retry, or run weave reset --force to abandon the space`);
+      }
+    }
     for (const op of [...this.pending]) this.finish(op, new IpamError('IPAM is shutting down (weave reset)'));
-    if (heir === undefined || this.ring.isEmpty() || this.ring.ownedRanges(this.self).length === 0) {
+    if (heir === undefined || this.ring.isEmpty() || ours.length === 0) {
       this.close();
       return heir !== undefined && !this.ring.isEmpty() ? heir : undefined;
     }
@@ -681,9 +731,29 @@ export class Allocator {
     this.ringChanged();
     await this.persist();
     this.broadcastRing();
+    const end = this.opts.now() + (o.confirmMs ?? 10_000);
+    let confirmed = false;
+    while (!confirmed && this.opts.now() < end) {
+      if (this.saved.savedRing) this.opts.channel.unicast(heir, encodeMsg({ v: 1, t: 'gossip', ring: this.saved.savedRing }));
+      const theirs = await this.probe(heir, Math.max(1, Math.min(2000, end - this.opts.now())));
+      if (!theirs) continue;
+      try {
+        const r = Ring.fromPlain(theirs);
+        confirmed = ours.every(([lo]) => r.owner(lo) === heir);
+      } catch {
+        confirmed = false;
+      }
+    }
+    if (!confirmed) {
+      this.unconfirmed = heir;
+      this.log(`IPAM: ${heir} did not confirm taking over our space within ${(o.confirmMs ?? 10_000) / 1000} s; if it was lost, reclaim it with weave rmpeer ${this.self} on another peer`);
+    }
     this.close();
     return heir;
   }
+
+  /** Set by shutdownHandOver when the heir never confirmed the transfer. */
+  unconfirmed: string | undefined;
 
   /**
    * Diagnostics and tests: a copy of the ring, our owned ranges and our allocations

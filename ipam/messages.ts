@@ -32,6 +32,12 @@ export interface SpaceRequestMsg {
   lo: number;
   hi: number;
   addr?: number;
+  /**
+   * A probe (reliability, `weave reset`): "answer with your ring, give nothing". The
+   * answer is a `resp` with ok false, reason "probe" and the ring. A peer of an older
+   * version ignores the flag and treats it as a request for [lo, hi).
+   */
+  probe?: boolean;
 }
 export interface SpaceReplyMsg {
   v: 1;
@@ -91,6 +97,10 @@ export function decodeMsg(bytes: Uint8Array): IpamMsg {
       const out: SpaceRequestMsg = { v: 1, t: 'req', id: uint(m.id, 'id', 2 ** 53), lo: uint(m.lo, 'lo'), hi: uint(m.hi, 'hi') };
       if (out.lo >= out.hi) throw new IpamMessageError('malformed IPAM message: empty request range');
       if (m.addr !== undefined) out.addr = uint(m.addr, 'addr', 2 ** 32 - 1);
+      if (m.probe !== undefined) {
+        if (m.probe !== true) throw new IpamMessageError('malformed IPAM message: bad probe');
+        out.probe = true;
+      }
       return out;
     }
     case 'resp': {

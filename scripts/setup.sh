@@ -9,6 +9,8 @@ apt-get install -y -qq --no-install-recommends \
   libsodium-dev pkg-config wireguard-go wireguard-tools nebula >/dev/null
 # CNI (issue #15): podman with its CNI backend drives the weave-net plugin in test/e2e/cni.test.ts.
 apt-get install -y -qq --no-install-recommends podman containernetworking-plugins >/dev/null
+# Soak (issue #16): `npm run soak` draws its PNG with gnuplot (pngcairo).
+apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null
 command -v node >/dev/null || { echo "setup: Node.js 20 or newer is needed (node not found)" >&2; exit 1; }
 cd "$(dirname "$0")/.."
 npm ci --no-audit --no-fund

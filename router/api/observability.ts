@@ -4,6 +4,7 @@
  * Other subsystems' metrics live in the same registry (`ctx.metrics`).
  */
 import http from 'node:http';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Gauge } from 'prom-client';
 import type { Subsystem, SubsystemContext } from '../daemon/subsystem.js';
 import { splitHostPort } from '../daemon/config.js';
@@ -69,6 +70,7 @@ async function setupObservability(ctx: SubsystemContext): Promise<() => Promise<
       for (const [kind, n] of Object.entries(api.refused)) this.set({ kind }, n);
     },
   });
+  const loop = watchEventLoop(ctx.metrics);
   const streams: EventStream[] = api.servers.map((s) => attachEventStream(s, source, { insecure: api.insecure, onRefused: refused }));
 
   let metricsServer: http.Server | undefined;
@@ -100,7 +102,55 @@ async function setupObservability(ctx: SubsystemContext): Promise<() => Promise<
     }
   }
   return async () => {
+    loop.stop();
     for (const st of streams) st.close();
     if (metricsServer) await new Promise<void>((r) => metricsServer!.close(() => r()));
+  };
+}
+
+/** Length of one event-loop delay window, ms: the gauge shows the last complete window. */
+const LOOP_WINDOW_MS = 10_000;
+
+/**
+ * [reliability] Event-loop delay and heap gauges (for the soak, `npm run soak`, and
+ * dashboards): `tsweave_event_loop_delay_seconds{quantile="0.5"|"0.99"|"1"}` over the
+ * last complete 10 s window, sampled by Node's `monitorEventLoopDelay` (a libuv timer
+ * every 10 ms, so values below ~10 ms are at its resolution), and
+ * `tsweave_heap_used_bytes` (V8 heap in use at scrape time). A window is closed by a
+ * timer, not by a scrape, so several scrapers see the same values.
+ */
+function watchEventLoop(registry: SubsystemContext['metrics']): { stop(): void } {
+  const h = monitorEventLoopDelay({ resolution: 10 });
+  h.enable();
+  let last = { p50: 0, p99: 0, max: 0 };
+  const t = setInterval(() => {
+    last = { p50: h.percentile(50) / 1e9, p99: h.percentile(99) / 1e9, max: h.max / 1e9 };
+    h.reset();
+  }, LOOP_WINDOW_MS);
+  t.unref();
+  new Gauge({
+    name: 'tsweave_event_loop_delay_seconds',
+    help: 'Event-loop delay over the last complete 10 s window, by quantile (1 = max).',
+    labelNames: ['quantile'],
+    registers: [registry],
+    collect() {
+      this.set({ quantile: '0.5' }, last.p50);
+      this.set({ quantile: '0.99' }, last.p99);
+      this.set({ quantile: '1' }, last.max);
+    },
+  });
+  new Gauge({
+    name: 'tsweave_heap_used_bytes',
+    help: 'V8 heap in use at scrape time, bytes.',
+    registers: [registry],
+    collect() {
+      this.set(process.memoryUsage().heapUsed);
+    },
+  });
+  return {
+    stop() {
+      clearInterval(t);
+      h.disable();
+    },
   };
 }

@@ -82,7 +82,7 @@ export function ipamSubsystem(): IpamSubsystem {
       ctx.endpoints.allocator = started.allocator;
     },
     report: () => started?.report(),
-    reset: async () => started?.handOver(),
+    reset: async (o) => started?.handOver(o?.force ?? false),
     close: async () => started?.close(),
   };
 }
@@ -90,7 +90,7 @@ export function ipamSubsystem(): IpamSubsystem {
 interface Started {
   allocator: AddressAllocator;
   report(): ReportIpam;
-  handOver(): Promise<void>;
+  handOver(force: boolean): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -183,9 +183,12 @@ async function startIpam(ctx: SubsystemContext): Promise<Started> {
   return {
     allocator: adapter,
     report,
-    handOver: async () => {
-      const heir = await a.shutdownHandOver();
-      if (heir) log(`handed IPAM space over to ${heir}`);
+    handOver: async (force) => {
+      // A heir that does not answer refuses the reset (409) before anything changes.
+      const heir = await a.shutdownHandOver({ force }).catch((err: Error) => {
+        throw err instanceof IpamError ? new ApiError(409, err.message) : err;
+      });
+      if (heir) log(a.unconfirmed ? `handed IPAM space over to ${heir} (not confirmed)` : `handed IPAM space over to ${heir}`);
       await persistence.remove().catch(() => undefined);
     },
     close: async () => {

@@ -77,8 +77,12 @@ export interface Subsystem {
   endpointAttached?(change: EndpointChange): void | Promise<void>;
   /** After an endpoint was detached or its container died. */
   endpointDetached?(change: EndpointChange): void | Promise<void>;
-  /** Before `weave reset` removes everything: hand over what others need (IPAM space). */
-  reset?(): Promise<void>;
+  /**
+   * Before `weave reset` removes everything: hand over what others need (IPAM space).
+   * An `ApiError` thrown here refuses the reset (nothing has been removed yet); `force`
+   * is `weave reset --force`.
+   */
+  reset?(o?: { force: boolean }): Promise<void>;
   /** Stop timers, listeners and channels. Must not throw; bounded in time. */
   close(): Promise<void>;
 }

@@ -7,6 +7,7 @@
  * does) so they reconnect on the next launch.
  */
 import { collectGarbage } from './heap.js';
+import { installClockHook } from './clock-hook.js';
 import os from 'node:os';
 import { promises as fsp, readFileSync } from 'node:fs';
 import { Router } from '../router.js';
@@ -256,7 +257,13 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     const force = Boolean((body as { force?: unknown } | undefined)?.force);
     const check = resetCheck(fullReport());
     if (check.abandons && !force) throw new ApiError(409, `${check.abandons}: no reachable peer can take it over; run weave reset --force to abandon it`);
-    for (const sub of started) await sub.reset?.().catch((err: Error) => log(`reset: ${sub.name}: ${err.message}`, 'warn'));
+    for (const sub of started) {
+      await sub.reset?.({ force }).catch((err: Error) => {
+        // [reliability] a subsystem may refuse (IPAM: the heir does not answer); nothing is removed yet.
+        if (err instanceof ApiError) throw err;
+        log(`reset: ${sub.name}: ${err.message}`, 'warn');
+      });
+    }
     for (const e of endpoints.list()) await endpoints.detach(e.id, []).catch(() => undefined);
     setImmediate(() => void (async () => {
       await router.stop().catch(() => undefined);
@@ -348,6 +355,8 @@ if (process.argv[1] && /weaver\.js$/.test(process.argv[1])) {
     process.exit(2);
   }
   delete process.env.WEAVER_CONFIG;
+  // [reliability] test hook: wall-clock jumps without touching the machine clock (clock-hook.ts).
+  installClockHook();
   runDaemon(JSON.parse(raw) as LaunchConfig).catch((err: Error) => {
     process.stderr.write(`weaver: ${err.message}\n`);
     process.exit(1);

@@ -4,13 +4,18 @@
  * one line per kill and the seed; exits 1 on any violation (printing them and the
  * router's log tail; the state dir is kept under /tmp when it fails).
  *
- * The multi-host chaos runner of issue #16 (--hosts/--steps: partitions, heal,
- * stop/launch, reset) is not built yet; those options are refused.
+ * `npm run chaos -- --hosts N --steps S [--seed X] [--runs R] [--keep-going]`: the
+ * multi-host fault schedule (test/chaos/schedule.ts, run by test/chaos/mesh.ts) for
+ * seeds X, X+1, ... X+R-1, each on a fresh testbed. Prints one line per step; on a
+ * violation prints the seed, the step list, the violations and each router's status
+ * and log tail, and exits 1 (after the remaining runs with --keep-going).
  */
-import { Command, Option } from 'commander';
-import { cpSync } from 'node:fs';
+import { Command } from 'commander';
+import { cpSync, existsSync } from 'node:fs';
 import { Testbed, canRunE2E } from '../e2e/lib/testbed.js';
 import { killBurst } from './kill9.js';
+import { runMeshSchedule } from './mesh.js';
+import { describeStep } from './schedule.js';
 
 function int(name: string, min: number, max: number) {
   return (v: string): number => {
@@ -25,15 +30,19 @@ async function main(): Promise<number> {
     .option('--kills <n>', 'router kills', int('--kills', 1, 1000), 50)
     .option('--seed <s>', 'schedule seed (default: random, printed)', int('--seed', 0, 2 ** 31 - 1))
     .option('--workers <n>', 'concurrent attaches per burst', int('--workers', 1, 16), 3)
-    .addOption(new Option('--hosts <n>', 'not built yet').hideHelp())
-    .addOption(new Option('--steps <n>', 'not built yet').hideHelp())
+    .option('--hosts <n>', 'multi-host fault schedule: number of hosts', int('--hosts', 2, 16))
+    .option('--steps <n>', 'multi-host fault schedule: steps per schedule', int('--steps', 1, 10000), 40)
+    .option('--runs <n>', 'multi-host fault schedule: schedules to run (seeds S, S+1, ...)', int('--runs', 1, 100000), 1)
+    .option('--keep-going', 'multi-host fault schedule: go on after a violating schedule')
+    .option('--no-fastdp', 'multi-host fault schedule: routers without the fast datapath')
     .exitOverride();
   p.parse(process.argv);
-  const o = p.opts<{ kills: number; seed?: number; workers: number; hosts?: string; steps?: string }>();
-  if (o.hosts || o.steps) throw new Error('--hosts/--steps (the multi-host fault schedule) are not built yet: run with --kills N');
+  const o = p.opts<{ kills: number; seed?: number; workers: number; hosts?: number; steps: number; runs: number; keepGoing?: boolean; fastdp: boolean }>();
   const why = canRunE2E();
   if (why) throw new Error(`chaos ${why}`);
+  if (o.hosts && !existsSync('/usr/sbin/iptables') && !existsSync('/sbin/iptables')) throw new Error('chaos --hosts needs iptables (Debian package iptables)');
   const seed = o.seed ?? Math.floor(Math.random() * 2 ** 31);
+  if (o.hosts) return meshCampaign({ ...o, hosts: o.hosts }, seed);
   console.log(`chaos: kill -9 schedule, seed ${seed}, ${o.kills} kills, ${o.workers} workers`);
   const bed = new Testbed('ch');
   const t0 = Date.now();
@@ -56,6 +65,39 @@ async function main(): Promise<number> {
   } finally {
     await bed.destroy();
   }
+}
+
+async function meshCampaign(o: { hosts: number; steps: number; runs: number; keepGoing?: boolean; fastdp: boolean }, first: number): Promise<number> {
+  let clean = 0;
+  const bad: number[] = [];
+  const t0 = Date.now();
+  for (let r = 0; r < o.runs; r++) {
+    const seed = (first + r) % 2 ** 31;
+    console.log(`chaos: schedule seed ${seed}: ${o.hosts} hosts x ${o.steps} steps${o.fastdp ? '' : ' (no fastdp)'} (run ${r + 1}/${o.runs})`);
+    const bed = new Testbed('cm');
+    const t1 = Date.now();
+    try {
+      const res = await runMeshSchedule(bed, { seed, hosts: o.hosts, steps: o.steps, noFastdp: !o.fastdp, log: (l) => console.log(`  ${l}`) });
+      const s = ((Date.now() - t1) / 1000).toFixed(0);
+      const mib = res.rss.map((x) => (x / 2 ** 20).toFixed(0)).join('/');
+      console.log(`chaos: seed ${seed}: ${res.violations.length} violations in ${s} s; ${res.containers} containers (${res.attachesOk} attaches ok, ${res.attachesRefused} refused); router RSS MiB ${mib}, fds ${res.fds.join('/')}`);
+      if (res.violations.length) {
+        bad.push(seed);
+        console.log(`seed ${seed}: the schedule was (replay with --hosts ${o.hosts} --steps ${o.steps} --seed ${seed}${o.fastdp ? '' : ' --no-fastdp'}):`);
+        res.steps.forEach((st, i) => console.log(`  ${String(i + 1).padStart(3)}. ${describeStep(st)}`));
+        for (const v of res.violations) console.log(`VIOLATION: ${v}`);
+        const keep = `/tmp/tsweave-chaos-failed-${seed}`;
+        cpSync(bed.dir, keep, { recursive: true });
+        console.log(`${res.diagnostics}\nstate dirs and logs kept in ${keep}`);
+        if (!o.keepGoing) break;
+      } else clean++;
+    } finally {
+      await bed.destroy();
+    }
+  }
+  const m = ((Date.now() - t0) / 60000).toFixed(1);
+  console.log(`chaos: ${clean} schedules x ${o.steps} steps on ${o.hosts} hosts clean, ${bad.length} with violations${bad.length ? ` (seeds ${bad.join(' ')})` : ''}, in ${m} min`);
+  return bad.length ? 1 : 0;
 }
 
 main().then((c) => process.exit(c), (err: Error) => {

@@ -100,8 +100,9 @@ export async function killBurst(bed: Testbed, host: Host, launchArgs: string[], 
     }
     const outcome = await Promise.all(attaches);
     // Relaunch at once: liveness is decided by the lock, not by the dead pid.
-    const r = await host.weave(launchArgs, { timeoutMs: 60_000 });
-    if (r.code !== 0) throw new Error(`kill ${k} (seed ${o.seed}): relaunch failed: ${r.stderr.trim()}\n${host.logTail()}`);
+    // Bounded generously: on a shared 2-vCPU machine at load 30+ a launch alone can take a minute.
+    const r = await host.weave(launchArgs, { timeoutMs: 180_000 });
+    if (r.code !== 0) throw new Error(`kill ${k} (seed ${o.seed}): relaunch failed: ${r.stderr.trim() || 'no answer: the CLI was killed after 180 s'} (log tail: ${host.logTail(5).replace(/\n/g, ' | ')})`);
     o.log(`kill ${k}/${o.kills}: SIGKILL pid ${pid} after ${delay} ms; attaches ${outcome.join(' ')}; relaunched`);
   }
   await until('IPAM ready after the last relaunch', async () => /ready/i.test((await host.report()).IPAM?.Status ?? ''), 60_000, 500);

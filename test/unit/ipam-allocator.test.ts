@@ -261,6 +261,34 @@ test('shutdownHandOver gives all our space to a live peer', async () => {
   peers[1]!.crash();
 });
 
+test('shutdownHandOver refuses when the heir does not answer (a partition the topology has not noticed yet) and changes nothing; then confirms the transfer', async () => {
+  // Regression (chaos schedule "partition h1 -/-> h2,h3; weave reset h1"): the hand-over was
+  // broadcast into a one-way partition and lost, and the space stayed with a departed name.
+  const names = ['aa:00:00:00:00:01', 'aa:00:00:00:00:02'];
+  const { net, peers } = await cluster(2, () => ({ init: { mode: 'seed', peers: names } }));
+  await settle(net, peers[0]!.alloc!.allocate('c'));
+  net.loss = 1; // every message lost, while the mesh still shows the peer as reachable
+  await assert.rejects(settle(net, peers[0]!.alloc!.shutdownHandOver()), /did not answer within 5 s .*nothing was changed.*weave reset --force/);
+  assert.deepEqual(peers[0]!.alloc!.inspect().ring.peers().sort(), [...names].sort(), 'the ring is unchanged');
+  assert.equal(peers[0]!.alloc!.inspect().allocations.length, 1, 'our allocation is kept');
+  net.loss = 0;
+  const heir = await settle(net, peers[0]!.alloc!.shutdownHandOver());
+  assert.equal(heir, peers[1]!.name);
+  assert.equal(peers[0]!.alloc!.unconfirmed, undefined, 'the heir confirmed');
+  assert.deepEqual(peers[1]!.alloc!.inspect().ring.peers(), [peers[1]!.name], 'the heir owns everything when shutdownHandOver returns');
+  peers[1]!.crash();
+});
+
+test('shutdownHandOver --force into a silent heir says the transfer is unconfirmed', async () => {
+  const names = ['aa:00:00:00:00:01', 'aa:00:00:00:00:02'];
+  const { net, peers } = await cluster(2, () => ({ init: { mode: 'seed', peers: names } }));
+  net.loss = 1;
+  const heir = await settle(net, peers[0]!.alloc!.shutdownHandOver({ force: true, confirmMs: 3000 }));
+  assert.equal(heir, peers[1]!.name);
+  assert.equal(peers[0]!.alloc!.unconfirmed, peers[1]!.name);
+  peers[1]!.crash();
+});
+
 test('observer: owns nothing, waits for the ring, then gets space by donation', async () => {
   const { net, peers } = await cluster(3, (i) => ({ init: i === 2 ? { mode: 'observer' } : { mode: 'consensus', quorum: 2 } }));
   const obs = peers[2]!;

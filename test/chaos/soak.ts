@@ -1,0 +1,299 @@
+/**
+ * `npm run soak -- --minutes M [--hosts N] [--sample-s S] [--out DIR]`: the soak of
+ * issue #16, as root, on the e2e testbed (one network namespace per host). N routers
+ * (default 3, sleeve only so every frame crosses the routers) each with two
+ * containers carry steady traffic — iperf3 at a bounded rate h2 → h1, a ping every 50 ms
+ * h3 → h1 and h1 → h2 — while churn loops attach and detach a container on every host
+ * as fast as the API answers (one at a time per host), a partition flap cuts one host
+ * off the underlay for 3 s every 30 s, and a /events WebSocket client connects and leaves on every
+ * sample. Every S seconds (default 5) it samples each router's RSS and open fds (/proc),
+ * heap and event-loop delay p99/max (its /metrics: tsweave_heap_used_bytes,
+ * tsweave_event_loop_delay_seconds) and data-path drops (/report) into DIR/soak.csv,
+ * and at the end writes DIR/soak.png (gnuplot) and a table, and checks bounds after a
+ * warm-up (the first 20 %, at least one minute):
+ *  - RSS slope (least squares) ≤ --max-rss-slope MiB per 10 min (default 1);
+ *  - open fds flat: the median of the last third ≤ the median of the first third + 2;
+ *  - event-loop delay p99 ≤ --max-loop-ms (default 50) in the median sample.
+ * Exits 1 naming the bound that failed (or a router that died).
+ */
+import { Command } from 'commander';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import WebSocket from 'ws';
+import { Testbed, canRunE2E, must, sh, sleep, type Host } from '../e2e/lib/testbed.js';
+import { api, procStats } from './mesh.js';
+
+interface Sample { t: number; host: number; rss: number; fds: number; heap: number; p99: number; max: number; drops: number }
+
+function num(name: string, min: number, max: number) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < min || n > max) throw new Error(`invalid ${name} "${v}": want a number from ${min} to ${max}`);
+    return n;
+  };
+}
+
+/** Least-squares slope of y over x. */
+export function slope(xs: number[], ys: number[]): number {
+  const n = xs.length;
+  if (n < 2) return 0;
+  const mx = xs.reduce((a, b) => a + b, 0) / n;
+  const my = ys.reduce((a, b) => a + b, 0) / n;
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < n; i++) {
+    num += (xs[i] - mx) * (ys[i] - my);
+    den += (xs[i] - mx) ** 2;
+  }
+  return den === 0 ? 0 : num / den;
+}
+
+export function median(xs: number[]): number {
+  if (!xs.length) return 0;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+/** Parse one gauge value (with optional labels) out of Prometheus text. */
+function gauge(text: string, name: string, labels = ''): number {
+  const m = new RegExp(`^${name}${labels.replace(/[{}"]/g, (c) => `\\${c}`)} ([0-9.eE+-]+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : NaN;
+}
+
+async function main(): Promise<number> {
+  const p = new Command('soak')
+    .option('--minutes <m>', 'duration', num('--minutes', 0.5, 24 * 60), 5)
+    .option('--hosts <n>', 'routers', num('--hosts', 2, 8), 3)
+    .option('--sample-s <s>', 'sampling period, seconds', num('--sample-s', 1, 600), 5)
+    .option('--out <dir>', 'where soak.csv and soak.png go', '/tmp/tsweave-soak')
+    .option('--max-rss-slope <mib>', 'bound: RSS growth after warm-up, MiB per 10 min', num('--max-rss-slope', 0, 1e6), 1)
+    .option('--max-loop-ms <ms>', 'bound: median sample of the event-loop delay p99, ms', num('--max-loop-ms', 0, 1e6), 50)
+    .option('--iperf-rate <r>', 'iperf3 -b rate', '20M')
+    .exitOverride();
+  p.parse(process.argv);
+  const o = p.opts<{ minutes: number; hosts: number; sampleS: number; out: string; maxRssSlope: number; maxLoopMs: number; iperfRate: string }>();
+  const why = canRunE2E();
+  if (why) throw new Error(`soak ${why}`);
+  for (const bin of ['iperf3', 'gnuplot', 'iptables']) {
+    try {
+      execFileSync(bin, ['--version'], { stdio: 'ignore' });
+    } catch {
+      throw new Error(`soak needs ${bin} (scripts/setup.sh installs it)`);
+    }
+  }
+  if (!/^[\w./-]{1,200}$/.test(o.out)) throw new Error(`invalid --out "${o.out}": want a plain path (letters, digits, . _ - /)`);
+  if (!/^\d+[KMG]?$/.test(o.iperfRate)) throw new Error(`invalid --iperf-rate "${o.iperfRate}": want e.g. 20M`);
+  mkdirSync(o.out, { recursive: true });
+  const bed = new Testbed('sk');
+  const procs: ChildProcess[] = [];
+  let stopping = false;
+  let t0 = Date.now();
+  try {
+    const hosts = await bed.up(o.hosts);
+    for (const h of hosts) await h.launch(['--no-proxy', '--no-plugin', '--no-fastdp', ...hosts.filter((x) => x !== h).map((x) => x.ip)]);
+    await hosts[0].mustWeave(['prime'], { timeoutMs: 120_000 });
+    const steady = [];
+    for (const h of hosts) {
+      steady.push(await h.container(`a${h.index}`, []));
+      await h.container(`b${h.index}`, []);
+    }
+    const durS = Math.round(o.minutes * 60);
+    t0 = Date.now(); // the soak's clock starts when the testbed is up
+    const bg = (args: string[]): ChildProcess => {
+      const c = spawn(args[0], args.slice(1), { stdio: 'ignore' });
+      procs.push(c);
+      return c;
+    };
+    bg(['ip', 'netns', 'exec', steady[0].ns, 'iperf3', '-s']);
+    await sleep(1000);
+    // A client that is restarted if the stream breaks (a flap can end it).
+    let iperfRuns = 0;
+    const iperfLoop = (async () => {
+      while (!stopping) {
+        iperfRuns++;
+        const left = Math.max(5, durS - Math.round((Date.now() - t0) / 1000));
+        const c = bg(['ip', 'netns', 'exec', steady[1].ns, 'iperf3', '-c', steady[0].ips[0], '-t', String(left), '-b', o.iperfRate]);
+        await new Promise((r) => c.once('exit', r));
+        if (!stopping) await sleep(1000);
+      }
+    })();
+    bg(['ip', 'netns', 'exec', steady[2 % hosts.length].ns, 'ping', '-q', '-i', '0.05', steady[0].ips[0]]);
+    bg(['ip', 'netns', 'exec', steady[0].ns, 'ping', '-q', '-i', '0.05', steady[1].ips[0]]);
+
+    // Churn: attach/detach loops, one per host, through the API.
+    let churned = 0;
+    let churnErrors = 0;
+    const churn = hosts.map(async (h) => {
+      const ns = `${bed.prefix}ch${h.index}`;
+      await must('ip', ['netns', 'add', ns]);
+      bed.namespaces.push(ns);
+      const target = JSON.stringify({ target: `netns:/var/run/netns/${ns}`, specs: [] });
+      while (!stopping) {
+        const a = await apiPost(h, '/attach', target);
+        const d = await apiPost(h, '/detach', target);
+        if (a !== 200 || d !== 200) {
+          churnErrors++;
+          await sleep(500);
+        } else churned++;
+      }
+    });
+    // Connection flaps: the last host loses its underlay for 3 s every 30 s.
+    let flaps = 0;
+    const last = hosts[hosts.length - 1];
+    await must('ip', ['netns', 'exec', last.ns, 'iptables', '-w', '-N', 'TSWSOAK']);
+    await must('ip', ['netns', 'exec', last.ns, 'iptables', '-w', '-I', 'OUTPUT', '-j', 'TSWSOAK']);
+    const flapLoop = (async () => {
+      while (!stopping) {
+        await sleep(27_000);
+        if (stopping) break;
+        await must('ip', ['netns', 'exec', last.ns, 'iptables', '-w', '-A', 'TSWSOAK', '-p', 'tcp', '-m', 'multiport', '--ports', '6783', '-j', 'DROP']);
+        await sleep(3000);
+        await must('ip', ['netns', 'exec', last.ns, 'iptables', '-w', '-F', 'TSWSOAK']);
+        flaps++;
+      }
+    })();
+
+    const samples: Sample[] = [];
+    const csv: string[] = ['t_s,host,rss_mib,fds,heap_mib,loop_p99_ms,loop_max_ms,drops'];
+    const pids = hosts.map((h) => h.pid());
+    console.log(`soak: ${o.hosts} routers (pids ${pids.join(' ')}), ${durS} s, sampling every ${o.sampleS} s into ${path.join(o.out, 'soak.csv')}`);
+    const end = t0 + durS * 1000;
+    let nextLine = 0;
+    while (Date.now() < end) {
+      await sleep(o.sampleS * 1000);
+      const t = (Date.now() - t0) / 1000;
+      for (const h of hosts) {
+        const pid = pids[h.index - 1];
+        const st = procStats(pid);
+        if (st.rss === 0) throw new Error(`router h${h.index} (pid ${pid}) died during the soak at ${t.toFixed(0)} s:\n${h.logTail(20)}`);
+        const m = await api(h, 'GET', '/metrics');
+        const rep = await api(h, 'GET', '/report');
+        let drops = NaN;
+        try {
+          drops = Object.values(JSON.parse(rep.body).Router.Drops as Record<string, number>).reduce((a, b) => a + b, 0);
+        } catch { /* no report this time */ }
+        const s: Sample = {
+          t, host: h.index, rss: st.rss / 2 ** 20, fds: st.fds,
+          heap: gauge(m.body, 'tsweave_heap_used_bytes') / 2 ** 20,
+          p99: gauge(m.body, 'tsweave_event_loop_delay_seconds', '{quantile="0.99"}') * 1000,
+          max: gauge(m.body, 'tsweave_event_loop_delay_seconds', '{quantile="1"}') * 1000,
+          drops,
+        };
+        samples.push(s);
+        csv.push([s.t.toFixed(1), s.host, s.rss.toFixed(2), s.fds, s.heap.toFixed(2), s.p99.toFixed(2), s.max.toFixed(2), s.drops].join(','));
+      }
+      writeFileSync(path.join(o.out, 'soak.csv'), csv.join('\n') + '\n');
+      // An /events client connects and leaves.
+      await eventsClient(hosts[Math.floor(t / o.sampleS) % hosts.length]);
+      if (Date.now() >= nextLine) {
+        nextLine = Date.now() + 60_000;
+        const cur = samples.slice(-hosts.length);
+        console.log(`soak: ${t.toFixed(0)} s: RSS MiB ${cur.map((s) => s.rss.toFixed(0)).join('/')}, fds ${cur.map((s) => s.fds).join('/')}, loop p99 ms ${cur.map((s) => s.p99.toFixed(1)).join('/')}; churn ${churned} attach+detach (${churnErrors} errors), ${flaps} flaps, iperf3 runs ${iperfRuns}`);
+      }
+    }
+    stopping = true;
+    await Promise.all([...churn, flapLoop]);
+    for (const c of procs) c.kill('SIGKILL');
+    await iperfLoop;
+
+    // Bounds after warm-up.
+    const warm = Math.max(60, 0.2 * durS);
+    const fails: string[] = [];
+    const rows: string[] = ['host  RSS MiB start→end  slope MiB/10min  fds start→end  heap MiB end  loop p99 ms median/max  drops'];
+    for (const h of hosts) {
+      const ss = samples.filter((s) => s.host === h.index && s.t >= warm);
+      if (ss.length < 3) {
+        fails.push(`too few samples after the ${warm} s warm-up: run longer`);
+        break;
+      }
+      const sl = slope(ss.map((s) => s.t), ss.map((s) => s.rss)) * 600;
+      const third = Math.max(1, Math.floor(ss.length / 3));
+      const fd0 = median(ss.slice(0, third).map((s) => s.fds));
+      const fd1 = median(ss.slice(-third).map((s) => s.fds));
+      const p99med = median(ss.map((s) => s.p99).filter((x) => !Number.isNaN(x)));
+      const p99max = Math.max(...ss.map((s) => s.p99).filter((x) => !Number.isNaN(x)));
+      rows.push(`h${h.index}    ${ss[0].rss.toFixed(1)}→${ss[ss.length - 1].rss.toFixed(1)}      ${sl.toFixed(2).padStart(6)}        ${fd0}→${fd1}          ${ss[ss.length - 1].heap.toFixed(1)}        ${p99med.toFixed(1)}/${p99max.toFixed(1)}              ${ss[ss.length - 1].drops}`);
+      if (sl > o.maxRssSlope) fails.push(`h${h.index}: RSS grows ${sl.toFixed(2)} MiB per 10 min after warm-up (bound ${o.maxRssSlope})`);
+      if (fd1 > fd0 + 2) fails.push(`h${h.index}: open fds grow from ${fd0} to ${fd1} after warm-up`);
+      if (p99med > o.maxLoopMs) fails.push(`h${h.index}: event-loop delay p99 median ${p99med.toFixed(1)} ms over the bound ${o.maxLoopMs} ms`);
+    }
+    const png = path.join(o.out, 'soak.png');
+    plot(samples, png, hosts.length, warm);
+    const load = (await sh('cat', ['/proc/loadavg'])).stdout.trim().split(' ').slice(0, 3).join(' ');
+    console.log(`soak: ${durS} s (warm-up ${warm.toFixed(0)} s), load average ${load}; ${churned} attach+detach cycles (${churnErrors} errors), ${flaps} flaps, iperf3 runs ${iperfRuns}`);
+    console.log(rows.join('\n'));
+    console.log(`soak: ${path.join(o.out, 'soak.csv')}, plot ${png}`);
+    for (const f of fails) console.log(`BOUND: ${f}`);
+    return fails.length ? 1 : 0;
+  } finally {
+    stopping = true;
+    for (const c of procs) c.kill('SIGKILL');
+    await bed.destroy();
+  }
+}
+
+/** POST JSON to the router's unix socket API; returns the status (0 on error). */
+async function apiPost(h: Host, p: string, body: string): Promise<number> {
+  const http = await import('node:http');
+  return new Promise((resolve) => {
+    const req = http.request({ socketPath: path.join(h.stateDir, 'weaver.sock'), method: 'POST', path: p, timeout: 120_000, headers: { 'content-type': 'application/json' } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', () => resolve(0));
+    req.end(body);
+  });
+}
+
+/** Connect to /events on the unix socket, read the snapshot (or give up after 5 s), leave. */
+async function eventsClient(h: Host): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const ws = new WebSocket(`ws+unix://${path.join(h.stateDir, 'weaver.sock')}:/events`);
+    const t = setTimeout(() => ws.terminate(), 5000);
+    ws.once('message', () => ws.close());
+    ws.once('error', () => undefined);
+    ws.once('close', () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+}
+
+/**
+ * Three panels (RSS, fds, event-loop delay p99) per host over time, with gnuplot (argv
+ * only; the data goes through a wide whitespace-separated file next to the PNG).
+ */
+function plot(samples: Sample[], png: string, hosts: number, warm: number): void {
+  const dat = png.replace(/\.png$/, '-plot.dat');
+  const lines: string[] = [];
+  // Samples of one round have slightly different t: group rounds by index instead.
+  const rounds: Sample[][] = [];
+  for (let i = 0; i + hosts <= samples.length; i += hosts) rounds.push(samples.slice(i, i + hosts));
+  for (const r of rounds) lines.push([(r[0].t / 60).toFixed(3), ...r.flatMap((s) => [s.rss.toFixed(2), String(s.fds), Number.isNaN(s.p99) ? 'NaN' : s.p99.toFixed(2)])].join(' '));
+  writeFileSync(dat, lines.join('\n') + '\n');
+  const per = (k: number): string => Array.from({ length: hosts }, (_, i) => `'${dat}' using 1:${2 + i * 3 + k} with lines lw 2 title 'h${i + 1}'`).join(', ');
+  const script = [
+    `set terminal pngcairo size 1000,900 font 'sans,10'`,
+    `set output '${png}'`,
+    `set key top left`,
+    `set grid`,
+    `set arrow from ${(warm / 60).toFixed(2)}, graph 0 to ${(warm / 60).toFixed(2)}, graph 1 nohead dt 2`,
+    `set multiplot layout 3,1 title 'tsweave soak: per-router RSS, open fds, event-loop delay p99 (dashed: end of warm-up)'`,
+    `set ylabel 'RSS MiB'`,
+    `plot ${per(0)}`,
+    `set ylabel 'open fds'`,
+    `plot ${per(1)}`,
+    `set ylabel 'loop delay p99 ms'`,
+    `set xlabel 'minutes'`,
+    `plot ${per(2)}`,
+    `unset multiplot`,
+  ].join('\n');
+  execFileSync('gnuplot', [], { input: script, stdio: ['pipe', 'ignore', 'pipe'] });
+}
+
+main().then((c) => process.exit(c), (err: Error) => {
+  console.error(`soak: ${err.message.split('\n')[0]}`);
+  process.exit(1);
+});
