@@ -159,9 +159,10 @@ export async function attachVeth(id: string, nsPath: string, cidrs: string[], mt
     await ipIn(nsPath, 'addr', 'replace', c, 'dev', ifname);
   }
   if (v6?.length) {
-    // IPv6 on for this interface (a container may have it off by default), and no
-    // kernel-made (EUI-64) link-local address: ours is fe80::<IPv4> (ipam/ipv6.ts).
-    await run('nsenter', [`--net=${nsPath}`, '--', 'sysctl', '-q', '-w', `net.ipv6.conf.${ifname}.disable_ipv6=0`]);
+    // IPv6 on for this interface (a container may have it off by default), no router
+    // advertisements taken or solicited (the overlay has no routers; the policy drops RAs
+    // anyway), and no kernel-made (EUI-64) link-local address: ours is fe80::<IPv4> (ipam/ipv6.ts).
+    await run('nsenter', [`--net=${nsPath}`, '--', 'sysctl', '-q', '-w', `net.ipv6.conf.${ifname}.disable_ipv6=0`, `net.ipv6.conf.${ifname}.accept_ra=0`]);
     await ipIn(nsPath, 'link', 'set', 'dev', ifname, 'addrgenmode', 'none');
   }
   // Filters for the port go in before the container's interface comes up (weavewait
