@@ -139,6 +139,11 @@ export function hostVethName(id: string): string {
  * the container can use it: a route needs the interface up, so then the host end comes up
  * last — the interface has no carrier (is not RUNNING, which weavewait waits for) until
  * the routes are in.
+ *
+ * `v6` (with --ipalloc-range6, issue #21): IPv6 CIDRs ("fe80::a20:105/64",
+ * "fd00:77::a20:105/120"). IPv6 is turned on for the interface with no kernel-made
+ * link-local and no router advertisements, and the addresses are added `nodad` once it is
+ * up, again before the host end comes up.
  */
 export async function attachVeth(id: string, nsPath: string, cidrs: string[], mtu: number, beforeUp?: (mac: string) => Promise<void>, routes: string[] = [], ifname = CONTAINER_IFNAME, v6?: string[]): Promise<string> {
   const host = hostVethName(id);
