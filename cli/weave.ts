@@ -112,6 +112,7 @@ program.command('launch')
   .option('--ipalloc-range <cidr>', 'IPAM range ("" disables IPAM)', '10.32.0.0/12')
   .option('--ipalloc-default-subnet <cidr>', 'default subnet (default: the range)')
   .option('--ipalloc-init <mode>', 'consensus[=N] | seed=NAME,... | observer')
+  .option('--ipalloc-range6 <prefix>', 'IPv6 prefix (≤ /96, e.g. a ULA fd00:77::/64): containers also get PREFIX + their IPv4 address (off by default)')
   .option('--no-proxy', 'do not start the Docker API proxy')
   .option('-H <addr...>', 'proxy listen address(es): unix://PATH or tcp://HOST:PORT')
   .option('--no-default-ipalloc', 'proxy: attach only containers that set WEAVE_CIDR')
@@ -171,6 +172,7 @@ program.command('launch')
       ipallocRange: o.ipallocRange as string,
       ipallocDefaultSubnet: o.ipallocDefaultSubnet as string | undefined,
       ipallocInit: o.ipallocInit as string | undefined,
+      ...(o.ipallocRange6 ? { ipallocRange6: o.ipallocRange6 as string } : {}),
       initialPeerCount: peers.length,
       dockerHost: process.env.DOCKER_HOST || 'unix:///var/run/docker.sock',
       proxy: o.proxy as boolean,
@@ -204,6 +206,7 @@ program.command('launch')
       parseCidrList(cfg.trustedSubnets.join(','));
       if (cfg.ipallocRange) parseCidrList(cfg.ipallocRange);
       if (cfg.ipallocDefaultSubnet) parseCidrList(cfg.ipallocDefaultSubnet);
+      if (cfg.ipallocRange6) cfg.ipallocRange6 = (await import('../ipam/ipv6.js')).parseRange6(cfg.ipallocRange6).prefix;
       if (cfg.proxy) {
         const { parseDockerAddress } = await import('../proxy/intercept.js');
         const { exposedTcpAddress } = await import('../proxy/proxy.js');
@@ -420,12 +423,12 @@ program.command('detach').description('detach: [ADDR...] TARGET').argument('<arg
   out(res.cidrs.map((c) => c.split('/')[0]).join(' '));
 });
 
-program.command('ps').description('list attached containers: <id> <mac> <cidr>...').argument('[targets...]').action(async (targets: string[]) => {
-  const res = await call<{ endpoints: Array<{ id: string; mac: string; cidrs: string[] }> }>('GET', '/ps');
+program.command('ps').description('list attached containers: <id> <mac> <cidr>... (IPv4, then IPv6 with --ipalloc-range6)').argument('[targets...]').action(async (targets: string[]) => {
+  const res = await call<{ endpoints: Array<{ id: string; mac: string; cidrs: string[]; cidrs6?: string[] }> }>('GET', '/ps');
   for (const e of res.endpoints) {
     if (targets.length && !targets.some((t) => e.id === t || e.id.startsWith(t))) continue;
     const id = /^[0-9a-f]{64}$/.test(e.id) ? e.id.slice(0, 12) : e.id;
-    out([id, e.mac, ...e.cidrs].join(' '));
+    out([id, e.mac, ...e.cidrs, ...(Array.isArray(e.cidrs6) ? e.cidrs6 : [])].map(terminalSafe).join(' '));
   }
 });
 

@@ -3,7 +3,7 @@
  * the plugin calls over the router's unix socket (never the TCP port):
  *
  *   POST /cni/add   {containerId, netns, ifname, subnet?, name?, hairpin?, defaultRoute?}
- *                   → {cidrs, mac, hostVeth, gateway?}
+ *                   → {cidrs, cidrs6?, mac, hostVeth, gateway?}
  *   POST /cni/del   {containerId, ifname}              → {freed}
  *   POST /cni/check {containerId, netns, ifname}       → {cidrs}
  *
@@ -87,7 +87,9 @@ export function cniSubsystem(): Subsystem {
         const gateway = defaultRoute ? gatewayFor(e.cidrs[0], endpoints.list().find((x) => x.id === EXPOSE_ID)) : undefined;
         if (gateway) await ipIn(netns, 'route', 'replace', 'default', 'via', gateway, 'dev', ifname);
         ctx.announce('endpointAttached', { endpoint: e, name: e.name });
-        return { cidrs: e.cidrs, mac: e.mac, hostVeth, ...(gateway ? { gateway } : {}) };
+        // [IPv6] with --ipalloc-range6 the pod also has the derived IPv6 addresses (ipam/ipv6.ts).
+        const cidrs6 = endpoints.cidrs6(e.cidrs);
+        return { cidrs: e.cidrs, ...(cidrs6.length ? { cidrs6 } : {}), mac: e.mac, hostVeth, ...(gateway ? { gateway } : {}) };
       });
 
       api.on('POST', '/cni/del', async ({ body }) => {

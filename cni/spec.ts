@@ -225,6 +225,8 @@ export function podName(args: Record<string, string>): string | undefined {
 export interface AddReply {
   /** Addresses given, "10.32.0.3/12". */
   cidrs: string[];
+  /** [IPv6] The IPv6 addresses derived from them ("fd00:77::a20:3/108"), with --ipalloc-range6. */
+  cidrs6?: string[];
   /** MAC of the container interface. */
   mac: string;
   /** Host end of the veth (on the `weave` bridge). */
@@ -237,7 +239,7 @@ export interface AddReply {
 export interface CniResult {
   cniVersion: string;
   interfaces?: Array<{ name: string; mac?: string; sandbox?: string }>;
-  ips?: Array<{ address: string; gateway?: string; interface?: number; version?: '4' }>;
+  ips?: Array<{ address: string; gateway?: string; interface?: number; version?: '4' | '6' }>;
   routes?: Array<{ dst: string; gw?: string }>;
   dns?: NetConf['dns'];
 }
@@ -246,12 +248,15 @@ export interface CniResult {
  * The ADD result for the conf's cniVersion (SPEC.md "Success"): interfaces [host veth,
  * container interface with its sandbox], ips pointing at the container interface,
  * routes (a default route via the gateway when there is one), dns from the conf.
- * 0.3.x and 0.4.0 carry `"version": "4"` in each ip; 1.0.0+ drop it.
+ * 0.3.x and 0.4.0 carry `"version": "4"` (or "6") in each ip; 1.0.0+ drop it (the
+ * address says its family). IPv6 addresses (`cidrs6`, --ipalloc-range6) follow the IPv4
+ * ones, without a gateway (the host is not on the IPv6 overlay).
  */
 export function buildResult(conf: NetConf, env: CniEnv, r: AddReply): CniResult {
   const v = conf.cniVersion;
   const old = v === '0.3.0' || v === '0.3.1' || v === '0.4.0';
-  const ips = r.cidrs.map((address) => ({ ...(old ? { version: '4' as const } : {}), address, ...(r.gateway ? { gateway: r.gateway } : {}), interface: 1 }));
+  const ips: NonNullable<CniResult['ips']> = r.cidrs.map((address) => ({ ...(old ? { version: '4' as const } : {}), address, ...(r.gateway ? { gateway: r.gateway } : {}), interface: 1 }));
+  for (const address of Array.isArray(r.cidrs6) ? r.cidrs6.filter((c) => typeof c === 'string') : []) ips.push({ ...(old ? { version: '6' as const } : {}), address, interface: 1 });
   return {
     cniVersion: v,
     interfaces: [{ name: r.hostVeth, ...(r.hostMac ? { mac: r.hostMac } : {}) }, { name: env.ifname, mac: r.mac, sandbox: env.netns }],

@@ -8,7 +8,11 @@
  *    (shuffled per answer by the resolver's lookup), TTL `ttl` s, authoritative;
  *    another type (AAAA, MX, …) of an existing name → NOERROR with no answers; an
  *    unknown name → NXDOMAIN;
- *  - PTR for `d.c.b.a.in-addr.arpa.` when an entry has that address;
+ *  - AAAA (issue #21) of entries that carry an IPv6 address (their router has
+ *    --ipalloc-range6); a name with only A or only AAAA records answers the other type
+ *    NOERROR-empty; ANY gets both;
+ *  - PTR for `d.c.b.a.in-addr.arpa.` when an entry has that address, and for the
+ *    RFC 3596 `…ip6.arpa.` name of an entry's IPv6 address;
  *  - anything else is forwarded (the caller relays the query bytes unchanged).
  * UDP responses are cut to 512 bytes, or to the query's EDNS0 size (RFC 6891 §6.2.5,
  * capped at 4096), dropping answers from the end and setting TC (RFC 1035 §4.1.1), so
@@ -17,6 +21,7 @@
 import * as dnsPacket from 'dns-packet';
 import type { DecodedPacket, Answer, Packet } from 'dns-packet';
 import { isIpv4 } from './registry.js';
+import { addressOfIp6Arpa } from '../ipam/ipv6.js';
 
 /** What answerQuery() asks about names; the resolver applies isolation and liveness. */
 export interface NameSource {
@@ -28,6 +33,10 @@ export interface NameSource {
   lookup(name: string): string[];
   /** Hostnames (normalised) for an IPv4 address; [] if none. */
   reverse(addr: string): string[];
+  /** [IPv6] IPv6 addresses (RFC 5952 text) of a normalised name, shuffled; absent = none. */
+  lookup6?(name: string): string[];
+  /** [IPv6] Hostnames for an IPv6 address (RFC 5952 text); absent = none. */
+  reverse6?(addr6: string): string[];
 }
 
 export type Rcode = 'NOERROR' | 'NXDOMAIN' | 'FORMERR' | 'NOTIMP' | 'SERVFAIL';
@@ -175,15 +184,18 @@ export function answerQuery(query: Buffer, names: NameSource, transport: 'udp' |
   const domain = names.domain;
   if (qname === domain || qname.endsWith('.' + domain)) {
     const addrs = qname === domain ? [] : names.lookup(qname);
-    if (!addrs.length) return { kind: 'answer', rcode: 'NXDOMAIN', qtype, ...buildResponse(q, 'NXDOMAIN', [], limit) };
-    const answers: Answer[] = qtype === 'A' || qtype === 'ANY'
-      ? addrs.map((a) => ({ type: 'A', class: 'IN', name: question.name, ttl: names.ttl, data: a }))
-      : [];
+    const addrs6 = qname === domain ? [] : names.lookup6?.(qname) ?? [];
+    if (!addrs.length && !addrs6.length) return { kind: 'answer', rcode: 'NXDOMAIN', qtype, ...buildResponse(q, 'NXDOMAIN', [], limit) };
+    const answers: Answer[] = [
+      ...(qtype === 'A' || qtype === 'ANY' ? addrs.map((a): Answer => ({ type: 'A', class: 'IN', name: question.name, ttl: names.ttl, data: a })) : []),
+      ...(qtype === 'AAAA' || qtype === 'ANY' ? addrs6.map((a): Answer => ({ type: 'AAAA', class: 'IN', name: question.name, ttl: names.ttl, data: a })) : []),
+    ];
     return { kind: 'answer', rcode: 'NOERROR', qtype, ...buildResponse(q, 'NOERROR', answers, limit) };
   }
   if (qtype === 'PTR') {
     const addr = reverseAddress(qname);
-    const hosts = addr ? names.reverse(addr) : [];
+    const addr6 = addr ? undefined : addressOfIp6Arpa(qname);
+    const hosts = addr ? names.reverse(addr) : addr6 ? names.reverse6?.(addr6) ?? [] : [];
     if (hosts.length) {
       const answers: Answer[] = hosts.map((h) => ({ type: 'PTR', class: 'IN', name: question.name, ttl: names.ttl, data: h.replace(/\.$/, '') }));
       return { kind: 'answer', rcode: 'NOERROR', qtype, ...buildResponse(q, 'NOERROR', answers, limit) };

@@ -22,7 +22,9 @@
 import { unpack } from 'msgpackr';
 import { BUDGETS, scanMsgpack } from '../router/mesh/msgpack-budget.js';
 
-/** One registration: a hostname (FQDN, lower case, trailing dot) → an IPv4 address. */
+import { parseIpv6, formatIpv6 } from '../ipam/ipv6.js';
+
+/** One registration: a hostname (FQDN, lower case, trailing dot) → an IPv4 address (and its IPv6 one). */
 export interface DnsEntry {
   /** The container id (Docker id, or the endpoint id such as "netns:/run/netns/x"). */
   containerId: string;
@@ -30,6 +32,12 @@ export interface DnsEntry {
   origin: string;
   /** Dotted-quad IPv4 address, "10.32.0.5". */
   addr: string;
+  /**
+   * [IPv6] The container's IPv6 address that goes with `addr` (RFC 5952 text,
+   * "fd00:77::a20:5"), when its router has --ipalloc-range6; answered as AAAA. Optional on
+   * the wire (a 7th element), so entries without it are as before.
+   */
+  addr6?: string;
   /** Fully qualified, lower case, with the trailing dot: "db.weave.local.". */
   hostname: string;
   /** Bumped by the origin on every change of this entry. */
@@ -137,12 +145,13 @@ export class DnsRegistry {
    * entries (to broadcast): [] if it was already live.
    * @throws DnsRegistryError for a bad address or hostname (hostname must be normalised)
    */
-  add(containerId: string, addr: string, hostname: string): DnsEntry[] {
-    checkFields(containerId, addr, hostname);
+  add(containerId: string, addr: string, hostname: string, addr6?: string): DnsEntry[] {
+    checkFields(containerId, addr, hostname, addr6);
     const k = keyOf({ origin: this.self, containerId, addr, hostname });
     const prev = this.entries.get(k);
-    if (prev && prev.tombstone === 0) return [];
-    const e: DnsEntry = { containerId, origin: this.self, addr, hostname, version: prev ? prev.version + 1 : 0, tombstone: 0 };
+    // A changed IPv6 address (launched with another --ipalloc-range6) is a new version.
+    if (prev && prev.tombstone === 0 && prev.addr6 === addr6) return [];
+    const e: DnsEntry = { containerId, origin: this.self, addr, hostname, ...(addr6 !== undefined ? { addr6 } : {}), version: prev ? prev.version + 1 : 0, tombstone: 0 };
     this.entries.set(k, e);
     return [{ ...e }];
   }
@@ -220,6 +229,35 @@ export class DnsRegistry {
     return out;
   }
 
+  /**
+   * [IPv6] The IPv6 addresses (AAAA) of `name`, under the same rules as lookup(); an
+   * entry's visibility is that of its IPv4 address (its isolation group).
+   */
+  lookup6(name: string, opts: LookupOptions = {}): string[] {
+    const seen = new Set<string>();
+    for (const e of this.entries.values()) {
+      if (e.tombstone !== 0 || e.hostname !== name || e.addr6 === undefined || seen.has(e.addr6)) continue;
+      if (opts.originAlive && !opts.originAlive(e.origin)) continue;
+      if (opts.visible && !opts.visible(e.addr)) continue;
+      seen.add(e.addr6);
+    }
+    const out = [...seen].sort();
+    if (opts.rng) shuffle(out, opts.rng);
+    return out;
+  }
+
+  /** [IPv6] Hostnames registered for the IPv6 address `addr6` (RFC 5952 text), as reverse(). */
+  reverse6(addr6: string, opts: LookupOptions = {}): string[] {
+    const seen = new Set<string>();
+    for (const e of this.entries.values()) {
+      if (e.tombstone !== 0 || e.addr6 !== addr6) continue;
+      if (opts.originAlive && !opts.originAlive(e.origin)) continue;
+      if (opts.visible && !opts.visible(e.addr)) continue;
+      seen.add(e.hostname);
+    }
+    return [...seen].sort();
+  }
+
   /** Hostnames registered for `addr` (reverse lookup), under the same rules as lookup(), sorted. */
   reverse(addr: string, opts: LookupOptions = {}): string[] {
     if (opts.visible && !opts.visible(addr)) return [];
@@ -260,7 +298,14 @@ function shuffle<T>(xs: T[], rng: () => number): void {
   }
 }
 
-function checkFields(containerId: string, addr: string, hostname: string): void {
+/** True for an IPv6 address in its RFC 5952 text form (as formatIpv6 writes it). */
+export function isCanonicalIpv6(s: string): boolean {
+  const b = typeof s === 'string' ? parseIpv6(s) : undefined;
+  return b !== undefined && formatIpv6(b) === s;
+}
+
+function checkFields(containerId: string, addr: string, hostname: string, addr6?: string): void {
+  if (addr6 !== undefined && !isCanonicalIpv6(addr6)) throw new DnsRegistryError(`invalid IPv6 address ${shown(addr6)}: want RFC 5952 text like fd00:77::a20:5`);
   if (typeof containerId !== 'string' || !containerId || containerId.length > MAX_FIELD_LENGTH) throw new DnsRegistryError(`invalid container id ${shown(containerId)}`);
   if (typeof addr !== 'string' || !isIpv4(addr)) throw new DnsRegistryError(`invalid address ${shown(addr)}: want an IPv4 address like 10.32.0.5`);
   if (typeof hostname !== 'string' || normaliseName(hostname, 'x.') !== hostname) {
@@ -273,19 +318,27 @@ function checkFields(containerId: string, addr: string, hostname: string): void 
  * DnsRegistryError naming the first bad field.
  */
 export function checkEntry(x: unknown): DnsEntry {
-  if (!Array.isArray(x) || x.length !== 6) throw new DnsRegistryError('entry is not a 6-element array');
-  const [containerId, origin, addr, hostname, version, tombstone] = x as unknown[];
+  if (!Array.isArray(x) || (x.length !== 6 && x.length !== 7)) throw new DnsRegistryError('entry is not a 6- or 7-element array');
+  const [containerId, origin, addr, hostname, version, tombstone, addr6] = x as unknown[];
+  if (x.length === 7 && typeof addr6 !== 'string') throw new DnsRegistryError('entry has a non-string IPv6 address');
   if (typeof containerId !== 'string' || typeof origin !== 'string' || typeof addr !== 'string' || typeof hostname !== 'string') throw new DnsRegistryError('entry has a non-string field');
   if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(origin)) throw new DnsRegistryError(`entry origin ${shown(origin, 40)} is not a peer name`);
   if (!Number.isSafeInteger(version) || (version as number) < 0) throw new DnsRegistryError('entry version is not a non-negative integer');
   if (!Number.isSafeInteger(tombstone) || (tombstone as number) < 0) throw new DnsRegistryError('entry tombstone is not a non-negative integer');
-  checkFields(containerId, addr, hostname);
-  return { containerId, origin, addr, hostname, version: version as number, tombstone: tombstone as number };
+  checkFields(containerId, addr, hostname, addr6 as string | undefined);
+  return { containerId, origin, addr, hostname, ...(typeof addr6 === 'string' ? { addr6 } : {}), version: version as number, tombstone: tombstone as number };
 }
 
-/** Entries → the gossip payload's plain form (arrays, for a compact msgpack encoding). */
+/**
+ * Entries → the gossip payload's plain form (arrays, for a compact msgpack encoding):
+ * [containerId, origin, addr, hostname, version, tombstone] plus addr6 as a 7th element
+ * when the entry has one. (Routers before issue #21 accept only 6 elements: a mesh
+ * that uses --ipalloc-range6 needs every router at this version.)
+ */
 export function entriesToWire(es: readonly DnsEntry[]): unknown[] {
-  return es.map((e) => [e.containerId, e.origin, e.addr, e.hostname, e.version, e.tombstone]);
+  return es.map((e) => e.addr6 !== undefined
+    ? [e.containerId, e.origin, e.addr, e.hostname, e.version, e.tombstone, e.addr6]
+    : [e.containerId, e.origin, e.addr, e.hostname, e.version, e.tombstone]);
 }
 
 /**

@@ -26,6 +26,7 @@ import { DnsServer } from './server.js';
 import { dnsSettings, type DnsSettings } from './config.js';
 import { setupHost, removeHost, setupContainer } from './reach.js';
 import type { NameSource } from './answer.js';
+import { derive6, parseRange6 } from '../ipam/ipv6.js';
 
 /** Largest dns gossip payload we decode. */
 export const MAX_GOSSIP_BYTES = 16 << 20;
@@ -39,7 +40,7 @@ export interface ReportDns {
   TTL: number;
   Isolation: boolean;
   Upstream: string[];
-  Entries: Array<{ Hostname: string; Address: string; ContainerID: string; Origin: string; Version: number; Tombstone: number }>;
+  Entries: Array<{ Hostname: string; Address: string; Address6?: string; ContainerID: string; Origin: string; Version: number; Tombstone: number }>;
 }
 
 export interface DnsSubsystem extends Subsystem {
@@ -105,6 +106,9 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
   };
 
   const reg = new DnsRegistry(ctx.router.selfName, Date.now);
+  // [IPv6] With --ipalloc-range6 our containers' entries carry their derived IPv6 address.
+  const range6 = ctx.cfg.ipallocRange6 ? parseRange6(ctx.cfg.ipallocRange6) : undefined;
+  const v6of = (a: string): string | undefined => (range6 ? derive6(range6, a) : undefined);
   const channel = ctx.registerChannel('dns', {
     onGossip: (_src, payload) => {
       if (payload.length > MAX_GOSSIP_BYTES) throw new Error(`dns gossip of ${payload.length} bytes is over the ${MAX_GOSSIP_BYTES} limit`);
@@ -165,6 +169,8 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
       domain: s.domain, ttl: s.ttl,
       lookup: (n) => reg.lookup(n, { originAlive, visible, rng }),
       reverse: (a) => reg.reverse(a, { originAlive, visible }),
+      lookup6: (n) => reg.lookup6(n, { originAlive, visible, rng }),
+      reverse6: (a) => reg.reverse6(a, { originAlive, visible }),
     };
   };
 
@@ -193,7 +199,7 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
       log(`DNS: endpoint ${e.id}: name "${name.slice(0, 80)}" is not a valid DNS name; not registered`, 'warn');
       return;
     }
-    broadcast(cidrs.flatMap((c) => reg.add(e.id, addrOf(c), host)));
+    broadcast(cidrs.flatMap((c) => reg.add(e.id, addrOf(c), host, v6of(addrOf(c)))));
   };
   // Re-register the containers still attached (router restart).
   for (const e of endpoints.list()) await register(e, e.name, e.cidrs);
@@ -234,7 +240,7 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
     const e = await endpointFor(stringField(body, 'target'));
     const host = hostnameFrom(body, e);
     const ips = ipsFrom(body, e);
-    broadcast(ips.flatMap((a) => reg.add(e.id, a, host)));
+    broadcast(ips.flatMap((a) => reg.add(e.id, a, host, e.cidrs.some((c) => addrOf(c) === a) ? v6of(a) : undefined)));
     return { hostname: host, ips };
   });
   api.on('POST', '/dns/remove', async ({ body }) => {
@@ -250,14 +256,15 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
   api.on('GET', '/dns/lookup/:name', async ({ path: [name] }) => {
     const n = normaliseName(name, s.domain);
     if (!n) throw new ApiError(400, `invalid name "${name.slice(0, 80)}"`);
-    const addrs = reg.lookup(n, { originAlive });
+    // IPv4 addresses first, then IPv6 (AAAA) ones.
+    const addrs = [...reg.lookup(n, { originAlive }), ...reg.lookup6(n, { originAlive })];
     if (!addrs.length) throw new ApiError(404, `${n} is not known to weaveDNS`);
     return { name: n, addresses: addrs };
   });
 
   const report = (): ReportDns => ({
     Domain: s.domain, Address: `${s.address}:${s.port}`, TTL: s.ttl, Isolation: s.isolation, Upstream: server.currentUpstreams(),
-    Entries: reg.all().map((e) => ({ Hostname: e.hostname, Address: e.addr, ContainerID: e.containerId, Origin: e.origin, Version: e.version, Tombstone: e.tombstone })),
+    Entries: reg.all().map((e) => ({ Hostname: e.hostname, Address: e.addr, ...(e.addr6 ? { Address6: e.addr6 } : {}), ContainerID: e.containerId, Origin: e.origin, Version: e.version, Tombstone: e.tombstone })),
   });
   api.on('GET', '/dns', async () => report());
 

@@ -20,6 +20,11 @@ export interface LaunchConfig {
   ipallocRange: string;
   ipallocDefaultSubnet?: string;
   ipallocInit?: string;
+  /**
+   * --ipalloc-range6 PREFIX/L (issue #21): containers also get IPv6 addresses derived from
+   * their IPv4 ones (ipam/ipv6.ts). Absent or '': IPv4 only (the default).
+   */
+  ipallocRange6?: string;
   /** Number of peers named at launch (consensus quorum default: that + 1). */
   initialPeerCount: number;
   dockerHost: string;

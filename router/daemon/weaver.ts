@@ -12,12 +12,13 @@ import os from 'node:os';
 import { promises as fsp, readFileSync } from 'node:fs';
 import { Router } from '../router.js';
 import { Tap } from '../overlay/tap.js';
-import { ensureBridge, setupTap, TAP_NAME, resetLinks, BRIDGE } from '../host/netdev.js';
+import { ensureBridge, setupTap, TAP_NAME, resetLinks, BRIDGE, hostIpv6Off, ip } from '../host/netdev.js';
+import { parseRange6 } from '../../ipam/ipv6.js';
 import { readiness, linksFromProcNetDev } from '../api/readiness.js';
 import { resetCheck } from './reset-check.js';
 import { parsePeerName, randomPeerName } from '../mesh/peer-name.js';
 import { ApiServer, ApiError, stringList, stringField, optionalString } from '../api/server.js';
-import { Endpoints } from '../host/endpoints.js';
+import { Endpoints, EXPOSE_ID } from '../host/endpoints.js';
 import { writeFileAtomic, loadTargets } from '../host/state-file.js';
 import { acquireRouterLock } from '../host/router-lock.js';
 import { passwordKey as derivePasswordKey } from '../crypto/keys.js';
@@ -107,11 +108,21 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   const peers = cfg.peers.length ? cfg.peers : remembered;
 
   await ensureBridge(cfg.mtu);
+  // [IPv6] --ipalloc-range6 (issue #21): derived addresses, and IPv6 under the isolation policy.
+  const range6 = cfg.ipallocRange6 ? parseRange6(cfg.ipallocRange6) : undefined;
+  if (range6) {
+    // The host is not on the IPv6 overlay; every container's group-addressed ND and MLD
+    // is flooded (no snooping), as ARP broadcasts are.
+    await hostIpv6Off(BRIDGE);
+    await ip('link', 'set', 'dev', BRIDGE, 'type', 'bridge', 'mcast_snooping', '0').catch((err: Error) => log(`IPv6: cannot turn multicast snooping off on ${BRIDGE}: ${err.message}`, 'warn'));
+    log(`IPv6: containers get addresses in ${range6.prefix} derived from their IPv4 ones`);
+  }
   const endpoints = new Endpoints(cfg.stateDir, cfg.mtu, cfg.dockerHost, log);
+  endpoints.range6 = range6;
   await endpoints.load();
   // [dns] the bridge filters let local containers reach the DNS server's address.
   const dnsAddr = dnsBridgeAddress(cfg);
-  const isolation = new Isolation(log, { dns: dnsAddr ? { address: dnsAddr, port: dnsSettings(cfg).port } : undefined });
+  const isolation = new Isolation(log, { dns: dnsAddr ? { address: dnsAddr, port: dnsSettings(cfg).port } : undefined, range6 });
   // The router does not exist yet: the policy is handed over once it does.
   let applyPolicy = (): void => undefined;
   const syncIsolation = async (): Promise<void> => {
@@ -126,6 +137,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   // (GRO done by us), so the bridge and the container handle one packet instead of many.
   const tap = Tap.open(TAP_NAME, { vnetHdr: process.env.WEAVE_NO_TAP_OFFLOAD !== '1' });
   await setupTap(TAP_NAME, cfg.mtu);
+  if (range6) await hostIpv6Off(TAP_NAME);
 
   const router = new Router({
     name, nickname: cfg.nickname, port: cfg.port, mtu: cfg.mtu, connLimit: cfg.connLimit, discovery: cfg.discovery,
@@ -221,7 +233,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     await syncIsolation();
     router.emit('event', { type: 'endpoint-attached', id: e.id, cidrs: e.cidrs });
     announce('endpointAttached', { endpoint: e, name: e.name });
-    return { id: e.id, cidrs: e.cidrs, mac: e.mac };
+    return { id: e.id, cidrs: e.cidrs, mac: e.mac, ...(range6 ? { cidrs6: endpoints.cidrs6(e.cidrs) } : {}) };
   });
   api.on('POST', '/detach', async ({ body }) => {
     const target = stringField(body, 'target');
@@ -231,7 +243,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     announce('endpointDetached', { endpoint: { id: target, cidrs, mac: '' } });
     return { cidrs };
   });
-  api.on('GET', '/ps', async () => ({ endpoints: await endpoints.ps() }));
+  api.on('GET', '/ps', async () => ({ endpoints: (await endpoints.ps()).map((e) => (range6 && e.id !== EXPOSE_ID ? { ...e, cidrs6: endpoints.cidrs6(e.cidrs) } : e)) }));
   // [expose NAT] Weave's WEAVE nat chain follows expose/hide (router/nat/).
   const nat = () => started.find((x) => x.name === 'expose-nat') as ExposeNatSubsystem | undefined;
   api.on('POST', '/expose', async ({ body }) => {

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { dockerJson } from './docker-api.js';
 import { attachVeth, detachVeth, endpointMac, ip, targetNetns, BRIDGE, NetdevError } from './netdev.js';
 import { writeFileAtomic, readStateFile, corruptError, parseJsonArray } from './state-file.js';
+import { endpointAddrs6, specToV4, Ipv6Error, type Range6 } from '../../ipam/ipv6.js';
 
 export interface AddressAllocator {
   /** Allocate the lowest free address in `subnet` (undefined = default subnet); "10.32.0.1/12". */
@@ -66,8 +67,22 @@ export function checkCidr(c: string, what = 'address'): string {
 /** A parsed address spec from the CLI or WEAVE_CIDR. */
 export type AddressSpec = { kind: 'ip'; cidr: string } | { kind: 'net'; cidr?: string };
 
-export function parseSpecs(specs: string[]): AddressSpec[] {
-  return specs.map((s) => {
+/**
+ * Parse address specs (ip:ADDR/LEN, net:CIDR, net:default, a bare ADDR/LEN). With
+ * `range6` (--ipalloc-range6), IPv6 specs of the derived form are accepted and turned
+ * into their IPv4 form (ipam/ipv6.ts specToV4), since the IPv6 address follows the IPv4
+ * one; any other IPv6 spec is refused with one line.
+ * @throws EndpointError (one line)
+ */
+export function parseSpecs(specs: string[], range6?: Range6): AddressSpec[] {
+  return specs.map((s0) => {
+    let s = s0;
+    try {
+      s = specToV4(range6, s0);
+    } catch (err) {
+      if (err instanceof Ipv6Error) throw new EndpointError(err.message);
+      throw err;
+    }
     if (s.startsWith('ip:')) return { kind: 'ip', cidr: checkCidr(s.slice(3)) };
     if (s === 'net:default') return { kind: 'net' };
     if (s.startsWith('net:')) return { kind: 'net', cidr: checkCidr(s.slice(4), 'subnet') };
@@ -87,6 +102,23 @@ export class Endpoints {
   containerRoutes: string[] = [];
   /** Called when the table changes in a way filters must follow (before a new port comes up). */
   onChange: (() => Promise<void>) | undefined;
+  /**
+   * --ipalloc-range6 (issue #21): every container interface also gets the IPv6 addresses
+   * derived from its IPv4 ones (global and link-local, ipam/ipv6.ts). Undefined: IPv4 only.
+   */
+  range6: Range6 | undefined;
+
+  /** The global IPv6 CIDRs derived from these IPv4 ones ([] without range6), for `weave ps` and results. */
+  cidrs6(cidrs: readonly string[]): string[] {
+    return this.range6 ? endpointAddrs6(this.range6, cidrs).global : [];
+  }
+
+  /** What attachVeth/detachVeth configure for IPv6: link-local then global CIDRs; undefined without range6. */
+  private v6For(cidrs: readonly string[]): string[] | undefined {
+    if (!this.range6) return undefined;
+    const a = endpointAddrs6(this.range6, cidrs);
+    return [...new Set(a.linkLocal), ...a.global];
+  }
 
   constructor(stateDir: string, private readonly mtu: number, private readonly dockerHost: string, private readonly log: (l: string) => void) {
     this.file = path.join(stateDir, 'endpoints.json');
@@ -122,7 +154,7 @@ export class Endpoints {
 
   /** Turn specs into CIDRs for `owner`, allocating or claiming through IPAM. */
   async addresses(owner: string, specs: string[]): Promise<string[]> {
-    const parsed = parseSpecs(specs.length ? specs : ['net:default']);
+    const parsed = parseSpecs(specs.length ? specs : ['net:default'], this.range6);
     const out: string[] = [];
     try {
       for (const s of parsed) {
@@ -192,7 +224,7 @@ export class Endpoints {
       const mac = await attachVeth(id, netns, cidrs, this.mtu, async (m) => {
         this.table.set(id, { id, netns, cidrs: all, mac: m, name, ...(ifname ? { ifname } : {}) });
         await this.onChange?.();
-      }, this.containerRoutes, ifname);
+      }, this.containerRoutes, ifname, this.v6For(cidrs));
       configured = true;
       const e: Endpoint = { id, netns, cidrs: all, mac, name, ...(ifname ? { ifname } : {}) };
       this.table.set(id, e);
@@ -205,7 +237,7 @@ export class Endpoints {
       if (configured) {
         const fresh = cidrs.filter((c) => !prev?.cidrs.includes(c));
         if (!prev) await detachVeth(id, netns, undefined).catch(() => undefined);
-        else if (fresh.length) await detachVeth(id, netns, fresh).catch(() => undefined);
+        else if (fresh.length) await detachVeth(id, netns, fresh, ifname, this.v6For(fresh)).catch(() => undefined);
       }
       if (prev) this.table.set(id, prev);
       else this.table.delete(id);
@@ -224,11 +256,11 @@ export class Endpoints {
       netns = this.table.get(target)?.netns;
     }
     const e = this.table.get(id);
-    const cidrs = specs.length ? parseSpecs(specs).map((s) => {
+    const cidrs = specs.length ? parseSpecs(specs, this.range6).map((s) => {
       if (s.kind !== 'ip') throw new EndpointError('detach takes ip:ADDR/LEN addresses');
       return s.cidr;
     }) : e?.cidrs ?? [];
-    await detachVeth(id, netns ?? e?.netns, specs.length ? cidrs : undefined, e?.ifname);
+    await detachVeth(id, netns ?? e?.netns, specs.length ? cidrs : undefined, e?.ifname, specs.length ? this.v6For(cidrs) : undefined);
     for (const c of cidrs) await this.allocator?.free(id, c.split('/')[0]).catch(() => 0);
     if (e) {
       e.cidrs = specs.length ? e.cidrs.filter((c) => !cidrs.includes(c)) : [];
@@ -240,7 +272,7 @@ export class Endpoints {
 
   async expose(specs: string[]): Promise<string[]> {
     const prev = this.table.get(EXPOSE_ID);
-    const parsed = parseSpecs(specs.length ? specs : ['net:default']);
+    const parsed = parseSpecs(specs.length ? specs : ['net:default'], this.range6);
     const out: string[] = [];
     for (const s of parsed) {
       // Idempotent: exposing a subnet the host already has an address in returns it.
@@ -262,7 +294,7 @@ export class Endpoints {
   async hide(specs: string[]): Promise<string[]> {
     const e = this.table.get(EXPOSE_ID);
     if (!e) return [];
-    const parsed = specs.length ? parseSpecs(specs) : undefined;
+    const parsed = specs.length ? parseSpecs(specs, this.range6) : undefined;
     const gone = e.cidrs.filter((c) => !parsed || parsed.some((s) => s.kind === 'ip' ? s.cidr === c : s.cidr === undefined || sameSubnet(c, s.cidr)));
     for (const c of gone) {
       await ip('addr', 'del', c, 'dev', BRIDGE).catch(() => undefined);

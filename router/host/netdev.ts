@@ -9,6 +9,7 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 
 export class NetdevError extends Error {
   override name = 'NetdevError';
@@ -43,6 +44,33 @@ export function run(cmd: string, args: string[], opts: { timeoutMs?: number } = 
 }
 
 export const ip = (...args: string[]): Promise<string> => run('ip', args);
+
+/**
+ * `ip -batch -` inside the namespace at nsPath: one process for several commands (one
+ * per line, e.g. "address replace fd00::1/120 dev ethwe nodad"). Rejects with a
+ * NetdevError naming the first failing line (`ip` stops there).
+ */
+export function ipBatchIn(nsPath: string, lines: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = execFile('nsenter', [`--net=${nsPath}`, '--', 'ip', '-batch', '-'], { timeout: CMD_TIMEOUT_MS, maxBuffer: 1 << 20 }, (err, _stdout, stderr) => {
+      if (!err) return resolve();
+      const line = String(stderr).trim().split('\n')[0] || err.message;
+      reject(new NetdevError(`ip -batch: ${line}`));
+    });
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(lines.join('\n') + '\n');
+  });
+}
+
+/**
+ * [IPv6] Turn the host's own IPv6 off on a link of ours (bridge, TAP, host veth end):
+ * bridged IPv6 frames pass regardless; the host then sends no router solicitations,
+ * MLD reports or DAD probes into the overlay. Best effort (no IPv6 in the kernel: nothing to do).
+ */
+export async function hostIpv6Off(dev: string): Promise<void> {
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(dev)) return;
+  await writeFile(`/proc/sys/net/ipv6/conf/${dev}/disable_ipv6`, '1').catch(() => undefined);
+}
 
 /** `ip ...` inside the network namespace at nsPath (a /proc/PID/ns/net or /var/run/netns/NAME file). */
 export const ipIn = (nsPath: string, ...args: string[]): Promise<string> => run('nsenter', [`--net=${nsPath}`, '--', 'ip', ...args]);
@@ -111,8 +139,13 @@ export function hostVethName(id: string): string {
  * the container can use it: a route needs the interface up, so then the host end comes up
  * last — the interface has no carrier (is not RUNNING, which weavewait waits for) until
  * the routes are in.
+ *
+ * `v6` (with --ipalloc-range6, issue #21): IPv6 CIDRs ("fe80::a20:105/64",
+ * "fd00:77::a20:105/120"). IPv6 is turned on for the interface with no kernel-made
+ * link-local and no router advertisements, and the addresses are added `nodad` once it is
+ * up, again before the host end comes up.
  */
-export async function attachVeth(id: string, nsPath: string, cidrs: string[], mtu: number, beforeUp?: (mac: string) => Promise<void>, routes: string[] = [], ifname = CONTAINER_IFNAME): Promise<string> {
+export async function attachVeth(id: string, nsPath: string, cidrs: string[], mtu: number, beforeUp?: (mac: string) => Promise<void>, routes: string[] = [], ifname = CONTAINER_IFNAME, v6?: string[]): Promise<string> {
   const host = hostVethName(id);
   const hasEthwe = await ipIn(nsPath, 'link', 'show', 'dev', ifname).then(() => true, () => false);
   if (!hasEthwe) {
@@ -120,20 +153,37 @@ export async function attachVeth(id: string, nsPath: string, cidrs: string[], mt
     await ipIn(nsPath, 'link', 'add', 'name', ifname, 'mtu', String(mtu), 'type', 'veth', 'peer', 'name', host, 'mtu', String(mtu), 'netns', String(process.pid));
   }
   const hostExists = await linkExists(host);
+  // [IPv6] addresses go in after the interface is up, so the host end comes up last then too.
+  const late = routes.length > 0 || (v6?.length ?? 0) > 0;
   if (hostExists) {
     await ip('link', 'set', 'dev', host, 'master', BRIDGE);
-    if (!routes.length) await ip('link', 'set', 'dev', host, 'up');
+    if (v6?.length) await hostIpv6Off(host);
+    if (!late) await ip('link', 'set', 'dev', host, 'up');
   }
   for (const c of cidrs) {
     await ipIn(nsPath, 'addr', 'replace', c, 'dev', ifname);
+  }
+  if (v6?.length) {
+    // IPv6 on for this interface (a container may have it off by default), no router
+    // advertisements taken or solicited (the overlay has no routers; the policy drops RAs
+    // anyway), and no kernel-made (EUI-64) link-local address: ours is fe80::<IPv4> (ipam/ipv6.ts).
+    await run('nsenter', [`--net=${nsPath}`, '--', 'sysctl', '-q', '-w', `net.ipv6.conf.${ifname}.disable_ipv6=0`, `net.ipv6.conf.${ifname}.accept_ra=0`]);
+    await ipIn(nsPath, 'link', 'set', 'dev', ifname, 'addrgenmode', 'none');
   }
   // Filters for the port go in before the container's interface comes up (weavewait
   // starts the container's process once it is up), so its first frames pass.
   const mac = await endpointMac(nsPath, ifname);
   if (beforeUp) await beforeUp(mac);
   await ipIn(nsPath, 'link', 'set', 'dev', ifname, 'up');
-  if (routes.length) {
+  if (late) {
     for (const r of routes) await ipIn(nsPath, 'route', 'replace', r, 'dev', ifname, 'scope', 'link');
+    // [IPv6] nodad: usable at once (the address is unique by derivation from IPAM's);
+    // a link-local the kernel made before (re-attach of an older interface) goes.
+    if (v6?.length) {
+      const lines = v6.map((c) => `address replace ${c} dev ${ifname} nodad`);
+      if (hasEthwe) lines.unshift(`address flush dev ${ifname} scope link`);
+      await ipBatchIn(nsPath, lines);
+    }
     if (hostExists) await ip('link', 'set', 'dev', host, 'up');
   }
   return mac;
@@ -147,9 +197,11 @@ export async function endpointMac(nsPath: string, ifname = CONTAINER_IFNAME): Pr
 }
 
 /** Remove some addresses, or (none given) the whole ethwe (or `ifname`). */
-export async function detachVeth(id: string, nsPath: string | undefined, cidrs: string[] | undefined, ifname = CONTAINER_IFNAME): Promise<void> {
+export async function detachVeth(id: string, nsPath: string | undefined, cidrs: string[] | undefined, ifname = CONTAINER_IFNAME, v6?: string[]): Promise<void> {
   if (cidrs && cidrs.length && nsPath) {
     for (const c of cidrs) await ipIn(nsPath, 'addr', 'del', c, 'dev', ifname).catch(() => undefined);
+    // [IPv6] the derived addresses go with their IPv4 ones.
+    for (const c of v6 ?? []) await ipIn(nsPath, 'addr', 'del', c, 'dev', ifname).catch(() => undefined);
     return;
   }
   const host = hostVethName(id);

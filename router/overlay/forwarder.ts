@@ -19,7 +19,8 @@ import type { Routes } from '../mesh/routes.js';
 import { MacCache } from './mac-cache.js';
 import type { Sleeve, SleevePeer } from './sleeve.js';
 import { forEachFrame } from './sleeve-codec.js';
-import { dstMac, srcMac, isGroupMac, ipv4DontFragment, fragmentIPv4, icmpFragNeeded } from './ethernet.js';
+import { dstMac, srcMac, isGroupMac, ipv4DontFragment, fragmentIPv4, icmpFragNeeded, etherType } from './ethernet.js';
+import { ETHERTYPE_IPV6, packetTooBig } from './ipv6.js';
 import type { Tap } from './tap.js';
 import { EGRESS_TEMPLATE_BYTES, FLOW_BATCH_MAX, FLOW_TTL_MS, NO_FLOW_STATS, egressTemplate, type FlowStats } from './flow-cache.js';
 
@@ -306,11 +307,13 @@ export class Forwarder {
   /**
    * A frame larger than the path to `sp` allows: IPv4 with DF gets an ICMP
    * "fragmentation needed" back to its sender (RFC 1191), IPv4 without DF is fragmented
-   * here (RFC 791), anything else is dropped and counted.
+   * here (RFC 791), IPv6 gets ICMPv6 Packet Too Big (RFC 4443 §3.2; IPv6 is never
+   * fragmented en route, RFC 8200 §5), anything else is dropped and counted.
    */
   private tooBig(sp: SleevePeer, origin: number, dst: number, buf: Buffer, start: number, end: number): void {
     const mtu = sp.maxFrame - 14;
     const df = ipv4DontFragment(buf, start, end);
+    let icmp: Buffer | undefined;
     if (df === false) {
       const frags = fragmentIPv4(buf, start, end, mtu);
       if (frags) {
@@ -318,15 +321,14 @@ export class Forwarder {
         return;
       }
     } else if (df === true) {
-      const icmp = icmpFragNeeded(buf, start, end, mtu);
-      if (icmp) {
-        this.drop('mtu');
-        if (origin === this.selfNum) this.tap?.write(icmp, 0, icmp.length);
-        else this.unicast(this.selfNum, origin, icmp, 0, icmp.length);
-        return;
-      }
+      icmp = icmpFragNeeded(buf, start, end, mtu);
+    } else if (etherType(buf, start) === ETHERTYPE_IPV6) {
+      icmp = packetTooBig(buf, start, end, mtu);
     }
     this.drop('mtu');
+    if (icmp === undefined) return;
+    if (origin === this.selfNum) this.tap?.write(icmp, 0, icmp.length);
+    else this.unicast(this.selfNum, origin, icmp, 0, icmp.length);
   }
 
   onFrames(peer: SleevePeer, buf: Buffer, start: number, end: number): void {

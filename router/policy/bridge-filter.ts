@@ -27,7 +27,20 @@
  *    subnets the host has exposed (`weave expose`), so the host reaches exactly its
  *    exposed subnets, whichever port a frame came in by; with nothing exposed it hears
  *    nothing from the weave network. (The bridge family's own input hook would need
- *    `meta ibrname` to tell our bridge from others, which not every kernel has.)
+ *    `meta ibrname` to tell our bridge from others, which not every kernel has.) The
+ *    ip6 family's input drops all IPv6 from the bridge: the host is not on the IPv6
+ *    overlay (issue #21; `weave expose` is IPv4 only).
+ *  - IPv6 (issue #21, only with --ipalloc-range6 `range6`): the same model on the
+ *    derived addresses (ipam/ipv6.ts: PREFIX::a.b.c.d and fe80::a.b.c.d stand for
+ *    a.b.c.d). Ingress: the IPv6 source must be one of the port's derived addresses, or
+ *    :: for Duplicate Address Detection (a Neighbour Solicitation for one of its own
+ *    addresses); a Neighbour Advertisement's target must be its own; the first
+ *    source/target link-layer address option of a Solicitation/Advertisement must be
+ *    its MAC; Router Advertisements and Redirects are dropped ('spoof'). Egress: source
+ *    and destination (or multicast ff00::/8) in one subnet's IPv6 prefixes, and a
+ *    Neighbour Solicitation/Advertisement's target in that subnet too ('isolation').
+ *    ND targets are read as raw transport-header payload (`@th`, nft 1.0.6 has no
+ *    `icmpv6 taddr`); only the first ND option is checked here, the router checks all.
  *
  * The host's own frames are trusted (it is root). Ports other than container ports
  * (TAP, VXLAN) get no rules of their own: the router checks what crosses the TAP and
@@ -38,6 +51,7 @@
  * recreates all our tables, so applying is atomic and idempotent.
  */
 import { spawn } from 'node:child_process';
+import { derive6, linkLocal6Cidr, parseCidr6, subnet6, type Range6 } from '../../ipam/ipv6.js';
 
 /** The name of our tables (families bridge, ip and arp). */
 export const TABLE = 'tsweave';
@@ -89,8 +103,63 @@ function subnetAccepts(subnets: string[]): string[] {
   ]);
 }
 
+/** The top `len` bits of an IPv6 address/prefix as an nft integer ("0x…"), for `@th` matches. */
+export function prefixBits(cidr6: string, len: number): string {
+  const c = parseCidr6(cidr6.includes('/') ? cidr6 : `${cidr6}/128`);
+  if (!c) throw new BridgeFilterError(`bad IPv6 address ${cidr6}`);
+  const v = BigInt('0x' + c.bytes.toString('hex')) >> BigInt(128 - len);
+  return '0x' + v.toString(16);
+}
+
+/** A port's IPv6 view: its derived addresses, and per subnet its two prefixes (global, link-local). */
+function v6Of(r: Range6, cidrs: string[]): { addrs: string[]; subnets: Array<{ set: string[]; len: number }> } {
+  const addrs = cidrs.flatMap((c) => [derive6(r, c.split('/')[0]), linkLocal6Cidr(c).split('/')[0]]);
+  const seen = new Map<string, { set: string[]; len: number }>();
+  for (const c of cidrs) {
+    const sub = splitCidr(c)!.subnet;
+    const len = 96 + Number(sub.split('/')[1]);
+    seen.set(sub, { set: [subnet6(r, sub), linkLocal6Cidr(sub).replace(/\/64$/, `/${len}`)], len });
+  }
+  return { addrs: [...new Set(addrs)], subnets: [...seen.values()] };
+}
+
+const ND = 'icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert }';
+
+/** Ingress (anti-spoofing) rules for a port's IPv6, before its final drop. */
+function v6Ingress(r: Range6, mac: string, cidrs: string[]): string[] {
+  const { addrs } = v6Of(r, cidrs);
+  const own = set(addrs.map((a) => prefixBits(a, 128)));
+  const macBits = '0x' + mac.replace(/:/g, '');
+  return [
+    'icmpv6 type { nd-router-advert, nd-redirect } counter drop comment "spoof"',
+    `ip6 saddr != ${set(['::', ...addrs])} counter drop comment "spoof"`,
+    'ip6 saddr :: meta l4proto != ipv6-icmp counter drop comment "spoof"',
+    'ip6 saddr :: icmpv6 type != nd-neighbor-solicit counter drop comment "spoof"',
+    `ip6 saddr :: @th,64,128 != ${own} counter drop comment "spoof"`,
+    `icmpv6 type nd-neighbor-advert @th,64,128 != ${own} counter drop comment "spoof"`,
+    `icmpv6 type nd-neighbor-solicit @th,192,8 1 @th,208,48 != ${macBits} counter drop comment "spoof"`,
+    `icmpv6 type nd-neighbor-advert @th,192,8 2 @th,208,48 != ${macBits} counter drop comment "spoof"`,
+    'ether type ip6 accept',
+  ];
+}
+
+/** Egress (one subnet per frame) rules for a port's IPv6, before its final drop. */
+function v6Egress(r: Range6, cidrs: string[]): string[] {
+  const out = ['icmpv6 type { nd-router-advert, nd-redirect } counter drop comment "isolation"'];
+  for (const s of v6Of(r, cidrs).subnets) {
+    const pfx = set(s.set);
+    const bits = set(s.set.map((p) => prefixBits(p, s.len)));
+    out.push(
+      `ip6 saddr ${pfx} ${ND} @th,64,${s.len} != ${bits} counter drop comment "isolation"`,
+      `ip6 saddr ${pfx} ip6 daddr ${set([...s.set, 'ff00::/8'])} accept`,
+      `ip6 saddr :: icmpv6 type nd-neighbor-solicit @th,64,${s.len} ${bits} accept`,
+    );
+  }
+  return out;
+}
+
 /** The (family, table) pairs we own; sync replaces all of them in one transaction. */
-export const TABLES: ReadonlyArray<readonly [family: string, name: string]> = [['bridge', TABLE], ['ip', TABLE], ['arp', TABLE]];
+export const TABLES: ReadonlyArray<readonly [family: string, name: string]> = [['bridge', TABLE], ['ip', TABLE], ['arp', TABLE], ['ip6', TABLE]];
 
 /** Create-then-delete each of our tables: the delete then always succeeds, and the pair is a no-op on nothing. */
 const deleteAll = (): string[] => TABLES.flatMap(([f, t]) => [`table ${f} ${t}`, `delete table ${f} ${t}`]);
@@ -107,9 +176,12 @@ const deleteAll = (): string[] => TABLES.flatMap(([f, t]) => [`table ${f} ${t}`,
  *   if any: local container ports may reach exactly UDP/TCP `port` on it (and ARP for
  *   it), the host may answer from it; frames for it from any other port (the TAP, the
  *   VXLAN port: other hosts) are dropped ('isolation')
+ * @param range6 --ipalloc-range6 (ipam/ipv6.ts), if any: container ports may then send
+ *   and receive IPv6 of their derived addresses under the same model; without it every
+ *   IPv6 frame from or to a container port is dropped
  * @throws BridgeFilterError if `bridge` is not a plain interface name or `dns` is malformed
  */
-export function renderRuleset(ports: PortRules[], hostCidrs: string[], bridge: string, dns?: { address: string; port: number }): { script: string; skipped: string[] } {
+export function renderRuleset(ports: PortRules[], hostCidrs: string[], bridge: string, dns?: { address: string; port: number }, range6?: Range6): { script: string; skipped: string[] } {
   if (!NAME_RE.test(bridge)) throw new BridgeFilterError(`bad bridge name "${bridge}"`);
   if (dns && (!splitCidr(`${dns.address}/32`) || !Number.isInteger(dns.port) || dns.port < 1 || dns.port > 65535)) throw new BridgeFilterError(`bad DNS address ${dns.address}:${dns.port}`);
   const skipped: string[] = [];
@@ -145,11 +217,13 @@ export function renderRuleset(ports: PortRules[], hostCidrs: string[], bridge: s
       `    arp saddr ether != ${mac} counter drop comment "spoof"`,
       `    arp saddr ip != ${set(['0.0.0.0', ...addrs])} counter drop comment "spoof"`,
       '    ether type arp accept',
+      ...(range6 ? v6Ingress(range6, mac, p.cidrs).map((r) => '    ' + r) : []),
       '    counter drop comment "isolation"',
       '  }',
       `  chain ${co} {`,
       `    # ${p.port}: only its subnets ${subnets.join(' ')}`,
       ...subnetAccepts(subnets).map((r) => '    ' + r),
+      ...(range6 ? v6Egress(range6, p.cidrs).map((r) => '    ' + r) : []),
       '    counter drop comment "isolation"',
       '  }');
     inMap.push(`"${p.port}" : jump ${ci}`);
@@ -227,6 +301,12 @@ export function renderRuleset(ports: PortRules[], hostCidrs: string[], bridge: s
     '}',
     ...hostTable('ip'),
     ...hostTable('arp'),
+    `table ip6 ${TABLE} {`,
+    '  chain input {',
+    '    type filter hook input priority filter; policy accept;',
+    `    iifname "${bridge}" counter drop comment "isolation"`,
+    '  }',
+    '}',
     '',
   ];
   return { script: lines.join('\n'), skipped };

@@ -19,6 +19,7 @@ import { EXPOSE_ID, type Endpoint } from '../host/endpoints.js';
 import { SubnetPolicy, type PolicyEndpoint } from './subnet-policy.js';
 import { applyRuleset, readCounters, removeTables, renderRuleset, type PortRules } from './bridge-filter.js';
 import { BRIDGE, hostVethName, ip } from '../host/netdev.js';
+import type { Range6 } from '../../ipam/ipv6.js';
 
 export class Isolation {
   /** The per-frame check the router calls; undefined until the first sync(). */
@@ -32,8 +33,10 @@ export class Isolation {
   /**
    * @param opts.dns weaveDNS's server address and port on the bridge, if any: the bridge
    *   rules let local containers reach it (renderRuleset's `dns`)
+   * @param opts.range6 --ipalloc-range6: IPv6 of the derived addresses follows the same
+   *   policy (issue #21); without it IPv6 is dropped
    */
-  constructor(readonly log: (l: string, lvl?: string) => void, private readonly opts: { dns?: { address: string; port: number } } = {}) {}
+  constructor(readonly log: (l: string, lvl?: string) => void, private readonly opts: { dns?: { address: string; port: number }; range6?: Range6 } = {}) {}
 
   /**
    * Bring the frame policy and the bridge filter rules in line with `endpoints` (the
@@ -54,7 +57,7 @@ export class Isolation {
     const forPolicy: PolicyEndpoint[] = endpoints.map((e) => ({
       id: e.id, cidrs: e.cidrs, mac: e.id === EXPOSE_ID ? bridgeMac ?? e.mac : e.mac,
     }));
-    const policy = new SubnetPolicy(forPolicy);
+    const policy = new SubnetPolicy(forPolicy, { range6: this.opts.range6?.bytes });
     for (const p of policy.problems) this.log(`isolation: ${p}`, 'warn');
     // With nothing attached through weave there is nothing to isolate: interfaces a user
     // bridged by hand (as the shared benchmark does) are forwarded as Weave would.
@@ -63,7 +66,7 @@ export class Isolation {
     const ports: PortRules[] = endpoints.filter((e) => e.id !== EXPOSE_ID).map((e) => ({ port: hostVethName(e.id), mac: e.mac, cidrs: e.cidrs }));
     const host = endpoints.find((e) => e.id === EXPOSE_ID)?.cidrs ?? [];
     try {
-      const { script, skipped } = renderRuleset(ports, host, BRIDGE, this.opts.dns);
+      const { script, skipped } = renderRuleset(ports, host, BRIDGE, this.opts.dns, this.opts.range6);
       for (const s of skipped) this.log(`isolation: bridge rules: ${s}`, 'warn');
       // nft counters restart with the table: keep what the old one counted (only if we
       // made it, so a table left by an earlier run does not count towards this one).

@@ -29,9 +29,23 @@
  *      otherwise: the bridge would flood a frame for an unknown MAC to every port),
  *      that endpoint must be in S, and the destination IP must be its address in S
  *      (or S's broadcast, the limited broadcast or multicast) ('isolation').
- *  - Other EtherTypes (IPv6, VLAN-tagged, LLDP...) carry nothing this table can place
- *    in a subnet, so both directions drop them as 'isolation'. (IPv6 is not part of
- *    Weave's WEAVE_CIDR model; a subnet-aware IPv6 policy would be a later addition.)
+ *  - IPv6 (issue #21), only with --ipalloc-range6 (`range6` below; without it IPv6 is an
+ *    other EtherType). Overlay IPv6 addresses derive from IPv4 ones (ipam/ipv6.ts): the
+ *    global PREFIX::a.b.c.d and the link-local fe80::a.b.c.d both stand for a.b.c.d, so
+ *    an IPv6 frame is checked as the IPv4 frame between the addresses it derives from:
+ *    captured, the source must derive from an address bound to the sending MAC
+ *    ('spoof'), the destination must derive from an address in that binding's subnet
+ *    or be multicast ff00::/8 ('isolation'); delivered, the source's IPv4 address
+ *    places it in a subnet S as for IPv4. Neighbour Discovery (RFC 4861): a Neighbour
+ *    Solicitation's target must lie in S, a Neighbour Advertisement's target must be
+ *    one of the sender's own addresses (captured: 'spoof') and in S; a source/target
+ *    link-layer address option must be the frame's source MAC ('spoof'); the
+ *    unspecified source :: only for Duplicate Address Detection of the sender's own
+ *    address; Router Advertisements and Redirects are dropped ('spoof': the overlay has
+ *    no routers); fragmented ND is dropped (RFC 6980). Any other source or destination
+ *    (a global address outside range6, an EUI-64 link-local) is 'spoof' / 'isolation'.
+ *  - Other EtherTypes (VLAN-tagged, LLDP...) carry nothing this table can place in a
+ *    subnet, so both directions drop them as 'isolation'.
  *  - Truncated IPv4/ARP headers, a bad IPv4 version/IHL, or ARP for other than
  *    Ethernet/IPv4 are 'malformed'. No input ever throws.
  *
@@ -43,6 +57,8 @@
  * `problems`, so a corrupted table degrades to "that endpoint reaches nobody" instead
  * of crashing the router.
  */
+
+import { ipv6Scan, isUnspecified6, SCAN_END, SCAN_FRAG, SCAN_L4, SCAN_PROTO, IP_PROTO_ICMPV6, ICMP6 } from '../overlay/ipv6.js';
 
 /** What the policy needs of an endpoint (router/host/endpoints.ts Endpoint is a superset). */
 export interface PolicyEndpoint {
@@ -58,6 +74,19 @@ export type DropReason = 'spoof' | 'isolation' | 'malformed' | 'not-local';
 
 export const ETHERTYPE_IPV4 = 0x0800;
 export const ETHERTYPE_ARP = 0x0806;
+export const ETHERTYPE_IPV6 = 0x86dd;
+
+/** Options of a SubnetPolicy. */
+export interface SubnetPolicyOptions {
+  /**
+   * --ipalloc-range6: its first 12 bytes (the prefix; an overlay address is these
+   * followed by an IPv4 address). Undefined: IPv6 is dropped as 'isolation'.
+   */
+  range6?: Uint8Array;
+}
+
+/** fe80:0000 as int32: link-local addresses fe80::a.b.c.d carry an IPv4 address too. */
+const LL0 = 0xfe800000 | 0;
 
 /** A parsed CIDR: address, network and mask as signed int32 (the data path's form). */
 export interface ParsedCidr {
@@ -136,7 +165,23 @@ export class SubnetPolicy {
   private readonly sNet: Int32Array;
   private readonly sMask: Int32Array;
 
-  constructor(endpoints: readonly PolicyEndpoint[]) {
+  // [IPv6] range6's prefix as three int32s, the scan scratch, and derived()'s result.
+  private readonly v6: boolean;
+  private readonly r0: number = 0;
+  private readonly r1: number = 0;
+  private readonly r2: number = 0;
+  private readonly scan = new Int32Array(4);
+  private d4 = 0;
+
+  constructor(endpoints: readonly PolicyEndpoint[], opts: SubnetPolicyOptions = {}) {
+    const r = opts.range6;
+    this.v6 = r !== undefined && r.length >= 12;
+    if (r && this.v6) {
+      const b = Buffer.from(r.buffer, r.byteOffset, 12);
+      this.r0 = rd32(b, 0);
+      this.r1 = rd32(b, 4);
+      this.r2 = rd32(b, 8);
+    }
     const eps: Array<{ mac: { hi: number; lo: number }; cidrs: ParsedCidr[] }> = [];
     for (const e of endpoints) {
       const mac = parseMac(e.mac ?? '');
@@ -250,6 +295,8 @@ export class SubnetPolicy {
         }
         return 'isolation';
       }
+    } else if (et === ETHERTYPE_IPV6 && this.v6) {
+      return this.captured6(buf, start, end, smacHi, smacLo);
     } else {
       return 'isolation';
     }
@@ -290,6 +337,8 @@ export class SubnetPolicy {
       dst = rd32(buf, start + 38);
       const spa = rd32(buf, start + 28);
       key = spa !== 0 ? spa : dst;
+    } else if (et === ETHERTYPE_IPV6 && this.v6) {
+      return this.delivered6(buf, start, end);
     } else {
       return 'isolation';
     }
@@ -311,6 +360,147 @@ export class SubnetPolicy {
         if ((key & this.bMask[b]) !== this.bNet[b]) continue;
         if (dst === this.bAddr[b]) return undefined;
         if (!arp && (dst === this.bBcast[b] || isGroupIp(dst))) return undefined;
+      }
+    }
+    return 'isolation';
+  }
+
+  // ---------------- IPv6 (issue #21) ----------------
+
+  /**
+   * Whether the IPv6 address at buf[o, o+16) is an overlay address: 1 global (range6
+   * prefix), 2 link-local (fe80::a.b.c.d), 0 neither. this.d4 is then its IPv4 address.
+   */
+  private derived(buf: Buffer, o: number): number {
+    const w0 = rd32(buf, o);
+    const w1 = rd32(buf, o + 4);
+    const w2 = rd32(buf, o + 8);
+    this.d4 = rd32(buf, o + 12);
+    if (w0 === this.r0 && w1 === this.r1 && w2 === this.r2) return 1;
+    if (w0 === LL0 && w1 === 0 && w2 === 0) return 2;
+    return 0;
+  }
+
+  /** Whether endpoint e has the IPv4 address a. */
+  private ownAddr(e: number, a: number): boolean {
+    for (let b = this.epFirstBinding[e]; b !== -1; b = this.bNextOfEp[b]) if (this.bAddr[b] === a) return true;
+    return false;
+  }
+
+  /**
+   * The ICMPv6 type of the scanned packet when it must be looked at (-1 otherwise), or
+   * a drop: -2 malformed, -3 spoof (RA, Redirect, a link-layer address option that is
+   * not the frame's source MAC), -4 isolation (fragmented ND, RFC 6980).
+   */
+  private icmp6(buf: Buffer, start: number): number {
+    const sc = this.scan;
+    if (sc[SCAN_PROTO] !== IP_PROTO_ICMPV6 || sc[SCAN_L4] < 0) return -1;
+    const l4 = sc[SCAN_L4];
+    const pend = sc[SCAN_END];
+    if (l4 + 4 > pend) return -2;
+    const t = buf[l4]!;
+    if (t === ICMP6.ROUTER_ADVERT || t === ICMP6.REDIRECT) return -3;
+    if (t !== ICMP6.NEIGHBOR_SOLICIT && t !== ICMP6.NEIGHBOR_ADVERT) return -1;
+    if (sc[SCAN_FRAG] !== 0) return -4;
+    if (l4 + 24 > pend) return -2;
+    // Options (RFC 4861 §4.6): type, length in 8-byte units (0 is invalid).
+    const want = t === ICMP6.NEIGHBOR_SOLICIT ? 1 : 2;
+    for (let o = l4 + 24; o < pend;) {
+      if (o + 2 > pend) return -2;
+      const olen = buf[o + 1]! * 8;
+      if (olen === 0 || o + olen > pend) return -2;
+      if (buf[o] === want) {
+        if (olen < 8) return -2;
+        for (let i = 0; i < 6; i++) if (buf[o + 2 + i] !== buf[start + 6 + i]) return -3;
+      }
+      o += olen;
+    }
+    return t;
+  }
+
+  private captured6(buf: Buffer, start: number, end: number, smacHi: number, smacLo: number): DropReason | undefined {
+    if (!ipv6Scan(buf, start, end, this.scan)) return 'malformed';
+    const t = this.icmp6(buf, start);
+    if (t === -2) return 'malformed';
+    if (t === -3) return 'spoof';
+    if (t === -4) return 'isolation';
+    const nd = t === ICMP6.NEIGHBOR_SOLICIT || t === ICMP6.NEIGHBOR_ADVERT;
+    const so = start + 22;
+    const dO = start + 38;
+    const target = this.scan[SCAN_L4] + 8;
+    if (isUnspecified6(buf, so)) {
+      // Only Duplicate Address Detection (RFC 4862 §5.4.2) of one of its own addresses.
+      if (t !== ICMP6.NEIGHBOR_SOLICIT || this.derived(buf, target) === 0) return 'spoof';
+      const a = this.d4;
+      for (let e = this.epByMac(buf, start + 6); e !== -1; e = this.nextByMac(buf, start + 6, e)) if (this.ownAddr(e, a)) return undefined;
+      return 'spoof';
+    }
+    if (this.derived(buf, so) === 0) return 'spoof';
+    const src = this.d4;
+    let tgt = 0;
+    if (nd) {
+      if (this.derived(buf, target) === 0) return t === ICMP6.NEIGHBOR_ADVERT ? 'spoof' : 'isolation';
+      tgt = this.d4;
+    }
+    const dk = buf[dO] === 0xff ? -1 : this.derived(buf, dO);
+    const dst = this.d4;
+    const first = this.addrFirst.get(src);
+    if (first === undefined) return 'spoof';
+    let macOk = false;
+    for (let b = first; b !== -1; b = this.bNextSameAddr[b]) {
+      const e = this.bEp[b];
+      if (this.epMacHi[e] !== smacHi || this.epMacLo[e] !== smacLo) continue;
+      macOk = true;
+      if (t === ICMP6.NEIGHBOR_ADVERT && !this.ownAddr(e, tgt)) return 'spoof';
+      const m = this.bMask[b];
+      if (nd && (tgt & m) !== this.bNet[b]) continue;
+      if (dk === -1 || (dk !== 0 && (dst & m) === this.bNet[b])) return undefined;
+    }
+    return macOk ? 'isolation' : 'spoof';
+  }
+
+  private delivered6(buf: Buffer, start: number, end: number): DropReason | undefined {
+    if (!ipv6Scan(buf, start, end, this.scan)) return 'malformed';
+    const t = this.icmp6(buf, start);
+    if (t === -2) return 'malformed';
+    if (t === -3) return 'spoof';
+    if (t === -4) return 'isolation';
+    const nd = t === ICMP6.NEIGHBOR_SOLICIT || t === ICMP6.NEIGHBOR_ADVERT;
+    const target = this.scan[SCAN_L4] + 8;
+    let key: number;
+    let tgt = 0;
+    if (nd) {
+      if (this.derived(buf, target) === 0) return 'isolation';
+      tgt = this.d4;
+    }
+    if (isUnspecified6(buf, start + 22)) {
+      if (t !== ICMP6.NEIGHBOR_SOLICIT) return 'isolation';
+      key = tgt;
+    } else {
+      if (this.derived(buf, start + 22) === 0) return 'isolation';
+      key = this.d4;
+    }
+    const dk = buf[start + 38] === 0xff ? -1 : this.derived(buf, start + 38);
+    const dst = this.d4;
+    if (dk === 0) return 'isolation';
+    if ((buf[start]! & 1) === 1) {
+      const n = this.sNet.length;
+      for (let s = 0; s < n; s++) {
+        const m = this.sMask[s];
+        const net = this.sNet[s];
+        if ((key & m) !== net || (nd && (tgt & m) !== net)) continue;
+        if (dk === -1 || (dst & m) === net) return undefined;
+      }
+      return 'isolation';
+    }
+    let e = this.epByMac(buf, start);
+    if (e < 0) return 'not-local';
+    for (; e !== -1; e = this.nextByMac(buf, start, e)) {
+      for (let b = this.epFirstBinding[e]; b !== -1; b = this.bNextOfEp[b]) {
+        const m = this.bMask[b];
+        const net = this.bNet[b];
+        if ((key & m) !== net || (nd && (tgt & m) !== net)) continue;
+        if (dk === -1 || dst === this.bAddr[b]) return undefined;
       }
     }
     return 'isolation';

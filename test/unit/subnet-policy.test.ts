@@ -468,7 +468,7 @@ describe('bridge-filter renderRuleset', () => {
       { port: 'vethwepl2222222', mac: '02:00:00:00:00:0b', cidrs: ['10.32.2.6/24'] },
     ], ['10.32.1.100/24'], 'weave');
     assert.deepEqual(skipped, []);
-    assert.match(script, /^table bridge tsweave\ndelete table bridge tsweave\ntable ip tsweave\ndelete table ip tsweave\ntable arp tsweave\ndelete table arp tsweave\ntable bridge tsweave \{\n/);
+    assert.match(script, /^table bridge tsweave\ndelete table bridge tsweave\ntable ip tsweave\ndelete table ip tsweave\ntable arp tsweave\ndelete table arp tsweave\ntable ip6 tsweave\ndelete table ip6 tsweave\ntable bridge tsweave \{\n/);
     const body = (name: string, from = 0): string => {
       const i = script.indexOf(`  chain ${name} {\n`, from);
       assert.ok(i >= 0, `chain ${name} present`);
