@@ -46,8 +46,23 @@ export const MAX_QUERY_BYTES = 4096;
 
 const RCODE: Record<Rcode, number> = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4 };
 
-/** Decode a query; undefined if it does not decode. Never throws. */
+/**
+ * True when the header's section counts can fit in the message: every question takes
+ * at least 5 bytes (root name, type, class) and every record at least 11 (RFC 1035
+ * §4.1.2–4.1.3). dns-packet loops over the counts before it notices the bytes ran out,
+ * so a 60-byte packet claiming 16,000 questions cost ~100 ms of the event loop; this
+ * check bounds the decoder's work by the message's length.
+ */
+export function countsFit(buf: Buffer): boolean {
+  if (buf.length < 12) return false;
+  const qd = buf.readUInt16BE(4);
+  const rr = buf.readUInt16BE(6) + buf.readUInt16BE(8) + buf.readUInt16BE(10);
+  return qd * 5 + rr * 11 <= buf.length - 12;
+}
+
+/** Decode a query; undefined if it does not decode (or its counts cannot fit). Never throws. */
 export function decodeQuery(buf: Buffer): DecodedPacket | undefined {
+  if (!countsFit(buf)) return undefined;
   try {
     return dnsPacket.decode(buf);
   } catch {
@@ -149,6 +164,19 @@ export function answerQuery(query: Buffer, names: NameSource, transport: 'udp' |
       ? addrs.map((a) => ({ type: 'A', class: 'IN', name: question.name, ttl: names.ttl, data: a }))
       : [];
     return { kind: 'answer', rcode: 'NOERROR', qtype, ...buildResponse(q, 'NOERROR', answers, limit) };
+  }
+  // A single-label name ("db.") that is a name in our domain is answered as if qualified
+  // (db.weave.local.): resolvers that try the bare name first — Docker's embedded DNS
+  // writes ndots:0, and musl then never applies the search list — reach us that way.
+  // Single labels we do not know are forwarded as before.
+  if (qname.length > 1 && qname.indexOf('.') === qname.length - 1) {
+    const addrs = names.lookup(qname + domain);
+    if (addrs.length) {
+      const answers: Answer[] = qtype === 'A' || qtype === 'ANY'
+        ? addrs.map((a) => ({ type: 'A', class: 'IN', name: question.name, ttl: names.ttl, data: a }))
+        : [];
+      return { kind: 'answer', rcode: 'NOERROR', qtype, ...buildResponse(q, 'NOERROR', answers, limit) };
+    }
   }
   if (qtype === 'PTR') {
     const addr = reverseAddress(qname);
