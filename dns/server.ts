@@ -98,7 +98,9 @@ export class DnsServer {
   /** Bind UDP and TCP; rejects with a one-line Error (address in use, not present). */
   async start(): Promise<void> {
     const { host } = this.opts;
-    const udp = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4', reuseAddr: false });
+    // Answers go to the literal address a query came from: a synchronous lookup spares
+    // dgram's default (dns.lookup, one process.nextTick per answer).
+    const udp = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4', reuseAddr: false, lookup: literalLookup });
     this.udp = udp;
     await new Promise<void>((resolve, reject) => {
       udp.once('error', (err) => reject(new Error(`DNS: cannot listen on udp ${host}:${this.opts.port}: ${(err as NodeJS.ErrnoException).code ?? err.message}`)));
@@ -135,10 +137,40 @@ export class DnsServer {
   }
 
   private onUdp(msg: Buffer, rinfo: dgram.RemoteInfo): void {
-    const send = (b: Buffer): void => {
-      if (!this.closed) this.udp?.send(b, rinfo.port, rinfo.address);
-    };
-    this.handle(msg, rinfo.address, 'udp').then((b) => b && send(b), (err: Error) => this.log(`DNS: internal error on a query (please report): ${err.message}`, 'error'));
+    // Local answers synchronously (no promise per query); only forwarding waits.
+    const out = this.decide(msg, rinfo.address, 'udp');
+    if (out === undefined) return;
+    if (out.kind === 'answer') {
+      if (!this.closed) this.udp?.send(out.response, rinfo.port, rinfo.address);
+      return;
+    }
+    this.forwarded(msg, out.qtype, 'udp').then((b) => {
+      if (b && !this.closed) this.udp?.send(b, rinfo.port, rinfo.address);
+    }, (err: Error) => this.log(`DNS: internal error on a query (please report): ${err.message}`, 'error'));
+  }
+
+  /** answerQuery with the counters: an answer or 'forward', or undefined when dropped. */
+  private decide(msg: Buffer, client: string, transport: 'udp' | 'tcp'): Extract<Outcome, { kind: 'answer' | 'forward' }> | undefined {
+    let out: Outcome;
+    try {
+      out = answerQuery(msg, this.opts.names(client), transport);
+    } catch (err) {
+      this.hooks.dropped('internal');
+      this.log(`DNS: cannot answer a query (please report): ${(err as Error).message}`, 'warn');
+      return undefined;
+    }
+    if (out.kind === 'drop') {
+      this.hooks.dropped(out.reason);
+      return undefined;
+    }
+    if (out.kind === 'answer') this.hooks.query(out.qtype, out.rcode);
+    return out;
+  }
+
+  private async forwarded(msg: Buffer, qtype: string, transport: 'udp' | 'tcp'): Promise<Buffer | undefined> {
+    const r = await this.forward(msg, transport);
+    this.hooks.query(qtype, r ? 'forwarded' : 'SERVFAIL');
+    return r ?? servfail(msg);
   }
 
   private onTcp(s: net.Socket): void {
@@ -185,25 +217,9 @@ export class DnsServer {
 
   /** One query → the bytes to send back, or undefined to send nothing. */
   private async handle(msg: Buffer, client: string, transport: 'udp' | 'tcp'): Promise<Buffer | undefined> {
-    let out: Outcome;
-    try {
-      out = answerQuery(msg, this.opts.names(client), transport);
-    } catch (err) {
-      this.hooks.dropped('internal');
-      this.log(`DNS: cannot answer a query (please report): ${(err as Error).message}`, 'warn');
-      return undefined;
-    }
-    if (out.kind === 'drop') {
-      this.hooks.dropped(out.reason);
-      return undefined;
-    }
-    if (out.kind === 'answer') {
-      this.hooks.query(out.qtype, out.rcode);
-      return out.response;
-    }
-    const r = await this.forward(msg, transport);
-    this.hooks.query(out.qtype, r ? 'forwarded' : 'SERVFAIL');
-    return r ?? servfail(msg);
+    const out = this.decide(msg, client, transport);
+    if (out === undefined) return undefined;
+    return out.kind === 'answer' ? out.response : this.forwarded(msg, out.qtype, transport);
   }
 
   private async refreshUpstreams(force = false): Promise<void> {
@@ -267,6 +283,11 @@ export class DnsServer {
     }
     return p;
   }
+}
+
+/** dgram's lookup for literal addresses: calls back at once (no resolver, no tick). */
+function literalLookup(address: string, family: unknown, cb: (err: Error | null, address: string, family: number) => void): void {
+  cb(null, address, net.isIPv6(address) ? 6 : 4);
 }
 
 /** Send `msg` to `server`:53 over TCP (length-prefixed); the first answer (at most 65535 B). */
