@@ -19,6 +19,8 @@
  * of two or more zero groups as `::`). Reverse names are RFC 3596 §2.5 (`ip6.arpa`).
  */
 
+import { formatIpv6Groups } from '../router/mesh/address.js';
+
 export class Ipv6Error extends Error {
   override name = 'Ipv6Error';
 }
@@ -92,24 +94,7 @@ export function parseIpv6(s: string): Buffer | undefined {
 export function formatIpv6(b: Uint8Array, off = 0): string {
   const g: number[] = [];
   for (let i = 0; i < 8; i++) g.push((b[off + 2 * i]! << 8) | b[off + 2 * i + 1]!);
-  let bestAt = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8;) {
-    if (g[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestAt = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = (xs: number[]): string => xs.map((x) => x.toString(16)).join(':');
-  if (bestAt < 0) return hex(g);
-  return `${hex(g.slice(0, bestAt))}::${hex(g.slice(bestAt + bestLen))}`;
+  return formatIpv6Groups(g);
 }
 
 /** Split "ADDR/LEN" into the 16 bytes and the length; undefined when malformed. */

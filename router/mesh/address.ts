@@ -77,7 +77,14 @@ export function formatIpv6(b: Uint8Array): string {
   if (isV4Mapped(b)) return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
   const g: number[] = [];
   for (let i = 0; i < 8; i++) g.push((b[2 * i]! << 8) | b[2 * i + 1]!);
-  // Longest run of zero groups (length ≥ 2), first on a tie.
+  return formatIpv6Groups(g);
+}
+
+/**
+ * RFC 5952 text of eight 16-bit groups: lower-case hex, no leading zeros, the longest
+ * run of two or more zero groups (the first on a tie) shortened to "::".
+ */
+export function formatIpv6Groups(g: readonly number[]): string {
   let best = -1;
   let bestLen = 1;
   for (let i = 0; i < 8;) {
@@ -93,7 +100,7 @@ export function formatIpv6(b: Uint8Array): string {
     }
     i = j;
   }
-  const hex = (xs: number[]): string => xs.map((x) => x.toString(16)).join(':');
+  const hex = (xs: readonly number[]): string => xs.map((x) => x.toString(16)).join(':');
   if (best < 0) return hex(g);
   return `${hex(g.slice(0, best))}::${hex(g.slice(best + bestLen))}`;
 }
