@@ -18,6 +18,7 @@ import { writeFileAtomic } from '../router/host/state-file.js';
 import { DRIVER_NAME, PluginCore, type PluginBackend, type PluginState } from './protocol.js';
 import { listenPlugin, oneLine } from './server.js';
 import { containerNameOfEndpoint, dockerJson, dockerMessage } from './docker.js';
+import { dnsBridgeAddress } from '../dns/config.js';
 
 /** The network `weave launch` creates (Weave's name). */
 export const DEFAULT_NETWORK = 'weave';
@@ -34,7 +35,7 @@ export function guestVethName(endpointId: string): string {
 
 const StateSchema = z.object({
   networks: z.record(z.string().max(128), z.object({ pools: z.array(z.string().max(64)).max(16) })),
-  endpoints: z.record(z.string().max(128), z.object({ networkId: z.string().max(128), cidr: z.string().max(64), mac: z.string().max(32) })),
+  endpoints: z.record(z.string().max(128), z.object({ networkId: z.string().max(128), cidr: z.string().max(64), mac: z.string().max(32), dnsSandbox: z.string().max(4096).optional() })),
 });
 
 /**
@@ -157,6 +158,10 @@ async function startPlugin(ctx: SubsystemContext, isStopped: () => boolean): Pro
       names.delete(id);
     },
     save: (state) => writeFileAtomic(file, JSON.stringify(state)),
+    dnsRoute: () => {
+      const a = dnsBridgeAddress(cfg);
+      return a ? `${a}/32` : undefined;
+    },
   };
   const core = new PluginCore(backend, initial);
 

@@ -72,6 +72,10 @@ class World implements PluginBackend {
     this.saved = s;
     this.saves++;
   }
+  dns: string | undefined = undefined;
+  dnsRoute(): string | undefined {
+    return this.dns;
+  }
 }
 
 const rejectsWith = (p: Promise<unknown>, re: RegExp) => assert.rejects(p, (e: Error) => {
@@ -156,6 +160,38 @@ describe('plugin protocol', () => {
     await c.handle('/NetworkDriver.DeleteNetwork', { NetworkID: 'n1' });
     await c.handle('/NetworkDriver.DeleteNetwork', { NetworkID: 'n1' });
     assert.deepEqual(w.saved?.networks, {});
+  });
+
+  test('Join gives the DNS server\'s on-link route once per container (SandboxKey); Leave hands it on; none with DNS off', async () => {
+    const w = new World();
+    w.dns = '169.254.53.53/32';
+    const c = new PluginCore(w);
+    await c.handle('/NetworkDriver.CreateNetwork', { NetworkID: 'n1', IPv4Data: [{ Pool: '10.32.0.0/12' }] });
+    await c.handle('/NetworkDriver.CreateNetwork', { NetworkID: 'n5', IPv4Data: [{ Pool: '10.32.5.0/24' }] });
+    for (const [id, addr, net] of [['e1', '10.32.0.2/12', 'n1'], ['e2', '10.32.5.2/24', 'n5'], ['e3', '10.32.0.3/12', 'n1']]) {
+      await c.handle('/NetworkDriver.CreateEndpoint', { NetworkID: net, EndpointID: id, Interface: { Address: addr } });
+    }
+    const route = [{ Destination: '169.254.53.53/32', RouteType: 1 }];
+    const j1 = await c.handle('/NetworkDriver.Join', { NetworkID: 'n1', EndpointID: 'e1', SandboxKey: '/var/run/docker/netns/A' });
+    assert.deepEqual(j1.StaticRoutes, route);
+    // The same container joins a second network: the route exists already (a second one would clash).
+    const j2 = await c.handle('/NetworkDriver.Join', { NetworkID: 'n5', EndpointID: 'e2', SandboxKey: '/var/run/docker/netns/A' });
+    assert.equal(j2.StaticRoutes, undefined);
+    // Another container gets its own.
+    assert.deepEqual((await c.handle('/NetworkDriver.Join', { NetworkID: 'n1', EndpointID: 'e3', SandboxKey: '/var/run/docker/netns/B' })).StaticRoutes, route);
+    // The state records who holds the route (a restarted router keeps knowing).
+    assert.equal(parsePluginState(JSON.stringify(w.saved)).state.endpoints.e1.dnsSandbox, '/var/run/docker/netns/A');
+    // e1 leaves A; e2 joining again (disconnect/connect) now carries the route.
+    await c.handle('/NetworkDriver.Leave', { NetworkID: 'n1', EndpointID: 'e1' });
+    await c.handle('/NetworkDriver.Leave', { NetworkID: 'n5', EndpointID: 'e2' });
+    assert.deepEqual((await c.handle('/NetworkDriver.Join', { NetworkID: 'n5', EndpointID: 'e2', SandboxKey: '/var/run/docker/netns/A' })).StaticRoutes, route);
+    // DNS off, or no SandboxKey: no route.
+    w.dns = undefined;
+    await c.handle('/NetworkDriver.Leave', { NetworkID: 'n1', EndpointID: 'e3' });
+    assert.equal((await c.handle('/NetworkDriver.Join', { NetworkID: 'n1', EndpointID: 'e3', SandboxKey: '/var/run/docker/netns/B' })).StaticRoutes, undefined);
+    w.dns = '169.254.53.53/32';
+    await c.handle('/NetworkDriver.Leave', { NetworkID: 'n1', EndpointID: 'e3' });
+    assert.equal((await c.handle('/NetworkDriver.Join', { NetworkID: 'n1', EndpointID: 'e3' })).StaticRoutes, undefined);
   });
 
   test('state survives a restart: a new core on the saved state joins an endpoint created before', async () => {
