@@ -68,7 +68,10 @@ export interface PluginBackend {
   ipam(): { range: string; defaultSubnet: string } | undefined;
   /** True if the CIDR's network lies inside the IPAM range. */
   inRange(cidr: string): boolean;
-  /** Allocate the lowest free address of `subnet` for `owner`: "10.32.5.1/24". */
+  /**
+   * Allocate the lowest free address of `subnet` for `owner`: "10.32.5.1/24". A new one on
+   * every call: `owner` is the pool's (poolOwner), shared by all its containers.
+   */
   allocate(owner: string, subnet: string): Promise<string>;
   /** Claim exactly `cidr` for `owner`. */
   claim(owner: string, cidr: string): Promise<void>;

@@ -14,6 +14,7 @@ import { z } from 'zod';
 import type { Subsystem, SubsystemContext } from '../router/daemon/subsystem.js';
 import type { IpamSubsystem } from '../router/daemon/ipam.js';
 import { BRIDGE, hostVethName, ip, linkExists } from '../router/host/netdev.js';
+import type { AddressAllocator } from '../router/host/endpoints.js';
 import { writeFileAtomic } from '../router/host/state-file.js';
 import { DRIVER_NAME, PluginCore, type PluginBackend, type PluginState } from './protocol.js';
 import { listenPlugin, oneLine } from './server.js';
@@ -64,6 +65,19 @@ export interface PluginReport {
   DefaultNetwork: string;
 }
 
+/**
+ * PluginBackend.allocate on the router's allocator: a new address of `subnet` ("10.32.0.0/12";
+ * the default subnet is passed as undefined) on every call. All containers of a pool share
+ * one IPAM owner (Docker's RequestAddress names no container), and the allocator hands an
+ * owner back the address it already holds in a subnet unless asked for another — without
+ * that, every container of a pool on one host got the same address.
+ * @throws Error when IPAM is disabled; the allocator's IpamError (full, timeout)
+ */
+export async function allocateInPool(allocator: AddressAllocator | undefined, owner: string, subnet: string, defaultSubnet: string): Promise<string> {
+  if (!allocator) throw new Error('IPAM is disabled on this router');
+  return allocator.allocate(owner, subnet === defaultSubnet ? undefined : subnet, { another: true });
+}
+
 /** The plugin subsystem; off with --no-plugin. */
 export function pluginSubsystem(): Subsystem {
   let close: (() => Promise<void>) | undefined;
@@ -108,11 +122,7 @@ async function startPlugin(ctx: SubsystemContext, isStopped: () => boolean): Pro
   const backend: PluginBackend = {
     ipam: () => (ipamSub?.allocator && range ? { range, defaultSubnet } : undefined),
     inRange: (cidr) => ipamSub?.allocator?.inRange(cidr) ?? false,
-    allocate: async (owner, subnet) => {
-      const a = ipamSub?.allocator;
-      if (!a) throw new Error('IPAM is disabled on this router');
-      return a.allocate(owner, subnet === defaultSubnet ? undefined : subnet);
-    },
+    allocate: (owner, subnet) => allocateInPool(ipamSub?.allocator, owner, subnet, defaultSubnet),
     claim: async (owner, cidr) => {
       const a = ipamSub?.allocator;
       if (!a) throw new Error('IPAM is disabled on this router');

@@ -15,8 +15,11 @@ import { writeFileAtomic, readStateFile, corruptError, parseJsonArray } from './
 import { endpointAddrs6, specToV4, Ipv6Error, type Range6 } from '../../ipam/ipv6.js';
 
 export interface AddressAllocator {
-  /** Allocate the lowest free address in `subnet` (undefined = default subnet); "10.32.0.1/12". */
-  allocate(owner: string, subnet?: string): Promise<string>;
+  /**
+   * Allocate the lowest free address in `subnet` (undefined = default subnet); "10.32.0.1/12".
+   * The owner's address in that subnet if it has one, unless `opts.another` (a further one).
+   */
+  allocate(owner: string, subnet?: string, opts?: { another?: boolean }): Promise<string>;
   /** Claim exactly this address ("10.32.0.5/12"); rejects if another owner holds it. */
   claim(owner: string, cidr: string): Promise<void>;
   free(owner: string, addr?: string): Promise<number>;

@@ -122,6 +122,8 @@ describe('Docker network plugin across two hosts', { skip, timeout: 1_500_000 },
   test('docker run --net=weave containers find each other by name across hosts ($(weave dns-args)); a stopped one is gone from DNS', async () => {
     await mustDocker(h1, ['run', '-d', '--net=weave', '--name', 'alpha', IMG, 'sleep', '900']);
     const ipA = await ipOn(h1, 'alpha', 'weave');
+    // Two running containers of one pool on one host: two addresses (the plugin's one IPAM owner per pool once got the same one twice).
+    assert.notEqual(ipA, await ipOn(h1, 'c1', 'weave'), 'alpha got c1\'s address');
     // The plugin learns the name from dockerd after Join; the mesh carries it to h2.
     await until('alpha registered on h2', async () => (await h2.weave(['dns-lookup', 'alpha'])).stdout.trim() === ipA, 30_000, 500);
     // Docker's plugin API cannot set a container's DNS: the documented way (as Weave's)
@@ -244,6 +246,7 @@ describe('Docker network plugin across two hosts', { skip, timeout: 1_500_000 },
     await until('connection after restart', async () => (await h1.mustWeave(['status', 'connections'])).includes('established'), 30_000);
     await mustReach(h1, 'c1', c2, 'c1 lost c2 across a router restart');
     await mustDocker(h1, ['run', '-d', '--net=weave', '--name', 'c3', IMG, 'sleep', '900']);
+    assert.notEqual(await ipOn(h1, 'c3', 'weave'), await ipOn(h1, 'c1', 'weave'), 'c3 got c1\'s address');
     await mustReach(h1, 'c3', c2, 'a container started after the restart cannot reach c2');
     // Persisted state: the router knows the endpoints Docker created before the restart.
     assert.ok((await h1.report()).Plugin.Endpoints >= 2);

@@ -6,7 +6,10 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { PluginCore, PluginError, networkOf, poolOwner, gatewayOwner, type PluginBackend, type PluginState } from '../../plugin/protocol.js';
-import { parsePluginState, guestVethName } from '../../plugin/subsystem.js';
+import { parsePluginState, guestVethName, allocateInPool } from '../../plugin/subsystem.js';
+import { Allocator, type GossipChannel } from '../../ipam/allocator.js';
+import { MemoryPersistence } from '../../ipam/persist.js';
+import type { AddressAllocator } from '../../router/host/endpoints.js';
 
 const toNum = (a: string): number => a.split('.').reduce((n, o) => n * 256 + Number(o), 0);
 const toAddr = (n: number): string => [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join('.');
@@ -295,4 +298,45 @@ test('reserved object keys are refused as ids (no prototype games with the state
     await assert.rejects(c.handle('/NetworkDriver.Join', { NetworkID: 'n', EndpointID: id }), /EndpointID/);
   }
   assert.equal(w.saves, 0);
+});
+
+// Regression (#22, found as docker-plugin e2e "running containers stay connected" failing
+// after the router restart): the World above models IPAM as "unique addresses", but the real
+// allocator hands an owner back the address it already holds in a subnet, and the plugin has
+// one owner per pool, so two running containers on one host got the same address.
+test('RequestAddress on the real allocator: every container of one pool gets its own address; releasing one keeps the others', async () => {
+  const channel: GossipChannel = { selfName: 'aa:00:00:00:00:01', broadcast: () => undefined, unicast: () => undefined, knownPeers: () => [] };
+  const a = new Allocator({
+    range: '10.32.0.0/12',
+    init: { mode: 'seed', peers: ['aa:00:00:00:00:01'] },
+    channel,
+    persistence: new MemoryPersistence(),
+    now: () => 0,
+    setTimer: (ms, fn) => {
+      const t = setTimeout(fn, ms);
+      return { cancel: () => clearTimeout(t) };
+    },
+  });
+  await a.start();
+  // As router/daemon/ipam.ts adapts it.
+  const adapter: AddressAllocator = {
+    allocate: (owner, subnet, opts) => a.allocate(owner, subnet, { another: opts?.another }),
+    claim: (owner, cidr) => a.claim(owner, cidr),
+    free: (owner, addr) => a.free(owner, addr),
+    lookup: (owner) => a.lookup(owner),
+    inRange: (cidr) => a.covers(cidr.split('/')[0]),
+  };
+  const w = new World();
+  w.allocate = (owner, subnet) => allocateInPool(adapter, owner, subnet, '10.32.0.0/12');
+  w.free = (owner, addr) => a.free(owner, addr);
+  const c = new PluginCore(w);
+  const got: string[] = [];
+  for (const pool of ['10.32.0.0/12', '10.32.0.0/12', '10.32.0.0/12', '10.32.7.0/24', '10.32.7.0/24']) {
+    got.push(String((await c.handle('/IpamDriver.RequestAddress', { PoolID: pool })).Address));
+  }
+  assert.deepEqual(got, ['10.32.0.1/12', '10.32.0.2/12', '10.32.0.3/12', '10.32.7.1/24', '10.32.7.2/24']);
+  await c.handle('/IpamDriver.ReleaseAddress', { PoolID: '10.32.0.0/12', Address: '10.32.0.2' });
+  assert.deepEqual(a.lookup(poolOwner('10.32.0.0/12')), ['10.32.0.1/12', '10.32.0.3/12']);
+  assert.equal((await c.handle('/IpamDriver.RequestAddress', { PoolID: '10.32.0.0/12' })).Address, '10.32.0.2/12', 'the freed one is the lowest free again');
+  a.close();
 });
