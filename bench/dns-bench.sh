@@ -5,10 +5,15 @@
 # 100 outstanding, DURATION s) and latency p50/p99 at a fixed rate (RATE q/s, per-query
 # latencies from dnsperf -v), for local names and for forwarded names (ours forwarding to a
 # dnsmasq upstream; the upstream asked directly as the reference). Prints a table and the
-# ratios. The machine may be shared: numbers are only comparable within one run.
+# ratios. Then (unless DATAPATH=0) the data path's loss of throughput while DNS is loaded:
+# bench/dns-load.ts, iperf3 between two containers on two testbed hosts alone and while
+# dnsperf loads the sender's router's DNS server, per path (PATHS, default sleeve,fastdp).
+# The machine may be shared: numbers are only comparable within one run; the load average
+# is printed with them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for b in dnsperf dnsmasq ip; do command -v "$b" >/dev/null || { echo "dns-bench: needs $b (scripts/setup.sh: dnsperf dnsmasq-base iproute2)" >&2; exit 1; }; done
+DATAPATH=${DATAPATH:-1}
+for b in dnsperf dnsmasq ip $([ "$DATAPATH" = 0 ] || echo iperf3); do command -v "$b" >/dev/null || { echo "dns-bench: needs $b (scripts/setup.sh: dnsperf dnsmasq-base iproute2)" >&2; exit 1; }; done
 [ "$(id -u)" = 0 ] || { echo "dns-bench: needs root (network namespace)" >&2; exit 1; }
 DURATION=${DURATION:-10}
 RATE=${RATE:-2000}
@@ -50,7 +55,7 @@ row() { # label server queryfile
   printf '%-34s %12s %10s %10s\n' "$1" "${q:-0}" ${l}
   echo "$1|${q:-0}|${l}" >> "$DIR/rows"
 }
-echo "weaveDNS benchmark: $NAMES names, dnsperf $DURATION s x 4 clients for q/s, $RATE q/s for latency; $(nproc) vCPUs, machine possibly shared"
+echo "weaveDNS benchmark: $NAMES names, dnsperf $DURATION s x 4 clients for q/s, $RATE q/s for latency; $(nproc) vCPUs, machine possibly shared; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-34s %12s %10s %10s\n' "server / names" "queries/s" "p50 ms" "p99 ms"
 row "dnsmasq (hosts file), local" $REF "$DIR/local.q"
 row "tsweave, local" $OURS "$DIR/local.q"
@@ -59,3 +64,9 @@ row "tsweave, forwarded to upstream" $OURS "$DIR/fwd.q"
 awk -F'|' '{split($3, l, " "); q[NR]=$2; p99[NR]=l[2]} END {
   if (q[1] > 0) printf "ratio local q/s tsweave/dnsmasq: %.2fx (goal >= 1.0x); tsweave local p99 %s ms (goal <= 2 ms)\n", q[2]/q[1], p99[2];
   if (q[3] > 0) printf "ratio forwarded q/s tsweave/direct upstream: %.2fx\n", q[4]/q[3] }' "$DIR/rows"
+echo "load average after the DNS table: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ "$DATAPATH" != 0 ]; then
+  echo
+  DURATION=${DP_DURATION:-5} node dist/bench/dns-load.js
+  echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+fi

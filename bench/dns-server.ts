@@ -16,13 +16,15 @@ const reg = new DnsRegistry(self, Date.now);
 for (let i = 0; i < Number(n); i++) reg.add(`c${i}`, `10.40.${i >> 8}.${i & 255}`, `name-${i}.weave.local.`);
 const alive = new Set([self]);
 const originAlive = (o: string): boolean => alive.has(o);
+const source = {
+  domain: 'weave.local.', ttl: 1,
+  lookup: (q: string) => reg.lookup(q, { originAlive, rng: Math.random }),
+  reverse: (a: string) => reg.reverse(a, { originAlive }),
+};
 const server = new DnsServer({
   host: addr, port: 53, resolvConf,
-  names: () => ({
-    domain: 'weave.local.', ttl: 1,
-    lookup: (q) => reg.lookup(q, { originAlive, rng: Math.random }),
-    reverse: (a) => reg.reverse(a, { originAlive }),
-  }),
+  // One source for the host asker, as the subsystem caches one per asking address.
+  names: () => source,
 });
 await server.start();
 process.stdout.write('ready\n');

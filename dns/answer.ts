@@ -55,23 +55,23 @@ export const MAX_QUERY_BYTES = 4096;
 
 const RCODE: Record<Rcode, number> = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4 };
 
-/** Fewest bytes a question takes (root name, type, class) and a resource record (+ TTL, RDLENGTH). */
-const MIN_QUESTION_BYTES = 5;
-const MIN_RR_BYTES = 11;
-
 /**
- * Decode a query; undefined if it does not decode. Never throws.
- *
- * The header's four section counts are checked against the bytes first: the codec
- * allocates arrays of the declared sizes before reading any record, and a 64-byte
- * query declaring 4 × 65535 records cost ~5–30 ms of the router's event loop each
- * (found by fuzzing; test/unit/dns-answer.test.ts), so a container could stall the
- * data path with a few dozen such packets per second.
+ * True when the header's section counts can fit in the message: every question takes
+ * at least 5 bytes (root name, type, class) and every record at least 11 (RFC 1035
+ * §4.1.2–4.1.3). dns-packet loops over the counts before it notices the bytes ran out,
+ * so a 60-byte packet claiming 16,000 questions cost ~100 ms of the event loop; this
+ * check bounds the decoder's work by the message's length.
  */
+export function countsFit(buf: Buffer): boolean {
+  if (buf.length < 12) return false;
+  const qd = buf.readUInt16BE(4);
+  const rr = buf.readUInt16BE(6) + buf.readUInt16BE(8) + buf.readUInt16BE(10);
+  return qd * 5 + rr * 11 <= buf.length - 12;
+}
+
+/** Decode a query; undefined if it does not decode (or its counts cannot fit). Never throws. */
 export function decodeQuery(buf: Buffer): DecodedPacket | undefined {
-  if (buf.length < 12) return undefined;
-  const records = buf.readUInt16BE(6) + buf.readUInt16BE(8) + buf.readUInt16BE(10);
-  if (buf.readUInt16BE(4) * MIN_QUESTION_BYTES + records * MIN_RR_BYTES > buf.length - 12) return undefined;
+  if (!countsFit(buf)) return undefined;
   try {
     return dnsPacket.decode(buf);
   } catch {
@@ -191,6 +191,21 @@ export function answerQuery(query: Buffer, names: NameSource, transport: 'udp' |
       ...(qtype === 'AAAA' || qtype === 'ANY' ? addrs6.map((a): Answer => ({ type: 'AAAA', class: 'IN', name: question.name, ttl: names.ttl, data: a })) : []),
     ];
     return { kind: 'answer', rcode: 'NOERROR', qtype, ...buildResponse(q, 'NOERROR', answers, limit) };
+  }
+  // A single-label name ("db.") that is a name in our domain is answered as if qualified
+  // (db.weave.local.): resolvers that try the bare name first — Docker's embedded DNS
+  // writes ndots:0, and musl then never applies the search list — reach us that way.
+  // Single labels we do not know are forwarded as before.
+  if (qname.length > 1 && qname.indexOf('.') === qname.length - 1) {
+    const addrs = names.lookup(qname + domain);
+    if (addrs.length) {
+      const addrs6 = names.lookup6?.(qname + domain) ?? [];
+      const answers: Answer[] = [
+        ...(qtype === 'A' || qtype === 'ANY' ? addrs.map((a): Answer => ({ type: 'A', class: 'IN', name: question.name, ttl: names.ttl, data: a })) : []),
+        ...(qtype === 'AAAA' || qtype === 'ANY' ? addrs6.map((a): Answer => ({ type: 'AAAA', class: 'IN', name: question.name, ttl: names.ttl, data: a })) : []),
+      ];
+      return { kind: 'answer', rcode: 'NOERROR', qtype, ...buildResponse(q, 'NOERROR', answers, limit) };
+    }
   }
   if (qtype === 'PTR') {
     const addr = reverseAddress(qname);

@@ -3,7 +3,9 @@
  * by default, RFC 1035 §4.2), answers names under the weave domain from the registry,
  * and forwards everything else to the host's resolvers from /etc/resolv.conf — in
  * order, each given UPSTREAM_TIMEOUT_MS, SERVFAIL when all fail (Weave's fallback
- * behaviour). resolv.conf is re-read when its mtime or size changes (checked at most
+ * behaviour). UDP queries are forwarded through a small pool of sockets per upstream
+ * with random ports and fresh random ids (dns/upstream.ts, dns/forward-table.ts:
+ * RFC 5452's protections); TCP queries over a connection each. resolv.conf is re-read when its mtime or size changes (checked at most
  * once a second, when a query is forwarded); our own listening addresses are never
  * used as upstreams.
  *
@@ -17,6 +19,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { promises as fsp } from 'node:fs';
 import { answerQuery, servfail, MAX_QUERY_BYTES, type NameSource, type Outcome } from './answer.js';
+import { UpstreamPool, cryptoRng } from './upstream.js';
 
 export const UPSTREAM_TIMEOUT_MS = 5_000;
 export const MAX_INFLIGHT = 1024;
@@ -79,6 +82,9 @@ export class DnsServer {
   private resolvStamp = '';
   private resolvCheckedAt = -Infinity;
   private closed = false;
+  /** UDP forwarding: a socket pool per upstream (dns/upstream.ts). */
+  private readonly pools = new Map<string, UpstreamPool>();
+  private readonly rng = cryptoRng();
   private readonly hooks: ServerHooks;
   private readonly log: (line: string, level?: string) => void;
   /** The bound port (useful with port 0). */
@@ -92,7 +98,9 @@ export class DnsServer {
   /** Bind UDP and TCP; rejects with a one-line Error (address in use, not present). */
   async start(): Promise<void> {
     const { host } = this.opts;
-    const udp = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4', reuseAddr: false });
+    // Answers go to the literal address a query came from: a synchronous lookup spares
+    // dgram's default (dns.lookup, one process.nextTick per answer).
+    const udp = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4', reuseAddr: false, lookup: literalLookup });
     this.udp = udp;
     await new Promise<void>((resolve, reject) => {
       udp.once('error', (err) => reject(new Error(`DNS: cannot listen on udp ${host}:${this.opts.port}: ${(err as NodeJS.ErrnoException).code ?? err.message}`)));
@@ -120,6 +128,8 @@ export class DnsServer {
   async close(): Promise<void> {
     this.closed = true;
     for (const s of this.conns) s.destroy();
+    for (const p of this.pools.values()) p.close();
+    this.pools.clear();
     await Promise.all([
       new Promise<void>((r) => (this.udp ? this.udp.close(() => r()) : r())),
       new Promise<void>((r) => (this.tcp ? this.tcp.close(() => r()) : r())),
@@ -127,10 +137,40 @@ export class DnsServer {
   }
 
   private onUdp(msg: Buffer, rinfo: dgram.RemoteInfo): void {
-    const send = (b: Buffer): void => {
-      if (!this.closed) this.udp?.send(b, rinfo.port, rinfo.address);
-    };
-    this.handle(msg, rinfo.address, 'udp').then((b) => b && send(b), (err: Error) => this.log(`DNS: internal error on a query (please report): ${err.message}`, 'error'));
+    // Local answers synchronously (no promise per query); only forwarding waits.
+    const out = this.decide(msg, rinfo.address, 'udp');
+    if (out === undefined) return;
+    if (out.kind === 'answer') {
+      if (!this.closed) this.udp?.send(out.response, rinfo.port, rinfo.address);
+      return;
+    }
+    this.forwarded(msg, out.qtype, 'udp').then((b) => {
+      if (b && !this.closed) this.udp?.send(b, rinfo.port, rinfo.address);
+    }, (err: Error) => this.log(`DNS: internal error on a query (please report): ${err.message}`, 'error'));
+  }
+
+  /** answerQuery with the counters: an answer or 'forward', or undefined when dropped. */
+  private decide(msg: Buffer, client: string, transport: 'udp' | 'tcp'): Extract<Outcome, { kind: 'answer' | 'forward' }> | undefined {
+    let out: Outcome;
+    try {
+      out = answerQuery(msg, this.opts.names(client), transport);
+    } catch (err) {
+      this.hooks.dropped('internal');
+      this.log(`DNS: cannot answer a query (please report): ${(err as Error).message}`, 'warn');
+      return undefined;
+    }
+    if (out.kind === 'drop') {
+      this.hooks.dropped(out.reason);
+      return undefined;
+    }
+    if (out.kind === 'answer') this.hooks.query(out.qtype, out.rcode);
+    return out;
+  }
+
+  private async forwarded(msg: Buffer, qtype: string, transport: 'udp' | 'tcp'): Promise<Buffer | undefined> {
+    const r = await this.forward(msg, transport);
+    this.hooks.query(qtype, r ? 'forwarded' : 'SERVFAIL');
+    return r ?? servfail(msg);
   }
 
   private onTcp(s: net.Socket): void {
@@ -177,25 +217,9 @@ export class DnsServer {
 
   /** One query → the bytes to send back, or undefined to send nothing. */
   private async handle(msg: Buffer, client: string, transport: 'udp' | 'tcp'): Promise<Buffer | undefined> {
-    let out: Outcome;
-    try {
-      out = answerQuery(msg, this.opts.names(client), transport);
-    } catch (err) {
-      this.hooks.dropped('internal');
-      this.log(`DNS: cannot answer a query (please report): ${(err as Error).message}`, 'warn');
-      return undefined;
-    }
-    if (out.kind === 'drop') {
-      this.hooks.dropped(out.reason);
-      return undefined;
-    }
-    if (out.kind === 'answer') {
-      this.hooks.query(out.qtype, out.rcode);
-      return out.response;
-    }
-    const r = await this.forward(msg, transport);
-    this.hooks.query(out.qtype, r ? 'forwarded' : 'SERVFAIL');
-    return r ?? servfail(msg);
+    const out = this.decide(msg, client, transport);
+    if (out === undefined) return undefined;
+    return out.kind === 'answer' ? out.response : this.forwarded(msg, out.qtype, transport);
   }
 
   private async refreshUpstreams(force = false): Promise<void> {
@@ -213,6 +237,12 @@ export class DnsServer {
       const next = parseResolvConf(await fsp.readFile(file, 'utf8'), own);
       if (next.join(' ') !== this.upstreams.join(' ')) this.log(`DNS: upstream resolvers from ${file}: ${next.join(' ') || 'none'}`);
       this.upstreams = next;
+      for (const [up, p] of this.pools) {
+        if (!next.includes(up)) {
+          p.close();
+          this.pools.delete(up);
+        }
+      }
     } catch (err) {
       if (this.resolvStamp !== 'error') this.log(`DNS: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): non-weave names get SERVFAIL until it is readable`, 'warn');
       this.resolvStamp = 'error';
@@ -233,9 +263,10 @@ export class DnsServer {
       for (const up of this.upstreams) {
         if (this.closed) return undefined;
         try {
-          return transport === 'udp' ? await udpExchange(up, msg, timeout) : await tcpExchange(up, msg, timeout);
+          return transport === 'udp' ? await this.pool(up).exchange(msg, timeout) : await tcpExchange(up, msg, timeout);
         } catch (err) {
-          this.hooks.upstreamFailure(up, (err as Error).message === 'timeout' ? 'timeout' : 'error');
+          const why = (err as Error).message;
+          this.hooks.upstreamFailure(up, why === 'timeout' || why === 'overload' ? why : 'error');
         }
       }
       return undefined;
@@ -243,29 +274,20 @@ export class DnsServer {
       this.inflight--;
     }
   }
+
+  private pool(up: string): UpstreamPool {
+    let p = this.pools.get(up);
+    if (!p) {
+      p = new UpstreamPool(up, 53, MAX_INFLIGHT, this.rng);
+      this.pools.set(up, p);
+    }
+    return p;
+  }
 }
 
-/** Send `msg` to `server`:53 over UDP from a fresh socket (random port); the answer with the same id. */
-function udpExchange(server: string, msg: Buffer, timeoutMs: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const s = dgram.createSocket(net.isIPv6(server) ? 'udp6' : 'udp4');
-    const id = msg.readUInt16BE(0);
-    const done = (err: Error | undefined, b?: Buffer): void => {
-      clearTimeout(t);
-      try {
-        s.close();
-      } catch { /* closed */ }
-      if (err) reject(err);
-      else resolve(b!);
-    };
-    const t = setTimeout(() => done(new Error('timeout')), timeoutMs);
-    s.on('error', (err) => done(err));
-    s.on('message', (b, r) => {
-      if (r.address !== server || r.port !== 53 || b.length < 12 || b.readUInt16BE(0) !== id || !(b[2] & 0x80)) return;
-      done(undefined, b);
-    });
-    s.connect(53, server, () => s.send(msg));
-  });
+/** dgram's lookup for literal addresses: calls back at once (no resolver, no tick). */
+function literalLookup(address: string, family: unknown, cb: (err: Error | null, address: string, family: number) => void): void {
+  cb(null, address, net.isIPv6(address) ? 6 : 4);
 }
 
 /** Send `msg` to `server`:53 over TCP (length-prefixed); the first answer (at most 65535 B). */

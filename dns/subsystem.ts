@@ -161,17 +161,29 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
     return subnetsOf.get(client.replace(/^::ffff:/, ''));
   };
   const rng = Math.random;
+  // One NameSource per asking address, rebuilt with the subnet cache (no closures per query).
+  let sources = new Map<string, NameSource>();
+  let sourcesAt = -Infinity;
   const names = (client: string): NameSource => {
+    const now = performance.now();
+    if (now - sourcesAt > PEERS_CACHE_MS || sources.size > 4096) {
+      sources = new Map();
+      sourcesAt = now;
+    }
+    const cached = sources.get(client);
+    if (cached) return cached;
     const subnets = s.isolation ? askerSubnets(client) : undefined;
     // A client that is not a container here (the host itself) is trusted: it sees all.
     const visible = subnets ? (a: string) => subnets.some((c) => inSubnetOf(a, c)) : undefined;
-    return {
+    const src: NameSource = {
       domain: s.domain, ttl: s.ttl,
       lookup: (n) => reg.lookup(n, { originAlive, visible, rng }),
       reverse: (a) => reg.reverse(a, { originAlive, visible }),
       lookup6: (n) => reg.lookup6(n, { originAlive, visible, rng }),
       reverse6: (a) => reg.reverse6(a, { originAlive, visible }),
     };
+    sources.set(client, src);
+    return src;
   };
 
   if (s.onBridge) {

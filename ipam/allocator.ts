@@ -555,15 +555,18 @@ export class Allocator {
   /**
    * Allocate the lowest free address in `subnet` (a network CIDR inside the range, >= 4 addresses;
    * default: the default subnet) for `owner` (a container id), never its network or broadcast address.
-   * If `owner` already has an address in that subnet, that one is returned (retries are safe).
+   * If `owner` already has an address in that subnet, that one is returned (retries are safe),
+   * unless `opts.another` is set: then a further address is allocated to the same owner (for an
+   * owner that stands for many containers, like the Docker plugin's one owner per pool, which
+   * Docker's RequestAddress gives no container id to key by; each is freed by its address).
    * Waits for the ring (consensus) and for donations; rejects on timeoutMs / signal with what it waited for.
    * @returns "10.32.0.1/12" (address with the subnet's prefix length)
    * @throws CidrError (malformed subnet), IpamError (outside range, too small, `no free addresses in X`, timeout)
    */
-  async allocate(owner: string, subnet?: string, opts?: { timeoutMs?: number; signal?: AbortSignal }): Promise<string> {
+  async allocate(owner: string, subnet?: string, opts?: { timeoutMs?: number; signal?: AbortSignal; another?: boolean }): Promise<string> {
     const c = subnet === undefined || subnet === 'default' ? this.defaultSubnet : this.checkSubnet(subnet);
     await this.ensureStarted();
-    for (const a of this.space.lookup(owner)) {
+    if (!opts?.another) for (const a of this.space.lookup(owner)) {
       if (a.addr >= c.start && a.addr < c.start + c.size && a.prefix === c.prefix) return formatAddressCidr(a.addr, a.prefix);
     }
     const r = await this.enqueue({ kind: 'alloc', owner, lo: c.start + 1, hi: c.start + c.size - 1, prefix: c.prefix, subnet: formatCidr(c) }, opts);

@@ -49,6 +49,11 @@ export interface PluginEndpoint {
   /** "10.32.0.3/12" as Docker gave it (from our IPAM driver, or a static --ip). */
   cidr: string;
   mac: string;
+  /**
+   * The SandboxKey of the container this endpoint joined, while joined and only when
+   * the Join answer carried the DNS server's route (see PluginCore.join).
+   */
+  dnsSandbox?: string;
 }
 
 /** What the core persists (plain JSON). */
@@ -63,7 +68,10 @@ export interface PluginBackend {
   ipam(): { range: string; defaultSubnet: string } | undefined;
   /** True if the CIDR's network lies inside the IPAM range. */
   inRange(cidr: string): boolean;
-  /** Allocate the lowest free address of `subnet` for `owner`: "10.32.5.1/24". */
+  /**
+   * Allocate the lowest free address of `subnet` for `owner`: "10.32.5.1/24". A new one on
+   * every call: `owner` is the pool's (poolOwner), shared by all its containers.
+   */
   allocate(owner: string, subnet: string): Promise<string>;
   /** Claim exactly `cidr` for `owner`. */
   claim(owner: string, cidr: string): Promise<void>;
@@ -84,6 +92,12 @@ export interface PluginBackend {
   forgetEndpoint(endpointId: string): Promise<void>;
   /** Persist the state (atomically). */
   save(state: PluginState): Promise<void>;
+  /**
+   * The weaveDNS server's address as a host route ("169.254.53.53/32") that joined
+   * containers need on-link over their ethwe, or undefined when DNS is off or not on
+   * the bridge.
+   */
+  dnsRoute?(): string | undefined;
 }
 
 // Docker's ids are 64 hex digits; we take any plain token, but never one that names an
@@ -326,11 +340,26 @@ export class PluginCore {
     // Filters first: the endpoint is in the table before its link can carry a frame.
     await this.backend.recordEndpoint(r.EndpointID, e.cidr, e.mac);
     const srcName = await this.backend.createVeth(r.EndpointID, e.mac);
+    // weaveDNS's server is reached by an on-link route over ethwe (as `weave attach`
+    // gives). A route is per container, not per interface: a second weavemesh network
+    // the same container (SandboxKey) joins gets none, since the same destination on
+    // ethwe1 would clash ("file exists") and Docker would fail the connect. No
+    // multicast route for the same reason.
+    const dns = this.backend.dnsRoute?.();
+    const sandbox = r.SandboxKey || undefined;
+    const routed = dns !== undefined && sandbox !== undefined &&
+      !Object.entries(this.state.endpoints).some(([id, x]) => id !== r.EndpointID && x.dnsSandbox === sandbox);
+    const want = routed ? sandbox : undefined;
+    if (want !== e.dnsSandbox) {
+      if (want === undefined) delete e.dnsSandbox;
+      else e.dnsSandbox = want;
+      await this.backend.save(this.snapshot());
+    }
     return {
       InterfaceName: { SrcName: srcName, DstPrefix: CONTAINER_IF_PREFIX },
+      // RouteType 1 = connected (on-link over this interface, no next hop).
+      ...(routed ? { StaticRoutes: [{ Destination: dns, RouteType: 1 }] } : {}),
       // The overlay is not the container's way out (no default route, no docker_gwbridge).
-      // No static routes: a multicast route on every ethwe<N> would clash on the second
-      // network a container joins (Docker then fails the connect with "file exists").
       DisableGatewayService: true,
     };
   }
@@ -339,6 +368,11 @@ export class PluginCore {
     const r = decode(schemas.Endpoint, body, 'Leave');
     await this.backend.deleteVeth(r.EndpointID);
     await this.backend.forgetEndpoint(r.EndpointID);
+    const e = Object.hasOwn(this.state.endpoints, r.EndpointID) ? this.state.endpoints[r.EndpointID] : undefined;
+    if (e?.dnsSandbox !== undefined) {
+      delete e.dnsSandbox;
+      await this.backend.save(this.snapshot());
+    }
     return {};
   }
 }

@@ -14,10 +14,12 @@ import { z } from 'zod';
 import type { Subsystem, SubsystemContext } from '../router/daemon/subsystem.js';
 import type { IpamSubsystem } from '../router/daemon/ipam.js';
 import { BRIDGE, hostVethName, ip, linkExists } from '../router/host/netdev.js';
+import type { AddressAllocator } from '../router/host/endpoints.js';
 import { writeFileAtomic } from '../router/host/state-file.js';
 import { DRIVER_NAME, PluginCore, type PluginBackend, type PluginState } from './protocol.js';
 import { listenPlugin, oneLine } from './server.js';
 import { containerNameOfEndpoint, dockerJson, dockerMessage } from './docker.js';
+import { dnsBridgeAddress } from '../dns/config.js';
 
 /** The network `weave launch` creates (Weave's name). */
 export const DEFAULT_NETWORK = 'weave';
@@ -34,7 +36,7 @@ export function guestVethName(endpointId: string): string {
 
 const StateSchema = z.object({
   networks: z.record(z.string().max(128), z.object({ pools: z.array(z.string().max(64)).max(16) })),
-  endpoints: z.record(z.string().max(128), z.object({ networkId: z.string().max(128), cidr: z.string().max(64), mac: z.string().max(32) })),
+  endpoints: z.record(z.string().max(128), z.object({ networkId: z.string().max(128), cidr: z.string().max(64), mac: z.string().max(32), dnsSandbox: z.string().max(4096).optional() })),
 });
 
 /**
@@ -61,6 +63,19 @@ export interface PluginReport {
   Endpoints: number;
   /** State of the Docker network `weave`: created, exists, disabled, or the last error. */
   DefaultNetwork: string;
+}
+
+/**
+ * PluginBackend.allocate on the router's allocator: a new address of `subnet` ("10.32.0.0/12";
+ * the default subnet is passed as undefined) on every call. All containers of a pool share
+ * one IPAM owner (Docker's RequestAddress names no container), and the allocator hands an
+ * owner back the address it already holds in a subnet unless asked for another — without
+ * that, every container of a pool on one host got the same address.
+ * @throws Error when IPAM is disabled; the allocator's IpamError (full, timeout)
+ */
+export async function allocateInPool(allocator: AddressAllocator | undefined, owner: string, subnet: string, defaultSubnet: string): Promise<string> {
+  if (!allocator) throw new Error('IPAM is disabled on this router');
+  return allocator.allocate(owner, subnet === defaultSubnet ? undefined : subnet, { another: true });
 }
 
 /** The plugin subsystem; off with --no-plugin. */
@@ -107,11 +122,7 @@ async function startPlugin(ctx: SubsystemContext, isStopped: () => boolean): Pro
   const backend: PluginBackend = {
     ipam: () => (ipamSub?.allocator && range ? { range, defaultSubnet } : undefined),
     inRange: (cidr) => ipamSub?.allocator?.inRange(cidr) ?? false,
-    allocate: async (owner, subnet) => {
-      const a = ipamSub?.allocator;
-      if (!a) throw new Error('IPAM is disabled on this router');
-      return a.allocate(owner, subnet === defaultSubnet ? undefined : subnet);
-    },
+    allocate: (owner, subnet) => allocateInPool(ipamSub?.allocator, owner, subnet, defaultSubnet),
     claim: async (owner, cidr) => {
       const a = ipamSub?.allocator;
       if (!a) throw new Error('IPAM is disabled on this router');
@@ -157,6 +168,10 @@ async function startPlugin(ctx: SubsystemContext, isStopped: () => boolean): Pro
       names.delete(id);
     },
     save: (state) => writeFileAtomic(file, JSON.stringify(state)),
+    dnsRoute: () => {
+      const a = dnsBridgeAddress(cfg);
+      return a ? `${a}/32` : undefined;
+    },
   };
   const core = new PluginCore(backend, initial);
 

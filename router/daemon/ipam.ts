@@ -130,7 +130,7 @@ async function startIpam(ctx: SubsystemContext): Promise<Started> {
   timer.unref();
 
   const adapter: AddressAllocator = {
-    allocate: (owner, subnet) => a.allocate(owner, subnet, { timeoutMs: ALLOCATE_TIMEOUT_MS }),
+    allocate: (owner, subnet, opts) => a.allocate(owner, subnet, { timeoutMs: ALLOCATE_TIMEOUT_MS, another: opts?.another }),
     claim: (owner, cidr) => a.claim(owner, cidr, { timeoutMs: ALLOCATE_TIMEOUT_MS }),
     free: (owner, addr) => a.free(owner, addr),
     lookup: (owner) => a.lookup(owner),

@@ -237,10 +237,12 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   });
   api.on('POST', '/detach', async ({ body }) => {
     const target = stringField(body, 'target');
-    const cidrs = await endpoints.detach(target, stringList(body, 'specs'));
+    // The resolved id, not the typed target: a container typed by name is keyed by its id
+    // in every subsystem (DNS tombstones its entries by it).
+    const { id, cidrs } = await endpoints.detachEndpoint(target, stringList(body, 'specs'));
     await syncIsolation();
-    router.emit('event', { type: 'endpoint-detached', id: target, cidrs });
-    announce('endpointDetached', { endpoint: { id: target, cidrs, mac: '' } });
+    router.emit('event', { type: 'endpoint-detached', id, cidrs });
+    announce('endpointDetached', { endpoint: { id, cidrs, mac: '' } });
     return { cidrs };
   });
   api.on('GET', '/ps', async () => ({ endpoints: (await endpoints.ps()).map((e) => (range6 && e.id !== EXPOSE_ID ? { ...e, cidrs6: endpoints.cidrs6(e.cidrs) } : e)) }));

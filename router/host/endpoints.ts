@@ -15,8 +15,11 @@ import { writeFileAtomic, readStateFile, corruptError, parseJsonArray } from './
 import { endpointAddrs6, specToV4, Ipv6Error, type Range6 } from '../../ipam/ipv6.js';
 
 export interface AddressAllocator {
-  /** Allocate the lowest free address in `subnet` (undefined = default subnet); "10.32.0.1/12". */
-  allocate(owner: string, subnet?: string): Promise<string>;
+  /**
+   * Allocate the lowest free address in `subnet` (undefined = default subnet); "10.32.0.1/12".
+   * The owner's address in that subnet if it has one, unless `opts.another` (a further one).
+   */
+  allocate(owner: string, subnet?: string, opts?: { another?: boolean }): Promise<string>;
   /** Claim exactly this address ("10.32.0.5/12"); rejects if another owner holds it. */
   claim(owner: string, cidr: string): Promise<void>;
   free(owner: string, addr?: string): Promise<number>;
@@ -247,14 +250,35 @@ export class Endpoints {
     }
   }
 
-  async detach(target: string, specs: string[]): Promise<string[]> {
+  /**
+   * Detach `target` (as attach takes it: container id or name, netns:, pid:), all its
+   * addresses or those of `specs`. Returns the endpoint id it resolved to (the
+   * container's full id when a name was typed: what DNS entries are keyed by) and the
+   * CIDRs removed. A target Docker cannot resolve (a stopped container) is looked up in
+   * the table by id, then by a unique id prefix or endpoint name.
+   */
+  async detachEndpoint(target: string, specs: string[]): Promise<{ id: string; cidrs: string[] }> {
     let id = target;
     let netns: string | undefined;
     try {
       ({ id, netns } = await this.resolve(target));
     } catch {
-      netns = this.table.get(target)?.netns;
+      if (!this.table.has(target)) {
+        const byName = this.list().filter((e) => e.name === target || (target.length >= 3 && e.id.startsWith(target)));
+        if (byName.length === 1) id = byName[0].id;
+      }
+      netns = this.table.get(id)?.netns;
     }
+    const cidrs = await this.detachResolved(id, netns, specs);
+    return { id, cidrs };
+  }
+
+  /** detachEndpoint's CIDRs only (kept for callers that pass endpoint ids). */
+  async detach(target: string, specs: string[]): Promise<string[]> {
+    return (await this.detachEndpoint(target, specs)).cidrs;
+  }
+
+  private async detachResolved(id: string, netns: string | undefined, specs: string[]): Promise<string[]> {
     const e = this.table.get(id);
     const cidrs = specs.length ? parseSpecs(specs, this.range6).map((s) => {
       if (s.kind !== 'ip') throw new EndpointError('detach takes ip:ADDR/LEN addresses');

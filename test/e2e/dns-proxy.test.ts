@@ -96,6 +96,24 @@ describe('weaveDNS through the Docker proxy on two hosts', { skip, timeout: 600_
     assert.doesNotMatch(r.stdout, /169\.254\.53\.53/);
   });
 
+  test('weave attach/dns-add/dns-remove/detach by container NAME act on the container\'s id (its names go everywhere)', async () => {
+    // Started on dockerd directly (not through the proxy), then attached by name.
+    const plain = (args: string[]) => sh('docker', ['-H', daemons[0].host, ...args], { timeoutMs: 60_000 });
+    assert.equal((await plain(['run', '-d', '--net=none', '--name', 'det', IMG, 'sleep', '900'])).code, 0);
+    const [addr] = (await h1.mustWeave(['attach', 'det'])).trim().split(/\s+/);
+    await until('det on h2', async () => (await lookup(h2, 'det')).join() === addr, 15_000);
+    await h1.mustWeave(['dns-add', 'det', '-h', 'alias.weave.local']);
+    await until('alias on h2', async () => (await lookup(h2, 'alias')).join() === addr, 15_000);
+    await h1.mustWeave(['dns-remove', 'det', '-h', 'alias.weave.local']);
+    await until('alias gone on h2', async () => (await lookup(h2, 'alias')).length === 0, 15_000);
+    assert.deepEqual(await lookup(h2, 'det'), [addr], 'dns-remove -h alias removed more than alias');
+    // Before: detach announced the typed name as the endpoint id, so DNS kept det.
+    await h1.mustWeave(['detach', 'det']);
+    await until('det gone on h2 after detach', async () => (await lookup(h2, 'det')).length === 0, 15_000);
+    assert.deepEqual(await lookup(h1, 'det'), []);
+    await plain(['rm', '-f', 'det']);
+  });
+
   test('a container that dies loses its name everywhere; restarted, it has it back; removed, gone', async () => {
     const ipDb = (await lookup(h2, 'db'))[0];
     assert.ok(ipDb);

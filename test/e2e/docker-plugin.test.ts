@@ -12,10 +12,13 @@ import http from 'node:http';
 import path from 'node:path';
 import { Testbed, canRunE2E, until, sh, type Host } from './lib/testbed.js';
 import { startDockerd, dockerdAvailable, type Dockerd } from './docker/dockerd.js';
-import { importBusyboxImage, busyboxStaticAvailable } from './docker/image.js';
+import { importBusyboxImage, busyboxStaticAvailable, withLibraries } from './docker/image.js';
 
 const IMG = 'tsw-dp-bb:1';
-const skip = canRunE2E() ?? dockerdAvailable() ?? busyboxStaticAvailable() ?? (fs.existsSync('/usr/bin/unshare') ? undefined : 'unshare (util-linux) not installed');
+/** busybox plus the host's glibc ping (which resolves names through resolv.conf as applications do). */
+const PING_IMG = 'tsw-dp-ping:1';
+const skip = canRunE2E() ?? dockerdAvailable() ?? busyboxStaticAvailable() ?? (fs.existsSync('/usr/bin/unshare') ? undefined : 'unshare (util-linux) not installed')
+  ?? (fs.existsSync('/usr/bin/ping') ? undefined : 'ping (iputils-ping) not installed');
 
 if (skip && process.env.CI === 'true') {
   test('docker plugin e2e prerequisites', () => assert.fail(`cannot run the Docker plugin e2e tests: ${skip}`));
@@ -42,7 +45,7 @@ function rawPost(socketPath: string, urlPath: string, body: string): Promise<{ s
   });
 }
 
-describe('Docker network plugin across two hosts', { skip, timeout: 900_000 }, () => {
+describe('Docker network plugin across two hosts', { skip, timeout: 1_500_000 }, () => {
   const bed = new Testbed('dp');
   let h1: Host, h2: Host;
   const daemons = new Map<Host, Dockerd>();
@@ -73,9 +76,11 @@ describe('Docker network plugin across two hosts', { skip, timeout: 900_000 }, (
     [h1, h2] = await bed.up(2);
     for (const h of [h1, h2]) {
       fs.mkdirSync(pluginDir(h), { recursive: true, mode: 0o700 });
-      const d = await startDockerd({ name: `tsw-dp-${h.nickname}-${process.pid}`, netns: h.ns, pluginDir: pluginDir(h) });
+      // A restart with a --restart=always container restores it before answering: generous on a loaded machine.
+      const d = await startDockerd({ name: `tsw-dp-${h.nickname}-${process.pid}`, netns: h.ns, pluginDir: pluginDir(h), timeoutMs: 120_000 });
       daemons.set(h, d);
       await importBusyboxImage({ dockerHost: d.host, tag: IMG, applets: ['sh', 'ping', 'ip', 'cat', 'sleep', 'true'] });
+      await importBusyboxImage({ dockerHost: d.host, tag: PING_IMG, applets: ['sh', 'cat', 'sleep'], hostFiles: withLibraries('/usr/bin/ping') });
     }
     await launch(h1, [h2.ip]);
     await launch(h2, [h1.ip]);
@@ -112,6 +117,34 @@ describe('Docker network plugin across two hosts', { skip, timeout: 900_000 }, (
       const table = JSON.parse(fs.readFileSync(path.join(h1.stateDir, 'endpoints.json'), 'utf8')) as Array<{ name?: string; cidrs: string[] }>;
       return table.some((e) => e.name === 'c1' && e.cidrs.includes(`${ip1}/12`));
     }, 15_000);
+  });
+
+  test('docker run --net=weave containers find each other by name across hosts ($(weave dns-args)); a stopped one is gone from DNS', async () => {
+    await mustDocker(h1, ['run', '-d', '--net=weave', '--name', 'alpha', IMG, 'sleep', '900']);
+    const ipA = await ipOn(h1, 'alpha', 'weave');
+    // Two running containers of one pool on one host: two addresses (the plugin's one IPAM owner per pool once got the same one twice).
+    assert.notEqual(ipA, await ipOn(h1, 'c1', 'weave'), 'alpha got c1\'s address');
+    // The plugin learns the name from dockerd after Join; the mesh carries it to h2.
+    await until('alpha registered on h2', async () => (await h2.weave(['dns-lookup', 'alpha'])).stdout.trim() === ipA, 30_000, 500);
+    // Docker's plugin API cannot set a container's DNS: the documented way (as Weave's)
+    // is `docker run $(weave dns-args)`. Join gave the on-link route to the server.
+    const dnsArgs = (await h2.mustWeave(['dns-args'])).trim().split(/\s+/);
+    assert.deepEqual(dnsArgs, ['--dns=169.254.53.53', '--dns-search=weave.local.']);
+    const run = ['run', '--rm', '--net=weave', ...dnsArgs, PING_IMG];
+    const conf = await mustDocker(h2, [...run, 'cat', '/etc/resolv.conf']);
+    let r = { code: -1, stdout: '', stderr: '' };
+    for (let i = 0; i < 3 && r.code !== 0; i++) r = await docker(h2, [...run, '/usr/bin/ping', '-c1', '-W', '5', 'alpha']);
+    assert.equal(r.code, 0, `ping alpha from h2 failed: ${r.stdout}${r.stderr}\nresolv.conf: ${conf}\n${h2.logTail(10)}`);
+    assert.match(r.stdout, new RegExp(`\\(${ipA.replace(/\./g, '\\.')}\\)`), `ping alpha resolved to another address than ${ipA}: ${r.stdout}`);
+    // The fully qualified name too, and from a container started without a name.
+    assert.equal((await docker(h2, [...run, '/usr/bin/ping', '-c1', '-W', '5', 'alpha.weave.local'])).code, 0, 'ping alpha.weave.local from h2');
+    // Stopped (Docker calls Leave): tombstoned, gone on h2 within seconds.
+    await mustDocker(h1, ['stop', '-t', '1', 'alpha']);
+    await until('alpha gone on h2', async () => (await h2.weave(['dns-lookup', 'alpha'])).code !== 0, 30_000, 500);
+    assert.notEqual((await docker(h2, [...run, '/usr/bin/ping', '-c1', '-W', '2', 'alpha'])).code, 0, 'a stopped container still resolves');
+    // Started again: registered again.
+    await mustDocker(h1, ['start', 'alpha']);
+    await until('alpha back on h2', async () => /^\d+\.\d+\.\d+\.\d+$/.test((await h2.weave(['dns-lookup', 'alpha'])).stdout.trim()), 30_000, 500);
   });
 
   test('a --subnet network is isolated from weave and from other subnets, on one host and across hosts', async () => {
@@ -213,19 +246,31 @@ describe('Docker network plugin across two hosts', { skip, timeout: 900_000 }, (
     await until('connection after restart', async () => (await h1.mustWeave(['status', 'connections'])).includes('established'), 30_000);
     await mustReach(h1, 'c1', c2, 'c1 lost c2 across a router restart');
     await mustDocker(h1, ['run', '-d', '--net=weave', '--name', 'c3', IMG, 'sleep', '900']);
+    assert.notEqual(await ipOn(h1, 'c3', 'weave'), await ipOn(h1, 'c1', 'weave'), 'c3 got c1\'s address');
     await mustReach(h1, 'c3', c2, 'a container started after the restart cannot reach c2');
     // Persisted state: the router knows the endpoints Docker created before the restart.
     assert.ok((await h1.report()).Plugin.Endpoints >= 2);
   });
 
-  test('dockerd restart keeps the network weave', async () => {
+  test('dockerd restart keeps the network weave; a --restart=always container comes back on the overlay, pingable and named', async () => {
     const d = daemons.get(h2)!;
+    await mustDocker(h2, ['run', '-d', '--restart=always', '--net=weave', '--name', 'keep', IMG, 'sleep', '900']);
+    const c1 = await ipOn(h1, 'c1', 'weave');
+    await mustReach(h2, 'keep', c1, 'keep cannot reach c1 before the dockerd restart');
     await d.stop();
     await d.start();
     await mustDocker(h2, ['network', 'inspect', 'weave']);
+    // dockerd restarts it by itself (through the plugin: CreateEndpoint, Join).
+    await until('keep running again', async () => (await docker(h2, ['inspect', '-f', '{{.State.Running}}', 'keep'])).stdout.trim() === 'true', 90_000, 1000);
+    const keep = await until('keep has an address', async () => {
+      const r = await docker(h2, ['inspect', '-f', '{{(index .NetworkSettings.Networks "weave").IPAddress}}', 'keep']);
+      return /^\d+\.\d+\.\d+\.\d+$/.test(r.stdout.trim()) ? r.stdout.trim() : '';
+    }, 30_000, 500);
+    await mustReach(h2, 'keep', c1, 'keep cannot reach c1 after the dockerd restart');
+    await mustReach(h1, 'c1', keep, 'c1 cannot reach keep after the dockerd restart');
+    await until('keep named on h1', async () => (await h1.weave(['dns-lookup', 'keep'])).stdout.trim() === keep, 30_000, 500);
     await mustDocker(h2, ['rm', '-f', 'c2']).catch(() => '');
     await mustDocker(h2, ['run', '-d', '--net=weave', '--name', 'c2b', IMG, 'sleep', '900']);
-    const c1 = await ipOn(h1, 'c1', 'weave');
     await mustReach(h2, 'c2b', c1, 'a container after the dockerd restart cannot reach c1');
   });
 });

@@ -81,6 +81,16 @@ test('PTR for a registered address; other reverse names and other domains are fo
   assert.equal(answerQuery(query('weave.localx', 'A'), source(), 'udp').kind, 'forward');
 });
 
+test('a single-label name we know is answered as qualified with the domain; unknown single labels are forwarded', () => {
+  const r = answered(query('Web', 'A'), source());
+  assert.equal(r.rcode, 'NOERROR');
+  assert.deepEqual(r.packet.answers!.map((a) => [(a as { name: string }).name, (a as { data: unknown }).data]), [['Web', '10.32.0.4']]);
+  assert.equal(answered(query('web', 'AAAA'), source()).packet.answers!.length, 0, 'other types of a known name: NOERROR, empty');
+  assert.equal(answerQuery(query('nosuch', 'A'), source(), 'udp').kind, 'forward');
+  assert.equal(answerQuery(query('com', 'A'), source(), 'udp').kind, 'forward');
+  assert.equal(answerQuery(query('.', 'NS'), source(), 'udp').kind, 'forward');
+});
+
 test('truncation: 512 bytes without EDNS0, the EDNS0 size with it, none over TCP', () => {
   const plain = answered(query('many.weave.local', 'A'), source());
   assert.ok(plain.response.length <= 512 && plain.truncated && plain.packet.flag_tc, `512: ${plain.response.length} B`);
@@ -112,6 +122,15 @@ test('malformed, responses, other opcodes, several questions', () => {
   const sf = dnsPacket.decode(servfail(bad)!);
   assert.equal((sf as { rcode?: string }).rcode, 'SERVFAIL');
   assert.equal(sf.id, 42);
+});
+
+test('a short packet claiming thousands of records is dropped at once (the decoder never loops over them)', () => {
+  const b = Buffer.from('a903774ce549c1b94004cb35451f78fd3e14d95168fc456237deb8e082cea623a29350c79c02ee5759df3f2cd547ff0359c250a91314bc8640ee0c', 'hex');
+  const t0 = performance.now();
+  for (let i = 0; i < 100; i++) assert.deepEqual(answerQuery(b, source(), 'udp'), { kind: 'drop', reason: 'malformed' });
+  assert.equal(servfail(b), undefined);
+  // Generous for a loaded machine: before the bound, one such packet took ~100-200 ms.
+  assert.ok(performance.now() - t0 < 2000, `100 bogus packets took ${(performance.now() - t0).toFixed(0)} ms`);
 });
 
 test('random packets and mutated queries never throw', () => {

@@ -53,6 +53,21 @@ test('a name without IPv6 answers AAAA NOERROR-empty; an unknown name NXDOMAIN',
   assert.equal(ask('nobody.weave.local', 'AAAA', src).rcode, 'NXDOMAIN');
 });
 
+test('a bare name we know ("db.", as Docker\'s ndots:0 resolvers ask) answers AAAA too; unknown or invisible bare names are forwarded', () => {
+  const src = names(registry());
+  assert.deepEqual(ask('db', 'AAAA', src).answers.map((a) => a.data).sort(), ['fd00:77::a20:105', 'fd00:77::a20:106']);
+  assert.deepEqual(ask('DB.', 'ANY', src).answers.map((a) => a.type).sort(), ['A', 'A', 'AAAA', 'AAAA']);
+  assert.deepEqual(ask('v4only', 'AAAA', src), { rcode: 'NOERROR', answers: [] });
+  const q = dnsPacket.encode({ type: 'query', id: 8, questions: [{ type: 'AAAA', name: 'unknown' }] });
+  assert.equal(answerQuery(q, src, 'udp').kind, 'forward');
+  const only1 = names(registry(), (a) => a.startsWith('10.32.1.'));
+  // A bare name the asker may not see is, as for A, a name we do not know: forwarded, its address never answered.
+  for (const type of ['A', 'AAAA'] as const) {
+    assert.equal(answerQuery(dnsPacket.encode({ type: 'query', id: 9, questions: [{ type, name: 'other' }] }), only1, 'udp').kind, 'forward', type);
+  }
+  assert.equal(ask('db', 'AAAA', only1).answers.length, 2);
+});
+
 test('ip6.arpa PTR names the entry; unknown addresses are forwarded', () => {
   const src = names(registry());
   const r = ask(ip6ArpaName('fd00:77::a20:105')!, 'PTR', src);

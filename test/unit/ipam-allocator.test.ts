@@ -59,6 +59,20 @@ test('one peer: lowest free address first, never the network address, idempotent
   a.close();
 });
 
+test('allocate with another: a further address for an owner that already holds one in the subnet (one owner, many containers)', async () => {
+  const { a } = lone();
+  await a.start();
+  assert.equal(await a.allocate('pool'), '10.32.0.1/12');
+  assert.equal(await a.allocate('pool'), '10.32.0.1/12', 'without it: the same one');
+  assert.equal(await a.allocate('pool', undefined, { another: true }), '10.32.0.2/12');
+  assert.equal(await a.allocate('pool', '10.33.0.0/24', { another: true }), '10.33.0.1/24');
+  assert.equal(await a.allocate('pool', '10.33.0.0/24', { another: true }), '10.33.0.2/24');
+  assert.deepEqual(a.lookup('pool'), ['10.32.0.1/12', '10.32.0.2/12', '10.33.0.1/24', '10.33.0.2/24']);
+  assert.equal(await a.free('pool', '10.32.0.1'), 1);
+  assert.deepEqual(a.lookup('pool'), ['10.32.0.2/12', '10.33.0.1/24', '10.33.0.2/24']);
+  a.close();
+});
+
 test('bad input: malformed CIDRs, subnet outside the range, too small, not a network address', async () => {
   const { a } = lone();
   await a.start();

@@ -6,7 +6,10 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { PluginCore, PluginError, networkOf, poolOwner, gatewayOwner, type PluginBackend, type PluginState } from '../../plugin/protocol.js';
-import { parsePluginState, guestVethName } from '../../plugin/subsystem.js';
+import { parsePluginState, guestVethName, allocateInPool } from '../../plugin/subsystem.js';
+import { Allocator, type GossipChannel } from '../../ipam/allocator.js';
+import { MemoryPersistence } from '../../ipam/persist.js';
+import type { AddressAllocator } from '../../router/host/endpoints.js';
 
 const toNum = (a: string): number => a.split('.').reduce((n, o) => n * 256 + Number(o), 0);
 const toAddr = (n: number): string => [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join('.');
@@ -71,6 +74,10 @@ class World implements PluginBackend {
   async save(s: PluginState): Promise<void> {
     this.saved = s;
     this.saves++;
+  }
+  dns: string | undefined = undefined;
+  dnsRoute(): string | undefined {
+    return this.dns;
   }
 }
 
@@ -156,6 +163,38 @@ describe('plugin protocol', () => {
     await c.handle('/NetworkDriver.DeleteNetwork', { NetworkID: 'n1' });
     await c.handle('/NetworkDriver.DeleteNetwork', { NetworkID: 'n1' });
     assert.deepEqual(w.saved?.networks, {});
+  });
+
+  test('Join gives the DNS server\'s on-link route once per container (SandboxKey); Leave hands it on; none with DNS off', async () => {
+    const w = new World();
+    w.dns = '169.254.53.53/32';
+    const c = new PluginCore(w);
+    await c.handle('/NetworkDriver.CreateNetwork', { NetworkID: 'n1', IPv4Data: [{ Pool: '10.32.0.0/12' }] });
+    await c.handle('/NetworkDriver.CreateNetwork', { NetworkID: 'n5', IPv4Data: [{ Pool: '10.32.5.0/24' }] });
+    for (const [id, addr, net] of [['e1', '10.32.0.2/12', 'n1'], ['e2', '10.32.5.2/24', 'n5'], ['e3', '10.32.0.3/12', 'n1']]) {
+      await c.handle('/NetworkDriver.CreateEndpoint', { NetworkID: net, EndpointID: id, Interface: { Address: addr } });
+    }
+    const route = [{ Destination: '169.254.53.53/32', RouteType: 1 }];
+    const j1 = await c.handle('/NetworkDriver.Join', { NetworkID: 'n1', EndpointID: 'e1', SandboxKey: '/var/run/docker/netns/A' });
+    assert.deepEqual(j1.StaticRoutes, route);
+    // The same container joins a second network: the route exists already (a second one would clash).
+    const j2 = await c.handle('/NetworkDriver.Join', { NetworkID: 'n5', EndpointID: 'e2', SandboxKey: '/var/run/docker/netns/A' });
+    assert.equal(j2.StaticRoutes, undefined);
+    // Another container gets its own.
+    assert.deepEqual((await c.handle('/NetworkDriver.Join', { NetworkID: 'n1', EndpointID: 'e3', SandboxKey: '/var/run/docker/netns/B' })).StaticRoutes, route);
+    // The state records who holds the route (a restarted router keeps knowing).
+    assert.equal(parsePluginState(JSON.stringify(w.saved)).state.endpoints.e1.dnsSandbox, '/var/run/docker/netns/A');
+    // e1 leaves A; e2 joining again (disconnect/connect) now carries the route.
+    await c.handle('/NetworkDriver.Leave', { NetworkID: 'n1', EndpointID: 'e1' });
+    await c.handle('/NetworkDriver.Leave', { NetworkID: 'n5', EndpointID: 'e2' });
+    assert.deepEqual((await c.handle('/NetworkDriver.Join', { NetworkID: 'n5', EndpointID: 'e2', SandboxKey: '/var/run/docker/netns/A' })).StaticRoutes, route);
+    // DNS off, or no SandboxKey: no route.
+    w.dns = undefined;
+    await c.handle('/NetworkDriver.Leave', { NetworkID: 'n1', EndpointID: 'e3' });
+    assert.equal((await c.handle('/NetworkDriver.Join', { NetworkID: 'n1', EndpointID: 'e3', SandboxKey: '/var/run/docker/netns/B' })).StaticRoutes, undefined);
+    w.dns = '169.254.53.53/32';
+    await c.handle('/NetworkDriver.Leave', { NetworkID: 'n1', EndpointID: 'e3' });
+    assert.equal((await c.handle('/NetworkDriver.Join', { NetworkID: 'n1', EndpointID: 'e3' })).StaticRoutes, undefined);
   });
 
   test('state survives a restart: a new core on the saved state joins an endpoint created before', async () => {
@@ -259,4 +298,45 @@ test('reserved object keys are refused as ids (no prototype games with the state
     await assert.rejects(c.handle('/NetworkDriver.Join', { NetworkID: 'n', EndpointID: id }), /EndpointID/);
   }
   assert.equal(w.saves, 0);
+});
+
+// Regression (#22, found as docker-plugin e2e "running containers stay connected" failing
+// after the router restart): the World above models IPAM as "unique addresses", but the real
+// allocator hands an owner back the address it already holds in a subnet, and the plugin has
+// one owner per pool, so two running containers on one host got the same address.
+test('RequestAddress on the real allocator: every container of one pool gets its own address; releasing one keeps the others', async () => {
+  const channel: GossipChannel = { selfName: 'aa:00:00:00:00:01', broadcast: () => undefined, unicast: () => undefined, knownPeers: () => [] };
+  const a = new Allocator({
+    range: '10.32.0.0/12',
+    init: { mode: 'seed', peers: ['aa:00:00:00:00:01'] },
+    channel,
+    persistence: new MemoryPersistence(),
+    now: () => 0,
+    setTimer: (ms, fn) => {
+      const t = setTimeout(fn, ms);
+      return { cancel: () => clearTimeout(t) };
+    },
+  });
+  await a.start();
+  // As router/daemon/ipam.ts adapts it.
+  const adapter: AddressAllocator = {
+    allocate: (owner, subnet, opts) => a.allocate(owner, subnet, { another: opts?.another }),
+    claim: (owner, cidr) => a.claim(owner, cidr),
+    free: (owner, addr) => a.free(owner, addr),
+    lookup: (owner) => a.lookup(owner),
+    inRange: (cidr) => a.covers(cidr.split('/')[0]),
+  };
+  const w = new World();
+  w.allocate = (owner, subnet) => allocateInPool(adapter, owner, subnet, '10.32.0.0/12');
+  w.free = (owner, addr) => a.free(owner, addr);
+  const c = new PluginCore(w);
+  const got: string[] = [];
+  for (const pool of ['10.32.0.0/12', '10.32.0.0/12', '10.32.0.0/12', '10.32.7.0/24', '10.32.7.0/24']) {
+    got.push(String((await c.handle('/IpamDriver.RequestAddress', { PoolID: pool })).Address));
+  }
+  assert.deepEqual(got, ['10.32.0.1/12', '10.32.0.2/12', '10.32.0.3/12', '10.32.7.1/24', '10.32.7.2/24']);
+  await c.handle('/IpamDriver.ReleaseAddress', { PoolID: '10.32.0.0/12', Address: '10.32.0.2' });
+  assert.deepEqual(a.lookup(poolOwner('10.32.0.0/12')), ['10.32.0.1/12', '10.32.0.3/12']);
+  assert.equal((await c.handle('/IpamDriver.RequestAddress', { PoolID: '10.32.0.0/12' })).Address, '10.32.0.2/12', 'the freed one is the lowest free again');
+  a.close();
 });
