@@ -37,7 +37,7 @@ async function podPing(pm: Podman, name: string, ip: string, tries = 10): Promis
 }
 
 /** Call the installed plugin by hand, as a runtime would (inside the host's netns). */
-async function plugin(h: Host, pm: Podman, env: Record<string, string>, conf: unknown, bin = 'weave-net'): Promise<{ code: number; out: any }> { // eslint-disable-line @typescript-eslint/no-explicit-any
+async function plugin(h: Host, pm: Podman, env: Record<string, string>, conf: unknown, bin = 'weave-net'): Promise<{ code: number; out: any; err: string }> { // eslint-disable-line @typescript-eslint/no-explicit-any
   const r = await sh('nsenter', [`--net=/var/run/netns/${h.ns}`, path.join(pm.binDir, bin)], {
     env: { PATH: process.env.PATH, ...env }, input: JSON.stringify(conf), timeoutMs: 120_000,
   });
@@ -45,7 +45,7 @@ async function plugin(h: Host, pm: Podman, env: Record<string, string>, conf: un
   try {
     out = r.stdout.trim() ? JSON.parse(r.stdout) : undefined;
   } catch { /* keep text */ }
-  return { code: r.code, out };
+  return { code: r.code, out, err: r.stderr };
 }
 
 describe('weave-net CNI plugin under podman', { skip, timeout: 900_000 }, () => {
@@ -97,6 +97,24 @@ describe('weave-net CNI plugin under podman', { skip, timeout: 900_000 }, () => 
     assert.ok(ps.includes(`${a}/25`), `weave ps on h1 lists ${a}: ${ps}`);
     assert.ok(await podPing(pm1, 'a1', b), `a1 (${a}) on h1 cannot ping b1 (${b}) on h2`);
     assert.ok(await podPing(pm2, 'b1', a), `b1 (${b}) on h2 cannot ping a1 (${a}) on h1`);
+  });
+
+  test('weaveDNS for podman pods: the ADD result names it (podman writes resolv.conf), a pod on h2 resolves and pings a pod of h1 by name', async () => {
+    // podman 4.3 passes CNI_ARGS "IgnoreUnknown=1;K8S_POD_NAME=<container name>": the
+    // plugin registers that name; the result's dns section becomes the pod's resolv.conf.
+    const conf = await pm2.must(['exec', 'b1', 'cat', '/etc/resolv.conf']);
+    assert.match(conf, /^nameserver 169\.254\.53\.53$/m, `b1's resolv.conf: ${conf}`);
+    assert.match(conf, /^search .*\bweave\.local\b/m, `b1's resolv.conf: ${conf}`);
+    const a = (await pm1.must(['exec', 'a1', 'ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0'])).match(/inet (\S+)\//)![1];
+    // h1's entry reaches h2 by gossip.
+    const answer = await until('b1 on h2 to resolve a1 (a pod of h1)', async () => {
+      const r = await pm2.run(['exec', 'b1', 'busybox', 'nslookup', 'a1'], 30_000);
+      return r.code === 0 && r.stdout.includes(a) ? r.stdout : undefined;
+    }, 30_000, 500);
+    assert.match(answer ?? '', /Name:\s+a1\.weave\.local/);
+    const ping = await pm2.run(['exec', 'b1', 'ping', '-c', '1', '-W', '2', 'a1'], 30_000);
+    assert.equal(ping.code, 0, `b1 cannot ping a1 by name: ${ping.stdout} ${ping.stderr}`);
+    assert.ok(ping.stdout.includes(`PING a1 (${a})`), `ping resolved a1 to ${a}: ${ping.stdout}`);
   });
 
   test('a conf subnet isolates podman pods like WEAVE_CIDR=net: does', async () => {
@@ -175,6 +193,16 @@ describe('weave-net CNI plugin under podman', { skip, timeout: 900_000 }, () => 
     assert.ok(ver.out.supportedVersions.includes('0.4.0') && ver.out.supportedVersions.includes('1.0.0'));
     const status = await plugin(h1, pm1, { CNI_COMMAND: 'STATUS' }, { cniVersion: '1.1.0', name: 'weave', type: 'weave-net', stateDir: h1.stateDir });
     assert.equal(status.code, 0, JSON.stringify(status.out));
+    // DEL with no router: weave-net succeeds and says so on stderr (the router reclaims
+    // the pod when it starts and finds its netns gone: see the restart test); weave-ipam,
+    // whose addresses nothing else would free, fails with "try again later".
+    const noRouter = { cniVersion: '1.0.0', name: 'weave', type: 'weave-net', stateDir: path.join(bed.dir, 'no-router') };
+    const del = await plugin(h1, pm1, { ...env, CNI_COMMAND: 'DEL' }, noRouter);
+    assert.equal(del.code, 0, JSON.stringify(del.out));
+    assert.match(del.err, /tsweave router is not running on this node; its address is freed when the router starts/);
+    const ipamDel = await plugin(h1, pm1, { ...env, CNI_COMMAND: 'DEL' }, { ...noRouter, type: 'bridge', ipam: { type: 'weave-ipam' } }, 'weave-ipam');
+    assert.equal(ipamDel.code, 1);
+    assert.deepEqual([ipamDel.out.code, ipamDel.out.msg], [11, 'tsweave router is not running on this node']);
   });
 
   test('weave-ipam on its own: ADD allocates once per container id, DEL frees', async () => {
@@ -193,12 +221,27 @@ describe('weave-net CNI plugin under podman', { skip, timeout: 900_000 }, () => 
     assert.match(gone.out.msg, /no addresses allocated/);
   });
 
-  test('pods keep working across a router restart; DEL after it frees the address', async () => {
+  test('pods keep working across a router restart; a pod removed while the router was down is reclaimed at start; DEL after it frees the address', async () => {
     const a = (await pm1.must(['exec', 'a1', 'ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0'])).match(/inet (\S+)\//)![1];
     const b = (await pm2.must(['exec', 'b1', 'ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0'])).match(/inet (\S+)\//)![1];
+    const d = await runPod(pm1, 'd1');
+    const dId = (await pm1.must(['inspect', '--format', '{{.Id}}', 'd1'])).trim();
+    const dOwner = { CNI_CONTAINERID: dId, CNI_NETNS: '/var/run/netns/unused', CNI_IFNAME: 'eth0', CNI_PATH: pm1.binDir };
+    const ipamConf = { cniVersion: '1.0.0', name: 'weave', type: 'bridge', ipam: { type: 'weave-ipam' }, stateDir: h1.stateDir };
+    assert.equal((await plugin(h1, pm1, { ...dOwner, CNI_COMMAND: 'CHECK' }, ipamConf, 'weave-ipam')).code, 0, `IPAM holds d1's ${d}`);
     await h1.mustWeave(['stop']);
     await until('h1 router to stop', async () => !(await h1.weave(['status'])).code ? undefined : true, 30_000);
+    // DEL while the router is down: podman rm succeeds (the plugin answers success) and
+    // podman deletes the pod's netns.
+    await pm1.must(['rm', '-f', '-t', '0', 'd1']);
     await h1.launch(['--ipalloc-range', '10.32.0.0/24', '--ipalloc-default-subnet', '10.32.0.0/25', h2.ip]);
+    // At start the router found d1's netns gone and released it, as its DEL would have.
+    const psAfter = await h1.mustWeave(['ps']);
+    assert.ok(!psAfter.includes(`${d}/25`), `d1's ${d} still attached after a restart: ${psAfter}`);
+    const freed = await plugin(h1, pm1, { ...dOwner, CNI_COMMAND: 'CHECK' }, ipamConf, 'weave-ipam');
+    assert.equal(freed.code, 1, `IPAM still holds d1's ${d}`);
+    assert.match(freed.out.msg, /no addresses allocated/);
+    assert.match(fs.readFileSync(path.join(h1.stateDir, 'weaver.log'), 'utf8'), /its network namespace \S+ is gone \(found at start\), so its DEL was missed: freed/);
     assert.ok(await podPing(pm1, 'a1', b, 30), `a1 (${a}) cannot reach b1 (${b}) after h1's router restarted`);
     // A new pod after the restart never gets a1's address.
     const c = await runPod(pm1, 'a2');
