@@ -434,6 +434,20 @@ export async function applyRuleset(script: string): Promise<void> {
 }
 
 /**
+ * Whether every one of our tables exists (`nft list tables`, one exec). Pure part:
+ * tablesIn. Rejects with a BridgeFilterError when nft cannot run.
+ */
+export async function tablesExist(): Promise<boolean> {
+  return tablesIn(await nft(['list', 'tables']));
+}
+
+/** Pure part of tablesExist: whether `nft list tables` output names each (family, table) of TABLES. */
+export function tablesIn(listing: string): boolean {
+  const have = new Set(listing.split('\n').map((l) => l.trim()));
+  return TABLES.every(([f, t]) => have.has(`table ${f} ${t}`));
+}
+
+/**
  * Sum the counters of our drop rules by reason (their comment) over our tables:
  * { spoof, isolation } in packets. undefined when none of the tables exists.
  */

@@ -17,7 +17,7 @@
 import type { FramePolicy } from '../router.js';
 import { EXPOSE_ID, type Endpoint } from '../host/endpoints.js';
 import { SubnetPolicy, type PolicyEndpoint } from './subnet-policy.js';
-import { applyRuleset, readCounters, removeTables, renderPortDelta, renderRuleset, usablePorts, type PortRules } from './bridge-filter.js';
+import { applyRuleset, readCounters, removeTables, renderPortDelta, renderRuleset, tablesExist, usablePorts, type PortRules } from './bridge-filter.js';
 import { BRIDGE, hostVethName, ip } from '../host/netdev.js';
 import type { Range6 } from '../../ipam/ipv6.js';
 
@@ -80,7 +80,10 @@ export class Isolation {
         const { usable, skipped } = usablePorts(ports, this.opts.range6);
         for (const s of skipped) this.log(`isolation: bridge rules: ${s}`, 'warn');
         const delta = renderPortDelta(this.applied.ports, usable);
-        if (!delta) return;
+        // Nothing to change: still make sure our tables were not deleted behind our
+        // back (a delta would fail then; an empty one would not notice).
+        if (!delta && await tablesExist()) return;
+        if (!delta) throw new Error('our nft tables are gone');
         await applyRuleset(delta);
         this.applied = { ports: new Map(usable.map((p) => [p.port, p.key])), rest };
         return;

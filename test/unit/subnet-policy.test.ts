@@ -1,7 +1,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { SubnetPolicy, parseCidr, parseMac, prefixMask, type PolicyEndpoint } from '../../router/policy/subnet-policy.js';
-import { chainId, renderPortDelta, renderRuleset, splitCidr, sumCounters, usablePorts } from '../../router/policy/bridge-filter.js';
+import { chainId, renderPortDelta, renderRuleset, splitCidr, sumCounters, tablesIn, usablePorts } from '../../router/policy/bridge-filter.js';
 import { mulberry32 } from '../lib/prng.js';
 
 // ---------- frame builders (by hand: Ethernet II, IPv4 per RFC 791, ARP per RFC 826) ----------
@@ -581,4 +581,12 @@ describe('bridge-filter renderRuleset', () => {
     // Unsafe entries never reach a delta either.
     assert.equal(renderPortDelta(new Map(), usablePorts([{ port: 'x"; flush ruleset', mac: '02:00:00:00:00:01', cidrs: ['10.32.1.5/24'] }]).usable), '');
   });
+});
+
+test('tablesIn: a no-op sync notices our tables were deleted behind our back (all four families needed)', () => {
+  const all = 'table bridge tsweave\ntable ip tsweave\ntable arp tsweave\ntable ip6 tsweave\ntable inet other\n';
+  assert.equal(tablesIn(all), true);
+  assert.equal(tablesIn(all.replace('table ip6 tsweave\n', '')), false);
+  assert.equal(tablesIn('table bridge tsweave2\ntable ip tsweave\ntable arp tsweave\ntable ip6 tsweave\n'), false);
+  assert.equal(tablesIn(''), false);
 });
