@@ -18,6 +18,15 @@ const missing = canRunE2E() ?? podmanMissing();
 const skip = process.env.CI === 'true' ? false : missing;
 
 const IMAGE = 'localhost/tsw-busybox';
+/** --ipalloc-range6: pods are dual-stack (issue #21), their IPv6 addresses derived from the IPv4 ones. */
+const RANGE6 = 'fd00:78::/64';
+const LAUNCH = ['--ipalloc-range', '10.32.0.0/24', '--ipalloc-default-subnet', '10.32.0.0/25', '--ipalloc-range6', RANGE6];
+
+/** The derived IPv6 of an overlay IPv4 address (ipam/ipv6.ts): fd00:78::a20:X for 10.32.0.X. */
+function v6Of(v4: string): string {
+  const [a, b, c, d] = v4.split('.').map(Number);
+  return `fd00:78::${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+}
 
 /** Run a pod; returns its address on the weave interface (eth0). */
 async function runPod(pm: Podman, name: string, network = 'weave'): Promise<string> {
@@ -36,6 +45,18 @@ async function podPing(pm: Podman, name: string, ip: string, tries = 10): Promis
   return false;
 }
 
+/** What a failed cross-host ping after a restart needs explained: both routers, VXLAN FDBs and counters, the pod's neighbours. */
+async function restartDiag(pm: Podman, pod: string): Promise<string> {
+  const parts = [`${pod} neighbours: ${(await pm.run(['exec', pod, 'ip', 'neigh'], 20_000)).stdout.trim()}`];
+  for (const h of [h1, h2]) {
+    parts.push(await h.diagnose());
+    parts.push(`vxlan fdb: ${(await h.exec(['bridge', 'fdb', 'show', 'dev', 'vxlan-6784'])).stdout.trim().split('\n').join(' | ')}`);
+    parts.push(`vxlan link: ${(await h.exec(['ip', '-s', 'link', 'show', 'dev', 'vxlan-6784'])).stdout.trim().split('\n').join(' | ')}`);
+    parts.push(`nft counters: ${(await h.exec(['nft', 'list', 'counters', 'table', 'bridge', 'tsweave'])).stdout.replace(/\s+/g, ' ')}`);
+  }
+  return parts.join('\n');
+}
+
 /** Call the installed plugin by hand, as a runtime would (inside the host's netns). */
 async function plugin(h: Host, pm: Podman, env: Record<string, string>, conf: unknown, bin = 'weave-net'): Promise<{ code: number; out: any; err: string }> { // eslint-disable-line @typescript-eslint/no-explicit-any
   const r = await sh('nsenter', [`--net=/var/run/netns/${h.ns}`, path.join(pm.binDir, bin)], {
@@ -48,17 +69,17 @@ async function plugin(h: Host, pm: Podman, env: Record<string, string>, conf: un
   return { code: r.code, out, err: r.stderr };
 }
 
+let h1: Host, h2: Host;
+
 describe('weave-net CNI plugin under podman', { skip, timeout: 900_000 }, () => {
   const bed = new Testbed('cn');
-  let h1: Host, h2: Host;
   let pm1: Podman, pm2: Podman;
 
   before(async () => {
     if (missing) throw new Error(`CNI e2e prerequisites missing: ${missing}`);
     [h1, h2] = await bed.up(2);
-    const args = ['--ipalloc-range', '10.32.0.0/24', '--ipalloc-default-subnet', '10.32.0.0/25'];
-    await h1.launch([...args, h2.ip]);
-    await h2.launch([...args, h1.ip]);
+    await h1.launch([...LAUNCH, h2.ip]);
+    await h2.launch([...LAUNCH, h1.ip]);
     pm1 = new Podman(path.join(bed.dir, 'pm1'), h1.ns);
     pm2 = new Podman(path.join(bed.dir, 'pm2'), h2.ns);
     // Both cniVersions podman may write: 0.4.0 on h1, 1.0.0 on h2.
@@ -112,9 +133,40 @@ describe('weave-net CNI plugin under podman', { skip, timeout: 900_000 }, () => 
       return r.code === 0 && r.stdout.includes(a) ? r.stdout : undefined;
     }, 30_000, 500);
     assert.match(answer ?? '', /Name:\s+a1\.weave\.local/);
-    const ping = await pm2.run(['exec', 'b1', 'ping', '-c', '1', '-W', '2', 'a1'], 30_000);
+    // -4: with --ipalloc-range6 the name also has an AAAA record, which ping would prefer (the IPv6 test pings by address).
+    const ping = await pm2.run(['exec', 'b1', 'ping', '-4', '-c', '1', '-W', '2', 'a1'], 30_000);
     assert.equal(ping.code, 0, `b1 cannot ping a1 by name: ${ping.stdout} ${ping.stderr}`);
     assert.ok(ping.stdout.includes(`PING a1 (${a})`), `ping resolved a1 to ${a}: ${ping.stdout}`);
+  });
+
+  test('IPv6 (--ipalloc-range6): podman pods are dual-stack through the plugin, ping6 across hosts, AAAA answers', async () => {
+    const v4 = async (pm: Podman, pod: string): Promise<string> => (await pm.must(['exec', pod, 'ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0'])).match(/inet (\S+)\//)![1];
+    const a = await v4(pm1, 'a1');
+    const b = await v4(pm2, 'b1');
+    for (const [pm, pod, x] of [[pm1, 'a1', a], [pm2, 'b1', b]] as const) {
+      const out = await pm.must(['exec', pod, 'ip', '-6', '-o', 'addr', 'show', 'dev', 'eth0']);
+      // The default subnet 10.32.0.0/25 maps to a /121; the link-local is fe80::<IPv4>; no DAD wait (nodad).
+      assert.ok(out.includes(`inet6 ${v6Of(x)}/121`), `${pod} has ${v6Of(x)}/121: ${out}`);
+      assert.ok(out.includes(`inet6 fe80::${v6Of(x).slice('fd00:78::'.length)}/64`), `${pod} has its derived link-local: ${out}`);
+      assert.ok(!/tentative/.test(out), `${pod}'s IPv6 is usable at once: ${out}`);
+      const routes = await pm.must(['exec', pod, 'ip', '-6', 'route', 'show', 'dev', 'eth0']);
+      assert.match(routes, /^fd00:78::a20:0\/121 /m, `${pod} has the on-link route of its IPv6 subnet: ${routes}`);
+    }
+    // Across hosts (fast datapath), through the IPv6 bridge rules on both hosts.
+    const ping6 = async (): Promise<boolean> => {
+      for (let i = 0; i < 10; i++) {
+        const r = await pm1.run(['exec', 'a1', 'ping', '-6', '-c', '1', '-W', '1', v6Of(b)], 20_000);
+        if (r.code === 0) return true;
+      }
+      return false;
+    };
+    if (!await ping6()) assert.fail(`a1 cannot ping6 b1 (${v6Of(b)})\n${await restartDiag(pm1, 'a1')}`);
+    // weaveDNS answers AAAA for the pod by the name podman passed (K8S_POD_NAME), on the other host too.
+    const answer = await until('b1 on h2 to resolve a1 AAAA', async () => {
+      const r = await pm2.run(['exec', 'b1', 'busybox', 'nslookup', '-type=AAAA', 'a1'], 30_000);
+      return r.code === 0 && r.stdout.includes(v6Of(a)) ? r.stdout : undefined;
+    }, 30_000, 500);
+    assert.match(answer ?? '', /a1\.weave\.local/);
   });
 
   test('a conf subnet isolates podman pods like WEAVE_CIDR=net: does', async () => {
@@ -160,6 +212,9 @@ describe('weave-net CNI plugin under podman', { skip, timeout: 900_000 }, () => 
     assert.equal(add.out.interfaces[1].sandbox, `/var/run/netns/${ns}`);
     const cidr = add.out.ips[0].address as string;
     assert.match(cidr, /^10\.32\.0\.\d+\/25$/);
+    // [IPv6] the derived address follows, on the same interface, no gateway (1.0.0: no "version").
+    assert.deepEqual(add.out.ips[1], { address: `${v6Of(cidr.split('/')[0])}/121`, interface: 1 });
+    assert.match(await must('ip', ['-n', ns, '-6', '-o', 'addr', 'show', 'dev', 'eth0']), new RegExp(`inet6 ${v6Of(cidr.split('/')[0])}/121`));
     // ADD again (a runtime retry) gives the same address.
     const again = await plugin(h1, pm1, { ...env, CNI_COMMAND: 'ADD' }, conf);
     assert.equal(again.out.ips[0].address, cidr);
@@ -234,7 +289,7 @@ describe('weave-net CNI plugin under podman', { skip, timeout: 900_000 }, () => 
     // DEL while the router is down: podman rm succeeds (the plugin answers success) and
     // podman deletes the pod's netns.
     await pm1.must(['rm', '-f', '-t', '0', 'd1']);
-    await h1.launch(['--ipalloc-range', '10.32.0.0/24', '--ipalloc-default-subnet', '10.32.0.0/25', h2.ip]);
+    await h1.launch([...LAUNCH, h2.ip]);
     // At start the router found d1's netns gone and released it, as its DEL would have.
     const psAfter = await h1.mustWeave(['ps']);
     assert.ok(!psAfter.includes(`${d}/25`), `d1's ${d} still attached after a restart: ${psAfter}`);
@@ -242,7 +297,7 @@ describe('weave-net CNI plugin under podman', { skip, timeout: 900_000 }, () => 
     assert.equal(freed.code, 1, `IPAM still holds d1's ${d}`);
     assert.match(freed.out.msg, /no addresses allocated/);
     assert.match(fs.readFileSync(path.join(h1.stateDir, 'weaver.log'), 'utf8'), /its network namespace \S+ is gone \(found at start\), so its DEL was missed: freed/);
-    assert.ok(await podPing(pm1, 'a1', b, 30), `a1 (${a}) cannot reach b1 (${b}) after h1's router restarted`);
+    if (!await podPing(pm1, 'a1', b, 30)) assert.fail(`a1 (${a}) cannot reach b1 (${b}) after h1's router restarted\n${await restartDiag(pm1, 'a1')}`);
     // A new pod after the restart never gets a1's address.
     const c = await runPod(pm1, 'a2');
     assert.notEqual(c, a);
