@@ -16,8 +16,9 @@
 import { existsSync } from 'node:fs';
 import { ApiError, optionalString } from '../router/api/server.js';
 import { EXPOSE_ID, type Endpoint } from '../router/host/endpoints.js';
-import { hostVethName, ipIn, run } from '../router/host/netdev.js';
+import { hostVethName, ipIn } from '../router/host/netdev.js';
 import type { Subsystem, SubsystemContext } from '../router/daemon/subsystem.js';
+import { dnsSettings } from '../dns/config.js';
 import { CniError, parseEnv, parseSubnet } from './spec.js';
 
 /** Validate a request body's pod identity with the plugin's own rules (the caller is hostile). */
@@ -56,13 +57,60 @@ export function gatewayFor(cidr: string, expose: Endpoint | undefined): string |
   return undefined;
 }
 
+/** How often the router looks for pods whose network namespace is gone (see reclaimGone). */
+export const RECLAIM_INTERVAL_MS = 60_000;
+
+/**
+ * The CNI endpoints (those with an `ifname`: only /cni/add records one) whose network
+ * namespace file no longer exists. Pure apart from the `exists` it is given.
+ */
+export function goneEndpoints(list: Endpoint[], exists: (p: string) => boolean): Endpoint[] {
+  return list.filter((e) => e.ifname !== undefined && e.id !== EXPOSE_ID && !!e.netns && !exists(e.netns));
+}
+
 /** The CNI subsystem (no report section; its pods appear in `weave ps` as endpoints). */
 export function cniSubsystem(): Subsystem {
+  let timer: NodeJS.Timeout | undefined;
   return {
     name: 'cni',
     async start(ctx: SubsystemContext) {
       const { api, endpoints, log } = ctx;
       const sync = async (): Promise<void> => endpoints.onChange?.();
+
+      /*
+       * Reclaiming pods whose DEL never reached us. A DEL that finds no router running
+       * answers success (cni/weave-net.ts; the runtime then deletes the pod's network
+       * namespace, and with it the veth), so the router makes good on it: at start, and
+       * every RECLAIM_INTERVAL_MS after, a CNI pod whose namespace file is gone is released
+       * as its DEL would have done (address freed, table entry and DNS names dropped).
+       * A live pod's namespace file exists for as long as the pod (the runtime keeps it
+       * mounted), so this never takes an address from a running pod. It does not see a
+       * `/proc/PID/ns/net` path whose PID was reused; runtimes pass /run/netns paths.
+       */
+      const reclaimGone = async (when: string): Promise<void> => {
+        const gone = goneEndpoints(endpoints.list(), existsSync);
+        for (const e of gone) {
+          await endpoints.release(e.id);
+          ctx.announce('endpointDetached', { endpoint: { id: e.id, cidrs: e.cidrs, mac: '' } });
+          log(`cni: pod ${e.id.slice(0, 12)}: its network namespace ${e.netns} is gone (${when}), so its DEL was missed: freed ${e.cidrs.join(' ') || 'nothing'}`);
+        }
+        if (gone.length) await sync();
+      };
+      await reclaimGone('found at start');
+
+      // weaveDNS for the ADD result, when it runs where pods reach it (its on-link address,
+      // routed in every pod) on port 53 (resolv.conf cannot name another port).
+      const dnsForPods = (): { nameservers: string[]; search: string[] } | undefined => {
+        if (!ctx.get('dns')) return undefined;
+        try {
+          const s = dnsSettings(ctx.cfg);
+          return s.enabled && s.onBridge && s.port === 53 ? { nameservers: [s.address], search: [s.domain.replace(/\.$/, '')] } : undefined;
+        } catch {
+          return undefined;
+        }
+      };
+      timer = setInterval(() => void reclaimGone('found by the periodic check').catch((err: Error) => log(`cni: reclaiming pods: ${err.message}`, 'warn')), RECLAIM_INTERVAL_MS);
+      timer.unref();
 
       api.on('POST', '/cni/add', async ({ body }) => {
         const { containerId, netns, ifname } = identity(body, 'ADD');
@@ -81,15 +129,18 @@ export function cniSubsystem(): Subsystem {
         const prev = endpoints.list().find((e) => e.id === containerId);
         if (prev && prev.ifname !== undefined && prev.ifname !== ifname) throw new ApiError(409, `container ${containerId} already has ${prev.ifname} on weave; one interface per container`);
         if (prev && prev.netns !== netns) throw new ApiError(409, `container ${containerId} is attached in another network namespace (${prev.netns}); DEL it first`);
-        const e = await endpoints.attachNetns(containerId, netns, subnet ? [`net:${subnet}`] : [], { name, ifname });
+        // Hairpin and the default route go in with the interface (netdev.attachVeth), in the
+        // same execs; the gateway is the host's exposed address in the pod's subnet, if any.
+        const gatewayOf = (cidrs: string[]): string | undefined => defaultRoute && cidrs.length ? gatewayFor(cidrs[0], endpoints.list().find((x) => x.id === EXPOSE_ID)) : undefined;
+        const e = await endpoints.attachNetns(containerId, netns, subnet ? [`net:${subnet}`] : [], { name, ifname, hairpin, gateway: gatewayOf });
         const hostVeth = hostVethName(containerId);
-        if (hairpin) await run('bridge', ['link', 'set', 'dev', hostVeth, 'hairpin', 'on']).catch((err: Error) => log(`cni: hairpin on ${hostVeth}: ${err.message}`, 'warn'));
-        const gateway = defaultRoute ? gatewayFor(e.cidrs[0], endpoints.list().find((x) => x.id === EXPOSE_ID)) : undefined;
-        if (gateway) await ipIn(netns, 'route', 'replace', 'default', 'via', gateway, 'dev', ifname);
-        ctx.announce('endpointAttached', { endpoint: e, name: e.name });
+        const gateway = gatewayOf(e.cidrs);
+        // routesInstalled: attachVeth put endpoints.containerRoutes (weaveDNS's) on the interface.
+        ctx.announce('endpointAttached', { endpoint: e, name: e.name, routesInstalled: true });
+        const dns = dnsForPods();
         // [IPv6] with --ipalloc-range6 the pod also has the derived IPv6 addresses (ipam/ipv6.ts).
         const cidrs6 = endpoints.cidrs6(e.cidrs);
-        return { cidrs: e.cidrs, ...(cidrs6.length ? { cidrs6 } : {}), mac: e.mac, hostVeth, ...(gateway ? { gateway } : {}) };
+        return { cidrs: e.cidrs, ...(cidrs6.length ? { cidrs6 } : {}), mac: e.mac, hostVeth, ...(gateway ? { gateway } : {}), ...(dns ? { dns } : {}) };
       });
 
       api.on('POST', '/cni/del', async ({ body }) => {
@@ -118,6 +169,8 @@ export function cniSubsystem(): Subsystem {
         return { cidrs: e.cidrs };
       });
     },
-    async close() {},
+    async close() {
+      if (timer) clearInterval(timer);
+    },
   };
 }

@@ -8,8 +8,6 @@
  * No sockets, files or clocks here: every function takes bytes or plain objects and
  * returns plain objects or throws a CniError, so it can be unit-tested and fuzzed.
  */
-import { Ajv } from 'ajv';
-
 /** The cniVersions this plugin speaks (VERSION's `supportedVersions`). */
 export const SUPPORTED_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] as const;
 
@@ -89,33 +87,72 @@ export interface NetConf {
 /** Largest configuration accepted on stdin. */
 export const MAX_CONF_BYTES = 64 * 1024;
 
-const ajv = new Ajv({ allErrors: false, strict: false });
-const confSchema = {
-  type: 'object',
-  required: ['cniVersion', 'name', 'type'],
-  properties: {
-    cniVersion: { type: 'string', maxLength: 16 },
-    name: { type: 'string', minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9_.\\-]*$' },
-    type: { type: 'string', minLength: 1, maxLength: 64 },
-    hairpinMode: { type: 'boolean' },
-    subnet: { type: 'string', maxLength: 64 },
-    stateDir: { type: 'string', maxLength: 1024, pattern: '^/' },
-    defaultRoute: { type: 'boolean' },
-    ipam: { type: 'object', properties: { type: { type: 'string', maxLength: 64 } } },
-    dns: {
-      type: 'object',
-      properties: {
-        nameservers: { type: 'array', maxItems: 16, items: { type: 'string', maxLength: 64 } },
-        domain: { type: 'string', maxLength: 253 },
-        search: { type: 'array', maxItems: 16, items: { type: 'string', maxLength: 253 } },
-        options: { type: 'array', maxItems: 16, items: { type: 'string', maxLength: 64 } },
-      },
-    },
-    prevResult: { type: 'object' },
-    runtimeConfig: { type: 'object' },
-  },
-} as const;
-const validateConf = ajv.compile(confSchema);
+/*
+ * The conf's schema, checked by hand rather than with a JSON-schema library: the plugin
+ * is exec'd once per pod, and compiling a schema at every start cost more than the rest
+ * of the plugin's own work (issue #15's start-latency profile). The checks are the same
+ * as the schema they replace: known fields must have the right type and bound, unknown
+ * fields are allowed (a conflist entry may carry other plugins' or runtimes' keys, e.g.
+ * `capabilities`, `args`), as JSON Schema's default additionalProperties.
+ */
+type Check = (v: unknown, at: string) => void;
+
+function invalid(at: string, what: string): never {
+  throw new CniError(CniCode.InvalidConfig, `invalid network configuration: ${at} ${what}`);
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** A string of at most `max` UTF-16 units (at least `min`), matching `re` if given. */
+function str(max: number, min = 0, re?: RegExp, shape?: string): Check {
+  return (v, at) => {
+    if (typeof v !== 'string') invalid(at, 'must be a string');
+    if (v.length > max) invalid(at, `must be at most ${max} characters`);
+    if (v.length < min) invalid(at, min === 1 ? 'must not be empty' : `must be at least ${min} characters`);
+    if (re && !re.test(v)) invalid(at, `must be ${shape}`);
+  };
+}
+
+const bool: Check = (v, at) => {
+  if (typeof v !== 'boolean') invalid(at, 'must be true or false');
+};
+
+/** A JSON array of at most `max` items, each checked. */
+function list(max: number, item: Check): Check {
+  return (v, at) => {
+    if (!Array.isArray(v)) invalid(at, 'must be an array');
+    if (v.length > max) invalid(at, `must have at most ${max} items`);
+    v.forEach((x, i) => item(x, `${at}/${i}`));
+  };
+}
+
+/** A JSON object whose listed fields, when present, pass their check; other fields pass. */
+function obj(fields: Record<string, Check> = {}, required: string[] = []): Check {
+  return (v, at) => {
+    if (!isObject(v)) invalid(at || 'conf', 'must be an object');
+    for (const r of required) if (!Object.hasOwn(v, r)) invalid(at || 'conf', `must have required property '${r}'`);
+    for (const [k, check] of Object.entries(fields)) if (Object.hasOwn(v, k)) check(v[k], `${at}/${k}`);
+  };
+}
+
+const checkConf = obj({
+  cniVersion: str(16),
+  name: str(128, 1, /^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'letters, digits, _ . - (starting with a letter or digit)'),
+  type: str(64, 1),
+  hairpinMode: bool,
+  subnet: str(64),
+  stateDir: str(1024, 0, /^\//, 'an absolute path'),
+  defaultRoute: bool,
+  ipam: obj({ type: str(64) }),
+  dns: obj({
+    nameservers: list(16, str(64)),
+    domain: str(253),
+    search: list(16, str(253)),
+    options: list(16, str(64)),
+  }),
+  prevResult: obj(),
+  runtimeConfig: obj(),
+}, ['cniVersion', 'name', 'type']);
 
 /**
  * Parse the network configuration a runtime writes on the plugin's stdin.
@@ -132,10 +169,7 @@ export function parseConf(bytes: Uint8Array): NetConf {
   } catch (err) {
     throw new CniError(CniCode.DecodeFailure, 'network configuration on stdin is not JSON: check the conflist', (err as Error).message);
   }
-  if (!validateConf(j)) {
-    const e = validateConf.errors?.[0];
-    throw new CniError(CniCode.InvalidConfig, `invalid network configuration: ${e?.instancePath || 'conf'} ${e?.message ?? 'is wrong'}`);
-  }
+  checkConf(j, '');
   const c = j as Partial<NetConf> & { cniVersion: string; name: string; type: string };
   if (!(SUPPORTED_VERSIONS as readonly string[]).includes(c.cniVersion)) {
     throw new CniError(CniCode.IncompatibleVersion, `cniVersion ${shown(c.cniVersion, 16)} is not supported: use one of ${SUPPORTED_VERSIONS.join(', ')}`);
@@ -213,11 +247,13 @@ export function parseArgs(s: string): Record<string, string> {
 }
 
 /**
- * The endpoint name to record from a pod's CNI_ARGS: K8S_POD_NAME when it is a DNS
- * label (RFC 1123: 1–63 of a-z0-9-, not starting/ending with '-'), else undefined.
+ * The endpoint name to record from a pod's CNI_ARGS: K8S_POD_NAME (the kubelet's pod
+ * name; podman 4 passes the container's name there too), lower-cased (DNS names are
+ * case-insensitive, RFC 4343), when it is a DNS label (RFC 1123: 1–63 of a-z0-9-, not
+ * starting or ending with '-'); else undefined (the pod gets no name).
  */
 export function podName(args: Record<string, string>): string | undefined {
-  const n = args.K8S_POD_NAME;
+  const n = args.K8S_POD_NAME?.toLowerCase();
   return n && /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(n) ? n : undefined;
 }
 
@@ -234,6 +270,8 @@ export interface AddReply {
   hostMac?: string;
   /** Gateway for the default route (the host's `weave expose` address in the subnet), if any. */
   gateway?: string;
+  /** weaveDNS, when it runs and containers reach it: its address and the search domain ("weave.local"). */
+  dns?: { nameservers: string[]; search?: string[] };
 }
 
 export interface CniResult {
@@ -244,10 +282,19 @@ export interface CniResult {
   dns?: NetConf['dns'];
 }
 
+/** The router's `dns` answer if it has the right shape (strings, bounded), else undefined. */
+export function replyDns(d: unknown): AddReply['dns'] {
+  const strings = (v: unknown): v is string[] => Array.isArray(v) && v.length <= 16 && v.every((x) => typeof x === 'string' && x.length <= 253);
+  if (!isObject(d) || !strings(d.nameservers) || (d.search !== undefined && !strings(d.search))) return undefined;
+  return { nameservers: [...d.nameservers], ...(d.search ? { search: [...d.search] } : {}) };
+}
+
 /**
  * The ADD result for the conf's cniVersion (SPEC.md "Success"): interfaces [host veth,
  * container interface with its sandbox], ips pointing at the container interface,
- * routes (a default route via the gateway when there is one), dns from the conf.
+ * routes (a default route via the gateway when there is one), dns from the conf, else
+ * weaveDNS's (a runtime may write it into the pod's resolv.conf: podman does; the
+ * kubelet sets pod DNS itself).
  * 0.3.x and 0.4.0 carry `"version": "4"` (or "6") in each ip; 1.0.0+ drop it (the
  * address says its family). IPv6 addresses (`cidrs6`, --ipalloc-range6) follow the IPv4
  * ones, without a gateway (the host is not on the IPv6 overlay).
@@ -262,7 +309,7 @@ export function buildResult(conf: NetConf, env: CniEnv, r: AddReply): CniResult 
     interfaces: [{ name: r.hostVeth, ...(r.hostMac ? { mac: r.hostMac } : {}) }, { name: env.ifname, mac: r.mac, sandbox: env.netns }],
     ips,
     routes: r.gateway ? [{ dst: '0.0.0.0/0', gw: r.gateway }] : [],
-    dns: conf.dns ?? {},
+    dns: conf.dns ?? replyDns(r.dns) ?? {},
   };
 }
 

@@ -113,9 +113,14 @@ async function netPlugin(conf: NetConf, env: CniEnv): Promise<unknown> {
       try {
         await callRouter(sock, 'POST', '/cni/del', { containerId: env.containerId, ifname: env.ifname });
       } catch (err) {
-        // DEL must succeed when there is nothing to undo; with no router running there
-        // is no allocation we could free now (the router frees it via its endpoint table).
-        if (err instanceof CniError && err.message === NOT_RUNNING) return undefined;
+        // No router running: success, so the runtime goes on and deletes the pod's network
+        // namespace (the veth dies with it). The address is not leaked: the router, when it
+        // runs again, releases every CNI pod whose namespace is gone (cni/router-side.ts,
+        // reclaimGone). An error here would only make the runtime retry until it starts.
+        if (err instanceof CniError && err.message === NOT_RUNNING) {
+          process.stderr.write(`weave-net: DEL ${env.containerId.slice(0, 64)}: ${NOT_RUNNING}; its address is freed when the router starts and finds the pod's network namespace gone\n`);
+          return undefined;
+        }
         throw err;
       }
       return undefined;
@@ -138,12 +143,10 @@ async function ipamPlugin(conf: NetConf, env: CniEnv): Promise<unknown> {
       return buildIpamResult(conf, [r.trim()]);
     }
     case 'DEL':
-      try {
-        await callRouter(sock, 'DELETE', `/ip/${owner}`);
-      } catch (err) {
-        if (err instanceof CniError && err.message === NOT_RUNNING) return undefined;
-        throw err;
-      }
+      // No router running is an error here (TryAgainLater, so the runtime retries): an
+      // address given to a container id alone is in no endpoint table, and nothing else
+      // would ever free it.
+      await callRouter(sock, 'DELETE', `/ip/${owner}`);
       return undefined;
     case 'CHECK':
       await callRouter(sock, 'GET', `/ip/${owner}`);

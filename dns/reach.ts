@@ -51,7 +51,7 @@ export async function removeHost(addr: string): Promise<void> {
   await ip('addr', 'del', `${addr}/32`, 'dev', BRIDGE).catch(() => undefined);
 }
 
-/** Route to `addr` over ethwe inside the namespace file `nsPath` (after ethwe is up). */
-export async function setupContainer(nsPath: string, addr: string): Promise<void> {
-  await ipIn(nsPath, 'route', 'replace', `${addr}/32`, 'dev', CONTAINER_IFNAME, 'scope', 'link');
+/** Route to `addr` over ethwe (or `ifname`: a CNI pod's eth0) inside the namespace file `nsPath` (after it is up). */
+export async function setupContainer(nsPath: string, addr: string, ifname = CONTAINER_IFNAME): Promise<void> {
+  await ipIn(nsPath, 'route', 'replace', `${addr}/32`, 'dev', ifname, 'scope', 'link');
 }

@@ -202,9 +202,9 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
   await server.start();
   log(`DNS: serving ${s.domain} on ${s.address}:${s.port} (ttl ${s.ttl} s, isolation ${s.isolation ? 'on' : 'off'})`);
 
-  const register = async (e: Endpoint, name: string | undefined, cidrs: string[]): Promise<void> => {
+  const register = async (e: Endpoint, name: string | undefined, cidrs: string[], routed = false): Promise<void> => {
     // Endpoints attached before this router ran (restart) get the route here; it is idempotent.
-    if (s.onBridge && e.netns) await setupContainer(e.netns, s.address).catch((err: Error) => log(`DNS: no route to ${s.address} in ${e.id}: ${err.message}`, 'warn'));
+    if (s.onBridge && e.netns && !routed) await setupContainer(e.netns, s.address, e.ifname).catch((err: Error) => log(`DNS: no route to ${s.address} in ${e.id}: ${err.message}`, 'warn'));
     if (!name) return;
     const host = normaliseName(name, s.domain);
     if (!host) {
@@ -282,7 +282,7 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
 
   return {
     report,
-    attached: async ({ endpoint, name }) => register(endpoint, name ?? endpoint.name, endpoint.cidrs),
+    attached: async ({ endpoint, name, routesInstalled }) => register(endpoint, name ?? endpoint.name, endpoint.cidrs, routesInstalled),
     detached: ({ endpoint }) => {
       const ips = endpoint.cidrs.map(addrOf);
       broadcast(ips.length ? ips.flatMap((a) => reg.remove(endpoint.id, a)) : reg.remove(endpoint.id));

@@ -58,6 +58,11 @@ export interface EndpointChange {
   endpoint: Endpoint;
   /** Name given at attach (`--name`/`-h`) or the container's name, when known. */
   name?: string;
+  /**
+   * True when the interface got `Endpoints.containerRoutes` as it was made (netdev.attachVeth),
+   * so a subsystem that adds such routes itself (weaveDNS) need not.
+   */
+  routesInstalled?: boolean;
 }
 
 export interface Subsystem {

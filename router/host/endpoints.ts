@@ -48,6 +48,10 @@ export interface AttachOptions {
   name?: string;
   /** Container-side interface name (default `ethwe`); kept on the endpoint. */
   ifname?: string;
+  /** Hairpin mode on the host end of a new veth (CNI `hairpinMode`). */
+  hairpin?: boolean;
+  /** A default route via the address this returns for the attached addresses (CNI: the host's exposed address). */
+  gateway?: (cidrs: string[]) => string | undefined;
 }
 
 export const EXPOSE_ID = 'weave:expose';
@@ -227,7 +231,7 @@ export class Endpoints {
       const mac = await attachVeth(id, netns, cidrs, this.mtu, async (m) => {
         this.table.set(id, { id, netns, cidrs: all, mac: m, name, ...(ifname ? { ifname } : {}) });
         await this.onChange?.();
-      }, this.containerRoutes, ifname, this.v6For(cidrs));
+      }, { routes: this.containerRoutes, ifname, hairpin: opts.hairpin, gateway: opts.gateway, v6: this.v6For(cidrs) });
       configured = true;
       const e: Endpoint = { id, netns, cidrs: all, mac, name, ...(ifname ? { ifname } : {}) };
       this.table.set(id, e);

@@ -7,7 +7,7 @@
  * Commands run with execFile (no shell), so names and addresses are never interpreted.
  */
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 
@@ -43,24 +43,43 @@ export function run(cmd: string, args: string[], opts: { timeoutMs?: number } = 
   });
 }
 
-export const ip = (...args: string[]): Promise<string> => run('ip', args);
+/** A token safe on an `ip -batch` line (ip splits lines on blanks and treats # as a comment). */
+const BATCH_TOKEN = /^[A-Za-z0-9_.:/-]+$/;
+
+/** A failed `ip -batch`: `line` is the 1-based number of the command that failed (0 if unknown). */
+export class BatchError extends NetdevError {
+  constructor(message: string, readonly line: number) {
+    super(message);
+  }
+}
 
 /**
- * `ip -batch -` inside the namespace at nsPath: one process for several commands (one
- * per line, e.g. "address replace fd00::1/120 dev ethwe nodad"). Rejects with a
- * NetdevError naming the first failing line (`ip` stops there).
+ * Run several `ip` commands in one exec (`ip -batch -`, one command per line; ip stops
+ * at the first that fails). `nsPath` runs them inside that network namespace (through
+ * nsenter, as ipIn). Every token is checked, so nothing can start a second command or a
+ * comment.
+ * @throws BatchError `ip -batch: <ip's first error line>` with the failed line's number
  */
-export function ipBatchIn(nsPath: string, lines: string[]): Promise<void> {
+export function ipBatch(nsPath: string | undefined, lines: string[][]): Promise<void> {
+  for (const l of lines) for (const t of l) if (!BATCH_TOKEN.test(t)) throw new NetdevError(`refusing "${t.slice(0, 40)}" in an ip command`);
+  const [cmd, args] = nsPath === undefined ? ['ip', ['-batch', '-']] : ['nsenter', [`--net=${nsPath}`, '--', 'ip', '-batch', '-']];
   return new Promise((resolve, reject) => {
-    const child = execFile('nsenter', [`--net=${nsPath}`, '--', 'ip', '-batch', '-'], { timeout: CMD_TIMEOUT_MS, maxBuffer: 1 << 20 }, (err, _stdout, stderr) => {
+    const child = execFile(cmd, args, { timeout: CMD_TIMEOUT_MS, maxBuffer: 1 << 20 }, (err, _stdout, stderr) => {
       if (!err) return resolve();
-      const line = String(stderr).trim().split('\n')[0] || err.message;
-      reject(new NetdevError(`ip -batch: ${line}`));
+      const e = err as NodeJS.ErrnoException & { killed?: boolean };
+      if (e.code === 'ENOENT') return reject(new BatchError(`${cmd} not found: install it (Debian: apt-get install ${cmd === 'nsenter' ? 'util-linux' : 'iproute2'})`, 0));
+      if (e.killed) return reject(new BatchError(`ip -batch timed out after ${CMD_TIMEOUT_MS} ms`, 0));
+      const text = String(stderr);
+      const n = Number(/Command failed -:(\d+)/.exec(text)?.[1] ?? 0);
+      const first = text.trim().split('\n')[0] || e.message;
+      reject(new BatchError(`ip ${lines[n - 1]?.slice(0, 3).join(' ') ?? '-batch'}: ${first}`, n));
     });
     child.stdin?.on('error', () => undefined);
-    child.stdin?.end(lines.join('\n') + '\n');
+    child.stdin?.end(lines.map((l) => l.join(' ')).join('\n') + '\n');
   });
 }
+
+export const ip = (...args: string[]): Promise<string> => run('ip', args);
 
 /**
  * [IPv6] Turn the host's own IPv6 off on a link of ours (bridge, TAP, host veth end):
@@ -128,24 +147,56 @@ export function hostVethName(id: string): string {
   return 'vethwepl' + createHash('sha1').update(id).digest('hex').slice(0, 7);
 }
 
+/** What attachVeth does beyond addresses (all optional). */
+export interface VethOptions {
+  /** On-link routes on the interface before it carries traffic (weaveDNS's "169.254.53.53/32"). */
+  routes?: string[];
+  /** Container-side interface name (default `ethwe`; a CNI ADD's CNI_IFNAME, e.g. eth0). */
+  ifname?: string;
+  /** Hairpin mode on the host end (a pod reaching itself through a service: CNI `hairpinMode`). */
+  hairpin?: boolean;
+  /** A default route via this address (given the addresses attached), if it returns one. */
+  gateway?: (cidrs: string[]) => string | undefined;
+  /** [IPv6] IPv6 CIDRs to add without DAD (--ipalloc-range6: link-local then global, ipam/ipv6.ts). */
+  v6?: string[];
+}
+
+/** A random locally administered unicast MAC (IEEE 802: bit 1 of the first octet set, bit 0 clear). */
+export function randomMac(): string {
+  const b = randomBytes(6);
+  b[0] = (b[0] & 0xfe) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
 /**
- * Give the namespace an `ethwe` on the bridge (creating the veth pair if it does not
- * exist yet) and add the addresses. The pair is created inside the target namespace
- * and its host end sent back to ours by PID, which works for any namespace file.
- * Returns the MAC of the container's interface: `ifname`, default `ethwe` (a CNI ADD's
- * CNI_IFNAME, e.g. eth0).
+ * Give the namespace an `ethwe` (or `opts.ifname`) on the bridge and add the addresses.
+ * Returns the MAC of the container's interface.
  *
- * `routes` (e.g. weaveDNS's "169.254.53.53/32") are added on-link on that interface before
- * the container can use it: a route needs the interface up, so then the host end comes up
- * last — the interface has no carrier (is not RUNNING, which weavewait waits for) until
- * the routes are in.
+ * Traffic must not flow before `beforeUp` (the isolation filters for the port) has run,
+ * nor before the routes and addresses are in (weavewait starts a container's process once
+ * its interface is RUNNING). A veth carries frames only when both ends are up, so the
+ * host end comes up last, after both.
  *
- * `v6` (with --ipalloc-range6, issue #21): IPv6 CIDRs ("fe80::a20:105/64",
+ * A new interface takes two execs (freshVeth): one `ip -batch` in the namespace creates
+ * the pair there with a MAC of ours (so nothing needs reading back), sends the host end to
+ * our namespace by PID (works for any namespace file), adds addresses, brings the
+ * container end up and adds the routes; then `beforeUp`; then one `ip -batch` here
+ * enslaves the host end, sets hairpin and brings it up. An interface that exists already
+ * (a repeated attach, re-attachment after a restart) or a fast path that failed goes
+ * through the step-by-step path below, which is idempotent.
+ *
+ * `opts.v6` (with --ipalloc-range6, issue #21): IPv6 CIDRs ("fe80::a20:105/64",
  * "fd00:77::a20:105/120"). IPv6 is turned on for the interface with no kernel-made
- * link-local and no router advertisements, and the addresses are added `nodad` once it is
- * up, again before the host end comes up.
+ * link-local and no router advertisements, and the addresses are added `nodad` (usable at
+ * once: they are unique by derivation from IPAM's IPv4 ones), before the host end comes
+ * up. That costs two more execs in the namespace (a sysctl, an `ip -batch`).
  */
-export async function attachVeth(id: string, nsPath: string, cidrs: string[], mtu: number, beforeUp?: (mac: string) => Promise<void>, routes: string[] = [], ifname = CONTAINER_IFNAME, v6?: string[]): Promise<string> {
+export async function attachVeth(id: string, nsPath: string, cidrs: string[], mtu: number, beforeUp?: (mac: string) => Promise<void>, opts: VethOptions = {}): Promise<string> {
+  const fresh = await freshVeth(id, nsPath, cidrs, mtu, beforeUp, opts);
+  if (fresh !== undefined) return fresh;
+  const ifname = opts.ifname ?? CONTAINER_IFNAME;
+  const routes = opts.routes ?? [];
+  const v6 = opts.v6 ?? [];
   const host = hostVethName(id);
   const hasEthwe = await ipIn(nsPath, 'link', 'show', 'dev', ifname).then(() => true, () => false);
   if (!hasEthwe) {
@@ -154,22 +205,17 @@ export async function attachVeth(id: string, nsPath: string, cidrs: string[], mt
   }
   const hostExists = await linkExists(host);
   // [IPv6] addresses go in after the interface is up, so the host end comes up last then too.
-  const late = routes.length > 0 || (v6?.length ?? 0) > 0;
+  const late = routes.length > 0 || v6.length > 0;
   if (hostExists) {
     await ip('link', 'set', 'dev', host, 'master', BRIDGE);
-    if (v6?.length) await hostIpv6Off(host);
+    if (v6.length) await hostIpv6Off(host);
+    if (opts.hairpin) await ip('link', 'set', 'dev', host, 'type', 'bridge_slave', 'hairpin', 'on');
     if (!late) await ip('link', 'set', 'dev', host, 'up');
   }
   for (const c of cidrs) {
     await ipIn(nsPath, 'addr', 'replace', c, 'dev', ifname);
   }
-  if (v6?.length) {
-    // IPv6 on for this interface (a container may have it off by default), no router
-    // advertisements taken or solicited (the overlay has no routers; the policy drops RAs
-    // anyway), and no kernel-made (EUI-64) link-local address: ours is fe80::<IPv4> (ipam/ipv6.ts).
-    await run('nsenter', [`--net=${nsPath}`, '--', 'sysctl', '-q', '-w', `net.ipv6.conf.${ifname}.disable_ipv6=0`, `net.ipv6.conf.${ifname}.accept_ra=0`]);
-    await ipIn(nsPath, 'link', 'set', 'dev', ifname, 'addrgenmode', 'none');
-  }
+  if (v6.length) await ipv6On(nsPath, ifname);
   // Filters for the port go in before the container's interface comes up (weavewait
   // starts the container's process once it is up), so its first frames pass.
   const mac = await endpointMac(nsPath, ifname);
@@ -177,14 +223,86 @@ export async function attachVeth(id: string, nsPath: string, cidrs: string[], mt
   await ipIn(nsPath, 'link', 'set', 'dev', ifname, 'up');
   if (late) {
     for (const r of routes) await ipIn(nsPath, 'route', 'replace', r, 'dev', ifname, 'scope', 'link');
-    // [IPv6] nodad: usable at once (the address is unique by derivation from IPAM's);
-    // a link-local the kernel made before (re-attach of an older interface) goes.
-    if (v6?.length) {
-      const lines = v6.map((c) => `address replace ${c} dev ${ifname} nodad`);
-      if (hasEthwe) lines.unshift(`address flush dev ${ifname} scope link`);
-      await ipBatchIn(nsPath, lines);
-    }
+    // [IPv6] a link-local the kernel made before (re-attach of an older interface) goes.
+    if (v6.length) await ipBatch(nsPath, [...(hasEthwe ? [['address', 'flush', 'dev', ifname, 'scope', 'link']] : []), ...v6Lines(v6, ifname)]);
     if (hostExists) await ip('link', 'set', 'dev', host, 'up');
+  }
+  const gw = opts.gateway?.(cidrs);
+  if (gw) await ipIn(nsPath, 'route', 'replace', 'default', 'via', gw, 'dev', ifname);
+  return mac;
+}
+
+/**
+ * [IPv6] IPv6 on for `ifname` in the namespace (a container may have it off by default),
+ * no router advertisements taken or solicited (the overlay has no routers; the bridge
+ * rules drop RAs anyway), and no kernel-made (EUI-64) link-local address: ours is
+ * fe80::<IPv4> (ipam/ipv6.ts).
+ */
+async function ipv6On(nsPath: string, ifname: string): Promise<void> {
+  await ipv6Sysctls(nsPath, ifname);
+  await ipIn(nsPath, 'link', 'set', 'dev', ifname, 'addrgenmode', 'none');
+}
+
+/** [IPv6] The interface's sysctls of ipv6On (one exec). */
+const ipv6Sysctls = (nsPath: string, ifname: string): Promise<string> =>
+  run('nsenter', [`--net=${nsPath}`, '--', 'sysctl', '-q', '-w', `net.ipv6.conf.${ifname}.disable_ipv6=0`, `net.ipv6.conf.${ifname}.accept_ra=0`]);
+
+/** [IPv6] `ip -batch` lines adding the derived addresses without DAD. */
+const v6Lines = (v6: string[], ifname: string): string[][] => v6.map((c) => ['address', 'replace', c, 'dev', ifname, 'nodad']);
+
+/**
+ * attachVeth's fast path for an interface that does not exist yet (see there). Returns
+ * the MAC, or undefined when the pair could not be created (`ifname` exists in the
+ * namespace, or a stale host end has the name): the caller then takes the slow path,
+ * which copes with both. A failure after the creation is an error.
+ */
+async function freshVeth(id: string, nsPath: string, cidrs: string[], mtu: number, beforeUp: ((mac: string) => Promise<void>) | undefined, opts: VethOptions): Promise<string | undefined> {
+  const ifname = opts.ifname ?? CONTAINER_IFNAME;
+  const host = hostVethName(id);
+  const mac = randomMac();
+  const gw = opts.gateway?.(cidrs);
+  const v6 = opts.v6 ?? [];
+  const m = String(mtu);
+  try {
+    // The host end arrives here down and on no bridge, so nothing flows while the rest
+    // runs; the routes need the container end up ("linkdown" until the host end is up).
+    const create = [
+      ['link', 'add', 'name', ifname, 'address', mac, 'mtu', m, 'type', 'veth', 'peer', 'name', host, 'mtu', m, 'netns', String(process.pid)],
+      ...cidrs.map((c) => ['addr', 'replace', c, 'dev', ifname]),
+    ];
+    const rest = [
+      ['link', 'set', 'dev', ifname, 'up'],
+      ...(opts.routes ?? []).map((r) => ['route', 'replace', r, 'dev', ifname, 'scope', 'link']),
+      // onlink: the gateway is in the interface's subnet, whose route is "linkdown" for now.
+      ...(gw ? [['route', 'replace', 'default', 'via', gw, 'dev', ifname, 'onlink']] : []),
+    ];
+    if (!v6.length) {
+      await ipBatch(nsPath, [...create, ...rest]);
+    } else {
+      // [IPv6] the interface's IPv6 settings need it to exist, and must be in before it
+      // first comes up (else the kernel makes its own link-local address).
+      await ipBatch(nsPath, create);
+      await ipv6Sysctls(nsPath, ifname);
+      await ipBatch(nsPath, [['link', 'set', 'dev', ifname, 'addrgenmode', 'none'], ...rest, ...v6Lines(v6, ifname)]);
+    }
+  } catch (err) {
+    // The pair could not be made (line 1), or we cannot tell how far ip got (no line: the
+    // namespace is gone, a timeout): the slow path copes with whatever exists, and says why.
+    if (err instanceof BatchError && err.line <= 1) return undefined;
+    await ip('link', 'del', 'dev', host).catch(() => undefined);
+    throw err;
+  }
+  try {
+    if (v6.length) await hostIpv6Off(host);
+    if (beforeUp) await beforeUp(mac);
+    await ipBatch(undefined, [
+      ['link', 'set', 'dev', host, 'master', BRIDGE],
+      ...(opts.hairpin ? [['link', 'set', 'dev', host, 'type', 'bridge_slave', 'hairpin', 'on']] : []),
+      ['link', 'set', 'dev', host, 'up'],
+    ]);
+  } catch (err) {
+    await ip('link', 'del', 'dev', host).catch(() => undefined);
+    throw err;
   }
   return mac;
 }

@@ -47,8 +47,13 @@
  * the receiving host's egress rules check what crosses VXLAN.
  *
  * Every drop rule has a counter and a comment naming its reason; readCounters() sums
- * them by reason. The ruleset is applied as one `nft -f` transaction that deletes and
- * recreates all our tables, so applying is atomic and idempotent.
+ * them by reason. The ports' chains count into the bridge table's named counters `spoof`
+ * and `isolation`, so their counts outlive a port's chains. The whole ruleset is applied
+ * as one `nft -f` transaction that deletes and recreates all our tables, so applying is
+ * atomic and idempotent. Ports reach their chains through two named verdict maps keyed by
+ * interface name (`in_ports`, `out_ports`), so a port coming or going is a small
+ * transaction of its own (renderPortDelta) that leaves the rest of the ruleset, and its
+ * counters, as they are: a pod start costs the same with 1 or 1,000 ports on the host.
  */
 import { spawn } from 'node:child_process';
 import { derive6, linkLocal6Cidr, parseCidr6, subnet6, type Range6 } from '../../ipam/ipv6.js';
@@ -131,26 +136,26 @@ function v6Ingress(r: Range6, mac: string, cidrs: string[]): string[] {
   const own = set(addrs.map((a) => prefixBits(a, 128)));
   const macBits = '0x' + mac.replace(/:/g, '');
   return [
-    'icmpv6 type { nd-router-advert, nd-redirect } counter drop comment "spoof"',
-    `ip6 saddr != ${set(['::', ...addrs])} counter drop comment "spoof"`,
-    'ip6 saddr :: meta l4proto != ipv6-icmp counter drop comment "spoof"',
-    'ip6 saddr :: icmpv6 type != nd-neighbor-solicit counter drop comment "spoof"',
-    `ip6 saddr :: @th,64,128 != ${own} counter drop comment "spoof"`,
-    `icmpv6 type nd-neighbor-advert @th,64,128 != ${own} counter drop comment "spoof"`,
-    `icmpv6 type nd-neighbor-solicit @th,192,8 1 @th,208,48 != ${macBits} counter drop comment "spoof"`,
-    `icmpv6 type nd-neighbor-advert @th,192,8 2 @th,208,48 != ${macBits} counter drop comment "spoof"`,
+    'icmpv6 type { nd-router-advert, nd-redirect } counter name "spoof" drop comment "spoof"',
+    `ip6 saddr != ${set(['::', ...addrs])} counter name "spoof" drop comment "spoof"`,
+    'ip6 saddr :: meta l4proto != ipv6-icmp counter name "spoof" drop comment "spoof"',
+    'ip6 saddr :: icmpv6 type != nd-neighbor-solicit counter name "spoof" drop comment "spoof"',
+    `ip6 saddr :: @th,64,128 != ${own} counter name "spoof" drop comment "spoof"`,
+    `icmpv6 type nd-neighbor-advert @th,64,128 != ${own} counter name "spoof" drop comment "spoof"`,
+    `icmpv6 type nd-neighbor-solicit @th,192,8 1 @th,208,48 != ${macBits} counter name "spoof" drop comment "spoof"`,
+    `icmpv6 type nd-neighbor-advert @th,192,8 2 @th,208,48 != ${macBits} counter name "spoof" drop comment "spoof"`,
     'ether type ip6 accept',
   ];
 }
 
 /** Egress (one subnet per frame) rules for a port's IPv6, before its final drop. */
 function v6Egress(r: Range6, cidrs: string[]): string[] {
-  const out = ['icmpv6 type { nd-router-advert, nd-redirect } counter drop comment "isolation"'];
+  const out = ['icmpv6 type { nd-router-advert, nd-redirect } counter name "isolation" drop comment "isolation"'];
   for (const s of v6Of(r, cidrs).subnets) {
     const pfx = set(s.set);
     const bits = set(s.set.map((p) => prefixBits(p, s.len)));
     out.push(
-      `ip6 saddr ${pfx} ${ND} @th,64,${s.len} != ${bits} counter drop comment "isolation"`,
+      `ip6 saddr ${pfx} ${ND} @th,64,${s.len} != ${bits} counter name "isolation" drop comment "isolation"`,
       `ip6 saddr ${pfx} ip6 daddr ${set([...s.set, 'ff00::/8'])} accept`,
       `ip6 saddr :: icmpv6 type nd-neighbor-solicit @th,64,${s.len} ${bits} accept`,
     );
@@ -163,6 +168,118 @@ export const TABLES: ReadonlyArray<readonly [family: string, name: string]> = [[
 
 /** Create-then-delete each of our tables: the delete then always succeeds, and the pair is a no-op on nothing. */
 const deleteAll = (): string[] => TABLES.flatMap(([f, t]) => [`table ${f} ${t}`, `delete table ${f} ${t}`]);
+
+/** A port whose rules can be written into a script (see usablePorts). */
+export interface UsablePort {
+  port: string;
+  mac: string;
+  addrs: string[];
+  subnets: string[];
+  /** [IPv6] Its IPv6 ingress and egress rules (with range6; else none: IPv6 is dropped). */
+  v6in: string[];
+  v6out: string[];
+  /** What its rules depend on; two equal keys render equal chains. */
+  key: string;
+}
+
+/**
+ * The ports whose entries are safe to put in a script, in order, each port name once
+ * (the first wins); the others are named in `skipped` and fall under the vethwepl*
+ * catch-all, which passes nothing. Pure.
+ * @param range6 --ipalloc-range6, if any: the ports' IPv6 rules follow their derived
+ *   addresses (see the header)
+ */
+export function usablePorts(ports: PortRules[], range6?: Range6): { usable: UsablePort[]; skipped: string[] } {
+  const skipped: string[] = [];
+  const usable: UsablePort[] = [];
+  const seen = new Set<string>();
+  for (const p of ports) {
+    if (seen.has(p.port)) {
+      skipped.push(`port ${p.port}: named twice (endpoint id hash collision?); only the first one's rules apply`);
+      continue;
+    }
+    seen.add(p.port);
+    const mac = p.mac.toLowerCase();
+    const parts = p.cidrs.map(splitCidr);
+    if (!NAME_RE.test(p.port) || !MAC_RE.test(mac) || !parts.length || parts.some((x) => !x)) {
+      skipped.push(`port ${p.port}: unusable endpoint (mac "${p.mac}", addresses ${p.cidrs.join(' ') || 'none'})`);
+      continue;
+    }
+    const addrs = [...new Set(parts.map((x) => x!.addr))];
+    const subnets = [...new Set(parts.map((x) => x!.subnet))];
+    const v6in = range6 ? v6Ingress(range6, mac, p.cidrs) : [];
+    const v6out = range6 ? v6Egress(range6, p.cidrs) : [];
+    usable.push({ port: p.port, mac, addrs, subnets, v6in, v6out, key: `${mac} ${addrs.join(',')} ${subnets.join(',')} ${[...v6in, ...v6out].join(';')}` });
+  }
+  return { usable, skipped };
+}
+
+/**
+ * nft identifier part for a port name (NAME_RE: letters, digits, `_ . -`): letters and
+ * digits as they are, anything else `_` + two hex digits, so distinct ports never share
+ * a chain. vethwepl1a2b3c4 → vethwepl1a2b3c4.
+ */
+export function chainId(port: string): string {
+  return port.replace(/[^A-Za-z0-9]/g, (c) => '_' + c.charCodeAt(0).toString(16).padStart(2, '0'));
+}
+
+/** A port's two chains (ingress anti-spoofing, egress subnet filter), as lines inside its table block. */
+function portChains(p: UsablePort): string[] {
+  const id = chainId(p.port);
+  return [
+    `  chain in_${id} {`,
+    `    # ${p.port}: anti-spoofing`,
+    `    ether saddr != ${p.mac} counter name "spoof" drop comment "spoof"`,
+    `    ip saddr != ${set(p.addrs)} counter name "spoof" drop comment "spoof"`,
+    '    ether type ip accept',
+    `    arp htype != 1 counter name "spoof" drop comment "spoof"`,
+    `    arp ptype != ip counter name "spoof" drop comment "spoof"`,
+    `    arp hlen != 6 counter name "spoof" drop comment "spoof"`,
+    `    arp plen != 4 counter name "spoof" drop comment "spoof"`,
+    `    arp saddr ether != ${p.mac} counter name "spoof" drop comment "spoof"`,
+    `    arp saddr ip != ${set(['0.0.0.0', ...p.addrs])} counter name "spoof" drop comment "spoof"`,
+    '    ether type arp accept',
+    ...p.v6in.map((r) => '    ' + r),
+    '    counter name "isolation" drop comment "isolation"',
+    '  }',
+    `  chain out_${id} {`,
+    `    # ${p.port}: only its subnets ${p.subnets.join(' ')}`,
+    ...subnetAccepts(p.subnets).map((r) => '    ' + r),
+    ...p.v6out.map((r) => '    ' + r),
+    '    counter name "isolation" drop comment "isolation"',
+    '  }',
+  ];
+}
+
+const mapElement = (p: UsablePort, dir: 'in' | 'out'): string => `"${p.port}" : jump ${dir}_${chainId(p.port)}`;
+
+/**
+ * The `nft -f` script that turns the ports' part of a ruleset installed by renderRuleset
+ * (whose ports were `prev`: port → UsablePort.key) into that for `next`, touching only the
+ * ports that came, went or changed: a new or changed port's chains are (re)filled and
+ * its map entries added; a gone port's entries and chains deleted. Everything else (the
+ * base chains, the host tables, the counters) stays. Empty script: nothing to do. Pure.
+ * The caller applies it as one transaction; it fails as a whole if our table is gone.
+ */
+export function renderPortDelta(prev: ReadonlyMap<string, string>, next: UsablePort[]): string {
+  const t = `bridge ${TABLE}`;
+  const lines: string[] = [];
+  const now = new Set(next.map((p) => p.port));
+  for (const port of prev.keys()) {
+    if (now.has(port)) continue;
+    const id = chainId(port);
+    lines.push(`delete element ${t} in_ports { "${port}" }`, `delete element ${t} out_ports { "${port}" }`,
+      `flush chain ${t} in_${id}`, `delete chain ${t} in_${id}`, `flush chain ${t} out_${id}`, `delete chain ${t} out_${id}`);
+  }
+  for (const p of next) {
+    if (prev.get(p.port) === p.key) continue;
+    const id = chainId(p.port);
+    lines.push(`add chain ${t} in_${id}`, `flush chain ${t} in_${id}`, `add chain ${t} out_${id}`, `flush chain ${t} out_${id}`,
+      `table ${t} {`, ...portChains(p), '}',
+      `add element ${t} in_ports { ${mapElement(p, 'in')} }`, `add element ${t} out_ports { ${mapElement(p, 'out')} }`);
+  }
+  return lines.length ? lines.join('\n') + '\n' : '';
+}
 
 /**
  * The whole `nft -f` script for our tables. Pure. Entries that would not be safe to put
@@ -179,63 +296,27 @@ const deleteAll = (): string[] => TABLES.flatMap(([f, t]) => [`table ${f} ${t}`,
  * @param range6 --ipalloc-range6 (ipam/ipv6.ts), if any: container ports may then send
  *   and receive IPv6 of their derived addresses under the same model; without it every
  *   IPv6 frame from or to a container port is dropped
+ * @returns the script, the entries skipped, and the ports rendered (for renderPortDelta)
  * @throws BridgeFilterError if `bridge` is not a plain interface name or `dns` is malformed
  */
-export function renderRuleset(ports: PortRules[], hostCidrs: string[], bridge: string, dns?: { address: string; port: number }, range6?: Range6): { script: string; skipped: string[] } {
+export function renderRuleset(ports: PortRules[], hostCidrs: string[], bridge: string, dns?: { address: string; port: number }, range6?: Range6): { script: string; skipped: string[]; ports: UsablePort[] } {
   if (!NAME_RE.test(bridge)) throw new BridgeFilterError(`bad bridge name "${bridge}"`);
   if (dns && (!splitCidr(`${dns.address}/32`) || !Number.isInteger(dns.port) || dns.port < 1 || dns.port > 65535)) throw new BridgeFilterError(`bad DNS address ${dns.address}:${dns.port}`);
-  const skipped: string[] = [];
-  const chains: string[] = [];
-  const inMap: string[] = [];
-  const outMap: string[] = [];
-  const seen = new Set<string>();
-  ports.forEach((p, i) => {
-    if (seen.has(p.port)) {
-      skipped.push(`port ${p.port}: named twice (endpoint id hash collision?); only the first one's rules apply`);
-      return;
-    }
-    seen.add(p.port);
-    const mac = p.mac.toLowerCase();
-    const parts = p.cidrs.map(splitCidr);
-    if (!NAME_RE.test(p.port) || !MAC_RE.test(mac) || !parts.length || parts.some((x) => !x)) {
-      skipped.push(`port ${p.port}: unusable endpoint (mac "${p.mac}", addresses ${p.cidrs.join(' ') || 'none'})`);
-      return;
-    }
-    const addrs = [...new Set(parts.map((x) => x!.addr))];
-    const subnets = [...new Set(parts.map((x) => x!.subnet))];
-    const ci = `in_${i}`;
-    const co = `out_${i}`;
-    chains.push(`  chain ${ci} {`,
-      `    # ${p.port}: anti-spoofing`,
-      `    ether saddr != ${mac} counter drop comment "spoof"`,
-      `    ip saddr != ${set(addrs)} counter drop comment "spoof"`,
-      '    ether type ip accept',
-      `    arp htype != 1 counter drop comment "spoof"`,
-      `    arp ptype != ip counter drop comment "spoof"`,
-      `    arp hlen != 6 counter drop comment "spoof"`,
-      `    arp plen != 4 counter drop comment "spoof"`,
-      `    arp saddr ether != ${mac} counter drop comment "spoof"`,
-      `    arp saddr ip != ${set(['0.0.0.0', ...addrs])} counter drop comment "spoof"`,
-      '    ether type arp accept',
-      ...(range6 ? v6Ingress(range6, mac, p.cidrs).map((r) => '    ' + r) : []),
-      '    counter drop comment "isolation"',
-      '  }',
-      `  chain ${co} {`,
-      `    # ${p.port}: only its subnets ${subnets.join(' ')}`,
-      ...subnetAccepts(subnets).map((r) => '    ' + r),
-      ...(range6 ? v6Egress(range6, p.cidrs).map((r) => '    ' + r) : []),
-      '    counter drop comment "isolation"',
-      '  }');
-    inMap.push(`"${p.port}" : jump ${ci}`);
-    outMap.push(`"${p.port}" : jump ${co}`);
-  });
+  const { usable, skipped } = usablePorts(ports, range6);
+  const chains = usable.flatMap(portChains);
+  const maps = (['in', 'out'] as const).flatMap((dir) => [
+    `  map ${dir}_ports {`,
+    '    type ifname : verdict',
+    ...(usable.length ? [`    elements = ${set(usable.map((p) => mapElement(p, dir)))}`] : []),
+    '  }',
+  ]);
   const host = hostCidrs.map(splitCidr);
   for (const [i, h] of host.entries()) if (!h) skipped.push(`exposed address "${hostCidrs[i]}" is not a.b.c.d/len; ignored`);
   const hostSubnets = [...new Set(host.filter((x) => x).map((x) => x!.subnet))];
   const hostRules = subnetAccepts(hostSubnets);
   const portMatch = '"vethwepl*"';
   const egress = [
-    ...(outMap.length ? [`    oifname vmap ${set(outMap)}`] : []),
+    '    oifname vmap @out_ports',
     `    oifname ${portMatch} counter drop comment "isolation"`,
   ];
   // [dns] the DNS server's address: reachable from local container ports only.
@@ -279,10 +360,13 @@ export function renderRuleset(ports: PortRules[], hostCidrs: string[], bridge: s
   const lines = [
     ...deleteAll(),
     `table bridge ${TABLE} {`,
+    '  counter spoof { }',
+    '  counter isolation { }',
     ...chains,
+    ...maps,
     '  chain prerouting {',
     '    type filter hook prerouting priority filter; policy accept;',
-    ...(inMap.length ? [`    iifname vmap ${set(inMap)}`] : []),
+    '    iifname vmap @in_ports',
     `    iifname ${portMatch} counter drop comment "spoof"`,
     '  }',
     '  chain forward {',
@@ -309,7 +393,7 @@ export function renderRuleset(ports: PortRules[], hostCidrs: string[], bridge: s
     '}',
     '',
   ];
-  return { script: lines.join('\n'), skipped };
+  return { script: lines.join('\n'), skipped, ports: usable };
 }
 
 const NFT_TIMEOUT_MS = 15_000;
@@ -350,6 +434,20 @@ export async function applyRuleset(script: string): Promise<void> {
 }
 
 /**
+ * Whether every one of our tables exists (`nft list tables`, one exec). Pure part:
+ * tablesIn. Rejects with a BridgeFilterError when nft cannot run.
+ */
+export async function tablesExist(): Promise<boolean> {
+  return tablesIn(await nft(['list', 'tables']));
+}
+
+/** Pure part of tablesExist: whether `nft list tables` output names each (family, table) of TABLES. */
+export function tablesIn(listing: string): boolean {
+  const have = new Set(listing.split('\n').map((l) => l.trim()));
+  return TABLES.every(([f, t]) => have.has(`table ${f} ${t}`));
+}
+
+/**
  * Sum the counters of our drop rules by reason (their comment) over our tables:
  * { spoof, isolation } in packets. undefined when none of the tables exists.
  */
@@ -369,16 +467,23 @@ export async function readCounters(): Promise<Record<string, number> | undefined
   return out;
 }
 
-/** Pure part of readCounters: `nft -j` output → packets per rule comment. */
+/**
+ * Pure part of readCounters: `nft -j` output → packets per reason: per rule comment for
+ * rules with their own counter, per name for named counter objects (rules that count
+ * into one carry `{"counter": "NAME"}`, no packets, so nothing is counted twice).
+ */
 export function sumCounters(json: string): Record<string, number> {
   const out: Record<string, number> = {};
-  let doc: { nftables?: Array<{ rule?: { comment?: string; expr?: Array<{ counter?: { packets?: number } }> } }> };
+  let doc: { nftables?: Array<{ counter?: { name?: string; packets?: number }; rule?: { comment?: string; expr?: Array<{ counter?: { packets?: number } }> } }> };
   try {
     doc = JSON.parse(json);
   } catch {
     throw new BridgeFilterError('nft -j list gave output that is not JSON');
   }
   for (const item of doc.nftables ?? []) {
+    // A named counter object (the ports' chains count into these, by reason).
+    const c = item.counter;
+    if (c && typeof c.name === 'string' && typeof c.packets === 'number') out[c.name] = (out[c.name] ?? 0) + c.packets;
     const r = item.rule;
     if (!r?.comment) continue;
     for (const e of r.expr ?? []) {

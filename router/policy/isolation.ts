@@ -17,7 +17,7 @@
 import type { FramePolicy } from '../router.js';
 import { EXPOSE_ID, type Endpoint } from '../host/endpoints.js';
 import { SubnetPolicy, type PolicyEndpoint } from './subnet-policy.js';
-import { applyRuleset, readCounters, removeTables, renderRuleset, type PortRules } from './bridge-filter.js';
+import { applyRuleset, readCounters, removeTables, renderPortDelta, renderRuleset, tablesExist, usablePorts, type PortRules } from './bridge-filter.js';
 import { BRIDGE, hostVethName, ip } from '../host/netdev.js';
 import type { Range6 } from '../../ipam/ipv6.js';
 
@@ -27,6 +27,12 @@ export class Isolation {
   /** Bridge-rule drops from tables this process replaced (nft counters restart with the table). */
   private readonly carried: Record<string, number> = {};
   private installedByUs = false;
+  /**
+   * What the rules installed by this process hold: the ports (port → UsablePort.key) and
+   * everything else they were rendered from. undefined until a whole ruleset is applied,
+   * and after any failure, so that the next sync applies a whole one again.
+   */
+  private applied: { ports: Map<string, string>; rest: string } | undefined;
   private queue: Promise<void> = Promise.resolve();
   private lastError = '';
 
@@ -41,7 +47,8 @@ export class Isolation {
   /**
    * Bring the frame policy and the bridge filter rules in line with `endpoints` (the
    * whole local table, weave:expose included). Calls are serialised, so the last call
-   * wins. Never rejects: a failure to install bridge rules (nft missing, no bridge
+   * wins. When only ports came, went or changed since the last sync, only their rules are
+   * changed (bridge-filter.ts renderPortDelta); anything else replaces the whole ruleset. Never rejects: a failure to install bridge rules (nft missing, no bridge
    * family in the kernel) is logged as an error once per distinct message, since the
    * router's own policy still isolates traffic across hosts.
    */
@@ -65,8 +72,29 @@ export class Isolation {
 
     const ports: PortRules[] = endpoints.filter((e) => e.id !== EXPOSE_ID).map((e) => ({ port: hostVethName(e.id), mac: e.mac, cidrs: e.cidrs }));
     const host = endpoints.find((e) => e.id === EXPOSE_ID)?.cidrs ?? [];
+    const rest = JSON.stringify([host, BRIDGE, this.opts.dns ?? null, this.opts.range6 ? `${this.opts.range6.prefix}/${this.opts.range6.len}` : null]);
+    // Only ports changed since the rules we installed: change just those (a pod start
+    // then costs one small nft transaction, whatever the number of ports).
+    if (this.applied && this.installedByUs && this.applied.rest === rest) {
+      try {
+        const { usable, skipped } = usablePorts(ports, this.opts.range6);
+        for (const s of skipped) this.log(`isolation: bridge rules: ${s}`, 'warn');
+        const delta = renderPortDelta(this.applied.ports, usable);
+        // Nothing to change: still make sure our tables were not deleted behind our
+        // back (a delta would fail then; an empty one would not notice).
+        if (!delta && await tablesExist()) return;
+        if (!delta) throw new Error('our nft tables are gone');
+        await applyRuleset(delta);
+        this.applied = { ports: new Map(usable.map((p) => [p.port, p.key])), rest };
+        return;
+      } catch (err) {
+        // Our table was changed behind our back (deleted, flushed): replace it whole.
+        this.log(`isolation: bridge rules: ${(err as Error).message}; installing them whole`, 'warn');
+      }
+    }
+    this.applied = undefined;
     try {
-      const { script, skipped } = renderRuleset(ports, host, BRIDGE, this.opts.dns, this.opts.range6);
+      const { script, skipped, ports: rendered } = renderRuleset(ports, host, BRIDGE, this.opts.dns, this.opts.range6);
       for (const s of skipped) this.log(`isolation: bridge rules: ${s}`, 'warn');
       // nft counters restart with the table: keep what the old one counted (only if we
       // made it, so a table left by an earlier run does not count towards this one).
@@ -74,6 +102,7 @@ export class Isolation {
       await applyRuleset(script);
       if (before) for (const [k, v] of Object.entries(before)) this.carried[k] = (this.carried[k] ?? 0) + v;
       this.installedByUs = true;
+      this.applied = { ports: new Map(rendered.map((p) => [p.port, p.key])), rest };
       if (this.lastError) this.log('isolation: bridge rules installed again');
       this.lastError = '';
     } catch (err) {
@@ -88,6 +117,7 @@ export class Isolation {
     await this.queue;
     await removeTables();
     this.installedByUs = false;
+    this.applied = undefined;
   }
 
   /**

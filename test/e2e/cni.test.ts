@@ -18,6 +18,15 @@ const missing = canRunE2E() ?? podmanMissing();
 const skip = process.env.CI === 'true' ? false : missing;
 
 const IMAGE = 'localhost/tsw-busybox';
+/** --ipalloc-range6: pods are dual-stack (issue #21), their IPv6 addresses derived from the IPv4 ones. */
+const RANGE6 = 'fd00:78::/64';
+const LAUNCH = ['--ipalloc-range', '10.32.0.0/24', '--ipalloc-default-subnet', '10.32.0.0/25', '--ipalloc-range6', RANGE6];
+
+/** The derived IPv6 of an overlay IPv4 address (ipam/ipv6.ts): fd00:78::a20:X for 10.32.0.X. */
+function v6Of(v4: string): string {
+  const [a, b, c, d] = v4.split('.').map(Number);
+  return `fd00:78::${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+}
 
 /** Run a pod; returns its address on the weave interface (eth0). */
 async function runPod(pm: Podman, name: string, network = 'weave'): Promise<string> {
@@ -36,8 +45,20 @@ async function podPing(pm: Podman, name: string, ip: string, tries = 10): Promis
   return false;
 }
 
+/** What a failed cross-host ping after a restart needs explained: both routers, VXLAN FDBs and counters, the pod's neighbours. */
+async function restartDiag(pm: Podman, pod: string): Promise<string> {
+  const parts = [`${pod} neighbours: ${(await pm.run(['exec', pod, 'ip', 'neigh'], 20_000)).stdout.trim()}`];
+  for (const h of [h1, h2]) {
+    parts.push(await h.diagnose());
+    parts.push(`vxlan fdb: ${(await h.exec(['bridge', 'fdb', 'show', 'dev', 'vxlan-6784'])).stdout.trim().split('\n').join(' | ')}`);
+    parts.push(`vxlan link: ${(await h.exec(['ip', '-s', 'link', 'show', 'dev', 'vxlan-6784'])).stdout.trim().split('\n').join(' | ')}`);
+    parts.push(`nft counters: ${(await h.exec(['nft', 'list', 'counters', 'table', 'bridge', 'tsweave'])).stdout.replace(/\s+/g, ' ')}`);
+  }
+  return parts.join('\n');
+}
+
 /** Call the installed plugin by hand, as a runtime would (inside the host's netns). */
-async function plugin(h: Host, pm: Podman, env: Record<string, string>, conf: unknown, bin = 'weave-net'): Promise<{ code: number; out: any }> { // eslint-disable-line @typescript-eslint/no-explicit-any
+async function plugin(h: Host, pm: Podman, env: Record<string, string>, conf: unknown, bin = 'weave-net'): Promise<{ code: number; out: any; err: string }> { // eslint-disable-line @typescript-eslint/no-explicit-any
   const r = await sh('nsenter', [`--net=/var/run/netns/${h.ns}`, path.join(pm.binDir, bin)], {
     env: { PATH: process.env.PATH, ...env }, input: JSON.stringify(conf), timeoutMs: 120_000,
   });
@@ -45,20 +66,20 @@ async function plugin(h: Host, pm: Podman, env: Record<string, string>, conf: un
   try {
     out = r.stdout.trim() ? JSON.parse(r.stdout) : undefined;
   } catch { /* keep text */ }
-  return { code: r.code, out };
+  return { code: r.code, out, err: r.stderr };
 }
+
+let h1: Host, h2: Host;
 
 describe('weave-net CNI plugin under podman', { skip, timeout: 900_000 }, () => {
   const bed = new Testbed('cn');
-  let h1: Host, h2: Host;
   let pm1: Podman, pm2: Podman;
 
   before(async () => {
     if (missing) throw new Error(`CNI e2e prerequisites missing: ${missing}`);
     [h1, h2] = await bed.up(2);
-    const args = ['--ipalloc-range', '10.32.0.0/24', '--ipalloc-default-subnet', '10.32.0.0/25'];
-    await h1.launch([...args, h2.ip]);
-    await h2.launch([...args, h1.ip]);
+    await h1.launch([...LAUNCH, h2.ip]);
+    await h2.launch([...LAUNCH, h1.ip]);
     pm1 = new Podman(path.join(bed.dir, 'pm1'), h1.ns);
     pm2 = new Podman(path.join(bed.dir, 'pm2'), h2.ns);
     // Both cniVersions podman may write: 0.4.0 on h1, 1.0.0 on h2.
@@ -97,6 +118,55 @@ describe('weave-net CNI plugin under podman', { skip, timeout: 900_000 }, () => 
     assert.ok(ps.includes(`${a}/25`), `weave ps on h1 lists ${a}: ${ps}`);
     assert.ok(await podPing(pm1, 'a1', b), `a1 (${a}) on h1 cannot ping b1 (${b}) on h2`);
     assert.ok(await podPing(pm2, 'b1', a), `b1 (${b}) on h2 cannot ping a1 (${a}) on h1`);
+  });
+
+  test('weaveDNS for podman pods: the ADD result names it (podman writes resolv.conf), a pod on h2 resolves and pings a pod of h1 by name', async () => {
+    // podman 4.3 passes CNI_ARGS "IgnoreUnknown=1;K8S_POD_NAME=<container name>": the
+    // plugin registers that name; the result's dns section becomes the pod's resolv.conf.
+    const conf = await pm2.must(['exec', 'b1', 'cat', '/etc/resolv.conf']);
+    assert.match(conf, /^nameserver 169\.254\.53\.53$/m, `b1's resolv.conf: ${conf}`);
+    assert.match(conf, /^search .*\bweave\.local\b/m, `b1's resolv.conf: ${conf}`);
+    const a = (await pm1.must(['exec', 'a1', 'ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0'])).match(/inet (\S+)\//)![1];
+    // h1's entry reaches h2 by gossip.
+    const answer = await until('b1 on h2 to resolve a1 (a pod of h1)', async () => {
+      const r = await pm2.run(['exec', 'b1', 'busybox', 'nslookup', 'a1'], 30_000);
+      return r.code === 0 && r.stdout.includes(a) ? r.stdout : undefined;
+    }, 30_000, 500);
+    assert.match(answer ?? '', /Name:\s+a1\.weave\.local/);
+    // -4: with --ipalloc-range6 the name also has an AAAA record, which ping would prefer (the IPv6 test pings by address).
+    const ping = await pm2.run(['exec', 'b1', 'ping', '-4', '-c', '1', '-W', '2', 'a1'], 30_000);
+    assert.equal(ping.code, 0, `b1 cannot ping a1 by name: ${ping.stdout} ${ping.stderr}`);
+    assert.ok(ping.stdout.includes(`PING a1 (${a})`), `ping resolved a1 to ${a}: ${ping.stdout}`);
+  });
+
+  test('IPv6 (--ipalloc-range6): podman pods are dual-stack through the plugin, ping6 across hosts, AAAA answers', async () => {
+    const v4 = async (pm: Podman, pod: string): Promise<string> => (await pm.must(['exec', pod, 'ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0'])).match(/inet (\S+)\//)![1];
+    const a = await v4(pm1, 'a1');
+    const b = await v4(pm2, 'b1');
+    for (const [pm, pod, x] of [[pm1, 'a1', a], [pm2, 'b1', b]] as const) {
+      const out = await pm.must(['exec', pod, 'ip', '-6', '-o', 'addr', 'show', 'dev', 'eth0']);
+      // The default subnet 10.32.0.0/25 maps to a /121; the link-local is fe80::<IPv4>; no DAD wait (nodad).
+      assert.ok(out.includes(`inet6 ${v6Of(x)}/121`), `${pod} has ${v6Of(x)}/121: ${out}`);
+      assert.ok(out.includes(`inet6 fe80::${v6Of(x).slice('fd00:78::'.length)}/64`), `${pod} has its derived link-local: ${out}`);
+      assert.ok(!/tentative/.test(out), `${pod}'s IPv6 is usable at once: ${out}`);
+      const routes = await pm.must(['exec', pod, 'ip', '-6', 'route', 'show', 'dev', 'eth0']);
+      assert.match(routes, /^fd00:78::a20:0\/121 /m, `${pod} has the on-link route of its IPv6 subnet: ${routes}`);
+    }
+    // Across hosts (fast datapath), through the IPv6 bridge rules on both hosts.
+    const ping6 = async (): Promise<boolean> => {
+      for (let i = 0; i < 10; i++) {
+        const r = await pm1.run(['exec', 'a1', 'ping', '-6', '-c', '1', '-W', '1', v6Of(b)], 20_000);
+        if (r.code === 0) return true;
+      }
+      return false;
+    };
+    if (!await ping6()) assert.fail(`a1 cannot ping6 b1 (${v6Of(b)})\n${await restartDiag(pm1, 'a1')}`);
+    // weaveDNS answers AAAA for the pod by the name podman passed (K8S_POD_NAME), on the other host too.
+    const answer = await until('b1 on h2 to resolve a1 AAAA', async () => {
+      const r = await pm2.run(['exec', 'b1', 'busybox', 'nslookup', '-type=AAAA', 'a1'], 30_000);
+      return r.code === 0 && r.stdout.includes(v6Of(a)) ? r.stdout : undefined;
+    }, 30_000, 500);
+    assert.match(answer ?? '', /a1\.weave\.local/);
   });
 
   test('a conf subnet isolates podman pods like WEAVE_CIDR=net: does', async () => {
@@ -142,6 +212,9 @@ describe('weave-net CNI plugin under podman', { skip, timeout: 900_000 }, () => 
     assert.equal(add.out.interfaces[1].sandbox, `/var/run/netns/${ns}`);
     const cidr = add.out.ips[0].address as string;
     assert.match(cidr, /^10\.32\.0\.\d+\/25$/);
+    // [IPv6] the derived address follows, on the same interface, no gateway (1.0.0: no "version").
+    assert.deepEqual(add.out.ips[1], { address: `${v6Of(cidr.split('/')[0])}/121`, interface: 1 });
+    assert.match(await must('ip', ['-n', ns, '-6', '-o', 'addr', 'show', 'dev', 'eth0']), new RegExp(`inet6 ${v6Of(cidr.split('/')[0])}/121`));
     // ADD again (a runtime retry) gives the same address.
     const again = await plugin(h1, pm1, { ...env, CNI_COMMAND: 'ADD' }, conf);
     assert.equal(again.out.ips[0].address, cidr);
@@ -175,6 +248,16 @@ describe('weave-net CNI plugin under podman', { skip, timeout: 900_000 }, () => 
     assert.ok(ver.out.supportedVersions.includes('0.4.0') && ver.out.supportedVersions.includes('1.0.0'));
     const status = await plugin(h1, pm1, { CNI_COMMAND: 'STATUS' }, { cniVersion: '1.1.0', name: 'weave', type: 'weave-net', stateDir: h1.stateDir });
     assert.equal(status.code, 0, JSON.stringify(status.out));
+    // DEL with no router: weave-net succeeds and says so on stderr (the router reclaims
+    // the pod when it starts and finds its netns gone: see the restart test); weave-ipam,
+    // whose addresses nothing else would free, fails with "try again later".
+    const noRouter = { cniVersion: '1.0.0', name: 'weave', type: 'weave-net', stateDir: path.join(bed.dir, 'no-router') };
+    const del = await plugin(h1, pm1, { ...env, CNI_COMMAND: 'DEL' }, noRouter);
+    assert.equal(del.code, 0, JSON.stringify(del.out));
+    assert.match(del.err, /tsweave router is not running on this node; its address is freed when the router starts/);
+    const ipamDel = await plugin(h1, pm1, { ...env, CNI_COMMAND: 'DEL' }, { ...noRouter, type: 'bridge', ipam: { type: 'weave-ipam' } }, 'weave-ipam');
+    assert.equal(ipamDel.code, 1);
+    assert.deepEqual([ipamDel.out.code, ipamDel.out.msg], [11, 'tsweave router is not running on this node']);
   });
 
   test('weave-ipam on its own: ADD allocates once per container id, DEL frees', async () => {
@@ -193,13 +276,28 @@ describe('weave-net CNI plugin under podman', { skip, timeout: 900_000 }, () => 
     assert.match(gone.out.msg, /no addresses allocated/);
   });
 
-  test('pods keep working across a router restart; DEL after it frees the address', async () => {
+  test('pods keep working across a router restart; a pod removed while the router was down is reclaimed at start; DEL after it frees the address', async () => {
     const a = (await pm1.must(['exec', 'a1', 'ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0'])).match(/inet (\S+)\//)![1];
     const b = (await pm2.must(['exec', 'b1', 'ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0'])).match(/inet (\S+)\//)![1];
+    const d = await runPod(pm1, 'd1');
+    const dId = (await pm1.must(['inspect', '--format', '{{.Id}}', 'd1'])).trim();
+    const dOwner = { CNI_CONTAINERID: dId, CNI_NETNS: '/var/run/netns/unused', CNI_IFNAME: 'eth0', CNI_PATH: pm1.binDir };
+    const ipamConf = { cniVersion: '1.0.0', name: 'weave', type: 'bridge', ipam: { type: 'weave-ipam' }, stateDir: h1.stateDir };
+    assert.equal((await plugin(h1, pm1, { ...dOwner, CNI_COMMAND: 'CHECK' }, ipamConf, 'weave-ipam')).code, 0, `IPAM holds d1's ${d}`);
     await h1.mustWeave(['stop']);
     await until('h1 router to stop', async () => !(await h1.weave(['status'])).code ? undefined : true, 30_000);
-    await h1.launch(['--ipalloc-range', '10.32.0.0/24', '--ipalloc-default-subnet', '10.32.0.0/25', h2.ip]);
-    assert.ok(await podPing(pm1, 'a1', b, 30), `a1 (${a}) cannot reach b1 (${b}) after h1's router restarted`);
+    // DEL while the router is down: podman rm succeeds (the plugin answers success) and
+    // podman deletes the pod's netns.
+    await pm1.must(['rm', '-f', '-t', '0', 'd1']);
+    await h1.launch([...LAUNCH, h2.ip]);
+    // At start the router found d1's netns gone and released it, as its DEL would have.
+    const psAfter = await h1.mustWeave(['ps']);
+    assert.ok(!psAfter.includes(`${d}/25`), `d1's ${d} still attached after a restart: ${psAfter}`);
+    const freed = await plugin(h1, pm1, { ...dOwner, CNI_COMMAND: 'CHECK' }, ipamConf, 'weave-ipam');
+    assert.equal(freed.code, 1, `IPAM still holds d1's ${d}`);
+    assert.match(freed.out.msg, /no addresses allocated/);
+    assert.match(fs.readFileSync(path.join(h1.stateDir, 'weaver.log'), 'utf8'), /its network namespace \S+ is gone \(found at start\), so its DEL was missed: freed/);
+    if (!await podPing(pm1, 'a1', b, 30)) assert.fail(`a1 (${a}) cannot reach b1 (${b}) after h1's router restarted\n${await restartDiag(pm1, 'a1')}`);
     // A new pod after the restart never gets a1's address.
     const c = await runPod(pm1, 'a2');
     assert.notEqual(c, a);

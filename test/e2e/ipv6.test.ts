@@ -149,6 +149,8 @@ async function nftDrops(h: Host): Promise<Record<string, number>> {
   for (const fam of ['bridge', 'ip6']) {
     const text = (await h.exec(['nft', 'list', 'table', fam, 'tsweave'])).stdout;
     for (const m of text.matchAll(/counter packets (\d+) bytes \d+ drop comment "(\w+)"/g)) out[m[2]] = (out[m[2]] ?? 0) + Number(m[1]);
+    // The ports' chains count into the bridge table's named counters (`counter spoof { packets N bytes M }`).
+    for (const m of text.matchAll(/counter (\w+) \{\s*packets (\d+) bytes \d+\s*\}/g)) out[m[1]] = (out[m[1]] ?? 0) + Number(m[2]);
   }
   return out;
 }

@@ -6,10 +6,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  CniCode, CniError, buildIpamResult, buildResult, chooseSubnet, errorJson, parseArgs, parseConf, parseEnv, parseSubnet, podName, routerError, versionResult,
+  CniCode, CniError, buildIpamResult, buildResult, chooseSubnet, errorJson, parseArgs, parseConf, parseEnv, parseSubnet, podName, replyDns, routerError, versionResult,
   MAX_CONF_BYTES, SUPPORTED_VERSIONS,
 } from '../../cni/spec.js';
-import { gatewayFor } from '../../cni/router-side.js';
+import { gatewayFor, goneEndpoints } from '../../cni/router-side.js';
 import { conflist, shQuote, wrapper } from '../../cni/install.js';
 
 const enc = (o: unknown): Uint8Array => Buffer.from(typeof o === 'string' ? o : JSON.stringify(o));
@@ -50,6 +50,38 @@ test('parseConf refuses bad input with the spec codes', () => {
   assert.equal(code(() => parseConf(enc([1, 2]))), CniCode.InvalidConfig);
 });
 
+test('parseConf checks every known field, nested ones too, and names the field; unknown fields pass', () => {
+  const base = { cniVersion: '1.0.0', name: 'weave', type: 'weave-net' };
+  const msg = (o: unknown): string => {
+    try {
+      parseConf(enc(o));
+    } catch (err) {
+      assert.equal((err as CniError).code, CniCode.InvalidConfig);
+      return (err as Error).message;
+    }
+    return assert.fail(`accepted ${JSON.stringify(o)}`);
+  };
+  assert.equal(msg(null), 'invalid network configuration: conf must be an object');
+  assert.equal(msg({ ...base, type: undefined }), "invalid network configuration: conf must have required property 'type'");
+  assert.equal(msg({ ...base, cniVersion: 1 }), 'invalid network configuration: /cniVersion must be a string');
+  assert.equal(msg({ ...base, name: '' }), 'invalid network configuration: /name must not be empty');
+  assert.equal(msg({ ...base, name: 'x'.repeat(129) }), 'invalid network configuration: /name must be at most 128 characters');
+  assert.match(msg({ ...base, name: 'a b' }), /^invalid network configuration: \/name must be letters, digits/);
+  assert.equal(msg({ ...base, defaultRoute: 1 }), 'invalid network configuration: /defaultRoute must be true or false');
+  assert.equal(msg({ ...base, stateDir: 'x'.repeat(1025) }), 'invalid network configuration: /stateDir must be at most 1024 characters');
+  assert.equal(msg({ ...base, ipam: [] }), 'invalid network configuration: /ipam must be an object');
+  assert.equal(msg({ ...base, ipam: { type: 7 } }), 'invalid network configuration: /ipam/type must be a string');
+  assert.equal(msg({ ...base, dns: { nameservers: '1.1.1.1' } }), 'invalid network configuration: /dns/nameservers must be an array');
+  assert.equal(msg({ ...base, dns: { nameservers: Array(17).fill('1.1.1.1') } }), 'invalid network configuration: /dns/nameservers must have at most 16 items');
+  assert.equal(msg({ ...base, dns: { search: ['ok', 5] } }), 'invalid network configuration: /dns/search/1 must be a string');
+  assert.equal(msg({ ...base, dns: { domain: 'd'.repeat(254) } }), 'invalid network configuration: /dns/domain must be at most 253 characters');
+  assert.equal(msg({ ...base, prevResult: 'x' }), 'invalid network configuration: /prevResult must be an object');
+  assert.equal(msg({ ...base, runtimeConfig: null }), 'invalid network configuration: /runtimeConfig must be an object');
+  // What other plugins or runtimes put in a conflist entry is not ours to refuse.
+  const c = parseConf(enc({ ...base, capabilities: { portMappings: true }, args: { cni: {} }, dns: { nameservers: ['10.0.0.10'], search: ['svc.cluster.local'], options: ['ndots:5'], domain: 'cluster.local' } }));
+  assert.deepEqual(c.dns?.nameservers, ['10.0.0.10']);
+});
+
 test('parseEnv reads CNI_* and validates each variable', () => {
   const e = parseEnv(env);
   assert.deepEqual({ ...e, args: { ...e.args } }, { command: 'ADD', containerId: 'abc123', netns: '/run/netns/cni-1', ifname: 'eth0', args: { IgnoreUnknown: '1', K8S_POD_NAMESPACE: 'default', K8S_POD_NAME: 'web-0' }, path: ['/opt/cni/bin', '/usr/lib/cni'] });
@@ -87,9 +119,12 @@ test('fuzz finding: values echoed in errors have their control characters escape
   }
 });
 
-test('podName takes K8S_POD_NAME only when it is a DNS label', () => {
+test('podName takes K8S_POD_NAME (lower-cased) only when it is a DNS label', () => {
   assert.equal(podName({ K8S_POD_NAME: 'web-0' }), 'web-0');
+  // podman 4 passes the container's name, which may have capitals.
+  assert.equal(podName({ IgnoreUnknown: '1', K8S_POD_NAME: 'Web-0' }), 'web-0');
   assert.equal(podName({ K8S_POD_NAME: 'Web_0' }), undefined);
+  assert.equal(podName({ K8S_POD_NAME: '-web' }), undefined);
   assert.equal(podName({ K8S_POD_NAME: 'x'.repeat(64) }), undefined);
   assert.equal(podName({}), undefined);
 });
@@ -116,6 +151,15 @@ test('buildResult follows the shape of each version', () => {
   const noGw = buildResult(parseConf(enc({ cniVersion: '1.0.0', name: 'weave', type: 'weave-net' })), parseEnv(env), { ...reply, gateway: undefined });
   assert.deepEqual(noGw.routes, []);
   assert.equal(noGw.ips?.[0].gateway, undefined);
+  // dns: the conf's if it has one, else weaveDNS's from the router, else empty.
+  const weaveDns = { nameservers: ['169.254.53.53'], search: ['weave.local'] };
+  assert.deepEqual(noGw.dns, {});
+  const c1 = parseConf(enc({ cniVersion: '1.0.0', name: 'weave', type: 'weave-net' }));
+  assert.deepEqual(buildResult(c1, parseEnv(env), { ...reply, dns: weaveDns }).dns, weaveDns);
+  const c2 = parseConf(enc({ cniVersion: '1.0.0', name: 'weave', type: 'weave-net', dns: { nameservers: ['10.0.0.10'] } }));
+  assert.deepEqual(buildResult(c2, parseEnv(env), { ...reply, dns: weaveDns }).dns, { nameservers: ['10.0.0.10'] });
+  assert.deepEqual(replyDns({ nameservers: ['169.254.53.53'] }), { nameservers: ['169.254.53.53'] });
+  for (const bad of [undefined, 'x', { nameservers: 'x' }, { nameservers: [1] }, { nameservers: ['a'], search: [{}] }, { nameservers: Array(17).fill('a') }]) assert.equal(replyDns(bad), undefined, JSON.stringify(bad));
   const ipam = buildIpamResult(parseConf(enc({ cniVersion: '0.4.0', name: 'weave', type: 'bridge' })), ['10.32.0.9/12']);
   assert.deepEqual(ipam.ips, [{ version: '4', address: '10.32.0.9/12' }]);
 });
@@ -153,4 +197,18 @@ test('conflist and wrapper: Weave-compatible conf, quoted exec', () => {
   assert.equal(parseConf(enc({ ...c.plugins[0], name: c.name, cniVersion: c.cniVersion })).stateDir, '/var/lib/weave');
   assert.equal(shQuote("it's"), `'it'\\''s'`);
   assert.equal(wrapper('/usr/bin/node', '/x y/weave-net.js', ['--ipam']), `#!/bin/sh\n# Installed by weave setup-cni: the tsweave CNI plugin.\nexec '/usr/bin/node' '/x y/weave-net.js' '--ipam' "$@"\n`);
+});
+
+test('goneEndpoints: CNI pods (with an ifname) whose netns file is gone, nothing else', () => {
+  const e = (id: string, netns: string | undefined, ifname?: string) => ({ id, cidrs: ['10.32.0.5/24'], mac: '02:00:00:00:00:01', ...(netns ? { netns } : {}), ...(ifname ? { ifname } : {}) });
+  const list = [
+    e('pod-alive', '/run/netns/cni-a', 'eth0'),
+    e('pod-gone', '/run/netns/cni-b', 'eth0'),
+    e('attached', '/run/netns/cni-c'), // weave attach: not the CNI's to reclaim
+    e('plugin', undefined), // Docker plugin: no netns
+    e('weave:expose', undefined),
+  ];
+  const exists = (p: string): boolean => p === '/run/netns/cni-a';
+  assert.deepEqual(goneEndpoints(list, exists).map((x) => x.id), ['pod-gone']);
+  assert.deepEqual(goneEndpoints(list, () => true), []);
 });

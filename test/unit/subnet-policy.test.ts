@@ -1,7 +1,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { SubnetPolicy, parseCidr, parseMac, prefixMask, type PolicyEndpoint } from '../../router/policy/subnet-policy.js';
-import { renderRuleset, splitCidr, sumCounters } from '../../router/policy/bridge-filter.js';
+import { chainId, renderPortDelta, renderRuleset, splitCidr, sumCounters, tablesIn, usablePorts } from '../../router/policy/bridge-filter.js';
 import { mulberry32 } from '../lib/prng.js';
 
 // ---------- frame builders (by hand: Ethernet II, IPv4 per RFC 791, ARP per RFC 826) ----------
@@ -468,25 +468,30 @@ describe('bridge-filter renderRuleset', () => {
       { port: 'vethwepl2222222', mac: '02:00:00:00:00:0b', cidrs: ['10.32.2.6/24'] },
     ], ['10.32.1.100/24'], 'weave');
     assert.deepEqual(skipped, []);
-    assert.match(script, /^table bridge tsweave\ndelete table bridge tsweave\ntable ip tsweave\ndelete table ip tsweave\ntable arp tsweave\ndelete table arp tsweave\ntable ip6 tsweave\ndelete table ip6 tsweave\ntable bridge tsweave \{\n/);
+    assert.match(script, /^table bridge tsweave\ndelete table bridge tsweave\ntable ip tsweave\ndelete table ip tsweave\ntable arp tsweave\ndelete table arp tsweave\ntable ip6 tsweave\ndelete table ip6 tsweave\ntable bridge tsweave \{\n {2}counter spoof \{ \}\n {2}counter isolation \{ \}\n/);
     const body = (name: string, from = 0): string => {
       const i = script.indexOf(`  chain ${name} {\n`, from);
       assert.ok(i >= 0, `chain ${name} present`);
       return script.slice(i, script.indexOf('\n  }\n', i));
     };
-    assert.match(body('in_0'), /ether saddr != 02:00:00:00:00:0a counter drop comment "spoof"/, 'MAC lower-cased');
-    assert.match(body('in_0'), /ip saddr != \{ 10\.32\.1\.5, 10\.32\.2\.5 \} counter drop comment "spoof"/);
-    assert.match(body('in_0'), /arp saddr ip != \{ 0\.0\.0\.0, 10\.32\.1\.5, 10\.32\.2\.5 \} counter drop comment "spoof"/);
-    assert.match(body('in_0'), /counter drop comment "isolation"$/, 'other EtherTypes last');
+    assert.match(body('in_vethwepl1111111'), /ether saddr != 02:00:00:00:00:0a counter name "spoof" drop comment "spoof"/, 'MAC lower-cased');
+    assert.match(body('in_vethwepl1111111'), /ip saddr != \{ 10\.32\.1\.5, 10\.32\.2\.5 \} counter name "spoof" drop comment "spoof"/);
+    assert.match(body('in_vethwepl1111111'), /arp saddr ip != \{ 0\.0\.0\.0, 10\.32\.1\.5, 10\.32\.2\.5 \} counter name "spoof" drop comment "spoof"/);
+    assert.match(body('in_vethwepl1111111'), /counter name "isolation" drop comment "isolation"$/, 'other EtherTypes last');
     // Egress: one set of rules per subnet, source and destination in the same subnet.
-    assert.match(body('out_0'), /ip saddr 10\.32\.1\.0\/24 ip daddr 10\.32\.1\.0\/24 accept/);
-    assert.match(body('out_0'), /ip saddr 10\.32\.2\.0\/24 ip daddr 10\.32\.2\.0\/24 accept/);
-    assert.doesNotMatch(body('out_0'), /ip saddr 10\.32\.1\.0\/24 ip daddr 10\.32\.2/);
-    assert.match(body('out_0'), /ip saddr 10\.32\.2\.0\/24 ip daddr \{ 255\.255\.255\.255, 224\.0\.0\.0\/4 \} accept/);
-    assert.match(body('out_1'), /arp saddr ip 10\.32\.2\.0\/24 arp daddr ip 10\.32\.2\.0\/24 accept/);
-    assert.match(body('out_1'), /arp saddr ip 0\.0\.0\.0 arp daddr ip 10\.32\.2\.0\/24 accept/);
-    assert.doesNotMatch(body('out_1'), /10\.32\.1\./);
-    assert.match(body('out_1'), /counter drop comment "isolation"$/);
+    assert.match(body('out_vethwepl1111111'), /ip saddr 10\.32\.1\.0\/24 ip daddr 10\.32\.1\.0\/24 accept/);
+    assert.match(body('out_vethwepl1111111'), /ip saddr 10\.32\.2\.0\/24 ip daddr 10\.32\.2\.0\/24 accept/);
+    assert.doesNotMatch(body('out_vethwepl1111111'), /ip saddr 10\.32\.1\.0\/24 ip daddr 10\.32\.2/);
+    assert.match(body('out_vethwepl1111111'), /ip saddr 10\.32\.2\.0\/24 ip daddr \{ 255\.255\.255\.255, 224\.0\.0\.0\/4 \} accept/);
+    assert.match(body('out_vethwepl2222222'), /arp saddr ip 10\.32\.2\.0\/24 arp daddr ip 10\.32\.2\.0\/24 accept/);
+    assert.match(body('out_vethwepl2222222'), /arp saddr ip 0\.0\.0\.0 arp daddr ip 10\.32\.2\.0\/24 accept/);
+    assert.doesNotMatch(body('out_vethwepl2222222'), /10\.32\.1\./);
+    assert.match(body('out_vethwepl2222222'), /counter name "isolation" drop comment "isolation"$/);
+    // Ports reach their chains through the named maps.
+    assert.match(script, /map in_ports \{\n {4}type ifname : verdict\n {4}elements = \{ "vethwepl1111111" : jump in_vethwepl1111111, "vethwepl2222222" : jump in_vethwepl2222222 \}/);
+    assert.match(script, /map out_ports \{\n {4}type ifname : verdict\n {4}elements = \{ "vethwepl1111111" : jump out_vethwepl1111111, "vethwepl2222222" : jump out_vethwepl2222222 \}/);
+    assert.match(script, /iifname vmap @in_ports\n {4}iifname "vethwepl\*" counter drop comment "spoof"/);
+    assert.equal(script.match(/oifname vmap @out_ports\n {4}oifname "vethwepl\*" counter drop comment "isolation"/g)?.length, 2, 'forward and output');
     // Host input: ip and arp tables hooked on the bridge device, exposed subnet only.
     const ipTable = script.indexOf('table ip tsweave {');
     const arpTable = script.indexOf('table arp tsweave {');
@@ -502,7 +507,9 @@ describe('bridge-filter renderRuleset', () => {
   });
   test('no endpoints and nothing exposed: only catch-alls, and host chains that drop', async () => {
     const { script } = renderRuleset([], [], 'weave');
-    assert.doesNotMatch(script, /vmap/);
+    assert.doesNotMatch(script, /elements|chain (in|out)_/);
+    // The maps exist, empty, so ports can be added to them later (renderPortDelta).
+    assert.match(script, /map in_ports \{\n {4}type ifname : verdict\n {2}\}/);
     assert.equal(script.match(/chain host_in \{\n\s*#[^\n]*\n\s*counter drop comment "isolation"\n\s*\}/g)?.length, 2);
   });
   test('entries that are unsafe in a script are skipped and named, never interpolated', () => {
@@ -531,4 +538,55 @@ describe('bridge-filter renderRuleset', () => {
     assert.deepEqual(sumCounters(json), { spoof: 7, isolation: 5 });
     assert.throws(() => sumCounters('nope'), /not JSON/);
   });
+  test('sumCounters adds named counter objects by name, and not the rules that count into them', () => {
+    const json = JSON.stringify({ nftables: [
+      { counter: { family: 'bridge', name: 'spoof', table: 'tsweave', packets: 9, bytes: 540 } },
+      { counter: { family: 'bridge', name: 'isolation', table: 'tsweave', packets: 2, bytes: 120 } },
+      { rule: { comment: 'spoof', expr: [{ match: {} }, { counter: 'spoof' }, { drop: null }] } },
+      { rule: { comment: 'isolation', expr: [{ counter: { packets: 1, bytes: 60 } }, { drop: null }] } },
+    ] });
+    assert.deepEqual(sumCounters(json), { spoof: 9, isolation: 3 });
+  });
+  test('chainId keeps port names apart: letters and digits as they are, the rest escaped', () => {
+    assert.equal(chainId('vethwepl1a2b3c4'), 'vethwepl1a2b3c4');
+    assert.equal(chainId('veth.x-y_z'), 'veth_2ex_2dy_5fz');
+    assert.notEqual(chainId('a_2e'), chainId('a.'));
+  });
+  test('renderPortDelta changes only the ports that came, went or changed', () => {
+    const p1 = { port: 'vethwepl1111111', mac: '02:00:00:00:00:01', cidrs: ['10.32.1.5/24'] };
+    const p2 = { port: 'vethwepl2222222', mac: '02:00:00:00:00:02', cidrs: ['10.32.1.6/24'] };
+    const p3 = { port: 'vethwepl3333333', mac: '02:00:00:00:00:03', cidrs: ['10.32.2.7/24'] };
+    const { ports } = renderRuleset([p1, p2], [], 'weave');
+    const prev = new Map(ports.map((p) => [p.port, p.key]));
+    assert.equal(renderPortDelta(prev, usablePorts([p1, p2]).usable), '', 'nothing changed: nothing to do');
+    // p1 goes, p2 gets another address, p3 comes.
+    const d = renderPortDelta(prev, usablePorts([{ ...p2, cidrs: ['10.32.1.9/24'] }, p3]).usable);
+    const lines = d.trim().split('\n');
+    assert.deepEqual(lines.slice(0, 6), [
+      'delete element bridge tsweave in_ports { "vethwepl1111111" }',
+      'delete element bridge tsweave out_ports { "vethwepl1111111" }',
+      'flush chain bridge tsweave in_vethwepl1111111',
+      'delete chain bridge tsweave in_vethwepl1111111',
+      'flush chain bridge tsweave out_vethwepl1111111',
+      'delete chain bridge tsweave out_vethwepl1111111',
+    ]);
+    for (const [port, ip] of [['vethwepl2222222', '10\\.32\\.1\\.9'], ['vethwepl3333333', '10\\.32\\.2\\.7']]) {
+      // The chains are emptied before they are filled, so a changed port keeps no old rule.
+      assert.match(d, new RegExp(`add chain bridge tsweave in_${port}\nflush chain bridge tsweave in_${port}\nadd chain bridge tsweave out_${port}\nflush chain bridge tsweave out_${port}\ntable bridge tsweave \\{\n  chain in_${port} \\{`));
+      assert.match(d, new RegExp(`ip saddr != \\{ ${ip} \\} counter name "spoof" drop comment "spoof"`));
+      assert.match(d, new RegExp(`add element bridge tsweave in_ports \\{ "${port}" : jump in_${port} \\}\nadd element bridge tsweave out_ports \\{ "${port}" : jump out_${port} \\}`));
+    }
+    assert.doesNotMatch(d, /10\.32\.1\.6|delete table|hook/, 'the old address and the rest of the ruleset untouched');
+    assert.equal(d.split('{').length, d.split('}').length);
+    // Unsafe entries never reach a delta either.
+    assert.equal(renderPortDelta(new Map(), usablePorts([{ port: 'x"; flush ruleset', mac: '02:00:00:00:00:01', cidrs: ['10.32.1.5/24'] }]).usable), '');
+  });
+});
+
+test('tablesIn: a no-op sync notices our tables were deleted behind our back (all four families needed)', () => {
+  const all = 'table bridge tsweave\ntable ip tsweave\ntable arp tsweave\ntable ip6 tsweave\ntable inet other\n';
+  assert.equal(tablesIn(all), true);
+  assert.equal(tablesIn(all.replace('table ip6 tsweave\n', '')), false);
+  assert.equal(tablesIn('table bridge tsweave2\ntable ip tsweave\ntable arp tsweave\ntable ip6 tsweave\n'), false);
+  assert.equal(tablesIn(''), false);
 });

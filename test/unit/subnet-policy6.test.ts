@@ -2,7 +2,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { SubnetPolicy, type PolicyEndpoint } from '../../router/policy/subnet-policy.js';
-import { renderRuleset, prefixBits } from '../../router/policy/bridge-filter.js';
+import { renderRuleset, renderPortDelta, usablePorts, prefixBits } from '../../router/policy/bridge-filter.js';
 import { parseIpv6, parseRange6 } from '../../ipam/ipv6.js';
 
 // ---- frame builders (by hand: Ethernet II, IPv6 per RFC 8200, ND per RFC 4861) ----
@@ -191,19 +191,35 @@ describe('bridge filters for IPv6 (nft ruleset)', () => {
     const { script, skipped } = renderRuleset(ports, [], 'weave', undefined, R6);
     assert.deepEqual(skipped, []);
     for (const line of [
-      'icmpv6 type { nd-router-advert, nd-redirect } counter drop comment "spoof"',
-      'ip6 saddr != { ::, fd00:77::a20:105, fe80::a20:105 } counter drop comment "spoof"',
-      'ip6 saddr :: meta l4proto != ipv6-icmp counter drop comment "spoof"',
-      'icmpv6 type nd-neighbor-advert @th,64,128 != { 0xfd00007700000000000000000a200105, 0xfe80000000000000000000000a200105 } counter drop comment "spoof"',
-      'icmpv6 type nd-neighbor-solicit @th,192,8 1 @th,208,48 != 0x02000000000a counter drop comment "spoof"',
+      'icmpv6 type { nd-router-advert, nd-redirect } counter name "spoof" drop comment "spoof"',
+      'ip6 saddr != { ::, fd00:77::a20:105, fe80::a20:105 } counter name "spoof" drop comment "spoof"',
+      'ip6 saddr :: meta l4proto != ipv6-icmp counter name "spoof" drop comment "spoof"',
+      'icmpv6 type nd-neighbor-advert @th,64,128 != { 0xfd00007700000000000000000a200105, 0xfe80000000000000000000000a200105 } counter name "spoof" drop comment "spoof"',
+      'icmpv6 type nd-neighbor-solicit @th,192,8 1 @th,208,48 != 0x02000000000a counter name "spoof" drop comment "spoof"',
       'ether type ip6 accept',
-      'icmpv6 type { nd-router-advert, nd-redirect } counter drop comment "isolation"',
-      'ip6 saddr { fd00:77::a20:100/120, fe80::a20:100/120 } icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } @th,64,120 != { 0xfd00007700000000000000000a2001, 0xfe80000000000000000000000a2001 } counter drop comment "isolation"',
+      'icmpv6 type { nd-router-advert, nd-redirect } counter name "isolation" drop comment "isolation"',
+      'ip6 saddr { fd00:77::a20:100/120, fe80::a20:100/120 } icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } @th,64,120 != { 0xfd00007700000000000000000a2001, 0xfe80000000000000000000000a2001 } counter name "isolation" drop comment "isolation"',
       'ip6 saddr { fd00:77::a20:100/120, fe80::a20:100/120 } ip6 daddr { fd00:77::a20:100/120, fe80::a20:100/120, ff00::/8 } accept',
     ]) assert.ok(script.includes(`    ${line}\n`), `missing: ${line}\n${script}`);
     // IPv6 rules sit before each chain's final drop.
-    const inChain = script.slice(script.indexOf('chain in_0'), script.indexOf('chain out_0'));
-    assert.ok(inChain.indexOf('ether type ip6 accept') < inChain.lastIndexOf('counter drop comment "isolation"'));
+    const inChain = script.slice(script.indexOf('chain in_vethwepl1234567'), script.indexOf('chain out_vethwepl1234567'));
+    assert.ok(inChain.indexOf('ether type ip6 accept') > 0);
+    assert.ok(inChain.indexOf('ether type ip6 accept') < inChain.lastIndexOf('counter name "isolation" drop comment "isolation"'));
+  });
+
+  test('the incremental update (renderPortDelta) carries a new port\'s IPv6 rules; a port whose IPv6 view changes is rewritten', () => {
+    const { usable } = usablePorts(ports, R6);
+    const delta = renderPortDelta(new Map(), usable);
+    for (const line of [
+      'ip6 saddr != { ::, fd00:77::a20:105, fe80::a20:105 } counter name "spoof" drop comment "spoof"',
+      'ip6 saddr { fd00:77::a20:100/120, fe80::a20:100/120 } ip6 daddr { fd00:77::a20:100/120, fe80::a20:100/120, ff00::/8 } accept',
+    ]) assert.ok(delta.includes(`    ${line}\n`), `missing: ${line}\n${delta}`);
+    // Same port, same addresses: without range6 its key differs, so the chains are rewritten (IPv6 then dropped).
+    const without = usablePorts(ports).usable;
+    assert.notEqual(without[0].key, usable[0].key);
+    const d2 = renderPortDelta(new Map([[usable[0].port, usable[0].key]]), without);
+    assert.ok(d2.includes('flush chain bridge tsweave in_vethwepl1234567') && !/ip6 saddr/.test(d2), d2);
+    assert.equal(renderPortDelta(new Map([[usable[0].port, usable[0].key]]), usable), '');
   });
 
   test('without range6 no container port passes IPv6; the host never hears IPv6 from the bridge', () => {
