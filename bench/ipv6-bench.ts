@@ -1,18 +1,19 @@
 /**
  * npm run bench:ipv6 — the IPv6 row of the bench (issue #21): TCP-1 (iperf3, one
  * stream) and ping between two containers, over the IPv4 underlay and over the IPv6
- * underlay, for the overlay's IPv4 and IPv6 (static ULA fd10:32::N/64 on the
- * containers), per data path (plaintext sleeve, encrypted sleeve, fast datapath), all
- * in one run on one pair of hosts, with the ratios to the IPv4 figures of the same run
- * (goal: within 5 %).
+ * underlay, for the overlay's IPv4 and IPv6 (the routers run with --ipalloc-range6
+ * fd10:32::/64, so `weave attach` gives each container the IPv6 address derived from its
+ * IPv4 one, fd10:32::a20:90N, which the isolation policy carries), per data path
+ * (plaintext sleeve, encrypted sleeve, fast datapath), all in one run on one pair of
+ * hosts, with the ratios to the IPv4 figures of the same run (goal: within 5 %).
  *
  * Its own namespaces (test/e2e/lib/testbed.ts, prefix tswb6…): two hosts with both an
  * IPv4 and an IPv6 underlay address on one switch; the routers are launched once with
  * the peer's IPv4 address and once with its IPv6 address. Everything is removed at the
  * end, also on failure or Ctrl-C.
  *
- * Overlay IPv6 needs the isolation policy to carry IPv6 frames (issue #21's overlay
- * half); until then those rows print "n/a" with the reason (ping6 does not get through).
+ * An overlay-IPv6 row prints "n/a" with the reason only if ping6 does not get through
+ * (then it is a defect: the derived addresses must cross the overlay).
  *
  * Environment: DURATION (iperf3 seconds, default 5), PING_COUNT (default 200, at
  * 0.01 s), VARIANTS (comma list of none,encrypted,fastdp; default all), RESULTS_DIR
@@ -21,13 +22,15 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import path from 'node:path';
+import { derive6, parseRange6 } from '../ipam/ipv6.js';
 import { Testbed, canRunE2E, sleep, until, type Container, type Host } from '../test/e2e/lib/testbed.js';
 
 const DURATION = Number(process.env.DURATION ?? 5);
 const PING_COUNT = Number(process.env.PING_COUNT ?? 200);
 const VARIANTS = (process.env.VARIANTS ?? 'none,encrypted,fastdp').split(',').filter(Boolean);
 const RESULTS_DIR = process.env.RESULTS_DIR ?? '/tmp/tsweave-bench';
-const IPALLOC = ['--ipalloc-range', '', '--no-proxy', '--no-dns', '--no-plugin'];
+const RANGE6 = 'fd10:32::/64';
+const IPALLOC = ['--ipalloc-range', '', '--ipalloc-range6', RANGE6, '--no-proxy', '--no-dns', '--no-plugin'];
 const PASSWORD = 'bench password not secret';
 
 interface Sample {
@@ -76,13 +79,15 @@ async function iperf(bed: Testbed, from: Container, to: Container, addr: string)
   return (JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second / 1e6;
 }
 
-/** Gives a container IPv6 on ethwe: fd10:32::N/64, no DAD. */
-async function addV6(c: Container, n: number): Promise<string> {
-  for (const k of ['net.ipv6.conf.all.disable_ipv6=0', 'net.ipv6.conf.ethwe.disable_ipv6=0', 'net.ipv6.conf.ethwe.accept_dad=0', 'net.ipv6.conf.lo.disable_ipv6=0']) {
-    await c.exec(['sysctl', '-qw', k]);
-  }
-  const a = `fd10:32::${n}`;
-  await c.exec(['ip', 'addr', 'add', `${a}/64`, 'dev', 'ethwe', 'nodad']);
+/**
+ * The container's overlay IPv6 address: the one `weave attach` derived from its IPv4
+ * address under RANGE6 (ipam/ipv6.ts), checked on its ethwe.
+ * @throws Error when ethwe does not carry it (the router did not give IPv6)
+ */
+async function v6Of(c: Container): Promise<string> {
+  const a = derive6(parseRange6(RANGE6), c.ips[0]!);
+  const out = (await c.exec(['ip', '-o', '-6', 'addr', 'show', 'dev', 'ethwe'])).stdout;
+  if (!out.includes(` ${a}/`)) throw new Error(`${c.name}: ethwe has no derived IPv6 address ${a}: ${out.trim().replace(/\s+/g, ' ') || 'none'}`);
   return a;
 }
 
@@ -113,14 +118,14 @@ async function main(): Promise<void> {
         if (c1 === undefined) {
           c1 = await h1!.container('c1', ['ip:10.32.9.1/24']);
           c2 = await h2!.container('c2', ['ip:10.32.9.2/24']);
-          v6 = [await addV6(c1, 1), await addV6(c2!, 2)];
+          v6 = [await v6Of(c1), await v6Of(c2!)];
         }
         await c1.mustPing(c2!.ips[0]!, { tries: 20 }, `${variant} over IPv${underlay}`);
         for (const overlay of [4, 6] as const) {
           const to = overlay === 4 ? c2!.ips[0]! : v6![1];
           const s: Sample = { variant, underlay, overlay, load: loadavg()[0]! };
           if (overlay === 6 && !(await c1.ping(to, { tries: 3 }))) {
-            s.na = 'IPv6 frames do not cross the overlay on this build (isolation drops EtherType 0x86DD until the overlay half of #21 lands)';
+            s.na = `ping6 ${c1.name} -> ${to} does not get through (a defect: derived addresses must cross the overlay)`;
           } else {
             Object.assign(s, await ping(c1, to));
             s.tcpMbps = await iperf(bed, c1, c2!, to);

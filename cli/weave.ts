@@ -108,7 +108,7 @@ program.command('launch')
   .option('--no-discovery', 'do not connect to peers learned from gossip')
   .option('--password <password>', 'network password (prefer WEAVE_PASSWORD or --password-file)')
   .option('--password-file <path>', 'read the network password from a file')
-  .option('--trusted-subnets <cidrs>', 'comma-separated CIDRs whose data traffic is not encrypted', '')
+  .option('--trusted-subnets <cidrs>', 'comma-separated IPv4 or IPv6 CIDRs whose data traffic is not encrypted', '')
   .option('--ipalloc-range <cidr>', 'IPAM range ("" disables IPAM)', '10.32.0.0/12')
   .option('--ipalloc-default-subnet <cidr>', 'default subnet (default: the range)')
   .option('--ipalloc-init <mode>', 'consensus[=N] | seed=NAME,... | observer')
@@ -199,11 +199,11 @@ program.command('launch')
     // Fail fast on bad input, before anything is started.
     const { parsePeerName } = await import('../router/mesh/peer-name.js');
     const { normaliseAddress } = await import('../router/mesh/connection-maker.js');
-    const { parseCidrList } = await import('../router/policy/cidr-match.js');
+    const { parseCidrList, parseTrustedSubnets } = await import('../router/policy/cidr-match.js');
     try {
       if (cfg.name) parsePeerName(cfg.name);
       for (const p of peers) normaliseAddress(p, cfg.port);
-      parseCidrList(cfg.trustedSubnets.join(','));
+      parseTrustedSubnets(cfg.trustedSubnets.join(','));
       if (cfg.ipallocRange) parseCidrList(cfg.ipallocRange);
       if (cfg.ipallocDefaultSubnet) parseCidrList(cfg.ipallocDefaultSubnet);
       if (cfg.ipallocRange6) cfg.ipallocRange6 = (await import('../ipam/ipv6.js')).parseRange6(cfg.ipallocRange6).prefix;

@@ -98,6 +98,11 @@ export interface PluginBackend {
    * the bridge.
    */
   dnsRoute?(): string | undefined;
+  /**
+   * With --ipalloc-range6 (issue #21): the IPv6 CIDR derived from an endpoint's IPv4 CIDR
+   * ("10.32.0.2/12" → "fd00:77::a20:2/108", ipam/ipv6.ts); undefined (or absent) without.
+   */
+  address6?(cidr4: string): string | undefined;
 }
 
 // Docker's ids are 64 hex digits; we take any plain token, but never one that names an
@@ -305,7 +310,7 @@ export class PluginCore {
 
   private async createEndpoint(body: unknown): Promise<Record<string, unknown>> {
     const r = decode(schemas.CreateEndpoint, body, 'CreateEndpoint');
-    if (r.Interface?.AddressIPv6) throw new PluginError('CreateEndpoint: weavemesh does not do IPv6');
+    if (r.Interface?.AddressIPv6) throw new PluginError('CreateEndpoint: weavemesh gives IPv6 itself (derived from the IPv4 address with weave launch --ipalloc-range6): create the network without --ipv6');
     const addr = r.Interface?.Address || undefined;
     if (!addr) throw new PluginError('CreateEndpoint: no IPv4 address: create the network with --ipam-driver weavemesh (or give --subnet)');
     if (!Cidr.safeParse(addr).success || !octetsOk(addr)) throw new PluginError(`CreateEndpoint: bad address "${addr.slice(0, 64)}": want an IPv4 CIDR`);
@@ -318,8 +323,13 @@ export class PluginCore {
     const mac = (given ?? prev?.mac ?? this.backend.newMac()).toLowerCase();
     this.state.endpoints[r.EndpointID] = { networkId: r.NetworkID, cidr: addr, mac };
     await this.backend.save(this.snapshot());
-    // Docker refuses an answer that sets a MAC it chose itself.
-    return given ? {} : { Interface: { MacAddress: mac } };
+    // Docker refuses an answer that sets a MAC it chose itself. The IPv6 address (if
+    // range6 is set) is ours to give: the remote driver protocol lets CreateEndpoint set
+    // AddressIPv6 when Docker's IPAM gave none (a network without --ipv6), and Docker
+    // then adds it to the container's interface (no DAD) with its prefix route.
+    const v6 = this.backend.address6?.(addr);
+    const iface = { ...(given ? {} : { MacAddress: mac }), ...(v6 ? { AddressIPv6: v6 } : {}) };
+    return Object.keys(iface).length ? { Interface: iface } : {};
   }
 
   private async deleteEndpoint(body: unknown): Promise<Record<string, unknown>> {

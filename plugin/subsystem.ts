@@ -16,6 +16,7 @@ import type { IpamSubsystem } from '../router/daemon/ipam.js';
 import { BRIDGE, hostVethName, ip, linkExists } from '../router/host/netdev.js';
 import type { AddressAllocator } from '../router/host/endpoints.js';
 import { writeFileAtomic } from '../router/host/state-file.js';
+import { derive6Cidr } from '../ipam/ipv6.js';
 import { DRIVER_NAME, PluginCore, type PluginBackend, type PluginState } from './protocol.js';
 import { listenPlugin, oneLine } from './server.js';
 import { containerNameOfEndpoint, dockerJson, dockerMessage } from './docker.js';
@@ -172,6 +173,8 @@ async function startPlugin(ctx: SubsystemContext, isStopped: () => boolean): Pro
       const a = dnsBridgeAddress(cfg);
       return a ? `${a}/32` : undefined;
     },
+    // [IPv6] --ipalloc-range6: Docker puts the derived address on the container's interface.
+    address6: (cidr4) => (endpoints.range6 ? derive6Cidr(endpoints.range6, cidr4) : undefined),
   };
   const core = new PluginCore(backend, initial);
 

@@ -31,7 +31,7 @@ import { Sleeve, SleevePeer, datagramFor, type SleeveHost } from './overlay/slee
 import type { Tap } from './overlay/tap.js';
 import { Sealer, Opener } from './crypto/aead.js';
 import { deriveSessionKeys, randomKeyMaterial } from './crypto/keys.js';
-import { PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION } from './mesh/protocol.js';
+import { PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, rangeRefusal } from './mesh/protocol.js';
 import type { Report, ReportConnection, RouterEvent } from './api/report.js';
 import type { DataPathCounters } from './api/metrics.js';
 import { cidrContains } from './policy/cidr-match.js';
@@ -63,6 +63,8 @@ export interface RouterConfig {
   passwordKey?: Buffer;
   trustedSubnets: string[];
   ipamRange: string;
+  /** --ipalloc-range6 prefix in canonical text (issue #21); compared with peers' at connect. */
+  ipamRange6?: string;
   log: (line: string) => void;
   /** Cache forwarding decisions in the addons (router/overlay/flow-cache.ts); default: unless WEAVE_NO_FLOW_CACHE=1. */
   flowCache?: boolean;
@@ -145,6 +147,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
   get listenPort(): number { return this.config.port; }
   get passwordKey(): Buffer | undefined { return this.config.passwordKey; }
   get ipamRange(): string { return this.config.ipamRange; }
+  get ipamRange6(): string | undefined { return this.config.ipamRange6; }
 
   log(line: string): void {
     this.config.log(line);
@@ -289,9 +292,8 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
       // Same name, another UID: a different router uses our peer name. Never retried.
       return r.uid === this.uid ? 'cannot connect to ourself' : `peer name collision: ${c.address} also uses our name ${r.name} (give one of them another --name)`;
     }
-    if (this.config.ipamRange && r.range && r.range !== this.config.ipamRange) {
-      return `IPAM range mismatch: peer ${r.name}(${r.nickname}) uses ${r.range}, we use ${this.config.ipamRange}; relaunch one of them with the same --ipalloc-range`;
-    }
+    const mismatch = rangeRefusal({ range: this.config.ipamRange, range6: this.config.ipamRange6 }, r);
+    if (mismatch) return mismatch;
     const existing = this.byPeer.get(r.name);
     if (existing && existing !== c) {
       if (existing.remote!.uid !== r.uid) {

@@ -120,6 +120,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   const endpoints = new Endpoints(cfg.stateDir, cfg.mtu, cfg.dockerHost, log);
   endpoints.range6 = range6;
   await endpoints.load();
+  await endpoints.restoreExpose6().catch((err: Error) => log(`IPv6: cannot give the exposed host its IPv6 addresses back: ${err.message}`, 'warn'));
   // [dns] the bridge filters let local containers reach the DNS server's address.
   const dnsAddr = dnsBridgeAddress(cfg);
   const isolation = new Isolation(log, { dns: dnsAddr ? { address: dnsAddr, port: dnsSettings(cfg).port } : undefined, range6 });
@@ -141,7 +142,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
 
   const router = new Router({
     name, nickname: cfg.nickname, port: cfg.port, mtu: cfg.mtu, connLimit: cfg.connLimit, discovery: cfg.discovery,
-    peers, passwordKey: pwKey, trustedSubnets: cfg.trustedSubnets, ipamRange: cfg.ipallocRange, log,
+    peers, passwordKey: pwKey, trustedSubnets: cfg.trustedSubnets, ipamRange: cfg.ipallocRange, ...(range6 ? { ipamRange6: range6.prefix } : {}), log,
   });
   router.policy = isolation.policy;
   applyPolicy = () => {

@@ -10,7 +10,7 @@
  */
 import path from 'node:path';
 import { dockerJson } from './docker-api.js';
-import { attachVeth, detachVeth, endpointMac, ip, targetNetns, BRIDGE, NetdevError } from './netdev.js';
+import { attachVeth, bridgeIpv6, detachVeth, endpointMac, ip, targetNetns, BRIDGE, NetdevError } from './netdev.js';
 import { writeFileAtomic, readStateFile, corruptError, parseJsonArray } from './state-file.js';
 import { endpointAddrs6, specToV4, Ipv6Error, type Range6 } from '../../ipam/ipv6.js';
 
@@ -313,10 +313,24 @@ export class Endpoints {
       await ip('addr', 'replace', c, 'dev', BRIDGE);
       out.push(c);
     }
+    const all = [...new Set([...(prev?.cidrs ?? []), ...out])];
+    // [IPv6] with range6 the host also gets the derived IPv6 addresses on the bridge.
+    const v6 = this.v6For(all);
+    if (v6) await bridgeIpv6(BRIDGE, v6);
     const mac = (await ip('-o', 'link', 'show', 'dev', BRIDGE).catch(() => '')).match(/link\/ether ([0-9a-f:]{17})/)?.[1] ?? '';
-    this.table.set(EXPOSE_ID, { id: EXPOSE_ID, cidrs: [...new Set([...(prev?.cidrs ?? []), ...out])], mac });
+    this.table.set(EXPOSE_ID, { id: EXPOSE_ID, cidrs: all, mac });
     await this.save();
     return out;
+  }
+
+  /**
+   * [IPv6] After a restart (the launch turns the host's IPv6 on the bridge off), give the
+   * exposed host its derived IPv6 addresses back; nothing without range6 or expose.
+   */
+  async restoreExpose6(): Promise<void> {
+    const e = this.table.get(EXPOSE_ID);
+    const v6 = e ? this.v6For(e.cidrs) : undefined;
+    if (v6?.length) await bridgeIpv6(BRIDGE, v6);
   }
 
   async hide(specs: string[]): Promise<string[]> {
@@ -329,6 +343,11 @@ export class Endpoints {
       await this.allocator?.free(EXPOSE_ID, c.split('/')[0]).catch(() => 0);
     }
     e.cidrs = e.cidrs.filter((c) => !gone.includes(c));
+    const v6 = this.v6For(e.cidrs);
+    if (v6) {
+      const keep = new Set(v6);
+      await bridgeIpv6(BRIDGE, v6, (this.v6For(gone) ?? []).filter((c) => !keep.has(c)));
+    }
     if (!e.cidrs.length) this.table.delete(EXPOSE_ID);
     await this.save();
     return gone;

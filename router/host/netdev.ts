@@ -91,6 +91,27 @@ export async function hostIpv6Off(dev: string): Promise<void> {
   await writeFile(`/proc/sys/net/ipv6/conf/${dev}/disable_ipv6`, '1').catch(() => undefined);
 }
 
+/**
+ * [IPv6] `weave expose` with --ipalloc-range6: put the host on the IPv6 overlay through
+ * the bridge with exactly `cidrs6` (link-local fe80::IPv4/64 and the derived global
+ * ones, ipam/ipv6.ts): no kernel-made EUI-64 link-local (addrgenmode none, any old one
+ * flushed), no router advertisements taken, no DAD (unique by construction). An empty
+ * list turns the host's IPv6 on the bridge off again (hostIpv6Off).
+ * @throws NetdevError from `ip` when an address cannot be added
+ */
+export async function bridgeIpv6(dev: string, cidrs6: readonly string[], drop: readonly string[] = []): Promise<void> {
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(dev)) return;
+  for (const c of drop) await ip('addr', 'del', c, 'dev', dev).catch(() => undefined);
+  if (!cidrs6.length) return hostIpv6Off(dev);
+  await ip('link', 'set', 'dev', dev, 'addrgenmode', 'none');
+  for (const [k, v] of [['accept_ra', '0'], ['accept_dad', '0'], ['disable_ipv6', '0']] as const) {
+    await writeFile(`/proc/sys/net/ipv6/conf/${dev}/${k}`, v);
+  }
+  const have = await ip('-6', '-o', 'addr', 'show', 'dev', dev, 'scope', 'link');
+  for (const m of have.matchAll(/inet6 (fe80:\S+)/g)) if (!cidrs6.includes(m[1]!)) await ip('addr', 'del', m[1]!, 'dev', dev).catch(() => undefined);
+  for (const c of cidrs6) await ip('addr', 'replace', c, 'dev', dev, 'nodad');
+}
+
 /** `ip ...` inside the network namespace at nsPath (a /proc/PID/ns/net or /var/run/netns/NAME file). */
 export const ipIn = (nsPath: string, ...args: string[]): Promise<string> => run('nsenter', [`--net=${nsPath}`, '--', 'ip', ...args]);
 

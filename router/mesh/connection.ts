@@ -44,6 +44,8 @@ export interface RemoteIdentity {
   udpPort: number;
   version: number;
   range: string;
+  /** The peer's --ipalloc-range6 prefix; undefined when it sent none. */
+  range6?: string;
 }
 
 /** What a connection needs from its router. */
@@ -56,6 +58,8 @@ export interface ConnectionHost {
   /** Password-derived key (present iff a password is set). */
   readonly passwordKey: Buffer | undefined;
   readonly ipamRange: string;
+  /** --ipalloc-range6 prefix (issue #21), sent in the intro when set. */
+  readonly ipamRange6?: string;
   /** Decide on a connection whose intro arrived: undefined to accept, or the refusal reason. */
   admit(conn: Connection): string | undefined;
   onReady(conn: Connection): void;
@@ -187,6 +191,7 @@ export class Connection {
     this.send({
       t: 'intro', version: this.version, name: this.host.selfName, nickname: this.host.nickname,
       uid: this.host.uid, udpPort: this.host.udpPort, range: this.host.ipamRange, listenPort: this.host.listenPort,
+      ...(this.host.ipamRange6 ? { range6: this.host.ipamRange6 } : {}),
     });
   }
 
@@ -210,7 +215,7 @@ export class Connection {
     if (this.state === 'handshake') {
       if (m.t === 'bye') return this.close(`refused by peer: ${m.reason}`, false);
       if (m.t !== 'intro') return this.close(`protocol error: expected intro, got ${m.t}`);
-      this.remote = { name: m.name, nickname: m.nickname, uid: m.uid, udpPort: m.udpPort, version: m.version, range: m.range ?? '' };
+      this.remote = { name: m.name, nickname: m.nickname, uid: m.uid, udpPort: m.udpPort, version: m.version, range: m.range ?? '', ...(m.range6 ? { range6: m.range6 } : {}) };
       this.remoteListenPort = m.listenPort ?? (this.outbound ? this.remotePort : 6783);
       const refusal = this.host.admit(this);
       if (refusal !== undefined) return this.close(refusal);

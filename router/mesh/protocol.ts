@@ -48,7 +48,7 @@ export class ProtocolError extends Error {
 
 export type ControlMessage =
   | { t: 'hello'; proto: 'tsweave'; minVersion: number; maxVersion: number; encrypted: boolean }
-  | { t: 'intro'; version: number; name: PeerName; nickname: string; uid: number; udpPort: number; listenPort?: number; range?: string }
+  | { t: 'intro'; version: number; name: PeerName; nickname: string; uid: number; udpPort: number; listenPort?: number; range?: string; range6?: string }
   | { t: 'hb' }
   | { t: 'udp-ok' }
   | { t: 'keys'; material: Uint8Array; trusted?: boolean }
@@ -242,6 +242,34 @@ function bytes(t: string, o: Record<string, unknown>, field: string): Uint8Array
 
 const CIDR_RE = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
 
+/** An IPv6 prefix as ipam/ipv6.ts parseRange6 writes it (RFC 5952 lower case, /8../96). */
+const RANGE6_RE = /^[0-9a-f:]{2,39}\/(\d{1,2})$/;
+
+/** True for '' or an IPv6 prefix in canonical text, like "fd00:77::/64" (shape only). */
+function isRange6String(s: string): boolean {
+  if (s === '') return true;
+  const m = RANGE6_RE.exec(s);
+  return m !== null && s.split('::').length <= 2 && Number(m[1]) >= 8 && Number(m[1]) <= 96;
+}
+
+/**
+ * Why a peer whose intro carries `peer` cannot join us, or undefined. The IPAM ranges
+ * must match when both sides have one (one ring); so must the --ipalloc-range6 prefixes
+ * (issue #21: a container's IPv6 address is the prefix + its IPv4 one, and the isolation
+ * judges IPv6 by that prefix, so two prefixes in one mesh would only drop each other's
+ * IPv6 traffic). Either side without a range6 (an older router, or IPv6 off) is accepted:
+ * its containers have no IPv6, nothing is mis-delivered.
+ */
+export function rangeRefusal(ours: { range: string; range6?: string }, peer: { name: string; nickname: string; range: string; range6?: string }): string | undefined {
+  if (ours.range && peer.range && peer.range !== ours.range) {
+    return `IPAM range mismatch: peer ${peer.name}(${peer.nickname}) uses ${peer.range}, we use ${ours.range}; relaunch one of them with the same --ipalloc-range`;
+  }
+  if (ours.range6 && peer.range6 && peer.range6 !== ours.range6) {
+    return `IPv6 range mismatch: peer ${peer.name}(${peer.nickname}) uses --ipalloc-range6 ${peer.range6}, we use ${ours.range6}; relaunch one of them with the same --ipalloc-range6`;
+  }
+  return undefined;
+}
+
 /** True for '' or an IPv4 CIDR like "10.32.0.0/12". */
 function isRangeString(s: string): boolean {
   if (s === '') return true;
@@ -256,7 +284,8 @@ function isRangeString(s: string): boolean {
  * returns a fresh copy holding only its known fields.
  * Limits: uid a non-negative safe integer; udpPort 1..65535; versions positive
  * integers (hello: minVersion ≤ maxVersion); nickname ≤ 255 chars, reason ≤ 1024,
- * channel ≤ 64 (non-empty); key material exactly 32 bytes; range '' or an IPv4 CIDR.
+ * channel ≤ 64 (non-empty); key material exactly 32 bytes; range '' or an IPv4 CIDR;
+ * range6 '' or an IPv6 prefix /8../96 in lower-case text.
  * @throws ProtocolError naming the message type and the bad field.
  */
 export function validateControlMessage(x: unknown): ControlMessage {
@@ -284,6 +313,11 @@ export function validateControlMessage(x: unknown): ControlMessage {
         const range = str(t, x, 'range', 64);
         if (!isRangeString(range)) fail(t, 'range', "'' or an IPv4 CIDR like 10.32.0.0/12", range);
         msg.range = range;
+      }
+      if (x['range6'] !== undefined) {
+        const range6 = str(t, x, 'range6', 64);
+        if (!isRange6String(range6)) fail(t, 'range6', "'' or an IPv6 prefix like fd00:77::/64", range6);
+        msg.range6 = range6;
       }
       return msg;
     }

@@ -287,7 +287,8 @@ export function renderPortDelta(prev: ReadonlyMap<string, string>, next: UsableP
  * port then falls under the vethwepl* catch-all and passes nothing.
  *
  * @param ports container ports on the bridge
- * @param hostCidrs the host's exposed addresses ("10.32.1.100/24")
+ * @param hostCidrs the host's exposed addresses ("10.32.1.100/24"); with range6 the host
+ *   also hears IPv6 from those subnets' derived prefixes (global and link-local)
  * @param bridge the bridge device ("weave"): the host-input filter matches it as iifname
  * @param dns weaveDNS's link-local server address and port on the bridge (dns/config.ts),
  *   if any: local container ports may reach exactly UDP/TCP `port` on it (and ARP for
@@ -314,6 +315,7 @@ export function renderRuleset(ports: PortRules[], hostCidrs: string[], bridge: s
   for (const [i, h] of host.entries()) if (!h) skipped.push(`exposed address "${hostCidrs[i]}" is not a.b.c.d/len; ignored`);
   const hostSubnets = [...new Set(host.filter((x) => x).map((x) => x!.subnet))];
   const hostRules = subnetAccepts(hostSubnets);
+  const host6 = range6 ? [...new Set(v6Of(range6, hostCidrs.filter((c) => splitCidr(c))).subnets.flatMap((x) => x.set))] : [];
   const portMatch = '"vethwepl*"';
   const egress = [
     '    oifname vmap @out_ports',
@@ -388,6 +390,8 @@ export function renderRuleset(ports: PortRules[], hostCidrs: string[], bridge: s
     `table ip6 ${TABLE} {`,
     '  chain input {',
     '    type filter hook input priority filter; policy accept;',
+    // [IPv6] the exposed host hears IPv6 only from its exposed subnets' prefixes (global and link-local).
+    ...(range6 && host6.length ? [`    iifname "${bridge}" ip6 saddr ${set(host6)} accept comment "exposed subnets"`] : []),
     `    iifname "${bridge}" counter drop comment "isolation"`,
     '  }',
     '}',

@@ -13,7 +13,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { Testbed, canRunE2E, must, until, sleep, type Host, type Container } from './lib/testbed.js';
+import { Testbed, canRunE2E, must, sh, until, sleep, type Host, type Container } from './lib/testbed.js';
 
 const need = ['nft', 'tcpdump', 'python3', 'dig'].filter((b) => !['/usr/sbin', '/usr/bin', '/sbin', '/bin'].some((d) => existsSync(`${d}/${b}`)));
 const missing = canRunE2E() ?? (need.length ? `needs ${need.join(', ')} (Debian: nftables, tcpdump, python3, dnsutils; see scripts/setup.sh)` : undefined);
@@ -324,6 +324,33 @@ describe('IPv6 overlay: dual-stack containers, isolation, PMTU, DNS', { skip, ti
     assert.match(await dig(c.b2, ['AAAA', 'web6.weave.local']), /status: NXDOMAIN/, 'group B does not learn group A\'s address');
   });
 
+  test('weave expose gives the host its derived IPv6 on the bridge: it reaches its exposed group (local, fastdp, sleeve), not another group; hide takes it away', async () => {
+    const H = 'fd00:77::a20:164'; // 10.32.1.100
+    const hostPing = async (to: string, tries: number): Promise<boolean> => {
+      for (let i = 0; i < tries; i++) if ((await sh('ip', ['netns', 'exec', h1.ns, 'ping', '-c', '1', '-W', '1', to], { timeoutMs: 15_000 })).code === 0) return true;
+      return false;
+    };
+    assert.equal((await h1.mustWeave(['expose', 'ip:10.32.1.100/24'])).trim(), '10.32.1.100');
+    const addrs = (await sh('ip', ['-n', h1.ns, '-o', '-6', 'addr', 'show', 'dev', 'weave'])).stdout;
+    assert.match(addrs, new RegExp(`inet6 ${H}/120 `), addrs);
+    assert.match(addrs, new RegExp(`inet6 ${LL(H)}/64 `), addrs);
+    assert.equal(addrs.trim().split('\n').length, 2, `only the derived addresses (no EUI-64 link-local):\n${addrs}`);
+    assert.doesNotMatch(addrs, /tentative|dadfailed/);
+    assert.ok(await hostPing(G.a1, 10), 'h1 (exposed) -> a1 on its own bridge');
+    assert.ok(await hostPing(G.a2, 10), 'h1 (exposed) -> a2 over the fast datapath');
+    await c.a3.mustPing(H, { tries: 10 }, 'a3 (sleeve) -> exposed h1');
+    // Another group: give the host a route so only isolation can stop it.
+    await must('ip', ['-n', h1.ns, '-6', 'route', 'add', 'fd00:77::a20:200/120', 'dev', 'weave']);
+    try {
+      assert.equal(await hostPing(G.b1, 2), false, 'h1 exposed in A must not reach b1');
+      assert.equal(await hostPing(G.b2, 2), false, 'h1 exposed in A must not reach b2');
+    } finally {
+      await must('ip', ['-n', h1.ns, '-6', 'route', 'del', 'fd00:77::a20:200/120', 'dev', 'weave']);
+    }
+    assert.equal((await h1.mustWeave(['hide', 'ip:10.32.1.100/24'])).trim(), '10.32.1.100');
+    assert.doesNotMatch((await sh('ip', ['-n', h1.ns, '-o', '-6', 'addr', 'show', 'dev', 'weave'])).stdout, /inet6/);
+  });
+
   test('with the router stopped the bridge filters still hold for IPv6; encrypted sleeve carries IPv6', async () => {
     for (const h of [h1, h2, h3]) await h.mustWeave(['stop']);
     const cap = await Capture.start(c.b1.ns, procs);
@@ -344,5 +371,13 @@ describe('IPv6 overlay: dual-stack containers, isolation, PMTU, DNS', { skip, ti
     await c.a1.mustPing(G.a3, { tries: 15 }, 'a1 -> a3 (encrypted sleeve)');
     await c.a3.mustPing(`${LL(G.a1)}%ethwe`, { tries: 10 }, 'a3 -> a1 link-local (encrypted sleeve)');
     await c.b3.mustPing(G.b1, { tries: 10 }, 'b3 -> b1 (encrypted sleeve)');
+  });
+
+  test('a peer with another --ipalloc-range6 is refused with one line naming both prefixes', async () => {
+    await h3.mustWeave(['stop']);
+    await h3.launch(['--ipalloc-range', '', '--ipalloc-range6', 'fd00:99::/64', '--no-proxy', h1.ip], { env: { WEAVE_PASSWORD: PASSWORD } });
+    const re = /IPv6 range mismatch: peer \S+\((h1|h3)\) uses --ipalloc-range6 fd00:(77|99)::\/64, we use fd00:(77|99)::\/64; relaunch one of them with the same --ipalloc-range6/;
+    await until('range6 mismatch logged', async () => re.test(h3.logTail(100) + h1.logTail(100)), 60_000, 500);
+    assert.ok(!(await established(h1)).some((x) => x.NickName === 'h3'), 'h3 never joins h1');
   });
 });

@@ -2,6 +2,9 @@
  * The Docker API proxy with real routers on two hosts: one private dockerd per host
  * namespace, `eval $(weave env)`, then the plain docker CLI. Containers get an
  * address from IPAM before their own process runs, and reach each other across hosts.
+ * The routers run with --ipalloc-range6 (issue #21), so proxy containers are also
+ * dual-stack: ethwe carries RANGE6 + their IPv4 address, `weave ps` lists both, ping6
+ * crosses hosts and weaveDNS answers AAAA for them.
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,8 +15,10 @@ import { Testbed, canRunE2E, until, sh, type Host } from './lib/testbed.js';
 import { startDockerd, dockerdAvailable, type Dockerd } from './docker/dockerd.js';
 import { importBusyboxImage, busyboxStaticAvailable } from './docker/image.js';
 import { defaultWeavewaitPath } from '../../proxy/proxy.js';
+import { derive6, parseRange6 } from '../../ipam/ipv6.js';
 
 const IMG = 'tsw-pm-bb:1';
+const RANGE6 = 'fd00:78::/64';
 
 function skipReason(): string | undefined {
   const r = canRunE2E() ?? dockerdAvailable() ?? busyboxStaticAvailable();
@@ -37,8 +42,8 @@ describe('proxy across two hosts with real routers', { skip, timeout: 600_000 },
     for (const h of [h1, h2]) {
       const d = await startDockerd({ name: `tsw-pm-${h.nickname}-${process.pid}`, netns: h.ns });
       daemons.push(d);
-      await h.launch(h === h1 ? [h2.ip] : [h1.ip], { env: { DOCKER_HOST: d.host } });
-      await importBusyboxImage({ dockerHost: d.host, tag: IMG, applets: ['sh', 'ping', 'ip', 'cat', 'sleep', 'hostname', 'ifconfig'] });
+      await h.launch(['--ipalloc-range6', RANGE6, h === h1 ? h2.ip : h1.ip], { env: { DOCKER_HOST: d.host } });
+      await importBusyboxImage({ dockerHost: d.host, tag: IMG, applets: ['sh', 'ping', 'ping6', 'nslookup', 'ip', 'cat', 'sleep', 'hostname', 'ifconfig'] });
     }
     await until('connection', async () => (await h1.mustWeave(['status', 'connections'])).includes('established'), 30_000);
   });
@@ -72,8 +77,41 @@ describe('proxy across two hosts with real routers', { skip, timeout: 600_000 },
     assert.notEqual(ipA, ipB);
     const p = await docker(h1, ['exec', 'ca', 'ping', '-c', '3', '-W', '2', ipB]);
     assert.equal(p.code, 0, p.stdout + p.stderr);
-    // `weave ps` on h1 lists the container with its address.
-    assert.match(await h1.mustWeave(['ps']), new RegExp(`^[0-9a-f]{12} ([0-9a-f]{2}:){5}[0-9a-f]{2} ${ipA.replace(/\./g, '\\.')}/12$`, 'm'));
+    // `weave ps` on h1 lists the container with its address (then its IPv6 one, below).
+    assert.match(await h1.mustWeave(['ps']), new RegExp(`^[0-9a-f]{12} ([0-9a-f]{2}:){5}[0-9a-f]{2} ${ipA.replace(/\./g, '\\.')}/12 `, 'm'));
+  });
+
+  test('with --ipalloc-range6, proxy containers are dual-stack: derived IPv6 on ethwe, weave ps shows both, ping6 across hosts, AAAA answers', async () => {
+    const r6 = parseRange6(RANGE6);
+    const addrs = async (h: Host, name: string): Promise<{ v4: string; v6: string; out6: string }> => {
+      const v4 = /inet (\d+\.\d+\.\d+\.\d+)\//.exec((await docker(h, ['exec', name, 'ip', '-4', '-o', 'addr', 'show', 'ethwe'])).stdout)?.[1];
+      assert.ok(v4, `${name} has no IPv4 on ethwe`);
+      const out6 = (await docker(h, ['exec', name, 'ip', '-6', '-o', 'addr', 'show', 'ethwe'])).stdout;
+      return { v4, v6: derive6(r6, v4), out6 };
+    };
+    const a = await addrs(h1, 'ca');
+    const b = await addrs(h2, 'cb');
+    // Global /108 (96 + the /12 of the IPv4 range) and the fe80::IPv4 link-local, usable at once (nodad).
+    assert.match(a.out6, new RegExp(`inet6 ${a.v6}/108 `), a.out6);
+    assert.match(a.out6, new RegExp(`inet6 ${a.v6.replace('fd00:78::', 'fe80::')}/64 `), a.out6);
+    assert.doesNotMatch(a.out6, /tentative|dadfailed/);
+    assert.match(b.out6, new RegExp(`inet6 ${b.v6}/108 `), b.out6);
+    // weave ps: id, MAC, the IPv4 CIDR, then the IPv6 one.
+    assert.match(await h1.mustWeave(['ps']), new RegExp(`^[0-9a-f]{12} ([0-9a-f]{2}:){5}[0-9a-f]{2} ${a.v4.replace(/\./g, '\\.')}/12 ${a.v6}/108$`, 'm'));
+    assert.match(await h2.mustWeave(['ps']), new RegExp(` ${b.v4.replace(/\./g, '\\.')}/12 ${b.v6}/108$`, 'm'));
+    // ping6 across hosts, both ways, global and link-local (ethwe's fe80::IPv4).
+    const p = await docker(h1, ['exec', 'ca', 'ping6', '-c', '3', '-W', '2', b.v6], 30_000);
+    assert.equal(p.code, 0, p.stdout + p.stderr);
+    const q = await docker(h2, ['exec', 'cb', 'ping6', '-c', '3', '-W', '2', a.v6], 30_000);
+    assert.equal(q.code, 0, q.stdout + q.stderr);
+    const ll = await docker(h1, ['exec', 'ca', 'ping6', '-c', '2', '-W', '2', '-I', 'ethwe', b.v6.replace('fd00:78::', 'fe80::')], 30_000);
+    assert.equal(ll.code, 0, ll.stdout + ll.stderr);
+    // weaveDNS on h1 learned cb (started through h2's proxy) with both families: AAAA answered in the container, dns-lookup prints both.
+    await until('cb in h1\'s DNS with IPv6', async () => (await h1.mustWeave(['dns-lookup', 'cb'])).includes(b.v6), 30_000, 500);
+    assert.deepEqual((await h1.mustWeave(['dns-lookup', 'cb'])).trim().split('\n'), [b.v4, b.v6]);
+    const ns = await docker(h1, ['exec', 'ca', 'nslookup', '-type=aaaa', 'cb.weave.local'], 30_000);
+    assert.equal(ns.code, 0, ns.stdout + ns.stderr);
+    assert.match(ns.stdout, new RegExp(`Address: ${b.v6}$`, 'm'), ns.stdout);
   });
 
   test('the very first command of a --rm container already reaches the other host', async () => {

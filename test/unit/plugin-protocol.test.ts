@@ -53,6 +53,7 @@ class World implements PluginBackend {
     this.held.delete(addr);
     return 1;
   }
+  address6?: (cidr4: string) => string | undefined;
   newMac(): string {
     this.macs++;
     return `02:00:00:00:00:${this.macs.toString(16).padStart(2, '0')}`;
@@ -195,6 +196,22 @@ describe('plugin protocol', () => {
     w.dns = '169.254.53.53/32';
     await c.handle('/NetworkDriver.Leave', { NetworkID: 'n1', EndpointID: 'e3' });
     assert.equal((await c.handle('/NetworkDriver.Join', { NetworkID: 'n1', EndpointID: 'e3' })).StaticRoutes, undefined);
+  });
+
+  test('with --ipalloc-range6, CreateEndpoint answers the derived AddressIPv6 (with or without a MAC of ours); without it, none', async () => {
+    const w = new World();
+    w.address6 = (cidr4: string) => (cidr4 === '10.32.0.2/12' ? 'fd00:77::a20:2/108' : cidr4 === '10.32.0.3/12' ? 'fd00:77::a20:3/108' : undefined);
+    const c = new PluginCore(w);
+    await c.handle('/NetworkDriver.CreateNetwork', { NetworkID: 'n1', IPv4Data: [{ Pool: '10.32.0.0/12' }] });
+    assert.deepEqual(await c.handle('/NetworkDriver.CreateEndpoint', { NetworkID: 'n1', EndpointID: 'e1', Interface: { Address: '10.32.0.2/12', AddressIPv6: '' } }),
+      { Interface: { MacAddress: '02:00:00:00:00:01', AddressIPv6: 'fd00:77::a20:2/108' } });
+    assert.deepEqual(await c.handle('/NetworkDriver.CreateEndpoint', { NetworkID: 'n1', EndpointID: 'e2', Interface: { Address: '10.32.0.3/12', MacAddress: '02:42:0a:20:00:03' } }),
+      { Interface: { AddressIPv6: 'fd00:77::a20:3/108' } });
+    // Docker giving IPv6 itself (a network made with --ipv6) is refused: the address must be the derived one.
+    await rejectsWith(c.handle('/NetworkDriver.CreateEndpoint', { NetworkID: 'n1', EndpointID: 'e3', Interface: { Address: '10.32.0.4/12', AddressIPv6: 'fd00:77::a20:4/108' } }), /without --ipv6/);
+    assert.equal(w.saved?.endpoints.e3, undefined);
+    w.address6 = () => undefined;
+    assert.deepEqual(await c.handle('/NetworkDriver.CreateEndpoint', { NetworkID: 'n1', EndpointID: 'e4', Interface: { Address: '10.32.0.5/12', MacAddress: '02:42:0a:20:00:05' } }), {});
   });
 
   test('state survives a restart: a new core on the saved state joins an endpoint created before', async () => {

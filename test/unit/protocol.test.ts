@@ -8,6 +8,7 @@ import {
   PROTOCOL_MIN_VERSION,
   ProtocolError,
   encodeFrame,
+  rangeRefusal,
   validateControlMessage,
   type ControlMessage,
 } from '../../router/mesh/protocol.js';
@@ -22,6 +23,7 @@ const samples: ControlMessage[] = [
   { t: 'intro', version: 1, name: A, nickname: 'host-a', uid: 2 ** 52 + 12345, udpPort: 6783, range: '10.32.0.0/12' },
   { t: 'intro', version: 1, name: B, nickname: '', uid: 0, udpPort: 1 },
   { t: 'intro', version: 1, name: B, nickname: 'n', uid: 7, udpPort: 65535, range: '' },
+  { t: 'intro', version: 1, name: B, nickname: 'n', uid: 7, udpPort: 65535, range: '10.32.0.0/12', range6: 'fd00:77::/64' },
   { t: 'hb' },
   { t: 'udp-ok' },
   { t: 'keys', material: Buffer.alloc(32, 7) },
@@ -240,4 +242,24 @@ test('property: random bytes only ever yield ProtocolError or valid messages', (
       assert.ok(e instanceof ProtocolError, `unexpected ${String(e)}`);
     }
   }
+});
+
+test('intro range6: an IPv6 prefix /8../96 in lower-case text or empty; anything else names the field', () => {
+  const intro = { t: 'intro', version: 1, name: A, nickname: 'a', uid: 1, udpPort: 6783 };
+  for (const ok of ['', 'fd00:77::/64', 'fd00::/8', '2001:db8:1:2:3:4::/96']) assert.equal((validateControlMessage({ ...intro, range6: ok }) as { range6?: string }).range6, ok);
+  for (const bad of ['fd00:77::/97', 'fd00::/7', 'FD00:77::/64', 'fd00:77::', '10.32.0.0/12', 'fd00::1::/64', 'x'.repeat(65), 5]) {
+    assert.throws(() => validateControlMessage({ ...intro, range6: bad }), /"range6"/, String(bad));
+  }
+});
+
+test('rangeRefusal: IPv4 ranges and --ipalloc-range6 prefixes must match when both sides have one', () => {
+  const peer = { name: A, nickname: 'h2', range: '10.32.0.0/12' };
+  assert.equal(rangeRefusal({ range: '10.32.0.0/12' }, peer), undefined);
+  assert.match(rangeRefusal({ range: '10.40.0.0/16' }, peer) ?? '', /^IPAM range mismatch: peer .*\(h2\) uses 10\.32\.0\.0\/12, we use 10\.40\.0\.0\/16/);
+  assert.equal(rangeRefusal({ range: '10.32.0.0/12', range6: 'fd00:77::/64' }, { ...peer, range6: 'fd00:77::/64' }), undefined);
+  const r = rangeRefusal({ range: '10.32.0.0/12', range6: 'fd00:77::/64' }, { ...peer, range6: 'fd00:78::/64' });
+  assert.equal(r, `IPv6 range mismatch: peer ${A}(h2) uses --ipalloc-range6 fd00:78::/64, we use fd00:77::/64; relaunch one of them with the same --ipalloc-range6`);
+  // Either side without range6 (IPv6 off, or an older router): accepted.
+  assert.equal(rangeRefusal({ range: '10.32.0.0/12', range6: 'fd00:77::/64' }, peer), undefined);
+  assert.equal(rangeRefusal({ range: '10.32.0.0/12' }, { ...peer, range6: 'fd00:78::/64' }), undefined);
 });

@@ -222,6 +222,15 @@ describe('bridge filters for IPv6 (nft ruleset)', () => {
     assert.equal(renderPortDelta(new Map([[usable[0].port, usable[0].key]]), usable), '');
   });
 
+  test('weave expose with range6: the host hears IPv6 only from its exposed subnets\' prefixes (global and link-local), then the drop', () => {
+    const { script } = renderRuleset(ports, ['10.32.1.100/24', '10.32.3.1/24', 'bad'], 'weave', undefined, R6);
+    const t6 = script.slice(script.indexOf('table ip6 tsweave {'));
+    assert.ok(t6.includes('    iifname "weave" ip6 saddr { fd00:77::a20:100/120, fe80::a20:100/120, fd00:77::a20:300/120, fe80::a20:300/120 } accept comment "exposed subnets"\n    iifname "weave" counter drop comment "isolation"'), t6);
+    // Not exposed (no host addresses): IPv6 to the host is dropped as before.
+    const none = renderRuleset(ports, [], 'weave', undefined, R6).script;
+    assert.ok(!none.includes('accept comment "exposed subnets"'), none);
+  });
+
   test('without range6 no container port passes IPv6; the host never hears IPv6 from the bridge', () => {
     const { script } = renderRuleset(ports, ['10.32.1.100/24'], 'weave');
     assert.ok(!/ip6 saddr|ether type ip6|icmpv6/.test(script), script);
