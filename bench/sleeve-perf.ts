@@ -14,7 +14,7 @@
  *   npx tsc -p tsconfig.json && node dist/bench/sleeve-perf.js
  * Environment:
  *   RUNS=3            repetitions per mode
- *   MODES=plain,enc   which modes (enc uses WEAVE_PASSWORD=PW, default "secret")
+ *   MODES=plain,enc   which modes (enc uses WEAVE_PASSWORD=PW, default "sleeve bench secret": passwords need 12+ characters)
  *   MTU=1436          overlay MTU passed to `weave launch --mtu`
  *   DURATION=8        iperf3 TCP seconds (UDP runs 5 s)
  *   DIAG=1            after each UDP run print where packets were lost: TAP tx drops
@@ -100,7 +100,7 @@ async function measureMode(mode: string): Promise<RunResult[]> {
     // The sleeve is what is measured: keep the kernel fast datapath off.
     const env: NodeJS.ProcessEnv = { WEAVE_NO_FASTDP: '1' };
     if (PROF) env.WEAVER_NODE_ARGS = `--cpu-prof --cpu-prof-dir=${PROF}`;
-    if (mode === 'enc') env.WEAVE_PASSWORD = process.env.PW ?? 'secret';
+    if (mode === 'enc') env.WEAVE_PASSWORD = process.env.PW ?? 'sleeve bench secret';
     const args = ['--ipalloc-range', '', '--mtu', MTU, '--no-proxy'];
     await h1!.launch(args, { env });
     await h2!.launch([...args, h1!.ip], { env });
