@@ -28,17 +28,21 @@
 //   tap.clearFlows(), tap.flowStats()
 //   setDontFragment(fd, on)
 //
-// Flow cache (flow-cache.h): a wake-up of at most kFastBatchMax frames that
-// all match installed egress flows is sent here, one FRAMES datagram per
-// frame with sendmsg() on the sleeve's UDP socket, and JavaScript is not
-// called; otherwise the batch goes to onBatch as always. A flow of an
+// Flow cache (flow-cache.h): a wake-up of at most kFastBatchMax frames, or of
+// any number of bulk frames (>= kBigFrame bytes), that all match installed
+// egress flows is sent here, one FRAMES datagram per frame on the sleeve's UDP
+// socket (runs of equal-sized datagrams to one hop as one UDP GSO sendmsg), and
+// JavaScript is not called; otherwise the batch goes to onBatch as always. A flow of an
 // encrypted peer seals that datagram first (sleeve-aead.h: ENCRYPTED outer
 // header, the Sealer's shared counter), exactly as the router's Sealer would.
 //
-// vnetHdr (opt-in): the TAP is opened with IFF_VNET_HDR and no offloads
-// (TUNSETOFFLOAD 0), so the kernel still hands us plain, checksummed frames
-// (their 10-byte virtio_net_hdr is read into scratch and dropped: JS sees the
-// same frames), while writeSlab may hand the kernel TCP super-frames: within
+// vnetHdr (opt-in): the TAP is opened with IFF_VNET_HDR. Without readOffload
+// it gets no offloads (TUNSETOFFLOAD 0), so the kernel still hands us plain,
+// checksummed frames (their 10-byte virtio_net_hdr is read into scratch and
+// dropped: JS sees the same frames); with readOffload (TsoInfo below) it may
+// hand us partial checksums and TCP super-frames, which Drain completes and
+// cuts into plain segments, so JS still sees the same frames. writeSlab may
+// hand the kernel TCP super-frames: within
 // one writeSlab call, consecutive IPv4/TCP segments of one flow with
 // contiguous sequence numbers and identical headers (what Linux's TCP GRO
 // merges, net/ipv4/tcp_offload.c) are written as ONE frame with a
