@@ -6,7 +6,8 @@
  * prints the underlay's ping RTT for reference, checks that 64 MiB of random data
  * cross intact (SHA-256), and repeats RUNS times: ping RTT (20 pings, 50 ms apart), iperf3 TCP one stream
  * (DURATION s) and iperf3 UDP with 64-byte payloads at unlimited rate (delivered
- * packets per second = sent − lost). It prints each run and the medians, and a final
+ * packets per second = sent − lost), and the CPU time both routers used per GB moved during
+ * the TCP run (steadier than throughput on a shared machine). It prints each run and the medians, and a final
  * JSON line with the medians, so before/after comparisons can be scripted. The kernel
  * fast datapath is turned off (WEAVE_NO_FASTDP=1): this measures the sleeve only.
  *
@@ -14,7 +15,7 @@
  *   npx tsc -p tsconfig.json && node dist/bench/sleeve-perf.js
  * Environment:
  *   RUNS=3            repetitions per mode
- *   MODES=plain,enc   which modes (enc uses WEAVE_PASSWORD=PW, default "secret")
+ *   MODES=plain,enc   which modes (enc uses WEAVE_PASSWORD=PW, default "sleeve bench secret": passwords need 12+ characters)
  *   MTU=1436          overlay MTU passed to `weave launch --mtu`
  *   DURATION=8        iperf3 TCP seconds (UDP runs 5 s)
  *   DIAG=1            after each UDP run print where packets were lost: TAP tx drops
@@ -29,7 +30,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Testbed, until, sleep, sh, type Container } from '../test/e2e/lib/testbed.js';
 
-interface RunResult { rttMs: number; tcpMbit: number; tcpRetr: number; udpPps: number; udpLossPct: number }
+interface RunResult { rttMs: number; tcpMbit: number; tcpRetr: number; udpPps: number; udpLossPct: number; cpuMsPerGB: number }
 
 const RUNS = Number(process.env.RUNS ?? 3);
 const MODES = (process.env.MODES ?? 'plain,enc').split(',').filter(Boolean);
@@ -50,6 +51,29 @@ async function lossCounters(ns: string[]): Promise<string> {
     parts.push(`${n.replace(/^.*-/, '')}: ${vals}${tx ? ` tap-tx-dropped=${tx[4]}` : ''}${rx ? ` tap-rx-dropped=${rx[4]}` : ''}`);
   }
   return parts.join(' | ');
+}
+
+/**
+ * CPU time (user + system, ms) used so far by the router processes in namespaces `ns`
+ * (/proc/PID/stat utime + stime, USER_HZ = 100). On a shared machine CPU per byte moved is
+ * a steadier figure than throughput, which follows whatever else is running.
+ */
+async function routerCpuMs(ns: string[]): Promise<number> {
+  let ticks = 0;
+  for (const n of ns) {
+    const r = await sh('ip', ['netns', 'pids', n], { timeoutMs: 5000 });
+    for (const pid of r.stdout.split(/\s+/).filter(Boolean)) {
+      try {
+        if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('weaver')) continue;
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        ticks += Number(f[11]) + Number(f[12]);
+      } catch {
+        // the process is gone
+      }
+    }
+  }
+  return ticks * 10;
 }
 
 function median(xs: number[]): number {
@@ -100,7 +124,7 @@ async function measureMode(mode: string): Promise<RunResult[]> {
     // The sleeve is what is measured: keep the kernel fast datapath off.
     const env: NodeJS.ProcessEnv = { WEAVE_NO_FASTDP: '1' };
     if (PROF) env.WEAVER_NODE_ARGS = `--cpu-prof --cpu-prof-dir=${PROF}`;
-    if (mode === 'enc') env.WEAVE_PASSWORD = process.env.PW ?? 'secret';
+    if (mode === 'enc') env.WEAVE_PASSWORD = process.env.PW ?? 'sleeve bench secret';
     const args = ['--ipalloc-range', '', '--mtu', MTU, '--no-proxy'];
     await h1!.launch(args, { env });
     await h2!.launch([...args, h1!.ip], { env });
@@ -117,8 +141,11 @@ async function measureMode(mode: string): Promise<RunResult[]> {
       const p = await c1.exec(['ping', '-c', '20', '-i', '0.05', '-q', '10.32.0.2'], 20_000);
       const m = /= [\d.]+\/([\d.]+)\//.exec(p.stdout);
       const rttMs = m ? Number(m[1]) : NaN;
+      const cpu0 = await routerCpuMs([h1!.ns, h2!.ns]);
       const t = await c1.exec(['iperf3', '-c', '10.32.0.2', '-t', DURATION, '-J'], 60_000);
+      const cpu1 = await routerCpuMs([h1!.ns, h2!.ns]);
       const jt = parseIperf(t.stdout);
+      const gb = jt ? jt.end.sum_received.bytes / 1e9 : NaN;
       await sleep(300);
       const u = await c1.exec(['iperf3', '-c', '10.32.0.2', '-u', '-l', '64', '-b', '0', '-t', '5', '-J'], 60_000);
       const s = parseIperf(u.stdout)?.end?.sum;
@@ -128,11 +155,12 @@ async function measureMode(mode: string): Promise<RunResult[]> {
         tcpRetr: jt ? jt.end.sum_sent.retransmits : NaN,
         udpPps: s ? Math.round((s.packets - s.lost_packets) / s.seconds) : NaN,
         udpLossPct: s ? Number(s.lost_percent.toFixed(1)) : NaN,
+        cpuMsPerGB: Math.round((cpu1 - cpu0) / gb),
       };
       if (DIAG) console.log(`  loss counters (cumulative): ${await lossCounters([h1!.ns, h2!.ns, c2.ns])}`);
       await sleep(300);
       results.push(r);
-      console.log(`${mode} run ${i + 1}: rtt ${r.rttMs} ms, TCP ${r.tcpMbit} Mbit/s (retr ${r.tcpRetr}), UDP64 ${r.udpPps} pps delivered (loss ${r.udpLossPct}%)`);
+      console.log(`${mode} run ${i + 1}: rtt ${r.rttMs} ms, TCP ${r.tcpMbit} Mbit/s (retr ${r.tcpRetr}), UDP64 ${r.udpPps} pps delivered (loss ${r.udpLossPct}%), both routers ${r.cpuMsPerGB} CPU ms/GB during TCP`);
     }
     console.log(`${mode} drops: h1 ${JSON.stringify((await h1!.report()).Router.Drops)} h2 ${JSON.stringify((await h2!.report()).Router.Drops)}`);
     // A clean stop lets --cpu-prof write its profile.
@@ -144,12 +172,12 @@ async function measureMode(mode: string): Promise<RunResult[]> {
   return results;
 }
 
-const summary: Record<string, { rttMs: number; tcpMbit: number; udpPps: number; runs: number }> = {};
+const summary: Record<string, { rttMs: number; tcpMbit: number; udpPps: number; cpuMsPerGB: number; runs: number }> = {};
 for (const mode of MODES) {
   try {
     const rs = await measureMode(mode);
-    summary[mode] = { rttMs: median(rs.map((r) => r.rttMs)), tcpMbit: median(rs.map((r) => r.tcpMbit)), udpPps: median(rs.map((r) => r.udpPps)), runs: rs.length };
-    console.log(`${mode} median of ${rs.length}: rtt ${summary[mode]!.rttMs} ms, TCP ${summary[mode]!.tcpMbit} Mbit/s, UDP64 ${summary[mode]!.udpPps} pps`);
+    summary[mode] = { rttMs: median(rs.map((r) => r.rttMs)), tcpMbit: median(rs.map((r) => r.tcpMbit)), udpPps: median(rs.map((r) => r.udpPps)), cpuMsPerGB: median(rs.map((r) => r.cpuMsPerGB)), runs: rs.length };
+    console.log(`${mode} median of ${rs.length}: rtt ${summary[mode]!.rttMs} ms, TCP ${summary[mode]!.tcpMbit} Mbit/s, UDP64 ${summary[mode]!.udpPps} pps, routers ${summary[mode]!.cpuMsPerGB} CPU ms/GB`);
   } catch (e) {
     console.error(`${mode}: ${(e as Error).message}`);
     process.exitCode = 1;

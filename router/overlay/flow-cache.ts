@@ -27,6 +27,12 @@ export const FLOW_TTL_MS = 2_000;
  * router's packing and offloads do better than a syscall per frame.
  */
 export const FLOW_BATCH_MAX = 1;
+/**
+ * Frames of at least this many bytes are cached (egress) in wake-ups of any size;
+ * mirrors tap.cc kBigFrame: a bulk transfer, which the TAP addon seals and sends as UDP
+ * GSO runs itself, while smaller frames gain from the router's packing.
+ */
+export const FLOW_BULK_FRAME = 512;
 /** Bytes of the egress template: sleeve header (8) + the frame record's src and dst peer (12). */
 export const EGRESS_TEMPLATE_BYTES = HEADER_BYTES + 12;
 
@@ -64,6 +70,11 @@ export function egressTemplate(sender: number, origin: number, dst: number, out:
   writeMac(out, 8, origin);
   writeMac(out, 14, dst);
   return out;
+}
+
+/** Bulk frames are cached in batches (FLOW_BULK_FRAME) unless WEAVE_NO_BULK_FLOWS=1 (the reference in benchmarks). */
+export function bulkFlowsEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.WEAVE_NO_BULK_FLOWS !== '1';
 }
 
 /** The flow cache is on unless WEAVE_NO_FLOW_CACHE=1 (an escape hatch, and the reference in benchmarks). */

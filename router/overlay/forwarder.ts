@@ -22,7 +22,8 @@ import { forEachFrame } from './sleeve-codec.js';
 import { dstMac, srcMac, isGroupMac, ipv4DontFragment, fragmentIPv4, icmpFragNeeded, etherType } from './ethernet.js';
 import { ETHERTYPE_IPV6, packetTooBig } from './ipv6.js';
 import type { Tap } from './tap.js';
-import { EGRESS_TEMPLATE_BYTES, FLOW_BATCH_MAX, FLOW_TTL_MS, NO_FLOW_STATS, egressTemplate, type FlowStats } from './flow-cache.js';
+import { EGRESS_TEMPLATE_BYTES, FLOW_BATCH_MAX, FLOW_BULK_FRAME, FLOW_TTL_MS, NO_FLOW_STATS, bulkFlowsEnabled, egressTemplate, type FlowStats } from './flow-cache.js';
+import { COALESCE } from './udp.js';
 
 /**
  * Per-frame subnet isolation (router/policy/isolation.ts): decides, from the local
@@ -77,6 +78,8 @@ export class Forwarder {
   // [flow cache] flow-cache.ts: decisions for small wake-ups are cached in the
   // addons; these hold what an install needs.
   readonly flowCache: boolean;
+  /** [flow cache] bulk frames are cached in batches too (flow-cache.ts bulkFlowsEnabled). */
+  private readonly bulkFlows: boolean;
   private readonly flowTemplate = Buffer.alloc(EGRESS_TEMPLATE_BYTES);
   private tapVnetBytes = 0;
   /** The peer that sent the datagram being handled, and whether its frames may get ingress flows. */
@@ -95,6 +98,7 @@ export class Forwarder {
     this.sleeve = o.sleeve;
     this.sleevePeers = o.sleevePeers;
     this.flowCache = o.flowCache;
+    this.bulkFlows = o.flowCache && bulkFlowsEnabled();
   }
 
   /** Subnet isolation; undefined lets every frame through. Setting it clears the flow cache. */
@@ -210,6 +214,11 @@ export class Forwarder {
     const self = this.selfNum;
     const now = (this.now = Date.now());
     const cacheable = this.flowCache && count <= FLOW_BATCH_MAX;
+    // Bulk frames are cached in batches too (FLOW_BULK_FRAME); one install per
+    // conversation and batch (a batch is often one TCP super-frame's segments).
+    const bulk = this.bulkFlows;
+    let lastSrc = -1;
+    let lastDst = -1;
     for (let i = 0; i < count; i++) {
       const start = frames[2 * i];
       const end = start + frames[2 * i + 1];
@@ -237,7 +246,11 @@ export class Forwarder {
       // the kernel's VXLAN already carried it to a fastdp owner.
       else if (owner !== self && !this.fastdpNums.has(owner)) {
         this.unicast(self, owner, slab, start, end);
-        if (cacheable) this.installEgressFlow(src, dst, owner, end - start);
+        if ((cacheable || (bulk && end - start >= FLOW_BULK_FRAME)) && (src !== lastSrc || dst !== lastDst)) {
+          this.installEgressFlow(src, dst, owner, end - start);
+          lastSrc = src;
+          lastDst = dst;
+        }
       }
     }
     this.sleeve.flush();
@@ -255,7 +268,9 @@ export class Forwarder {
     if (tap === undefined || sp === undefined || fd < 0 || sp.addr < 0 || len > sp.maxFrame) return;
     if (sp.encrypted && sp.sealer === undefined) return;
     egressTemplate(this.selfNum, this.selfNum, owner, this.flowTemplate);
-    tap.addFlow(srcM, dstM, fd, sp.family === 6 ? sp.address : sp.addr, sp.port, this.flowTemplate, sp.maxFrame, FLOW_TTL_MS, sp.sealer);
+    // COALESCE: the addon may send this flow's datagrams as UDP GSO runs, when the sleeve would.
+    const port = this.sleeve.mayCoalesce(sp) ? sp.port | COALESCE : sp.port;
+    tap.addFlow(srcM, dstM, fd, sp.family === 6 ? sp.address : sp.addr, port, this.flowTemplate, sp.maxFrame, FLOW_TTL_MS, sp.sealer);
   }
 
   /** [flow cache] Empties both directions' caches: a decision's input changed. */

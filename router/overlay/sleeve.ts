@@ -411,9 +411,18 @@ export class Sleeve {
     // discovery found the path narrower than both the configured size and our own
     // interface allows: then something further on (a tunnel, a length filter) is
     // picky, and plain datagrams are the safe choice.
-    const coalesce = this.offload && peer.pmtuDatagram >= Math.min(peer.wantDatagram, peer.localDatagram) ? COALESCE : 0;
+    const coalesce = this.mayCoalesce(peer) ? COALESCE : 0;
     this.out.commit(peer.bufAt, len, peer.addr, peer.port | coalesce);
     this.stats.datagramsOut++;
+  }
+
+  /**
+   * Whether equal-sized datagrams to `peer` may leave as one UDP GSO super-packet: with
+   * offloads on, unless PMTU discovery found the path narrower than both the configured
+   * size and our own interface allow (used by the sleeve and the egress flow cache).
+   */
+  mayCoalesce(peer: SleevePeer): boolean {
+    return this.offload && peer.pmtuDatagram >= Math.min(peer.wantDatagram, peer.localDatagram);
   }
 
   /** Sends a control datagram (heartbeat, probe, ack) at once, sealed if the peer has a key. */

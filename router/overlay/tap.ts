@@ -60,6 +60,14 @@ export interface TapStats {
   vnetHdr: boolean;
   /** frames written merged into TCP super-frames by writeSlab (vnetHdr only), included in writeFrames */
   writeCoalesced: number;
+  /** the kernel granted read offloads ({@link TapOpenOptions.readOffload}) */
+  readOffload: boolean;
+  /** TCP super-frames read (read offloads), each cut into segments */
+  readSuperFrames: number;
+  /** segments cut from super-frames, included in readFrames */
+  readSegments: number;
+  /** datagrams the egress flow cache sent in UDP GSO runs (port | COALESCE flows) */
+  egressGso: number;
 }
 
 /** Options of {@link Tap.open}. */
@@ -89,6 +97,17 @@ export interface TapOpenOptions {
    * bridge and the receiving container handle one packet instead of up to 64.
    */
   vnetHdr?: boolean;
+  /**
+   * Read offloads (needs `vnetHdr`; default: on with `vnetHdr` unless the
+   * environment sets WEAVE_NO_TAP_TSO=1). The TAP is granted TUN_F_CSUM,
+   * TUN_F_TSO4 and TUN_F_TSO6, so the kernel hands over a container's TCP
+   * super-frames (up to 64 KiB) with one read instead of one read per segment;
+   * the addon cuts each into exactly the MTU-sized segments Linux's GSO would
+   * have made (checksums complete) before the batch handler sees them, so frames
+   * look the same to every consumer. Without kernel support it stays off
+   * ({@link TapStats.readOffload}).
+   */
+  readOffload?: boolean;
 }
 
 interface NativeTap {
@@ -109,8 +128,9 @@ interface NativeTap {
 }
 
 interface NativeAddon {
-  Tap: new (name: string, maxFrame?: number, batch?: number, slabBytes?: number, vnetHdr?: boolean) => NativeTap;
+  Tap: new (name: string, maxFrame?: number, batch?: number, slabBytes?: number, vnetHdr?: boolean, readOffload?: boolean) => NativeTap;
   setDontFragment(fd: number, on: boolean): void;
+  segmentTso(frame: Uint8Array, gsoType: number, gsoSize: number, csumStart: number): Buffer[];
   defaultMaxFrame: number;
 }
 
@@ -185,9 +205,12 @@ export class Tap {
     const maxFrame = opts.maxFrame ?? 65535 + 18;
     checkInt('slabBytes', opts.slabBytes, maxFrame + 1, 256 * 1024 * 1024);
     if (opts.vnetHdr !== undefined && typeof opts.vnetHdr !== 'boolean') throw new TapError('EINVAL', `TAP vnetHdr must be a boolean, got ${String(opts.vnetHdr)}`);
+    if (opts.readOffload !== undefined && typeof opts.readOffload !== 'boolean') throw new TapError('EINVAL', `TAP readOffload must be a boolean, got ${String(opts.readOffload)}`);
+    if (opts.readOffload === true && opts.vnetHdr !== true) throw new TapError('EINVAL', 'TAP readOffload needs vnetHdr');
+    const readOffload = opts.readOffload ?? (opts.vnetHdr === true && process.env.WEAVE_NO_TAP_TSO !== '1');
     const { Tap: NativeTapCtor } = native();
     try {
-      return new Tap(new NativeTapCtor(name, opts.maxFrame, opts.batch, opts.slabBytes, opts.vnetHdr));
+      return new Tap(new NativeTapCtor(name, opts.maxFrame, opts.batch, opts.slabBytes, opts.vnetHdr, readOffload));
     } catch (e) {
       throw asTapError(e);
     }
@@ -268,6 +291,7 @@ export class Tap {
    * Sealer's own counter, the same bytes Sealer.seal would write); the addon keeps a copy
    * of the key until the flows are cleared, and never seals once the Sealer's epoch moved
    * on (the flow then misses).
+   * `port` may carry COALESCE (udp.ts): the flow's datagrams may then leave as UDP GSO runs.
    * @throws TypeError/RangeError for a missing or out-of-range argument.
    */
   addFlow(srcMac: number, dstMac: number, udpFd: number, addr: number | string, port: number, template: Uint8Array, maxFrame: number, ttlMs: number,
@@ -333,6 +357,22 @@ export class Tap {
 export function setDontFragment(fd: number, on: boolean): void {
   try {
     native().setDontFragment(fd, on);
+  } catch (e) {
+    throw asTapError(e);
+  }
+}
+
+/**
+ * Cuts a TCP super-frame (Ethernet + IPv4/IPv6 + TCP header + payload) into the
+ * segments a TAP read with {@link TapOpenOptions.readOffload} delivers: `gsoType`
+ * 1 (VIRTIO_NET_HDR_GSO_TCPV4) or 4 (TCPV6), `gsoSize` payload bytes per segment,
+ * `csumStart` the TCP header offset the kernel names (used for IPv6 with extension
+ * headers). The addon's own code path, exported for tests.
+ * @throws TapError ERR_OUT_OF_RANGE for a frame it does not cut, ENOADDON.
+ */
+export function segmentTso(frame: Uint8Array, gsoType: number, gsoSize: number, csumStart: number): Buffer[] {
+  try {
+    return native().segmentTso(frame, gsoType, gsoSize, csumStart);
   } catch (e) {
     throw asTapError(e);
   }

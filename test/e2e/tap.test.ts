@@ -159,6 +159,28 @@ describe('TAP binding (root, netns)', { skip }, () => {
     assert.equal(r.openerEpoch, 1, 'the JS Opener followed to the new epoch');
   });
 
+  it('flow cache, bulk frames: multi-frame wake-ups leave from C, plaintext and sealed, in order, as GSO runs', async () => {
+    const r = await childJson('bulk');
+    assert.equal(r.plainInstalled, true);
+    assert.equal(r.sealedInstalled, true);
+    // 40 pings of 7,000 bytes = 200 fragments per phase, each >= 512 bytes.
+    assert.equal(r.flowsPlain.frames, 200, `every plaintext fragment left from C: ${JSON.stringify(r.flowsPlain)}`);
+    assert.equal(r.jsPlain, 0, 'JavaScript saw none of them');
+    assert.ok(r.flowsPlain.batches < r.flowsPlain.frames, `wake-ups of several frames were taken whole: ${JSON.stringify(r.flowsPlain)}`);
+    assert.equal(r.plainDatagrams, 200);
+    assert.equal(r.plainExact, 200, 'each plaintext datagram is the template, the length and the frame');
+    assert.equal(r.flows.frames, 400, `every sealed fragment left from C: ${JSON.stringify(r.flows)}`);
+    assert.equal(r.flows.crypto, 200);
+    assert.equal(r.jsFrames, 0);
+    assert.equal(r.sealedDatagrams, 200);
+    assert.equal(r.failed, 0, `every datagram opened with the JS Opener: ${JSON.stringify(r.openerStats)}`);
+    assert.equal(r.exact, 200);
+    assert.equal(r.outOfOrder, 0, 'counters arrive in sealing order');
+    assert.equal(r.seqsDistinct, true, 'no counter used twice');
+    assert.equal(r.seqAfterC, 200, 'C sealed with the Sealer\'s own counter');
+    assert.ok(r.egressGso > 0, `equal-sized runs left as UDP GSO sends: ${r.egressGso}`);
+  });
+
   it('reports clear, coded errors for bad names, busy names, bad arguments and closed taps', async () => {
     const r = await childJson('errors');
     assert.equal(r.busy.code, 'EBUSY');

@@ -45,11 +45,14 @@
 namespace tsweave {
 
 // Largest wake-up (frames from the TAP, datagrams from the socket) the cache
-// forwards by itself: one. A wake-up with several frames is load, where the
-// router's packing of several frames per datagram, UDP GSO and TCP segment
-// merging on TAP writes do better than one syscall per frame (measured: with
-// up to 8, 64-byte UDP floods lost 9 % of their rate, TCP 3 %); a single frame
-// is the case where the router has nothing to batch and only adds latency.
+// forwards by itself whatever the frame sizes: one. A wake-up with several
+// small frames is load, where the router's packing of several frames per
+// datagram does better (measured with one sendmsg per frame: with up to 8,
+// 64-byte UDP floods lost 9 % of their rate); a single frame is the case where
+// the router has nothing to batch and only adds latency. The TAP side also
+// takes whole wake-ups of bulk frames (tap.cc kBigFrame: TCP segments, often
+// cut from one read-offload super-frame), sealed per frame and sent as UDP GSO
+// runs, so bulk TCP never enters JavaScript either.
 constexpr size_t kFastBatchMax = 1;
 // Most frames one datagram may carry for the ingress path.
 constexpr size_t kFastFramesMax = 64;
@@ -86,6 +89,7 @@ struct EgressFlow {
   uint32_t max_frame = 0;  // largest frame (Ethernet header included) the path takes
   int crypto = -1;         // FlowCrypto slot sealing this flow's datagrams, -1: plaintext
   uint32_t crypto_gen = 0; // ... and its generation when the flow was installed
+  bool gso = false;        // may share UDP GSO sends with equal-sized neighbours (tap.cc)
   // Sleeve header (magic, FRAMES, sender) then the record's src and dst peer;
   // the record's 2-byte length is written per frame.
   uint8_t tmpl[kEgressTemplate];

@@ -28,17 +28,21 @@
 //   tap.clearFlows(), tap.flowStats()
 //   setDontFragment(fd, on)
 //
-// Flow cache (flow-cache.h): a wake-up of at most kFastBatchMax frames that
-// all match installed egress flows is sent here, one FRAMES datagram per
-// frame with sendmsg() on the sleeve's UDP socket, and JavaScript is not
-// called; otherwise the batch goes to onBatch as always. A flow of an
+// Flow cache (flow-cache.h): a wake-up of at most kFastBatchMax frames, or of
+// any number of bulk frames (>= kBigFrame bytes), that all match installed
+// egress flows is sent here, one FRAMES datagram per frame on the sleeve's UDP
+// socket (runs of equal-sized datagrams to one hop as one UDP GSO sendmsg), and
+// JavaScript is not called; otherwise the batch goes to onBatch as always. A flow of an
 // encrypted peer seals that datagram first (sleeve-aead.h: ENCRYPTED outer
 // header, the Sealer's shared counter), exactly as the router's Sealer would.
 //
-// vnetHdr (opt-in): the TAP is opened with IFF_VNET_HDR and no offloads
-// (TUNSETOFFLOAD 0), so the kernel still hands us plain, checksummed frames
-// (their 10-byte virtio_net_hdr is read into scratch and dropped: JS sees the
-// same frames), while writeSlab may hand the kernel TCP super-frames: within
+// vnetHdr (opt-in): the TAP is opened with IFF_VNET_HDR. Without readOffload
+// it gets no offloads (TUNSETOFFLOAD 0), so the kernel still hands us plain,
+// checksummed frames (their 10-byte virtio_net_hdr is read into scratch and
+// dropped: JS sees the same frames); with readOffload (TsoInfo below) it may
+// hand us partial checksums and TCP super-frames, which Drain completes and
+// cuts into plain segments, so JS still sees the same frames. writeSlab may
+// hand the kernel TCP super-frames: within
 // one writeSlab call, consecutive IPv4/TCP segments of one flow with
 // contiguous sequence numbers and identical headers (what Linux's TCP GRO
 // merges, net/ipv4/tcp_offload.c) are written as ONE frame with a
@@ -66,8 +70,10 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <netinet/udp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -97,6 +103,25 @@ constexpr uint8_t kVnetNeedsCsum = 1;  // VIRTIO_NET_HDR_F_NEEDS_CSUM
 constexpr uint8_t kVnetGsoTcpv4 = 1;   // VIRTIO_NET_HDR_GSO_TCPV4
 // Most segments merged into one super-frame (Linux GRO stops at 64 too).
 constexpr size_t kMaxMerge = 64;
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+// Egress flow cache, batches (ForwardCached): a wake-up of several frames is
+// forwarded in C only if every frame hits a flow and is at least kBigFrame
+// bytes (a bulk transfer: nothing for the router's packer to gain, since two
+// such frames never share a datagram); smaller frames go to JavaScript, whose
+// packer puts many in one datagram. Runs of equal-sized datagrams to one
+// destination leave as one UDP GSO send (UDP_SEGMENT, udp(7)) of at most
+// kGsoSegs datagrams and kGsoBytes bytes, as the sleeve's own sends do.
+constexpr size_t kBigFrame = 512;
+constexpr size_t kGsoSegs = 64;
+constexpr size_t kGsoBytes = 65507;
+// Per datagram of the flow cache: sequence header (16) + template (20) +
+// length (2) + tag (16), rounded up.
+constexpr size_t kEgressOverhead = 64;
 
 inline uint16_t Rd16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
 inline uint32_t Rd32(const uint8_t* p) {
@@ -112,6 +137,144 @@ uint32_t SumWords(const uint8_t* p, size_t n, uint32_t sum) {
 inline uint16_t Fold(uint32_t sum) {
   while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
   return static_cast<uint16_t>(sum);
+}
+
+// The same sum as SumWords (RFC 1071), 8 bytes at a time: the one's-complement
+// sum is byte-order independent (RFC 1071 §2(B)), so native little-endian words
+// are added with end-around carry and the folded result is byte-swapped once.
+// Returns a value to pass to Fold (<= 0x1fffe).
+uint32_t SumFast(const uint8_t* p, size_t n, uint32_t sum) {
+  uint64_t s = 0;
+  while (n >= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    s += w;
+    s += (s < w);
+    p += 8;
+    n -= 8;
+  }
+  if (n >= 4) {
+    uint32_t w;
+    memcpy(&w, p, 4);
+    s += w;
+    s += (s < w);
+    p += 4;
+    n -= 4;
+  }
+  if (n >= 2) {
+    uint16_t w;
+    memcpy(&w, p, 2);
+    s += w;
+    s += (s < w);
+    p += 2;
+    n -= 2;
+  }
+  if (n == 1) {
+    s += p[0];  // the high byte of a big-endian word is the low byte of a little-endian one
+    s += (s < p[0]);
+  }
+  s = (s & 0xffffffffULL) + (s >> 32);
+  s = (s & 0xffffffffULL) + (s >> 32);
+  uint32_t f = Fold(static_cast<uint32_t>(s));
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  f = static_cast<uint16_t>((f >> 8) | (f << 8));
+#endif
+  return f + sum;
+}
+
+// ---- TAP read offloads (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) ----
+//
+// With read offloads the kernel hands a TCP "super-frame" of up to 64 KiB (one
+// Ethernet + IP + TCP header, a virtio_net_hdr saying GSO TCPV4/TCPV6 and the
+// segment size) instead of the up to 45 segments it would have cut it into, so
+// the TAP costs one read() per 64 KiB instead of one per MTU. The addon cuts it
+// here into exactly the segments Linux's own GSO would have produced
+// (net/ipv4/tcp_offload.c tcp_gso_segment, inet_gso_segment): same header per
+// segment, sequence number advanced by the payload before it, IPv4 id + 1 per
+// segment, IPv4 total length / IPv6 payload length per segment, CWR only on the
+// first, FIN and PSH only on the last, IPv4 and TCP checksums computed in full.
+// JavaScript, the flow cache, isolation, MSS clamping and PMTU therefore see the
+// same frames as without offloads.
+struct TsoInfo {
+  bool v6 = false;
+  size_t toff = 0;     // TCP header offset in the frame
+  size_t hdr = 0;      // Ethernet + IP + TCP header bytes
+  size_t mss = 0;      // payload bytes per segment (gso_size)
+  size_t payload = 0;  // payload bytes of the whole super-frame
+};
+
+// Checks a GSO TCP super-frame `f[0, len)` with header `vh`; false if it is not
+// one we can cut (the caller drops it and counts it).
+bool ParseTso(const uint8_t* f, size_t len, uint8_t gso_type, uint16_t gso_size, uint16_t csum_start, TsoInfo* t) {
+  const uint8_t kind = gso_type & 0x7f;  // without VIRTIO_NET_HDR_GSO_ECN
+  if (gso_size == 0 || len < 14 + 20 + 20) return false;
+  const uint16_t et = Rd16(f + 12);
+  if (kind == 1 && et == 0x0800) {
+    const uint8_t* ip = f + 14;
+    const size_t ihl = static_cast<size_t>(ip[0] & 0x0f) * 4;
+    if ((ip[0] >> 4) != 4 || ihl < 20 || ip[9] != 6 || (Rd16(ip + 6) & 0x3fff) != 0) return false;
+    if (14 + ihl + 20 > len) return false;
+    t->v6 = false;
+    t->toff = 14 + ihl;
+  } else if (kind == 4 && et == 0x86dd) {
+    const uint8_t* ip = f + 14;
+    if ((ip[0] >> 4) != 6) return false;
+    // TCP follows the fixed header, or (extension headers) starts where the
+    // kernel's partial checksum starts.
+    size_t toff = ip[6] == 6 ? 14 + 40 : static_cast<size_t>(csum_start);
+    if (toff < 14 + 40 || toff + 20 > len) return false;
+    t->v6 = true;
+    t->toff = toff;
+  } else {
+    return false;
+  }
+  const size_t thl = static_cast<size_t>(f[t->toff + 12] >> 4) * 4;
+  if (thl < 20 || t->toff + thl > len) return false;
+  t->hdr = t->toff + thl;
+  t->mss = gso_size;
+  t->payload = len - t->hdr;
+  return t->payload > 0;
+}
+
+// Writes segment `k` of super-frame `f` (payload bytes [off, off + seg)) to `o`
+// (room for t.hdr + seg bytes); returns its length. `last`: no more follow.
+size_t WriteTsoSegment(const uint8_t* f, const TsoInfo& t, size_t off, size_t seg, uint32_t k, bool last, uint8_t* o) {
+  memcpy(o, f, t.hdr);
+  memcpy(o + t.hdr, f + t.hdr + off, seg);
+  uint8_t* ip = o + 14;
+  uint8_t* th = o + t.toff;
+  const size_t tcp_len = t.hdr - t.toff + seg;
+  uint32_t pseudo;
+  if (!t.v6) {
+    const size_t tot = t.toff - 14 + tcp_len;
+    ip[2] = static_cast<uint8_t>(tot >> 8);
+    ip[3] = static_cast<uint8_t>(tot);
+    const uint16_t id = static_cast<uint16_t>(Rd16(f + 14 + 4) + k);
+    ip[4] = static_cast<uint8_t>(id >> 8);
+    ip[5] = static_cast<uint8_t>(id);
+    ip[10] = ip[11] = 0;
+    const uint16_t ic = static_cast<uint16_t>(~Fold(SumFast(ip, t.toff - 14, 0)));
+    ip[10] = static_cast<uint8_t>(ic >> 8);
+    ip[11] = static_cast<uint8_t>(ic);
+    pseudo = SumFast(ip + 12, 8, 6 + static_cast<uint32_t>(tcp_len));
+  } else {
+    const size_t pl = t.hdr - 14 - 40 + seg;
+    ip[4] = static_cast<uint8_t>(pl >> 8);
+    ip[5] = static_cast<uint8_t>(pl);
+    pseudo = SumFast(ip + 8, 32, 6 + static_cast<uint32_t>(tcp_len));
+  }
+  const uint32_t seq = Rd32(f + t.toff + 4) + static_cast<uint32_t>(off);
+  th[4] = static_cast<uint8_t>(seq >> 24);
+  th[5] = static_cast<uint8_t>(seq >> 16);
+  th[6] = static_cast<uint8_t>(seq >> 8);
+  th[7] = static_cast<uint8_t>(seq);
+  if (k != 0) th[13] &= static_cast<uint8_t>(~0x80);  // CWR: first segment only
+  if (!last) th[13] &= static_cast<uint8_t>(~0x09);   // FIN, PSH: last segment only
+  th[16] = th[17] = 0;
+  const uint16_t tc = static_cast<uint16_t>(~Fold(SumFast(th, tcp_len, pseudo)));
+  th[16] = static_cast<uint8_t>(tc >> 8);
+  th[17] = static_cast<uint8_t>(tc);
+  return t.hdr + seg;
 }
 
 // An IPv4/TCP segment that TCP GRO could merge: Ethernet II without VLAN,
@@ -282,7 +445,20 @@ class Tap : public Napi::ObjectWrap<Tap> {
       if (!info[4].IsBoolean()) ThrowType(env, "vnetHdr must be a boolean");
       vnet_ = info[4].As<Napi::Boolean>().Value();
     }
-    fd_ = OpenTap(env, name, &name_, vnet_);  // throws with a one-line message
+    bool want_tso = false;
+    if (!info[5].IsUndefined()) {
+      if (!info[5].IsBoolean()) ThrowType(env, "readOffload must be a boolean");
+      want_tso = info[5].As<Napi::Boolean>().Value();
+    }
+    if (want_tso && !vnet_) ThrowType(env, "readOffload needs vnetHdr");
+    if (want_tso) tso_buf_.resize(max_frame_ + 1);
+    hits_.resize(batch_);
+    dg_len_.resize(batch_);
+    dg_off_.resize(batch_);
+    // Sealed datagrams of one wake-up: its frames (at most the slab) plus overheads.
+    egress_buf_.resize(slab_bytes_ + batch_ * kEgressOverhead);
+    egress_iov_.resize(3 * batch_);
+    fd_ = OpenTap(env, name, &name_, vnet_, want_tso, &tso_);  // throws with a one-line message
     port_ = new tsweave::FastPort;  // never freed: the UDP addon may hold it (flow-cache.h)
     port_->fd = fd_;
     port_->self = this;
@@ -299,7 +475,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
  private:
   // Opens /dev/net/tun and attaches it to TAP `name` (created if absent);
   // `actual` receives the name the kernel settled on.
-  static int OpenTap(Napi::Env env, const std::string& name, std::string* actual, bool vnet) {
+  static int OpenTap(Napi::Env env, const std::string& name, std::string* actual, bool vnet, bool want_tso, bool* tso) {
     int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
       int err = errno;
@@ -335,14 +511,20 @@ class Tap : public Napi::ObjectWrap<Tap> {
     }
     actual->assign(ifr.ifr_name, strnlen(ifr.ifr_name, IFNAMSIZ));
     if (vnet) {
-      // A 10-byte header, and no offloads towards us: the kernel keeps
-      // segmenting and checksumming what it hands us.
+      // A 10-byte header. Without read offloads the kernel keeps segmenting
+      // and checksumming what it hands us; with them (want_tso) it may hand
+      // us partial checksums and TCP super-frames, which Drain completes and
+      // cuts (TsoInfo). A kernel refusing the offloads leaves them off.
       int hs = sizeof(VnetHdr);
       unsigned off = 0;
       if (ioctl(fd, TUNSETVNETHDRSZ, &hs) < 0 || ioctl(fd, TUNSETOFFLOAD, off) < 0) {
         int err = errno;
         close(fd);
         ThrowCode(env, ErrnoName(err), "configuring the virtio-net header of TAP " + name + " failed: " + strerror(err));
+      }
+      if (want_tso) {
+        unsigned offl = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+        *tso = ioctl(fd, TUNSETOFFLOAD, offl) == 0;
       }
     }
     return fd;
@@ -423,11 +605,44 @@ class Tap : public Napi::ObjectWrap<Tap> {
   bool Drain(Napi::Env env, Napi::Object keep) {
     last_fast_ = false;
     last_n_ = 0;
+    // A super-frame cut into more segments than one batch holds continues in
+    // further batches of this same wake-up (it is never left waiting for the
+    // fd to become readable again).
+    for (;;) {
+      bool more = false;
+      if (DrainOnce(env, keep, &more)) return true;
+      if (!more || closed_) return false;
+    }
+  }
+
+  // Emits segments of the pending super-frame into the slab while they fit.
+  void EmitPending(size_t* pos, size_t* n) {
+    const TsoInfo& t = tso_info_;
+    while (tso_off_ < t.payload && *n < batch_) {
+      const size_t seg = std::min(t.mss, t.payload - tso_off_);
+      if (slab_bytes_ - *pos < t.hdr + seg) break;
+      const bool last = tso_off_ + seg >= t.payload;
+      const size_t l = WriteTsoSegment(tso_buf_.data(), t, tso_off_, seg, tso_k_, last, slab_data_ + *pos);
+      frames_data_[2 * *n] = static_cast<uint32_t>(*pos);
+      frames_data_[2 * *n + 1] = static_cast<uint32_t>(l);
+      (*n)++;
+      *pos += l;
+      tso_off_ += seg;
+      tso_k_++;
+      read_segments_++;
+    }
+    if (tso_off_ >= t.payload) tso_pending_ = false;
+  }
+
+  // One batch: the rest of a pending super-frame, then frames read from the fd.
+  // *more: a super-frame is still pending, run again.
+  bool DrainOnce(Napi::Env env, Napi::Object keep, bool* more) {
     size_t pos = 0;
     size_t n = 0;
     int err = 0;
     const size_t want = max_frame_ + 1;  // one spare byte tells a frame longer than maxFrame
-    while (n < batch_ && slab_bytes_ - pos >= want) {
+    if (tso_pending_) EmitPending(&pos, &n);
+    while (!tso_pending_ && n < batch_ && slab_bytes_ - pos >= want) {
       ssize_t r;
       VnetHdr vh;
       if (vnet_) {
@@ -443,16 +658,32 @@ class Tap : public Napi::ObjectWrap<Tap> {
       }
       if (r == 0) break;
       if (vnet_) {
-        if (static_cast<size_t>(r) < sizeof vh || vh.gso_type != 0) {
+        if (static_cast<size_t>(r) < sizeof vh || (vh.gso_type != 0 && !tso_)) {
           // No offloads were granted, so no GSO frame should come; never pass one on.
           read_truncated_++;
           continue;
         }
         r -= sizeof vh;
+        if (vh.gso_type != 0) {
+          // A TCP super-frame (read offloads): cut it into segments (TsoInfo).
+          TsoInfo t;
+          if (static_cast<size_t>(r) > max_frame_ || !ParseTso(slab_data_ + pos, static_cast<size_t>(r), vh.gso_type, vh.gso_size, vh.csum_start, &t)) {
+            read_truncated_++;
+            continue;
+          }
+          memcpy(tso_buf_.data(), slab_data_ + pos, static_cast<size_t>(r));
+          tso_info_ = t;
+          tso_off_ = 0;
+          tso_k_ = 0;
+          tso_pending_ = true;
+          read_super_++;
+          EmitPending(&pos, &n);
+          continue;
+        }
         if ((vh.flags & kVnetNeedsCsum) && static_cast<size_t>(vh.csum_start) + vh.csum_offset + 2 <= static_cast<size_t>(r)) {
           // Finish a partial checksum the kernel left to the "device".
           uint8_t* f = slab_data_ + pos;
-          uint16_t c = static_cast<uint16_t>(~Fold(SumWords(f + vh.csum_start, static_cast<size_t>(r) - vh.csum_start, 0)));
+          uint16_t c = static_cast<uint16_t>(~Fold(SumFast(f + vh.csum_start, static_cast<size_t>(r) - vh.csum_start, 0)));
           f[vh.csum_start + vh.csum_offset] = static_cast<uint8_t>(c >> 8);
           f[vh.csum_start + vh.csum_offset + 1] = static_cast<uint8_t>(c);
         }
@@ -467,11 +698,12 @@ class Tap : public Napi::ObjectWrap<Tap> {
       n++;
       pos += static_cast<size_t>(r);
     }
+    *more = tso_pending_ && err == 0;
     if (n > 0) {
       read_frames_ += n;
       read_batches_++;
       last_n_ = n;
-      if (n <= tsweave::kFastBatchMax && egress_.live != 0 && ForwardCached(n)) {
+      if (egress_.live != 0 && ForwardCached(n)) {
         last_fast_ = true;
         n = 0;
       }
@@ -494,62 +726,96 @@ class Tap : public Napi::ObjectWrap<Tap> {
   }
 
   // The flow cache's egress path: if every frame of this wake-up matches a
-  // live flow, send each as one FRAMES datagram and return true; otherwise
-  // send nothing and return false (the batch goes to JavaScript).
+  // live flow (and, for more than kFastBatchMax frames, every one is a bulk
+  // frame of at least kBigFrame bytes), send each as one FRAMES datagram —
+  // sealed first for an encrypted flow — and return true; otherwise send
+  // nothing and return false (the batch goes to JavaScript). Datagrams are
+  // built in order; runs to one destination with equal lengths (the last may
+  // be shorter) leave as one UDP GSO send when the flow allows it.
   bool ForwardCached(size_t n) {
+    if (n > tsweave::kFastBatchMax && n > hits_.size()) return false;
     const uint64_t now = tsweave::MonoMs();
-    tsweave::EgressFlow* hit[tsweave::kFastBatchMax];
     for (size_t i = 0; i < n; i++) {
       const uint8_t* f = slab_data_ + frames_data_[2 * i];
       const size_t len = frames_data_[2 * i + 1];
       if (len < 14 || (f[0] & 1) != 0) return false;  // runt, or a group address: flooded by the router
+      if (n > tsweave::kFastBatchMax && len < kBigFrame) return false;
       const uint64_t dst = tsweave::Read48(f);
       const uint64_t src = tsweave::Read48(f + 6);
       tsweave::EgressFlow& e = egress_.slots[tsweave::FlowSlot(src, dst, 0)];
       if (e.expires_ms <= now || e.src_mac != src || e.dst_mac != dst || len > e.max_frame) return false;
       if (e.crypto >= 0 && !SealReady(e)) return false;
-      hit[i] = &e;
+      hits_[i] = &e;
     }
     bool failed = false;
+    // Build every datagram: sealed ones into egress_buf_, plaintext ones as
+    // three iovecs (template, length, frame) without copying.
+    uint8_t* eb = egress_buf_.data();
+    size_t eo = 0;
     for (size_t i = 0; i < n; i++) {
-      tsweave::EgressFlow& e = *hit[i];
+      tsweave::EgressFlow& e = *hits_[i];
       uint8_t* f = slab_data_ + frames_data_[2 * i];
       const size_t len = frames_data_[2 * i + 1];
-      uint8_t lenb[2] = {static_cast<uint8_t>(len >> 8), static_cast<uint8_t>(len)};
-      struct iovec iov[3] = {{e.tmpl, sizeof e.tmpl}, {lenb, 2}, {f, len}};
-      struct msghdr mh;
-      memset(&mh, 0, sizeof mh);
-      mh.msg_name = &e.to;
-      mh.msg_namelen = e.to_len;
-      mh.msg_iov = iov;
-      mh.msg_iovlen = 3;
-      if (e.crypto >= 0) {
-        // Sealed: the inner FRAMES datagram is built at offset 16 of the seal
-        // buffer and encrypted in place behind the ENCRYPTED outer header.
-        const tsweave::FlowCrypto& c = crypto_.slots[e.crypto];
-        uint8_t* sb = seal_buf_.data();
-        uint8_t* p = sb + 16;
-        memcpy(p, e.tmpl, sizeof e.tmpl);
-        memcpy(p + sizeof e.tmpl, lenb, 2);
-        memcpy(p + sizeof e.tmpl + 2, f, len);
-        const uint8_t hdr[tsweave::kSleeveHeader] = {tsweave::kSleeveMagic, tsweave::kSleeveEncrypted, e.tmpl[2], e.tmpl[3],
-                                                     e.tmpl[4], e.tmpl[5], e.tmpl[6], e.tmpl[7]};
-        long sl = sleeve_aead::Seal(reinterpret_cast<double*>(c.state), c.key, hdr, p, sizeof e.tmpl + 2 + len, sb, seal_buf_.size());
-        if (sl < 0) {  // cannot happen after SealReady; never send anything unsealed
-          egress_counters_.errors++;
-          failed = true;
-          continue;
-        }
-        iov[0] = {sb, static_cast<size_t>(sl)};
-        mh.msg_iovlen = 1;
+      if (e.crypto < 0) {
+        uint8_t* lenb = eb + eo;  // 2 bytes of length, kept in the buffer
+        lenb[0] = static_cast<uint8_t>(len >> 8);
+        lenb[1] = static_cast<uint8_t>(len);
+        eo += 2;
+        egress_iov_[3 * i] = {e.tmpl, sizeof e.tmpl};
+        egress_iov_[3 * i + 1] = {lenb, 2};
+        egress_iov_[3 * i + 2] = {f, len};
+        dg_off_[i] = SIZE_MAX;
+        dg_len_[i] = sizeof e.tmpl + 2 + len;
+        continue;
       }
-      ssize_t r;
-      do {
-        r = sendmsg(e.udp_fd, &mh, MSG_DONTWAIT);
-      } while (r < 0 && errno == EINTR);
-      // EMSGSIZE (the path shrank) or worse: let the router see what follows.
-      if (egress_counters_.Count(r, len)) failed = true;
-      if (r >= 0 && e.crypto >= 0) egress_counters_.crypto++;
+      // Sealed: the inner FRAMES datagram is built at offset 16 and encrypted
+      // in place behind the ENCRYPTED outer header.
+      const tsweave::FlowCrypto& c = crypto_.slots[e.crypto];
+      uint8_t* sb = eb + eo;
+      uint8_t* p = sb + 16;
+      memcpy(p, e.tmpl, sizeof e.tmpl);
+      p[sizeof e.tmpl] = static_cast<uint8_t>(len >> 8);
+      p[sizeof e.tmpl + 1] = static_cast<uint8_t>(len);
+      memcpy(p + sizeof e.tmpl + 2, f, len);
+      const uint8_t hdr[tsweave::kSleeveHeader] = {tsweave::kSleeveMagic, tsweave::kSleeveEncrypted, e.tmpl[2], e.tmpl[3],
+                                                   e.tmpl[4], e.tmpl[5], e.tmpl[6], e.tmpl[7]};
+      long sl = sleeve_aead::Seal(reinterpret_cast<double*>(c.state), c.key, hdr, p, sizeof e.tmpl + 2 + len, sb,
+                                  egress_buf_.size() - eo);
+      if (sl < 0) {  // cannot happen after SealReady; never send anything unsealed
+        egress_counters_.errors++;
+        failed = true;
+        dg_len_[i] = 0;
+        continue;
+      }
+      dg_off_[i] = eo;
+      dg_len_[i] = static_cast<size_t>(sl);
+      eo += static_cast<size_t>(sl);
+    }
+    // Send, in order: runs of one flow destination and equal length share a GSO send.
+    size_t i = 0;
+    while (i < n) {
+      if (dg_len_[i] == 0) {
+        i++;
+        continue;
+      }
+      tsweave::EgressFlow& e = *hits_[i];
+      size_t run = 1;
+      size_t total = dg_len_[i];
+      if (gso_ok_ && e.gso) {
+        while (i + run < n && run < kGsoSegs) {
+          const tsweave::EgressFlow& o = *hits_[i + run];
+          const size_t l = dg_len_[i + run];
+          if (l == 0 || l > dg_len_[i] || total + l > kGsoBytes || o.udp_fd != e.udp_fd || !o.gso || o.to_len != e.to_len ||
+              memcmp(&o.to, &e.to, e.to_len) != 0) {
+            break;
+          }
+          total += l;
+          run++;
+          if (l < dg_len_[i]) break;  // only the last may be shorter
+        }
+      }
+      if (!SendRun(i, run)) failed = true;
+      i += run;
     }
     egress_counters_.batches++;
     if (failed) {
@@ -557,6 +823,87 @@ class Tap : public Napi::ObjectWrap<Tap> {
       crypto_.DropAll(env_);
     }
     return true;
+  }
+
+  // Sends datagrams [i, i + run) (one flow destination) with one sendmsg, as a
+  // GSO send when run > 1; a GSO send the kernel refuses as a whole is retried
+  // datagram by datagram (and GSO is not tried again if the kernel lacks it).
+  // Returns false for an error that must empty the cache.
+  bool SendRun(size_t i, size_t run) {
+    tsweave::EgressFlow& e = *hits_[i];
+    struct iovec* iov = &egress_iov_[3 * i];
+    size_t niov = 0;
+    // Gather the run's iovecs contiguously at iov (sealed datagrams use one each).
+    for (size_t k = 0; k < run; k++) {
+      const size_t d = i + k;
+      if (dg_off_[d] == SIZE_MAX) {
+        if (niov != 3 * k) {
+          iov[niov] = egress_iov_[3 * d];
+          iov[niov + 1] = egress_iov_[3 * d + 1];
+          iov[niov + 2] = egress_iov_[3 * d + 2];
+        }
+        niov += 3;
+      } else {
+        iov[niov++] = {egress_buf_.data() + dg_off_[d], dg_len_[d]};
+      }
+    }
+    struct msghdr mh;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_name = &e.to;
+    mh.msg_namelen = e.to_len;
+    mh.msg_iov = iov;
+    mh.msg_iovlen = niov;
+    alignas(struct cmsghdr) uint8_t ctrl[CMSG_SPACE(sizeof(uint16_t))];
+    if (run > 1) {
+      memset(ctrl, 0, sizeof ctrl);
+      mh.msg_control = ctrl;
+      mh.msg_controllen = sizeof ctrl;
+      struct cmsghdr* c = CMSG_FIRSTHDR(&mh);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      const uint16_t seg = static_cast<uint16_t>(dg_len_[i]);
+      memcpy(CMSG_DATA(c), &seg, sizeof seg);
+    }
+    ssize_t r;
+    do {
+      r = sendmsg(e.udp_fd, &mh, MSG_DONTWAIT);
+    } while (r < 0 && errno == EINTR);
+    if (r >= 0 || run == 1) {
+      bool bad = false;
+      for (size_t k = 0; k < run; k++) {
+        const size_t d = i + k;
+        const size_t flen = frames_data_[2 * d + 1];
+        if (egress_counters_.Count(r, flen)) bad = true;
+        if (r >= 0 && hits_[d]->crypto >= 0) egress_counters_.crypto++;
+      }
+      if (r >= 0 && run > 1) egress_gso_ += run;
+      return !bad;
+    }
+    const int err = errno;
+    if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) {
+      egress_counters_.drops += run;
+      return true;
+    }
+    if (err == EIO || err == ENOPROTOOPT || err == EOPNOTSUPP || err == EINVAL) gso_ok_ = false;
+    // One by one: each datagram gets its own verdict (its iovecs were gathered above).
+    bool ok = true;
+    size_t at = 0;
+    for (size_t k = 0; k < run; k++) {
+      const size_t d = i + k;
+      const size_t cnt = dg_off_[d] == SIZE_MAX ? 3 : 1;
+      mh.msg_iov = iov + at;
+      mh.msg_iovlen = cnt;
+      mh.msg_control = nullptr;
+      mh.msg_controllen = 0;
+      at += cnt;
+      do {
+        r = sendmsg(e.udp_fd, &mh, MSG_DONTWAIT);
+      } while (r < 0 && errno == EINTR);
+      if (egress_counters_.Count(r, frames_data_[2 * d + 1])) ok = false;
+      if (r >= 0 && hits_[d]->crypto >= 0) egress_counters_.crypto++;
+    }
+    return ok;
   }
 
   // Whether an encrypted flow may seal now: its key entry is the one it was
@@ -597,7 +944,12 @@ class Tap : public Napi::ObjectWrap<Tap> {
     } else {
       addr = static_cast<uint32_t>(IntArg(env, info[3], "addr", 0, 4294967295.0, 0));
     }
-    uint16_t port = static_cast<uint16_t>(IntArg(env, info[4], "port", 1, 65535, 0));
+    // port | 0x10000 (the sleeve's COALESCE flag): datagrams of this flow may
+    // leave in UDP GSO sends (the router allows it for paths without a
+    // lowered PMTU, as for its own sends).
+    const uint32_t port_arg = static_cast<uint32_t>(IntArg(env, info[4], "port", 1, 0x1ffff, 0));
+    const uint16_t port = static_cast<uint16_t>(port_arg & 0xffff);
+    if (port == 0) ThrowRange(env, "port must be 1..65535 (optionally | 0x10000)");
     uint8_t* tmpl;
     size_t tlen;
     BytesArg(env, info[5], "template", &tmpl, &tlen);
@@ -673,6 +1025,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
     e.to = to;
     e.to_len = to_len;
     e.max_frame = max_frame;
+    e.gso = (port_arg & 0x10000) != 0;
     memcpy(e.tmpl, tmpl, sizeof e.tmpl);
     e.expires_ms = tsweave::MonoMs() + static_cast<uint64_t>(ttl);
     egress_.live++;
@@ -958,6 +1311,10 @@ class Tap : public Napi::ObjectWrap<Tap> {
     }
     o.Set("vnetHdr", vnet_);
     o.Set("writeCoalesced", static_cast<double>(write_coalesced_));
+    o.Set("readOffload", tso_);
+    o.Set("readSuperFrames", static_cast<double>(read_super_));
+    o.Set("readSegments", static_cast<double>(read_segments_));
+    o.Set("egressGso", static_cast<double>(egress_gso_));
     return o;
   }
 
@@ -1045,6 +1402,15 @@ class Tap : public Napi::ObjectWrap<Tap> {
   bool vnet_ = false;
   bool merge_ = true;
   uint64_t write_coalesced_ = 0;
+  // Read offloads (TsoInfo): granted by the kernel; the super-frame being cut.
+  bool tso_ = false;
+  std::vector<uint8_t> tso_buf_;
+  TsoInfo tso_info_;
+  size_t tso_off_ = 0;
+  uint32_t tso_k_ = 0;
+  bool tso_pending_ = false;
+  uint64_t read_super_ = 0;
+  uint64_t read_segments_ = 0;
   uint8_t merge_hdr_[14 + 60 + 60];
   uv_loop_t* loop_ = nullptr;
   tsweave::FastPort* port_ = nullptr;
@@ -1055,7 +1421,16 @@ class Tap : public Napi::ObjectWrap<Tap> {
   tsweave::CryptoTable crypto_;
   // An encrypted flow's datagram: 16 B header + sequence, the inner datagram
   // (template, length, frame of at most 65535 B), the tag.
-  std::vector<uint8_t> seal_buf_ = std::vector<uint8_t>(16 + tsweave::kEgressTemplate + 2 + 65535 + 16);
+  // One wake-up's datagrams (ForwardCached): sealed datagrams and plaintext
+  // length fields in egress_buf_, per datagram its flow, length, offset in
+  // egress_buf_ (SIZE_MAX: plaintext, sent from three iovecs) and iovecs.
+  std::vector<tsweave::EgressFlow*> hits_;
+  std::vector<size_t> dg_len_;
+  std::vector<size_t> dg_off_;
+  std::vector<uint8_t> egress_buf_;
+  std::vector<struct iovec> egress_iov_;
+  bool gso_ok_ = true;
+  uint64_t egress_gso_ = 0;  // datagrams sent in GSO runs
 };
 
 // setDontFragment(fd, on): on → IP_PMTUDISC_PROBE: the kernel sets DF on every
@@ -1095,10 +1470,35 @@ Napi::Value SetDontFragment(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// segmentTso(frame, gsoType, gsoSize, csumStart) -> Buffer[]: cuts a TCP
+// super-frame exactly as a read with read offloads does (TsoInfo), for tests.
+// Throws ERR_OUT_OF_RANGE for a frame that is not a super-frame we cut.
+Napi::Value SegmentTso(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint8_t* f;
+  size_t len;
+  BytesArg(env, info[0], "frame", &f, &len);
+  const uint8_t type = static_cast<uint8_t>(IntArg(env, info[1], "gsoType", 0, 255, 1));
+  const uint16_t size = static_cast<uint16_t>(IntArg(env, info[2], "gsoSize", 0, 65535, 0));
+  const uint16_t cs = static_cast<uint16_t>(IntArg(env, info[3], "csumStart", 0, 65535, 0));
+  TsoInfo t;
+  if (len > 65535 + 18 || !ParseTso(f, len, type, size, cs, &t)) ThrowRange(env, "not a TCP super-frame that can be cut");
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t k = 0;
+  for (size_t off = 0; off < t.payload; off += t.mss, k++) {
+    const size_t seg = std::min(t.mss, t.payload - off);
+    Napi::Buffer<uint8_t> b = Napi::Buffer<uint8_t>::New(env, t.hdr + seg);
+    WriteTsoSegment(f, t, off, seg, k, off + seg >= t.payload, b.Data());
+    out.Set(k, b);
+  }
+  return out;
+}
+
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   if (!sleeve_aead::Init()) ThrowCode(env, "ESODIUM", "libsodium failed to initialise (sodium_init)");
   exports.Set("Tap", Tap::Init(env));
   exports.Set("setDontFragment", Napi::Function::New(env, SetDontFragment, "setDontFragment"));
+  exports.Set("segmentTso", Napi::Function::New(env, SegmentTso, "segmentTso"));
   exports.Set("defaultMaxFrame", Napi::Number::New(env, 65535 + 18));
   return exports;
 }

@@ -653,6 +653,96 @@ async function sealedMode(): Promise<Record<string, unknown>> {
   return res;
 }
 
+/**
+ * Egress flows taking whole wake-ups of bulk frames (tap.cc ForwardCached, kBigFrame):
+ * 7,000-byte pings leave the TAP as five IPv4 fragments of >= 512 bytes, queued together,
+ * so wake-ups bring several frames. With a flow installed, every one must leave from C:
+ * first as plaintext FRAMES datagrams, then sealed with a JS Sealer's state (the sink opens
+ * each with a JS Opener), in order, with distinct counters, equal-sized runs in UDP GSO
+ * sends (port | COALESCE), and exactly template + length + frame inside.
+ */
+async function bulkMode(): Promise<Record<string, unknown>> {
+  const name = 'tswbulk0';
+  const tap = Tap.open(name, { vnetHdr: true });
+  execFileSync('sysctl', ['-qw', `net.ipv6.conf.${name}.disable_ipv6=1`]);
+  ip('addr', 'add', '10.99.3.1/24', 'dev', name);
+  ip('link', 'set', name, 'up');
+  ip('link', 'set', 'lo', 'up');
+  ip('neigh', 'replace', '10.99.3.2', 'lladdr', '02:00:5e:99:00:02', 'dev', name);
+  const tapMac = macOf(name);
+  const { UdpSocket, COALESCE } = await import('../../../router/overlay/udp.js');
+  const { egressTemplate } = await import('../../../router/overlay/flow-cache.js');
+  const { Sealer, Opener } = await import('../../../router/crypto/aead.js');
+  const { randomBytes } = await import('node:crypto');
+  const key = randomBytes(32);
+  const sealer = new Sealer(key);
+  const opener = new Opener(key);
+  const tmpl = egressTemplate(0x0a0000000001, 0x0a0000000001, 0x0b0000000002);
+  const sleeveSock = UdpSocket.open({ port: 0, address: '127.0.0.1' });
+  const sink = UdpSocket.open({ port: 0, address: '127.0.0.1' });
+  const plain = Buffer.alloc(65536);
+  const r = { plainDatagrams: 0, plainExact: 0, sealedDatagrams: 0, opened: 0, exact: 0, failed: 0, outOfOrder: 0 };
+  const seqs: string[] = [];
+  let lastSeq = -1;
+  /** template (20) + length (2) + an IPv4 frame of at least 512 bytes (a fragment of the echo request) */
+  const frameOk = (b: Buffer, at: number, n: number): boolean => {
+    const flen = b.readUInt16BE(at + 20);
+    return n === 22 + flen && flen >= 512 && b.subarray(at, at + 20).equals(tmpl) && b.readUInt16BE(at + 22 + 12) === 0x0800 && b[at + 22 + 14 + 9] === 1;
+  };
+  sink.start((slab, meta, count) => {
+    for (let i = 0; i < count; i++) {
+      const at = meta[4 * i]!;
+      const len = meta[4 * i + 1]!;
+      if (slab[at + 1] === 1) {
+        r.plainDatagrams++;
+        if (frameOk(slab, at, len)) r.plainExact++;
+        continue;
+      }
+      r.sealedDatagrams++;
+      seqs.push(`${slab[at + 8]}:${slab.readUInt32BE(at + 12)}`);
+      const seq = slab.readUInt32BE(at + 12);
+      if (seq <= lastSeq) r.outOfOrder++;
+      lastSeq = seq;
+      const n = opener.open(slab, at, at + len, plain);
+      if (n < 0) {
+        r.failed++;
+        continue;
+      }
+      r.opened++;
+      if (frameOk(plain, 0, n)) r.exact++;
+    }
+  });
+  sleeveSock.start(() => {});
+  let jsFrames = 0;
+  let jsBatches = 0;
+  tap.start((_slab, _frames, count) => {
+    jsFrames += count;
+    jsBatches++;
+  });
+  const mac48 = (b: Buffer): number => b.readUIntBE(0, 6);
+  const install = (seal: boolean): boolean =>
+    tap.addFlow(mac48(tapMac), mac48(FAKE_MAC), sleeveSock.fd, 0x7f000001, sink.localPort | COALESCE, tmpl, 1514, 60_000, seal ? sealer : undefined);
+  const plainInstalled = install(false);
+  const p1 = await run('ping', ['-c', '40', '-i', '0.01', '-W', '1', '-q', '-s', '7000', '10.99.3.2'], 15_000);
+  await waitFor(() => r.plainDatagrams >= 200, 3000);
+  const flowsPlain = tap.flowStats();
+  const jsPlain = jsFrames;
+  tap.clearFlows();
+  const sealedInstalled = install(true);
+  const p2 = await run('ping', ['-c', '40', '-i', '0.01', '-W', '1', '-q', '-s', '7000', '10.99.3.2'], 15_000);
+  await waitFor(() => r.sealedDatagrams >= 200, 3000);
+  await sleep(100);
+  const res = {
+    plainInstalled, sealedInstalled, pingCodes: [p1.code, p2.code], ...r, seqAfterC: sealer.seq,
+    seqsDistinct: new Set(seqs).size === seqs.length, flowsPlain, flows: tap.flowStats(), jsPlain, jsFrames, jsBatches,
+    egressGso: tap.stats().egressGso, openerStats: { ...opener.stats },
+  };
+  tap.close();
+  sleeveSock.close();
+  sink.close();
+  return res;
+}
+
 async function main(): Promise<void> {
   switch (mode) {
     case 'traffic':
@@ -666,6 +756,9 @@ async function main(): Promise<void> {
       return;
     case 'sealed':
       emit({ ok: true, ...(await sealedMode()) });
+      return;
+    case 'bulk':
+      emit({ ok: true, ...(await bulkMode()) });
       return;
     case 'df':
       emit({ ok: true, ...(await dfMode()) });
