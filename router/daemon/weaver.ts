@@ -29,7 +29,6 @@ import type { ProxyAttacher } from '../../proxy/types.js';
 import { observabilitySubsystem } from '../api/observability.js';
 import { dnsSubsystem } from '../../dns/subsystem.js';
 import { dnsBridgeAddress, dnsSettings } from '../../dns/config.js';
-import { pluginSubsystem } from '../../plugin/subsystem.js';
 import { exposeNatSubsystem, type ExposeNatSubsystem } from '../nat/subsystem.js';
 import { startFastdp } from '../overlay/fastdp.js';
 import type { Report } from '../api/report.js';
@@ -45,8 +44,10 @@ export type { LaunchConfig } from './config.js';
  * The subsystems, in start order (closed in reverse). Observability comes last so
  * that its page, events and metrics see every other section.
  */
-function subsystems(): Subsystem[] {
-  return [ipamSubsystem(), dnsSubsystem(), cniSubsystem(), pluginSubsystem(), exposeNatSubsystem(), observabilitySubsystem()];
+async function subsystems(cfg: LaunchConfig): Promise<Subsystem[]> {
+  // [scale, issue #20] the Docker plugin (and zod) is loaded only when it is on.
+  const plugin = cfg.plugin === false ? [] : [(await import('../../plugin/subsystem.js')).pluginSubsystem()];
+  return [ipamSubsystem(), dnsSubsystem(), cniSubsystem(), ...plugin, exposeNatSubsystem(), observabilitySubsystem()];
 }
 
 async function loadPeerName(cfg: LaunchConfig, file: string): Promise<string> {
@@ -338,7 +339,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
       announce(what === 'attached' ? 'endpointAttached' : 'endpointDetached', change);
     },
   };
-  for (const sub of subsystems()) {
+  for (const sub of await subsystems(cfg)) {
     await sub.start(ctx);
     started.push(sub);
   }

@@ -74,9 +74,17 @@ import { DEFAULT_TIMING, FastdpPath, ZERO_MAC, parseFdbJson, planFdb, type PathT
 
 /** Time the router keeps treating a peer as fastdp after its FDB entry is gone (ms): lets the TAP backlog drain. */
 const GRACE_MS = 100;
-const TICK_MS = 100;
-/** FDB audit (stale learned entries, flow count) and stats refresh interval (ms). */
-const AUDIT_MS = 10_000;
+/**
+ * Heartbeat/path tick (ms). Heartbeats are due every `DEFAULT_TIMING.intervalMs` (500 ms),
+ * so a 250 ms tick keeps their timing; [scale, issue #20] it was 100 ms, 10 idle wake-ups a second.
+ */
+const TICK_MS = 250;
+/**
+ * FDB audit (stale learned entries, flow count) and stats refresh interval (ms). Each
+ * audit forks `bridge fdb show` per device (a fork of the whole router process), so
+ * [scale, issue #20] it runs every 30 s (was 10 s); changes of a path sync at once anyway.
+ */
+const AUDIT_MS = 30_000;
 
 export class FastdpError extends Error {
   override name = 'FastdpError';
@@ -295,6 +303,8 @@ export class Fastdp {
 
   private refreshTraffic(): void {
     const read = (dev: string, set: (t: FastdpTraffic) => void): void => {
+      // [scale, issue #20] traffic() reads sysfs on demand where it shows our device: no fork then.
+      if (sysfsShows(dev, dev === this.devices.data ? this.ifindex : this.ifindex6)) return;
       ip('-s', '-j', 'link', 'show', 'dev', dev).then((s) => {
         const st = (JSON.parse(s) as Array<{ stats64?: { rx: { packets: number; bytes: number }; tx: { packets: number; bytes: number } } }>)[0]?.stats64;
         if (st) set({ FramesIn: st.rx.packets, FramesOut: st.tx.packets, BytesIn: st.rx.bytes, BytesOut: st.tx.bytes });
@@ -487,6 +497,16 @@ export class Fastdp {
 }
 
 /** Counters of a data device from sysfs when it is ours (same ifindex), else `cached`. */
+/** Whether /sys/class/net/DEV is our device (same ifindex: sysfs belongs to our network namespace). */
+function sysfsShows(dev: string, ifindex: number): boolean {
+  if (ifindex < 0) return false;
+  try {
+    return Number(readFileSync(`/sys/class/net/${dev}/ifindex`, 'utf8')) === ifindex;
+  } catch {
+    return false;
+  }
+}
+
 function readTraffic(dev: string, ifindex: number, cached: FastdpTraffic): FastdpTraffic {
   if (ifindex < 0) return cached;
   const base = `/sys/class/net/${dev}`;
