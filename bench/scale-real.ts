@@ -13,6 +13,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { Testbed, canRunE2E, sleep } from '../test/e2e/lib/testbed.js';
 
 export interface RealResult {
@@ -23,8 +24,16 @@ export interface RealResult {
   /** From the last launch's return until then. */
   afterLastMs: number;
   rssMiB: number[];
+  /** Proportional set size per router (shared pages, like the node binary's, split among their users). */
+  pssMiB: number[];
+  /** Private (anonymous and private file) memory per router. */
+  privateMiB: number[];
   cpuPct: number[];
+  /** An idle bare `node` process, started in the same run (anchor): RSS, PSS, private MiB, CPU %. */
+  bare: { rssMiB: number; pssMiB: number; privateMiB: number; cpuPct: number };
   load: string;
+  /** Load average (1 min) when the first launch started. */
+  loadAtStart: string;
 }
 
 /** GET a path of one router's API over its unix socket (the CLI's transport, without a node start per call). */
@@ -75,6 +84,18 @@ function rssKiB(pid: number): number {
   return m ? Number(m[1]) : NaN;
 }
 
+/** Pss and Private_Clean + Private_Dirty of a process, KiB (/proc/PID/smaps_rollup). */
+function smapsKiB(pid: number): { pss: number; priv: number } {
+  const t = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+  const f = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(t)?.[1] ?? NaN);
+  return { pss: f('Pss'), priv: f('Private_Clean') + f('Private_Dirty') };
+}
+
+const pct = (xs: number[], q: number): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]!;
+};
+
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
@@ -101,12 +122,14 @@ export async function runReal(n: number, idleS = 30, log: (s: string) => void = 
     const hosts = await bed.up(n);
     const name = (i: number): string => `02:00:00:00:${((i >> 8) & 0xff).toString(16).padStart(2, '0')}:${(i & 0xff).toString(16).padStart(2, '0')}`;
     const launchMs: number[] = [];
+    const loadAtStart = os.loadavg()[0]!.toFixed(1);
     const t0 = Date.now();
     for (let i = 1; i <= n; i++) {
       const h = hosts[i - 1]!;
       const peers = i === 1 ? [] : [...new Set([hosts[0]!.ip, hosts[i - 2]!.ip])];
       const t = Date.now();
-      await h.launch(['--name', name(i), '--no-proxy', '--ipalloc-init', `seed=${name(1)}`, ...peers]);
+      // A loaded machine may take long: the launch's own readiness wait (WEAVE_LAUNCH_TIMEOUT) decides.
+      await h.mustWeave(['launch', '--nickname', h.nickname, '--name', name(i), '--no-proxy', '--ipalloc-init', `seed=${name(1)}`, ...peers], { timeoutMs: 200_000, env: { WEAVE_LAUNCH_TIMEOUT: '180' } });
       launchMs.push(Date.now() - t);
       log(`  router ${i} launched in ${launchMs[launchMs.length - 1]} ms`);
     }
@@ -118,16 +141,30 @@ export async function runReal(n: number, idleS = 30, log: (s: string) => void = 
     }
     const tDone = Date.now();
     log(`all ${n} routers see ${n} peers established, ${((tDone - t0) / 1000).toFixed(1)} s after the first launch; idling 10 s, then sampling ${idleS} s`);
-    await sleep(10_000);
-    const pids = hosts.map((h) => h.pid()!);
-    const hz = 100; // USER_HZ on Linux
-    const c0 = pids.map(cpuTicks);
-    const w0 = Date.now();
-    await sleep(idleS * 1000);
-    const secs = (Date.now() - w0) / 1000;
-    const cpuPct = pids.map((p, i) => ((cpuTicks(p) - c0[i]!) / hz / secs) * 100);
-    const rssMiB = pids.map((p) => rssKiB(p) / 1024);
-    return { n, launchMs, allEstablishedMs: tDone - t0, afterLastMs: tDone - tLast, rssMiB, cpuPct, load: os.loadavg().map((x) => x.toFixed(1)).join(' ') };
+    // Anchor: an idle bare Node process (same binary), measured over the same interval.
+    const bare = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1 << 30)'], { stdio: 'ignore' });
+    try {
+      await sleep(10_000);
+      const pids = hosts.map((h) => h.pid()!);
+      const all = [...pids, bare.pid!];
+      const hz = 100; // USER_HZ on Linux
+      const c0 = all.map(cpuTicks);
+      const w0 = Date.now();
+      await sleep(idleS * 1000);
+      const secs = (Date.now() - w0) / 1000;
+      const cpu = all.map((p, i) => ((cpuTicks(p) - c0[i]!) / hz / secs) * 100);
+      const rss = all.map((p) => rssKiB(p) / 1024);
+      const sm = all.map(smapsKiB);
+      const k = pids.length;
+      return {
+        n, launchMs, allEstablishedMs: tDone - t0, afterLastMs: tDone - tLast,
+        rssMiB: rss.slice(0, k), pssMiB: sm.slice(0, k).map((x) => x.pss / 1024), privateMiB: sm.slice(0, k).map((x) => x.priv / 1024), cpuPct: cpu.slice(0, k),
+        bare: { rssMiB: rss[k]!, pssMiB: sm[k]!.pss / 1024, privateMiB: sm[k]!.priv / 1024, cpuPct: cpu[k]! },
+        load: os.loadavg().map((x) => x.toFixed(1)).join(' '), loadAtStart,
+      };
+    } finally {
+      bare.kill('SIGKILL');
+    }
   } finally {
     process.off('SIGINT', onSig);
     process.off('SIGTERM', onSig);
@@ -139,11 +176,15 @@ export async function runReal(n: number, idleS = 30, log: (s: string) => void = 
 export function formatReal(r: RealResult): string[] {
   const f = (x: number, d = 1): string => x.toFixed(d);
   const l = r.launchMs;
+  const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
+  const b = r.bare;
   return [
-    `real routers: ${r.n} namespaces on one underlay bridge, router i launched with routers 1 and i-1 as peers (load average at the end: ${r.load})`,
-    '| routers | weave launch ms (first / median / max / last) | all established after first launch | after last launch | RSS MiB per router (median / max / total) | idle CPU % of a core per router (median / max) |',
-    '|---|---|---|---|---|---|',
-    `| ${r.n} | ${l[0]} / ${f(median(l), 0)} / ${Math.max(...l)} / ${l[l.length - 1]} | ${f(r.allEstablishedMs / 1000)} s | ${f(r.afterLastMs / 1000)} s | ${f(median(r.rssMiB))} / ${f(Math.max(...r.rssMiB))} / ${f(r.rssMiB.reduce((a, b) => a + b, 0), 0)} | ${f(median(r.cpuPct), 2)} / ${f(Math.max(...r.cpuPct), 2)} |`,
+    `real routers: ${r.n} namespaces on one underlay bridge, router i launched with routers 1 and i-1 as peers (load average: ${r.loadAtStart} at the first launch, ${r.load} at the end)`,
+    '| routers | weave launch ms (first / median / p99 / max / last) | all established after first launch | after last launch | RSS MiB per router (median / max / total) | PSS / private MiB per router (median) | idle CPU % of a core per router (median / max) |',
+    '|---|---|---|---|---|---|---|',
+    `| ${r.n} | ${l[0]} / ${f(median(l), 0)} / ${pct(l, 0.99)} / ${Math.max(...l)} / ${l[l.length - 1]} | ${f(r.allEstablishedMs / 1000)} s | ${f(r.afterLastMs / 1000)} s | ${f(median(r.rssMiB))} / ${f(Math.max(...r.rssMiB))} / ${f(sum(r.rssMiB), 0)} | ${f(median(r.pssMiB))} / ${f(median(r.privateMiB))} | ${f(median(r.cpuPct), 2)} / ${f(Math.max(...r.cpuPct), 2)} |`,
+    `| bare node (same run) | | | | ${f(b.rssMiB)} | ${f(b.pssMiB)} / ${f(b.privateMiB)} | ${f(b.cpuPct, 2)} |`,
+    'goals (issue #20): every launch ≤ 2 s; all established ≤ 60 s after the first launch; RSS ≤ 60 MiB per router; idle CPU ≤ 0.5 % per router',
     'before (issue #20, main 67f8a19, 30 routers): launch 0.9 s first, median 2.2 s, 13.9 s for the 30th; all established 119 s after the first launch; RSS median 91 MiB; idle CPU 1.9 % per router',
   ];
 }

@@ -5,7 +5,8 @@
  * Errors are one line on stderr and exit code 1.
  */
 import { Command } from 'commander';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import { promises as fsp, openSync, readFileSync, existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -66,6 +67,54 @@ async function waitFor(cond: () => Promise<boolean> | boolean, timeoutMs: number
     await new Promise((r) => setTimeout(r, stepMs));
   }
   return cond();
+}
+
+/** `weave launch`'s wait for the router's readiness, seconds: WEAVE_LAUNCH_TIMEOUT (1 … 3600), default 120. */
+function launchTimeoutS(): number {
+  const v = process.env.WEAVE_LAUNCH_TIMEOUT;
+  return v === undefined || v === '' ? 120 : intOpt('WEAVE_LAUNCH_TIMEOUT', 1, 3600)(v);
+}
+
+type ReadyOutcome = { kind: 'ready'; name: string } | { kind: 'exited'; code: number } | { kind: 'timeout' };
+
+/**
+ * Waits for the router's readiness line `ready NAME\n` on its fd 3 (at most 256 bytes
+ * are read), its exit, or the timeout. If fd 3 closes without the line while the router
+ * runs, falls back to asking the API until the timeout.
+ */
+function waitReady(child: ChildProcess, timeoutMs: number): Promise<ReadyOutcome> {
+  const end = Date.now() + timeoutMs;
+  const pipe = child.stdio[3] as Readable | null;
+  return new Promise((resolve) => {
+    let text = '';
+    let done = false;
+    const finish = (o: ReadyOutcome): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      child.off('exit', onExit);
+      pipe?.destroy();
+      resolve(o);
+    };
+    const onExit = (code: number | null): void => finish({ kind: 'exited', code: code ?? 1 });
+    const timer = setTimeout(() => finish({ kind: 'timeout' }), timeoutMs);
+    child.on('exit', onExit);
+    pipe?.on('data', (c: Buffer) => {
+      text += c.toString('latin1');
+      const m = /^ready (\S{1,64})\n/.exec(text);
+      if (m) finish({ kind: 'ready', name: m[1]! });
+      else if (text.length > 256 || (text.includes('\n') && !text.startsWith('ready '))) pipe.destroy();
+    });
+    pipe?.on('error', () => undefined);
+    pipe?.on('close', () => {
+      if (done) return;
+      // No readiness line (an older daemon, or fd 3 lost): ask the API instead.
+      void waitFor(async () => done || await isRunning(), Math.max(0, end - Date.now()), 100).then(async (up) => {
+        if (!up || done) return finish({ kind: 'timeout' });
+        finish({ kind: 'ready', name: (await call<Report>('GET', '/report').catch(() => undefined))?.Router.Name ?? '' });
+      });
+    });
+  });
 }
 
 /** isRouterRunning, with its errors (flock(1) missing) as one-line CLI errors. */
@@ -254,18 +303,20 @@ program.command('launch')
     const fd = openSync(logFile, 'a', 0o600);
     // WEAVER_NODE_ARGS: extra node flags for the daemon, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p".
     const nodeArgs = (process.env.WEAVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
-    const child = spawn(process.execPath, [...ROUTER_NODE_FLAGS, ...nodeArgs, WEAVER_JS], { detached: true, stdio: [password ? 'pipe' : 'ignore', fd, fd], env });
+    // The router says "ready NAME" on fd 3 once its API serves (router/daemon/weaver.ts
+    // signalReady): no polling, and no fixed wait that fails on a loaded machine.
+    const child = spawn(process.execPath, [...ROUTER_NODE_FLAGS, ...nodeArgs, WEAVER_JS], { detached: true, stdio: [password ? 'pipe' : 'ignore', fd, fd, 'pipe'], env: { ...env, WEAVER_READY_FD: '3' } });
     if (password) child.stdin!.end(password);
-    let exited: number | null = null;
-    child.on('exit', (code) => (exited = code ?? 1));
+    const timeoutS = launchTimeoutS();
+    const outcome = await withSpinner('waiting for the router to start', waitReady(child, timeoutS * 1000));
     child.unref();
-    const up = await withSpinner('waiting for the router to start', waitFor(async () => exited !== null || await isRunning(), 30_000, 100));
-    if (exited !== null || !up) {
-      const why = await tailLog(logFile, 1);
-      throw new CliError(why ? why.replace(/^weaver: /, '') : `the router did not start within 30 s: see ${logFile}`);
+    if (outcome.kind !== 'ready') {
+      const why = outcome.kind === 'exited' ? await tailLog(logFile, 1) : '';
+      throw new CliError(why ? why.replace(/^weaver: /, '')
+        : outcome.kind === 'exited' ? `the router exited during start-up (code ${outcome.code}): see ${logFile}`
+          : `the router did not report ready within ${timeoutS} s (set WEAVE_LAUNCH_TIMEOUT=SECONDS to wait longer; it is still starting, or stuck): see ${logFile}`);
     }
-    const r = await call<Report>('GET', '/report');
-    out(r.Router.Name);
+    out(outcome.name);
     process.stderr.write(`router log: ${logFile}\n`);
   });
 

@@ -21,7 +21,7 @@
 import type { IncomingMessage, Server } from 'node:http';
 import { checkAccess } from './policy.js';
 import type { Duplex } from 'node:stream';
-import { WebSocket, WebSocketServer } from 'ws';
+import type { WebSocket, WebSocketServer } from 'ws';
 import type { Report, RouterEvent } from './report.js';
 
 export interface EventSource {
@@ -72,7 +72,15 @@ export function attachEventStream(server: Server, source: EventSource, opts: Eve
   const resnapshotDelayMs = opts.resnapshotDelayMs ?? 250;
   const resyncMs = opts.resyncMs ?? 5_000;
 
-  const wss = new WebSocketServer({ noServer: true, maxPayload: 4096, perMessageDeflate: false });
+  // [scale, issue #20] ws is loaded, and the heartbeat and resync timers run, only from
+  // the first WebSocket client on: an idle router neither loads it nor wakes for them.
+  let wss: WebSocketServer | undefined;
+  let loading: Promise<WebSocketServer> | undefined;
+  let heartbeat: NodeJS.Timeout | undefined;
+  let resync: NodeJS.Timeout | null = null;
+  const noClients: ReadonlySet<WebSocket> = new Set();
+  const clients = (): ReadonlySet<WebSocket> => wss?.clients ?? noClients;
+  const OPEN = 1; // WebSocket.OPEN (RFC 6455 "the WebSocket connection is established")
   const alive = new WeakMap<WebSocket, boolean>();
   const killTimers = new Map<WebSocket, NodeJS.Timeout>();
   let lastSnapshot = '';
@@ -89,7 +97,7 @@ export function attachEventStream(server: Server, source: EventSource, opts: Eve
   };
 
   const sendTo = (ws: WebSocket, data: string): void => {
-    if (ws.readyState !== WebSocket.OPEN || killTimers.has(ws)) return;
+    if (ws.readyState !== OPEN || killTimers.has(ws)) return;
     if (ws.bufferedAmount + data.length > maxBacklog) {
       drop(ws, CLOSE_SLOW_CONSUMER, 'slow consumer: event backlog full');
       return;
@@ -100,11 +108,11 @@ export function attachEventStream(server: Server, source: EventSource, opts: Eve
   const snapshotText = (): string => JSON.stringify({ type: 'snapshot', report: source.report() } satisfies RouterEvent);
 
   const broadcast = (data: string): void => {
-    for (const ws of wss.clients) sendTo(ws, data);
+    for (const ws of clients()) sendTo(ws, data);
   };
 
   const resnapshotIfChanged = (): void => {
-    if (wss.clients.size === 0) return;
+    if (clients().size === 0) return;
     let text: string;
     try { text = snapshotText(); } catch { return; }
     if (text === lastSnapshot) return;
@@ -113,7 +121,7 @@ export function attachEventStream(server: Server, source: EventSource, opts: Eve
   };
 
   const onEvent = (e: RouterEvent): void => {
-    if (wss.clients.size === 0) return;
+    if (clients().size === 0) return;
     broadcast(JSON.stringify(e));
     if ((e.type === 'peer-joined' || e.type === 'peer-left' || e.type === 'connection') && resnapshotTimer === null) {
       resnapshotTimer = setTimeout(() => { resnapshotTimer = null; resnapshotIfChanged(); }, resnapshotDelayMs);
@@ -140,52 +148,63 @@ export function attachEventStream(server: Server, source: EventSource, opts: Eve
       refuse(socket, 403, `forbidden: ${why}`);
       return;
     }
-    wss.handleUpgrade(req, socket, head, (ws) => {
-      alive.set(ws, true);
-      ws.on('pong', () => alive.set(ws, true));
-      ws.on('error', () => ws.terminate());
-      ws.on('close', () => {
-        const t = killTimers.get(ws);
-        if (t) { clearTimeout(t); killTimers.delete(ws); }
-      });
-      // Client messages carry no meaning; reading them just keeps the socket flowing.
-      ws.on('message', () => undefined);
-      let text: string;
-      try {
-        text = snapshotText();
-      } catch (err) {
-        ws.close(1011, `report failed: ${(err as Error).message}`.slice(0, 120));
+    const load = loading ??= import('ws').then((m) => {
+      const w = new m.WebSocketServer({ noServer: true, maxPayload: 4096, perMessageDeflate: false });
+      wss = w;
+      if (closed) return w;
+      heartbeat = setInterval(() => {
+        for (const ws of w.clients) {
+          if (alive.get(ws) === false) { ws.terminate(); continue; }
+          alive.set(ws, false);
+          try { ws.ping(); } catch { ws.terminate(); }
+        }
+      }, heartbeatMs);
+      heartbeat.unref();
+      resync = resyncMs > 0 ? setInterval(resnapshotIfChanged, resyncMs) : null;
+      resync?.unref();
+      return w;
+    });
+    void load.then((w) => {
+      if (closed) {
+        socket.destroy();
         return;
       }
-      sendTo(ws, text);
+      w.handleUpgrade(req, socket, head, onClient);
+    }, () => socket.destroy());
+  };
+  const onClient = (ws: WebSocket): void => {
+    alive.set(ws, true);
+    ws.on('pong', () => alive.set(ws, true));
+    ws.on('error', () => ws.terminate());
+    ws.on('close', () => {
+      const t = killTimers.get(ws);
+      if (t) { clearTimeout(t); killTimers.delete(ws); }
     });
+    // Client messages carry no meaning; reading them just keeps the socket flowing.
+    ws.on('message', () => undefined);
+    let text: string;
+    try {
+      text = snapshotText();
+    } catch (err) {
+      ws.close(1011, `report failed: ${(err as Error).message}`.slice(0, 120));
+      return;
+    }
+    sendTo(ws, text);
   };
   server.on('upgrade', onUpgrade);
-
-  const heartbeat = setInterval(() => {
-    for (const ws of wss.clients) {
-      if (alive.get(ws) === false) { ws.terminate(); continue; }
-      alive.set(ws, false);
-      try { ws.ping(); } catch { ws.terminate(); }
-    }
-  }, heartbeatMs);
-  heartbeat.unref();
-
-  const resync = resyncMs > 0 ? setInterval(resnapshotIfChanged, resyncMs) : null;
-  resync?.unref();
 
   return {
     close(): void {
       if (closed) return;
       closed = true;
-      clearInterval(heartbeat);
+      if (heartbeat) clearInterval(heartbeat);
       if (resync) clearInterval(resync);
       if (resnapshotTimer) clearTimeout(resnapshotTimer);
       source.off('event', onEvent);
       server.off('upgrade', onUpgrade);
-      for (const ws of wss.clients) drop(ws, 1001, 'router shutting down');
-      wss.close();
+      for (const ws of clients()) drop(ws, 1001, 'router shutting down');
+      wss?.close();
     },
-    clients: () => wss.clients.size - killTimers.size,
+    clients: () => clients().size - killTimers.size,
   };
 }

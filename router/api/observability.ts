@@ -110,6 +110,8 @@ async function setupObservability(ctx: SubsystemContext): Promise<() => Promise<
 
 /** Length of one event-loop delay window, ms: the gauge shows the last complete window. */
 const LOOP_WINDOW_MS = 10_000;
+/** The event-loop monitor stops this long after the last scrape of its gauge (ms). */
+const LOOP_IDLE_STOP_MS = 5 * 60_000;
 
 /**
  * [reliability] Event-loop delay and heap gauges (for the soak, `npm run soak`, and
@@ -118,22 +120,44 @@ const LOOP_WINDOW_MS = 10_000;
  * every 10 ms, so values below ~10 ms are at its resolution), and
  * `tsweave_heap_used_bytes` (V8 heap in use at scrape time). A window is closed by a
  * timer, not by a scrape, so several scrapers see the same values.
+ *
+ * [scale, issue #20] That 10 ms timer woke an idle router 100 times a second (most of its
+ * idle CPU), so the monitor runs only while someone reads the gauge: the first scrape
+ * starts it (that scrape and the ones of the first window read 0), and it stops again
+ * 5 minutes after the last scrape.
  */
 function watchEventLoop(registry: SubsystemContext['metrics']): { stop(): void } {
   const h = monitorEventLoopDelay({ resolution: 10 });
-  h.enable();
   let last = { p50: 0, p99: 0, max: 0 };
-  const t = setInterval(() => {
-    last = { p50: h.percentile(50) / 1e9, p99: h.percentile(99) / 1e9, max: h.max / 1e9 };
+  let t: NodeJS.Timeout | undefined;
+  let lastScrape = 0;
+  const stop = (): void => {
+    if (t === undefined) return;
+    clearInterval(t);
+    t = undefined;
+    h.disable();
     h.reset();
-  }, LOOP_WINDOW_MS);
-  t.unref();
+    last = { p50: 0, p99: 0, max: 0 };
+  };
+  const arm = (): void => {
+    lastScrape = Date.now();
+    if (t !== undefined) return;
+    h.reset();
+    h.enable();
+    t = setInterval(() => {
+      last = { p50: h.percentile(50) / 1e9, p99: h.percentile(99) / 1e9, max: h.max / 1e9 };
+      h.reset();
+      if (Date.now() - lastScrape > LOOP_IDLE_STOP_MS) stop();
+    }, LOOP_WINDOW_MS);
+    t.unref();
+  };
   new Gauge({
     name: 'tsweave_event_loop_delay_seconds',
-    help: 'Event-loop delay over the last complete 10 s window, by quantile (1 = max).',
+    help: 'Event-loop delay over the last complete 10 s window, by quantile (1 = max); measured only while scraped (0 until a window completed).',
     labelNames: ['quantile'],
     registers: [registry],
     collect() {
+      arm();
       this.set({ quantile: '0.5' }, last.p50);
       this.set({ quantile: '0.99' }, last.p99);
       this.set({ quantile: '1' }, last.max);
@@ -147,10 +171,5 @@ function watchEventLoop(registry: SubsystemContext['metrics']): { stop(): void }
       this.set(process.memoryUsage().heapUsed);
     },
   });
-  return {
-    stop() {
-      clearInterval(t);
-      h.disable();
-    },
-  };
+  return { stop };
 }

@@ -50,7 +50,15 @@ interface SodiumAead {
   crypto_aead_chacha20poly1305_ietf_decrypt(m: Uint8Array, nsec: null, c: Uint8Array, ad: Uint8Array | null, npub: Uint8Array, k: Uint8Array): number;
   sodium_memzero(buf: Uint8Array): void;
 }
-const sodium = createRequire(import.meta.url)('sodium-native') as SodiumAead;
+/**
+ * sodium-native, loaded by the first Sealer or Opener (every use below runs on one):
+ * [scale, issue #20] a router without a password never loads it (its native module
+ * costs ~3 MiB of resident memory).
+ */
+let sodium: SodiumAead;
+function loadSodium(): void {
+  sodium ??= createRequire(import.meta.url)('sodium-native') as SodiumAead;
+}
 
 /** Bytes of the sleeve header carried in clear in front of the sequence field. */
 export const HEADER_BYTES = 8;
@@ -164,6 +172,7 @@ export class Sealer {
    * @throws AeadError on a wrong key length, epoch, threshold or firstSeq.
    */
   constructor(key: Buffer, opts: { epoch?: number; rekeyAfter?: number; firstSeq?: number } = {}) {
+    loadSodium();
     checkKey(key);
     const epoch = opts.epoch ?? 0;
     checkEpoch(epoch);
@@ -319,6 +328,7 @@ export class Opener {
    * @throws AeadError on a wrong key length or epoch; RangeError on a bad window size.
    */
   constructor(key: Buffer, windowBits = 2048, epoch = 0) {
+    loadSodium();
     checkKey(key);
     checkEpoch(epoch);
     this.windowBits = windowBits;

@@ -9,7 +9,7 @@
 import { collectGarbage } from './heap.js';
 import { installClockHook } from './clock-hook.js';
 import os from 'node:os';
-import { promises as fsp, readFileSync } from 'node:fs';
+import { promises as fsp, readFileSync, writeSync, closeSync } from 'node:fs';
 import { Router } from '../router.js';
 import { Tap } from '../overlay/tap.js';
 import { ensureBridge, setupTap, TAP_NAME, resetLinks, BRIDGE, hostIpv6Off, ip } from '../host/netdev.js';
@@ -29,7 +29,6 @@ import type { ProxyAttacher } from '../../proxy/types.js';
 import { observabilitySubsystem } from '../api/observability.js';
 import { dnsSubsystem } from '../../dns/subsystem.js';
 import { dnsBridgeAddress, dnsSettings } from '../../dns/config.js';
-import { pluginSubsystem } from '../../plugin/subsystem.js';
 import { exposeNatSubsystem, type ExposeNatSubsystem } from '../nat/subsystem.js';
 import { startFastdp } from '../overlay/fastdp.js';
 import type { Report } from '../api/report.js';
@@ -45,8 +44,10 @@ export type { LaunchConfig } from './config.js';
  * The subsystems, in start order (closed in reverse). Observability comes last so
  * that its page, events and metrics see every other section.
  */
-function subsystems(): Subsystem[] {
-  return [ipamSubsystem(), dnsSubsystem(), cniSubsystem(), pluginSubsystem(), exposeNatSubsystem(), observabilitySubsystem()];
+async function subsystems(cfg: LaunchConfig): Promise<Subsystem[]> {
+  // [scale, issue #20] the Docker plugin (and zod) is loaded only when it is on.
+  const plugin = cfg.plugin === false ? [] : [(await import('../../plugin/subsystem.js')).pluginSubsystem()];
+  return [ipamSubsystem(), dnsSubsystem(), cniSubsystem(), ...plugin, exposeNatSubsystem(), observabilitySubsystem()];
 }
 
 async function loadPeerName(cfg: LaunchConfig, file: string): Promise<string> {
@@ -341,7 +342,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
       announce(what === 'attached' ? 'endpointAttached' : 'endpointDetached', change);
     },
   };
-  for (const sub of subsystems()) {
+  for (const sub of await subsystems(cfg)) {
     await sub.start(ctx);
     started.push(sub);
   }
@@ -354,8 +355,26 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     log(`internal error (please report): ${err.stack ?? err.message}`, 'error');
   });
   log(`router ${name}(${cfg.nickname}) started on port ${cfg.port}, mtu ${cfg.mtu}, encryption ${pwKey ? 'enabled' : 'disabled'}, api ${paths.sock}`);
+  signalReady(name);
   // Collect startup's garbage now rather than in a compacting pause under traffic (heap.ts).
   setTimeout(collectGarbage, 200).unref();
+}
+
+/**
+ * Tells `weave launch` that the API serves: writes `ready NAME\n` to the descriptor named
+ * by WEAVER_READY_FD (a pipe the launcher made; ≥ 3) and closes it. Without it (foreground
+ * runs, supervisors) nothing is written. A launcher that went away is not an error.
+ */
+function signalReady(name: string): void {
+  const fd = Number(process.env.WEAVER_READY_FD);
+  delete process.env.WEAVER_READY_FD;
+  if (!Number.isInteger(fd) || fd < 3) return;
+  try {
+    writeSync(fd, `ready ${name}\n`);
+  } catch { /* the launcher is gone (EPIPE) */ }
+  try {
+    closeSync(fd);
+  } catch { /* already closed */ }
 }
 
 export function defaultNickname(): string {

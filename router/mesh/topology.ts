@@ -125,19 +125,19 @@ function sameConnections(a: readonly ConnectionSummary[], b: readonly Connection
 /** The gossiped peer table seen from one peer ("self"). */
 export class Topology {
   readonly selfName: PeerName;
-  private readonly entries = new Map<PeerName, PeerInfo>();
+  private entries = new Map<PeerName, PeerInfo>();
   /**
    * Per peer, the names its entry lists an established connection to (self-loops
    * left out), kept in step with `entries` by `put`/`remove` so `neighbours` costs
    * O(degree) set look-ups instead of a scan of the other side's list per connection.
    */
-  private readonly estTo = new Map<PeerName, Set<PeerName>>();
+  private estTo = new Map<PeerName, Set<PeerName>>();
   /**
    * Symmetric established adjacency (the routing graph), kept incrementally: per peer,
    * its neighbours sorted by name. Rows are replaced, never mutated, so they can be
    * handed out (frozen) without copying.
    */
-  private readonly sym = new Map<PeerName, readonly PeerName[]>();
+  private sym = new Map<PeerName, readonly PeerName[]>();
   private gen = 0;
   private adjGen = 0;
   /**
@@ -309,14 +309,10 @@ export class Topology {
   copyFrom(other: Topology): void {
     if (!other.entries.has(this.selfName)) bad('copy', `source table has no entry for ${this.selfName}`);
     const ours = this.self();
-    this.entries.clear();
-    this.estTo.clear();
-    this.sym.clear();
-    for (const [n, p] of other.entries) {
-      this.entries.set(n, p);
-      this.estTo.set(n, other.estTo.get(n)!);
-    }
-    for (const [n, row] of other.sym) this.sym.set(n, row);
+    // Whole-map copies (much faster than entry by entry at 1,000 × 1,000 in the simulator).
+    this.entries = new Map(other.entries);
+    this.estTo = new Map(other.estTo);
+    this.sym = new Map(other.sym);
     this.gcCandidates = 'all';
     // Our entry as `other` holds it, then ours: put() moves the adjacency over by the difference.
     this.put(ours);

@@ -64,7 +64,8 @@
 import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { run, ip, BRIDGE, TAP_NAME, linkExists, NetdevError } from '../host/netdev.js';
+import { execFile } from 'node:child_process';
+import { run, ip, BRIDGE, TAP_NAME, NetdevError } from '../host/netdev.js';
 import { formatMac } from './mac-cache.js';
 import { numToPeerName } from '../mesh/peer-name.js';
 import {
@@ -74,9 +75,17 @@ import { DEFAULT_TIMING, FastdpPath, ZERO_MAC, parseFdbJson, planFdb, type PathT
 
 /** Time the router keeps treating a peer as fastdp after its FDB entry is gone (ms): lets the TAP backlog drain. */
 const GRACE_MS = 100;
-const TICK_MS = 100;
-/** FDB audit (stale learned entries, flow count) and stats refresh interval (ms). */
-const AUDIT_MS = 10_000;
+/**
+ * Heartbeat/path tick (ms). Heartbeats are due every `DEFAULT_TIMING.intervalMs` (500 ms),
+ * so a 250 ms tick keeps their timing; [scale, issue #20] it was 100 ms, 10 idle wake-ups a second.
+ */
+const TICK_MS = 250;
+/**
+ * FDB audit (stale learned entries, flow count) and stats refresh interval (ms). Each
+ * audit forks `bridge fdb show` per device (a fork of the whole router process), so
+ * [scale, issue #20] it runs every 30 s (was 10 s); changes of a path sync at once anyway.
+ */
+const AUDIT_MS = 30_000;
 
 export class FastdpError extends Error {
   override name = 'FastdpError';
@@ -147,6 +156,30 @@ interface PeerPath {
 const bridgeCmd = (...args: string[]): Promise<string> => run('bridge', args);
 
 /**
+ * [scale, issue #20] Several `ip`/`bridge` commands in one process (`TOOL -batch -`, one
+ * command per stdin line, stopping at the first failure): every fork of the router costs
+ * tens of milliseconds, seconds on a loaded machine, and set-up ran ~25 of them.
+ * @throws NetdevError with the tool's first error line
+ */
+function batch(tool: 'ip' | 'bridge', lines: string[][]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(tool, ['-batch', '-'], { timeout: 10_000, maxBuffer: 1 << 20 }, (err, _stdout, stderr) => {
+      if (!err) return resolve();
+      const line = String(stderr).trim().split('\n')[0] || err.message;
+      reject(new NetdevError(`${tool} -batch: ${line}`));
+    });
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(lines.map((l) => l.join(' ')).join('\n') + '\n');
+  });
+}
+
+/** Names and ifindexes of this namespace's links (one `ip -j link show`). */
+async function linkIndexes(): Promise<Map<string, number>> {
+  const links = JSON.parse(await ip('-j', 'link', 'show')) as Array<{ ifname?: string; ifindex?: number }>;
+  return new Map(links.filter((l) => typeof l.ifname === 'string' && typeof l.ifindex === 'number').map((l) => [l.ifname!, l.ifindex!]));
+}
+
+/**
  * Create the devices and start heartbeats. Returns undefined (after logging why and
  * removing anything half made) if the kernel or iproute2 cannot do it, so the router
  * runs sleeve-only rather than failing to start.
@@ -203,20 +236,26 @@ export class Fastdp {
     const { data, heartbeat } = this.devices;
     const mtu = String(this.opts.mtu);
     const port = String(this.vxlanPort);
-    for (const d of Object.values(this.devices)) if (await linkExists(d)) await ip('link', 'del', 'dev', d);
+    const leftovers = [...(await linkIndexes()).keys()].filter((n) => (Object.values(this.devices) as string[]).includes(n));
+    if (leftovers.length) await batch('ip', leftovers.map((d) => ['link', 'del', 'dev', d]));
     // The TAP first: from the moment the VXLAN port joins, nothing may pass between them.
     await bridgeCmd('link', 'set', 'dev', TAP_NAME, 'isolated', 'on', 'learning', 'off');
-    await ip('link', 'set', 'dev', TAP_NAME, 'type', 'bridge_slave', 'fdb_flush');
-    await ip('link', 'add', data, 'type', 'vxlan', 'id', String(DATA_VNI), 'dstport', port, 'learning');
-    await ip('link', 'set', 'dev', data, 'mtu', mtu, 'master', BRIDGE);
+    await batch('ip', [
+      ['link', 'set', 'dev', TAP_NAME, 'type', 'bridge_slave', 'fdb_flush'],
+      ['link', 'add', data, 'type', 'vxlan', 'id', String(DATA_VNI), 'dstport', port, 'learning'],
+      ['link', 'set', 'dev', data, 'mtu', mtu, 'master', BRIDGE],
+      ['link', 'add', heartbeat, 'type', 'vxlan', 'id', String(HEARTBEAT_VNI), 'dstport', port, 'nolearning'],
+      ['link', 'set', 'dev', heartbeat, 'address', formatMac(HB_DEVICE_MAC), 'mtu', mtu, 'arp', 'off'],
+    ]);
+    // Isolated before it is up.
     await bridgeCmd('link', 'set', 'dev', data, 'isolated', 'on');
-    await ip('link', 'set', 'dev', data, 'up');
-    await ip('link', 'add', heartbeat, 'type', 'vxlan', 'id', String(HEARTBEAT_VNI), 'dstport', port, 'nolearning');
-    await ip('link', 'set', 'dev', heartbeat, 'address', formatMac(HB_DEVICE_MAC), 'mtu', mtu, 'arp', 'off');
     await writeFile(`/proc/sys/net/ipv6/conf/${heartbeat}/disable_ipv6`, '1').catch(() => undefined);
-    await ip('addr', 'add', HB_DEVICE_IP, 'peer', `${HB_SOURCE_IP}/32`, 'dev', heartbeat);
-    await ip('link', 'set', 'dev', heartbeat, 'up');
-    this.ifindex = await ip('-j', 'link', 'show', 'dev', data).then((s) => (JSON.parse(s) as Array<{ ifindex: number }>)[0]?.ifindex ?? -1, () => -1);
+    await batch('ip', [
+      ['link', 'set', 'dev', data, 'up'],
+      ['addr', 'add', HB_DEVICE_IP, 'peer', `${HB_SOURCE_IP}/32`, 'dev', heartbeat],
+      ['link', 'set', 'dev', heartbeat, 'up'],
+    ]);
+    this.ifindex = await linkIndexes().then((m) => m.get(data) ?? -1, () => -1);
 
     this.recv = dgram.createSocket('udp4');
     this.recv.on('message', (m) => this.onHeartbeat(m));
@@ -249,16 +288,20 @@ export class Fastdp {
     const { data6, heartbeat6 } = this.devices;
     const mtu = String(this.opts.mtu);
     const port = String(this.vxlanPort);
-    await ip('link', 'add', data6, 'type', 'vxlan', 'id', String(DATA_VNI), 'dstport', port, 'learning', 'local', '::');
-    await ip('link', 'set', 'dev', data6, 'mtu', mtu, 'master', BRIDGE);
+    await batch('ip', [
+      ['link', 'add', data6, 'type', 'vxlan', 'id', String(DATA_VNI), 'dstport', port, 'learning', 'local', '::'],
+      ['link', 'set', 'dev', data6, 'mtu', mtu, 'master', BRIDGE],
+      ['link', 'add', heartbeat6, 'type', 'vxlan', 'id', String(HEARTBEAT_VNI), 'dstport', port, 'nolearning', 'local', '::'],
+      ['link', 'set', 'dev', heartbeat6, 'address', formatMac(HB_DEVICE_MAC), 'mtu', mtu, 'arp', 'off'],
+    ]);
     await bridgeCmd('link', 'set', 'dev', data6, 'isolated', 'on');
-    await ip('link', 'set', 'dev', data6, 'up');
-    await ip('link', 'add', heartbeat6, 'type', 'vxlan', 'id', String(HEARTBEAT_VNI), 'dstport', port, 'nolearning', 'local', '::');
-    await ip('link', 'set', 'dev', heartbeat6, 'address', formatMac(HB_DEVICE_MAC), 'mtu', mtu, 'arp', 'off');
     await writeFile(`/proc/sys/net/ipv6/conf/${heartbeat6}/disable_ipv6`, '1').catch(() => undefined);
-    await ip('addr', 'add', HB6_DEVICE_IP, 'peer', `${HB6_SOURCE_IP}/32`, 'dev', heartbeat6);
-    await ip('link', 'set', 'dev', heartbeat6, 'up');
-    this.ifindex6 = await ip('-j', 'link', 'show', 'dev', data6).then((s) => (JSON.parse(s) as Array<{ ifindex: number }>)[0]?.ifindex ?? -1, () => -1);
+    await batch('ip', [
+      ['link', 'set', 'dev', data6, 'up'],
+      ['addr', 'add', HB6_DEVICE_IP, 'peer', `${HB6_SOURCE_IP}/32`, 'dev', heartbeat6],
+      ['link', 'set', 'dev', heartbeat6, 'up'],
+    ]);
+    this.ifindex6 = await linkIndexes().then((m) => m.get(data6) ?? -1, () => -1);
     this.recv6 = dgram.createSocket('udp4');
     this.recv6.on('message', (m) => this.onHeartbeat(m, 6));
     this.recv6.on('error', (err) => this.host.log(`fastdp: IPv6 heartbeat socket error: ${err.message}`));
@@ -295,6 +338,8 @@ export class Fastdp {
 
   private refreshTraffic(): void {
     const read = (dev: string, set: (t: FastdpTraffic) => void): void => {
+      // [scale, issue #20] traffic() reads sysfs on demand where it shows our device: no fork then.
+      if (sysfsShows(dev, dev === this.devices.data ? this.ifindex : this.ifindex6)) return;
       ip('-s', '-j', 'link', 'show', 'dev', dev).then((s) => {
         const st = (JSON.parse(s) as Array<{ stats64?: { rx: { packets: number; bytes: number }; tx: { packets: number; bytes: number } } }>)[0]?.stats64;
         if (st) set({ FramesIn: st.rx.packets, FramesOut: st.tx.packets, BytesIn: st.rx.bytes, BytesOut: st.tx.bytes });
@@ -487,6 +532,16 @@ export class Fastdp {
 }
 
 /** Counters of a data device from sysfs when it is ours (same ifindex), else `cached`. */
+/** Whether /sys/class/net/DEV is our device (same ifindex: sysfs belongs to our network namespace). */
+function sysfsShows(dev: string, ifindex: number): boolean {
+  if (ifindex < 0) return false;
+  try {
+    return Number(readFileSync(`/sys/class/net/${dev}/ifindex`, 'utf8')) === ifindex;
+  } catch {
+    return false;
+  }
+}
+
 function readTraffic(dev: string, ifindex: number, cached: FastdpTraffic): FastdpTraffic {
   if (ifindex < 0) return cached;
   const base = `/sys/class/net/${dev}`;
