@@ -3,11 +3,21 @@
  * container runtime looks for them (CNI SPEC.md "Network configuration lists";
  * Weave's weave-kube wrote /etc/cni/net.d/10-weave.conflist and /opt/cni/bin/weave-net).
  *
- * The plugins installed are two small sh wrappers, `weave-net` and `weave-ipam`, that
- * exec this Node.js and dist/cni/weave-net.js by absolute, single-quoted path (no
- * variable reaches a shell unquoted). Every file is written atomically (temp + fsync +
- * rename), so a runtime never reads half a conflist or half a plugin.
+ * The plugins installed are, by default, two copies of the native executable
+ * (dist/cni/native/weave-net, built from cni/native/weave-net.c by `npm run build`),
+ * `weave-net` and `weave-ipam` (the same program, told apart by its name), plus
+ * `weave-net.sock-path`: one line, the absolute path of the router's unix socket
+ * (`<stateDir>/weaver.sock`), which the executable reads from its own directory. The
+ * executable forwards each call to the router (POST /cni/exec), which also checks the
+ * conf's `stateDir` is its own. No Node.js starts per pod and no shell runs.
+ *
+ * Given `nodePath` or `pluginScript` (the DaemonSet's host paths), it installs instead
+ * two small sh wrappers that exec that Node.js and weave-net.js by absolute,
+ * single-quoted path (no variable reaches a shell unquoted): the fallback.
+ * Every file is written atomically (temp + fsync + rename), so a runtime never reads
+ * half a conflist or half a plugin.
  */
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../router/host/state-file.js';
@@ -30,10 +40,15 @@ export interface CniInstallOptions {
   portmap?: boolean;
   /** Conflist file name (default 10-weave.conflist). */
   fileName?: string;
-  /** Node binary and plugin script to exec (defaults: this process's, this package's). */
+  /** Node binary and plugin script for sh wrappers instead of the native plugin (fallback). */
   nodePath?: string;
   pluginScript?: string;
+  /** The native plugin to copy (default: this package's dist/cni/native/weave-net). */
+  nativePlugin?: string;
 }
+
+/** The file next to the native plugin naming the router's socket (read by weave-net.c). */
+export const SOCK_PATH_FILE = 'weave-net.sock-path';
 
 /** The conflist JSON (pure). */
 export function conflist(o: Pick<CniInstallOptions, 'cniVersion' | 'name' | 'subnet' | 'portmap' | 'stateDir'>): Record<string, unknown> {
@@ -56,15 +71,31 @@ export function wrapper(nodePath: string, script: string, extra: string[] = []):
 
 /** Write the conflist and the two plugins atomically; returns the files written. */
 export async function installCni(o: CniInstallOptions): Promise<string[]> {
-  const script = o.pluginScript ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'weave-net.js');
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const script = o.pluginScript ?? path.join(here, 'weave-net.js');
   const node = o.nodePath ?? process.execPath;
+  const useWrappers = o.nodePath !== undefined || o.pluginScript !== undefined;
   // Validate what goes into the conf now, with the plugin's own parser, not at the first pod.
   const conf = conflist(o);
   const first = (conf.plugins as Array<Record<string, unknown>>)[0];
   parseConf(Buffer.from(JSON.stringify({ ...first, name: conf.name, cniVersion: conf.cniVersion })));
   const files = [path.join(o.binDir, 'weave-net'), path.join(o.binDir, 'weave-ipam'), path.join(o.confDir, o.fileName ?? `10-${o.name ?? 'weave'}.conflist`)];
-  await writeFileAtomic(files[0], wrapper(node, script), 0o755);
-  await writeFileAtomic(files[1], wrapper(node, script, ['--ipam']), 0o755);
-  await writeFileAtomic(files[2], JSON.stringify(conf, null, 2) + '\n', 0o644);
+  if (useWrappers) {
+    await writeFileAtomic(files[0], wrapper(node, script), 0o755);
+    await writeFileAtomic(files[1], wrapper(node, script, ['--ipam']), 0o755);
+  } else {
+    const sock = path.join(path.resolve(o.stateDir), 'weaver.sock');
+    // sockaddr_un's sun_path holds 107 bytes and a NUL.
+    if (Buffer.byteLength(sock) > 107 || /[\r\n]/.test(sock)) throw new Error(`the router's socket path ${sock.slice(0, 200)} is too long for a unix socket (107 bytes): use a shorter state dir`);
+    const bin = await fsp.readFile(o.nativePlugin ?? path.join(here, 'native', 'weave-net')).catch((err: NodeJS.ErrnoException) => {
+      throw new Error(`the native CNI plugin is missing (${err.code ?? err.message}): run npm run build (needs cc)`);
+    });
+    const sockFile = path.join(o.binDir, SOCK_PATH_FILE);
+    await writeFileAtomic(sockFile, sock + '\n', 0o644);
+    await writeFileAtomic(files[0], bin, 0o755);
+    await writeFileAtomic(files[1], bin, 0o755);
+    files.splice(2, 0, sockFile);
+  }
+  await writeFileAtomic(files[files.length - 1], JSON.stringify(conf, null, 2) + '\n', 0o644);
   return files;
 }

@@ -6,6 +6,11 @@
  *                   → {cidrs, cidrs6?, mac, hostVeth, gateway?}
  *   POST /cni/del   {containerId, ifname}              → {freed}
  *   POST /cni/check {containerId, netns, ifname}       → {cidrs}
+ *   POST /cni/exec  {argv?: ["--ipam"], env: {CNI_*: string}, stdin: string}
+ *                   → the plugin's stdout bytes as the body, its exit code in the
+ *                     header X-Cni-Exit (the whole plugin run in the router: what the
+ *                     native `weave-net` (cni/native/weave-net.c) calls, so a pod start
+ *                     costs no Node.js start-up; same code as cni/weave-net.ts, run())
  *
  * ADD records the pod as an endpoint keyed by its container id — the same table
  * `weave attach` and the Docker proxy use — so IPAM allocates once per container (a
@@ -14,12 +19,45 @@
  * Weave's own plugin (weave/plugin/net/cni.go) does the same through its router.
  */
 import { existsSync } from 'node:fs';
-import { ApiError, optionalString } from '../router/api/server.js';
+import { ApiError, RawAnswer, optionalString } from '../router/api/server.js';
 import { EXPOSE_ID, type Endpoint } from '../router/host/endpoints.js';
 import { hostVethName, ipIn } from '../router/host/netdev.js';
 import type { Subsystem, SubsystemContext } from '../router/daemon/subsystem.js';
 import { dnsSettings } from '../dns/config.js';
-import { CniError, parseEnv, parseSubnet } from './spec.js';
+import { CniError, MAX_CONF_BYTES, parseEnv, parseSubnet } from './spec.js';
+import { run } from './weave-net.js';
+
+/** Longest value of one CNI_* variable accepted by POST /cni/exec (CNI_ARGS is the long one). */
+export const MAX_ENV_VALUE = 16 * 1024;
+
+/**
+ * Validate a POST /cni/exec body (from a hostile caller): `argv` at most ["--ipam"],
+ * `env` only CNI_* keys with string values of at most MAX_ENV_VALUE characters (at
+ * most 16 of them), `stdin` a string of at most MAX_CONF_BYTES UTF-8 bytes.
+ * @throws ApiError 400 naming the first bad field
+ */
+export function execRequest(body: unknown): { argv: string[]; env: Record<string, string>; stdin: Buffer } {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ApiError(400, 'the body must be a JSON object {argv, env, stdin}');
+  const b = body as Record<string, unknown>;
+  const argv = b.argv ?? [];
+  if (!Array.isArray(argv) || argv.length > 1 || argv.some((a) => a !== '--ipam')) throw new ApiError(400, '"argv" must be [] or ["--ipam"]');
+  const envRaw = b.env;
+  if (typeof envRaw !== 'object' || envRaw === null || Array.isArray(envRaw)) throw new ApiError(400, '"env" must be an object of CNI_* strings');
+  const keys = Object.keys(envRaw);
+  if (keys.length > 16) throw new ApiError(400, '"env" has more than 16 variables');
+  const env: Record<string, string> = {};
+  for (const k of keys) {
+    const v = (envRaw as Record<string, unknown>)[k];
+    if (!/^CNI_[A-Z_]{1,32}$/.test(k)) throw new ApiError(400, `"env" may hold only CNI_* variables, not ${JSON.stringify(k.slice(0, 40))}`);
+    if (typeof v !== 'string' || v.length > MAX_ENV_VALUE) throw new ApiError(400, `"env.${k}" must be a string of at most ${MAX_ENV_VALUE} characters`);
+    env[k] = v;
+  }
+  if (typeof b.stdin !== 'string') throw new ApiError(400, '"stdin" must be a string (the network configuration)');
+  if (b.stdin.length > MAX_CONF_BYTES * 2) throw new ApiError(400, `"stdin" is over ${MAX_CONF_BYTES} bytes`);
+  const stdin = Buffer.from(b.stdin, 'utf8');
+  // Over the limit goes to run() as it is: parseConf answers with the plugin's own error.
+  return { argv: argv as string[], env, stdin: stdin.length > MAX_CONF_BYTES ? stdin.subarray(0, MAX_CONF_BYTES + 1) : stdin };
+}
 
 /** Validate a request body's pod identity with the plugin's own rules (the caller is hostile). */
 function identity(body: unknown, command: 'ADD' | 'DEL' | 'CHECK'): { containerId: string; netns: string; ifname: string } {
@@ -141,6 +179,15 @@ export function cniSubsystem(): Subsystem {
         // [IPv6] with --ipalloc-range6 the pod also has the derived IPv6 addresses (ipam/ipv6.ts).
         const cidrs6 = endpoints.cidrs6(e.cidrs);
         return { cidrs: e.cidrs, ...(cidrs6.length ? { cidrs6 } : {}), mac: e.mac, hostVeth, ...(gateway ? { gateway } : {}), ...(dns ? { dns } : {}) };
+      });
+
+      // The whole plugin, for the native weave-net: run() calls the routes above over this
+      // same socket, once the conf's stateDir is checked to be this router's.
+      api.on('POST', '/cni/exec', async ({ body }) => {
+        const { argv, env, stdin } = execRequest(body);
+        const r = await run(argv, env, stdin, { stateDir: ctx.stateDir });
+        if (r.stderr) log(`cni: ${r.stderr.trim().slice(0, 300)}`);
+        return new RawAnswer(Buffer.from(r.stdout, 'utf8'), { 'x-cni-exit': String(r.code) }, 'application/json');
       });
 
       api.on('POST', '/cni/del', async ({ body }) => {

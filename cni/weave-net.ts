@@ -47,7 +47,7 @@ function readStdin(): Promise<Buffer> {
   });
 }
 
-const NOT_RUNNING = 'tsweave router is not running on this node';
+export const NOT_RUNNING = 'tsweave router is not running on this node';
 
 /**
  * One call to the router's API over its unix socket.
@@ -94,11 +94,14 @@ export function callRouter(socket: string, method: string, urlPath: string, body
   });
 }
 
+/** The state directory of a conf without `stateDir` ($WEAVE_STATE_DIR, else the router's default). */
+const defaultStateDir = (): string => process.env.WEAVE_STATE_DIR || '/var/lib/weave';
+
 function socketFor(conf: NetConf): string {
-  return path.join(conf.stateDir ?? (process.env.WEAVE_STATE_DIR || '/var/lib/weave'), 'weaver.sock');
+  return path.join(conf.stateDir ?? defaultStateDir(), 'weaver.sock');
 }
 
-async function netPlugin(conf: NetConf, env: CniEnv): Promise<unknown> {
+async function netPlugin(conf: NetConf, env: CniEnv, stderr: (line: string) => void): Promise<unknown> {
   const sock = socketFor(conf);
   const id = { containerId: env.containerId, netns: env.netns, ifname: env.ifname };
   switch (env.command) {
@@ -118,7 +121,7 @@ async function netPlugin(conf: NetConf, env: CniEnv): Promise<unknown> {
         // runs again, releases every CNI pod whose namespace is gone (cni/router-side.ts,
         // reclaimGone). An error here would only make the runtime retry until it starts.
         if (err instanceof CniError && err.message === NOT_RUNNING) {
-          process.stderr.write(`weave-net: DEL ${env.containerId.slice(0, 64)}: ${NOT_RUNNING}; its address is freed when the router starts and finds the pod's network namespace gone\n`);
+          stderr(`weave-net: DEL ${env.containerId.slice(0, 64)}: ${NOT_RUNNING}; its address is freed when the router starts and finds the pod's network namespace gone\n`);
           return undefined;
         }
         throw err;
@@ -167,27 +170,57 @@ async function status(conf: NetConf): Promise<void> {
   if (r?.IPAM && r.IPAM.Status !== 'ready') throw new CniError(CniCode.PluginNotAvailable, `tsweave IPAM is not ready: ${String(r.IPAM.Status).slice(0, 200)}`);
 }
 
-/** Run one CNI command; returns the process exit code. */
-export async function main(argv: string[], env: Record<string, string | undefined>): Promise<number> {
+/** What one plugin run produced: the exit code and the exact stdout/stderr text. */
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Run one CNI command (the whole plugin, minus the process): shared by the Node.js
+ * script below (the fallback) and the router's `POST /cni/exec` route, which the
+ * native plugin (cni/native/weave-net.c) calls with the runtime's argv, CNI_* env and
+ * stdin (cni/router-side.ts).
+ * @param argv plugin arguments (`--ipam` selects the IPAM plugin)
+ * @param env the CNI_* environment (CNI SPEC.md "Parameters")
+ * @param stdin the network configuration bytes (at most MAX_CONF_BYTES are accepted)
+ * @param opts.stateDir when given, the conf's `stateDir` must name this directory
+ *   (the router checks that a conf addressed to it really is for it)
+ * @returns exit code 0 with the result (or nothing) on stdout, or 1 with CNI error
+ *   JSON on stdout; never throws
+ */
+export async function run(argv: string[], env: Record<string, string | undefined>, stdin: Buffer | (() => Promise<Buffer>), opts: { stateDir?: string } = {}): Promise<RunResult> {
   let cniVersion = '1.0.0';
+  const res: RunResult = { code: 0, stdout: '', stderr: '' };
   try {
     const e = parseEnv(env);
     if (e.command === 'VERSION') {
-      process.stdout.write(JSON.stringify(versionResult()) + '\n');
-      return 0;
+      res.stdout = JSON.stringify(versionResult()) + '\n';
+      return res;
     }
-    const conf = parseConf(await readStdin());
+    const conf = parseConf(typeof stdin === 'function' ? await stdin() : stdin);
     cniVersion = conf.cniVersion;
+    if (opts.stateDir !== undefined && path.resolve(conf.stateDir ?? defaultStateDir()) !== path.resolve(opts.stateDir)) {
+      throw new CniError(CniCode.InvalidConfig, `the conf's stateDir ${JSON.stringify((conf.stateDir ?? defaultStateDir()).slice(0, 200))} is not this router's (${opts.stateDir}): fix the conflist or weave-net.sock-path next to the plugin`);
+    }
     let out: unknown;
     if (e.command === 'STATUS') await status(conf);
     else if (e.command === 'GC') out = undefined; // Endpoints die with their netns' DEL; nothing cached here.
-    else out = argv.includes('--ipam') ? await ipamPlugin(conf, e) : await netPlugin(conf, e);
-    if (out !== undefined) process.stdout.write(JSON.stringify(out) + '\n');
-    return 0;
+    else out = argv.includes('--ipam') ? await ipamPlugin(conf, e) : await netPlugin(conf, e, (l) => { res.stderr += l; });
+    if (out !== undefined) res.stdout = JSON.stringify(out) + '\n';
+    return res;
   } catch (err) {
-    process.stdout.write(JSON.stringify(errorJson(err, cniVersion)) + '\n');
-    return 1;
+    return { code: 1, stdout: JSON.stringify(errorJson(err, cniVersion)) + '\n', stderr: res.stderr };
   }
+}
+
+/** Run one CNI command as this process (stdin, stdout, stderr); returns the exit code. */
+export async function main(argv: string[], env: Record<string, string | undefined>): Promise<number> {
+  const r = await run(argv, env, readStdin);
+  if (r.stderr) process.stderr.write(r.stderr);
+  if (r.stdout) process.stdout.write(r.stdout);
+  return r.code;
 }
 
 if (process.argv[1] && /weave-net\.js$/.test(process.argv[1])) {

@@ -18,6 +18,14 @@ export class ApiError extends Error {
   }
 }
 
+/**
+ * A handler's answer sent as it is (status 200): these bytes as the body, with these
+ * extra headers, instead of JSON (used by POST /cni/exec: the plugin's stdout verbatim).
+ */
+export class RawAnswer {
+  constructor(readonly body: Buffer, readonly headers: Record<string, string>, readonly contentType = 'application/octet-stream') {}
+}
+
 export type Handler = (req: { method: string; path: string[]; query: URLSearchParams; body: unknown }) => Promise<unknown>;
 
 interface Route {
@@ -132,7 +140,10 @@ export class ApiServer {
       }
       m.route.handler({ method, path: m.params, query: url.searchParams, body })
         .then((out) => {
-          if (typeof out === 'string') {
+          if (out instanceof RawAnswer) {
+            res.writeHead(200, { ...out.headers, 'content-type': out.contentType, 'content-length': String(out.body.length) });
+            res.end(out.body);
+          } else if (typeof out === 'string') {
             res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
             res.end(out);
           } else send(res, 200, out ?? {});

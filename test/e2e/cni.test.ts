@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Testbed, canRunE2E, must, sh, until, type Host } from './lib/testbed.js';
 import { Podman, podmanMissing } from './lib/podman.js';
+import { installCni } from '../../cni/install.js';
 
 const missing = canRunE2E() ?? podmanMissing();
 // With CI=true a missing prerequisite fails the suite (a skip is not a pass).
@@ -58,7 +59,7 @@ async function restartDiag(pm: Podman, pod: string): Promise<string> {
 }
 
 /** Call the installed plugin by hand, as a runtime would (inside the host's netns). */
-async function plugin(h: Host, pm: Podman, env: Record<string, string>, conf: unknown, bin = 'weave-net'): Promise<{ code: number; out: any; err: string }> { // eslint-disable-line @typescript-eslint/no-explicit-any
+async function plugin(h: Host, pm: Pick<Podman, 'binDir'>, env: Record<string, string>, conf: unknown, bin = 'weave-net'): Promise<{ code: number; out: any; err: string }> { // eslint-disable-line @typescript-eslint/no-explicit-any
   const r = await sh('nsenter', [`--net=/var/run/netns/${h.ns}`, path.join(pm.binDir, bin)], {
     env: { PATH: process.env.PATH, ...env }, input: JSON.stringify(conf), timeoutMs: 120_000,
   });
@@ -105,6 +106,9 @@ describe('weave-net CNI plugin under podman', { skip, timeout: 900_000 }, () => 
     assert.equal(c.plugins[0].type, 'weave-net');
     assert.equal(c.plugins[0].stateDir, h1.stateDir);
     for (const f of ['weave-net', 'weave-ipam']) assert.ok(fs.statSync(path.join(pm1.binDir, f)).mode & 0o100, `${f} is executable`);
+    // The native plugin (an ELF executable, no shell wrapper) and the socket it calls.
+    for (const f of ['weave-net', 'weave-ipam']) assert.equal(fs.readFileSync(path.join(pm1.binDir, f)).subarray(0, 4).toString('latin1'), '\x7fELF', `${f} is the native plugin`);
+    assert.equal(fs.readFileSync(path.join(pm1.binDir, 'weave-net.sock-path'), 'utf8'), path.join(h1.stateDir, 'weaver.sock') + '\n');
   });
 
   test('podman pods on two hosts get tsweave addresses and ping each other', async () => {
@@ -238,9 +242,18 @@ describe('weave-net CNI plugin under podman', { skip, timeout: 900_000 }, () => 
 
   test('errors are CNI error JSON: router not running, bad conf, VERSION answers', async () => {
     const env = { CNI_CONTAINERID: 'x1', CNI_NETNS: '/var/run/netns/none', CNI_IFNAME: 'eth0', CNI_PATH: pm1.binDir };
-    const down = await plugin(h1, pm1, { ...env, CNI_COMMAND: 'ADD' }, { cniVersion: '0.4.0', name: 'weave', type: 'weave-net', stateDir: path.join(bed.dir, 'no-router') });
+    // The native plugin installed for a state dir where no router runs (its
+    // weave-net.sock-path names that socket). It does not parse the conf, so its
+    // "not running" error says cniVersion 1.0.0.
+    const downBin = { binDir: path.join(bed.dir, 'bin-no-router') };
+    fs.mkdirSync(downBin.binDir, { recursive: true });
+    await installCni({ confDir: downBin.binDir, binDir: downBin.binDir, stateDir: path.join(bed.dir, 'no-router'), portmap: false });
+    const down = await plugin(h1, downBin, { ...env, CNI_COMMAND: 'ADD' }, { cniVersion: '0.4.0', name: 'weave', type: 'weave-net', stateDir: path.join(bed.dir, 'no-router') });
     assert.equal(down.code, 1);
-    assert.deepEqual([down.out.code, down.out.msg, down.out.cniVersion], [11, 'tsweave router is not running on this node', '0.4.0']);
+    assert.deepEqual([down.out.code, down.out.msg, down.out.cniVersion], [11, 'tsweave router is not running on this node', '1.0.0']);
+    // h1's plugin asked about a conf naming another state dir: h1's router refuses it.
+    const other = await plugin(h1, pm1, { ...env, CNI_COMMAND: 'ADD' }, { cniVersion: '0.4.0', name: 'weave', type: 'weave-net', stateDir: path.join(bed.dir, 'no-router') });
+    assert.deepEqual([other.code, other.out.code, other.out.cniVersion], [1, 7, '0.4.0'], JSON.stringify(other.out));
     const badConf = await plugin(h1, pm1, { ...env, CNI_COMMAND: 'ADD' }, { cniVersion: '9.9.9', name: 'weave', type: 'weave-net' });
     assert.equal(badConf.out.code, 1);
     const ver = await plugin(h1, pm1, { CNI_COMMAND: 'VERSION' }, {});
@@ -252,10 +265,10 @@ describe('weave-net CNI plugin under podman', { skip, timeout: 900_000 }, () => 
     // the pod when it starts and finds its netns gone: see the restart test); weave-ipam,
     // whose addresses nothing else would free, fails with "try again later".
     const noRouter = { cniVersion: '1.0.0', name: 'weave', type: 'weave-net', stateDir: path.join(bed.dir, 'no-router') };
-    const del = await plugin(h1, pm1, { ...env, CNI_COMMAND: 'DEL' }, noRouter);
+    const del = await plugin(h1, downBin, { ...env, CNI_COMMAND: 'DEL' }, noRouter);
     assert.equal(del.code, 0, JSON.stringify(del.out));
     assert.match(del.err, /tsweave router is not running on this node; its address is freed when the router starts/);
-    const ipamDel = await plugin(h1, pm1, { ...env, CNI_COMMAND: 'DEL' }, { ...noRouter, type: 'bridge', ipam: { type: 'weave-ipam' } }, 'weave-ipam');
+    const ipamDel = await plugin(h1, downBin, { ...env, CNI_COMMAND: 'DEL' }, { ...noRouter, type: 'bridge', ipam: { type: 'weave-ipam' } }, 'weave-ipam');
     assert.equal(ipamDel.code, 1);
     assert.deepEqual([ipamDel.out.code, ipamDel.out.msg], [11, 'tsweave router is not running on this node']);
   });
