@@ -116,7 +116,10 @@ const LOOP_WINDOW_MS = 10_000;
  * dashboards): `tsweave_event_loop_delay_seconds{quantile="0.5"|"0.99"|"1"}` over the
  * last complete 10 s window, sampled by Node's `monitorEventLoopDelay` (a libuv timer
  * every 10 ms, so values below ~10 ms are at its resolution), and
- * `tsweave_heap_used_bytes` (V8 heap in use at scrape time). A window is closed by a
+ * `tsweave_heap_used_bytes` (V8 heap in use at scrape time), and
+ * `tsweave_memory_bytes{kind}` (Node's process.memoryUsage(): rss, heap_total,
+ * heap_used, external, array_buffers — RSS growing while the heap stays flat points at
+ * native memory: Buffers, addon allocations or the allocator). A window is closed by a
  * timer, not by a scrape, so several scrapers see the same values.
  */
 function watchEventLoop(registry: SubsystemContext['metrics']): { stop(): void } {
@@ -145,6 +148,20 @@ function watchEventLoop(registry: SubsystemContext['metrics']): { stop(): void }
     registers: [registry],
     collect() {
       this.set(process.memoryUsage().heapUsed);
+    },
+  });
+  new Gauge({
+    name: 'tsweave_memory_bytes',
+    help: 'Process memory at scrape time, bytes, by kind (Node process.memoryUsage(): rss, heap_total, heap_used, external = C++ objects bound to JS incl. Buffers, array_buffers = ArrayBuffer/Buffer backing stores).',
+    labelNames: ['kind'],
+    registers: [registry],
+    collect() {
+      const m = process.memoryUsage();
+      this.set({ kind: 'rss' }, m.rss);
+      this.set({ kind: 'heap_total' }, m.heapTotal);
+      this.set({ kind: 'heap_used' }, m.heapUsed);
+      this.set({ kind: 'external' }, m.external);
+      this.set({ kind: 'array_buffers' }, m.arrayBuffers);
     },
   });
   return {
