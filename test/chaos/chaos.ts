@@ -34,10 +34,11 @@ async function main(): Promise<number> {
     .option('--steps <n>', 'multi-host fault schedule: steps per schedule', int('--steps', 1, 10000), 40)
     .option('--runs <n>', 'multi-host fault schedule: schedules to run (seeds S, S+1, ...)', int('--runs', 1, 100000), 1)
     .option('--keep-going', 'multi-host fault schedule: go on after a violating schedule')
+    .option('--max-minutes <m>', 'multi-host fault schedule: start no new schedule after this many minutes', int('--max-minutes', 1, 100000))
     .option('--no-fastdp', 'multi-host fault schedule: routers without the fast datapath')
     .exitOverride();
   p.parse(process.argv);
-  const o = p.opts<{ kills: number; seed?: number; workers: number; hosts?: number; steps: number; runs: number; keepGoing?: boolean; fastdp: boolean }>();
+  const o = p.opts<{ kills: number; seed?: number; workers: number; hosts?: number; steps: number; runs: number; keepGoing?: boolean; fastdp: boolean; maxMinutes?: number }>();
   const why = canRunE2E();
   if (why) throw new Error(`chaos ${why}`);
   if (o.hosts && !existsSync('/usr/sbin/iptables') && !existsSync('/sbin/iptables')) throw new Error('chaos --hosts needs iptables (Debian package iptables)');
@@ -53,7 +54,7 @@ async function main(): Promise<number> {
     await h1.mustWeave(['prime'], { timeoutMs: 60_000 });
     const r = await killBurst(bed, h1, launch, { kills: o.kills, seed, workers: o.workers, log: (l) => console.log(l), timeoutMs: Math.max(600_000, o.kills * 20_000) });
     const s = ((Date.now() - t0) / 1000).toFixed(0);
-    console.log(`chaos: seed ${seed}: ${r.kills} kills survived in ${s} s; ${r.containers} containers, ${r.reported} addresses reported, ${r.failedAttaches} attaches cut off by a kill; ${r.violations.length} violations`);
+    console.log(`chaos: seed ${seed}: ${r.kills} kills survived in ${s} s (landed before/inside/after their burst: ${r.landed.before}/${r.landed.inside}/${r.landed.after}); ${r.containers} containers, ${r.reported} addresses reported, ${r.failedAttaches} attaches cut off by a kill; ${r.violations.length} violations`);
     if (r.violations.length) {
       for (const v of r.violations) console.log(`VIOLATION: ${v}`);
       const keep = `/tmp/tsweave-chaos-failed-${seed}`;
@@ -67,12 +68,16 @@ async function main(): Promise<number> {
   }
 }
 
-async function meshCampaign(o: { hosts: number; steps: number; runs: number; keepGoing?: boolean; fastdp: boolean }, first: number): Promise<number> {
+async function meshCampaign(o: { hosts: number; steps: number; runs: number; keepGoing?: boolean; fastdp: boolean; maxMinutes?: number }, first: number): Promise<number> {
   let clean = 0;
   const bad: number[] = [];
   const t0 = Date.now();
   const phaseSum = { setup: 0, launch: 0, steps: 0, converge: 0, check: 0 };
   for (let r = 0; r < o.runs; r++) {
+    if (o.maxMinutes !== undefined && Date.now() - t0 >= o.maxMinutes * 60_000) {
+      console.log(`chaos: --max-minutes ${o.maxMinutes} reached; no new schedule after ${r} of ${o.runs}`);
+      break;
+    }
     const seed = (first + r) % 2 ** 31;
     // Every line of this schedule, also written next to the kept logs if it fails.
     const lines: string[] = [];

@@ -197,8 +197,17 @@ export async function runMeshSchedule(bed: Testbed, o: MeshChaosOptions): Promis
     }
   };
 
-  o.log(`launching ${o.hosts} routers`);
-  await Promise.all(hosts.map((h) => launch(h.index, 'initial launch')));
+  // Every container's namespace (test plumbing, not the system under test) is made up front,
+  // while the routers launch, so an attach step times only `weave attach` itself.
+  const nsReady = new Map<string, Promise<void>>();
+  const nsNames = [...steps.flatMap((s) => (s.op === 'attach' ? [s.container] : [])), ...hosts.map((h) => `f${h.index}`)].map((n) => `${bed.prefix}${n}`);
+  const nsAll = pool(nsNames, 4, async (ns) => {
+    const p = makeNs(ns);
+    nsReady.set(ns, p);
+    await p;
+  });
+  o.log(`launching ${o.hosts} routers (and making ${nsNames.length} container namespaces)`);
+  await Promise.all([...hosts.map((h) => launch(h.index, 'initial launch')), nsAll]);
   if (violations.length) return done();
   const pr = await H(1).weave(['prime'], { timeoutMs: 120_000 });
   if (pr.code !== 0) violations.push(`initial weave prime failed: ${pr.stderr.trim()}`);
@@ -253,10 +262,7 @@ export async function runMeshSchedule(bed: Testbed, o: MeshChaosOptions): Promis
   }
 
   async function attach(c: Ctr, specs: string[], timeoutMs: number): Promise<string> {
-    await must('ip', ['netns', 'add', c.ns]);
-    bed.namespaces.push(c.ns);
-    await must('ip', ['-n', c.ns, 'link', 'set', 'lo', 'up']);
-    await sh('ip', ['netns', 'exec', c.ns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1']);
+    await (nsReady.get(c.ns) ?? makeNs(c.ns));
     ctrs.set(c.name, c);
     const r = await H(c.host).weave(['attach', ...specs, `netns:/var/run/netns/${c.ns}`], { timeoutMs });
     if (r.code === 0) {
@@ -385,6 +391,14 @@ export async function runMeshSchedule(bed: Testbed, o: MeshChaosOptions): Promis
       else if (rg !== ring) return `h${i + 1}'s ring differs from h1's`;
     }
     return '';
+  }
+
+  /** A container namespace with lo up and IPv6 off (once per name). */
+  async function makeNs(ns: string): Promise<void> {
+    await must('ip', ['netns', 'add', ns]);
+    bed.namespaces.push(ns);
+    await must('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+    await sh('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1']);
   }
 
   /** ethwe's IPv4 CIDRs of each container, read from the kernels 8 at a time. */

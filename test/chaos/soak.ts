@@ -19,14 +19,14 @@
  */
 import { Command } from 'commander';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import WebSocket from 'ws';
 import { Testbed, canRunE2E, must, sh, sleep, type Host } from '../e2e/lib/testbed.js';
 import { api, procStats } from './mesh.js';
 
 /** One router's sample; memory in MiB (rss from /proc; heapTotal/external/arrayBuffers from its tsweave_memory_bytes gauge). */
-interface Sample { t: number; host: number; rss: number; fds: number; heap: number; heapTotal: number; external: number; arrayBuffers: number; p99: number; max: number; drops: number }
+interface Sample { t: number; host: number; rss: number; fds: number; heap: number; heapTotal: number; external: number; arrayBuffers: number; rssAnon: number; rssFile: number; p99: number; max: number; drops: number }
 
 function num(name: string, min: number, max: number) {
   return (v: string): number => {
@@ -34,6 +34,17 @@ function num(name: string, min: number, max: number) {
     if (!Number.isFinite(n) || n < min || n > max) throw new Error(`invalid ${name} "${v}": want a number from ${min} to ${max}`);
     return n;
   };
+}
+
+/** RssAnon and RssFile (+ RssShmem) of a process in MiB, from /proc/PID/status (NaN if unreadable). */
+function rssParts(pid: number | undefined): { rssAnon: number; rssFile: number } {
+  try {
+    const st = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(st)?.[1] ?? NaN);
+    return { rssAnon: kb('RssAnon') / 1024, rssFile: (kb('RssFile') + kb('RssShmem')) / 1024 };
+  } catch {
+    return { rssAnon: NaN, rssFile: NaN };
+  }
 }
 
 /** Least-squares slope of y over x. */
@@ -157,7 +168,7 @@ async function main(): Promise<number> {
     })();
 
     const samples: Sample[] = [];
-    const csv: string[] = ['t_s,host,rss_mib,fds,heap_mib,loop_p99_ms,loop_max_ms,drops,heap_total_mib,external_mib,array_buffers_mib'];
+    const csv: string[] = ['t_s,host,rss_mib,fds,heap_mib,loop_p99_ms,loop_max_ms,drops,heap_total_mib,external_mib,array_buffers_mib,rss_anon_mib,rss_file_mib'];
     const pids = hosts.map((h) => h.pid());
     console.log(`soak: ${o.hosts} routers (pids ${pids.join(' ')}), ${durS} s, sampling every ${o.sampleS} s into ${path.join(o.out, 'soak.csv')}`);
     const end = t0 + durS * 1000;
@@ -181,12 +192,13 @@ async function main(): Promise<number> {
           heapTotal: gauge(m.body, 'tsweave_memory_bytes', '{kind="heap_total"}') / 2 ** 20,
           external: gauge(m.body, 'tsweave_memory_bytes', '{kind="external"}') / 2 ** 20,
           arrayBuffers: gauge(m.body, 'tsweave_memory_bytes', '{kind="array_buffers"}') / 2 ** 20,
+          ...rssParts(pid),
           p99: gauge(m.body, 'tsweave_event_loop_delay_seconds', '{quantile="0.99"}') * 1000,
           max: gauge(m.body, 'tsweave_event_loop_delay_seconds', '{quantile="1"}') * 1000,
           drops,
         };
         samples.push(s);
-        csv.push([s.t.toFixed(1), s.host, s.rss.toFixed(2), s.fds, s.heap.toFixed(2), s.p99.toFixed(2), s.max.toFixed(2), s.drops, s.heapTotal.toFixed(2), s.external.toFixed(2), s.arrayBuffers.toFixed(2)].join(','));
+        csv.push([s.t.toFixed(1), s.host, s.rss.toFixed(2), s.fds, s.heap.toFixed(2), s.p99.toFixed(2), s.max.toFixed(2), s.drops, s.heapTotal.toFixed(2), s.external.toFixed(2), s.arrayBuffers.toFixed(2), s.rssAnon.toFixed(2), s.rssFile.toFixed(2)].join(','));
       }
       writeFileSync(path.join(o.out, 'soak.csv'), csv.join('\n') + '\n');
       // An /events client connects and leaves.
@@ -194,7 +206,7 @@ async function main(): Promise<number> {
       if (Date.now() >= nextLine) {
         nextLine = Date.now() + 60_000;
         const cur = samples.slice(-hosts.length);
-        console.log(`soak: ${t.toFixed(0)} s: RSS MiB ${cur.map((s) => s.rss.toFixed(0)).join('/')} (heap ${cur.map((s) => s.heap.toFixed(0)).join('/')}, external ${cur.map((s) => s.external.toFixed(0)).join('/')}, arrayBuffers ${cur.map((s) => s.arrayBuffers.toFixed(0)).join('/')}), fds ${cur.map((s) => s.fds).join('/')}, loop p99 ms ${cur.map((s) => s.p99.toFixed(1)).join('/')}; churn ${churned} attach+detach (${churnErrors} errors), ${flaps} flaps, iperf3 runs ${iperfRuns}`);
+        console.log(`soak: ${t.toFixed(0)} s: RSS MiB ${cur.map((s) => s.rss.toFixed(0)).join('/')} (anon ${cur.map((s) => s.rssAnon.toFixed(0)).join('/')}, heap ${cur.map((s) => s.heap.toFixed(0)).join('/')}, external ${cur.map((s) => s.external.toFixed(0)).join('/')}, arrayBuffers ${cur.map((s) => s.arrayBuffers.toFixed(0)).join('/')}), fds ${cur.map((s) => s.fds).join('/')}, loop p99 ms ${cur.map((s) => s.p99.toFixed(1)).join('/')}; churn ${churned} attach+detach (${churnErrors} errors), ${flaps} flaps, iperf3 runs ${iperfRuns}`);
       }
     }
     stopping = true;
