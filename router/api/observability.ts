@@ -4,8 +4,8 @@
  * Other subsystems' metrics live in the same registry (`ctx.metrics`).
  */
 import http from 'node:http';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { Gauge } from 'prom-client';
+import { constants as perfConstants, monitorEventLoopDelay, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
+import { Counter, Gauge } from 'prom-client';
 import type { Subsystem, SubsystemContext } from '../daemon/subsystem.js';
 import { splitHostPort } from '../daemon/config.js';
 import { createMetrics } from './metrics.js';
@@ -119,10 +119,11 @@ const LOOP_WINDOW_MS = 10_000;
  * `tsweave_heap_used_bytes` (V8 heap in use at scrape time), and
  * `tsweave_memory_bytes{kind}` (Node's process.memoryUsage(): rss, heap_total,
  * heap_used, external, array_buffers — RSS growing while the heap stays flat points at
- * native memory: Buffers, addon allocations or the allocator). A window is closed by a
+ * native memory: Buffers, addon allocations or the allocator), `tsweave_gc_major_total` and
+ * `tsweave_heap_after_major_gc_bytes` (the live-heap estimate). A window is closed by a
  * timer, not by a scrape, so several scrapers see the same values.
  */
-function watchEventLoop(registry: SubsystemContext['metrics']): { stop(): void } {
+export function watchEventLoop(registry: SubsystemContext['metrics']): { stop(): void } {
   const h = monitorEventLoopDelay({ resolution: 10 });
   h.enable();
   let last = { p50: 0, p99: 0, max: 0 };
@@ -164,10 +165,38 @@ function watchEventLoop(registry: SubsystemContext['metrics']): { stop(): void }
       this.set({ kind: 'array_buffers' }, m.arrayBuffers);
     },
   });
+  // Major (mark-sweep-compact) collections: how many, and the heap in use right after
+  // the last one (the observer runs just after the collection) — an estimate of the live
+  // heap. heap_used alone climbs with garbage between two major collections, which V8
+  // may put off for many minutes; a leak shows as this estimate growing.
+  const majors = new Counter({
+    name: 'tsweave_gc_major_total',
+    help: 'Major (mark-sweep-compact) garbage collections since start.',
+    registers: [registry],
+  });
+  let liveAfterMajor = 0;
+  const gcObs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries() as Array<PerformanceEntry & { detail?: { kind?: number } }>) {
+      if (e.detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) {
+        majors.inc();
+        liveAfterMajor = process.memoryUsage().heapUsed;
+      }
+    }
+  });
+  gcObs.observe({ entryTypes: ['gc'] });
+  new Gauge({
+    name: 'tsweave_heap_after_major_gc_bytes',
+    help: 'V8 heap in use just after the last major garbage collection, bytes (0 before the first): an estimate of the live heap.',
+    registers: [registry],
+    collect() {
+      this.set(liveAfterMajor);
+    },
+  });
   return {
     stop() {
       clearInterval(t);
       h.disable();
+      gcObs.disconnect();
     },
   };
 }
