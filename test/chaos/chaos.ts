@@ -52,9 +52,10 @@ async function main(): Promise<number> {
     const launch = ['launch', '--no-proxy', '--no-fastdp', '--nickname', 'h1'];
     await h1.mustWeave(launch);
     await h1.mustWeave(['prime'], { timeoutMs: 60_000 });
-    const r = await killBurst(bed, h1, launch, { kills: o.kills, seed, workers: o.workers, log: (l) => console.log(l), timeoutMs: Math.max(600_000, o.kills * 20_000) });
+    const r = await killBurst(bed, h1, launch, { kills: o.kills, seed, workers: o.workers, log: (l) => console.log(l), timeoutMs: Math.max(600_000, o.kills * 60_000) });
     const s = ((Date.now() - t0) / 1000).toFixed(0);
     console.log(`chaos: seed ${seed}: ${r.kills} kills survived in ${s} s (landed before/inside/after their burst: ${r.landed.before}/${r.landed.inside}/${r.landed.after}); ${r.containers} containers, ${r.reported} addresses reported, ${r.failedAttaches} attaches cut off by a kill; ${r.violations.length} violations`);
+    if (r.kills < o.kills) console.log(`chaos: only ${r.kills} of ${o.kills} kills fitted the time bound`);
     if (r.violations.length) {
       for (const v of r.violations) console.log(`VIOLATION: ${v}`);
       const keep = `/tmp/tsweave-chaos-failed-${seed}`;
@@ -62,7 +63,7 @@ async function main(): Promise<number> {
       console.log(`replay with --seed ${seed} --kills ${o.kills} --workers ${o.workers}; state dir and log kept in ${keep}\n--- log tail ---\n${h1.logTail(40)}`);
       return 1;
     }
-    return 0;
+    return r.kills < o.kills ? 1 : 0;
   } finally {
     await bed.destroy();
   }
