@@ -4,8 +4,8 @@
  * Other subsystems' metrics live in the same registry (`ctx.metrics`).
  */
 import http from 'node:http';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { Gauge } from 'prom-client';
+import { constants as perfConstants, monitorEventLoopDelay, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
+import { Counter, Gauge } from 'prom-client';
 import type { Subsystem, SubsystemContext } from '../daemon/subsystem.js';
 import { splitHostPort } from '../daemon/config.js';
 import { createMetrics } from './metrics.js';
@@ -118,7 +118,11 @@ const LOOP_IDLE_STOP_MS = 5 * 60_000;
  * dashboards): `tsweave_event_loop_delay_seconds{quantile="0.5"|"0.99"|"1"}` over the
  * last complete 10 s window, sampled by Node's `monitorEventLoopDelay` (a libuv timer
  * every 10 ms, so values below ~10 ms are at its resolution), and
- * `tsweave_heap_used_bytes` (V8 heap in use at scrape time). A window is closed by a
+ * `tsweave_heap_used_bytes` (V8 heap in use at scrape time), and
+ * `tsweave_memory_bytes{kind}` (Node's process.memoryUsage(): rss, heap_total,
+ * heap_used, external, array_buffers — RSS growing while the heap stays flat points at
+ * native memory: Buffers, addon allocations or the allocator), `tsweave_gc_major_total` and
+ * `tsweave_heap_after_major_gc_bytes` (the live-heap estimate). A window is closed by a
  * timer, not by a scrape, so several scrapers see the same values.
  *
  * [scale, issue #20] That 10 ms timer woke an idle router 100 times a second (most of its
@@ -126,7 +130,7 @@ const LOOP_IDLE_STOP_MS = 5 * 60_000;
  * starts it (that scrape and the ones of the first window read 0), and it stops again
  * 5 minutes after the last scrape.
  */
-function watchEventLoop(registry: SubsystemContext['metrics']): { stop(): void } {
+export function watchEventLoop(registry: SubsystemContext['metrics']): { stop(): void } {
   const h = monitorEventLoopDelay({ resolution: 10 });
   let last = { p50: 0, p99: 0, max: 0 };
   let t: NodeJS.Timeout | undefined;
@@ -171,5 +175,51 @@ function watchEventLoop(registry: SubsystemContext['metrics']): { stop(): void }
       this.set(process.memoryUsage().heapUsed);
     },
   });
-  return { stop };
+  new Gauge({
+    name: 'tsweave_memory_bytes',
+    help: 'Process memory at scrape time, bytes, by kind (Node process.memoryUsage(): rss, heap_total, heap_used, external = C++ objects bound to JS incl. Buffers, array_buffers = ArrayBuffer/Buffer backing stores).',
+    labelNames: ['kind'],
+    registers: [registry],
+    collect() {
+      const m = process.memoryUsage();
+      this.set({ kind: 'rss' }, m.rss);
+      this.set({ kind: 'heap_total' }, m.heapTotal);
+      this.set({ kind: 'heap_used' }, m.heapUsed);
+      this.set({ kind: 'external' }, m.external);
+      this.set({ kind: 'array_buffers' }, m.arrayBuffers);
+    },
+  });
+  // Major (mark-sweep-compact) collections: how many, and the heap in use right after
+  // the last one (the observer runs just after the collection) — an estimate of the live
+  // heap. heap_used alone climbs with garbage between two major collections, which V8
+  // may put off for many minutes; a leak shows as this estimate growing.
+  const majors = new Counter({
+    name: 'tsweave_gc_major_total',
+    help: 'Major (mark-sweep-compact) garbage collections since start.',
+    registers: [registry],
+  });
+  let liveAfterMajor = 0;
+  const gcObs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries() as Array<PerformanceEntry & { detail?: { kind?: number } }>) {
+      if (e.detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) {
+        majors.inc();
+        liveAfterMajor = process.memoryUsage().heapUsed;
+      }
+    }
+  });
+  gcObs.observe({ entryTypes: ['gc'] });
+  new Gauge({
+    name: 'tsweave_heap_after_major_gc_bytes',
+    help: 'V8 heap in use just after the last major garbage collection, bytes (0 before the first): an estimate of the live heap.',
+    registers: [registry],
+    collect() {
+      this.set(liveAfterMajor);
+    },
+  });
+  return {
+    stop: () => {
+      stop();
+      gcObs.disconnect();
+    },
+  };
 }

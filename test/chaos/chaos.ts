@@ -11,7 +11,7 @@
  * and log tail, and exits 1 (after the remaining runs with --keep-going).
  */
 import { Command } from 'commander';
-import { cpSync, existsSync } from 'node:fs';
+import { cpSync, existsSync, writeFileSync } from 'node:fs';
 import { Testbed, canRunE2E } from '../e2e/lib/testbed.js';
 import { killBurst } from './kill9.js';
 import { runMeshSchedule } from './mesh.js';
@@ -34,10 +34,11 @@ async function main(): Promise<number> {
     .option('--steps <n>', 'multi-host fault schedule: steps per schedule', int('--steps', 1, 10000), 40)
     .option('--runs <n>', 'multi-host fault schedule: schedules to run (seeds S, S+1, ...)', int('--runs', 1, 100000), 1)
     .option('--keep-going', 'multi-host fault schedule: go on after a violating schedule')
+    .option('--max-minutes <m>', 'multi-host fault schedule: start no new schedule after this many minutes', int('--max-minutes', 1, 100000))
     .option('--no-fastdp', 'multi-host fault schedule: routers without the fast datapath')
     .exitOverride();
   p.parse(process.argv);
-  const o = p.opts<{ kills: number; seed?: number; workers: number; hosts?: number; steps: number; runs: number; keepGoing?: boolean; fastdp: boolean }>();
+  const o = p.opts<{ kills: number; seed?: number; workers: number; hosts?: number; steps: number; runs: number; keepGoing?: boolean; fastdp: boolean; maxMinutes?: number }>();
   const why = canRunE2E();
   if (why) throw new Error(`chaos ${why}`);
   if (o.hosts && !existsSync('/usr/sbin/iptables') && !existsSync('/sbin/iptables')) throw new Error('chaos --hosts needs iptables (Debian package iptables)');
@@ -51,9 +52,10 @@ async function main(): Promise<number> {
     const launch = ['launch', '--no-proxy', '--no-fastdp', '--nickname', 'h1'];
     await h1.mustWeave(launch);
     await h1.mustWeave(['prime'], { timeoutMs: 60_000 });
-    const r = await killBurst(bed, h1, launch, { kills: o.kills, seed, workers: o.workers, log: (l) => console.log(l), timeoutMs: Math.max(600_000, o.kills * 20_000) });
+    const r = await killBurst(bed, h1, launch, { kills: o.kills, seed, workers: o.workers, log: (l) => console.log(l), timeoutMs: Math.max(600_000, o.kills * 60_000) });
     const s = ((Date.now() - t0) / 1000).toFixed(0);
-    console.log(`chaos: seed ${seed}: ${r.kills} kills survived in ${s} s; ${r.containers} containers, ${r.reported} addresses reported, ${r.failedAttaches} attaches cut off by a kill; ${r.violations.length} violations`);
+    console.log(`chaos: seed ${seed}: ${r.kills} kills survived in ${s} s (landed before/inside/after their burst: ${r.landed.before}/${r.landed.inside}/${r.landed.after}); ${r.containers} containers, ${r.reported} addresses reported, ${r.failedAttaches} attaches cut off by a kill; ${r.violations.length} violations`);
+    if (r.kills < o.kills) console.log(`chaos: only ${r.kills} of ${o.kills} kills fitted the time bound`);
     if (r.violations.length) {
       for (const v of r.violations) console.log(`VIOLATION: ${v}`);
       const keep = `/tmp/tsweave-chaos-failed-${seed}`;
@@ -61,43 +63,65 @@ async function main(): Promise<number> {
       console.log(`replay with --seed ${seed} --kills ${o.kills} --workers ${o.workers}; state dir and log kept in ${keep}\n--- log tail ---\n${h1.logTail(40)}`);
       return 1;
     }
-    return 0;
+    return r.kills < o.kills ? 1 : 0;
   } finally {
     await bed.destroy();
   }
 }
 
-async function meshCampaign(o: { hosts: number; steps: number; runs: number; keepGoing?: boolean; fastdp: boolean }, first: number): Promise<number> {
+async function meshCampaign(o: { hosts: number; steps: number; runs: number; keepGoing?: boolean; fastdp: boolean; maxMinutes?: number }, first: number): Promise<number> {
   let clean = 0;
   const bad: number[] = [];
   const t0 = Date.now();
+  const phaseSum = { setup: 0, launch: 0, steps: 0, converge: 0, check: 0 };
   for (let r = 0; r < o.runs; r++) {
+    if (o.maxMinutes !== undefined && Date.now() - t0 >= o.maxMinutes * 60_000) {
+      console.log(`chaos: --max-minutes ${o.maxMinutes} reached; no new schedule after ${r} of ${o.runs}`);
+      break;
+    }
     const seed = (first + r) % 2 ** 31;
-    console.log(`chaos: schedule seed ${seed}: ${o.hosts} hosts x ${o.steps} steps${o.fastdp ? '' : ' (no fastdp)'} (run ${r + 1}/${o.runs})`);
+    // Every line of this schedule, also written next to the kept logs if it fails.
+    const lines: string[] = [];
+    const out = (l: string): void => {
+      lines.push(l);
+      console.log(l);
+    };
+    out(`chaos: schedule seed ${seed}: ${o.hosts} hosts x ${o.steps} steps${o.fastdp ? '' : ' (no fastdp)'} (run ${r + 1}/${o.runs})`);
     const bed = new Testbed('cm');
     const t1 = Date.now();
     try {
-      const res = await runMeshSchedule(bed, { seed, hosts: o.hosts, steps: o.steps, noFastdp: !o.fastdp, log: (l) => console.log(`  ${l}`) });
+      const res = await runMeshSchedule(bed, { seed, hosts: o.hosts, steps: o.steps, noFastdp: !o.fastdp, log: (l) => out(`  ${l}`) });
       const s = ((Date.now() - t1) / 1000).toFixed(0);
       const mib = res.rss.map((x) => (x / 2 ** 20).toFixed(0)).join('/');
-      console.log(`chaos: seed ${seed}: ${res.violations.length} violations in ${s} s; ${res.containers} containers (${res.attachesOk} attaches ok, ${res.attachesRefused} refused); router RSS MiB ${mib}, fds ${res.fds.join('/')}`);
+      out(`chaos: seed ${seed}: ${res.violations.length} violations in ${s} s; ${res.containers} containers (${res.attachesOk} attaches ok, ${res.attachesRefused} refused); router RSS MiB ${mib}, fds ${res.fds.join('/')}`);
+      for (const [k, v] of Object.entries(res.phases)) phaseSum[k as keyof typeof phaseSum] += v;
+      out(`chaos: seed ${seed}: time ${phaseLine(res.phases)}; by step kind ${Object.entries(res.stepTime).map(([k, v]) => `${k} ${v.n}x${(v.ms / v.n / 1000).toFixed(1)}`).join(' ')} s`);
       if (res.violations.length) {
         bad.push(seed);
-        console.log(`seed ${seed}: the schedule was (replay with --hosts ${o.hosts} --steps ${o.steps} --seed ${seed}${o.fastdp ? '' : ' --no-fastdp'}):`);
-        res.steps.forEach((st, i) => console.log(`  ${String(i + 1).padStart(3)}. ${describeStep(st)}`));
-        for (const v of res.violations) console.log(`VIOLATION: ${v}`);
+        out(`seed ${seed}: the schedule was (replay with --hosts ${o.hosts} --steps ${o.steps} --seed ${seed}${o.fastdp ? '' : ' --no-fastdp'}):`);
+        res.steps.forEach((st, i) => out(`  ${String(i + 1).padStart(3)}. ${describeStep(st)}`));
+        for (const v of res.violations) out(`VIOLATION: ${v}`);
         const keep = `/tmp/tsweave-chaos-failed-${seed}`;
         cpSync(bed.dir, keep, { recursive: true });
-        console.log(`${res.diagnostics}\nstate dirs and logs kept in ${keep}`);
-        if (!o.keepGoing) break;
+        out(`${res.diagnostics}\nstate dirs and logs kept in ${keep} (this output in ${keep}/chaos.log)`);
+        writeFileSync(`${keep}/chaos.log`, `${lines.join('\n')}\n`);
       } else clean++;
     } finally {
       await bed.destroy();
     }
+    const done = r + 1;
+    const el = (Date.now() - t0) / 1000;
+    console.log(`chaos: tally after ${done} of ${o.runs}: ${clean} clean (${clean * o.steps} steps), ${bad.length} with violations${bad.length ? ` (seeds ${bad.join(' ')})` : ''}; seeds ${first}..${seed}; ${(el / 60).toFixed(1)} min, ${(el / done).toFixed(0)} s per schedule (mean ${phaseLine(phaseSum, done)})${done < o.runs ? `, ~${((el / done) * (o.runs - done) / 60).toFixed(0)} min to go` : ''}`);
+    if (bad.length && !o.keepGoing) break;
   }
   const m = ((Date.now() - t0) / 60000).toFixed(1);
   console.log(`chaos: ${clean} schedules x ${o.steps} steps on ${o.hosts} hosts clean, ${bad.length} with violations${bad.length ? ` (seeds ${bad.join(' ')})` : ''}, in ${m} min`);
   return bad.length ? 1 : 0;
+}
+
+/** "setup 2.1 launch 12.0 ..." in seconds (divided by `n` for a mean). */
+function phaseLine(p: Record<string, number>, n = 1): string {
+  return Object.entries(p).map(([k, v]) => `${k} ${(v / n / 1000).toFixed(1)}`).join(' ') + ' s';
 }
 
 main().then((c) => process.exit(c), (err: Error) => {

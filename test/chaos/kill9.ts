@@ -27,7 +27,7 @@ export interface KillBurstOptions {
   tag?: string;
   /** One line per step. */
   log: (line: string) => void;
-  /** Overall time bound, ms (default 10 min). */
+  /** Time bound of the kills, ms (default 10 min): past it no new kill starts, and the checks run on the kills made (`kills` in the result says how many). */
   timeoutMs?: number;
 }
 
@@ -36,6 +36,8 @@ export interface KillBurstResult {
   reported: number;
   failedAttaches: number;
   containers: number;
+  /** Where the kills landed: before any allocation of their burst finished, inside the burst, after it. */
+  landed: { before: number; inside: number; after: number };
   violations: string[];
 }
 
@@ -45,6 +47,20 @@ const netnsId = (ns: string): string => `netns:/var/run/netns/${ns}`;
 async function ethweAddrs(ns: string): Promise<string[]> {
   const r = await sh('ip', ['-n', ns, '-4', '-o', 'addr', 'show', 'dev', 'ethwe'], { timeoutMs: 10_000 });
   return [...r.stdout.matchAll(/inet (\d+\.\d+\.\d+\.\d+\/\d+)/g)].map((m) => m[1]);
+}
+
+/**
+ * Where a kill landed in its burst, and the next bound of the kill delay (pure). `oks`
+ * of `workers` attaches succeeded, the last of them `lastOkMs` after the burst started;
+ * the kill came `delayMs` after the start. "before": no attach finished (the bound grows
+ * 1.5x, at most 60 s); "after": all finished before the kill (the bound becomes 1.5x the
+ * burst, at least `calibrated`); "inside": some were cut off or finished after the kill
+ * (the bound is kept). All times in ms.
+ */
+export function adaptKillBound(bound: number, calibrated: number, b: { oks: number; workers: number; lastOkMs: number; delayMs: number }): { where: 'before' | 'inside' | 'after'; bound: number } {
+  if (b.oks === 0) return { where: 'before', bound: Math.min(60_000, Math.max(bound, Math.ceil(bound * 1.5))) };
+  if (b.oks === b.workers && b.lastOkMs <= b.delayMs) return { where: 'after', bound: Math.max(calibrated, Math.ceil(1.5 * b.lastOkMs)) };
+  return { where: 'inside', bound };
 }
 
 /**
@@ -72,10 +88,22 @@ export async function killBurst(bed: Testbed, host: Host, launchArgs: string[], 
     if (r.code !== 0) throw new Error(`calibration attach failed: ${r.stderr.trim()}`);
     reported.set(ns, r.stdout.trim());
   }));
-  const maxDelay = o.maxDelayMs ?? Math.ceil(1.5 * (Date.now() - t0));
-  o.log(`calibration: a burst of ${workers} attaches took ${Date.now() - t0} ms; kill delays drawn from 0..${maxDelay} ms`);
+  // The bound adapts (unless given): a burst right after a relaunch can take much longer
+  // than the calibration burst (a cold router, a loaded machine), and with a fixed bound
+  // every kill would land before any allocation finished. A burst wholly cut off widens
+  // it 1.5x (up to 60 s); a burst that finished before the kill sets it to 1.5x that burst.
+  const calibrated = Math.ceil(1.5 * (Date.now() - t0));
+  let maxDelay = o.maxDelayMs ?? calibrated;
+  const landed = { before: 0, inside: 0, after: 0 };
+  let killed = o.kills;
+  o.log(`calibration: a burst of ${workers} attaches took ${Date.now() - t0} ms; kill delays drawn from 0..${maxDelay} ms${o.maxDelayMs ? '' : ', adapting'}`);
   for (let k = 1; k <= o.kills; k++) {
-    if (Date.now() > deadline) throw new Error(`kill schedule seed ${o.seed}: over its time bound after ${k - 1} kills`);
+    if (Date.now() > deadline) {
+      // Out of time: stop killing, but still check what the kills so far left behind.
+      o.log(`kill schedule seed ${o.seed}: over its time bound after ${k - 1} of ${o.kills} kills; checking those`);
+      killed = k - 1;
+      break;
+    }
     const delay = Math.floor(rnd() * maxDelay);
     const names: string[] = [];
     for (let w = 0; w < workers; w++) {
@@ -85,10 +113,14 @@ export async function killBurst(bed: Testbed, host: Host, launchArgs: string[], 
       made.push(ns);
       names.push(ns);
     }
+    const tb = Date.now();
+    let lastOk = 0;
     const attaches = names.map(async (ns) => {
       const r = await host.weave(['attach', `netns:/var/run/netns/${ns}`], { timeoutMs: 60_000 });
-      if (r.code === 0) reported.set(ns, r.stdout.trim());
-      else failed++;
+      if (r.code === 0) {
+        reported.set(ns, r.stdout.trim());
+        lastOk = Math.max(lastOk, Date.now() - tb);
+      } else failed++;
       return r.code === 0 ? 'ok' : 'refused';
     });
     await sleep(delay);
@@ -99,12 +131,25 @@ export async function killBurst(bed: Testbed, host: Host, launchArgs: string[], 
       } catch { /* already gone */ }
     }
     const outcome = await Promise.all(attaches);
+    const a = adaptKillBound(maxDelay, calibrated, { oks: outcome.filter((x) => x === 'ok').length, workers, lastOkMs: lastOk, delayMs: delay });
+    const where = a.where;
+    landed[where]++;
+    if (o.maxDelayMs === undefined) maxDelay = a.bound;
     // Relaunch at once: liveness is decided by the lock, not by the dead pid.
     // Bounded generously: on a shared 2-vCPU machine at load 30+ a launch alone can take a minute.
     const r = await host.weave(launchArgs, { timeoutMs: 180_000 });
     if (r.code !== 0) throw new Error(`kill ${k} (seed ${o.seed}): relaunch failed: ${r.stderr.trim() || 'no answer: the CLI was killed after 180 s'} (log tail: ${host.logTail(5).replace(/\n/g, ' | ')})`);
-    o.log(`kill ${k}/${o.kills}: SIGKILL pid ${pid} after ${delay} ms; attaches ${outcome.join(' ')}; relaunched`);
+    // The next burst starts against a ready router (not one still restoring its state).
+    await until('IPAM ready after a relaunch', async () => {
+      try {
+        return /ready/i.test((await host.report()).IPAM?.Status ?? '');
+      } catch {
+        return false; // not answering yet
+      }
+    }, 60_000, 250);
+    o.log(`kill ${k}/${o.kills}: SIGKILL pid ${pid} after ${delay} ms (${where} the burst's allocations); attaches ${outcome.join(' ')}; relaunched`);
   }
+  o.log(`kills landed before any allocation of their burst finished: ${landed.before}, inside a burst: ${landed.inside}, after it: ${landed.after}`);
   await until('IPAM ready after the last relaunch', async () => /ready/i.test((await host.report()).IPAM?.Status ?? ''), 60_000, 500);
   const violations = await checkAddresses(host, made, reported);
   // A fresh allocation succeeds.
@@ -118,7 +163,7 @@ export async function killBurst(bed: Testbed, host: Host, launchArgs: string[], 
     reported.set(fresh, fr.stdout.trim());
     violations.push(...await checkAddresses(host, made, reported));
   }
-  return { kills: o.kills, reported: reported.size, failedAttaches: failed, containers: made.length, violations: [...new Set(violations)] };
+  return { kills: killed, reported: reported.size, failedAttaches: failed, containers: made.length, landed, violations: [...new Set(violations)] };
 }
 
 async function checkAddresses(host: Host, namespaces: string[], reported: Map<string, string>): Promise<string[]> {

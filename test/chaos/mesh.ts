@@ -54,6 +54,14 @@ export interface MeshChaosResult {
   attachesRefused: number;
   rss: number[];
   fds: number[];
+  /**
+   * Where the schedule's wall time went, ms: `setup` (testbed up or reset), `launch`
+   * (first launch of every router + prime), `steps` (the schedule), `converge` (heal,
+   * final launches, the convergence wait), `check` (the invariants).
+   */
+  phases: Record<'setup' | 'launch' | 'steps' | 'converge' | 'check', number>;
+  /** Wall time spent per step kind over the schedule: count and total ms. */
+  stepTime: Partial<Record<Step['op'], { n: number; ms: number }>>;
 }
 
 interface Ctr { name: string; host: number; ns: string; reported: string[]; live: boolean }
@@ -136,7 +144,17 @@ async function pool<T>(items: T[], n: number, fn: (x: T) => Promise<void>): Prom
  */
 export async function runMeshSchedule(bed: Testbed, o: MeshChaosOptions): Promise<MeshChaosResult> {
   const steps = o.schedule ?? makeSchedule(o.seed, o.hosts, o.steps);
-  const hosts = await bed.up(o.hosts);
+  const phases = { setup: 0, launch: 0, steps: 0, converge: 0, check: 0 };
+  const stepTime: MeshChaosResult['stepTime'] = {};
+  let tPhase = Date.now();
+  const endPhase = (p: keyof typeof phases): void => {
+    const now = Date.now();
+    phases[p] += now - tPhase;
+    tPhase = now;
+  };
+  // The underlay first, then the hosts in parallel (each host's set-up is ~15 forks of ip/sysctl).
+  await bed.up(0);
+  const hosts = await Promise.all(Array.from({ length: o.hosts }, (_, i) => bed.addHost(i + 1)));
   const violations: string[] = [];
   const ctrs = new Map<string, Ctr>();
   const expectUp = new Set<number>();
@@ -153,11 +171,12 @@ export async function runMeshSchedule(bed: Testbed, o: MeshChaosOptions): Promis
 
   // Every host: a chain for the partitions, jumped to from OUTPUT (a packet from A to B
   // always leaves A's OUTPUT, so a DROP there is one direction of the underlay).
-  for (const h of hosts) {
+  await Promise.all(hosts.map(async (h) => {
     await must('ip', ['netns', 'exec', h.ns, 'iptables', '-w', '-N', 'TSWCHAOS']);
     await must('ip', ['netns', 'exec', h.ns, 'iptables', '-w', '-I', 'OUTPUT', '-j', 'TSWCHAOS']);
     writeFileSync(clockFile(h.index), '0\n');
-  }
+  }));
+  endPhase('setup');
 
   const launch = async (i: number, what: string): Promise<boolean> => {
     const r = await H(i).weave(launchArgs(i), { env: env(i), timeoutMs: 90_000 });
@@ -178,30 +197,47 @@ export async function runMeshSchedule(bed: Testbed, o: MeshChaosOptions): Promis
     }
   };
 
-  o.log(`launching ${o.hosts} routers`);
-  await Promise.all(hosts.map((h) => launch(h.index, 'initial launch')));
+  // Every container's namespace (test plumbing, not the system under test) is made up front,
+  // while the routers launch, so an attach step times only `weave attach` itself.
+  const nsReady = new Map<string, Promise<void>>();
+  const nsNames = [...steps.flatMap((s) => (s.op === 'attach' ? [s.container] : [])), ...hosts.map((h) => `f${h.index}`)].map((n) => `${bed.prefix}${n}`);
+  const nsAll = pool(nsNames, 4, async (ns) => {
+    const p = makeNs(ns);
+    nsReady.set(ns, p);
+    await p;
+  });
+  o.log(`launching ${o.hosts} routers (and making ${nsNames.length} container namespaces)`);
+  await Promise.all([...hosts.map((h) => launch(h.index, 'initial launch')), nsAll]);
   if (violations.length) return done();
   const pr = await H(1).weave(['prime'], { timeoutMs: 120_000 });
   if (pr.code !== 0) violations.push(`initial weave prime failed: ${pr.stderr.trim()}`);
+  endPhase('launch');
 
   let k = 0;
   for (const s of steps) {
     k++;
     const t0 = Date.now();
     const outcome = await runStep(s);
-    o.log(`step ${String(k).padStart(3)}/${steps.length}: ${describeStep(s)} -> ${outcome} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    const ms = Date.now() - t0;
+    const st = (stepTime[s.op] ??= { n: 0, ms: 0 });
+    st.n++;
+    st.ms += ms;
+    o.log(`step ${String(k).padStart(3)}/${steps.length}: ${describeStep(s)} -> ${outcome} (${(ms / 1000).toFixed(1)} s)`);
     await checkAlive(`after step ${k}`);
   }
+  endPhase('steps');
 
   // Heal everything, bring every stopped router back, wait for convergence, check.
   o.log('after the schedule: heal all, launch stopped routers, clocks back to 0');
   await runStep({ op: 'heal' });
   for (const h of hosts) writeFileSync(clockFile(h.index), '0\n');
-  for (const h of hosts) if (!expectUp.has(h.index)) await launch(h.index, 'final launch');
+  await Promise.all(hosts.filter((h) => !expectUp.has(h.index)).map((h) => launch(h.index, 'final launch')));
   await checkAlive('before the convergence wait');
   await converge();
+  endPhase('converge');
   await checkInvariants();
   await checkAlive('at the end');
+  endPhase('check');
   return done();
 
   async function done(): Promise<MeshChaosResult> {
@@ -222,14 +258,11 @@ export async function runMeshSchedule(bed: Testbed, o: MeshChaosOptions): Promis
       }
       diagnostics = parts.join('\n');
     }
-    return { steps, violations, diagnostics, containers: ctrs.size, attachesOk, attachesRefused, rss: stats.map((s) => s.rss), fds: stats.map((s) => s.fds) };
+    return { steps, violations, diagnostics, containers: ctrs.size, attachesOk, attachesRefused, rss: stats.map((s) => s.rss), fds: stats.map((s) => s.fds), phases, stepTime };
   }
 
   async function attach(c: Ctr, specs: string[], timeoutMs: number): Promise<string> {
-    await must('ip', ['netns', 'add', c.ns]);
-    bed.namespaces.push(c.ns);
-    await must('ip', ['-n', c.ns, 'link', 'set', 'lo', 'up']);
-    await sh('ip', ['netns', 'exec', c.ns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1']);
+    await (nsReady.get(c.ns) ?? makeNs(c.ns));
     ctrs.set(c.name, c);
     const r = await H(c.host).weave(['attach', ...specs, `netns:/var/run/netns/${c.ns}`], { timeoutMs });
     if (r.code === 0) {
@@ -331,7 +364,7 @@ export async function runMeshSchedule(bed: Testbed, o: MeshChaosOptions): Promis
         o.log(`converged in ${((Date.now() - t0) / 1000).toFixed(1)} s (full mesh established, topology = live peers, IPAM ready, one ring)`);
         return;
       }
-      await sleep(1000);
+      await sleep(500);
     }
     violations.push(`no convergence within ${bound / 1000} s: ${why}`);
   }
@@ -360,7 +393,25 @@ export async function runMeshSchedule(bed: Testbed, o: MeshChaosOptions): Promis
     return '';
   }
 
+  /** A container namespace with lo up and IPv6 off (once per name). */
+  async function makeNs(ns: string): Promise<void> {
+    await must('ip', ['netns', 'add', ns]);
+    bed.namespaces.push(ns);
+    await must('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+    await sh('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1']);
+  }
+
+  /** ethwe's IPv4 CIDRs of each container, read from the kernels 8 at a time. */
+  async function readAll(cs: Ctr[]): Promise<Map<Ctr, string[]>> {
+    const m = new Map<Ctr, string[]>();
+    await pool(cs, 8, async (c) => {
+      m.set(c, await ethweAddrs(c.ns));
+    });
+    return m;
+  }
+
   async function checkInvariants(): Promise<void> {
+    const t0 = Date.now();
     const reps = await Promise.all(hosts.map((h) => report(h)));
     if (reps.some((r) => !r)) {
       violations.push('a router does not answer /report after convergence');
@@ -417,11 +468,12 @@ export async function runMeshSchedule(bed: Testbed, o: MeshChaosOptions): Promis
         }
       }
     }
-    // The kernel: read every container namespace's ethwe.
+    // The kernel: read every container namespace's ethwe (reads in parallel, checks in order).
     const conf = new Map<string, string>();
-    for (const c of ctrs.values()) {
-      if (!c.live) continue;
-      for (const cidr of await ethweAddrs(c.ns)) {
+    const live = [...ctrs.values()].filter((c) => c.live);
+    const kernel = await readAll(live);
+    for (const c of live) {
+      for (const cidr of kernel.get(c)!) {
         const ip = cidr.split('/')[0];
         if (conf.has(ip)) violations.push(`${ip} is configured in two containers: ${conf.get(ip)} and ${c.name}`);
         conf.set(ip, c.name);
@@ -432,22 +484,26 @@ export async function runMeshSchedule(bed: Testbed, o: MeshChaosOptions): Promis
         if (!conf.has(ip) || conf.get(ip) !== c.name) violations.push(`weave attach reported ${ip} for ${c.name} (on h${c.host}), but it is not configured there`);
       }
     }
-    // A fresh allocation on every host.
-    for (const h of hosts) {
-      const c: Ctr = { name: `f${h.index}`, host: h.index, ns: `${bed.prefix}f${h.index}`, reported: [], live: true };
-      const out = await attach(c, [], 90_000);
-      if (!out.startsWith('ok')) violations.push(`a fresh allocation on h${h.index} failed: ${out}`);
+    o.log(`check: ring, allocators, endpoints and ${live.length} container kernels read (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    // A fresh allocation on every host, all at once (each host allocates from its own space).
+    const fresh = hosts.map((h): Ctr => ({ name: `f${h.index}`, host: h.index, ns: `${bed.prefix}f${h.index}`, reported: [], live: true }));
+    const outs = await Promise.all(fresh.map((c) => attach(c, [], 90_000)));
+    fresh.forEach((c, j) => {
+      if (!outs[j].startsWith('ok')) violations.push(`a fresh allocation on h${c.host} failed: ${outs[j]}`);
       else {
         const ip = c.reported[0];
-        if (conf.has(ip) || heldBy.has(ip)) violations.push(`the fresh allocation on h${h.index} got ${ip}, which is already in use`);
+        if (conf.has(ip) || heldBy.has(ip)) violations.push(`the fresh allocation on h${c.host} got ${ip}, which is already in use`);
         conf.set(ip, c.name);
       }
-    }
-    // Ping: every live container every other of its isolation group (the subnet of its address).
+    });
+    o.log(`check: fresh allocations on ${hosts.length} hosts (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    // Ping: every live container every other of its isolation group (the subnet of its
+    // address), read again from the kernels (the fresh containers included).
     const groups = new Map<string, Array<{ c: Ctr; ip: string }>>();
-    for (const c of ctrs.values()) {
-      if (!c.live) continue;
-      for (const cidr of await ethweAddrs(c.ns)) {
+    const live2 = [...ctrs.values()].filter((c) => c.live);
+    const kernel2 = await readAll(live2);
+    for (const c of live2) {
+      for (const cidr of kernel2.get(c)!) {
         const g = netOf(cidr);
         groups.set(g, [...(groups.get(g) ?? []), { c, ip: cidr.split('/')[0] }]);
       }
@@ -455,7 +511,7 @@ export async function runMeshSchedule(bed: Testbed, o: MeshChaosOptions): Promis
     const pairs: Array<[Ctr, string, string]> = [];
     for (const [g, ms] of groups) for (const a of ms) for (const b of ms) if (a.c !== b.c) pairs.push([a.c, b.ip, g]);
     let failed = 0;
-    await pool(pairs, 6, async ([a, ip, g]) => {
+    await pool(pairs, 12, async ([a, ip, g]) => {
       for (let t = 0; t < 8; t++) {
         const r = await sh('ip', ['netns', 'exec', a.ns, 'ping', '-c', '1', '-W', '1', ip], { timeoutMs: 10_000 });
         if (r.code === 0) return;
@@ -463,7 +519,7 @@ export async function runMeshSchedule(bed: Testbed, o: MeshChaosOptions): Promis
       failed++;
       violations.push(`${a.name} (h${a.host}) cannot ping ${ip} (group ${g})`);
     });
-    o.log(`pinged ${pairs.length} pairs in ${groups.size} isolation groups: ${pairs.length - failed} ok`);
+    o.log(`pinged ${pairs.length} pairs in ${groups.size} isolation groups: ${pairs.length - failed} ok (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
     // Each router's logs: no internal error; RSS and fds bounded.
     for (const h of hosts) {
       let logText = '';

@@ -7,7 +7,8 @@
  * as fast as the API answers (one at a time per host), a partition flap cuts one host
  * off the underlay for 3 s every 30 s, and a /events WebSocket client connects and leaves on every
  * sample. Every S seconds (default 5) it samples each router's RSS and open fds (/proc),
- * heap and event-loop delay p99/max (its /metrics: tsweave_heap_used_bytes,
+ * heap, heap total, external and array-buffer memory and event-loop delay p99/max (its
+ * /metrics: tsweave_heap_used_bytes, tsweave_memory_bytes{kind},
  * tsweave_event_loop_delay_seconds) and data-path drops (/report) into DIR/soak.csv,
  * and at the end writes DIR/soak.png (gnuplot) and a table, and checks bounds after a
  * warm-up (the first 20 %, at least one minute):
@@ -18,13 +19,14 @@
  */
 import { Command } from 'commander';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import WebSocket from 'ws';
 import { Testbed, canRunE2E, must, sh, sleep, type Host } from '../e2e/lib/testbed.js';
 import { api, procStats } from './mesh.js';
 
-interface Sample { t: number; host: number; rss: number; fds: number; heap: number; p99: number; max: number; drops: number }
+/** One router's sample; memory in MiB (rss from /proc; heapTotal/external/arrayBuffers from its tsweave_memory_bytes gauge). */
+interface Sample { t: number; host: number; rss: number; fds: number; heap: number; heapTotal: number; external: number; arrayBuffers: number; rssAnon: number; rssFile: number; gcMajor: number; heapLive: number; p99: number; max: number; drops: number }
 
 function num(name: string, min: number, max: number) {
   return (v: string): number => {
@@ -32,6 +34,17 @@ function num(name: string, min: number, max: number) {
     if (!Number.isFinite(n) || n < min || n > max) throw new Error(`invalid ${name} "${v}": want a number from ${min} to ${max}`);
     return n;
   };
+}
+
+/** RssAnon and RssFile (+ RssShmem) of a process in MiB, from /proc/PID/status (NaN if unreadable). */
+function rssParts(pid: number | undefined): { rssAnon: number; rssFile: number } {
+  try {
+    const st = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(st)?.[1] ?? NaN);
+    return { rssAnon: kb('RssAnon') / 1024, rssFile: (kb('RssFile') + kb('RssShmem')) / 1024 };
+  } catch {
+    return { rssAnon: NaN, rssFile: NaN };
+  }
 }
 
 /** Least-squares slope of y over x. */
@@ -155,7 +168,7 @@ async function main(): Promise<number> {
     })();
 
     const samples: Sample[] = [];
-    const csv: string[] = ['t_s,host,rss_mib,fds,heap_mib,loop_p99_ms,loop_max_ms,drops'];
+    const csv: string[] = ['t_s,host,rss_mib,fds,heap_mib,loop_p99_ms,loop_max_ms,drops,heap_total_mib,external_mib,array_buffers_mib,rss_anon_mib,rss_file_mib,gc_major,heap_after_major_gc_mib'];
     const pids = hosts.map((h) => h.pid());
     console.log(`soak: ${o.hosts} routers (pids ${pids.join(' ')}), ${durS} s, sampling every ${o.sampleS} s into ${path.join(o.out, 'soak.csv')}`);
     const end = t0 + durS * 1000;
@@ -176,12 +189,18 @@ async function main(): Promise<number> {
         const s: Sample = {
           t, host: h.index, rss: st.rss / 2 ** 20, fds: st.fds,
           heap: gauge(m.body, 'tsweave_heap_used_bytes') / 2 ** 20,
+          heapTotal: gauge(m.body, 'tsweave_memory_bytes', '{kind="heap_total"}') / 2 ** 20,
+          external: gauge(m.body, 'tsweave_memory_bytes', '{kind="external"}') / 2 ** 20,
+          arrayBuffers: gauge(m.body, 'tsweave_memory_bytes', '{kind="array_buffers"}') / 2 ** 20,
+          ...rssParts(pid),
+          gcMajor: gauge(m.body, 'tsweave_gc_major_total'),
+          heapLive: gauge(m.body, 'tsweave_heap_after_major_gc_bytes') / 2 ** 20,
           p99: gauge(m.body, 'tsweave_event_loop_delay_seconds', '{quantile="0.99"}') * 1000,
           max: gauge(m.body, 'tsweave_event_loop_delay_seconds', '{quantile="1"}') * 1000,
           drops,
         };
         samples.push(s);
-        csv.push([s.t.toFixed(1), s.host, s.rss.toFixed(2), s.fds, s.heap.toFixed(2), s.p99.toFixed(2), s.max.toFixed(2), s.drops].join(','));
+        csv.push([s.t.toFixed(1), s.host, s.rss.toFixed(2), s.fds, s.heap.toFixed(2), s.p99.toFixed(2), s.max.toFixed(2), s.drops, s.heapTotal.toFixed(2), s.external.toFixed(2), s.arrayBuffers.toFixed(2), s.rssAnon.toFixed(2), s.rssFile.toFixed(2), s.gcMajor, s.heapLive.toFixed(2)].join(','));
       }
       writeFileSync(path.join(o.out, 'soak.csv'), csv.join('\n') + '\n');
       // An /events client connects and leaves.
@@ -189,7 +208,7 @@ async function main(): Promise<number> {
       if (Date.now() >= nextLine) {
         nextLine = Date.now() + 60_000;
         const cur = samples.slice(-hosts.length);
-        console.log(`soak: ${t.toFixed(0)} s: RSS MiB ${cur.map((s) => s.rss.toFixed(0)).join('/')}, fds ${cur.map((s) => s.fds).join('/')}, loop p99 ms ${cur.map((s) => s.p99.toFixed(1)).join('/')}; churn ${churned} attach+detach (${churnErrors} errors), ${flaps} flaps, iperf3 runs ${iperfRuns}`);
+        console.log(`soak: ${t.toFixed(0)} s: RSS MiB ${cur.map((s) => s.rss.toFixed(0)).join('/')} (anon ${cur.map((s) => s.rssAnon.toFixed(0)).join('/')}, heap ${cur.map((s) => s.heap.toFixed(0)).join('/')}, heap after major GC ${cur.map((s) => s.heapLive.toFixed(0)).join('/')} (${cur.map((s) => s.gcMajor).join('/')} major GCs), external ${cur.map((s) => s.external.toFixed(0)).join('/')}, arrayBuffers ${cur.map((s) => s.arrayBuffers.toFixed(0)).join('/')}), fds ${cur.map((s) => s.fds).join('/')}, loop p99 ms ${cur.map((s) => s.p99.toFixed(1)).join('/')}; churn ${churned} attach+detach (${churnErrors} errors), ${flaps} flaps, iperf3 runs ${iperfRuns}`);
       }
     }
     stopping = true;
@@ -200,7 +219,7 @@ async function main(): Promise<number> {
     // Bounds after warm-up.
     const warm = Math.max(60, 0.2 * durS);
     const fails: string[] = [];
-    const rows: string[] = ['host  RSS MiB start→end  slope MiB/10min  fds start→end  heap MiB end  loop p99 ms median/max  drops'];
+    const rows: string[] = ['host  RSS MiB start→end  slope MiB/10min  fds start→end  heap MiB end  loop p99 ms median/max  drops  external/arrayBuffers MiB start→end  heap after major GC MiB start→end (major GCs)'];
     for (const h of hosts) {
       const ss = samples.filter((s) => s.host === h.index && s.t >= warm);
       if (ss.length < 3) {
@@ -213,7 +232,7 @@ async function main(): Promise<number> {
       const fd1 = median(ss.slice(-third).map((s) => s.fds));
       const p99med = median(ss.map((s) => s.p99).filter((x) => !Number.isNaN(x)));
       const p99max = Math.max(...ss.map((s) => s.p99).filter((x) => !Number.isNaN(x)));
-      rows.push(`h${h.index}    ${ss[0].rss.toFixed(1)}→${ss[ss.length - 1].rss.toFixed(1)}      ${sl.toFixed(2).padStart(6)}        ${fd0}→${fd1}          ${ss[ss.length - 1].heap.toFixed(1)}        ${p99med.toFixed(1)}/${p99max.toFixed(1)}              ${ss[ss.length - 1].drops}`);
+      rows.push(`h${h.index}    ${ss[0].rss.toFixed(1)}→${ss[ss.length - 1].rss.toFixed(1)}      ${sl.toFixed(2).padStart(6)}        ${fd0}→${fd1}          ${ss[ss.length - 1].heap.toFixed(1)}        ${p99med.toFixed(1)}/${p99max.toFixed(1)}              ${ss[ss.length - 1].drops}  ${ss[0].external.toFixed(1)}/${ss[0].arrayBuffers.toFixed(1)}→${ss[ss.length - 1].external.toFixed(1)}/${ss[ss.length - 1].arrayBuffers.toFixed(1)}  ${ss[0].heapLive.toFixed(1)}→${ss[ss.length - 1].heapLive.toFixed(1)} (${ss[ss.length - 1].gcMajor - ss[0].gcMajor})`);
       if (sl > o.maxRssSlope) fails.push(`h${h.index}: RSS grows ${sl.toFixed(2)} MiB per 10 min after warm-up (bound ${o.maxRssSlope})`);
       if (fd1 > fd0 + 2) fails.push(`h${h.index}: open fds grow from ${fd0} to ${fd1} after warm-up`);
       if (p99med > o.maxLoopMs) fails.push(`h${h.index}: event-loop delay p99 median ${p99med.toFixed(1)} ms over the bound ${o.maxLoopMs} ms`);

@@ -3,9 +3,10 @@
  * seed: the same seed replays the same steps, and every schedule respects the model
  * (no step on a stopped host, at least two routers up, detaches only of live containers).
  */
-import { test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { makeSchedule, describeStep, type Step } from '../chaos/schedule.js';
+import { adaptKillBound } from '../chaos/kill9.js';
 import { parseClockOffset } from '../../router/daemon/clock-hook.js';
 
 test('the same seed gives the same schedule; another seed another one', () => {
@@ -74,4 +75,20 @@ test('the clock hook accepts only a bounded decimal offset', () => {
   assert.equal(parseClockOffset('-30'), -30);
   assert.equal(parseClockOffset('1.5'), 1.5);
   for (const bad of ['', 'abc', '1e9', '999999999999', String(11 * 365 * 86400), '0x10', '12 34']) assert.equal(parseClockOffset(bad), 0, bad);
+});
+
+describe('kill -9 schedule: adaptive kill-delay bound', () => {
+  test('a burst wholly cut off widens the bound 1.5x, capped at 60 s', () => {
+    assert.deepEqual(adaptKillBound(2000, 2000, { oks: 0, workers: 3, lastOkMs: 0, delayMs: 1500 }), { where: 'before', bound: 3000 });
+    assert.deepEqual(adaptKillBound(50_000, 2000, { oks: 0, workers: 3, lastOkMs: 0, delayMs: 1500 }), { where: 'before', bound: 60_000 });
+  });
+  test('a burst finished before the kill sets the bound to 1.5x that burst, not below the calibration', () => {
+    assert.deepEqual(adaptKillBound(9000, 2000, { oks: 3, workers: 3, lastOkMs: 4000, delayMs: 5000 }), { where: 'after', bound: 6000 });
+    assert.deepEqual(adaptKillBound(9000, 2000, { oks: 3, workers: 3, lastOkMs: 500, delayMs: 5000 }), { where: 'after', bound: 2000 });
+  });
+  test('a kill inside a burst keeps the bound', () => {
+    assert.deepEqual(adaptKillBound(3000, 2000, { oks: 1, workers: 3, lastOkMs: 800, delayMs: 1000 }), { where: 'inside', bound: 3000 });
+    // All succeeded, the last one after the moment of the kill: the kill still fell inside the burst.
+    assert.deepEqual(adaptKillBound(3000, 2000, { oks: 3, workers: 3, lastOkMs: 1200, delayMs: 1000 }), { where: 'inside', bound: 3000 });
+  });
 });
