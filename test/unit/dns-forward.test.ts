@@ -161,11 +161,13 @@ test('pool: answers carry the client id; forged and stray datagrams are ignored;
 });
 
 test('pool: an upstream port that refuses fails at once (ICMP on the connected socket), not after the timeout', async () => {
+  // A port just freed on an address of lo no other test binds (127.0.0.1 ports are
+  // re-handed out at once to the many sockets the parallel unit tests open).
   const probe = dgram.createSocket('udp4');
-  await new Promise<void>((r) => probe.bind(0, '127.0.0.1', () => r()));
+  await new Promise<void>((r) => probe.bind(0, '127.77.0.1', () => r()));
   const port = probe.address().port;
   await new Promise<void>((r) => probe.close(() => r()));
-  const pool = new UpstreamPool('127.0.0.1', port, 16, cryptoRng());
+  const pool = new UpstreamPool('127.77.0.1', port, 16, cryptoRng());
   try {
     const t0 = performance.now();
     const r = await Promise.allSettled([pool.exchange(query('x.example'), 5000), pool.exchange(query('y.example'), 5000)]);
