@@ -161,19 +161,29 @@ test('pool: answers carry the client id; forged and stray datagrams are ignored;
 });
 
 test('pool: an upstream port that refuses fails at once (ICMP on the connected socket), not after the timeout', async () => {
-  // A port just freed on an address of lo no other test binds (127.0.0.1 ports are
-  // re-handed out at once to the many sockets the parallel unit tests open).
-  const probe = dgram.createSocket('udp4');
-  await new Promise<void>((r) => probe.bind(0, '127.77.0.1', () => r()));
-  const port = probe.address().port;
-  await new Promise<void>((r) => probe.close(() => r()));
-  const pool = new UpstreamPool('127.77.0.1', port, 16, cryptoRng());
-  try {
-    const t0 = performance.now();
-    const r = await Promise.allSettled([pool.exchange(query('x.example'), 5000), pool.exchange(query('y.example'), 5000)]);
-    assert.deepEqual(r.map((x) => x.status), ['rejected', 'rejected']);
-    assert.ok(performance.now() - t0 < 2500, `refused after ${(performance.now() - t0).toFixed(0)} ms`);
-  } finally {
-    pool.close();
+  // The kernel's global ICMP rate limit (net.ipv4.icmp_msgs_per_sec, which loopback does
+  // not escape) can swallow the port-unreachable while the other unit files send to
+  // closed ports, so up to 5 tries, 1 s apart (the bucket refills); a pool that ignored
+  // ICMP errors would wait out every timeout and fail all of them.
+  const tries: string[] = [];
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const probe = dgram.createSocket('udp4');
+    await new Promise<void>((r) => probe.bind(0, '127.77.0.1', () => r()));
+    const port = probe.address().port;
+    await new Promise<void>((r) => probe.close(() => r()));
+    const pool = new UpstreamPool('127.77.0.1', port, 16, cryptoRng());
+    try {
+      const t0 = performance.now();
+      const r = await Promise.allSettled([pool.exchange(query('x.example'), 3000), pool.exchange(query('y.example'), 3000)]);
+      const ms = performance.now() - t0;
+      assert.deepEqual(r.map((x) => x.status), ['rejected', 'rejected']);
+      const why = r.map((x) => (x.status === 'rejected' ? String((x.reason as Error).message) : 'ok')).join(',');
+      tries.push(`${ms.toFixed(0)} ms (${why})`);
+      if (ms < 1500 && !why.includes('timeout')) return;
+    } finally {
+      pool.close();
+    }
+    await new Promise((r) => setTimeout(r, 1000));
   }
+  assert.fail(`never refused at once: ${tries.join('; ')}`);
 });
