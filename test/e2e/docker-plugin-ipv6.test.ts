@@ -72,7 +72,11 @@ describe('Docker network plugin containers get IPv6 with --ipalloc-range6', { sk
     const b = await addrs(h2, 'c2', 'weave');
     const out6 = await mustDocker(h1, ['exec', 'c1', 'ip', '-6', '-o', 'addr', 'show', 'dev', 'ethwe0']);
     assert.match(out6, new RegExp(`inet6 ${a.v6}/108 `), out6);
-    assert.doesNotMatch(out6, /tentative|dadfailed/, out6);
+    // The derived address is usable at once (no DAD). The kernel's own link-local on
+    // ethwe0 may still be tentative: plugin containers do not use it (the isolation rules
+    // drop it; docs/SECURITY.md), so only the derived address's line is checked.
+    const derivedLine = out6.split('\n').find((l) => l.includes(`inet6 ${a.v6}/`)) ?? '';
+    assert.doesNotMatch(derivedLine, /tentative|dadfailed/, out6);
     // Docker records it too (the network itself has no --ipv6).
     assert.equal((await mustDocker(h1, ['inspect', '-f', '{{(index .NetworkSettings.Networks "weave").GlobalIPv6Address}}', 'c1'])).trim(), a.v6);
     assert.match(await h1.mustWeave(['ps']), new RegExp(`^[0-9a-f]{12} ([0-9a-f]{2}:){5}[0-9a-f]{2} ${a.v4.replace(/\./g, '\\.')}/12 ${a.v6}/108$`, 'm'));
