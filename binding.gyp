@@ -8,8 +8,8 @@
     {
       "target_name": "tap",
       "sources": ["router/overlay/native/tap.cc"],
-      # libsodium: encrypted egress flows seal in C (sleeve-aead.h via flow-cache.h).
-      "libraries": ["-lsodium"],
+      # libcrypto (OpenSSL EVP): encrypted egress flows seal in C (sleeve-aead.h via flow-cache.h).
+      "libraries": ["-lcrypto"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],
@@ -22,8 +22,8 @@
       # router/udp.ts): recvmmsg/sendmmsg, builds build/Release/udp.node.
       "target_name": "udp",
       "sources": ["router/overlay/native/udp.cc"],
-      # libsodium (Debian libsodium-dev) for ChaCha20-Poly1305 in sleeve-aead.h.
-      "libraries": ["-lsodium"],
+      # libcrypto (OpenSSL EVP, Debian libssl-dev) for ChaCha20-Poly1305 in sleeve-aead.h.
+      "libraries": ["-lcrypto"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],

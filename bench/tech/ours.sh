@@ -20,7 +20,7 @@ up() {
   mkdir -p "$D/h1" "$D/h2"; : >"$D/pids"
   local mtu extra=() desc
   case "$variant" in
-    default) mtu=1404; extra=(--no-fastdp); desc="tsweave sleeve, encrypted: Noise-authenticated control, ChaCha20-Poly1305 (sodium-native) per datagram" ;;
+    default) mtu=1404; extra=(--no-fastdp); desc="tsweave sleeve, encrypted: Noise-authenticated control, ChaCha20-Poly1305 per datagram (OpenSSL in C on cached flows, sodium-native in JS)" ;;
     none)    mtu=1436; extra=(--no-fastdp); desc="tsweave sleeve, plaintext" ;;
     fastdp)  mtu=1410; extra=(); desc="tsweave fast datapath (kernel VXLAN programmed by the router), plaintext" ;;
     *) die "unknown variant $variant" ;;

@@ -366,7 +366,7 @@ export class Opener {
     return this.current.key;
   }
 
-  /** Counter of the datagram most recently opened successfully (-1 before any). */
+  /** Counter of the datagram most recently opened successfully by this JS Opener (-1 before any); datagrams the C path (native-aead.ts) opened are not reflected here. */
   get lastSequence(): number {
     return this.lastSeq;
   }

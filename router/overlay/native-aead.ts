@@ -1,6 +1,7 @@
 /**
  * The sleeve's AEAD in C (overlay/native/sleeve-aead.h inside the UDP addon):
- * ChaCha20-Poly1305 per RFC 8439 from libsodium, exactly the wire format of
+ * ChaCha20-Poly1305 per RFC 8439 from OpenSSL's EVP interface (libcrypto),
+ * exactly the wire format of
  * router/crypto/aead.ts, using the SAME counter (Sealer.sharedState) and the
  * SAME current-epoch replay window and outcome counters (Opener.sharedState)
  * as the JS Sealer/Opener. So JS and C can seal and open datagrams of one
@@ -27,13 +28,15 @@ function addon(): AeadAddon {
 
 /**
  * Seal like `Sealer.seal` (same arguments, same result), but in C.
- * @throws AeadError when the counter is exhausted (re-key first) or out is too
- *   small; AddonMissing when the UDP addon is not built.
+ * @throws AeadError when the counter is exhausted (re-key first), out is too
+ *   small or OpenSSL fails to allocate (the counter is then not consumed);
+ *   AddonMissing when the UDP addon is not built.
  */
 export function nativeSeal(sealer: Sealer, header: Buffer, plaintext: Buffer, pStart: number, pEnd: number, out: Buffer): number {
   const r = addon().aeadSeal(sealer.sharedState, sealer.currentKey, header, plaintext, pStart, pEnd, out);
   if (r === -1) throw new AeadError('sleeve sequence counter exhausted; rekey() first');
   if (r === -2) throw new AeadError(`output buffer of ${out.length} bytes too small for ${pEnd - pStart + AEAD_OVERHEAD}-byte datagram`);
+  if (r < 0) throw new AeadError('native seal failed (OpenSSL could not set up a cipher context)');
   return r;
 }
 

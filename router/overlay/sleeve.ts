@@ -28,6 +28,7 @@ import { readMac } from './mac-cache.js';
 import { COALESCE, DatagramBatch, MAX_UDP_PAYLOAD, UdpSocket, ipv4ToUint32, routeMtu, type UdpStats } from './udp.js';
 import type { Sealer, Opener } from '../crypto/aead.js';
 import { NO_FLOW_STATS, type FlowStats } from './flow-cache.js';
+import { nativeOpen, nativeSeal } from './native-aead.js';
 import { SEQ_BYTES, TAG_BYTES, openErrorKind } from '../crypto/aead.js';
 
 /** Bytes the outer IPv4 + UDP headers take. */
@@ -404,7 +405,8 @@ export class Sleeve {
     const sealed = peer.sealed;
     if (sealed !== undefined && peer.sealer !== undefined) {
       const p0 = HEADER_BYTES + SEQ_BYTES;
-      len = peer.sealer.seal(this.encHeader, sealed, p0, p0 + len, sealed);
+      // In C (OpenSSL, same counter and wire format as Sealer.seal): ~1.5x faster per full datagram.
+      len = nativeSeal(peer.sealer, this.encHeader, sealed, p0, p0 + len, sealed);
     }
     peer.sealed = undefined;
     // Equal-sized datagrams to a peer may leave as one GSO super-packet, unless PMTU
@@ -438,7 +440,7 @@ export class Sleeve {
     }
     if (peer.sealer) {
       buf = this.ctrlOut;
-      len = peer.sealer.seal(this.encHeader, datagram, 0, datagram.length, buf);
+      len = nativeSeal(peer.sealer, this.encHeader, datagram, 0, datagram.length, buf);
     }
     this.stats.datagramsOut++;
     if (!this.sock.send(buf, 0, len, peer.addr, peer.port)) {
@@ -483,7 +485,9 @@ export class Sleeve {
         this.host.onBatchEnd?.();
         at = 0;
       }
-      const n = peer.opener.open(msg, start, end, this.opened.subarray(at));
+      // The current epoch opens in C (OpenSSL, same shared replay window and counters);
+      // other epochs go to the JS Opener, which promotes the next one.
+      const n = nativeOpen(peer.opener, msg, start, end, this.opened.subarray(at));
       if (n < 0) return this.host.drop(openErrorKind(n) ?? 'auth');
       buf = this.opened;
       start = at;

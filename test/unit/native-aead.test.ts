@@ -43,6 +43,23 @@ test('interop: C seal -> JS open, and JS seal -> C open', () => {
   assert.equal(o2.stats.ok, 1);
 });
 
+test('interop across many keys interleaved (more than the C key-context cache holds): C seal -> JS open and back', () => {
+  const rnd = prng(19);
+  const pairs = Array.from({ length: 21 }, () => {
+    const k = randomBytes(32);
+    return { k, s: new Sealer(k), o: new Opener(k), s2: new Sealer(k), o2: new Opener(k) };
+  });
+  for (let i = 0; i < 200; i++) {
+    const p = pairs[Math.floor(rnd() * pairs.length)], q = pairs[(pairs.indexOf(p) + 1) % pairs.length];
+    const plain = randomBytes(Math.floor(rnd() * 1500));
+    const c = cSeal(p.s, plain);
+    assert.deepEqual(open(p.o, c, false), plain);
+    assert.equal(open(new Opener(q.k), c, true), OPEN_AUTH, 'another key must not open it (C)');
+    assert.equal(open(new Opener(q.k), c, false), OPEN_AUTH, 'another key must not open it (JS)');
+    assert.deepEqual(open(p.o2, jsSeal(p.s2, plain), true), plain);
+  }
+});
+
 test('JS and C share one counter: interleaved seals never repeat a nonce', () => {
   const s = new Sealer(KEY);
   const seqs: number[] = [];

@@ -117,7 +117,7 @@ struct IngressFlow {
 // Sealer) or open (UDP addon: the hop's Opener). `state` is that Sealer's or
 // Opener's sharedState (sleeve-aead.h): the counter, epoch and replay window
 // JavaScript uses too, kept alive by a reference while the entry lives. The
-// key is a copy, made at install and wiped (sodium_memzero) when the entry is
+// key is a copy, made at install and wiped (OPENSSL_cleanse) when the entry is
 // dropped: on every clear of the cache (the router clears on re-key,
 // connection change and close), when a flow finds the epoch moved on, and when
 // the addon closes. A flow names its entry by slot AND generation, so a slot
@@ -143,7 +143,7 @@ struct CryptoTable {
   void Drop(napi_env env, size_t i) {
     FlowCrypto& c = slots[i];
     if (!c.live) return;
-    sodium_memzero(c.key, sizeof c.key);
+    OPENSSL_cleanse(c.key, sizeof c.key);
     c.live = false;
     c.gen++;
     c.state = nullptr;
@@ -173,7 +173,7 @@ struct CryptoTable {
     int at = Find(peer);
     if (at >= 0) {
       const FlowCrypto& c = slots[at];
-      if (c.state == state && c.epoch == epoch && sodium_memcmp(c.key, key, sizeof c.key) == 0) return at;
+      if (c.state == state && c.epoch == epoch && CRYPTO_memcmp(c.key, key, sizeof c.key) == 0) return at;
       Drop(env, static_cast<size_t>(at));
     }
     size_t i = 0;
