@@ -7,6 +7,10 @@ apt-get install -y -qq --no-install-recommends \
   iproute2 iputils-ping iperf3 iptables nftables tcpdump netcat-openbsd util-linux procps psmisc kmod \
   python3 make g++ gcc libc6-dev docker.io busybox-static chromium dnsutils dnsmasq-base dnsperf systemd \
   libssl-dev pkg-config wireguard-go wireguard-tools nebula >/dev/null
+# Bench anchors (npm run bench): tinc 1.0 (no cipher) and OpenVPN, the latency goals of #19.
+# Only their binaries are used, inside the bench's namespaces (their Debian services have no
+# configuration here, so they start no tunnel).
+apt-get install -y -qq --no-install-recommends tinc openvpn >/dev/null
 # CNI (issue #15): podman with its CNI backend drives the weave-net plugin in test/e2e/cni.test.ts.
 apt-get install -y -qq --no-install-recommends podman containernetworking-plugins >/dev/null
 # Soak (issue #16): `npm run soak` draws its PNG with gnuplot (pngcairo).
