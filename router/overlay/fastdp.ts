@@ -76,10 +76,15 @@ import { DEFAULT_TIMING, FastdpPath, ZERO_MAC, parseFdbJson, planFdb, type PathT
 /** Time the router keeps treating a peer as fastdp after its FDB entry is gone (ms): lets the TAP backlog drain. */
 const GRACE_MS = 100;
 /**
- * Heartbeat/path tick (ms). Heartbeats are due every `DEFAULT_TIMING.intervalMs` (500 ms),
- * so a 250 ms tick keeps their timing; [scale, issue #20] it was 100 ms, 10 idle wake-ups a second.
+ * Heartbeat/path tick (ms) while some path is being confirmed (heartbeats every
+ * `DEFAULT_TIMING.intervalMs`, 500 ms: a 250 ms tick keeps their timing), and while
+ * every path is up or there are none (heartbeats every 2 s, timeout 6.5 s: a 1 s tick
+ * is fine-grained enough). [scale, issue #20] It was a fixed 100 ms, then 250 ms; the
+ * router calls `kick()` when a connection becomes a candidate, so a new peer does not
+ * wait for the slow tick.
  */
 const TICK_MS = 250;
+const IDLE_TICK_MS = 1_000;
 /**
  * FDB audit (stale learned entries, flow count) and stats refresh interval (ms). Each
  * audit forks `bridge fdb show` per device (a fork of the whole router process), so
@@ -208,6 +213,8 @@ export class Fastdp {
   private recv6: dgram.Socket | undefined;
   private send6: dgram.Socket | undefined;
   private timers: NodeJS.Timeout[] = [];
+  private tickTimer: NodeJS.Timeout | undefined;
+  private tickDue = 0;
   private closed = false;
   private syncing = false;
   private syncAgain = false;
@@ -274,7 +281,7 @@ export class Fastdp {
       this.recv6 = this.send6 = undefined;
       for (const d of [this.devices.data6, this.devices.heartbeat6]) await ip('link', 'del', 'dev', d).catch(() => undefined);
     });
-    this.timers.push(setInterval(() => this.tick(Date.now()), TICK_MS));
+    this.armTick(TICK_MS);
     this.timers.push(setInterval(() => {
       this.refreshTraffic();
       this.scheduleSync();
@@ -350,8 +357,39 @@ export class Fastdp {
   }
 
   // ---- heartbeats ----
+  /** (Re-)arm the tick `ms` from now, unless it is already due sooner. */
+  private armTick(ms: number): void {
+    if (this.closed) return;
+    const at = Date.now() + ms;
+    if (this.tickTimer !== undefined) {
+      if (this.tickDue <= at) return;
+      clearTimeout(this.tickTimer);
+    }
+    this.tickDue = at;
+    this.tickTimer = setTimeout(() => {
+      this.tickTimer = undefined;
+      this.tick(Date.now());
+    }, ms);
+    this.tickTimer.unref();
+  }
+
+  /** A connection may have become a candidate (established, unencrypted): look soon, not at the next slow tick. */
+  kick(): void {
+    this.armTick(50);
+  }
+
   private tick(now: number): void {
     if (this.closed) return;
+    try {
+      this.tickOnce(now);
+    } finally {
+      let confirming = false;
+      for (const p of this.peers.values()) if (p.gone || p.path.confirming(now)) confirming = true;
+      this.armTick(confirming ? TICK_MS : IDLE_TICK_MS);
+    }
+  }
+
+  private tickOnce(now: number): void {
     let changed = false;
     const seen = new Set<number>();
     for (const c of this.host.fastdpCandidates()) {
@@ -415,6 +453,7 @@ export class Fastdp {
     const now = Date.now();
     p.path.onHeartbeat(now, hb.heard);
     if (this.evaluate(p, now)) this.scheduleSync();
+    if (p.path.confirming(now)) this.armTick(TICK_MS);
   }
 
   private drop(reason: string): void {
@@ -511,6 +550,8 @@ export class Fastdp {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.tickTimer !== undefined) clearTimeout(this.tickTimer);
+    this.tickTimer = undefined;
     for (const t of this.timers) clearTimeout(t);
     this.timers = [];
     for (const s of [this.recv, this.send, this.recv6, this.send6]) {
