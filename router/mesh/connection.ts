@@ -264,7 +264,10 @@ export class Connection {
       return;
     }
     // Half a check period early, so the interval is HEARTBEAT_MS, not HEARTBEAT_MS + one period.
-    if (now - this.lastSend >= HEARTBEAT_MS - HEARTBEAT_CHECK_MS / 2) this.send({ t: 'hb' });
+    if (now - this.lastSend >= HEARTBEAT_MS - HEARTBEAT_CHECK_MS / 2) {
+      this.send({ t: 'hb' });
+      this.lastSend = now;
+    }
   }
 
   send(m: ControlMessage): void {
