@@ -461,6 +461,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
         this.clearFlows();
       }
       this.connectionTerminations++;
+      this.fastdp?.kick(); // [fastdp] stop using VXLAN to it now, not at the next slow tick
       this.log(`connection ${c.outbound ? '->' : '<-'} ${c.address} ${r.name}(${r.nickname}) closed: ${reason}`);
       this.localConnectionsChanged();
     } else if (wasHalfOpen && !/^duplicate connection|cannot connect to ourself/.test(reason)) {
