@@ -18,7 +18,7 @@ import { renderTemplate } from './template.js';
 import { withSpinner } from './spinner.js';
 import type { Report } from '../router/api/report.js';
 import { checkListenAddress, type LaunchConfig } from '../router/daemon/config.js';
-import { parseLogLevel } from '../router/daemon/log.js';
+import { parseLogLevel } from '../router/daemon/log-level.js';
 import { passwordWeakness } from './password.js';
 import { formatDns, terminalSafe } from '../dns/format.js';
 import type { ReportDns } from '../dns/subsystem.js';

@@ -22,7 +22,7 @@ import { Gossip, type GossipHandler, type GossipChannel } from './mesh/gossip.js
 import { formatMac } from './overlay/mac-cache.js';
 import { Forwarder, type FramePolicy } from './overlay/forwarder.js';
 import { numToPeerName, peerNameToNum, type PeerName } from './mesh/peer-name.js';
-import { Connection, loadNoise, type ConnectionHost } from './mesh/connection.js';
+import { Connection, HEARTBEAT_CHECK_MS, loadNoise, type ConnectionHost } from './mesh/connection.js';
 import type { ControlMessage } from './mesh/protocol.js';
 import { DEFAULT_HALF_OPEN_LIMITS, FailureLog, HalfOpenLimiter } from './mesh/admission.js';
 import { canonicalIp, parsePeerAddress, sourcePrefix } from './mesh/address.js';
@@ -42,7 +42,14 @@ export type { FramePolicy } from './overlay/forwarder.js';
 
 export const VERSION = '0.1.0';
 const GOSSIP_INTERVAL_MS = 30_000;
+/**
+ * The connection maker's tick (discovery, dials due): every CONNECT_TICK_MS while some
+ * target is waiting, connecting or retrying soon; every CONNECT_IDLE_TICK_MS when all
+ * are connected. A topology change or a closed connection brings the next one forward.
+ * [scale, issue #20] It was a fixed 500 ms tick walking the whole table.
+ */
 const CONNECT_TICK_MS = 500;
+const CONNECT_IDLE_TICK_MS = 5_000;
 /** Topology changes within this window share one route rebuild (ms). */
 const ROUTES_COALESCE_MS = 10;
 const CONNECT_TIMEOUT_MS = 5_000;
@@ -171,7 +178,11 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     this.server.on('error', (err) => this.log(`listener error: ${err.message}`));
     this.forwarder.attachTap(tap, (l) => this.log(l));
     for (const p of this.config.peers) this.targets.add(p, true, Date.now());
-    this.timers.push(setInterval(() => this.connectTick(), CONNECT_TICK_MS));
+    // One timer checks every control connection's liveness (mesh/connection.ts tick).
+    this.timers.push(setInterval(() => {
+      const now = Date.now();
+      for (const c of [...this.connections]) c.tick(now);
+    }, HEARTBEAT_CHECK_MS));
     this.timers.push(setInterval(() => this.gossip.periodic(), GOSSIP_INTERVAL_MS));
     this.timers.push(setInterval(() => {
       if (this.macs.expire(Date.now(), MAC_MAX_AGE_MS) > 0) this.clearFlows();
@@ -183,8 +194,11 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     if (this.routesTimer !== undefined) clearTimeout(this.routesTimer);
     this.routesTimer = undefined;
+    if (this.connectTimer !== undefined) clearTimeout(this.connectTimer);
+    this.connectTimer = undefined;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     this.clearFlows();
@@ -196,10 +210,35 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
   }
 
   // ---- connection maker ----
+  private connectTimer: NodeJS.Timeout | undefined;
+  private connectDue = 0;
+  private stopped = false;
+
+  /** (Re-)arm the connection maker's tick `ms` from now, unless it is due sooner already. */
+  private armConnectTick(ms: number): void {
+    if (this.stopped) return;
+    const at = Date.now() + ms;
+    if (this.connectTimer !== undefined) {
+      if (this.connectDue <= at) return;
+      clearTimeout(this.connectTimer);
+    }
+    this.connectDue = at;
+    this.connectTimer = setTimeout(() => {
+      this.connectTimer = undefined;
+      this.connectTick();
+    }, ms);
+    this.connectTimer.unref();
+  }
+
   private connectTick(): void {
     const now = Date.now();
-    if (this.config.discovery) this.discover(now);
-    for (const t of this.targets.due(now, (a) => this.isConnectedTo(a), this.config.connLimit - this.byPeer.size)) this.dial(t.address);
+    try {
+      if (this.config.discovery) this.discover(now);
+      for (const t of this.targets.due(now, (a) => this.isConnectedTo(a), this.config.connLimit - this.byPeer.size)) this.dial(t.address);
+    } finally {
+      const next = this.targets.nextDue(now);
+      this.armConnectTick(Math.min(CONNECT_IDLE_TICK_MS, Math.max(CONNECT_TICK_MS, next - now)));
+    }
   }
 
   private isConnectedTo(address: string): boolean {
@@ -422,6 +461,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
         this.clearFlows();
       }
       this.connectionTerminations++;
+      this.fastdp?.kick(); // [fastdp] stop using VXLAN to it now, not at the next slow tick
       this.log(`connection ${c.outbound ? '->' : '<-'} ${c.address} ${r.name}(${r.nickname}) closed: ${reason}`);
       this.localConnectionsChanged();
     } else if (wasHalfOpen && !/^duplicate connection|cannot connect to ourself/.test(reason)) {
@@ -429,6 +469,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     } else if (!/^duplicate connection|cannot connect to ourself/.test(reason)) {
       this.log(`connection ${c.outbound ? '->' : '<-'} ${c.address} failed: ${reason}`);
     }
+    this.armConnectTick(CONNECT_TICK_MS);
     if (c.target && this.targets.get(c.target)?.state !== 'self') {
       if (/duplicate connection/.test(reason)) this.targets.succeeded(c.target);
       else this.targets.failed(c.target, reason, Date.now());
@@ -446,6 +487,8 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
   }
 
   private onEstablished(c: Connection, sp: SleevePeer): void {
+    this.fastdp?.kick();
+    this.sleeve.kick();
     this.log(`connection ${c.outbound ? '->' : '<-'} ${c.address} ${sp.name}(${c.remote!.nickname}) established over UDP (sleeve${sp.encrypted ? ', encrypted' : ''})`);
     this.localConnectionsChanged();
     this.emitConnection(c, 'established');
@@ -481,6 +524,14 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
   setFastdp(num: number, on: boolean, reason: string): void {
     if (!this.forwarder.setFastdp(num, on)) return;
     const name = numToPeerName(num);
+    const sp = this.sleevePeers.get(name);
+    if (sp) {
+      sp.onFastdp = on;
+      if (!on) {
+        sp.lastVerify = 0; // back on the sleeve: re-verify its PMTU now
+        this.sleeve.kick();
+      }
+    }
     const c = this.byPeer.get(name);
     this.log(`connection to ${name}(${c?.remote?.nickname ?? ''}) now uses ${on ? 'fastdp' : `the sleeve${reason ? ` (${reason})` : ''}`}`);
     if (c) this.emitConnection(c, 'established');
@@ -511,6 +562,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
    */
   private topologyChanged(): void {
     this.topology.gc();
+    if (this.config.discovery) this.armConnectTick(CONNECT_TICK_MS); // new peers to dial, or gone ones to forget
     if (this.routesTimer !== undefined) return;
     this.routesTimer = setTimeout(() => {
       this.routesTimer = undefined;

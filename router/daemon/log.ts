@@ -10,22 +10,12 @@
  */
 import pino, { type Logger, type DestinationStream } from 'pino';
 
-/** Log levels the daemon accepts; Weave's `warning` is an alias of `warn`. */
-export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
+import { parseLogLevel, type LogLevel } from './log-level.js';
+
+export { LOG_LEVELS, parseLogLevel, type LogLevel } from './log-level.js';
 
 /** A log call: a one-line message and its level (default info). */
 export type Log = (line: string, level?: LogLevel | string) => void;
-
-/**
- * Normalise a `--log-level` value: debug | info | warn (or Weave's "warning") | error.
- * @throws Error with a one-line message for anything else.
- */
-export function parseLogLevel(s: string): LogLevel {
-  const v = s === 'warning' ? 'warn' : s;
-  if ((LOG_LEVELS as readonly string[]).includes(v)) return v as LogLevel;
-  throw new Error(`invalid log level "${s}": want debug, info, warn or error`);
-}
 
 /**
  * A pino logger writing JSON lines to `dest` (default: stdout, synchronously, so the

@@ -24,7 +24,6 @@ import { acquireRouterLock } from '../host/router-lock.js';
 import { passwordKey as derivePasswordKey } from '../crypto/keys.js';
 import { ipamSubsystem } from './ipam.js';
 import { Isolation } from '../policy/isolation.js';
-import { startProxy, defaultWeavewaitPath } from '../../proxy/proxy.js';
 import type { ProxyAttacher } from '../../proxy/types.js';
 import { observabilitySubsystem } from '../api/observability.js';
 import { dnsSubsystem } from '../../dns/subsystem.js';
@@ -309,6 +308,8 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     };
     try {
       const dns = dnsSettings(cfg);
+      // Loaded only when the proxy runs ([scale, issue #20]: an idle router without it loads less).
+      const { startProxy, defaultWeavewaitPath } = await import('../../proxy/proxy.js');
       proxy = await startProxy({
         listen: cfg.proxyListen, dockerHost: cfg.dockerHost, attacher, noDefaultIpalloc: cfg.noDefaultIpalloc, weavewaitPath: defaultWeavewaitPath(), log, insecureTcp: cfg.proxyInsecureTcp === true, ...(cfg.proxyTls ? { tls: cfg.proxyTls } : {}),
         dns: dns.enabled ? { server: dns.address, domain: dns.domain } : undefined,

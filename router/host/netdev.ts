@@ -126,23 +126,28 @@ export async function linkExists(name: string): Promise<boolean> {
 
 /** Create the bridge if missing (reuse an existing one, as Weave does), bring it up. */
 export async function ensureBridge(mtu: number): Promise<void> {
-  if (!(await linkExists(BRIDGE))) {
-    try {
-      await ip('link', 'add', 'name', BRIDGE, 'type', 'bridge');
-    } catch (err) {
-      if (!(await linkExists(BRIDGE))) throw err;
-    }
-  }
+  // [scale, issue #20] One `ip -batch` (was up to 4 forks of the router): create, set the
+  // MTU, up. If the bridge exists already (line 1 fails), reuse it with a second batch.
   // The bridge takes the minimum MTU of its ports; setting it keeps an empty bridge sane.
-  await ip('link', 'set', 'dev', BRIDGE, 'mtu', String(mtu)).catch(() => undefined);
-  await ip('link', 'set', 'dev', BRIDGE, 'up');
+  const mtuLine = ['link', 'set', 'dev', BRIDGE, 'mtu', String(mtu)];
+  const upLine = ['link', 'set', 'dev', BRIDGE, 'up'];
+  try {
+    await ipBatch(undefined, [['link', 'add', 'name', BRIDGE, 'type', 'bridge'], mtuLine, upLine]);
+    return;
+  } catch (err) {
+    if (!(err instanceof BatchError) || err.line === 0) throw err;
+    if (err.line === 1 && !(await linkExists(BRIDGE))) throw err;
+  }
+  // An MTU the bridge refuses is not fatal (as before): only `up` must succeed.
+  await ipBatch(undefined, [mtuLine, upLine]).catch(async (err: unknown) => {
+    if (err instanceof BatchError && err.line === 1) await ip(...upLine);
+    else throw err;
+  });
 }
 
-/** Enslave the router's TAP to the bridge with a long queue (the default 1000 drops bursts). */
+/** Enslave the router's TAP to the bridge with a long queue (the default 1000 drops bursts), one `ip` exec. */
 export async function setupTap(name: string, mtu: number): Promise<void> {
-  await ip('link', 'set', 'dev', name, 'mtu', String(mtu), 'txqueuelen', '10000');
-  await ip('link', 'set', 'dev', name, 'master', BRIDGE);
-  await ip('link', 'set', 'dev', name, 'up');
+  await ip('link', 'set', 'dev', name, 'mtu', String(mtu), 'txqueuelen', '10000', 'master', BRIDGE, 'up');
 }
 
 /** Resolve a CLI target to its network namespace file. */

@@ -135,6 +135,20 @@ export class TargetTable {
     t.nextAttempt = now + base * (0.75 + 0.5 * rand());
   }
 
+  /**
+   * When the next tick has work (ms clock): now while a target is connecting or waits
+   * to be dialled (possibly held back by the connection limit), its next attempt while
+   * retrying, Infinity when every target is connected (or is ourselves).
+   */
+  nextDue(now: number): number {
+    let next = Infinity;
+    for (const t of this.targets.values()) {
+      if (t.state === 'connecting') return now;
+      if (t.state === 'waiting' || t.state === 'retrying') next = Math.min(next, t.nextAttempt);
+    }
+    return next;
+  }
+
   succeeded(address: string): void {
     const t = this.targets.get(address);
     if (!t) return;

@@ -31,8 +31,19 @@ export async function loadNoise(): Promise<typeof NoiseModule> {
 import { handshakePrologue } from '../crypto/keys.js';
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
-const HEARTBEAT_MS = 5_000;
-const HEARTBEAT_TIMEOUT_MS = 30_000;
+/**
+ * Control-connection liveness. A ready connection sends a heartbeat when it has sent
+ * nothing else for HEARTBEAT_MS, and is closed when nothing at all arrived for
+ * HEARTBEAT_TIMEOUT_MS (three missed heartbeats). The router checks every connection
+ * from one timer every HEARTBEAT_CHECK_MS (`tick`), so a silent peer (host gone, no
+ * FIN/RST) is noticed 30–35 s after its last message; a peer that closes or resets
+ * is noticed at once. [scale, issue #20] Heartbeats were every 5 s from a timer per
+ * connection, 29 wake-ups per 5 s in a 30-peer mesh; weaveworks/mesh likewise relies on
+ * infrequent TCP heartbeats with a generous read timeout.
+ */
+export const HEARTBEAT_MS = 10_000;
+export const HEARTBEAT_TIMEOUT_MS = 30_000;
+export const HEARTBEAT_CHECK_MS = 5_000;
 const MAX_HELLO_BYTES = PRE_AUTH_MAX_FRAME_BYTES;
 
 export type ConnectionState = 'handshake' | 'ready' | 'closed';
@@ -82,12 +93,13 @@ export class Connection {
   closeReason = '';
   /** When the last message of any kind arrived (ms). */
   private lastRecv = Date.now();
+  /** When we last sent a message (ms): a heartbeat is needed only after HEARTBEAT_MS of silence. */
+  private lastSend = 0;
   private transport: Transport | undefined;
   /** Frames are ≤ 4 KiB until the connection is ready (pre-authentication limit). */
   private decoder = new FrameDecoder(PRE_AUTH_MAX_FRAME_BYTES);
   private helloBuf: Buffer | undefined = Buffer.alloc(0);
   private handshakeTimer: NodeJS.Timeout | undefined;
-  private heartbeatTimer: NodeJS.Timeout | undefined;
   readonly remoteIp: string;
   readonly remotePort: number;
 
@@ -223,7 +235,6 @@ export class Connection {
       this.handshakeTimer = undefined;
       this.state = 'ready';
       this.decoder.setMaxFrameBytes(MAX_FRAME_BYTES);
-      this.heartbeatTimer = setInterval(() => this.heartbeat(), HEARTBEAT_MS);
       this.host.onReady(this);
       return;
     }
@@ -240,16 +251,28 @@ export class Connection {
     }
   }
 
-  private heartbeat(): void {
-    if (Date.now() - this.lastRecv > HEARTBEAT_TIMEOUT_MS) {
+  /**
+   * Liveness check of a ready connection, called by the router's shared timer (every
+   * HEARTBEAT_CHECK_MS): closes it after HEARTBEAT_TIMEOUT_MS without any message from
+   * the peer, else sends a heartbeat if we sent nothing for about HEARTBEAT_MS (any
+   * message refreshes the peer's view of us, so traffic makes heartbeats unnecessary).
+   */
+  tick(now: number): void {
+    if (this.state !== 'ready') return;
+    if (now - this.lastRecv > HEARTBEAT_TIMEOUT_MS) {
       this.close(`no heartbeat from peer for ${HEARTBEAT_TIMEOUT_MS / 1000} s`);
       return;
     }
-    this.send({ t: 'hb' });
+    // Half a check period early, so the interval is HEARTBEAT_MS, not HEARTBEAT_MS + one period.
+    if (now - this.lastSend >= HEARTBEAT_MS - HEARTBEAT_CHECK_MS / 2) {
+      this.send({ t: 'hb' });
+      this.lastSend = now;
+    }
   }
 
   send(m: ControlMessage): void {
     if (this.state === 'closed' || this.transport === undefined) return;
+    this.lastSend = Date.now();
     this.transport.write(encodeFrame(m));
   }
 
@@ -264,7 +287,6 @@ export class Connection {
     this.state = 'closed';
     this.closeReason = reason;
     if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
-    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     if (this.transport) {
       const t = this.transport;
       // Let the bye drain before the socket goes.

@@ -9,8 +9,13 @@
 
 /** Heartbeat timing of one path (ms). */
 export interface PathTiming {
-  /** A heartbeat goes to the peer every intervalMs. */
+  /** A heartbeat goes to the peer every intervalMs while the path is not up (confirming it). */
   intervalMs: number;
+  /**
+   * A heartbeat goes to the peer every upIntervalMs while the path is up (default:
+   * intervalMs). Must be below timeoutMs, which every peer applies whatever its own state.
+   */
+  upIntervalMs?: number;
   /** The path is down if nothing was heard for longer than this. */
   timeoutMs: number;
   /** Consecutive heartbeats saying "I hear you" needed before the path goes up. */
@@ -18,10 +23,16 @@ export interface PathTiming {
 }
 
 /**
- * 500 ms heartbeats, 2 s timeout: a blocked path falls back within ~2.5 s; a healed
- * one returns after 4 confirmed heartbeats (~2 s), which also damps flapping.
+ * 500 ms heartbeats while a path is being confirmed, 2 s once it is up, 6.5 s timeout
+ * (three up-intervals and some slack): a path comes up after 4 confirmed heartbeats
+ * (~2 s), which also damps flapping; a blocked path falls back within ~6.5 s (one
+ * heartbeat saying "I do not hear you" takes it down at once, so both ends follow the
+ * first one to notice). [scale, issue #20] Heartbeats were every 500 ms with a 2 s
+ * timeout: in a 30-peer mesh the 4 datagrams a second per peer (sent and received,
+ * each through the VXLAN device) were most of an idle router's CPU. Weave Net's own
+ * paths likewise confirm fast and then slow down, allowing several missed heartbeats.
  */
-export const DEFAULT_TIMING: Readonly<PathTiming> = Object.freeze({ intervalMs: 500, timeoutMs: 2_000, upAfter: 4 });
+export const DEFAULT_TIMING: Readonly<PathTiming> = Object.freeze({ intervalMs: 500, upIntervalMs: 2_000, timeoutMs: 6_500, upAfter: 4 });
 
 export type PathKind = 'sleeve' | 'fastdp';
 
@@ -52,8 +63,9 @@ export class FastdpPath {
 
   constructor(readonly timing: Readonly<PathTiming> = DEFAULT_TIMING) {
     const t = timing;
-    if (!(t.intervalMs > 0) || !(t.timeoutMs > t.intervalMs) || !Number.isInteger(t.upAfter) || t.upAfter < 1) {
-      throw new FastdpPathError(`bad fastdp timing: interval ${t.intervalMs} ms, timeout ${t.timeoutMs} ms, upAfter ${t.upAfter} (need interval > 0, timeout > interval, upAfter ≥ 1)`);
+    const up = t.upIntervalMs ?? t.intervalMs;
+    if (!(t.intervalMs > 0) || !(up > 0) || !(t.timeoutMs > Math.max(t.intervalMs, up)) || !Number.isInteger(t.upAfter) || t.upAfter < 1) {
+      throw new FastdpPathError(`bad fastdp timing: interval ${t.intervalMs} ms, up interval ${up} ms, timeout ${t.timeoutMs} ms, upAfter ${t.upAfter} (need intervals > 0, timeout > both intervals, upAfter ≥ 1)`);
     }
   }
 
@@ -68,9 +80,25 @@ export class FastdpPath {
     return now - this.lastHeard <= this.timing.timeoutMs;
   }
 
-  /** Whether a heartbeat is due at `now`. */
+  /**
+   * Whether a heartbeat is due at `now`: every intervalMs while confirming a path we
+   * hear; every upIntervalMs while it is up, and while we hear nothing from the peer
+   * (its end has no fast datapath, or UDP to the VXLAN port is blocked: no need to
+   * knock fast; the first heartbeat it sends switches us back to intervalMs).
+   */
   due(now: number): boolean {
-    return now - this.lastSent >= this.timing.intervalMs;
+    return now - this.lastSent >= this.currentInterval(now);
+  }
+
+  /** The heartbeat interval in force at `now` (see `due`). */
+  currentInterval(now: number): number {
+    const up = this.timing.upIntervalMs ?? this.timing.intervalMs;
+    return this.state === 'fastdp' || !this.hearing(now) ? up : this.timing.intervalMs;
+  }
+
+  /** Whether heartbeats to this peer are on the fast interval (a tick should come often). */
+  confirming(now: number): boolean {
+    return this.currentInterval(now) < (this.timing.upIntervalMs ?? this.timing.intervalMs);
   }
 
   /** Record a heartbeat sent at `now`; returns its sequence number. */

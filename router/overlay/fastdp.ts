@@ -76,10 +76,15 @@ import { DEFAULT_TIMING, FastdpPath, ZERO_MAC, parseFdbJson, planFdb, type PathT
 /** Time the router keeps treating a peer as fastdp after its FDB entry is gone (ms): lets the TAP backlog drain. */
 const GRACE_MS = 100;
 /**
- * Heartbeat/path tick (ms). Heartbeats are due every `DEFAULT_TIMING.intervalMs` (500 ms),
- * so a 250 ms tick keeps their timing; [scale, issue #20] it was 100 ms, 10 idle wake-ups a second.
+ * Heartbeat/path tick (ms) while some path is being confirmed (heartbeats every
+ * `DEFAULT_TIMING.intervalMs`, 500 ms: a 250 ms tick keeps their timing), and while
+ * every path is up or there are none (heartbeats every 2 s, timeout 6.5 s: a 1 s tick
+ * is fine-grained enough). [scale, issue #20] It was a fixed 100 ms, then 250 ms; the
+ * router calls `kick()` when a connection becomes a candidate, so a new peer does not
+ * wait for the slow tick.
  */
 const TICK_MS = 250;
+const IDLE_TICK_MS = 1_000;
 /**
  * FDB audit (stale learned entries, flow count) and stats refresh interval (ms). Each
  * audit forks `bridge fdb show` per device (a fork of the whole router process), so
@@ -208,6 +213,14 @@ export class Fastdp {
   private recv6: dgram.Socket | undefined;
   private send6: dgram.Socket | undefined;
   private timers: NodeJS.Timeout[] = [];
+  private tickTimer: NodeJS.Timeout | undefined;
+  /** Flooding entries (address|port) we appended per data device, as of our last change or audit. */
+  private readonly installed = new Map<string, Set<string>>();
+  /** The next sync reads the kernel's FDB (periodic audit, or after a peer went down). */
+  private auditDue = true;
+  /** Learned unicast entries per data device at its last audit. */
+  private readonly devFlows = new Map<string, number>();
+  private tickDue = 0;
   private closed = false;
   private syncing = false;
   private syncAgain = false;
@@ -239,23 +252,24 @@ export class Fastdp {
     const leftovers = [...(await linkIndexes()).keys()].filter((n) => (Object.values(this.devices) as string[]).includes(n));
     if (leftovers.length) await batch('ip', leftovers.map((d) => ['link', 'del', 'dev', d]));
     // The TAP first: from the moment the VXLAN port joins, nothing may pass between them.
-    await bridgeCmd('link', 'set', 'dev', TAP_NAME, 'isolated', 'on', 'learning', 'off');
+    // (Bridge-port flags through `ip ... type bridge_slave`, so all of it is one batch:
+    // [scale, issue #20] start-up forks of the router slow every launch on a busy host.)
     await batch('ip', [
+      ['link', 'set', 'dev', TAP_NAME, 'type', 'bridge_slave', 'isolated', 'on', 'learning', 'off'],
       ['link', 'set', 'dev', TAP_NAME, 'type', 'bridge_slave', 'fdb_flush'],
       ['link', 'add', data, 'type', 'vxlan', 'id', String(DATA_VNI), 'dstport', port, 'learning'],
       ['link', 'set', 'dev', data, 'mtu', mtu, 'master', BRIDGE],
+      // Isolated before it is up.
+      ['link', 'set', 'dev', data, 'type', 'bridge_slave', 'isolated', 'on'],
       ['link', 'add', heartbeat, 'type', 'vxlan', 'id', String(HEARTBEAT_VNI), 'dstport', port, 'nolearning'],
       ['link', 'set', 'dev', heartbeat, 'address', formatMac(HB_DEVICE_MAC), 'mtu', mtu, 'arp', 'off'],
     ]);
-    // Isolated before it is up.
-    await bridgeCmd('link', 'set', 'dev', data, 'isolated', 'on');
     await writeFile(`/proc/sys/net/ipv6/conf/${heartbeat}/disable_ipv6`, '1').catch(() => undefined);
     await batch('ip', [
       ['link', 'set', 'dev', data, 'up'],
       ['addr', 'add', HB_DEVICE_IP, 'peer', `${HB_SOURCE_IP}/32`, 'dev', heartbeat],
       ['link', 'set', 'dev', heartbeat, 'up'],
     ]);
-    this.ifindex = await linkIndexes().then((m) => m.get(data) ?? -1, () => -1);
 
     this.recv = dgram.createSocket('udp4');
     this.recv.on('message', (m) => this.onHeartbeat(m));
@@ -274,9 +288,14 @@ export class Fastdp {
       this.recv6 = this.send6 = undefined;
       for (const d of [this.devices.data6, this.devices.heartbeat6]) await ip('link', 'del', 'dev', d).catch(() => undefined);
     });
-    this.timers.push(setInterval(() => this.tick(Date.now()), TICK_MS));
+    // One `ip -j link show` for both data devices' ifindexes (sysfs checks, traffic()).
+    const indexes = await linkIndexes().catch(() => new Map<string, number>());
+    this.ifindex = indexes.get(data) ?? -1;
+    if (this.ipv6) this.ifindex6 = indexes.get(this.devices.data6) ?? -1;
+    this.armTick(TICK_MS);
     this.timers.push(setInterval(() => {
       this.refreshTraffic();
+      this.auditDue = true;
       this.scheduleSync();
     }, AUDIT_MS));
     for (const t of this.timers) t.unref();
@@ -291,17 +310,16 @@ export class Fastdp {
     await batch('ip', [
       ['link', 'add', data6, 'type', 'vxlan', 'id', String(DATA_VNI), 'dstport', port, 'learning', 'local', '::'],
       ['link', 'set', 'dev', data6, 'mtu', mtu, 'master', BRIDGE],
+      ['link', 'set', 'dev', data6, 'type', 'bridge_slave', 'isolated', 'on'],
       ['link', 'add', heartbeat6, 'type', 'vxlan', 'id', String(HEARTBEAT_VNI), 'dstport', port, 'nolearning', 'local', '::'],
       ['link', 'set', 'dev', heartbeat6, 'address', formatMac(HB_DEVICE_MAC), 'mtu', mtu, 'arp', 'off'],
     ]);
-    await bridgeCmd('link', 'set', 'dev', data6, 'isolated', 'on');
     await writeFile(`/proc/sys/net/ipv6/conf/${heartbeat6}/disable_ipv6`, '1').catch(() => undefined);
     await batch('ip', [
       ['link', 'set', 'dev', data6, 'up'],
       ['addr', 'add', HB6_DEVICE_IP, 'peer', `${HB6_SOURCE_IP}/32`, 'dev', heartbeat6],
       ['link', 'set', 'dev', heartbeat6, 'up'],
     ]);
-    this.ifindex6 = await linkIndexes().then((m) => m.get(data6) ?? -1, () => -1);
     this.recv6 = dgram.createSocket('udp4');
     this.recv6.on('message', (m) => this.onHeartbeat(m, 6));
     this.recv6.on('error', (err) => this.host.log(`fastdp: IPv6 heartbeat socket error: ${err.message}`));
@@ -350,8 +368,39 @@ export class Fastdp {
   }
 
   // ---- heartbeats ----
+  /** (Re-)arm the tick `ms` from now, unless it is already due sooner. */
+  private armTick(ms: number): void {
+    if (this.closed) return;
+    const at = Date.now() + ms;
+    if (this.tickTimer !== undefined) {
+      if (this.tickDue <= at) return;
+      clearTimeout(this.tickTimer);
+    }
+    this.tickDue = at;
+    this.tickTimer = setTimeout(() => {
+      this.tickTimer = undefined;
+      this.tick(Date.now());
+    }, ms);
+    this.tickTimer.unref();
+  }
+
+  /** A connection may have become a candidate (established, unencrypted): look soon, not at the next slow tick. */
+  kick(): void {
+    this.armTick(50);
+  }
+
   private tick(now: number): void {
     if (this.closed) return;
+    try {
+      this.tickOnce(now);
+    } finally {
+      let confirming = false;
+      for (const p of this.peers.values()) if (p.gone || p.path.confirming(now)) confirming = true;
+      this.armTick(confirming ? TICK_MS : IDLE_TICK_MS);
+    }
+  }
+
+  private tickOnce(now: number): void {
     let changed = false;
     const seen = new Set<number>();
     for (const c of this.host.fastdpCandidates()) {
@@ -415,6 +464,7 @@ export class Fastdp {
     const now = Date.now();
     p.path.onHeartbeat(now, hb.heard);
     if (this.evaluate(p, now)) this.scheduleSync();
+    if (p.path.confirming(now)) this.armTick(TICK_MS);
   }
 
   private drop(reason: string): void {
@@ -437,6 +487,7 @@ export class Fastdp {
           await this.syncOnce();
         } while (this.syncAgain && !this.closed);
       } catch (err) {
+        this.auditDue = true; // our record of the table may be wrong now: read it next time
         if (!this.closed) this.host.log(`fastdp: cannot program ${this.devices.data}: ${(err as Error).message}`);
       } finally {
         this.syncing = false;
@@ -465,6 +516,7 @@ export class Fastdp {
       flows += f6;
     }
     this.flowCount = flows;
+    this.auditDue = false;
     const down = [...this.peers.values()].filter((p) => p.marked && !wantedNums.has(p.num));
     if (down.length === 0) return;
     await new Promise((r) => setTimeout(r, GRACE_MS));
@@ -476,7 +528,10 @@ export class Fastdp {
     }
     // Until the peer's own heartbeat times out it may keep sending to us over VXLAN, and
     // the kernel relearns its MACs: clean up again once it must have noticed.
-    const settle = setTimeout(() => this.scheduleSync(), this.timing.timeoutMs + 2 * this.timing.intervalMs);
+    const settle = setTimeout(() => {
+      this.auditDue = true; // learned MACs of the gone peer may have come back: read the table
+      this.scheduleSync();
+    }, this.timing.timeoutMs + 2 * this.timing.intervalMs);
     settle.unref();
     this.timers.push(settle);
   }
@@ -486,7 +541,26 @@ export class Fastdp {
    * learned unicast entries kept, or undefined if closed meanwhile.
    */
   private async syncDevice(dev: string, wanted: Vtep[]): Promise<number | undefined> {
+    // [scale, issue #20] A peer coming up only needs its flooding entry appended: when
+    // nothing we installed is unwanted and no audit is due, skip `bridge fdb show` (a
+    // fork of the router per peer, times every router on each join). Removals and the
+    // periodic audit read the kernel's table and plan from it.
+    const installed = this.installed.get(dev) ?? new Set<string>();
+    this.installed.set(dev, installed);
+    const key = (v: Vtep): string => `${v.address}|${v.port}`;
+    const wantedKeys = new Set(wanted.map(key));
+    if (!this.auditDue && [...installed].every((k) => wantedKeys.has(k))) {
+      const adds = wanted.filter((v) => !installed.has(key(v)));
+      if (adds.length === 0) return this.devFlows.get(dev) ?? 0;
+      if (this.closed) return undefined;
+      if (adds.length === 1) await bridgeCmd('fdb', 'append', ZERO_MAC, 'dev', dev, 'dst', adds[0]!.address, 'port', String(adds[0]!.port));
+      else await batch('bridge', adds.map((a) => ['fdb', 'append', ZERO_MAC, 'dev', dev, 'dst', a.address, 'port', String(a.port)]));
+      for (const a of adds) installed.add(key(a));
+      return this.devFlows.get(dev) ?? 0;
+    }
     const plan = planFdb(parseFdbJson(await bridgeCmd('-j', 'fdb', 'show', 'dev', dev)), wanted, this.vxlanPort);
+    installed.clear();
+    for (const v of wanted) installed.add(key(v));
     for (const d of plan.del) {
       if (this.closed) return undefined;
       await bridgeCmd('fdb', 'del', d.mac, 'dev', dev, 'dst', d.dst, ...(d.port !== undefined ? ['port', String(d.port)] : [])).catch((err: Error) => {
@@ -500,6 +574,7 @@ export class Fastdp {
     // MACs the bridge learned behind the VXLAN port may belong to a peer the kernel no
     // longer reaches: forget them all, so frames for them flood to the TAP (and relearn).
     if (plan.del.length) await ip('link', 'set', 'dev', dev, 'type', 'bridge_slave', 'fdb_flush');
+    this.devFlows.set(dev, plan.flows);
     return plan.flows;
   }
 
@@ -511,6 +586,8 @@ export class Fastdp {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.tickTimer !== undefined) clearTimeout(this.tickTimer);
+    this.tickTimer = undefined;
     for (const t of this.timers) clearTimeout(t);
     this.timers = [];
     for (const s of [this.recv, this.send, this.recv6, this.send6]) {

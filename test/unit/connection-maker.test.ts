@@ -97,3 +97,19 @@ test('a name that does not resolve stays a target, flagged unresolved until it r
   t.succeeded(a);
   assert.equal(t.get(a)!.unresolved, undefined);
 });
+
+test('nextDue: now while connecting, the earliest retry while retrying, Infinity when all are connected (adaptive tick)', () => {
+  const t = new TargetTable(6783);
+  assert.equal(t.nextDue(0), Infinity, 'no targets: no work');
+  const a = t.add('10.0.0.1', true, 0);
+  const b = t.add('10.0.0.2', false, 0);
+  assert.equal(t.nextDue(0), 0, 'waiting targets are due now');
+  t.due(0, () => false);
+  assert.equal(t.nextDue(0), 0, 'connecting: look again soon');
+  t.failed(a, 'refused', 0, () => 0.5);
+  t.succeeded(b);
+  assert.equal(t.nextDue(0), INITIAL_BACKOFF_MS, 'the retry time of the failed one');
+  t.due(INITIAL_BACKOFF_MS, (x) => x === b);
+  t.succeeded(a);
+  assert.equal(t.nextDue(5_000), Infinity, 'all connected');
+});

@@ -9,7 +9,7 @@ import {
   writeVxlanHeader, FastdpCodecError, HEARTBEAT_VNI, HEARTBEAT_BYTES, HB_DEVICE_IP, HB_SOURCE_IP,
   HB_DEVICE_MAC, HB_SOURCE_MAC, MIN_HEARTBEAT_PACKET, VXLAN_OVERHEAD, type Heartbeat,
 } from '../../router/overlay/fastdp-codec.js';
-import { FastdpPath, FastdpPathError, parseFdbJson, planFdb, FdbParseError, ZERO_MAC, type FdbEntry, type Vtep } from '../../router/overlay/fastdp-path.js';
+import { DEFAULT_TIMING, FastdpPath, FastdpPathError, parseFdbJson, planFdb, FdbParseError, ZERO_MAC, type FdbEntry, type Vtep } from '../../router/overlay/fastdp-path.js';
 import { readMac } from '../../router/overlay/mac-cache.js';
 import { mulberry32 as prng } from '../lib/prng.js';
 
@@ -175,6 +175,39 @@ describe('fastdp path state machine', () => {
     p.seq = 0xffffffff;
     assert.equal(p.sent(500), 0xffffffff);
     assert.equal(p.seq, 0);
+  });
+
+  test('default timing: fast heartbeats only while confirming a peer we hear; slow once up, and while we hear nothing', () => {
+    const p = new FastdpPath(DEFAULT_TIMING);
+    assert.equal(DEFAULT_TIMING.intervalMs, 500);
+    assert.equal(DEFAULT_TIMING.upIntervalMs, 2_000);
+    assert.ok(DEFAULT_TIMING.timeoutMs >= 3 * DEFAULT_TIMING.upIntervalMs!, 'three up-intervals fit in the timeout');
+    assert.ok(p.due(0));
+    p.sent(0);
+    assert.equal(p.currentInterval(0), 2_000, 'nothing heard yet: knock slowly');
+    assert.ok(!p.due(1_999) && p.due(2_000));
+    assert.equal(p.confirming(0), false);
+    p.onHeartbeat(100, true);
+    assert.equal(p.currentInterval(100), 500, 'we hear it: confirm fast');
+    assert.ok(p.confirming(100));
+    assert.ok(p.due(500));
+    for (let t = 600; t <= 1_600; t += 500) p.onHeartbeat(t, true);
+    assert.equal(p.evaluate(1_600), 'fastdp');
+    p.sent(1_600);
+    assert.equal(p.currentInterval(1_600), 2_000, 'up: slow');
+    assert.ok(!p.due(3_599) && p.due(3_600));
+    // Peer's heartbeats every 2 s keep it up; silence beyond the timeout takes it down.
+    for (let t = 3_600; t <= 11_600; t += 2_000) {
+      p.onHeartbeat(t, true);
+      assert.equal(p.evaluate(t + 1_999), undefined, `still up at ${t + 1_999}`);
+    }
+    assert.equal(p.evaluate(11_600 + DEFAULT_TIMING.timeoutMs), undefined);
+    assert.equal(p.evaluate(11_601 + DEFAULT_TIMING.timeoutMs), 'sleeve');
+    assert.match(p.reason, /no VXLAN heartbeat for 6.5 s/);
+  });
+
+  test('timing: the timeout must exceed the up interval too', () => {
+    assert.throws(() => new FastdpPath({ intervalMs: 500, upIntervalMs: 3_000, timeoutMs: 2_000, upAfter: 4 }), FastdpPathError);
   });
 
   test('reset forgets evidence and reports a fall back only if it was up', () => {

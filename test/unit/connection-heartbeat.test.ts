@@ -1,0 +1,83 @@
+/**
+ * Control-connection liveness (mesh/connection.ts `tick`, issue #20): heartbeats only
+ * after HEARTBEAT_MS of sending nothing, close after HEARTBEAT_TIMEOUT_MS of silence.
+ * Drives a Connection over a fake socket (no network): hello and intro in, frames out.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import type net from 'node:net';
+import { Connection, HEARTBEAT_MS, HEARTBEAT_TIMEOUT_MS, HEARTBEAT_CHECK_MS, type ConnectionHost } from '../../router/mesh/connection.js';
+import { FrameDecoder, encodeFrame, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, type ControlMessage } from '../../router/mesh/protocol.js';
+
+class FakeSocket extends EventEmitter {
+  readonly out = new FrameDecoder(1 << 20);
+  readonly sent: ControlMessage[] = [];
+  destroyed = false;
+  remoteAddress = '10.0.0.2';
+  remotePort = 40000;
+  setNoDelay(): this { return this; }
+  setKeepAlive(): this { return this; }
+  write(b: Buffer): boolean {
+    this.sent.push(...this.out.push(b));
+    return true;
+  }
+  destroy(): this {
+    this.destroyed = true;
+    return this;
+  }
+  pause(): this { return this; }
+  resume(): this { return this; }
+}
+
+function readyConnection(): { c: Connection; s: FakeSocket; closed: string[] } {
+  const s = new FakeSocket();
+  const closed: string[] = [];
+  const host: ConnectionHost = {
+    selfName: '02:00:00:00:00:01', nickname: 'a', uid: 1, udpPort: 6783, listenPort: 6783, passwordKey: undefined, ipamRange: '',
+    admit: () => undefined, onReady: () => undefined, onMessage: () => undefined, onClosed: (_c, why) => closed.push(why), log: () => undefined,
+  };
+  const c = new Connection(host, s as unknown as net.Socket, true, '10.0.0.2:6783');
+  c.start();
+  s.emit('data', encodeFrame({ t: 'hello', proto: 'tsweave', minVersion: PROTOCOL_MIN_VERSION, maxVersion: PROTOCOL_MAX_VERSION, encrypted: false }));
+  s.emit('data', encodeFrame({ t: 'intro', version: 1, name: '02:00:00:00:00:02', nickname: 'b', uid: 2, udpPort: 6783, listenPort: 6783, range: '' }));
+  assert.equal(c.state, 'ready');
+  return { c, s, closed };
+}
+
+test('heartbeat bounds: interval within the timeout, checked often enough', () => {
+  assert.ok(HEARTBEAT_TIMEOUT_MS >= 3 * HEARTBEAT_MS, 'three heartbeats fit in the timeout');
+  assert.ok(HEARTBEAT_CHECK_MS <= HEARTBEAT_MS / 2);
+});
+
+test('tick: a heartbeat only after HEARTBEAT_MS without sending; none while other messages flow', () => {
+  const { c, s } = readyConnection();
+  const hbs = (): number => s.sent.filter((m) => m.t === 'hb').length;
+  const t0 = Date.now();
+  c.tick(t0 + HEARTBEAT_CHECK_MS);
+  assert.equal(hbs(), 0, 'the intro was just sent');
+  c.tick(t0 + HEARTBEAT_MS);
+  assert.equal(hbs(), 1);
+  c.tick(t0 + HEARTBEAT_MS + HEARTBEAT_CHECK_MS);
+  assert.equal(hbs(), 1, 'not again one check later');
+  // Traffic: a message sent now makes the next heartbeat unnecessary.
+  c.send({ t: 'udp-ok' });
+  const sentAt = Date.now();
+  c.tick(sentAt + HEARTBEAT_CHECK_MS);
+  assert.equal(hbs(), 1);
+  c.close('test over');
+});
+
+test('tick: closes after HEARTBEAT_TIMEOUT_MS without any message from the peer, not before', () => {
+  const { c, s, closed } = readyConnection();
+  const t0 = Date.now();
+  c.tick(t0 + HEARTBEAT_TIMEOUT_MS - 1_000);
+  assert.equal(c.state, 'ready');
+  // Any message from the peer refreshes it.
+  s.emit('data', encodeFrame({ t: 'hb' }));
+  c.tick(Date.now() + HEARTBEAT_TIMEOUT_MS - 1_000);
+  assert.equal(c.state, 'ready');
+  c.tick(Date.now() + HEARTBEAT_TIMEOUT_MS + 1);
+  assert.equal(c.state, 'closed');
+  assert.match(closed[0]!, /no heartbeat from peer for 30 s/);
+});
