@@ -13,7 +13,9 @@
 import path from 'node:path';
 import fs from 'node:fs';
 import { Testbed, must, sh, type Host } from '../test/e2e/lib/testbed.js';
+import os from 'node:os';
 import { installCni } from '../cni/install.js';
+import { callRouter } from '../cni/weave-net.js';
 
 const N = Math.max(10, Math.min(1000, Number(process.env.PODS) || 100));
 const REF_BIN = '/usr/lib/cni';
@@ -34,6 +36,8 @@ async function exec(h: Host, bin: string, env: Record<string, string>, conf: unk
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('bench:cni needs root (network namespaces)');
   if (!fs.existsSync(`${REF_BIN}/bridge`)) throw new Error('bench:cni needs containernetworking-plugins (apt-get install containernetworking-plugins)');
+  const load = (): string => os.loadavg().map((x) => x.toFixed(2)).join(' ');
+  const loadBefore = load();
   const bed = new Testbed('cb');
   try {
     const [h] = await bed.up(1);
@@ -67,6 +71,18 @@ async function main(): Promise<void> {
     console.log(`  weave-net (tsweave)      median ${o.median.toFixed(1)} ms  p99 ${o.p99.toFixed(1)} ms`);
     console.log(`  bridge+host-local (ref)  median ${r.median.toFixed(1)} ms  p99 ${r.p99.toFixed(1)} ms`);
     console.log(`  ratio ours/ref           median ${(o.median / r.median).toFixed(2)}x  p99 ${(o.p99 / r.p99).toFixed(2)}x  (goal <= 1.5x)`);
+    console.log(`  load average before ${loadBefore}, after ${load()}`);
+    // Where the router's ADD time goes: its per-step timings (cni/router-side.ts, GET /cni/timings).
+    const { adds } = await callRouter(path.join(h.stateDir, 'weaver.sock'), 'GET', '/cni/timings') as { adds: Array<Array<[string, number]>> };
+    const ourAdds = adds.slice(-N);
+    const names = [...new Set(ourAdds.flatMap((a) => a.map(([s]) => s)))];
+    console.log(`  router ADD breakdown over ${ourAdds.length} ADDs (median / p99 ms per step; the rest of the exec is the plugin, HTTP and fork/exec):`);
+    for (const n of names) {
+      const xs = ourAdds.map((a) => a.find(([s]) => s === n)?.[1] ?? 0);
+      console.log(`    ${n.padEnd(42)} ${quantile(xs, 0.5).toFixed(2).padStart(7)} / ${quantile(xs, 0.99).toFixed(2).padStart(7)}`);
+    }
+    const totals = ourAdds.map((a) => a.reduce((sum, [, ms]) => sum + ms, 0));
+    console.log(`    ${'total in the router'.padEnd(42)} ${quantile(totals, 0.5).toFixed(2).padStart(7)} / ${quantile(totals, 0.99).toFixed(2).padStart(7)}`);
     // Node.js start-up alone, for reading the ratio: what the native plugin no longer pays.
     const boot: number[] = [];
     for (let i = 0; i < 20; i++) {

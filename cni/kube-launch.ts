@@ -9,9 +9,10 @@
  * KUBE_PEERS (fixed peer list: skips the API), IPALLOC_RANGE, WEAVE_MTU, CONN_LIMIT,
  * WEAVE_PASSWORD (from a Secret; passed on through the environment, never argv),
  * CNI_CONF_DIR (/host/etc/cni/net.d), CNI_BIN_DIR (/host/opt/cni/bin),
- * WEAVE_STATE_DIR (/var/lib/weave), PEER_REFRESH_S (60); HOST_RUNTIME_DIR (copy node
- * and this package there for the node to run the plugin), HOST_NODE_PATH and
- * HOST_PLUGIN_PATH (the node's view of those files, written into the wrappers).
+ * WEAVE_STATE_DIR (/var/lib/weave, mounted from the node at the same path), PEER_REFRESH_S
+ * (60). The plugin installed is the native one (installForNode); the fallback of sh
+ * wrappers running Node.js on the node needs HOST_NODE_PATH and HOST_PLUGIN_PATH (and
+ * HOST_RUNTIME_DIR to copy node and this package there).
  */
 import { spawn, execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
@@ -95,19 +96,25 @@ function fixedApi(addresses: string[]): KubeApi {
   };
 }
 
-async function main(): Promise<void> {
-  const env = process.env;
-  const stateDir = env.WEAVE_STATE_DIR || '/var/lib/weave';
-  const refreshMs = Math.max(10, Math.min(3600, Number(env.PEER_REFRESH_S) || 60)) * 1000;
-  const fixed = env.KUBE_PEERS ? parseKubePeers(env.KUBE_PEERS) : undefined;
-  const nodeName = env.NODE_NAME ?? '';
-  if (!fixed && !nodeName) throw new Error('NODE_NAME is not set: give it from the downward API (spec.nodeName), or set KUBE_PEERS');
-  await fsp.mkdir(stateDir, { recursive: true, mode: 0o700 });
+/**
+ * Install the CNI plugin and conflist on the node (CNI_CONF_DIR, CNI_BIN_DIR: the node's
+ * /etc/cni/net.d and /opt/cni/bin mounted in the pod). By default the native plugin
+ * (cni/native/weave-net.c, built static: it runs on the node, outside this image, with no
+ * Node.js there) as `weave-net` and `weave-ipam`, and `weave-net.sock-path` naming
+ * `<stateDir>/weaver.sock`: the DaemonSet mounts the node's /var/lib/weave at the same
+ * path, so that path is right on the node too. Only when both HOST_NODE_PATH and
+ * HOST_PLUGIN_PATH are set (the old way, kept as a fallback) are the sh wrappers running
+ * Node.js installed instead; HOST_RUNTIME_DIR then first gets this node binary and
+ * package copied to it. Returns the files written.
+ * @throws Error when a directory cannot be made or a file written, or the native plugin is missing
+ */
+export async function installForNode(env: Record<string, string | undefined>, stateDir: string): Promise<string[]> {
   const confDir = env.CNI_CONF_DIR || '/host/etc/cni/net.d';
   const binDir = env.CNI_BIN_DIR || '/host/opt/cni/bin';
   for (const d of [confDir, binDir]) await fsp.mkdir(d, { recursive: true });
-  if (env.HOST_RUNTIME_DIR) {
-    // The node runs the plugin itself: give it this node binary and this package.
+  const wrappers = !!env.HOST_NODE_PATH && !!env.HOST_PLUGIN_PATH;
+  if (wrappers && env.HOST_RUNTIME_DIR) {
+    // The node runs the plugin through Node.js: give it this node binary and this package.
     const dst = env.HOST_RUNTIME_DIR;
     const pkg = path.join(here, '..', '..');
     await fsp.mkdir(path.join(dst, 'bin'), { recursive: true });
@@ -117,8 +124,20 @@ async function main(): Promise<void> {
     for (const d of ['dist', 'node_modules', 'package.json']) await fsp.cp(path.join(pkg, d), path.join(dst, d), { recursive: true, force: true });
     log(`copied node and tsweave to ${dst}`);
   }
-  const files = await installCni({ confDir, binDir, stateDir, nodePath: env.HOST_NODE_PATH, pluginScript: env.HOST_PLUGIN_PATH });
-  log(`installed ${files.join(', ')}`);
+  const files = await installCni({ confDir, binDir, stateDir, ...(wrappers ? { nodePath: env.HOST_NODE_PATH, pluginScript: env.HOST_PLUGIN_PATH } : {}) });
+  log(`installed ${files.join(', ')}${wrappers ? ' (sh wrappers running Node.js: HOST_NODE_PATH and HOST_PLUGIN_PATH are set)' : ' (native plugin)'}`);
+  return files;
+}
+
+async function main(): Promise<void> {
+  const env = process.env;
+  const stateDir = env.WEAVE_STATE_DIR || '/var/lib/weave';
+  const refreshMs = Math.max(10, Math.min(3600, Number(env.PEER_REFRESH_S) || 60)) * 1000;
+  const fixed = env.KUBE_PEERS ? parseKubePeers(env.KUBE_PEERS) : undefined;
+  const nodeName = env.NODE_NAME ?? '';
+  if (!fixed && !nodeName) throw new Error('NODE_NAME is not set: give it from the downward API (spec.nodeName), or set KUBE_PEERS');
+  await fsp.mkdir(stateDir, { recursive: true, mode: 0o700 });
+  await installForNode(env, stateDir);
 
   const api = fixed ? fixedApi(fixed) : await kubeApi();
   const first = fixed ?? (await api.listNodes()).filter((n) => n.name !== nodeName && n.address).map((n) => n.address!);
@@ -152,7 +171,9 @@ async function main(): Promise<void> {
   setInterval(pass, refreshMs);
 }
 
-main().catch((err: Error) => {
-  log(err.message);
-  process.exit(1);
-});
+if (process.argv[1] && /kube-launch\.js$/.test(process.argv[1])) {
+  main().catch((err: Error) => {
+    log(err.message);
+    process.exit(1);
+  });
+}

@@ -6,6 +6,7 @@
  *                   → {cidrs, cidrs6?, mac, hostVeth, gateway?}
  *   POST /cni/del   {containerId, ifname}              → {freed}
  *   POST /cni/check {containerId, netns, ifname}       → {cidrs}
+ *   GET  /cni/timings → {adds: [[step, ms], ...][]} (the last ADDs through /cni/exec)
  *   POST /cni/exec  {argv?: ["--ipam"], env: {CNI_*: string}, stdin: string}
  *                   → the plugin's stdout bytes as the body, its exit code in the
  *                     header X-Cni-Exit (the whole plugin run in the router: what the
@@ -24,8 +25,9 @@ import { EXPOSE_ID, type Endpoint } from '../router/host/endpoints.js';
 import { hostVethName, ipIn } from '../router/host/netdev.js';
 import type { Subsystem, SubsystemContext } from '../router/daemon/subsystem.js';
 import { dnsSettings } from '../dns/config.js';
-import { CniError, MAX_CONF_BYTES, parseEnv, parseSubnet } from './spec.js';
-import { run } from './weave-net.js';
+import { mark, timeSteps, type Steps } from '../router/host/step-timer.js';
+import { CniCode, CniError, MAX_CONF_BYTES, parseEnv, parseSubnet, routerError } from './spec.js';
+import { callRouter, run, type RouterCall } from './weave-net.js';
 
 /** Longest value of one CNI_* variable accepted by POST /cni/exec (CNI_ARGS is the long one). */
 export const MAX_ENV_VALUE = 16 * 1024;
@@ -57,6 +59,22 @@ export function execRequest(body: unknown): { argv: string[]; env: Record<string
   const stdin = Buffer.from(b.stdin, 'utf8');
   // Over the limit goes to run() as it is: parseConf answers with the plugin's own error.
   return { argv: argv as string[], env, stdin: stdin.length > MAX_CONF_BYTES ? stdin.subarray(0, MAX_CONF_BYTES + 1) : stdin };
+}
+
+/**
+ * POST /cni/exec's work: validate the (hostile) body, run the plugin with `call` as its
+ * way to the router, and make the answer: the plugin's stdout as the body, its exit
+ * code (0 or 1) in X-Cni-Exit. `steps` are the step timings of the run (router/host/
+ * step-timer.ts), `stderr` the plugin's notes for the router's log.
+ * @throws ApiError 400 when the body is refused (execRequest); nothing else (run never throws)
+ */
+export async function execCni(body: unknown, stateDir: string, call?: RouterCall): Promise<{ answer: RawAnswer; steps: Steps; stderr: string }> {
+  const { value: r, steps } = await timeSteps(async () => {
+    const req = execRequest(body);
+    mark('request');
+    return run(req.argv, req.env, req.stdin, { stateDir, ...(call ? { call } : {}) });
+  });
+  return { answer: new RawAnswer(Buffer.from(r.stdout, 'utf8'), { 'x-cni-exit': String(r.code) }, 'application/json'), steps, stderr: r.stderr };
 }
 
 /** Validate a request body's pod identity with the plugin's own rules (the caller is hostile). */
@@ -95,6 +113,9 @@ export function gatewayFor(cidr: string, expose: Endpoint | undefined): string |
   return undefined;
 }
 
+/** How many ADDs' step timings GET /cni/timings keeps. */
+export const MAX_TIMINGS = 1000;
+
 /** How often the router looks for pods whose network namespace is gone (see reclaimGone). */
 export const RECLAIM_INTERVAL_MS = 60_000;
 
@@ -109,6 +130,7 @@ export function goneEndpoints(list: Endpoint[], exists: (p: string) => boolean):
 /** The CNI subsystem (no report section; its pods appear in `weave ps` as endpoints). */
 export function cniSubsystem(): Subsystem {
   let timer: NodeJS.Timeout | undefined;
+  const timings: Steps[] = [];
   return {
     name: 'cni',
     async start(ctx: SubsystemContext) {
@@ -150,7 +172,7 @@ export function cniSubsystem(): Subsystem {
       timer = setInterval(() => void reclaimGone('found by the periodic check').catch((err: Error) => log(`cni: reclaiming pods: ${err.message}`, 'warn')), RECLAIM_INTERVAL_MS);
       timer.unref();
 
-      api.on('POST', '/cni/add', async ({ body }) => {
+      const add = async (body: unknown): Promise<unknown> => {
         const { containerId, netns, ifname } = identity(body, 'ADD');
         const subnetRaw = optionalString(body, 'subnet');
         let subnet: string | undefined;
@@ -170,6 +192,7 @@ export function cniSubsystem(): Subsystem {
         // Hairpin and the default route go in with the interface (netdev.attachVeth), in the
         // same execs; the gateway is the host's exposed address in the pod's subnet, if any.
         const gatewayOf = (cidrs: string[]): string | undefined => defaultRoute && cidrs.length ? gatewayFor(cidrs[0], endpoints.list().find((x) => x.id === EXPOSE_ID)) : undefined;
+        mark('checks');
         const e = await endpoints.attachNetns(containerId, netns, subnet ? [`net:${subnet}`] : [], { name, ifname, hairpin, gateway: gatewayOf });
         const hostVeth = hostVethName(containerId);
         const gateway = gatewayOf(e.cidrs);
@@ -178,19 +201,12 @@ export function cniSubsystem(): Subsystem {
         const dns = dnsForPods();
         // [IPv6] with --ipalloc-range6 the pod also has the derived IPv6 addresses (ipam/ipv6.ts).
         const cidrs6 = endpoints.cidrs6(e.cidrs);
+        mark('announce (DNS)');
         return { cidrs: e.cidrs, ...(cidrs6.length ? { cidrs6 } : {}), mac: e.mac, hostVeth, ...(gateway ? { gateway } : {}), ...(dns ? { dns } : {}) };
-      });
+      };
+      api.on('POST', '/cni/add', ({ body }) => add(body));
 
-      // The whole plugin, for the native weave-net: run() calls the routes above over this
-      // same socket, once the conf's stateDir is checked to be this router's.
-      api.on('POST', '/cni/exec', async ({ body }) => {
-        const { argv, env, stdin } = execRequest(body);
-        const r = await run(argv, env, stdin, { stateDir: ctx.stateDir });
-        if (r.stderr) log(`cni: ${r.stderr.trim().slice(0, 300)}`);
-        return new RawAnswer(Buffer.from(r.stdout, 'utf8'), { 'x-cni-exit': String(r.code) }, 'application/json');
-      });
-
-      api.on('POST', '/cni/del', async ({ body }) => {
+      const del = async (body: unknown): Promise<unknown> => {
         const { containerId, ifname } = identity(body, 'DEL');
         const e = endpoints.list().find((x) => x.id === containerId);
         // DEL of an interface this container does not have on weave: nothing to do.
@@ -200,9 +216,10 @@ export function cniSubsystem(): Subsystem {
         await sync();
         ctx.announce('endpointDetached', { endpoint: { id: containerId, cidrs, mac: '' } });
         return { freed: cidrs };
-      });
+      };
+      api.on('POST', '/cni/del', ({ body }) => del(body));
 
-      api.on('POST', '/cni/check', async ({ body }) => {
+      const check = async (body: unknown): Promise<unknown> => {
         const { containerId, netns, ifname } = identity(body, 'CHECK');
         const e = endpoints.list().find((x) => x.id === containerId);
         if (!e || (e.ifname ?? 'ethwe') !== ifname) throw new ApiError(404, `container ${containerId} has no ${ifname} on weave`);
@@ -214,7 +231,40 @@ export function cniSubsystem(): Subsystem {
         const missing = e.cidrs.filter((c) => !have.includes(c));
         if (missing.length) throw new ApiError(409, `${ifname} in ${netns} lacks ${missing.join(', ')}`);
         return { cidrs: e.cidrs };
+      };
+      api.on('POST', '/cni/check', ({ body }) => check(body));
+
+      // run()'s calls to the three routes above, made in-process (no second HTTP request
+      // over our own socket); errors become what callRouter would have made of the answer.
+      // Other routes (weave-ipam's /ip, STATUS's /status) go over the socket as usual.
+      const local: Record<string, (body: unknown) => Promise<unknown>> = { '/cni/add': add, '/cni/del': del, '/cni/check': check };
+      const call: RouterCall = async (socket, method, urlPath, body) => {
+        const route = method === 'POST' ? local[urlPath] : undefined;
+        if (!route) return callRouter(socket, method, urlPath, body);
+        try {
+          return await route(body);
+        } catch (err) {
+          const status = err instanceof ApiError ? err.status : 400;
+          const msg = (err as Error).message.split('\n')[0];
+          throw status === 404 && urlPath === '/cni/check' ? new CniError(CniCode.UnknownContainer, msg) : routerError(status, msg);
+        }
+      };
+
+      // The whole plugin, for the native weave-net, once the conf's stateDir is checked to
+      // be this router's. ADDs are timed step by step (GET /cni/timings).
+      api.on('POST', '/cni/exec', async ({ body }) => {
+        const { answer, steps, stderr } = await execCni(body, ctx.stateDir, call);
+        if (steps.some(([name]) => name === 'ipam')) {
+          timings.push(steps);
+          if (timings.length > MAX_TIMINGS) timings.shift();
+        }
+        if (stderr) log(`cni: ${stderr.trim().slice(0, 300)}`);
+        return answer;
       });
+
+      // The step timings of the last MAX_TIMINGS ADDs through /cni/exec (npm run bench:cni),
+      // oldest first: [[step, ms], ...] per ADD. Unix socket only, like every /cni route.
+      api.on('GET', '/cni/timings', async () => ({ adds: timings }));
     },
     async close() {
       if (timer) clearInterval(timer);

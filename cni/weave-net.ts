@@ -15,6 +15,7 @@ import {
   CniCode, CniError, buildIpamResult, buildResult, chooseSubnet, errorJson, parseConf, parseEnv, podName, routerError, versionResult,
   MAX_CONF_BYTES, type AddReply, type CniEnv, type NetConf,
 } from './spec.js';
+import { mark } from '../router/host/step-timer.js';
 
 /** Each router call waits at most this long (an ADD may wait for IPAM consensus). */
 const CALL_TIMEOUT_MS = 90_000;
@@ -94,6 +95,9 @@ export function callRouter(socket: string, method: string, urlPath: string, body
   });
 }
 
+/** How run() reaches the router: callRouter, or (inside the router) its routes in-process. */
+export type RouterCall = (socket: string, method: string, urlPath: string, body?: unknown) => Promise<unknown>;
+
 /** The state directory of a conf without `stateDir` ($WEAVE_STATE_DIR, else the router's default). */
 const defaultStateDir = (): string => process.env.WEAVE_STATE_DIR || '/var/lib/weave';
 
@@ -101,7 +105,7 @@ function socketFor(conf: NetConf): string {
   return path.join(conf.stateDir ?? defaultStateDir(), 'weaver.sock');
 }
 
-async function netPlugin(conf: NetConf, env: CniEnv, stderr: (line: string) => void): Promise<unknown> {
+async function netPlugin(conf: NetConf, env: CniEnv, stderr: (line: string) => void, callRouter: RouterCall): Promise<unknown> {
   const sock = socketFor(conf);
   const id = { containerId: env.containerId, netns: env.netns, ifname: env.ifname };
   switch (env.command) {
@@ -110,7 +114,9 @@ async function netPlugin(conf: NetConf, env: CniEnv, stderr: (line: string) => v
       const name = podName(env.args);
       const r = await callRouter(sock, 'POST', '/cni/add', { ...id, ...(subnet ? { subnet } : {}), ...(name ? { name } : {}), hairpin: conf.hairpinMode, defaultRoute: conf.defaultRoute }) as AddReply;
       if (!r || !Array.isArray(r.cidrs) || typeof r.mac !== 'string' || typeof r.hostVeth !== 'string') throw new CniError(CniCode.RouterFailure, 'tsweave router sent a malformed /cni/add answer');
-      return buildResult(conf, env, r);
+      const result = buildResult(conf, env, r);
+      mark('result');
+      return result;
     }
     case 'DEL':
       try {
@@ -135,7 +141,7 @@ async function netPlugin(conf: NetConf, env: CniEnv, stderr: (line: string) => v
   }
 }
 
-async function ipamPlugin(conf: NetConf, env: CniEnv): Promise<unknown> {
+async function ipamPlugin(conf: NetConf, env: CniEnv, callRouter: RouterCall): Promise<unknown> {
   const sock = socketFor(conf);
   const owner = encodeURIComponent(env.containerId);
   switch (env.command) {
@@ -160,7 +166,7 @@ async function ipamPlugin(conf: NetConf, env: CniEnv): Promise<unknown> {
 }
 
 /** STATUS (1.1): the router answers and its IPAM (if any) is ready. */
-async function status(conf: NetConf): Promise<void> {
+async function status(conf: NetConf, callRouter: RouterCall): Promise<void> {
   let r: { IPAM?: { Status?: string } };
   try {
     r = await callRouter(socketFor(conf), 'GET', '/status') as { IPAM?: { Status?: string } };
@@ -187,10 +193,13 @@ export interface RunResult {
  * @param stdin the network configuration bytes (at most MAX_CONF_BYTES are accepted)
  * @param opts.stateDir when given, the conf's `stateDir` must name this directory
  *   (the router checks that a conf addressed to it really is for it)
+ * @param opts.call how to reach the router (default callRouter over the conf's socket;
+ *   the router passes its own routes, called in-process)
  * @returns exit code 0 with the result (or nothing) on stdout, or 1 with CNI error
  *   JSON on stdout; never throws
  */
-export async function run(argv: string[], env: Record<string, string | undefined>, stdin: Buffer | (() => Promise<Buffer>), opts: { stateDir?: string } = {}): Promise<RunResult> {
+export async function run(argv: string[], env: Record<string, string | undefined>, stdin: Buffer | (() => Promise<Buffer>), opts: { stateDir?: string; call?: RouterCall } = {}): Promise<RunResult> {
+  const call = opts.call ?? callRouter;
   let cniVersion = '1.0.0';
   const res: RunResult = { code: 0, stdout: '', stderr: '' };
   try {
@@ -204,11 +213,13 @@ export async function run(argv: string[], env: Record<string, string | undefined
     if (opts.stateDir !== undefined && path.resolve(conf.stateDir ?? defaultStateDir()) !== path.resolve(opts.stateDir)) {
       throw new CniError(CniCode.InvalidConfig, `the conf's stateDir ${JSON.stringify((conf.stateDir ?? defaultStateDir()).slice(0, 200))} is not this router's (${opts.stateDir}): fix the conflist or weave-net.sock-path next to the plugin`);
     }
+    mark('decode');
     let out: unknown;
-    if (e.command === 'STATUS') await status(conf);
+    if (e.command === 'STATUS') await status(conf, call);
     else if (e.command === 'GC') out = undefined; // Endpoints die with their netns' DEL; nothing cached here.
-    else out = argv.includes('--ipam') ? await ipamPlugin(conf, e) : await netPlugin(conf, e, (l) => { res.stderr += l; });
+    else out = argv.includes('--ipam') ? await ipamPlugin(conf, e, call) : await netPlugin(conf, e, (l) => { res.stderr += l; }, call);
     if (out !== undefined) res.stdout = JSON.stringify(out) + '\n';
+    mark('encode');
     return res;
   } catch (err) {
     return { code: 1, stdout: JSON.stringify(errorJson(err, cniVersion)) + '\n', stderr: res.stderr };

@@ -13,6 +13,7 @@ import { dockerJson } from './docker-api.js';
 import { attachVeth, bridgeIpv6, detachVeth, endpointMac, ip, targetNetns, BRIDGE, NetdevError } from './netdev.js';
 import { writeFileAtomic, readStateFile, corruptError, parseJsonArray } from './state-file.js';
 import { endpointAddrs6, specToV4, Ipv6Error, type Range6 } from '../../ipam/ipv6.js';
+import { mark } from './step-timer.js';
 
 export interface AddressAllocator {
   /**
@@ -143,8 +144,17 @@ export class Endpoints {
     for (const e of validateEndpoints(text, this.file)) this.table.set(e.id, e);
   }
 
-  private async save(): Promise<void> {
-    await writeFileAtomic(this.file, JSON.stringify([...this.table.values()], null, 1));
+  private saves: Promise<void> = Promise.resolve();
+
+  /**
+   * Write the table to endpoints.json. Writes run one at a time, each with the table as it
+   * is when that write starts, so concurrent attaches never race on the file or leave an
+   * older table written after a newer one.
+   */
+  private save(): Promise<void> {
+    const next = this.saves.catch(() => undefined).then(() => writeFileAtomic(this.file, JSON.stringify([...this.table.values()], null, 1)));
+    this.saves = next;
+    return next;
   }
 
   list(): Endpoint[] {
@@ -224,18 +234,27 @@ export class Endpoints {
     const name = opts.name ?? prev?.name;
     const ifname = opts.ifname ?? prev?.ifname;
     // Re-attaching without specs keeps the addresses it had (as after a restart).
+    mark('queue');
     const cidrs = !specs.length && prev?.cidrs.length ? prev.cidrs : await this.addresses(id, specs);
+    mark('ipam');
     let configured = false;
+    // The table is saved while the host end is put on the bridge (it holds what it will
+    // hold on success); a failure below saves it again as it was.
+    let saving: Promise<void> | undefined;
     try {
       const all = [...new Set([...(prev?.cidrs ?? []), ...cidrs])];
       const mac = await attachVeth(id, netns, cidrs, this.mtu, async (m) => {
         this.table.set(id, { id, netns, cidrs: all, mac: m, name, ...(ifname ? { ifname } : {}) });
         await this.onChange?.();
+        saving = this.save();
+        saving.catch(() => undefined); // awaited below
       }, { routes: this.containerRoutes, ifname, hairpin: opts.hairpin, gateway: opts.gateway, v6: this.v6For(cidrs) });
       configured = true;
       const e: Endpoint = { id, netns, cidrs: all, mac, name, ...(ifname ? { ifname } : {}) };
       this.table.set(id, e);
-      await this.save();
+      // beforeUp's entry is `e` (same MAC): its write, if started, is the one to wait for.
+      await (saving ?? this.save());
+      mark('save endpoints.json (wait)');
       return { ...e, cidrs };
     } catch (err) {
       // [reliability] The table could not be saved (disk full, read-only): take back what
@@ -248,6 +267,7 @@ export class Endpoints {
       }
       if (prev) this.table.set(id, prev);
       else this.table.delete(id);
+      if (saving) await this.save().catch(() => undefined);
       await this.onChange?.().catch(() => undefined);
       if (!prev?.cidrs.length || specs.length) for (const c of cidrs) await this.allocator?.free(id, c.split('/')[0]).catch(() => 0);
       throw err;

@@ -10,6 +10,7 @@ import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { mark } from './step-timer.js';
 
 export class NetdevError extends Error {
   override name = 'NetdevError';
@@ -206,8 +207,9 @@ export function randomMac(): string {
  * A new interface takes two execs (freshVeth): one `ip -batch` in the namespace creates
  * the pair there with a MAC of ours (so nothing needs reading back), sends the host end to
  * our namespace by PID (works for any namespace file), adds addresses, brings the
- * container end up and adds the routes; then `beforeUp`; then one `ip -batch` here
- * enslaves the host end, sets hairpin and brings it up. An interface that exists already
+ * container end up and adds the routes; `beforeUp` runs meanwhile (the filters need only
+ * the port's name and our MAC); once both are done, one `ip -batch` here enslaves the
+ * host end, sets hairpin and brings it up. An interface that exists already
  * (a repeated attach, re-attachment after a restart) or a fast path that failed goes
  * through the step-by-step path below, which is idempotent.
  *
@@ -289,6 +291,11 @@ async function freshVeth(id: string, nsPath: string, cidrs: string[], mtu: numbe
   const gw = opts.gateway?.(cidrs);
   const v6 = opts.v6 ?? [];
   const m = String(mtu);
+  mark('netdev prep');
+  // The filters need only the port's name and MAC, both known now: they go in while the
+  // namespace side is made (the host end stays down and off the bridge until both are done).
+  const filters = (beforeUp ? beforeUp(mac) : Promise.resolve()).then(() => mark('nft port rules (in parallel)'));
+  filters.catch(() => undefined); // awaited below; no unhandled rejection meanwhile
   try {
     // The host end arrives here down and on no bridge, so nothing flows while the rest
     // runs; the routes need the container end up ("linkdown" until the host end is up).
@@ -311,21 +318,26 @@ async function freshVeth(id: string, nsPath: string, cidrs: string[], mtu: numbe
       await ipv6Sysctls(nsPath, ifname);
       await ipBatch(nsPath, [['link', 'set', 'dev', ifname, 'addrgenmode', 'none'], ...rest, ...v6Lines(v6, ifname)]);
     }
+    mark('pod ip -batch (veth, addrs, up, routes)');
   } catch (err) {
+    await filters.catch(() => undefined);
     // The pair could not be made (line 1), or we cannot tell how far ip got (no line: the
-    // namespace is gone, a timeout): the slow path copes with whatever exists, and says why.
+    // namespace is gone, a timeout): the slow path copes with whatever exists (and puts
+    // the filters in again), and says why.
     if (err instanceof BatchError && err.line <= 1) return undefined;
     await ip('link', 'del', 'dev', host).catch(() => undefined);
     throw err;
   }
   try {
     if (v6.length) await hostIpv6Off(host);
-    if (beforeUp) await beforeUp(mac);
+    await filters;
+    mark('nft port rules (wait)');
     await ipBatch(undefined, [
       ['link', 'set', 'dev', host, 'master', BRIDGE],
       ...(opts.hairpin ? [['link', 'set', 'dev', host, 'type', 'bridge_slave', 'hairpin', 'on']] : []),
       ['link', 'set', 'dev', host, 'up'],
     ]);
+    mark('host ip -batch (bridge, up)');
   } catch (err) {
     await ip('link', 'del', 'dev', host).catch(() => undefined);
     throw err;

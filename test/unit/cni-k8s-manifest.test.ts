@@ -53,6 +53,11 @@ test('the DaemonSet is weave-kube shaped: host network, capabilities, volumes, e
   for (const k of ['NODE_NAME', 'WEAVE_PASSWORD', 'IPALLOC_RANGE', 'WEAVE_MTU', 'CONN_LIMIT', 'KUBE_PEERS']) assert.ok(env.has(k), `env ${k}`);
   assert.equal((env.get('WEAVE_PASSWORD') as any).valueFrom.secretKeyRef.name, 'weave-passwd'); // eslint-disable-line @typescript-eslint/no-explicit-any
   assert.equal(c.readinessProbe.httpGet.path, '/status');
+  // The plugin installed on the node is the native one: no Node.js wrapper paths, no copy
+  // of node and the package to the node (cni/kube-launch.ts installForNode).
+  for (const k of ['HOST_NODE_PATH', 'HOST_PLUGIN_PATH', 'HOST_RUNTIME_DIR']) assert.ok(!env.has(k), `env ${k} would install the Node.js wrappers`);
+  assert.equal((env.get('WEAVE_STATE_DIR') as any).value, '/var/lib/weave'); // eslint-disable-line @typescript-eslint/no-explicit-any
+  assert.equal(mounts.get('weavedb'), hostPaths.get('weavedb'), 'the state dir is at the node\'s own path, so weave-net.sock-path is right on the node');
   // The entrypoint the DaemonSet runs exists in this package.
   assert.match(c.command.join(' '), /dist\/cni\/kube-launch\.js/);
   assert.ok(fs.existsSync(path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'cni', 'kube-launch.js')));

@@ -34,6 +34,8 @@ export function sh(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv;
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
       resolve({ code, stdout: String(stdout), stderr: String(stderr) });
     });
+    // A child may exit without reading its stdin (the CNI plugin answers VERSION at once): no EPIPE throw.
+    child.stdin?.on('error', () => undefined);
     if (opts.input !== undefined) child.stdin?.end(opts.input);
   });
 }
