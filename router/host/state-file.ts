@@ -43,9 +43,28 @@ export function describeFsError(err: unknown): string {
  * @throws StateFileError `cannot save FILE: ENOSPC (no space left on device): free space or make the state dir writable`;
  *   the old file is untouched and no temporary file is left behind.
  */
-export async function writeFileAtomic(file: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
+export function writeFileAtomic(file: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
+  // Writes of one path run one after another, in call order: two concurrent writers
+  // must neither share a temporary file nor let an older content be renamed over a
+  // newer one. A failed write does not stop the next one.
+  const prev = writeQueue.get(file) ?? Promise.resolve();
+  const next = prev.then(() => writeOnce(file, data, mode));
+  const tail = next.catch(() => undefined);
+  writeQueue.set(file, tail);
+  void tail.then(() => {
+    if (writeQueue.get(file) === tail) writeQueue.delete(file);
+  });
+  return next;
+}
+
+/** Pending write chain per target path (see writeFileAtomic). */
+const writeQueue = new Map<string, Promise<void>>();
+/** Makes temporary names unique within this process (Date.now() alone repeats within a millisecond). */
+let tmpSeq = 0;
+
+async function writeOnce(file: string, data: string | Uint8Array, mode: number): Promise<void> {
   const dir = path.dirname(file);
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
+  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${++tmpSeq}.tmp`);
   try {
     const fh = await fsp.open(tmp, 'w', mode);
     try {

@@ -28,6 +28,24 @@ test('writeFileAtomic replaces the file; a failed rename leaves the old target a
   await assert.rejects(writeFileAtomic(path.join(dir, 'missing', 'x.json'), '1'), /cannot save .*missing\/x\.json: ENOENT/);
 });
 
+test('writeFileAtomic: concurrent writes of one file land in call order, each whole, with no temporary file left', async () => {
+  const f = path.join(dir, 'race.json');
+  // 50 writes started in the same tick (same millisecond): before, they shared a
+  // temporary name and an older content could be renamed over a newer one.
+  const writes = Array.from({ length: 50 }, (_, i) => writeFileAtomic(f, JSON.stringify({ i, pad: 'x'.repeat(i * 100) })));
+  await Promise.all(writes);
+  assert.deepEqual(JSON.parse(readFileSync(f, 'utf8')), { i: 49, pad: 'x'.repeat(4900) });
+  assert.deepEqual(readdirSync(dir).filter((n) => n.endsWith('.tmp')), []);
+  // A failed write in the chain does not block later ones.
+  const bad = path.join(dir, 'badrace');
+  mkdirSync(bad);
+  const r1 = writeFileAtomic(bad, 'no');
+  await assert.rejects(r1, StateFileError);
+  const ok = path.join(dir, 'after.json');
+  await writeFileAtomic(ok, '1');
+  assert.equal(readFileSync(ok, 'utf8'), '1');
+});
+
 test('loadTargets: missing is [], valid list loads, corrupt is refused naming the path and kept byte for byte', async () => {
   const f = path.join(dir, 'targets.json');
   assert.deepEqual(await loadTargets(f), []);
