@@ -177,3 +177,15 @@ export const formatPeers = (r: Report): string => escapeTerminal(formatPeersRaw(
 export const formatTargets = (r: Report): string => escapeTerminal(formatTargetsRaw(r));
 /** `weave status ipam` (formatIpamRaw), with terminal controls escaped. */
 export const formatIpam = (r: Report): string => escapeTerminal(formatIpamRaw(r));
+
+/**
+ * The line `weave expose` / `weave hide` print: the addresses (no prefix length) the
+ * host was given or lost, space-separated as Weave prints several — the IPv4 ones,
+ * then, with --ipalloc-range6, their derived IPv6 ones (`cidrs6` from the router).
+ * Without `cidrs6` the output is exactly the IPv4-only one. Entries that are not
+ * strings are ignored; each is made terminal-safe.
+ */
+export function exposedLine(res: { cidrs: unknown; cidrs6?: unknown }): string {
+  const strs = (x: unknown): string[] => (Array.isArray(x) ? x.filter((c): c is string => typeof c === 'string') : []);
+  return [...strs(res.cidrs), ...strs(res.cidrs6)].map((c) => escapeTerminal(c.split('/')[0]!)).join(' ');
+}

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { call, CliError, stateDir, isRunning } from './client.js';
 import { isRouterRunning, waitForRouterExit, RouterRunningError } from '../router/host/router-lock.js';
-import { formatConnections, formatIpam, formatPeers, formatStatus, formatTargets } from './format.js';
+import { formatConnections, formatIpam, formatPeers, formatStatus, formatTargets, exposedLine } from './format.js';
 import { renderTemplate } from './template.js';
 import { withSpinner } from './spinner.js';
 import type { Report } from '../router/api/report.js';
@@ -380,7 +380,7 @@ program.command('reset').description('stop the router and remove the bridge, eve
     // [expose NAT] the WEAVE chain's table too (also when the router was not running).
     const { renderNat } = await import('../router/nat/expose-nat.js');
     const { applyRuleset } = await import('../router/policy/bridge-filter.js');
-    await applyRuleset(renderNat([], 'weave')).catch(() => undefined);
+    await applyRuleset(renderNat([], 'weave', [])).catch(() => undefined);
     await resetLinks();
     // [dns] the policy rule and table for the DNS address's answers (dns/reach.ts).
     await (await import('../dns/reach.js')).removeHost((await import('../dns/config.js')).DEFAULT_DNS_ADDRESS);
@@ -486,13 +486,13 @@ program.command('ps').description('list attached containers: <id> <mac> <cidr>..
 program.command('expose').description('give the host an address on the weave network: [ADDR...]').argument('[specs...]')
   .option('--no-masq', 'do not masquerade (no NAT rules in the WEAVE chain for these subnets)')
   .action(async (specs: string[], o: { masq?: boolean }) => {
-  const res = await call<{ cidrs: string[] }>('POST', '/expose', { specs, ...(o.masq === false ? { noMasq: true } : {}) }, { timeoutMs: 120_000 });
-  out(res.cidrs.map((c) => c.split('/')[0]).join(' '));
+  const res = await call<{ cidrs: string[]; cidrs6?: unknown }>('POST', '/expose', { specs, ...(o.masq === false ? { noMasq: true } : {}) }, { timeoutMs: 120_000 });
+  out(exposedLine(res));
 });
 
 program.command('hide').description('remove the host addresses added by expose: [ADDR...]').argument('[specs...]').action(async (specs: string[]) => {
-  const res = await call<{ cidrs: string[] }>('POST', '/hide', { specs });
-  out(res.cidrs.map((c) => c.split('/')[0]).join(' '));
+  const res = await call<{ cidrs: string[]; cidrs6?: unknown }>('POST', '/hide', { specs });
+  out(exposedLine(res));
 });
 
 program.command('prime').description('wait until IPAM has a ring (consensus reached)').action(async () => {

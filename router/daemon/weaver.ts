@@ -253,13 +253,14 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     const cidrs = await endpoints.expose(stringList(body, 'specs'));
     await syncIsolation();
     await nat()?.exposed(cidrs, (body as { noMasq?: unknown } | undefined)?.noMasq === true);
-    return { cidrs };
+    // [IPv6] with range6 the derived IPv6 addresses too (`weave expose` prints both).
+    return range6 ? { cidrs, cidrs6: endpoints.cidrs6(cidrs) } : { cidrs };
   });
   api.on('POST', '/hide', async ({ body }) => {
     const cidrs = await endpoints.hide(stringList(body, 'specs'));
     await syncIsolation();
     await nat()?.hidden(cidrs);
-    return { cidrs };
+    return range6 ? { cidrs, cidrs6: endpoints.cidrs6(cidrs) } : { cidrs };
   });
   api.on('GET', '/macs', async () => ({ macs: router.macEntries() }));
   api.on('POST', '/stop', async () => {

@@ -11,8 +11,17 @@
  * without them. The table is ours alone (`ip tsweave-nat`), replaced as a whole in one
  * nft transaction, so other tables (isolation's `tsweave`, Docker's, the user's) are
  * never touched. Pure: renders the script; the subsystem runs nft.
+ *
+ * [IPv6] With --ipalloc-range6 an exposed IPv4 subnet C has an IPv6 twin C6 (the range6
+ * prefix + C's bits, ipam/ipv6.ts subnet6), and containers route IPv6 out through the
+ * exposed host as they do IPv4. The same three rules are rendered for C6 in a second
+ * table of ours, `ip6 tsweave-nat` (multicast is ff00::/8; link-local is never routed,
+ * so it needs no rule). IPv6 has no private-address convention of IPv4's kind, but a
+ * ULA range6 (RFC 4193) is not routed on the Internet either, so masquerading is what
+ * makes the overlay's IPv6 reach the outside, as Weave's NAT does for IPv4.
  */
 import { parseCidr, formatCidr } from '../../ipam/cidr.js';
+import { parseCidr6, formatIpv6 } from '../../ipam/ipv6.js';
 
 export const NAT_TABLE = 'tsweave-nat';
 /** Weave's chain name. */
@@ -34,19 +43,33 @@ export function subnetOf(cidr: string): string {
  * @param subnets masqueraded subnets ("10.32.0.0/12"); duplicates are ignored.
  * @param bridge the bridge's name ("weave").
  */
-export function renderNat(subnets: string[], bridge: string): string {
+export function renderNat(subnets: string[], bridge: string, subnets6?: string[]): string {
   if (!/^[A-Za-z0-9_.-]{1,15}$/.test(bridge)) throw new Error(`bad bridge name "${bridge}"`);
   const list = [...new Set(subnets.map(subnetOf))].sort();
-  const lines = [`table ip ${NAT_TABLE} {}`, `delete table ip ${NAT_TABLE}`];
-  if (list.length === 0) return lines.join('\n') + '\n';
-  lines.push(`table ip ${NAT_TABLE} {`, `  chain ${NAT_CHAIN} {`, '    type nat hook postrouting priority srcnat; policy accept;');
+  const lines = [...natTable('ip', list, bridge, '224.0.0.0/4')];
+  if (subnets6) {
+    const list6 = [...new Set(subnets6.map((c) => {
+      const p = parseCidr6(c);
+      if (!p) throw new Error(`bad IPv6 subnet "${String(c).slice(0, 60)}"`);
+      return `${formatIpv6(p.bytes)}/${p.len}`;
+    }))].sort();
+    lines.push(...natTable('ip6', list6, bridge, 'ff00::/8'));
+  }
+  return lines.join('\n') + '\n';
+}
+
+/** One family's table: created then deleted (so the delete cannot fail), then defined if any subnet. */
+function natTable(family: 'ip' | 'ip6', list: string[], bridge: string, multicast: string): string[] {
+  const lines = [`table ${family} ${NAT_TABLE} {}`, `delete table ${family} ${NAT_TABLE}`];
+  if (list.length === 0) return lines;
+  lines.push(`table ${family} ${NAT_TABLE} {`, `  chain ${NAT_CHAIN} {`, '    type nat hook postrouting priority srcnat; policy accept;');
   for (const c of list) {
-    lines.push(`    ip saddr ${c} ip daddr 224.0.0.0/4 return comment "expose ${c}: multicast"`);
-    lines.push(`    ip saddr != ${c} ip daddr ${c} oifname "${bridge}" masquerade comment "expose ${c}: host to subnet"`);
-    lines.push(`    ip saddr ${c} ip daddr != ${c} oifname != "${bridge}" masquerade fully-random comment "expose ${c}: subnet out via host"`);
+    lines.push(`    ${family} saddr ${c} ${family} daddr ${multicast} return comment "expose ${c}: multicast"`);
+    lines.push(`    ${family} saddr != ${c} ${family} daddr ${c} oifname "${bridge}" masquerade comment "expose ${c}: host to subnet"`);
+    lines.push(`    ${family} saddr ${c} ${family} daddr != ${c} oifname != "${bridge}" masquerade fully-random comment "expose ${c}: subnet out via host"`);
   }
   lines.push('  }', '}');
-  return lines.join('\n') + '\n';
+  return lines;
 }
 
 /**

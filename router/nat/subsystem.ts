@@ -4,7 +4,9 @@
  * the subnets exposed with --no-masq (remembered in STATE_DIR/expose-nat.json). The
  * daemon calls `exposed()` after `weave expose` and `hidden()` after `weave hide`;
  * `reset()` removes the table. Like isolation's rules, the table stays while the
- * router is stopped, so exposed subnets keep working; start() re-syncs it.
+ * router is stopped, so exposed subnets keep working; start() re-syncs it. With
+ * --ipalloc-range6 the IPv6 twins of the masqueraded subnets get the same rules in
+ * `ip6 tsweave-nat`; hide and reset remove them with their IPv4 subnet.
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -14,6 +16,7 @@ import { BRIDGE } from '../host/netdev.js';
 import { applyRuleset } from '../policy/bridge-filter.js';
 import { writeFileAtomic } from '../host/state-file.js';
 import { masqueradedSubnets, renderNat, subnetOf } from './expose-nat.js';
+import { subnet6 } from '../../ipam/ipv6.js';
 
 export interface ExposeNatSubsystem extends Subsystem {
   readonly name: 'expose-nat';
@@ -35,8 +38,11 @@ export function exposeNatSubsystem(): ExposeNatSubsystem {
       if (!ctx) return;
       const exposed = ctx.endpoints.list().find((e) => e.id === EXPOSE_ID)?.cidrs ?? [];
       const want = masqueradedSubnets(exposed, noMasq);
-      await applyRuleset(renderNat(want, BRIDGE));
-      installed = want;
+      // [IPv6] with range6 each masqueraded subnet's IPv6 twin too (ip6 tsweave-nat).
+      const r6 = ctx.endpoints.range6;
+      const want6 = r6 ? want.map((c) => subnet6(r6, c)) : [];
+      await applyRuleset(renderNat(want, BRIDGE, want6));
+      installed = [...want, ...want6];
     });
     queue = run.catch(() => undefined);
     return run;
@@ -78,7 +84,7 @@ export function exposeNatSubsystem(): ExposeNatSubsystem {
     report: () => ({ Masqueraded: installed, NoMasq: noMasq }),
     async reset() {
       noMasq = [];
-      await applyRuleset(renderNat([], BRIDGE));
+      await applyRuleset(renderNat([], BRIDGE, []));
       await fsp.rm(file, { force: true });
     },
     close: async () => undefined,

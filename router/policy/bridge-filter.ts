@@ -381,6 +381,9 @@ export function renderRuleset(ports: PortRules[], hostCidrs: string[], bridge: s
     // [expose NAT] The host itself may deliver to its exposed subnets whatever it
     // routed (replies to containers going out through it, de-masqueraded).
     ...(hostSubnets.length ? [`    ip daddr ${set(hostSubnets)} accept comment "routed by the exposed host"`] : []),
+    // [IPv6 expose NAT] likewise for the exposed subnets' global IPv6 prefixes (replies to
+    // containers whose IPv6 went out through the host, de-masqueraded; router/nat/).
+    ...(range6 && hostSubnets.length ? [`    ip6 daddr ${set([...new Set(hostSubnets.map((s) => subnet6(range6, s)))])} accept comment "routed by the exposed host"`] : []),
     ...egress,
     '  }',
     ...dnsBridgeIn,

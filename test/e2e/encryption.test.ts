@@ -209,3 +209,43 @@ describe('encryption: trusted subnets carry data unencrypted', { skip, timeout: 
     assert.equal((await stop()).includes(Buffer.from(marker)), true, 'marker travels in clear within trusted subnets');
   });
 });
+
+describe('encryption: IPv6 trusted underlay subnets (IPv6-only underlay)', { skip, timeout: 300_000 }, () => {
+  const bed = new Testbed('t6');
+  after(() => bed.destroy());
+
+  test('peers inside the trusted IPv6 subnets connect unencrypted; a peer outside them stays encrypted', async () => {
+    // h1 fd00:77::1, h2 fd00:77::2 trusted (two /128s); h3 fd00:77::3 not.
+    const [h1, h2, h3] = await bed.up(3, { underlay: 'ipv6' });
+    const env = { WEAVE_PASSWORD: PASSWORD };
+    const trusted = 'fd00:77::1/128,fd00:77::2/128';
+    const args = ['--ipalloc-range', '', '--no-proxy', '--no-fastdp', '--trusted-subnets', trusted];
+    await h1.launch(args, { env });
+    await h2.launch([...args, h1.ip], { env });
+    await h3.launch([...args, h1.ip], { env });
+    type Conn = { State: string; Encrypted?: boolean; NickName?: string };
+    const conns = async (h: Host): Promise<Conn[]> => ((await h.report()).Router.Connections as Conn[]).filter((x) => x.State === 'established');
+    await until('full mesh over the IPv6 underlay', async () => (await conns(h1)).length === 2 && (await conns(h2)).length === 2 && (await conns(h3)).length === 2, 90_000);
+    assert.deepEqual((await h1.report()).Router.TrustedSubnets, ['fd00:77::1/128', 'fd00:77::2/128']);
+    const enc = async (h: Host, peer: string): Promise<boolean | undefined> => (await conns(h)).find((x) => x.NickName === peer)?.Encrypted;
+    assert.equal(await enc(h1, 'h2'), false, 'h1-h2 (both trusted) unencrypted');
+    assert.equal(await enc(h2, 'h1'), false, 'h2-h1 (both trusted) unencrypted');
+    assert.equal(await enc(h1, 'h3'), true, 'h1-h3 (h3 not trusted) encrypted');
+    assert.equal(await enc(h3, 'h1'), true, 'h3-h1 encrypted');
+    assert.equal(await enc(h2, 'h3'), true, 'h2-h3 encrypted');
+    // Data: the marker is seen on the underlay between trusted peers only.
+    const c1 = await h1.container('c1', ['ip:10.32.0.1/12']);
+    const c2 = await h2.container('c2', ['ip:10.32.0.2/12']);
+    const c3 = await h3.container('c3', ['ip:10.32.0.3/12']);
+    await c1.mustPing(c2.ips[0], { tries: 10 });
+    await c1.mustPing(c3.ips[0], { tries: 10 });
+    const m12 = `TSWEAVE-T6-12-${process.pid}`;
+    const m13 = `TSWEAVE-T6-13-${process.pid}`;
+    const stop = await capture(bed, path.join(bed.dir, 'trusted6.pcap'), ['udp', 'and', '(', 'port', '6783', 'or', 'port', '6784', ')']);
+    await sendMarker(c1, c2, m12);
+    await sendMarker(c1, c3, m13);
+    const pcap = await stop();
+    assert.equal(pcap.includes(Buffer.from(m12)), true, 'h1 -> h2 in clear (trusted IPv6 subnet)');
+    assert.equal(pcap.includes(Buffer.from(m13)), false, 'h1 -> h3 encrypted (h3 outside the trusted subnets)');
+  });
+});

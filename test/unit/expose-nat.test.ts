@@ -43,3 +43,24 @@ test('resetCheck: only a peer that owns space and reaches nobody abandons it', (
   assert.deepEqual(resetCheck(report(512, true)), { peer: 'aa:bb:cc:dd:ee:ff' });
   assert.equal(resetCheck(report(512, false)).abandons, '512 addresses of the IPAM range 10.32.0.0/12 owned by aa:bb:cc:dd:ee:ff(h1)');
 });
+
+test('[IPv6] renderNat with subnets6: the same rules for the IPv6 twins in ip6 tsweave-nat; IPv4-only output unchanged', async () => {
+  const v4only = renderNat(['10.32.0.1/12'], 'weave');
+  assert.doesNotMatch(v4only, /ip6/, 'without range6 no ip6 table is touched');
+  const s = renderNat(['10.32.0.1/12'], 'weave', ['fd00:77:0:0::a20:0/108', 'fd00:77::a20:0/108']);
+  assert.ok(s.startsWith(v4only.trim()), 'the IPv4 table first, as before');
+  assert.match(s, new RegExp(`table ip6 ${NAT_TABLE} \\{\\}\\ndelete table ip6 ${NAT_TABLE}\\ntable ip6 ${NAT_TABLE} \\{`));
+  assert.equal(s.split('\n').filter((l) => l.includes('ip6 saddr') && l.includes('masquerade')).length, 2, 'duplicates (two spellings) merged');
+  assert.match(s, /ip6 saddr fd00:77::a20:0\/108 ip6 daddr ff00::\/8 return/);
+  assert.match(s, /ip6 saddr != fd00:77::a20:0\/108 ip6 daddr fd00:77::a20:0\/108 oifname "weave" masquerade /);
+  assert.match(s, /ip6 saddr fd00:77::a20:0\/108 ip6 daddr != fd00:77::a20:0\/108 oifname != "weave" masquerade fully-random /);
+  // hide/reset with range6: both tables deleted, none defined.
+  assert.deepEqual(renderNat([], 'weave', []).trim().split('\n'), [`table ip ${NAT_TABLE} {}`, `delete table ip ${NAT_TABLE}`, `table ip6 ${NAT_TABLE} {}`, `delete table ip6 ${NAT_TABLE}`]);
+  assert.throws(() => renderNat([], 'weave', ['fd00::/64; flush ruleset']), /bad IPv6 subnet/);
+  assert.throws(() => renderNat([], 'weave', ['10.0.0.0/8']), /bad IPv6 subnet/);
+  const { exposedLine } = await import('../../cli/format.js');
+  assert.equal(exposedLine({ cidrs: ['10.32.1.100/24'] }), '10.32.1.100', 'IPv4-only output unchanged');
+  assert.equal(exposedLine({ cidrs: ['10.32.1.100/24', '10.40.0.1/24'], cidrs6: ['fd00:77::a20:164/120', 'fd00:77::a28:1/120'] }), '10.32.1.100 10.40.0.1 fd00:77::a20:164 fd00:77::a28:1');
+  assert.equal(exposedLine({ cidrs: ['10.1.1.1/8\x1b[2J'], cidrs6: [3] }), '10.1.1.1');
+  assert.equal(exposedLine({ cidrs: [] }), '');
+});
