@@ -28,8 +28,9 @@
  *    exposed subnets, whichever port a frame came in by; with nothing exposed it hears
  *    nothing from the weave network. (The bridge family's own input hook would need
  *    `meta ibrname` to tell our bridge from others, which not every kernel has.) The
- *    ip6 family's input drops all IPv6 from the bridge: the host is not on the IPv6
- *    overlay (issue #21; `weave expose` is IPv4 only).
+ *    ip6 family's input, with range6, accepts from the bridge only the exposed
+ *    subnets' IPv6 prefixes (global and link-local) and drops all other IPv6: an
+ *    unexposed host is not on the IPv6 overlay (issue #21).
  *  - IPv6 (issue #21, only with --ipalloc-range6 `range6`): the same model on the
  *    derived addresses (ipam/ipv6.ts: PREFIX::a.b.c.d and fe80::a.b.c.d stand for
  *    a.b.c.d). Ingress: the IPv6 source must be one of the port's derived addresses, or
