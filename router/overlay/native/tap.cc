@@ -43,11 +43,11 @@
 // hand us partial checksums and TCP super-frames, which Drain completes and
 // cuts into plain segments, so JS still sees the same frames. writeSlab may
 // hand the kernel TCP super-frames: within
-// one writeSlab call, consecutive IPv4/TCP segments of one flow with
-// contiguous sequence numbers and identical headers (what Linux's TCP GRO
-// merges, net/ipv4/tcp_offload.c) are written as ONE frame with a
-// virtio_net_hdr saying GSO TCPV4, gso_size = the segments' payload size and a
-// partial checksum (the virtio spec's VIRTIO_NET_HDR_F_NEEDS_CSUM). The
+// one writeSlab call, consecutive IPv4/TCP or IPv6/TCP (no extension headers)
+// segments of one flow with contiguous sequence numbers and identical headers
+// (what Linux's TCP GRO merges, net/ipv4/tcp_offload.c, net/ipv6/tcpv6_offload.c)
+// are written as ONE frame with a virtio_net_hdr saying GSO TCPV4 / TCPV6,
+// gso_size = the segments' payload size and a partial checksum (the virtio spec's VIRTIO_NET_HDR_F_NEEDS_CSUM). The
 // bridge and the container's veth carry it whole and the container's TCP
 // takes it as one GRO'd packet; any device without TSO on the way gets it
 // re-segmented into the very same segments by the kernel. Gathered with
