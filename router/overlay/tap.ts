@@ -91,8 +91,8 @@ export interface TapOpenOptions {
   /**
    * Open with IFF_VNET_HDR (default false). Reads still deliver plain frames (the
    * kernel is granted no offloads, so it keeps segmenting and checksumming); but
-   * {@link Tap.writeSlab} merges consecutive IPv4/TCP segments of one flow with
-   * contiguous sequence numbers and identical headers (what Linux's TCP GRO merges)
+   * {@link Tap.writeSlab} merges consecutive IPv4/TCP or IPv6/TCP (no extension
+   * headers; IPv6 off with WEAVE_NO_TAP_MERGE6=1) segments of one flow with contiguous sequence numbers and identical headers (what Linux's TCP GRO merges)
    * into one super-frame with a GSO header, written with one syscall, so the
    * bridge and the receiving container handle one packet instead of up to 64.
    */
@@ -131,6 +131,7 @@ interface NativeAddon {
   Tap: new (name: string, maxFrame?: number, batch?: number, slabBytes?: number, vnetHdr?: boolean, readOffload?: boolean) => NativeTap;
   setDontFragment(fd: number, on: boolean): void;
   segmentTso(frame: Uint8Array, gsoType: number, gsoSize: number, csumStart: number): Buffer[];
+  mergeTcp(slab: Uint8Array, frames: Uint32Array, count: number): Buffer[];
   defaultMaxFrame: number;
 }
 
@@ -373,6 +374,23 @@ export function setDontFragment(fd: number, on: boolean): void {
 export function segmentTso(frame: Uint8Array, gsoType: number, gsoSize: number, csumStart: number): Buffer[] {
   try {
     return native().segmentTso(frame, gsoType, gsoSize, csumStart);
+  } catch (e) {
+    throw asTapError(e);
+  }
+}
+
+/**
+ * What {@link Tap.writeSlab} on a `vnetHdr` TAP writes for the frames `frames`
+ * ([offset, length] pairs into `slab`, `count` of them): one Buffer per write,
+ * the 10-byte virtio_net_hdr (host byte order) followed by the frame. Runs of
+ * IPv4/TCP or IPv6/TCP segments that TCP GRO would merge come back as one
+ * super-frame (GSO TCPV4 = 1 / TCPV6 = 4, partial checksum); anything else as
+ * itself behind an all-zero header. The addon's own code path, exported for tests.
+ * @throws TapError ERR_OUT_OF_RANGE for a pair outside the slab, ENOADDON.
+ */
+export function mergeTcp(slab: Uint8Array, frames: Uint32Array, count: number): Buffer[] {
+  try {
+    return native().mergeTcp(slab, frames, count);
   } catch (e) {
     throw asTapError(e);
   }

@@ -12,6 +12,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { Testbed, canRunE2E, must, sh, until, sleep, type Host, type Container } from './lib/testbed.js';
 
@@ -217,6 +218,26 @@ describe('IPv6 overlay: dual-stack containers, isolation, PMTU, DNS', { skip, ti
     await c.a1.mustPing(`${LL(G.a2)}%ethwe`, { tries: 10 }, 'a1 -> a2 link-local');
     await c.a3.mustPing(`${LL(G.a1)}%ethwe`, { tries: 10 }, 'a3 -> a1 link-local');
     await c.a1.mustPing(G.a4, { tries: 5 }, 'a1 -> a4 (same host)');
+  });
+
+  test('a 24 MiB IPv6 TCP stream over the plaintext sleeve arrives byte for byte (written to the TAP merged: TCPV6)', async () => {
+    const bytes = 24 << 20;
+    // Deterministic payload, the same formula in the sender and here.
+    const gen = 'const b=Buffer.alloc(1<<20);const fill=(k)=>{for(let i=0;i<b.length;i++)b[i]=Math.imul(k*1048576+i,-1640531535)>>>24;return b;};';
+    const server = `const h=require('crypto').createHash('sha256');let n=0;const srv=require('net').createServer((s)=>{s.on('data',(d)=>{h.update(d);n+=d.length;});s.on('end',()=>{process.stdout.write(n+' '+h.digest('hex')+'\\n');srv.close();});});srv.listen(7000,'${G.a3}');setTimeout(()=>process.exit(3),90000).unref();`;
+    const client = `${gen}const net=require('net');const go=(t)=>{const s=net.connect(7000,'${G.a3}');s.on('error',()=>{if(t>0)setTimeout(()=>go(t-1),200);else process.exit(2);});s.on('connect',async()=>{for(let k=0;k<${bytes >> 20};k++){if(!s.write(Buffer.from(fill(k))))await new Promise((r)=>s.once('drain',r));}s.end();});};go(50);`;
+    const recv = sh('ip', ['netns', 'exec', c.a3.ns, process.execPath, '-e', server], { timeoutMs: 100_000 });
+    const send = await sh('ip', ['netns', 'exec', c.a1.ns, process.execPath, '-e', client], { timeoutMs: 100_000 });
+    assert.equal(send.code, 0, `sender: ${send.stderr}`);
+    const r = await recv;
+    assert.equal(r.code, 0, `receiver: ${r.stderr}`);
+    const want = createHash('sha256');
+    const b = Buffer.alloc(1 << 20);
+    for (let k = 0; k < bytes >> 20; k++) {
+      for (let i = 0; i < b.length; i++) b[i] = Math.imul(k * 1048576 + i, -1640531535) >>> 24;
+      want.update(b);
+    }
+    assert.equal(r.stdout.trim(), `${bytes} ${want.digest('hex')}`, 'a1 -> a3 over the sleeve: every byte, in order');
   });
 
   test('across groups nothing arrives (global and link-local, same host and other hosts); drops counted', async () => {

@@ -14,6 +14,9 @@
  * forwarded out of a second, plain TAP (no checksum or segmentation offload), where
  * the kernel must cut them back into the original segments and checksum each one
  * from our pseudo-header seed; the child reads those and checks every byte.
+ * Both parts run again over IPv6 (fd77::1 / fd77::2, forwarded to fd78::2): the runs
+ * go out as GSO TCPV6 super-frames (IPv6 pseudo-header seed, payload length, no
+ * header checksum), and a run with a hop-by-hop extension header is written unmerged.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -80,6 +83,50 @@ function segment(kernelMac: Buffer, seq: number, ack: number, flags: number, pay
   return f;
 }
 
+const K6 = Buffer.from('fd770000000000000000000000000001', 'hex');
+const P6 = Buffer.from('fd770000000000000000000000000002', 'hex');
+const F6 = Buffer.from('fd780000000000000000000000000002', 'hex');
+
+/** RFC 8200 section 8.1 checksum of the TCP segment right after a fixed IPv6 header (0 when right). */
+function tcp6ChecksumOf(f: Buffer): number {
+  const len = f.readUInt16BE(14 + 4);
+  const pseudo = sum16(f, 14 + 8, 14 + 40) + 6 + len;
+  return ~fold(sum16(f, 54, 54 + len, pseudo)) & 0xffff;
+}
+
+/** An Ethernet/IPv6/TCP frame from fd77::2 to `dst`, checksum filled in. */
+function segment6(kernelMac: Buffer, seq: number, ack: number, flags: number, payload: Buffer, dst = K6, dstPort = SERVER_PORT): Buffer {
+  const f = Buffer.alloc(14 + 40 + 20 + payload.length);
+  kernelMac.copy(f, 0);
+  Buffer.from(PEER_MAC).copy(f, 6);
+  f.writeUInt16BE(0x86dd, 12);
+  f.writeUInt32BE(0x60012345, 14); // flow label 0x12345
+  f.writeUInt16BE(20 + payload.length, 14 + 4);
+  f[14 + 6] = 6;
+  f[14 + 7] = 64;
+  P6.copy(f, 14 + 8);
+  dst.copy(f, 14 + 24);
+  const t = 54;
+  f.writeUInt16BE(PEER_PORT, t);
+  f.writeUInt16BE(dstPort, t + 2);
+  f.writeUInt32BE(seq >>> 0, t + 4);
+  f.writeUInt32BE(ack >>> 0, t + 8);
+  f[t + 12] = 5 << 4;
+  f[t + 13] = flags;
+  f.writeUInt16BE(65535, t + 14);
+  payload.copy(f, t + 20);
+  f.writeUInt16BE(tcp6ChecksumOf(f), t + 16);
+  return f;
+}
+
+/** The same segment with an 8-byte hop-by-hop header (PadN) between IPv6 and TCP: never merged. */
+function withHopByHop(f: Buffer): Buffer {
+  const g = Buffer.concat([f.subarray(0, 54), Buffer.from([6, 0, 1, 4, 0, 0, 0, 0]), f.subarray(54)]);
+  g[14 + 6] = 0;
+  g.writeUInt16BE(f.readUInt16BE(14 + 4) + 8, 14 + 4);
+  return g;
+}
+
 const ACK = 0x10;
 const PSH = 0x08;
 const SYN = 0x02;
@@ -99,6 +146,8 @@ async function child(): Promise<Record<string, unknown>> {
   }));
   await new Promise<void>((r) => server.listen(SERVER_PORT, '10.77.0.1', r));
 
+  // IPv6 frames read (part 3) go to these.
+  const on6: { tap?: (f: Buffer) => void; out?: (f: Buffer) => void } = {};
   let synAck: { seq: number } | undefined;
   let badChecksums = 0;
   let tcpFramesRead = 0;
@@ -107,6 +156,7 @@ async function child(): Promise<Record<string, unknown>> {
     for (let i = 0; i < count; i++) {
       const f = slab.subarray(frames[2 * i]!, frames[2 * i]! + frames[2 * i + 1]!);
       largestRead = Math.max(largestRead, f.length);
+      if (f.length >= 14 && f.readUInt16BE(12) === 0x86dd) { on6.tap?.(Buffer.from(f)); continue; }
       if (f.length < 54 || f.readUInt16BE(12) !== 0x0800 || f[23] !== 6) continue;
       tcpFramesRead++;
       if (tcpChecksumOf(f) !== 0) badChecksums++;
@@ -171,6 +221,7 @@ async function child(): Promise<Record<string, unknown>> {
   out.start((slab, frames, count) => {
     for (let i = 0; i < count; i++) {
       const f = Buffer.from(slab.subarray(frames[2 * i]!, frames[2 * i]! + frames[2 * i + 1]!));
+      if (f.length >= 14 && f.readUInt16BE(12) === 0x86dd) { on6.out?.(f); continue; }
       if (f.length < 54 || f.readUInt16BE(12) !== 0x0800 || f[23] !== 6 || f.readUInt16BE(36) !== 6000) continue;
       const t = 14 + (f[14]! & 15) * 4;
       fwd.push({ payload: f.subarray(t + 20), flags: f[t + 13]!, seq: f.readUInt32BE(t + 4), csumOk: tcpChecksumOf(f) === 0, ipOk: (~fold(sum16(f, 14, 34)) & 0xffff) === 0 });
@@ -197,10 +248,101 @@ async function child(): Promise<Record<string, unknown>> {
   const wf = tap.writeSlab(Buffer.concat(parts), pairs, fwdLens.length);
   const fwdCoalesced = tap.stats().writeCoalesced - c0;
   await until('forwarded segments', () => fwd.length >= fwdLens.length);
+
+  // Part 3: the same over IPv6 — kernel TCP byte for byte, then forwarded out of the plain TAP.
+  execFileSync('ip', ['-6', 'addr', 'add', 'fd77::1/64', 'dev', 'tswvnet0', 'nodad']);
+  execFileSync('ip', ['-6', 'addr', 'add', 'fd78::1/64', 'dev', 'tswvnet2', 'nodad']);
+  execFileSync('ip', ['-6', 'neigh', 'replace', 'fd77::2', 'lladdr', '02:00:00:00:00:02', 'dev', 'tswvnet0']);
+  execFileSync('ip', ['-6', 'neigh', 'replace', 'fd78::2', 'lladdr', '02:00:00:00:00:03', 'dev', 'tswvnet2']);
+  execFileSync('sysctl', ['-qw', 'net.ipv6.conf.all.forwarding=1']);
+  const received6: Buffer[] = [];
+  let received6Bytes = 0;
+  const server6 = net.createServer((sk) => sk.on('data', (d) => { received6.push(d); received6Bytes += d.length; }));
+  await new Promise<void>((r) => server6.listen(SERVER_PORT, 'fd77::1', r));
+  let synAck6: { seq: number } | undefined;
+  let bad6 = 0;
+  on6.tap = (f) => {
+    if (f.length < 74 || f[20] !== 6) return;
+    if (tcp6ChecksumOf(f) !== 0) bad6++;
+    if ((f[54 + 13]! & (SYN | ACK)) === (SYN | ACK)) synAck6 = { seq: f.readUInt32BE(54 + 4) };
+  };
+  const fwd6: Array<{ payload: Buffer; flags: number; csumOk: boolean; seq: number; hbh: boolean }> = [];
+  on6.out = (f) => {
+    if (f.length < 82) return;
+    const hbh = f[20] === 0;
+    const t = hbh ? 62 : 54;
+    if ((hbh ? f[54] : f[20]) !== 6 || f.readUInt16BE(t + 2) !== 6000) return;
+    const csumOk = hbh ? true : tcp6ChecksumOf(f) === 0;
+    fwd6.push({ payload: f.subarray(t + 20), flags: f[t + 13]!, seq: f.readUInt32BE(t + 4), csumOk, hbh });
+  };
+  const iss6 = 2_000_000;
+  tap.write(segment6(kernelMac, iss6, 0, SYN, Buffer.alloc(0)));
+  await until('IPv6 SYN-ACK', () => synAck6 !== undefined);
+  const ack6 = (synAck6!.seq + 1) >>> 0;
+  let seq6 = iss6 + 1;
+  tap.write(segment6(kernelMac, seq6, ack6, ACK, Buffer.alloc(0)));
+  const sent6: Buffer[] = [];
+  const slabOf = (fs: Buffer[]): { slab: Buffer; pairs: Uint32Array } => {
+    const pp = new Uint32Array(2 * fs.length);
+    let o = 0;
+    fs.forEach((f, k) => { pp[2 * k] = o; pp[2 * k + 1] = f.length; o += f.length; });
+    return { slab: Buffer.concat(fs), pairs: pp };
+  };
+  const batch6 = (lens: number[], pshAt: number[]): number => {
+    const fs = lens.map((len, k) => {
+      const payload = Buffer.alloc(len);
+      for (let b = 0; b < len; b++) payload[b] = (seq6 + b * 31 + k) & 0xff;
+      const f = segment6(kernelMac, seq6, ack6, ACK | (pshAt.includes(k) ? PSH : 0), payload);
+      seq6 += len;
+      sent6.push(payload);
+      return f;
+    });
+    const { slab, pairs: pp } = slabOf(fs);
+    return tap.writeSlab(slab, pp, fs.length);
+  };
+  const t0 = tap.stats();
+  const v6w1 = batch6(Array(40).fill(1220), [39]);
+  const v6w2 = batch6([1220, 1220, 600, 1220, 1220], [4]);
+  const t1 = tap.stats();
+  const total6 = sent6.reduce((a, b) => a + b.length, 0);
+  await until(`${total6} IPv6 bytes at the server`, () => received6Bytes >= total6);
+  const same6 = Buffer.concat(received6).equals(Buffer.concat(sent6));
+  // Forwarded: a plain run (merged, cut again by the kernel) and a hop-by-hop run (unmerged).
+  const f6Lens = [1200, 1200, 1200, 1200, 1200, 1200, 300];
+  const f6Sent: Buffer[] = [];
+  let f6seq = 0xfffff800;
+  const f6Frames = f6Lens.map((len, k) => {
+    const payload = Buffer.alloc(len);
+    for (let b = 0; b < len; b++) payload[b] = (k * 5 + b * 11) & 0xff;
+    const f = segment6(kernelMac, f6seq, 777, ACK | (k === f6Lens.length - 1 ? PSH : 0), payload, F6, 6000);
+    f6seq = (f6seq + len) >>> 0;
+    f6Sent.push(payload);
+    return f;
+  });
+  const hbhFrames = f6Frames.slice(0, 3).map(withHopByHop);
+  const c6 = tap.stats().writeCoalesced;
+  const { slab: fs6, pairs: fp6 } = slabOf([...f6Frames, ...hbhFrames]);
+  const wf6 = tap.writeSlab(fs6, fp6, f6Frames.length + hbhFrames.length);
+  const fwd6Coalesced = tap.stats().writeCoalesced - c6;
+  await until('forwarded IPv6 segments', () => fwd6.length >= f6Lens.length + hbhFrames.length);
+  server6.close();
+  const plain6 = fwd6.filter((x) => !x.hbh);
+  const hbh6 = fwd6.filter((x) => x.hbh);
+
   out.close();
   tap.close();
   server.close();
   return {
+    v6w: [v6w1, v6w2], v6coalesced: t1.writeCoalesced - t0.writeCoalesced, v6frames: t1.writeFrames - t0.writeFrames,
+    same6, total6, received6Bytes, bad6, wf6, fwd6Coalesced,
+    fwd6Lens: plain6.map((x) => x.payload.length),
+    fwd6Same: plain6.every((x, k) => x.payload.equals(f6Sent[k]!)),
+    fwd6CsumOk: plain6.every((x) => x.csumOk),
+    fwd6Flags: plain6.map((x) => x.flags),
+    fwd6SeqOk: plain6.every((x, k) => x.seq === ((0xfffff800 + k * 1200) >>> 0)),
+    hbh6Lens: hbh6.map((x) => x.payload.length),
+    hbh6Same: hbh6.every((x, k) => x.payload.equals(f6Sent[k]!)),
+    v6writeErrors: t1.writeErrors,
     wf, fwdCoalesced,
     fwdLens: fwd.map((x) => x.payload.length),
     fwdSame: fwd.every((x, k) => x.payload.equals(fwdSent[k]!)),
@@ -267,6 +409,24 @@ if (process.env.TSW_TAPVNET_CHILD) {
       assert.equal(r.fwdSeqOk, true, 'sequence numbers restored, across the 2^32 wrap');
       assert.equal(r.fwdCsumOk, true, 'TCP and IPv4 checksums of every segment are right');
       assert.deepEqual(r.fwdFlags, [...Array(9).fill(ACK), ACK | PSH], 'PSH only on the last segment');
+      // IPv6: GSO TCPV6 super-frames.
+      assert.equal(r.same6, true, 'IPv6: the server received exactly the bytes sent, in order');
+      assert.equal(r.received6Bytes, r.total6);
+      assert.deepEqual(r.v6w, [40, 5]);
+      assert.equal(r.v6frames, 45);
+      // 40 equal segments: one super-frame; [1220,1220,600 | 1220,1220(PSH)]: two.
+      assert.equal(r.v6coalesced, 45, 'every IPv6 segment went out inside a TCPV6 super-frame');
+      assert.equal(r.v6writeErrors, 0);
+      assert.equal(r.bad6, 0, 'IPv6 frames read carry complete checksums');
+      assert.equal(r.wf6, 10);
+      assert.equal(r.fwd6Coalesced, 7, 'the plain run merged; the hop-by-hop run did not');
+      assert.deepEqual(r.fwd6Lens, [1200, 1200, 1200, 1200, 1200, 1200, 300]);
+      assert.equal(r.fwd6Same, true, 'IPv6 payloads unchanged');
+      assert.equal(r.fwd6SeqOk, true, 'IPv6 sequence numbers restored, across the 2^32 wrap');
+      assert.equal(r.fwd6CsumOk, true, 'the kernel finished every IPv6 TCP checksum from our pseudo-header seed');
+      assert.deepEqual(r.fwd6Flags, [...Array(6).fill(ACK), ACK | PSH], 'IPv6: PSH only on the last segment');
+      assert.deepEqual(r.hbh6Lens, [1200, 1200, 1200], 'frames with an extension header forwarded as written');
+      assert.equal(r.hbh6Same, true);
     });
   });
 }

@@ -43,11 +43,11 @@
 // hand us partial checksums and TCP super-frames, which Drain completes and
 // cuts into plain segments, so JS still sees the same frames. writeSlab may
 // hand the kernel TCP super-frames: within
-// one writeSlab call, consecutive IPv4/TCP segments of one flow with
-// contiguous sequence numbers and identical headers (what Linux's TCP GRO
-// merges, net/ipv4/tcp_offload.c) are written as ONE frame with a
-// virtio_net_hdr saying GSO TCPV4, gso_size = the segments' payload size and a
-// partial checksum (the virtio spec's VIRTIO_NET_HDR_F_NEEDS_CSUM). The
+// one writeSlab call, consecutive IPv4/TCP or IPv6/TCP (no extension headers)
+// segments of one flow with contiguous sequence numbers and identical headers
+// (what Linux's TCP GRO merges, net/ipv4/tcp_offload.c, net/ipv6/tcpv6_offload.c)
+// are written as ONE frame with a virtio_net_hdr saying GSO TCPV4 / TCPV6,
+// gso_size = the segments' payload size and a partial checksum (the virtio spec's VIRTIO_NET_HDR_F_NEEDS_CSUM). The
 // bridge and the container's veth carry it whole and the container's TCP
 // takes it as one GRO'd packet; any device without TSO on the way gets it
 // re-segmented into the very same segments by the kernel. Gathered with
@@ -66,6 +66,7 @@
 #include <linux/if_tun.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -101,6 +102,7 @@ static_assert(sizeof(VnetHdr) == 10, "virtio_net_hdr is 10 bytes");
 // (libsodium is initialised at load, InitModule.)
 constexpr uint8_t kVnetNeedsCsum = 1;  // VIRTIO_NET_HDR_F_NEEDS_CSUM
 constexpr uint8_t kVnetGsoTcpv4 = 1;   // VIRTIO_NET_HDR_GSO_TCPV4
+constexpr uint8_t kVnetGsoTcpv6 = 4;   // VIRTIO_NET_HDR_GSO_TCPV6
 // Most segments merged into one super-frame (Linux GRO stops at 64 too).
 constexpr size_t kMaxMerge = 64;
 #ifndef SOL_UDP
@@ -277,11 +279,15 @@ size_t WriteTsoSegment(const uint8_t* f, const TsoInfo& t, size_t off, size_t se
   return t.hdr + seg;
 }
 
-// An IPv4/TCP segment that TCP GRO could merge: Ethernet II without VLAN,
-// IPv4 without options or fragmentation, no Ethernet padding, only ACK (and
-// PSH) set, some payload.
+// An IPv4/TCP or IPv6/TCP segment that TCP GRO could merge: Ethernet II
+// without VLAN; IPv4 without options or fragmentation, or the fixed IPv6 header
+// directly followed by TCP (no extension headers: those frames pass unmerged);
+// the IP length field matching the frame exactly (no Ethernet padding, no
+// jumbogram); only ACK (and PSH) set; some payload.
 struct TcpSeg {
   const uint8_t* p;
+  bool v6;
+  size_t ipl;      // IP header bytes (20 or 40)
   size_t hdr;      // Ethernet + IP + TCP header bytes
   size_t thl;      // TCP header bytes
   size_t payload;  // TCP payload bytes
@@ -290,19 +296,32 @@ struct TcpSeg {
 };
 
 bool ParseTcpSeg(const uint8_t* p, size_t len, TcpSeg* s) {
-  if (len < 14 + 20 + 20 || p[12] != 0x08 || p[13] != 0x00) return false;
+  if (len < 14 + 20 + 20) return false;
+  const uint16_t et = Rd16(p + 12);
   const uint8_t* ip = p + 14;
-  if (ip[0] != 0x45 || ip[9] != 6) return false;
-  if (Rd16(ip + 2) != len - 14) return false;
-  if ((Rd16(ip + 6) & 0x3fff) != 0) return false;
-  const uint8_t* th = ip + 20;
+  size_t ipl;
+  if (et == 0x0800) {
+    if (ip[0] != 0x45 || ip[9] != 6) return false;
+    if (Rd16(ip + 2) != len - 14) return false;
+    if ((Rd16(ip + 6) & 0x3fff) != 0) return false;
+    ipl = 20;
+  } else if (et == 0x86dd) {
+    if (len < 14 + 40 + 20 || (ip[0] >> 4) != 6 || ip[6] != 6) return false;
+    if (Rd16(ip + 4) != len - 14 - 40) return false;
+    ipl = 40;
+  } else {
+    return false;
+  }
+  const uint8_t* th = ip + ipl;
   size_t thl = static_cast<size_t>(th[12] >> 4) * 4;
-  if (thl < 20 || 14 + 20 + thl >= len) return false;
+  if (thl < 20 || 14 + ipl + thl >= len) return false;
   uint8_t fl = th[13];
   if ((fl & ~0x18) != 0 || !(fl & 0x10)) return false;
   s->p = p;
+  s->v6 = ipl == 40;
+  s->ipl = ipl;
   s->thl = thl;
-  s->hdr = 14 + 20 + thl;
+  s->hdr = 14 + ipl + thl;
   s->payload = len - s->hdr;
   s->seq = Rd32(th + 4);
   s->flags = fl;
@@ -312,15 +331,92 @@ bool ParseTcpSeg(const uint8_t* p, size_t len, TcpSeg* s) {
 // Same flow and the same headers apart from sequence number, IP id/length/
 // checksum, TCP checksum and PSH: MACs, TOS, DF, TTL, addresses, ports, ack,
 // window and every option byte (timestamps included), as Linux GRO requires.
+// For IPv6: version, traffic class and flow label, next header, hop limit and
+// both addresses (net/ipv6/ip6_offload.c ipv6_gro_receive compares the same).
 bool SameHeaders(const TcpSeg& a, const TcpSeg& b) {
-  if (a.thl != b.thl || memcmp(a.p, b.p, 12) != 0) return false;
+  if (a.v6 != b.v6 || a.thl != b.thl || memcmp(a.p, b.p, 14) != 0) return false;
   const uint8_t* ia = a.p + 14;
   const uint8_t* ib = b.p + 14;
-  if (ia[1] != ib[1] || (ia[6] & 0x40) != (ib[6] & 0x40) || ia[8] != ib[8] || memcmp(ia + 12, ib + 12, 8) != 0) return false;
-  const uint8_t* ta = ia + 20;
-  const uint8_t* tb = ib + 20;
+  if (a.v6) {
+    if (memcmp(ia, ib, 4) != 0 || memcmp(ia + 6, ib + 6, 34) != 0) return false;
+  } else if (ia[1] != ib[1] || (ia[6] & 0x40) != (ib[6] & 0x40) || ia[8] != ib[8] || memcmp(ia + 12, ib + 12, 8) != 0) {
+    return false;
+  }
+  const uint8_t* ta = ia + a.ipl;
+  const uint8_t* tb = ib + b.ipl;
   return memcmp(ta, tb, 4) == 0 && memcmp(ta + 8, tb + 8, 4) == 0 && memcmp(ta + 14, tb + 14, 2) == 0 &&
          memcmp(ta + 20, tb + 20, a.thl - 20) == 0;
+}
+
+// How many frames from index i of the writeSlab list `f` ([off, len] pairs into
+// `data`, already bounds-checked) merge into one super-frame: 1 if frame i does
+// not start a run. Fills `a` (the first segment), `total` (payload bytes of the
+// run) and `last_flags` (TCP flags of the last segment). A run stops at
+// kMaxMerge segments, at a sequence gap, a header change, a longer segment, a
+// short or PSH segment (included), or where the IP length would pass 65535.
+// `v6`: whether IPv6 runs may merge at all.
+size_t PlanMerge(const uint8_t* data, const uint32_t* f, size_t count, size_t i, bool v6, TcpSeg* a, size_t* total,
+                 uint8_t* last_flags) {
+  if (i + 1 >= count || !ParseTcpSeg(data + f[2 * i], f[2 * i + 1], a) || (a->flags & 0x08) || (a->v6 && !v6)) return 1;
+  size_t run = 1;
+  *total = a->payload;
+  *last_flags = a->flags;
+  uint32_t next = a->seq + static_cast<uint32_t>(a->payload);
+  TcpSeg b;
+  while (i + run < count && run < kMaxMerge) {
+    const size_t j = i + run;
+    // (For IPv6 the 16-bit field holds only thl + payload; the bound below also
+    // counts the 40-byte header, which keeps the whole frame under 64 KiB.)
+    if (!ParseTcpSeg(data + f[2 * j], f[2 * j + 1], &b) || !SameHeaders(*a, b) || b.seq != next || b.payload > a->payload ||
+        a->ipl + a->thl + *total + b.payload > 65535) {
+      break;
+    }
+    *total += b.payload;
+    next += static_cast<uint32_t>(b.payload);
+    *last_flags = b.flags;
+    run++;
+    if (b.payload < a->payload || (b.flags & 0x08)) break;  // a short or pushed segment ends the run
+  }
+  return run;
+}
+
+// Writes into `h` (room for a.hdr bytes) the header of the super-frame of run
+// `a` carrying `total` payload bytes: the first segment's headers with the
+// total length (IPv4 total length and a fresh header checksum; IPv6 payload
+// length, no header checksum), the last segment's flags and, in the TCP
+// checksum field, the pseudo-header sum (RFC 793 / RFC 8200 section 8.1) as the
+// virtio partial checksum; fills `vh` (GSO TCPV4 or TCPV6, gso_size = the
+// first segment's payload).
+void BuildSuperHeader(const TcpSeg& a, size_t total, uint8_t last_flags, uint8_t* h, VnetHdr* vh) {
+  memcpy(h, a.p, a.hdr);
+  uint8_t* ip = h + 14;
+  const size_t tcp_len = a.thl + total;
+  uint32_t pseudo;
+  if (a.v6) {
+    ip[4] = static_cast<uint8_t>(tcp_len >> 8);
+    ip[5] = static_cast<uint8_t>(tcp_len);
+    pseudo = SumWords(ip + 8, 32, 6 + static_cast<uint32_t>(tcp_len));
+  } else {
+    const size_t ip_len = 20 + tcp_len;
+    ip[2] = static_cast<uint8_t>(ip_len >> 8);
+    ip[3] = static_cast<uint8_t>(ip_len);
+    ip[10] = ip[11] = 0;
+    uint16_t ic = static_cast<uint16_t>(~Fold(SumWords(ip, 20, 0)));
+    ip[10] = static_cast<uint8_t>(ic >> 8);
+    ip[11] = static_cast<uint8_t>(ic);
+    pseudo = SumWords(ip + 12, 8, 6 + static_cast<uint32_t>(tcp_len));
+  }
+  uint8_t* th = ip + a.ipl;
+  th[13] = last_flags;
+  uint16_t pc = Fold(pseudo);
+  th[16] = static_cast<uint8_t>(pc >> 8);
+  th[17] = static_cast<uint8_t>(pc);
+  vh->flags = kVnetNeedsCsum;
+  vh->gso_type = a.v6 ? kVnetGsoTcpv6 : kVnetGsoTcpv4;
+  vh->hdr_len = static_cast<uint16_t>(a.hdr);
+  vh->gso_size = static_cast<uint16_t>(a.payload);
+  vh->csum_start = static_cast<uint16_t>(14 + a.ipl);
+  vh->csum_offset = 16;
 }
 
 // Symbolic errno name for the `code` property, matching Node's own error codes.
@@ -452,6 +548,8 @@ class Tap : public Napi::ObjectWrap<Tap> {
     }
     if (want_tso && !vnet_) ThrowType(env, "readOffload needs vnetHdr");
     if (want_tso) tso_buf_.resize(max_frame_ + 1);
+    const char* no6 = getenv("WEAVE_NO_TAP_MERGE6");
+    merge6_ = !(no6 != nullptr && strcmp(no6, "1") == 0);
     hits_.resize(batch_);
     dg_len_.resize(batch_);
     dg_off_.resize(batch_);
@@ -1192,27 +1290,10 @@ class Tap : public Napi::ObjectWrap<Tap> {
     uint32_t written = 0;
     size_t i = 0;
     while (i < count) {
-      TcpSeg a, b;
-      size_t run = 1;
+      TcpSeg a;
       size_t total = 0;
       uint8_t last_flags = 0;
-      if (i + 1 < count && ParseTcpSeg(data + f[2 * i], f[2 * i + 1], &a) && !(a.flags & 0x08)) {
-        total = a.payload;
-        last_flags = a.flags;
-        uint32_t next = a.seq + static_cast<uint32_t>(a.payload);
-        while (i + run < count && run < kMaxMerge) {
-          const size_t j = i + run;
-          if (!ParseTcpSeg(data + f[2 * j], f[2 * j + 1], &b) || !SameHeaders(a, b) || b.seq != next || b.payload > a.payload ||
-              20 + a.thl + total + b.payload > 65535) {
-            break;
-          }
-          total += b.payload;
-          next += static_cast<uint32_t>(b.payload);
-          last_flags = b.flags;
-          run++;
-          if (b.payload < a.payload || (b.flags & 0x08)) break;  // a short or pushed segment ends the run
-        }
-      }
+      const size_t run = PlanMerge(data, f, count, i, merge6_, &a, &total, &last_flags);
       if (run == 1) {
         int err = WriteFrame(data + f[2 * i], f[2 * i + 1]);
         if (err == 0) {
@@ -1233,8 +1314,9 @@ class Tap : public Napi::ObjectWrap<Tap> {
         write_drops_ += count - i;
         break;
       } else if (err == EINVAL) {
-        // The kernel refused the super-frame: stop merging, send these one by one.
-        merge_ = false;
+        // The kernel refused the super-frame: stop merging (this family), send
+        // these one by one.
+        (a.v6 ? merge6_ : merge_) = false;
         for (size_t k = i; k < i + run; k++) {
           if (WriteFrame(data + f[2 * k], f[2 * k + 1]) == 0) written++;
         }
@@ -1246,33 +1328,12 @@ class Tap : public Napi::ObjectWrap<Tap> {
     return written;
   }
 
-  // Writes segments [i, i+run) as one GSO frame: the first segment's headers
-  // with the total length, PSH of the last, a fresh IPv4 checksum and the TCP
-  // pseudo-header sum as partial checksum; payloads gathered in place.
+  // Writes segments [i, i+run) as one GSO frame (BuildSuperHeader); payloads
+  // gathered in place.
   int WriteSuper(const uint8_t* data, const uint32_t* f, size_t i, size_t run, const TcpSeg& a, size_t total, uint8_t last_flags) {
-    uint8_t* h = merge_hdr_;
-    memcpy(h, a.p, a.hdr);
-    uint8_t* ip = h + 14;
-    const size_t ip_len = 20 + a.thl + total;
-    ip[2] = static_cast<uint8_t>(ip_len >> 8);
-    ip[3] = static_cast<uint8_t>(ip_len);
-    ip[10] = ip[11] = 0;
-    uint16_t ic = static_cast<uint16_t>(~Fold(SumWords(ip, 20, 0)));
-    ip[10] = static_cast<uint8_t>(ic >> 8);
-    ip[11] = static_cast<uint8_t>(ic);
-    uint8_t* th = ip + 20;
-    th[13] = last_flags;
-    const size_t tcp_len = a.thl + total;
-    uint16_t pc = Fold(SumWords(ip + 12, 8, 6 + static_cast<uint32_t>(tcp_len)));
-    th[16] = static_cast<uint8_t>(pc >> 8);
-    th[17] = static_cast<uint8_t>(pc);
     VnetHdr vh;
-    vh.flags = kVnetNeedsCsum;
-    vh.gso_type = kVnetGsoTcpv4;
-    vh.hdr_len = static_cast<uint16_t>(a.hdr);
-    vh.gso_size = static_cast<uint16_t>(a.payload);
-    vh.csum_start = 14 + 20;
-    vh.csum_offset = 16;
+    uint8_t* h = merge_hdr_;
+    BuildSuperHeader(a, total, last_flags, h, &vh);
     struct iovec iov[2 + kMaxMerge];
     iov[0] = {&vh, sizeof vh};
     iov[1] = {h, a.hdr};
@@ -1401,6 +1462,8 @@ class Tap : public Napi::ObjectWrap<Tap> {
   int last_write_errno_ = 0;
   bool vnet_ = false;
   bool merge_ = true;
+  // IPv6/TCP runs merged too (TCPV6); off with WEAVE_NO_TAP_MERGE6=1.
+  bool merge6_ = true;
   uint64_t write_coalesced_ = 0;
   // Read offloads (TsoInfo): granted by the kernel; the super-frame being cut.
   bool tso_ = false;
@@ -1494,11 +1557,63 @@ Napi::Value SegmentTso(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// mergeTcp(slab, frames: Uint32Array [off0, len0, ...], count) -> Buffer[]: what
+// writeSlab with vnetHdr writes to the TAP, for tests: each element is one
+// write, the 10-byte virtio_net_hdr (native byte order) followed by the frame
+// (a merged super-frame, or an unmerged frame with an all-zero header).
+// Throws ERR_OUT_OF_RANGE for a pair outside the slab.
+Napi::Value MergeTcp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint8_t* data;
+  size_t len;
+  BytesArg(env, info[0], "slab", &data, &len);
+  if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
+    ThrowType(env, "frames must be a Uint32Array of [offset, length] pairs");
+  }
+  Napi::Uint32Array fr = info[1].As<Napi::Uint32Array>();
+  const size_t pairs = fr.ElementLength() / 2;
+  const size_t count = static_cast<size_t>(IntArg(env, info[2], "count", 0, static_cast<double>(pairs), static_cast<double>(pairs)));
+  const uint32_t* f = fr.Data();
+  for (size_t i = 0; i < count; i++) {
+    if (static_cast<uint64_t>(f[2 * i]) + f[2 * i + 1] > len) ThrowRange(env, "frame " + std::to_string(i) + " lies outside the slab");
+  }
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t n = 0;
+  for (size_t i = 0; i < count;) {
+    TcpSeg a;
+    size_t total = 0;
+    uint8_t last_flags = 0;
+    const size_t run = PlanMerge(data, f, count, i, true, &a, &total, &last_flags);
+    if (run == 1) {
+      Napi::Buffer<uint8_t> b = Napi::Buffer<uint8_t>::New(env, sizeof(VnetHdr) + f[2 * i + 1]);
+      memset(b.Data(), 0, sizeof(VnetHdr));
+      memcpy(b.Data() + sizeof(VnetHdr), data + f[2 * i], f[2 * i + 1]);
+      out.Set(n++, b);
+      i++;
+      continue;
+    }
+    VnetHdr vh;
+    Napi::Buffer<uint8_t> b = Napi::Buffer<uint8_t>::New(env, sizeof(VnetHdr) + a.hdr + total);
+    BuildSuperHeader(a, total, last_flags, b.Data() + sizeof(VnetHdr), &vh);
+    memcpy(b.Data(), &vh, sizeof vh);
+    size_t o = sizeof(VnetHdr) + a.hdr;
+    for (size_t k = i; k < i + run; k++) {
+      const size_t pl = f[2 * k + 1] - a.hdr;
+      memcpy(b.Data() + o, data + f[2 * k] + a.hdr, pl);
+      o += pl;
+    }
+    out.Set(n++, b);
+    i += run;
+  }
+  return out;
+}
+
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   if (!sleeve_aead::Init()) ThrowCode(env, "ESODIUM", "libsodium failed to initialise (sodium_init)");
   exports.Set("Tap", Tap::Init(env));
   exports.Set("setDontFragment", Napi::Function::New(env, SetDontFragment, "setDontFragment"));
   exports.Set("segmentTso", Napi::Function::New(env, SegmentTso, "segmentTso"));
+  exports.Set("mergeTcp", Napi::Function::New(env, MergeTcp, "mergeTcp"));
   exports.Set("defaultMaxFrame", Napi::Number::New(env, 65535 + 18));
   return exports;
 }
