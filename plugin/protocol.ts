@@ -103,6 +103,12 @@ export interface PluginBackend {
    * ("10.32.0.2/12" → "fd00:77::a20:2/108", ipam/ipv6.ts); undefined (or absent) without.
    */
   address6?(cidr4: string): string | undefined;
+  /**
+   * [IPv6] After Join: give the endpoint's interface in the sandbox (Docker moves it in
+   * after Join returns) the overlay's link-local address. Runs in the background and
+   * must not throw; absent without --ipalloc-range6.
+   */
+  settleLinkLocal?(endpointId: string, sandbox: string, mac: string, cidr4: string): void;
 }
 
 // Docker's ids are 64 hex digits; we take any plain token, but never one that names an
@@ -365,6 +371,7 @@ export class PluginCore {
       else e.dnsSandbox = want;
       await this.backend.save(this.snapshot());
     }
+    this.backend.settleLinkLocal?.(r.EndpointID, sandbox ?? '', e.mac, e.cidr);
     return {
       InterfaceName: { SrcName: srcName, DstPrefix: CONTAINER_IF_PREFIX },
       // RouteType 1 = connected (on-link over this interface, no next hop).

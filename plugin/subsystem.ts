@@ -13,13 +13,13 @@ import path from 'node:path';
 import { z } from 'zod';
 import type { Subsystem, SubsystemContext } from '../router/daemon/subsystem.js';
 import type { IpamSubsystem } from '../router/daemon/ipam.js';
-import { BRIDGE, hostVethName, ip, linkExists } from '../router/host/netdev.js';
+import { BRIDGE, hostVethName, ip, linkExists, settleLinkLocal } from '../router/host/netdev.js';
 import type { AddressAllocator } from '../router/host/endpoints.js';
 import { writeFileAtomic } from '../router/host/state-file.js';
-import { derive6Cidr } from '../ipam/ipv6.js';
+import { derive6Cidr, linkLocal6Cidr } from '../ipam/ipv6.js';
 import { DRIVER_NAME, PluginCore, type PluginBackend, type PluginState } from './protocol.js';
 import { listenPlugin, oneLine } from './server.js';
-import { containerNameOfEndpoint, dockerJson, dockerMessage } from './docker.js';
+import { containerNameOfEndpoint, containerPidOfEndpoint, dockerJson, dockerMessage } from './docker.js';
 import { dnsBridgeAddress } from '../dns/config.js';
 
 /** The network `weave launch` creates (Weave's name). */
@@ -29,6 +29,9 @@ const NETWORK_RETRY_MS = 2000;
 const NETWORK_CALL_TIMEOUT_MS = 90_000;
 const NAME_TRIES = 20;
 const NAME_RETRY_MS = 250;
+/** [IPv6] Polls for the moved interface before its link-local is set (linkLocalWhenMoved): 10 s in all. */
+const LL_TRIES = 50;
+const LL_RETRY_MS = 200;
 
 /** The end of an endpoint's veth pair that Docker moves into the container. */
 export function guestVethName(endpointId: string): string {
@@ -175,8 +178,38 @@ async function startPlugin(ctx: SubsystemContext, isStopped: () => boolean): Pro
     },
     // [IPv6] --ipalloc-range6: Docker puts the derived address on the container's interface.
     address6: (cidr4) => (endpoints.range6 ? derive6Cidr(endpoints.range6, cidr4) : undefined),
+    ...(endpoints.range6 ? { settleLinkLocal: (id: string, sandbox: string, mac: string, cidr4: string) => void linkLocalWhenMoved(id, sandbox, mac, cidr4) } : {}),
   };
   const core = new PluginCore(backend, initial);
+
+  /**
+   * [IPv6] Docker moves the endpoint's veth into the sandbox only after Join returns, and
+   * the kernel then gives it an EUI-64 link-local address that isolation drops (the
+   * bridge accepts only fe80::a.b.c.d for the endpoint). Wait for the interface
+   * (bounded: LL_TRIES × LL_RETRY_MS) and replace that address with the overlay's
+   * (netdev.settleLinkLocal). The namespace is Join's SandboxKey when this router's
+   * mount namespace sees it (a plain absolute path from dockerd, used only as nsenter's
+   * argument), else /proc/PID/ns/net of the container's process (asked from Docker).
+   */
+  async function linkLocalWhenMoved(id: string, sandbox: string, mac: string, cidr4: string): Promise<void> {
+    const ll6 = linkLocal6Cidr(cidr4);
+    let plain = /^\/[A-Za-z0-9_./-]{1,4095}$/.test(sandbox) && !sandbox.split('/').includes('..');
+    let last = 'the interface did not appear';
+    for (let i = 0; i < LL_TRIES && !isStopped(); i++) {
+      await new Promise((r) => setTimeout(r, LL_RETRY_MS));
+      try {
+        // A SandboxKey this mount namespace cannot enter fails at once (EINVAL): not tried again.
+        if (plain && (await settleLinkLocal(sandbox, mac, ll6).catch(() => (plain = false, undefined)))) return;
+        const networkId = core.snapshot().endpoints[id]?.networkId;
+        if (!networkId) return; // left already
+        const pid = await containerPidOfEndpoint(cfg.dockerHost, networkId, id);
+        if (pid !== undefined && (await settleLinkLocal(`/proc/${pid}/ns/net`, mac, ll6))) return;
+      } catch (err) {
+        last = oneLine((err as Error).message);
+      }
+    }
+    if (!isStopped()) log(`plugin: link-local ${ll6} not set on the container interface ${mac} within ${(LL_TRIES * LL_RETRY_MS) / 1000} s (${last}): IPv6 link-local traffic of that container is dropped`, 'warn');
+  }
 
   /**
    * Docker records which container holds an endpoint only after Join returns; ask it

@@ -113,6 +113,36 @@ export async function bridgeIpv6(dev: string, cidrs6: readonly string[], drop: r
   for (const c of cidrs6) await ip('addr', 'replace', c, 'dev', dev, 'nodad');
 }
 
+/**
+ * [IPv6] Give an interface that another program moved into a namespace (Docker's
+ * plugin veth, renamed ethweN) the overlay's link-local address instead of the kernel's:
+ * find it by MAC, then addrgenmode none, RAs off, every other fe80:: address deleted and
+ * `ll6` (fe80::a.b.c.d/64, ipam/ipv6.ts) added without DAD. One `ip -o link` per poll,
+ * then one sysctl and one `ip -batch`.
+ * @param nsPath the namespace file (validated by the caller; passed to nsenter as argv)
+ * @param mac the interface's MAC (lower-case aa:bb:..)
+ * @returns the interface name, or undefined when no interface had the MAC
+ * @throws NetdevError/BatchError when the interface was found but could not be set up
+ */
+export async function settleLinkLocal(nsPath: string, mac: string, ll6: string): Promise<string | undefined> {
+  const links = await ipIn(nsPath, '-o', 'link', 'show');
+  let ifname: string | undefined;
+  for (const line of links.split('\n')) {
+    const m = /^\d+: ([A-Za-z0-9_.-]{1,15})(?:@\S+)?: .* link\/ether ([0-9a-f:]{17}) /.exec(line);
+    if (m && m[2] === mac.toLowerCase()) ifname = m[1];
+  }
+  if (!ifname) return undefined;
+  await ipv6Sysctls(nsPath, ifname);
+  const have = await ipIn(nsPath, '-6', '-o', 'addr', 'show', 'dev', ifname, 'scope', 'link');
+  const stale = [...have.matchAll(/inet6 (fe80:\S+)/g)].map((m) => m[1]!).filter((c) => c !== ll6);
+  await ipBatch(nsPath, [
+    ['link', 'set', 'dev', ifname, 'addrgenmode', 'none'],
+    ...stale.map((c) => ['address', 'del', c, 'dev', ifname!]),
+    ['address', 'replace', ll6, 'dev', ifname, 'nodad'],
+  ]);
+  return ifname;
+}
+
 /** `ip ...` inside the network namespace at nsPath (a /proc/PID/ns/net or /var/run/netns/NAME file). */
 export const ipIn = (nsPath: string, ...args: string[]): Promise<string> => run('nsenter', [`--net=${nsPath}`, '--', 'ip', ...args]);
 

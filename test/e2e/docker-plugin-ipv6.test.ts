@@ -4,7 +4,9 @@
  * routers launched with --ipalloc-range6. `docker run --net=weave` containers get the
  * IPv6 address derived from their IPv4 one (the plugin answers CreateEndpoint with
  * AddressIPv6; Docker adds it without DAD, the network `weave` needs no --ipv6),
- * `weave ps` lists both families, ping6 crosses hosts, and a container of another
+ * ethwe0's only link-local is the overlay's fe80::a.b.c.d (the router replaces the kernel's
+ * after Docker moves the interface in), `weave ps` lists both families, ping6 crosses
+ * hosts (global and link-local), and a container of another
  * subnet (`--subnet` network, its own isolation group) gets no IPv6 through.
  */
 import { test, describe, before, after } from 'node:test';
@@ -14,7 +16,7 @@ import path from 'node:path';
 import { Testbed, canRunE2E, until, sh, type Host } from './lib/testbed.js';
 import { startDockerd, dockerdAvailable, type Dockerd } from './docker/dockerd.js';
 import { importBusyboxImage, busyboxStaticAvailable } from './docker/image.js';
-import { derive6, parseRange6 } from '../../ipam/ipv6.js';
+import { derive6, linkLocal6Cidr, parseRange6 } from '../../ipam/ipv6.js';
 
 const IMG = 'tsw-d6-bb:1';
 const RANGE6 = 'fd00:79::/64';
@@ -72,11 +74,20 @@ describe('Docker network plugin containers get IPv6 with --ipalloc-range6', { sk
     const b = await addrs(h2, 'c2', 'weave');
     const out6 = await mustDocker(h1, ['exec', 'c1', 'ip', '-6', '-o', 'addr', 'show', 'dev', 'ethwe0']);
     assert.match(out6, new RegExp(`inet6 ${a.v6}/108 `), out6);
-    // The derived address is usable at once (no DAD). The kernel's own link-local on
-    // ethwe0 may still be tentative: plugin containers do not use it (the isolation rules
-    // drop it; docs/SECURITY.md), so only the derived address's line is checked.
+    // The derived address is usable at once (no DAD).
     const derivedLine = out6.split('\n').find((l) => l.includes(`inet6 ${a.v6}/`)) ?? '';
     assert.doesNotMatch(derivedLine, /tentative|dadfailed/, out6);
+    // The router replaces the kernel's EUI-64 link-local (which isolation drops) with
+    // the overlay's fe80::a.b.c.d shortly after Docker moves the interface in.
+    const ll = (v4: string): string => linkLocal6Cidr(`${v4}/32`).replace(/\/64$/, '');
+    for (const [h, c, x] of [[h1, 'c1', a], [h2, 'c2', b]] as const) {
+      let lines = '';
+      await until(`${c}'s link-local ${ll(x.v4)} only`, async () => {
+        lines = await mustDocker(h, ['exec', c, 'ip', '-6', '-o', 'addr', 'show', 'dev', 'ethwe0', 'scope', 'link']);
+        const got = [...lines.matchAll(/inet6 (fe80:\S+)/g)].map((m) => m[1]);
+        return got.length === 1 && got[0] === `${ll(x.v4)}/64` && !/tentative|dadfailed/.test(lines);
+      }, 20_000, 250).catch((err: Error) => assert.fail(`${err.message}: ${lines}\n${h.logTail(10)}`));
+    }
     // Docker records it too (the network itself has no --ipv6).
     assert.equal((await mustDocker(h1, ['inspect', '-f', '{{(index .NetworkSettings.Networks "weave").GlobalIPv6Address}}', 'c1'])).trim(), a.v6);
     assert.match(await h1.mustWeave(['ps']), new RegExp(`^[0-9a-f]{12} ([0-9a-f]{2}:){5}[0-9a-f]{2} ${a.v4.replace(/\./g, '\\.')}/12 ${a.v6}/108$`, 'm'));
@@ -84,6 +95,9 @@ describe('Docker network plugin containers get IPv6 with --ipalloc-range6', { sk
     for (let i = 0; i < 3 && !ok; i++) ok = await ping6(h1, 'c1', b.v6);
     assert.ok(ok, `c1 ${a.v6} cannot ping6 c2 ${b.v6}\n${await h1.diagnose()}\n${await h2.diagnose()}`);
     assert.ok(await ping6(h2, 'c2', a.v6), `c2 cannot ping6 c1 ${a.v6}`);
+    // Link-local across hosts (scoped to ethwe0): only the overlay's link-local passes isolation.
+    assert.ok(await ping6(h1, 'c1', `${ll(b.v4)}%ethwe0`), `c1 cannot ping6 c2's link-local ${ll(b.v4)}\n${h1.logTail(10)}`);
+    assert.ok(await ping6(h2, 'c2', `${ll(a.v4)}%ethwe0`), `c2 cannot ping6 c1's link-local ${ll(a.v4)}`);
     // A --subnet network is its own isolation group: its IPv6 prefix gets nothing to c2.
     await mustDocker(h1, ['network', 'create', '-d', 'weavemesh', '--ipam-driver', 'weavemesh', '--subnet', '10.32.5.0/24', 'net5']);
     await mustDocker(h1, ['run', '-d', '--net=net5', '--name', 'x5', IMG, 'sleep', '900']);

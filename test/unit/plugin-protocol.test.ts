@@ -54,6 +54,7 @@ class World implements PluginBackend {
     return 1;
   }
   address6?: (cidr4: string) => string | undefined;
+  settleLinkLocal?: (endpointId: string, sandbox: string, mac: string, cidr4: string) => void;
   newMac(): string {
     this.macs++;
     return `02:00:00:00:00:${this.macs.toString(16).padStart(2, '0')}`;
@@ -212,6 +213,20 @@ describe('plugin protocol', () => {
     assert.equal(w.saved?.endpoints.e3, undefined);
     w.address6 = () => undefined;
     assert.deepEqual(await c.handle('/NetworkDriver.CreateEndpoint', { NetworkID: 'n1', EndpointID: 'e4', Interface: { Address: '10.32.0.5/12', MacAddress: '02:42:0a:20:00:05' } }), {});
+  });
+
+  test('with --ipalloc-range6, Join asks for the overlay link-local on the moved interface (endpoint, SandboxKey, MAC, IPv4 CIDR); after the link exists', async () => {
+    const w = new World();
+    const asked: string[][] = [];
+    w.settleLinkLocal = (id, sandbox, mac, cidr4) => {
+      assert.ok(w.links.has(id), 'the veth exists before its link-local is settled');
+      asked.push([id, sandbox, mac, cidr4]);
+    };
+    const c = new PluginCore(w);
+    await c.handle('/NetworkDriver.CreateNetwork', { NetworkID: 'n1', IPv4Data: [{ Pool: '10.32.0.0/12' }] });
+    await c.handle('/NetworkDriver.CreateEndpoint', { NetworkID: 'n1', EndpointID: 'e1', Interface: { Address: '10.32.0.2/12' } });
+    await c.handle('/NetworkDriver.Join', { NetworkID: 'n1', EndpointID: 'e1', SandboxKey: '/var/run/docker/netns/abc' });
+    assert.deepEqual(asked, [['e1', '/var/run/docker/netns/abc', '02:00:00:00:00:01', '10.32.0.2/12']]);
   });
 
   test('state survives a restart: a new core on the saved state joins an endpoint created before', async () => {
