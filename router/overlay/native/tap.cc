@@ -99,7 +99,7 @@ struct VnetHdr {
   uint16_t csum_offset;
 };
 static_assert(sizeof(VnetHdr) == 10, "virtio_net_hdr is 10 bytes");
-// (libsodium is initialised at load, InitModule.)
+// (OpenSSL is initialised and self-checked at load, InitModule.)
 constexpr uint8_t kVnetNeedsCsum = 1;  // VIRTIO_NET_HDR_F_NEEDS_CSUM
 constexpr uint8_t kVnetGsoTcpv4 = 1;   // VIRTIO_NET_HDR_GSO_TCPV4
 constexpr uint8_t kVnetGsoTcpv6 = 4;   // VIRTIO_NET_HDR_GSO_TCPV6
@@ -1609,7 +1609,7 @@ Napi::Value MergeTcp(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
-  if (!sleeve_aead::Init()) ThrowCode(env, "ESODIUM", "libsodium failed to initialise (sodium_init)");
+  if (!sleeve_aead::Init()) ThrowCode(env, "ECRYPTO", "OpenSSL ChaCha20-Poly1305 is unavailable or failed its self-check (libcrypto)");
   exports.Set("Tap", Tap::Init(env));
   exports.Set("setDontFragment", Napi::Function::New(env, SetDontFragment, "setDontFragment"));
   exports.Set("segmentTso", Napi::Function::New(env, SegmentTso, "segmentTso"));

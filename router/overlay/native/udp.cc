@@ -1247,7 +1247,7 @@ Napi::Value AeadOpen(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
-  if (!sleeve_aead::Init()) ThrowCode(env, "ESODIUM", "libsodium failed to initialise (sodium_init)");
+  if (!sleeve_aead::Init()) ThrowCode(env, "ECRYPTO", "OpenSSL ChaCha20-Poly1305 is unavailable or failed its self-check (libcrypto)");
   exports.Set("aeadSeal", Napi::Function::New(env, AeadSeal, "aeadSeal"));
   exports.Set("aeadOpen", Napi::Function::New(env, AeadOpen, "aeadOpen"));
   exports.Set("UdpSocket", UdpSocket::Init(env));
