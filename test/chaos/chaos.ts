@@ -1,8 +1,10 @@
 /**
- * `npm run chaos -- --kills N [--seed S] [--workers W]`: the long kill -9 schedule
+ * `npm run chaos -- --kills N [--seed S] [--workers W] [--max-minutes M]`: the long kill -9 schedule
  * (test/chaos/kill9.ts) on a one-host testbed of network namespaces, as root. Prints
  * one line per kill and the seed; exits 1 on any violation (printing them and the
- * router's log tail; the state dir is kept under /tmp when it fails).
+ * router's log tail; the state dir is kept under /tmp when it fails). With --max-minutes
+ * no new kill starts after M minutes (default max(10, N) minutes) and the kills made are
+ * checked; fewer kills than asked then exit 1.
  *
  * `npm run chaos -- --hosts N --steps S [--seed X] [--runs R] [--keep-going]`: the
  * multi-host fault schedule (test/chaos/schedule.ts, run by test/chaos/mesh.ts) for
@@ -34,7 +36,7 @@ async function main(): Promise<number> {
     .option('--steps <n>', 'multi-host fault schedule: steps per schedule', int('--steps', 1, 10000), 40)
     .option('--runs <n>', 'multi-host fault schedule: schedules to run (seeds S, S+1, ...)', int('--runs', 1, 100000), 1)
     .option('--keep-going', 'multi-host fault schedule: go on after a violating schedule')
-    .option('--max-minutes <m>', 'multi-host fault schedule: start no new schedule after this many minutes', int('--max-minutes', 1, 100000))
+    .option('--max-minutes <m>', 'multi-host fault schedule: start no new schedule after this many minutes; kill schedule: start no new kill after it', int('--max-minutes', 1, 100000))
     .option('--no-fastdp', 'multi-host fault schedule: routers without the fast datapath')
     .exitOverride();
   p.parse(process.argv);
@@ -52,7 +54,7 @@ async function main(): Promise<number> {
     const launch = ['launch', '--no-proxy', '--no-fastdp', '--nickname', 'h1'];
     await h1.mustWeave(launch);
     await h1.mustWeave(['prime'], { timeoutMs: 60_000 });
-    const r = await killBurst(bed, h1, launch, { kills: o.kills, seed, workers: o.workers, log: (l) => console.log(l), timeoutMs: Math.max(600_000, o.kills * 60_000) });
+    const r = await killBurst(bed, h1, launch, { kills: o.kills, seed, workers: o.workers, log: (l) => console.log(l), timeoutMs: o.maxMinutes !== undefined ? o.maxMinutes * 60_000 : Math.max(600_000, o.kills * 60_000) });
     const s = ((Date.now() - t0) / 1000).toFixed(0);
     console.log(`chaos: seed ${seed}: ${r.kills} kills survived in ${s} s (landed before/inside/after their burst: ${r.landed.before}/${r.landed.inside}/${r.landed.after}); ${r.containers} containers, ${r.reported} addresses reported, ${r.failedAttaches} attaches cut off by a kill; ${r.violations.length} violations`);
     if (r.kills < o.kills) console.log(`chaos: only ${r.kills} of ${o.kills} kills fitted the time bound`);
