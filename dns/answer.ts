@@ -149,6 +149,43 @@ export function buildResponse(q: DecodedPacket, rcode: Rcode, answers: Answer[],
   return { response, truncated };
 }
 
+/** Most encoded answers kept by answerFor (a few hundred bytes each); the map is emptied when full. */
+export const ANSWER_CACHE_MAX = 4096;
+const answerCache = new Map<string, { response: Buffer; truncated: boolean }>();
+
+/** Empty answerFor's cache (tests; nothing else needs to: its keys hold every input). */
+export function clearAnswerCache(): void {
+  answerCache.clear();
+}
+
+/**
+ * buildResponse for a one-question query, memoised: encoding is most of a local
+ * answer's cost (dns-packet's name and record encoding), and the same name is asked
+ * again and again. The key holds everything the encoded bytes depend on except the
+ * message id — rcode, the question exactly as asked (case included), RD, the OPT
+ * record's presence, the size limit and every answer record in order (type, TTL, data;
+ * each answer's name is the question's) — so a cached response is never stale: a
+ * registry change or another shuffle order is another key. On a hit the cached bytes
+ * are copied and the query's id written into the first two (RFC 1035 §4.1.1).
+ */
+function answerFor(q: DecodedPacket, rcode: Rcode, answers: Answer[], limit: number): { response: Buffer; truncated: boolean } {
+  const question = q.questions![0];
+  const hadOpt = q.additionals?.some((a) => a.type === 'OPT') ?? false;
+  let key = `${rcode}|${question.type}|${question.class}|${q.flag_rd ? 1 : 0}|${hadOpt ? 1 : 0}|${limit}|${question.name}`;
+  for (const a of answers) key += `|${a.type} ${(a as { ttl?: number }).ttl} ${String((a as { data?: unknown }).data)}`;
+  const hit = answerCache.get(key);
+  if (hit) {
+    const response = Buffer.allocUnsafe(hit.response.length);
+    hit.response.copy(response);
+    response.writeUInt16BE((q.id ?? 0) & 0xffff, 0);
+    return { response, truncated: hit.truncated };
+  }
+  const built = buildResponse(q, rcode, answers, limit);
+  if (answerCache.size >= ANSWER_CACHE_MAX) answerCache.clear();
+  answerCache.set(key, { response: Buffer.from(built.response), truncated: built.truncated });
+  return built;
+}
+
 /** A SERVFAIL response to a query's bytes (all upstreams failed); undefined if it does not decode. */
 export function servfail(query: Buffer): Buffer | undefined {
   if (query.length < 12 || query.length > MAX_QUERY_BYTES) return undefined;
@@ -185,12 +222,12 @@ export function answerQuery(query: Buffer, names: NameSource, transport: 'udp' |
   if (qname === domain || qname.endsWith('.' + domain)) {
     const addrs = qname === domain ? [] : names.lookup(qname);
     const addrs6 = qname === domain ? [] : names.lookup6?.(qname) ?? [];
-    if (!addrs.length && !addrs6.length) return { kind: 'answer', rcode: 'NXDOMAIN', qtype, ...buildResponse(q, 'NXDOMAIN', [], limit) };
+    if (!addrs.length && !addrs6.length) return { kind: 'answer', rcode: 'NXDOMAIN', qtype, ...answerFor(q, 'NXDOMAIN', [], limit) };
     const answers: Answer[] = [
       ...(qtype === 'A' || qtype === 'ANY' ? addrs.map((a): Answer => ({ type: 'A', class: 'IN', name: question.name, ttl: names.ttl, data: a })) : []),
       ...(qtype === 'AAAA' || qtype === 'ANY' ? addrs6.map((a): Answer => ({ type: 'AAAA', class: 'IN', name: question.name, ttl: names.ttl, data: a })) : []),
     ];
-    return { kind: 'answer', rcode: 'NOERROR', qtype, ...buildResponse(q, 'NOERROR', answers, limit) };
+    return { kind: 'answer', rcode: 'NOERROR', qtype, ...answerFor(q, 'NOERROR', answers, limit) };
   }
   // A single-label name ("db.") that is a name in our domain is answered as if qualified
   // (db.weave.local.): resolvers that try the bare name first — Docker's embedded DNS
@@ -204,7 +241,7 @@ export function answerQuery(query: Buffer, names: NameSource, transport: 'udp' |
         ...(qtype === 'A' || qtype === 'ANY' ? addrs.map((a): Answer => ({ type: 'A', class: 'IN', name: question.name, ttl: names.ttl, data: a })) : []),
         ...(qtype === 'AAAA' || qtype === 'ANY' ? addrs6.map((a): Answer => ({ type: 'AAAA', class: 'IN', name: question.name, ttl: names.ttl, data: a })) : []),
       ];
-      return { kind: 'answer', rcode: 'NOERROR', qtype, ...buildResponse(q, 'NOERROR', answers, limit) };
+      return { kind: 'answer', rcode: 'NOERROR', qtype, ...answerFor(q, 'NOERROR', answers, limit) };
     }
   }
   if (qtype === 'PTR') {
@@ -213,7 +250,7 @@ export function answerQuery(query: Buffer, names: NameSource, transport: 'udp' |
     const hosts = addr ? names.reverse(addr) : addr6 ? names.reverse6?.(addr6) ?? [] : [];
     if (hosts.length) {
       const answers: Answer[] = hosts.map((h) => ({ type: 'PTR', class: 'IN', name: question.name, ttl: names.ttl, data: h.replace(/\.$/, '') }));
-      return { kind: 'answer', rcode: 'NOERROR', qtype, ...buildResponse(q, 'NOERROR', answers, limit) };
+      return { kind: 'answer', rcode: 'NOERROR', qtype, ...answerFor(q, 'NOERROR', answers, limit) };
     }
   }
   return { kind: 'forward', qtype };
