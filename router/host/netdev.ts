@@ -11,6 +11,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { mark } from './step-timer.js';
+import { macBytes, netlink, type NetlinkFailure } from './netlink.js';
 
 export class NetdevError extends Error {
   override name = 'NetdevError';
@@ -326,6 +327,38 @@ async function freshVeth(id: string, nsPath: string, cidrs: string[], mtu: numbe
   // namespace side is made (the host end stays down and off the bridge until both are done).
   const filters = (beforeUp ? beforeUp(mac) : Promise.resolve()).then(() => mark('nft port rules (in parallel)'));
   filters.catch(() => undefined); // awaited below; no unhandled rejection meanwhile
+  const nl = netlink();
+  if (nl) {
+    // [issue #15] The same steps as the `ip -batch` lines below, as netlink messages from a
+    // worker thread (router/host/netlink.ts): no fork.
+    try {
+      await nl.vethPod({
+        ns: nsPath, ifname, host, mac: macBytes(mac), mtu, v4: cidrs,
+        routes: (opts.routes ?? []).map((r) => (r.includes('/') ? r : `${r}/32`)),
+        ...(gw ? { gw } : {}), ...(v6.length ? { v6 } : {}),
+      });
+      mark('pod netlink (veth, addrs, up, routes)');
+    } catch (err) {
+      await filters.catch(() => undefined);
+      // Nothing made yet (the namespace could not be entered, the names exist, a refused
+      // argument): the slow path copes and says why. Later: the host end goes, and we fail.
+      const step = (err as NetlinkFailure).step;
+      if (step === undefined || step === 'create' || /namespace|socket/.test(step)) return undefined;
+      await ip('link', 'del', 'dev', host).catch(() => undefined);
+      throw new NetdevError((err as Error).message);
+    }
+    try {
+      if (v6.length) await hostIpv6Off(host);
+      await filters;
+      mark('nft port rules (wait)');
+      await nl.vethHost({ host, bridge: BRIDGE, hairpin: !!opts.hairpin });
+      mark('host netlink (bridge, up)');
+    } catch (err) {
+      await ip('link', 'del', 'dev', host).catch(() => undefined);
+      throw (err as NetlinkFailure).step !== undefined ? new NetdevError((err as Error).message) : err;
+    }
+    return mac;
+  }
   try {
     // The host end arrives here down and on no bridge, so nothing flows while the rest
     // runs; the routes need the container end up ("linkdown" until the host end is up).

@@ -1,0 +1,68 @@
+/**
+ * rtnetlink for the pod start path: the native addon `build/Release/netlink.node`
+ * (router/host/native/netlink.cc) gives a namespace its veth on the bridge with a few
+ * netlink messages on a libuv worker thread, instead of forking `nsenter` + `ip -batch`
+ * in the namespace and `ip -batch` here (netdev.ts freshVeth; issue #15: those two execs
+ * were ~35 ms of a ~75 ms CNI ADD). The messages are the ones `ip` sends for the same
+ * lines (rtnetlink(7): RTM_NEWLINK with a veth peer moved by IFLA_NET_NS_FD, RTM_NEWADDR,
+ * RTM_NEWROUTE), in the same order, so the result is the same interface.
+ *
+ * Optional: without the addon (not built) or with WEAVE_NO_NETLINK=1, `netlink()` is
+ * undefined and netdev.ts forks `ip` as before.
+ */
+import { loadAddon } from '../overlay/native-addon.js';
+
+/** vethPod's request: all validated again in C (names, CIDRs, MTU range, absolute ns path). */
+export interface PodVeth {
+  /** The namespace file (absolute path). */
+  ns: string;
+  /** Interface name in the namespace ("eth0", "ethwe"). */
+  ifname: string;
+  /** Host end's name (vethwepl…), created in the router's namespace, down, on no bridge. */
+  host: string;
+  /** The container end's MAC, 6 bytes. */
+  mac: Buffer;
+  /** MTU of both ends (68..65535). */
+  mtu: number;
+  /** IPv4 CIDRs to add ("10.32.0.1/12"). */
+  v4: string[];
+  /** On-link routes (scope link), IPv4 CIDRs ("169.254.53.53/32"). */
+  routes: string[];
+  /** A default route via this IPv4 address, onlink. */
+  gw?: string;
+  /** [IPv6] CIDRs added without DAD; with any, IPv6 is turned on (no RAs, addrgenmode none) before the interface comes up. */
+  v6?: string[];
+}
+
+/** A failed netlink step: `code` the errno name, `step` what failed ("create", "addr", "up", "master", ...). */
+export interface NetlinkFailure extends Error {
+  code: string;
+  step?: string;
+}
+
+export interface NetlinkAddon {
+  /** In `ns`: create the veth (peer to our namespace), addresses, IPv6 settings, up, routes, default route, IPv6 addresses. */
+  vethPod(req: PodVeth): Promise<void>;
+  /** Here: `host` on `bridge`, hairpin if asked, up. */
+  vethHost(req: { host: string; bridge: string; hairpin: boolean }): Promise<void>;
+}
+
+let addon: NetlinkAddon | null | undefined;
+
+/** The addon, or undefined when it is not built or WEAVE_NO_NETLINK=1 (callers then fork `ip`). */
+export function netlink(): NetlinkAddon | undefined {
+  if (process.env.WEAVE_NO_NETLINK === '1') return undefined;
+  if (addon === undefined) {
+    try {
+      addon = loadAddon<NetlinkAddon>('netlink', 'netlink');
+    } catch {
+      addon = null;
+    }
+  }
+  return addon ?? undefined;
+}
+
+/** "aa:bb:cc:dd:ee:ff" → its 6 bytes. */
+export function macBytes(mac: string): Buffer {
+  return Buffer.from(mac.split(':').map((h) => parseInt(h, 16)));
+}

@@ -1,0 +1,67 @@
+/**
+ * The netlink addon's boundary (router/host/netlink.ts, router/host/native/netlink.cc):
+ * what it refuses before touching any namespace, and how failures are reported. The
+ * veths it makes are exercised end to end by the e2e tests (cni, isolation, ipv6).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { macBytes, netlink, type NetlinkFailure, type PodVeth } from '../../router/host/netlink.js';
+
+const good: PodVeth = { ns: '/nonexistent/tsweave-unit-ns', ifname: 'eth0', host: 'vethwepl1234567', mac: macBytes('02:11:22:33:44:55'), mtu: 1376, v4: ['10.32.0.5/12'], routes: ['169.254.53.53/32'] };
+
+test('macBytes turns aa:bb:.. into its 6 bytes', () => {
+  assert.deepEqual([...macBytes('02:11:22:aa:bb:ff')], [2, 0x11, 0x22, 0xaa, 0xbb, 0xff]);
+});
+
+test('WEAVE_NO_NETLINK=1 turns the addon off (netdev.ts then forks ip)', () => {
+  const old = process.env.WEAVE_NO_NETLINK;
+  process.env.WEAVE_NO_NETLINK = '1';
+  try {
+    assert.equal(netlink(), undefined);
+  } finally {
+    if (old === undefined) delete process.env.WEAVE_NO_NETLINK;
+    else process.env.WEAVE_NO_NETLINK = old;
+  }
+});
+
+test('the addon is built and refuses hostile arguments with one-line EINVAL errors, before any netlink', () => {
+  const nl = netlink();
+  assert.ok(nl, 'build/Release/netlink.node is missing: run npm run install');
+  const bad: Array<[string, Partial<PodVeth> & Record<string, unknown>]> = [
+    ['ifname', { ifname: 'eth 0' }],
+    ['ifname', { ifname: 'a-name-that-is-too-long' }],
+    ['ifname', { ifname: '' }],
+    ['host', { host: 'x;y' }],
+    ['ns', { ns: 'relative/path' }],
+    ['ns', { ns: '/a\0b' }],
+    ['mac', { mac: Buffer.alloc(5) }],
+    ['mtu', { mtu: 67 }],
+    ['mtu', { mtu: 70_000 }],
+    ['v4', { v4: ['10.32.0.5'] }],
+    ['v4', { v4: ['10.32.0.5/33'] }],
+    ['v4', { v4: ['fd00::1/64'] }],
+    ['v4', { v4: Array(65).fill('10.0.0.1/8') }],
+    ['routes', { routes: ['169.254.53.53/3x'] }],
+    ['gw', { gw: '10.32.0.300' }],
+    ['v6', { v6: ['10.0.0.1/8'] }],
+    ['v6', { v6: ['fd00::1/129'] }],
+  ];
+  for (const [field, patch] of bad) {
+    assert.throws(() => nl.vethPod({ ...good, ...patch } as PodVeth), (err: NetlinkFailure) => {
+      assert.equal(err.code, 'EINVAL', `${field}: ${err.message}`);
+      assert.ok(err.message.includes(field) && !err.message.includes('\n'), err.message);
+      return true;
+    }, field);
+  }
+  assert.throws(() => nl.vethHost({ host: 'vethwepl1234567', bridge: 'we ave', hairpin: false }), /bad "bridge"/);
+});
+
+test('a namespace file that does not exist: rejected at step "open namespace" (netdev.ts then takes its slow path)', async () => {
+  const nl = netlink()!;
+  await assert.rejects(nl.vethPod(good), (err: NetlinkFailure) => {
+    assert.equal(err.code, 'ENOENT');
+    assert.equal(err.step, 'open namespace');
+    assert.match(err.message, /^netlink open namespace: No such file or directory$/);
+    return true;
+  });
+});
