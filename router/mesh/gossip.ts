@@ -143,6 +143,8 @@ export class Gossip<C extends GossipNeighbour> {
   private flushPending = false;
   /** Entries our gc dropped on arrival (no entry we hold lists their owner yet), by name. */
   private readonly orphans = new Map<PeerName, { entry: PeerInfo; at: number }>();
+  /** Entries merged since the last flush and the connections that sent them; see `settleMerges`. */
+  private merged = new Map<PeerName, { entry: PeerInfo; from: Set<C> }>();
   private digestCache: { gen: number; digest: Buffer } | undefined;
   /** Messages and payload bytes received per channel. */
   readonly stats = { messages: {} as Record<string, number>, bytes: {} as Record<string, number> };
@@ -205,6 +207,7 @@ export class Gossip<C extends GossipNeighbour> {
     const h = this.host;
     const t = h.topology;
     const now = this.now();
+    this.settleMerges(now);
     this.recent.expire(now, (n, e) => t.get(n) === e);
     for (const [n, o] of this.orphans) if (now - o.at > RECENT_ENTRY_MS) this.orphans.delete(n);
     if (this.recent.size === 0) return;
@@ -302,40 +305,75 @@ export class Gossip<C extends GossipNeighbour> {
   }
 
   /**
-   * Merges entries from `c`, notes which of our recent entries `c` holds, keeps back
-   * entries our gc dropped and merges held-back ones again after a change.
-   * @returns the names whose entries changed and stayed. @throws TopologyError.
+   * Merges entries from `c` and notes which of our recent entries `c` holds. What
+   * becomes of the changed entries is settled once per batch (`settleMerges`, at the
+   * flush), after one gc for all the merges of the batch instead of one per merge.
+   * @returns the names whose entries changed (some may be collected at the flush). @throws TopologyError.
    */
   private mergeEntries(c: C, body: unknown): PeerName[] {
     const t = this.host.topology;
     const self = this.host.selfName;
     const { changed } = t.merge(body);
-    for (const e of body as Array<{ name: PeerName; version: number; uid: number }>) this.recent.has(e.name, c, (x) => x.version === e.version && x.uid === e.uid);
-    if (changed.length === 0) return changed;
-    const got = new Map<PeerName, PeerInfo>();
-    for (const n of changed) got.set(n, t.get(n)!);
-    t.gc();
-    const now = this.now();
-    let kept = changed.filter((n) => t.has(n));
-    if (this.orphans.size > 0) {
-      const again = [...this.orphans.values()].map((o) => o.entry);
-      this.orphans.clear();
-      const back = t.merge(again).changed;
-      t.gc();
-      const stayed = back.filter((n) => t.has(n));
-      for (const n of back) if (!t.has(n)) got.set(n, again.find((e) => e.name === n)!);
-      if (stayed.length) this.queueTopology(stayed);
-      kept = kept.concat(stayed);
+    for (const e of body as Array<{ name: PeerName; version: number; uid: number }>) {
+      const same = (x: PeerInfo): boolean => x.version === e.version && x.uid === e.uid;
+      this.recent.has(e.name, c, same);
+      const m = this.merged.get(e.name);
+      if (m !== undefined && same(m.entry)) m.from.add(c);
     }
-    for (const [n, e] of got) {
-      if (t.has(n) || n === self) continue;
-      if (this.orphans.size >= MAX_ORPHANS) this.orphans.delete(this.orphans.keys().next().value!);
-      this.orphans.set(n, { entry: e, at: now });
+    for (const n of changed) {
+      // Our own entry changed only by a version raise: `c` does not hold the new one.
+      this.merged.set(n, { entry: t.get(n)!, from: new Set(n === self ? [] : [c]) });
     }
-    const own = kept.includes(self);
-    this.queueTopology(kept.filter((n) => n !== self), c);
-    if (own) this.queueTopology([self]);
-    return kept;
+    if (changed.length > 0) this.scheduleFlush();
+    return changed;
+  }
+
+  /**
+   * Once per batch, before sending: one gc for all entries merged since the last
+   * flush; a merged entry that stayed is queued for the tree (with the connections
+   * that sent it as holders); one the gc dropped because no entry we hold lists its
+   * owner yet is held back, and held-back entries are merged again (the table
+   * changed, their owner may be listed now). A collected entry is never relayed.
+   * If the gc removed entries or held-back ones stayed, the host is told the topology changed.
+   */
+  private settleMerges(now: number): void {
+    if (this.merged.size === 0) return;
+    const t = this.host.topology;
+    const self = this.host.selfName;
+    const got = this.merged;
+    this.merged = new Map();
+    let tableChanged = t.gc().length > 0;
+    // Another chance for held-back entries and for entries of this batch that are gone
+    // already (a host that collects after every merge dropped them before a later
+    // merge of the batch listed their owner).
+    const again = new Map<PeerName, { entry: PeerInfo; from: Set<C> }>();
+    for (const [n, o] of this.orphans) again.set(n, { entry: o.entry, from: new Set() });
+    this.orphans.clear();
+    for (const [n, m] of got) if (!t.has(n) && n !== self) again.set(n, m);
+    if (again.size > 0) {
+      const back = t.merge([...again.values()].map((x) => x.entry)).changed;
+      if (back.length > 0) {
+        tableChanged = true;
+        const stored = new Map<PeerName, PeerInfo>();
+        for (const n of back) stored.set(n, t.get(n)!);
+        t.gc();
+        for (const [n, e] of stored) got.set(n, { entry: e, from: again.get(n)!.from });
+      }
+    }
+    for (const [n, { entry, from }] of got) {
+      if (t.get(n) === entry) {
+        let first = true;
+        for (const c of from) {
+          this.recent.changed(n, entry, now, c);
+          first = false;
+        }
+        if (first) this.recent.changed(n, entry, now);
+      } else if (!t.has(n) && n !== self) {
+        if (this.orphans.size >= MAX_ORPHANS) this.orphans.delete(this.orphans.keys().next().value!);
+        this.orphans.set(n, { entry, at: now });
+      }
+    }
+    if (tableChanged) this.host.topologyChanged();
   }
 
   private relayUnicast(m: GossipMessage): void {

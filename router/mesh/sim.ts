@@ -20,7 +20,7 @@
 import { Prng } from '../../ipam/sim.js';
 import { encodeFrame, type ControlMessage } from './protocol.js';
 import { numToPeerName, type PeerName } from './peer-name.js';
-import { Topology } from './topology.js';
+import { Topology, type PeerInfo } from './topology.js';
 import { Routes } from './routes.js';
 import { Gossip, type GossipNeighbour } from './gossip.js';
 
@@ -89,6 +89,8 @@ export interface MeshSimOptions {
   periodic?: boolean;
   /** Periodic exchange interval, ms (default 30 000, the router's). */
   periodicMs?: number;
+  /** Collect (Topology.gc) after every merge as the router does, not only once per gossip batch (default false). */
+  gcEveryChange?: boolean;
 }
 
 /** Message and byte counters of one simulated router, or of the whole mesh. */
@@ -147,15 +149,23 @@ export class SimRouter {
     });
   }
 
-  /** Local connection list changed: as the router's localConnectionsChanged. */
+  /** Local connection list changed: as the router's localConnectionsChanged (which collects at once). */
   localConnectionsChanged(): void {
     const conns = [...this.conns.keys()].map((n) => ({ name: n, address: `sim:${n}`, outbound: n > this.name, established: true }));
     if (this.topology.setLocalConnections(conns)) this.gossip.queueTopology([this.name]);
+    this.topology.gc();
     this.topologyChanged();
   }
 
+  /**
+   * Gossip changed the table (a merge, or its once-per-batch gc). Unlike the router,
+   * which also collects here after every merge, the simulator leaves collection to
+   * gossip's batch (`Gossip.settleMerges`): one reachability walk per batch instead
+   * of one per message, which is most of the simulator's CPU at 1,000 peers. With
+   * `gcEveryChange` it collects here too, as the router does.
+   */
   private topologyChanged(): void {
-    this.topology.gc();
+    if (this.sim.opts.gcEveryChange) this.topology.gc();
     this.lastChange = this.sim.now;
   }
 }
@@ -315,13 +325,17 @@ export class MeshSim {
    */
   converged(): { ok: true } | { ok: false; reason: string } {
     const live = this.live();
+    const own = new Map<PeerName, PeerInfo>();
+    for (const o of live) own.set(o.name, o.topology.self());
     for (const r of live) {
       if (r.topology.size !== live.length) return { ok: false, reason: `${r.name} knows ${r.topology.size} peers, ${live.length} are live` };
-      for (const o of live) {
-        const e = r.topology.get(o.name);
-        const own = o.topology.self();
-        if (!e || e.version !== own.version || e.uid !== own.uid) {
-          return { ok: false, reason: `${r.name} has ${o.name} at version ${e?.version ?? 'none'}, its owner is at ${own.version}` };
+      // Walk r's table (sequential) against the owners' entries (one shared map): with
+      // equal sizes, every owner's entry is then held at its version and uid.
+      for (const e of r.topology.allEntries()) {
+        const o = own.get(e.name);
+        if (o === undefined) return { ok: false, reason: `${r.name} holds ${e.name}, which is not live` };
+        if (e !== o && (e.version !== o.version || e.uid !== o.uid)) {
+          return { ok: false, reason: `${r.name} has ${e.name} at version ${e.version}, its owner is at ${o.version}` };
         }
       }
     }
@@ -370,9 +384,13 @@ export class MeshSim {
     }
     const master = this.routers[0]!.topology;
     master.merge(this.routers.slice(1).map((r) => r.topology.self()));
+    // Links are symmetric, so in a connected graph every entry is reachable from every
+    // router: collect once here and the copies need no gc walk of their own.
+    const connected = isConnected(this.routers.length, edges);
+    if (connected) master.gc();
     const keep = only === undefined ? undefined : new Set(only);
     for (const r of this.routers.slice(1)) {
-      if (keep === undefined || keep.has(r.index)) r.topology.copyFrom(master);
+      if (keep === undefined || keep.has(r.index)) r.topology.copyFrom(master, connected);
       else r.dormant = true;
     }
     if (keep !== undefined && !keep.has(0)) {
@@ -380,6 +398,28 @@ export class MeshSim {
       this.routers[0]!.dormant = true;
     }
   }
+}
+
+/** True iff the undirected graph on routers 0..n-1 with these edges is connected. */
+function isConnected(n: number, edges: Array<[number, number]>): boolean {
+  const adj: number[][] = Array.from({ length: n }, () => []);
+  for (const [i, j] of edges) {
+    adj[i]!.push(j);
+    adj[j]!.push(i);
+  }
+  const seen = new Uint8Array(n);
+  const stack = [0];
+  seen[0] = 1;
+  let count = n > 0 ? 1 : 0;
+  while (stack.length > 0) {
+    for (const m of adj[stack.pop()!]!) {
+      if (seen[m]) continue;
+      seen[m] = 1;
+      count++;
+      stack.push(m);
+    }
+  }
+  return count === n;
 }
 
 /** Edges of a full mesh of n routers. */

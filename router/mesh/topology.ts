@@ -17,7 +17,7 @@
  * Entries stored here are frozen and replaced, never mutated, so `get`, `peers`
  * and `encode` hand them out without copying.
  */
-import { MAX_NICKNAME_LENGTH, isPeerName, isValidNickname, type PeerName } from './peer-name.js';
+import { MAX_NICKNAME_LENGTH, isPeerName, isValidNickname, peerNameToNum, type PeerName } from './peer-name.js';
 
 export interface ConnectionSummary {
   /** The peer at the other end. */
@@ -51,6 +51,7 @@ export { MAX_NICKNAME_LENGTH };
 export const MAX_ADDRESS_LENGTH = 300;
 
 const NO_NAMES: readonly PeerName[] = Object.freeze([]);
+const NO_SLOTS = new Int32Array(0);
 
 function isRecord(x: unknown): x is Record<string, unknown> {
   return typeof x === 'object' && x !== null && !Array.isArray(x);
@@ -138,6 +139,19 @@ export class Topology {
    * handed out (frozen) without copying.
    */
   private sym = new Map<PeerName, readonly PeerName[]>();
+  /**
+   * Dense small-integer "slots" for the peers that have an entry, so Routes can run its
+   * searches over typed arrays instead of maps of strings (issue #20: route
+   * recomputation at 1,000 peers). A slot is given when an entry is stored and freed
+   * (for reuse) when it is removed. `symSlots[s]` is the `sym` row of the peer in slot
+   * s as slots, in the same (name) order; rows are replaced, never mutated.
+   */
+  private slot = new Map<PeerName, number>();
+  private slotByNum = new Map<number, number>();
+  private slotNames: Array<PeerName | undefined> = [];
+  private slotNums: number[] = [];
+  private freeSlots: number[] = [];
+  private symSlots: Int32Array[] = [];
   private gen = 0;
   private adjGen = 0;
   /**
@@ -158,6 +172,7 @@ export class Topology {
   private put(p: PeerInfo): void {
     const prev = this.entries.get(p.name);
     this.entries.set(p.name, p);
+    if (prev === undefined) this.takeSlot(p.name);
     if (prev !== undefined && prev.connections === p.connections) return;
     const cand = this.gcCandidates;
     if (cand !== 'all') {
@@ -182,6 +197,44 @@ export class Topology {
     this.estTo.delete(name);
     if (old !== undefined) for (const m of old) if (this.estTo.get(m)?.has(name)) this.unlinkSym(name, m);
     this.sym.delete(name);
+    const s = this.slot.get(name);
+    if (s !== undefined) {
+      this.slot.delete(name);
+      this.slotByNum.delete(this.slotNums[s]!);
+      this.slotNames[s] = undefined;
+      this.symSlots[s] = NO_SLOTS;
+      this.freeSlots.push(s);
+    }
+  }
+
+  private takeSlot(name: PeerName): void {
+    let s = this.freeSlots.pop();
+    if (s === undefined) {
+      s = this.slotNames.length;
+      this.slotNames.push(name);
+      this.slotNums.push(0);
+      this.symSlots.push(NO_SLOTS);
+    }
+    const num = peerNameToNum(name);
+    this.slot.set(name, s);
+    this.slotByNum.set(num, s);
+    this.slotNames[s] = name;
+    this.slotNums[s] = num;
+    this.symSlots[s] = NO_SLOTS;
+  }
+
+  /** Re-derives the slot row of `name` from its `sym` row (both in name order). */
+  private refreshSlotRow(name: PeerName): void {
+    const s = this.slot.get(name);
+    if (s === undefined) return;
+    const row = this.sym.get(name);
+    if (row === undefined) {
+      this.symSlots[s] = NO_SLOTS;
+      return;
+    }
+    const out = new Int32Array(row.length);
+    for (let i = 0; i < row.length; i++) out[i] = this.slot.get(row[i]!)!;
+    this.symSlots[s] = out;
   }
 
   private static insertSorted(row: readonly PeerName[] | undefined, n: PeerName): readonly PeerName[] {
@@ -195,6 +248,8 @@ export class Topology {
   private linkSym(a: PeerName, b: PeerName): void {
     this.sym.set(a, Topology.insertSorted(this.sym.get(a), b));
     this.sym.set(b, Topology.insertSorted(this.sym.get(b), a));
+    this.refreshSlotRow(a);
+    this.refreshSlotRow(b);
     this.adjGen++;
   }
 
@@ -205,6 +260,7 @@ export class Topology {
       const next = row.filter((n) => n !== y);
       if (next.length === 0) this.sym.delete(x);
       else this.sym.set(x, Object.freeze(next));
+      this.refreshSlotRow(x);
     }
     this.adjGen++;
   }
@@ -225,6 +281,39 @@ export class Topology {
   /** `neighbours(name)` without a copy: a frozen, sorted, shared row (do not keep it across changes). */
   neighbourRow(name: PeerName): readonly PeerName[] {
     return this.sym.get(name) ?? NO_NAMES;
+  }
+
+  /**
+   * One more than the largest slot in use (slots are dense small integers, reused
+   * after a removal): the size typed arrays indexed by slot need.
+   */
+  get slotCapacity(): number {
+    return this.slotNames.length;
+  }
+
+  /** The slot of a peer that has an entry, else undefined. */
+  slotOf(name: PeerName): number | undefined {
+    return this.slot.get(name);
+  }
+
+  /** The slot of a peer given as its 48-bit number (peerNameToNum), else undefined. */
+  slotOfNum(num: number): number | undefined {
+    return this.slotByNum.get(num);
+  }
+
+  /** The peer in `slot`, or undefined for a free slot. */
+  nameAt(slot: number): PeerName | undefined {
+    return this.slotNames[slot];
+  }
+
+  /** The 48-bit number of the peer in `slot` (meaningless for a free slot). */
+  numAt(slot: number): number {
+    return this.slotNums[slot] ?? 0;
+  }
+
+  /** `neighbourRow` of the peer in `slot`, as slots in the same (name) order; shared, do not modify or keep. */
+  neighbourSlots(slot: number): Int32Array {
+    return this.symSlots[slot] ?? NO_SLOTS;
   }
 
   /** Our own entry. */
@@ -304,16 +393,27 @@ export class Topology {
    * Replaces every other peer's entry with `other`'s (our own entry is kept), sharing
    * the frozen entries. For in-process use only (the mesh simulator starts from a
    * converged mesh this way): `other`'s entries were validated when they entered it.
+   * @param collected the caller vouches that every entry of `other` is reachable from
+   *   our own name too (connection lists symmetric within one connected graph, as in
+   *   the simulator's seeding); if `other` has also been collected since its last
+   *   change, our next `gc` then has nothing to walk. Otherwise (default) the next
+   *   `gc` walks the whole table.
    * @throws TopologyError if `other` lacks an entry for us.
    */
-  copyFrom(other: Topology): void {
+  copyFrom(other: Topology, collected = false): void {
     if (!other.entries.has(this.selfName)) bad('copy', `source table has no entry for ${this.selfName}`);
     const ours = this.self();
     // Whole-map copies (much faster than entry by entry at 1,000 × 1,000 in the simulator).
     this.entries = new Map(other.entries);
     this.estTo = new Map(other.estTo);
     this.sym = new Map(other.sym);
-    this.gcCandidates = 'all';
+    this.slot = new Map(other.slot);
+    this.slotByNum = new Map(other.slotByNum);
+    this.slotNames = [...other.slotNames];
+    this.slotNums = [...other.slotNums];
+    this.freeSlots = [...other.freeSlots];
+    this.symSlots = [...other.symSlots];
+    this.gcCandidates = collected && other.gcCandidates !== 'all' && other.gcCandidates.size === 0 ? new Set() : 'all';
     // Our entry as `other` holds it, then ours: put() moves the adjacency over by the difference.
     this.put(ours);
     this.gen++;
@@ -346,6 +446,11 @@ export class Topology {
    */
   neighbours(name: PeerName): PeerName[] {
     return [...this.neighbourRow(name)];
+  }
+
+  /** Every entry in the table, unordered (frozen; cheaper than `peers()` when order does not matter). */
+  allEntries(): IterableIterator<PeerInfo> {
+    return this.entries.values();
   }
 
   /** Every peer name in the table, unordered (cheaper than `peers()` when order does not matter). */

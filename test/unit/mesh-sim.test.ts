@@ -8,7 +8,10 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { unpack } from 'msgpackr';
 import { Topology, type ConnectionSummary, type PeerInfo } from '../../router/mesh/topology.js';
-import { chunkEntries, TOPOLOGY_CHUNK_BYTES } from '../../router/mesh/gossip.js';
+import { chunkEntries, Gossip, TOPOLOGY_CHUNK_BYTES, type GossipNeighbour } from '../../router/mesh/gossip.js';
+import { Routes } from '../../router/mesh/routes.js';
+import { pack } from 'msgpackr';
+import type { ControlMessage } from '../../router/mesh/protocol.js';
 import { numToPeerName, type PeerName } from '../../router/mesh/peer-name.js';
 import { MeshSim, Prng, fullMesh, randomGraph } from '../../router/mesh/sim.js';
 
@@ -226,4 +229,64 @@ test('a router joining a 10,000-peer mesh gets the whole table in frames of at m
   assert.equal(sim.routers[0]!.topology.get(r.name)?.version, r.topology.self().version);
   assert.equal(sim.totals.oversize, 0);
   assert.ok(sim.totals.maxFrame <= ONE_MIB, `max frame ${sim.totals.maxFrame} B`);
+});
+
+/**
+ * Gossip settles merged entries once per batch (one gc for all merges of a flush
+ * window). Whether the host also collects after every merge (the router) or not (the
+ * simulator), a peer that became unreachable in the batch is never announced, a
+ * reachable one whose lister arrived later in the same batch is kept and announced,
+ * and an entry nobody lists is held back until a later batch lists it.
+ */
+test('gossip batch: one gc per batch never announces a collected peer and never drops a reachable one', () => {
+  const [S, A, B, X, Y, Z] = [1, 2, 3, 4, 5, 6].map(numToPeerName) as [PeerName, PeerName, PeerName, PeerName, PeerName, PeerName];
+  const conn = (name: PeerName): ConnectionSummary => ({ name, address: `${name}:6783`, outbound: true, established: true });
+  const entry = (name: PeerName, version: number, to: PeerName[]): PeerInfo => ({ name, nickname: name.slice(-2), uid: 7, version, connections: to.map(conn) });
+  for (const gcOnChange of [false, true]) {
+    const topology = new Topology({ name: S, nickname: 's', uid: 1 });
+    topology.setLocalConnections([conn(A), conn(B)]);
+    topology.merge([entry(A, 1, [S, X]), entry(B, 1, [S]), entry(X, 1, [A])]);
+    topology.gc();
+    const routes = new Routes(topology);
+    const sent: Record<string, string[]> = { [A]: [], [B]: [] };
+    const neighbour = (name: PeerName): GossipNeighbour => ({
+      send: (m: ControlMessage) => {
+        if (m.t === 'gossip' && m.channel === 'topology') for (const e of unpack(m.payload) as PeerInfo[]) sent[name]!.push(e.name);
+      },
+    });
+    const conns = new Map([[A, neighbour(A)], [B, neighbour(B)]]);
+    const timers: Array<() => void> = [];
+    let changes = 0;
+    const g = new Gossip({
+      selfName: S, topology, routes,
+      neighbours: () => conns.values(), neighbour: (n) => conns.get(n),
+      topologyChanged: () => {
+        changes++;
+        if (gcOnChange) topology.gc();
+      },
+      drop: () => assert.fail('drop'), log: (l) => assert.fail(l), setTimer: (fn) => timers.push(fn), now: () => 0,
+    });
+    const deliver = (from: PeerName, entries: PeerInfo[]): void => g.onMessage(conns.get(from)!, from, { t: 'gossip', channel: 'topology', kind: 'update', src: from, payload: pack(entries) });
+    const flush = (): void => {
+      for (const fn of timers.splice(0)) fn();
+    };
+    // Batch 1, all from A: X changes, Y arrives before any entry lists it, then A drops X
+    // and lists Y; Z is listed by nobody.
+    deliver(A, [entry(X, 2, [A])]);
+    deliver(A, [entry(Y, 1, [A])]);
+    deliver(A, [entry(A, 2, [S, Y])]);
+    deliver(A, [entry(Z, 1, [])]);
+    flush();
+    const what = gcOnChange ? 'host collects after every merge' : 'gc once per batch';
+    assert.deepEqual(topology.peers().map((p) => p.name), [S, A, B, Y], `${what}: table after batch 1`);
+    assert.ok(changes > 0);
+    assert.deepEqual(sent[B]!.sort(), [A, Y], `${what}: B gets the reachable changes only (not the collected X, not the unlisted Z)`);
+    assert.equal(sent[A]!.length, 0, `${what}: A sent them all, so it gets nothing back`);
+    // Batch 2: B lists Z; the held-back Z is merged again, kept and announced.
+    deliver(B, [entry(B, 2, [S, Z])]);
+    flush();
+    assert.ok(topology.has(Z), `${what}: Z kept once listed`);
+    assert.ok(sent[A]!.includes(Z) && sent[A]!.includes(B), `${what}: A gets B's change and Z`);
+    assert.ok(![...sent[A]!, ...sent[B]!].includes(X), `${what}: X never announced after it was collected`);
+  }
 });

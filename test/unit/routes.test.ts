@@ -280,3 +280,89 @@ test('property: broadcasts reach each reachable peer exactly once; unicast paths
     }
   }
 });
+
+/** Independent reference for one peer's view: BFS over the scan definition of the graph, ascending names. */
+function referenceView(topo: Topology): {
+  hop: Map<string, string>;
+  children: (source: string) => string[];
+  gossip: string[];
+} {
+  const names = topo.peers().map((p) => p.name);
+  const est = (x: string, y: string): boolean => (topo.get(x)?.connections ?? []).some((c) => c.established && c.name === y);
+  const adj = new Map<string, string[]>();
+  for (const x of names) adj.set(x, names.filter((y) => y !== x && est(x, y) && est(y, x)).sort());
+  const parents = (root: string): Map<string, string> => {
+    const parent = new Map([[root, root]]);
+    const q = [root];
+    for (let i = 0; i < q.length; i++) {
+      for (const y of adj.get(q[i]!)!) {
+        if (parent.has(y)) continue;
+        parent.set(y, q[i]!);
+        q.push(y);
+      }
+    }
+    return parent;
+  };
+  const self = topo.selfName;
+  const mine = parents(self);
+  const hop = new Map<string, string>();
+  const hopOf = (d: string): string => {
+    let at = d;
+    while (mine.get(at) !== self && at !== self) at = mine.get(at)!;
+    return at;
+  };
+  for (const d of mine.keys()) hop.set(d, hopOf(d));
+  const children = (source: string): string[] => {
+    if (!adj.has(source)) return [];
+    const p = parents(source);
+    if (!p.has(self)) return [];
+    return adj.get(self)!.filter((m) => m !== source && p.get(m) === self);
+  };
+  const root = [...mine.keys()].sort()[0]!;
+  const g = parents(root);
+  const gossip: string[] = [];
+  if (g.get(self) !== self) gossip.push(g.get(self)!);
+  for (const m of adj.get(self)!) if (g.get(m) === self) gossip.push(m);
+  return { hop, children, gossip };
+}
+
+test('property: routes over slots equal a plain BFS through merges, gc (slot reuse) and local changes', () => {
+  const rnd = mulberry32(2020);
+  const pool = Array.from({ length: 24 }, (_, i) => numToPeerName(0x020000000000 + ((i * 7919) % 1000)));
+  const pick = (): string => pool[Math.floor(rnd() * pool.length)]!;
+  for (let round = 0; round < 40; round++) {
+    const self = pool[round % pool.length]!;
+    const topo = new Topology({ name: self, nickname: 's', uid: 1 });
+    const routes = new Routes(topo);
+    const version = new Map<string, number>();
+    for (let step = 0; step < 60; step++) {
+      const op = rnd();
+      const conns = (owner: string) => Array.from({ length: Math.floor(rnd() * 5) }, () => ({ name: pick(), address: 'x:1', outbound: true, established: rnd() < 0.85 })).filter((c) => c.name !== owner);
+      if (op < 0.2) topo.setLocalConnections(conns(self));
+      else if (op < 0.8) {
+        const batch: PeerInfo[] = [];
+        for (let k = 0; k < 1 + Math.floor(rnd() * 4); k++) {
+          const n = pick();
+          if (n === self) continue;
+          const v = (version.get(n) ?? 0) + 1;
+          version.set(n, v);
+          // Mostly answer the links others list, so the graph has symmetric edges.
+          const back = topo.peers().filter((p) => p.connections.some((c) => c.name === n) && rnd() < 0.7).map((p) => ({ name: p.name, address: 'y:1', outbound: false, established: true }));
+          batch.push({ name: n, nickname: 'n', uid: 1, version: v, connections: [...back, ...conns(n)] });
+        }
+        topo.merge(batch);
+      } else topo.gc();
+      // Query only sometimes, so caches live across several changes.
+      if (rnd() < 0.5) continue;
+      const ref = referenceView(topo);
+      for (const d of pool) {
+        assert.equal(routes.unicast(d), ref.hop.get(d), `round ${round} step ${step}: unicast ${d}`);
+        const num = routes.unicastNum(peerNameToNum(d));
+        assert.equal(num, ref.hop.has(d) ? peerNameToNum(ref.hop.get(d)!) : undefined);
+        assert.deepEqual(routes.broadcast(d), ref.children(d), `round ${round} step ${step}: broadcast from ${d}`);
+        assert.deepEqual(routes.broadcastNum(peerNameToNum(d)), ref.children(d).map(peerNameToNum));
+      }
+      assert.deepEqual(routes.gossipNeighbours(), ref.gossip, `round ${round} step ${step}: gossip tree`);
+    }
+  }
+});
