@@ -699,6 +699,10 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
           Egress: { Installs: fs.egress.installs, Clears: fs.egress.clears, Frames: fs.egress.frames, Drops: fs.egress.drops, Errors: fs.egress.errors, Sealed: fs.egress.crypto },
           Ingress: { Installs: fs.ingress.installs, Clears: fs.ingress.clears, Frames: fs.ingress.frames, Drops: fs.ingress.drops, Errors: fs.ingress.errors, Opened: fs.ingress.crypto },
         },
+        TapMerge: ((m) => ({
+          Router: { Frames: m.router.frames, SuperFrames: m.router.superFrames, Fallbacks: m.router.fallbacks },
+          FlowCache: { Frames: m.flowCache.frames, SuperFrames: m.flowCache.superFrames, Fallbacks: m.flowCache.fallbacks },
+        }))(this.forwarder.tapMerge()),
       },
     };
   }
@@ -712,6 +716,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
       bytesIn: { sleeve: t.bytesIn, fastdp: fd?.BytesIn ?? 0 }, bytesOut: { sleeve: t.bytesOut, fastdp: fd?.BytesOut ?? 0 },
       drops: { ...this.drops }, gossipMessages: { ...this.gossip.stats.messages }, gossipBytes: { ...this.gossip.stats.bytes },
       connectionTerminations: this.connectionTerminations, macCacheSize: this.macs.size, flows: this.fastdp?.flows() ?? 0,
+      tapMerge: ((m) => ({ router: m.router, 'flow-cache': m.flowCache }))(this.forwarder.tapMerge()),
     };
   }
 

@@ -30,6 +30,12 @@ export interface DataPathCounters {
   macCacheSize: number;
   /** Kernel fast-datapath flows; 0 when only the sleeve is in use. */
   flows: number;
+  /**
+   * TCP segments written to the TAP merged into GSO super-frames, per writer ("router": the
+   * router's own TAP writes, "flow-cache": the sleeve's ingress flow cache): segments merged,
+   * super-frames written, super-frames the kernel refused (EINVAL fallbacks).
+   */
+  tapMerge: Record<string, { frames: number; superFrames: number; fallbacks: number }>;
 }
 
 export interface MetricsSource {
@@ -294,6 +300,34 @@ export function createMetrics(source: MetricsSource, registry: Registry = new Re
     labelNames: ['channel'],
     registers: [registry],
     collect() { setCounter(this, perKey(current().counters.gossipBytes, 'channel', [])); },
+  });
+
+  const TAP_WRITERS = ['router', 'flow-cache'];
+  const perWriter = (pick: (m: { frames: number; superFrames: number; fallbacks: number }) => number): Array<[Record<string, string>, number]> => {
+    const tm = current().counters.tapMerge;
+    const keys = new Set([...TAP_WRITERS, ...Object.keys(tm)]);
+    return [...keys].sort().map((k) => [{ writer: k }, tm[k] ? pick(tm[k]) : 0]);
+  };
+  new Counter({
+    name: 'tsweave_tap_merged_frames_total',
+    help: 'TCP segments written to the TAP inside GSO super-frames, by writer (router, flow-cache).',
+    labelNames: ['writer'],
+    registers: [registry],
+    collect() { setCounter(this, perWriter((m) => m.frames)); },
+  });
+  new Counter({
+    name: 'tsweave_tap_super_frames_total',
+    help: 'GSO TCP super-frames written to the TAP, by writer (router, flow-cache).',
+    labelNames: ['writer'],
+    registers: [registry],
+    collect() { setCounter(this, perWriter((m) => m.superFrames)); },
+  });
+  new Counter({
+    name: 'tsweave_tap_merge_fallbacks_total',
+    help: 'TAP super-frames the kernel refused (EINVAL), written segment by segment instead, by writer.',
+    labelNames: ['writer'],
+    registers: [registry],
+    collect() { setCounter(this, perWriter((m) => m.fallbacks)); },
   });
 
   new Gauge({

@@ -108,6 +108,13 @@ export interface Report {
      * The sleeve's flow cache (router/overlay/flow-cache.ts): frames forwarded by the addons
      * from cached decisions, per direction; they are included in Traffic.sleeve.
      */
+    /**
+     * TCP segments written to the TAP merged into GSO super-frames (native gso-merge.h), per
+     * writer: the router's own TAP writes and the ingress flow cache. Frames: segments inside
+     * super-frames; SuperFrames: super-frames written; Fallbacks: super-frames the kernel refused
+     * (EINVAL), after which that writer writes that IP family unmerged.
+     */
+    TapMerge?: Record<'Router' | 'FlowCache', { Frames: number; SuperFrames: number; Fallbacks: number }>;
     FlowCache?: { Enabled: boolean; Egress: { Installs: number; Clears: number; Frames: number; Drops: number; Errors: number; Sealed: number }; Ingress: { Installs: number; Clears: number; Frames: number; Drops: number; Errors: number; Opened: number } };
   };
   IPAM?: ReportIpam;

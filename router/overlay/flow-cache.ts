@@ -22,9 +22,10 @@ import { writeMac } from './mac-cache.js';
  */
 export const FLOW_TTL_MS = 2_000;
 /**
- * Largest wake-up (frames from the TAP, datagrams from the socket) the addons forward
- * from the cache; mirrors kFastBatchMax: one — bigger batches are load, where the
- * router's packing and offloads do better than a syscall per frame.
+ * Largest wake-up of small frames from the TAP the TAP addon forwards from the cache
+ * (and, with WEAVE_NO_BULK_INGRESS=1, of datagrams the UDP addon does); mirrors
+ * kFastBatchMax: one — bigger batches of small frames are load, where the router's
+ * packing does better than a syscall per frame.
  */
 export const FLOW_BATCH_MAX = 1;
 /**
@@ -75,6 +76,16 @@ export function egressTemplate(sender: number, origin: number, dst: number, out:
 /** Bulk frames are cached in batches (FLOW_BULK_FRAME) unless WEAVE_NO_BULK_FLOWS=1 (the reference in benchmarks). */
 export function bulkFlowsEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
   return env.WEAVE_NO_BULK_FLOWS !== '1';
+}
+
+/**
+ * Ingress (UDP addon) takes whole wake-ups — GRO batches of a bulk transfer — from the cache,
+ * and the router installs ingress flows from batches of any size, unless
+ * WEAVE_NO_BULK_INGRESS=1 (then both are limited to FLOW_BATCH_MAX, the behaviour before;
+ * the addon reads the same variable).
+ */
+export function bulkIngressEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.WEAVE_NO_BULK_INGRESS !== '1';
 }
 
 /** The flow cache is on unless WEAVE_NO_FLOW_CACHE=1 (an escape hatch, and the reference in benchmarks). */

@@ -22,7 +22,7 @@ import { forEachFrame } from './sleeve-codec.js';
 import { dstMac, srcMac, isGroupMac, ipv4DontFragment, fragmentIPv4, icmpFragNeeded, etherType } from './ethernet.js';
 import { ETHERTYPE_IPV6, packetTooBig } from './ipv6.js';
 import type { Tap } from './tap.js';
-import { EGRESS_TEMPLATE_BYTES, FLOW_BATCH_MAX, FLOW_BULK_FRAME, FLOW_TTL_MS, NO_FLOW_STATS, bulkFlowsEnabled, egressTemplate, type FlowStats } from './flow-cache.js';
+import { EGRESS_TEMPLATE_BYTES, FLOW_BATCH_MAX, FLOW_BULK_FRAME, FLOW_TTL_MS, NO_FLOW_STATS, bulkFlowsEnabled, bulkIngressEnabled, egressTemplate, type FlowStats } from './flow-cache.js';
 import { COALESCE } from './udp.js';
 
 /**
@@ -31,6 +31,14 @@ import { COALESCE } from './udp.js';
  * whether a frame received from a peer may be delivered here. Returns a drop reason
  * or undefined to allow. Must not allocate per frame.
  */
+
+/** TAP write-merge counters of one writer ({@link Forwarder.tapMerge}). */
+export interface TapMergeStats {
+  frames: number;
+  superFrames: number;
+  fallbacks: number;
+}
+
 export interface FramePolicy {
   checkCaptured(buf: Buffer, start: number, end: number): string | undefined;
   checkDelivered(buf: Buffer, start: number, end: number): string | undefined;
@@ -85,6 +93,8 @@ export class Forwarder {
   /** The peer that sent the datagram being handled, and whether its frames may get ingress flows. */
   private rxHop: SleevePeer | undefined;
   private rxCacheable = false;
+  /** [flow cache] ingress flows are installed from batches of any size (flow-cache.ts bulkIngressEnabled). */
+  private readonly bulkIngress = bulkIngressEnabled();
   // [fastdp] The peers whose captured frames the kernel carries (never also sent over
   // the sleeve), and the direct neighbours that are the next hop towards some other peer.
   readonly fastdpNums = new Set<number>();
@@ -284,6 +294,22 @@ export class Forwarder {
     return { egress: this.tap?.flowStats() ?? NO_FLOW_STATS, ingress: this.sleeve.flowStats() };
   }
 
+  /**
+   * TCP segments written to the TAP merged into GSO super-frames (native gso-merge.h), per
+   * writer: `router` = the router's own writes (Tap.writeSlab), `flowCache` = the ingress flow
+   * cache in the UDP addon. frames: segments inside super-frames; superFrames: super-frames
+   * written; fallbacks: super-frames the kernel refused (EINVAL; merging of that IP family then
+   * stops for that writer and the segments go one by one). All totals since start.
+   */
+  tapMerge(): Record<'router' | 'flowCache', TapMergeStats> {
+    const t = this.tap?.stats();
+    const u = this.sleeve.udpStats();
+    return {
+      router: { frames: t?.writeCoalesced ?? 0, superFrames: t?.writeSuperFrames ?? 0, fallbacks: t?.writeMergeFallbacks ?? 0 },
+      flowCache: { frames: u?.tapMergedFrames ?? 0, superFrames: u?.tapSuperFrames ?? 0, fallbacks: u?.tapMergeFallbacks ?? 0 },
+    };
+  }
+
   private unicast(origin: number, dst: number, buf: Buffer, start: number, end: number): void {
     const sp = this.unicastNext.get(dst);
     if (sp === undefined) {
@@ -349,7 +375,7 @@ export class Forwarder {
   onFrames(peer: SleevePeer, buf: Buffer, start: number, end: number): void {
     this.now = Date.now();
     this.rxHop = peer;
-    this.rxCacheable = this.flowCache && this.tap !== undefined && this.sleeve.batchSize <= FLOW_BATCH_MAX && peer.addr >= 0;
+    this.rxCacheable = this.flowCache && this.tap !== undefined && (this.bulkIngress || this.sleeve.batchSize <= FLOW_BATCH_MAX) && peer.addr >= 0;
     if (!forEachFrame(buf, start, end, this.onFrame)) this.drop('malformed');
     // Relayed frames leave with the sleeve's flush and delivered ones with
     // onBatchEnd, both once per received batch.

@@ -60,6 +60,10 @@ export interface TapStats {
   vnetHdr: boolean;
   /** frames written merged into TCP super-frames by writeSlab (vnetHdr only), included in writeFrames */
   writeCoalesced: number;
+  /** TCP super-frames writeSlab wrote (each carrying several of writeCoalesced) */
+  writeSuperFrames: number;
+  /** super-frames the kernel refused (EINVAL): merging of that IP family stopped, the segments went one by one */
+  writeMergeFallbacks: number;
   /** the kernel granted read offloads ({@link TapOpenOptions.readOffload}) */
   readOffload: boolean;
   /** TCP super-frames read (read offloads), each cut into segments */

@@ -95,6 +95,12 @@ export interface UdpStats {
   gso: boolean;
   /** UDP_GRO in use (needs slotBytes 65536 and Linux ≥ 5.0) */
   gro: boolean;
+  /** ingress flow cache: TCP segments written to the TAP inside GSO super-frames */
+  tapMergedFrames: number;
+  /** ingress flow cache: super-frames written to the TAP */
+  tapSuperFrames: number;
+  /** ingress flow cache: super-frames the kernel refused (EINVAL), written segment by segment */
+  tapMergeFallbacks: number;
   /** receive / send buffer sizes the kernel granted, bytes (0 if not set) */
   recvBufferBytes: number;
   sendBufferBytes: number;

@@ -92,6 +92,12 @@ describe('encryption: password-protected mesh', { skip, timeout: 600_000 }, () =
     const mbps = (JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second / 1e6;
     console.log(`encrypted iperf3 c1->c2: ${mbps.toFixed(0)} Mbit/s`);
     assert.ok(mbps > 10);
+    // h2 received the bulk stream as GRO batches of sealed TCP segments: its ingress flow
+    // cache opened them in C and wrote them to the TAP merged into GSO super-frames.
+    const tm = (await h2.report()).Router.TapMerge as Record<string, { Frames: number; SuperFrames: number; Fallbacks: number }>;
+    console.log(`h2 TAP write merge: ${JSON.stringify(tm)}`);
+    assert.ok(tm.FlowCache!.SuperFrames > 0 && tm.FlowCache!.Frames > 2 * tm.FlowCache!.SuperFrames, `flow cache merged on h2: ${JSON.stringify(tm)}`);
+    assert.equal(tm.FlowCache!.Fallbacks + tm.Router!.Fallbacks, 0, 'the kernel took every super-frame');
   });
 
   test('flow cache on encrypted connections: pings and a ping flood are sealed and opened in C, interoperating with a router without the cache', async () => {

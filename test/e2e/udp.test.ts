@@ -17,6 +17,7 @@ import { COALESCE, DatagramBatch, UdpSocket, UdpError, META_STRIDE, routeMtu, ty
 import { Sleeve, SleevePeer, datagramFor, type SleeveHost } from '../../router/overlay/sleeve.js';
 import { forEachFrame, HEADER_BYTES, DatagramType } from '../../router/overlay/sleeve-codec.js';
 import { Sealer, Opener } from '../../router/crypto/aead.js';
+import { mergeTcp } from '../../router/overlay/tap.js';
 import { xorshift32 as prng } from '../lib/prng.js';
 
 const NS = `tsw-udp-${process.pid}`;
@@ -600,6 +601,75 @@ async function childFlowsSealed(): Promise<Json> {
   result.afterPromote = await probe(seal(inner(f1)));
   result.reinstalled = rx.addFlow(HOP, LOOPBACK, ORIGIN, SELF_PEER, SRC, DST, tapFd, 0, 5000, opener);
   result.newKey = await probe(seal(inner(f1)));
+  // Whole wake-ups (one GRO super-packet = one recvmmsg row split into several): equal-sized
+  // sealed datagrams sent as one UDP GSO super-packet arrive in one batch.
+  const gsoProbe = async (ds: Buffer[]): Promise<{ js: boolean; tap: Buffer; rows: number }> => {
+    const before = calls;
+    const rowsBefore = rx.stats().recvDatagrams;
+    const out = new DatagramBatch(1 << 17, 64);
+    for (const d of ds) {
+      const at = out.reserve(d.length);
+      d.copy(out.slab, at);
+      out.commit(at, d.length, LOOPBACK, rx.localPort | COALESCE);
+    }
+    tx.sendBatch(out.slab, out.table, out.count);
+    await new Promise((r) => setTimeout(r, 80));
+    return { js: calls > before, tap: drain(), rows: rx.stats().recvDatagrams - rowsBefore };
+  };
+  const bulkFrames = [0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6].map(frame);
+  const okBulk = opener.stats.ok;
+  const bulk = await gsoProbe(bulkFrames.map((f) => seal(inner(f))));
+  result.bulk = { js: bulk.js, exact: bulk.tap.equals(Buffer.concat(bulkFrames)), rows: bulk.rows, ok: opener.stats.ok - okBulk };
+  // A duplicate inside one wake-up: Peek passes both copies (the window is updated only after
+  // the batch), so C must hand the batch to JS, whose Opener takes the first and drops the second.
+  const replayBefore = opener.stats.replay;
+  const dup = seal(inner(frame(0xd1)));
+  const dupR = await gsoProbe([dup, dup]);
+  result.dupInBatch = { js: dupR.js, tap: dupR.tap.length, rows: dupR.rows, replays: opener.stats.replay - replayBefore };
+  // Counters out of order inside one wake-up go to JS too (JS opens both: both fresh).
+  const e1 = seal(inner(frame(0xe1)));
+  const e2 = seal(inner(frame(0xe2)));
+  const reordered = await gsoProbe([e2, e1]);
+  result.reordered = { js: reordered.js, tap: reordered.tap.length, jsOk: jsResults.slice(-2) };
+  // TCP segments of one flow, flow with a 10-byte virtio_net_hdr: written as ONE GSO super-frame,
+  // byte for byte what the TAP addon's writeSlab merge (mergeTcp) writes.
+  rx.addFlow(HOP, LOOPBACK, ORIGIN, SELF_PEER, SRC, DST, tapFd, 10, 5000, opener);
+  const tcpSeg = (k: number): Buffer => {
+    const payload = 200;
+    const f = Buffer.alloc(14 + 20 + 20 + payload, 0x30 + k);
+    f.writeUIntBE(DST, 0, 6);
+    f.writeUIntBE(SRC, 6, 6);
+    f.writeUInt16BE(0x0800, 12);
+    const ip = f.subarray(14);
+    ip[0] = 0x45; ip[1] = 0;
+    ip.writeUInt16BE(20 + 20 + payload, 2);
+    ip.writeUInt16BE(100 + k, 4);
+    ip.writeUInt16BE(0x4000, 6);
+    ip[8] = 64; ip[9] = 6;
+    ip.writeUInt32BE(0x0a000001, 12);
+    ip.writeUInt32BE(0x0a000002, 16);
+    const th = ip.subarray(20);
+    th.writeUInt16BE(40000, 0);
+    th.writeUInt16BE(5201, 2);
+    th.writeUInt32BE(1000 + k * payload, 4);
+    th.writeUInt32BE(77, 8);
+    th[12] = 5 << 4; th[13] = 0x10;
+    th.writeUInt16BE(65535, 14);
+    return f;
+  };
+  const segs = [0, 1, 2, 3, 4].map(tcpSeg);
+  const slab = Buffer.concat(segs);
+  const pairs = new Uint32Array(2 * segs.length);
+  let o = 0;
+  segs.forEach((s, k) => { pairs[2 * k] = o; pairs[2 * k + 1] = s.length; o += s.length; });
+  const expected = Buffer.concat(mergeTcp(slab, pairs, segs.length));
+  const mergedBefore = rx.stats();
+  const merged = await gsoProbe(segs.map((f) => seal(inner(f))));
+  const mergedAfter = rx.stats();
+  result.merged = {
+    js: merged.js, exact: merged.tap.equals(expected), writes: mergeTcp(slab, pairs, segs.length).length,
+    superFrames: mergedAfter.tapSuperFrames - mergedBefore.tapSuperFrames, mergedFrames: mergedAfter.tapMergedFrames - mergedBefore.tapMergedFrames,
+  };
   rx.clearFlows();
   result.afterClear = await probe(seal(inner(f1)));
   result.stats = rx.flowStats();
@@ -782,9 +852,17 @@ if (process.env.TSW_UDP_CHILD) {
       assert.deepEqual({ js: r.afterPromote.js, tap: r.afterPromote.tap }, { js: true, tap: 0 }, 'the old key entry no longer serves');
       assert.equal(r.reinstalled, true);
       assert.deepEqual(r.newKey, { js: false, tap: 100 }, 'reinstalled with the new key: opened in C');
+      assert.deepEqual(r.bulk, { js: false, exact: true, rows: 6, ok: 6 }, 'a GRO batch of 6 sealed datagrams: opened and written in C, in order, each counted once');
+      assert.equal(r.dupInBatch.rows, 2, 'both copies arrived in one wake-up');
+      assert.deepEqual(r.dupInBatch, { js: true, tap: 0, rows: 2, replays: 1 }, 'a duplicate inside one batch is not written twice: JS takes the batch and drops the copy as a replay');
+      assert.equal(r.reordered.js, true, 'counters out of order within a batch go to JS');
+      assert.equal(r.reordered.tap, 0);
+      assert.ok(r.reordered.jsOk.every((x: number) => x >= 0), `JS opened both: ${r.reordered.jsOk}`);
+      assert.equal(r.merged.writes, 1, 'mergeTcp merges the 5 segments into one super-frame');
+      assert.deepEqual(r.merged, { js: false, exact: true, writes: 1, superFrames: 1, mergedFrames: 5 }, 'TCP segments of a bulk batch leave as one GSO super-frame, exactly as writeSlab would write it');
       assert.equal(r.afterClear.js, true);
-      assert.equal(r.stats.frames, 3);
-      assert.equal(r.stats.crypto, 3);
+      assert.equal(r.stats.frames, 3 + 6 + 5);
+      assert.equal(r.stats.crypto, 3 + 6 + 5);
       assert.equal(r.stats.errors, 0);
       assert.equal(r.badState?.name, 'RangeError');
       assert.equal(r.badKey?.name, 'RangeError');

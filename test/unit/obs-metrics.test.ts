@@ -16,6 +16,7 @@ function sampleCounters(): DataPathCounters {
     connectionTerminations: 7,
     macCacheSize: 4,
     flows: 0,
+    tapMerge: { router: { frames: 30, superFrames: 2, fallbacks: 0 }, 'flow-cache': { frames: 640, superFrames: 11, fallbacks: 1 } },
   };
 }
 
@@ -86,6 +87,11 @@ test('metrics: Weave names, labels and values for the sample report', async () =
   assert.equal(get('tsweave_gossip_messages_total{channel="topology"}'), 40);
   assert.equal(get('tsweave_gossip_bytes_total{channel="ipam"}'), 900);
   assert.equal(get('tsweave_mac_cache_entries'), 4);
+  assert.equal(get('tsweave_tap_merged_frames_total{writer="router"}'), 30);
+  assert.equal(get('tsweave_tap_merged_frames_total{writer="flow-cache"}'), 640);
+  assert.equal(get('tsweave_tap_super_frames_total{writer="flow-cache"}'), 11);
+  assert.equal(get('tsweave_tap_merge_fallbacks_total{writer="flow-cache"}'), 1);
+  assert.equal(get('tsweave_tap_merge_fallbacks_total{writer="router"}'), 0);
   assert.match(m.contentType, /^text\/plain/);
   // One scrape reads the source once, not once per metric.
   assert.equal(src.reportCalls, 1);

@@ -59,6 +59,7 @@
 #include <uv.h>
 
 #include "flow-cache.h"
+#include "gso-merge.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -88,23 +89,20 @@ constexpr double kMaxFrame = 1 << 20;     // far above the 65535-byte TAP MTU li
 constexpr double kMaxBatch = 65536;
 constexpr double kMaxSlab = 256.0 * 1024 * 1024;
 
-// virtio_net_hdr (include/uapi/linux/virtio_net.h), native byte order as tun
-// uses for the legacy header on little-endian hosts.
-struct VnetHdr {
-  uint8_t flags;
-  uint8_t gso_type;
-  uint16_t hdr_len;
-  uint16_t gso_size;
-  uint16_t csum_start;
-  uint16_t csum_offset;
-};
-static_assert(sizeof(VnetHdr) == 10, "virtio_net_hdr is 10 bytes");
-// (OpenSSL is initialised and self-checked at load, InitModule.)
-constexpr uint8_t kVnetNeedsCsum = 1;  // VIRTIO_NET_HDR_F_NEEDS_CSUM
-constexpr uint8_t kVnetGsoTcpv4 = 1;   // VIRTIO_NET_HDR_GSO_TCPV4
-constexpr uint8_t kVnetGsoTcpv6 = 4;   // VIRTIO_NET_HDR_GSO_TCPV6
-// Most segments merged into one super-frame (Linux GRO stops at 64 too).
-constexpr size_t kMaxMerge = 64;
+// TCP segment merging and the virtio_net_hdr (gso-merge.h, shared with udp.cc).
+using tsweave::gso::BuildSuperHeader;
+using tsweave::gso::Fold;
+using tsweave::gso::kMaxMerge;
+using tsweave::gso::kVnetGsoTcpv4;
+using tsweave::gso::kVnetGsoTcpv6;
+using tsweave::gso::kVnetNeedsCsum;
+using tsweave::gso::PlanMerge;
+using tsweave::gso::Rd16;
+using tsweave::gso::Rd32;
+using tsweave::gso::SlabFrames;
+using tsweave::gso::TcpSeg;
+using tsweave::gso::VnetHdr;
+
 #ifndef SOL_UDP
 #define SOL_UDP 17
 #endif
@@ -125,21 +123,6 @@ constexpr size_t kGsoBytes = 65507;
 // length (2) + tag (16), rounded up.
 constexpr size_t kEgressOverhead = 64;
 
-inline uint16_t Rd16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
-inline uint32_t Rd32(const uint8_t* p) {
-  return (static_cast<uint32_t>(p[0]) << 24) | (static_cast<uint32_t>(p[1]) << 16) | (static_cast<uint32_t>(p[2]) << 8) | p[3];
-}
-
-// RFC 1071 one's-complement sum of 16-bit big-endian words, not folded.
-uint32_t SumWords(const uint8_t* p, size_t n, uint32_t sum) {
-  for (; n > 1; p += 2, n -= 2) sum += Rd16(p);
-  if (n == 1) sum += static_cast<uint32_t>(p[0]) << 8;
-  return sum;
-}
-inline uint16_t Fold(uint32_t sum) {
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return static_cast<uint16_t>(sum);
-}
 
 // The same sum as SumWords (RFC 1071), 8 bytes at a time: the one's-complement
 // sum is byte-order independent (RFC 1071 §2(B)), so native little-endian words
@@ -277,146 +260,6 @@ size_t WriteTsoSegment(const uint8_t* f, const TsoInfo& t, size_t off, size_t se
   th[16] = static_cast<uint8_t>(tc >> 8);
   th[17] = static_cast<uint8_t>(tc);
   return t.hdr + seg;
-}
-
-// An IPv4/TCP or IPv6/TCP segment that TCP GRO could merge: Ethernet II
-// without VLAN; IPv4 without options or fragmentation, or the fixed IPv6 header
-// directly followed by TCP (no extension headers: those frames pass unmerged);
-// the IP length field matching the frame exactly (no Ethernet padding, no
-// jumbogram); only ACK (and PSH) set; some payload.
-struct TcpSeg {
-  const uint8_t* p;
-  bool v6;
-  size_t ipl;      // IP header bytes (20 or 40)
-  size_t hdr;      // Ethernet + IP + TCP header bytes
-  size_t thl;      // TCP header bytes
-  size_t payload;  // TCP payload bytes
-  uint32_t seq;
-  uint8_t flags;
-};
-
-bool ParseTcpSeg(const uint8_t* p, size_t len, TcpSeg* s) {
-  if (len < 14 + 20 + 20) return false;
-  const uint16_t et = Rd16(p + 12);
-  const uint8_t* ip = p + 14;
-  size_t ipl;
-  if (et == 0x0800) {
-    if (ip[0] != 0x45 || ip[9] != 6) return false;
-    if (Rd16(ip + 2) != len - 14) return false;
-    if ((Rd16(ip + 6) & 0x3fff) != 0) return false;
-    ipl = 20;
-  } else if (et == 0x86dd) {
-    if (len < 14 + 40 + 20 || (ip[0] >> 4) != 6 || ip[6] != 6) return false;
-    if (Rd16(ip + 4) != len - 14 - 40) return false;
-    ipl = 40;
-  } else {
-    return false;
-  }
-  const uint8_t* th = ip + ipl;
-  size_t thl = static_cast<size_t>(th[12] >> 4) * 4;
-  if (thl < 20 || 14 + ipl + thl >= len) return false;
-  uint8_t fl = th[13];
-  if ((fl & ~0x18) != 0 || !(fl & 0x10)) return false;
-  s->p = p;
-  s->v6 = ipl == 40;
-  s->ipl = ipl;
-  s->thl = thl;
-  s->hdr = 14 + ipl + thl;
-  s->payload = len - s->hdr;
-  s->seq = Rd32(th + 4);
-  s->flags = fl;
-  return true;
-}
-
-// Same flow and the same headers apart from sequence number, IP id/length/
-// checksum, TCP checksum and PSH: MACs, TOS, DF, TTL, addresses, ports, ack,
-// window and every option byte (timestamps included), as Linux GRO requires.
-// For IPv6: version, traffic class and flow label, next header, hop limit and
-// both addresses (net/ipv6/ip6_offload.c ipv6_gro_receive compares the same).
-bool SameHeaders(const TcpSeg& a, const TcpSeg& b) {
-  if (a.v6 != b.v6 || a.thl != b.thl || memcmp(a.p, b.p, 14) != 0) return false;
-  const uint8_t* ia = a.p + 14;
-  const uint8_t* ib = b.p + 14;
-  if (a.v6) {
-    if (memcmp(ia, ib, 4) != 0 || memcmp(ia + 6, ib + 6, 34) != 0) return false;
-  } else if (ia[1] != ib[1] || (ia[6] & 0x40) != (ib[6] & 0x40) || ia[8] != ib[8] || memcmp(ia + 12, ib + 12, 8) != 0) {
-    return false;
-  }
-  const uint8_t* ta = ia + a.ipl;
-  const uint8_t* tb = ib + b.ipl;
-  return memcmp(ta, tb, 4) == 0 && memcmp(ta + 8, tb + 8, 4) == 0 && memcmp(ta + 14, tb + 14, 2) == 0 &&
-         memcmp(ta + 20, tb + 20, a.thl - 20) == 0;
-}
-
-// How many frames from index i of the writeSlab list `f` ([off, len] pairs into
-// `data`, already bounds-checked) merge into one super-frame: 1 if frame i does
-// not start a run. Fills `a` (the first segment), `total` (payload bytes of the
-// run) and `last_flags` (TCP flags of the last segment). A run stops at
-// kMaxMerge segments, at a sequence gap, a header change, a longer segment, a
-// short or PSH segment (included), or where the IP length would pass 65535.
-// `v6`: whether IPv6 runs may merge at all.
-size_t PlanMerge(const uint8_t* data, const uint32_t* f, size_t count, size_t i, bool v6, TcpSeg* a, size_t* total,
-                 uint8_t* last_flags) {
-  if (i + 1 >= count || !ParseTcpSeg(data + f[2 * i], f[2 * i + 1], a) || (a->flags & 0x08) || (a->v6 && !v6)) return 1;
-  size_t run = 1;
-  *total = a->payload;
-  *last_flags = a->flags;
-  uint32_t next = a->seq + static_cast<uint32_t>(a->payload);
-  TcpSeg b;
-  while (i + run < count && run < kMaxMerge) {
-    const size_t j = i + run;
-    // (For IPv6 the 16-bit field holds only thl + payload; the bound below also
-    // counts the 40-byte header, which keeps the whole frame under 64 KiB.)
-    if (!ParseTcpSeg(data + f[2 * j], f[2 * j + 1], &b) || !SameHeaders(*a, b) || b.seq != next || b.payload > a->payload ||
-        a->ipl + a->thl + *total + b.payload > 65535) {
-      break;
-    }
-    *total += b.payload;
-    next += static_cast<uint32_t>(b.payload);
-    *last_flags = b.flags;
-    run++;
-    if (b.payload < a->payload || (b.flags & 0x08)) break;  // a short or pushed segment ends the run
-  }
-  return run;
-}
-
-// Writes into `h` (room for a.hdr bytes) the header of the super-frame of run
-// `a` carrying `total` payload bytes: the first segment's headers with the
-// total length (IPv4 total length and a fresh header checksum; IPv6 payload
-// length, no header checksum), the last segment's flags and, in the TCP
-// checksum field, the pseudo-header sum (RFC 793 / RFC 8200 section 8.1) as the
-// virtio partial checksum; fills `vh` (GSO TCPV4 or TCPV6, gso_size = the
-// first segment's payload).
-void BuildSuperHeader(const TcpSeg& a, size_t total, uint8_t last_flags, uint8_t* h, VnetHdr* vh) {
-  memcpy(h, a.p, a.hdr);
-  uint8_t* ip = h + 14;
-  const size_t tcp_len = a.thl + total;
-  uint32_t pseudo;
-  if (a.v6) {
-    ip[4] = static_cast<uint8_t>(tcp_len >> 8);
-    ip[5] = static_cast<uint8_t>(tcp_len);
-    pseudo = SumWords(ip + 8, 32, 6 + static_cast<uint32_t>(tcp_len));
-  } else {
-    const size_t ip_len = 20 + tcp_len;
-    ip[2] = static_cast<uint8_t>(ip_len >> 8);
-    ip[3] = static_cast<uint8_t>(ip_len);
-    ip[10] = ip[11] = 0;
-    uint16_t ic = static_cast<uint16_t>(~Fold(SumWords(ip, 20, 0)));
-    ip[10] = static_cast<uint8_t>(ic >> 8);
-    ip[11] = static_cast<uint8_t>(ic);
-    pseudo = SumWords(ip + 12, 8, 6 + static_cast<uint32_t>(tcp_len));
-  }
-  uint8_t* th = ip + a.ipl;
-  th[13] = last_flags;
-  uint16_t pc = Fold(pseudo);
-  th[16] = static_cast<uint8_t>(pc >> 8);
-  th[17] = static_cast<uint8_t>(pc);
-  vh->flags = kVnetNeedsCsum;
-  vh->gso_type = a.v6 ? kVnetGsoTcpv6 : kVnetGsoTcpv4;
-  vh->hdr_len = static_cast<uint16_t>(a.hdr);
-  vh->gso_size = static_cast<uint16_t>(a.payload);
-  vh->csum_start = static_cast<uint16_t>(14 + a.ipl);
-  vh->csum_offset = 16;
 }
 
 // Symbolic errno name for the `code` property, matching Node's own error codes.
@@ -1287,13 +1130,14 @@ class Tap : public Napi::ObjectWrap<Tap> {
   // writeSlab with TCP segment merging (vnetHdr). Returns frames written,
   // each segment of a super-frame counted.
   uint32_t WriteMerged(const uint8_t* data, const uint32_t* f, size_t count) {
+    const SlabFrames fr{data, f};
     uint32_t written = 0;
     size_t i = 0;
     while (i < count) {
       TcpSeg a;
       size_t total = 0;
       uint8_t last_flags = 0;
-      const size_t run = PlanMerge(data, f, count, i, merge6_, &a, &total, &last_flags);
+      const size_t run = PlanMerge(fr, count, i, merge6_, &a, &total, &last_flags);
       if (run == 1) {
         int err = WriteFrame(data + f[2 * i], f[2 * i + 1]);
         if (err == 0) {
@@ -1305,11 +1149,19 @@ class Tap : public Napi::ObjectWrap<Tap> {
         i++;
         continue;
       }
-      int err = WriteSuper(data, f, i, run, a, total, last_flags);
+      if (fd_ < 0) {
+        last_write_errno_ = EBADF;
+        write_errors_ += run;
+        i += run;
+        continue;
+      }
+      int err = tsweave::gso::WriteSuper(fd_, fr, i, run, a, total, last_flags);
+      if (err != 0) last_write_errno_ = err;
       if (err == 0) {
         written += static_cast<uint32_t>(run);
         write_frames_ += run;
-        write_coalesced_ += run;
+        merge_counters_.frames += run;
+        merge_counters_.supers++;
       } else if (err == EAGAIN) {
         write_drops_ += count - i;
         break;
@@ -1317,6 +1169,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
         // The kernel refused the super-frame: stop merging (this family), send
         // these one by one.
         (a.v6 ? merge6_ : merge_) = false;
+        merge_counters_.fallbacks++;
         for (size_t k = i; k < i + run; k++) {
           if (WriteFrame(data + f[2 * k], f[2 * k + 1]) == 0) written++;
         }
@@ -1326,33 +1179,6 @@ class Tap : public Napi::ObjectWrap<Tap> {
       i += run;
     }
     return written;
-  }
-
-  // Writes segments [i, i+run) as one GSO frame (BuildSuperHeader); payloads
-  // gathered in place.
-  int WriteSuper(const uint8_t* data, const uint32_t* f, size_t i, size_t run, const TcpSeg& a, size_t total, uint8_t last_flags) {
-    VnetHdr vh;
-    uint8_t* h = merge_hdr_;
-    BuildSuperHeader(a, total, last_flags, h, &vh);
-    struct iovec iov[2 + kMaxMerge];
-    iov[0] = {&vh, sizeof vh};
-    iov[1] = {h, a.hdr};
-    for (size_t k = 0; k < run; k++) {
-      const uint8_t* p = data + f[2 * (i + k)];
-      iov[2 + k] = {const_cast<uint8_t*>(p + a.hdr), f[2 * (i + k) + 1] - a.hdr};
-    }
-    if (fd_ < 0) {
-      last_write_errno_ = EBADF;
-      return EBADF;
-    }
-    for (;;) {
-      ssize_t r = ::writev(fd_, iov, static_cast<int>(2 + run));
-      if (r >= 0) return 0;
-      int err = errno;
-      if (err == EINTR) continue;
-      last_write_errno_ = err;
-      return err == EWOULDBLOCK ? EAGAIN : err;
-    }
   }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {
@@ -1371,7 +1197,9 @@ class Tap : public Napi::ObjectWrap<Tap> {
       o.Set("lastWriteError", env.Null());
     }
     o.Set("vnetHdr", vnet_);
-    o.Set("writeCoalesced", static_cast<double>(write_coalesced_));
+    o.Set("writeCoalesced", static_cast<double>(merge_counters_.frames));
+    o.Set("writeSuperFrames", static_cast<double>(merge_counters_.supers));
+    o.Set("writeMergeFallbacks", static_cast<double>(merge_counters_.fallbacks));
     o.Set("readOffload", tso_);
     o.Set("readSuperFrames", static_cast<double>(read_super_));
     o.Set("readSegments", static_cast<double>(read_segments_));
@@ -1464,7 +1292,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
   bool merge_ = true;
   // IPv6/TCP runs merged too (TCPV6); off with WEAVE_NO_TAP_MERGE6=1.
   bool merge6_ = true;
-  uint64_t write_coalesced_ = 0;
+  tsweave::gso::MergeCounters merge_counters_;
   // Read offloads (TsoInfo): granted by the kernel; the super-frame being cut.
   bool tso_ = false;
   std::vector<uint8_t> tso_buf_;
@@ -1474,7 +1302,6 @@ class Tap : public Napi::ObjectWrap<Tap> {
   bool tso_pending_ = false;
   uint64_t read_super_ = 0;
   uint64_t read_segments_ = 0;
-  uint8_t merge_hdr_[14 + 60 + 60];
   uv_loop_t* loop_ = nullptr;
   tsweave::FastPort* port_ = nullptr;
   bool last_fast_ = false;
@@ -1583,7 +1410,7 @@ Napi::Value MergeTcp(const Napi::CallbackInfo& info) {
     TcpSeg a;
     size_t total = 0;
     uint8_t last_flags = 0;
-    const size_t run = PlanMerge(data, f, count, i, true, &a, &total, &last_flags);
+    const size_t run = PlanMerge(SlabFrames{data, f}, count, i, true, &a, &total, &last_flags);
     if (run == 1) {
       Napi::Buffer<uint8_t> b = Napi::Buffer<uint8_t>::New(env, sizeof(VnetHdr) + f[2 * i + 1]);
       memset(b.Data(), 0, sizeof(VnetHdr));

@@ -47,19 +47,31 @@
 //   sock.stats() -> { recvDatagrams, recvBatches, recvTruncated, recvErrors,
 //                     sendDatagrams, sendCalls, sendDropsFull, sendDropsTooBig,
 //                     sendErrors, lastSendError, recvBufferBytes, sendBufferBytes,
-//                     sendCoalesced, recvCoalesced, gso, gro }
+//                     sendCoalesced, recvCoalesced, gso, gro,
+//                     tapMergedFrames, tapSuperFrames, tapMergeFallbacks }
 //   sock.ref(), sock.unref(), sock.close()
 //   sock.addFlow(hopPeer, hopAddr, srcPeer, selfPeer, srcMac, dstMac, tapFd, vnetLen, ttlMs[, openState, key])
 //   sock.clearFlows(), sock.flowStats()
 //   routeMtu(addr) -> MTU of the route towards addr, 0 if none
-// Flow cache (flow-cache.h): a wake-up of at most kFastBatchMax datagrams,
-// all plaintext FRAMES datagrams whose every frame matches an installed
-// ingress flow, is written to the TAP here (one write per frame) and
-// JavaScript is not called; otherwise the batch goes to onBatch as always.
+// Flow cache (flow-cache.h): a wake-up of any number of datagrams (a GRO
+// super-packet of a bulk transfer included), all plaintext FRAMES datagrams
+// whose every frame matches an installed ingress flow, is written to the TAP
+// here and JavaScript is not called; otherwise the batch goes to onBatch as
+// always. Runs of TCP segments of one flow are written as one GSO super-frame
+// (gso-merge.h, as tap.cc's writeSlab does) when the flow's TAP has a 10-byte
+// virtio_net_hdr; other frames one write each. WEAVE_NO_BULK_INGRESS=1 limits
+// the cache to wake-ups of kFastBatchMax datagrams (the behaviour before).
 // From a hop with an encrypted flow, ENCRYPTED datagrams are opened here
 // (sleeve-aead.h, the Opener's shared replay window) and their inner FRAMES
 // datagram matched the same way; a datagram that does not verify, is a replay,
 // carries another epoch or does not match is left untouched to JavaScript.
+// Each row is opened into its own place (the same offset in a second slab), and
+// the replay window is updated only once every row hit (Peek, then Accept): so
+// that this is exactly what opening the rows one by one would accept, the
+// counters of one hop must strictly increase within the wake-up — a duplicate
+// (which Peek alone would pass twice: the window is not updated between rows)
+// or an out-of-order counter sends the whole wake-up to JavaScript, whose
+// Opener takes the rows one at a time and drops and counts the replay.
 // Thrown errors carry a `code` (errno name, or ERR_INVALID_ARG_TYPE /
 // ERR_OUT_OF_RANGE for bad arguments).
 // IPv6 (issue #21): without an `address` the socket is dual-stack, AF_INET6
@@ -77,6 +89,7 @@
 #include <uv.h>
 
 #include "flow-cache.h"
+#include "gso-merge.h"
 #include "sleeve-aead.h"
 
 #include <arpa/inet.h>
@@ -85,6 +98,7 @@
 #include <netinet/udp.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <stdlib.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -340,6 +354,14 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
     Napi::Buffer<uint8_t> slab = Napi::Buffer<uint8_t>::New(env, stride_ * batch_);
     // A coalesced datagram splits into up to kMaxSegments rows.
     meta_rows_ = batch_ * kMaxSegments;
+    hit_cap_ = meta_rows_ * 4;
+    hits_.reset(new Hit[hit_cap_]);
+    opened_.reset(new Opened[meta_rows_]);
+    open_buf_.reset(new uint8_t[stride_ * batch_]);
+    const char* nb = getenv("WEAVE_NO_BULK_INGRESS");
+    bulk_ingress_ = !(nb != nullptr && strcmp(nb, "1") == 0);
+    const char* no6 = getenv("WEAVE_NO_TAP_MERGE6");
+    merge6_ = !(no6 != nullptr && strcmp(no6, "1") == 0);
     Napi::Uint32Array meta = Napi::Uint32Array::New(env, kMetaStride * meta_rows_);
     slab_data_ = slab.Data();
     meta_data_ = meta.Data();
@@ -662,7 +684,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
     recv_datagrams_ += n;
     recv_batches_++;
     last_n_ = n;
-    if (n <= tsweave::kFastBatchMax && ingress_.live != 0 && ForwardCached(n)) {
+    if (ingress_.live != 0 && (bulk_ingress_ || n <= tsweave::kFastBatchMax) && ForwardCached(n)) {
       last_fast_ = true;
       return false;
     }
@@ -676,27 +698,46 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
     return false;
   }
 
-  // The flow cache's ingress path: if every row is a plaintext FRAMES
-  // datagram whose every frame matches a live flow (right hop peer and
-  // address, addressed to us), write the frames to the TAP and return true;
-  // otherwise write nothing and return false (the batch goes to JavaScript).
+  struct Hit {
+    const uint8_t* frame;
+    size_t len;
+    const tsweave::IngressFlow* flow;
+  };
+  struct Opened {
+    uint8_t* state;
+    uint64_t seq;
+  };
+  // Hits as gso-merge.h frames.
+  struct HitFrames {
+    const Hit* h;
+    const uint8_t* Data(size_t k) const { return h[k].frame; }
+    size_t Len(size_t k) const { return h[k].len; }
+  };
+
+  // The flow cache's ingress path: if every row is a FRAMES datagram (or an
+  // ENCRYPTED one that opens with its hop's flow key) whose every frame matches
+  // a live flow (right hop peer and address, addressed to us), write the frames
+  // to the TAP and return true; otherwise write nothing, leave the replay
+  // windows untouched and return false (the batch goes to JavaScript).
+  // Every row lies inside the slab (Drain built it from recvmmsg's lengths);
+  // every record length is checked against its datagram before it is read.
   bool ForwardCached(size_t n) {
+    if (n > meta_rows_) return false;
     const uint64_t now = tsweave::MonoMs();
-    struct Hit {
-      const uint8_t* frame;
-      size_t len;
-      const tsweave::IngressFlow* flow;
-    };
-    Hit hits[tsweave::kFastBatchMax * tsweave::kFastFramesMax];
+    Hit* hits = hits_.get();
     size_t nh = 0;
     // Encrypted datagrams verified (Peek) but not yet taken into the replay
     // window: that happens only once every frame of the wake-up hit.
-    struct Opened {
-      uint8_t* state;
+    Opened* opened = opened_.get();
+    size_t no = 0;
+    // Per opener state in this wake-up, the highest counter opened so far
+    // (counters must strictly increase, see the header comment).
+    struct Last {
+      const uint8_t* state;
       uint64_t seq;
     };
-    Opened opened[tsweave::kFastBatchMax];
-    size_t no = 0;
+    Last last[4];
+    size_t nlast = 0;
     for (size_t i = 0; i < n; i++) {
       const uint32_t* m = meta_data_ + kMetaStride * i;
       const uint8_t* d = slab_data_ + m[0];
@@ -714,10 +755,22 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
           crypto_.Drop(env_, static_cast<size_t>(crypto));
           return false;
         }
-        uint8_t* out = open_buf_.data() + i * kOpenSlot;
+        if (open_buf_ == nullptr) return false;
+        // The plaintext goes to the same offset of the open slab: rows never
+        // overlap in the receive slab, and a plaintext is shorter than its datagram.
+        uint8_t* out = open_buf_.get() + m[0];
         uint64_t seq = 0;
-        long r = sleeve_aead::Peek(c.state, c.key, d, len, out, kOpenSlot, &seq);
+        long r = sleeve_aead::Peek(c.state, c.key, d, len, out, len, &seq);
         if (r < 0) return false;  // JavaScript opens it again and counts the outcome
+        size_t k = 0;
+        while (k < nlast && last[k].state != c.state) k++;
+        if (k < nlast) {
+          if (seq <= last[k].seq) return false;  // a duplicate or reordered counter: JavaScript decides
+          last[k].seq = seq;
+        } else {
+          if (nlast == sizeof last / sizeof last[0]) return false;
+          last[nlast++] = {c.state, seq};
+        }
         opened[no++] = {c.state, seq};
         crypto_gen = c.gen;
         // The inner datagram must be a FRAMES datagram from the same sender.
@@ -728,7 +781,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
       if (len < tsweave::kSleeveHeader + tsweave::kFrameRecord + 14 || d[1] != tsweave::kSleeveFrames) return false;
       size_t at = tsweave::kSleeveHeader;
       while (at < len) {
-        if (len - at < tsweave::kFrameRecord || nh == sizeof hits / sizeof hits[0]) return false;
+        if (len - at < tsweave::kFrameRecord || nh == hit_cap_) return false;
         const uint8_t* r = d + at;
         const size_t flen = (static_cast<size_t>(r[12]) << 8) | r[13];
         if (flen < 14 || flen > len - at - tsweave::kFrameRecord) return false;
@@ -749,17 +802,57 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
       }
     }
     for (size_t i = 0; i < no; i++) sleeve_aead::Accept(opened[i].state, opened[i].seq);
-    static const uint8_t kZeroVnet[16] = {0};
     bool failed = false;
-    for (size_t i = 0; i < nh; i++) {
+    size_t i = 0;
+    while (i < nh) {
       const Hit& h = hits[i];
-      struct iovec iov[2] = {{const_cast<uint8_t*>(kZeroVnet), h.flow->vnet_len}, {const_cast<uint8_t*>(h.frame), h.len}};
-      ssize_t r;
-      do {
-        r = h.flow->vnet_len != 0 ? writev(h.flow->tap_fd, iov, 2) : write(h.flow->tap_fd, h.frame, h.len);
-      } while (r < 0 && errno == EINTR);
-      if (ingress_counters_.Count(r, h.len)) failed = true;
-      if (r >= 0 && h.flow->crypto >= 0) ingress_counters_.crypto++;
+      size_t run = 1;
+      tsweave::gso::TcpSeg a;
+      size_t total = 0;
+      uint8_t last_flags = 0;
+      const HitFrames fr{hits + i};
+      if (h.flow->vnet_len == sizeof(tsweave::gso::VnetHdr) && merge_) {
+        // A run shares one TAP (and header size); PlanMerge checks the rest.
+        size_t end = i + 1;
+        while (end < nh && end - i < tsweave::gso::kMaxMerge && hits[end].flow->tap_fd == h.flow->tap_fd &&
+               hits[end].flow->vnet_len == h.flow->vnet_len) {
+          end++;
+        }
+        run = tsweave::gso::PlanMerge(fr, end - i, 0, merge6_, &a, &total, &last_flags);
+      }
+      if (run > 1) {
+        const int err = tsweave::gso::WriteSuper(h.flow->tap_fd, fr, 0, run, a, total, last_flags);
+        if (err == 0) {
+          for (size_t k = i; k < i + run; k++) {
+            ingress_counters_.frames++;
+            ingress_counters_.bytes += hits[k].len;
+            if (hits[k].flow->crypto >= 0) ingress_counters_.crypto++;
+          }
+          merge_counters_.frames += run;
+          merge_counters_.supers++;
+          i += run;
+          continue;
+        }
+        if (err == EAGAIN) {
+          ingress_counters_.drops += run;
+          i += run;
+          continue;
+        }
+        if (err != EINVAL) {
+          ingress_counters_.errors += run;
+          failed = true;
+          i += run;
+          continue;
+        }
+        // The kernel refused the super-frame: stop merging this family and
+        // write the run one frame at a time below.
+        (a.v6 ? merge6_ : merge_) = false;
+        merge_counters_.fallbacks++;
+      }
+      for (size_t k = i; k < i + run; k++) {
+        if (WriteHit(hits[k])) failed = true;
+      }
+      i += run;
     }
     ingress_counters_.batches++;
     if (failed) {
@@ -767,6 +860,20 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
       crypto_.DropAll(env_);
     }
     return true;
+  }
+
+  // One frame to its flow's TAP (after vnet_len zero bytes); counted. Returns
+  // true for an error that must empty the cache.
+  bool WriteHit(const Hit& h) {
+    static const uint8_t kZeroVnet[16] = {0};
+    struct iovec iov[2] = {{const_cast<uint8_t*>(kZeroVnet), h.flow->vnet_len}, {const_cast<uint8_t*>(h.frame), h.len}};
+    ssize_t r;
+    do {
+      r = h.flow->vnet_len != 0 ? writev(h.flow->tap_fd, iov, 2) : write(h.flow->tap_fd, h.frame, h.len);
+    } while (r < 0 && errno == EINTR);
+    const bool failed = ingress_counters_.Count(r, h.len);
+    if (r >= 0 && h.flow->crypto >= 0) ingress_counters_.crypto++;
+    return failed;
   }
 
   // addFlow(hopPeer, hopAddr, srcPeer, selfPeer, srcMac, dstMac, tapFd, vnetLen, ttlMs):
@@ -1044,6 +1151,9 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
     o.Set("recvCoalesced", static_cast<double>(recv_coalesced_));
     o.Set("gso", gso_);
     o.Set("gro", gro_);
+    o.Set("tapMergedFrames", static_cast<double>(merge_counters_.frames));
+    o.Set("tapSuperFrames", static_cast<double>(merge_counters_.supers));
+    o.Set("tapMergeFallbacks", static_cast<double>(merge_counters_.fallbacks));
     o.Set("recvBufferBytes", rcvbuf_);
     o.Set("sendBufferBytes", sndbuf_);
     return o;
@@ -1158,9 +1268,22 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
   tsweave::FlowTable<tsweave::IngressFlow> ingress_;
   tsweave::FlowCounters ingress_counters_;
   tsweave::CryptoTable crypto_;
-  // Plaintexts of the encrypted datagrams of one cached wake-up.
-  static constexpr size_t kOpenSlot = 65536;
-  std::vector<uint8_t> open_buf_ = std::vector<uint8_t>(tsweave::kFastBatchMax * kOpenSlot);
+  // One cached wake-up (ForwardCached): its frames, the encrypted rows opened
+  // and, in open_buf_ (as large as the receive slab, row i's plaintext at row
+  // i's offset), their plaintexts. Allocated uninitialised, so pages never
+  // written (no encrypted flows) take no memory.
+  std::unique_ptr<Hit[]> hits_;
+  size_t hit_cap_ = 0;
+  std::unique_ptr<Opened[]> opened_;
+  std::unique_ptr<uint8_t[]> open_buf_;
+  // Whole wake-ups (GRO batches) in the cache; off with WEAVE_NO_BULK_INGRESS=1.
+  bool bulk_ingress_ = true;
+  // TCP runs written to the TAP as GSO super-frames (gso-merge.h); a family is
+  // turned off when the kernel refuses one (EINVAL), IPv6 also by
+  // WEAVE_NO_TAP_MERGE6=1 as in tap.cc.
+  bool merge_ = true;
+  bool merge6_ = true;
+  tsweave::gso::MergeCounters merge_counters_;
 };
 
 // routeMtu(addr: uint32 | IPv6 text) -> the MTU the kernel would use towards
