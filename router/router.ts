@@ -235,10 +235,33 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     try {
       if (this.config.discovery) this.discover(now);
       for (const t of this.targets.due(now, (a) => this.isConnectedTo(a), this.config.connLimit - this.byPeer.size)) this.dial(t.address);
+      this.targets.hastenAlive(now, this.aliveThroughOthers());
     } finally {
       const next = this.targets.nextDue(now);
       this.armConnectTick(Math.min(CONNECT_IDLE_TICK_MS, Math.max(CONNECT_TICK_MS, next - now)));
     }
+  }
+
+  /**
+   * Whether the peer at a target address ("host:port") is known alive through others:
+   * a peer we can route to lists an established connection to it at that address, and
+   * we can route to it too (symmetric established links, so a departed peer's frozen
+   * entry does not count). The address set is built on the first call only.
+   */
+  private aliveThroughOthers(): (address: string) => boolean {
+    let addrs: Set<string> | undefined;
+    return (address) => {
+      if (addrs === undefined) {
+        addrs = new Set();
+        for (const n of this.topology.names()) {
+          if (n === this.selfName || this.routes.unicast(n) === undefined) continue;
+          for (const c of this.topology.get(n)!.connections) {
+            if (c.established && c.name !== this.selfName && this.routes.unicast(c.name) !== undefined) addrs.add(c.address);
+          }
+        }
+      }
+      return addrs.has(address);
+    };
   }
 
   private isConnectedTo(address: string): boolean {
@@ -262,7 +285,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     const timer = setTimeout(() => s.destroy(new Error(`connect timed out after ${CONNECT_TIMEOUT_MS / 1000} s`)), CONNECT_TIMEOUT_MS);
     const onErr = (err: NodeJS.ErrnoException): void => {
       clearTimeout(timer);
-      this.targets.failed(address, err.message, Date.now(), Math.random, resolutionFailure(err));
+      this.targets.failed(address, err.message, Date.now(), Math.random, resolutionFailure(err), true);
     };
     s.once('error', onErr);
     s.once('connect', () => {

@@ -4,7 +4,9 @@
  * Targets come from `weave launch PEER...`, `weave connect`, and (unless
  * --no-discovery) from gossip: peers we hear of but are not connected to. A failed
  * attempt is retried with exponential backoff (1 s doubling, capped), so a dead
- * peer costs little and a recovered one is found again quickly. An address found to
+ * peer costs little and a recovered one is found again quickly. A peer we cannot reach
+ * while others can (a partitioned link) is redialled at least every ~5 s instead
+ * (`hastenAlive`), so a healed link comes back within seconds. An address found to
  * be ourselves is never retried. Like mesh's connection_maker.go, but the decision
  * (`due`) is a pure function of the target table and the clock, so it is testable
  * without sockets.
@@ -15,6 +17,11 @@ export { isHostLike } from './address.js';
 
 export const INITIAL_BACKOFF_MS = 1_000;
 export const MAX_BACKOFF_MS = 30_000;
+/**
+ * Longest wait (±25 % jitter) before redialling a target that we could not reach while
+ * the peer at that address is known alive through others (`hastenAlive`).
+ */
+export const ALIVE_MAX_BACKOFF_MS = 5_000;
 
 export type TargetState = 'waiting' | 'connecting' | 'connected' | 'retrying' | 'self';
 
@@ -32,6 +39,11 @@ export interface Target {
    * may resolve later (Weave's behaviour), while invalid literals are refused at once.
    */
   unresolved?: string;
+  /**
+   * The last attempt never reached the peer (the dial itself failed: timeout, refused,
+   * unreachable), as opposed to a peer that answered and then refused or dropped us.
+   */
+  unreached?: boolean;
 }
 
 /**
@@ -108,6 +120,9 @@ export class TargetTable {
         t.nextAttempt = now + INITIAL_BACKOFF_MS;
         continue;
       }
+      // The clock stepped back (NTP, a resumed VM, the test clock hook): a wait longer
+      // than any backoff would freeze this target for the size of the step. Dial now.
+      if (t.nextAttempt > now + MAX_BACKOFF_MS * 1.25) t.nextAttempt = now;
       if (t.nextAttempt <= now) {
         if (!t.direct) {
           if (budget <= 0) continue;
@@ -122,17 +137,46 @@ export class TargetTable {
 
   /**
    * An attempt failed: back off exponentially with jitter. `unresolved` is the
-   * resolver's error code when the host name did not resolve (resolutionFailure).
+   * resolver's error code when the host name did not resolve (resolutionFailure);
+   * `unreached` says the dial itself failed (no TCP connection was made).
    */
-  failed(address: string, err: string, now: number, rand = Math.random, unresolved?: string): void {
+  failed(address: string, err: string, now: number, rand = Math.random, unresolved?: string, unreached = false): void {
     const t = this.targets.get(address);
     if (!t || t.state === 'self') return;
     t.attempt++;
     t.lastError = err;
     t.unresolved = unresolved;
+    t.unreached = unreached;
     t.state = 'retrying';
     const base = Math.min(MAX_BACKOFF_MS, INITIAL_BACKOFF_MS * 2 ** Math.min(t.attempt - 1, 16));
     t.nextAttempt = now + base * (0.75 + 0.5 * rand());
+  }
+
+  /**
+   * Redial sooner a peer we could not reach while others can: after a partition heals,
+   * the mesh carries no signal that one link works again (the peer stayed reachable
+   * through others all along), so a target backed off to MAX_BACKOFF_MS would wait up
+   * to ~37 s. For every retrying target whose last dial never reached the peer
+   * (`unreached`) and that `alive(address)` says is alive through others, the next
+   * attempt is pulled in to at most ALIVE_MAX_BACKOFF_MS (±25 % jitter) from `now`
+   * (never later than it was). A peer that answered and refused (connection limit,
+   * handshake error) keeps its full backoff, so this never adds load on a busy peer;
+   * the cost is one failed dial per ~5 s per peer that stays unreachable from here only.
+   * `alive` is called only for unreached targets waiting longer than 3.75 s. Returns
+   * how many targets were pulled in.
+   */
+  hastenAlive(now: number, alive: (address: string) => boolean, rand = Math.random): number {
+    let n = 0;
+    for (const t of this.targets.values()) {
+      if (t.state !== 'retrying' || !t.unreached || t.nextAttempt <= now + ALIVE_MAX_BACKOFF_MS * 0.75) continue;
+      if (!alive(t.address)) continue;
+      const at = now + ALIVE_MAX_BACKOFF_MS * (0.75 + 0.5 * rand());
+      if (at < t.nextAttempt) {
+        t.nextAttempt = at;
+        n++;
+      }
+    }
+    return n;
   }
 
   /**
@@ -144,7 +188,7 @@ export class TargetTable {
     let next = Infinity;
     for (const t of this.targets.values()) {
       if (t.state === 'connecting') return now;
-      if (t.state === 'waiting' || t.state === 'retrying') next = Math.min(next, t.nextAttempt);
+      if (t.state === 'waiting' || t.state === 'retrying') next = Math.min(next, Math.min(t.nextAttempt, now + MAX_BACKOFF_MS * 1.25));
     }
     return next;
   }
@@ -156,6 +200,7 @@ export class TargetTable {
     t.attempt = 0;
     t.lastError = undefined;
     t.unresolved = undefined;
+    t.unreached = undefined;
   }
 
   /** The address turned out to be this router: never try it again. */

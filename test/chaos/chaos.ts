@@ -13,7 +13,7 @@
  * and log tail, and exits 1 (after the remaining runs with --keep-going).
  */
 import { Command } from 'commander';
-import { cpSync, existsSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, lstatSync, writeFileSync } from 'node:fs';
 import { Testbed, canRunE2E } from '../e2e/lib/testbed.js';
 import { killBurst } from './kill9.js';
 import { runMeshSchedule } from './mesh.js';
@@ -61,7 +61,7 @@ async function main(): Promise<number> {
     if (r.violations.length) {
       for (const v of r.violations) console.log(`VIOLATION: ${v}`);
       const keep = `/tmp/tsweave-chaos-failed-${seed}`;
-      cpSync(h1.stateDir, keep, { recursive: true });
+      cpSync(h1.stateDir, keep, { recursive: true, filter: (src) => !isSocket(src) });
       console.log(`replay with --seed ${seed} --kills ${o.kills} --workers ${o.workers}; state dir and log kept in ${keep}\n--- log tail ---\n${h1.logTail(40)}`);
       return 1;
     }
@@ -104,8 +104,10 @@ async function meshCampaign(o: { hosts: number; steps: number; runs: number; kee
         res.steps.forEach((st, i) => out(`  ${String(i + 1).padStart(3)}. ${describeStep(st)}`));
         for (const v of res.violations) out(`VIOLATION: ${v}`);
         const keep = `/tmp/tsweave-chaos-failed-${seed}`;
-        cpSync(bed.dir, keep, { recursive: true });
-        out(`${res.diagnostics}\nstate dirs and logs kept in ${keep} (this output in ${keep}/chaos.log)`);
+        out(res.diagnostics);
+        // Sockets (weaver.sock) cannot be copied: skip them, never lose the campaign over it.
+        cpSync(bed.dir, keep, { recursive: true, filter: (src) => !isSocket(src) });
+        out(`state dirs and logs kept in ${keep} (this output in ${keep}/chaos.log)`);
         writeFileSync(`${keep}/chaos.log`, `${lines.join('\n')}\n`);
       } else clean++;
     } finally {
@@ -119,6 +121,15 @@ async function meshCampaign(o: { hosts: number; steps: number; runs: number; kee
   const m = ((Date.now() - t0) / 60000).toFixed(1);
   console.log(`chaos: ${clean} schedules x ${o.steps} steps on ${o.hosts} hosts clean, ${bad.length} with violations${bad.length ? ` (seeds ${bad.join(' ')})` : ''}, in ${m} min`);
   return bad.length ? 1 : 0;
+}
+
+/** Whether `p` is a unix socket (cpSync refuses to copy one). */
+function isSocket(p: string): boolean {
+  try {
+    return lstatSync(p).isSocket();
+  } catch {
+    return false;
+  }
 }
 
 /** "setup 2.1 launch 12.0 ..." in seconds (divided by `n` for a mean). */

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { TargetTable, normaliseAddress, resolutionFailure, INITIAL_BACKOFF_MS, MAX_BACKOFF_MS } from '../../router/mesh/connection-maker.js';
+import { TargetTable, normaliseAddress, resolutionFailure, INITIAL_BACKOFF_MS, MAX_BACKOFF_MS, ALIVE_MAX_BACKOFF_MS } from '../../router/mesh/connection-maker.js';
 
 test('normaliseAddress adds the default port and rejects junk', () => {
   assert.equal(normaliseAddress('10.0.0.1', 6783), '10.0.0.1:6783');
@@ -112,4 +112,77 @@ test('nextDue: now while connecting, the earliest retry while retrying, Infinity
   t.due(INITIAL_BACKOFF_MS, (x) => x === b);
   t.succeeded(a);
   assert.equal(t.nextDue(5_000), Infinity, 'all connected');
+});
+
+test('hastenAlive: an unreached target whose peer is alive through others is redialled within ALIVE_MAX_BACKOFF_MS', () => {
+  const t = new TargetTable(6783);
+  const a = t.add('10.0.0.1', true, 0);
+  const b = t.add('10.0.0.2', true, 0);
+  const c = t.add('10.0.0.3', true, 0);
+  let now = 0;
+  // Back all three off to the cap: a and b never reached (dial timeouts), c answered and refused us.
+  for (let i = 0; i < 8; i++) {
+    for (const x of t.due(now, () => false)) t.failed(x.address, x.address === c ? 'connection limit (30) reached' : 'connect timed out after 5 s', now, () => 0.5, undefined, x.address !== c);
+    now += MAX_BACKOFF_MS;
+  }
+  now -= MAX_BACKOFF_MS;
+  for (const x of [a, b, c]) assert.equal(t.get(x)!.nextAttempt - now, MAX_BACKOFF_MS, `${x} backed off to the cap`);
+  const asked: string[] = [];
+  const n = t.hastenAlive(now, (x) => {
+    asked.push(x);
+    return x === a || x === c;
+  }, () => 0.5);
+  assert.equal(n, 1, 'only a: b is not known alive, c answered (its backoff stands)');
+  assert.deepEqual(asked, [a, b], 'c is not asked about: it was reached');
+  assert.equal(t.get(a)!.nextAttempt - now, ALIVE_MAX_BACKOFF_MS);
+  assert.equal(t.get(b)!.nextAttempt - now, MAX_BACKOFF_MS);
+  assert.equal(t.get(c)!.nextAttempt - now, MAX_BACKOFF_MS);
+  assert.deepEqual(t.due(now + ALIVE_MAX_BACKOFF_MS - 1, () => false), []);
+  assert.deepEqual(t.due(now + ALIVE_MAX_BACKOFF_MS, () => false).map((x) => x.address), [a]);
+  // Jitter stays inside ±25 % and never pushes an attempt later than it was.
+  t.failed(a, 'connect timed out after 5 s', now, () => 0.5, undefined, true);
+  t.hastenAlive(now, () => true, () => 0);
+  assert.equal(t.get(a)!.nextAttempt - now, ALIVE_MAX_BACKOFF_MS * 0.75);
+  t.hastenAlive(now, () => true, () => 0.9999);
+  assert.equal(t.get(a)!.nextAttempt - now, ALIVE_MAX_BACKOFF_MS * 0.75, 'not pushed later');
+  t.failed(a, 'connect timed out after 5 s', now, () => 0.5, undefined, true);
+  t.hastenAlive(now, () => true, () => 0.9999);
+  assert.ok(t.get(a)!.nextAttempt - now < ALIVE_MAX_BACKOFF_MS * 1.25);
+});
+
+test('hastenAlive leaves early attempts, other states and reached peers alone; success clears unreached', () => {
+  const t = new TargetTable(6783);
+  const a = t.add('10.0.0.1', true, 0);
+  t.due(0, () => false);
+  t.failed(a, 'connect ECONNREFUSED', 0, () => 0.5, undefined, true); // attempt 1: 1 s
+  let called = 0;
+  assert.equal(t.hastenAlive(0, () => (++called, true)), 0);
+  assert.equal(called, 0, 'a 1 s backoff is already short: alive() is not asked');
+  assert.equal(t.get(a)!.nextAttempt, INITIAL_BACKOFF_MS);
+  t.due(INITIAL_BACKOFF_MS, () => false);
+  assert.equal(t.get(a)!.state, 'connecting');
+  assert.equal(t.hastenAlive(10 ** 6, () => true), 0, 'connecting: untouched');
+  t.succeeded(a);
+  assert.equal(t.get(a)!.unreached, undefined);
+  // A closed connection (handshake failure, heartbeat timeout) is not `unreached`: full backoff.
+  for (let i = 0; i < 6; i++) t.failed(a, 'handshake did not complete within 10 s', 0, () => 0.5);
+  assert.equal(t.get(a)!.nextAttempt, MAX_BACKOFF_MS);
+  assert.equal(t.hastenAlive(0, () => true), 0);
+  assert.equal(t.get(a)!.nextAttempt, MAX_BACKOFF_MS);
+});
+
+test('a clock stepped back does not freeze a retrying target (chaos seed 7005: h1 and h5 never redialled each other)', () => {
+  const t = new TargetTable(6783);
+  const a = t.add('10.0.0.5', true, 0);
+  const day = 86_400_000;
+  // The connection fails while the router's clock reads one day ahead, then the clock steps back.
+  for (let i = 0; i < 6; i++) {
+    for (const x of t.due(day + i * 40_000, () => false)) t.failed(x.address, 'connect timed out after 5 s', day + i * 40_000, () => 0.5);
+  }
+  assert.ok(t.get(a)!.nextAttempt > day, 'next attempt on the stepped clock');
+  assert.ok(t.nextDue(1_000) <= 1_000 + MAX_BACKOFF_MS * 1.25, 'the next tick is not a day away');
+  assert.deepEqual(t.due(1_000, () => false).map((x) => x.address), [a], 'dialled at once after the step back');
+  // A normal backoff is untouched: not due early.
+  t.failed(a, 'connect timed out after 5 s', 1_000, () => 0.5);
+  assert.deepEqual(t.due(1_001, () => false), []);
 });
