@@ -43,6 +43,8 @@ export interface Sample {
   cachedFrames?: number;
   /** 1-minute load average when the sample started */
   load: number;
+  /** [variant KERNEL] the tsweave variant whose rounds this anchor sample belongs to */
+  kernelOf?: string;
 }
 
 /** Goal of issue #21: IPv6 TCP at least 95 % and ping at most 105 % of IPv4's. */
@@ -119,7 +121,24 @@ export interface RatioRow {
   tcpMet?: boolean;
   /** median ping-average ratio ≤ PING_GOAL */
   pingMet?: boolean;
+  /**
+   * [overlay IPv6 only] ping-average ratio with the kernel's own IPv6 cost taken out: per
+   * round (ping6 − (kernel6 − kernel4)) / ping4, where kernel4/6 are the same round's pings
+   * between two plain namespaces on a bridge (variant KERNEL), which cross the same two
+   * endpoint stacks; undefined without kernel samples or for an IPv4 overlay
+   */
+  pingNet?: Spread;
+  /** median of pingNet ≤ PING_GOAL */
+  pingNetMet?: boolean;
+  /** [overlay IPv6 only] median per round of (ping6 − ping4) − (kernel6 − kernel4), µs */
+  extraUs?: Spread;
 }
+
+/**
+ * Variant name of the anchor samples: ping between two plain namespaces on a Linux
+ * bridge, no tsweave (underlay 4, overlay 4 or 6), measured in every round.
+ */
+export const KERNEL = 'kernel';
 
 const ratio = (a: number | undefined, b: number | undefined): number | undefined => (a === undefined || b === undefined || b === 0 ? undefined : a / b);
 
@@ -153,7 +172,15 @@ export function summarize(samples: Sample[]): ComboSummary[] {
  */
 export function ratios(samples: Sample[]): RatioRow[] {
   const out: RatioRow[] = [];
+  // The kernel anchor's own IPv6 − IPv4 ping difference, per variant and round.
+  const kernelCost = new Map<string, number>();
+  for (const k6 of samples) {
+    if (k6.variant !== KERNEL || k6.overlay !== 6 || k6.pingAvgMs === undefined) continue;
+    const k4 = samples.find((k) => k.variant === KERNEL && k.overlay === 4 && k.repeat === k6.repeat && k.kernelOf === k6.kernelOf);
+    if (k4?.pingAvgMs !== undefined) kernelCost.set(`${k6.kernelOf}/${k6.repeat}`, k6.pingAvgMs - k4.pingAvgMs);
+  }
   for (const variant of [...new Set(samples.map((s) => s.variant))]) {
+    if (variant === KERNEL) continue;
     const base = new Map<number, Sample>();
     for (const s of samples) if (s.variant === variant && comboOf(s) === 'v4/v4') base.set(s.repeat, s);
     for (const combo of ['v6ul/v4', 'v4ul/v6', 'v6/v6'] as const) {
@@ -162,11 +189,20 @@ export function ratios(samples: Sample[]): RatioRow[] {
       const tcp = spread(pairs.map(([s, b]) => ratio(s.tcpMbps, b.tcpMbps)));
       const pingAvg = spread(pairs.map(([s, b]) => ratio(s.pingAvgMs, b.pingAvgMs)));
       const pingP50 = spread(pairs.map(([s, b]) => ratio(s.pingP50Ms, b.pingP50Ms)));
-      out.push({
+      const row: RatioRow = {
         variant, combo, tcp, pingAvg, pingP50,
         tcpMet: tcp.median === undefined ? undefined : tcp.median >= TCP_GOAL,
         pingMet: pingAvg.median === undefined ? undefined : pingAvg.median <= PING_GOAL,
-      });
+      };
+      if (combo !== 'v6ul/v4') {
+        const kc = pairs.map(([s]) => kernelCost.get(`${variant}/${s.repeat}`));
+        if (kc.some((k) => k !== undefined)) {
+          row.pingNet = spread(pairs.map(([s, b], i) => (kc[i] === undefined || s.pingAvgMs === undefined ? undefined : ratio(s.pingAvgMs - kc[i]!, b.pingAvgMs))));
+          row.extraUs = spread(pairs.map(([s, b], i) => (kc[i] === undefined || s.pingAvgMs === undefined || b.pingAvgMs === undefined ? undefined : 1000 * (s.pingAvgMs - b.pingAvgMs - kc[i]!))));
+          row.pingNetMet = row.pingNet.median === undefined ? undefined : row.pingNet.median <= PING_GOAL;
+        }
+      }
+      out.push(row);
     }
   }
   return out;

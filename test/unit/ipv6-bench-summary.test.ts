@@ -4,7 +4,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { comboOf, median, parsePing, quantileSorted, ratios, summarize, type Sample } from '../../bench/ipv6-summary.js';
+import { KERNEL, comboOf, median, parsePing, quantileSorted, ratios, summarize, type Sample } from '../../bench/ipv6-summary.js';
 
 function s(variant: string, repeat: number, underlay: 4 | 6, overlay: 4 | 6, tcp: number, ping: number, extra: Partial<Sample> = {}): Sample {
   return { variant, repeat, underlay, overlay, tcpMbps: tcp, pingAvgMs: ping, pingP50Ms: ping, pingP99Ms: ping * 2, pingLoss: 0, load: 1, ...extra };
@@ -102,5 +102,24 @@ describe('ipv6 bench summary', () => {
     assert.equal(sum[0]!.jsPerMille, 4);
     assert.equal(sum[1]!.combo, 'v6/v6');
     assert.equal(sum[1]!.jsPerMille, undefined);
+  });
+
+  test('the kernel anchor\'s own IPv6 cost (same variant and round) is taken out of overlay-IPv6 ping ratios only', () => {
+    const k = (repeat: number, overlay: 4 | 6, ping: number): Sample => ({ variant: KERNEL, kernelOf: 'fastdp', repeat, underlay: 4, overlay, pingAvgMs: ping, load: 1 });
+    const rows = ratios([
+      s('fastdp', 0, 4, 4, 1000, 0.100), s('fastdp', 0, 4, 6, 1000, 0.120), s('fastdp', 0, 6, 4, 1000, 0.104), s('fastdp', 0, 6, 6, 1000, 0.130),
+      k(0, 4, 0.050), k(0, 6, 0.068),
+      // another variant's anchor must not be used for fastdp
+      { ...k(0, 6, 0.500), kernelOf: 'none' }, { ...k(0, 4, 0.050), kernelOf: 'none' },
+    ]);
+    assert.equal(rows.length, 3, 'no ratio row for the anchor itself');
+    const by = new Map(rows.map((r) => [r.combo, r]));
+    assert.equal(by.get('v4ul/v6')!.pingMet, false);
+    assert.ok(Math.abs(by.get('v4ul/v6')!.pingNet!.median! - 1.02) < 1e-9);
+    assert.equal(by.get('v4ul/v6')!.pingNetMet, true);
+    assert.ok(Math.abs(by.get('v4ul/v6')!.extraUs!.median! - 2) < 1e-6);
+    assert.ok(Math.abs(by.get('v6/v6')!.pingNet!.median! - 1.12) < 1e-9);
+    assert.equal(by.get('v6/v6')!.pingNetMet, false);
+    assert.equal(by.get('v6ul/v4')!.pingNet, undefined, 'an IPv4 overlay gets no kernel correction');
   });
 });
