@@ -1,12 +1,15 @@
 /**
  * IPAM end to end: three routers split 10.32.0.0/12 by consensus and never hand out
- * an address twice — across concurrency, restarts, partitions and a dead peer.
+ * an address twice — across concurrency, restarts, partitions and a dead peer. The
+ * routers run with --ipalloc-range6, so containers also get the IPv6 address derived from
+ * their IPv4 one (issue #21): those must be unique under the same concurrency and restart.
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import path from 'node:path';
-import { Testbed, canRunE2E, until, sleep, type Host } from './lib/testbed.js';
+import { Testbed, canRunE2E, until, sleep, type Container, type Host } from './lib/testbed.js';
+import { derive6, parseRange6 } from '../../ipam/ipv6.js';
 
 const skip = canRunE2E();
 
@@ -27,6 +30,15 @@ function api(h: Host, method: string, urlPath: string, timeoutMs = 90_000): Prom
 
 const ids = new Map<Host, string[]>();
 
+const RANGE6 = 'fd00:77:1::/64';
+const V6 = ['--ipalloc-range6', RANGE6];
+
+/** The global IPv6 addresses on a container's ethwe (without prefix length). */
+async function v6On(c: Container): Promise<string[]> {
+  const out = (await c.exec(['ip', '-o', '-6', 'addr', 'show', 'dev', 'ethwe', 'scope', 'global'])).stdout;
+  return [...out.matchAll(/inet6 ([0-9a-f:]+)\//g)].map((m) => m[1]!);
+}
+
 async function allocate(h: Host, id: string): Promise<string> {
   ids.set(h, [...(ids.get(h) ?? []), id]);
   const r = await api(h, 'POST', `/ip/${id}`);
@@ -43,9 +55,9 @@ describe('IPAM across 3 hosts', { skip, timeout: 600_000 }, () => {
   before(async () => {
     [h1, h2, h3] = await bed.up(3);
     // Each names the others, so consensus=3 (named + 1) holds on every peer.
-    await h1.launch(['--no-proxy', h2.ip, h3.ip]);
-    await h2.launch(['--no-proxy', h1.ip, h3.ip]);
-    n3 = (await h3.launch(['--no-proxy', h1.ip, h2.ip])).trim();
+    await h1.launch(['--no-proxy', ...V6, h2.ip, h3.ip]);
+    await h2.launch(['--no-proxy', ...V6, h1.ip, h3.ip]);
+    n3 = (await h3.launch(['--no-proxy', ...V6, h1.ip, h2.ip])).trim();
   });
   after(() => bed.destroy());
 
@@ -91,15 +103,43 @@ describe('IPAM across 3 hosts', { skip, timeout: 600_000 }, () => {
     }
   });
 
+  // [IPv6] containers attached at the same time on all hosts: distinct IPv4, and each
+  // IPv6 address is the one derived from its IPv4 (so distinct too).
+  const v6Containers: Container[] = [];
+  async function checkV6Unique(cs: Container[]): Promise<void> {
+    const r6 = parseRange6(RANGE6);
+    const seen: string[] = [];
+    for (const c of cs) {
+      const v6 = await v6On(c);
+      assert.deepEqual(v6, [derive6(r6, c.ips[0]!)], `${c.name} (${c.ips.join(' ')}) has exactly its derived IPv6 address`);
+      seen.push(v6[0]!);
+    }
+    assert.equal(new Set(cs.map((c) => c.ips[0])).size, cs.length, 'no duplicate IPv4 among containers');
+    assert.equal(new Set(seen).size, seen.length, 'no duplicate IPv6 among containers');
+  }
+
+  test('[IPv6] 6 concurrent attaches on 3 hosts: distinct IPv4 and derived IPv6 addresses; ping6 across hosts', async () => {
+    const cs = await Promise.all([h1, h2, h3].flatMap((h) => [0, 1].map((i) => h.container(`v${h.index}${i}`, []))));
+    v6Containers.push(...cs);
+    await checkV6Unique(cs);
+    await cs[0]!.mustPing(derive6(parseRange6(RANGE6), cs[5]!.ips[0]!), { tries: 20 }, 'ping6 h1 -> h3');
+  });
+
   test('stop and relaunch h2: its allocations survive, no new ring, no duplicates', async () => {
     const before = (await api(h2, 'GET', '/ip/conc-h2-0')).body;
+    const v6before = new Map<Container, string[]>();
+    for (const c of v6Containers.filter((c) => c.host === h2)) v6before.set(c, await v6On(c));
     await h2.mustWeave(['stop']);
-    await h2.launch(['--no-proxy']);
+    await h2.launch(['--no-proxy', ...V6]);
     await until('h2 ready again', async () => (await h2.report()).IPAM?.Status === 'ready', 60_000, 500);
     assert.equal((await api(h2, 'GET', '/ip/conc-h2-0')).body, before);
     const more = await Promise.all([1, 2, 3, 4, 5].map((i) => allocate(h2, `after-restart-${i}`)));
     all.push(...more);
     assert.equal(new Set(all).size, all.length, 'no duplicates after restart');
+    // [IPv6] h2's containers keep their derived IPv6 addresses; new ones are unique too.
+    for (const [c, v6] of v6before) assert.deepEqual(await v6On(c), v6, `${c.name} keeps its IPv6 address over h2's restart`);
+    const extra = await Promise.all([1, 2].map((i) => h2.container(`r${i}`, [])));
+    await checkV6Unique([...v6Containers, ...extra]);
   });
 
   test('partition h3, allocate on both sides, heal: still no duplicates', async () => {

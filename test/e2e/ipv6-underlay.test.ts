@@ -2,8 +2,9 @@
  * Routers peering over an IPv6 underlay (issue #21, underlay half): three hosts whose
  * only underlay addresses are fd00:77::/64 form a mesh (launch with a bracketed
  * address with port, a bare IPv6 address, and discovery), and containers ping each
- * other over the (IPv4) overlay on the plaintext sleeve, the encrypted sleeve and the
- * fast datapath (VXLAN over IPv6); status shows bracketed addresses; targets persist
+ * other over the overlay's IPv4 and IPv6 (--ipalloc-range6: each container's derived
+ * address) on the plaintext sleeve, the encrypted sleeve and the fast datapath (VXLAN
+ * over IPv6); status shows bracketed addresses; targets persist
  * across a restart. Then a mixed mesh: h1 with both families, h2 IPv6 only, h3 IPv4
  * only — h2 and h3 cannot reach each other directly, and their containers talk
  * through h1.
@@ -13,10 +14,14 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Testbed, canRunE2E, until, type Host, type Container } from './lib/testbed.js';
+import { derive6, parseRange6 } from '../../ipam/ipv6.js';
 
 const skip = canRunE2E();
 const here = path.dirname(fileURLToPath(import.meta.url));
 const IPALLOC = ['--ipalloc-range', '', '--no-proxy', '--no-dns', '--no-plugin'];
+/** The IPv6-only hosts also carry the overlay's IPv6 (issue #21: IPv6 end to end). */
+const RANGE6 = 'fd00:88::/64';
+const DUAL = [...IPALLOC, '--ipalloc-range6', RANGE6];
 const PASSWORD = 'v6 underlay secret 2026';
 
 type Report = any; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -39,10 +44,12 @@ async function meshReady(hosts: Host[], n: number, path?: string, timeoutMs = 60
   });
 }
 
-async function pingAll(cs: Container[], what: string): Promise<void> {
+/** Each container pings the next by its IPv4 address and, with `six`, by its derived IPv6 address. */
+async function pingAll(cs: Container[], what: string, six = false): Promise<void> {
   for (let i = 0; i < cs.length; i++) {
     const to = cs[(i + 1) % cs.length]!;
     await cs[i]!.mustPing(to.ips[0]!, { tries: 20 }, `${what}: ${cs[i]!.name} -> ${to.name}`);
+    if (six) await cs[i]!.mustPing(derive6(parseRange6(RANGE6), to.ips[0]!), { tries: 20 }, `${what}, overlay IPv6: ${cs[i]!.name} -> ${to.name}`);
   }
 }
 
@@ -107,12 +114,12 @@ describe('IPv6-only underlay: 3 hosts', { skip, timeout: 900_000 }, () => {
   });
 
   test('plaintext sleeve: mesh forms over [v6]:port, bare v6 and discovery; containers ping', async () => {
-    await h1.launch([...IPALLOC, '--no-fastdp']);
-    await h2.launch([...IPALLOC, '--no-fastdp', `[${h1.ip6}]:6783`]);
-    await h3.launch([...IPALLOC, '--no-fastdp', h1.ip6!]);
+    await h1.launch([...DUAL, '--no-fastdp']);
+    await h2.launch([...DUAL, '--no-fastdp', `[${h1.ip6}]:6783`]);
+    await h3.launch([...DUAL, '--no-fastdp', h1.ip6!]);
     await meshReady([h1, h2, h3], 2, 'sleeve');
     cs = [await h1.container('c1', ['ip:10.32.6.1/24']), await h2.container('c2', ['ip:10.32.6.2/24']), await h3.container('c3', ['ip:10.32.6.3/24'])];
-    await pingAll(cs, 'sleeve over IPv6');
+    await pingAll(cs, 'sleeve over IPv6', true);
     // A full-size frame crosses too (the sleeve's 48-byte IPv6+UDP overhead fits the default MTU).
     await cs[0]!.mustPing(cs[1]!.ips[0]!, { size: 1348, tries: 10 }, 'full-size frame');
     // Steady pings go through the flow caches in C: egress (TAP → sockaddr_in6) and ingress (IPv6 key).
@@ -142,17 +149,17 @@ describe('IPv6-only underlay: 3 hosts', { skip, timeout: 900_000 }, () => {
   test('encrypted sleeve (password) over IPv6; targets remembered across a restart', async () => {
     for (const h of [h1, h2, h3]) await h.mustWeave(['stop']);
     const pw = { WEAVE_PASSWORD: PASSWORD };
-    await h1.launch([...IPALLOC, '--no-fastdp'], { env: pw });
-    await h2.launch([...IPALLOC, '--no-fastdp'], { env: pw }); // remembered: [fd00:77::1]:6783
-    await h3.launch([...IPALLOC, '--no-fastdp'], { env: pw });
+    await h1.launch([...DUAL, '--no-fastdp'], { env: pw });
+    await h2.launch([...DUAL, '--no-fastdp'], { env: pw }); // remembered: [fd00:77::1]:6783
+    await h3.launch([...DUAL, '--no-fastdp'], { env: pw });
     await meshReady([h1, h2, h3], 2, 'sleeve');
     for (const h of [h1, h2, h3]) assert.ok(established(await h.report()).every((c) => c.Encrypted === true), `${h.nickname} encrypted`);
-    await pingAll(cs, 'encrypted sleeve over IPv6');
+    await pingAll(cs, 'encrypted sleeve over IPv6', true);
   });
 
   test('fast datapath: VXLAN over IPv6', async () => {
     for (const h of [h1, h2, h3]) await h.mustWeave(['stop']);
-    for (const h of [h1, h2, h3]) await h.launch(IPALLOC);
+    for (const h of [h1, h2, h3]) await h.launch(DUAL);
     await meshReady([h1, h2, h3], 2, 'fastdp', 90_000);
     const d = await h1.exec(['ip', '-d', 'link', 'show', 'dev', 'vxlan6-6784']);
     assert.equal(d.code, 0, d.stderr);
@@ -160,7 +167,7 @@ describe('IPv6-only underlay: 3 hosts', { skip, timeout: 900_000 }, () => {
     const fdb = (await h1.exec(['bridge', 'fdb', 'show', 'dev', 'vxlan6-6784'])).stdout;
     for (const a of ['fd00:77::2', 'fd00:77::3']) assert.match(fdb, new RegExp(`00:00:00:00:00:00 dst ${a} `), `flooding entry for ${a}: ${fdb}`);
     const before = (await h1.report()).Router.Traffic.fastdp;
-    await pingAll(cs, 'fastdp over IPv6');
+    await pingAll(cs, 'fastdp over IPv6', true);
     await cs[0]!.mustPing(cs[1]!.ips[0]!, { size: 1348, tries: 10 }, 'full-size frame over VXLAN/IPv6');
     const afterT = (await h1.report()).Router.Traffic.fastdp;
     assert.ok(afterT.FramesOut > before.FramesOut, `frames left through the VXLAN devices: ${JSON.stringify([before, afterT])}`);
