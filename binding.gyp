@@ -1,6 +1,7 @@
 {
   # The TAP device addon (router/overlay/native/tap.cc): builds build/Release/tap.node;
-  # the UDP addon (router/overlay/native/udp.cc) builds build/Release/udp.node.
+  # the UDP addon (router/overlay/native/udp.cc) builds build/Release/udp.node;
+  # weaveDNS's UDP addon (dns/native/dns-udp.cc) builds build/Release/dnsudp.node.
   # node-addon-api is header-only; C++ exceptions are enabled (NAPI_CPP_EXCEPTIONS)
   # so native errors surface as JS exceptions with a `code` property.
   # Linux only: TAP devices come from /dev/net/tun.
@@ -24,6 +25,18 @@
       "sources": ["router/overlay/native/udp.cc"],
       # libcrypto (OpenSSL EVP, Debian libssl-dev) for ChaCha20-Poly1305 in sleeve-aead.h.
       "libraries": ["-lcrypto"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "cflags_cc": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fexceptions"]
+    },
+    {
+      # weaveDNS's batched UDP socket (dns/native/dns-udp.cc, wrapped by dns/udp-batch.ts):
+      # recvmmsg/sendmmsg for the DNS server, builds build/Release/dnsudp.node.
+      "target_name": "dnsudp",
+      "sources": ["dns/native/dns-udp.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],
