@@ -1,7 +1,8 @@
 {
   # The TAP device addon (router/overlay/native/tap.cc): builds build/Release/tap.node;
   # the UDP addon (router/overlay/native/udp.cc) builds build/Release/udp.node;
-  # the netlink addon (router/host/native/netlink.cc) builds build/Release/netlink.node.
+  # the netlink addon (router/host/native/netlink.cc) builds build/Release/netlink.node;
+  # weaveDNS's UDP addon (dns/native/dns-udp.cc) builds build/Release/dnsudp.node.
   # node-addon-api is header-only; C++ exceptions are enabled (NAPI_CPP_EXCEPTIONS)
   # so native errors surface as JS exceptions with a `code` property.
   # Linux only: TAP devices come from /dev/net/tun.
@@ -34,9 +35,21 @@
     },
     {
       # rtnetlink for the pod start path (router/host/native/netlink.cc, wrapped by
-      # router/host/netdev-nl.ts): a pod's veth without forking ip; builds build/Release/netlink.node.
+      # router/host/netlink.ts): a pod's veth without forking ip; builds build/Release/netlink.node.
       "target_name": "netlink",
       "sources": ["router/host/native/netlink.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "cflags_cc": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fexceptions"]
+    },
+    {
+      # weaveDNS's batched UDP socket (dns/native/dns-udp.cc, wrapped by dns/udp-batch.ts):
+      # recvmmsg/sendmmsg for the DNS server, builds build/Release/dnsudp.node.
+      "target_name": "dnsudp",
+      "sources": ["dns/native/dns-udp.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],

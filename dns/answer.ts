@@ -87,10 +87,22 @@ export function decodeQuery(buf: Buffer): DecodedPacket | undefined {
  * a malformed question section (found by fuzzing: test/fuzz/seeds/dns-query.json).
  */
 export function isEchoableName(name: string): boolean {
-  const n = name.replace(/\.$/, '');
-  if (n === '') return true;
-  if (n.length > 253) return false;
-  return n.split('.').every((l) => l.length >= 1 && l.length <= 63 && /^[\x20-\x7e]+$/.test(l));
+  // One pass over the characters (this runs once per query): labels between dots.
+  let end = name.length;
+  if (end > 0 && name.charCodeAt(end - 1) === 0x2e) end--;
+  if (end === 0) return true;
+  if (end > 253) return false;
+  let label = 0;
+  for (let i = 0; i < end; i++) {
+    const c = name.charCodeAt(i);
+    if (c === 0x2e) {
+      if (label === 0) return false;
+      label = 0;
+    } else if (c < 0x20 || c > 0x7e || ++label > 63) {
+      return false;
+    }
+  }
+  return label > 0;
 }
 
 /** "5.0.32.10.in-addr.arpa" → "10.32.0.5"; undefined for anything else. */
@@ -153,9 +165,73 @@ export function buildResponse(q: DecodedPacket, rcode: Rcode, answers: Answer[],
 export const ANSWER_CACHE_MAX = 4096;
 const answerCache = new Map<string, { response: Buffer; truncated: boolean }>();
 
-/** Empty answerFor's cache (tests; nothing else needs to: its keys hold every input). */
+/** Most decoded queries kept by decodeMemo; the map is emptied when full. */
+export const DECODE_MEMO_MAX = 4096;
+/** Only queries up to this size are memoised (a plain query is ~30–60 bytes; bounds the memo at ~2 MiB of keys). */
+export const DECODE_MEMO_BYTES = 512;
+
+/** What answerQuery needs of a query's bytes, apart from the id: pure in those bytes. */
+interface Parsed {
+  /** The decoded query, frozen (shared by every query with these bytes), or undefined when it does not decode. */
+  readonly q: Readonly<DecodedPacket> | undefined;
+  /** The one question's name is echoable (isEchoableName); false without exactly one question. */
+  readonly echoable: boolean;
+  /** UDP size limit (udpLimit). */
+  readonly udpLimit: number;
+}
+const decodeMemo = new Map<string, Parsed>();
+
+/** Empty answerFor's cache and the decode memo (tests; nothing else needs to: their keys hold every input). */
 export function clearAnswerCache(): void {
   answerCache.clear();
+  decodeMemo.clear();
+}
+
+/**
+ * Freeze a decoded packet in place, deeply. Byte fields (dns-packet hands out views of
+ * the input, which the batched socket reuses for the next queries) are replaced by
+ * copies first; typed arrays cannot be frozen, and answerQuery never reads their bytes.
+ */
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object' && !ArrayBuffer.isView(o) && !Object.isFrozen(o)) {
+    const rec = o as Record<string, unknown>;
+    for (const k of Object.keys(rec)) {
+      const v = rec[k];
+      if (ArrayBuffer.isView(v)) rec[k] = Buffer.from(new Uint8Array(v.buffer, v.byteOffset, v.byteLength)); // a copy
+      else deepFreeze(v);
+    }
+    Object.freeze(o);
+  }
+  return o;
+}
+
+function parse(buf: Buffer): Parsed {
+  const q = decodeQuery(buf);
+  if (!q) return { q: undefined, echoable: false, udpLimit: CLASSIC_UDP_LIMIT };
+  const one = q.questions?.length === 1 ? q.questions[0] : undefined;
+  return { q: deepFreeze(q), echoable: one !== undefined && isEchoableName(String(one.name)), udpLimit: udpLimit(q) };
+}
+
+/**
+ * parse() memoised by the query's bytes after the id (RFC 1035 §4.1.1: the id is the
+ * first two bytes and nothing else in a decoded message depends on them), so a name
+ * asked again costs a map lookup instead of dns-packet's decode. The returned packet
+ * carries this query's own id; the memoised part is frozen, so no caller can change
+ * what another query sees (a write would throw, and be counted as an internal drop).
+ */
+function decodeMemoised(buf: Buffer): { q: DecodedPacket | undefined; echoable: boolean; udpLimit: number } {
+  if (buf.length > DECODE_MEMO_BYTES) {
+    const p = parse(buf);
+    return p.q ? { ...p, q: { ...p.q, id: buf.readUInt16BE(0) } } : { ...p, q: undefined };
+  }
+  const key = buf.toString('latin1', 2);
+  let p = decodeMemo.get(key);
+  if (p === undefined) {
+    p = parse(buf);
+    if (decodeMemo.size >= DECODE_MEMO_MAX) decodeMemo.clear();
+    decodeMemo.set(key, p);
+  }
+  return p.q ? { q: { ...p.q, id: buf.readUInt16BE(0) }, echoable: p.echoable, udpLimit: p.udpLimit } : { q: undefined, echoable: false, udpLimit: p.udpLimit };
 }
 
 /**
@@ -205,15 +281,16 @@ export function servfail(query: Buffer): Buffer | undefined {
 export function answerQuery(query: Buffer, names: NameSource, transport: 'udp' | 'tcp'): Outcome {
   if (query.length < 12) return { kind: 'drop', reason: 'short' };
   if (query.length > MAX_QUERY_BYTES) return { kind: 'drop', reason: 'too-big' };
-  const q = decodeQuery(query);
+  const parsed = decodeMemoised(query);
+  const q = parsed.q;
   if (!q) return { kind: 'drop', reason: 'malformed' };
   if (q.flag_qr) return { kind: 'drop', reason: 'not-a-query' };
-  const limit = transport === 'udp' ? udpLimit(q) : 65535;
+  const limit = transport === 'udp' ? parsed.udpLimit : 65535;
   const opcode = (q as { opcode?: string }).opcode;
   if (opcode !== 'QUERY') return { kind: 'answer', rcode: 'NOTIMP', qtype: 'NONE', ...buildResponse(q, 'NOTIMP', [], limit, false) };
   if (q.questions?.length !== 1) return { kind: 'answer', rcode: 'FORMERR', qtype: 'NONE', ...buildResponse(q, 'FORMERR', [], limit, false) };
   const question = q.questions[0];
-  if (!isEchoableName(String(question.name))) return { kind: 'drop', reason: 'malformed' };
+  if (!parsed.echoable) return { kind: 'drop', reason: 'malformed' };
   const qtype = String(question.type);
   const qname = String(question.name).toLowerCase().replace(/\.$/, '') + '.';
   if (question.class !== 'IN') return { kind: 'forward', qtype };

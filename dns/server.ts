@@ -20,6 +20,7 @@ import net from 'node:net';
 import { promises as fsp } from 'node:fs';
 import { answerQuery, servfail, MAX_QUERY_BYTES, type NameSource, type Outcome } from './answer.js';
 import { UpstreamPool, cryptoRng } from './upstream.js';
+import { openDnsUdp, rowAddress, AnswerBatch, ROW, type DnsUdpStats } from './udp-batch.js';
 
 export const UPSTREAM_TIMEOUT_MS = 5_000;
 export const MAX_INFLIGHT = 1024;
@@ -52,6 +53,14 @@ export interface DnsServerOptions {
   upstreamTimeoutMs?: number;
   /** Addresses that are ours: never forwarded to (besides `host`). */
   ownAddresses?: string[];
+  /**
+   * UDP I/O: 'batched' (default) uses the native recvmmsg/sendmmsg socket
+   * (dns/udp-batch.ts) and falls back to node:dgram when the addon is not built;
+   * 'dgram' always uses node:dgram. WEAVE_DNS_DGRAM=1 in the environment forces 'dgram'.
+   */
+  udpIo?: 'batched' | 'dgram';
+  /** Most queries taken per event-loop wake-up by the batched socket, 1..1024 (default 64). */
+  udpBatch?: number;
   hooks?: Partial<ServerHooks>;
   log?: (line: string, level?: string) => void;
 }
@@ -75,6 +84,11 @@ export function parseResolvConf(text: string, own: readonly string[] = []): stri
 
 export class DnsServer {
   private udp: dgram.Socket | undefined;
+  private batched: ReturnType<typeof openDnsUdp> | undefined;
+  private answers: AnswerBatch | undefined;
+  /** The last IPv4 client (uint32) and its text: a burst comes from few clients. */
+  private lastClientNum = -1;
+  private lastClientText = '';
   private tcp: net.Server | undefined;
   private readonly conns = new Set<net.Socket>();
   private inflight = 0;
@@ -98,26 +112,107 @@ export class DnsServer {
   /** Bind UDP and TCP; rejects with a one-line Error (address in use, not present). */
   async start(): Promise<void> {
     const { host } = this.opts;
-    // Answers go to the literal address a query came from: a synchronous lookup spares
-    // dgram's default (dns.lookup, one process.nextTick per answer).
-    const udp = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4', reuseAddr: false, lookup: literalLookup });
-    this.udp = udp;
-    await new Promise<void>((resolve, reject) => {
-      udp.once('error', (err) => reject(new Error(`DNS: cannot listen on udp ${host}:${this.opts.port}: ${(err as NodeJS.ErrnoException).code ?? err.message}`)));
-      udp.bind(this.opts.port, host, () => resolve());
-    });
-    this.port = udp.address().port;
-    udp.on('error', (err) => this.log(`DNS: udp socket: ${err.message}`, 'warn'));
-    udp.on('message', (msg, rinfo) => this.onUdp(msg, rinfo));
+    if (await this.startBatched()) {
+      // bound natively
+    } else {
+      // Answers go to the literal address a query came from: a synchronous lookup spares
+      // dgram's default (dns.lookup, one process.nextTick per answer).
+      const udp = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4', reuseAddr: false, lookup: literalLookup });
+      this.udp = udp;
+      await new Promise<void>((resolve, reject) => {
+        udp.once('error', (err) => reject(new Error(`DNS: cannot listen on udp ${host}:${this.opts.port}: ${(err as NodeJS.ErrnoException).code ?? err.message}`)));
+        udp.bind(this.opts.port, host, () => resolve());
+      });
+      this.port = udp.address().port;
+      udp.on('error', (err) => this.log(`DNS: udp socket: ${err.message}`, 'warn'));
+      udp.on('message', (msg, rinfo) => this.onUdp(msg, rinfo));
+    }
     const tcp = net.createServer({ pauseOnConnect: false }, (s) => this.onTcp(s));
     tcp.maxConnections = MAX_TCP_CONNECTIONS;
     this.tcp = tcp;
     await new Promise<void>((resolve, reject) => {
       tcp.once('error', (err) => reject(new Error(`DNS: cannot listen on tcp ${host}:${this.port}: ${(err as NodeJS.ErrnoException).code ?? err.message}`)));
       tcp.listen(this.port, host, () => resolve());
+    }).catch((err: Error) => {
+      // Do not keep the UDP side bound when TCP cannot be.
+      this.batched?.close();
+      this.batched = undefined;
+      this.udp?.close();
+      this.udp = undefined;
+      throw err;
     });
     tcp.on('error', (err) => this.log(`DNS: tcp listener: ${err.message}`, 'warn'));
     await this.refreshUpstreams(true);
+  }
+
+  /**
+   * Bind the batched native socket unless asked not to; false when the addon is not
+   * built (then node:dgram serves). Bind failures reject with the one-line message.
+   */
+  private async startBatched(): Promise<boolean> {
+    const { host } = this.opts;
+    if ((this.opts.udpIo ?? 'batched') === 'dgram' || process.env.WEAVE_DNS_DGRAM === '1') return false;
+    const batch = Math.max(1, Math.min(1024, Math.floor(this.opts.udpBatch ?? 64)));
+    let sock: ReturnType<typeof openDnsUdp>;
+    try {
+      sock = openDnsUdp(host, this.opts.port, batch);
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === 'ENOADDON') {
+        this.log(`DNS: ${(err as Error).message.split('\n')[0]}; serving UDP through node:dgram`, 'warn');
+        return false;
+      }
+      throw new Error(`DNS: cannot listen on udp ${host}:${this.opts.port}: ${code ?? (err as Error).message}`);
+    }
+    this.batched = sock;
+    this.answers = new AnswerBatch(sock, batch);
+    this.port = sock.localPort;
+    sock.start((slab, meta, count) => this.onBatch(slab, meta, count), (_code, message) => this.log(`DNS: ${message}`, 'warn'));
+    return true;
+  }
+
+  /** Counters of the batched UDP socket; undefined when node:dgram serves. */
+  udpStats(): DnsUdpStats | undefined {
+    return this.batched?.stats();
+  }
+
+  /**
+   * One wake-up of the batched socket: every query answered (or dropped) in order, the
+   * local answers sent together; forwarded ones are copied out and answered when the
+   * upstream replies. Never throws (decide() catches the answer path's errors).
+   */
+  private onBatch(slab: Buffer, meta: Uint32Array, count: number): void {
+    const answers = this.answers;
+    if (!answers || this.closed) return;
+    for (let i = 0; i < count; i++) {
+      const r = ROW * i;
+      const msg = slab.subarray(meta[r], meta[r] + meta[r + 1]);
+      let client: string;
+      if (meta[r + 2] === 4) {
+        if (meta[r + 4] !== this.lastClientNum) {
+          this.lastClientNum = meta[r + 4];
+          this.lastClientText = rowAddress(meta, r);
+        }
+        client = this.lastClientText;
+      } else {
+        client = rowAddress(meta, r);
+      }
+      const out = this.decide(msg, client, 'udp');
+      if (out === undefined) continue;
+      if (out.kind === 'answer') {
+        answers.add(out.response, meta, r);
+        continue;
+      }
+      // The slab is reused after this call: keep copies of the query and its source.
+      const dest = meta.slice(r, r + ROW);
+      this.forwarded(Buffer.from(msg), out.qtype, 'udp').then((b) => {
+        if (b && !this.closed) {
+          answers.add(b, dest, 0);
+          answers.flush();
+        }
+      }, (err: Error) => this.log(`DNS: internal error on a query (please report): ${err.message}`, 'error'));
+    }
+    answers.flush();
   }
 
   /** The upstream resolvers in use now (after the last re-read). */
@@ -130,6 +225,7 @@ export class DnsServer {
     for (const s of this.conns) s.destroy();
     for (const p of this.pools.values()) p.close();
     this.pools.clear();
+    this.batched?.close();
     await Promise.all([
       new Promise<void>((r) => (this.udp ? this.udp.close(() => r()) : r())),
       new Promise<void>((r) => (this.tcp ? this.tcp.close(() => r()) : r())),
