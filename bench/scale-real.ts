@@ -37,14 +37,15 @@ export interface RealResult {
 }
 
 /** GET a path of one router's API over its unix socket (the CLI's transport, without a node start per call). */
-function apiGet(stateDir: string, p: string, timeoutMs = 10_000): Promise<unknown> {
+function apiGet(stateDir: string, p: string, timeoutMs = 10_000, text = false): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const req = http.request({ socketPath: path.join(stateDir, 'weaver.sock'), path: p, method: 'GET', timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
         try {
-          resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+          const body = Buffer.concat(chunks).toString('utf8');
+          resolve(text ? body : JSON.parse(body));
         } catch (err) {
           reject(err as Error);
         }
@@ -58,19 +59,58 @@ function apiGet(stateDir: string, p: string, timeoutMs = 10_000): Promise<unknow
 
 interface MiniReport { Router: { Peers: unknown[]; Connections: Array<{ State: string }> } }
 
-async function meshDone(dirs: string[], n: number): Promise<boolean> {
-  for (const d of dirs) {
-    let r: MiniReport;
-    try {
-      r = (await apiGet(d, '/report')) as MiniReport;
-    } catch {
-      return false;
-    }
-    if (r.Router.Peers.length !== n) return false;
-    const conns = r.Router.Connections;
-    if (conns.length === 0 || conns.some((c) => c.State !== 'established')) return false;
+/** Whether one router lists all n peers and has every connection established. */
+async function routerDone(dir: string, n: number): Promise<boolean> {
+  let r: MiniReport;
+  try {
+    r = (await apiGet(dir, '/report')) as MiniReport;
+  } catch {
+    return false;
   }
-  return true;
+  const conns = r.Router.Connections;
+  return r.Router.Peers.length === n && conns.length > 0 && conns.every((c) => c.State === 'established');
+}
+
+/**
+ * One poll of every router: records in `doneAt[i]` when router i was first seen complete
+ * (cleared again if it is seen incomplete later); true when all are complete now.
+ */
+async function meshDone(dirs: string[], n: number, doneAt: Array<number | undefined>): Promise<boolean> {
+  let all = true;
+  for (let i = 0; i < dirs.length; i++) {
+    const ok = await routerDone(dirs[i]!, n);
+    if (!ok) {
+      doneAt[i] = undefined;
+      all = false;
+    } else if (doneAt[i] === undefined) {
+      doneAt[i] = Date.now();
+    }
+  }
+  return all;
+}
+
+/** Connection closes and failures in the routers' logs, by reason (counts), and the time of the last "established" line. */
+function logSummary(dirs: string[]): { reasons: Record<string, number>; lastEstablished: number[] } {
+  const reasons: Record<string, number> = {};
+  const lastEstablished: number[] = [];
+  for (const d of dirs) {
+    let last = NaN;
+    let text = '';
+    try {
+      text = readFileSync(path.join(d, 'weaver.log'), 'utf8');
+    } catch { /* no log */ }
+    for (const line of text.split('\n')) {
+      const m = /"time":"([^"]+)".*"msg":"connection [<-]+ \S+ \S+ (closed|failed): ([^"(]*)/.exec(line);
+      if (m) {
+        const why = m[3]!.replace(/\d+(\.\d+)?/g, 'N').trim().slice(0, 60);
+        reasons[`${m[2]}: ${why}`] = (reasons[`${m[2]}: ${why}`] ?? 0) + 1;
+      }
+      const e = /"time":"([^"]+)".*"msg":"connection .* established over UDP/.exec(line);
+      if (e) last = Date.parse(e[1]!);
+    }
+    lastEstablished.push(last);
+  }
+  return { reasons, lastEstablished };
 }
 
 function cpuTicks(pid: number): number {
@@ -135,12 +175,20 @@ export async function runReal(n: number, idleS = 30, log: (s: string) => void = 
     }
     const tLast = Date.now();
     const dirs = hosts.map((h) => h.stateDir);
-    while (!(await meshDone(dirs, n))) {
+    const doneAt: Array<number | undefined> = dirs.map(() => undefined);
+    while (!(await meshDone(dirs, n, doneAt))) {
       if (Date.now() - t0 > 600_000) throw new Error(`the ${n} routers did not all see each other established within 600 s`);
       await sleep(500);
     }
     const tDone = Date.now();
     log(`all ${n} routers see ${n} peers established, ${((tDone - t0) / 1000).toFixed(1)} s after the first launch; idling 10 s, then sampling ${idleS} s`);
+    // Where the time went: per router, when it was last seen becoming complete and when its
+    // last connection became established (its log), in s after the last launch returned.
+    const logs = logSummary(dirs);
+    const rel = (t: number): string => ((t - tLast) / 1000).toFixed(1);
+    log(`per router 1…${n}, s after the last launch returned: complete ${doneAt.map((t) => rel(t ?? tDone)).join(' ')}`);
+    log(`per router 1…${n}, s after the last launch returned: last connection established ${logs.lastEstablished.map(rel).join(' ')}`);
+    log(`connection closes/failures in the logs: ${JSON.stringify(logs.reasons)}`);
     // Anchor: an idle bare Node process (same binary), measured over the same interval.
     const bare = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1 << 30)'], { stdio: 'ignore' });
     try {
@@ -156,6 +204,15 @@ export async function runReal(n: number, idleS = 30, log: (s: string) => void = 
       const rss = all.map((p) => rssKiB(p) / 1024);
       const sm = all.map(smapsKiB);
       const k = pids.length;
+      // Major collections so far and the heap each left (router/daemon/heap.ts idle collector).
+      const gcs: number[] = [];
+      const afterGc: number[] = [];
+      for (const h of hosts) {
+        const m = (await apiGet(h.stateDir, '/metrics', 10_000, true).catch(() => '')) as string;
+        gcs.push(Number(/^tsweave_gc_major_total (\S+)/m.exec(m)?.[1] ?? NaN));
+        afterGc.push(Number(/^tsweave_heap_after_major_gc_bytes (\S+)/m.exec(m)?.[1] ?? NaN) / 1048576);
+      }
+      log(`major GCs per router (median / max): ${median(gcs)} / ${Math.max(...gcs)}; heap after the last one, MiB (median): ${median(afterGc).toFixed(1)}`);
       return {
         n, launchMs, allEstablishedMs: tDone - t0, afterLastMs: tDone - tLast,
         rssMiB: rss.slice(0, k), pssMiB: sm.slice(0, k).map((x) => x.pss / 1024), privateMiB: sm.slice(0, k).map((x) => x.priv / 1024), cpuPct: cpu.slice(0, k),

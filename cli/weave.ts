@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --no-memory-reducer
+#!/usr/bin/env -S node --no-memory-reducer --max-semi-space-size=2
 /**
  * `weave`: Weave Net's command line, for tsweave. Every verb but `launch` (which
  * starts the daemon) and `env`/`config` is one request to the router's HTTP API.
@@ -31,9 +31,12 @@ const WEAVER_JS = path.join(here, '..', 'router', 'daemon', 'weaver.js');
  * V8 flags the router runs with (the shebang above gives the same to `weave launch
  * --no-detach`): no memory reducer, whose idle-time compactions of the heap paused the
  * event loop — and so the data path — for 6–18 ms each, some seconds after start and
- * after every full collection (router/daemon/heap.ts collects startup's garbage instead).
+ * after every full collection (router/daemon/heap.ts collects startup's garbage instead,
+ * and later garbage only while the data path is quiet); a young generation of at most
+ * 2 MiB per semi-space (V8's default grows to 16 MiB, resident in every idle router:
+ * [scale, issue #20]); the router's hot path lives in the addons and allocates little.
  */
-const ROUTER_NODE_FLAGS = ['--no-memory-reducer'];
+const ROUTER_NODE_FLAGS = ['--no-memory-reducer', '--max-semi-space-size=2'];
 
 function out(s: string): void {
   process.stdout.write(s.endsWith('\n') || s === '' ? s : s + '\n');

@@ -26,7 +26,7 @@ import { Connection, HEARTBEAT_CHECK_MS, loadNoise, type ConnectionHost } from '
 import type { ControlMessage } from './mesh/protocol.js';
 import { DEFAULT_HALF_OPEN_LIMITS, FailureLog, HalfOpenLimiter } from './mesh/admission.js';
 import { canonicalIp, parsePeerAddress, sourcePrefix } from './mesh/address.js';
-import { TargetTable, normaliseAddress, resolutionFailure } from './mesh/connection-maker.js';
+import { TargetTable, discoveredDialAt, normaliseAddress, resolutionFailure } from './mesh/connection-maker.js';
 import { Sleeve, SleevePeer, datagramFor, type SleeveHost } from './overlay/sleeve.js';
 import type { Tap } from './overlay/tap.js';
 import { Sealer, Opener } from './crypto/aead.js';
@@ -338,7 +338,8 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
       if (p.name === this.selfName) continue;
       for (const c of p.connections) {
         if (c.name === this.selfName || this.byPeer.has(c.name) || !c.established) continue;
-        this.targets.add(c.address, false, now);
+        // The peer the address leads to is c.name: only the lower name dials at once.
+        this.targets.add(c.address, false, discoveredDialAt(this.selfName, c.name, now));
       }
     }
     const wanted = new Set<string>();

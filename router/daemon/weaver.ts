@@ -6,7 +6,7 @@
  * SIGTERM/SIGINT, leaving the bridge and attached containers in place (as Weave
  * does) so they reconnect on the next launch.
  */
-import { collectGarbage } from './heap.js';
+import { collectGarbage, startIdleGc } from './heap.js';
 import { installClockHook } from './clock-hook.js';
 import os from 'node:os';
 import { promises as fsp, readFileSync, writeSync, closeSync } from 'node:fs';
@@ -358,8 +358,15 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   });
   log(`router ${name}(${cfg.nickname}) started on port ${cfg.port}, mtu ${cfg.mtu}, encryption ${pwKey ? 'enabled' : 'disabled'}, api ${paths.sock}`);
   signalReady(name);
-  // Collect startup's garbage now rather than in a compacting pause under traffic (heap.ts).
-  setTimeout(collectGarbage, 200).unref();
+  // Collect startup's garbage now rather than in a compacting pause under traffic, then
+  // collect again only while the data path is quiet and the heap grew (heap.ts).
+  setTimeout(() => {
+    collectGarbage();
+    startIdleGc(() => {
+      const t = router.forwarder.sleeveTraffic();
+      return t.framesIn + t.framesOut;
+    }, undefined, (freed, ms) => log(`heap: idle collection freed ${(freed / 1048576).toFixed(1)} MiB in ${ms.toFixed(1)} ms`, 'debug'));
+  }, 200).unref();
 }
 
 /**

@@ -23,6 +23,23 @@ export const MAX_BACKOFF_MS = 30_000;
  */
 export const ALIVE_MAX_BACKOFF_MS = 5_000;
 
+/**
+ * How long a router holds back its first dial to a peer it discovered through gossip
+ * when the peer's name is lower than its own (ms). Both ends of a new pair learn of each
+ * other at about the same time; if both dial, both handshakes complete and the
+ * duplicate tie-break closes one (the one initiated by the higher name) — at 30 routers
+ * that was ~280 wasted handshakes and teardowns, all during joins. The lower name dials
+ * at once, which is also the connection the tie-break keeps; the higher name dials only
+ * if no connection arrived meanwhile (the peer's discovery is off, its connection limit
+ * is reached, or its dial failed). [scale, issue #20]
+ */
+export const DISCOVERED_DIAL_DELAY_MS = 2_000;
+
+/** When a newly discovered target may first be dialled: at once from the lower peer name, after DISCOVERED_DIAL_DELAY_MS from the higher. */
+export function discoveredDialAt(selfName: string, peerName: string, now: number): number {
+  return selfName < peerName ? now : now + DISCOVERED_DIAL_DELAY_MS;
+}
+
 export type TargetState = 'waiting' | 'connecting' | 'connected' | 'retrying' | 'self';
 
 export interface Target {

@@ -44,6 +44,7 @@ const HANDSHAKE_TIMEOUT_MS = 10_000;
 export const HEARTBEAT_MS = 10_000;
 export const HEARTBEAT_TIMEOUT_MS = 30_000;
 export const HEARTBEAT_CHECK_MS = 5_000;
+const EMPTY = Buffer.alloc(0);
 const MAX_HELLO_BYTES = PRE_AUTH_MAX_FRAME_BYTES;
 
 export type ConnectionState = 'handshake' | 'ready' | 'closed';
@@ -210,16 +211,25 @@ export class Connection {
   private readonly onData = (chunk: Buffer): void => {
     if (this.state === 'closed') return;
     this.lastRecv = Date.now();
-    let msgs: ControlMessage[];
-    try {
-      msgs = this.decoder.push(chunk);
-    } catch (err) {
-      this.close(err instanceof ProtocolError ? `protocol error: ${err.message}` : `bad message: ${(err as Error).message}`);
-      return;
-    }
-    for (const m of msgs) {
-      if ((this.state as ConnectionState) === 'closed') return;
-      this.onMessage(m);
+    let next = chunk;
+    for (;;) {
+      // Until ready, one frame at a time: the peer may become ready first and send its
+      // full gossip (over the pre-auth frame limit) in the same segment as its intro;
+      // our intro handling raises the limit before that frame's length is checked.
+      const handshake = this.state === 'handshake';
+      let msgs: ControlMessage[];
+      try {
+        msgs = this.decoder.push(next, handshake ? 1 : Infinity);
+      } catch (err) {
+        this.close(err instanceof ProtocolError ? `protocol error: ${err.message}` : `bad message: ${(err as Error).message}`);
+        return;
+      }
+      next = EMPTY;
+      for (const m of msgs) {
+        if ((this.state as ConnectionState) === 'closed') return;
+        this.onMessage(m);
+      }
+      if (!handshake || msgs.length === 0 || (this.state as ConnectionState) === 'closed') return;
     }
   };
 

@@ -109,14 +109,19 @@ export class FrameDecoder {
     return this.total;
   }
 
-  /** Appends `chunk` and returns every message completed by it, in order. */
-  push(chunk: Buffer): ControlMessage[] {
+  /**
+   * Appends `chunk` and returns the messages completed by it, in order: all of them, or
+   * at most `max`, leaving the rest buffered for the next call (`push(EMPTY)` decodes
+   * them). A connection in its handshake takes one at a time, because the intro it
+   * acts on raises the frame limit for the frames that follow it in the same segment.
+   */
+  push(chunk: Buffer, max = Infinity): ControlMessage[] {
     const out: ControlMessage[] = [];
     if (chunk.length > 0) {
       this.chunks.push(chunk);
       this.total += chunk.length;
     }
-    for (;;) {
+    while (out.length < max) {
       if (this.need < 0) {
         if (this.total < FRAME_LENGTH_BYTES) break;
         this.coalesce();

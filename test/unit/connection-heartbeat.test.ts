@@ -81,3 +81,35 @@ test('tick: closes after HEARTBEAT_TIMEOUT_MS without any message from the peer,
   assert.equal(c.state, 'closed');
   assert.match(closed[0]!, /no heartbeat from peer for 30 s/);
 });
+
+test('handshake: a big gossip frame in the same segment as the intro is accepted (the intro raises the limit first)', () => {
+  // The peer became ready first and sent its full topology right behind its intro; both
+  // arrive in one TCP read. Before the fix the whole segment was decoded with the 4 KiB
+  // pre-auth limit and the connection closed with "frame length … exceeds".
+  const s = new FakeSocket();
+  const closed: string[] = [];
+  const got: ControlMessage[] = [];
+  const host: ConnectionHost = {
+    selfName: '02:00:00:00:00:01', nickname: 'a', uid: 1, udpPort: 6783, listenPort: 6783, passwordKey: undefined, ipamRange: '',
+    admit: () => undefined, onReady: () => undefined, onMessage: (_c, m) => got.push(m), onClosed: (_c, why) => closed.push(why), log: () => undefined,
+  };
+  const c = new Connection(host, s as unknown as net.Socket, true, '10.0.0.2:6783');
+  c.start();
+  s.emit('data', encodeFrame({ t: 'hello', proto: 'tsweave', minVersion: PROTOCOL_MIN_VERSION, maxVersion: PROTOCOL_MAX_VERSION, encrypted: false }));
+  const intro = encodeFrame({ t: 'intro', version: 1, name: '02:00:00:00:00:02', nickname: 'b', uid: 2, udpPort: 6783, listenPort: 6783, range: '' });
+  const gossip = encodeFrame({ t: 'gossip', channel: 'topology', kind: 'full', src: '02:00:00:00:00:02', payload: new Uint8Array(20_000) });
+  s.emit('data', Buffer.concat([intro, gossip]));
+  assert.deepEqual(closed, []);
+  assert.equal(c.state, 'ready');
+  assert.equal(got.length, 1);
+  assert.equal(got[0]!.t, 'gossip');
+  // Before the intro, a frame over the pre-auth limit is still refused.
+  const s2 = new FakeSocket();
+  const closed2: string[] = [];
+  const c2 = new Connection({ ...host, onClosed: (_c, why) => closed2.push(why) }, s2 as unknown as net.Socket, true, '10.0.0.2:6783');
+  c2.start();
+  s2.emit('data', encodeFrame({ t: 'hello', proto: 'tsweave', minVersion: PROTOCOL_MIN_VERSION, maxVersion: PROTOCOL_MAX_VERSION, encrypted: false }));
+  s2.emit('data', Buffer.concat([gossip, intro]));
+  assert.equal(c2.state, 'closed');
+  assert.match(closed2[0] ?? '', /exceeds/);
+});

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { TargetTable, normaliseAddress, resolutionFailure, INITIAL_BACKOFF_MS, MAX_BACKOFF_MS, ALIVE_MAX_BACKOFF_MS } from '../../router/mesh/connection-maker.js';
+import { TargetTable, normaliseAddress, resolutionFailure, discoveredDialAt, DISCOVERED_DIAL_DELAY_MS, INITIAL_BACKOFF_MS, MAX_BACKOFF_MS, ALIVE_MAX_BACKOFF_MS } from '../../router/mesh/connection-maker.js';
 
 test('normaliseAddress adds the default port and rejects junk', () => {
   assert.equal(normaliseAddress('10.0.0.1', 6783), '10.0.0.1:6783');
@@ -185,4 +185,20 @@ test('a clock stepped back does not freeze a retrying target (chaos seed 7005: h
   // A normal backoff is untouched: not due early.
   t.failed(a, 'connect timed out after 5 s', 1_000, () => 0.5);
   assert.deepEqual(t.due(1_001, () => false), []);
+});
+
+test('discoveredDialAt: the lower peer name dials a discovered peer at once, the higher one holds back', () => {
+  const lo = '02:00:00:00:00:05';
+  const hi = '02:00:00:00:00:1e';
+  assert.equal(discoveredDialAt(lo, hi, 1000), 1000);
+  assert.equal(discoveredDialAt(hi, lo, 1000), 1000 + DISCOVERED_DIAL_DELAY_MS);
+  // The held-back target is not due before then, and is dialled after it unless connected meanwhile.
+  const t = new TargetTable(6783);
+  t.add('10.0.0.5', false, discoveredDialAt(hi, lo, 1000));
+  assert.deepEqual(t.due(1000, () => false), []);
+  assert.equal(t.nextDue(1000), 1000 + DISCOVERED_DIAL_DELAY_MS);
+  assert.deepEqual(t.due(1000 + DISCOVERED_DIAL_DELAY_MS, () => true), [], 'the lower name connected first');
+  const t2 = new TargetTable(6783);
+  t2.add('10.0.0.5', false, discoveredDialAt(hi, lo, 1000));
+  assert.deepEqual(t2.due(1000 + DISCOVERED_DIAL_DELAY_MS, () => false).map((x) => x.address), ['10.0.0.5:6783']);
 });

@@ -1,0 +1,46 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { IdleGcPolicy, collectGarbage, type IdleGcOptions } from '../../router/daemon/heap.js';
+
+const opts: IdleGcOptions = { checkMs: 5_000, minIntervalMs: 60_000, growthBytes: 4 << 20 }; // fixed here, not the defaults
+const MiB = 1 << 20;
+
+test('idle GC: collects once the data path was quiet for a whole check and the heap grew', () => {
+  const p = new IdleGcPolicy(0, 10 * MiB, opts);
+  // The first check has nothing to compare with: never "quiet".
+  assert.equal(p.check(65_000, 7, 20 * MiB), false);
+  assert.equal(p.check(70_000, 7, 20 * MiB), true);
+});
+
+test('idle GC: never while frames move, however much the heap grew', () => {
+  const p = new IdleGcPolicy(0, 10 * MiB, opts);
+  let frames = 0;
+  for (let t = 65_000; t < 600_000; t += 5_000) assert.equal(p.check(t, (frames += 3), 200 * MiB), false, `at ${t}`);
+  // Traffic stops: the next check after a whole quiet interval collects.
+  assert.equal(p.check(605_000, frames, 200 * MiB), true);
+});
+
+test('idle GC: not sooner than minIntervalMs after the last collection', () => {
+  const p = new IdleGcPolicy(0, 10 * MiB, opts);
+  p.check(5_000, 1, 30 * MiB);
+  assert.equal(p.check(10_000, 1, 30 * MiB), false, 'startup collection 10 s ago');
+  assert.equal(p.check(60_000, 1, 30 * MiB), true);
+  p.collected(60_000, 11 * MiB);
+  assert.equal(p.check(65_000, 1, 30 * MiB), false);
+  assert.equal(p.check(115_000, 1, 30 * MiB), false);
+  assert.equal(p.check(120_000, 1, 30 * MiB), true);
+});
+
+test('idle GC: not when the heap did not grow by growthBytes over what the last collection left', () => {
+  const p = new IdleGcPolicy(0, 10 * MiB, opts);
+  p.check(100_000, 1, 10 * MiB + opts.growthBytes - 1);
+  assert.equal(p.check(105_000, 1, 10 * MiB + opts.growthBytes - 1), false);
+  assert.equal(p.check(110_000, 1, 10 * MiB + opts.growthBytes), true);
+  p.collected(110_000, 12 * MiB);
+  assert.equal(p.check(200_000, 1, 12 * MiB + opts.growthBytes - 1), false, 'baseline moved to what the collection left');
+});
+
+test('collectGarbage runs a full collection in this process', () => {
+  assert.equal(collectGarbage(), true);
+  assert.equal(collectGarbage(), true, 'a second call reuses the gc function');
+});
