@@ -265,7 +265,7 @@ export class Testbed {
     await must('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
     const ip = (ip4 ?? ip6)!;
     // Bridged container traffic must not go through the host's iptables (br_netfilter).
-    for (const k of ['net.bridge.bridge-nf-call-iptables=0', 'net.bridge.bridge-nf-call-arptables=0']) await sh('ip', ['netns', 'exec', ns, 'sysctl', '-qw', k]);
+    for (const k of ['net.bridge.bridge-nf-call-iptables=0', 'net.bridge.bridge-nf-call-ip6tables=0', 'net.bridge.bridge-nf-call-arptables=0']) await sh('ip', ['netns', 'exec', ns, 'sysctl', '-qw', k]);
     const h = new Host(this, i, ns, ip);
     h.ip4 = ip4;
     h.ip6 = ip6;
