@@ -22,6 +22,7 @@ import { Gossip, type GossipHandler, type GossipChannel } from './mesh/gossip.js
 import { formatMac } from './overlay/mac-cache.js';
 import { Forwarder, type FramePolicy } from './overlay/forwarder.js';
 import { numToPeerName, peerNameToNum, type PeerName } from './mesh/peer-name.js';
+import { monoNow } from './mesh/mono-clock.js';
 import { Connection, HEARTBEAT_CHECK_MS, loadNoise, type ConnectionHost } from './mesh/connection.js';
 import type { ControlMessage } from './mesh/protocol.js';
 import { DEFAULT_HALF_OPEN_LIMITS, FailureLog, HalfOpenLimiter } from './mesh/admission.js';
@@ -180,12 +181,12 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     for (const p of this.config.peers) this.targets.add(p, true, Date.now());
     // One timer checks every control connection's liveness (mesh/connection.ts tick).
     this.timers.push(setInterval(() => {
-      const now = Date.now();
+      const now = monoNow();
       for (const c of [...this.connections]) c.tick(now);
     }, HEARTBEAT_CHECK_MS));
     this.timers.push(setInterval(() => this.gossip.periodic(), GOSSIP_INTERVAL_MS));
     this.timers.push(setInterval(() => {
-      if (this.macs.expire(Date.now(), MAC_MAX_AGE_MS) > 0) this.clearFlows();
+      if (this.macs.expire(monoNow(), MAC_MAX_AGE_MS) > 0) this.clearFlows();
     }, 60_000));
     // [pre-auth] "N failed handshakes from X" summaries are written when their window ends,
     // not only when the next failure happens to arrive.

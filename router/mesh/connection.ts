@@ -11,6 +11,7 @@
  * event loop, and the router is told about each transition through ConnectionHost.
  */
 import { canonicalIp, joinHostPort } from './address.js';
+import { monoNow } from './mono-clock.js';
 import type net from 'node:net';
 import {
   FrameDecoder, MAX_FRAME_BYTES, PRE_AUTH_MAX_FRAME_BYTES, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, ProtocolError,
@@ -93,7 +94,7 @@ export class Connection {
   /** Why it closed, once closed. */
   closeReason = '';
   /** When the last message of any kind arrived (ms). */
-  private lastRecv = Date.now();
+  private lastRecv = monoNow();
   /** When we last sent a message (ms): a heartbeat is needed only after HEARTBEAT_MS of silence. */
   private lastSend = 0;
   private transport: Transport | undefined;
@@ -210,7 +211,7 @@ export class Connection {
 
   private readonly onData = (chunk: Buffer): void => {
     if (this.state === 'closed') return;
-    this.lastRecv = Date.now();
+    this.lastRecv = monoNow();
     let next = chunk;
     for (;;) {
       // Until ready, one frame at a time: the peer may become ready first and send its
@@ -282,7 +283,7 @@ export class Connection {
 
   send(m: ControlMessage): void {
     if (this.state === 'closed' || this.transport === undefined) return;
-    this.lastSend = Date.now();
+    this.lastSend = monoNow();
     this.transport.write(encodeFrame(m));
   }
 

@@ -68,6 +68,7 @@ import { execFile } from 'node:child_process';
 import { run, ip, BRIDGE, TAP_NAME, NetdevError } from '../host/netdev.js';
 import { formatMac } from './mac-cache.js';
 import { numToPeerName } from '../mesh/peer-name.js';
+import { monoNow } from '../mesh/mono-clock.js';
 import {
   DATA_VNI, HEARTBEAT_VNI, HB_DEVICE_IP, HB_SOURCE_IP, HB6_DEVICE_IP, HB6_SOURCE_IP, HB_DEVICE_MAC, encodeHeartbeatPacket, parseHeartbeat,
 } from './fastdp-codec.js';
@@ -371,7 +372,7 @@ export class Fastdp {
   /** (Re-)arm the tick `ms` from now, unless it is already due sooner. */
   private armTick(ms: number): void {
     if (this.closed) return;
-    const at = Date.now() + ms;
+    const at = monoNow() + ms;
     if (this.tickTimer !== undefined) {
       if (this.tickDue <= at) return;
       clearTimeout(this.tickTimer);
@@ -379,7 +380,7 @@ export class Fastdp {
     this.tickDue = at;
     this.tickTimer = setTimeout(() => {
       this.tickTimer = undefined;
-      this.tick(Date.now());
+      this.tick(monoNow());
     }, ms);
     this.tickTimer.unref();
   }
@@ -461,7 +462,7 @@ export class Fastdp {
       p.mtuWarned = true;
       return this.drop('mtu');
     }
-    const now = Date.now();
+    const now = monoNow();
     p.path.onHeartbeat(now, hb.heard);
     if (this.evaluate(p, now)) this.scheduleSync();
     if (p.path.confirming(now)) this.armTick(TICK_MS);

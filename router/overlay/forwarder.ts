@@ -24,6 +24,7 @@ import { ETHERTYPE_IPV6, packetTooBig } from './ipv6.js';
 import type { Tap } from './tap.js';
 import { EGRESS_TEMPLATE_BYTES, FLOW_BATCH_MAX, FLOW_BULK_FRAME, FLOW_TTL_MS, NO_FLOW_STATS, bulkFlowsEnabled, bulkIngressEnabled, egressTemplate, type FlowStats } from './flow-cache.js';
 import { COALESCE } from './udp.js';
+import { monoNow } from '../mesh/mono-clock.js';
 
 /**
  * Per-frame subnet isolation (router/policy/isolation.ts): decides, from the local
@@ -71,7 +72,7 @@ export class Forwarder {
   readonly drops: Record<string, number> = {};
   readonly traffic = { framesIn: 0, bytesIn: 0, framesOut: 0, bytesOut: 0 };
   /** Read once per TAP batch or received datagram (no periodic timer: an idle router stays asleep). */
-  now = Date.now();
+  now = monoNow();
   private readonly selfName: PeerName;
   private readonly selfNum: number;
   private readonly topology: Topology;
@@ -222,7 +223,7 @@ export class Forwarder {
 
   private readonly onTapBatch = (slab: Buffer, frames: Uint32Array, count: number): void => {
     const self = this.selfNum;
-    const now = (this.now = Date.now());
+    const now = (this.now = monoNow());
     const cacheable = this.flowCache && count <= FLOW_BATCH_MAX;
     // Bulk frames are cached in batches too (FLOW_BULK_FRAME); one install per
     // conversation and batch (a batch is often one TCP super-frame's segments).
@@ -373,7 +374,7 @@ export class Forwarder {
   }
 
   onFrames(peer: SleevePeer, buf: Buffer, start: number, end: number): void {
-    this.now = Date.now();
+    this.now = monoNow();
     this.rxHop = peer;
     this.rxCacheable = this.flowCache && this.tap !== undefined && (this.bulkIngress || this.sleeve.batchSize <= FLOW_BATCH_MAX) && peer.addr >= 0;
     if (!forEachFrame(buf, start, end, this.onFrame)) this.drop('malformed');

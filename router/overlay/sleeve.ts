@@ -24,6 +24,7 @@ import {
   parseHeartbeat, parsePmtuAck, parsePmtuProbe, FRAME_HEADER_BYTES, SLEEVE_MAGIC,
 } from './sleeve-codec.js';
 import { numToPeerName } from '../mesh/peer-name.js';
+import { monoNow } from '../mesh/mono-clock.js';
 import { readMac } from './mac-cache.js';
 import { COALESCE, DatagramBatch, MAX_UDP_PAYLOAD, UdpSocket, ipv4ToUint32, routeMtu, type UdpStats } from './udp.js';
 import type { Sealer, Opener } from '../crypto/aead.js';
@@ -277,7 +278,7 @@ export class Sleeve {
   /** (Re-)arm the tick `ms` from now, unless it is already due sooner. */
   private armTick(ms: number): void {
     if (this.closed) return;
-    const at = Date.now() + ms;
+    const at = monoNow() + ms;
     if (this.timer !== undefined) {
       if (this.tickDue <= at) return;
       clearTimeout(this.timer);
@@ -285,7 +286,7 @@ export class Sleeve {
     this.tickDue = at;
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      const now = Date.now();
+      const now = monoNow();
       try {
         this.tick(now);
       } finally {
@@ -348,8 +349,8 @@ export class Sleeve {
         if (mtu > overhead) p.localDatagram = mtu - overhead;
       } catch { /* unknown: stays Infinity */ }
     }
-    p.lastRecv = Date.now();
-    this.sendHeartbeat(p, Date.now());
+    p.lastRecv = monoNow();
+    this.sendHeartbeat(p, monoNow());
     this.kick();
   }
 
@@ -506,7 +507,7 @@ export class Sleeve {
   private readonly onBatch = (slab: Buffer, meta: Uint32Array, count: number): void => {
     this.openedTop = 0;
     this.batchSize = count;
-    const now = Date.now();
+    const now = monoNow();
     for (let i = 0; i < count; i++) {
       const at = meta[4 * i]!;
       this.onDatagram(slab, at, at + meta[4 * i + 1]!, meta[4 * i + 2]!, now);
@@ -582,7 +583,7 @@ export class Sleeve {
   startPmtuSearch(p: SleevePeer, hi = p.wantDatagram): void {
     const lo = Math.min(minDatagram(p.family), hi);
     p.search = { lo, hi, size: hi, id: 0, tries: 0, sentAt: 0 };
-    this.probe(p, Date.now());
+    this.probe(p, monoNow());
   }
 
   private probe(p: SleevePeer, now: number): void {
@@ -599,7 +600,7 @@ export class Sleeve {
     const s = p.search;
     if (s === undefined || s.id !== id) return;
     s.lo = s.size;
-    this.stepSearch(p, Date.now());
+    this.stepSearch(p, monoNow());
   }
 
   private probeFailed(p: SleevePeer, now: number): void {

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import type net from 'node:net';
 import { Connection, HEARTBEAT_MS, HEARTBEAT_TIMEOUT_MS, HEARTBEAT_CHECK_MS, type ConnectionHost } from '../../router/mesh/connection.js';
+import { monoNow } from '../../router/mesh/mono-clock.js';
 import { FrameDecoder, encodeFrame, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, type ControlMessage } from '../../router/mesh/protocol.js';
 
 class FakeSocket extends EventEmitter {
@@ -53,7 +54,7 @@ test('heartbeat bounds: interval within the timeout, checked often enough', () =
 test('tick: a heartbeat only after HEARTBEAT_MS without sending; none while other messages flow', () => {
   const { c, s } = readyConnection();
   const hbs = (): number => s.sent.filter((m) => m.t === 'hb').length;
-  const t0 = Date.now();
+  const t0 = monoNow();
   c.tick(t0 + HEARTBEAT_CHECK_MS);
   assert.equal(hbs(), 0, 'the intro was just sent');
   c.tick(t0 + HEARTBEAT_MS);
@@ -62,7 +63,7 @@ test('tick: a heartbeat only after HEARTBEAT_MS without sending; none while othe
   assert.equal(hbs(), 1, 'not again one check later');
   // Traffic: a message sent now makes the next heartbeat unnecessary.
   c.send({ t: 'udp-ok' });
-  const sentAt = Date.now();
+  const sentAt = monoNow();
   c.tick(sentAt + HEARTBEAT_CHECK_MS);
   assert.equal(hbs(), 1);
   c.close('test over');
@@ -70,14 +71,14 @@ test('tick: a heartbeat only after HEARTBEAT_MS without sending; none while othe
 
 test('tick: closes after HEARTBEAT_TIMEOUT_MS without any message from the peer, not before', () => {
   const { c, s, closed } = readyConnection();
-  const t0 = Date.now();
+  const t0 = monoNow();
   c.tick(t0 + HEARTBEAT_TIMEOUT_MS - 1_000);
   assert.equal(c.state, 'ready');
   // Any message from the peer refreshes it.
   s.emit('data', encodeFrame({ t: 'hb' }));
-  c.tick(Date.now() + HEARTBEAT_TIMEOUT_MS - 1_000);
+  c.tick(monoNow() + HEARTBEAT_TIMEOUT_MS - 1_000);
   assert.equal(c.state, 'ready');
-  c.tick(Date.now() + HEARTBEAT_TIMEOUT_MS + 1);
+  c.tick(monoNow() + HEARTBEAT_TIMEOUT_MS + 1);
   assert.equal(c.state, 'closed');
   assert.match(closed[0]!, /no heartbeat from peer for 30 s/);
 });
