@@ -44,6 +44,7 @@ import { unpackBounded, type ControlMessage } from './protocol.js';
 import { BUDGETS } from './msgpack-budget.js';
 import { RecentEntries } from './gossip-batch.js';
 import type { PeerInfo } from './topology.js';
+import { monoNow } from './mono-clock.js';
 
 /** A gossip channel's handler (mesh's Gossiper): topology-agnostic, bytes in and out. */
 export interface GossipHandler {
@@ -188,7 +189,7 @@ export class Gossip<C extends GossipNeighbour> {
   }
 
   private now(): number {
-    return this.host.now ? this.host.now() : Date.now();
+    return this.host.now ? this.host.now() : monoNow();
   }
 
   private scheduleFlush(): void {

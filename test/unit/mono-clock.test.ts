@@ -31,7 +31,7 @@ test('monoNow: starts near the wall clock, ignores a stepped Date.now, never goe
 test('liveness and heartbeat code measures durations with monoNow, not Date.now', () => {
   // dist/test/unit → repository root (the compiled sources sit under dist/).
   const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-  for (const f of ['router/overlay/sleeve.js', 'router/overlay/fastdp.js', 'router/overlay/forwarder.js', 'router/mesh/connection.js']) {
+  for (const f of ['router/overlay/sleeve.js', 'router/overlay/fastdp.js', 'router/overlay/forwarder.js', 'router/mesh/connection.js', 'router/mesh/gossip.js']) {
     const src = readFileSync(path.join(root, f), 'utf8');
     assert.doesNotMatch(src, /Date\.now\(\)/, `${f} uses Date.now() (a wall-clock step would expire or freeze its timeouts)`);
     assert.match(src, /monoNow\(\)/, `${f} no longer uses monoNow()`);
