@@ -28,6 +28,9 @@ import { ipamStatus } from './allocator-status.js';
 export { IpamError, MAX_REQUESTS_PER_OP } from './allocator-types.js';
 export type { AllocatorOptions, GossipChannel, IpamInit, IpamStatus, StatusSnapshot, Timer } from './allocator-types.js';
 
+/** How many retired (reset) peer names an allocator remembers. */
+const RETIRED_MAX = 1024;
+
 export class Allocator {
   readonly self: string;
   private readonly range: Cidr;
@@ -221,6 +224,51 @@ export class Allocator {
       this.ringChanged();
       this.persistSoon();
     }
+    this.reclaimRetired();
+  }
+
+  /**
+   * Peers that left with `weave reset` (name → heir), as their hand-over gossip said; at most
+   * RETIRED_MAX, oldest forgotten first. Kept in memory only: a heir restarted before a
+   * late donation arrives leaves that span to `weave rmpeer`.
+   */
+  private readonly retired = new Map<string, string>();
+  /** Set once shutdownHandOver has given our space away. */
+  private leaving = false;
+
+  private retire(peer: string, heir: string): void {
+    if (peer === this.self) return;
+    this.retired.delete(peer);
+    this.retired.set(peer, heir);
+    while (this.retired.size > RETIRED_MAX) this.retired.delete(this.retired.keys().next().value as string);
+  }
+
+  /**
+   * A late donation to a peer that has already left (chaos seed 7106): a space request it
+   * sent before `weave reset` can reach a donor long after, when the request sat in a
+   * connection's send queue through a partition, and the donor then gives space to a name
+   * that will never allocate or hand it over. A reset peer's name is never reused (the
+   * reset router starts under a new name), so its heir, and only its heir (two takers
+   * would conflict), takes such spans over as `weave rmpeer` would, and gossips the ring.
+   * Weave leaves this case to a manual rmpeer; here the heir does it, since the reset told it.
+   */
+  private reclaimRetired(): void {
+    if (this.closed || this.leaving || this.ring.isEmpty()) return;
+    let n = 0;
+    for (const [peer, heir] of this.retired) {
+      if (heir !== this.self) continue;
+      const got = this.ring.transfer(peer, this.self);
+      if (got > 0) this.log(`IPAM: took over ${got} address(es) given to ${peer} after it had handed its space to us (weave reset); a request it sent before leaving was answered late`);
+      n += got;
+    }
+    if (n === 0) return;
+    this.ringChanged();
+    void this.persist()
+      .then(() => {
+        this.broadcastRing();
+        this.process();
+      })
+      .catch((e: Error) => this.log(`IPAM: ${e.message}`));
   }
 
   private ringChanged(): void {
@@ -231,7 +279,9 @@ export class Allocator {
 
   private onGossipMsg(src: string, m: GossipMsg): string | undefined {
     if (src !== this.self && (m.ring || m.paxos) && this.paxos) this.paxos.heardFromPeers = true;
+    if (m.handover !== undefined && src !== this.self) this.retire(src, m.handover);
     if (m.ring) this.mergeRing(m.ring, src);
+    else if (m.handover !== undefined) this.reclaimRetired();
     if (m.paxos && !m.ring && this.saved.savedRing && src !== this.self) {
       // The sender is still looking for a ring that already exists: hand it ours right away.
       this.opts.channel.unicast(src, encodeMsg({ v: 1, t: 'gossip', ring: this.saved.savedRing }));
@@ -290,6 +340,11 @@ export class Allocator {
         .catch((e: Error) => this.log(`IPAM: ${e.message}`));
     };
     if (src === this.self) return 'space request from ourselves';
+    if (this.retired.has(src)) {
+      // It left with weave reset: a request it sent before is answered late; give nothing.
+      reply(false, `peer ${src} has left (weave reset)`);
+      return undefined;
+    }
     if (m.probe) {
       reply(false, 'probe');
       return undefined;
@@ -730,14 +785,17 @@ export class Allocator {
       return heir !== undefined && !this.ring.isEmpty() ? heir : undefined;
     }
     for (const a of this.space.allocations()) this.space.free(a.addr);
+    this.leaving = true; // from here on we take nothing over (reclaimRetired): it would be stranded with us
     this.ring.transfer(this.self, heir);
     this.ringChanged();
     await this.persist();
-    this.broadcastRing();
+    // handover: every peer learns that our name is retired, and the heir takes over any
+    // space a late donation still gives us (reclaimRetired).
+    if (this.saved.savedRing) this.opts.channel.broadcast(encodeMsg({ v: 1, t: 'gossip', ring: this.saved.savedRing, handover: heir }));
     const end = this.opts.now() + (o.confirmMs ?? 10_000);
     let confirmed = false;
     while (!confirmed && this.opts.now() < end) {
-      if (this.saved.savedRing) this.opts.channel.unicast(heir, encodeMsg({ v: 1, t: 'gossip', ring: this.saved.savedRing }));
+      if (this.saved.savedRing) this.opts.channel.unicast(heir, encodeMsg({ v: 1, t: 'gossip', ring: this.saved.savedRing, handover: heir }));
       const theirs = await this.probe(heir, Math.max(1, Math.min(2000, end - this.opts.now())));
       if (!theirs) continue;
       try {

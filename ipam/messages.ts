@@ -1,7 +1,9 @@
 /**
  * Payloads of the 'ipam' gossip channel (pure): msgpack maps, validated on decode.
  *
- *  - gossip (broadcast update or periodic full state): { v: 1, t: 'gossip', ring?: RingPlain, paxos?: PaxosKnowledge }
+ *  - gossip (broadcast update or periodic full state): { v: 1, t: 'gossip', ring?: RingPlain, paxos?: PaxosKnowledge, handover?: heir }
+ *      handover (sent by a peer in `weave reset` after giving all its space to `heir`): the
+ *      sender's name is retired for good; see Allocator.reclaimRetired
  *  - space request (unicast to a donor):  { v: 1, t: 'req', id, lo, hi, addr? }
  *      "give me free space inside [lo, hi)", or with addr: "give me that exact address"
  *  - space reply (unicast to the requester): { v: 1, t: 'resp', id, ok, reason?, ring? }
@@ -24,6 +26,11 @@ export interface GossipMsg {
   t: 'gossip';
   ring?: RingPlain;
   paxos?: PaxosKnowledge;
+  /**
+   * Set by a peer leaving with `weave reset`: it has given all its space to this peer (the
+   * heir) and will never allocate again. A peer of an older version ignores the field.
+   */
+  handover?: string;
 }
 export interface SpaceRequestMsg {
   v: 1;
@@ -90,6 +97,10 @@ export function decodeMsg(bytes: Uint8Array): IpamMsg {
       if (m.paxos !== undefined) {
         if (typeof m.paxos !== 'object' || m.paxos === null) throw new IpamMessageError('malformed IPAM message: bad paxos');
         out.paxos = m.paxos as PaxosKnowledge;
+      }
+      if (m.handover !== undefined) {
+        if (typeof m.handover !== 'string' || m.handover.length < 1 || m.handover.length > 64) throw new IpamMessageError('malformed IPAM message: bad handover');
+        out.handover = m.handover;
       }
       return out;
     }

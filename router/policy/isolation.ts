@@ -47,17 +47,32 @@ export class Isolation {
   /**
    * Bring the frame policy and the bridge filter rules in line with `endpoints` (the
    * whole local table, weave:expose included). Calls are serialised, so the last call
-   * wins. When only ports came, went or changed since the last sync, only their rules are
+   * wins; calls made while one runs are coalesced into one run with the newest table
+   * (each resolves once rules at least as new as its own table are in place). When only ports came, went or changed since the last sync, only their rules are
    * changed (bridge-filter.ts renderPortDelta); anything else replaces the whole ruleset. Never rejects: a failure to install bridge rules (nft missing, no bridge
    * family in the kernel) is logged as an error once per distinct message, since the
    * router's own policy still isolates traffic across hosts.
    */
   sync(endpoints: Endpoint[]): Promise<void> {
     const snapshot = endpoints.map((e) => ({ ...e, cidrs: [...e.cidrs] }));
-    const run = this.queue.then(() => this.syncNow(snapshot));
-    this.queue = run.catch(() => undefined);
-    return run;
+    // Calls that arrive while a sync runs share the one queued after it, which applies
+    // the newest table: one nft transaction for a burst of attaches, not one each.
+    if (this.next) {
+      this.next.snapshot = snapshot;
+      return this.next.run;
+    }
+    const next: { snapshot: Endpoint[]; run: Promise<void> } = { snapshot, run: Promise.resolve() };
+    next.run = this.queue.then(() => {
+      if (this.next === next) this.next = undefined;
+      return this.syncNow(next.snapshot);
+    });
+    this.next = next;
+    this.queue = next.run.catch(() => undefined);
+    return next.run;
   }
+
+  /** The sync queued behind the running one, if any (sync() coalesces into it). */
+  private next: { snapshot: Endpoint[]; run: Promise<void> } | undefined;
 
   private async syncNow(endpoints: Endpoint[]): Promise<void> {
     const bridgeMac = endpoints.some((e) => e.id === EXPOSE_ID) ? await readBridgeMac() : undefined;

@@ -3,8 +3,13 @@
  * issue #16, as root, on the e2e testbed (one network namespace per host). N routers
  * (default 3, sleeve only so every frame crosses the routers) each with two
  * containers carry steady traffic — iperf3 at a bounded rate h2 → h1, a ping every 50 ms
- * h3 → h1 and h1 → h2 — while churn loops attach and detach a container on every host
- * as fast as the API answers (one at a time per host), a partition flap cuts one host
+ * h3 → h1 and h1 → h2 — while churn attaches and detaches containers on every host as
+ * fast as the API answers: --churn-workers W (default 8) concurrent workers per host,
+ * each with its own pre-created netns target, POST /attach then /detach on the router's
+ * root-only unix socket (the channel the CLI uses, without forking the CLI); the table
+ * prints cycles/s (the issue asks ≥ 20/s) and errors. --router-nice N (default 0) renices
+ * every router thread to N: for soaks on a shared machine, so other users' load does not
+ * count against the router's event-loop bound (a negative N needs root). A partition flap cuts one host
  * off the underlay for 3 s every 30 s, and a /events WebSocket client connects and leaves on every
  * sample. Every S seconds (default 5) it samples each router's RSS and open fds (/proc),
  * heap, heap total, external and array-buffer memory and event-loop delay p99/max (its
@@ -26,7 +31,7 @@
  */
 import { Command } from 'commander';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import WebSocket from 'ws';
 import { Testbed, canRunE2E, must, sh, sleep, type Host } from '../e2e/lib/testbed.js';
@@ -92,9 +97,11 @@ async function main(): Promise<number> {
     .option('--max-rss-slope <mib>', 'bound (off unless given): RSS growth after warm-up, MiB per 10 min', num('--max-rss-slope', 0, 1e6))
     .option('--max-loop-ms <ms>', 'bound: median sample of the event-loop delay p99, ms', num('--max-loop-ms', 0, 1e6), 50)
     .option('--iperf-rate <r>', 'iperf3 -b rate', '20M')
+    .option('--churn-workers <n>', 'concurrent attach+detach workers per host, each on its own netns', num('--churn-workers', 1, 64), 8)
+    .option('--router-nice <n>', 'nice value for the routers (for soaks on a shared machine; negative needs root)', num('--router-nice', -20, 19), 0)
     .exitOverride();
   p.parse(process.argv);
-  const o = p.opts<{ minutes: number; hosts: number; sampleS: number; out: string; maxHeapSlope: number; maxRssMib: number; maxRssSlope?: number; maxLoopMs: number; iperfRate: string }>();
+  const o = p.opts<{ minutes: number; hosts: number; sampleS: number; out: string; maxHeapSlope: number; maxRssMib: number; maxRssSlope?: number; maxLoopMs: number; iperfRate: string; churnWorkers: number; routerNice: number }>();
   const why = canRunE2E();
   if (why) throw new Error(`soak ${why}`);
   for (const bin of ['iperf3', 'gnuplot', 'iptables']) {
@@ -115,6 +122,7 @@ async function main(): Promise<number> {
     const hosts = await bed.up(o.hosts);
     for (const h of hosts) await h.launch(['--no-proxy', '--no-plugin', '--no-fastdp', ...hosts.filter((x) => x !== h).map((x) => x.ip)]);
     await hosts[0].mustWeave(['prime'], { timeoutMs: 120_000 });
+    if (o.routerNice !== 0) for (const h of hosts) await renice(h.pid(), o.routerNice);
     const steady = [];
     for (const h of hosts) {
       steady.push(await h.container(`a${h.index}`, []));
@@ -143,14 +151,19 @@ async function main(): Promise<number> {
     bg(['ip', 'netns', 'exec', steady[2 % hosts.length].ns, 'ping', '-q', '-i', '0.05', steady[0].ips[0]]);
     bg(['ip', 'netns', 'exec', steady[0].ns, 'ping', '-q', '-i', '0.05', steady[1].ips[0]]);
 
-    // Churn: attach/detach loops, one per host, through the API.
+    // Churn: W concurrent attach/detach workers per host, each on its own netns, through the API.
     let churned = 0;
     let churnErrors = 0;
-    const churn = hosts.map(async (h) => {
-      const ns = `${bed.prefix}ch${h.index}`;
-      await must('ip', ['netns', 'add', ns]);
-      bed.namespaces.push(ns);
-      const target = JSON.stringify({ target: `netns:/var/run/netns/${ns}`, specs: [] });
+    for (const h of hosts) {
+      for (let w = 0; w < o.churnWorkers; w++) {
+        const ns = `${bed.prefix}ch${h.index}w${w}`;
+        await must('ip', ['netns', 'add', ns]);
+        bed.namespaces.push(ns);
+      }
+    }
+    const churnT0 = Date.now();
+    const churn = hosts.flatMap((h) => Array.from({ length: o.churnWorkers }, (_, w) => (async () => {
+      const target = JSON.stringify({ target: `netns:/var/run/netns/${bed.prefix}ch${h.index}w${w}`, specs: [] });
       while (!stopping) {
         const a = await apiPost(h, '/attach', target);
         const d = await apiPost(h, '/detach', target);
@@ -159,7 +172,8 @@ async function main(): Promise<number> {
           await sleep(500);
         } else churned++;
       }
-    });
+    })()));
+    const rate = (): string => (churned / Math.max(1, (Date.now() - churnT0) / 1000)).toFixed(1);
     // Connection flaps: the last host loses its underlay for 3 s every 30 s.
     let flaps = 0;
     const last = hosts[hosts.length - 1];
@@ -217,10 +231,11 @@ async function main(): Promise<number> {
       if (Date.now() >= nextLine) {
         nextLine = Date.now() + 60_000;
         const cur = samples.slice(-hosts.length);
-        console.log(`soak: ${t.toFixed(0)} s: RSS MiB ${cur.map((s) => s.rss.toFixed(0)).join('/')} (anon ${cur.map((s) => s.rssAnon.toFixed(0)).join('/')}, heap ${cur.map((s) => s.heap.toFixed(0)).join('/')}, heap after major GC ${cur.map((s) => s.heapLive.toFixed(0)).join('/')} (${cur.map((s) => s.gcMajor).join('/')} major GCs), external ${cur.map((s) => s.external.toFixed(0)).join('/')}, arrayBuffers ${cur.map((s) => s.arrayBuffers.toFixed(0)).join('/')}), fds ${cur.map((s) => s.fds).join('/')}, loop p99 ms ${cur.map((s) => s.p99.toFixed(1)).join('/')}; churn ${churned} attach+detach (${churnErrors} errors), ${flaps} flaps, iperf3 runs ${iperfRuns}`);
+        console.log(`soak: ${t.toFixed(0)} s: RSS MiB ${cur.map((s) => s.rss.toFixed(0)).join('/')} (anon ${cur.map((s) => s.rssAnon.toFixed(0)).join('/')}, heap ${cur.map((s) => s.heap.toFixed(0)).join('/')}, heap after major GC ${cur.map((s) => s.heapLive.toFixed(0)).join('/')} (${cur.map((s) => s.gcMajor).join('/')} major GCs), external ${cur.map((s) => s.external.toFixed(0)).join('/')}, arrayBuffers ${cur.map((s) => s.arrayBuffers.toFixed(0)).join('/')}), fds ${cur.map((s) => s.fds).join('/')}, loop p99 ms ${cur.map((s) => s.p99.toFixed(1)).join('/')}; churn ${churned} attach+detach (${rate()}/s, ${churnErrors} errors), ${flaps} flaps, iperf3 runs ${iperfRuns}`);
       }
     }
     stopping = true;
+    const churnRate = rate();
     await Promise.all([...churn, flapLoop]);
     for (const c of procs) c.kill('SIGKILL');
     await iperfLoop;
@@ -254,7 +269,7 @@ async function main(): Promise<number> {
     const png = path.join(o.out, 'soak.png');
     plot(samples, png, hosts.length, warm);
     const load = (await sh('cat', ['/proc/loadavg'])).stdout.trim().split(' ').slice(0, 3).join(' ');
-    console.log(`soak: ${durS} s (warm-up ${warm.toFixed(0)} s), load average ${load}; ${churned} attach+detach cycles (${churnErrors} errors), ${flaps} flaps, iperf3 runs ${iperfRuns}`);
+    console.log(`soak: ${durS} s (warm-up ${warm.toFixed(0)} s), load average ${load}; ${churned} attach+detach cycles, ${churnRate} cycles/s over ${hosts.length}×${o.churnWorkers} workers (${churnErrors} errors), ${flaps} flaps, iperf3 runs ${iperfRuns}, router nice ${o.routerNice}`);
     console.log(rows.join('\n'));
     console.log(`soak: ${path.join(o.out, 'soak.csv')}, plot ${png}`);
     for (const f of fails) console.log(`BOUND: ${f}`);
@@ -264,6 +279,17 @@ async function main(): Promise<number> {
     for (const c of procs) c.kill('SIGKILL');
     await bed.destroy();
   }
+}
+
+/**
+ * Set the nice value of every thread of a router (Linux nice is per thread, so
+ * `renice -p PID` alone would leave the libuv pool and V8 threads at 0). Threads started
+ * later inherit the value of the thread that creates them.
+ */
+async function renice(pid: number | undefined, nice: number): Promise<void> {
+  if (!pid) throw new Error('router pid unknown: cannot renice');
+  const tids = readdirSync(`/proc/${pid}/task`).filter((t) => /^\d+$/.test(t));
+  await must('renice', ['-n', String(nice), '-p', ...tids]);
 }
 
 /** POST JSON to the router's unix socket API; returns the status (0 on error). */

@@ -293,6 +293,37 @@ test('shutdownHandOver refuses when the heir does not answer (a partition the to
   peers[1]!.crash();
 });
 
+test('a late donation to a peer that has left with weave reset is taken over by its heir (chaos seed 7106)', async () => {
+  // Regression: h5 asked h4 for space through h3 while h3 -> h4 was cut; the request sat in
+  // h3's TCP send queue, h5 was reset (handing its space to h3) and left, and after the heal
+  // h4 answered the stale request by giving a span to h5's retired name, which nobody then owned.
+  const names = ['aa:00:00:00:00:01', 'aa:00:00:00:00:02', 'aa:00:00:00:00:03'];
+  const { net, peers } = await cluster(3, () => ({ init: { mode: 'seed', peers: names } }));
+  const [a, b, c] = peers as [SimPeer, SimPeer, SimPeer];
+  await settle(net, a.alloc!.allocate('x'));
+  net.partition(new Map([[c.name, 1]])); // the donor does not hear the hand-over
+  const heir = await settle(net, a.alloc!.shutdownHandOver());
+  assert.equal(heir, b.name);
+  a.crash();
+  const r = parseCidr(RANGE);
+  const stale = encodeMsg({ v: 1, t: 'req', id: 99, lo: r.start, hi: r.start + r.size });
+  assert.equal(c.alloc!.onGossip(a.name, stale, 'unicast'), undefined);
+  assert.ok(c.alloc!.inspect().ring.peers().includes(a.name), 'precondition: the donor gave space to the departed name');
+  net.heal();
+  net.reachabilityChanged();
+  net.fullGossip();
+  await net.run(2000);
+  for (const p of [b, c]) assert.deepEqual(p.alloc!.inspect().ring.peers().sort(), [b.name, c.name], `${p.nickname}: no span is left with the departed peer`);
+  assert.ok(b.log.some((l) => /took over \d+ address\(es\) given to aa:00:00:00:00:01 after it had handed its space to us/.test(l)), b.log.join('\n'));
+  // A peer that heard the hand-over refuses a stale request from the departed name outright.
+  const before = b.alloc!.inspect().ring.peers();
+  assert.equal(b.alloc!.onGossip(a.name, stale, 'unicast'), undefined);
+  await net.run(500);
+  assert.deepEqual(b.alloc!.inspect().ring.peers(), before, 'nothing given');
+  b.crash();
+  c.crash();
+});
+
 test('shutdownHandOver --force into a silent heir says the transfer is unconfirmed', async () => {
   const names = ['aa:00:00:00:00:01', 'aa:00:00:00:00:02'];
   const { net, peers } = await cluster(2, () => ({ init: { mode: 'seed', peers: names } }));
