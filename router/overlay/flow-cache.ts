@@ -18,9 +18,15 @@ import { writeMac } from './mac-cache.js';
 
 /**
  * How long an installed flow is used before the router must see a frame of that
- * conversation again (which refreshes its MAC cache entries), in ms.
+ * conversation again (which refreshes its MAC cache entries), in ms. Only the MAC
+ * cache's 10-minute expiry (router.ts MAC_MAX_AGE_MS) needs this refresh; every other
+ * input of a decision clears the cache when it changes. Each expiry sends the next frame
+ * of the conversation through JavaScript, which adds ~0.3–1 ms to that one frame: with
+ * 2 s, a 100/s ping met four expiries (two flows per router) every 2 s, ~1 % of its
+ * replies, which set the sleeve's ping p99 at ~3× its average [perf, issue #19].
+ * 30 s keeps the refresh 20× inside the MAC expiry and makes such a frame rare.
  */
-export const FLOW_TTL_MS = 2_000;
+export const FLOW_TTL_MS = 30_000;
 /**
  * Largest wake-up of small frames from the TAP the TAP addon forwards from the cache
  * (and, with WEAVE_NO_BULK_INGRESS=1, of datagrams the UDP addon does); mirrors
