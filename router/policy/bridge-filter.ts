@@ -93,6 +93,17 @@ export function splitCidr(c: string): { addr: string; subnet: string } | undefin
 const set = (xs: string[]): string => `{ ${xs.join(', ')} }`;
 
 /**
+ * NO_INTERVAL_SETS: a port's chains hold no anonymous set with a prefix or range in it
+ * (an "interval" set), only single prefixes or sets of exact values. nft 1.0.6 reads
+ * every element of every interval set in the table before it applies a script that
+ * adds elements (its cache), so one such set per port made each pod start read all the
+ * other ports' sets: ~700 B and a few netlink round trips per port already attached.
+ * Without them, renderPortDelta's transaction reads the same few kB whatever the number
+ * of ports, and nothing of other tables (kube-proxy's rules). Sets of exact values
+ * (`ip saddr != { … }`, `icmpv6 type { … }`, `@th,… != { … }`) are not read.
+ */
+
+/**
  * Accept rules for frames that stay inside one of `subnets`: IPv4 source and
  * destination in the same subnet (or destination the limited broadcast / multicast,
  * which every receiver filters again), ARP sender and target in the same subnet (or an
@@ -103,7 +114,8 @@ function subnetAccepts(subnets: string[]): string[] {
   const arp = 'arp htype 1 arp ptype ip arp hlen 6 arp plen 4';
   return subnets.flatMap((s) => [
     `ip saddr ${s} ip daddr ${s} accept`,
-    `ip saddr ${s} ip daddr { 255.255.255.255, 224.0.0.0/4 } accept`,
+    `ip saddr ${s} ip daddr 255.255.255.255 accept`,
+    `ip saddr ${s} ip daddr 224.0.0.0/4 accept`,
     `${arp} arp saddr ip ${s} arp daddr ip ${s} accept`,
     `${arp} arp saddr ip 0.0.0.0 arp daddr ip ${s} accept`,
   ]);
@@ -152,12 +164,12 @@ function v6Ingress(r: Range6, mac: string, cidrs: string[]): string[] {
 /** Egress (one subnet per frame) rules for a port's IPv6, before its final drop. */
 function v6Egress(r: Range6, cidrs: string[]): string[] {
   const out = ['icmpv6 type { nd-router-advert, nd-redirect } counter name "isolation" drop comment "isolation"'];
+  // One rule per prefix rather than an anonymous set of prefixes: see NO_INTERVAL_SETS.
   for (const s of v6Of(r, cidrs).subnets) {
-    const pfx = set(s.set);
     const bits = set(s.set.map((p) => prefixBits(p, s.len)));
     out.push(
-      `ip6 saddr ${pfx} ${ND} @th,64,${s.len} != ${bits} counter name "isolation" drop comment "isolation"`,
-      `ip6 saddr ${pfx} ip6 daddr ${set([...s.set, 'ff00::/8'])} accept`,
+      ...s.set.map((src) => `ip6 saddr ${src} ${ND} @th,64,${s.len} != ${bits} counter name "isolation" drop comment "isolation"`),
+      ...s.set.flatMap((src) => [...s.set, 'ff00::/8'].map((dst) => `ip6 saddr ${src} ip6 daddr ${dst} accept`)),
       `ip6 saddr :: icmpv6 type nd-neighbor-solicit @th,64,${s.len} ${bits} accept`,
     );
   }

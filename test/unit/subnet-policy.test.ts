@@ -482,7 +482,7 @@ describe('bridge-filter renderRuleset', () => {
     assert.match(body('out_vethwepl1111111'), /ip saddr 10\.32\.1\.0\/24 ip daddr 10\.32\.1\.0\/24 accept/);
     assert.match(body('out_vethwepl1111111'), /ip saddr 10\.32\.2\.0\/24 ip daddr 10\.32\.2\.0\/24 accept/);
     assert.doesNotMatch(body('out_vethwepl1111111'), /ip saddr 10\.32\.1\.0\/24 ip daddr 10\.32\.2/);
-    assert.match(body('out_vethwepl1111111'), /ip saddr 10\.32\.2\.0\/24 ip daddr \{ 255\.255\.255\.255, 224\.0\.0\.0\/4 \} accept/);
+    assert.match(body('out_vethwepl1111111'), /ip saddr 10\.32\.2\.0\/24 ip daddr 255\.255\.255\.255 accept\n {4}ip saddr 10\.32\.2\.0\/24 ip daddr 224\.0\.0\.0\/4 accept/);
     assert.match(body('out_vethwepl2222222'), /arp saddr ip 10\.32\.2\.0\/24 arp daddr ip 10\.32\.2\.0\/24 accept/);
     assert.match(body('out_vethwepl2222222'), /arp saddr ip 0\.0\.0\.0 arp daddr ip 10\.32\.2\.0\/24 accept/);
     assert.doesNotMatch(body('out_vethwepl2222222'), /10\.32\.1\./);

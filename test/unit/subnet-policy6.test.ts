@@ -187,6 +187,9 @@ describe('bridge filters for IPv6 (nft ruleset)', () => {
     assert.equal(prefixBits('fe80::a20:100/120', 108), '0xfe80000000000000000000000a2');
   });
 
+  // Egress: a subnet's two source prefixes × its two prefixes and multicast, one rule each (no interval sets: bridge-filter.ts NO_INTERVAL_SETS).
+  const SRC_DST = ['fd00:77::a20:100/120', 'fe80::a20:100/120'].flatMap((src) => ['fd00:77::a20:100/120', 'fe80::a20:100/120', 'ff00::/8'].map((dst) => [src, dst]));
+
   test('with range6: ingress anti-spoofing and egress per-subnet rules on the derived addresses', () => {
     const { script, skipped } = renderRuleset(ports, [], 'weave', undefined, R6);
     assert.deepEqual(skipped, []);
@@ -198,8 +201,8 @@ describe('bridge filters for IPv6 (nft ruleset)', () => {
       'icmpv6 type nd-neighbor-solicit @th,192,8 1 @th,208,48 != 0x02000000000a counter name "spoof" drop comment "spoof"',
       'ether type ip6 accept',
       'icmpv6 type { nd-router-advert, nd-redirect } counter name "isolation" drop comment "isolation"',
-      'ip6 saddr { fd00:77::a20:100/120, fe80::a20:100/120 } icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } @th,64,120 != { 0xfd00007700000000000000000a2001, 0xfe80000000000000000000000a2001 } counter name "isolation" drop comment "isolation"',
-      'ip6 saddr { fd00:77::a20:100/120, fe80::a20:100/120 } ip6 daddr { fd00:77::a20:100/120, fe80::a20:100/120, ff00::/8 } accept',
+      ...['fd00:77::a20:100/120', 'fe80::a20:100/120'].map((src) => `ip6 saddr ${src} icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } @th,64,120 != { 0xfd00007700000000000000000a2001, 0xfe80000000000000000000000a2001 } counter name "isolation" drop comment "isolation"`),
+      ...SRC_DST.map(([src, dst]) => `ip6 saddr ${src} ip6 daddr ${dst} accept`),
     ]) assert.ok(script.includes(`    ${line}\n`), `missing: ${line}\n${script}`);
     // IPv6 rules sit before each chain's final drop.
     const inChain = script.slice(script.indexOf('chain in_vethwepl1234567'), script.indexOf('chain out_vethwepl1234567'));
@@ -207,12 +210,22 @@ describe('bridge filters for IPv6 (nft ruleset)', () => {
     assert.ok(inChain.indexOf('ether type ip6 accept') < inChain.lastIndexOf('counter name "isolation" drop comment "isolation"'));
   });
 
+  test('no port chain holds an anonymous set with a prefix in it (nft would read every such set on each pod start)', () => {
+    const many = [...ports, { port: 'vethwepl7654321', mac: '02:00:00:00:00:0b', cidrs: ['10.32.1.6/24', '10.32.2.6/24'] }];
+    for (const r6 of [R6, undefined]) {
+      const delta = renderPortDelta(new Map(), usablePorts(many, r6).usable);
+      const sets = delta.match(/\{ [^{}\n]* \}/g) ?? [];
+      assert.ok(sets.length > 0, delta);
+      for (const x of sets) assert.ok(!x.includes('/'), `interval set in a port chain: ${x}`);
+    }
+  });
+
   test('the incremental update (renderPortDelta) carries a new port\'s IPv6 rules; a port whose IPv6 view changes is rewritten', () => {
     const { usable } = usablePorts(ports, R6);
     const delta = renderPortDelta(new Map(), usable);
     for (const line of [
       'ip6 saddr != { ::, fd00:77::a20:105, fe80::a20:105 } counter name "spoof" drop comment "spoof"',
-      'ip6 saddr { fd00:77::a20:100/120, fe80::a20:100/120 } ip6 daddr { fd00:77::a20:100/120, fe80::a20:100/120, ff00::/8 } accept',
+      ...SRC_DST.map(([src, dst]) => `ip6 saddr ${src} ip6 daddr ${dst} accept`),
     ]) assert.ok(delta.includes(`    ${line}\n`), `missing: ${line}\n${delta}`);
     // Same port, same addresses: without range6 its key differs, so the chains are rewritten (IPv6 then dropped).
     const without = usablePorts(ports).usable;
