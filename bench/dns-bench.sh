@@ -5,9 +5,10 @@
 # 100 outstanding, DURATION s) and latency p50/p99 at a fixed rate (RATE q/s, per-query
 # latencies from dnsperf -v), for local names and for forwarded names (ours forwarding to a
 # dnsmasq upstream; the upstream asked directly as the reference). Prints a table and the
-# ratios. Then (unless DATAPATH=0) the data path's loss of throughput while DNS is loaded:
-# bench/dns-load.ts, iperf3 between two containers on two testbed hosts alone and while
-# dnsperf loads the sender's router's DNS server, per path (PATHS, default sleeve,fastdp).
+# ratios. Then (unless DATAPATH=0) bench/dns-load.ts: tsweave against dnsmasq while one
+# iperf3 flow crosses the router's data path between two testbed hosts (per path, PATHS,
+# default sleeve,fastdp), in A/B/A phases of DP_DURATION s (q/s, p50/p99 at RATE, the ratio),
+# and the data path's throughput with no DNS load, tsweave loaded and dnsmasq loaded.
 # The machine may be shared: numbers are only comparable within one run; the load average
 # is printed with them.
 set -euo pipefail
@@ -67,6 +68,6 @@ awk -F'|' '{split($3, l, " "); q[NR]=$2; p99[NR]=l[2]} END {
 echo "load average after the DNS table: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ "$DATAPATH" != 0 ]; then
   echo
-  DURATION=${DP_DURATION:-5} node dist/bench/dns-load.js
+  DURATION=${DP_DURATION:-5} RATE=$RATE node dist/bench/dns-load.js
   echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 fi

@@ -1,89 +1,147 @@
 /**
- * The data path's loss of throughput while weaveDNS is loaded (issue #14's benchmark,
- * second half; `npm run bench:dns` runs it after the dnsperf/dnsmasq table).
+ * weaveDNS against dnsmasq while the router's data path carries iperf3 traffic, and the
+ * data path's loss of throughput while either DNS server is loaded (issue #14's benchmark,
+ * second half; `npm run bench:dns` runs it after the unloaded dnsperf/dnsmasq table).
  *
  * Two hosts of the e2e testbed (test/e2e/lib/testbed.ts, namespaces prefixed tswdl…),
- * routers launched with DNS on. Per data path (PATHS, default "sleeve,fastdp"): iperf3
- * TCP, one stream, DURATION s, from container cli on h1 to srv on h2, first alone, then
- * while dnsperf (4 clients, 100 outstanding, no rate limit) in a third container on h1
- * asks h1's router's DNS server (169.254.53.53) for the local names srv/cli.weave.local
- * (answered from the router's table, nothing forwarded). Prints both rates, loaded/alone,
- * and what dnsperf got meanwhile (queries/s, average latency, lost queries).
+ * routers launched with DNS on. In h1's namespace (the router's) a dnsmasq serves the same
+ * names from a hosts file on 127.0.0.54; the router serves them on 169.254.53.53. dnsperf
+ * runs in h1's namespace for both servers, so both answer the same client path in the same
+ * namespace as the router. Per data path (PATHS, default "sleeve,fastdp"): ONE iperf3 TCP
+ * flow (one stream) from container cli on h1 to srv on h2 runs through the whole sequence,
+ * reporting every second, and the DNS load changes underneath it in phases of DURATION s:
  *
- * On the sleeve the router process carries every frame as well as every query; on the
- * fast datapath the kernel carries the frames and only CPU is shared. Everything runs on
- * one machine: the load average is printed next to each figure, and numbers are only
+ *   alone · tsweave max · dnsmasq max · tsweave max · dnsmasq @RATE · tsweave @RATE · alone
+ *
+ * "max" is dnsperf with 4 clients x 100 outstanding (queries/s); "@RATE" is a fixed rate
+ * with per-query latencies (dnsperf -v) for p50/p99, as the unloaded table measures them.
+ * The A/B/A order and the two "alone" phases show drift within the run. Each phase's
+ * data-path rate is the mean of the iperf3 one-second intervals that lie inside it (the
+ * first 0.5 s of a phase is skipped).
+ *
+ * Everything runs on one machine: the load average is printed, and numbers are only
  * comparable within one run.
  *
- * Environment: DURATION (s, default 5), PATHS, RESULTS_DIR (JSON, default /tmp/tsweave-bench).
- * Needs root, iperf3, dnsperf. Exits 1 with a one-line reason on failure; namespaces are
- * removed at the end, also on failure or Ctrl-C.
+ * Environment: DURATION (s per phase, default 5), RATE (q/s for latency, default 2000),
+ * PATHS, RESULTS_DIR (JSON, default /tmp/tsweave-bench). Needs root, iperf3, dnsperf,
+ * dnsmasq. Exits 1 with a one-line reason on failure; namespaces and processes are removed
+ * at the end, also on failure or Ctrl-C.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import path from 'node:path';
-import { Testbed, canRunE2E, sleep, until, type Container, type Host } from '../test/e2e/lib/testbed.js';
+import { Testbed, canRunE2E, sleep, until, type Container, type Host, type Result } from '../test/e2e/lib/testbed.js';
 
 const DURATION = Number(process.env.DURATION ?? 5);
+const RATE = Number(process.env.RATE ?? 2000);
 const PATHS = (process.env.PATHS ?? 'sleeve,fastdp').split(',').filter(Boolean);
 const RESULTS_DIR = process.env.RESULTS_DIR ?? '/tmp/tsweave-bench';
-const DNS_SERVER = '169.254.53.53';
+const OURS = '169.254.53.53';
+const DNSMASQ = '127.0.0.54';
 
-interface Row {
-  path: string;
-  aloneMbps?: number;
-  loadedMbps?: number;
-  loadAlone: number;
-  loadLoaded: number;
-  dnsQps?: number;
-  dnsAvgMs?: number;
-  dnsLostPct?: number;
+type Server = 'tsweave' | 'dnsmasq';
+type Kind = 'alone' | 'max' | 'rate';
+interface Phase {
+  kind: Kind;
+  server?: Server;
+  /** ms since the iperf3 client was started. */
+  from: number;
+  to: number;
+  load: number;
+  /** Mean iperf3 Mbit/s over the phase's intervals. */
+  mbps?: number;
+  qps?: number;
+  lostPct?: number;
+  p50?: number;
+  p99?: number;
 }
+interface PathResult { path: string; phases: Phase[] }
+
+const SEQUENCE: Array<[Kind, Server?]> = [['alone'], ['max', 'tsweave'], ['max', 'dnsmasq'], ['max', 'tsweave'], ['rate', 'dnsmasq'], ['rate', 'tsweave'], ['alone']];
 
 const load1 = (): number => loadavg()[0]!;
-const fmt = (x: number | undefined, d = 1): string => (x === undefined ? 'n/a' : x.toFixed(d));
+const fmt = (x: number | undefined, d = 1): string => (x === undefined || Number.isNaN(x) ? 'n/a' : x.toFixed(d));
+const mean = (xs: Array<number | undefined>): number | undefined => {
+  const v = xs.filter((x): x is number => x !== undefined);
+  return v.length ? v.reduce((a, b) => a + b, 0) / v.length : undefined;
+};
 
 async function established(h: Host, p: string): Promise<boolean> {
   const r = await h.report();
   return (r.Router.Connections as Array<{ State: string; Path?: string }>).some((c) => c.State === 'established' && c.Path === p);
 }
 
-/** iperf3 TCP-1 from → to (server started for one test); Mbit/s received, undefined on failure. */
-async function iperf(bed: Testbed, from: Container, to: Container): Promise<number | undefined> {
-  bed.background(['ip', 'netns', 'exec', to.ns, 'iperf3', '-s', '-1']);
-  await sleep(500);
-  const r = await from.exec(['iperf3', '-c', to.ips[0]!.split('/')[0]!, '-t', String(DURATION + 1), '-O', '1', '-J', '--connect-timeout', '3000'], (DURATION + 30) * 1000);
-  if (r.code !== 0) return undefined;
-  return (JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second / 1e6;
-}
-
-/** dnsperf summary: queries/s, average latency (ms), lost queries (%). */
-function parseDnsperf(out: string): Pick<Row, 'dnsQps' | 'dnsAvgMs' | 'dnsLostPct'> {
+/** dnsperf summary (queries/s, lost %) and, with -v, per-query latency p50/p99 in ms. */
+function parseDnsperf(r: Result): Pick<Phase, 'qps' | 'lostPct' | 'p50' | 'p99'> {
+  const out = r.stdout;
   const num = (re: RegExp): number | undefined => {
     const m = re.exec(out);
     return m ? Number(m[1]) : undefined;
   };
-  const avg = num(/Average Latency \(s\):\s+([\d.]+)/);
-  return { dnsQps: num(/Queries per second:\s+([\d.]+)/), dnsAvgMs: avg === undefined ? undefined : avg * 1000, dnsLostPct: num(/Queries lost:\s+\d+ \(([\d.]+)%\)/) };
+  const lat: number[] = [];
+  for (const line of out.split('\n')) {
+    if (!line.startsWith('> ')) continue;
+    const v = Number(line.slice(line.lastIndexOf(' ') + 1));
+    if (Number.isFinite(v)) lat.push(v * 1000);
+  }
+  lat.sort((a, b) => a - b);
+  const pct = (q: number): number | undefined => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(lat.length * q))] : undefined);
+  return { qps: num(/Queries per second:\s+([\d.]+)/), lostPct: num(/Queries lost:\s+\d+ \(([\d.]+)%\)/), p50: pct(0.5), p99: pct(0.99) };
+}
+
+async function measurePath(bed: Testbed, h1: Host, cli: Container, srv: Container, queries: string): Promise<Phase[]> {
+  bed.background(['ip', 'netns', 'exec', srv.ns, 'iperf3', '-s', '-1']);
+  await sleep(500);
+  const total = SEQUENCE.length * (DURATION + 1) + 6;
+  const t0 = Date.now();
+  const flow = cli.exec(['iperf3', '-c', srv.ips[0]!.split('/')[0]!, '-t', String(total), '-i', '1', '-J', '--connect-timeout', '3000'], (total + 60) * 1000);
+  await sleep(2000); // connect and ramp up
+  const phases: Phase[] = [];
+  for (const [kind, server] of SEQUENCE) {
+    const ph: Phase = { kind, server, from: Date.now() - t0, to: 0, load: load1() };
+    if (kind === 'alone') {
+      await sleep(DURATION * 1000);
+    } else {
+      const addr = server === 'tsweave' ? OURS : DNSMASQ;
+      const args = kind === 'max' ? ['-c', '4', '-q', '100'] : ['-Q', String(RATE), '-v'];
+      Object.assign(ph, parseDnsperf(await h1.exec(['dnsperf', '-s', addr, '-d', queries, '-l', String(DURATION), ...args], (DURATION + 60) * 1000)));
+    }
+    ph.to = Date.now() - t0;
+    phases.push(ph);
+    await sleep(1000); // gap between phases: queries drain, intervals separate
+  }
+  const r = await flow;
+  if (r.code !== 0) throw new Error(`iperf3 through the data path failed: ${(r.stdout + r.stderr).split('\n').find((l) => /error/i.test(l)) ?? `exit ${r.code}`}`);
+  const j = JSON.parse(r.stdout) as { intervals: Array<{ sum: { start: number; end: number; bits_per_second: number } }> };
+  for (const ph of phases) {
+    // Interval times are relative to the connect, a little after t0: only whole intervals inside count.
+    const inside = j.intervals.filter((i) => i.sum.start * 1000 >= ph.from + 500 && i.sum.end * 1000 <= ph.to);
+    ph.mbps = mean(inside.map((i) => i.sum.bits_per_second / 1e6));
+  }
+  return phases;
 }
 
 async function main(): Promise<void> {
   const why = canRunE2E();
   if (why) throw new Error(why);
+  for (const v of [DURATION, RATE]) if (!Number.isInteger(v) || v < 1 || v > 100_000) throw new Error(`DURATION/RATE must be positive integers, got ${v}`);
   const bed = new Testbed('dl');
   const stop = (): void => {
     void bed.destroy().then(() => process.exit(130));
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  const rows: Row[] = [];
+  const results: PathResult[] = [];
   try {
     const [h1, h2] = await bed.up(2);
     const queries = path.join(h1!.stateDir, 'names.q');
     writeFileSync(queries, 'srv.weave.local A\ncli.weave.local A\n');
+    const hosts = path.join(h1!.stateDir, 'dnsmasq.hosts');
+    writeFileSync(hosts, '10.32.9.1 cli.weave.local\n10.32.9.2 srv.weave.local\n');
+    await h1!.exec(['ip', 'link', 'set', 'lo', 'up']);
+    bed.background(['ip', 'netns', 'exec', h1!.ns, 'dnsmasq', '-k', '--no-resolv', '--no-hosts', `--addn-hosts=${hosts}`, `--listen-address=${DNSMASQ}`, '--bind-interfaces', '--pid-file=', '--user=root', '--cache-size=10000', '--local-ttl=1']);
     let cli: Container | undefined;
     let srv: Container | undefined;
-    let asker: Container | undefined;
     for (const p of PATHS) {
       if (p !== 'sleeve' && p !== 'fastdp') throw new Error(`PATHS: unknown path ${p} (want sleeve, fastdp)`);
       const flags = ['--no-proxy', '--no-plugin', '--ipalloc-range', '', ...(p === 'sleeve' ? ['--no-fastdp'] : [])];
@@ -94,43 +152,56 @@ async function main(): Promise<void> {
       if (cli === undefined) {
         cli = await h1!.container('cli', ['-h', 'cli', 'ip:10.32.9.1/24']);
         srv = await h2!.container('srv', ['-h', 'srv', 'ip:10.32.9.2/24']);
-        asker = await h1!.container('ask', ['ip:10.32.9.3/24']);
       }
       await cli.mustPing(srv!.ips[0]!.split('/')[0]!, { tries: 20 }, `${p}: cli -> srv`);
       await until('srv named on h1', async () => (await h1!.weave(['dns-lookup', 'srv'])).stdout.trim() === '10.32.9.2', 30_000, 300);
-      const probe = await asker!.exec(['dnsperf', '-s', DNS_SERVER, '-d', queries, '-n', '1']);
-      if (!/Queries completed:\s+2 /.test(probe.stdout)) throw new Error(`${p}: dnsperf from a container on h1 gets no answers from ${DNS_SERVER}: ${probe.stdout.split('\n').filter((l) => /Queries|Response/.test(l)).join('; ')}`);
-
-      const row: Row = { path: p, loadAlone: load1(), loadLoaded: 0 };
-      row.aloneMbps = await iperf(bed, cli, srv!);
-      // dnsperf runs longer than iperf3 on both sides so the whole measured interval is loaded.
-      const dns = asker!.exec(['dnsperf', '-s', DNS_SERVER, '-d', queries, '-l', String(DURATION + 4), '-c', '4', '-q', '100'], (DURATION + 60) * 1000);
-      await sleep(1000);
-      row.loadLoaded = load1();
-      row.loadedMbps = await iperf(bed, cli, srv!);
-      Object.assign(row, parseDnsperf((await dns).stdout));
-      rows.push(row);
-      process.stderr.write(`${p}: alone ${fmt(row.aloneMbps)} Mbit/s, with DNS load ${fmt(row.loadedMbps)} Mbit/s, dnsperf ${fmt(row.dnsQps, 0)} q/s\n`);
+      for (const addr of [OURS, DNSMASQ]) {
+        const probe = await h1!.exec(['dnsperf', '-s', addr, '-d', queries, '-n', '1']);
+        if (!/Queries completed:\s+2 /.test(probe.stdout)) throw new Error(`${p}: dnsperf in h1's namespace gets no answers from ${addr}: ${probe.stdout.split('\n').filter((l) => /Queries|Response/.test(l)).join('; ')}`);
+      }
+      const phases = await measurePath(bed, h1!, cli, srv!, queries);
+      results.push({ path: p, phases });
+      process.stderr.write(`${p}: ${phases.map((ph) => `${ph.kind}${ph.server ? ' ' + ph.server : ''} ${fmt(ph.mbps)} Mbit/s${ph.qps ? ` ${fmt(ph.qps, 0)} q/s` : ''}`).join('; ')}\n`);
     }
   } finally {
     await bed.destroy();
   }
-  report(rows);
+  report(results);
 }
 
-function report(rows: Row[]): void {
-  const lines: string[] = [];
-  lines.push(`data path while the router's DNS server is loaded (iperf3 TCP-1 ${DURATION} s across two hosts; dnsperf 4 clients x 100 outstanding from a container on the sender's host, local names)`);
-  lines.push(`${'path'.padEnd(8)} ${'alone Mbit/s'.padStart(13)} ${'DNS-loaded'.padStart(11)} ${'ratio'.padStart(6)} ${'DNS q/s'.padStart(9)} ${'avg ms'.padStart(7)} ${'lost %'.padStart(7)}  load alone/loaded`);
-  for (const r of rows) {
-    const ratio = r.aloneMbps && r.loadedMbps !== undefined ? (r.loadedMbps / r.aloneMbps).toFixed(2) : 'n/a';
-    lines.push(`${r.path.padEnd(8)} ${fmt(r.aloneMbps).padStart(13)} ${fmt(r.loadedMbps).padStart(11)} ${ratio.padStart(6)} ${fmt(r.dnsQps, 0).padStart(9)} ${fmt(r.dnsAvgMs, 2).padStart(7)} ${fmt(r.dnsLostPct, 2).padStart(7)}  ${r.loadAlone.toFixed(1)} / ${r.loadLoaded.toFixed(1)}`);
+function report(results: PathResult[]): void {
+  const L: string[] = [];
+  L.push(`DNS under data-path load: one iperf3 TCP-1 flow h1 -> h2 through each path; dnsperf in the router's namespace (h1), phases of ${DURATION} s in this order:`);
+  L.push(`${'path'.padEnd(7)} ${'phase'.padEnd(17)} ${'Mbit/s'.padStart(8)} ${'q/s'.padStart(9)} ${'lost %'.padStart(7)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'load'.padStart(5)}`);
+  for (const r of results) {
+    for (const ph of r.phases) {
+      const name = ph.kind === 'alone' ? 'no DNS load' : `${ph.server} ${ph.kind === 'max' ? 'max' : '@' + RATE}`;
+      L.push(`${r.path.padEnd(7)} ${name.padEnd(17)} ${fmt(ph.mbps).padStart(8)} ${(ph.qps === undefined ? '' : fmt(ph.qps, 0)).padStart(9)} ${(ph.lostPct === undefined ? '' : fmt(ph.lostPct, 2)).padStart(7)} ${(ph.p50 === undefined ? '' : fmt(ph.p50, 3)).padStart(7)} ${(ph.p99 === undefined ? '' : fmt(ph.p99, 3)).padStart(7)} ${ph.load.toFixed(1).padStart(5)}`);
+    }
   }
-  lines.push('ratio = loaded / alone: 1.00 means DNS load costs the data path nothing');
-  process.stdout.write(lines.join('\n') + '\n');
+  L.push('');
+  L.push(`${'path'.padEnd(7)} ${'tsweave/dnsmasq q/s'.padStart(20)} ${'tsweave A1 / A2 q/s'.padStart(20)} ${'p99 ts/dm ms'.padStart(14)} ${'Mbit/s: none'.padStart(13)} ${'ts-loaded'.padStart(10)} ${'dm-loaded'.padStart(10)}`);
+  const summary = results.map((r) => {
+    const ph = r.phases;
+    const ts = ph.filter((x) => x.kind === 'max' && x.server === 'tsweave');
+    const dm = ph.filter((x) => x.kind === 'max' && x.server === 'dnsmasq');
+    const tsRate = ph.find((x) => x.kind === 'rate' && x.server === 'tsweave');
+    const dmRate = ph.find((x) => x.kind === 'rate' && x.server === 'dnsmasq');
+    const s = {
+      path: r.path,
+      ratio: (mean(ts.map((x) => x.qps)) ?? NaN) / (mean(dm.map((x) => x.qps)) ?? NaN),
+      tsP99: tsRate?.p99, dmP99: dmRate?.p99,
+      none: mean(ph.filter((x) => x.kind === 'alone').map((x) => x.mbps)),
+      tsLoaded: mean(ts.map((x) => x.mbps)), dmLoaded: mean(dm.map((x) => x.mbps)),
+    };
+    L.push(`${r.path.padEnd(7)} ${fmt(s.ratio, 2).padStart(19)}x ${`${fmt(ts[0]?.qps, 0)} / ${fmt(ts[1]?.qps, 0)}`.padStart(20)} ${`${fmt(s.tsP99, 2)} / ${fmt(s.dmP99, 2)}`.padStart(14)} ${fmt(s.none).padStart(13)} ${`${fmt(s.tsLoaded)} (${fmt((s.tsLoaded ?? NaN) / (s.none ?? NaN), 2)}x)`.padStart(10)} ${`${fmt(s.dmLoaded)} (${fmt((s.dmLoaded ?? NaN) / (s.none ?? NaN), 2)}x)`.padStart(10)}`);
+    return s;
+  });
+  L.push(`goal: tsweave/dnsmasq q/s >= 1.0x and tsweave p99 <= 2 ms while iperf3 runs; (Nx) = data-path rate with that server loaded / with no DNS load`);
+  process.stdout.write(L.join('\n') + '\n');
   mkdirSync(RESULTS_DIR, { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  writeFileSync(path.join(RESULTS_DIR, `dns-load-${stamp}.json`), JSON.stringify({ duration: DURATION, rows }, null, 1));
+  writeFileSync(path.join(RESULTS_DIR, `dns-load-${stamp}.json`), JSON.stringify({ duration: DURATION, rate: RATE, results, summary }, null, 1));
 }
 
 main().catch((err: Error) => {

@@ -11,6 +11,8 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
 import { Testbed, canRunE2E, sh, must, until, sleep, type Host, type Container } from './lib/testbed.js';
 
 const DNS = '169.254.53.53';
@@ -134,6 +136,18 @@ describe('weaveDNS across 3 hosts', { skip, timeout: 900_000 }, () => {
     for (const n of ['alpha', 'beta', 'gamma']) assert.match(table, new RegExp(`^${n}\\.weave\\.local\\s`, 'm'), table);
     assert.equal((await h3.mustWeave(['dns-lookup', 'alpha'])).trim(), c1.ips[0]);
     assert.equal((await h1.mustWeave(['dns-args'])).trim(), `--dns=${DNS} --dns-search=weave.local.`);
+    // Metrics: c2's router counted the A answers and the NXDOMAIN it gave above.
+    const text = await new Promise<string>((resolve, reject) => {
+      http.get({ socketPath: path.join(h2.stateDir, 'weaver.sock'), path: '/metrics', timeout: 10_000 }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d) => (body += d));
+        res.on('end', () => resolve(body));
+      }).on('error', reject);
+    });
+    const count = (labels: string): number => Number(new RegExp(`^weave_dns_queries_total\\{${labels}\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+    assert.ok(count('type="A",result="NOERROR"') >= 1, `weave_dns_queries_total A/NOERROR: ${text.split('\n').filter((l) => l.startsWith('weave_dns')).join(' | ')}`);
+    assert.ok(count('type="A",result="NXDOMAIN"') >= 1, 'weave_dns_queries_total A/NXDOMAIN');
   });
 
   test('three containers with one name: all three addresses, in varying order; removal is seen everywhere', async () => {
