@@ -262,6 +262,11 @@ export class Allocator {
       n += got;
     }
     if (n === 0) return;
+    this.commitRingChange();
+  }
+
+  /** A ring change we made: update our space, persist, then tell the peers and serve waiting requests. */
+  private commitRingChange(): void {
     this.ringChanged();
     void this.persist()
       .then(() => {
@@ -310,13 +315,7 @@ export class Allocator {
     if (!peers || !this.ring.isEmpty()) return;
     this.ring = Ring.seed(this.range.start, this.range.size, peers);
     this.log(`IPAM: consensus reached; ring seeded with ${peers.length} peer(s)`);
-    this.ringChanged();
-    void this.persist()
-      .then(() => {
-        this.broadcastRing();
-        this.process();
-      })
-      .catch((e: Error) => this.log(`IPAM: ${e.message}`));
+    this.commitRingChange();
   }
 
   /** Start consensus for the first ring, if this is a consensus-mode peer without a ring (paxos-step.ts). */
