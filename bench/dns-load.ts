@@ -161,6 +161,8 @@ async function main(): Promise<void> {
       }
       const phases = await measurePath(bed, h1!, cli, srv!, queries);
       results.push({ path: p, phases });
+      // A clean stop, so a router run with WEAVER_NODE_ARGS="--cpu-prof …" writes its profile.
+      for (const h of [h1!, h2!]) await h.weave(['stop']);
       process.stderr.write(`${p}: ${phases.map((ph) => `${ph.kind}${ph.server ? ' ' + ph.server : ''} ${fmt(ph.mbps)} Mbit/s${ph.qps ? ` ${fmt(ph.qps, 0)} q/s` : ''}`).join('; ')}\n`);
     }
   } finally {
