@@ -176,13 +176,14 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
     return snapshotOf(reg.live(), (o) => alive.has(o), endpoints.list(), s.isolation);
   };
   let viewPending = false;
+  // What besides the registry decides the snapshot: reachable origins and endpoint subnets.
+  const shape = (): string => `${[...aliveNow()].sort().join(' ')}|${s.isolation ? endpoints.list().map((e) => e.cidrs.join(',')).join(' ') : ''}`;
   let lastShape = '';
   const pushView = (): void => {
     viewPending = false;
     if (!server) return;
-    const snap = snapshot();
-    lastShape = shapeOf(snap);
-    server.setView(snap);
+    lastShape = shape();
+    server.setView(snapshot());
   };
   const viewChanged = (): void => {
     if (viewPending) return;
@@ -191,7 +192,7 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
   };
   // Reachability and endpoint subnets change without a registry change: re-check them.
   const viewTimer = setInterval(() => {
-    if (server && !viewPending && shapeOf(snapshot()) !== lastShape) viewChanged();
+    if (server && !viewPending && shape() !== lastShape) viewChanged();
   }, VIEW_CHECK_MS);
   viewTimer.unref();
 
@@ -201,7 +202,7 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
     endpoints.containerRoutes = [...endpoints.containerRoutes.filter((r) => r !== `${s.address}/32`), `${s.address}/32`];
   }
   const first = snapshot();
-  lastShape = shapeOf(first);
+  lastShape = shape();
   server = new ThreadedDnsServer({
     host: s.address, port: s.port, log,
     settings: { domain: s.domain, ttl: s.ttl, isolation: s.isolation },
@@ -307,12 +308,4 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
       await server!.close();
     },
   };
-}
-
-/** A cheap fingerprint of a snapshot (to notice reachability and subnet changes). */
-function shapeOf(v: ViewSnapshot): string {
-  let h = `${v.entries.length}|${v.subnets.length}|`;
-  for (const e of v.entries) h += `${e[3]} ${e[1]};`;
-  for (const [a, c] of v.subnets) h += `${a}=${c.join(',')};`;
-  return h;
 }
