@@ -17,6 +17,8 @@
  * The registry stays owned by the main thread's gossip; this thread only reads snapshots.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import { readlinkSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { DnsServer, type DnsServerOptions } from './server.js';
 import { DnsView, type ViewSettings, type ViewSnapshot } from './view.js';
 import { CounterWriter } from './counters.js';
@@ -26,15 +28,38 @@ export type WorkerServerOptions = Omit<DnsServerOptions, 'names' | 'hooks' | 'lo
 
 export interface WorkerInit {
   opts: WorkerServerOptions;
+  /** Nice value for this thread alone (-20..19), or undefined to leave it. */
+  nice?: number;
   settings: ViewSettings;
   snapshot: ViewSnapshot;
   counters: SharedArrayBuffer;
+}
+
+/**
+ * Give this thread (not the process) the nice value `nice`: Linux's setpriority(2) on a
+ * thread id affects that thread only. Within the router's scheduling group (all its
+ * threads share one autogroup) a lower value lets a query's wake-up preempt the main
+ * thread's frame work. Returns an error line, or undefined when done.
+ */
+function niceThread(nice: number): string | undefined {
+  try {
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+    if (!Number.isInteger(tid) || tid <= 0) return 'no thread id';
+    setPriority(tid, nice);
+    return undefined;
+  } catch (err) {
+    return ((err as NodeJS.ErrnoException).code ?? (err as Error).message).split('\n')[0];
+  }
 }
 
 function main(): void {
   const port = parentPort;
   if (!port) return;
   const init = workerData as WorkerInit;
+  if (init.nice !== undefined) {
+    const why = niceThread(init.nice);
+    if (why) port.postMessage({ t: 'log', line: `DNS: cannot set the server thread's nice value to ${init.nice} (${why}); it keeps the router's`, level: 'warn' });
+  }
   let view = new DnsView(init.settings, init.snapshot);
   const counters = new CounterWriter(init.counters, (slot, key) => port.postMessage({ t: 'slot', slot, key }));
   const server = new DnsServer({

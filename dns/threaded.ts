@@ -21,6 +21,11 @@ import type { WorkerInit, WorkerServerOptions } from './server-worker.js';
 
 /** Delay before a dead server thread is restarted, ms. */
 export const RESTART_MS = 1_000;
+/**
+ * Nice value of the server thread (the router's other threads keep theirs):
+ * WEAVE_DNS_THREAD_NICE overrides it (-20..19; empty = leave it).
+ */
+export const THREAD_NICE = -5;
 /** How long close() waits for the thread to close its sockets before terminating it, ms. */
 export const CLOSE_WAIT_MS = 2_000;
 
@@ -89,7 +94,7 @@ export class ThreadedDnsServer {
 
   /** Start the worker on `port`; resolves once it is bound, rejects with its one-line error. */
   private spawn(port: number): Promise<void> {
-    const init: WorkerInit = { opts: { ...this.serverOptions(), port }, settings: this.opts.settings, snapshot: this.snapshot, counters: this.buf };
+    const init: WorkerInit = { opts: { ...this.serverOptions(), port }, nice: threadNice(), settings: this.opts.settings, snapshot: this.snapshot, counters: this.buf };
     const w = new Worker(new URL('./server-worker.js', import.meta.url), { workerData: init, name: 'weave-dns' });
     this.worker = w;
     return new Promise<void>((resolve, reject) => {
@@ -173,4 +178,13 @@ export class ThreadedDnsServer {
       w.postMessage({ t: 'close' });
     });
   }
+}
+
+/** The server thread's nice value: WEAVE_DNS_THREAD_NICE if it is an integer in -20..19 ('' = none), else THREAD_NICE. */
+export function threadNice(env: NodeJS.ProcessEnv = process.env): number | undefined {
+  const v = env.WEAVE_DNS_THREAD_NICE;
+  if (v === undefined) return THREAD_NICE;
+  if (v.trim() === '') return undefined;
+  const n = Number(v);
+  return Number.isInteger(n) && n >= -20 && n <= 19 ? n : THREAD_NICE;
 }

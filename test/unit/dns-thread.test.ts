@@ -14,7 +14,7 @@ import path from 'node:path';
 import * as dnsPacket from 'dns-packet';
 import { DnsView, snapshotOf, type ViewSnapshot } from '../../dns/view.js';
 import { CounterReader, CounterWriter, counterBuffer, MAX_QUERY_KEYS, MAX_REASON_KEYS } from '../../dns/counters.js';
-import { ThreadedDnsServer } from '../../dns/threaded.js';
+import { ThreadedDnsServer, threadNice, THREAD_NICE } from '../../dns/threaded.js';
 import type { DnsEntry } from '../../dns/registry.js';
 
 const settings = { domain: 'weave.local.', ttl: 7, isolation: true };
@@ -140,6 +140,7 @@ for (const inThread of [true, false]) {
       assert.ok(c('query', 'A', 'NOERROR') >= 2);
       assert.equal(c('query', 'A', 'NXDOMAIN'), 1);
       assert.deepEqual(srv.currentUpstreams(), [], '127.0.0.1 is ours (the listen address): filtered');
+      if (inThread && process.getuid?.() === 0) assert.deepEqual(logs.filter((l) => /nice/.test(l)), [], 'root may lower the server thread\'s nice value');
     } finally {
       await srv.close();
       rmSync(dir, { recursive: true, force: true });
@@ -157,4 +158,12 @@ test('threaded server: a bind failure rejects with one line and leaves no thread
   } finally {
     await a.close();
   }
+});
+
+test('threadNice: default, override, empty = leave it, bad values fall back', () => {
+  assert.equal(threadNice({}), THREAD_NICE);
+  assert.equal(threadNice({ WEAVE_DNS_THREAD_NICE: '3' }), 3);
+  assert.equal(threadNice({ WEAVE_DNS_THREAD_NICE: '' }), undefined);
+  assert.equal(threadNice({ WEAVE_DNS_THREAD_NICE: '-40' }), THREAD_NICE);
+  assert.equal(threadNice({ WEAVE_DNS_THREAD_NICE: 'x' }), THREAD_NICE);
 });
