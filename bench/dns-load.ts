@@ -27,8 +27,8 @@
  * answered DNS is busy with the data path.
  *
  * MODES (default "thread"): where the router runs its DNS server — "thread" (a worker
- * thread, the default since dns7), "thread0" (the worker thread without its own nice
- * value, WEAVE_DNS_THREAD_NICE=''), and/or "main" (WEAVE_DNS_THREAD=0: on the main
+ * thread, the default since dns7), "thread-5" (the worker thread at nice -5,
+ * WEAVE_DNS_THREAD_NICE=-5), and/or "main" (WEAVE_DNS_THREAD=0: on the main
  * thread, as before); "main,thread" measures both per path in one run (before/after).
  *
  * Environment: DURATION (s per phase, default 5), RATE (q/s for latency, default 2000),
@@ -184,10 +184,10 @@ async function main(): Promise<void> {
     bed.background(['ip', 'netns', 'exec', h1!.ns, 'dnsmasq', '-k', '--no-resolv', '--no-hosts', `--addn-hosts=${hosts}`, `--listen-address=${DNSMASQ}`, '--bind-interfaces', '--pid-file=', '--user=root', '--cache-size=10000', '--local-ttl=1']);
     let cli: Container | undefined;
     let srv: Container | undefined;
-    for (const m of MODES) if (m !== 'main' && m !== 'thread' && m !== 'thread0') throw new Error(`MODES: unknown mode ${m} (want main, thread, thread0)`);
+    for (const m of MODES) if (m !== 'main' && m !== 'thread' && m !== 'thread-5') throw new Error(`MODES: unknown mode ${m} (want main, thread, thread-5)`);
     for (const p of PATHS) for (const mode of MODES) {
       if (p !== 'sleeve' && p !== 'fastdp') throw new Error(`PATHS: unknown path ${p} (want sleeve, fastdp)`);
-      const env = { WEAVE_DNS_THREAD: mode === 'main' ? '0' : '1', ...(mode === 'thread0' ? { WEAVE_DNS_THREAD_NICE: '' } : {}) };
+      const env = { WEAVE_DNS_THREAD: mode === 'main' ? '0' : '1', ...(mode === 'thread-5' ? { WEAVE_DNS_THREAD_NICE: '-5' } : {}) };
       const flags = ['--no-proxy', '--no-plugin', '--ipalloc-range', '', ...(p === 'sleeve' ? ['--no-fastdp'] : [])];
       for (const h of [h1!, h2!]) if ((await h.weave(['status'])).code === 0) await h.mustWeave(['stop']);
       await h1!.launch(flags, { env });

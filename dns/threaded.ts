@@ -22,10 +22,12 @@ import type { WorkerInit, WorkerServerOptions } from './server-worker.js';
 /** Delay before a dead server thread is restarted, ms. */
 export const RESTART_MS = 1_000;
 /**
- * Nice value of the server thread (the router's other threads keep theirs):
- * WEAVE_DNS_THREAD_NICE overrides it (-20..19; empty = leave it).
+ * Nice value of the server thread by default: none (it keeps the router's). A lower one
+ * would rank DNS above the router's own frame work, but also let a query flood from a
+ * container starve the data path and gossip; bench:dns could not tell it apart from noise
+ * at load 10–16 (dns7). WEAVE_DNS_THREAD_NICE=-20..19 sets one, for that thread only.
  */
-export const THREAD_NICE = -5;
+export const THREAD_NICE: number | undefined = undefined;
 /** How long close() waits for the thread to close its sockets before terminating it, ms. */
 export const CLOSE_WAIT_MS = 2_000;
 
@@ -180,11 +182,10 @@ export class ThreadedDnsServer {
   }
 }
 
-/** The server thread's nice value: WEAVE_DNS_THREAD_NICE if it is an integer in -20..19 ('' = none), else THREAD_NICE. */
+/** The server thread's nice value: WEAVE_DNS_THREAD_NICE if it is an integer in -20..19, else THREAD_NICE. */
 export function threadNice(env: NodeJS.ProcessEnv = process.env): number | undefined {
   const v = env.WEAVE_DNS_THREAD_NICE;
-  if (v === undefined) return THREAD_NICE;
-  if (v.trim() === '') return undefined;
+  if (v === undefined || v.trim() === '') return THREAD_NICE;
   const n = Number(v);
   return Number.isInteger(n) && n >= -20 && n <= 19 ? n : THREAD_NICE;
 }

@@ -104,6 +104,8 @@ for (const inThread of [true, false]) {
     const dir = mkdtempSync(path.join(tmpdir(), 'tsw-dns-thread-'));
     writeFileSync(path.join(dir, 'resolv.conf'), 'nameserver 127.0.0.1\n');
     const logs: string[] = [];
+    // The worker lowers its own nice value when asked (root may); the test checks no warning.
+    process.env.WEAVE_DNS_THREAD_NICE = '-1';
     const srv = new ThreadedDnsServer({
       host: '127.0.0.1', port: 0, resolvConf: path.join(dir, 'resolv.conf'), inThread, log: (l) => logs.push(l),
       settings: { ...settings, isolation: false },
@@ -143,6 +145,7 @@ for (const inThread of [true, false]) {
       if (inThread && process.getuid?.() === 0) assert.deepEqual(logs.filter((l) => /nice/.test(l)), [], 'root may lower the server thread\'s nice value');
     } finally {
       await srv.close();
+      delete process.env.WEAVE_DNS_THREAD_NICE;
       rmSync(dir, { recursive: true, force: true });
     }
   });
@@ -160,10 +163,11 @@ test('threaded server: a bind failure rejects with one line and leaves no thread
   }
 });
 
-test('threadNice: default, override, empty = leave it, bad values fall back', () => {
+test('threadNice: default (none), override, bad values fall back', () => {
   assert.equal(threadNice({}), THREAD_NICE);
-  assert.equal(threadNice({ WEAVE_DNS_THREAD_NICE: '3' }), 3);
-  assert.equal(threadNice({ WEAVE_DNS_THREAD_NICE: '' }), undefined);
+  assert.equal(THREAD_NICE, undefined);
+  assert.equal(threadNice({ WEAVE_DNS_THREAD_NICE: '-5' }), -5);
+  assert.equal(threadNice({ WEAVE_DNS_THREAD_NICE: '' }), THREAD_NICE);
   assert.equal(threadNice({ WEAVE_DNS_THREAD_NICE: '-40' }), THREAD_NICE);
   assert.equal(threadNice({ WEAVE_DNS_THREAD_NICE: 'x' }), THREAD_NICE);
 });
