@@ -8,7 +8,8 @@
 # ratios. Then (unless DATAPATH=0) bench/dns-load.ts: tsweave against dnsmasq while one
 # iperf3 flow crosses the router's data path between two testbed hosts (per path, PATHS,
 # default sleeve,fastdp), in A/B/A phases of DP_DURATION s (q/s, p50/p99 at RATE, the ratio),
-# and the data path's throughput with no DNS load, tsweave loaded and dnsmasq loaded.
+# and the data path's throughput with no DNS load, tsweave loaded and dnsmasq loaded
+# (MODES=main,thread: the router's DNS server on its main thread and on its worker thread).
 # The machine may be shared: numbers are only comparable within one run; the load average
 # is printed with them.
 set -euo pipefail

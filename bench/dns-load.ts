@@ -22,19 +22,29 @@
  * Everything runs on one machine: the load average is printed, and numbers are only
  * comparable within one run.
  *
+ * Per phase it also samples the CPU time of the router's main thread on h1 (from
+ * /proc/PID/task/PID/stat: % of one CPU), which shows whether the thread that once
+ * answered DNS is busy with the data path.
+ *
+ * MODES (default "thread"): where the router runs its DNS server — "thread" (a worker
+ * thread, the default since dns7), "thread-5" (the worker thread at nice -5,
+ * WEAVE_DNS_THREAD_NICE=-5), and/or "main" (WEAVE_DNS_THREAD=0: on the main
+ * thread, as before); "main,thread" measures both per path in one run (before/after).
+ *
  * Environment: DURATION (s per phase, default 5), RATE (q/s for latency, default 2000),
- * PATHS, RESULTS_DIR (JSON, default /tmp/tsweave-bench). Needs root, iperf3, dnsperf,
+ * PATHS, MODES, RESULTS_DIR (JSON, default /tmp/tsweave-bench). Needs root, iperf3, dnsperf,
  * dnsmasq. Exits 1 with a one-line reason on failure; namespaces and processes are removed
  * at the end, also on failure or Ctrl-C.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import path from 'node:path';
-import { Testbed, canRunE2E, sleep, until, type Container, type Host, type Result } from '../test/e2e/lib/testbed.js';
+import { Testbed, canRunE2E, sh, sleep, until, type Container, type Host, type Result } from '../test/e2e/lib/testbed.js';
 
 const DURATION = Number(process.env.DURATION ?? 5);
 const RATE = Number(process.env.RATE ?? 2000);
 const PATHS = (process.env.PATHS ?? 'sleeve,fastdp').split(',').filter(Boolean);
+const MODES = (process.env.MODES ?? 'thread').split(',').filter(Boolean);
 const RESULTS_DIR = process.env.RESULTS_DIR ?? '/tmp/tsweave-bench';
 const OURS = '169.254.53.53';
 const DNSMASQ = '127.0.0.54';
@@ -54,8 +64,35 @@ interface Phase {
   lostPct?: number;
   p50?: number;
   p99?: number;
+  /** CPU of the router's main thread on h1 over the phase, % of one CPU. */
+  mainCpu?: number;
 }
-interface PathResult { path: string; phases: Phase[] }
+interface PathResult { path: string; mode: string; phases: Phase[] }
+
+/** utime + stime of the router's main thread, in clock ticks; undefined without a pid. */
+function threadTicks(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const st = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8');
+    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    return Number(f[11]) + Number(f[12]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The router's pid in h1's namespace (the node process running weaver.js). */
+async function routerPid(h: Host): Promise<number | undefined> {
+  const r = await sh('ip', ['netns', 'pids', h.ns]);
+  for (const p of r.stdout.split('\n').map(Number).filter((n) => n > 0)) {
+    try {
+      if (readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('weaver.js')) return p;
+    } catch {
+      // gone
+    }
+  }
+  return undefined;
+}
 
 const SEQUENCE: Array<[Kind, Server?]> = [['alone'], ['max', 'tsweave'], ['max', 'dnsmasq'], ['max', 'tsweave'], ['rate', 'dnsmasq'], ['rate', 'tsweave'], ['alone']];
 
@@ -90,6 +127,7 @@ function parseDnsperf(r: Result): Pick<Phase, 'qps' | 'lostPct' | 'p50' | 'p99'>
 }
 
 async function measurePath(bed: Testbed, h1: Host, cli: Container, srv: Container, queries: string): Promise<Phase[]> {
+  const pid = await routerPid(h1);
   bed.background(['ip', 'netns', 'exec', srv.ns, 'iperf3', '-s', '-1']);
   await sleep(500);
   const total = SEQUENCE.length * (DURATION + 1) + 6;
@@ -99,6 +137,7 @@ async function measurePath(bed: Testbed, h1: Host, cli: Container, srv: Containe
   const phases: Phase[] = [];
   for (const [kind, server] of SEQUENCE) {
     const ph: Phase = { kind, server, from: Date.now() - t0, to: 0, load: load1() };
+    const ticks0 = threadTicks(pid);
     if (kind === 'alone') {
       await sleep(DURATION * 1000);
     } else {
@@ -107,6 +146,9 @@ async function measurePath(bed: Testbed, h1: Host, cli: Container, srv: Containe
       Object.assign(ph, parseDnsperf(await h1.exec(['dnsperf', '-s', addr, '-d', queries, '-l', String(DURATION), ...args], (DURATION + 60) * 1000)));
     }
     ph.to = Date.now() - t0;
+    const ticks1 = threadTicks(pid);
+    // Clock ticks are 1/100 s on Linux (sysconf(_SC_CLK_TCK)).
+    if (ticks0 !== undefined && ticks1 !== undefined) ph.mainCpu = (ticks1 - ticks0) / ((ph.to - ph.from) / 1000);
     phases.push(ph);
     await sleep(1000); // gap between phases: queries drain, intervals separate
   }
@@ -142,12 +184,14 @@ async function main(): Promise<void> {
     bed.background(['ip', 'netns', 'exec', h1!.ns, 'dnsmasq', '-k', '--no-resolv', '--no-hosts', `--addn-hosts=${hosts}`, `--listen-address=${DNSMASQ}`, '--bind-interfaces', '--pid-file=', '--user=root', '--cache-size=10000', '--local-ttl=1']);
     let cli: Container | undefined;
     let srv: Container | undefined;
-    for (const p of PATHS) {
+    for (const m of MODES) if (m !== 'main' && m !== 'thread' && m !== 'thread-5') throw new Error(`MODES: unknown mode ${m} (want main, thread, thread-5)`);
+    for (const p of PATHS) for (const mode of MODES) {
       if (p !== 'sleeve' && p !== 'fastdp') throw new Error(`PATHS: unknown path ${p} (want sleeve, fastdp)`);
+      const env = { WEAVE_DNS_THREAD: mode === 'main' ? '0' : '1', ...(mode === 'thread-5' ? { WEAVE_DNS_THREAD_NICE: '-5' } : {}) };
       const flags = ['--no-proxy', '--no-plugin', '--ipalloc-range', '', ...(p === 'sleeve' ? ['--no-fastdp'] : [])];
       for (const h of [h1!, h2!]) if ((await h.weave(['status'])).code === 0) await h.mustWeave(['stop']);
-      await h1!.launch(flags);
-      await h2!.launch([...flags, h1!.ip]);
+      await h1!.launch(flags, { env });
+      await h2!.launch([...flags, h1!.ip], { env });
       await until(`h2 established on the ${p}`, () => established(h2!, p), 90_000, 300);
       if (cli === undefined) {
         cli = await h1!.container('cli', ['-h', 'cli', 'ip:10.32.9.1/24']);
@@ -160,8 +204,10 @@ async function main(): Promise<void> {
         if (!/Queries completed:\s+2 /.test(probe.stdout)) throw new Error(`${p}: dnsperf in h1's namespace gets no answers from ${addr}: ${probe.stdout.split('\n').filter((l) => /Queries|Response/.test(l)).join('; ')}`);
       }
       const phases = await measurePath(bed, h1!, cli, srv!, queries);
-      results.push({ path: p, phases });
-      process.stderr.write(`${p}: ${phases.map((ph) => `${ph.kind}${ph.server ? ' ' + ph.server : ''} ${fmt(ph.mbps)} Mbit/s${ph.qps ? ` ${fmt(ph.qps, 0)} q/s` : ''}`).join('; ')}\n`);
+      results.push({ path: p, mode, phases });
+      // A clean stop, so a router run with WEAVER_NODE_ARGS="--cpu-prof …" writes its profile.
+      for (const h of [h1!, h2!]) await h.weave(['stop']);
+      process.stderr.write(`${p} (DNS on ${mode}): ${phases.map((ph) => `${ph.kind}${ph.server ? ' ' + ph.server : ''} ${fmt(ph.mbps)} Mbit/s${ph.qps ? ` ${fmt(ph.qps, 0)} q/s` : ''}`).join('; ')}\n`);
     }
   } finally {
     await bed.destroy();
@@ -172,15 +218,16 @@ async function main(): Promise<void> {
 function report(results: PathResult[]): void {
   const L: string[] = [];
   L.push(`DNS under data-path load: one iperf3 TCP-1 flow h1 -> h2 through each path; dnsperf in the router's namespace (h1), phases of ${DURATION} s in this order:`);
-  L.push(`${'path'.padEnd(7)} ${'phase'.padEnd(17)} ${'Mbit/s'.padStart(8)} ${'q/s'.padStart(9)} ${'lost %'.padStart(7)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'load'.padStart(5)}`);
+  L.push(`${'path'.padEnd(14)} ${'phase'.padEnd(17)} ${'Mbit/s'.padStart(8)} ${'q/s'.padStart(9)} ${'lost %'.padStart(7)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'main %'.padStart(6)} ${'load'.padStart(5)}`);
   for (const r of results) {
+    const label = `${r.path}/${r.mode}`;
     for (const ph of r.phases) {
       const name = ph.kind === 'alone' ? 'no DNS load' : `${ph.server} ${ph.kind === 'max' ? 'max' : '@' + RATE}`;
-      L.push(`${r.path.padEnd(7)} ${name.padEnd(17)} ${fmt(ph.mbps).padStart(8)} ${(ph.qps === undefined ? '' : fmt(ph.qps, 0)).padStart(9)} ${(ph.lostPct === undefined ? '' : fmt(ph.lostPct, 2)).padStart(7)} ${(ph.p50 === undefined ? '' : fmt(ph.p50, 3)).padStart(7)} ${(ph.p99 === undefined ? '' : fmt(ph.p99, 3)).padStart(7)} ${ph.load.toFixed(1).padStart(5)}`);
+      L.push(`${label.padEnd(14)} ${name.padEnd(17)} ${fmt(ph.mbps).padStart(8)} ${(ph.qps === undefined ? '' : fmt(ph.qps, 0)).padStart(9)} ${(ph.lostPct === undefined ? '' : fmt(ph.lostPct, 2)).padStart(7)} ${(ph.p50 === undefined ? '' : fmt(ph.p50, 3)).padStart(7)} ${(ph.p99 === undefined ? '' : fmt(ph.p99, 3)).padStart(7)} ${fmt(ph.mainCpu, 0).padStart(6)} ${ph.load.toFixed(1).padStart(5)}`);
     }
   }
   L.push('');
-  L.push(`${'path'.padEnd(7)} ${'tsweave/dnsmasq q/s'.padStart(20)} ${'tsweave A1 / A2 q/s'.padStart(20)} ${'p99 ts/dm ms'.padStart(14)} ${'Mbit/s: none'.padStart(13)} ${'ts-loaded'.padStart(10)} ${'dm-loaded'.padStart(10)}`);
+  L.push(`${'path'.padEnd(14)} ${'tsweave/dnsmasq q/s'.padStart(20)} ${'tsweave A1 / A2 q/s'.padStart(20)} ${'p99 ts/dm ms'.padStart(14)} ${'Mbit/s: none'.padStart(13)} ${'ts-loaded'.padStart(10)} ${'dm-loaded'.padStart(10)}`);
   const summary = results.map((r) => {
     const ph = r.phases;
     const ts = ph.filter((x) => x.kind === 'max' && x.server === 'tsweave');
@@ -188,20 +235,20 @@ function report(results: PathResult[]): void {
     const tsRate = ph.find((x) => x.kind === 'rate' && x.server === 'tsweave');
     const dmRate = ph.find((x) => x.kind === 'rate' && x.server === 'dnsmasq');
     const s = {
-      path: r.path,
+      path: r.path, mode: r.mode,
       ratio: (mean(ts.map((x) => x.qps)) ?? NaN) / (mean(dm.map((x) => x.qps)) ?? NaN),
       tsP99: tsRate?.p99, dmP99: dmRate?.p99,
       none: mean(ph.filter((x) => x.kind === 'alone').map((x) => x.mbps)),
       tsLoaded: mean(ts.map((x) => x.mbps)), dmLoaded: mean(dm.map((x) => x.mbps)),
     };
-    L.push(`${r.path.padEnd(7)} ${fmt(s.ratio, 2).padStart(19)}x ${`${fmt(ts[0]?.qps, 0)} / ${fmt(ts[1]?.qps, 0)}`.padStart(20)} ${`${fmt(s.tsP99, 2)} / ${fmt(s.dmP99, 2)}`.padStart(14)} ${fmt(s.none).padStart(13)} ${`${fmt(s.tsLoaded)} (${fmt((s.tsLoaded ?? NaN) / (s.none ?? NaN), 2)}x)`.padStart(10)} ${`${fmt(s.dmLoaded)} (${fmt((s.dmLoaded ?? NaN) / (s.none ?? NaN), 2)}x)`.padStart(10)}`);
+    L.push(`${`${r.path}/${r.mode}`.padEnd(14)} ${fmt(s.ratio, 2).padStart(19)}x ${`${fmt(ts[0]?.qps, 0)} / ${fmt(ts[1]?.qps, 0)}`.padStart(20)} ${`${fmt(s.tsP99, 2)} / ${fmt(s.dmP99, 2)}`.padStart(14)} ${fmt(s.none).padStart(13)} ${`${fmt(s.tsLoaded)} (${fmt((s.tsLoaded ?? NaN) / (s.none ?? NaN), 2)}x)`.padStart(10)} ${`${fmt(s.dmLoaded)} (${fmt((s.dmLoaded ?? NaN) / (s.none ?? NaN), 2)}x)`.padStart(10)}`);
     return s;
   });
-  L.push(`goal: tsweave/dnsmasq q/s >= 1.0x and tsweave p99 <= 2 ms while iperf3 runs; (Nx) = data-path rate with that server loaded / with no DNS load`);
+  L.push(`goal: tsweave/dnsmasq q/s >= 1.0x and tsweave p99 <= 2 ms while iperf3 runs; (Nx) = data-path rate with that server loaded / with no DNS load; /main = DNS on the router's main thread, /thread = on its worker thread; main % = the router's main thread's CPU (% of one CPU)`);
   process.stdout.write(L.join('\n') + '\n');
   mkdirSync(RESULTS_DIR, { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  writeFileSync(path.join(RESULTS_DIR, `dns-load-${stamp}.json`), JSON.stringify({ duration: DURATION, rate: RATE, results, summary }, null, 1));
+  writeFileSync(path.join(RESULTS_DIR, `dns-load-${stamp}.json`), JSON.stringify({ duration: DURATION, rate: RATE, modes: MODES, results, summary }, null, 1));
 }
 
 main().catch((err: Error) => {

@@ -38,6 +38,8 @@ export interface ServerHooks {
   dropped(reason: string): void;
   /** One upstream did not answer in time or failed ('timeout' | 'error'). */
   upstreamFailure(upstream: string, why: string): void;
+  /** The upstream resolvers changed (resolv.conf re-read): the new list. */
+  upstreams(list: string[]): void;
 }
 
 export interface DnsServerOptions {
@@ -105,7 +107,7 @@ export class DnsServer {
   port = 0;
 
   constructor(private readonly opts: DnsServerOptions) {
-    this.hooks = { query: () => undefined, dropped: () => undefined, upstreamFailure: () => undefined, ...opts.hooks };
+    this.hooks = { query: () => undefined, dropped: () => undefined, upstreamFailure: () => undefined, upstreams: () => undefined, ...opts.hooks };
     this.log = opts.log ?? (() => undefined);
   }
 
@@ -331,8 +333,10 @@ export class DnsServer {
       if (st.size > 1 << 20) throw new Error('larger than 1 MiB');
       const own = [this.opts.host, ...(this.opts.ownAddresses ?? [])];
       const next = parseResolvConf(await fsp.readFile(file, 'utf8'), own);
-      if (next.join(' ') !== this.upstreams.join(' ')) this.log(`DNS: upstream resolvers from ${file}: ${next.join(' ') || 'none'}`);
+      const changed = next.join(' ') !== this.upstreams.join(' ');
+      if (changed) this.log(`DNS: upstream resolvers from ${file}: ${next.join(' ') || 'none'}`);
       this.upstreams = next;
+      if (changed) this.hooks.upstreams([...next]);
       for (const [up, p] of this.pools) {
         if (!next.includes(up)) {
           p.close();
@@ -342,6 +346,7 @@ export class DnsServer {
     } catch (err) {
       if (this.resolvStamp !== 'error') this.log(`DNS: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): non-weave names get SERVFAIL until it is readable`, 'warn');
       this.resolvStamp = 'error';
+      if (this.upstreams.length) this.hooks.upstreams([]);
       this.upstreams = [];
     }
   }

@@ -10,9 +10,13 @@
  *    from the endpoint table at start, so a restarted router brings its names back);
  *    tombstoned at detach / when the container dies.
  *  - the server on --dns-listen-address (default 169.254.53.53:53 on the bridge, routed
- *    from each container: dns/config.ts, dns/reach.ts). Answers only names of peers
- *    currently reachable in the topology, and (unless --dns-isolation=off) only
- *    addresses in a subnet the asking container shares.
+ *    from each container: dns/config.ts, dns/reach.ts), on its own worker thread
+ *    (dns/threaded.ts). Answers only names of peers currently reachable in the topology,
+ *    and (unless --dns-isolation=off) only addresses in a subnet the asking container
+ *    shares: the registry stays here, and every change (registry, reachable peers,
+ *    endpoints' subnets) pushes a snapshot of what may be answered (dns/view.ts) to the
+ *    server thread, coalesced to one per event-loop turn; reachability and subnets are
+ *    re-checked every VIEW_CHECK_MS.
  *  - API: POST /dns/add, POST /dns/remove {target, ips?, hostname?}, GET /dns/lookup/:name,
  *    GET /dns (the report section); report section `DNS`; metrics weave_dns_*.
  */
@@ -22,16 +26,17 @@ import { ApiError, stringField, stringList, optionalString } from '../router/api
 import type { Endpoint } from '../router/host/endpoints.js';
 import type { Subsystem, SubsystemContext, EndpointChange } from '../router/daemon/subsystem.js';
 import { DnsRegistry, decodeGossip, entriesToWire, normaliseName, isIpv4, type DnsEntry } from './registry.js';
-import { DnsServer } from './server.js';
+import { ThreadedDnsServer } from './threaded.js';
+import { snapshotOf, type ViewSnapshot } from './view.js';
 import { dnsSettings, type DnsSettings } from './config.js';
 import { setupHost, removeHost, setupContainer } from './reach.js';
-import type { NameSource } from './answer.js';
 import { derive6, parseRange6 } from '../ipam/ipv6.js';
 
 /** Largest dns gossip payload we decode. */
 export const MAX_GOSSIP_BYTES = 16 << 20;
 const GC_INTERVAL_MS = 60_000;
-const PEERS_CACHE_MS = 500;
+/** How often reachable peers and endpoint subnets are re-checked for the server's view, ms. */
+const VIEW_CHECK_MS = 500;
 
 /** `weave report`'s DNS section. */
 export interface ReportDns {
@@ -83,46 +88,45 @@ interface Started {
 
 const addrOf = (cidr: string): string => cidr.split('/')[0];
 
-/** IPv4 dotted quad → 32-bit number. */
-function ipNum(a: string): number {
-  return a.split('.').reduce((n, o) => n * 256 + Number(o), 0);
-}
-
-/** True if `addr` lies in the subnet of `cidr` ("10.32.2.5/24"). */
-export function inSubnetOf(addr: string, cidr: string): boolean {
-  const [base, lenS] = cidr.split('/');
-  const len = Number(lenS);
-  if (!isIpv4(addr) || !isIpv4(base) || !(len >= 0 && len <= 32)) return false;
-  const size = 2 ** (32 - len);
-  return Math.floor(ipNum(addr) / size) === Math.floor(ipNum(base) / size);
-}
+/** True if `addr` lies in the subnet of `cidr` ("10.32.2.5/24") (dns/view.ts). */
+export { inSubnetOf } from './view.js';
 
 async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started> {
   const { log, api, endpoints } = ctx;
-  // 'other\0other' exists from the start, so the overflow branch below never recurses.
-  const queryCounts = new Map([['other\0other', { type: 'other', result: 'other', n: 0, reported: 0 }]]);
-  const countQuery = (type: string, result: string): void => {
-    const k = `${type}\0${result}`;
-    const c = queryCounts.get(k);
-    if (c) c.n++;
-    else if (queryCounts.size < 256) queryCounts.set(k, { type, result, n: 1, reported: 0 });
-    else queryCounts.get('other\0other')!.n++; // hostile query types cannot grow the label set without bound
+  // The server counts in shared memory (dns/counters.ts, 256-label cap for query types);
+  // the counters catch up when /metrics is read.
+  // Assigned once below; closures above it (metrics, view pushes) may run before then.
+  // eslint-disable-next-line prefer-const
+  let server: ThreadedDnsServer | undefined;
+  const sync = (c: Counter<string>, kind: 'query' | 'dropped' | 'upstream', names: string[]): void => {
+    for (const v of server?.counters() ?? []) {
+      if (v.kind !== kind) continue;
+      const labels = Object.fromEntries(names.map((n, i) => [n, v.labels[i] ?? '']));
+      const key = v.labels.join('\0');
+      const prev = reported.get(`${kind}\0${key}`) ?? 0;
+      if (v.n > prev) c.inc(labels, v.n - prev);
+      reported.set(`${kind}\0${key}`, v.n);
+    }
   };
-  const metric = {
-    queries: new Counter({
-      name: 'weave_dns_queries_total', help: 'DNS queries answered, by query type and result (NOERROR, NXDOMAIN, forwarded, SERVFAIL, …)', labelNames: ['type', 'result'], registers: [ctx.metrics],
-      // Counted per query in a plain map (a labelled inc() hashes its labels, ~1 µs a query);
-      // the counter catches up when /metrics is read.
-      collect() {
-        for (const c of queryCounts.values()) {
-          if (c.n > c.reported) this.inc({ type: c.type, result: c.result }, c.n - c.reported);
-          c.reported = c.n;
-        }
-      },
-    }),
-    dropped: new Counter({ name: 'weave_dns_dropped_total', help: 'DNS queries dropped unanswered, by reason (malformed, short, too-big, …)', labelNames: ['reason'], registers: [ctx.metrics] }),
-    upstream: new Counter({ name: 'weave_dns_upstream_failures_total', help: 'Forwarded queries an upstream resolver failed to answer, by reason (timeout, error, overload)', labelNames: ['reason'], registers: [ctx.metrics] }),
-  };
+  const reported = new Map<string, number>();
+  new Counter({
+    name: 'weave_dns_queries_total', help: 'DNS queries answered, by query type and result (NOERROR, NXDOMAIN, forwarded, SERVFAIL, …)', labelNames: ['type', 'result'], registers: [ctx.metrics],
+    collect() {
+      sync(this, 'query', ['type', 'result']);
+    },
+  });
+  new Counter({
+    name: 'weave_dns_dropped_total', help: 'DNS queries dropped unanswered, by reason (malformed, short, too-big, …)', labelNames: ['reason'], registers: [ctx.metrics],
+    collect() {
+      sync(this, 'dropped', ['reason']);
+    },
+  });
+  new Counter({
+    name: 'weave_dns_upstream_failures_total', help: 'Forwarded queries an upstream resolver failed to answer, by reason (timeout, error, overload)', labelNames: ['reason'], registers: [ctx.metrics],
+    collect() {
+      sync(this, 'upstream', ['reason']);
+    },
+  });
 
   const reg = new DnsRegistry(ctx.router.selfName, Date.now);
   // [IPv6] With --ipalloc-range6 our containers' entries carry their derived IPv6 address.
@@ -137,13 +141,17 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
       } catch (err) {
         throw new Error(`bad dns gossip: ${(err as Error).message}`);
       }
-      const { reissued } = reg.merge(entries);
+      const { changed, reissued } = reg.merge(entries);
       if (reissued.length) broadcast(reissued);
+      if (changed.length || reissued.length) viewChanged();
     },
     fullState: () => pack(entriesToWire(reg.all())),
   });
   const broadcast = (es: DnsEntry[]): void => {
-    if (es.length) channel.broadcast(pack(entriesToWire(es)));
+    if (es.length) {
+      channel.broadcast(pack(entriesToWire(es)));
+      viewChanged();
+    }
   };
   new Gauge({
     name: 'weave_dns_entries', help: 'DNS entries held, by state (live, tombstone)', labelNames: ['state'], registers: [ctx.metrics],
@@ -155,71 +163,53 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
     },
   });
 
-  // Reachable peers, cached briefly (queries are many, topology changes are few).
-  let alive = new Set<string>();
-  let aliveAt = -Infinity;
-  const originAlive = (origin: string): boolean => {
-    const now = performance.now();
-    if (now - aliveAt > PEERS_CACHE_MS) {
-      alive = new Set(channel.knownPeers().filter((p) => p.reachable).map((p) => p.name));
-      alive.add(channel.selfName);
-      aliveAt = now;
-    }
-    return alive.has(origin);
+  // Origins reachable in the topology now (we are always).
+  const aliveNow = (): Set<string> => {
+    const alive = new Set(channel.knownPeers().filter((p) => p.reachable).map((p) => p.name));
+    alive.add(channel.selfName);
+    return alive;
   };
-  // The asking container's subnets (by its source address), from the endpoint table.
-  let subnetsOf = new Map<string, string[]>();
-  let subnetsAt = -Infinity;
-  const askerSubnets = (client: string): string[] | undefined => {
-    const now = performance.now();
-    if (now - subnetsAt > PEERS_CACHE_MS) {
-      subnetsOf = new Map();
-      for (const e of endpoints.list()) for (const c of e.cidrs) subnetsOf.set(addrOf(c), e.cidrs);
-      subnetsAt = now;
-    }
-    return subnetsOf.get(client.replace(/^::ffff:/, ''));
+  const originAlive = (origin: string): boolean => aliveNow().has(origin);
+  // What the server may answer: pushed on every change, coalesced to one per turn.
+  const snapshot = (): ViewSnapshot => {
+    const alive = aliveNow();
+    return snapshotOf(reg.live(), (o) => alive.has(o), endpoints.list(), s.isolation);
   };
-  const rng = Math.random;
-  // One NameSource per asking address, rebuilt with the subnet cache (no closures per query).
-  let sources = new Map<string, NameSource>();
-  let sourcesAt = -Infinity;
-  const names = (client: string): NameSource => {
-    const now = performance.now();
-    if (now - sourcesAt > PEERS_CACHE_MS || sources.size > 4096) {
-      sources = new Map();
-      sourcesAt = now;
-    }
-    const cached = sources.get(client);
-    if (cached) return cached;
-    const subnets = s.isolation ? askerSubnets(client) : undefined;
-    // A client that is not a container here (the host itself) is trusted: it sees all.
-    const visible = subnets ? (a: string) => subnets.some((c) => inSubnetOf(a, c)) : undefined;
-    const src: NameSource = {
-      domain: s.domain, ttl: s.ttl,
-      lookup: (n) => reg.lookup(n, { originAlive, visible, rng }),
-      reverse: (a) => reg.reverse(a, { originAlive, visible }),
-      lookup6: (n) => reg.lookup6(n, { originAlive, visible, rng }),
-      reverse6: (a) => reg.reverse6(a, { originAlive, visible }),
-    };
-    sources.set(client, src);
-    return src;
+  let viewPending = false;
+  // What besides the registry decides the snapshot: reachable origins and endpoint subnets.
+  const shape = (): string => `${[...aliveNow()].sort().join(' ')}|${s.isolation ? endpoints.list().map((e) => e.cidrs.join(',')).join(' ') : ''}`;
+  let lastShape = '';
+  const pushView = (): void => {
+    viewPending = false;
+    if (!server) return;
+    lastShape = shape();
+    server.setView(snapshot());
   };
+  const viewChanged = (): void => {
+    if (viewPending) return;
+    viewPending = true;
+    setImmediate(pushView);
+  };
+  // Reachability and endpoint subnets change without a registry change: re-check them.
+  const viewTimer = setInterval(() => {
+    if (server && !viewPending && shape() !== lastShape) viewChanged();
+  }, VIEW_CHECK_MS);
+  viewTimer.unref();
 
   if (s.onBridge) {
     await setupHost(s.address);
     // New attachments get the route before their ethwe carries traffic (netdev.attachVeth).
     endpoints.containerRoutes = [...endpoints.containerRoutes.filter((r) => r !== `${s.address}/32`), `${s.address}/32`];
   }
-  const server = new DnsServer({
-    host: s.address, port: s.port, names, log,
-    hooks: {
-      query: countQuery,
-      dropped: (reason) => metric.dropped.inc({ reason }),
-      upstreamFailure: (_up, reason) => metric.upstream.inc({ reason }),
-    },
+  const first = snapshot();
+  lastShape = shape();
+  server = new ThreadedDnsServer({
+    host: s.address, port: s.port, log,
+    settings: { domain: s.domain, ttl: s.ttl, isolation: s.isolation },
+    snapshot: first,
   });
   await server.start();
-  log(`DNS: serving ${s.domain} on ${s.address}:${s.port} (ttl ${s.ttl} s, isolation ${s.isolation ? 'on' : 'off'})`);
+  log(`DNS: serving ${s.domain} on ${s.address}:${s.port} (ttl ${s.ttl} s, isolation ${s.isolation ? 'on' : 'off'}${server.inThread ? '' : ', on the main thread'})`);
 
   const register = async (e: Endpoint, name: string | undefined, cidrs: string[], routed = false): Promise<void> => {
     // Endpoints attached before this router ran (restart) get the route here; it is idempotent.
@@ -235,7 +225,9 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
   // Re-register the containers still attached (router restart).
   for (const e of endpoints.list()) await register(e, e.name, e.cidrs);
   // Our entries for endpoints that are gone (a stale copy came back) are tombstoned by merge().
-  const gcTimer = setInterval(() => reg.gc(), GC_INTERVAL_MS);
+  const gcTimer = setInterval(() => {
+    if (reg.gc() > 0) viewChanged();
+  }, GC_INTERVAL_MS);
   gcTimer.unref();
 
   /** An endpoint id from an API target: an endpoint id or its prefix, or a container name Docker knows. */
@@ -294,7 +286,7 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
   });
 
   const report = (): ReportDns => ({
-    Domain: s.domain, Address: `${s.address}:${s.port}`, TTL: s.ttl, Isolation: s.isolation, Upstream: server.currentUpstreams(),
+    Domain: s.domain, Address: `${s.address}:${s.port}`, TTL: s.ttl, Isolation: s.isolation, Upstream: server!.currentUpstreams(),
     Entries: reg.all().map((e) => ({ Hostname: e.hostname, Address: e.addr, ...(e.addr6 ? { Address6: e.addr6 } : {}), ContainerID: e.containerId, Origin: e.origin, Version: e.version, Tombstone: e.tombstone })),
   });
   api.on('GET', '/dns', async () => report());
@@ -312,7 +304,8 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
     },
     close: async () => {
       clearInterval(gcTimer);
-      await server.close();
+      clearInterval(viewTimer);
+      await server!.close();
     },
   };
 }

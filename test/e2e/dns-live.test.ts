@@ -1,0 +1,155 @@
+/**
+ * weaveDNS on a live router, for what dns.test.ts does not cover: a router launched with
+ * `--dns-listen-address` and `--dns-ttl` serves there (and not on 169.254.53.53) with
+ * that TTL; forwarding follows /etc/resolv.conf rewritten while the server runs; the
+ * metrics count malformed queries dropped and upstream failures (timeout, error).
+ *
+ * One host (h1) and a fake upstream namespace holding two dnsmasq resolvers
+ * (192.168.99.50 answers ext.example with 192.0.2.7, 192.168.99.51 with 192.0.2.8) on the
+ * test underlay. h1's /etc/resolv.conf is /etc/netns/NS/resolv.conf, bind-mounted by `ip
+ * netns exec` and rewritten in place (same inode) by the test. Queries come from h1's
+ * namespace (dig, and node:dgram for malformed datagrams); nothing leaves the test
+ * namespaces. Namespaces, processes and the /etc/netns directory are removed in `after`.
+ */
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { Testbed, canRunE2E, sh, must, until, type Host } from './lib/testbed.js';
+
+const LISTEN = '127.0.0.1';
+const PORT = 5353;
+const TTL = 7;
+const need = ['dig', 'dnsmasq', 'nft'].filter((b) => !['/usr/sbin', '/usr/bin', '/sbin', '/bin'].some((d) => existsSync(`${d}/${b}`)));
+const missing = canRunE2E() ?? (need.length ? `needs ${need.join(', ')} (Debian: dnsutils, dnsmasq-base, nftables; see scripts/setup.sh)` : undefined);
+// Under CI a missing prerequisite is a failure, not a skip.
+const skip = process.env.CI === 'true' ? undefined : missing;
+if (process.env.CI === 'true' && missing) test('weaveDNS live-router e2e prerequisites', () => assert.fail(`weaveDNS live-router e2e cannot run: ${missing}`));
+const run = !(process.env.CI === 'true' && missing);
+
+describe('weaveDNS on a live router: listen address, TTL, resolv.conf, counters', { skip, timeout: 300_000 }, () => {
+  if (!run) return;
+  const bed = new Testbed('dnl');
+  let h1: Host;
+  let upNs = '';
+  let netnsDir = '';
+
+  /** dig from h1's namespace at our listen address: status, answer records (name ttl type data), full output. */
+  async function dig(name: string, extra: string[] = []): Promise<{ status: string; records: string[][]; out: string }> {
+    const r = await h1.exec(['dig', `@${LISTEN}`, '-p', String(PORT), '+time=9', '+tries=1', ...extra, name], 20_000);
+    const status = /status: (\w+)/.exec(r.stdout)?.[1] ?? `no answer (dig exit ${r.code})`;
+    const ans = r.stdout.split(';; ANSWER SECTION:')[1]?.split('\n\n')[0] ?? '';
+    const records = ans.split('\n').map((l) => l.trim().split(/\s+/)).filter((f) => f.length >= 5).map((f) => [f[0]!, f[1]!, f[3]!, f[4]!]);
+    return { status, records, out: r.stdout + r.stderr };
+  }
+
+  /** The router's /metrics (over its API socket). */
+  function metrics(): Promise<string> {
+    return new Promise((resolve, reject) => {
+      http.get({ socketPath: path.join(h1.stateDir, 'weaver.sock'), path: '/metrics', timeout: 10_000 }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve(body));
+      }).on('error', reject);
+    });
+  }
+
+  /** The value of one metric line (0 when absent). */
+  async function metric(name: string, labels: string): Promise<number> {
+    const line = (await metrics()).split('\n').find((l) => l.startsWith(`${name}{${labels}}`));
+    return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
+  }
+
+  const resolvConf = (text: string): void => writeFileSync(`${netnsDir}/resolv.conf`, text);
+
+  before(async () => {
+    [h1] = await bed.up(1);
+    netnsDir = `/etc/netns/${h1!.ns}`;
+    mkdirSync(netnsDir, { recursive: true });
+    resolvConf('nameserver 192.168.99.50\n');
+    upNs = `${bed.prefix}up`;
+    await must('ip', ['netns', 'add', upNs]);
+    bed.namespaces.push(upNs);
+    await must('ip', ['-n', `${bed.prefix}ul`, 'link', 'add', 'ulup', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', upNs]);
+    await must('ip', ['-n', `${bed.prefix}ul`, 'link', 'set', 'ulup', 'master', 'ul0', 'up']);
+    for (const a of ['192.168.99.50/24', '192.168.99.51/24']) await must('ip', ['-n', upNs, 'addr', 'add', a, 'dev', 'eth0']);
+    await must('ip', ['-n', upNs, 'link', 'set', 'eth0', 'up']);
+    await must('ip', ['-n', upNs, 'link', 'set', 'lo', 'up']);
+    for (const [addr, answer] of [['192.168.99.50', '192.0.2.7'], ['192.168.99.51', '192.0.2.8']]) {
+      bed.background(['ip', 'netns', 'exec', upNs, 'dnsmasq', '-k', '--no-resolv', '--no-hosts', `--host-record=ext.example,${answer}`, `--listen-address=${addr}`, '--bind-interfaces', '--pid-file=', '--user=root']);
+      await until(`dnsmasq on ${addr}`, async () => (await sh('ip', ['netns', 'exec', upNs, 'dig', `@${addr}`, '+time=1', '+tries=1', '+short', 'ext.example'])).stdout.includes(answer), 15_000);
+    }
+    await h1!.launch(['--no-proxy', '--no-plugin', '--dns-listen-address', `${LISTEN}:${PORT}`, '--dns-ttl', String(TTL)]);
+    await h1!.container('web', ['-h', 'web', 'ip:10.32.9.1/24']);
+  });
+  after(async () => {
+    await bed.destroy();
+    if (netnsDir) rmSync(netnsDir, { recursive: true, force: true });
+  });
+
+  test('--dns-listen-address and --dns-ttl: served there with that TTL, nothing on the default address', async () => {
+    let r = await dig('web.weave.local');
+    await until('web.weave.local answered', async () => (r = await dig('web.weave.local')).status === 'NOERROR' && r.records.length > 0, 20_000, 300);
+    assert.deepEqual(r.records, [['web.weave.local.', String(TTL), 'A', '10.32.9.1']], r.out);
+    const ptr = await dig('1.9.32.10.in-addr.arpa', ['PTR']);
+    assert.deepEqual(ptr.records.map((x) => [x[1], x[3]]), [[String(TTL), 'web.weave.local.']], ptr.out);
+    assert.equal((await dig('nobody.weave.local')).status, 'NXDOMAIN');
+    const ss = (await h1.exec(['ss', '-Hlnu'])).stdout + (await h1.exec(['ss', '-Hlnt'])).stdout;
+    assert.match(ss, new RegExp(`${LISTEN.replace(/\./g, '\\.')}:${PORT}\\b`), 'UDP and TCP listeners on the given address');
+    assert.doesNotMatch(ss, /169\.254\.53\.53:53\b/, 'nothing on the default address');
+    assert.doesNotMatch((await h1.exec(['ip', '-o', 'addr', 'show', 'dev', 'weave'])).stdout, /169\.254\.53\.53/, 'no link-local address on the bridge');
+    const rep = await h1.report();
+    assert.equal(rep.DNS.Address, `${LISTEN}:${PORT}`);
+    assert.equal(rep.DNS.TTL, TTL);
+    // TCP answers the same.
+    assert.deepEqual((await dig('web.weave.local', ['+tcp'])).records, [['web.weave.local.', String(TTL), 'A', '10.32.9.1']]);
+  });
+
+  test('forwarding follows /etc/resolv.conf rewritten while the server runs', async () => {
+    assert.deepEqual((await dig('ext.example')).records.map((x) => x[3]), ['192.0.2.7']);
+    assert.deepEqual((await h1.report()).DNS.Upstream, ['192.168.99.50']);
+    resolvConf('# rewritten by the test\nnameserver 192.168.99.51\n');
+    // Re-read at most once a second, when a query is forwarded.
+    await until('forwarding to 192.168.99.51', async () => (await dig('ext.example')).records.some((x) => x[3] === '192.0.2.8'), 15_000, 300);
+    assert.deepEqual((await h1.report()).DNS.Upstream, ['192.168.99.51']);
+    // Our own listen address is never an upstream.
+    resolvConf(`nameserver ${LISTEN}\nnameserver 192.168.99.50\n`);
+    await until('forwarding back to 192.168.99.50', async () => (await dig('ext.example')).records.some((x) => x[3] === '192.0.2.7'), 15_000, 300);
+    assert.deepEqual((await h1.report()).DNS.Upstream, ['192.168.99.50']);
+  });
+
+  test('metrics: malformed and short queries dropped; upstream timeout and error counted, SERVFAIL answered', async () => {
+    const before = { malformed: await metric('weave_dns_dropped_total', 'reason="malformed"'), short: await metric('weave_dns_dropped_total', 'reason="short"') };
+    // 3 datagrams claiming 16,384 questions in 40 bytes, and 2 of 5 bytes.
+    const script = `const s=require('dgram').createSocket('udp4');const b=Buffer.alloc(40);b.writeUInt16BE(0x4000,4);let n=0;const done=()=>{if(++n===5)s.close()};for(let i=0;i<3;i++)s.send(b,${PORT},'${LISTEN}',done);for(let i=0;i<2;i++)s.send(Buffer.from('hello'),${PORT},'${LISTEN}',done);`;
+    const sent = await h1.exec([process.execPath, '-e', script]);
+    assert.equal(sent.code, 0, sent.stderr);
+    await until('drops counted', async () => (await metric('weave_dns_dropped_total', 'reason="malformed"')) - before.malformed === 3 && (await metric('weave_dns_dropped_total', 'reason="short"')) - before.short === 2, 10_000, 200);
+    // The server still answers.
+    assert.equal((await dig('web.weave.local')).status, 'NOERROR');
+
+    // Upstream silent: SERVFAIL after the 5 s timeout, counted as a timeout.
+    const t0 = await metric('weave_dns_upstream_failures_total', 'reason="timeout"');
+    await sh('ip', ['netns', 'exec', upNs, 'nft', '-f', '-'], { input: 'table inet dnlsilence {\n chain in { type filter hook input priority 0; udp dport 53 drop; }\n}\n' });
+    try {
+      const r = await dig('silent.example');
+      assert.equal(r.status, 'SERVFAIL', r.out);
+    } finally {
+      await sh('ip', ['netns', 'exec', upNs, 'nft', 'delete', 'table', 'inet', 'dnlsilence']);
+    }
+    await until('timeout counted', async () => (await metric('weave_dns_upstream_failures_total', 'reason="timeout"')) === t0 + 1, 10_000, 200);
+
+    // Upstream refusing (nothing listens on 192.168.99.52's port 53: ICMP port unreachable): error.
+    await must('ip', ['-n', upNs, 'addr', 'add', '192.168.99.52/24', 'dev', 'eth0']);
+    const e0 = await metric('weave_dns_upstream_failures_total', 'reason="error"');
+    const sf0 = await metric('weave_dns_queries_total', 'type="A",result="SERVFAIL"');
+    resolvConf('nameserver 192.168.99.52\n');
+    await until('an upstream error counted', async () => {
+      const r = await dig('refused.example');
+      return r.status === 'SERVFAIL' && (await metric('weave_dns_upstream_failures_total', 'reason="error"')) > e0;
+    }, 20_000, 300);
+    assert.ok((await metric('weave_dns_queries_total', 'type="A",result="SERVFAIL"')) > sf0, 'SERVFAIL answers counted');
+    assert.ok((await metric('weave_dns_queries_total', 'type="A",result="NOERROR"')) >= 1);
+  });
+});

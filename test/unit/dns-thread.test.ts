@@ -1,0 +1,173 @@
+/**
+ * weaveDNS's server thread (dns/threaded.ts, dns/server-worker.ts) and what feeds it:
+ * the answering view (dns/view.ts: snapshot filtering, isolation by the asker's address,
+ * round-robin shuffle) and the shared counters (dns/counters.ts: the 256-key cap for
+ * query types, "other" overflow). The threaded server is run for real on loopback
+ * (127.0.0.1, a free port) in both modes: a worker thread and the calling thread.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import * as dnsPacket from 'dns-packet';
+import { DnsView, snapshotOf, type ViewSnapshot } from '../../dns/view.js';
+import { CounterReader, CounterWriter, counterBuffer, MAX_QUERY_KEYS, MAX_REASON_KEYS } from '../../dns/counters.js';
+import { ThreadedDnsServer, threadNice, THREAD_NICE } from '../../dns/threaded.js';
+import type { DnsEntry } from '../../dns/registry.js';
+
+const settings = { domain: 'weave.local.', ttl: 7, isolation: true };
+const entry = (hostname: string, addr: string, origin = 'peer-a', tombstone = 0): DnsEntry => ({ containerId: `c-${addr}`, origin, addr, hostname, version: 1, tombstone });
+
+test('snapshotOf: live entries of reachable origins only; subnets only with isolation', () => {
+  const es = [entry('db.weave.local.', '10.32.1.5'), entry('db.weave.local.', '10.32.2.5', 'peer-b'), entry('old.weave.local.', '10.32.1.6', 'peer-a', 123)];
+  const eps = [{ cidrs: ['10.32.1.9/24'] }, { cidrs: ['10.32.2.9/24', '10.32.3.9/24'] }];
+  const snap = snapshotOf(es, (o) => o === 'peer-a', eps, true);
+  assert.deepEqual(snap.entries, [['db.weave.local.', '10.32.1.5', '', 'peer-a']]);
+  assert.deepEqual(snap.subnets, [['10.32.1.9', ['10.32.1.9/24']], ['10.32.2.9', ['10.32.2.9/24', '10.32.3.9/24']], ['10.32.3.9', ['10.32.2.9/24', '10.32.3.9/24']]]);
+  assert.deepEqual(snapshotOf(es, () => true, eps, false).subnets, []);
+});
+
+test('view: isolation by the asker, the host sees all, IPv6 and PTR, shuffled per answer', () => {
+  const snap: ViewSnapshot = {
+    entries: [['db.weave.local.', '10.32.1.5', 'fd00::1:5', 'a'], ['db.weave.local.', '10.32.2.5', '', 'b'], ['rr.weave.local.', '10.32.1.7', '', 'a'], ['rr.weave.local.', '10.32.1.8', '', 'a'], ['rr.weave.local.', '10.32.1.9', '', 'a']],
+    subnets: [['10.32.1.20', ['10.32.1.20/24']]],
+  };
+  const v = new DnsView(settings, snap);
+  assert.deepEqual(v.names('10.32.1.20').lookup('db.weave.local.'), ['10.32.1.5']);
+  assert.deepEqual(v.names('::ffff:10.32.1.20').lookup('db.weave.local.'), ['10.32.1.5'], 'IPv4-mapped asker');
+  assert.deepEqual(v.names('10.32.1.20').reverse('10.32.2.5'), [], 'no PTR across groups');
+  assert.deepEqual([...v.names('192.168.0.1').lookup('db.weave.local.')].sort(), ['10.32.1.5', '10.32.2.5'], 'the host sees every group');
+  assert.deepEqual(v.names('10.32.1.20').lookup6!('db.weave.local.'), ['fd00::1:5']);
+  assert.deepEqual(v.names('10.32.1.20').reverse6!('fd00::1:5'), ['db.weave.local.']);
+  assert.equal(v.names('x').ttl, 7);
+  const orders = new Set<string>();
+  for (let i = 0; i < 60; i++) orders.add(v.names('10.32.1.20').lookup('rr.weave.local.').join());
+  assert.ok(orders.size > 1, 'round-robin: the order varies');
+  const off = new DnsView({ ...settings, isolation: false }, snap);
+  assert.equal(off.names('10.32.1.20').lookup('db.weave.local.').length, 2, 'isolation off answers everything');
+});
+
+test('counters: one slot per key, announced once; 256 query keys then "other"; reasons capped', () => {
+  const buf = counterBuffer();
+  const reader = new CounterReader(buf);
+  const announced: string[] = [];
+  const w = new CounterWriter(buf, (slot, key) => {
+    announced.push(key);
+    reader.learn(slot, key);
+  });
+  w.query('A', 'NOERROR');
+  w.query('A', 'NOERROR');
+  w.dropped('malformed');
+  w.upstream('timeout');
+  assert.equal(reader.get('query', 'A', 'NOERROR'), 2);
+  assert.equal(reader.get('dropped', 'malformed'), 1);
+  assert.equal(reader.get('upstream', 'timeout'), 1);
+  assert.equal(announced.length, 3);
+  for (let i = 0; i < 1000; i++) w.query(`TYPE${i}`, 'NXDOMAIN');
+  const queries = reader.read().filter((c) => c.kind === 'query');
+  assert.equal(queries.length, MAX_QUERY_KEYS, 'the label set is capped');
+  assert.equal(queries.reduce((a, c) => a + c.n, 0), 1002, 'nothing is lost');
+  assert.ok(reader.get('query', 'other', 'other') > 0);
+  for (let i = 0; i < 100; i++) w.dropped(`r${i}`);
+  assert.equal(reader.read().filter((c) => c.kind === 'dropped').length, MAX_REASON_KEYS);
+  reader.learn(99999, 'query\0x\0y');
+  reader.learn(0, 'bogus\0x');
+  assert.equal(reader.get('query', 'x', 'y'), 0, 'out-of-range and unknown-kind announcements are ignored');
+});
+
+function ask(port: number, msgs: Buffer[], want: number): Promise<Buffer[]> {
+  return new Promise((resolve) => {
+    const s = dgram.createSocket('udp4');
+    const got: Buffer[] = [];
+    const t = setTimeout(() => {
+      s.close();
+      resolve(got);
+    }, 3000);
+    s.on('message', (m) => {
+      got.push(m);
+      if (got.length === want) {
+        clearTimeout(t);
+        s.close();
+        resolve(got);
+      }
+    });
+    for (const m of msgs) s.send(m, port, '127.0.0.1');
+  });
+}
+
+const query = (id: number, name: string, type: 'A' | 'PTR' = 'A'): Buffer => dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, class: 'IN', name }] });
+
+for (const inThread of [true, false]) {
+  test(`threaded server (${inThread ? 'worker thread' : 'calling thread'}): answers from the view, follows setView, counts drops and queries`, async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'tsw-dns-thread-'));
+    writeFileSync(path.join(dir, 'resolv.conf'), 'nameserver 127.0.0.1\n');
+    const logs: string[] = [];
+    // The worker lowers its own nice value when asked (root may); the test checks no warning.
+    process.env.WEAVE_DNS_THREAD_NICE = '-1';
+    const srv = new ThreadedDnsServer({
+      host: '127.0.0.1', port: 0, resolvConf: path.join(dir, 'resolv.conf'), inThread, log: (l) => logs.push(l),
+      settings: { ...settings, isolation: false },
+      snapshot: { entries: [['db.weave.local.', '10.32.0.5', '', 'a']], subnets: [] },
+    });
+    try {
+      await srv.start();
+      assert.equal(srv.inThread, inThread);
+      assert.ok(srv.port > 0);
+      let [r] = await ask(srv.port, [query(1, 'db.weave.local')], 1);
+      let p = dnsPacket.decode(r!);
+      assert.equal(p.id, 1);
+      assert.deepEqual(p.answers!.map((a) => [(a as { data?: unknown }).data, (a as { ttl?: number }).ttl]), [['10.32.0.5', 7]]);
+      srv.setView({ entries: [['db.weave.local.', '10.32.0.6', '', 'a']], subnets: [] });
+      // The worker gets the view asynchronously: the next answers follow it.
+      let addr = '';
+      for (let i = 0; i < 50 && addr !== '10.32.0.6'; i++) {
+        [r] = await ask(srv.port, [query(2 + i, 'db.weave.local')], 1);
+        addr = String((dnsPacket.decode(r!).answers![0] as { data?: unknown } | undefined)?.data);
+      }
+      assert.equal(addr, '10.32.0.6');
+      [r] = await ask(srv.port, [query(99, 'nope.weave.local')], 1);
+      p = dnsPacket.decode(r!);
+      assert.equal(p.flags! & 15, 3, "NXDOMAIN");
+      // Hostile: short, and counts that cannot fit → dropped unanswered, counted.
+      const bomb = Buffer.alloc(40);
+      bomb.writeUInt16BE(0x4000, 4);
+      const none = await ask(srv.port, [Buffer.from('hello'), bomb], 1);
+      assert.equal(none.length, 0, 'no answer to malformed datagrams');
+      const c = (kind: 'query' | 'dropped', ...l: string[]): number => srv.counters().filter((x) => x.kind === kind && x.labels.join() === l.join()).reduce((a, x) => a + x.n, 0);
+      for (let i = 0; i < 50 && c('dropped', 'malformed') < 1; i++) await new Promise((res) => setTimeout(res, 50));
+      assert.equal(c('dropped', 'short'), 1);
+      assert.equal(c('dropped', 'malformed'), 1);
+      assert.ok(c('query', 'A', 'NOERROR') >= 2);
+      assert.equal(c('query', 'A', 'NXDOMAIN'), 1);
+      assert.deepEqual(srv.currentUpstreams(), [], '127.0.0.1 is ours (the listen address): filtered');
+      if (inThread && process.getuid?.() === 0) assert.deepEqual(logs.filter((l) => /nice/.test(l)), [], 'root may lower the server thread\'s nice value');
+    } finally {
+      await srv.close();
+      delete process.env.WEAVE_DNS_THREAD_NICE;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
+
+test('threaded server: a bind failure rejects with one line and leaves no thread', async () => {
+  const a = new ThreadedDnsServer({ host: '127.0.0.1', port: 0, settings, snapshot: { entries: [], subnets: [] } });
+  await a.start();
+  try {
+    const b = new ThreadedDnsServer({ host: '127.0.0.1', port: a.port, settings, snapshot: { entries: [], subnets: [] } });
+    await assert.rejects(b.start(), (err: Error) => /EADDRINUSE/.test(err.message) && !err.message.includes('\n'));
+    await b.close();
+  } finally {
+    await a.close();
+  }
+});
+
+test('threadNice: default (none), override, bad values fall back', () => {
+  assert.equal(threadNice({}), THREAD_NICE);
+  assert.equal(THREAD_NICE, undefined);
+  assert.equal(threadNice({ WEAVE_DNS_THREAD_NICE: '-5' }), -5);
+  assert.equal(threadNice({ WEAVE_DNS_THREAD_NICE: '' }), THREAD_NICE);
+  assert.equal(threadNice({ WEAVE_DNS_THREAD_NICE: '-40' }), THREAD_NICE);
+  assert.equal(threadNice({ WEAVE_DNS_THREAD_NICE: 'x' }), THREAD_NICE);
+});
