@@ -35,6 +35,7 @@ import { Registry } from 'prom-client';
 import { statePaths, splitHostPort, type LaunchConfig } from './config.js';
 import { makeLogger } from './log.js';
 import { cniSubsystem } from '../../cni/router-side.js';
+import { StartupPhases } from './startup-phases.js';
 import type { EndpointChange, Subsystem, SubsystemContext } from './subsystem.js';
 
 export type { LaunchConfig } from './config.js';
@@ -88,6 +89,9 @@ function readPasswordFromStdin(): Promise<string> {
 
 export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void> {
   const log = makeLogger(cfg.logLevel);
+  // [scale, issue #20] Where `weave launch`'s wait goes: wall ms per start-up phase, logged
+  // once at ready. "load" is process start to here (node boot and module loading).
+  const phases = new StartupPhases();
   const paths = statePaths(cfg.stateDir);
   await fsp.mkdir(cfg.stateDir, { recursive: true, mode: 0o700 });
   // Root only, whatever it was created with: it holds the API socket, identity and IPAM state.
@@ -106,6 +110,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   // one is refused, kept as it is, rather than overwritten.
   const remembered = await loadTargets(paths.targets);
   const peers = cfg.peers.length ? cfg.peers : remembered;
+  phases.mark('state');
 
   await ensureBridge(cfg.mtu);
   // [IPv6] --ipalloc-range6 (issue #21): derived addresses, and IPv6 under the isolation policy.
@@ -131,8 +136,10 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     applyPolicy();
   };
   endpoints.onChange = syncIsolation;
+  phases.mark('bridge');
   // Filters first, so the router never forwards a frame without its policy.
   await syncIsolation();
+  phases.mark('isolation');
 
   // vnetHdr: writes of received TCP segments of one flow are merged into one super-frame
   // (GRO done by us), so the bridge and the container handle one packet instead of many.
@@ -148,12 +155,15 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   applyPolicy = () => {
     router.policy = isolation.policy;
   };
+  phases.mark('tap');
   await router.start(tap);
+  phases.mark('router');
   // [fastdp] Kernel VXLAN for unencrypted connections; with a password only trusted subnets qualify.
   if (cfg.fastdp && (!pwKey || cfg.trustedSubnets.length > 0)) router.fastdp = await startFastdp(router, { port: cfg.port, mtu: cfg.mtu });
   else if (cfg.fastdp) log('fastdp: off: every connection is encrypted (password set, no --trusted-subnets)');
   const saveTargets = (): Promise<void> => writeFileAtomic(paths.targets, JSON.stringify(router.targets.directAddresses()));
   await saveTargets();
+  phases.mark('fastdp');
 
   const api = new ApiServer(log);
   api.insecure = cfg.apiInsecure === true;
@@ -328,6 +338,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   await api.listenUnix(paths.sock);
   const [apiHost, apiPort] = splitHostPort(cfg.apiAddr, 6784);
   await api.listenTcp(apiHost, apiPort);
+  phases.mark('api');
 
   const ctx: SubsystemContext = {
     cfg, stateDir: cfg.stateDir, router, api, endpoints, log,
@@ -347,6 +358,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   for (const sub of await subsystems(cfg)) {
     await sub.start(ctx);
     started.push(sub);
+    phases.mark(sub.name);
   }
   // Until here the API answered 503 "starting" (so `weave launch` waits for IPAM too).
   api.ready = true;
@@ -357,6 +369,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     log(`internal error (please report): ${err.stack ?? err.message}`, 'error');
   });
   log(`router ${name}(${cfg.nickname}) started on port ${cfg.port}, mtu ${cfg.mtu}, encryption ${pwKey ? 'enabled' : 'disabled'}, api ${paths.sock}`);
+  log(`start-up: ${phases.summary()}`);
   signalReady(name);
   // Collect startup's garbage now rather than in a compacting pause under traffic, then
   // collect again only while the data path is quiet and the heap grew (heap.ts).
