@@ -27,8 +27,9 @@
  * derived addresses must cross the overlay on either underlay).
  *
  * Environment: DURATION (iperf3 seconds per run, default 5), PING_COUNT (per run, default
- * 500, at 0.01 s), REPEATS (rounds, default 3), VARIANTS (comma list of
- * none,encrypted,fastdp; default all), RESULTS_DIR (JSON and Markdown written there,
+ * 500, at 0.01 s), REPEATS (rounds, default 4: an even number puts every combination equally often early and late), VARIANTS (comma list of
+ * none,encrypted,fastdp, and none-no-tails: the plaintext sleeve with WEAVE_NO_BULK_TAILS=1,
+ * for a before/after of that change in one run; default none,encrypted,fastdp), RESULTS_DIR (JSON and Markdown written there,
  * default /tmp/tsweave-bench).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -40,7 +41,7 @@ import { COMBO_TEXT, KERNEL, PING_GOAL, TCP_GOAL, comboOf, parsePing, ratios, su
 
 const DURATION = Number(process.env.DURATION ?? 5);
 const PING_COUNT = Number(process.env.PING_COUNT ?? 500);
-const REPEATS = Math.max(1, Number(process.env.REPEATS ?? 3));
+const REPEATS = Math.max(1, Number(process.env.REPEATS ?? 4));
 const VARIANTS = (process.env.VARIANTS ?? 'none,encrypted,fastdp').split(',').filter(Boolean);
 const RESULTS_DIR = process.env.RESULTS_DIR ?? '/tmp/tsweave-bench';
 const RANGE6 = 'fd10:32::/64';
@@ -50,9 +51,11 @@ const PASSWORD = 'bench password not secret';
 function flags(variant: string): { args: string[]; env: NodeJS.ProcessEnv; path: string } {
   switch (variant) {
     case 'none': return { args: ['--no-fastdp'], env: {}, path: 'sleeve' };
+    // The plaintext sleeve without the egress cache's small tails (tap.cc, WEAVE_NO_BULK_TAILS=1): the "before" of issue #21's fix.
+    case 'none-no-tails': return { args: ['--no-fastdp'], env: { WEAVE_NO_BULK_TAILS: '1' }, path: 'sleeve' };
     case 'encrypted': return { args: ['--no-fastdp'], env: { WEAVE_PASSWORD: PASSWORD }, path: 'sleeve' };
     case 'fastdp': return { args: [], env: {}, path: 'fastdp' };
-    default: throw new Error(`unknown variant ${variant} (want none, encrypted, fastdp)`);
+    default: throw new Error(`unknown variant ${variant} (want none, none-no-tails, encrypted, fastdp)`);
   }
 }
 
@@ -64,13 +67,36 @@ async function connection(h: Host, nick: string, path: string): Promise<Conn | u
   return (r.Router.Connections as Conn[]).find((c) => c.State === 'established' && c.Path === path && c.NickName === nick);
 }
 
-/** Frames the router handled in JS and those the C flow cache forwarded, both directions. */
-async function frameCounts(h: Host): Promise<{ js: number; cached: number }> {
+/**
+ * Frames the router handled in JS and those the C flow cache forwarded, both directions,
+ * and the addons' counters that say how TCP crossed them (Router.Addons of `weave report`):
+ * TAP super-frames read and the segments cut from them, datagrams the egress cache sent
+ * in UDP GSO runs, datagrams received in GRO super-packets, segments the ingress cache
+ * merged into super-frames written to the TAP.
+ */
+interface Counts { js: number; cached: number; missGroup: number; missSmall: number; missFlow: number; missLong: number; superRead: number; segRead: number; readFrames: number; egressGso: number; recvDg: number; recvGro: number; superWritten: number; segMerged: number }
+async function frameCounts(h: Host): Promise<Counts> {
   const R = (await h.report()).Router;
   const t = R.Traffic.sleeve as { FramesIn: number; FramesOut: number };
   const fc = R.FlowCache as { Egress: { Frames: number }; Ingress: { Frames: number } };
   const cached = fc.Egress.Frames + fc.Ingress.Frames;
-  return { js: t.FramesIn + t.FramesOut - cached, cached };
+  const a = (R.Addons ?? {}) as { tap?: Record<string, number>; udp?: Record<string, number> };
+  const tap = a.tap ?? {};
+  const udp = a.udp ?? {};
+  return {
+    js: t.FramesIn + t.FramesOut - cached, cached,
+    missGroup: tap.missGroup ?? 0, missSmall: tap.missSmall ?? 0, missFlow: tap.missFlow ?? 0, missLong: tap.missLong ?? 0,
+    superRead: tap.readSuperFrames ?? 0, segRead: tap.readSegments ?? 0, readFrames: tap.readFrames ?? 0, egressGso: tap.egressGso ?? 0,
+    recvDg: udp.recvDatagrams ?? 0, recvGro: udp.recvCoalesced ?? 0,
+    superWritten: (udp.tapSuperFrames ?? 0) + (tap.writeSuperFrames ?? 0), segMerged: (udp.tapMergedFrames ?? 0) + (tap.writeCoalesced ?? 0),
+  };
+}
+
+/** after − before, field by field. */
+function delta(after: Counts, before: Counts): Counts {
+  const out = { ...after };
+  for (const k of Object.keys(out) as Array<keyof Counts>) out[k] = after[k] - before[k];
+  return out;
 }
 
 async function ping(ns: string, to: string): Promise<Pick<Sample, 'pingAvgMs' | 'pingP50Ms' | 'pingP99Ms' | 'pingLoss'>> {
@@ -130,8 +156,11 @@ async function v6Of(c: Container): Promise<string> {
 
 const fmt = (x: number | undefined, d = 1): string => (x === undefined ? 'n/a' : x.toFixed(d));
 
-/** One measurement target: a destination container and address, with its combination. */
-interface Target { c: Container; host: Host; addr: string; underlay: 4 | 6; overlay: 4 | 6 }
+/**
+ * One measurement target: a destination container and address, with its combination;
+ * `control`: the all-IPv4 combination measured a second time, at the other end of the round.
+ */
+interface Target { c: Container; host: Host; addr: string; underlay: 4 | 6; overlay: 4 | 6; control?: boolean }
 
 async function main(): Promise<void> {
   const why = canRunE2E();
@@ -172,6 +201,9 @@ async function main(): Promise<void> {
           { c: c3, host: h3!, addr: c3.ips[0]!, underlay: 6, overlay: 4 },
           { c: c2, host: h2!, addr: await v6Of(c2), underlay: 4, overlay: 6 },
           { c: c3, host: h3!, addr: await v6Of(c3), underlay: 6, overlay: 6 },
+          // The control: IPv4 again, last in even rounds and first in odd ones (the
+          // reference is first / last), so their ratio shows noise plus position bias.
+          { c: c2, host: h2!, addr: c2.ips[0]!, underlay: 4, overlay: 4, control: true },
         ];
       }
       const ok: Target[] = [];
@@ -183,7 +215,7 @@ async function main(): Promise<void> {
         const order = r % 2 === 0 ? ok : [...ok].reverse();
         const round = new Map<Target, Sample>();
         for (const t of order) {
-          const s: Sample = { variant, repeat: r, underlay: t.underlay, overlay: t.overlay, load: loadavg()[0]! };
+          const s: Sample = { variant, repeat: r, underlay: t.underlay, overlay: t.overlay, load: loadavg()[0]!, ...(t.control ? { control: true } : {}) };
           const sleeve = f.path === 'sleeve';
           const before = sleeve ? await Promise.all([frameCounts(h1!), frameCounts(t.host)]) : undefined;
           Object.assign(s, await ping(c1.ns, t.addr));
@@ -201,8 +233,20 @@ async function main(): Promise<void> {
         }
         for (const t of order) {
           const s = round.get(t)!;
+          const sleeve = f.path === 'sleeve';
+          const before = sleeve ? await Promise.all([frameCounts(h1!), frameCounts(t.host)]) : undefined;
           s.tcpMbps = await iperf(bed, c1, t.c, t.addr);
-          process.stderr.write(`${variant} round ${r + 1}/${REPEATS} ${COMBO_TEXT[comboOf(s)]}: ${fmt(s.tcpMbps)} Mbit/s, ping avg ${fmt(s.pingAvgMs, 3)} p50 ${fmt(s.pingP50Ms, 3)} ms${s.jsFrames !== undefined ? `, JS/cached frames ${s.jsFrames}/${s.cachedFrames}` : ''} (load ${s.load.toFixed(1)})\n`);
+          let diag = '';
+          if (before) {
+            // Sender h1 (TAP reads, egress cache), receiver t.host (GRO, ingress merges).
+            const [tx, rx] = [delta(await frameCounts(h1!), before[0]), delta(await frameCounts(t.host), before[1])];
+            s.tcpJsFrames = tx.js + rx.js;
+            s.tcpCachedFrames = tx.cached + rx.cached;
+            s.segPerRead = tx.superRead > 0 ? tx.segRead / tx.superRead : undefined;
+            s.segPerWrite = rx.superWritten > 0 ? rx.segMerged / rx.superWritten : undefined;
+            diag = `, TCP JS/cached frames ${s.tcpJsFrames}/${s.tcpCachedFrames} (sender ${tx.js}/${tx.cached}, receiver ${rx.js}/${rx.cached}); sender TAP: ${tx.superRead} super-frames → ${tx.segRead} segments of ${tx.readFrames} frames read, ${tx.egressGso} datagrams in GSO runs; sender TAP wake-ups to JS: group ${tx.missGroup}, small in bulk ${tx.missSmall}, no flow ${tx.missFlow}, too long ${tx.missLong}; receiver: ${rx.recvGro} of ${rx.recvDg} datagrams from GRO, ${rx.segMerged} segments in ${rx.superWritten} TAP super-frames`;
+          }
+          process.stderr.write(`${variant} round ${r + 1}/${REPEATS} ${t.control ? 'control ' : ''}${COMBO_TEXT[comboOf(s)]}: ${fmt(s.tcpMbps)} Mbit/s, ping avg ${fmt(s.pingAvgMs, 3)} p50 ${fmt(s.pingP50Ms, 3)} ms${s.jsFrames !== undefined ? `, ping JS/cached frames ${s.jsFrames}/${s.cachedFrames}` : ''}${diag} (load ${s.load.toFixed(1)})\n`);
         }
       }
     }
@@ -222,20 +266,22 @@ function report(samples: Sample[]): void {
   lines.push('');
   lines.push('Median over rounds (min–max):');
   lines.push('');
-  lines.push('| path | overlay, underlay | TCP-1 Mbit/s | ping avg ms | ping p50 ms | ping p99 ms | max loss % | JS frames per 1,000 cached |');
-  lines.push('|---|---|---|---|---|---|---|---|');
+  lines.push('| path | overlay, underlay | TCP-1 Mbit/s | ping avg ms | ping p50 ms | ping p99 ms | max loss % | JS frames per 1,000 cached: ping / TCP | TCP segments per TAP super-frame: read / written |');
+  lines.push('|---|---|---|---|---|---|---|---|---|');
   for (const c of summarize(samples)) {
     const what = c.variant === KERNEL ? `plain namespaces on a bridge, no tsweave (anchor), IPv${c.combo === 'v4/v4' ? 4 : 6}` : COMBO_TEXT[c.combo];
-    lines.push(`| ${c.variant} | ${what} | ${sp(c.tcp, 0)} | ${sp(c.pingAvg, 3)} | ${sp(c.pingP50, 3)} | ${sp(c.pingP99, 3)} | ${fmt(c.maxLoss, 1)} | ${c.jsPerMille === undefined ? '—' : c.jsPerMille.toFixed(1)} |`);
+    const pm = (x: number | undefined): string => (x === undefined ? '—' : x.toFixed(1));
+    const seg = c.segPerRead.n || c.segPerWrite.n ? `${sp(c.segPerRead, 1)} / ${sp(c.segPerWrite, 1)}` : '—';
+    lines.push(`| ${c.variant} | ${what} | ${sp(c.tcp, 0)} | ${sp(c.pingAvg, 3)} | ${sp(c.pingP50, 3)} | ${sp(c.pingP99, 3)} | ${fmt(c.maxLoss, 1)} | ${pm(c.jsPerMille)} / ${pm(c.tcpJsPerMille)} | ${seg} |`);
   }
   lines.push('');
-  lines.push(`Ratios to the all-IPv4 figures, paired per round, median (min–max); goal: TCP ≥ ${TCP_GOAL}, ping avg ≤ ${PING_GOAL}:`);
+  lines.push(`Ratios to the all-IPv4 figures, paired per round (the mean of the reference and the control, which bracket the round), median (min–max); goal: TCP ≥ ${TCP_GOAL}, ping avg ≤ ${PING_GOAL}. The control row is the second all-IPv4 measurement over the first: the noise band of this run.`);
   lines.push('');
   lines.push('| path | compared with IPv4 overlay on IPv4 underlay | TCP-1 ratio | goal | ping avg ratio | goal | ping p50 ratio | ping avg ratio without the kernel\'s own IPv6 cost | goal | IPv6 extra beyond the kernel\'s, µs |');
   lines.push('|---|---|---|---|---|---|---|---|---|---|');
   const rows = ratios(samples);
   for (const r of rows) {
-    lines.push(`| ${r.variant} | ${COMBO_TEXT[r.combo]} | ${sp(r.tcp, 3)} | ${verdict(r.tcpMet)} | ${sp(r.pingAvg, 3)} | ${verdict(r.pingMet)} | ${sp(r.pingP50, 3)} | ${r.pingNet ? sp(r.pingNet, 3) : '—'} | ${r.pingNet ? verdict(r.pingNetMet) : '—'} | ${r.extraUs ? sp(r.extraUs, 0) : '—'} |`);
+    lines.push(`| ${r.variant} | ${COMBO_TEXT[r.combo]} | ${sp(r.tcp, 3)} | ${r.combo === 'control' ? '(noise)' : verdict(r.tcpMet)} | ${sp(r.pingAvg, 3)} | ${r.combo === 'control' ? '(noise)' : verdict(r.pingMet)} | ${sp(r.pingP50, 3)} | ${r.pingNet ? sp(r.pingNet, 3) : '—'} | ${r.pingNet ? verdict(r.pingNetMet) : '—'} | ${r.extraUs ? sp(r.extraUs, 0) : '—'} |`);
   }
   const k = summarize(samples.filter((x) => x.variant === KERNEL));
   const k4 = k.find((c) => c.combo === 'v4/v4')?.pingAvg.median;
@@ -244,8 +290,9 @@ function report(samples: Sample[]): void {
     lines.push('');
     lines.push(`Kernel anchor (two plain namespaces on a bridge, no tsweave, same ping): IPv6 ${k6.toFixed(3)} ms vs IPv4 ${k4.toFixed(3)} ms (${(k6 / k4).toFixed(2)}×, +${(1000 * (k6 - k4)).toFixed(0)} µs) — the two endpoint stacks' own IPv6 cost, which every overlay IPv6 ping pays too.`);
   }
-  const all = rows.flatMap((r) => [r.tcpMet, r.pingMet]);
-  const net = rows.flatMap((r) => [r.tcpMet, r.pingNet ? r.pingNetMet : r.pingMet]);
+  const goalRows = rows.filter((r) => r.combo !== 'control');
+  const all = goalRows.flatMap((r) => [r.tcpMet, r.pingMet]);
+  const net = goalRows.flatMap((r) => [r.tcpMet, r.pingNet ? r.pingNetMet : r.pingMet]);
   const says = (xs: Array<boolean | undefined>): string => (xs.length && xs.every((m) => m === true) ? 'met on every check' : `NOT met on ${xs.filter((m) => m !== true).length} of ${xs.length} checks`);
   lines.push('');
   lines.push(`Goal "within 5 % of IPv4": ${says(all)}; with the kernel's own IPv6 ping cost taken out: ${says(net)}.`);

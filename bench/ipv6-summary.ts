@@ -11,10 +11,16 @@
  * combination in each repeat, in alternating order, and compares each IPv6 figure with the
  * IPv4 figure of the same repeat; the median of those ratios is the result, their range
  * says how much noise there was.
+ *
+ * The control: the all-IPv4 combination is measured twice per round, first and last (the
+ * order reversed every other round). control / reference is then a ratio of two identical
+ * configurations — the noise band (scheduler noise plus any bias from the position in the
+ * round) against which an IPv6 ratio must be read. When a round has both, each IPv6 figure
+ * is compared with their mean, which brackets the round and so cancels a linear drift.
  */
 
-/** The IPv4 reference and the three IPv6 combinations, per data path. */
-export type Combo = 'v4/v4' | 'v6ul/v4' | 'v4ul/v6' | 'v6/v6';
+/** The IPv4 reference, the three IPv6 combinations and the control (IPv4 again), per data path. */
+export type Combo = 'v4/v4' | 'v6ul/v4' | 'v4ul/v6' | 'v6/v6' | 'control';
 
 /** One measurement of one combination in one repeat. */
 export interface Sample {
@@ -41,6 +47,15 @@ export interface Sample {
   jsFrames?: number;
   /** [sleeve] frames both routers forwarded from the C flow cache during the ping */
   cachedFrames?: number;
+  /** [sleeve] as jsFrames / cachedFrames, during the TCP run */
+  tcpJsFrames?: number;
+  tcpCachedFrames?: number;
+  /** [sleeve] TCP run: segments per super-frame the sender's TAP read (read offloads) */
+  segPerRead?: number;
+  /** [sleeve] TCP run: segments per super-frame written to the receiver's TAP */
+  segPerWrite?: number;
+  /** the all-IPv4 combination measured a second time in the round (the control) */
+  control?: boolean;
   /** 1-minute load average when the sample started */
   load: number;
   /** [variant KERNEL] the tsweave variant whose rounds this anchor sample belongs to */
@@ -52,7 +67,8 @@ export const TCP_GOAL = 0.95;
 export const PING_GOAL = 1.05;
 
 /** The combination a sample belongs to. */
-export function comboOf(s: Pick<Sample, 'underlay' | 'overlay'>): Combo {
+export function comboOf(s: Pick<Sample, 'underlay' | 'overlay' | 'control'>): Combo {
+  if (s.control === true) return 'control';
   if (s.underlay === 4) return s.overlay === 4 ? 'v4/v4' : 'v4ul/v6';
   return s.overlay === 4 ? 'v6ul/v4' : 'v6/v6';
 }
@@ -107,9 +123,14 @@ export interface ComboSummary {
   maxLoss?: number;
   /** [sleeve] JS-handled frames per 1,000 flow-cache frames, summed over repeats */
   jsPerMille?: number;
+  /** [sleeve] the same during the TCP runs */
+  tcpJsPerMille?: number;
+  /** [sleeve] TCP runs: segments per TAP super-frame read (sender) and written (receiver) */
+  segPerRead: Spread;
+  segPerWrite: Spread;
 }
 
-/** One IPv6 combination against the IPv4 reference of the same data path. */
+/** One IPv6 combination (or the control) against the IPv4 reference of the same data path. */
 export interface RatioRow {
   variant: string;
   combo: Exclude<Combo, 'v4/v4'>;
@@ -141,17 +162,24 @@ export interface RatioRow {
 export const KERNEL = 'kernel';
 
 const ratio = (a: number | undefined, b: number | undefined): number | undefined => (a === undefined || b === undefined || b === 0 ? undefined : a / b);
+const perMille = (js: Array<number | undefined>, cached: Array<number | undefined>): number | undefined => {
+  const j = js.filter((x): x is number => x !== undefined);
+  const c = cached.filter((x): x is number => x !== undefined).reduce((a, b) => a + b, 0);
+  return j.length && c > 0 ? (1000 * j.reduce((a, b) => a + b, 0)) / c : undefined;
+};
+/** Mean of the defined values; undefined if none. */
+const mean = (...xs: Array<number | undefined>): number | undefined => {
+  const v = xs.filter((x): x is number => x !== undefined);
+  return v.length ? v.reduce((a, b) => a + b, 0) / v.length : undefined;
+};
 
 /** Figures per data path and combination, in first-seen order of the variants. */
 export function summarize(samples: Sample[]): ComboSummary[] {
   const out: ComboSummary[] = [];
   for (const variant of [...new Set(samples.map((s) => s.variant))]) {
-    for (const combo of ['v4/v4', 'v6ul/v4', 'v4ul/v6', 'v6/v6'] as const) {
+    for (const combo of ['v4/v4', 'v6ul/v4', 'v4ul/v6', 'v6/v6', 'control'] as const) {
       const ss = samples.filter((s) => s.variant === variant && comboOf(s) === combo);
       if (ss.length === 0) continue;
-      const js = ss.map((s) => s.jsFrames).filter((x): x is number => x !== undefined);
-      const cached = ss.map((s) => s.cachedFrames).filter((x): x is number => x !== undefined);
-      const cachedSum = cached.reduce((a, b) => a + b, 0);
       out.push({
         variant, combo,
         tcp: spread(ss.map((s) => s.tcpMbps)),
@@ -159,7 +187,10 @@ export function summarize(samples: Sample[]): ComboSummary[] {
         pingP50: spread(ss.map((s) => s.pingP50Ms)),
         pingP99: spread(ss.map((s) => s.pingP99Ms)),
         maxLoss: ss.some((s) => s.pingLoss !== undefined) ? Math.max(...ss.map((s) => s.pingLoss ?? 0)) : undefined,
-        jsPerMille: js.length && cachedSum > 0 ? (1000 * js.reduce((a, b) => a + b, 0)) / cachedSum : undefined,
+        jsPerMille: perMille(ss.map((s) => s.jsFrames), ss.map((s) => s.cachedFrames)),
+        tcpJsPerMille: perMille(ss.map((s) => s.tcpJsFrames), ss.map((s) => s.tcpCachedFrames)),
+        segPerRead: spread(ss.map((s) => s.segPerRead)),
+        segPerWrite: spread(ss.map((s) => s.segPerWrite)),
       });
     }
   }
@@ -168,7 +199,9 @@ export function summarize(samples: Sample[]): ComboSummary[] {
 
 /**
  * IPv6/IPv4 ratios per data path: each IPv6 combination's figure divided by the
- * all-IPv4 figure of the same repeat, then the median over repeats, with the goal checks.
+ * all-IPv4 figure of the same repeat (the mean of reference and control where the round
+ * has both), then the median over repeats, with the goal checks; and the control row,
+ * control / reference per round: the noise band.
  */
 export function ratios(samples: Sample[]): RatioRow[] {
   const out: RatioRow[] = [];
@@ -181,10 +214,23 @@ export function ratios(samples: Sample[]): RatioRow[] {
   }
   for (const variant of [...new Set(samples.map((s) => s.variant))]) {
     if (variant === KERNEL) continue;
-    const base = new Map<number, Sample>();
-    for (const s of samples) if (s.variant === variant && comboOf(s) === 'v4/v4') base.set(s.repeat, s);
-    for (const combo of ['v6ul/v4', 'v4ul/v6', 'v6/v6'] as const) {
-      const pairs = samples.filter((s) => s.variant === variant && comboOf(s) === combo && base.has(s.repeat)).map((s) => [s, base.get(s.repeat)!] as const);
+    const ref = new Map<number, Sample>();
+    const ctl = new Map<number, Sample>();
+    for (const s of samples) {
+      if (s.variant !== variant) continue;
+      if (comboOf(s) === 'v4/v4') ref.set(s.repeat, s);
+      else if (comboOf(s) === 'control') ctl.set(s.repeat, s);
+    }
+    // The IPv4 figures an IPv6 sample of round r is compared with.
+    const base = new Map<number, Pick<Sample, 'tcpMbps' | 'pingAvgMs' | 'pingP50Ms'>>();
+    for (const [r, a] of ref) {
+      const c = ctl.get(r);
+      base.set(r, c === undefined ? a : { tcpMbps: mean(a.tcpMbps, c.tcpMbps), pingAvgMs: mean(a.pingAvgMs, c.pingAvgMs), pingP50Ms: mean(a.pingP50Ms, c.pingP50Ms) });
+    }
+    for (const combo of ['v6ul/v4', 'v4ul/v6', 'v6/v6', 'control'] as const) {
+      const pairs = samples
+        .filter((s) => s.variant === variant && comboOf(s) === combo && ref.has(s.repeat))
+        .map((s) => [s, combo === 'control' ? ref.get(s.repeat)! : base.get(s.repeat)!] as const);
       if (pairs.length === 0) continue;
       const tcp = spread(pairs.map(([s, b]) => ratio(s.tcpMbps, b.tcpMbps)));
       const pingAvg = spread(pairs.map(([s, b]) => ratio(s.pingAvgMs, b.pingAvgMs)));
@@ -194,7 +240,7 @@ export function ratios(samples: Sample[]): RatioRow[] {
         tcpMet: tcp.median === undefined ? undefined : tcp.median >= TCP_GOAL,
         pingMet: pingAvg.median === undefined ? undefined : pingAvg.median <= PING_GOAL,
       };
-      if (combo !== 'v6ul/v4') {
+      if (combo === 'v4ul/v6' || combo === 'v6/v6') {
         const kc = pairs.map(([s]) => kernelCost.get(`${variant}/${s.repeat}`));
         if (kc.some((k) => k !== undefined)) {
           row.pingNet = spread(pairs.map(([s, b], i) => (kc[i] === undefined || s.pingAvgMs === undefined ? undefined : ratio(s.pingAvgMs - kc[i]!, b.pingAvgMs))));
@@ -214,4 +260,5 @@ export const COMBO_TEXT: Record<Combo, string> = {
   'v6ul/v4': 'IPv4 overlay, IPv6 underlay',
   'v4ul/v6': 'IPv6 overlay, IPv4 underlay',
   'v6/v6': 'IPv6 overlay, IPv6 underlay',
+  control: 'IPv4 overlay, IPv4 underlay, measured again (control: the noise band)',
 };

@@ -728,6 +728,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
           Router: { Frames: m.router.frames, SuperFrames: m.router.superFrames, Fallbacks: m.router.fallbacks },
           FlowCache: { Frames: m.flowCache.frames, SuperFrames: m.flowCache.superFrames, Fallbacks: m.flowCache.fallbacks },
         }))(this.forwarder.tapMerge()),
+        Addons: ((a) => ({ tap: a.tap ? { ...a.tap } : undefined, udp: a.udp ? { ...a.udp } : undefined }))(this.forwarder.addonStats()),
       },
     };
   }

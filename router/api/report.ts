@@ -116,6 +116,12 @@ export interface Report {
      */
     TapMerge?: Record<'Router' | 'FlowCache', { Frames: number; SuperFrames: number; Fallbacks: number }>;
     FlowCache?: { Enabled: boolean; Egress: { Installs: number; Clears: number; Frames: number; Drops: number; Errors: number; Sealed: number }; Ingress: { Installs: number; Clears: number; Frames: number; Drops: number; Errors: number; Opened: number } };
+    /**
+     * The data-path addons' raw counters since open (router/overlay/tap.ts TapStats, udp.ts
+     * UdpStats: reads, read-offload super-frames and segments, GSO/GRO datagrams, merges,
+     * drops), for diagnosis and benches; absent where there is no TAP or sleeve socket.
+     */
+    Addons?: { tap?: Record<string, number | boolean | string | null>; udp?: Record<string, number | boolean | string | null> };
   };
   IPAM?: ReportIpam;
   /** The HTTP API: whether --api-insecure is on, and requests refused by policy per kind (access, route, content-type, url, size). */

@@ -21,9 +21,9 @@ import type { Sleeve, SleevePeer } from './sleeve.js';
 import { forEachFrame } from './sleeve-codec.js';
 import { dstMac, srcMac, isGroupMac, ipv4DontFragment, fragmentIPv4, icmpFragNeeded, etherType } from './ethernet.js';
 import { ETHERTYPE_IPV6, packetTooBig } from './ipv6.js';
-import type { Tap } from './tap.js';
+import type { Tap, TapStats } from './tap.js';
 import { EGRESS_TEMPLATE_BYTES, FLOW_BATCH_MAX, FLOW_BULK_FRAME, FLOW_TTL_MS, NO_FLOW_STATS, bulkFlowsEnabled, bulkIngressEnabled, egressTemplate, type FlowStats } from './flow-cache.js';
-import { COALESCE } from './udp.js';
+import { COALESCE, type UdpStats } from './udp.js';
 import { monoNow } from '../mesh/mono-clock.js';
 
 /**
@@ -309,6 +309,16 @@ export class Forwarder {
       router: { frames: t?.writeCoalesced ?? 0, superFrames: t?.writeSuperFrames ?? 0, fallbacks: t?.writeMergeFallbacks ?? 0 },
       flowCache: { frames: u?.tapMergedFrames ?? 0, superFrames: u?.tapSuperFrames ?? 0, fallbacks: u?.tapMergeFallbacks ?? 0 },
     };
+  }
+
+  /**
+   * The addons' raw counters since open, for `weave report` (Router.Addons) and benches:
+   * the TAP's (reads, read-offload super-frames and the segments cut from them, egress UDP
+   * GSO datagrams, writes) and the sleeve UDP socket's (datagrams, GRO/GSO, ingress merges).
+   * Undefined where there is no TAP or socket.
+   */
+  addonStats(): { tap: TapStats | undefined; udp: UdpStats | undefined } {
+    return { tap: this.tap?.stats(), udp: this.sleeve.udpStats() };
   }
 
   private unicast(origin: number, dst: number, buf: Buffer, start: number, end: number): void {

@@ -72,6 +72,17 @@ export interface TapStats {
   readSegments: number;
   /** datagrams the egress flow cache sent in UDP GSO runs (port | COALESCE flows) */
   egressGso: number;
+  /**
+   * Wake-ups the egress flow cache handed to JavaScript (native tap.cc ForwardCached), by the
+   * first reason met: a runt or group-addressed frame; a small (< 512 B) frame in a multi-frame
+   * wake-up that is not the tail of a bulk frame; no live flow for the MAC pair; a frame longer
+   * than the flow's path takes; an encrypted flow that cannot seal now (re-key, counter).
+   */
+  missGroup: number;
+  missSmall: number;
+  missFlow: number;
+  missLong: number;
+  missSeal: number;
 }
 
 /** Options of {@link Tap.open}. */

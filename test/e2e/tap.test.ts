@@ -179,6 +179,12 @@ describe('TAP binding (root, netns)', { skip }, () => {
     assert.equal(r.seqsDistinct, true, 'no counter used twice');
     assert.equal(r.seqAfterC, 200, 'C sealed with the Sealer\'s own counter');
     assert.ok(r.egressGso > 0, `equal-sized runs left as UDP GSO sends: ${r.egressGso}`);
+    // Small tails: 40 pings of 5,960 bytes = 4 bulk fragments + one 82-byte fragment each.
+    assert.equal(r.tails.installed, true);
+    assert.equal(r.tails.frames, 200, `every fragment, the small last ones too, left from C: ${JSON.stringify(r.tails)}`);
+    assert.equal(r.tails.js, 0, 'JavaScript saw none of them');
+    assert.ok(r.tails.batches < r.tails.frames, `wake-ups holding a bulk run and its tail were taken whole: ${JSON.stringify(r.tails)}`);
+    assert.equal(r.tails.datagrams, 200);
   });
 
   it('reports clear, coded errors for bad names, busy names, bad arguments and closed taps', async () => {

@@ -83,6 +83,35 @@ describe('ipv6 bench summary', () => {
     assert.equal(byCombo.get('v6/v6')!.pingMet, true);
   });
 
+  test('the control (IPv4 again) is its own combination: noise band = control / reference, IPv6 paired with their mean', () => {
+    assert.equal(comboOf({ underlay: 4, overlay: 4, control: true }), 'control');
+    // Linear drift within each round: reference first (1000), control last (800), IPv6 in
+    // the middle (900) equals the round's mean IPv4 figure.
+    const samples = [
+      s('none', 0, 4, 4, 1000, 0.2), s('none', 0, 4, 6, 900, 0.25), s('none', 0, 4, 4, 800, 0.3, { control: true }),
+      s('none', 1, 4, 4, 800, 0.3), s('none', 1, 4, 6, 900, 0.25), s('none', 1, 4, 4, 1000, 0.2, { control: true }),
+    ];
+    const by = new Map(ratios(samples).map((r) => [r.combo, r]));
+    assert.deepEqual([...by.keys()].sort(), ['control', 'v4ul/v6']);
+    assert.deepEqual(by.get('v4ul/v6')!.tcp, { median: 1, min: 1, max: 1, n: 2 });
+    assert.ok(Math.abs(by.get('v4ul/v6')!.pingAvg.median! - 1) < 1e-9);
+    assert.equal(by.get('v4ul/v6')!.tcpMet, true);
+    const c = by.get('control')!;
+    assert.deepEqual(c.tcp, { median: 1.025, min: 0.8, max: 1.25, n: 2 });
+    assert.equal(c.pingNet, undefined, 'the control gets no kernel correction');
+    // summarize keeps the control apart from the reference, with the TCP-run JS share and segments per super-frame
+    const sum = summarize([
+      s('none', 0, 4, 4, 1000, 0.2, { tcpJsFrames: 10, tcpCachedFrames: 10_000, segPerRead: 40, segPerWrite: 44 }),
+      s('none', 0, 4, 4, 800, 0.3, { control: true, tcpJsFrames: 30, tcpCachedFrames: 10_000 }),
+    ]);
+    assert.deepEqual(sum.map((x) => x.combo), ['v4/v4', 'control']);
+    assert.equal(sum[0]!.tcpJsPerMille, 1);
+    assert.equal(sum[1]!.tcpJsPerMille, 3);
+    assert.equal(sum[0]!.segPerRead.median, 40);
+    assert.equal(sum[0]!.segPerWrite.median, 44);
+    assert.equal(sum[1]!.segPerRead.n, 0);
+  });
+
   test('a round without its IPv4 reference is not paired', () => {
     const rows = ratios([s('none', 0, 4, 4, 1000, 0.2), s('none', 1, 4, 6, 10, 9)]);
     assert.deepEqual(rows, []);

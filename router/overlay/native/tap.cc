@@ -21,7 +21,8 @@
 //   tap.writeSlab(slab, frames, count) -> number
 //   tap.stats() -> { readFrames, readBatches, readTruncated, readErrors,
 //                    writeFrames, writeDrops, writeErrors, lastWriteError,
-//                    vnetHdr, writeCoalesced }
+//                    vnetHdr, writeCoalesced, ..., egressGso,
+//                    missGroup, missSmall, missFlow, missLong, missSeal }
 //   tap.ref(), tap.unref(), tap.close()
 //   tap.addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs[, sealState, key])
 //     (addr: IPv4 as uint32, or IPv6 text; the UDP socket may be dual-stack)
@@ -112,8 +113,17 @@ using tsweave::gso::VnetHdr;
 // Egress flow cache, batches (ForwardCached): a wake-up of several frames is
 // forwarded in C only if every frame hits a flow and is at least kBigFrame
 // bytes (a bulk transfer: nothing for the router's packer to gain, since two
-// such frames never share a datagram); smaller frames go to JavaScript, whose
-// packer puts many in one datagram. Runs of equal-sized datagrams to one
+// such frames never share a datagram) or a smaller frame right after such a
+// frame (a tail: the short last segment of a TCP super-frame or the last
+// fragment of a datagram, which the packer could rarely have joined to its
+// bulk neighbour; WEAVE_NO_BULK_TAILS=1 sends such wake-ups to JavaScript as
+// before); runs of small frames go to JavaScript, whose packer puts many in
+// one datagram. Without tails, a TCP stream whose application writes do not
+// end on segment boundaries sent whole wake-ups (hundreds of segments) through
+// JavaScript: with IPv6's 20-byte smaller MSS (1304 B at MTU 1376), iperf3's
+// 128 KiB writes end 672 B into a segment, so every other write left a
+// sub-512-byte tail, and 0.7-1.3 % of the segments took the slow path (IPv4:
+// 0.03-0.08 %), issue #21. Runs of equal-sized datagrams to one
 // destination leave as one UDP GSO send (UDP_SEGMENT, udp(7)) of at most
 // kGsoSegs datagrams and kGsoBytes bytes, as the sleeve's own sends do.
 constexpr size_t kBigFrame = 512;
@@ -393,6 +403,8 @@ class Tap : public Napi::ObjectWrap<Tap> {
     if (want_tso) tso_buf_.resize(max_frame_ + 1);
     const char* no6 = getenv("WEAVE_NO_TAP_MERGE6");
     merge6_ = !(no6 != nullptr && strcmp(no6, "1") == 0);
+    const char* notails = getenv("WEAVE_NO_BULK_TAILS");
+    bulk_tails_ = !(notails != nullptr && strcmp(notails, "1") == 0);
     hits_.resize(batch_);
     dg_len_.resize(batch_);
     dg_off_.resize(batch_);
@@ -582,6 +594,8 @@ class Tap : public Napi::ObjectWrap<Tap> {
     size_t n = 0;
     int err = 0;
     const size_t want = max_frame_ + 1;  // one spare byte tells a frame longer than maxFrame
+    // Frame 0 continues a super-frame cut in the batch before: a small one is its tail.
+    first_continues_ = tso_pending_ && tso_k_ > 0;
     if (tso_pending_) EmitPending(&pos, &n);
     while (!tso_pending_ && n < batch_ && slab_bytes_ - pos >= want) {
       ssize_t r;
@@ -668,7 +682,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
 
   // The flow cache's egress path: if every frame of this wake-up matches a
   // live flow (and, for more than kFastBatchMax frames, every one is a bulk
-  // frame of at least kBigFrame bytes), send each as one FRAMES datagram —
+  // frame of at least kBigFrame bytes or the small tail right after one), send each as one FRAMES datagram —
   // sealed first for an encrypted flow — and return true; otherwise send
   // nothing and return false (the batch goes to JavaScript). Datagrams are
   // built in order; runs to one destination with equal lengths (the last may
@@ -679,13 +693,17 @@ class Tap : public Napi::ObjectWrap<Tap> {
     for (size_t i = 0; i < n; i++) {
       const uint8_t* f = slab_data_ + frames_data_[2 * i];
       const size_t len = frames_data_[2 * i + 1];
-      if (len < 14 || (f[0] & 1) != 0) return false;  // runt, or a group address: flooded by the router
-      if (n > tsweave::kFastBatchMax && len < kBigFrame) return false;
+      if (len < 14 || (f[0] & 1) != 0) return Miss(kMissGroup);  // runt, or a group address: flooded by the router
+      // A small frame in a multi-frame wake-up: only as the tail of bulk frames (the
+      // short last segment of a cut TCP super-frame, the last IPv4 fragment): next to a
+      // full-sized frame the router's packer would have had no room for it either.
+      if (n > tsweave::kFastBatchMax && len < kBigFrame && (!bulk_tails_ || (i == 0 ? !first_continues_ : frames_data_[2 * i - 1] < kBigFrame))) return Miss(kMissSmall);
       const uint64_t dst = tsweave::Read48(f);
       const uint64_t src = tsweave::Read48(f + 6);
       tsweave::EgressFlow& e = egress_.slots[tsweave::FlowSlot(src, dst, 0)];
-      if (e.expires_ms <= now || e.src_mac != src || e.dst_mac != dst || len > e.max_frame) return false;
-      if (e.crypto >= 0 && !SealReady(e)) return false;
+      if (e.expires_ms <= now || e.src_mac != src || e.dst_mac != dst) return Miss(kMissFlow);
+      if (len > e.max_frame) return Miss(kMissLong);
+      if (e.crypto >= 0 && !SealReady(e)) return Miss(kMissSeal);
       hits_[i] = &e;
     }
     bool failed = false;
@@ -764,6 +782,16 @@ class Tap : public Napi::ObjectWrap<Tap> {
       crypto_.DropAll(env_);
     }
     return true;
+  }
+
+  // Why a wake-up went to JavaScript instead (ForwardCached), counted per batch:
+  // a runt or group-addressed frame, a small frame in a multi-frame wake-up, no live
+  // flow for the MAC pair, a frame longer than the flow's path takes, a flow that
+  // cannot seal now.
+  enum MissKind { kMissGroup, kMissSmall, kMissFlow, kMissLong, kMissSeal, kMissKinds };
+  bool Miss(MissKind k) {
+    miss_[k]++;
+    return false;
   }
 
   // Sends datagrams [i, i + run) (one flow destination) with one sendmsg, as a
@@ -1204,6 +1232,11 @@ class Tap : public Napi::ObjectWrap<Tap> {
     o.Set("readSuperFrames", static_cast<double>(read_super_));
     o.Set("readSegments", static_cast<double>(read_segments_));
     o.Set("egressGso", static_cast<double>(egress_gso_));
+    o.Set("missGroup", static_cast<double>(miss_[kMissGroup]));
+    o.Set("missSmall", static_cast<double>(miss_[kMissSmall]));
+    o.Set("missFlow", static_cast<double>(miss_[kMissFlow]));
+    o.Set("missLong", static_cast<double>(miss_[kMissLong]));
+    o.Set("missSeal", static_cast<double>(miss_[kMissSeal]));
     return o;
   }
 
@@ -1321,6 +1354,10 @@ class Tap : public Napi::ObjectWrap<Tap> {
   std::vector<struct iovec> egress_iov_;
   bool gso_ok_ = true;
   uint64_t egress_gso_ = 0;  // datagrams sent in GSO runs
+  uint64_t miss_[kMissKinds] = {0, 0, 0, 0, 0};
+  // Small tails of bulk frames may leave from the cache (off with WEAVE_NO_BULK_TAILS=1).
+  bool bulk_tails_ = true;
+  bool first_continues_ = false;  // this batch's frame 0 is a segment of a super-frame begun in the batch before
 };
 
 // setDontFragment(fd, on): on → IP_PMTUDISC_PROBE: the kernel sets DF on every

@@ -732,10 +732,24 @@ async function bulkMode(): Promise<Record<string, unknown>> {
   const p2 = await run('ping', ['-c', '40', '-i', '0.01', '-W', '1', '-q', '-s', '7000', '10.99.3.2'], 15_000);
   await waitFor(() => r.sealedDatagrams >= 200, 3000);
   await sleep(100);
+  const flows = tap.flowStats();
+  const jsSealed = jsFrames;
+  // Small tails (tap.cc, issue #21): 40 pings of 5,960 bytes leave as four 1,514-byte
+  // fragments and an 82-byte last one each; a wake-up holding a fragment run with its
+  // small tail must still leave from C (the rule before sent it to JavaScript whole).
+  tap.clearFlows();
+  const tailsInstalled = install(false);
+  const d0 = r.plainDatagrams;
+  const exact0 = r.plainExact;
+  const p3 = await run('ping', ['-c', '40', '-i', '0.01', '-W', '1', '-q', '-s', '5960', '10.99.3.2'], 15_000);
+  await waitFor(() => r.plainDatagrams - d0 >= 200, 3000);
+  await sleep(100);
+  const f3 = tap.flowStats();
+  const tails = { installed: tailsInstalled, code: p3.code, frames: f3.frames - flows.frames, batches: f3.batches - flows.batches, js: jsFrames - jsSealed, datagrams: r.plainDatagrams - d0 };
   const res = {
-    plainInstalled, sealedInstalled, pingCodes: [p1.code, p2.code], ...r, seqAfterC: sealer.seq,
-    seqsDistinct: new Set(seqs).size === seqs.length, flowsPlain, flows: tap.flowStats(), jsPlain, jsFrames, jsBatches,
-    egressGso: tap.stats().egressGso, openerStats: { ...opener.stats },
+    plainInstalled, sealedInstalled, pingCodes: [p1.code, p2.code], ...r, plainDatagrams: d0, plainExact: exact0, seqAfterC: sealer.seq,
+    seqsDistinct: new Set(seqs).size === seqs.length, flowsPlain, flows, jsPlain, jsFrames: jsSealed, jsBatches,
+    egressGso: tap.stats().egressGso, openerStats: { ...opener.stats }, tails,
   };
   tap.close();
   sleeveSock.close();
