@@ -289,10 +289,43 @@ describe('weave-net CNI plugin under podman', { skip, timeout: 900_000 }, () => 
     assert.match(gone.out.msg, /no addresses allocated/);
   });
 
+  test('spoofing: a pod talking from an address it was not given reaches nobody, and the bridge counts the drops', async () => {
+    const b = (await pm2.must(['exec', 'b1', 'ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0'])).match(/inet (\S+)\//)![1];
+    const forged = '10.32.0.123';
+    for (const h of [h1, h2]) assert.ok(!(await h.mustWeave(['ps'])).includes(`${forged}/`), `${forged} is free (not a pod's)`);
+    const spoofCount = async (): Promise<number> => Number(/counter spoof \{\s*packets (\d+)/.exec((await h1.exec(['nft', 'list', 'counters', 'table', 'bridge', 'tsweave'])).stdout)?.[1] ?? NaN);
+    // b1's ICMP InEchos (/proc/net/snmp of its netns), found by the header's column name.
+    const echos = async (): Promise<number> => {
+      const [head, vals] = (await pm2.must(['exec', 'b1', 'cat', '/proc/net/snmp'])).split('\n').filter((l) => l.startsWith('Icmp: '));
+      return Number(vals?.split(' ')[head?.split(' ').indexOf('InEchos') ?? -1]);
+    };
+    assert.ok(Number.isFinite(await echos()) && Number.isFinite(await spoofCount()), 'b1 InEchos and h1 spoof counter readable');
+    const [s0, e0] = [await spoofCount(), await echos()];
+    await pm1.must(['exec', '--privileged', 'a1', 'ip', 'addr', 'add', `${forged}/25`, 'dev', 'eth0']);
+    try {
+      const r = await pm1.run(['exec', 'a1', 'ping', '-c', '5', '-W', '1', '-I', forged, b], 30_000);
+      assert.notEqual(r.code, 0, `a1 pinging from the forged ${forged} got answers from b1: ${r.stdout}`);
+    } finally {
+      await pm1.must(['exec', '--privileged', 'a1', 'ip', 'addr', 'del', `${forged}/25`, 'dev', 'eth0']);
+    }
+    const [s1, e1] = [await spoofCount(), await echos()];
+    assert.equal(e1 - e0, 0, `b1 received ${e1 - e0} echo requests from the forged address`);
+    assert.ok(s1 - s0 >= 5, `h1 bridge spoof counter ${s0} -> ${s1}`);
+    // Control: from its own address a1 still reaches b1, and b1 counts those echoes.
+    assert.ok(await podPing(pm1, 'a1', b), `a1 cannot ping b1 (${b}) from its own address`);
+    assert.ok(await echos() > e1, 'b1 counts echo requests from a1\'s real address');
+  });
+
   test('pods keep working across a router restart; a pod removed while the router was down is reclaimed at start; DEL after it frees the address', async () => {
     const a = (await pm1.must(['exec', 'a1', 'ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0'])).match(/inet (\S+)\//)![1];
     const b = (await pm2.must(['exec', 'b1', 'ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0'])).match(/inet (\S+)\//)![1];
     const d = await runPod(pm1, 'd1');
+    // Isolation across the restart: j1 (h1) and j2 (h2) in the conf subnet 10.32.0.128/28;
+    // j1 gets a route to the default subnet, so only the bridge filters keep it from b1.
+    await runPod(pm1, 'j1', 'weave-iso');
+    const j2 = await runPod(pm2, 'j2', 'weave-iso');
+    await pm1.must(['exec', '--privileged', 'j1', 'ip', 'route', 'replace', '10.32.0.0/25', 'dev', 'eth0']);
+    await pm2.must(['exec', '--privileged', 'b1', 'ip', 'route', 'replace', '10.32.0.128/28', 'dev', 'eth0']);
     const dId = (await pm1.must(['inspect', '--format', '{{.Id}}', 'd1'])).trim();
     const dOwner = { CNI_CONTAINERID: dId, CNI_NETNS: '/var/run/netns/unused', CNI_IFNAME: 'eth0', CNI_PATH: pm1.binDir };
     const ipamConf = { cniVersion: '1.0.0', name: 'weave', type: 'bridge', ipam: { type: 'weave-ipam' }, stateDir: h1.stateDir };
@@ -311,11 +344,30 @@ describe('weave-net CNI plugin under podman', { skip, timeout: 900_000 }, () => 
     assert.match(freed.out.msg, /no addresses allocated/);
     assert.match(fs.readFileSync(path.join(h1.stateDir, 'weaver.log'), 'utf8'), /its network namespace \S+ is gone \(found at start\), so its DEL was missed: freed/);
     if (!await podPing(pm1, 'a1', b, 30)) assert.fail(`a1 (${a}) cannot reach b1 (${b}) after h1's router restarted\n${await restartDiag(pm1, 'a1')}`);
+    // DNS after the restart, both ways: h1's restarted DNS learns b1 from h2, and h2 still answers for a1.
+    for (const [pm, pod, name, ip] of [[pm1, 'a1', 'b1', b], [pm2, 'b1', 'a1', a]] as const) {
+      await until(`${pod} to resolve ${name} (${ip}) after h1's router restarted`, async () => {
+        const r = await pm.run(['exec', pod, 'busybox', 'nslookup', name], 30_000);
+        return r.code === 0 && r.stdout.includes(ip);
+      }, 30_000, 500);
+    }
+    // Isolation after the restart: j1 reaches j2 in its subnet, not b1 in the default one.
+    assert.ok(await podPing(pm1, 'j1', j2, 30), `j1 cannot reach j2 (${j2}) in its subnet after h1's router restarted`);
+    assert.equal(await podPing(pm1, 'j1', b, 3), false, `j1 (10.32.0.128/28) reached b1 (${b}) in the default subnet after h1's router restarted`);
     // A new pod after the restart never gets a1's address.
     const c = await runPod(pm1, 'a2');
     assert.notEqual(c, a);
     await pm1.must(['rm', '-f', '-t', '0', 'a1']);
     const ps = await h1.mustWeave(['ps']);
     assert.ok(!ps.includes(`${a}/25`), `a1's ${a} still held after rm: ${ps}`);
+    // The removed pod's name leaves the other host's DNS within seconds; a2 (control) stays.
+    await until(`a1 to disappear from h2's DNS after podman rm on h1`, async () => {
+      const r = await pm2.run(['exec', 'b1', 'busybox', 'nslookup', 'a1'], 30_000);
+      return !r.stdout.includes(a) && /NXDOMAIN/.test(r.stdout + r.stderr);
+    }, 10_000, 250);
+    await until(`b1 to resolve a2 (${c}), the pod still running on h1`, async () => {
+      const r = await pm2.run(['exec', 'b1', 'busybox', 'nslookup', 'a2'], 30_000);
+      return r.code === 0 && r.stdout.includes(c);
+    }, 30_000, 500);
   });
 });
