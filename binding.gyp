@@ -2,7 +2,8 @@
   # The TAP device addon (router/overlay/native/tap.cc): builds build/Release/tap.node;
   # the UDP addon (router/overlay/native/udp.cc) builds build/Release/udp.node;
   # the netlink addon (router/host/native/netlink.cc) builds build/Release/netlink.node;
-  # weaveDNS's UDP addon (dns/native/dns-udp.cc) builds build/Release/dnsudp.node.
+  # weaveDNS's UDP addon (dns/native/dns-udp.cc) builds build/Release/dnsudp.node;
+  # the nftables addon (router/policy/native/nft.cc) builds build/Release/nft.node.
   # node-addon-api is header-only; C++ exceptions are enabled (NAPI_CPP_EXCEPTIONS)
   # so native errors surface as JS exceptions with a `code` property.
   # Linux only: TAP devices come from /dev/net/tun.
@@ -50,6 +51,19 @@
       # recvmmsg/sendmmsg for the DNS server, builds build/Release/dnsudp.node.
       "target_name": "dnsudp",
       "sources": ["dns/native/dns-udp.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "cflags_cc": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fexceptions"]
+    },
+    {
+      # nftables scripts without forking nft (router/policy/native/nft.cc, wrapped by
+      # router/policy/bridge-filter.ts): libnftables.so.1 through dlopen; builds build/Release/nft.node.
+      "target_name": "nft",
+      "sources": ["router/policy/native/nft.cc"],
+      "libraries": ["-ldl"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],

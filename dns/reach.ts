@@ -7,6 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { ip, ipIn, ipBatch, BatchError, BRIDGE, CONTAINER_IFNAME } from '../router/host/netdev.js';
+import { netlink } from '../router/host/netlink.js';
 
 /** Routing table of the answers' route ("dns" on a phone keypad: 367). */
 export const DNS_ROUTE_TABLE = '367';
@@ -59,5 +60,8 @@ export async function removeHost(addr: string): Promise<void> {
 
 /** Route to `addr` over ethwe (or `ifname`: a CNI pod's eth0) inside the namespace file `nsPath` (after it is up). */
 export async function setupContainer(nsPath: string, addr: string, ifname = CONTAINER_IFNAME): Promise<void> {
+  // [issue #16] rtnetlink when the addon is there (no fork of the router per attach).
+  const nl = netlink();
+  if (nl && nsPath.startsWith('/')) return nl.routeIn({ ns: nsPath, ifname, routes: [`${addr}/32`] });
   await ipIn(nsPath, 'route', 'replace', `${addr}/32`, 'dev', ifname, 'scope', 'link');
 }

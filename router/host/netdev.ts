@@ -424,8 +424,12 @@ export async function detachVeth(id: string, nsPath: string | undefined, cidrs: 
     return;
   }
   const host = hostVethName(id);
-  if (await linkExists(host)) await ip('link', 'del', 'dev', host).catch(() => undefined);
-  else if (nsPath) await ipIn(nsPath, 'link', 'del', 'dev', ifname).catch(() => undefined);
+  // [issue #16] rtnetlink when the addon is there: forking `ip` twice per detach stalled
+  // the router's event loop under churn.
+  const nl = netlink();
+  const deleted = nl ? await nl.linkDel({ host }).catch(() => false)
+    : (await linkExists(host)) && (await ip('link', 'del', 'dev', host).then(() => true, () => false));
+  if (!deleted && nsPath) await ipIn(nsPath, 'link', 'del', 'dev', ifname).catch(() => undefined);
 }
 
 /** Remove the bridge and every vethwepl* link we made (weave reset). */

@@ -45,6 +45,10 @@ export interface NetlinkAddon {
   vethPod(req: PodVeth): Promise<void>;
   /** Here: `host` on `bridge`, hairpin if asked, up. */
   vethHost(req: { host: string; bridge: string; hairpin: boolean }): Promise<void>;
+  /** Here: delete link `host` (a veth takes its peer along); false when there was no such link. */
+  linkDel(req: { host: string }): Promise<boolean>;
+  /** In `ns`: `ip route replace DST dev IFNAME scope link` for each IPv4 CIDR in `routes`. */
+  routeIn(req: { ns: string; ifname: string; routes: string[] }): Promise<void>;
 }
 
 let addon: NetlinkAddon | null | undefined;

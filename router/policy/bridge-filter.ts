@@ -57,6 +57,7 @@
  * counters, as they are: a pod start costs the same with 1 or 1,000 ports on the host.
  */
 import { spawn } from 'node:child_process';
+import { loadAddon } from '../overlay/native-addon.js';
 import { derive6, linkLocal6Cidr, parseCidr6, subnet6, type Range6 } from '../../ipam/ipv6.js';
 
 /** The name of our tables (families bridge, ip and arp). */
@@ -424,8 +425,60 @@ function nftError(err: NodeJS.ErrnoException, stderr: string, what: string): Bri
   return new BridgeFilterError(`nft ${what}: ${line || err.message}`);
 }
 
-/** Run `nft ARGS` (script on stdin if given); resolve with stdout; rejects with a one-line BridgeFilterError. */
+/** The libnftables addon (router/policy/native/nft.cc): one script on a libuv worker thread. */
+interface NftAddon {
+  load(): void;
+  run(script: string, json: boolean): Promise<{ ok: boolean; out: string; err: string }>;
+}
+
+let libnft: NftAddon | null | undefined;
+
+/**
+ * The addon with libnftables.so.1 opened, or undefined (not built, no library, or
+ * WEAVE_NO_LIBNFT=1): nft() then forks the `nft` command as before.
+ */
+function nftAddon(): NftAddon | undefined {
+  if (libnft === undefined) {
+    try {
+      if (process.env.WEAVE_NO_LIBNFT === '1') throw new Error('off');
+      const a = loadAddon<NftAddon>('nft', 'nftables');
+      a.load();
+      libnft = a;
+    } catch {
+      libnft = null;
+    }
+  }
+  return libnft ?? undefined;
+}
+
+/**
+ * Run `nft ARGS` (script on stdin if given); resolve with stdout; rejects with a
+ * one-line BridgeFilterError. ARGS is one of the forms this file uses: `-f -` (the
+ * script), `-j ...` (JSON output), or a command's words. Through libnftables when it
+ * loads (no fork of the router: issue #16's churn soak), else by forking `nft`.
+ */
 function nft(args: string[], input?: string): Promise<string> {
+  const lib = nftAddon();
+  if (!lib) return nftFork(args, input);
+  const json = args[0] === '-j';
+  const script = args[0] === '-f' ? input ?? '' : (json ? args.slice(1) : args).join(' ');
+  const what = args[0] === '-f' ? 'ruleset' : args.join(' ');
+  return new Promise((resolve, reject) => {
+    // libnftables cannot be interrupted; the caller is told after the same timeout as a fork.
+    const timer = setTimeout(() => reject(new BridgeFilterError(`nft ${what}: no answer from libnftables within ${NFT_TIMEOUT_MS} ms`)), NFT_TIMEOUT_MS);
+    lib.run(script, json).then((r) => {
+      clearTimeout(timer);
+      if (r.ok) resolve(r.out);
+      else reject(nftError(new Error('refused'), r.err, what));
+    }, (e: Error) => {
+      clearTimeout(timer);
+      reject(new BridgeFilterError(`nft ${what}: ${e.message}`));
+    });
+  });
+}
+
+/** nft() by forking the `nft` command (without the addon). */
+function nftFork(args: string[], input?: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn('nft', args, { stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';

@@ -12,6 +12,12 @@
 //     `ip -batch` lines.
 //   vethHost({host, bridge, hairpin}) -> Promise<void>
 //     in the router's namespace: `host` on `bridge`, hairpin if asked, then up.
+//   linkDel({host}) -> Promise<boolean>
+//     in the router's namespace: `ip link del dev HOST` (RTM_DELLINK by name); false when
+//     there is no such link (ENODEV), true when it was deleted (a veth's peer goes too).
+//   routeIn({ns, ifname, routes}) -> Promise<void>
+//     in the namespace file `ns`: `ip route replace DST dev IFNAME scope link` for each
+//     IPv4 CIDR (weaveDNS's route to its address, dns/reach.ts).
 //
 // Each runs on a libuv worker thread. vethPod moves that thread (only that thread: setns
 // on CLONE_NEWNET is per task) into the pod's namespace and back before it returns; if
@@ -187,6 +193,21 @@ int SetLink(Nl& nl, int index, unsigned flags, unsigned change, int master = 0) 
   return nl.talk(r);
 }
 
+// ip route replace DST dev IF scope link (IPv4, main table).
+int LinkRoute(Nl& nl, int index, const Cidr& c) {
+  Req r(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE);
+  rtmsg* m = static_cast<rtmsg*>(r.put(nullptr, sizeof(rtmsg)));
+  m->rtm_family = AF_INET;
+  m->rtm_dst_len = static_cast<unsigned char>(c.len);
+  m->rtm_table = RT_TABLE_MAIN;
+  m->rtm_protocol = RTPROT_BOOT;
+  m->rtm_scope = RT_SCOPE_LINK;
+  m->rtm_type = RTN_UNICAST;
+  r.attr(RTA_DST, c.addr, 4);
+  r.u32(RTA_OIF, static_cast<uint32_t>(index));
+  return nl.talk(r);
+}
+
 int WriteProc(const std::string& path, const char* v) {
   int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) return errno;
@@ -252,10 +273,11 @@ class Worker : public Napi::AsyncWorker {
   }
 };
 
-class PodWorker : public Worker {
+// A worker whose work runs inside the network namespace file `ns` (this pool thread only).
+class NsWorker : public Worker {
  public:
-  PodWorker(Napi::Env env, PodArgs a) : Worker(env), a(std::move(a)) {}
-  PodArgs a;
+  NsWorker(Napi::Env env, std::string ns) : Worker(env), ns(std::move(ns)) {}
+  std::string ns;
 
   void Execute() override {
     int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
@@ -263,7 +285,7 @@ class PodWorker : public Worker {
       fail("open own namespace", errno);
       return;
     }
-    int target = open(a.ns.c_str(), O_RDONLY | O_CLOEXEC);
+    int target = open(ns.c_str(), O_RDONLY | O_CLOEXEC);
     if (target < 0) {
       fail("open namespace", errno);
       close(self);
@@ -279,8 +301,18 @@ class PodWorker : public Worker {
     close(self);
   }
 
- private:
-  int InNamespace(int self) {
+ protected:
+  // `self` is an fd of the router's namespace (for moving a veth peer there).
+  virtual int InNamespace(int self) = 0;
+};
+
+class PodWorker : public NsWorker {
+ public:
+  PodWorker(Napi::Env env, PodArgs a) : NsWorker(env, a.ns), a(std::move(a)) {}
+  PodArgs a;
+
+ protected:
+  int InNamespace(int self) override {
     Nl nl;
     if (int e = nl.open()) return fail("socket", e);
     {
@@ -327,20 +359,8 @@ class PodWorker : public Worker {
       if (int e = nl.talk(r)) return fail("addrgenmode", e);
     }
     if (int e = SetLink(nl, index, IFF_UP, IFF_UP)) return fail("up", e);
-    for (const Cidr& c : a.routes) {
-      // ip route replace DST dev IF scope link
-      Req r(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE);
-      rtmsg* m = static_cast<rtmsg*>(r.put(nullptr, sizeof(rtmsg)));
-      m->rtm_family = AF_INET;
-      m->rtm_dst_len = static_cast<unsigned char>(c.len);
-      m->rtm_table = RT_TABLE_MAIN;
-      m->rtm_protocol = RTPROT_BOOT;
-      m->rtm_scope = RT_SCOPE_LINK;
-      m->rtm_type = RTN_UNICAST;
-      r.attr(RTA_DST, c.addr, 4);
-      r.u32(RTA_OIF, static_cast<uint32_t>(index));
-      if (int e = nl.talk(r)) return fail("route", e);
-    }
+    for (const Cidr& c : a.routes)
+      if (int e = LinkRoute(nl, index, c)) return fail("route", e);
     if (a.hasGw) {
       // ip route replace default via GW dev IF onlink
       Req r(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE);
@@ -392,6 +412,49 @@ class HostWorker : public Worker {
       if (int e = nl.talk(r)) return void(fail("hairpin", e));
     }
     if (int e = SetLink(nl, index, IFF_UP, IFF_UP)) return void(fail("up", e));
+  }
+};
+
+class RouteWorker : public NsWorker {
+ public:
+  RouteWorker(Napi::Env env, std::string ns, std::string ifname, std::vector<Cidr> routes)
+      : NsWorker(env, std::move(ns)), ifname(std::move(ifname)), routes(std::move(routes)) {}
+  std::string ifname;
+  std::vector<Cidr> routes;
+
+ protected:
+  int InNamespace(int) override {
+    Nl nl;
+    if (int e = nl.open()) return fail("socket", e);
+    int index = static_cast<int>(if_nametoindex(ifname.c_str()));
+    if (!index) return fail("find the interface", errno ? errno : ENODEV);
+    for (const Cidr& c : routes)
+      if (int e = LinkRoute(nl, index, c)) return fail("route", e);
+    return 0;
+  }
+};
+
+class DelWorker : public Worker {
+ public:
+  DelWorker(Napi::Env env, std::string host) : Worker(env), host(std::move(host)) {}
+  std::string host;
+  bool absent = false;
+
+  void Execute() override {
+    Nl nl;
+    if (int e = nl.open()) return void(fail("socket", e));
+    // ip link del dev HOST
+    Req r(RTM_DELLINK, 0);
+    ifinfomsg* m = static_cast<ifinfomsg*>(r.put(nullptr, sizeof(ifinfomsg)));
+    m->ifi_family = AF_UNSPEC;
+    r.str(IFLA_IFNAME, host);
+    int e = nl.talk(r);
+    if (e == ENODEV) absent = true;
+    else if (e) fail("delete", e);
+  }
+  void OnOK() override {
+    if (!err) return void(deferred.Resolve(Napi::Boolean::New(Env(), !absent)));
+    Worker::OnOK();
   }
 };
 
@@ -469,9 +532,31 @@ Napi::Value VethHost(const Napi::CallbackInfo& info) {
   return p;
 }
 
+Napi::Value LinkDel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throw ArgError(env, "netlink: linkDel takes an options object");
+  DelWorker* w = new DelWorker(env, Str(info[0].As<Napi::Object>(), "host", true));
+  Napi::Promise p = w->deferred.Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value RouteIn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throw ArgError(env, "netlink: routeIn takes an options object");
+  Napi::Object o = info[0].As<Napi::Object>();
+  std::string ns = Str(o, "ns", false), ifname = Str(o, "ifname", true);
+  RouteWorker* w = new RouteWorker(env, std::move(ns), std::move(ifname), Cidrs(o, "routes", AF_INET));
+  Napi::Promise p = w->deferred.Promise();
+  w->Queue();
+  return p;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("vethPod", Napi::Function::New(env, VethPod));
   exports.Set("vethHost", Napi::Function::New(env, VethHost));
+  exports.Set("linkDel", Napi::Function::New(env, LinkDel));
+  exports.Set("routeIn", Napi::Function::New(env, RouteIn));
   return exports;
 }
 
