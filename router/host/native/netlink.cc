@@ -458,6 +458,13 @@ class DelWorker : public Worker {
   }
 };
 
+// Queue a worker (N-API deletes it when done) and hand back its promise.
+Napi::Value Start(Worker* w) {
+  Napi::Promise p = w->deferred.Promise();
+  w->Queue();
+  return p;
+}
+
 Napi::Error ArgError(Napi::Env env, const std::string& msg) {
   Napi::Error e = Napi::TypeError::New(env, msg);
   e.Set("code", Napi::String::New(env, "EINVAL"));
@@ -514,10 +521,7 @@ Napi::Value VethPod(const Napi::CallbackInfo& info) {
     if (!gw.IsString() || inet_pton(AF_INET, gw.As<Napi::String>().Utf8Value().c_str(), a.gw) != 1) throw ArgError(env, "netlink: bad \"gw\"");
     a.hasGw = true;
   }
-  PodWorker* w = new PodWorker(env, std::move(a));
-  Napi::Promise p = w->deferred.Promise();
-  w->Queue();
-  return p;
+  return Start(new PodWorker(env, std::move(a)));
 }
 
 Napi::Value VethHost(const Napi::CallbackInfo& info) {
@@ -526,19 +530,13 @@ Napi::Value VethHost(const Napi::CallbackInfo& info) {
   Napi::Object o = info[0].As<Napi::Object>();
   std::string host = Str(o, "host", true), bridge = Str(o, "bridge", true);
   bool hairpin = o.Get("hairpin").ToBoolean().Value();
-  HostWorker* w = new HostWorker(env, std::move(host), std::move(bridge), hairpin);
-  Napi::Promise p = w->deferred.Promise();
-  w->Queue();
-  return p;
+  return Start(new HostWorker(env, std::move(host), std::move(bridge), hairpin));
 }
 
 Napi::Value LinkDel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsObject()) throw ArgError(env, "netlink: linkDel takes an options object");
-  DelWorker* w = new DelWorker(env, Str(info[0].As<Napi::Object>(), "host", true));
-  Napi::Promise p = w->deferred.Promise();
-  w->Queue();
-  return p;
+  return Start(new DelWorker(env, Str(info[0].As<Napi::Object>(), "host", true)));
 }
 
 Napi::Value RouteIn(const Napi::CallbackInfo& info) {
@@ -546,10 +544,7 @@ Napi::Value RouteIn(const Napi::CallbackInfo& info) {
   if (!info[0].IsObject()) throw ArgError(env, "netlink: routeIn takes an options object");
   Napi::Object o = info[0].As<Napi::Object>();
   std::string ns = Str(o, "ns", false), ifname = Str(o, "ifname", true);
-  RouteWorker* w = new RouteWorker(env, std::move(ns), std::move(ifname), Cidrs(o, "routes", AF_INET));
-  Napi::Promise p = w->deferred.Promise();
-  w->Queue();
-  return p;
+  return Start(new RouteWorker(env, std::move(ns), std::move(ifname), Cidrs(o, "routes", AF_INET)));
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
