@@ -432,6 +432,8 @@ interface NftAddon {
 }
 
 let libnft: NftAddon | null | undefined;
+/** Why the addon is not used (set with libnft = null). */
+let libnftWhy = '';
 
 /**
  * The addon with libnftables.so.1 opened, or undefined (not built, no library, or
@@ -440,15 +442,24 @@ let libnft: NftAddon | null | undefined;
 function nftAddon(): NftAddon | undefined {
   if (libnft === undefined) {
     try {
-      if (process.env.WEAVE_NO_LIBNFT === '1') throw new Error('off');
+      if (process.env.WEAVE_NO_LIBNFT === '1') throw new Error('WEAVE_NO_LIBNFT=1');
       const a = loadAddon<NftAddon>('nft', 'nftables');
       a.load();
       libnft = a;
-    } catch {
+    } catch (err) {
       libnft = null;
+      libnftWhy = (err as Error).message.split('\n')[0]!.slice(0, 200);
     }
   }
   return libnft ?? undefined;
+}
+
+/**
+ * How nft scripts run in this process, for the log: "libnftables" or "the nft command
+ * (REASON)" — REASON being why the addon is not used (WEAVE_NO_LIBNFT=1, no library...).
+ */
+export function nftBackend(): string {
+  return nftAddon() ? 'libnftables' : `the nft command (${libnftWhy || 'addon not loaded'})`;
 }
 
 /**

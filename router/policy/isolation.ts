@@ -17,7 +17,7 @@
 import type { FramePolicy } from '../router.js';
 import { EXPOSE_ID, type Endpoint } from '../host/endpoints.js';
 import { SubnetPolicy, type PolicyEndpoint } from './subnet-policy.js';
-import { applyRuleset, readCounters, removeTables, renderPortDelta, renderRuleset, tablesExist, usablePorts, type PortRules } from './bridge-filter.js';
+import { applyRuleset, nftBackend, readCounters, removeTables, renderPortDelta, renderRuleset, tablesExist, usablePorts, type PortRules } from './bridge-filter.js';
 import { BRIDGE, hostVethName, ip } from '../host/netdev.js';
 import type { Range6 } from '../../ipam/ipv6.js';
 
@@ -35,6 +35,7 @@ export class Isolation {
   private applied: { ports: Map<string, string>; rest: string } | undefined;
   private queue: Promise<void> = Promise.resolve();
   private lastError = '';
+  private backendLogged = false;
 
   /**
    * @param opts.dns weaveDNS's server address and port on the bridge, if any: the bridge
@@ -108,6 +109,10 @@ export class Isolation {
       }
     }
     this.applied = undefined;
+    if (!this.backendLogged) {
+      this.backendLogged = true;
+      this.log(`isolation: bridge rules through ${nftBackend()}`);
+    }
     try {
       const { script, skipped, ports: rendered } = renderRuleset(ports, host, BRIDGE, this.opts.dns, this.opts.range6);
       for (const s of skipped) this.log(`isolation: bridge rules: ${s}`, 'warn');

@@ -439,6 +439,34 @@ describe('isolation: subnets enforced across and within hosts', { skip, timeout:
     }
   });
 
+  test('without libnftables (WEAVE_NO_LIBNFT=1) the rules are kept by forking nft: relaunch, a port added and removed', async () => {
+    const said = (): string[] => h1.logTail(2000).split('\n').filter((l) => l.includes('isolation: bridge rules through'));
+    const relaunch = async (env: NodeJS.ProcessEnv): Promise<string> => {
+      const n = said().length;
+      await h1.mustWeave(['stop']);
+      await h1.launch(['--ipalloc-range', ''], { env });
+      await until('h1 logs which nft it uses', async () => said().length > n, 15_000);
+      return said().pop()!;
+    };
+    const fork = await relaunch({ WEAVE_NO_LIBNFT: '1' });
+    assert.match(fork, /the nft command \(WEAVE_NO_LIBNFT=1\)/, `h1 should fork nft: ${fork}`);
+    await until('rules back after the relaunch', async () => (await tablesPresent(h1)) === 3, 10_000);
+    const ports = async (): Promise<number> => (await rulesText(h1)).match(/chain in_vethwepl[0-9a-f]+ \{/g)?.length ?? 0;
+    const before = await ports();
+    assert.ok(before >= 3, `h1 has chains for its ${before} ports`);
+    // A new port goes through the delta path (renderPortDelta), forked too.
+    const a6 = await node(h1, 'a6', 'A', '10.32.1.61');
+    await until('a6 has its port chains', async () => (await ports()) === before + 1, 10_000);
+    assert.match(await rulesText(h1), new RegExp(`ether saddr != ${a6.mac}`), 'a6 spoof rule');
+    await a6.c.mustPing(a1.ip, { tries: 5 }, 'a6 -> a1, same subnet, same host');
+    assert.equal(await crossAttempt(a6, { ip: b1.ip, mac: b1.mac, subnet: SUBNET.B }), false, 'a6 must not reach b1 (other subnet, same host)');
+    await h1.mustWeave(['detach', `netns:/var/run/netns/${a6.c.ns}`]);
+    await until('a6 chains gone after detach', async () => (await ports()) === before, 10_000);
+    await a1.c.mustPing(a3.ip, { tries: 5 }, 'a1 -> a3 still');
+    // Back to the default for the tests after this one.
+    assert.match(await relaunch({}), /through libnftables/, 'a plain relaunch uses libnftables');
+  });
+
   test('isolation holds while the router is stopped; relaunch keeps it; reset removes the rules', async () => {
     await h1.mustWeave(['stop']);
     assert.equal((await h1.weave(['status'])).code, 1);
