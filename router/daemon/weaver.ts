@@ -243,7 +243,8 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
     const e = await endpoints.attach(stringField(body, 'target'), stringList(body, 'specs'), { name });
     await syncIsolation();
     router.emit('event', { type: 'endpoint-attached', id: e.id, cidrs: e.cidrs });
-    announce('endpointAttached', { endpoint: e, name: e.name });
+    // endpoints.attach put containerRoutes (weaveDNS's address) on ethwe (netdev.attachVeth).
+    announce('endpointAttached', { endpoint: e, name: e.name, routesInstalled: true });
     return { id: e.id, cidrs: e.cidrs, mac: e.mac, ...(range6 ? { cidrs6: endpoints.cidrs6(e.cidrs) } : {}) };
   });
   api.on('POST', '/detach', async ({ body }) => {
@@ -306,7 +307,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
         const e = await endpoints.attachNetns(id, `/proc/${pid}/ns/net`, specs, { name: extras?.name });
         await syncIsolation();
         router.emit('event', { type: 'endpoint-attached', id, cidrs: e.cidrs });
-        announce('endpointAttached', { endpoint: e, name: e.name });
+        announce('endpointAttached', { endpoint: e, name: e.name, routesInstalled: true });
         return e.cidrs;
       },
       release: async (id) => {
