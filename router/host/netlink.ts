@@ -49,6 +49,14 @@ export interface NetlinkAddon {
   linkDel(req: { host: string }): Promise<boolean>;
   /** In `ns`: `ip route replace DST dev IFNAME scope link` for each IPv4 CIDR in `routes`. */
   routeIn(req: { ns: string; ifname: string; routes: string[] }): Promise<void>;
+  /**
+   * Here: the bridge FDB of device `dev` (RTM_GETNEIGH dump, AF_BRIDGE), what `bridge -j
+   * fdb show dev DEV` lists, in parseFdbJson's shape (router/overlay/fastdp-path.ts):
+   * MAC lower-case, `dst`/`port` for VXLAN entries, `self` for the device's own table,
+   * `state` "permanent"/"static" or absent for learned entries. At most 65,536 entries
+   * (rejects with code E2BIG); ENODEV when there is no such device.
+   */
+  fdbDump(req: { dev: string }): Promise<Array<{ mac: string; dst?: string; port?: number; self: boolean; state?: string }>>;
 }
 
 let addon: NetlinkAddon | null | undefined;

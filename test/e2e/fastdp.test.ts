@@ -9,6 +9,8 @@ import assert from 'node:assert/strict';
 import { Testbed, canRunE2E, until, sleep, type Host, type Container } from './lib/testbed.js';
 
 const skip = canRunE2E();
+const NETLINK_JS = new URL('../../router/host/netlink.js', import.meta.url).href;
+const FDBPATH_JS = new URL('../../router/overlay/fastdp-path.js', import.meta.url).href;
 const IPALLOC = ['--ipalloc-range', '', '--no-proxy'];
 
 type Report = any; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -94,6 +96,19 @@ describe('fastdp: 2 hosts without a password', { skip, timeout: 600_000 }, () =>
     assert.ok(sleeveOut < 20 && sleeveIn < 20, `the sleeve carried ${sleeveOut} frames out, ${sleeveIn} in`);
     assert.ok(after1.Router.Traffic.fastdp.FramesOut - before1.Router.Traffic.fastdp.FramesOut > 10_000, 'the router reports the kernel counters');
     assert.ok(mbps > 100, `only ${mbps} Mbit/s`);
+  });
+
+  test('the FDB audit\'s rtnetlink dump lists what `bridge -j fdb show` lists (learned entries included)', async () => {
+    // The audit (fastdp.ts readFdb) reads the table through the netlink addon; after the
+    // traffic above the VXLAN device holds learned entries as well as the flooding ones.
+    const script = `Promise.all([import(${JSON.stringify(NETLINK_JS)}), import(${JSON.stringify(FDBPATH_JS)})]).then(async ([{ netlink }, { parseFdbJson }]) => {` +
+      `const a = await netlink().fdbDump({ dev: 'vxlan-6784' }); const b = parseFdbJson(require('node:child_process').execFileSync('bridge', ['-j', 'fdb', 'show', 'dev', 'vxlan-6784']).toString());` +
+      `const k = (l) => l.map((e) => JSON.stringify([e.mac, e.dst, e.port, e.self, e.state])).sort(); console.log(JSON.stringify({ a: k(a), b: k(b) })); })`;
+    const r = await h1.exec([process.execPath, '-e', script]);
+    assert.equal(r.code, 0, r.stderr);
+    const { a, b } = JSON.parse(r.stdout) as { a: string[]; b: string[] };
+    assert.ok(b.some((e) => e.includes(`"${h2.ip}"`)), `h1's FDB has a flooding entry towards h2: ${b.join(' ')}`);
+    assert.deepEqual(a, b);
   });
 
   test('UDP 6784 blocked: falls back to the sleeve in bounded time, ping keeps working; unblocked: back to fastdp; no duplicate', async () => {

@@ -65,3 +65,15 @@ test('a namespace file that does not exist: rejected at step "open namespace" (n
     return true;
   });
 });
+
+test('fdbDump: a hostile device name is refused (EINVAL) before any netlink; a missing device rejects with ENODEV', async () => {
+  const nl = netlink()!;
+  for (const dev of ['x;y', '', 'a-name-that-is-too-long', '../etc']) {
+    assert.throws(() => nl.fdbDump({ dev }), (err: NetlinkFailure) => err.code === 'EINVAL' && /bad "dev"/.test(err.message), dev);
+  }
+  await assert.rejects(nl.fdbDump({ dev: 'tswnodev9' }), (err: NetlinkFailure) => {
+    assert.equal(err.code, 'ENODEV');
+    assert.match(err.message, /^netlink find the device: No such device$/);
+    return true;
+  });
+});

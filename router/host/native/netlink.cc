@@ -18,6 +18,12 @@
 //   routeIn({ns, ifname, routes}) -> Promise<void>
 //     in the namespace file `ns`: `ip route replace DST dev IFNAME scope link` for each
 //     IPv4 CIDR (weaveDNS's route to its address, dns/reach.ts).
+//   fdbDump({dev}) -> Promise<Array<{mac, dst?, port?, self, state?}>>
+//     in the router's namespace: the bridge-family neighbour table of device `dev`
+//     (RTM_GETNEIGH dump, AF_BRIDGE, kept where ndm_ifindex is dev's index): what
+//     `bridge -j fdb show dev DEV` prints, in the shape fastdp-path.ts parseFdbJson
+//     returns (the fast datapath's periodic FDB audit, issue #20: no fork every 30 s).
+//     At most 65,536 entries; rejects with code E2BIG beyond.
 //
 // Each runs on a libuv worker thread. vethPod moves that thread (only that thread: setns
 // on CLONE_NEWNET is per task) into the pod's namespace and back before it returns; if
@@ -458,6 +464,107 @@ class DelWorker : public Worker {
   }
 };
 
+// One bridge FDB entry as parseFdbJson (router/overlay/fastdp-path.ts) gives it.
+struct FdbEntry {
+  std::string mac, dst, state;
+  int port = -1;
+  bool self = false;
+};
+
+class FdbWorker : public Worker {
+ public:
+  FdbWorker(Napi::Env env, std::string dev) : Worker(env), dev(std::move(dev)) {}
+  std::string dev;
+  std::vector<FdbEntry> out;
+  static constexpr size_t kMaxEntries = 65536;
+
+  void Execute() override {
+    unsigned index = if_nametoindex(dev.c_str());
+    if (!index) return void(fail("find the device", errno ? errno : ENODEV));
+    Nl nl;
+    if (int e = nl.open()) return void(fail("socket", e));
+    Req r(RTM_GETNEIGH, NLM_F_DUMP);
+    r.hdr()->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    ndmsg* m = static_cast<ndmsg*>(r.put(nullptr, sizeof(ndmsg)));
+    m->ndm_family = AF_BRIDGE;
+    r.hdr()->nlmsg_len = static_cast<uint32_t>(r.len);
+    r.hdr()->nlmsg_seq = ++nl.seq;
+    sockaddr_nl to{};
+    to.nl_family = AF_NETLINK;
+    if (sendto(nl.fd, r.buf, r.len, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) < 0) return void(fail("dump", errno));
+    alignas(NLMSG_ALIGNTO) static thread_local unsigned char in[65536];
+    for (;;) {
+      ssize_t n = recv(nl.fd, in, sizeof in, 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return void(fail("dump", errno == EAGAIN ? ETIMEDOUT : errno));
+      }
+      if (n == 0) return void(fail("dump", EPROTO));
+      int left = static_cast<int>(n);
+      for (nlmsghdr* h = reinterpret_cast<nlmsghdr*>(in); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
+        if (h->nlmsg_seq != nl.seq) continue;
+        if (h->nlmsg_type == NLMSG_DONE) return;
+        if (h->nlmsg_type == NLMSG_ERROR) {
+          if (h->nlmsg_len < NLMSG_LENGTH(sizeof(nlmsgerr))) return void(fail("dump", EPROTO));
+          int e = -static_cast<const nlmsgerr*>(NLMSG_DATA(h))->error;
+          if (e) return void(fail("dump", e));
+          continue;
+        }
+        if (h->nlmsg_type != RTM_NEWNEIGH || h->nlmsg_len < NLMSG_LENGTH(sizeof(ndmsg))) continue;
+        const ndmsg* nd = static_cast<const ndmsg*>(NLMSG_DATA(h));
+        if (nd->ndm_family != AF_BRIDGE || static_cast<unsigned>(nd->ndm_ifindex) != index) continue;
+        if (out.size() >= kMaxEntries) return void(fail("dump (over 65536 entries)", E2BIG));
+        FdbEntry e;
+        bool master = false;
+        int alen = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(ndmsg)));
+        for (rtattr* a = reinterpret_cast<rtattr*>(reinterpret_cast<char*>(NLMSG_DATA(h)) + NLMSG_ALIGN(sizeof(ndmsg))); RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
+          const unsigned char* d = static_cast<const unsigned char*>(RTA_DATA(a));
+          size_t dl = RTA_PAYLOAD(a);
+          char txt[INET6_ADDRSTRLEN];
+          switch (a->rta_type) {
+            case NDA_LLADDR:
+              if (dl == 6) {
+                snprintf(txt, sizeof txt, "%02x:%02x:%02x:%02x:%02x:%02x", d[0], d[1], d[2], d[3], d[4], d[5]);
+                e.mac = txt;
+              }
+              break;
+            case NDA_DST:
+              if ((dl == 4 && inet_ntop(AF_INET, d, txt, sizeof txt)) || (dl == 16 && inet_ntop(AF_INET6, d, txt, sizeof txt))) e.dst = txt;
+              break;
+            case NDA_PORT:
+              if (dl == 2) e.port = (d[0] << 8) | d[1];
+              break;
+            case NDA_MASTER:
+              master = true;
+              break;
+          }
+        }
+        if (e.mac.empty()) continue;
+        // As iproute2 names the state, and as parseFdbJson decides "self".
+        if (nd->ndm_state & NUD_PERMANENT) e.state = "permanent";
+        else if (nd->ndm_state & NUD_NOARP) e.state = "static";
+        e.self = (nd->ndm_flags & NTF_SELF) || (!master && !e.dst.empty());
+        out.push_back(std::move(e));
+      }
+    }
+  }
+  void OnOK() override {
+    if (err) return Worker::OnOK();
+    Napi::Env env = Env();
+    Napi::Array a = Napi::Array::New(env, out.size());
+    for (size_t i = 0; i < out.size(); i++) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("mac", out[i].mac);
+      if (!out[i].dst.empty()) o.Set("dst", out[i].dst);
+      if (out[i].port >= 0) o.Set("port", out[i].port);
+      o.Set("self", out[i].self);
+      if (!out[i].state.empty()) o.Set("state", out[i].state);
+      a.Set(static_cast<uint32_t>(i), o);
+    }
+    deferred.Resolve(a);
+  }
+};
+
 // Queue a worker (N-API deletes it when done) and hand back its promise.
 Napi::Value Start(Worker* w) {
   Napi::Promise p = w->deferred.Promise();
@@ -547,7 +654,14 @@ Napi::Value RouteIn(const Napi::CallbackInfo& info) {
   return Start(new RouteWorker(env, std::move(ns), std::move(ifname), Cidrs(o, "routes", AF_INET)));
 }
 
+Napi::Value FdbDump(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throw ArgError(env, "netlink: fdbDump takes an options object");
+  return Start(new FdbWorker(env, Str(info[0].As<Napi::Object>(), "dev", true)));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("fdbDump", Napi::Function::New(env, FdbDump));
   exports.Set("vethPod", Napi::Function::New(env, VethPod));
   exports.Set("vethHost", Napi::Function::New(env, VethHost));
   exports.Set("linkDel", Napi::Function::New(env, LinkDel));
