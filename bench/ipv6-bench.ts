@@ -16,12 +16,15 @@
  * the median over rounds; each IPv6 ratio pairs a round's IPv6 figure with the same
  * round's all-IPv4 figure (bench/ipv6-summary.ts explains why).
  *
- * Ping is measured interleaved: one `fping -C PING_COUNT -p PING_PERIOD_MS` run per round
- * pings all five targets (the four combinations and the control) round-robin, so the k-th
- * echo of each target is sent within the same period and they can be compared per ping
- * (the median of the per-ping ratios; the control's gives the noise band of that method).
- * The kernel anchor's IPv4 and IPv6 targets share a second fping run. Both data paths of
- * the sleeve and the fast datapath use the same method.
+ * Ping is measured interleaved: `fping -C … -p PING_PERIOD_MS` pings all five targets (the
+ * four combinations and the control) round-robin, so the k-th echo of each target is sent
+ * within the same period and they can be compared per ping (the median of the per-ping
+ * ratios; the control's gives the noise band of that method). A round runs fping
+ * PING_BATCHES times, PING_COUNT / PING_BATCHES echoes each, every run with the targets in
+ * another (seeded pseudo-random) order, since the position in the cycle and the target
+ * sent just before both bias a time. The kernel anchor's IPv4 and IPv6 targets share their
+ * own runs, ordered the same way. The plaintext and encrypted sleeve and the fast datapath
+ * use the same method.
  *
  * Fairness: the hosts' bridges pass neither IPv4 nor IPv6 frames through br_netfilter
  * (the testbed turns bridge-nf-call-iptables off; this bench also bridge-nf-call-ip6tables).
@@ -38,7 +41,7 @@
  * Needs fping (Debian package fping, installed by scripts/setup.sh) besides iperf3.
  *
  * Environment: DURATION (iperf3 seconds per run, default 5), PING_COUNT (echoes per target
- * and round, default 1000), PING_PERIOD_MS (one fping cycle over all targets, default 10),
+ * and round, default 1000, rounded up to a multiple of PING_BATCHES), PING_BATCHES (fping runs per round, each in another order, default 20), PING_PERIOD_MS (one fping cycle over all targets, default 10),
  * FLOW_PINGS (sleeve check pings per combination and round, default 50), REPEATS (rounds, default 4: an even number puts every combination equally often early and late), VARIANTS (comma list of
  * none,encrypted,fastdp, and none-no-tails: the plaintext sleeve with WEAVE_NO_BULK_TAILS=1,
  * for a before/after of that change in one run; default none,encrypted,fastdp), RESULTS_DIR (JSON and Markdown written there,
@@ -49,12 +52,13 @@ import { loadavg } from 'node:os';
 import path from 'node:path';
 import { derive6, parseRange6 } from '../ipam/ipv6.js';
 import { Testbed, canRunE2E, must, sh, sleep, until, type Container, type Host } from '../test/e2e/lib/testbed.js';
-import { COMBO_TEXT, KERNEL, PING_GOAL, TCP_GOAL, comboOf, fpingArgs, kernelCosts, parseFping, ratios, rttStats, spread, summarize, type Sample, type Spread } from './ipv6-summary.js';
+import { COMBO_TEXT, KERNEL, PING_GOAL, TCP_GOAL, comboOf, fpingArgs, joinBatches, kernelCosts, parseFping, shuffledOrders, ratios, rttStats, spread, summarize, type Sample, type Spread } from './ipv6-summary.js';
 
 const DURATION = Number(process.env.DURATION ?? 5);
 const PING_COUNT = Number(process.env.PING_COUNT ?? 1000);
 const PING_PERIOD_MS = Number(process.env.PING_PERIOD_MS ?? 10);
 const FLOW_PINGS = Number(process.env.FLOW_PINGS ?? 50);
+const PING_BATCHES = Number(process.env.PING_BATCHES ?? 20);
 const REPEATS = Math.max(1, Number(process.env.REPEATS ?? 4));
 const VARIANTS = (process.env.VARIANTS ?? 'none,encrypted,fastdp').split(',').filter(Boolean);
 const RESULTS_DIR = process.env.RESULTS_DIR ?? '/tmp/tsweave-bench';
@@ -113,19 +117,28 @@ function delta(after: Counts, before: Counts): Counts {
   return out;
 }
 
+let fpingSeed = 0x21;
+
 /**
- * One interleaved fping run from namespace `ns` to `to` (in this order; a name may repeat):
+ * One interleaved fping measurement from namespace `ns` to `to` (in this order; a name may repeat):
  * PING_COUNT echoes per target, round-robin within each PING_PERIOD_MS.
  * @returns per target, the per-ping times in ms (null: no reply)
  * @throws Error (one line) when fping's report cannot be read
  */
 async function fping(ns: string, to: string[]): Promise<Array<Array<number | null>>> {
-  const r = await sh('ip', ['netns', 'exec', ns, 'fping', ...fpingArgs(to, PING_COUNT, PING_PERIOD_MS)], { timeoutMs: 60_000 + PING_COUNT * PING_PERIOD_MS * 2 });
-  try {
-    return parseFping(r.stderr, to, PING_COUNT);
-  } catch (err) {
-    throw new Error(`${(err as Error).message} (fping exit ${r.code}${r.code > 1 ? `: ${r.stderr.trim().split('\n')[0]!.slice(0, 200)}` : ''})`);
+  const orders = shuffledOrders(to.length, PING_BATCHES, ++fpingSeed);
+  const per = Math.ceil(PING_COUNT / PING_BATCHES);
+  const batches: Array<Array<Array<number | null>>> = [];
+  for (const order of orders) {
+    const names = order.map((i) => to[i]!);
+    const r = await sh('ip', ['netns', 'exec', ns, 'fping', ...fpingArgs(names, per, PING_PERIOD_MS)], { timeoutMs: 60_000 + per * PING_PERIOD_MS * 2 });
+    try {
+      batches.push(parseFping(r.stderr, names, per));
+    } catch (err) {
+      throw new Error(`${(err as Error).message} (fping exit ${r.code}${r.code > 1 ? `: ${r.stderr.trim().split('\n')[0]!.slice(0, 200)}` : ''})`);
+    }
   }
+  return joinBatches(orders, batches);
 }
 
 /** The kernel anchor's IPv4 and IPv6 targets, as seen from ka. */
@@ -194,7 +207,8 @@ async function main(): Promise<void> {
   if (why) throw new Error(`bench:ipv6 ${why}`);
   // Settings are checked before anything is set up (one-line errors).
   for (const v of VARIANTS) flags(v);
-  fpingArgs(['a', 'b', 'c', 'd', 'e'], PING_COUNT, PING_PERIOD_MS);
+  if (!Number.isInteger(PING_BATCHES) || PING_BATCHES < 1 || PING_BATCHES > 1000) throw new Error(`bench:ipv6: PING_BATCHES ${PING_BATCHES} out of range 1–1000`);
+  fpingArgs(['a', 'b', 'c', 'd', 'e'], Math.ceil(PING_COUNT / PING_BATCHES), PING_PERIOD_MS);
   if (!Number.isInteger(FLOW_PINGS) || FLOW_PINGS < 0 || FLOW_PINGS > 10_000) throw new Error(`bench:ipv6: FLOW_PINGS ${FLOW_PINGS} out of range 0–10000`);
   for (const bin of ['fping', 'iperf3']) {
     if ((await sh(bin, ['--version'])).code !== 0) throw new Error(`bench:ipv6 needs ${bin} (apt-get install ${bin}; scripts/setup.sh installs it)`);
@@ -301,7 +315,7 @@ const verdict = (met: boolean | undefined): string => (met === undefined ? 'n/a'
 function report(samples: Sample[]): void {
   const lines: string[] = [];
   const loads = samples.map((s) => s.load);
-  lines.push(`# tsweave IPv6 bench (${new Date().toISOString()}, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')} at the end, ${loads.length ? `${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}` : 'n/a'} during samples; ${REPEATS} interleaved rounds; per round one fping run of ${PING_COUNT} echoes per target, all targets within each ${PING_PERIOD_MS} ms, and ${DURATION} s TCP-1 per combination)`);
+  lines.push(`# tsweave IPv6 bench (${new Date().toISOString()}, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')} at the end, ${loads.length ? `${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}` : 'n/a'} during samples; ${REPEATS} interleaved rounds; per round ${PING_COUNT} echoes per target by fping, all targets within each ${PING_PERIOD_MS} ms, in ${PING_BATCHES} runs of shuffled order, and ${DURATION} s TCP-1 per combination)`);
   lines.push('');
   lines.push('Median over rounds (min–max):');
   lines.push('');

@@ -21,9 +21,11 @@
  * Ping, paired per ping: five `ping` runs one after the other (5 s each) drifted apart by
  * 15 % even between the two identical IPv4 runs of a quiet round (2026-12-05 01:05), so a
  * ratio of their averages cannot judge a 5 % goal. All five targets of a round are instead
- * pinged by one `fping -C N -p P` run, which round-robins them: the k-th echo of every
- * target is sent within one period P (P / 5 apart), so target A's k-th time and the
- * reference's k-th time saw the same machine state. The ping ratio of a round is the
+ * pinged by `fping -C N -p P`, which round-robins them: the k-th echo of every target is
+ * sent within one period P (P / 5 apart), so target A's k-th time and the reference's k-th
+ * time saw the same machine state. A round is many short such runs, each with the targets
+ * in another order (shuffledOrders), so position in the cycle and the preceding target
+ * (both bias the time) even out. The ping ratio of a round is the
  * median over k of A_k / ref_k (ref_k: the mean of the reference's and the control's k-th
  * times), the paired difference the median of A_k − ref_k; for two identical targets the
  * median of such ratios is 1 whatever the jitter (X/Y < 1 and Y/X < 1 are equally likely),
@@ -125,6 +127,64 @@ export function fpingArgs(targets: string[], count: number, periodMs: number): s
   if (!Number.isInteger(periodMs) || periodMs < targets.length || periodMs > 10_000) throw new Error(`fping: period ${periodMs} ms out of range ${targets.length}–10000`);
   const interval = Math.max(1, Math.floor(periodMs / targets.length));
   return ['-C', String(count), '-p', String(periodMs), '-i', String(interval), '-t', '2000', '-q', ...targets];
+}
+
+/**
+ * The target orders of a round's fping batches: batch b names target (i + b) mod n at
+ * position i, so over n batches every target is sent at every position of the cycle once.
+ * Why: the position within fping's cycle biases the time (a loaded run, load 8, of 2026-12-05 03:00
+ * had the first-sent target 20–45 % faster on the fast datapath, whichever target it was),
+ * which pairing per ping does not cancel; rotating does.
+ * @returns n orders, each a permutation of 0…n−1
+ */
+export function rotatedOrders(n: number): number[][] {
+  return Array.from({ length: n }, (_, b) => Array.from({ length: n }, (_, i) => (i + b) % n));
+}
+
+/**
+ * Target orders for `batches` fping runs: seeded pseudo-random permutations (mulberry32,
+ * Fisher–Yates), so over many batches every target is sent at every position and after
+ * every other target about equally often. Why not rotation alone: rotating keeps each
+ * target's predecessor in the cycle, and a ping sent 2 ms after one to the same host is
+ * faster (a loaded run at 03:10 had the same address 8–10 % faster when it followed its
+ * twin) — pairing per ping does not cancel that, varying the order does.
+ * @param n targets; batches ≥ 1; seed: any 32-bit integer (same seed, same orders)
+ * @returns batches permutations of 0…n−1
+ */
+export function shuffledOrders(n: number, batches: number, seed: number): number[][] {
+  let a = seed >>> 0;
+  const rnd = (): number => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  return Array.from({ length: batches }, () => {
+    const o = Array.from({ length: n }, (_, i) => i);
+    for (let i = n - 1; i > 0; i--) {
+      const j = Math.floor(rnd() * (i + 1));
+      [o[i], o[j]] = [o[j]!, o[i]!];
+    }
+    return o;
+  });
+}
+
+/**
+ * Joins the per-batch results of rotated fping runs back per target: batch b's j-th row
+ * belongs to target orders[b][j]; batches are appended in order, so index k of every
+ * target still comes from the same fping cycle.
+ * @throws Error when a batch has not one row per target or rows of unequal length
+ */
+export function joinBatches(orders: number[][], batches: Array<Array<Array<number | null>>>): Array<Array<number | null>> {
+  if (orders.length !== batches.length) throw new Error(`fping: ${batches.length} batches for ${orders.length} orders`);
+  const n = orders[0]?.length ?? 0;
+  const out: Array<Array<number | null>> = Array.from({ length: n }, () => []);
+  batches.forEach((rows, b) => {
+    if (rows.length !== n || orders[b]!.length !== n || rows.some((r) => r.length !== rows[0]!.length)) throw new Error(`fping: batch ${b} does not have ${n} equal rows`);
+    rows.forEach((row, j) => out[orders[b]![j]!]!.push(...row));
+  });
+  return out;
 }
 
 /**

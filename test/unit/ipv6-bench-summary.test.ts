@@ -5,7 +5,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { FPING_MAX_TARGETS, KERNEL, comboOf, fpingArgs, kernelCosts, median, pairedPing, parseFping, quantileSorted, ratios, rttStats, summarize, type Sample } from '../../bench/ipv6-summary.js';
+import { FPING_MAX_TARGETS, KERNEL, comboOf, fpingArgs, joinBatches, kernelCosts, median, pairedPing, parseFping, quantileSorted, ratios, rotatedOrders, rttStats, shuffledOrders, summarize, type Sample } from '../../bench/ipv6-summary.js';
 
 function s(variant: string, repeat: number, underlay: 4 | 6, overlay: 4 | 6, tcp: number, ping: number, extra: Partial<Sample> = {}): Sample {
   return { variant, repeat, underlay, overlay, tcpMbps: tcp, pingAvgMs: ping, pingP50Ms: ping, pingP99Ms: ping * 2, pingLoss: 0, pingRtts: [ping, ping, ping], load: 1, ...extra };
@@ -107,6 +107,35 @@ describe('ipv6 bench summary', () => {
     assert.throws(() => fpingArgs(['a'], 1.5, 10), /count 1\.5/);
     assert.throws(() => fpingArgs(['a', 'b', 'c'], 10, 2), /period 2 ms out of range 3–10000/);
     assert.throws(() => fpingArgs(['a'], 10, Number.NaN), /period NaN/);
+  });
+
+  test('rotated fping batches: every target at every position once, joined back per target in cycle order', () => {
+    const orders = rotatedOrders(3);
+    assert.deepEqual(orders, [[0, 1, 2], [1, 2, 0], [2, 0, 1]]);
+    for (let pos = 0; pos < 3; pos++) assert.deepEqual(orders.map((o) => o[pos]).sort(), [0, 1, 2]);
+    // batch b, row j: target orders[b][j]; values encode target*10 + batch
+    const batches = orders.map((o, b) => o.map((t) => [t * 10 + b, null]));
+    assert.deepEqual(joinBatches(orders, batches), [[0, null, 1, null, 2, null], [10, null, 11, null, 12, null], [20, null, 21, null, 22, null]]);
+    assert.throws(() => joinBatches(orders, batches.slice(1)), /2 batches for 3 orders/);
+    assert.throws(() => joinBatches(orders, [batches[0]!, batches[1]!.slice(1), batches[2]!]), /batch 1 does not have 3 equal rows/);
+    assert.throws(() => joinBatches(orders, [batches[0]!, [[1], [2, 3], [4]], batches[2]!]), /batch 1/);
+  });
+
+  test('shuffledOrders: permutations, same seed same orders, positions and predecessors even out', () => {
+    const o = shuffledOrders(5, 400, 7);
+    assert.deepEqual(shuffledOrders(5, 400, 7), o);
+    assert.notDeepEqual(shuffledOrders(5, 400, 8), o);
+    for (const p of o) assert.deepEqual([...p].sort(), [0, 1, 2, 3, 4]);
+    // each target first in about a fifth of the batches, and right after target 0 about a fifth of the time
+    for (let t = 0; t < 5; t++) {
+      const first = o.filter((p) => p[0] === t).length;
+      assert.ok(first > 50 && first < 110, `target ${t} first in ${first} of 400`);
+    }
+    for (let t = 1; t < 5; t++) {
+      const after0 = o.filter((p) => p.indexOf(t) === p.indexOf(0) + 1).length;
+      assert.ok(after0 > 50 && after0 < 115, `target ${t} right after 0 in ${after0} of 400`);
+    }
+    assert.deepEqual(shuffledOrders(1, 2, 1), [[0], [0]]);
   });
 
   test('rttStats: average, median, p99 and loss of per-ping times', () => {
