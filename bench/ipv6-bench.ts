@@ -342,7 +342,7 @@ function report(samples: Sample[]): void {
   const kc = spread([...kernelCosts(samples).values()].map((ms) => 1000 * ms));
   if (k4 !== undefined && k6 !== undefined) {
     lines.push('');
-    lines.push(`Kernel anchor (two plain namespaces on a bridge, no tsweave, IPv4 and IPv6 interleaved in one fping run): IPv6 ${k6.toFixed(3)} ms vs IPv4 ${k4.toFixed(3)} ms average (${(k6 / k4).toFixed(2)}×); paired per ping IPv6 costs ${sp(kc, 1)} µs more (median over rounds, min–max) — the two endpoint stacks' own IPv6 cost, which every overlay IPv6 ping pays too.`);
+    lines.push(`Kernel anchor (two plain namespaces on a bridge, no tsweave, IPv4 and IPv6 interleaved by fping, shuffled runs as above): IPv6 ${k6.toFixed(3)} ms vs IPv4 ${k4.toFixed(3)} ms average (${(k6 / k4).toFixed(2)}×); paired per ping IPv6 costs ${sp(kc, 1)} µs more (median over rounds, min–max) — the two endpoint stacks' own IPv6 cost, which every overlay IPv6 ping pays too.`);
   }
   const goalRows = rows.filter((r) => r.combo !== 'control');
   const all = goalRows.flatMap((r) => [r.tcpMet, r.pingMet]);

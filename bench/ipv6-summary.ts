@@ -130,24 +130,13 @@ export function fpingArgs(targets: string[], count: number, periodMs: number): s
 }
 
 /**
- * The target orders of a round's fping batches: batch b names target (i + b) mod n at
- * position i, so over n batches every target is sent at every position of the cycle once.
- * Why: the position within fping's cycle biases the time (a loaded run, load 8, of 2026-12-05 03:00
- * had the first-sent target 20–45 % faster on the fast datapath, whichever target it was),
- * which pairing per ping does not cancel; rotating does.
- * @returns n orders, each a permutation of 0…n−1
- */
-export function rotatedOrders(n: number): number[][] {
-  return Array.from({ length: n }, (_, b) => Array.from({ length: n }, (_, i) => (i + b) % n));
-}
-
-/**
  * Target orders for `batches` fping runs: seeded pseudo-random permutations (mulberry32,
  * Fisher–Yates), so over many batches every target is sent at every position and after
- * every other target about equally often. Why not rotation alone: rotating keeps each
- * target's predecessor in the cycle, and a ping sent 2 ms after one to the same host is
- * faster (a loaded run at 03:10 had the same address 8–10 % faster when it followed its
- * twin) — pairing per ping does not cancel that, varying the order does.
+ * every other target about equally often. Both bias a time, and pairing per ping does not
+ * cancel a bias that comes with the order: in loaded runs of 2026-12-05 (load 8) the
+ * first-sent target of a cycle was 20–45 % faster on the fast datapath whichever it was,
+ * and with the order only rotated (each target keeps its predecessor) the same address
+ * was 8–10 % faster when sent 2 ms after its twin (same host) than after another host's.
  * @param n targets; batches ≥ 1; seed: any 32-bit integer (same seed, same orders)
  * @returns batches permutations of 0…n−1
  */
