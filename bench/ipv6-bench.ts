@@ -12,22 +12,37 @@
  * has that family). c1 on h1 measures to c2 on h2 (IPv4 underlay) and to c3 on h3 (IPv6
  * underlay), each by its IPv4 and its IPv6 overlay address. Per data path the routers are
  * launched once; then REPEATS rounds, each measuring every combination, the order reversed
- * every other round (first all pings, then all TCP runs). The result per combination is
+ * every other round (first the pings, then all TCP runs). The result per combination is
  * the median over rounds; each IPv6 ratio pairs a round's IPv6 figure with the same
  * round's all-IPv4 figure (bench/ipv6-summary.ts explains why).
  *
+ * Ping is measured interleaved: `fping -C … -p PING_PERIOD_MS` pings all five targets (the
+ * four combinations and the control) round-robin, so the k-th echo of each target is sent
+ * within the same period and they can be compared per ping (the median of the per-ping
+ * ratios; the control's gives the noise band of that method). A round runs fping
+ * PING_BATCHES times, PING_COUNT / PING_BATCHES echoes each, every run with the targets in
+ * another (seeded pseudo-random) order, since the position in the cycle and the target
+ * sent just before both bias a time. The kernel anchor's IPv4 and IPv6 targets share their
+ * own runs, ordered the same way. The plaintext and encrypted sleeve and the fast datapath
+ * use the same method.
+ *
  * Fairness: the hosts' bridges pass neither IPv4 nor IPv6 frames through br_netfilter
  * (the testbed turns bridge-nf-call-iptables off; this bench also bridge-nf-call-ip6tables).
- * For the sleeve the bench reads both routers' frame counters around every ping and prints
- * how many frames JavaScript handled per 1,000 the C flow cache forwarded, per combination:
- * a ping of either family should be answered from the flow cache on both routers.
+ * For the sleeve the bench reads both routers' frame counters around a short check ping
+ * per combination (FLOW_PINGS at 0.01 s, before the interleaved run, which mixes the
+ * combinations) and prints how many frames JavaScript handled per 1,000 the C flow cache
+ * forwarded, per combination: a ping of either family should be answered from the flow
+ * cache on both routers.
  *
  * Everything is removed at the end, also on failure or Ctrl-C. If ping does not get
  * through on a combination the bench stops with the routers' diagnosis (a defect: the
  * derived addresses must cross the overlay on either underlay).
  *
- * Environment: DURATION (iperf3 seconds per run, default 5), PING_COUNT (per run, default
- * 500, at 0.01 s), REPEATS (rounds, default 4: an even number puts every combination equally often early and late), VARIANTS (comma list of
+ * Needs fping (Debian package fping, installed by scripts/setup.sh) besides iperf3.
+ *
+ * Environment: DURATION (iperf3 seconds per run, default 5), PING_COUNT (echoes per target
+ * and round, default 1000, rounded up to a multiple of PING_BATCHES), PING_BATCHES (fping runs per round, each in another order, default 20), PING_PERIOD_MS (one fping cycle over all targets, default 10),
+ * FLOW_PINGS (sleeve check pings per combination and round, default 50), REPEATS (rounds, default 4: an even number puts every combination equally often early and late), VARIANTS (comma list of
  * none,encrypted,fastdp, and none-no-tails: the plaintext sleeve with WEAVE_NO_BULK_TAILS=1,
  * for a before/after of that change in one run; default none,encrypted,fastdp), RESULTS_DIR (JSON and Markdown written there,
  * default /tmp/tsweave-bench).
@@ -37,10 +52,13 @@ import { loadavg } from 'node:os';
 import path from 'node:path';
 import { derive6, parseRange6 } from '../ipam/ipv6.js';
 import { Testbed, canRunE2E, must, sh, sleep, until, type Container, type Host } from '../test/e2e/lib/testbed.js';
-import { COMBO_TEXT, KERNEL, PING_GOAL, TCP_GOAL, comboOf, parsePing, ratios, summarize, type Sample, type Spread } from './ipv6-summary.js';
+import { COMBO_TEXT, KERNEL, PING_GOAL, TCP_GOAL, comboOf, fpingArgs, joinBatches, kernelCosts, parseFping, shuffledOrders, ratios, rttStats, spread, summarize, type Sample, type Spread } from './ipv6-summary.js';
 
 const DURATION = Number(process.env.DURATION ?? 5);
-const PING_COUNT = Number(process.env.PING_COUNT ?? 500);
+const PING_COUNT = Number(process.env.PING_COUNT ?? 1000);
+const PING_PERIOD_MS = Number(process.env.PING_PERIOD_MS ?? 10);
+const FLOW_PINGS = Number(process.env.FLOW_PINGS ?? 50);
+const PING_BATCHES = Number(process.env.PING_BATCHES ?? 20);
 const REPEATS = Math.max(1, Number(process.env.REPEATS ?? 4));
 const VARIANTS = (process.env.VARIANTS ?? 'none,encrypted,fastdp').split(',').filter(Boolean);
 const RESULTS_DIR = process.env.RESULTS_DIR ?? '/tmp/tsweave-bench';
@@ -99,10 +117,32 @@ function delta(after: Counts, before: Counts): Counts {
   return out;
 }
 
-async function ping(ns: string, to: string): Promise<Pick<Sample, 'pingAvgMs' | 'pingP50Ms' | 'pingP99Ms' | 'pingLoss'>> {
-  const r = await sh('ip', ['netns', 'exec', ns, 'ping', '-n', '-c', String(PING_COUNT), '-i', '0.01', '-W', '1', to], { timeoutMs: 60_000 + PING_COUNT * 100 });
-  return parsePing(r.stdout);
+let fpingSeed = 0x21;
+
+/**
+ * One interleaved fping measurement from namespace `ns` to `to` (in this order; a name may repeat):
+ * PING_COUNT echoes per target, round-robin within each PING_PERIOD_MS.
+ * @returns per target, the per-ping times in ms (null: no reply)
+ * @throws Error (one line) when fping's report cannot be read
+ */
+async function fping(ns: string, to: string[]): Promise<Array<Array<number | null>>> {
+  const orders = shuffledOrders(to.length, PING_BATCHES, ++fpingSeed);
+  const per = Math.ceil(PING_COUNT / PING_BATCHES);
+  const batches: Array<Array<Array<number | null>>> = [];
+  for (const order of orders) {
+    const names = order.map((i) => to[i]!);
+    const r = await sh('ip', ['netns', 'exec', ns, 'fping', ...fpingArgs(names, per, PING_PERIOD_MS)], { timeoutMs: 60_000 + per * PING_PERIOD_MS * 2 });
+    try {
+      batches.push(parseFping(r.stderr, names, per));
+    } catch (err) {
+      throw new Error(`${(err as Error).message} (fping exit ${r.code}${r.code > 1 ? `: ${r.stderr.trim().split('\n')[0]!.slice(0, 200)}` : ''})`);
+    }
+  }
+  return joinBatches(orders, batches);
 }
+
+/** The kernel anchor's IPv4 and IPv6 targets, as seen from ka. */
+const KERNEL_TARGETS = ['10.9.0.2', 'fd99::2'] as const;
 
 /**
  * The kernel anchor: namespaces ka and kb, each with 10.9.0.N/24 and fd99::N/64 on a veth
@@ -128,7 +168,7 @@ async function kernelAnchor(bed: Testbed): Promise<string> {
     await must('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
     await must('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
   }
-  for (const to of ['10.9.0.2', 'fd99::2']) {
+  for (const to of KERNEL_TARGETS) {
     if ((await sh('ip', ['netns', 'exec', ka, 'ping', '-c', '3', '-i', '0.2', '-W', '1', to])).code !== 0) throw new Error(`kernel anchor: ${to} does not answer`);
   }
   return ka;
@@ -165,6 +205,14 @@ interface Target { c: Container; host: Host; addr: string; underlay: 4 | 6; over
 async function main(): Promise<void> {
   const why = canRunE2E();
   if (why) throw new Error(`bench:ipv6 ${why}`);
+  // Settings are checked before anything is set up (one-line errors).
+  for (const v of VARIANTS) flags(v);
+  if (!Number.isInteger(PING_BATCHES) || PING_BATCHES < 1 || PING_BATCHES > 1000) throw new Error(`bench:ipv6: PING_BATCHES ${PING_BATCHES} out of range 1–1000`);
+  fpingArgs(['a', 'b', 'c', 'd', 'e'], Math.ceil(PING_COUNT / PING_BATCHES), PING_PERIOD_MS);
+  if (!Number.isInteger(FLOW_PINGS) || FLOW_PINGS < 0 || FLOW_PINGS > 10_000) throw new Error(`bench:ipv6: FLOW_PINGS ${FLOW_PINGS} out of range 0–10000`);
+  for (const bin of ['fping', 'iperf3']) {
+    if ((await sh(bin, ['--version'])).code !== 0) throw new Error(`bench:ipv6 needs ${bin} (apt-get install ${bin}; scripts/setup.sh installs it)`);
+  }
   const bed = new Testbed('b6');
   const stop = (): void => {
     void bed.destroy().then(() => process.exit(130));
@@ -214,12 +262,13 @@ async function main(): Promise<void> {
       for (let r = 0; r < REPEATS; r++) {
         const order = r % 2 === 0 ? ok : [...ok].reverse();
         const round = new Map<Target, Sample>();
+        const sleeve = f.path === 'sleeve';
         for (const t of order) {
           const s: Sample = { variant, repeat: r, underlay: t.underlay, overlay: t.overlay, load: loadavg()[0]!, ...(t.control ? { control: true } : {}) };
-          const sleeve = f.path === 'sleeve';
-          const before = sleeve ? await Promise.all([frameCounts(h1!), frameCounts(t.host)]) : undefined;
-          Object.assign(s, await ping(c1.ns, t.addr));
-          if (before) {
+          if (sleeve && FLOW_PINGS > 0) {
+            // The flow-cache check: a short ping of this combination alone, counters around it.
+            const before = await Promise.all([frameCounts(h1!), frameCounts(t.host)]);
+            await sh('ip', ['netns', 'exec', c1.ns, 'ping', '-n', '-q', '-c', String(FLOW_PINGS), '-i', '0.01', '-W', '1', t.addr], { timeoutMs: 30_000 + FLOW_PINGS * 100 });
             const after = await Promise.all([frameCounts(h1!), frameCounts(t.host)]);
             s.jsFrames = after[0].js - before[0].js + after[1].js - before[1].js;
             s.cachedFrames = after[0].cached - before[0].cached + after[1].cached - before[1].cached;
@@ -227,13 +276,17 @@ async function main(): Promise<void> {
           round.set(t, s);
           samples.push(s);
         }
-        // The kernel anchor, IPv4 and IPv6 in this round's order.
-        for (const overlay of (r % 2 === 0 ? [4, 6] : [6, 4]) as Array<4 | 6>) {
-          samples.push({ variant: KERNEL, kernelOf: variant, repeat: r, underlay: 4, overlay, load: loadavg()[0]!, ...(await ping(ka, overlay === 4 ? '10.9.0.2' : 'fd99::2')) });
-        }
+        // The timing: every target of the round in one interleaved fping run, in this round's order.
+        const rtts = await fping(c1.ns, order.map((t) => t.addr));
+        order.forEach((t, i) => Object.assign(round.get(t)!, { pingRtts: rtts[i] }, rttStats(rtts[i]!)));
+        process.stderr.write(`${variant} round ${r + 1}/${REPEATS} fping, interleaved: ${order.map((t) => { const s = round.get(t)!; return `${t.control ? 'control' : comboOf(s)} p50 ${fmt(s.pingP50Ms, 3)} ms loss ${fmt(s.pingLoss, 1)} %`; }).join('; ')}\n`);
+        // The kernel anchor, IPv4 and IPv6 interleaved the same way, in this round's order.
+        const kOrder = (r % 2 === 0 ? [4, 6] : [6, 4]) as Array<4 | 6>;
+        const kLoad = loadavg()[0]!;
+        const kRtts = await fping(ka, kOrder.map((o) => KERNEL_TARGETS[o === 4 ? 0 : 1]));
+        kOrder.forEach((overlay, i) => samples.push({ variant: KERNEL, kernelOf: variant, repeat: r, underlay: 4, overlay, load: kLoad, pingRtts: kRtts[i], ...rttStats(kRtts[i]!) }));
         for (const t of order) {
           const s = round.get(t)!;
-          const sleeve = f.path === 'sleeve';
           const before = sleeve ? await Promise.all([frameCounts(h1!), frameCounts(t.host)]) : undefined;
           s.tcpMbps = await iperf(bed, c1, t.c, t.addr);
           let diag = '';
@@ -262,11 +315,11 @@ const verdict = (met: boolean | undefined): string => (met === undefined ? 'n/a'
 function report(samples: Sample[]): void {
   const lines: string[] = [];
   const loads = samples.map((s) => s.load);
-  lines.push(`# tsweave IPv6 bench (${new Date().toISOString()}, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')} at the end, ${loads.length ? `${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}` : 'n/a'} during samples; ${REPEATS} interleaved rounds of ${PING_COUNT} pings at 0.01 s and ${DURATION} s TCP-1)`);
+  lines.push(`# tsweave IPv6 bench (${new Date().toISOString()}, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')} at the end, ${loads.length ? `${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}` : 'n/a'} during samples; ${REPEATS} interleaved rounds; per round ${PING_COUNT} echoes per target by fping, all targets within each ${PING_PERIOD_MS} ms, in ${PING_BATCHES} runs of shuffled order, and ${DURATION} s TCP-1 per combination)`);
   lines.push('');
   lines.push('Median over rounds (min–max):');
   lines.push('');
-  lines.push('| path | overlay, underlay | TCP-1 Mbit/s | ping avg ms | ping p50 ms | ping p99 ms | max loss % | JS frames per 1,000 cached: ping / TCP | TCP segments per TAP super-frame: read / written |');
+  lines.push('| path | overlay, underlay | TCP-1 Mbit/s | ping avg ms | ping p50 ms | ping p99 ms | max loss % | JS frames per 1,000 cached: check ping / TCP | TCP segments per TAP super-frame: read / written |');
   lines.push('|---|---|---|---|---|---|---|---|---|');
   for (const c of summarize(samples)) {
     const what = c.variant === KERNEL ? `plain namespaces on a bridge, no tsweave (anchor), IPv${c.combo === 'v4/v4' ? 4 : 6}` : COMBO_TEXT[c.combo];
@@ -275,20 +328,21 @@ function report(samples: Sample[]): void {
     lines.push(`| ${c.variant} | ${what} | ${sp(c.tcp, 0)} | ${sp(c.pingAvg, 3)} | ${sp(c.pingP50, 3)} | ${sp(c.pingP99, 3)} | ${fmt(c.maxLoss, 1)} | ${pm(c.jsPerMille)} / ${pm(c.tcpJsPerMille)} | ${seg} |`);
   }
   lines.push('');
-  lines.push(`Ratios to the all-IPv4 figures, paired per round (the mean of the reference and the control, which bracket the round), median (min–max); goal: TCP ≥ ${TCP_GOAL}, ping avg ≤ ${PING_GOAL}. The control row is the second all-IPv4 measurement over the first: the noise band of this run.`);
+  lines.push(`Ratios to the all-IPv4 figures of the same round (the mean of the reference and the control, which bracket the round), median over rounds (min–max); goal: TCP ≥ ${TCP_GOAL}, ping ≤ ${PING_GOAL}. Ping is paired per ping: per round the median of the k-th echo's time over the IPv4 base's k-th (same fping cycle); Δ is the median per-ping difference; the ratio of the two averages of the same run is shown for reference. The control row is the second all-IPv4 measurement over the first, computed the same way: the noise band of this run.`);
   lines.push('');
-  lines.push('| path | compared with IPv4 overlay on IPv4 underlay | TCP-1 ratio | goal | ping avg ratio | goal | ping p50 ratio | ping avg ratio without the kernel\'s own IPv6 cost | goal | IPv6 extra beyond the kernel\'s, µs |');
-  lines.push('|---|---|---|---|---|---|---|---|---|---|');
+  lines.push('| path | compared with IPv4 overlay on IPv4 underlay | TCP-1 ratio | goal | ping ratio, paired per ping | goal | ping Δ µs, paired | ping avg ratio | paired ping ratio without the kernel\'s own IPv6 cost | goal | IPv6 extra beyond the kernel\'s, µs |');
+  lines.push('|---|---|---|---|---|---|---|---|---|---|---|');
   const rows = ratios(samples);
   for (const r of rows) {
-    lines.push(`| ${r.variant} | ${COMBO_TEXT[r.combo]} | ${sp(r.tcp, 3)} | ${r.combo === 'control' ? '(noise)' : verdict(r.tcpMet)} | ${sp(r.pingAvg, 3)} | ${r.combo === 'control' ? '(noise)' : verdict(r.pingMet)} | ${sp(r.pingP50, 3)} | ${r.pingNet ? sp(r.pingNet, 3) : '—'} | ${r.pingNet ? verdict(r.pingNetMet) : '—'} | ${r.extraUs ? sp(r.extraUs, 0) : '—'} |`);
+    lines.push(`| ${r.variant} | ${COMBO_TEXT[r.combo]} | ${sp(r.tcp, 3)} | ${r.combo === 'control' ? '(noise)' : verdict(r.tcpMet)} | ${sp(r.ping, 3)} | ${r.combo === 'control' ? '(noise)' : verdict(r.pingMet)} | ${sp(r.pingDiffUs, 1)} | ${sp(r.pingAvg, 3)} | ${r.pingNet ? sp(r.pingNet, 3) : '—'} | ${r.pingNet ? verdict(r.pingNetMet) : '—'} | ${r.extraUs ? sp(r.extraUs, 1) : '—'} |`);
   }
   const k = summarize(samples.filter((x) => x.variant === KERNEL));
   const k4 = k.find((c) => c.combo === 'v4/v4')?.pingAvg.median;
   const k6 = k.find((c) => c.combo === 'v4ul/v6')?.pingAvg.median;
+  const kc = spread([...kernelCosts(samples).values()].map((ms) => 1000 * ms));
   if (k4 !== undefined && k6 !== undefined) {
     lines.push('');
-    lines.push(`Kernel anchor (two plain namespaces on a bridge, no tsweave, same ping): IPv6 ${k6.toFixed(3)} ms vs IPv4 ${k4.toFixed(3)} ms (${(k6 / k4).toFixed(2)}×, +${(1000 * (k6 - k4)).toFixed(0)} µs) — the two endpoint stacks' own IPv6 cost, which every overlay IPv6 ping pays too.`);
+    lines.push(`Kernel anchor (two plain namespaces on a bridge, no tsweave, IPv4 and IPv6 interleaved by fping, shuffled runs as above): IPv6 ${k6.toFixed(3)} ms vs IPv4 ${k4.toFixed(3)} ms average (${(k6 / k4).toFixed(2)}×); paired per ping IPv6 costs ${sp(kc, 1)} µs more (median over rounds, min–max) — the two endpoint stacks' own IPv6 cost, which every overlay IPv6 ping pays too.`);
   }
   const goalRows = rows.filter((r) => r.combo !== 'control');
   const all = goalRows.flatMap((r) => [r.tcpMet, r.pingMet]);
@@ -300,7 +354,7 @@ function report(samples: Sample[]): void {
   process.stdout.write(text + '\n');
   mkdirSync(RESULTS_DIR, { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  writeFileSync(path.join(RESULTS_DIR, `ipv6-${stamp}.json`), JSON.stringify({ duration: DURATION, pings: PING_COUNT, repeats: REPEATS, samples }, null, 1));
+  writeFileSync(path.join(RESULTS_DIR, `ipv6-${stamp}.json`), JSON.stringify({ duration: DURATION, pings: PING_COUNT, pingPeriodMs: PING_PERIOD_MS, repeats: REPEATS, samples }));
   writeFileSync(path.join(RESULTS_DIR, `ipv6-${stamp}.md`), text + '\n');
 }
 

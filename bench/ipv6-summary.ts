@@ -17,6 +17,19 @@
  * configurations — the noise band (scheduler noise plus any bias from the position in the
  * round) against which an IPv6 ratio must be read. When a round has both, each IPv6 figure
  * is compared with their mean, which brackets the round and so cancels a linear drift.
+ *
+ * Ping, paired per ping: five `ping` runs one after the other (5 s each) drifted apart by
+ * 15 % even between the two identical IPv4 runs of a quiet round (2026-12-05 01:05), so a
+ * ratio of their averages cannot judge a 5 % goal. All five targets of a round are instead
+ * pinged by `fping -C N -p P`, which round-robins them: the k-th echo of every target is
+ * sent within one period P (P / 5 apart), so target A's k-th time and the reference's k-th
+ * time saw the same machine state. A round is many short such runs, each with the targets
+ * in another order (shuffledOrders), so position in the cycle and the preceding target
+ * (both bias the time) even out. The ping ratio of a round is the
+ * median over k of A_k / ref_k (ref_k: the mean of the reference's and the control's k-th
+ * times), the paired difference the median of A_k − ref_k; for two identical targets the
+ * median of such ratios is 1 whatever the jitter (X/Y < 1 and Y/X < 1 are equally likely),
+ * and the control row measures how far from 1 it lands in practice.
  */
 
 /** The IPv4 reference, the three IPv6 combinations and the control (IPv4 again), per data path. */
@@ -40,6 +53,12 @@ export interface Sample {
   pingP99Ms?: number;
   /** ping loss, % */
   pingLoss?: number;
+  /**
+   * Per-ping round-trip times of this round's interleaved fping run, ms (null: no reply);
+   * index k is the k-th cycle, so index k of every target of the same round (and variant)
+   * was sent within one fping period. The kernel anchor's two targets share their own run.
+   */
+  pingRtts?: Array<number | null>;
   /**
    * [sleeve] frames the two routers handled in JavaScript during the ping (both
    * directions, both routers), i.e. not from the C flow cache; undefined for fastdp
@@ -90,17 +109,144 @@ export function quantileSorted(sorted: number[], q: number): number | undefined 
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 }
 
+/** Most targets one fping run may name, and most pings per target (bounds for parseFping). */
+export const FPING_MAX_TARGETS = 32;
+export const FPING_MAX_COUNT = 100_000;
+
 /**
- * Reads iputils/busybox `ping -n` output: per-reply times (→ p50, p99), the summary's
- * average and the loss. Fields it cannot find are undefined (loss: 100).
+ * fping's argv (after the program name) for an interleaved run: `count` echoes to each
+ * target, one cycle every `periodMs` (-p), the targets of a cycle spread evenly over it
+ * (-i = period / targets, at least 1 ms), a reply awaited up to 2 s (-t; fping's default
+ * with -C is the period, which would count a late reply under load as lost), results per
+ * ping on stderr (-C, -q).
+ * @throws Error (one line) for no or too many targets, a count or period out of range
  */
-export function parsePing(stdout: string): Pick<Sample, 'pingAvgMs' | 'pingP50Ms' | 'pingP99Ms' | 'pingLoss'> {
-  const rtts: number[] = [];
-  for (const m of stdout.matchAll(/time=([\d.]+) ms/g)) rtts.push(Number(m[1]));
-  rtts.sort((a, b) => a - b);
-  const avg = /= [\d.]+\/([\d.]+)\//.exec(stdout);
-  const loss = /([\d.]+)% packet loss/.exec(stdout);
-  return { pingAvgMs: avg ? Number(avg[1]) : undefined, pingP50Ms: quantileSorted(rtts, 0.5), pingP99Ms: quantileSorted(rtts, 0.99), pingLoss: loss ? Number(loss[1]) : 100 };
+export function fpingArgs(targets: string[], count: number, periodMs: number): string[] {
+  if (targets.length === 0 || targets.length > FPING_MAX_TARGETS) throw new Error(`fping: ${targets.length} targets (want 1–${FPING_MAX_TARGETS})`);
+  if (!Number.isInteger(count) || count < 1 || count > FPING_MAX_COUNT) throw new Error(`fping: count ${count} out of range 1–${FPING_MAX_COUNT}`);
+  if (!Number.isInteger(periodMs) || periodMs < targets.length || periodMs > 10_000) throw new Error(`fping: period ${periodMs} ms out of range ${targets.length}–10000`);
+  const interval = Math.max(1, Math.floor(periodMs / targets.length));
+  return ['-C', String(count), '-p', String(periodMs), '-i', String(interval), '-t', '2000', '-q', ...targets];
+}
+
+/**
+ * Target orders for `batches` fping runs: seeded pseudo-random permutations (mulberry32,
+ * Fisher–Yates), so over many batches every target is sent at every position and after
+ * every other target about equally often. Both bias a time, and pairing per ping does not
+ * cancel a bias that comes with the order: in loaded runs of 2026-12-05 (load 8) the
+ * first-sent target of a cycle was 20–45 % faster on the fast datapath whichever it was,
+ * and with the order only rotated (each target keeps its predecessor) the same address
+ * was 8–10 % faster when sent 2 ms after its twin (same host) than after another host's.
+ * @param n targets; batches ≥ 1; seed: any 32-bit integer (same seed, same orders)
+ * @returns batches permutations of 0…n−1
+ */
+export function shuffledOrders(n: number, batches: number, seed: number): number[][] {
+  let a = seed >>> 0;
+  const rnd = (): number => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  return Array.from({ length: batches }, () => {
+    const o = Array.from({ length: n }, (_, i) => i);
+    for (let i = n - 1; i > 0; i--) {
+      const j = Math.floor(rnd() * (i + 1));
+      [o[i], o[j]] = [o[j]!, o[i]!];
+    }
+    return o;
+  });
+}
+
+/**
+ * Joins the per-batch results of rotated fping runs back per target: batch b's j-th row
+ * belongs to target orders[b][j]; batches are appended in order, so index k of every
+ * target still comes from the same fping cycle.
+ * @throws Error when a batch has not one row per target or rows of unequal length
+ */
+export function joinBatches(orders: number[][], batches: Array<Array<Array<number | null>>>): Array<Array<number | null>> {
+  if (orders.length !== batches.length) throw new Error(`fping: ${batches.length} batches for ${orders.length} orders`);
+  const n = orders[0]?.length ?? 0;
+  const out: Array<Array<number | null>> = Array.from({ length: n }, () => []);
+  batches.forEach((rows, b) => {
+    if (rows.length !== n || orders[b]!.length !== n || rows.some((r) => r.length !== rows[0]!.length)) throw new Error(`fping: batch ${b} does not have ${n} equal rows`);
+    rows.forEach((row, j) => out[orders[b]![j]!]!.push(...row));
+  });
+  return out;
+}
+
+/**
+ * Reads the per-ping report of `fping -C N -q` (written to stderr): one line per target,
+ * `NAME<spaces>: T1 T2 … TN`, each Ti a round-trip time in ms or `-` for no reply, NAME as
+ * given on the command line. A target named twice (the control) has two lines, taken in
+ * order. Other lines (fping's ICMP error notices) are skipped.
+ * @param out fping's stderr, at most 64 KiB + 16 bytes per expected time
+ * @param targets the names passed to fping, in order
+ * @param count N, the echoes sent to each target
+ * @returns per target (in `targets` order), N times in ms, null for a lost echo
+ * @throws Error (one line) when the text is too long, a result line names no expected
+ *   target (or one too often), a time is not a number below 10^6 ms, a target's line
+ *   has not exactly N times, or a target has no line
+ */
+export function parseFping(out: string, targets: string[], count: number): Array<Array<number | null>> {
+  if (targets.length === 0 || targets.length > FPING_MAX_TARGETS) throw new Error(`fping: ${targets.length} targets (want 1–${FPING_MAX_TARGETS})`);
+  if (!Number.isInteger(count) || count < 1 || count > FPING_MAX_COUNT) throw new Error(`fping: count ${count} out of range 1–${FPING_MAX_COUNT}`);
+  const max = 65_536 + targets.length * (count * 16 + 128);
+  if (out.length > max) throw new Error(`fping: output of ${out.length} characters exceeds ${max}`);
+  const got: Array<Array<number | null> | undefined> = targets.map(() => undefined);
+  for (const line of out.split('\n')) {
+    const m = /^(\S+) +:( .*)?$/.exec(line.trimEnd());
+    if (m === null) continue;
+    const name = m[1]!;
+    const rest = m[2] ?? '';
+    const i = targets.findIndex((t, j) => t === name && got[j] === undefined);
+    if (i < 0) throw new Error(`fping: unexpected result line for ${JSON.stringify(name.slice(0, 64))}`);
+    const tokens = rest.trim().split(/ +/);
+    if (tokens.length !== count) throw new Error(`fping: ${name}: ${tokens.length} results, expected ${count}`);
+    got[i] = tokens.map((t) => {
+      if (t === '-') return null;
+      if (!/^\d{1,7}(\.\d{1,6})?$/.test(t) || Number(t) >= 1e6) throw new Error(`fping: ${name}: bad time ${JSON.stringify(t.slice(0, 32))}`);
+      return Number(t);
+    });
+  }
+  const missing = targets.filter((_, i) => got[i] === undefined);
+  if (missing.length) throw new Error(`fping: no results for ${missing.slice(0, 4).join(', ')}`);
+  return got as Array<Array<number | null>>;
+}
+
+/** Average, median, 99th percentile (ms) and loss (%) of per-ping times (null: lost). */
+export function rttStats(rtts: Array<number | null>): Pick<Sample, 'pingAvgMs' | 'pingP50Ms' | 'pingP99Ms' | 'pingLoss'> {
+  const v = rtts.filter((x): x is number => x !== null).sort((a, b) => a - b);
+  return {
+    pingAvgMs: v.length ? v.reduce((a, b) => a + b, 0) / v.length : undefined,
+    pingP50Ms: quantileSorted(v, 0.5),
+    pingP99Ms: quantileSorted(v, 0.99),
+    pingLoss: rtts.length ? (100 * (rtts.length - v.length)) / rtts.length : 100,
+  };
+}
+
+/**
+ * Per-ping pairing of one target's times with a base (the mean of `base` and, if given,
+ * `base2` at the same index): the median of the ratios a_k / base_k and of the differences
+ * a_k − base_k (µs), over the indices where every series has a reply.
+ * @returns undefined fields when no index has all replies; n: pairs used
+ */
+export function pairedPing(a: Array<number | null>, base: Array<number | null>, base2?: Array<number | null>): { ratio?: number; diffUs?: number; n: number } {
+  const ratios: number[] = [];
+  const diffs: number[] = [];
+  const len = Math.min(a.length, base.length, base2?.length ?? Infinity);
+  for (let k = 0; k < len; k++) {
+    const x = a[k];
+    const b1 = base[k];
+    const b2 = base2 === undefined ? b1 : base2[k];
+    if (x == null || b1 == null || b2 == null) continue;
+    const b = (b1 + b2) / 2;
+    if (b <= 0) continue;
+    ratios.push(x / b);
+    diffs.push(1000 * (x - b));
+  }
+  return { ratio: median(ratios), diffUs: median(diffs), n: ratios.length };
 }
 
 /** Median and range of a figure over the repeats. */
@@ -136,22 +282,30 @@ export interface RatioRow {
   combo: Exclude<Combo, 'v4/v4'>;
   /** per-repeat IPv6/IPv4 ratios, paired by repeat */
   tcp: Spread;
+  /**
+   * per round: the median over pings of this target's k-th time / the IPv4 base's k-th
+   * time (interleaved fping run, see the header); the figure the ping goal judges
+   */
+  ping: Spread;
+  /** per round: the median over pings of this target's k-th time − the base's, µs */
+  pingDiffUs: Spread;
+  /** per round: ratio of the two average times of the same interleaved run (for reference) */
   pingAvg: Spread;
-  pingP50: Spread;
   /** median TCP ratio ≥ TCP_GOAL (undefined: no figures) */
   tcpMet?: boolean;
-  /** median ping-average ratio ≤ PING_GOAL */
+  /** median paired ping ratio ≤ PING_GOAL (undefined: no per-ping times) */
   pingMet?: boolean;
   /**
-   * [overlay IPv6 only] ping-average ratio with the kernel's own IPv6 cost taken out: per
-   * round (ping6 − (kernel6 − kernel4)) / ping4, where kernel4/6 are the same round's pings
-   * between two plain namespaces on a bridge (variant KERNEL), which cross the same two
-   * endpoint stacks; undefined without kernel samples or for an IPv4 overlay
+   * [overlay IPv6 only] the paired ping ratio with the kernel's own IPv6 cost taken out: per
+   * round the median over pings of (t6_k − kc) / base_k, where kc is that round's median of
+   * the paired differences kernel6_k − kernel4_k between two plain namespaces on a bridge
+   * (variant KERNEL; same two endpoint stacks, no tsweave); undefined without kernel
+   * samples or for an IPv4 overlay
    */
   pingNet?: Spread;
   /** median of pingNet ≤ PING_GOAL */
   pingNetMet?: boolean;
-  /** [overlay IPv6 only] median per round of (ping6 − ping4) − (kernel6 − kernel4), µs */
+  /** [overlay IPv6 only] per round: the paired difference minus kc, µs */
   extraUs?: Spread;
 }
 
@@ -198,20 +352,31 @@ export function summarize(samples: Sample[]): ComboSummary[] {
 }
 
 /**
+ * The kernel anchor's own IPv6 − IPv4 ping cost per round: the median of the paired
+ * per-ping differences kernel6_k − kernel4_k of one interleaved run, ms, keyed
+ * `${kernelOf}/${repeat}` (the tsweave variant whose round it belongs to).
+ */
+export function kernelCosts(samples: Sample[]): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const k6 of samples) {
+    if (k6.variant !== KERNEL || k6.overlay !== 6 || k6.pingRtts === undefined) continue;
+    const k4 = samples.find((k) => k.variant === KERNEL && k.overlay === 4 && k.repeat === k6.repeat && k.kernelOf === k6.kernelOf);
+    const d = k4?.pingRtts === undefined ? undefined : pairedPing(k6.pingRtts, k4.pingRtts).diffUs;
+    if (d !== undefined) out.set(`${k6.kernelOf}/${k6.repeat}`, d / 1000);
+  }
+  return out;
+}
+
+/**
  * IPv6/IPv4 ratios per data path: each IPv6 combination's figure divided by the
  * all-IPv4 figure of the same repeat (the mean of reference and control where the round
  * has both), then the median over repeats, with the goal checks; and the control row,
- * control / reference per round: the noise band.
+ * control / reference per round: the noise band. Ping is paired per ping within the round
+ * (pairedPing) when the samples carry per-ping times.
  */
 export function ratios(samples: Sample[]): RatioRow[] {
   const out: RatioRow[] = [];
-  // The kernel anchor's own IPv6 − IPv4 ping difference, per variant and round.
-  const kernelCost = new Map<string, number>();
-  for (const k6 of samples) {
-    if (k6.variant !== KERNEL || k6.overlay !== 6 || k6.pingAvgMs === undefined) continue;
-    const k4 = samples.find((k) => k.variant === KERNEL && k.overlay === 4 && k.repeat === k6.repeat && k.kernelOf === k6.kernelOf);
-    if (k4?.pingAvgMs !== undefined) kernelCost.set(`${k6.kernelOf}/${k6.repeat}`, k6.pingAvgMs - k4.pingAvgMs);
-  }
+  const kernelCost = kernelCosts(samples);
   for (const variant of [...new Set(samples.map((s) => s.variant))]) {
     if (variant === KERNEL) continue;
     const ref = new Map<number, Sample>();
@@ -221,30 +386,37 @@ export function ratios(samples: Sample[]): RatioRow[] {
       if (comboOf(s) === 'v4/v4') ref.set(s.repeat, s);
       else if (comboOf(s) === 'control') ctl.set(s.repeat, s);
     }
-    // The IPv4 figures an IPv6 sample of round r is compared with.
-    const base = new Map<number, Pick<Sample, 'tcpMbps' | 'pingAvgMs' | 'pingP50Ms'>>();
-    for (const [r, a] of ref) {
-      const c = ctl.get(r);
-      base.set(r, c === undefined ? a : { tcpMbps: mean(a.tcpMbps, c.tcpMbps), pingAvgMs: mean(a.pingAvgMs, c.pingAvgMs), pingP50Ms: mean(a.pingP50Ms, c.pingP50Ms) });
-    }
+    // The IPv4 figures an IPv6 sample of round r is compared with: the reference, and the control if the round has one.
+    type Base = [Sample, Sample | undefined];
+    const base = (r: number, combo: Combo): Base => [ref.get(r)!, combo === 'control' ? undefined : ctl.get(r)];
+    const rtts = (b: Base): [Array<number | null> | undefined, Array<number | null> | undefined] => [b[0].pingRtts, b[1] === undefined ? b[0].pingRtts : b[1].pingRtts];
     for (const combo of ['v6ul/v4', 'v4ul/v6', 'v6/v6', 'control'] as const) {
       const pairs = samples
         .filter((s) => s.variant === variant && comboOf(s) === combo && ref.has(s.repeat))
-        .map((s) => [s, combo === 'control' ? ref.get(s.repeat)! : base.get(s.repeat)!] as const);
+        .map((s) => [s, base(s.repeat, combo)] as const);
       if (pairs.length === 0) continue;
-      const tcp = spread(pairs.map(([s, b]) => ratio(s.tcpMbps, b.tcpMbps)));
-      const pingAvg = spread(pairs.map(([s, b]) => ratio(s.pingAvgMs, b.pingAvgMs)));
-      const pingP50 = spread(pairs.map(([s, b]) => ratio(s.pingP50Ms, b.pingP50Ms)));
+      const tcp = spread(pairs.map(([s, [a, c]]) => ratio(s.tcpMbps, mean(a.tcpMbps, c?.tcpMbps))));
+      const pingAvg = spread(pairs.map(([s, [a, c]]) => ratio(s.pingAvgMs, mean(a.pingAvgMs, c?.pingAvgMs))));
+      const paired = pairs.map(([s, b]) => {
+        const [b1, b2] = rtts(b);
+        return s.pingRtts === undefined || b1 === undefined || b2 === undefined ? undefined : pairedPing(s.pingRtts, b1, b2);
+      });
+      const ping = spread(paired.map((p) => p?.ratio));
+      const pingDiffUs = spread(paired.map((p) => p?.diffUs));
       const row: RatioRow = {
-        variant, combo, tcp, pingAvg, pingP50,
+        variant, combo, tcp, ping, pingDiffUs, pingAvg,
         tcpMet: tcp.median === undefined ? undefined : tcp.median >= TCP_GOAL,
-        pingMet: pingAvg.median === undefined ? undefined : pingAvg.median <= PING_GOAL,
+        pingMet: ping.median === undefined ? undefined : ping.median <= PING_GOAL,
       };
       if (combo === 'v4ul/v6' || combo === 'v6/v6') {
         const kc = pairs.map(([s]) => kernelCost.get(`${variant}/${s.repeat}`));
         if (kc.some((k) => k !== undefined)) {
-          row.pingNet = spread(pairs.map(([s, b], i) => (kc[i] === undefined || s.pingAvgMs === undefined ? undefined : ratio(s.pingAvgMs - kc[i]!, b.pingAvgMs))));
-          row.extraUs = spread(pairs.map(([s, b], i) => (kc[i] === undefined || s.pingAvgMs === undefined || b.pingAvgMs === undefined ? undefined : 1000 * (s.pingAvgMs - b.pingAvgMs - kc[i]!))));
+          row.pingNet = spread(pairs.map(([s, b], i) => {
+            const [b1, b2] = rtts(b);
+            if (kc[i] === undefined || s.pingRtts === undefined || b1 === undefined || b2 === undefined) return undefined;
+            return pairedPing(s.pingRtts.map((x) => (x === null ? null : x - kc[i]!)), b1, b2).ratio;
+          }));
+          row.extraUs = spread(paired.map((p, i) => (kc[i] === undefined || p?.diffUs === undefined ? undefined : p.diffUs - 1000 * kc[i]!)));
           row.pingNetMet = row.pingNet.median === undefined ? undefined : row.pingNet.median <= PING_GOAL;
         }
       }

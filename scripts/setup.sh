@@ -13,6 +13,8 @@ apt-get install -y -qq --no-install-recommends \
 apt-get install -y -qq --no-install-recommends tinc openvpn >/dev/null
 # CNI (issue #15): podman with its CNI backend drives the weave-net plugin in test/e2e/cni.test.ts.
 apt-get install -y -qq --no-install-recommends podman containernetworking-plugins >/dev/null
+# IPv6 bench (issue #21): `npm run bench:ipv6` pings all compared targets interleaved with fping.
+apt-get install -y -qq --no-install-recommends fping >/dev/null
 # Soak (issue #16): `npm run soak` draws its PNG with gnuplot (pngcairo).
 apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null
 command -v node >/dev/null || { echo "setup: Node.js 20 or newer is needed (node not found)" >&2; exit 1; }
