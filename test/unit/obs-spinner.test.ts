@@ -3,6 +3,19 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { withSpinner } from '../../cli/spinner.js';
 
+/** A promise settled by the test itself, so no assertion races a real sleep. */
+function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void } {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => { resolve = r; });
+  return { promise, resolve };
+}
+
+/** Poll `cond` every 5 ms for at most 5 s (bounded); throws with `what` when it never holds. */
+async function waitFor(cond: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 1000 && !cond(); i++) await sleep(5);
+  if (!cond()) throw new Error(`timed out after 5 s waiting for ${what}`);
+}
+
 function stream(isTTY: boolean) {
   const writes: string[] = [];
   return { isTTY, writes, write(s: string) { writes.push(s); return true; } };
@@ -17,7 +30,11 @@ test('spinner: silent when the stream is not a TTY', async () => {
 test('spinner: draws frames with the awaited thing, then erases the line', async () => {
   const s = stream(true);
   let n = 0;
-  const v = await withSpinner(() => `waiting for consensus (${++n})`, sleep(80).then(() => 'ok'), s, { intervalMs: 10, delayMs: 0 });
+  const done = deferred<string>();
+  const p = withSpinner(() => `waiting for consensus (${++n})`, done.promise, s, { intervalMs: 10, delayMs: 0 });
+  await waitFor(() => s.writes.length >= 3, 'three spinner frames');
+  done.resolve('ok');
+  const v = await p;
   assert.equal(v, 'ok');
   assert.ok(s.writes.length >= 3, `only ${s.writes.length} writes`);
   assert.match(s.writes[0], /^\r\x1b\[K[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] waiting for consensus \(1\)$/);
@@ -29,12 +46,15 @@ test('spinner: draws frames with the awaited thing, then erases the line', async
 test('spinner: elapsed seconds from the injected clock; nothing drawn before the delay', async () => {
   const s = stream(true);
   let t = 0;
-  const p = withSpinner('waiting', sleep(60), s, { intervalMs: 10, delayMs: 500, now: () => t });
+  const done = deferred<void>();
+  const p = withSpinner('waiting', done.promise, s, { intervalMs: 10, delayMs: 500, now: () => t });
   await sleep(30);
-  assert.equal(s.writes.length, 0);
+  assert.equal(s.writes.length, 0, 'nothing before the injected clock passes the delay');
   t = 2500;
+  await waitFor(() => s.writes.some((w) => w.endsWith('waiting (2s)')), 'a frame showing 2 s elapsed');
+  done.resolve();
   await p;
-  assert.ok(s.writes.some((w) => w.endsWith('waiting (2s)')), JSON.stringify(s.writes));
+  assert.equal(s.writes.at(-1), '\r\x1b[K');
 });
 
 test('spinner: a quick promise draws nothing and writes no erase', async () => {
