@@ -26,10 +26,11 @@
  * /proc/PID/task/PID/stat: % of one CPU), which shows whether the thread that once
  * answered DNS is busy with the data path.
  *
- * MODES (default "thread"): where the router runs its DNS server — "thread" (a worker
- * thread, the default since dns7), "thread-5" (the worker thread at nice -5,
- * WEAVE_DNS_THREAD_NICE=-5), and/or "main" (WEAVE_DNS_THREAD=0: on the main
- * thread, as before); "main,thread" measures both per path in one run (before/after).
+ * MODES (default "auto"): where the router answers UDP queries — "auto" (the router's
+ * default: the main thread until queries come, then a worker thread; dns/threaded.ts),
+ * "thread" (a worker thread from the start, WEAVE_DNS_THREAD=1), "thread-5" (that at
+ * nice -5, WEAVE_DNS_THREAD_NICE=-5), and/or "main" (WEAVE_DNS_THREAD=0: always the
+ * main thread); "main,auto" measures both per path in one run (before/after).
  *
  * Environment: DURATION (s per phase, default 5), RATE (q/s for latency, default 2000),
  * PATHS, MODES, RESULTS_DIR (JSON, default /tmp/tsweave-bench). Needs root, iperf3, dnsperf,
@@ -44,7 +45,7 @@ import { Testbed, canRunE2E, sh, sleep, until, type Container, type Host, type R
 const DURATION = Number(process.env.DURATION ?? 5);
 const RATE = Number(process.env.RATE ?? 2000);
 const PATHS = (process.env.PATHS ?? 'sleeve,fastdp').split(',').filter(Boolean);
-const MODES = (process.env.MODES ?? 'thread').split(',').filter(Boolean);
+const MODES = (process.env.MODES ?? 'auto').split(',').filter(Boolean);
 const RESULTS_DIR = process.env.RESULTS_DIR ?? '/tmp/tsweave-bench';
 const OURS = '169.254.53.53';
 const DNSMASQ = '127.0.0.54';
@@ -184,10 +185,10 @@ async function main(): Promise<void> {
     bed.background(['ip', 'netns', 'exec', h1!.ns, 'dnsmasq', '-k', '--no-resolv', '--no-hosts', `--addn-hosts=${hosts}`, `--listen-address=${DNSMASQ}`, '--bind-interfaces', '--pid-file=', '--user=root', '--cache-size=10000', '--local-ttl=1']);
     let cli: Container | undefined;
     let srv: Container | undefined;
-    for (const m of MODES) if (m !== 'main' && m !== 'thread' && m !== 'thread-5') throw new Error(`MODES: unknown mode ${m} (want main, thread, thread-5)`);
+    for (const m of MODES) if (m !== 'main' && m !== 'auto' && m !== 'thread' && m !== 'thread-5') throw new Error(`MODES: unknown mode ${m} (want auto, main, thread, thread-5)`);
     for (const p of PATHS) for (const mode of MODES) {
       if (p !== 'sleeve' && p !== 'fastdp') throw new Error(`PATHS: unknown path ${p} (want sleeve, fastdp)`);
-      const env = { WEAVE_DNS_THREAD: mode === 'main' ? '0' : '1', ...(mode === 'thread-5' ? { WEAVE_DNS_THREAD_NICE: '-5' } : {}) };
+      const env: Record<string, string> = { ...(mode === 'auto' ? {} : { WEAVE_DNS_THREAD: mode === 'main' ? '0' : '1' }), ...(mode === 'thread-5' ? { WEAVE_DNS_THREAD_NICE: '-5' } : {}) };
       const flags = ['--no-proxy', '--no-plugin', '--ipalloc-range', '', ...(p === 'sleeve' ? ['--no-fastdp'] : [])];
       for (const h of [h1!, h2!]) if ((await h.weave(['status'])).code === 0) await h.mustWeave(['stop']);
       await h1!.launch(flags, { env });

@@ -20,7 +20,7 @@ import net from 'node:net';
 import { promises as fsp } from 'node:fs';
 import { answerQuery, servfail, MAX_QUERY_BYTES, type NameSource, type Outcome } from './answer.js';
 import { UpstreamPool, cryptoRng } from './upstream.js';
-import { openDnsUdp, rowAddress, AnswerBatch, ROW, type DnsUdpStats } from './udp-batch.js';
+import { openDnsUdp, adoptDnsUdp, rowAddress, AnswerBatch, ROW, type DnsUdpStats } from './udp-batch.js';
 
 export const UPSTREAM_TIMEOUT_MS = 5_000;
 export const MAX_INFLIGHT = 1024;
@@ -63,6 +63,14 @@ export interface DnsServerOptions {
   udpIo?: 'batched' | 'dgram';
   /** Most queries taken per event-loop wake-up by the batched socket, 1..1024 (default 64). */
   udpBatch?: number;
+  /**
+   * Serve UDP on the batched socket bound elsewhere in this process behind this fd (a dup
+   * is taken: dns/udp-batch.ts `adoptDnsUdp`) instead of binding `host`:`port`; needs the
+   * addon. How the server thread takes over from the main thread (dns/threaded.ts).
+   */
+  udpFd?: number;
+  /** Listen on TCP as well (default true; the server thread serves UDP only). */
+  tcp?: boolean;
   hooks?: Partial<ServerHooks>;
   log?: (line: string, level?: string) => void;
 }
@@ -129,6 +137,10 @@ export class DnsServer {
       udp.on('error', (err) => this.log(`DNS: udp socket: ${err.message}`, 'warn'));
       udp.on('message', (msg, rinfo) => this.onUdp(msg, rinfo));
     }
+    if (this.opts.tcp === false) {
+      await this.refreshUpstreams(true);
+      return;
+    }
     const tcp = net.createServer({ pauseOnConnect: false }, (s) => this.onTcp(s));
     tcp.maxConnections = MAX_TCP_CONNECTIONS;
     this.tcp = tcp;
@@ -153,13 +165,15 @@ export class DnsServer {
    */
   private async startBatched(): Promise<boolean> {
     const { host } = this.opts;
-    if ((this.opts.udpIo ?? 'batched') === 'dgram' || process.env.WEAVE_DNS_DGRAM === '1') return false;
+    if (this.opts.udpFd === undefined && ((this.opts.udpIo ?? 'batched') === 'dgram' || process.env.WEAVE_DNS_DGRAM === '1')) return false;
     const batch = Math.max(1, Math.min(1024, Math.floor(this.opts.udpBatch ?? 64)));
+    const fd = this.opts.udpFd;
     let sock: ReturnType<typeof openDnsUdp>;
     try {
-      sock = openDnsUdp(host, this.opts.port, batch);
+      sock = fd === undefined ? openDnsUdp(host, this.opts.port, batch) : adoptDnsUdp(fd, batch);
     } catch (err) {
       const code = (err as { code?: string }).code;
+      if (fd !== undefined) throw new Error(`DNS: cannot take over the udp socket (fd ${fd}): ${(err as Error).message.split('\n')[0]}`);
       if (code === 'ENOADDON') {
         this.log(`DNS: ${(err as Error).message.split('\n')[0]}; serving UDP through node:dgram`, 'warn');
         return false;
@@ -171,6 +185,26 @@ export class DnsServer {
     this.port = sock.localPort;
     sock.start((slab, meta, count) => this.onBatch(slab, meta, count), (_code, message) => this.log(`DNS: ${message}`, 'warn'));
     return true;
+  }
+
+  /**
+   * The batched UDP socket's fd, for another thread to adopt (udpFd); undefined when
+   * node:dgram serves (its socket cannot be shared) or before start().
+   */
+  udpFd(): number | undefined {
+    return this.batched && !this.closed ? this.batched.fd : undefined;
+  }
+
+  /**
+   * Stop (false) or restart (true) reading UDP queries. While paused the socket stays
+   * bound and still sends the answers of queries already taken (forwarded ones come
+   * back later); another thread that adopted the socket reads the queue. Only for the
+   * batched socket; a no-op otherwise.
+   */
+  readUdp(on: boolean): void {
+    if (!this.batched || this.closed) return;
+    if (on) this.batched.resume();
+    else this.batched.pause();
   }
 
   /** Counters of the batched UDP socket; undefined when node:dgram serves. */

@@ -45,12 +45,20 @@ export interface ReportDns {
   TTL: number;
   Isolation: boolean;
   Upstream: string[];
+  /** Where UDP queries are answered now: 'worker' (its own thread) or 'main' (dns/threaded.ts). */
+  Thread: 'worker' | 'main';
   Entries: Array<{ Hostname: string; Address: string; Address6?: string; ContainerID: string; Origin: string; Version: number; Tombstone: number }>;
 }
 
 export interface DnsSubsystem extends Subsystem {
   readonly name: 'dns';
   report(): ReportDns | undefined;
+}
+
+/** The start-up log's words for where UDP is answered. */
+function placement(server: ThreadedDnsServer): string {
+  if (server.inThread) return 'on a worker thread';
+  return server.mode === 'auto' ? 'on the main thread until queries come, then on a worker thread' : 'on the main thread';
 }
 
 /** The DNS subsystem; with --no-dns only its API routes answer 404 "DNS is disabled". */
@@ -209,7 +217,7 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
     snapshot: first,
   });
   await server.start();
-  log(`DNS: serving ${s.domain} on ${s.address}:${s.port} (ttl ${s.ttl} s, isolation ${s.isolation ? 'on' : 'off'}${server.inThread ? '' : ', on the main thread'})`);
+  log(`DNS: serving ${s.domain} on ${s.address}:${s.port} (ttl ${s.ttl} s, isolation ${s.isolation ? 'on' : 'off'}, UDP ${placement(server)})`);
 
   const register = async (e: Endpoint, name: string | undefined, cidrs: string[], routed = false): Promise<void> => {
     // Endpoints attached before this router ran (restart) get the route here; it is idempotent.
@@ -286,7 +294,7 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
   });
 
   const report = (): ReportDns => ({
-    Domain: s.domain, Address: `${s.address}:${s.port}`, TTL: s.ttl, Isolation: s.isolation, Upstream: server!.currentUpstreams(),
+    Domain: s.domain, Address: `${s.address}:${s.port}`, TTL: s.ttl, Isolation: s.isolation, Upstream: server!.currentUpstreams(), Thread: server!.inThread ? 'worker' : 'main',
     Entries: reg.all().map((e) => ({ Hostname: e.hostname, Address: e.addr, ...(e.addr6 ? { Address6: e.addr6 } : {}), ContainerID: e.containerId, Origin: e.origin, Version: e.version, Tombstone: e.tombstone })),
   });
   api.on('GET', '/dns', async () => report());

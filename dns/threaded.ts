@@ -1,19 +1,35 @@
 /**
  * weaveDNS's server as the `dns` subsystem sees it: the UDP/TCP server (dns/server.ts)
- * running in a worker thread (dns/server-worker.ts) by default, or on the calling thread
- * when asked (`inThread: false`, or WEAVE_DNS_THREAD=0 in the environment: the A/B switch
- * of bench:dns, and a way out should a platform lack worker threads).
+ * bound on the calling (main) thread, whose UDP side moves to a worker thread
+ * (dns/server-worker.ts) once the router actually serves DNS under load.
  *
  * Why a thread: the router's main thread also carries the sleeve's frames; a query that
- * arrives while a batch of frames is being handled waits for it. In the worker, local
- * answers depend only on the worker's own loop. The registry stays on the main thread
- * (its gossip owns it); setView() pushes an answerable snapshot (dns/view.ts) after every
- * change — coalesced by the caller — and the worker answers from the latest one it got.
- * Counters live in shared memory (dns/counters.ts), so /metrics reads them without a
- * round trip. If the worker dies it is restarted after RESTART_MS with the latest
- * snapshot (the error is logged on one line).
+ * arrives while a batch of frames is being handled waits for it (bench:dns, sleeve under
+ * iperf3: p99 77 ms on the main thread, 4.5 ms on a thread). Why not always: a worker
+ * thread is a second V8 isolate with its own copy of the DNS code, +13 MiB RSS per router
+ * (bench:scale --real, issue #20) on every idle router that never answers a query.
+ *
+ * Placement (`mode`, WEAVE_DNS_THREAD overrides: 0 = main, 1 = thread):
+ *  - 'auto' (default): served on the main thread; every AUTO_CHECK_MS the queries counted
+ *    and the main thread's event-loop utilisation decide: AUTO_QPS queries in one period,
+ *    or any query while the loop was AUTO_BUSY busy, hand the UDP side over for good;
+ *  - 'thread': handed over at start; 'main': never.
+ * The hand-over loses no query: the worker adopts a dup of the bound socket's fd (worker
+ * threads share the process's fd table; dns/udp-batch.ts adoptDnsUdp), and the main
+ * thread stops reading only once the worker reads — a datagram queued meanwhile sits in
+ * the one shared receive queue. The main thread keeps the socket open (answers to
+ * queries it forwarded still go out from the address asked) and keeps TCP. If the worker
+ * dies, the main thread reads UDP again at once and a new worker adopts the socket after
+ * RESTART_MS. Without the native socket (node:dgram fallback) everything stays on the
+ * main thread.
+ *
+ * The registry stays on the main thread (its gossip owns it); setView() gives both
+ * servers the answerable snapshot (dns/view.ts) after every change — coalesced by the
+ * caller; the worker gets it asynchronously, in order. Counters live in shared memory
+ * (dns/counters.ts), one buffer per server, summed by counters().
  */
 import { Worker } from 'node:worker_threads';
+import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import { DnsServer } from './server.js';
 import { DnsView, type ViewSettings, type ViewSnapshot } from './view.js';
 import { CounterReader, CounterWriter, counterBuffer, type CounterValue } from './counters.js';
@@ -30,13 +46,24 @@ export const RESTART_MS = 1_000;
 export const THREAD_NICE: number | undefined = undefined;
 /** How long close() waits for the thread to close its sockets before terminating it, ms. */
 export const CLOSE_WAIT_MS = 2_000;
+/** 'auto' placement: how often the load is judged, ms. */
+export const AUTO_CHECK_MS = 1_000;
+/** 'auto' placement: queries in one AUTO_CHECK_MS period that move UDP to the thread. */
+export const AUTO_QPS = 20;
+/** 'auto' placement: main-thread event-loop utilisation (0..1) at which any query moves UDP to the thread. */
+export const AUTO_BUSY = 0.5;
+
+/** Where UDP queries are answered: see the module comment. */
+export type ThreadMode = 'auto' | 'thread' | 'main';
 
 export interface ThreadedDnsOptions extends WorkerServerOptions {
   settings: ViewSettings;
   /** The first snapshot to answer from. */
   snapshot: ViewSnapshot;
-  /** Run the server on a worker thread (default true; WEAVE_DNS_THREAD=0 forces false). */
-  inThread?: boolean;
+  /** Placement (default 'auto'; WEAVE_DNS_THREAD=0|1 overrides with 'main'|'thread'). */
+  mode?: ThreadMode;
+  /** 'auto': queries per AUTO_CHECK_MS that hand over (default AUTO_QPS; tests lower it). */
+  autoQps?: number;
   log?: (line: string, level?: string) => void;
 }
 
@@ -48,45 +75,73 @@ type FromWorker =
   | { t: 'upstreams'; list: string[] }
   | { t: 'closed' };
 
+/** The placement asked for: WEAVE_DNS_THREAD=0 → 'main', =1 → 'thread', else `asked` or 'auto'. */
+export function threadMode(asked: ThreadMode | undefined, env: NodeJS.ProcessEnv = process.env): ThreadMode {
+  if (env.WEAVE_DNS_THREAD === '0') return 'main';
+  if (env.WEAVE_DNS_THREAD === '1') return 'thread';
+  return asked ?? 'auto';
+}
+
+/**
+ * Whether one AUTO_CHECK_MS period warrants the thread: `queries` counted in it, the main
+ * loop `busy` (event-loop utilisation 0..1). Pure.
+ */
+export function wantsThread(queries: number, busy: number, qps = AUTO_QPS): boolean {
+  return queries >= qps || (queries > 0 && busy >= AUTO_BUSY);
+}
+
 export class ThreadedDnsServer {
-  private readonly buf = counterBuffer();
-  private readonly reader = new CounterReader(this.buf);
+  private readonly localBuf = counterBuffer();
+  private readonly localReader = new CounterReader(this.localBuf);
+  private readonly workerBuf = counterBuffer();
+  private readonly workerReader = new CounterReader(this.workerBuf);
   private readonly log: (line: string, level?: string) => void;
   private worker: Worker | undefined;
   private local: DnsServer | undefined;
-  private view: DnsView | undefined;
+  private view: DnsView;
   private snapshot: ViewSnapshot;
   private upstreams: string[] = [];
   private closed = false;
   private restartTimer: NodeJS.Timeout | undefined;
+  private autoTimer: NodeJS.Timeout | undefined;
+  /** UDP is answered by the worker now. */
+  private threaded = false;
   /** The bound port (useful with port 0). */
   port = 0;
-  /** Whether the server runs on a worker thread. */
-  readonly inThread: boolean;
+  /** The placement asked for (see ThreadMode). */
+  readonly mode: ThreadMode;
 
   constructor(private readonly opts: ThreadedDnsOptions) {
     this.log = opts.log ?? (() => undefined);
     this.snapshot = opts.snapshot;
-    this.inThread = process.env.WEAVE_DNS_THREAD === '0' ? false : opts.inThread ?? true;
+    this.view = new DnsView(opts.settings, opts.snapshot);
+    this.mode = threadMode(opts.mode);
   }
 
-  /** Bind UDP and TCP; rejects with the server's one-line Error (address in use, not present). */
+  /** Whether UDP queries are answered on the worker thread right now. */
+  get inThread(): boolean {
+    return this.threaded;
+  }
+
+  /**
+   * Bind UDP and TCP on this thread; rejects with the server's one-line Error (address in
+   * use, not present). With mode 'thread', also hands UDP to the worker before resolving
+   * (a worker that cannot start is logged, and this thread keeps serving).
+   */
   async start(): Promise<void> {
-    if (!this.inThread) {
-      this.view = new DnsView(this.opts.settings, this.snapshot);
-      const w = new CounterWriter(this.buf, (slot, key) => this.reader.learn(slot, key));
-      const s = new DnsServer({
-        ...this.serverOptions(),
-        names: (c) => this.view!.names(c),
-        log: this.log,
-        hooks: { query: (t, r) => w.query(t, r), dropped: (r) => w.dropped(r), upstreamFailure: (_u, r) => w.upstream(r), upstreams: (l) => (this.upstreams = l) },
-      });
-      await s.start();
-      this.local = s;
-      this.port = s.port;
-      return;
-    }
-    await this.spawn(this.opts.port);
+    const w = new CounterWriter(this.localBuf, (slot, key) => this.localReader.learn(slot, key));
+    const s = new DnsServer({
+      ...this.serverOptions(),
+      names: (c) => this.view.names(c),
+      log: this.log,
+      hooks: { query: (t, r) => w.query(t, r), dropped: (r) => w.dropped(r), upstreamFailure: (_u, r) => w.upstream(r), upstreams: (l) => (this.upstreams = l) },
+    });
+    await s.start();
+    this.local = s;
+    this.port = s.port;
+    this.upstreams = s.currentUpstreams();
+    if (this.mode === 'thread') await this.handOver('asked (WEAVE_DNS_THREAD=1)');
+    else if (this.mode === 'auto') this.watchLoad();
   }
 
   private serverOptions(): WorkerServerOptions {
@@ -94,9 +149,48 @@ export class ThreadedDnsServer {
     return { host, port, resolvConf, upstreamTimeoutMs, ownAddresses, udpIo, udpBatch };
   }
 
-  /** Start the worker on `port`; resolves once it is bound, rejects with its one-line error. */
-  private spawn(port: number): Promise<void> {
-    const init: WorkerInit = { opts: { ...this.serverOptions(), port }, nice: threadNice(), settings: this.opts.settings, snapshot: this.snapshot, counters: this.buf };
+  /** 'auto': judge each AUTO_CHECK_MS period; the first that warrants it hands over. */
+  private watchLoad(): void {
+    let lastElu: EventLoopUtilization = performance.eventLoopUtilization();
+    let lastQueries = this.localQueries();
+    this.autoTimer = setInterval(() => {
+      const elu = performance.eventLoopUtilization(lastElu);
+      lastElu = performance.eventLoopUtilization();
+      const q = this.localQueries();
+      const n = q - lastQueries;
+      lastQueries = q;
+      if (!wantsThread(n, elu.utilization, this.opts.autoQps)) return;
+      clearInterval(this.autoTimer);
+      this.autoTimer = undefined;
+      void this.handOver(`${n} queries in ${AUTO_CHECK_MS} ms, main thread ${Math.round(elu.utilization * 100)} % busy`);
+    }, AUTO_CHECK_MS);
+    this.autoTimer.unref();
+  }
+
+  private localQueries(): number {
+    let n = 0;
+    for (const c of this.localReader.read()) if (c.kind === 'query' || c.kind === 'dropped') n += c.n;
+    return n;
+  }
+
+  /** Move UDP to a worker adopting this thread's socket; logs (never throws) when it cannot. */
+  private async handOver(why: string): Promise<void> {
+    const fd = this.local?.udpFd();
+    if (fd === undefined) {
+      this.log('DNS: UDP stays on the main thread (node:dgram socket, no native socket to share with a thread)', 'warn');
+      return;
+    }
+    try {
+      await this.spawn(fd);
+      this.log(`DNS: answering UDP on a worker thread from now on (${why})`);
+    } catch (err) {
+      this.log(`DNS: ${(err as Error).message}; the main thread keeps answering`, 'warn');
+    }
+  }
+
+  /** Start the worker adopting `fd`; resolves once it reads (and this thread stopped), rejects with its one-line error. */
+  private spawn(fd: number): Promise<void> {
+    const init: WorkerInit = { opts: { ...this.serverOptions(), udpFd: fd, tcp: false }, nice: threadNice(), settings: this.opts.settings, snapshot: this.snapshot, counters: this.workerBuf };
     const w = new Worker(new URL('./server-worker.js', import.meta.url), { workerData: init, name: 'weave-dns' });
     this.worker = w;
     return new Promise<void>((resolve, reject) => {
@@ -105,8 +199,13 @@ export class ThreadedDnsServer {
         switch (m.t) {
           case 'ready':
             ready = true;
-            this.port = m.port;
-            this.upstreams = m.upstreams;
+            if (this.closed || this.worker !== w) {
+              resolve();
+              break;
+            }
+            // Both read the one queue for a moment; from here only the worker does.
+            this.local?.readUdp(false);
+            this.threaded = true;
             resolve();
             break;
           case 'error':
@@ -117,7 +216,7 @@ export class ThreadedDnsServer {
             this.log(m.line, m.level);
             break;
           case 'slot':
-            this.reader.learn(m.slot, m.key);
+            this.workerReader.learn(m.slot, m.key);
             break;
           case 'upstreams':
             this.upstreams = m.list;
@@ -138,10 +237,14 @@ export class ThreadedDnsServer {
           return;
         }
         if (this.closed) return;
-        this.log(`DNS: server thread exited; restarting it in ${RESTART_MS} ms`, 'error');
+        // Never a moment with nobody reading: this thread takes the queue back at once.
+        this.local?.readUdp(true);
+        this.threaded = false;
+        this.log(`DNS: server thread exited; the main thread answers UDP until a new one starts in ${RESTART_MS} ms`, 'error');
         this.restartTimer = setTimeout(() => {
           this.restartTimer = undefined;
-          if (!this.closed) this.spawn(this.port).catch((err: Error) => this.log(`DNS: cannot restart the server thread: ${err.message}`, 'error'));
+          const again = this.local?.udpFd();
+          if (!this.closed && again !== undefined) this.spawn(again).catch((err: Error) => this.log(`DNS: cannot restart the server thread: ${err.message}`, 'error'));
         }, RESTART_MS);
       });
     });
@@ -150,8 +253,8 @@ export class ThreadedDnsServer {
   /** Answer from `snapshot` from now on (the worker gets it asynchronously, in order). */
   setView(snapshot: ViewSnapshot): void {
     this.snapshot = snapshot;
-    if (this.local) this.view = new DnsView(this.opts.settings, snapshot);
-    else this.worker?.postMessage({ t: 'view', snapshot });
+    this.view = new DnsView(this.opts.settings, snapshot);
+    this.worker?.postMessage({ t: 'view', snapshot });
   }
 
   /** The upstream resolvers in use now (after the last re-read of resolv.conf). */
@@ -159,26 +262,40 @@ export class ThreadedDnsServer {
     return [...this.upstreams];
   }
 
-  /** Counter values (queries, drops, upstream failures) counted so far. */
+  /** Counter values (queries, drops, upstream failures) counted so far, by both servers. */
   counters(): CounterValue[] {
-    return this.reader.read();
+    const sum = new Map<string, CounterValue>();
+    for (const c of [...this.localReader.read(), ...this.workerReader.read()]) {
+      const k = `${c.kind}\0${c.labels.join('\0')}`;
+      const have = sum.get(k);
+      if (have) have.n += c.n;
+      else sum.set(k, { ...c, labels: [...c.labels] });
+    }
+    return [...sum.values()];
   }
 
   /** Close the sockets (and the thread). */
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.restartTimer);
-    if (this.local) await this.local.close();
+    clearInterval(this.autoTimer);
     const w = this.worker;
-    if (!w) return;
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(() => void w.terminate().then(() => resolve(), () => resolve()), CLOSE_WAIT_MS);
-      w.once('exit', () => {
-        clearTimeout(t);
-        resolve();
+    if (w) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => void w.terminate().then(() => resolve(), () => resolve()), CLOSE_WAIT_MS);
+        w.once('exit', () => {
+          clearTimeout(t);
+          resolve();
+        });
+        w.postMessage({ t: 'close' });
       });
-      w.postMessage({ t: 'close' });
-    });
+    }
+    if (this.local) await this.local.close();
+  }
+
+  /** Test hook: end the worker as a crash would (no clean close). */
+  async killWorkerForTest(): Promise<void> {
+    await this.worker?.terminate();
   }
 }
 

@@ -52,18 +52,24 @@ export interface DnsUdpStats {
  */
 export type QueryBatchHandler = (slab: Buffer, meta: Uint32Array, count: number) => void;
 
-interface NativeDnsUdp {
+export interface NativeDnsUdp {
   readonly localPort: number;
+  /** This socket's file descriptor (another thread of this process may adopt it: `adopt`). */
+  readonly fd: number;
   start(onBatch: QueryBatchHandler, onError: (code: string, message: string) => void): void;
   sendBatch(slab: Uint8Array, table: Uint32Array, count: number): number;
   stats(): DnsUdpStats;
+  /** Stop reading; the socket stays open and still sends (idempotent). */
+  pause(): void;
+  /** Read again after pause(). */
+  resume(): void;
   ref(): void;
   unref(): void;
   close(): void;
 }
 
 interface Addon {
-  DnsUdpSocket: new (o: { address: string; port: number; batch?: number; bufferBytes?: number }) => NativeDnsUdp;
+  DnsUdpSocket: new (o: { address: string; port: number; batch?: number; bufferBytes?: number } | { fd: number; batch?: number }) => NativeDnsUdp;
   rowStride: number;
 }
 
@@ -83,6 +89,20 @@ export function dnsUdpAvailable(): boolean {
  * @throws CodedError with code EADDRINUSE, EADDRNOTAVAIL, EACCES, EINVAL, ENOADDON…, one line
  */
 export function openDnsUdp(address: string, port: number, batch = 64): NativeDnsUdp {
+  return construct({ address, port, batch });
+}
+
+/**
+ * Adopt the bound DNS UDP socket behind `fd` (a dup(2) of it: closing either leaves the
+ * other open), from any thread of this process — how the server thread takes over the
+ * socket the main thread bound without losing a queued query (dns/threaded.ts).
+ * @throws CodedError EINVAL (not a bound, non-blocking IPv4/IPv6 datagram socket), EBADF, ENOADDON
+ */
+export function adoptDnsUdp(fd: number, batch = 64): NativeDnsUdp {
+  return construct({ fd, batch });
+}
+
+function construct(o: { address: string; port: number; batch: number } | { fd: number; batch: number }): NativeDnsUdp {
   let addon: Addon;
   try {
     addon = loadAddon<Addon>('dnsudp', 'DNS UDP');
@@ -91,7 +111,7 @@ export function openDnsUdp(address: string, port: number, batch = 64): NativeDns
   }
   if (addon.rowStride !== ROW) throw new CodedError('ENOADDON', `DNS UDP addon row stride ${addon.rowStride} != ${ROW}: rebuild it (npm run install)`);
   try {
-    return new addon.DnsUdpSocket({ address, port, batch });
+    return new addon.DnsUdpSocket(o);
   } catch (err) {
     const e = err as { code?: string; message?: string };
     throw new CodedError(e.code ?? 'EINVAL', e.message ?? String(err));

@@ -31,10 +31,20 @@
 // SO_RCVBUF/SO_SNDBUF as asked (forced when privileged). See socket(7),
 // udp(7), recvmmsg(2), sendmmsg(2).
 //
+// Hand-over between threads (dns/threaded.ts): worker threads share the
+// process's fd table, so a server thread can take over a socket the main thread
+// bound by adopting a dup(2) of its fd (`fd` option): both descriptors name one
+// socket and one receive queue, so a datagram queued while the owners change is
+// read by whichever polls next — none is lost. pause()/resume() stop and restart
+// the polling without closing: a paused socket still sends (late answers to
+// forwarded queries go out from the address the client asked).
+//
 // JS surface:
 //   new DnsUdpSocket({ address, port, batch = 64 (1..1024), bufferBytes = 1 MiB })
-//   sock.localPort, sock.slotStride, sock.rowStride
+//   new DnsUdpSocket({ fd, batch })  adopt a dup of a bound UDP socket's fd
+//   sock.localPort, sock.slotStride, sock.rowStride, sock.fd
 //   sock.start(onBatch(slab, meta, count), onError(code, message))
+//   sock.pause(), sock.resume()
 //   sock.sendBatch(slab, table, count) -> answers the kernel took
 //   sock.stats() -> { recvDatagrams, recvBatches, recvTruncated, recvErrors,
 //                     sendDatagrams, sendCalls, sendDropsFull, sendErrors }
@@ -47,6 +57,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -115,6 +126,9 @@ class DnsUdpSocket : public Napi::ObjectWrap<DnsUdpSocket> {
                            InstanceAccessor<&DnsUdpSocket::GetLocalPort>("localPort"),
                            InstanceAccessor<&DnsUdpSocket::GetSlotStride>("slotStride"),
                            InstanceAccessor<&DnsUdpSocket::GetRowStride>("rowStride"),
+                           InstanceAccessor<&DnsUdpSocket::GetFd>("fd"),
+                           InstanceMethod<&DnsUdpSocket::Pause>("pause"),
+                           InstanceMethod<&DnsUdpSocket::Resume>("resume"),
                            InstanceMethod<&DnsUdpSocket::Start>("start"),
                            InstanceMethod<&DnsUdpSocket::SendBatch>("sendBatch"),
                            InstanceMethod<&DnsUdpSocket::Stats>("stats"),
@@ -128,29 +142,33 @@ class DnsUdpSocket : public Napi::ObjectWrap<DnsUdpSocket> {
     Napi::Env env = info.Env();
     if (!info[0].IsObject()) ThrowType(env, "DNS UDP socket options must be an object");
     Napi::Object o = info[0].As<Napi::Object>();
-    Napi::Value av = o.Get("address");
-    if (!av.IsString()) ThrowType(env, "address must be a string (an IPv4 or IPv6 address)");
-    std::string address = av.As<Napi::String>().Utf8Value();
-    Napi::Value pv = o.Get("port");
-    if (pv.IsUndefined()) ThrowType(env, "port must be a number");
-    port_ = static_cast<int>(IntArg(env, pv, "port", 0, 65535, 0));
     batch_ = static_cast<size_t>(IntArg(env, o.Get("batch"), "batch", 1, kMaxBatch, 64));
-    int buffer = static_cast<int>(IntArg(env, o.Get("bufferBytes"), "bufferBytes", 0, kMaxBuffer, 1 << 20));
-
+    int adopt = static_cast<int>(IntArg(env, o.Get("fd"), "fd", 0, 1 << 30, -1));
+    std::string address;
+    int buffer = 0;
     struct sockaddr_in6 sa6;
     memset(&sa6, 0, sizeof sa6);
-    sa6.sin6_family = AF_INET6;
-    sa6.sin6_port = htons(static_cast<uint16_t>(port_));
     struct sockaddr_in sa4;
     memset(&sa4, 0, sizeof sa4);
-    sa4.sin_family = AF_INET;
-    sa4.sin_port = htons(static_cast<uint16_t>(port_));
-    if (inet_pton(AF_INET, address.c_str(), &sa4.sin_addr) == 1) {
-      family_ = AF_INET;
-    } else if (inet_pton(AF_INET6, address.c_str(), &sa6.sin6_addr) == 1) {
-      family_ = AF_INET6;
-    } else {
-      ThrowCode(env, "EINVAL", "DNS bind address '" + address.substr(0, 64) + "' is not an IPv4 or IPv6 address");
+    if (adopt < 0) {
+      Napi::Value av = o.Get("address");
+      if (!av.IsString()) ThrowType(env, "address must be a string (an IPv4 or IPv6 address)");
+      address = av.As<Napi::String>().Utf8Value();
+      Napi::Value pv = o.Get("port");
+      if (pv.IsUndefined()) ThrowType(env, "port must be a number");
+      port_ = static_cast<int>(IntArg(env, pv, "port", 0, 65535, 0));
+      buffer = static_cast<int>(IntArg(env, o.Get("bufferBytes"), "bufferBytes", 0, kMaxBuffer, 1 << 20));
+      sa6.sin6_family = AF_INET6;
+      sa6.sin6_port = htons(static_cast<uint16_t>(port_));
+      sa4.sin_family = AF_INET;
+      sa4.sin_port = htons(static_cast<uint16_t>(port_));
+      if (inet_pton(AF_INET, address.c_str(), &sa4.sin_addr) == 1) {
+        family_ = AF_INET;
+      } else if (inet_pton(AF_INET6, address.c_str(), &sa6.sin6_addr) == 1) {
+        family_ = AF_INET6;
+      } else {
+        ThrowCode(env, "EINVAL", "DNS bind address '" + address.substr(0, 64) + "' is not an IPv4 or IPv6 address");
+      }
     }
     // Slots start on cache lines.
     stride_ = (kSlot + 63) & ~static_cast<size_t>(63);
@@ -177,6 +195,12 @@ class DnsUdpSocket : public Napi::ObjectWrap<DnsUdpSocket> {
     siov_.resize(kSendChunk);
     saddr_.resize(kSendChunk);
 
+    if (adopt >= 0) {
+      AdoptFd(env, adopt);
+      napi_add_env_cleanup_hook(env, CleanupHook, this);
+      hook_added_ = true;
+      return;
+    }
     fd_ = socket(family_, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd_ < 0) {
       int err = errno;
@@ -214,6 +238,39 @@ class DnsUdpSocket : public Napi::ObjectWrap<DnsUdpSocket> {
     hook_added_ = true;
   }
 
+  // Take a dup of `fd` after checking that it is a bound IPv4/IPv6 datagram
+  // socket; family and port come from getsockname(2). Throws with a code.
+  void AdoptFd(Napi::Env env, int fd) {
+    int type = 0;
+    socklen_t tl = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0) {
+      int err = errno;
+      ThrowCode(env, ErrnoName(err), std::string("cannot adopt fd ") + std::to_string(fd) + ": " + strerror(err));
+    }
+    if (type != SOCK_DGRAM) ThrowCode(env, "EINVAL", "cannot adopt fd " + std::to_string(fd) + ": not a datagram socket");
+    struct sockaddr_in6 bound;
+    memset(&bound, 0, sizeof bound);
+    socklen_t gl = sizeof bound;
+    if (getsockname(fd, reinterpret_cast<struct sockaddr*>(&bound), &gl) < 0 || (bound.sin6_family != AF_INET && bound.sin6_family != AF_INET6)) {
+      ThrowCode(env, "EINVAL", "cannot adopt fd " + std::to_string(fd) + ": not an IPv4 or IPv6 socket");
+    }
+    family_ = bound.sin6_family;
+    port_ = ntohs(bound.sin6_port);  // sin_port and sin6_port share their offset
+    if (port_ == 0) ThrowCode(env, "EINVAL", "cannot adopt fd " + std::to_string(fd) + ": the socket is not bound");
+    fd_ = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (fd_ < 0) {
+      int err = errno;
+      ThrowCode(env, ErrnoName(err), std::string("cannot dup fd ") + std::to_string(fd) + ": " + strerror(err));
+    }
+    int fl = fcntl(fd_, F_GETFL);
+    if (fl < 0 || !(fl & O_NONBLOCK)) {
+      // One open file description: O_NONBLOCK is shared, and the owner set it.
+      close(fd_);
+      fd_ = -1;
+      ThrowCode(env, "EINVAL", "cannot adopt fd " + std::to_string(fd) + ": the socket is blocking");
+    }
+  }
+
   ~DnsUdpSocket() override {
     CloseNative();
     if (hook_added_) napi_remove_env_cleanup_hook(env_, CleanupHook, this);
@@ -223,6 +280,27 @@ class DnsUdpSocket : public Napi::ObjectWrap<DnsUdpSocket> {
   Napi::Value GetLocalPort(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), port_); }
   Napi::Value GetSlotStride(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(stride_)); }
   Napi::Value GetRowStride(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(kRow)); }
+  Napi::Value GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
+
+  // pause(): stop reading (the socket stays open and still sends). Idempotent.
+  Napi::Value Pause(const Napi::CallbackInfo& info) {
+    if (poll_ != nullptr && !paused_) uv_poll_stop(poll_);
+    paused_ = true;
+    return info.Env().Undefined();
+  }
+
+  // resume(): read again after pause(). Throws if the socket is closed or not started.
+  Napi::Value Resume(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_) ThrowCode(env, "ECLOSED", "DNS UDP socket is closed");
+    if (poll_ == nullptr) ThrowCode(env, "EINVAL", "DNS UDP socket is not started");
+    if (paused_) {
+      int rc = uv_poll_start(poll_, UV_READABLE, OnPoll);
+      if (rc < 0) ThrowCode(env, uv_err_name(rc), std::string("polling the DNS UDP socket failed: ") + uv_strerror(rc));
+      paused_ = false;
+    }
+    return env.Undefined();
+  }
 
   // start(onBatch, onError): begin polling; onBatch(slab, meta, count) per wake-up.
   Napi::Value Start(const Napi::CallbackInfo& info) {
@@ -237,7 +315,7 @@ class DnsUdpSocket : public Napi::ObjectWrap<DnsUdpSocket> {
     int rc = uv_poll_init_socket(loop, poll.get(), fd_);
     if (rc < 0) ThrowCode(env, uv_err_name(rc), std::string("polling the DNS UDP socket failed: ") + uv_strerror(rc));
     poll->data = this;
-    rc = uv_poll_start(poll.get(), UV_READABLE, OnPoll);
+    rc = paused_ ? 0 : uv_poll_start(poll.get(), UV_READABLE, OnPoll);
     if (rc < 0) {
       uv_close(reinterpret_cast<uv_handle_t*>(poll.release()), FreePoll);
       ThrowCode(env, uv_err_name(rc), std::string("polling the DNS UDP socket failed: ") + uv_strerror(rc));
@@ -534,6 +612,7 @@ class DnsUdpSocket : public Napi::ObjectWrap<DnsUdpSocket> {
   std::unique_ptr<Napi::AsyncContext> async_ctx_;
   uv_poll_t* poll_ = nullptr;
   bool started_ = false;
+  bool paused_ = false;
   bool closed_ = false;
   bool refed_ = true;
   bool strong_ = false;

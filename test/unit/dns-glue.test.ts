@@ -77,7 +77,7 @@ test('isolation: subnet membership', () => {
 
 test('status dns: live entries only, escaped for the terminal', () => {
   assert.equal(terminalSafe('a\u001b[2Jb'), 'a\\x1b[2Jb');
-  const t = formatDns({ Domain: 'weave.local.', Address: '', TTL: 1, Isolation: true, Upstream: [], Entries: [
+  const t = formatDns({ Domain: 'weave.local.', Address: '', TTL: 1, Isolation: true, Upstream: [], Thread: 'main', Entries: [
     { Hostname: 'db.weave.local.', Address: '10.32.0.1', ContainerID: 'a'.repeat(64), Origin: 'aa:00:00:00:00:01', Version: 0, Tombstone: 0 },
     { Hostname: 'old.weave.local.', Address: '10.32.0.2', ContainerID: 'x\u0007', Origin: 'aa:00:00:00:00:01', Version: 1, Tombstone: 5 },
   ] });

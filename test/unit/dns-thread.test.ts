@@ -3,18 +3,21 @@
  * the answering view (dns/view.ts: snapshot filtering, isolation by the asker's address,
  * round-robin shuffle) and the shared counters (dns/counters.ts: the 256-key cap for
  * query types, "other" overflow). The threaded server is run for real on loopback
- * (127.0.0.1, a free port) in both modes: a worker thread and the calling thread.
+ * (127.0.0.1, a free port) in every placement: a worker thread from the start, the
+ * calling thread only, and 'auto' (the hand-over under queries, with no query lost; a
+ * dead worker replaced while the calling thread answers).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
+import net from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as dnsPacket from 'dns-packet';
 import { DnsView, snapshotOf, type ViewSnapshot } from '../../dns/view.js';
 import { CounterReader, CounterWriter, counterBuffer, MAX_QUERY_KEYS, MAX_REASON_KEYS } from '../../dns/counters.js';
-import { ThreadedDnsServer, threadNice, THREAD_NICE } from '../../dns/threaded.js';
+import { ThreadedDnsServer, threadNice, threadMode, wantsThread, THREAD_NICE, AUTO_QPS, AUTO_BUSY, AUTO_CHECK_MS } from '../../dns/threaded.js';
 import type { DnsEntry } from '../../dns/registry.js';
 
 const settings = { domain: 'weave.local.', ttl: 7, isolation: true };
@@ -100,14 +103,14 @@ function ask(port: number, msgs: Buffer[], want: number): Promise<Buffer[]> {
 const query = (id: number, name: string, type: 'A' | 'PTR' = 'A'): Buffer => dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, class: 'IN', name }] });
 
 for (const inThread of [true, false]) {
-  test(`threaded server (${inThread ? 'worker thread' : 'calling thread'}): answers from the view, follows setView, counts drops and queries`, async () => {
+  test(`threaded server (${inThread ? 'mode thread: worker thread' : 'mode main: calling thread'}): answers from the view, follows setView, counts drops and queries`, async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'tsw-dns-thread-'));
     writeFileSync(path.join(dir, 'resolv.conf'), 'nameserver 127.0.0.1\n');
     const logs: string[] = [];
     // The worker lowers its own nice value when asked (root may); the test checks no warning.
     process.env.WEAVE_DNS_THREAD_NICE = '-1';
     const srv = new ThreadedDnsServer({
-      host: '127.0.0.1', port: 0, resolvConf: path.join(dir, 'resolv.conf'), inThread, log: (l) => logs.push(l),
+      host: '127.0.0.1', port: 0, resolvConf: path.join(dir, 'resolv.conf'), mode: inThread ? 'thread' : 'main', log: (l) => logs.push(l),
       settings: { ...settings, isolation: false },
       snapshot: { entries: [['db.weave.local.', '10.32.0.5', '', 'a']], subnets: [] },
     });
@@ -171,3 +174,112 @@ test('threadNice: default (none), override, bad values fall back', () => {
   assert.equal(threadNice({ WEAVE_DNS_THREAD_NICE: '-40' }), THREAD_NICE);
   assert.equal(threadNice({ WEAVE_DNS_THREAD_NICE: 'x' }), THREAD_NICE);
 });
+
+test('threadMode and wantsThread: the env overrides; a busy period or enough queries hands over', () => {
+  assert.equal(threadMode(undefined, {}), 'auto');
+  assert.equal(threadMode('main', {}), 'main');
+  assert.equal(threadMode('auto', { WEAVE_DNS_THREAD: '1' }), 'thread');
+  assert.equal(threadMode('thread', { WEAVE_DNS_THREAD: '0' }), 'main');
+  assert.equal(threadMode(undefined, { WEAVE_DNS_THREAD: 'yes' }), 'auto');
+  assert.equal(wantsThread(0, 1), false, 'a busy loop with no DNS traffic keeps the main thread');
+  assert.equal(wantsThread(AUTO_QPS - 1, 0), false);
+  assert.equal(wantsThread(AUTO_QPS, 0), true);
+  assert.equal(wantsThread(1, AUTO_BUSY), true);
+  assert.equal(wantsThread(1, AUTO_BUSY - 0.01), false);
+  assert.equal(wantsThread(3, 0, 3), true);
+});
+
+/** Send one A query every `everyMs` for `ms`; resolves with [sent, ids answered]. */
+function stream(port: number, ms: number, everyMs: number): Promise<[number, Set<number>]> {
+  return new Promise((resolve) => {
+    const s = dgram.createSocket('udp4');
+    const got = new Set<number>();
+    let sent = 0;
+    s.on('message', (m) => got.add(m.readUInt16BE(0)));
+    const tick = setInterval(() => s.send(query(++sent, 'db.weave.local'), port, '127.0.0.1'), everyMs);
+    setTimeout(() => {
+      clearInterval(tick);
+      // Answers still in flight get a bounded moment.
+      setTimeout(() => {
+        s.close();
+        resolve([sent, got]);
+      }, 500);
+    }, ms);
+  });
+}
+
+test('threaded server (mode auto): stays on the main thread while idle, hands UDP over under queries without losing one', async () => {
+  const logs: string[] = [];
+  const srv = new ThreadedDnsServer({
+    host: '127.0.0.1', port: 0, resolvConf: '/nonexistent/resolv.conf', autoQps: 10, log: (l) => logs.push(l),
+    settings: { ...settings, isolation: false },
+    snapshot: { entries: [['db.weave.local.', '10.32.0.5', '', 'a']], subnets: [] },
+  });
+  try {
+    await srv.start();
+    assert.equal(srv.mode, 'auto');
+    await new Promise((r) => setTimeout(r, AUTO_CHECK_MS * 2.5));
+    assert.equal(srv.inThread, false, 'no queries: no thread');
+    // ~200 queries/s across the hand-over: every one is answered, by one thread or the other.
+    const [sent, got] = await stream(srv.port, AUTO_CHECK_MS * 4, 5);
+    assert.equal(srv.inThread, true, `handed over (logs: ${logs.join(' | ')})`);
+    assert.ok(logs.some((l) => /answering UDP on a worker thread from now on \(\d+ queries in/.test(l)), logs.join(' | '));
+    assert.ok(sent > 50, `sent ${sent}`);
+    assert.equal(got.size, sent, `answered ${got.size} of ${sent}`);
+    const c = srv.counters().filter((x) => x.kind === 'query' && x.labels.join() === 'A,NOERROR').reduce((a, x) => a + x.n, 0);
+    assert.equal(c, sent, 'both threads\' counters are summed');
+    // TCP stays on the main thread.
+    const tcp = await tcpAsk(srv.port, query(7, 'db.weave.local'));
+    assert.equal(dnsPacket.decode(tcp).id, 7);
+  } finally {
+    await srv.close();
+  }
+});
+
+test('threaded server: a dead worker is replaced, and the main thread answers meanwhile', async () => {
+  const logs: string[] = [];
+  const srv = new ThreadedDnsServer({
+    host: '127.0.0.1', port: 0, resolvConf: '/nonexistent/resolv.conf', mode: 'thread', log: (l) => logs.push(l),
+    settings: { ...settings, isolation: false },
+    snapshot: { entries: [['db.weave.local.', '10.32.0.5', '', 'a']], subnets: [] },
+  });
+  try {
+    await srv.start();
+    assert.equal(srv.inThread, true);
+    await srv.killWorkerForTest();
+    for (let i = 0; i < 100 && srv.inThread; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(srv.inThread, false, 'the main thread took the socket back');
+    const [a] = await ask(srv.port, [query(5, 'db.weave.local')], 1);
+    assert.equal(dnsPacket.decode(a!).id, 5, 'answered while no worker runs');
+    for (let i = 0; i < 100 && !srv.inThread; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(srv.inThread, true, 'a new worker adopted the socket');
+    const [b] = await ask(srv.port, [query(6, 'db.weave.local')], 1);
+    assert.equal(dnsPacket.decode(b!).id, 6);
+    assert.ok(logs.some((l) => /server thread exited/.test(l)), logs.join(' | '));
+  } finally {
+    await srv.close();
+  }
+});
+
+/** One query over TCP (RFC 1035 §4.2.2 length prefix); the answer, within 3 s. */
+function tcpAsk(port: number, msg: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    let buf = Buffer.alloc(0);
+    const t = setTimeout(() => { s.destroy(); reject(new Error('no TCP answer in 3 s')); }, 3000);
+    s.on('error', (e) => { clearTimeout(t); reject(e); });
+    s.on('connect', () => {
+      const hdr = Buffer.alloc(2);
+      hdr.writeUInt16BE(msg.length);
+      s.write(Buffer.concat([hdr, msg]));
+    });
+    s.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+        clearTimeout(t);
+        s.destroy();
+        resolve(buf.subarray(2, 2 + buf.readUInt16BE(0)));
+      }
+    });
+  });
+}

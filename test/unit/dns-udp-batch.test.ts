@@ -1,15 +1,17 @@
 /**
  * weaveDNS's batched UDP socket (dns/native/dns-udp.cc via dns/udp-batch.ts) and the
  * server on it: answers equal node:dgram's, hostile datagrams (oversized, malformed,
- * empty) are counted and dropped without an answer, bad send tables are RangeErrors.
+ * empty) are counted and dropped without an answer, bad send tables are RangeErrors;
+ * another thread's adoption of the socket (a dup of its fd) and pause/resume.
  * Loopback only.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
+import net from 'node:net';
 import * as dnsPacket from 'dns-packet';
 import { DnsServer } from '../../dns/server.js';
-import { openDnsUdp, dnsUdpAvailable, ROW } from '../../dns/udp-batch.js';
+import { openDnsUdp, adoptDnsUdp, dnsUdpAvailable, ROW } from '../../dns/udp-batch.js';
 import type { NameSource } from '../../dns/answer.js';
 
 const src: NameSource = {
@@ -107,5 +109,56 @@ test('a second batched server on the same address fails with a one-line EADDRINU
     await assert.rejects(b.start(), /^Error: DNS: cannot listen on udp 127\.0\.0\.1:\d+: EADDRINUSE$/);
   } finally {
     await a.close();
+  }
+});
+
+test('adopt: a dup of a bound socket reads its queue, pause() hands the reading over, bad fds are one-line EINVAL', async () => {
+  const a = openDnsUdp('127.0.0.1', 0, 8);
+  const b = adoptDnsUdp(a.fd, 8);
+  try {
+    assert.equal(b.localPort, a.localPort);
+    assert.notEqual(b.fd, a.fd, 'a dup, not the same descriptor');
+    const byA: string[] = [];
+    const byB: string[] = [];
+    const take = (into: string[]) => (slab: Buffer, meta: Uint32Array, count: number) => {
+      for (let i = 0; i < count; i++) into.push(slab.toString('latin1', meta[ROW * i], meta[ROW * i] + meta[ROW * i + 1]));
+    };
+    a.start(take(byA), () => undefined);
+    a.pause();
+    a.pause();
+    // Nobody reads: the datagram waits in the one shared queue.
+    const c = dgram.createSocket('udp4');
+    await new Promise<void>((r) => c.send('one', a.localPort, '127.0.0.1', () => r()));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(byA, []);
+    b.start(take(byB), () => undefined);
+    for (let i = 0; i < 100 && byB.length < 1; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(byB, ['one'], 'the adopter reads what was queued before it started');
+    // Back: b paused, a resumed.
+    b.pause();
+    a.resume();
+    await new Promise<void>((r) => c.send('two', a.localPort, '127.0.0.1', () => r()));
+    for (let i = 0; i < 100 && byA.length < 1; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(byA, ['two']);
+    // Closing the adopter leaves the original bound and reading.
+    b.close();
+    await new Promise<void>((r) => c.send('three', a.localPort, '127.0.0.1', () => r()));
+    for (let i = 0; i < 100 && byA.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(byA, ['two', 'three']);
+    c.close();
+  } finally {
+    b.close();
+    a.close();
+  }
+  // Not a socket, an unbound socket, a closed fd: refused with a code and one line.
+  assert.throws(() => adoptDnsUdp(0, 8), (e: Error & { code?: string }) => ['EINVAL', 'ENOTSOCK'].includes(e.code ?? '') && !e.message.includes('\n'));
+  assert.throws(() => adoptDnsUdp(1 << 20, 8), (e: Error & { code?: string }) => e.code === 'EBADF' && !e.message.includes('\n'));
+  const tcp = net.createServer();
+  await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', () => r()));
+  try {
+    const fd = (tcp as unknown as { _handle: { fd: number } })._handle.fd;
+    assert.throws(() => adoptDnsUdp(fd, 8), /not a datagram socket/);
+  } finally {
+    tcp.close();
   }
 });
