@@ -15,8 +15,9 @@
  *    and (unless --dns-isolation=off) only addresses in a subnet the asking container
  *    shares: the registry stays here, and every change (registry, reachable peers,
  *    endpoints' subnets) pushes a snapshot of what may be answered (dns/view.ts) to the
- *    server thread, coalesced to one per event-loop turn; reachability and subnets are
- *    re-checked every VIEW_CHECK_MS.
+ *    server, coalesced to one per event-loop turn; reachability is re-checked when the
+ *    router's routes change ('routes'), subnets on every endpoint attach/detach, and both
+ *    every VIEW_AUDIT_MS in case a change came by another way.
  *  - API: POST /dns/add, POST /dns/remove {target, ips?, hostname?}, GET /dns/lookup/:name,
  *    GET /dns (the report section); report section `DNS`; metrics weave_dns_*.
  */
@@ -35,8 +36,12 @@ import { derive6, parseRange6 } from '../ipam/ipv6.js';
 /** Largest dns gossip payload we decode. */
 export const MAX_GOSSIP_BYTES = 16 << 20;
 const GC_INTERVAL_MS = 60_000;
-/** How often reachable peers and endpoint subnets are re-checked for the server's view, ms. */
-const VIEW_CHECK_MS = 500;
+/**
+ * How often reachable peers and endpoint subnets are re-checked for the server's view
+ * besides the events that change them (routes recomputed, endpoint attached/detached), ms.
+ * Was a 500 ms poll: two wake-ups a second on every idle router (issue #20).
+ */
+const VIEW_AUDIT_MS = 10_000;
 
 /** `weave report`'s DNS section. */
 export interface ReportDns {
@@ -198,10 +203,13 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
     viewPending = true;
     setImmediate(pushView);
   };
-  // Reachability and endpoint subnets change without a registry change: re-check them.
-  const viewTimer = setInterval(() => {
+  // Reachability and endpoint subnets change without a registry change: re-check them when
+  // the routes or the endpoints change, and on a slow audit.
+  const checkShape = (): void => {
     if (server && !viewPending && shape() !== lastShape) viewChanged();
-  }, VIEW_CHECK_MS);
+  };
+  ctx.router.on('routes', checkShape);
+  const viewTimer = setInterval(checkShape, VIEW_AUDIT_MS);
   viewTimer.unref();
 
   if (s.onBridge) {
@@ -301,8 +309,12 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
 
   return {
     report,
-    attached: async ({ endpoint, name, routesInstalled }) => register(endpoint, name ?? endpoint.name, endpoint.cidrs, routesInstalled),
+    attached: async ({ endpoint, name, routesInstalled }) => {
+      checkShape();
+      await register(endpoint, name ?? endpoint.name, endpoint.cidrs, routesInstalled);
+    },
     detached: ({ endpoint }) => {
+      checkShape();
       const ips = endpoint.cidrs.map(addrOf);
       broadcast(ips.length ? ips.flatMap((a) => reg.remove(endpoint.id, a)) : reg.remove(endpoint.id));
     },
@@ -313,6 +325,7 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
     close: async () => {
       clearInterval(gcTimer);
       clearInterval(viewTimer);
+      ctx.router.off('routes', checkShape);
       await server!.close();
     },
   };

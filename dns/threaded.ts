@@ -10,9 +10,10 @@
  * (bench:scale --real, issue #20) on every idle router that never answers a query.
  *
  * Placement (`mode`, WEAVE_DNS_THREAD overrides: 0 = main, 1 = thread):
- *  - 'auto' (default): served on the main thread; every AUTO_CHECK_MS the queries counted
- *    and the main thread's event-loop utilisation decide: AUTO_QPS queries in one period,
- *    or any query while the loop was AUTO_BUSY busy, hand the UDP side over for good;
+ *  - 'auto' (default): served on the main thread; a query starts an AUTO_CHECK_MS period
+ *    (none runs while idle) whose queries and main-thread event-loop utilisation decide:
+ *    AUTO_QPS queries in it, or any while the loop was AUTO_BUSY busy, hand the UDP side
+ *    over for good;
  *  - 'thread': handed over at start; 'main': never.
  * The hand-over loses no query: the worker adopts a dup of the bound socket's fd (worker
  * threads share the process's fd table; dns/udp-batch.ts adoptDnsUdp), and the main
@@ -29,7 +30,7 @@
  * (dns/counters.ts), one buffer per server, summed by counters().
  */
 import { Worker } from 'node:worker_threads';
-import { performance, type EventLoopUtilization } from 'node:perf_hooks';
+import { performance } from 'node:perf_hooks';
 import { DnsServer } from './server.js';
 import { DnsView, type ViewSettings, type ViewSnapshot } from './view.js';
 import { CounterReader, CounterWriter, counterBuffer, type CounterValue } from './counters.js';
@@ -104,6 +105,7 @@ export class ThreadedDnsServer {
   private closed = false;
   private restartTimer: NodeJS.Timeout | undefined;
   private autoTimer: NodeJS.Timeout | undefined;
+  private handingOver = false;
   /** UDP is answered by the worker now. */
   private threaded = false;
   /** The bound port (useful with port 0). */
@@ -134,14 +136,24 @@ export class ThreadedDnsServer {
       ...this.serverOptions(),
       names: (c) => this.view.names(c),
       log: this.log,
-      hooks: { query: (t, r) => w.query(t, r), dropped: (r) => w.dropped(r), upstreamFailure: (_u, r) => w.upstream(r), upstreams: (l) => (this.upstreams = l) },
+      hooks: {
+        query: (t, r) => {
+          w.query(t, r);
+          this.onLocalQuery();
+        },
+        dropped: (r) => {
+          w.dropped(r);
+          this.onLocalQuery();
+        },
+        upstreamFailure: (_u, r) => w.upstream(r),
+        upstreams: (l) => (this.upstreams = l),
+      },
     });
     await s.start();
     this.local = s;
     this.port = s.port;
     this.upstreams = s.currentUpstreams();
     if (this.mode === 'thread') await this.handOver('asked (WEAVE_DNS_THREAD=1)');
-    else if (this.mode === 'auto') this.watchLoad();
   }
 
   private serverOptions(): WorkerServerOptions {
@@ -149,20 +161,23 @@ export class ThreadedDnsServer {
     return { host, port, resolvConf, upstreamTimeoutMs, ownAddresses, udpIo, udpBatch };
   }
 
-  /** 'auto': judge each AUTO_CHECK_MS period; the first that warrants it hands over. */
-  private watchLoad(): void {
-    let lastElu: EventLoopUtilization = performance.eventLoopUtilization();
-    let lastQueries = this.localQueries();
-    this.autoTimer = setInterval(() => {
-      const elu = performance.eventLoopUtilization(lastElu);
-      lastElu = performance.eventLoopUtilization();
-      const q = this.localQueries();
-      const n = q - lastQueries;
-      lastQueries = q;
-      if (!wantsThread(n, elu.utilization, this.opts.autoQps)) return;
-      clearInterval(this.autoTimer);
+  /**
+   * 'auto': a query (or a dropped one) arms one AUTO_CHECK_MS period unless one runs; at
+   * its end the period is judged (wantsThread) and either hands over or disarms. An idle
+   * server has no timer at all (issue #20: every wake-up of an idle router costs).
+   */
+  private onLocalQuery(): void {
+    if (this.mode !== 'auto' || this.autoTimer || this.threaded || this.closed || this.handingOver || this.worker || this.restartTimer) return;
+    const elu0 = performance.eventLoopUtilization();
+    const q0 = this.localQueries() - 1;
+    this.autoTimer = setTimeout(() => {
       this.autoTimer = undefined;
-      void this.handOver(`${n} queries in ${AUTO_CHECK_MS} ms, main thread ${Math.round(elu.utilization * 100)} % busy`);
+      if (this.closed || this.threaded || this.handingOver || this.worker) return;
+      const busy = performance.eventLoopUtilization(elu0).utilization;
+      const n = this.localQueries() - q0;
+      if (!wantsThread(n, busy, this.opts.autoQps)) return;
+      this.handingOver = true;
+      void this.handOver(`${n} queries in ${AUTO_CHECK_MS} ms, main thread ${Math.round(busy * 100)} % busy`).finally(() => (this.handingOver = false));
     }, AUTO_CHECK_MS);
     this.autoTimer.unref();
   }
@@ -278,7 +293,7 @@ export class ThreadedDnsServer {
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.restartTimer);
-    clearInterval(this.autoTimer);
+    clearTimeout(this.autoTimer);
     const w = this.worker;
     if (w) {
       await new Promise<void>((resolve) => {

@@ -615,6 +615,8 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
       }
     }
     this.forwarder.recalcRoutes();
+    // Subsystems whose state follows reachability (weaveDNS's answerable origins) re-check now.
+    this.emit('routes');
   }
 
   /** Register a gossip channel (e.g. 'ipam') and get its handle onto the mesh. */

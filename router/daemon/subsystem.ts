@@ -25,7 +25,11 @@ export interface SubsystemContext {
   readonly cfg: Readonly<LaunchConfig>;
   /** The state directory (`WEAVE_STATE_DIR`), mode 0700: where a subsystem persists. */
   readonly stateDir: string;
-  /** The running router: topology, routes, events ('event', 'peer-gone'). */
+  /**
+   * The running router: topology, routes, events ('event'; 'peer-gone' with the name of a
+   * peer that left the topology; 'routes' after every coalesced topology change, once the
+   * routes — and so which peers are reachable — are recomputed).
+   */
   readonly router: Router;
   /** Register a gossip channel on the mesh (name unique per subsystem, e.g. 'ipam', 'dns'). */
   registerChannel(name: string, handler: GossipHandler): GossipChannel;
