@@ -258,7 +258,7 @@ export class Forwarder {
       else if (owner !== self && !this.fastdpNums.has(owner)) {
         this.unicast(self, owner, slab, start, end);
         if ((cacheable || (bulk && end - start >= FLOW_BULK_FRAME)) && (src !== lastSrc || dst !== lastDst)) {
-          this.installEgressFlow(src, dst, owner, end - start);
+          this.installEgressFlow(src, dst, owner, slab.subarray(start, end));
           lastSrc = src;
           lastDst = dst;
         }
@@ -271,8 +271,11 @@ export class Forwarder {
    * [flow cache] Caches the decision just made for a captured frame srcM → dstM owned
    * by peer `owner`, towards a next hop whose path takes the frame; an encrypted next
    * hop's datagrams are sealed by the addon with that peer's Sealer (shared counter).
+   * The flow is keyed by `frame`'s EtherType and IP addresses (the policy just passed
+   * exactly those), so a forged source, ARP or ND between the same MACs still comes here.
    */
-  private installEgressFlow(srcM: number, dstM: number, owner: number, len: number): void {
+  private installEgressFlow(srcM: number, dstM: number, owner: number, frame: Buffer): void {
+    const len = frame.length;
     const sp = this.unicastNext.get(owner);
     const tap = this.tap;
     const fd = this.sleeve.fd;
@@ -281,7 +284,7 @@ export class Forwarder {
     egressTemplate(this.selfNum, this.selfNum, owner, this.flowTemplate);
     // COALESCE: the addon may send this flow's datagrams as UDP GSO runs, when the sleeve would.
     const port = this.sleeve.mayCoalesce(sp) ? sp.port | COALESCE : sp.port;
-    tap.addFlow(srcM, dstM, fd, sp.family === 6 ? sp.address : sp.addr, port, this.flowTemplate, sp.maxFrame, FLOW_TTL_MS, sp.sealer);
+    tap.addFlow(srcM, dstM, fd, sp.family === 6 ? sp.address : sp.addr, port, this.flowTemplate, sp.maxFrame, FLOW_TTL_MS, sp.sealer, frame);
   }
 
   /** [flow cache] Empties both directions' caches: a decision's input changed. */

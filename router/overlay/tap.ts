@@ -133,7 +133,7 @@ interface NativeTap {
   writeBatch(frames: Uint8Array[], count?: number): number;
   writeSlab(slab: Uint8Array, frames: Uint32Array, count: number): number;
   stats(): TapStats;
-  addFlow(srcMac: number, dstMac: number, udpFd: number, addr: number | string, port: number, template: Uint8Array, maxFrame: number, ttlMs: number, sealState?: Uint8Array, key?: Uint8Array): boolean;
+  addFlow(srcMac: number, dstMac: number, udpFd: number, addr: number | string, port: number, template: Uint8Array, maxFrame: number, ttlMs: number, sealState?: Uint8Array, key?: Uint8Array, frame?: Uint8Array): boolean;
   clearFlows(): void;
   flowStats(): FlowStats;
   linkFastPath(udpPort: unknown): boolean;
@@ -308,12 +308,18 @@ export class Tap {
    * of the key until the flows are cleared, and never seals once the Sealer's epoch moved
    * on (the flow then misses).
    * `port` may carry COALESCE (udp.ts): the flow's datagrams may then leave as UDP GSO runs.
+   * With `frame` (the frame the router just judged, Ethernet header first) the flow takes
+   * only frames with its EtherType and IP source and destination, and a frame that must
+   * never be cached (ARP, IPv6 neighbour discovery, IPv6 extension headers, other
+   * EtherTypes) installs nothing (false): the policy's per-frame checks are not bypassed
+   * (flow-cache.h, FrameKey). Without it every frame between the two MACs matches (the
+   * addon's own tests).
    * @throws TypeError/RangeError for a missing or out-of-range argument.
    */
   addFlow(srcMac: number, dstMac: number, udpFd: number, addr: number | string, port: number, template: Uint8Array, maxFrame: number, ttlMs: number,
-    seal?: { sharedState: Buffer; currentKey: Buffer }): boolean {
-    if (seal === undefined) return this.handle.addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs);
-    return this.handle.addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs, seal.sharedState, seal.currentKey);
+    seal?: { sharedState: Buffer; currentKey: Buffer }, frame?: Uint8Array): boolean {
+    if (seal === undefined) return this.handle.addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs, undefined, undefined, frame);
+    return this.handle.addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs, seal.sharedState, seal.currentKey, frame);
   }
 
   /** Forgets every egress flow (the router's decisions changed). */

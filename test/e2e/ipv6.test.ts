@@ -33,14 +33,17 @@ const G = {
 const LL = (g: string): string => g.replace('fd00:77::', 'fe80::');
 
 // ---- forged frames, sent with AF_PACKET from inside a container (as in isolation.test.ts) ----
+// Frames 20 ms apart: each reaches the router's TAP in a wake-up of its own, the case
+// the flow cache forwards in C (a burst would go to JavaScript whole, hiding a bypass).
 const SENDER_PY = [
-  'import socket, sys',
+  'import socket, sys, time',
   's = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)',
   's.bind((sys.argv[1], 0))',
   'n = 0',
   'for h in sys.argv[3:]:',
   '    for _ in range(int(sys.argv[2])):',
   '        n += s.send(bytes.fromhex(h)) > 0',
+  '        time.sleep(0.02)',
   'print(n)',
 ].join('\n');
 
@@ -298,6 +301,10 @@ describe('IPv6 overlay: dual-stack containers, isolation, PMTU, DNS', { skip, ti
 
     // The router alone (h3, sleeve): remove h3's kernel rules, forge from a3.
     const caps2 = await Promise.all(['a2', 'b2', 'b3'].map((y) => Capture.start(c[y].ns, procs)));
+    // Legitimate a3 → a2 traffic first (global and link-local): the router caches those
+    // flows (30 s); the forged frames between the same MACs must still be judged.
+    await c.a3.mustPing(G.a2, { tries: 3 }, 'a3 -> a2 (installs a flow)');
+    await caps2[0].waitFor(`${G.a3} > ${G.a2}`);
     const spoof0 = (await h3.report()).Router.Drops.spoof ?? 0;
     for (const fam of ['bridge', 'ip', 'arp', 'ip6']) await must('ip', ['netns', 'exec', h3.ns, 'nft', 'delete', 'table', fam, 'tsweave']);
     try {

@@ -76,10 +76,66 @@ inline size_t FlowSlot(uint64_t a, uint64_t b, uint64_t c) {
   return static_cast<size_t>(h) & (kFlowSlots - 1);
 }
 
+// ---- The egress flow key ----
+//
+// The router's per-frame policy (router/policy/subnet-policy.ts) checks a
+// captured frame's IP source and destination against its endpoint's addresses
+// and isolation groups, and inspects ARP and IPv6 neighbour discovery. A flow
+// keyed by MACs alone would forward, until it expires, ANY frame between the
+// two MACs: a forged source address, an ARP reply or a Neighbour Advertisement
+// claiming someone else's address (found by ipv6.test.ts's forged-frames case
+// with the bridge rules removed: the router let a spoofed ping6 out through a
+// flow a legitimate ping had installed). So a flow the router installs from a
+// frame is keyed by that frame's EtherType and IP source and destination too,
+// and only IPv4 and plain IPv6 (TCP, UDP, ICMPv6 other than ND) frames are
+// ever cached: anything else, or another address pair, is a miss and goes to
+// the router's policy. FrameKey returns the key bytes (EtherType, then source
+// and destination address: 10 bytes for IPv4, 34 for IPv6), or 0 when the
+// frame must not be cached.
+constexpr size_t kFlowKeyMax = 34;
+
+inline size_t FrameKey(const uint8_t* f, size_t len, uint8_t* out) {
+  if (len < 14) return 0;
+  const uint16_t type = static_cast<uint16_t>((f[12] << 8) | f[13]);
+  if (type == 0x0800) {
+    if (len < 34 || (f[14] >> 4) != 4) return 0;
+    out[0] = f[12];
+    out[1] = f[13];
+    memcpy(out + 2, f + 26, 8);
+    return 10;
+  }
+  if (type == 0x86DD) {
+    if (len < 54 || (f[14] >> 4) != 6) return 0;
+    const uint8_t nh = f[20];
+    // Extension headers hide the upper layer: the router decides.
+    if (nh != 6 && nh != 17 && nh != 58) return 0;
+    // Router/Neighbour Solicitation/Advertisement and Redirect (RFC 4861):
+    // the router checks their target and options on every one.
+    if (nh == 58 && (len < 55 || (f[54] >= 133 && f[54] <= 137))) return 0;
+    out[0] = f[12];
+    out[1] = f[13];
+    memcpy(out + 2, f + 22, 32);
+    return 34;
+  }
+  return 0;
+}
+
+// FNV-1a over the key: the third input of FlowSlot for keyed flows.
+inline uint64_t KeyHash(const uint8_t* k, size_t n) {
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < n; i++) h = (h ^ k[i]) * 1099511628211ULL;
+  return h | 1;  // never 0, the unkeyed flows' slot input
+}
+
 // TAP → UDP: a captured frame src_mac → dst_mac leaves as one FRAMES datagram.
+// A keyed flow (key_len > 0, the router's installs) takes only frames with
+// the same FrameKey; an unkeyed one (installed without a sample frame: the
+// addon's own tests) takes every frame between the two MACs.
 struct EgressFlow {
   uint64_t src_mac = 0;
   uint64_t dst_mac = 0;
+  uint8_t key_len = 0;
+  uint8_t key[kFlowKeyMax];
   uint64_t expires_ms = 0;  // 0: empty slot
   int udp_fd = -1;
   // Destination: sockaddr_in, or sockaddr_in6 (IPv6 peer, or IPv4-mapped on a

@@ -24,8 +24,9 @@
 //                    vnetHdr, writeCoalesced, ..., egressGso,
 //                    missGroup, missSmall, missFlow, missLong, missSeal }
 //   tap.ref(), tap.unref(), tap.close()
-//   tap.addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs[, sealState, key])
-//     (addr: IPv4 as uint32, or IPv6 text; the UDP socket may be dual-stack)
+//   tap.addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs[, sealState, key[, frame]])
+//     (addr: IPv4 as uint32, or IPv6 text; the UDP socket may be dual-stack;
+//     frame: the judged frame, keying the flow to its EtherType and IP addresses)
 //   tap.clearFlows(), tap.flowStats()
 //   setDontFragment(fd, on)
 //
@@ -700,8 +701,20 @@ class Tap : public Napi::ObjectWrap<Tap> {
       if (n > tsweave::kFastBatchMax && len < kBigFrame && (!bulk_tails_ || (i == 0 ? !first_continues_ : frames_data_[2 * i - 1] < kBigFrame))) return Miss(kMissSmall);
       const uint64_t dst = tsweave::Read48(f);
       const uint64_t src = tsweave::Read48(f + 6);
-      tsweave::EgressFlow& e = egress_.slots[tsweave::FlowSlot(src, dst, 0)];
-      if (e.expires_ms <= now || e.src_mac != src || e.dst_mac != dst) return Miss(kMissFlow);
+      // The frame's own key first (flow-cache.h FrameKey), then an unkeyed flow.
+      uint8_t key[tsweave::kFlowKeyMax];
+      const size_t kl = tsweave::FrameKey(f, len, key);
+      tsweave::EgressFlow* ep = nullptr;
+      if (kl != 0) {
+        tsweave::EgressFlow& k = egress_.slots[tsweave::FlowSlot(src, dst, tsweave::KeyHash(key, kl))];
+        if (k.expires_ms > now && k.src_mac == src && k.dst_mac == dst && k.key_len == kl && memcmp(k.key, key, kl) == 0) ep = &k;
+      }
+      if (ep == nullptr) {
+        tsweave::EgressFlow& u = egress_.slots[tsweave::FlowSlot(src, dst, 0)];
+        if (u.expires_ms <= now || u.src_mac != src || u.dst_mac != dst || u.key_len != 0) return Miss(kMissFlow);
+        ep = &u;
+      }
+      tsweave::EgressFlow& e = *ep;
       if (len > e.max_frame) return Miss(kMissLong);
       if (e.crypto >= 0 && !SealReady(e)) return Miss(kMissSeal);
       hits_[i] = &e;
@@ -890,8 +903,10 @@ class Tap : public Napi::ObjectWrap<Tap> {
     return st[0] >= 0 && st[0] < sleeve_aead::kMaxSeq;
   }
 
-  // addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs[, sealState, key]):
-  // frames srcMac → dstMac (48-bit numbers) leave as FRAMES datagrams to
+  // addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs[, sealState, key[, frame]]):
+  // frames srcMac → dstMac (48-bit numbers) — with `frame`, only those with its
+  // EtherType and IP source and destination, never ARP or IPv6 ND (flow-cache.h
+  // FrameKey; returns false for a frame that must not be cached) — leave as FRAMES datagrams to
   // `addr` (IPv4 uint32, or IPv6 text) : `port` on socket `udpFd`, each made of the 20-byte
   // `template` (sleeve header, record src and dst peer), the frame's length
   // and the frame, while not longer than maxFrame bytes, for ttlMs ms. With
@@ -938,6 +953,11 @@ class Tap : public Napi::ObjectWrap<Tap> {
       if (stl < sleeve_aead::kSealStateBytes || (reinterpret_cast<uintptr_t>(st) & 7) != 0) ThrowRange(env, "sealState must be a Sealer.sharedState (16 bytes, 8-byte aligned)");
       if (keyl != sleeve_aead::kKeyBytes) ThrowRange(env, "key must be 32 bytes");
     }
+    // frame: a sample of the frames this flow is for (the one the router just
+    // judged); it keys the flow (flow-cache.h FrameKey).
+    uint8_t* sample = nullptr;
+    size_t sample_len = 0;
+    if (info.Length() > 10 && !info[10].IsUndefined()) BytesArg(env, info[10], "frame", &sample, &sample_len);
     if (closed_ || loop_ == nullptr) return Napi::Boolean::New(env, false);
     // The socket's family decides the address form (a dual-stack AF_INET6
     // socket takes IPv4 as ::ffff:a.b.c.d); IPv6 on an IPv4 socket: no flow.
@@ -985,7 +1005,17 @@ class Tap : public Napi::ObjectWrap<Tap> {
       crypto = crypto_.Install(env, dest, info[8], st, key, static_cast<uint32_t>(sd[1]));
       if (crypto < 0) return Napi::Boolean::New(env, false);
     }
-    tsweave::EgressFlow& e = egress_.slots[tsweave::FlowSlot(src, dst, 0)];
+    // The sample frame's key (flow-cache.h): a frame that must not be cached
+    // installs nothing; without a sample the flow is unkeyed.
+    uint8_t fkey[tsweave::kFlowKeyMax];
+    size_t fkl = 0;
+    if (sample != nullptr) {
+      fkl = tsweave::FrameKey(sample, sample_len, fkey);
+      if (fkl == 0) return Napi::Boolean::New(env, false);
+    }
+    tsweave::EgressFlow& e = egress_.slots[tsweave::FlowSlot(src, dst, fkl ? tsweave::KeyHash(fkey, fkl) : 0)];
+    e.key_len = static_cast<uint8_t>(fkl);
+    if (fkl) memcpy(e.key, fkey, fkl);
     e.crypto = crypto;
     e.crypto_gen = crypto >= 0 ? crypto_.slots[crypto].gen : 0;
     e.src_mac = src;
