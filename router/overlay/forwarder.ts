@@ -427,7 +427,7 @@ export class Forwarder {
     this.traffic.bytesIn += end - start;
     if (this.macs.learn(srcMac(buf, start), src, this.now) === 'moved') this.clearFlows();
     if (dst === self) {
-      if (this.deliver(buf, start, end) && this.rxCacheable) this.installIngressFlow(src, buf, start);
+      if (this.deliver(buf, start, end) && this.rxCacheable) this.installIngressFlow(src, buf, start, end);
     } else if (dst === 0) {
       this.deliver(buf, start, end);
       this.flood(src, buf, start, end);
@@ -441,13 +441,14 @@ export class Forwarder {
 
   /**
    * [flow cache] Caches the decision just made for a frame from origin `src` delivered
-   * here: only for a destination MAC learned on our own TAP (unknown ones flood).
+   * here: only for a destination MAC learned on our own TAP (unknown ones flood), keyed
+   * by the frame's EtherType and IP addresses (what the policy just passed).
    */
-  private installIngressFlow(src: number, buf: Buffer, start: number): void {
+  private installIngressFlow(src: number, buf: Buffer, start: number, end: number): void {
     const dstM = dstMac(buf, start);
     const hop = this.rxHop;
     if (hop === undefined || isGroupMac(dstM) || this.macs.lookup(dstM) !== this.selfNum) return;
-    this.sleeve.addIngressFlow(hop, src, srcMac(buf, start), dstM, this.tap!.fd, this.tapVnetBytes, FLOW_TTL_MS);
+    this.sleeve.addIngressFlow(hop, src, srcMac(buf, start), dstM, this.tap!.fd, this.tapVnetBytes, FLOW_TTL_MS, buf.subarray(start, end));
   }
 
   /** Queues a frame for the TAP; false if policy dropped it or there is no TAP. */

@@ -310,11 +310,12 @@ export class Sleeve {
 
   /**
    * Installs an ingress flow in the socket's addon (UdpSocket.addFlow), opening in C
-   * with the hop's Opener when it has one; false if not listening.
+   * with the hop's Opener when it has one, keyed by `frame` (the frame just delivered);
+   * false if not listening or the frame must not be cached.
    */
-  addIngressFlow(hop: SleevePeer, srcPeer: number, srcMac: number, dstMac: number, tapFd: number, vnetLen: number, ttlMs: number): boolean {
+  addIngressFlow(hop: SleevePeer, srcPeer: number, srcMac: number, dstMac: number, tapFd: number, vnetLen: number, ttlMs: number, frame?: Uint8Array): boolean {
     if (this.sock === undefined || hop.addr < 0 || (hop.encrypted && hop.opener === undefined)) return false;
-    return this.sock.addFlow(hop.num, hop.addr, srcPeer, this.host.selfNum, srcMac, dstMac, tapFd, vnetLen, ttlMs, hop.opener);
+    return this.sock.addFlow(hop.num, hop.addr, srcPeer, this.host.selfNum, srcMac, dstMac, tapFd, vnetLen, ttlMs, hop.opener, frame);
   }
 
   /** Forgets every ingress flow. */

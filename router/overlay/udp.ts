@@ -144,7 +144,7 @@ interface NativeUdp {
   sendBatch(slab: Uint8Array, table: Uint32Array, count: number): number;
   send(buf: Uint8Array, offset: number, length: number, addr: number, port: number): boolean;
   stats(): UdpStats;
-  addFlow(hopPeer: number, hopAddr: number, srcPeer: number, selfPeer: number, srcMac: number, dstMac: number, tapFd: number, vnetLen: number, ttlMs: number, openState?: Uint8Array, key?: Uint8Array): boolean;
+  addFlow(hopPeer: number, hopAddr: number, srcPeer: number, selfPeer: number, srcMac: number, dstMac: number, tapFd: number, vnetLen: number, ttlMs: number, openState?: Uint8Array, key?: Uint8Array, frame?: Uint8Array): boolean;
   clearFlows(): void;
   flowStats(): FlowStats;
   fastPort(): unknown;
@@ -322,13 +322,17 @@ export class UdpSocket {
    * only when every frame hit; one that fails, replays, carries another epoch or misses
    * reaches the handler untouched, and plaintext datagrams from the hop always do. The
    * addon keeps a copy of the key until the flows are cleared or the epoch moves on.
+   * With `frame` (the frame just delivered, Ethernet header first) the flow takes only
+   * frames with its EtherType and IP source and destination, and a frame that must never
+   * be cached (ARP, IPv6 ND, extension headers, other EtherTypes) installs nothing
+   * (flow-cache.h FrameKey); without it every frame between the two MACs matches.
    * Returns false (nothing installed) before start() or after close().
    * @throws TypeError/RangeError for a missing or out-of-range argument.
    */
   addFlow(hopPeer: number, hopAddr: number, srcPeer: number, selfPeer: number, srcMac: number, dstMac: number, tapFd: number, vnetLen: number, ttlMs: number,
-    open?: { sharedState: Buffer; currentKey: Buffer }): boolean {
-    if (open === undefined) return this.handle.addFlow(hopPeer, hopAddr, srcPeer, selfPeer, srcMac, dstMac, tapFd, vnetLen, ttlMs);
-    return this.handle.addFlow(hopPeer, hopAddr, srcPeer, selfPeer, srcMac, dstMac, tapFd, vnetLen, ttlMs, open.sharedState, open.currentKey);
+    open?: { sharedState: Buffer; currentKey: Buffer }, frame?: Uint8Array): boolean {
+    if (open === undefined) return this.handle.addFlow(hopPeer, hopAddr, srcPeer, selfPeer, srcMac, dstMac, tapFd, vnetLen, ttlMs, undefined, undefined, frame);
+    return this.handle.addFlow(hopPeer, hopAddr, srcPeer, selfPeer, srcMac, dstMac, tapFd, vnetLen, ttlMs, open.sharedState, open.currentKey, frame);
   }
 
   /** Forgets every ingress flow (the router's decisions changed). */

@@ -490,6 +490,50 @@ async function childFlows(): Promise<Json> {
   result.afterTtl = await probe(datagram(HOP, [{ f: f1 }])).then((r) => ({ js: r.js, tap: r.tap.length }));
   result.stats = rx.flowStats();
   result.badArgs = errInfo(() => rx.addFlow(HOP, LOOPBACK, ORIGIN, SELF_PEER, SRC, 2 ** 48, tapFd, 10, 100));
+  // Keyed flows (the router installs with the frame it delivered): only frames with that
+  // EtherType and IP source/destination ride them; ARP and IPv6 ND never install.
+  const ip4 = (src: number[], dst: number[], fill: number): Buffer => {
+    const f = frame(SRC, DST, fill);
+    f[14] = 0x45;
+    f.set(src, 26);
+    f.set(dst, 30);
+    return f;
+  };
+  const ip6 = (src: number, dst: number, nh: number, type: number): Buffer => {
+    const f = Buffer.alloc(80, 0);
+    f.writeUIntBE(DST, 0, 6);
+    f.writeUIntBE(SRC, 6, 6);
+    f.writeUInt16BE(0x86dd, 12);
+    f[14] = 0x60;
+    f[20] = nh;
+    f[22] = 0xfd;
+    f[37] = src;
+    f[38] = 0xfd;
+    f[53] = dst;
+    f[54] = type;
+    return f;
+  };
+  rx.clearFlows();
+  const legit = ip4([10, 0, 0, 1], [10, 0, 0, 2], 0xb1);
+  const keyed: Json = {};
+  keyed.installed = rx.addFlow(HOP, LOOPBACK, ORIGIN, SELF_PEER, SRC, DST, tapFd, 0, 5000, undefined, legit);
+  const same = ip4([10, 0, 0, 1], [10, 0, 0, 2], 0xb2);
+  const hit = await probe(datagram(HOP, [{ f: same }]));
+  keyed.samePair = { js: hit.js, tapOk: hit.tap.equals(same) };
+  const forged = await probe(datagram(HOP, [{ f: ip4([10, 0, 0, 9], [10, 0, 0, 2], 0xb3) }]));
+  keyed.forgedSource = { js: forged.js, tap: forged.tap.length };
+  const arp = frame(SRC, DST, 0);
+  arp.writeUInt16BE(0x0806, 12);
+  keyed.arpInstalls = rx.addFlow(HOP, LOOPBACK, ORIGIN, SELF_PEER, SRC, DST, tapFd, 0, 5000, undefined, arp);
+  keyed.ndInstalls = rx.addFlow(HOP, LOOPBACK, ORIGIN, SELF_PEER, SRC, DST, tapFd, 0, 5000, undefined, ip6(1, 2, 58, 136));
+  keyed.ping6Installs = rx.addFlow(HOP, LOOPBACK, ORIGIN, SELF_PEER, SRC, DST, tapFd, 0, 5000, undefined, ip6(1, 2, 58, 128));
+  const ping6 = await probe(datagram(HOP, [{ f: ip6(1, 2, 58, 129) }]));
+  keyed.ping6Hit = { js: ping6.js, tap: ping6.tap.length };
+  const na = await probe(datagram(HOP, [{ f: ip6(1, 2, 58, 136) }]));
+  keyed.ndMiss = { js: na.js, tap: na.tap.length };
+  const ipv4Still = await probe(datagram(HOP, [{ f: same }]));
+  keyed.bothFamilies = { js: ipv4Still.js, tap: ipv4Still.tap.length };
+  result.keyed = keyed;
   rx.close();
   tx.close();
   tx2.close();
@@ -827,6 +871,16 @@ if (process.env.TSW_UDP_CHILD) {
       assert.equal(r.stats.errors, 0);
       assert.ok(r.stats.clears >= 1);
       assert.equal(r.badArgs?.name, 'RangeError', 'a MAC beyond 48 bits is refused');
+      const k = r.keyed;
+      assert.equal(k.installed, true);
+      assert.deepEqual(k.samePair, { js: false, tapOk: true }, 'a keyed flow takes frames with its IP pair');
+      assert.deepEqual(k.forgedSource, { js: true, tap: 0 }, 'another IPv4 source between the same MACs goes to the router');
+      assert.equal(k.arpInstalls, false, 'ARP is never cached');
+      assert.equal(k.ndInstalls, false, 'IPv6 neighbour discovery is never cached');
+      assert.equal(k.ping6Installs, true);
+      assert.deepEqual(k.ping6Hit, { js: false, tap: 80 }, 'ICMPv6 echo reply with the same pair rides the IPv6 flow');
+      assert.deepEqual(k.ndMiss, { js: true, tap: 0 }, 'a Neighbour Advertisement with the same pair goes to the router');
+      assert.deepEqual(k.bothFamilies, { js: false, tap: 60 }, 'IPv4 and IPv6 flows of one MAC pair coexist');
     });
 
     it('ingress flows of an encrypted hop: JS-sealed datagrams opened in C; replays, forgeries, plaintext and other epochs left to the JS Opener', async () => {

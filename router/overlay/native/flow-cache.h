@@ -153,7 +153,12 @@ struct EgressFlow {
 
 // UDP → TAP: a frame in a FRAMES datagram from hop `hop_peer` at `hop_addr`,
 // originated by `src_peer`, addressed to us (`self_peer`), src_mac → dst_mac.
+// Keyed like EgressFlow (FrameKey of the frame the router delivered): the
+// receiving router's policy (isolation by subnet, sources) is not bypassed by
+// another frame between the same MACs either.
 struct IngressFlow {
+  uint8_t key_len = 0;
+  uint8_t key[kFlowKeyMax];
   uint64_t hop_peer = 0;
   uint32_t hop_addr = 0;  // IPv4, host order
   uint64_t src_peer = 0;

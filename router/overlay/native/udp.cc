@@ -789,7 +789,19 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
         const uint64_t src_peer = tsweave::Read48(r);
         const uint64_t dst_mac = tsweave::Read48(f);
         const uint64_t src_mac = tsweave::Read48(f + 6);
-        const tsweave::IngressFlow& e = ingress_.slots[tsweave::FlowSlot(src_mac, dst_mac, src_peer)];
+        // The frame's own key first (flow-cache.h FrameKey), then an unkeyed flow.
+        uint8_t key[tsweave::kFlowKeyMax];
+        const size_t kl = tsweave::FrameKey(f, flen, key);
+        const tsweave::IngressFlow* ep = nullptr;
+        if (kl != 0) {
+          const tsweave::IngressFlow& k = ingress_.slots[tsweave::FlowSlot(src_mac, dst_mac, src_peer ^ tsweave::KeyHash(key, kl))];
+          if (k.key_len == kl && memcmp(k.key, key, kl) == 0 && k.src_mac == src_mac && k.dst_mac == dst_mac && k.src_peer == src_peer) ep = &k;
+        }
+        if (ep == nullptr) {
+          ep = &ingress_.slots[tsweave::FlowSlot(src_mac, dst_mac, src_peer)];
+          if (ep->key_len != 0) return false;
+        }
+        const tsweave::IngressFlow& e = *ep;
         if (e.expires_ms <= now || e.src_mac != src_mac || e.dst_mac != dst_mac || e.src_peer != src_peer ||
             e.hop_peer != hop || e.hop_addr != m[2] || tsweave::Read48(r + 6) != e.self_peer) {
           return false;
@@ -876,8 +888,9 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
     return failed;
   }
 
-  // addFlow(hopPeer, hopAddr, srcPeer, selfPeer, srcMac, dstMac, tapFd, vnetLen, ttlMs):
-  // frames originated by srcPeer, srcMac → dstMac, addressed to selfPeer,
+  // addFlow(hopPeer, hopAddr, srcPeer, selfPeer, srcMac, dstMac, tapFd, vnetLen, ttlMs[, openState, key[, frame]]):
+  // frames originated by srcPeer, srcMac → dstMac (with `frame`: only those with
+  // its EtherType and IP addresses, flow-cache.h FrameKey), addressed to selfPeer,
   // arriving in FRAMES datagrams sent by hopPeer from IPv4 hopAddr (uint32),
   // are written to `tapFd` (after vnetLen zero bytes of virtio_net_hdr, 0 or
   // 10) for ttlMs ms. Peers and MACs are 48-bit numbers. With openState (the
@@ -909,6 +922,15 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
       if ((reinterpret_cast<uintptr_t>(st) & 7) != 0 || !sleeve_aead::OpenStateValid(st, stl)) ThrowRange(env, "openState must be an Opener.sharedState Buffer");
       if (keyl != sleeve_aead::kKeyBytes) ThrowRange(env, "key must be 32 bytes");
     }
+    // frame: the frame the router just delivered; it keys the flow (flow-cache.h
+    // FrameKey), and one that must never be cached installs nothing.
+    if (info.Length() > 11 && !info[11].IsUndefined()) {
+      uint8_t* sample = nullptr;
+      size_t sample_len = 0;
+      BytesArg(env, info[11], "frame", &sample, &sample_len);
+      f.key_len = static_cast<uint8_t>(tsweave::FrameKey(sample, sample_len, f.key));
+      if (f.key_len == 0) return Napi::Boolean::New(env, false);
+    }
     if (closed_ || loop_ == nullptr) return Napi::Boolean::New(env, false);
     if (st != nullptr) {
       const double* sd = reinterpret_cast<const double*>(st);
@@ -917,7 +939,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
       f.crypto_gen = crypto_.slots[f.crypto].gen;
     }
     f.expires_ms = tsweave::MonoMs() + static_cast<uint64_t>(ttl);
-    ingress_.slots[tsweave::FlowSlot(f.src_mac, f.dst_mac, f.src_peer)] = f;
+    ingress_.slots[tsweave::FlowSlot(f.src_mac, f.dst_mac, f.key_len ? f.src_peer ^ tsweave::KeyHash(f.key, f.key_len) : f.src_peer)] = f;
     ingress_.live++;
     ingress_.installs++;
     return Napi::Boolean::New(env, true);
