@@ -22,7 +22,6 @@ export interface IpamSubsystem extends Subsystem {
   report(): ReportIpam | undefined;
 }
 
-const GOSSIP_INTERVAL_MS = 30_000;
 /** How long an HTTP allocation waits (for consensus, a donation) before saying why it failed. */
 const ALLOCATE_TIMEOUT_MS = 60_000;
 
@@ -126,8 +125,10 @@ async function startIpam(ctx: SubsystemContext): Promise<Started> {
   await allocator.start();
   const a = allocator;
   router.on('peer-gone', (name: string) => a.onPeerGone(name));
-  const timer = setInterval(() => channel.broadcast(a.fullState()), GOSSIP_INTERVAL_MS);
-  timer.unref();
+  // No IPAM timer of its own: the ring goes to every neighbour with the router's periodic
+  // exchange (channel `fullState`, every 30 s) and to everyone at once on each change;
+  // [scale, issue #20] a second 30 s broadcast of the whole ring cost every router N-1
+  // ring decodes and merges per period for nothing.
 
   const adapter: AddressAllocator = {
     allocate: (owner, subnet, opts) => a.allocate(owner, subnet, { timeoutMs: ALLOCATE_TIMEOUT_MS, another: opts?.another }),
@@ -192,7 +193,6 @@ async function startIpam(ctx: SubsystemContext): Promise<Started> {
       await persistence.remove().catch(() => undefined);
     },
     close: async () => {
-      clearInterval(timer);
       a.close();
     },
   };
