@@ -97,6 +97,12 @@ export class Connection {
   private lastRecv = monoNow();
   /** When we last sent a message (ms): a heartbeat is needed only after HEARTBEAT_MS of silence. */
   private lastSend = 0;
+  /** The socket is corked until the next tick (see `send`). */
+  private corked = false;
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.socket.uncork();
+  };
   private transport: Transport | undefined;
   /** Frames are ≤ 4 KiB until the connection is ready (pre-authentication limit). */
   private decoder = new FrameDecoder(PRE_AUTH_MAX_FRAME_BYTES);
@@ -284,6 +290,15 @@ export class Connection {
   send(m: ControlMessage): void {
     if (this.state === 'closed' || this.transport === undefined) return;
     this.lastSend = monoNow();
+    // [scale, issue #20] Messages sent in one turn of the event loop (the periodic
+    // exchange's digest and channel states, a full exchange, entry chunks) leave in one
+    // writev: the socket is corked until the next tick. One syscall and one wake-up of
+    // the peer instead of one per message.
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(this.uncork);
+    }
     this.transport.write(encodeFrame(m));
   }
 

@@ -19,8 +19,23 @@ class FakeSocket extends EventEmitter {
   remotePort = 40000;
   setNoDelay(): this { return this; }
   setKeepAlive(): this { return this; }
+  /** Like net.Socket: writes while corked leave together (one writev) at uncork. */
+  corks = 0;
+  flushes = 0;
+  private pending = 0;
+  cork(): void {
+    this.corks++;
+  }
+  uncork(): void {
+    if (this.corks > 0 && --this.corks === 0 && this.pending > 0) {
+      this.pending = 0;
+      this.flushes++;
+    }
+  }
   write(b: Buffer): boolean {
     this.sent.push(...this.out.push(b));
+    if (this.corks > 0) this.pending++;
+    else this.flushes++;
     return true;
   }
   destroy(): this {
@@ -113,4 +128,21 @@ test('handshake: a big gossip frame in the same segment as the intro is accepted
   s2.emit('data', Buffer.concat([gossip, intro]));
   assert.equal(c2.state, 'closed');
   assert.match(closed2[0] ?? '', /exceeds/);
+});
+
+test('messages sent in one tick leave in one write (corked until the next tick), in order', async () => {
+  const { c, s } = readyConnection();
+  await new Promise<void>((r) => process.nextTick(r));
+  const before = s.flushes;
+  c.send({ t: 'hb' });
+  c.send({ t: 'bye', reason: 'x' });
+  c.send({ t: 'hb' });
+  assert.equal(s.corks, 1, 'corked while the tick lasts');
+  await new Promise<void>((r) => process.nextTick(r));
+  assert.equal(s.corks, 0, 'uncorked on the next tick');
+  assert.equal(s.flushes - before, 1, 'three messages, one write');
+  assert.deepEqual(s.sent.slice(-3).map((m) => m.t), ['hb', 'bye', 'hb']);
+  c.send({ t: 'hb' });
+  await new Promise<void>((r) => process.nextTick(r));
+  assert.equal(s.flushes - before, 2, 'a later tick is a write of its own');
 });
