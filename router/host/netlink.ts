@@ -57,6 +57,14 @@ export interface NetlinkAddon {
    * (rejects with code E2BIG); ENODEV when there is no such device.
    */
   fdbDump(req: { dev: string }): Promise<Array<{ mac: string; dst?: string; port?: number; self: boolean; state?: string }>>;
+  /**
+   * In the router's namespace, for each entry in order: `bridge fdb append MAC dev DEV dst
+   * DST [port PORT]` (op "append") or `bridge fdb del …` (op "del"; an entry already gone
+   * is not an error). `mac` "aa:bb:cc:dd:ee:ff", `dst` an IPv4 or IPv6 address, `port`
+   * 1…65535; at most 4,096 entries. Rejects with code ENODEV (no such device) or the
+   * kernel's errno and `step` "fdb append"/"fdb del"; bad arguments throw (EINVAL).
+   */
+  fdbSet(req: { dev: string; op: 'append' | 'del'; entries: Array<{ mac: string; dst: string; port?: number }> }): Promise<void>;
 }
 
 let addon: NetlinkAddon | null | undefined;

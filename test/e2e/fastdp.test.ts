@@ -111,6 +111,37 @@ describe('fastdp: 2 hosts without a password', { skip, timeout: 600_000 }, () =>
     assert.deepEqual(a, b);
   });
 
+  test('fdbSet appends and deletes flooding entries exactly as `bridge fdb append|del` do', async () => {
+    // fastdp.ts fdbChange: the flooding entry of a peer coming up goes in over rtnetlink
+    // instead of a fork. Documentation addresses (RFC 5737/3849): h1 has no route to them,
+    // so nothing is ever sent there.
+    const script = `import(${JSON.stringify(NETLINK_JS)}).then(async ({ netlink }) => {` +
+      `const sh = (...a) => require('node:child_process').execFileSync('bridge', a).toString();` +
+      `const show = () => JSON.parse(sh('-j', 'fdb', 'show', 'dev', 'vxlan-6784')).filter((e) => /^192\\.0\\.2\\.|^2001:db8:/.test(e.dst ?? ''));` +
+      `const nl = netlink(); const z = '00:00:00:00:00:00';` +
+      `await nl.fdbSet({ dev: 'vxlan-6784', op: 'append', entries: [{ mac: z, dst: '192.0.2.71', port: 6784 }, { mac: z, dst: '192.0.2.72' }] });` +
+      `sh('fdb', 'append', z, 'dev', 'vxlan-6784', 'dst', '192.0.2.73', 'port', '6784'); sh('fdb', 'append', z, 'dev', 'vxlan-6784', 'dst', '192.0.2.74');` +
+      `const added = show();` +
+      `await nl.fdbSet({ dev: 'vxlan-6784', op: 'del', entries: [{ mac: z, dst: '192.0.2.71', port: 6784 }, { mac: z, dst: '192.0.2.72' }, { mac: z, dst: '192.0.2.99' }] });` +
+      `sh('fdb', 'del', z, 'dev', 'vxlan-6784', 'dst', '192.0.2.73', 'port', '6784'); sh('fdb', 'del', z, 'dev', 'vxlan-6784', 'dst', '192.0.2.74');` +
+      `let bad = ''; try { await nl.fdbSet({ dev: 'tswnodev9', op: 'append', entries: [{ mac: z, dst: '192.0.2.75' }] }); } catch (e) { bad = e.code; }` +
+      `console.log(JSON.stringify({ added, after: show(), bad })); })`;
+    const r = await h1.exec([process.execPath, '-e', script]);
+    assert.equal(r.code, 0, r.stderr);
+    const { added, after, bad } = JSON.parse(r.stdout) as { added: Array<Record<string, unknown>>; after: unknown[]; bad: string };
+    const byDst = new Map(added.map((e) => [e.dst as string, e]));
+    assert.equal(byDst.size, 4, `four test entries: ${JSON.stringify(added)}`);
+    const same = (a: string, b: string): void => {
+      const { dst: _a, ...x } = byDst.get(a)!;
+      const { dst: _b, ...y } = byDst.get(b)!;
+      assert.deepEqual(x, y, `netlink's ${a} and bridge's ${b}`);
+    };
+    same('192.0.2.71', '192.0.2.73');
+    same('192.0.2.72', '192.0.2.74');
+    assert.deepEqual(after, [], 'all deleted (a missing one is not an error)');
+    assert.equal(bad, 'ENODEV');
+  });
+
   test('UDP 6784 blocked: falls back to the sleeve in bounded time, ping keeps working; unblocked: back to fastdp; no duplicate', async () => {
     // A steady ping across both switches: every reply must arrive at most once.
     const steady = c1.exec(['ping', '-i', '0.05', '-w', '25', '-W', '1', c2.ips[0]!], 40_000);
