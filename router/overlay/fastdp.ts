@@ -80,7 +80,7 @@ const GRACE_MS = 100;
 /**
  * Heartbeat/path tick (ms) while some path is being confirmed (heartbeats every
  * `DEFAULT_TIMING.intervalMs`, 500 ms: a 250 ms tick keeps their timing), and while
- * every path is up or there are none (heartbeats every 2 s, timeout 6.5 s: a 1 s tick
+ * every path is up or there are none (heartbeats every 4 s, timeout 13 s: a 1 s tick
  * is fine-grained enough). [scale, issue #20] It was a fixed 100 ms, then 250 ms; the
  * router calls `kick()` when a connection becomes a candidate, so a new peer does not
  * wait for the slow tick.

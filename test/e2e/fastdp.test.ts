@@ -144,14 +144,15 @@ describe('fastdp: 2 hosts without a password', { skip, timeout: 600_000 }, () =>
 
   test('UDP 6784 blocked: falls back to the sleeve in bounded time, ping keeps working; unblocked: back to fastdp; no duplicate', async () => {
     // A steady ping across both switches: every reply must arrive at most once.
-    const steady = c1.exec(['ping', '-i', '0.05', '-w', '25', '-W', '1', c2.ips[0]!], 40_000);
+    // The path's timeout (13 s, fastdp-path.ts DEFAULT_TIMING) plus a 1 s tick bounds the outage.
+    const steady = c1.exec(['ping', '-i', '0.05', '-w', '40', '-W', '1', c2.ips[0]!], 60_000);
     await sleep(1000);
     for (const r of BLOCK) await h1.exec(['iptables', '-I', ...r]);
     let blocked = true;
     try {
-      const down = await waitPath([h1, h2], 'sleeve', 15_000);
+      const down = await waitPath([h1, h2], 'sleeve', 25_000);
       console.log(`fallback to sleeve after ${down} ms`);
-      assert.ok(down < 10_000);
+      assert.ok(down < 16_000, `fell back after ${down} ms; the bound is the 13 s timeout, a 1 s tick and polling`);
       await c1.mustPing(c2.ips[0]!, { tries: 10 });
       const r1 = await h1.report();
       assert.match(conn(r1)!.Info, /^sleeve /);
@@ -170,7 +171,8 @@ describe('fastdp: 2 hosts without a password', { skip, timeout: 600_000 }, () =>
     const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
     console.log(`steady ping: ${m?.[0]}, ${dups.length} duplicates`);
     assert.equal(dups.length, 0, `duplicates:\n${dups.slice(0, 5).join('\n')}`);
-    assert.ok(m && Number(m[2]) > Number(m[1]) * 0.6, `too much loss across the switches: ${m?.[0]}`);
+    // At most ~16 s of the 40 s lost (the outage above), the rest carried by one path or the other.
+    assert.ok(m && Number(m[2]) > Number(m[1]) * 0.5, `too much loss across the switches: ${m?.[0]}`);
     await c2.mustPing(c1.ips[0]!);
   });
 
@@ -235,7 +237,8 @@ describe('fastdp: chain h1 - h2 - h3 (no discovery): relaying stays on the sleev
       const cs = (await h2.report()).Router.Connections.filter((c: { Path?: string }) => c.Path === 'fastdp');
       return cs.length === 2;
     }, 40_000, 300);
-    assert.deepEqual(await paths([h1, h3]), ['fastdp', 'fastdp']);
+    // The other ends follow within about one fast heartbeat interval (fastdp-path.ts).
+    await waitPath([h1, h3], 'fastdp', 10_000);
     // ARP from c1 for c3 is a broadcast the kernel carries to h2 only; h2 relays it.
     await c1.mustPing(c3.ips[0]!, { tries: 10 });
     await c3.mustPing(c1.ips[0]!, { size: 4000 });

@@ -180,12 +180,13 @@ describe('fastdp path state machine', () => {
   test('default timing: fast heartbeats only while confirming a peer we hear; slow once up, and while we hear nothing', () => {
     const p = new FastdpPath(DEFAULT_TIMING);
     assert.equal(DEFAULT_TIMING.intervalMs, 500);
-    assert.equal(DEFAULT_TIMING.upIntervalMs, 2_000);
+    assert.equal(DEFAULT_TIMING.upIntervalMs, 4_000);
     assert.ok(DEFAULT_TIMING.timeoutMs >= 3 * DEFAULT_TIMING.upIntervalMs!, 'three up-intervals fit in the timeout');
+    assert.ok(DEFAULT_TIMING.upIntervalMs! + 1_000 < 6_500, 'a heartbeat (and a 1 s tick of jitter) inside the previous release\'s 6.5 s timeout');
     assert.ok(p.due(0));
     p.sent(0);
-    assert.equal(p.currentInterval(0), 2_000, 'nothing heard yet: knock slowly');
-    assert.ok(!p.due(1_999) && p.due(2_000));
+    assert.equal(p.currentInterval(0), 4_000, 'nothing heard yet: knock slowly');
+    assert.ok(!p.due(3_999) && p.due(4_000));
     assert.equal(p.confirming(0), false);
     p.onHeartbeat(100, true);
     assert.equal(p.currentInterval(100), 500, 'we hear it: confirm fast');
@@ -193,17 +194,54 @@ describe('fastdp path state machine', () => {
     assert.ok(p.due(500));
     for (let t = 600; t <= 1_600; t += 500) p.onHeartbeat(t, true);
     assert.equal(p.evaluate(1_600), 'fastdp');
-    p.sent(1_600);
-    assert.equal(p.currentInterval(1_600), 2_000, 'up: slow');
-    assert.ok(!p.due(3_599) && p.due(3_600));
-    // Peer's heartbeats every 2 s keep it up; silence beyond the timeout takes it down.
-    for (let t = 3_600; t <= 11_600; t += 2_000) {
-      p.onHeartbeat(t, true);
-      assert.equal(p.evaluate(t + 1_999), undefined, `still up at ${t + 1_999}`);
+    // Up here: upAfter more heartbeats on the fast interval (the peer may still be counting), then slow.
+    for (let i = 0; i < DEFAULT_TIMING.upAfter; i++) {
+      assert.equal(p.currentInterval(1_100 + i * 500), 500, `fast heartbeat ${i + 1} after coming up`);
+      p.sent(1_100 + i * 500);
     }
-    assert.equal(p.evaluate(11_600 + DEFAULT_TIMING.timeoutMs), undefined);
-    assert.equal(p.evaluate(11_601 + DEFAULT_TIMING.timeoutMs), 'sleeve');
-    assert.match(p.reason, /no VXLAN heartbeat for 6.5 s/);
+    p.sent(1_600);
+    assert.equal(p.currentInterval(1_600), 4_000, 'up: slow');
+    assert.ok(!p.due(5_599) && p.due(5_600));
+    // Peer's heartbeats every 4 s keep it up, two lost in a row too; silence beyond the timeout takes it down.
+    for (let t = 5_600; t <= 21_600; t += 4_000) {
+      p.onHeartbeat(t, true);
+      assert.equal(p.evaluate(t + 3_999), undefined, `still up at ${t + 3_999}`);
+    }
+    assert.equal(p.evaluate(21_600 + 3 * 4_000), undefined, 'two heartbeats lost: still up');
+    assert.equal(p.evaluate(21_600 + DEFAULT_TIMING.timeoutMs), undefined);
+    assert.equal(p.evaluate(21_601 + DEFAULT_TIMING.timeoutMs), 'sleeve');
+    assert.match(p.reason, /no VXLAN heartbeat for 13 s/);
+  });
+
+  test('two ends come up within about one fast interval of each other (the first one up keeps heartbeating fast)', () => {
+    // Both ends knock slowly (nothing heard for longer than the timeout), with random
+    // phases and 1 s ticks (250 ms while confirming), as fastdp.ts drives them.
+    let seed = 7;
+    const rnd = (): number => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+    for (let run = 0; run < 200; run++) {
+      const ends = [0, 1].map(() => ({ p: new FastdpPath(DEFAULT_TIMING), next: rnd() * 1000, upAt: -1 }));
+      for (const e of ends) {
+        e.p.lastHeard = -2 * DEFAULT_TIMING.timeoutMs;
+        e.p.lastSent = -rnd() * DEFAULT_TIMING.upIntervalMs!;
+      }
+      for (let t = 0; t < 60_000 && ends.some((e) => e.upAt < 0); t++) {
+        for (const [x, y] of [[ends[0]!, ends[1]!], [ends[1]!, ends[0]!]] as const) {
+          if (t < x.next) continue;
+          if (x.p.due(t)) {
+            x.p.sent(t);
+            y.p.onHeartbeat(t, x.p.hearing(t));
+            if (y.p.evaluate(t) === 'fastdp') y.upAt = t;
+            if (y.p.confirming(t)) y.next = Math.min(y.next, t + 250);
+          }
+          if (x.p.evaluate(t) === 'fastdp') x.upAt = t;
+          x.next = t + (x.p.confirming(t) ? 250 : 1_000);
+        }
+      }
+      const [a, b] = ends.map((e) => e.upAt);
+      assert.ok(a! >= 0 && b! >= 0, `run ${run}: both ends up`);
+      assert.ok(Math.abs(a! - b!) <= 1_000, `run ${run}: ends up at ${a} and ${b} ms`);
+      assert.ok(Math.max(a!, b!) <= DEFAULT_TIMING.upIntervalMs! + 4_000, `run ${run}: up ${Math.max(a!, b!)} ms after the path opened`);
+    }
   });
 
   test('timing: the timeout must exceed the up interval too', () => {
