@@ -144,7 +144,7 @@ async function measurePath(bed: Testbed, h1: Host, cli: Container, srv: Containe
     } else {
       const addr = server === 'tsweave' ? OURS : DNSMASQ;
       const args = kind === 'max' ? ['-c', '4', '-q', '100'] : ['-Q', String(RATE), '-v'];
-      Object.assign(ph, parseDnsperf(await h1.exec(['dnsperf', '-s', addr, '-d', queries, '-l', String(DURATION), ...args], (DURATION + 60) * 1000)));
+      Object.assign(ph, parseDnsperf(await h1.exec(['setsid', '--wait', 'dnsperf', '-s', addr, '-d', queries, '-l', String(DURATION), ...args], (DURATION + 60) * 1000)));
     }
     ph.to = Date.now() - t0;
     const ticks1 = threadTicks(pid);
@@ -182,7 +182,13 @@ async function main(): Promise<void> {
     const hosts = path.join(h1!.stateDir, 'dnsmasq.hosts');
     writeFileSync(hosts, '10.32.9.1 cli.weave.local\n10.32.9.2 srv.weave.local\n');
     await h1!.exec(['ip', 'link', 'set', 'lo', 'up']);
-    bed.background(['ip', 'netns', 'exec', h1!.ns, 'dnsmasq', '-k', '--no-resolv', '--no-hosts', `--addn-hosts=${hosts}`, `--listen-address=${DNSMASQ}`, '--bind-interfaces', '--pid-file=', '--user=root', '--cache-size=10000', '--local-ttl=1']);
+    // Every server is a daemon in a session of its own, as the router is (`weave launch`
+    // detaches it) and as dnsmasq is under an init system; dnsperf gets one too. With the
+    // kernel's autogroup scheduling (sched_autogroup_enabled=1, Debian's default) CPU is
+    // shared between sessions first: dnsmasq in the bench's session would share one slice
+    // with iperf3 and dnsperf, while the router has a slice to itself — a comparison
+    // shaped by sessions, not by servers.
+    bed.background(['setsid', 'ip', 'netns', 'exec', h1!.ns, 'dnsmasq', '-k', '--no-resolv', '--no-hosts', `--addn-hosts=${hosts}`, `--listen-address=${DNSMASQ}`, '--bind-interfaces', '--pid-file=', '--user=root', '--cache-size=10000', '--local-ttl=1']);
     let cli: Container | undefined;
     let srv: Container | undefined;
     for (const m of MODES) if (m !== 'main' && m !== 'auto' && m !== 'thread' && m !== 'thread-5') throw new Error(`MODES: unknown mode ${m} (want auto, main, thread, thread-5)`);
