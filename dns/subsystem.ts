@@ -16,8 +16,9 @@
  *    shares: the registry stays here, and every change (registry, reachable peers,
  *    endpoints' subnets) pushes a snapshot of what may be answered (dns/view.ts) to the
  *    server, coalesced to one per event-loop turn; reachability is re-checked when the
- *    router's routes change ('routes'), subnets on every endpoint attach/detach, and both
- *    every VIEW_AUDIT_MS in case a change came by another way.
+ *    router's routes change ('routes', at most once per ROUTES_SETTLE_MS), subnets on every
+ *    endpoint attach/detach, and both every VIEW_AUDIT_MS in case a change came by another
+ *    way.
  *  - API: POST /dns/add, POST /dns/remove {target, ips?, hostname?}, GET /dns/lookup/:name,
  *    GET /dns (the report section); report section `DNS`; metrics weave_dns_*.
  */
@@ -42,6 +43,8 @@ const GC_INTERVAL_MS = 60_000;
  * Was a 500 ms poll: two wake-ups a second on every idle router (issue #20).
  */
 const VIEW_AUDIT_MS = 10_000;
+/** After the routes change, how long weaveDNS waits for them to settle before re-checking reachability, ms. */
+const ROUTES_SETTLE_MS = 100;
 
 /** `weave report`'s DNS section. */
 export interface ReportDns {
@@ -208,7 +211,18 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
   const checkShape = (): void => {
     if (server && !viewPending && shape() !== lastShape) viewChanged();
   };
-  ctx.router.on('routes', checkShape);
+  // A join or a departure recomputes routes many times in a row (one per gossip batch):
+  // one look once they settle, not one per recomputation (issue #20).
+  let routesTimer: NodeJS.Timeout | undefined;
+  const onRoutes = (): void => {
+    if (routesTimer !== undefined) return;
+    routesTimer = setTimeout(() => {
+      routesTimer = undefined;
+      checkShape();
+    }, ROUTES_SETTLE_MS);
+    routesTimer.unref();
+  };
+  ctx.router.on('routes', onRoutes);
   const viewTimer = setInterval(checkShape, VIEW_AUDIT_MS);
   viewTimer.unref();
 
@@ -325,7 +339,8 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
     close: async () => {
       clearInterval(gcTimer);
       clearInterval(viewTimer);
-      ctx.router.off('routes', checkShape);
+      if (routesTimer !== undefined) clearTimeout(routesTimer);
+      ctx.router.off('routes', onRoutes);
       await server!.close();
     },
   };
