@@ -109,6 +109,9 @@ function arrayHeader(n: number): Buffer {
   return b;
 }
 
+/** Encoded frozen entries (weakly held: gone with the entry's version). */
+const ENCODED = new WeakMap<object, Buffer>();
+
 /**
  * Encodes entries as msgpack arrays of at most `budget` bytes of entries each (an
  * entry larger than the budget makes a chunk of its own). Order is kept.
@@ -116,6 +119,17 @@ function arrayHeader(n: number): Buffer {
  */
 export function chunkEntries(entries: readonly unknown[], budget = TOPOLOGY_CHUNK_BYTES): Buffer[] {
   const out: Buffer[] = [];
+  // Topology entries are frozen (topology.ts): one encoding per entry version, however
+  // many neighbours and flushes it goes to. (A join wave sends each new version of every
+  // router's entry to several neighbours; packing was ~10 % of a router's CPU in it.)
+  const encode = (e: unknown): Buffer => {
+    if (typeof e !== 'object' || e === null || !Object.isFrozen(e)) return pack(e);
+    let b = ENCODED.get(e);
+    // A copy: pack's result is a view of msgpackr's shared output buffer, which a cached
+    // view would keep alive whole.
+    if (b === undefined) ENCODED.set(e, (b = Buffer.from(pack(e))));
+    return b;
+  };
   let parts: Buffer[] = [];
   let size = 0;
   const flush = (): void => {
@@ -125,7 +139,7 @@ export function chunkEntries(entries: readonly unknown[], budget = TOPOLOGY_CHUN
     size = 0;
   };
   for (const e of entries) {
-    const b = pack(e);
+    const b = encode(e);
     if (size > 0 && size + b.length > budget) flush();
     parts.push(b);
     size += b.length;
