@@ -125,9 +125,14 @@ export function chunkEntries(entries: readonly unknown[], budget = TOPOLOGY_CHUN
   const encode = (e: unknown): Buffer => {
     if (typeof e !== 'object' || e === null || !Object.isFrozen(e)) return pack(e);
     let b = ENCODED.get(e);
-    // A copy: pack's result is a view of msgpackr's shared output buffer, which a cached
-    // view would keep alive whole.
-    if (b === undefined) ENCODED.set(e, (b = Buffer.from(pack(e))));
+    if (b === undefined) {
+      // A copy of its own (not from Buffer's shared pool): pack's result is a view of
+      // msgpackr's output buffer, which a cached view would keep alive whole.
+      const p = pack(e);
+      b = Buffer.allocUnsafeSlow(p.length);
+      p.copy(b);
+      ENCODED.set(e, b);
+    }
     return b;
   };
   let parts: Buffer[] = [];
