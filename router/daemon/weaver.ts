@@ -404,6 +404,20 @@ export function defaultNickname(): string {
   return os.hostname();
 }
 
+/**
+ * [security] Node opens its inspector (a debugger that runs any code it is sent) on
+ * 127.0.0.1:9229 when the process gets SIGUSR1. For a root router in the host's network
+ * namespace that would hand root to every local user who can reach loopback, and SIGUSR1
+ * is what many daemons take for "reopen the logs". A listener of our own takes the signal
+ * instead (libuv replaces Node's handler). WEAVER_ALLOW_INSPECTOR=1 keeps Node's
+ * behaviour, for profiling a router on a test host.
+ */
+export function closeSigusr1Inspector(env: NodeJS.ProcessEnv = process.env, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): boolean {
+  if (env.WEAVER_ALLOW_INSPECTOR === '1') return false;
+  process.on('SIGUSR1', () => log('weaver: SIGUSR1 ignored (the Node.js inspector stays closed; set WEAVER_ALLOW_INSPECTOR=1 at launch to allow it)'));
+  return true;
+}
+
 // Entry point when spawned by `weave launch`.
 if (process.argv[1] && /weaver\.js$/.test(process.argv[1])) {
   const raw = process.env.WEAVER_CONFIG;
@@ -412,6 +426,7 @@ if (process.argv[1] && /weaver\.js$/.test(process.argv[1])) {
     process.exit(2);
   }
   delete process.env.WEAVER_CONFIG;
+  closeSigusr1Inspector();
   // [reliability] test hook: wall-clock jumps without touching the machine clock (clock-hook.ts).
   installClockHook();
   runDaemon(JSON.parse(raw) as LaunchConfig).catch((err: Error) => {

@@ -119,6 +119,17 @@ describe('API security', { skip, timeout: 600_000 }, () => {
     assert.equal((await h1.weave(['status'])).code, 0, 'router unharmed');
   });
 
+  test('SIGUSR1 does not open the Node.js inspector (a root debugger on loopback); the router keeps running', async () => {
+    const pid = h1.pid();
+    assert.ok(pid, 'router pid');
+    process.kill(pid, 'SIGUSR1');
+    await new Promise((r) => setTimeout(r, 1000));
+    const listening = (await h1.exec(['ss', '-Hltn', 'sport', '=', ':9229'])).stdout.trim();
+    assert.equal(listening, '', `something listens on 9229 in h1's namespace: ${listening}`);
+    assert.equal((await h1.weave(['status'])).code, 0, 'router unharmed');
+    assert.match(h1.logTail(20), /SIGUSR1 ignored/);
+  });
+
   test('state files and sockets are root-only', () => {
     const dirMode = statSync(h1.stateDir).mode & 0o777;
     assert.equal(dirMode & 0o077, 0, `state dir mode ${dirMode.toString(8)}`);
