@@ -88,6 +88,8 @@ function readPasswordFromStdin(): Promise<string> {
 }
 
 export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void> {
+  // Detached or `--no-detach` (systemd): the inspector stays closed either way.
+  closeSigusr1Inspector();
   const log = makeLogger(cfg.logLevel);
   // [scale, issue #20] Where `weave launch`'s wait goes: wall ms per start-up phase, logged
   // once at ready. "load" is process start to here (node boot and module loading).
@@ -426,7 +428,6 @@ if (process.argv[1] && /weaver\.js$/.test(process.argv[1])) {
     process.exit(2);
   }
   delete process.env.WEAVER_CONFIG;
-  closeSigusr1Inspector();
   // [reliability] test hook: wall-clock jumps without touching the machine clock (clock-hook.ts).
   installClockHook();
   runDaemon(JSON.parse(raw) as LaunchConfig).catch((err: Error) => {
