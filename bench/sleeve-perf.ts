@@ -28,7 +28,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Testbed, until, sleep, sh, type Container } from '../test/e2e/lib/testbed.js';
+import { Testbed, until, sleep, sh, type Container, type Host } from '../test/e2e/lib/testbed.js';
 
 interface RunResult { rttMs: number; tcpMbit: number; tcpRetr: number; udpPps: number; udpLossPct: number; cpuMsPerGB: number }
 
@@ -58,6 +58,23 @@ async function lossCounters(ns: string[]): Promise<string> {
  * (/proc/PID/stat utime + stime, USER_HZ = 100). On a shared machine CPU per byte moved is
  * a steadier figure than throughput, which follows whatever else is running.
  */
+/**
+ * Frames the flow caches carried in C against all frames, cumulative, in the order h1
+ * egress, h2 ingress, h2 egress, h1 ingress (report: Router.FlowCache, Router.Traffic.sleeve).
+ * A frame that misses goes through the router's JavaScript path.
+ */
+async function flowShare(h1: Host, h2: Host): Promise<Array<{ c: number; all: number }>> {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const [r1, r2] = (await Promise.all([h1.report(), h2.report()])).map((r: any) => r.Router);
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const side = (r: any, dir: 'Egress' | 'Ingress'): { c: number; all: number } => {
+    const t = r?.Traffic?.sleeve ?? {};
+    // Traffic.sleeve includes the flow caches' frames.
+    return { c: Number(r?.FlowCache?.[dir]?.Frames ?? 0), all: Number((dir === 'Egress' ? t.FramesOut : t.FramesIn) ?? 0) };
+  };
+  return [side(r1, 'Egress'), side(r2, 'Ingress'), side(r2, 'Egress'), side(r1, 'Ingress')];
+}
+
 async function routerCpuMs(ns: string[]): Promise<number> {
   let ticks = 0;
   for (const n of ns) {
@@ -142,8 +159,10 @@ async function measureMode(mode: string): Promise<RunResult[]> {
       const m = /= [\d.]+\/([\d.]+)\//.exec(p.stdout);
       const rttMs = m ? Number(m[1]) : NaN;
       const cpu0 = await routerCpuMs([h1!.ns, h2!.ns]);
+      const fc0 = await flowShare(h1!, h2!);
       const t = await c1.exec(['iperf3', '-c', '10.32.0.2', '-t', DURATION, '-J'], 60_000);
       const cpu1 = await routerCpuMs([h1!.ns, h2!.ns]);
+      const fc1 = await flowShare(h1!, h2!);
       const jt = parseIperf(t.stdout);
       const gb = jt ? jt.end.sum_received.bytes / 1e9 : NaN;
       await sleep(300);
@@ -157,6 +176,7 @@ async function measureMode(mode: string): Promise<RunResult[]> {
         udpLossPct: s ? Number(s.lost_percent.toFixed(1)) : NaN,
         cpuMsPerGB: Math.round((cpu1 - cpu0) / gb),
       };
+      console.log(`  during TCP: ${fc1.map((x, k) => `${['h1 egress (data)', 'h2 ingress (data)', 'h2 egress (acks)', 'h1 ingress (acks)'][k]} ${x.c - fc0[k]!.c} of ${x.all - fc0[k]!.all} frames in C`).join('; ')}`);
       if (DIAG) console.log(`  loss counters (cumulative): ${await lossCounters([h1!.ns, h2!.ns, c2.ns])}`);
       await sleep(300);
       results.push(r);
