@@ -77,3 +77,24 @@ test('fdbDump: a hostile device name is refused (EINVAL) before any netlink; a m
     return true;
   });
 });
+
+test('fdbSet: bad arguments are refused (EINVAL) before any netlink; a missing device rejects with ENODEV', async () => {
+  const nl = netlink()!;
+  const z = '00:00:00:00:00:00';
+  const bad: Array<[unknown, RegExp]> = [
+    [{ dev: 'x;y', op: 'append', entries: [] }, /bad "dev"/],
+    [{ dev: 'vxlan-6784', op: 'replace', entries: [] }, /"op" must be/],
+    [{ dev: 'vxlan-6784', op: 'append', entries: 'x' }, /"entries" must be an array/],
+    [{ dev: 'vxlan-6784', op: 'append', entries: new Array(4097).fill({ mac: z, dst: '192.0.2.1' }) }, /over 4096/],
+    [{ dev: 'vxlan-6784', op: 'append', entries: [7] }, /each entry must be an object/],
+    ...['', 'aa:bb:cc:dd:ee', 'aa:bb:cc:dd:ee: f', '+a:bb:cc:dd:ee:ff', 'aa-bb-cc-dd-ee-ff', 'gg:bb:cc:dd:ee:ff', 'aa:bb:cc:dd:ee:ff0']
+      .map((mac): [unknown, RegExp] => [{ dev: 'vxlan-6784', op: 'del', entries: [{ mac, dst: '192.0.2.1' }] }, /bad "mac"/]),
+    ...['', '192.0.2', '192.0.2.1; rm', 'x'.repeat(100), '::g']
+      .map((dst): [unknown, RegExp] => [{ dev: 'vxlan-6784', op: 'append', entries: [{ mac: z, dst }] }, /bad "dst"/]),
+    ...[0, 65536, 1.5, '6784'].map((port): [unknown, RegExp] => [{ dev: 'vxlan-6784', op: 'append', entries: [{ mac: z, dst: '192.0.2.1', port }] }, /"port"/]),
+  ];
+  for (const [req, why] of bad) {
+    assert.throws(() => nl.fdbSet(req as Parameters<typeof nl.fdbSet>[0]), (err: NetlinkFailure) => err.code === 'EINVAL' && why.test(err.message), JSON.stringify(req).slice(0, 120));
+  }
+  await assert.rejects(nl.fdbSet({ dev: 'tswnodev9', op: 'append', entries: [{ mac: z, dst: '192.0.2.1' }] }), (err: NetlinkFailure) => err.code === 'ENODEV');
+});

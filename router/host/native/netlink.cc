@@ -45,6 +45,7 @@
 #include <napi.h>
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if_link.h>
@@ -55,7 +56,6 @@
 #include <linux/veth.h>
 #include <net/if.h>
 #include <sched.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -730,11 +730,11 @@ Napi::Value FdbSet(const Napi::CallbackInfo& info) {
     FdbChange c{};
     Napi::Value mac = e.Get("mac");
     std::string ms = mac.IsString() ? mac.As<Napi::String>().Utf8Value() : "";
-    unsigned b[6];
-    char tail;
-    if (ms.size() != 17 || sscanf(ms.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &tail) != 6)
-      throw ArgError(env, "netlink: bad \"mac\" in an entry");
-    for (int k = 0; k < 6; k++) c.mac[k] = static_cast<unsigned char>(b[k]);
+    // Exactly "xx:xx:xx:xx:xx:xx", hex digits only (no sign, space or short field).
+    bool macOk = ms.size() == 17;
+    for (size_t k = 0; macOk && k < 17; k++) macOk = k % 3 == 2 ? ms[k] == ':' : isxdigit(static_cast<unsigned char>(ms[k])) != 0;
+    if (!macOk) throw ArgError(env, "netlink: bad \"mac\" in an entry");
+    for (int k = 0; k < 6; k++) c.mac[k] = static_cast<unsigned char>(strtoul(ms.substr(3 * k, 2).c_str(), nullptr, 16));
     Napi::Value dst = e.Get("dst");
     std::string ds = dst.IsString() ? dst.As<Napi::String>().Utf8Value() : "";
     if (ds.size() <= 45 && inet_pton(AF_INET, ds.c_str(), c.dst) == 1) c.family = AF_INET;
