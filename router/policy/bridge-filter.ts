@@ -122,6 +122,9 @@ function subnetAccepts(subnets: string[]): string[] {
   ]);
 }
 
+/** Whether a subnetAccepts rule is the IPv4 unicast one (`ip saddr S ip daddr S accept`). */
+const isUnicastAccept = (rule: string): boolean => /^ip saddr (\S+) ip daddr \1 accept$/.test(rule);
+
 /** The top `len` bits of an IPv6 address/prefix as an nft integer ("0x…"), for `@th` matches. */
 export function prefixBits(cidr6: string, len: number): string {
   const c = parseCidr6(cidr6.includes('/') ? cidr6 : `${cidr6}/128`);
@@ -154,6 +157,10 @@ function v6Ingress(r: Range6, mac: string, cidrs: string[]): string[] {
     `ip6 saddr != ${set(['::', ...addrs])} counter name "spoof" drop comment "spoof"`,
     'ip6 saddr :: meta l4proto != ipv6-icmp counter name "spoof" drop comment "spoof"',
     'ip6 saddr :: icmpv6 type != nd-neighbor-solicit counter name "spoof" drop comment "spoof"',
+    // The source is now one of the port's own addresses, or "::" in an ND solicitation.
+    // Fast paths: what is not ICMPv6, and ICMPv6 that is not ND, needs no further check.
+    'meta l4proto != ipv6-icmp ether type ip6 accept',
+    `icmpv6 type != ${ND.slice('icmpv6 type '.length)} accept`,
     `ip6 saddr :: @th,64,128 != ${own} counter name "spoof" drop comment "spoof"`,
     `icmpv6 type nd-neighbor-advert @th,64,128 != ${own} counter name "spoof" drop comment "spoof"`,
     `icmpv6 type nd-neighbor-solicit @th,192,8 1 @th,208,48 != ${macBits} counter name "spoof" drop comment "spoof"`,
@@ -246,6 +253,8 @@ function portChains(p: UsablePort): string[] {
     `    ether saddr != ${p.mac} counter name "spoof" drop comment "spoof"`,
     `    ip saddr != ${set(p.addrs)} counter name "spoof" drop comment "spoof"`,
     '    ether type ip accept',
+    // IPv6 before ARP: data frames should not walk the ARP checks (issue #21, ping).
+    ...p.v6in.map((r) => '    ' + r),
     `    arp htype != 1 counter name "spoof" drop comment "spoof"`,
     `    arp ptype != ip counter name "spoof" drop comment "spoof"`,
     `    arp hlen != 6 counter name "spoof" drop comment "spoof"`,
@@ -253,13 +262,15 @@ function portChains(p: UsablePort): string[] {
     `    arp saddr ether != ${p.mac} counter name "spoof" drop comment "spoof"`,
     `    arp saddr ip != ${set(['0.0.0.0', ...p.addrs])} counter name "spoof" drop comment "spoof"`,
     '    ether type arp accept',
-    ...p.v6in.map((r) => '    ' + r),
     '    counter name "isolation" drop comment "isolation"',
     '  }',
     `  chain out_${id} {`,
     `    # ${p.port}: only its subnets ${p.subnets.join(' ')}`,
-    ...subnetAccepts(p.subnets).map((r) => '    ' + r),
+    // IPv4 unicast first, then IPv6, then IPv4 broadcast/multicast and ARP: the data
+    // frames of either family match within a few rules (issue #21, ping).
+    ...subnetAccepts(p.subnets).filter(isUnicastAccept).map((r) => '    ' + r),
     ...p.v6out.map((r) => '    ' + r),
+    ...subnetAccepts(p.subnets).filter((r) => !isUnicastAccept(r)).map((r) => '    ' + r),
     '    counter name "isolation" drop comment "isolation"',
     '  }',
   ];

@@ -210,6 +210,35 @@ describe('bridge filters for IPv6 (nft ruleset)', () => {
     assert.ok(inChain.indexOf('ether type ip6 accept') < inChain.lastIndexOf('counter name "isolation" drop comment "isolation"'));
   });
 
+  test('rule order: IPv6 data frames match within a few rules, after every anti-spoofing check that can apply to them', () => {
+    const { script } = renderRuleset(ports, [], 'weave', undefined, R6);
+    const inChain = script.slice(script.indexOf('chain in_vethwepl1234567'), script.indexOf('chain out_vethwepl1234567'));
+    const at = (chain: string, line: string): number => {
+      const i = chain.indexOf(`    ${line}\n`);
+      assert.ok(i >= 0, `missing: ${line}\n${chain}`);
+      return i;
+    };
+    // Ingress: the fast paths (not ICMPv6; ICMPv6 that is not ND) come after the source
+    // checks and the "::" checks, before the ND option checks; IPv6 before ARP.
+    const nonIcmp = at(inChain, 'meta l4proto != ipv6-icmp ether type ip6 accept');
+    const nonNd = at(inChain, 'icmpv6 type != { nd-neighbor-solicit, nd-neighbor-advert } accept');
+    for (const before of [
+      'ip6 saddr != { ::, fd00:77::a20:105, fe80::a20:105 } counter name "spoof" drop comment "spoof"',
+      'ip6 saddr :: meta l4proto != ipv6-icmp counter name "spoof" drop comment "spoof"',
+      'ip6 saddr :: icmpv6 type != nd-neighbor-solicit counter name "spoof" drop comment "spoof"',
+      'icmpv6 type { nd-router-advert, nd-redirect } counter name "spoof" drop comment "spoof"',
+    ]) assert.ok(at(inChain, before) < nonIcmp, before);
+    assert.ok(nonIcmp < nonNd);
+    assert.ok(nonNd < at(inChain, 'icmpv6 type nd-neighbor-solicit @th,192,8 1 @th,208,48 != 0x02000000000a counter name "spoof" drop comment "spoof"'));
+    assert.ok(at(inChain, 'ether type ip6 accept') < at(inChain, 'arp htype != 1 counter name "spoof" drop comment "spoof"'));
+    // Egress: IPv4 unicast first, then IPv6, then IPv4 broadcast/multicast and ARP.
+    const outChain = script.slice(script.indexOf('chain out_vethwepl1234567'), script.indexOf('chain in_', script.indexOf('chain out_vethwepl1234567')));
+    const v4 = at(outChain, 'ip saddr 10.32.1.0/24 ip daddr 10.32.1.0/24 accept');
+    const v6 = at(outChain, 'ip6 saddr fd00:77::a20:100/120 ip6 daddr fd00:77::a20:100/120 accept');
+    assert.ok(v4 < v6);
+    assert.ok(v6 < at(outChain, 'ip saddr 10.32.1.0/24 ip daddr 255.255.255.255 accept'));
+  });
+
   test('no port chain holds an anonymous set with a prefix in it (nft would read every such set on each pod start)', () => {
     const many = [...ports, { port: 'vethwepl7654321', mac: '02:00:00:00:00:0b', cidrs: ['10.32.1.6/24', '10.32.2.6/24'] }];
     for (const r6 of [R6, undefined]) {
