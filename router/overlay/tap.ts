@@ -73,9 +73,15 @@ export interface TapStats {
   /** datagrams the egress flow cache sent in UDP GSO runs (port | COALESCE flows) */
   egressGso: number;
   /**
+   * frames the egress flow cache sent several to a FRAMES datagram: consecutive small (< 512 B)
+   * frames of one wake-up to one next hop, packed while their records fit the path (issue #19)
+   */
+  egressPacked: number;
+  /**
    * Wake-ups the egress flow cache handed to JavaScript (native tap.cc ForwardCached), by the
    * first reason met: a runt or group-addressed frame; a small (< 512 B) frame in a multi-frame
-   * wake-up that is not the tail of a bulk frame; no live flow for the MAC pair; a frame longer
+   * wake-up that is not the tail of a bulk frame (only with WEAVE_NO_SMALL_PACK=1: such frames
+   * are packed in C otherwise); no live flow for the MAC pair; a frame longer
    * than the flow's path takes; an encrypted flow that cannot seal now (re-key, counter).
    */
   missGroup: number;

@@ -187,6 +187,31 @@ describe('TAP binding (root, netns)', { skip }, () => {
     assert.equal(r.tails.datagrams, 200);
   });
 
+  it('flow cache, small frames: consecutive ones of a wake-up leave from C packed into FRAMES datagrams, plaintext and sealed, within the path', async () => {
+    const r = await childJson('packed');
+    // 40 pings of 1,000 bytes at MTU 300 = 160 fragments of 202-314 bytes per phase.
+    for (const label of ['plain', 'sealed', 'narrow'] as const) {
+      const p = r[label];
+      const what = `${label}: ${JSON.stringify(p)}`;
+      assert.equal(p.installed, true, what);
+      assert.ok(p.code === 0 || p.code === 1, `ping ran (nothing answers, so exit 1): ${what}`);
+      assert.equal(p.frames, 160, `every fragment left from C: ${what}`);
+      assert.equal(p.js, 0, `JavaScript saw none of them: ${what}`);
+      assert.equal(p.records, 160, `the sink got every frame: ${what}`);
+      assert.equal(p.exact, 160, `each record is the template's peers, the length and the fragment: ${what}`);
+      assert.equal(p.bad, 0, what);
+      assert.equal(p.failed, 0, what);
+      assert.ok(p.batches < p.frames, `wake-ups held several frames: ${what}`);
+      assert.ok(p.packed > 0 && p.multi > 0 && p.datagrams < p.records, `frames shared datagrams: ${what}`);
+    }
+    assert.equal(r.sealed.crypto, 160, 'every sealed frame counted as sealed in C');
+    assert.equal(r.sealed.outOfOrder, 0, 'counters arrive in sealing order');
+    assert.equal(r.sealed.seqsDistinct, true, 'no counter used twice');
+    assert.equal(r.seqAfterC, r.sealed.datagrams, 'one counter per packed datagram, the Sealer\'s own');
+    assert.ok(r.narrow.maxLen <= 8 + 14 + 600, `no datagram over the path (header + record + 600): ${r.narrow.maxLen}`);
+    assert.ok(r.plain.maxLen > 8 + 14 + 600, `with room, more frames share one: ${r.plain.maxLen}`);
+  });
+
   it('reports clear, coded errors for bad names, busy names, bad arguments and closed taps', async () => {
     const r = await childJson('errors');
     assert.equal(r.busy.code, 'EBUSY');

@@ -52,7 +52,9 @@ namespace tsweave {
 // the router has nothing to batch and only adds latency. The TAP side also
 // takes whole wake-ups of bulk frames (tap.cc kBigFrame: TCP segments, often
 // cut from one read-offload super-frame), sealed per frame and sent as UDP GSO
-// runs, so bulk TCP never enters JavaScript either.
+// runs, so bulk TCP never enters JavaScript either; and, next to them or on
+// their own, runs of small frames to one next hop, packed several to a FRAMES
+// datagram as the router's packer would (so a wake-up of TCP ACKs stays in C).
 constexpr size_t kFastBatchMax = 1;
 // Most frames one datagram may carry for the ingress path.
 constexpr size_t kFastFramesMax = 64;

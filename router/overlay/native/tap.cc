@@ -118,8 +118,11 @@ using tsweave::gso::VnetHdr;
 // frame (a tail: the short last segment of a TCP super-frame or the last
 // fragment of a datagram, which the packer could rarely have joined to its
 // bulk neighbour; WEAVE_NO_BULK_TAILS=1 sends such wake-ups to JavaScript as
-// before); runs of small frames go to JavaScript, whose packer puts many in
-// one datagram. Without tails, a TCP stream whose application writes do not
+// before). Consecutive small frames to one next hop (same socket, address,
+// sender and sealing state) share one FRAMES datagram while their records fit
+// the path, as the router's packer would put them (a wake-up of TCP ACKs: before,
+// such wake-ups went to JavaScript whole, 88 % of a TCP receiver's ACKs, issue
+// #19; WEAVE_NO_SMALL_PACK=1 restores that). Without tails, a TCP stream whose application writes do not
 // end on segment boundaries sent whole wake-ups (hundreds of segments) through
 // JavaScript: with IPv6's 20-byte smaller MSS (1304 B at MTU 1376), iperf3's
 // 128 KiB writes end 672 B into a segment, so every other write left a
@@ -406,7 +409,10 @@ class Tap : public Napi::ObjectWrap<Tap> {
     merge6_ = !(no6 != nullptr && strcmp(no6, "1") == 0);
     const char* notails = getenv("WEAVE_NO_BULK_TAILS");
     bulk_tails_ = !(notails != nullptr && strcmp(notails, "1") == 0);
+    const char* nopack = getenv("WEAVE_NO_SMALL_PACK");
+    pack_small_ = !(nopack != nullptr && strcmp(nopack, "1") == 0);
     hits_.resize(batch_);
+    dgs_.resize(batch_);
     dg_len_.resize(batch_);
     dg_off_.resize(batch_);
     // Sealed datagrams of one wake-up: its frames (at most the slab) plus overheads.
@@ -698,7 +704,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
       // A small frame in a multi-frame wake-up: only as the tail of bulk frames (the
       // short last segment of a cut TCP super-frame, the last IPv4 fragment): next to a
       // full-sized frame the router's packer would have had no room for it either.
-      if (n > tsweave::kFastBatchMax && len < kBigFrame && (!bulk_tails_ || (i == 0 ? !first_continues_ : frames_data_[2 * i - 1] < kBigFrame))) return Miss(kMissSmall);
+      if (!pack_small_ && n > tsweave::kFastBatchMax && len < kBigFrame && (!bulk_tails_ || (i == 0 ? !first_continues_ : frames_data_[2 * i - 1] < kBigFrame))) return Miss(kMissSmall);
       const uint64_t dst = tsweave::Read48(f);
       const uint64_t src = tsweave::Read48(f + 6);
       // The frame's own key first (flow-cache.h FrameKey), then an unkeyed flow.
@@ -719,75 +725,109 @@ class Tap : public Napi::ObjectWrap<Tap> {
       if (e.crypto >= 0 && !SealReady(e)) return Miss(kMissSeal);
       hits_[i] = &e;
     }
-    bool failed = false;
-    // Build every datagram: sealed ones into egress_buf_, plaintext ones as
-    // three iovecs (template, length, frame) without copying.
-    uint8_t* eb = egress_buf_.data();
-    size_t eo = 0;
+    // Group the frames into datagrams, in order: a bulk frame gets its own; a small
+    // one joins the datagram before it if that holds small frames to the same next
+    // hop and the records still fit every one of their flows' paths.
+    size_t nd = 0;
     for (size_t i = 0; i < n; i++) {
       tsweave::EgressFlow& e = *hits_[i];
-      uint8_t* f = slab_data_ + frames_data_[2 * i];
-      const size_t len = frames_data_[2 * i + 1];
-      if (e.crypto < 0) {
+      const size_t rec = tsweave::kFrameRecord + frames_data_[2 * i + 1];
+      const bool small = frames_data_[2 * i + 1] < kBigFrame;
+      if (pack_small_ && small && nd > 0) {
+        Dg& g = dgs_[nd - 1];
+        const size_t room = std::min<size_t>(g.room, tsweave::kFrameRecord + e.max_frame);
+        if (g.small && SameHop(*g.flow, e) && g.bytes + rec <= room) {
+          g.count++;
+          g.bytes += rec;
+          g.room = room;
+          continue;
+        }
+      }
+      dgs_[nd++] = Dg{&e, i, 1, rec, tsweave::kFrameRecord + e.max_frame, small};
+    }
+    bool failed = false;
+    // Build every datagram: single plaintext frames as three iovecs (template,
+    // length, frame) without copying; packed and sealed ones into egress_buf_.
+    uint8_t* eb = egress_buf_.data();
+    size_t eo = 0;
+    for (size_t d = 0; d < nd; d++) {
+      const Dg& g = dgs_[d];
+      tsweave::EgressFlow& e = *g.flow;
+      if (e.crypto < 0 && g.count == 1) {
+        uint8_t* f = slab_data_ + frames_data_[2 * g.first];
+        const size_t len = frames_data_[2 * g.first + 1];
         uint8_t* lenb = eb + eo;  // 2 bytes of length, kept in the buffer
         lenb[0] = static_cast<uint8_t>(len >> 8);
         lenb[1] = static_cast<uint8_t>(len);
         eo += 2;
-        egress_iov_[3 * i] = {e.tmpl, sizeof e.tmpl};
-        egress_iov_[3 * i + 1] = {lenb, 2};
-        egress_iov_[3 * i + 2] = {f, len};
-        dg_off_[i] = SIZE_MAX;
-        dg_len_[i] = sizeof e.tmpl + 2 + len;
+        egress_iov_[3 * d] = {e.tmpl, sizeof e.tmpl};
+        egress_iov_[3 * d + 1] = {lenb, 2};
+        egress_iov_[3 * d + 2] = {f, len};
+        dg_off_[d] = SIZE_MAX;
+        dg_len_[d] = sizeof e.tmpl + 2 + len;
         continue;
       }
-      // Sealed: the inner FRAMES datagram is built at offset 16 and encrypted
-      // in place behind the ENCRYPTED outer header.
-      const tsweave::FlowCrypto& c = crypto_.slots[e.crypto];
+      // The FRAMES datagram: the sleeve header, then each frame's record (its flow's
+      // origin and destination peer, length, frame). Sealed: built at offset 16 and
+      // encrypted in place behind the ENCRYPTED outer header.
       uint8_t* sb = eb + eo;
-      uint8_t* p = sb + 16;
-      memcpy(p, e.tmpl, sizeof e.tmpl);
-      p[sizeof e.tmpl] = static_cast<uint8_t>(len >> 8);
-      p[sizeof e.tmpl + 1] = static_cast<uint8_t>(len);
-      memcpy(p + sizeof e.tmpl + 2, f, len);
+      uint8_t* p = e.crypto < 0 ? sb : sb + 16;
+      memcpy(p, e.tmpl, tsweave::kSleeveHeader);
+      size_t pl = tsweave::kSleeveHeader;
+      for (size_t k = g.first; k < g.first + g.count; k++) {
+        const size_t len = frames_data_[2 * k + 1];
+        memcpy(p + pl, hits_[k]->tmpl + tsweave::kSleeveHeader, tsweave::kEgressTemplate - tsweave::kSleeveHeader);
+        p[pl + 12] = static_cast<uint8_t>(len >> 8);
+        p[pl + 13] = static_cast<uint8_t>(len);
+        memcpy(p + pl + tsweave::kFrameRecord, slab_data_ + frames_data_[2 * k], len);
+        pl += tsweave::kFrameRecord + len;
+      }
+      if (g.count > 1) egress_packed_ += g.count;
+      if (e.crypto < 0) {
+        dg_off_[d] = eo;
+        dg_len_[d] = pl;
+        eo += pl;
+        continue;
+      }
+      const tsweave::FlowCrypto& c = crypto_.slots[e.crypto];
       const uint8_t hdr[tsweave::kSleeveHeader] = {tsweave::kSleeveMagic, tsweave::kSleeveEncrypted, e.tmpl[2], e.tmpl[3],
                                                    e.tmpl[4], e.tmpl[5], e.tmpl[6], e.tmpl[7]};
-      long sl = sleeve_aead::Seal(reinterpret_cast<double*>(c.state), c.key, hdr, p, sizeof e.tmpl + 2 + len, sb,
-                                  egress_buf_.size() - eo);
+      long sl = sleeve_aead::Seal(reinterpret_cast<double*>(c.state), c.key, hdr, p, pl, sb, egress_buf_.size() - eo);
       if (sl < 0) {  // cannot happen after SealReady; never send anything unsealed
-        egress_counters_.errors++;
+        egress_counters_.errors += g.count;
         failed = true;
-        dg_len_[i] = 0;
+        dg_len_[d] = 0;
         continue;
       }
-      dg_off_[i] = eo;
-      dg_len_[i] = static_cast<size_t>(sl);
+      dg_off_[d] = eo;
+      dg_len_[d] = static_cast<size_t>(sl);
       eo += static_cast<size_t>(sl);
     }
     // Send, in order: runs of one flow destination and equal length share a GSO send.
-    size_t i = 0;
-    while (i < n) {
-      if (dg_len_[i] == 0) {
-        i++;
+    size_t d = 0;
+    while (d < nd) {
+      if (dg_len_[d] == 0) {
+        d++;
         continue;
       }
-      tsweave::EgressFlow& e = *hits_[i];
+      tsweave::EgressFlow& e = *dgs_[d].flow;
       size_t run = 1;
-      size_t total = dg_len_[i];
+      size_t total = dg_len_[d];
       if (gso_ok_ && e.gso) {
-        while (i + run < n && run < kGsoSegs) {
-          const tsweave::EgressFlow& o = *hits_[i + run];
-          const size_t l = dg_len_[i + run];
-          if (l == 0 || l > dg_len_[i] || total + l > kGsoBytes || o.udp_fd != e.udp_fd || !o.gso || o.to_len != e.to_len ||
+        while (d + run < nd && run < kGsoSegs) {
+          const tsweave::EgressFlow& o = *dgs_[d + run].flow;
+          const size_t l = dg_len_[d + run];
+          if (l == 0 || l > dg_len_[d] || total + l > kGsoBytes || o.udp_fd != e.udp_fd || !o.gso || o.to_len != e.to_len ||
               memcmp(&o.to, &e.to, e.to_len) != 0) {
             break;
           }
           total += l;
           run++;
-          if (l < dg_len_[i]) break;  // only the last may be shorter
+          if (l < dg_len_[d]) break;  // only the last may be shorter
         }
       }
-      if (!SendRun(i, run)) failed = true;
-      i += run;
+      if (!SendRun(d, run)) failed = true;
+      d += run;
     }
     egress_counters_.batches++;
     if (failed) {
@@ -795,6 +835,13 @@ class Tap : public Napi::ObjectWrap<Tap> {
       crypto_.DropAll(env_);
     }
     return true;
+  }
+
+  // Whether two egress flows' datagrams may share one: the same socket, next-hop
+  // address, sender header and sealing key entry (so one seal covers both).
+  static bool SameHop(const tsweave::EgressFlow& a, const tsweave::EgressFlow& b) {
+    return a.udp_fd == b.udp_fd && a.to_len == b.to_len && memcmp(&a.to, &b.to, a.to_len) == 0 && a.crypto == b.crypto &&
+           (a.crypto < 0 || a.crypto_gen == b.crypto_gen) && memcmp(a.tmpl, b.tmpl, tsweave::kSleeveHeader) == 0;
   }
 
   // Why a wake-up went to JavaScript instead (ForwardCached), counted per batch:
@@ -812,7 +859,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
   // datagram by datagram (and GSO is not tried again if the kernel lacks it).
   // Returns false for an error that must empty the cache.
   bool SendRun(size_t i, size_t run) {
-    tsweave::EgressFlow& e = *hits_[i];
+    tsweave::EgressFlow& e = *dgs_[i].flow;
     struct iovec* iov = &egress_iov_[3 * i];
     size_t niov = 0;
     // Gather the run's iovecs contiguously at iov (sealed datagrams use one each).
@@ -854,17 +901,14 @@ class Tap : public Napi::ObjectWrap<Tap> {
     if (r >= 0 || run == 1) {
       bool bad = false;
       for (size_t k = 0; k < run; k++) {
-        const size_t d = i + k;
-        const size_t flen = frames_data_[2 * d + 1];
-        if (egress_counters_.Count(r, flen)) bad = true;
-        if (r >= 0 && hits_[d]->crypto >= 0) egress_counters_.crypto++;
+        if (CountDatagram(i + k, r)) bad = true;
       }
       if (r >= 0 && run > 1) egress_gso_ += run;
       return !bad;
     }
     const int err = errno;
     if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) {
-      egress_counters_.drops += run;
+      for (size_t k = 0; k < run; k++) egress_counters_.drops += dgs_[i + k].count;
       return true;
     }
     if (err == EIO || err == ENOPROTOOPT || err == EOPNOTSUPP || err == EINVAL) gso_ok_ = false;
@@ -882,10 +926,24 @@ class Tap : public Napi::ObjectWrap<Tap> {
       do {
         r = sendmsg(e.udp_fd, &mh, MSG_DONTWAIT);
       } while (r < 0 && errno == EINTR);
-      if (egress_counters_.Count(r, frames_data_[2 * d + 1])) ok = false;
-      if (r >= 0 && hits_[d]->crypto >= 0) egress_counters_.crypto++;
+      if (CountDatagram(d, r)) ok = false;
     }
     return ok;
+  }
+
+  // Counts the outcome of sending datagram d (r: sendmsg's return, errno still
+  // set) for each frame it carries. Returns true for an error that must empty
+  // the cache.
+  bool CountDatagram(size_t d, ssize_t r) {
+    const Dg& g = dgs_[d];
+    const int err = errno;
+    bool bad = false;
+    for (size_t k = g.first; k < g.first + g.count; k++) {
+      errno = err;
+      if (egress_counters_.Count(r, frames_data_[2 * k + 1])) bad = true;
+      if (r >= 0 && hits_[k]->crypto >= 0) egress_counters_.crypto++;
+    }
+    return bad;
   }
 
   // Whether an encrypted flow may seal now: its key entry is the one it was
@@ -1262,6 +1320,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
     o.Set("readSuperFrames", static_cast<double>(read_super_));
     o.Set("readSegments", static_cast<double>(read_segments_));
     o.Set("egressGso", static_cast<double>(egress_gso_));
+    o.Set("egressPacked", static_cast<double>(egress_packed_));
     o.Set("missGroup", static_cast<double>(miss_[kMissGroup]));
     o.Set("missSmall", static_cast<double>(miss_[kMissSmall]));
     o.Set("missFlow", static_cast<double>(miss_[kMissFlow]));
@@ -1378,12 +1437,26 @@ class Tap : public Napi::ObjectWrap<Tap> {
   // length fields in egress_buf_, per datagram its flow, length, offset in
   // egress_buf_ (SIZE_MAX: plaintext, sent from three iovecs) and iovecs.
   std::vector<tsweave::EgressFlow*> hits_;
+  // A datagram of the wake-up (ForwardCached): its flow (next hop, template,
+  // sealing), frames [first, first + count), record bytes so far, the most its
+  // flows' paths take, and whether it holds small frames (may take more).
+  struct Dg {
+    tsweave::EgressFlow* flow;
+    size_t first;
+    size_t count;
+    size_t bytes;
+    size_t room;
+    bool small;
+  };
+  std::vector<Dg> dgs_;
   std::vector<size_t> dg_len_;
   std::vector<size_t> dg_off_;
   std::vector<uint8_t> egress_buf_;
   std::vector<struct iovec> egress_iov_;
   bool gso_ok_ = true;
   uint64_t egress_gso_ = 0;  // datagrams sent in GSO runs
+  uint64_t egress_packed_ = 0;  // frames that left in FRAMES datagrams of several frames
+  bool pack_small_ = true;      // WEAVE_NO_SMALL_PACK=1: small frames of multi-frame wake-ups go to JavaScript
   uint64_t miss_[kMissKinds] = {0, 0, 0, 0, 0};
   // Small tails of bulk frames may leave from the cache (off with WEAVE_NO_BULK_TAILS=1).
   bool bulk_tails_ = true;

@@ -757,6 +757,119 @@ async function bulkMode(): Promise<Record<string, unknown>> {
   return res;
 }
 
+/**
+ * Small frames packed in C (tap.cc ForwardCached, issue #19): with the TAP's MTU at 300,
+ * 1,000-byte pings leave as four IPv4 fragments of 314/314/314/202 bytes (all < 512),
+ * queued together, so wake-ups bring several small frames. With a flow installed every
+ * one must leave from C, several to a FRAMES datagram: plaintext (each record exactly the
+ * template's origin and destination, the length and the fragment), then sealed (opened by
+ * a JS Opener, in order, distinct counters), then plaintext with a path of 600 bytes (no
+ * datagram may exceed header + record + 600).
+ */
+async function packedMode(): Promise<Record<string, unknown>> {
+  const name = 'tswpack0';
+  const tap = Tap.open(name, { vnetHdr: true });
+  execFileSync('sysctl', ['-qw', `net.ipv6.conf.${name}.disable_ipv6=1`]);
+  ip('link', 'set', name, 'mtu', '300');
+  ip('addr', 'add', '10.99.4.1/24', 'dev', name);
+  ip('link', 'set', name, 'up');
+  ip('link', 'set', 'lo', 'up');
+  ip('neigh', 'replace', '10.99.4.2', 'lladdr', '02:00:5e:99:00:02', 'dev', name);
+  const tapMac = macOf(name);
+  const { UdpSocket } = await import('../../../router/overlay/udp.js');
+  const { egressTemplate } = await import('../../../router/overlay/flow-cache.js');
+  const { Sealer, Opener } = await import('../../../router/crypto/aead.js');
+  const { randomBytes } = await import('node:crypto');
+  const key = randomBytes(32);
+  const sealer = new Sealer(key);
+  const opener = new Opener(key);
+  const tmpl = egressTemplate(0x0a0000000001, 0x0a0000000001, 0x0b0000000002);
+  const sleeveSock = UdpSocket.open({ port: 0, address: '127.0.0.1' });
+  const sink = UdpSocket.open({ port: 0, address: '127.0.0.1' });
+  const plain = Buffer.alloc(65536);
+  type Phase = { datagrams: number; multi: number; records: number; exact: number; bad: number; maxLen: number; failed: number; outOfOrder: number; seqs: Set<number>; lastSeq: number };
+  const phase = (): Phase => ({ datagrams: 0, multi: 0, records: 0, exact: 0, bad: 0, maxLen: 0, failed: 0, outOfOrder: 0, seqs: new Set(), lastSeq: -1 });
+  let cur = phase();
+  /** The records of a FRAMES datagram in b[0, n): each the template's peers, a length, an IPv4 ICMP fragment of at most 314 bytes. */
+  const records = (p: Phase, b: Buffer, n: number): void => {
+    if (n < 8 || b[0] !== 0x54 || b[1] !== 1 || !b.subarray(0, 8).equals(tmpl.subarray(0, 8))) {
+      p.bad++;
+      return;
+    }
+    let at = 8;
+    let k = 0;
+    while (at < n) {
+      if (n - at < 14) {
+        p.bad++;
+        return;
+      }
+      const flen = b.readUInt16BE(at + 12);
+      const f = at + 14;
+      if (f + flen > n || !b.subarray(at, at + 12).equals(tmpl.subarray(8, 20))) {
+        p.bad++;
+        return;
+      }
+      p.records++;
+      k++;
+      if (flen >= 34 && flen <= 314 && b.readUInt16BE(f + 12) === 0x0800 && b[f + 14 + 9] === 1) p.exact++;
+      at = f + flen;
+    }
+    if (k > 1) p.multi++;
+  };
+  sink.start((slab, meta, count) => {
+    for (let i = 0; i < count; i++) {
+      const at = meta[4 * i]!;
+      const len = meta[4 * i + 1]!;
+      cur.datagrams++;
+      cur.maxLen = Math.max(cur.maxLen, len);
+      if (slab[at + 1] === 1) {
+        records(cur, slab.subarray(at, at + len), len);
+        continue;
+      }
+      const seq = slab.readUInt32BE(at + 12);
+      if (seq <= cur.lastSeq) cur.outOfOrder++;
+      cur.lastSeq = seq;
+      cur.seqs.add(seq);
+      const n = opener.open(slab, at, at + len, plain);
+      if (n < 0) {
+        cur.failed++;
+        continue;
+      }
+      records(cur, plain, n);
+    }
+  });
+  sleeveSock.start(() => {});
+  let jsFrames = 0;
+  tap.start((_slab, _frames, count) => void (jsFrames += count));
+  const mac48 = (b: Buffer): number => b.readUIntBE(0, 6);
+  const install = (maxFrame: number, seal: boolean): boolean =>
+    tap.addFlow(mac48(tapMac), mac48(FAKE_MAC), sleeveSock.fd, 0x7f000001, sink.localPort, tmpl, maxFrame, 60_000, seal ? sealer : undefined);
+  const out: Record<string, unknown> = {};
+  for (const [label, maxFrame, seal] of [['plain', 1514, false], ['sealed', 1514, true], ['narrow', 600, false]] as const) {
+    tap.clearFlows();
+    cur = phase();
+    const js0 = jsFrames;
+    const f0 = tap.flowStats();
+    const packed0 = tap.stats().egressPacked;
+    const installed = install(maxFrame, seal);
+    const p = await run('ping', ['-c', '40', '-i', '0.01', '-W', '1', '-q', '-s', '1000', '10.99.4.2'], 15_000);
+    await waitFor(() => cur.records + cur.failed >= 160, 3000);
+    await sleep(100);
+    const f1 = tap.flowStats();
+    const { seqs, lastSeq: _l, ...rest } = cur;
+    out[label] = {
+      installed, code: p.code, frames: f1.frames - f0.frames, crypto: f1.crypto - f0.crypto, batches: f1.batches - f0.batches,
+      js: jsFrames - js0, packed: tap.stats().egressPacked - packed0, ...rest, seqsDistinct: seqs.size === cur.datagrams - rest.bad,
+    };
+  }
+  out.seqAfterC = sealer.seq;
+  out.openerStats = { ...opener.stats };
+  tap.close();
+  sleeveSock.close();
+  sink.close();
+  return out;
+}
+
 async function main(): Promise<void> {
   switch (mode) {
     case 'traffic':
@@ -773,6 +886,9 @@ async function main(): Promise<void> {
       return;
     case 'bulk':
       emit({ ok: true, ...(await bulkMode()) });
+      return;
+    case 'packed':
+      emit({ ok: true, ...(await packedMode()) });
       return;
     case 'df':
       emit({ ok: true, ...(await dfMode()) });
