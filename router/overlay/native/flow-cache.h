@@ -45,16 +45,16 @@
 namespace tsweave {
 
 // Largest wake-up (frames from the TAP, datagrams from the socket) the cache
-// forwards by itself whatever the frame sizes: one. A wake-up with several
-// small frames is load, where the router's packing of several frames per
-// datagram does better (measured with one sendmsg per frame: with up to 8,
-// 64-byte UDP floods lost 9 % of their rate); a single frame is the case where
-// the router has nothing to batch and only adds latency. The TAP side also
-// takes whole wake-ups of bulk frames (tap.cc kBigFrame: TCP segments, often
-// cut from one read-offload super-frame), sealed per frame and sent as UDP GSO
-// runs, so bulk TCP never enters JavaScript either; and, next to them or on
-// their own, runs of small frames to one next hop, packed several to a FRAMES
-// datagram as the router's packer would (so a wake-up of TCP ACKs stays in C).
+// forwards by itself whatever the frame sizes, under the older rules: one. It
+// was chosen when the C path sent one datagram per frame (with up to 8 frames a
+// wake-up, 64-byte UDP floods lost 9 % of their rate against the router's
+// packer). The TAP side now takes wake-ups of any size: bulk frames (tap.cc
+// kBigFrame: TCP segments, often cut from one read-offload super-frame) one per
+// datagram, sealed per datagram and sent as UDP GSO runs, and runs of small
+// frames to one next hop packed several to a FRAMES datagram as the router's
+// packer would (so neither bulk TCP nor its ACKs enter JavaScript); the limit
+// applies there only with WEAVE_NO_SMALL_PACK=1, and on the UDP side with
+// WEAVE_NO_BULK_INGRESS (udp.cc).
 constexpr size_t kFastBatchMax = 1;
 // Most frames one datagram may carry for the ingress path.
 constexpr size_t kFastFramesMax = 64;

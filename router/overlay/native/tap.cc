@@ -30,12 +30,12 @@
 //   tap.clearFlows(), tap.flowStats()
 //   setDontFragment(fd, on)
 //
-// Flow cache (flow-cache.h): a wake-up of at most kFastBatchMax frames, or of
-// any number of bulk frames (>= kBigFrame bytes), that all match installed
-// egress flows is sent here, one FRAMES datagram per frame on the sleeve's UDP
-// socket (runs of equal-sized datagrams to one hop as one UDP GSO sendmsg), and
-// JavaScript is not called; otherwise the batch goes to onBatch as always. A flow of an
-// encrypted peer seals that datagram first (sleeve-aead.h: ENCRYPTED outer
+// Flow cache (flow-cache.h): a wake-up whose frames all match installed egress
+// flows is sent here on the sleeve's UDP socket — a FRAMES datagram per bulk
+// frame (>= kBigFrame bytes), consecutive small frames to one next hop packed
+// into one (ForwardCached), runs of equal-sized datagrams to one hop as one UDP
+// GSO sendmsg — and JavaScript is not called; otherwise the batch goes to
+// onBatch as always. A flow of an encrypted peer seals each datagram first (sleeve-aead.h: ENCRYPTED outer
 // header, the Sealer's shared counter), exactly as the router's Sealer would.
 //
 // vnetHdr (opt-in): the TAP is opened with IFF_VNET_HDR. Without readOffload
