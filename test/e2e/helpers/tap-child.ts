@@ -572,6 +572,36 @@ async function nestMode(): Promise<Record<string, unknown>> {
 }
 
 /**
+ * The set-up the encrypted, bulk and packed flow-cache modes share: TAP `name` (vnet header,
+ * no IPv6) at 10.99.`net`.1/24 (MTU `mtu` if given) with a static neighbour 10.99.`net`.2 at
+ * FAKE_MAC, a sleeve socket and a sink on loopback, a Sealer/Opener pair on one random key,
+ * the egress template of origin 0a:00:00:00:00:01 to 0b:00:00:00:00:02, and a 64 KiB buffer
+ * for opened datagrams.
+ */
+async function flowRig(name: string, net: number, mtu?: number) {
+  const tap = Tap.open(name, { vnetHdr: true });
+  execFileSync('sysctl', ['-qw', `net.ipv6.conf.${name}.disable_ipv6=1`]);
+  if (mtu !== undefined) ip('link', 'set', name, 'mtu', String(mtu));
+  ip('addr', 'add', `10.99.${net}.1/24`, 'dev', name);
+  ip('link', 'set', name, 'up');
+  ip('link', 'set', 'lo', 'up');
+  ip('neigh', 'replace', `10.99.${net}.2`, 'lladdr', '02:00:5e:99:00:02', 'dev', name);
+  const { UdpSocket, COALESCE } = await import('../../../router/overlay/udp.js');
+  const { egressTemplate } = await import('../../../router/overlay/flow-cache.js');
+  const { Sealer, Opener, AEAD_OVERHEAD } = await import('../../../router/crypto/aead.js');
+  const { randomBytes } = await import('node:crypto');
+  const key = randomBytes(32);
+  return {
+    tap, tapMac: macOf(name), COALESCE, AEAD_OVERHEAD,
+    sealer: new Sealer(key), opener: new Opener(key),
+    tmpl: egressTemplate(0x0a0000000001, 0x0a0000000001, 0x0b0000000002),
+    sleeveSock: UdpSocket.open({ port: 0, address: '127.0.0.1' }),
+    sink: UdpSocket.open({ port: 0, address: '127.0.0.1' }),
+    plain: Buffer.alloc(65536),
+  };
+}
+
+/**
  * Egress flows of an encrypted next hop (flow-cache.h, sleeve-aead.h): ICMP frames out of
  * the TAP are sealed in C with a JS Sealer's state and key and sent to a sink, where a JS
  * Opener must open every one (C seal -> JS open) to exactly the template, length and frame;
@@ -579,25 +609,7 @@ async function nestMode(): Promise<Record<string, unknown>> {
  * frames reach JavaScript until the flow is installed again.
  */
 async function sealedMode(): Promise<Record<string, unknown>> {
-  const name = 'tswseal0';
-  const tap = Tap.open(name, { vnetHdr: true });
-  execFileSync('sysctl', ['-qw', `net.ipv6.conf.${name}.disable_ipv6=1`]);
-  ip('addr', 'add', '10.99.2.1/24', 'dev', name);
-  ip('link', 'set', name, 'up');
-  ip('link', 'set', 'lo', 'up');
-  ip('neigh', 'replace', '10.99.2.2', 'lladdr', '02:00:5e:99:00:02', 'dev', name);
-  const tapMac = macOf(name);
-  const { UdpSocket } = await import('../../../router/overlay/udp.js');
-  const { egressTemplate } = await import('../../../router/overlay/flow-cache.js');
-  const { Sealer, Opener, AEAD_OVERHEAD } = await import('../../../router/crypto/aead.js');
-  const { randomBytes } = await import('node:crypto');
-  const key = randomBytes(32);
-  const sealer = new Sealer(key);
-  const opener = new Opener(key);
-  const tmpl = egressTemplate(0x0a0000000001, 0x0a0000000001, 0x0b0000000002);
-  const sleeveSock = UdpSocket.open({ port: 0, address: '127.0.0.1' });
-  const sink = UdpSocket.open({ port: 0, address: '127.0.0.1' });
-  const plain = Buffer.alloc(65536);
+  const { tap, tapMac, AEAD_OVERHEAD, sealer, opener, tmpl, sleeveSock, sink, plain } = await flowRig('tswseal0', 2);
   let sinkDatagrams = 0, opened = 0, exact = 0, outerOk = 0, failed = 0;
   const seqs: string[] = [];
   sink.start((slab, meta, count) => {
@@ -662,25 +674,7 @@ async function sealedMode(): Promise<Record<string, unknown>> {
  * sends (port | COALESCE), and exactly template + length + frame inside.
  */
 async function bulkMode(): Promise<Record<string, unknown>> {
-  const name = 'tswbulk0';
-  const tap = Tap.open(name, { vnetHdr: true });
-  execFileSync('sysctl', ['-qw', `net.ipv6.conf.${name}.disable_ipv6=1`]);
-  ip('addr', 'add', '10.99.3.1/24', 'dev', name);
-  ip('link', 'set', name, 'up');
-  ip('link', 'set', 'lo', 'up');
-  ip('neigh', 'replace', '10.99.3.2', 'lladdr', '02:00:5e:99:00:02', 'dev', name);
-  const tapMac = macOf(name);
-  const { UdpSocket, COALESCE } = await import('../../../router/overlay/udp.js');
-  const { egressTemplate } = await import('../../../router/overlay/flow-cache.js');
-  const { Sealer, Opener } = await import('../../../router/crypto/aead.js');
-  const { randomBytes } = await import('node:crypto');
-  const key = randomBytes(32);
-  const sealer = new Sealer(key);
-  const opener = new Opener(key);
-  const tmpl = egressTemplate(0x0a0000000001, 0x0a0000000001, 0x0b0000000002);
-  const sleeveSock = UdpSocket.open({ port: 0, address: '127.0.0.1' });
-  const sink = UdpSocket.open({ port: 0, address: '127.0.0.1' });
-  const plain = Buffer.alloc(65536);
+  const { tap, tapMac, COALESCE, sealer, opener, tmpl, sleeveSock, sink, plain } = await flowRig('tswbulk0', 3);
   const r = { plainDatagrams: 0, plainExact: 0, sealedDatagrams: 0, opened: 0, exact: 0, failed: 0, outOfOrder: 0 };
   const seqs: string[] = [];
   let lastSeq = -1;
@@ -767,26 +761,7 @@ async function bulkMode(): Promise<Record<string, unknown>> {
  * datagram may exceed header + record + 600).
  */
 async function packedMode(): Promise<Record<string, unknown>> {
-  const name = 'tswpack0';
-  const tap = Tap.open(name, { vnetHdr: true });
-  execFileSync('sysctl', ['-qw', `net.ipv6.conf.${name}.disable_ipv6=1`]);
-  ip('link', 'set', name, 'mtu', '300');
-  ip('addr', 'add', '10.99.4.1/24', 'dev', name);
-  ip('link', 'set', name, 'up');
-  ip('link', 'set', 'lo', 'up');
-  ip('neigh', 'replace', '10.99.4.2', 'lladdr', '02:00:5e:99:00:02', 'dev', name);
-  const tapMac = macOf(name);
-  const { UdpSocket } = await import('../../../router/overlay/udp.js');
-  const { egressTemplate } = await import('../../../router/overlay/flow-cache.js');
-  const { Sealer, Opener } = await import('../../../router/crypto/aead.js');
-  const { randomBytes } = await import('node:crypto');
-  const key = randomBytes(32);
-  const sealer = new Sealer(key);
-  const opener = new Opener(key);
-  const tmpl = egressTemplate(0x0a0000000001, 0x0a0000000001, 0x0b0000000002);
-  const sleeveSock = UdpSocket.open({ port: 0, address: '127.0.0.1' });
-  const sink = UdpSocket.open({ port: 0, address: '127.0.0.1' });
-  const plain = Buffer.alloc(65536);
+  const { tap, tapMac, sealer, opener, tmpl, sleeveSock, sink, plain } = await flowRig('tswpack0', 4, 300);
   type Phase = { datagrams: number; multi: number; records: number; exact: number; bad: number; maxLen: number; failed: number; outOfOrder: number; seqs: Set<number>; lastSeq: number };
   const phase = (): Phase => ({ datagrams: 0, multi: 0, records: 0, exact: 0, bad: 0, maxLen: 0, failed: 0, outOfOrder: 0, seqs: new Set(), lastSeq: -1 });
   let cur = phase();
