@@ -701,9 +701,9 @@ class Tap : public Napi::ObjectWrap<Tap> {
       const uint8_t* f = slab_data_ + frames_data_[2 * i];
       const size_t len = frames_data_[2 * i + 1];
       if (len < 14 || (f[0] & 1) != 0) return Miss(kMissGroup);  // runt, or a group address: flooded by the router
-      // A small frame in a multi-frame wake-up: only as the tail of bulk frames (the
-      // short last segment of a cut TCP super-frame, the last IPv4 fragment): next to a
-      // full-sized frame the router's packer would have had no room for it either.
+      // WEAVE_NO_SMALL_PACK=1 only (the older rule): a small frame in a multi-frame
+      // wake-up only as the tail of bulk frames (the short last segment of a cut TCP
+      // super-frame, the last IPv4 fragment); otherwise small frames are packed below.
       if (!pack_small_ && n > tsweave::kFastBatchMax && len < kBigFrame && (!bulk_tails_ || (i == 0 ? !first_continues_ : frames_data_[2 * i - 1] < kBigFrame))) return Miss(kMissSmall);
       const uint64_t dst = tsweave::Read48(f);
       const uint64_t src = tsweave::Read48(f + 6);
