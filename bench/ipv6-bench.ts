@@ -42,7 +42,8 @@
  *
  * Environment: DURATION (iperf3 seconds per run, default 5), PING_COUNT (echoes per target
  * and round, default 1000, rounded up to a multiple of PING_BATCHES), PING_BATCHES (fping runs per round, each in another order, default 20), PING_PERIOD_MS (one fping cycle over all targets, default 10),
- * FLOW_PINGS (sleeve check pings per combination and round, default 50), REPEATS (rounds, default 4: an even number puts every combination equally often early and late), VARIANTS (comma list of
+ * FLOW_PINGS (sleeve check pings per combination and round, default 50), BUSY_PINGS (flood
+ * pings per combination and round, `ping -f`, default 5000; 0 skips them), REPEATS (rounds, default 4: an even number puts every combination equally often early and late), VARIANTS (comma list of
  * none,encrypted,fastdp, and none-no-tails: the plaintext sleeve with WEAVE_NO_BULK_TAILS=1,
  * for a before/after of that change in one run; default none,encrypted,fastdp), RESULTS_DIR (JSON and Markdown written there,
  * default /tmp/tsweave-bench).
@@ -52,12 +53,13 @@ import { loadavg } from 'node:os';
 import path from 'node:path';
 import { derive6, parseRange6 } from '../ipam/ipv6.js';
 import { Testbed, canRunE2E, must, sh, sleep, until, type Container, type Host } from '../test/e2e/lib/testbed.js';
-import { COMBO_TEXT, KERNEL, PING_GOAL, TCP_GOAL, comboOf, fpingArgs, joinBatches, kernelCosts, parseFping, shuffledOrders, ratios, rttStats, spread, summarize, type Sample, type Spread } from './ipv6-summary.js';
+import { COMBO_TEXT, KERNEL, PING_GOAL, TCP_GOAL, comboOf, fpingArgs, joinBatches, kernelCosts, parseFping, parsePingAvg, shuffledOrders, ratios, rttStats, spread, summarize, type Sample, type Spread } from './ipv6-summary.js';
 
 const DURATION = Number(process.env.DURATION ?? 5);
 const PING_COUNT = Number(process.env.PING_COUNT ?? 1000);
 const PING_PERIOD_MS = Number(process.env.PING_PERIOD_MS ?? 10);
 const FLOW_PINGS = Number(process.env.FLOW_PINGS ?? 50);
+const BUSY_PINGS = Number(process.env.BUSY_PINGS ?? 5000);
 const PING_BATCHES = Number(process.env.PING_BATCHES ?? 20);
 const REPEATS = Math.max(1, Number(process.env.REPEATS ?? 4));
 const VARIANTS = (process.env.VARIANTS ?? 'none,encrypted,fastdp').split(',').filter(Boolean);
@@ -273,6 +275,12 @@ async function main(): Promise<void> {
             s.jsFrames = after[0].js - before[0].js + after[1].js - before[1].js;
             s.cachedFrames = after[0].cached - before[0].cached + after[1].cached - before[1].cached;
           }
+          if (BUSY_PINGS > 0) {
+            // The busy ping: a flood ping keeps both routers awake, so its round trip is
+            // their per-packet work, not the wake-up of an idle vCPU on every hop.
+            const fl = await sh('ip', ['netns', 'exec', c1.ns, 'ping', '-n', '-q', '-f', '-c', String(BUSY_PINGS), '-W', '1', t.addr], { timeoutMs: 30_000 + BUSY_PINGS * 2 });
+            s.busyAvgMs = parsePingAvg(fl.stdout);
+          }
           round.set(t, s);
           samples.push(s);
         }
@@ -299,7 +307,7 @@ async function main(): Promise<void> {
             s.segPerWrite = rx.superWritten > 0 ? rx.segMerged / rx.superWritten : undefined;
             diag = `, TCP JS/cached frames ${s.tcpJsFrames}/${s.tcpCachedFrames} (sender ${tx.js}/${tx.cached}, receiver ${rx.js}/${rx.cached}); sender TAP: ${tx.superRead} super-frames → ${tx.segRead} segments of ${tx.readFrames} frames read, ${tx.egressGso} datagrams in GSO runs; sender TAP wake-ups to JS: group ${tx.missGroup}, small in bulk ${tx.missSmall}, no flow ${tx.missFlow}, too long ${tx.missLong}; receiver: ${rx.recvGro} of ${rx.recvDg} datagrams from GRO, ${rx.segMerged} segments in ${rx.superWritten} TAP super-frames`;
           }
-          process.stderr.write(`${variant} round ${r + 1}/${REPEATS} ${t.control ? 'control ' : ''}${COMBO_TEXT[comboOf(s)]}: ${fmt(s.tcpMbps)} Mbit/s, ping avg ${fmt(s.pingAvgMs, 3)} p50 ${fmt(s.pingP50Ms, 3)} ms${s.jsFrames !== undefined ? `, ping JS/cached frames ${s.jsFrames}/${s.cachedFrames}` : ''}${diag} (load ${s.load.toFixed(1)})\n`);
+          process.stderr.write(`${variant} round ${r + 1}/${REPEATS} ${t.control ? 'control ' : ''}${COMBO_TEXT[comboOf(s)]}: ${fmt(s.tcpMbps)} Mbit/s, ping avg ${fmt(s.pingAvgMs, 3)} p50 ${fmt(s.pingP50Ms, 3)} ms, flood ping avg ${fmt(s.busyAvgMs, 3)} ms${s.jsFrames !== undefined ? `, ping JS/cached frames ${s.jsFrames}/${s.cachedFrames}` : ''}${diag} (load ${s.load.toFixed(1)})\n`);
         }
       }
     }
@@ -328,13 +336,13 @@ function report(samples: Sample[]): void {
     lines.push(`| ${c.variant} | ${what} | ${sp(c.tcp, 0)} | ${sp(c.pingAvg, 3)} | ${sp(c.pingP50, 3)} | ${sp(c.pingP99, 3)} | ${fmt(c.maxLoss, 1)} | ${pm(c.jsPerMille)} / ${pm(c.tcpJsPerMille)} | ${seg} |`);
   }
   lines.push('');
-  lines.push(`Ratios to the all-IPv4 figures of the same round (the mean of the reference and the control, which bracket the round), median over rounds (min–max); goal: TCP ≥ ${TCP_GOAL}, ping ≤ ${PING_GOAL}. Ping is paired per ping: per round the median of the k-th echo's time over the IPv4 base's k-th (same fping cycle); Δ is the median per-ping difference; the ratio of the two averages of the same run is shown for reference. The control row is the second all-IPv4 measurement over the first, computed the same way: the noise band of this run.`);
+  lines.push(`Ratios to the all-IPv4 figures of the same round (the mean of the reference and the control, which bracket the round), median over rounds (min–max); goal: TCP ≥ ${TCP_GOAL}, ping ≤ ${PING_GOAL}. Ping is paired per ping: per round the median of the k-th echo's time over the IPv4 base's k-th (same fping cycle); Δ is the median per-ping difference; the ratio of the two averages of the same run is shown for reference. The busy ping is a flood ping (ping -f, ${BUSY_PINGS} echoes) of each combination alone: the routers never go idle, so its ratio is the data path's own IPv6 cost without the wake-ups of idle vCPUs that a sparse ping pays on each hop. The control row is the second all-IPv4 measurement over the first, computed the same way: the noise band of this run.`);
   lines.push('');
-  lines.push('| path | compared with IPv4 overlay on IPv4 underlay | TCP-1 ratio | goal | ping ratio, paired per ping | goal | ping Δ µs, paired | ping avg ratio | paired ping ratio without the kernel\'s own IPv6 cost | goal | IPv6 extra beyond the kernel\'s, µs |');
-  lines.push('|---|---|---|---|---|---|---|---|---|---|---|');
+  lines.push('| path | compared with IPv4 overlay on IPv4 underlay | TCP-1 ratio | goal | ping ratio, paired per ping | goal | ping Δ µs, paired | ping avg ratio | busy (flood) ping avg ratio | paired ping ratio without the kernel\'s own IPv6 cost | goal | IPv6 extra beyond the kernel\'s, µs |');
+  lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|');
   const rows = ratios(samples);
   for (const r of rows) {
-    lines.push(`| ${r.variant} | ${COMBO_TEXT[r.combo]} | ${sp(r.tcp, 3)} | ${r.combo === 'control' ? '(noise)' : verdict(r.tcpMet)} | ${sp(r.ping, 3)} | ${r.combo === 'control' ? '(noise)' : verdict(r.pingMet)} | ${sp(r.pingDiffUs, 1)} | ${sp(r.pingAvg, 3)} | ${r.pingNet ? sp(r.pingNet, 3) : '—'} | ${r.pingNet ? verdict(r.pingNetMet) : '—'} | ${r.extraUs ? sp(r.extraUs, 1) : '—'} |`);
+    lines.push(`| ${r.variant} | ${COMBO_TEXT[r.combo]} | ${sp(r.tcp, 3)} | ${r.combo === 'control' ? '(noise)' : verdict(r.tcpMet)} | ${sp(r.ping, 3)} | ${r.combo === 'control' ? '(noise)' : verdict(r.pingMet)} | ${sp(r.pingDiffUs, 1)} | ${sp(r.pingAvg, 3)} | ${sp(r.busy, 3)} | ${r.pingNet ? sp(r.pingNet, 3) : '—'} | ${r.pingNet ? verdict(r.pingNetMet) : '—'} | ${r.extraUs ? sp(r.extraUs, 1) : '—'} |`);
   }
   const k = summarize(samples.filter((x) => x.variant === KERNEL));
   const k4 = k.find((c) => c.combo === 'v4/v4')?.pingAvg.median;

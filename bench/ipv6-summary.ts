@@ -54,6 +54,12 @@ export interface Sample {
   /** ping loss, % */
   pingLoss?: number;
   /**
+   * Average round trip of a flood ping (`ping -f`, next echo as soon as the reply is in),
+   * ms: the routers stay busy, so this is their per-packet work without the wake-up of an
+   * idle CPU that a sparse ping pays on every hop (undefined: not measured)
+   */
+  busyAvgMs?: number;
+  /**
    * Per-ping round-trip times of this round's interleaved fping run, ms (null: no reply);
    * index k is the k-th cycle, so index k of every target of the same round (and variant)
    * was sent within one fping period. The kernel anchor's two targets share their own run.
@@ -291,6 +297,8 @@ export interface RatioRow {
   pingDiffUs: Spread;
   /** per round: ratio of the two average times of the same interleaved run (for reference) */
   pingAvg: Spread;
+  /** per round: ratio of the flood-ping averages (Sample.busyAvgMs) */
+  busy: Spread;
   /** median TCP ratio ≥ TCP_GOAL (undefined: no figures) */
   tcpMet?: boolean;
   /** median paired ping ratio ≤ PING_GOAL (undefined: no per-ping times) */
@@ -397,6 +405,7 @@ export function ratios(samples: Sample[]): RatioRow[] {
       if (pairs.length === 0) continue;
       const tcp = spread(pairs.map(([s, [a, c]]) => ratio(s.tcpMbps, mean(a.tcpMbps, c?.tcpMbps))));
       const pingAvg = spread(pairs.map(([s, [a, c]]) => ratio(s.pingAvgMs, mean(a.pingAvgMs, c?.pingAvgMs))));
+      const busy = spread(pairs.map(([s, [a, c]]) => ratio(s.busyAvgMs, mean(a.busyAvgMs, c?.busyAvgMs))));
       const paired = pairs.map(([s, b]) => {
         const [b1, b2] = rtts(b);
         return s.pingRtts === undefined || b1 === undefined || b2 === undefined ? undefined : pairedPing(s.pingRtts, b1, b2);
@@ -404,7 +413,7 @@ export function ratios(samples: Sample[]): RatioRow[] {
       const ping = spread(paired.map((p) => p?.ratio));
       const pingDiffUs = spread(paired.map((p) => p?.diffUs));
       const row: RatioRow = {
-        variant, combo, tcp, ping, pingDiffUs, pingAvg,
+        variant, combo, tcp, ping, pingDiffUs, pingAvg, busy,
         tcpMet: tcp.median === undefined ? undefined : tcp.median >= TCP_GOAL,
         pingMet: ping.median === undefined ? undefined : ping.median <= PING_GOAL,
       };
@@ -424,6 +433,18 @@ export function ratios(samples: Sample[]): RatioRow[] {
     }
   }
   return out;
+}
+
+/**
+ * The average round trip, ms, from the summary line iputils `ping` prints last
+ * ("rtt min/avg/max/mdev = 0.061/0.090/5.000/0.056 ms").
+ * @returns undefined when the output has no such line (no reply at all)
+ */
+export function parsePingAvg(out: string): number | undefined {
+  const m = /(?:rtt|round-trip) min\/avg\/max\/(?:mdev|stddev) = [\d.]+\/([\d.]+)\//.exec(out);
+  if (!m) return undefined;
+  const v = Number(m[1]);
+  return Number.isFinite(v) ? v : undefined;
 }
 
 /** Human names of the combinations, as the tables print them. */

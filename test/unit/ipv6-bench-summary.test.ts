@@ -5,7 +5,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { FPING_MAX_TARGETS, KERNEL, comboOf, fpingArgs, joinBatches, kernelCosts, median, pairedPing, parseFping, quantileSorted, ratios, rttStats, shuffledOrders, summarize, type Sample } from '../../bench/ipv6-summary.js';
+import { FPING_MAX_TARGETS, KERNEL, comboOf, fpingArgs, joinBatches, kernelCosts, median, pairedPing, parseFping, parsePingAvg, quantileSorted, ratios, rttStats, shuffledOrders, summarize, type Sample } from '../../bench/ipv6-summary.js';
 
 function s(variant: string, repeat: number, underlay: 4 | 6, overlay: 4 | 6, tcp: number, ping: number, extra: Partial<Sample> = {}): Sample {
   return { variant, repeat, underlay, overlay, tcpMbps: tcp, pingAvgMs: ping, pingP50Ms: ping, pingP99Ms: ping * 2, pingLoss: 0, pingRtts: [ping, ping, ping], load: 1, ...extra };
@@ -303,5 +303,21 @@ describe('ipv6 bench summary', () => {
     assert.ok(Math.abs(by.get('v6/v6')!.pingNet!.median! - 1.12) < 1e-9);
     assert.equal(by.get('v6/v6')!.pingNetMet, false);
     assert.equal(by.get('v6ul/v4')!.pingNet, undefined, 'an IPv4 overlay gets no kernel correction');
+  });
+
+  test('busy (flood) ping: ratio per round against the IPv4 base of the same round; ping\'s summary line parsed', () => {
+    const samples = [
+      s('none', 0, 4, 4, 1000, 0.2, { busyAvgMs: 0.080 }), s('none', 0, 6, 4, 1000, 0.2, { busyAvgMs: 0.088 }),
+      s('none', 1, 4, 4, 1000, 0.2, { busyAvgMs: 0.160 }), s('none', 1, 6, 4, 1000, 0.2, { busyAvgMs: 0.160 }),
+      s('none', 2, 4, 4, 1000, 0.2), s('none', 2, 6, 4, 1000, 0.2),
+    ];
+    const [r] = ratios(samples);
+    assert.equal(r!.busy.n, 2, 'a round without flood figures is left out');
+    assert.ok(Math.abs(r!.busy.median! - 1.05) < 1e-9);
+    assert.ok(Math.abs(r!.busy.max! - 1.1) < 1e-9);
+    const out = 'PING 10.32.9.2 (10.32.9.2) 56(84) bytes of data.\n\n--- 10.32.9.2 ping statistics ---\n20000 packets transmitted, 20000 received, 0% packet loss, time 2140ms\nrtt min/avg/max/mdev = 0.061/0.090/5.000/0.056 ms, ipg/ewma 0.105/0.082 ms\n';
+    assert.equal(parsePingAvg(out), 0.09);
+    assert.equal(parsePingAvg('--- x ping statistics ---\n5 packets transmitted, 0 received, 100% packet loss\n'), undefined);
+    assert.equal(parsePingAvg(''), undefined);
   });
 });
