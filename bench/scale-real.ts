@@ -113,6 +113,23 @@ function logSummary(dirs: string[]): { reasons: Record<string, number>; lastEsta
   return { reasons, lastEstablished };
 }
 
+/**
+ * The router's own start-up line from its log ("start-up: N ms since the process started
+ * (load a, state b, …)", router/daemon/startup-phases.ts), for attributing a slow launch:
+ * the launch's wall time minus N is the CLI's own part (node boot, checks, spawn, wait).
+ * @returns the text after "start-up: ", or undefined when the log has none (yet)
+ */
+function startupLine(dir: string): string | undefined {
+  let text = '';
+  try {
+    text = readFileSync(path.join(dir, 'weaver.log'), 'utf8');
+  } catch {
+    return undefined;
+  }
+  const m = /"msg":"start-up: ([^"]{1,400})"/.exec(text);
+  return m?.[1];
+}
+
 function cpuTicks(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
@@ -171,7 +188,7 @@ export async function runReal(n: number, idleS = 30, log: (s: string) => void = 
       // A loaded machine may take long: the launch's own readiness wait (WEAVE_LAUNCH_TIMEOUT) decides.
       await h.mustWeave(['launch', '--nickname', h.nickname, '--name', name(i), '--no-proxy', '--ipalloc-init', `seed=${name(1)}`, ...peers], { timeoutMs: 200_000, env: { WEAVE_LAUNCH_TIMEOUT: '180' } });
       launchMs.push(Date.now() - t);
-      log(`  router ${i} launched in ${launchMs[launchMs.length - 1]} ms`);
+      log(`  router ${i} launched in ${launchMs[launchMs.length - 1]} ms (router ${startupLine(h.stateDir) ?? 'start-up line not logged'}; load ${os.loadavg()[0]!.toFixed(1)})`);
     }
     const tLast = Date.now();
     const dirs = hosts.map((h) => h.stateDir);

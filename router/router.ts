@@ -165,8 +165,13 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     this.forwarder.drop(reason, n);
   }
 
-  /** Bind TCP and UDP, attach the TAP, start connecting to the configured peers. */
-  async start(tap: Tap | undefined): Promise<void> {
+  /**
+   * Bind TCP and UDP, attach the TAP, start connecting to the configured peers.
+   * @param opts.dial false: accept connections but dial none until startDialing() — the
+   *   daemon dials once its own start-up is done, so a joining router's handshakes and
+   *   gossip with a big mesh do not run in between (and stretch) `weave launch` (issue #20)
+   */
+  async start(tap: Tap | undefined, opts: { dial?: boolean } = {}): Promise<void> {
     // The Noise channel is big (libp2p): only a router with a password loads it.
     if (this.config.passwordKey) await loadNoise();
     await this.sleeve.listen();
@@ -191,6 +196,13 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     // [pre-auth] "N failed handshakes from X" summaries are written when their window ends,
     // not only when the next failure happens to arrive.
     this.timers.push(setInterval(() => this.failureLog.flush(Date.now()), 10_000));
+    if (opts.dial !== false) this.startDialing();
+  }
+
+  /** Start the connection maker (discovery and dials to the targets); idempotent. */
+  startDialing(): void {
+    if (this.dialing || this.stopped) return;
+    this.dialing = true;
     this.connectTick();
   }
 
@@ -214,6 +226,8 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
   private connectTimer: NodeJS.Timeout | undefined;
   private connectDue = 0;
   private stopped = false;
+  /** Whether the connection maker runs (start() with dial: false defers it to startDialing()). */
+  private dialing = false;
 
   /** (Re-)arm the connection maker's tick `ms` from now, unless it is due sooner already. */
   private armConnectTick(ms: number): void {
@@ -232,6 +246,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
   }
 
   private connectTick(): void {
+    if (!this.dialing || this.stopped) return;
     const now = Date.now();
     try {
       if (this.config.discovery) this.discover(now);
