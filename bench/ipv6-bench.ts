@@ -60,6 +60,10 @@ const PING_COUNT = Number(process.env.PING_COUNT ?? 1000);
 const PING_PERIOD_MS = Number(process.env.PING_PERIOD_MS ?? 10);
 const FLOW_PINGS = Number(process.env.FLOW_PINGS ?? 50);
 const BUSY_PINGS = Number(process.env.BUSY_PINGS ?? 5000);
+if (!Number.isInteger(BUSY_PINGS) || BUSY_PINGS < 0 || BUSY_PINGS > 1_000_000) {
+  process.stderr.write(`bench:ipv6: BUSY_PINGS must be an integer 0..1000000 (got ${JSON.stringify(process.env.BUSY_PINGS)})\n`);
+  process.exit(2);
+}
 const PING_BATCHES = Number(process.env.PING_BATCHES ?? 20);
 const REPEATS = Math.max(1, Number(process.env.REPEATS ?? 4));
 const VARIANTS = (process.env.VARIANTS ?? 'none,encrypted,fastdp').split(',').filter(Boolean);
