@@ -40,3 +40,26 @@ test('memory by kind, major GCs and the heap after the last one are exported', a
     w.stop();
   }
 });
+
+test('event-loop delay: a blocked loop shows in max and p99, an idle one reads near 0 (the timer interval is not counted)', async () => {
+  const reg = new Registry();
+  const w = watchEventLoop(reg, 1000);
+  const q = async (k: string): Promise<number> => value(await reg.metrics(), `tsweave_event_loop_delay_seconds{quantile="${k}"}`);
+  try {
+    assert.equal(await q('1'), 0, 'nothing measured before the first scrape');
+    await new Promise((r) => setTimeout(r, 200));
+    const until = Date.now() + 300;
+    while (Date.now() < until) { /* block the event loop for 300 ms */ }
+    // Wait until the window that holds the block has closed (1 s windows from the first scrape).
+    let max = 0;
+    for (let i = 0; i < 30 && max === 0; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      max = await q('1');
+    }
+    assert.ok(max >= 0.2 && max < 1, `max ${max} s reflects the 300 ms block`);
+    const p50 = await q('0.5');
+    assert.ok(p50 < 0.008, `p50 ${p50} s: an idle loop is about on time once the 50 ms interval is taken off`);
+  } finally {
+    w.stop();
+  }
+});
