@@ -162,9 +162,10 @@ const median = (xs: number[]): number => {
  * Runs the real-router measurement.
  * @param n routers (2 … 200)
  * @param idleS seconds of idle CPU sampling (after 10 s of settling)
+ * @param holdS seconds to keep the mesh up after sampling, for inspection by hand (0 … 1800)
  * @throws Error (one line) when not root or the mesh does not form within the timeout
  */
-export async function runReal(n: number, idleS = 30, log: (s: string) => void = (s) => console.error(s)): Promise<RealResult> {
+export async function runReal(n: number, idleS = 30, log: (s: string) => void = (s) => console.error(s), holdS = 0): Promise<RealResult> {
   const why = canRunE2E();
   if (why) throw new Error(`--real ${why}`);
   if (!Number.isInteger(n) || n < 2 || n > 200) throw new Error('--real wants 2 … 200 routers');
@@ -230,6 +231,10 @@ export async function runReal(n: number, idleS = 30, log: (s: string) => void = 
         afterGc.push(Number(/^tsweave_heap_after_major_gc_bytes (\S+)/m.exec(m)?.[1] ?? NaN) / 1048576);
       }
       log(`major GCs per router (median / max): ${median(gcs)} / ${Math.max(...gcs)}; heap after the last one, MiB (median): ${median(afterGc).toFixed(1)}`);
+      if (holdS > 0) {
+        log(`holding the mesh for ${holdS} s (Ctrl-C ends it and cleans up): ${hosts.map((h, i) => `router ${i + 1} netns ${h.ns} pid ${pids[i]}`).join('; ')}`);
+        await sleep(holdS * 1000);
+      }
       return {
         n, launchMs, allEstablishedMs: tDone - t0, afterLastMs: tDone - tLast,
         rssMiB: rss.slice(0, k), pssMiB: sm.slice(0, k).map((x) => x.pss / 1024), privateMiB: sm.slice(0, k).map((x) => x.priv / 1024), cpuPct: cpu.slice(0, k),

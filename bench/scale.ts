@@ -16,7 +16,9 @@
  * Options: --sizes 10,100 (subset), --json (print the rows as JSON, e.g. to refresh
  * the reference file), --seed N, --real N (N real routers in network namespaces
  * instead, see scale-real.ts; root; add --sizes to run the simulation as well),
- * --idle-seconds S (CPU sampling interval of --real, default 30).
+ * --idle-seconds S (CPU sampling interval of --real, default 30), --hold S (keep the
+ * --real mesh up S more seconds after sampling, at most 1800, to inspect it by hand:
+ * the log names each router's namespace and pid).
  */
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -177,9 +179,11 @@ function ratio(after: number | null, before: number | null | undefined): string 
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { sizes: { type: 'string' }, json: { type: 'boolean' }, seed: { type: 'string' }, real: { type: 'string' }, 'idle-seconds': { type: 'string' } } });
+  const { values } = parseArgs({ options: { sizes: { type: 'string' }, json: { type: 'boolean' }, seed: { type: 'string' }, real: { type: 'string' }, 'idle-seconds': { type: 'string' }, hold: { type: 'string' } } });
   if (values.real !== undefined) {
-    const r = await runReal(Number(values.real), Number(values['idle-seconds'] ?? 30));
+    const hold = Number(values.hold ?? 0);
+    if (!Number.isInteger(hold) || hold < 0 || hold > 1800) throw new Error('--hold wants whole seconds, 0 … 1800');
+    const r = await runReal(Number(values.real), Number(values['idle-seconds'] ?? 30), undefined, hold);
     if (values.json) console.log(JSON.stringify(r));
     else for (const l of formatReal(r)) console.log(l);
     if (values.sizes === undefined) return;
