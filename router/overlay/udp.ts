@@ -140,7 +140,8 @@ interface NativeUdp {
   readonly fd: number;
   readonly localPort: number;
   readonly slotStride: number;
-  start(onBatch: DatagramBatchHandler, onError: (code: string, message: string) => void): void;
+  start(onBatch: DatagramBatchHandler, onError: (code: string, message: string) => void, poll?: boolean): void;
+  drain(): number;
   sendBatch(slab: Uint8Array, table: Uint32Array, count: number): number;
   send(buf: Uint8Array, offset: number, length: number, addr: number, port: number): boolean;
   stats(): UdpStats;
@@ -264,16 +265,37 @@ export class UdpSocket {
    * an ICMP-induced one stops receiving and calls `onError` once (without it, an
    * uncaught exception). While started the socket keeps the event loop alive unless
    * unref() is called. Exceptions from the handlers are uncaught exceptions.
+   *
+   * With `{ poll: false }` nothing watches the socket and it never wakes the process:
+   * the owner calls {@link drain} when it wants the queued datagrams (e.g. on a timer
+   * it runs anyway), so a socket that only carries periodic heartbeats costs no
+   * wake-up per datagram. The socket buffer must then hold what arrives between two
+   * drains (bufferBytes).
    * @throws UdpError ECLOSED after close, EALREADY if already started.
    */
-  start(onBatch: DatagramBatchHandler, onError?: (err: UdpError) => void): void {
+  start(onBatch: DatagramBatchHandler, onError?: (err: UdpError) => void, opts: { poll?: boolean } = {}): void {
     const report = (code: string, message: string): void => {
       const err = new UdpError(code, message);
       if (onError === undefined) throw err;
       onError(err);
     };
     try {
-      this.handle.start(onBatch, report);
+      this.handle.start(onBatch, report, opts.poll ?? true);
+    } catch (e) {
+      throw asUdpError(e);
+    }
+  }
+
+  /**
+   * For a socket started with `{ poll: false }`: reads the datagrams queued now (at
+   * most 16 batches), calling the batch handler for each batch before it returns.
+   * Returns the number of datagrams read; 0 once closed or after a receive failure
+   * (reported once through start()'s onError).
+   * @throws UdpError EINVAL if the socket was started with polling (or not at all).
+   */
+  drain(): number {
+    try {
+      return this.handle.drain();
     } catch (e) {
       throw asUdpError(e);
     }

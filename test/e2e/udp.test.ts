@@ -725,9 +725,35 @@ async function childFlowsSealed(): Promise<Json> {
   return result;
 }
 
+/** A socket started with poll false: nothing arrives by itself; drain() reads what is queued, in order. */
+async function childDrain(): Promise<Json> {
+  const rx = UdpSocket.open({ port: 0, address: '127.0.0.1', batch: 4, slotBytes: 2048 });
+  const tx = UdpSocket.open({ port: 0, address: '127.0.0.1' });
+  const got: string[] = [];
+  rx.start((slab, meta, count) => {
+    for (let i = 0; i < count; i++) got.push(slab.subarray(meta[i * META_STRIDE]!, meta[i * META_STRIDE]! + meta[i * META_STRIDE + 1]!).toString());
+  }, undefined, { poll: false });
+  for (let i = 0; i < 10; i++) {
+    const b = Buffer.from(`hb-${i}`);
+    tx.send(b, 0, b.length, LOOPBACK, rx.localPort);
+  }
+  await new Promise((r) => setTimeout(r, 100));
+  const beforeDrain = got.length;
+  const drained = rx.drain();
+  const again = rx.drain();
+  const polled = UdpSocket.open({ port: 0, address: '127.0.0.1' });
+  polled.start(() => undefined);
+  const drainPolled = errInfo(() => polled.drain());
+  polled.close();
+  rx.close();
+  const afterClose = rx.drain();
+  tx.close();
+  return { beforeDrain, drained, again, got, drainPolled, afterClose, batches: rx.stats().recvBatches };
+}
+
 if (process.env.TSW_UDP_CHILD) {
   const mode = process.env.TSW_UDP_CHILD;
-  const run: Record<string, () => Json | Promise<Json>> = { batch: childBatch, gso: childGso, sleeve: childSleeve, edges: childEdges, errors: childErrors, 'close-in-batch': childCloseInBatch, flows: childFlows, 'flows-sealed': childFlowsSealed };
+  const run: Record<string, () => Json | Promise<Json>> = { batch: childBatch, gso: childGso, sleeve: childSleeve, edges: childEdges, errors: childErrors, 'close-in-batch': childCloseInBatch, flows: childFlows, 'flows-sealed': childFlowsSealed, drain: childDrain };
   try {
     const r = await run[mode]!();
     process.stdout.write(JSON.stringify({ ok: true, ...r }) + '\n');
@@ -754,6 +780,17 @@ if (process.env.TSW_UDP_CHILD) {
 
   describe('batched UDP socket (root, netns)', { skip }, () => {
     useNetns(NS);
+
+    it('poll false: datagrams wait in the socket until drain(), which reads them all in order across batches', async () => {
+      const r = await child('drain');
+      assert.equal(r.beforeDrain, 0, 'nothing is delivered without a drain()');
+      assert.equal(r.drained, 10, 'drain() read all 10 queued datagrams (3 batches of at most 4)');
+      assert.deepEqual(r.got, Array.from({ length: 10 }, (_, i) => `hb-${i}`));
+      assert.equal(r.batches, 3);
+      assert.equal(r.again, 0, 'nothing left');
+      assert.equal(r.drainPolled?.code, 'EINVAL', 'drain() on a polled socket is refused');
+      assert.equal(r.afterClose, 0, 'drain() after close reads nothing');
+    });
 
     it('10,000 datagrams sent in batches arrive complete, in order, intact and batched', async () => {
       const r = await child('batch');

@@ -284,6 +284,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
                            InstanceAccessor<&UdpSocket::GetLocalPort>("localPort"),
                            InstanceAccessor<&UdpSocket::GetSlotStride>("slotStride"),
                            InstanceMethod<&UdpSocket::Start>("start"),
+                           InstanceMethod<&UdpSocket::DrainMethod>("drain"),
                            InstanceMethod<&UdpSocket::SendBatch>("sendBatch"),
                            InstanceMethod<&UdpSocket::Send>("send"),
                            InstanceMethod<&UdpSocket::Stats>("stats"),
@@ -548,13 +549,26 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
     return Napi::Number::New(info.Env(), static_cast<double>(stride_));
   }
 
-  // start(onBatch, onError): begin polling; onBatch(slab, meta, count) per wake-up.
+  // start(onBatch, onError, poll = true): begin polling; onBatch(slab, meta, count) per
+  // wake-up. With poll false nothing watches the socket: the owner reads it with
+  // drain() when it chooses (no wake-up of its own per datagram).
   Napi::Value Start(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (closed_) ThrowCode(env, "ECLOSED", "UDP socket on port " + std::to_string(port_) + " is closed");
     if (started_) ThrowCode(env, "EALREADY", "UDP socket on port " + std::to_string(port_) + " is already started");
     if (!info[0].IsFunction()) ThrowType(env, "onBatch must be a function");
     if (!info[1].IsUndefined() && !info[1].IsFunction()) ThrowType(env, "onError must be a function");
+    if (!info[2].IsUndefined() && !info[2].IsBoolean()) ThrowType(env, "poll must be a boolean");
+    if (info[2].IsBoolean() && !info[2].As<Napi::Boolean>().Value()) {
+      on_batch_ = Napi::Persistent(info[0].As<Napi::Function>());
+      if (info[1].IsFunction()) on_error_ = Napi::Persistent(info[1].As<Napi::Function>());
+      async_ctx_.reset(new Napi::AsyncContext(env, "UdpRecv", Value()));
+      Ref();
+      strong_ = true;
+      started_ = true;
+      manual_ = true;
+      return env.Undefined();
+    }
     uv_loop_t* loop = nullptr;
     if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) ThrowCode(env, "EINVAL", "no libuv event loop");
     std::unique_ptr<uv_poll_t> poll(new uv_poll_t);
@@ -579,6 +593,23 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
   }
 
   static void FreePoll(uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); }
+
+  // drain(): for a socket started with poll false, reads what is queued now (at most 16
+  // batches) and hands each batch to onBatch before returning; returns the rows read.
+  // 0 after a receive failure (onError was called once) or close.
+  Napi::Value DrainMethod(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!manual_) ThrowCode(env, "EINVAL", "UDP socket on port " + std::to_string(port_) + ": drain() needs start(..., poll = false)");
+    size_t total = 0;
+    Napi::Object keep = Value();
+    for (int i = 0; i < 16 && !closed_ && !failed_; i++) {
+      if (Drain(env, keep)) break;
+      if (last_n_ == 0) break;
+      total += last_n_;
+      if (last_n_ < batch_) break;
+    }
+    return Napi::Number::New(env, static_cast<double>(total));
+  }
 
   static void OnPoll(uv_poll_t* h, int status, int events) {
     UdpSocket* self = static_cast<UdpSocket*>(h->data);
@@ -958,6 +989,7 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
 
   void Fail(Napi::Env env, Napi::Object keep, int err) {
     recv_errors_++;
+    failed_ = true;
     if (poll_ != nullptr) uv_poll_stop(poll_);
     std::string code = ErrnoName(err);
     std::string msg = "UDP port " + std::to_string(port_) + ": receive failed: " + strerror(err) + "; receiving stopped";
@@ -1268,6 +1300,8 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
   Napi::FunctionReference on_error_;
   std::unique_ptr<Napi::AsyncContext> async_ctx_;
   uv_poll_t* poll_ = nullptr;
+  bool manual_ = false;  // started with poll false: read by drain()
+  bool failed_ = false;  // a receive failed: receiving stopped
   bool started_ = false;
   bool closed_ = false;
   bool refed_ = true;
