@@ -559,16 +559,19 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
     if (!info[0].IsFunction()) ThrowType(env, "onBatch must be a function");
     if (!info[1].IsUndefined() && !info[1].IsFunction()) ThrowType(env, "onError must be a function");
     if (!info[2].IsUndefined() && !info[2].IsBoolean()) ThrowType(env, "poll must be a boolean");
-    if (info[2].IsBoolean() && !info[2].As<Napi::Boolean>().Value()) {
-      on_batch_ = Napi::Persistent(info[0].As<Napi::Function>());
-      if (info[1].IsFunction()) on_error_ = Napi::Persistent(info[1].As<Napi::Function>());
-      async_ctx_.reset(new Napi::AsyncContext(env, "UdpRecv", Value()));
-      Ref();
-      strong_ = true;
-      started_ = true;
-      manual_ = true;
-      return env.Undefined();
-    }
+    manual_ = info[2].IsBoolean() && !info[2].As<Napi::Boolean>().Value();
+    if (!manual_) StartPoll(env);
+    on_batch_ = Napi::Persistent(info[0].As<Napi::Function>());
+    if (info[1].IsFunction()) on_error_ = Napi::Persistent(info[1].As<Napi::Function>());
+    async_ctx_.reset(new Napi::AsyncContext(env, "UdpRecv", Value()));
+    Ref();
+    strong_ = true;
+    started_ = true;
+    return env.Undefined();
+  }
+
+  // The uv_poll handle that calls OnPoll when the socket is readable (throws on failure).
+  void StartPoll(Napi::Env env) {
     uv_loop_t* loop = nullptr;
     if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) ThrowCode(env, "EINVAL", "no libuv event loop");
     std::unique_ptr<uv_poll_t> poll(new uv_poll_t);
@@ -583,13 +586,6 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
     poll_ = poll.release();
     loop_ = loop;
     if (!refed_) uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
-    on_batch_ = Napi::Persistent(info[0].As<Napi::Function>());
-    if (info[1].IsFunction()) on_error_ = Napi::Persistent(info[1].As<Napi::Function>());
-    async_ctx_.reset(new Napi::AsyncContext(env, "UdpRecv", Value()));
-    Ref();
-    strong_ = true;
-    started_ = true;
-    return env.Undefined();
   }
 
   static void FreePoll(uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); }
