@@ -3,7 +3,8 @@
   # the UDP addon (router/overlay/native/udp.cc) builds build/Release/udp.node;
   # the netlink addon (router/host/native/netlink.cc) builds build/Release/netlink.node;
   # weaveDNS's UDP addon (dns/native/dns-udp.cc) builds build/Release/dnsudp.node;
-  # the nftables addon (router/policy/native/nft.cc) builds build/Release/nft.node.
+  # the nftables addon (router/policy/native/nft.cc) builds build/Release/nft.node;
+  # the heap addon (router/daemon/native/heap.cc) builds build/Release/heap.node.
   # node-addon-api is header-only; C++ exceptions are enabled (NAPI_CPP_EXCEPTIONS)
   # so native errors surface as JS exceptions with a `code` property.
   # Linux only: TAP devices come from /dev/net/tun.
@@ -64,6 +65,18 @@
       "target_name": "nft",
       "sources": ["router/policy/native/nft.cc"],
       "libraries": ["-ldl"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "cflags_cc": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fexceptions"]
+    },
+    {
+      # The router's malloc_trim after an idle collection (router/daemon/native/heap.cc,
+      # wrapped by router/daemon/heap.ts); builds build/Release/heap.node.
+      "target_name": "heap",
+      "sources": ["router/daemon/native/heap.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],

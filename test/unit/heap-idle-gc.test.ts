@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { IdleGcPolicy, collectGarbage, type IdleGcOptions } from '../../router/daemon/heap.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { IdleGcPolicy, collectGarbage, trimNativeHeap, type IdleGcOptions } from '../../router/daemon/heap.js';
 
 const opts: IdleGcOptions = { checkMs: 5_000, minIntervalMs: 60_000, growthBytes: 4 << 20 }; // fixed here, not the defaults
 const MiB = 1 << 20;
@@ -43,4 +44,21 @@ test('idle GC: not when the heap did not grow by growthBytes over what the last 
 test('collectGarbage runs a full collection in this process', () => {
   assert.equal(collectGarbage(), true);
   assert.equal(collectGarbage(), true, 'a second call reuses the gc function');
+});
+
+test('trimNativeHeap hands freed malloc pages in the middle of the heap back to the kernel', async () => {
+  // 48 MiB of 4 KiB backing stores (malloc'd, below the mmap threshold), then one kept
+  // after them so that the freed ones are not at the top of the heap (where free()
+  // would give them back by itself).
+  let blocks: Buffer[] | undefined = [];
+  for (let i = 0; i < 12_288; i++) blocks.push(Buffer.allocUnsafeSlow(4096).fill(1));
+  const keep = Buffer.allocUnsafeSlow(4096).fill(2);
+  blocks = undefined;
+  assert.equal(collectGarbage(), true);
+  await sleep(300); // V8 frees backing stores on its sweeper
+  const before = process.memoryUsage.rss();
+  assert.equal(trimNativeHeap(), true, 'malloc_trim released nothing: is build/Release/heap.node built?');
+  const after = process.memoryUsage.rss();
+  assert.ok(before - after >= 16 * MiB, `RSS ${(before / MiB).toFixed(1)} → ${(after / MiB).toFixed(1)} MiB: expected ≥ 16 MiB released`);
+  assert.equal(keep[0], 2);
 });
