@@ -23,6 +23,8 @@
  *                     and in the receiving container (cumulative counts)
  *   PROF=/tmp/dir     write router CPU profiles there (--cpu-prof); summarise with a
  *                     .cpuprofile reader (self time per function)
+ *   RSS_IDLE=S        print both routers' RSS before the runs, after them, and after S
+ *                     more idle seconds (0 ≤ S ≤ 600; the idle collector needs ≥ 65 s)
  * The machine is shared: compare numbers only within one session, as medians.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -38,6 +40,11 @@ const MTU = process.env.MTU ?? '1436';
 const DURATION = process.env.DURATION ?? '8';
 const PROF = process.env.PROF;
 const DIAG = process.env.DIAG === '1';
+const RSS_IDLE = process.env.RSS_IDLE === undefined ? undefined : Number(process.env.RSS_IDLE);
+if (RSS_IDLE !== undefined && !(Number.isInteger(RSS_IDLE) && RSS_IDLE >= 0 && RSS_IDLE <= 600)) {
+  console.error('RSS_IDLE must be whole seconds, 0–600');
+  process.exit(2);
+}
 
 /** Kernel counters that tell where datagrams were lost, per namespace. */
 async function lossCounters(ns: string[]): Promise<string> {
@@ -75,22 +82,49 @@ async function flowShare(h1: Host, h2: Host): Promise<Array<{ c: number; all: nu
   return [side(r1, 'Egress'), side(r2, 'Ingress'), side(r2, 'Egress'), side(r1, 'Ingress')];
 }
 
-async function routerCpuMs(ns: string[]): Promise<number> {
-  let ticks = 0;
+/** Pids of the router daemons (weaver) in these namespaces. */
+async function weaverPids(ns: string[]): Promise<string[]> {
+  const out: string[] = [];
   for (const n of ns) {
     const r = await sh('ip', ['netns', 'pids', n], { timeoutMs: 5000 });
     for (const pid of r.stdout.split(/\s+/).filter(Boolean)) {
       try {
-        if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('weaver')) continue;
-        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-        ticks += Number(f[11]) + Number(f[12]);
+        if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('weaver')) out.push(pid);
       } catch {
         // the process is gone
       }
     }
   }
+  return out;
+}
+
+async function routerCpuMs(ns: string[]): Promise<number> {
+  let ticks = 0;
+  for (const pid of await weaverPids(ns)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]);
+    } catch {
+      // the process is gone
+    }
+  }
   return ticks * 10;
+}
+
+/** Each router's RSS, "anon+file MiB", e.g. "30.1+50.2". */
+async function routerRss(ns: string[]): Promise<string> {
+  const kib = (st: string, k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(st)?.[1] ?? NaN);
+  const out: string[] = [];
+  for (const pid of await weaverPids(ns)) {
+    try {
+      const st = readFileSync(`/proc/${pid}/status`, 'utf8');
+      out.push(`${(kib(st, 'RssAnon') / 1024).toFixed(1)}+${(kib(st, 'RssFile') / 1024).toFixed(1)}`);
+    } catch {
+      out.push('gone');
+    }
+  }
+  return out.join(', ') + ' MiB (anon+file)';
 }
 
 function median(xs: number[]): number {
@@ -154,6 +188,7 @@ async function measureMode(mode: string): Promise<RunResult[]> {
     await verifyTransfer(bed, c1, c2);
     bed.background(['ip', 'netns', 'exec', c2.ns, 'iperf3', '-s']);
     await sleep(500);
+    if (RSS_IDLE !== undefined) console.log(`${mode} router RSS before the runs: ${await routerRss([h1!.ns, h2!.ns])}`);
     for (let i = 0; i < RUNS; i++) {
       const p = await c1.exec(['ping', '-c', '20', '-i', '0.05', '-q', '10.32.0.2'], 20_000);
       const m = /= [\d.]+\/([\d.]+)\//.exec(p.stdout);
@@ -181,6 +216,11 @@ async function measureMode(mode: string): Promise<RunResult[]> {
       await sleep(300);
       results.push(r);
       console.log(`${mode} run ${i + 1}: rtt ${r.rttMs} ms, TCP ${r.tcpMbit} Mbit/s (retr ${r.tcpRetr}), UDP64 ${r.udpPps} pps delivered (loss ${r.udpLossPct}%), both routers ${r.cpuMsPerGB} CPU ms/GB during TCP`);
+    }
+    if (RSS_IDLE !== undefined) {
+      console.log(`${mode} router RSS after the runs: ${await routerRss([h1!.ns, h2!.ns])}`);
+      await sleep(RSS_IDLE * 1000);
+      console.log(`${mode} router RSS after ${RSS_IDLE} s idle: ${await routerRss([h1!.ns, h2!.ns])}`);
     }
     console.log(`${mode} drops: h1 ${JSON.stringify((await h1!.report()).Router.Drops)} h2 ${JSON.stringify((await h2!.report()).Router.Drops)}`);
     // A clean stop lets --cpu-prof write its profile.
