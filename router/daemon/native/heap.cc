@@ -10,7 +10,7 @@
 namespace {
 
 // mallocTrim() -> boolean: true when glibc released at least one page. No arguments,
-// no errors; on a libc without malloc_trim it is never built (Linux/glibc only).
+// no errors. glibc only: this file does not build against a libc without malloc_trim.
 Napi::Value MallocTrim(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), malloc_trim(0) == 1);
 }
