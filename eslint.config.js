@@ -26,6 +26,11 @@ export default tseslint.config(
     },
   },
   {
+    // Build scripts (scripts/*.mjs) run on Node.
+    files: ['**/*.mjs'],
+    languageOptions: { globals: { ...globals.node } },
+  },
+  {
     // The browser page's script is served as a string and runs in Chromium.
     files: ['router/api/ui/**/*.ts'],
     languageOptions: { globals: { ...globals.browser, ...globals.node } },

@@ -26,7 +26,12 @@ import type { ReportDns } from '../dns/subsystem.js';
 const VERSION = '0.1.0';
 const DEFAULT_MTU = 1376;
 const here = path.dirname(fileURLToPath(import.meta.url));
-const WEAVER_JS = path.join(here, '..', 'router', 'daemon', 'weaver.js');
+/**
+ * The router daemon `weave launch` starts: the one-file bundle of router/daemon/weaver.js
+ * and its imports (scripts/bundle.mjs, made by `npm run build`), which loads in about
+ * half the CPU time of the ~150 separate modules (issue #20: launches on a busy host).
+ */
+const WEAVER_JS = path.join(here, '..', 'bundle', 'weaver.js');
 /**
  * V8 flags the router runs with (the shebang above gives the same to `weave launch
  * --no-detach`): no memory reducer, whose idle-time compactions of the heap paused the
@@ -198,6 +203,7 @@ program.command('launch')
   .option('--plugin-socket <path>', 'Docker plugin socket (default /run/docker/plugins/weavemesh.sock; STATE_DIR/plugins/weavemesh.sock with a non-default WEAVE_STATE_DIR)')
   .action(async (peers: string[], o: Record<string, unknown>) => {
     requireRoot('launch');
+    if (o.detach !== false && !existsSync(WEAVER_JS)) throw new CliError(`the router bundle ${WEAVER_JS} is missing: run \`npm run build\` in ${path.resolve(here, '..', '..')}`);
     if (o.password !== undefined && o.detach === false) {
       throw new CliError('--password with --no-detach would keep the password in this process\'s command line for its life (any user can read it with ps): use WEAVE_PASSWORD or --password-file');
     }
