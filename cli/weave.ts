@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --no-memory-reducer --max-semi-space-size=2
+#!/usr/bin/env -S node --no-memory-reducer --max-semi-space-size=2 --interrupt-budget=540000
 /**
  * `weave`: Weave Net's command line, for tsweave. Every verb but `launch` (which
  * starts the daemon) and `env`/`config` is one request to the router's HTTP API.
@@ -40,8 +40,16 @@ const WEAVER_JS = path.join(here, '..', 'bundle', 'weaver.js');
  * and later garbage only while the data path is quiet); a young generation of at most
  * 2 MiB per semi-space (V8's default grows to 16 MiB, resident in every idle router:
  * [scale, issue #20]); the router's hot path lives in the addons and allocates little.
+ * An interrupt budget 8x V8's default (67,584): a function is optimised by TurboFan only
+ * after ~8x as much work in the interpreter and baseline code. The control plane's
+ * functions run a few hundred times per peer joining and were being optimised (and
+ * de-optimised) through every join wave: at 30 routers TurboFan was 20 % of an existing
+ * router's CPU during joins and ~2 s of compile-thread time per router. Truly hot paths
+ * (DNS answers, JavaScript frames) still reach TurboFan, a little later. [scale, issue #20]
+ * bench:scale --real 30, interleaved pairs: RSS median 81.3/81.0 -> 77.3/77.0 MiB (before the
+ * bundle), 79.1/79.5 -> 75.3/76.0 (with it); DNS answers q/s -3 % (still 1.7x dnsmasq).
  */
-const ROUTER_NODE_FLAGS = ['--no-memory-reducer', '--max-semi-space-size=2'];
+const ROUTER_NODE_FLAGS = ['--no-memory-reducer', '--max-semi-space-size=2', '--interrupt-budget=540000'];
 
 /**
  * glibc malloc arenas for the router (MALLOC_ARENA_MAX, mallopt(3)) unless the user set
