@@ -33,6 +33,7 @@ import { snapshotOf, type ViewSnapshot } from './view.js';
 import { dnsSettings, type DnsSettings } from './config.js';
 import { setupHost, removeHost, setupContainer } from './reach.js';
 import { derive6, parseRange6 } from '../ipam/ipv6.js';
+import { sharedBeat } from '../router/mesh/beat.js';
 
 /** Largest dns gossip payload we decode. */
 export const MAX_GOSSIP_BYTES = 16 << 20;
@@ -223,8 +224,8 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
     routesTimer.unref();
   };
   ctx.router.on('routes', onRoutes);
-  const viewTimer = setInterval(checkShape, VIEW_AUDIT_MS);
-  viewTimer.unref();
+  // Periodic jobs ride the router's shared beat (router/mesh/beat.ts): no wake-ups of their own.
+  const stopViewAudit = sharedBeat.every(VIEW_AUDIT_MS, checkShape);
 
   if (s.onBridge) {
     await setupHost(s.address);
@@ -255,10 +256,9 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
   // Re-register the containers still attached (router restart).
   for (const e of endpoints.list()) await register(e, e.name, e.cidrs);
   // Our entries for endpoints that are gone (a stale copy came back) are tombstoned by merge().
-  const gcTimer = setInterval(() => {
+  const stopGc = sharedBeat.every(GC_INTERVAL_MS, () => {
     if (reg.gc() > 0) viewChanged();
-  }, GC_INTERVAL_MS);
-  gcTimer.unref();
+  });
 
   /** An endpoint id from an API target: an endpoint id or its prefix, or a container name Docker knows. */
   const endpointFor = async (target: string): Promise<Endpoint> => {
@@ -337,8 +337,8 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
       if (s.onBridge) await removeHost(s.address);
     },
     close: async () => {
-      clearInterval(gcTimer);
-      clearInterval(viewTimer);
+      stopGc();
+      stopViewAudit();
       if (routesTimer !== undefined) clearTimeout(routesTimer);
       ctx.router.off('routes', onRoutes);
       await server!.close();

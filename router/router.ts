@@ -23,6 +23,7 @@ import { formatMac } from './overlay/mac-cache.js';
 import { Forwarder, type FramePolicy } from './overlay/forwarder.js';
 import { numToPeerName, peerNameToNum, type PeerName } from './mesh/peer-name.js';
 import { monoNow } from './mesh/mono-clock.js';
+import { sharedBeat } from './mesh/beat.js';
 import { Connection, HEARTBEAT_CHECK_MS, loadNoise, type ConnectionHost } from './mesh/connection.js';
 import type { ControlMessage } from './mesh/protocol.js';
 import { DEFAULT_HALF_OPEN_LIMITS, FailureLog, HalfOpenLimiter } from './mesh/admission.js';
@@ -103,7 +104,8 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
   private readonly localKeyMaterial = new Map<Connection, Buffer>();
   /** Topology gossip and the channel registry (mesh/gossip.ts). */
   readonly gossip: Gossip<Connection>;
-  private timers: NodeJS.Timeout[] = [];
+  /** Stop functions of the router's jobs on the shared beat. */
+  private beatJobs: Array<() => void> = [];
   connectionTerminations = 0;
   /** Subnet isolation (the forwarder's); undefined lets every frame through. Setting it clears the flow cache. */
   get policy(): FramePolicy | undefined {
@@ -184,18 +186,20 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     this.server.on('error', (err) => this.log(`listener error: ${err.message}`));
     this.forwarder.attachTap(tap, (l) => this.log(l));
     for (const p of this.config.peers) this.targets.add(p, true, Date.now());
-    // One timer checks every control connection's liveness (mesh/connection.ts tick).
-    this.timers.push(setInterval(() => {
+    // The router's periodic jobs ride the shared beat (mesh/beat.ts): they wake the
+    // process together with each other and with the overlays' slow ticks.
+    // One job checks every control connection's liveness (mesh/connection.ts tick).
+    this.beatJobs.push(sharedBeat.every(HEARTBEAT_CHECK_MS, () => {
       const now = monoNow();
       for (const c of [...this.connections]) c.tick(now);
-    }, HEARTBEAT_CHECK_MS));
-    this.timers.push(setInterval(() => this.gossip.periodic(), GOSSIP_INTERVAL_MS));
-    this.timers.push(setInterval(() => {
+    }));
+    this.beatJobs.push(sharedBeat.every(GOSSIP_INTERVAL_MS, () => this.gossip.periodic()));
+    this.beatJobs.push(sharedBeat.every(60_000, () => {
       if (this.macs.expire(monoNow(), MAC_MAX_AGE_MS) > 0) this.clearFlows();
-    }, 60_000));
+    }));
     // [pre-auth] "N failed handshakes from X" summaries are written when their window ends,
     // not only when the next failure happens to arrive.
-    this.timers.push(setInterval(() => this.failureLog.flush(Date.now()), 10_000));
+    this.beatJobs.push(sharedBeat.every(10_000, () => this.failureLog.flush(Date.now())));
     if (opts.dial !== false) this.startDialing();
   }
 
@@ -212,8 +216,8 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     this.routesTimer = undefined;
     if (this.connectTimer !== undefined) clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
-    for (const t of this.timers) clearInterval(t);
-    this.timers = [];
+    for (const stop of this.beatJobs) stop();
+    this.beatJobs = [];
     this.clearFlows();
     await this.fastdp?.close().catch(() => undefined); // [fastdp]
     for (const c of [...this.connections]) c.close('router shutting down');

@@ -27,6 +27,7 @@
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { loadAddon } from '../overlay/native-addon.js';
+import { sharedBeat } from '../mesh/beat.js';
 
 let trimFn: (() => boolean) | null | undefined;
 
@@ -120,7 +121,12 @@ export function startIdleGc(activity: () => number, opts: IdleGcOptions = IDLE_G
   const policy = new IdleGcPolicy(Date.now(), used(), opts);
   // The startup collection ran just before this; its trim comes with the first check.
   let trimPending = true;
-  const timer = setInterval(() => {
+  // On the router's shared beat (mesh/beat.ts) when the interval is a whole number of
+  // beats (the default), so the check shares its wake-up with the other slow ticks.
+  const onBeat = opts.checkMs % sharedBeat.periodMs === 0;
+  let stopped = false;
+  const check = (): void => {
+    if (stopped) return;
     if (trimPending) {
       trimPending = false;
       trimNativeHeap();
@@ -128,12 +134,26 @@ export function startIdleGc(activity: () => number, opts: IdleGcOptions = IDLE_G
     const before = used();
     if (!policy.check(Date.now(), activity(), before)) return;
     const t0 = performance.now();
-    if (!collectGarbage()) return clearInterval(timer);
+    if (!collectGarbage()) return stop();
     const after = used();
     policy.collected(Date.now(), after);
     trimPending = true;
     onCollect?.(before - after, performance.now() - t0);
-  }, opts.checkMs);
-  timer.unref();
-  return () => clearInterval(timer);
+  };
+  let stop: () => void;
+  if (onBeat) {
+    const stopJob = sharedBeat.every(opts.checkMs, check);
+    stop = () => {
+      stopped = true;
+      stopJob();
+    };
+  } else {
+    const timer = setInterval(check, opts.checkMs);
+    timer.unref();
+    stop = () => {
+      stopped = true;
+      clearInterval(timer);
+    };
+  }
+  return () => stop();
 }

@@ -36,15 +36,20 @@ const HANDSHAKE_TIMEOUT_MS = 10_000;
  * Control-connection liveness. A ready connection sends a heartbeat when it has sent
  * nothing else for HEARTBEAT_MS, and is closed when nothing at all arrived for
  * HEARTBEAT_TIMEOUT_MS (three missed heartbeats). The router checks every connection
- * from one timer every HEARTBEAT_CHECK_MS (`tick`), so a silent peer (host gone, no
- * FIN/RST) is noticed 30–35 s after its last message; a peer that closes or resets
- * is noticed at once. [scale, issue #20] Heartbeats were every 5 s from a timer per
- * connection, 29 wake-ups per 5 s in a 30-peer mesh; weaveworks/mesh likewise relies on
- * infrequent TCP heartbeats with a generous read timeout.
+ * from one job on its shared beat every HEARTBEAT_CHECK_MS (`tick`), so a silent peer
+ * (no FIN/RST) is noticed here 60–70 s after its last message; a peer that closes or
+ * resets is noticed at once. A peer whose host died or whose path is cut is noticed
+ * sooner by the sleeve, which closes the connection after 35 s without UDP from it
+ * (overlay/sleeve.ts): the TCP heartbeat only has to catch a connection that died
+ * while UDP still flows, so it can be slow (weaveworks/mesh sends one every 30 s and
+ * allows twice that). [scale, issue #20] Every 5 s from a timer per connection at
+ * first, then every 10 s with a 30 s timeout: each heartbeat received is a wake-up,
+ * 29 per interval in a 30-peer mesh. 20 s stays inside the 30 s timeout of routers
+ * from before this change, so a mixed mesh keeps its connections.
  */
-export const HEARTBEAT_MS = 10_000;
-export const HEARTBEAT_TIMEOUT_MS = 30_000;
-export const HEARTBEAT_CHECK_MS = 5_000;
+export const HEARTBEAT_MS = 20_000;
+export const HEARTBEAT_TIMEOUT_MS = 60_000;
+export const HEARTBEAT_CHECK_MS = 10_000;
 const EMPTY = Buffer.alloc(0);
 const MAX_HELLO_BYTES = PRE_AUTH_MAX_FRAME_BYTES;
 

@@ -71,6 +71,7 @@ import { run, ip, BRIDGE, TAP_NAME, NetdevError } from '../host/netdev.js';
 import { formatMac } from './mac-cache.js';
 import { numToPeerName } from '../mesh/peer-name.js';
 import { monoNow } from '../mesh/mono-clock.js';
+import { BeatTick, sharedBeat } from '../mesh/beat.js';
 import {
   DATA_VNI, HEARTBEAT_VNI, HB_DEVICE_IP, HB_SOURCE_IP, HB6_DEVICE_IP, HB6_SOURCE_IP, HB_DEVICE_MAC, encodeHeartbeatPacket, parseHeartbeat,
 } from './fastdp-codec.js';
@@ -277,14 +278,14 @@ export class Fastdp {
   private recv6: UdpSocket | undefined;
   private send6: dgram.Socket | undefined;
   private timers: NodeJS.Timeout[] = [];
-  private tickTimer: NodeJS.Timeout | undefined;
+  private readonly ticker = new BeatTick(() => this.tick(monoNow()));
+  private stopAudit: (() => void) | undefined;
   /** Flooding entries (address|port) we appended per data device, as of our last change or audit. */
   private readonly installed = new Map<string, Set<string>>();
   /** The next sync reads the kernel's FDB (periodic audit, or after a peer went down). */
   private auditDue = true;
   /** Learned unicast entries per data device at its last audit. */
   private readonly devFlows = new Map<string, number>();
-  private tickDue = 0;
   private closed = false;
   private syncing = false;
   private syncAgain = false;
@@ -354,12 +355,12 @@ export class Fastdp {
     this.ifindex = indexes.get(data) ?? -1;
     if (this.ipv6) this.ifindex6 = indexes.get(this.devices.data6) ?? -1;
     this.armTick(TICK_MS);
-    this.timers.push(setInterval(() => {
+    // On the shared beat, so the audit wakes the process together with the ticks.
+    this.stopAudit = sharedBeat.every(AUDIT_MS, () => {
       this.refreshTraffic();
       this.auditDue = true;
       this.scheduleSync();
-    }, AUDIT_MS));
-    for (const t of this.timers) t.unref();
+    });
     this.host.log(`fastdp: ${data} (VNI ${DATA_VNI}, UDP ${port}, mtu ${mtu}) on bridge ${BRIDGE}, heartbeats via ${heartbeat}${this.ipv6 ? `; IPv6 underlay: ${this.devices.data6}, ${this.devices.heartbeat6}` : ''}`);
   }
 
@@ -458,20 +459,14 @@ export class Fastdp {
   }
 
   // ---- heartbeats ----
-  /** (Re-)arm the tick `ms` from now, unless it is already due sooner. */
+  /**
+   * (Re-)arm the tick `ms` from now, unless it is already due sooner. The idle tick
+   * (IDLE_TICK_MS) rides the router's shared beat (mesh/beat.ts): one wake-up with the
+   * sleeve's and the other slow ticks.
+   */
   private armTick(ms: number): void {
     if (this.closed) return;
-    const at = monoNow() + ms;
-    if (this.tickTimer !== undefined) {
-      if (this.tickDue <= at) return;
-      clearTimeout(this.tickTimer);
-    }
-    this.tickDue = at;
-    this.tickTimer = setTimeout(() => {
-      this.tickTimer = undefined;
-      this.tick(monoNow());
-    }, ms);
-    this.tickTimer.unref();
+    this.ticker.arm(ms);
   }
 
   /** A connection may have become a candidate (established, unencrypted): look soon, not at the next slow tick. */
@@ -670,8 +665,9 @@ export class Fastdp {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.tickTimer !== undefined) clearTimeout(this.tickTimer);
-    this.tickTimer = undefined;
+    this.ticker.cancel();
+    this.stopAudit?.();
+    this.stopAudit = undefined;
     for (const t of this.timers) clearTimeout(t);
     this.timers = [];
     for (const s of [this.recv, this.send, this.recv6, this.send6]) {

@@ -25,6 +25,7 @@ import {
 } from './sleeve-codec.js';
 import { numToPeerName } from '../mesh/peer-name.js';
 import { monoNow } from '../mesh/mono-clock.js';
+import { BeatTick } from '../mesh/beat.js';
 import { readMac } from './mac-cache.js';
 import { COALESCE, DatagramBatch, MAX_UDP_PAYLOAD, UdpSocket, ipv4ToUint32, routeMtu, type UdpStats } from './udp.js';
 import type { Sealer, Opener } from '../crypto/aead.js';
@@ -203,8 +204,7 @@ export class Sleeve {
   private sock: UdpSocket | undefined;
   private readonly peers = new Map<number, SleevePeer>();
   private readonly dirtyPeers: SleevePeer[] = [];
-  private timer: NodeJS.Timeout | undefined;
-  private tickDue = 0;
+  private readonly ticker = new BeatTick(() => this.onTick());
   private closed = false;
   private probeId = 1;
   private readonly out: DatagramBatch;
@@ -270,32 +270,30 @@ export class Sleeve {
 
   close(): void {
     this.closed = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
+    this.ticker.cancel();
     this.sock?.close();
   }
 
-  /** (Re-)arm the tick `ms` from now, unless it is already due sooner. */
+  /**
+   * (Re-)arm the tick `ms` from now, unless it is already due sooner. The idle tick
+   * (IDLE_TICK_MS) rides the router's shared beat (mesh/beat.ts), so it wakes the process
+   * together with fastdp's and the other slow ticks, not on its own.
+   */
   private armTick(ms: number): void {
     if (this.closed) return;
-    const at = monoNow() + ms;
-    if (this.timer !== undefined) {
-      if (this.tickDue <= at) return;
-      clearTimeout(this.timer);
+    this.ticker.arm(ms);
+  }
+
+  private onTick(): void {
+    if (this.closed) return;
+    const now = monoNow();
+    try {
+      this.tick(now);
+    } finally {
+      let busy = false;
+      for (const p of this.peers.values()) if (!p.established || p.search !== undefined || (!p.pmtuVerified && !p.onFastdp)) busy = true;
+      this.armTick(busy ? TICK_MS : IDLE_TICK_MS);
     }
-    this.tickDue = at;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      const now = monoNow();
-      try {
-        this.tick(now);
-      } finally {
-        let busy = false;
-        for (const p of this.peers.values()) if (!p.established || p.search !== undefined || (!p.pmtuVerified && !p.onFastdp)) busy = true;
-        this.armTick(busy ? TICK_MS : IDLE_TICK_MS);
-      }
-    }, ms);
-    this.timer.unref();
   }
 
   /** Something changed that the tick acts on (a peer confirmed, off the fast datapath): tick soon. */

@@ -223,7 +223,7 @@ describe('weaveDNS across 3 hosts', { skip, timeout: 900_000 }, () => {
     await resolvesTo(c1, 'gamma.weave.local', c3.ips);
     await must('ip', ['-n', h3.ns, 'link', 'set', 'eth0', 'down']);
     try {
-      // Connections notice a silent peer within the heartbeat timeout (30 s).
+      // Connections notice a silent peer within the sleeve's UDP timeout (35 s).
       await resolvesTo(c1, 'gamma.weave.local', [], 60_000);
       await resolvesTo(c2, 'gamma.weave.local', [], 20_000);
     } finally {
