@@ -565,6 +565,10 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     return out;
   }
 
+  fastdpHeard(num: number, now: number): void {
+    this.sleeve.heardElsewhere(num, now);
+  }
+
   setFastdp(num: number, on: boolean, reason: string): void {
     if (!this.forwarder.setFastdp(num, on)) return;
     const name = numToPeerName(num);

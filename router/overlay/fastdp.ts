@@ -133,6 +133,11 @@ export interface FastdpHost {
    * `on` before the kernel starts carrying its frames and with `!on` after it stopped.
    */
   setFastdp(num: number, on: boolean, reason: string): void;
+  /**
+   * A well-formed heartbeat for us from the connected peer `num` arrived (whatever the
+   * path's state): the peer is alive, which the sleeve counts for its UDP timeout.
+   */
+  fastdpHeard?(num: number, now: number): void;
   log(line: string): void;
 }
 
@@ -540,6 +545,8 @@ export class Fastdp {
     if (hb.receiver !== this.host.selfNum) return this.drop('not-for-us');
     const p = this.peers.get(hb.sender);
     if (p === undefined || p.gone || p.family !== family) return this.drop('unknown-peer');
+    const heardAt = monoNow();
+    this.host.fastdpHeard?.(p.num, heardAt);
     if (hb.mtu !== this.opts.mtu) {
       // Frames bigger than the smaller side's bridge ports would be dropped there; the
       // sleeve's PMTU discovery copes with that, the kernel path does not.
@@ -547,7 +554,7 @@ export class Fastdp {
       p.mtuWarned = true;
       return this.drop('mtu');
     }
-    const now = monoNow();
+    const now = heardAt;
     p.path.onHeartbeat(now, hb.heard);
     if (this.evaluate(p, now)) this.scheduleSync();
     if (p.path.confirming(now)) this.armTick(TICK_MS);

@@ -62,13 +62,20 @@ const TICK_MS = 250;
 const IDLE_TICK_MS = 1_000;
 /**
  * Heartbeats: every 500 ms until a peer is established, then every 10 s (Weave Net's
- * router uses the same pair); a peer we heard nothing from (any datagram counts) for
- * UDP_TIMEOUT_MS has its connection closed, i.e. a broken UDP path is noticed within
- * 35–36 s. [scale, issue #20] Were 3 s and 20 s: in a 30-peer mesh every heartbeat
- * costs a send and a wake-up of the peer, all day long.
+ * router uses the same pair); a peer we heard nothing from (any datagram counts, and
+ * so does a fastdp heartbeat: `heardElsewhere`) for UDP_TIMEOUT_MS has its connection
+ * closed, i.e. a broken UDP path is noticed within 35–36 s. [scale, issue #20] Were 3 s
+ * and 20 s: in a 30-peer mesh every heartbeat costs a send and a wake-up of the peer,
+ * all day long. While the kernel fast datapath carries a peer's frames, the sleeve is
+ * only the fallback and fastdp's own heartbeats (every 4 s, read on the tick without a
+ * wake-up of their own) prove the peer alive, so the sleeve's heartbeat to it slows to
+ * HEARTBEAT_FASTDP_MS: it keeps the UDP path's state in firewalls and NATs warm (a
+ * conntrack entry for UDP that was answered lives 120 s or more) and is back to 10 s at
+ * once when the peer returns to the sleeve (`kick`).
  */
 const HEARTBEAT_FAST_MS = 500;
 const HEARTBEAT_MS = 10_000;
+const HEARTBEAT_FASTDP_MS = 30_000;
 const UDP_TIMEOUT_MS = 35_000;
 const PROBE_WAIT_MS = 400;
 const PROBE_TRIES = 3;
@@ -299,6 +306,15 @@ export class Sleeve {
   /** Something changed that the tick acts on (a peer confirmed, off the fast datapath): tick soon. */
   kick(): void {
     this.armTick(TICK_MS);
+  }
+
+  /**
+   * The peer `num` was heard on another path (a fastdp heartbeat): it counts as UDP
+   * from it for the liveness timeout. Unknown peers are ignored.
+   */
+  heardElsewhere(num: number, now = monoNow()): void {
+    const p = this.peers.get(num);
+    if (p !== undefined && p.lastRecv < now) p.lastRecv = now;
   }
 
   /** The UDP socket's fd (for egress flows installed in the TAP addon), −1 before listen(). */
@@ -636,7 +652,7 @@ export class Sleeve {
         p.sealer.rekey();
         this.host.onRekey?.(p);
       }
-      const interval = p.established ? HEARTBEAT_MS : HEARTBEAT_FAST_MS;
+      const interval = !p.established ? HEARTBEAT_FAST_MS : p.onFastdp ? HEARTBEAT_FASTDP_MS : HEARTBEAT_MS;
       if (now - p.lastHeartbeat >= interval) this.sendHeartbeat(p, now);
       if (now - p.lastRecv > UDP_TIMEOUT_MS) {
         p.lastRecv = now; // report once per timeout period

@@ -379,6 +379,54 @@ async function childSleeve(): Promise<Json> {
   return result;
 }
 
+/**
+ * Sleeve heartbeat pacing (issue #20): 10 s to an established peer, 30 s while the peer
+ * is on fastdp, and a fastdp heartbeat (`heardElsewhere`) counts for the 35 s UDP timeout.
+ * The tick is driven with explicit times; heartbeats are counted at the UDP socket.
+ */
+async function childHeartbeatPacing(): Promise<Json> {
+  const A = 0x0200000000a1;
+  const B = 0x0200000000b2;
+  const host = new FakeHost(A);
+  let timeouts = 0;
+  host.onUdpTimeout = () => void timeouts++;
+  const sa = new Sleeve(host, 0, { address: '127.0.0.1' });
+  await sa.listen();
+  // Nobody listens at B's port: sends still count at A's socket.
+  const sink = UdpSocket.open({ port: 0, address: '127.0.0.1' });
+  const pa = new SleevePeer('b', B, '127.0.0.1', sink.localPort, datagramFor(1400, false), false);
+  sa.addPeer(pa);
+  const tick = (now: number): number => {
+    const before = sa.udpStats()!.sendDatagrams;
+    (sa as unknown as { tick(now: number): void }).tick(now);
+    sa.flush();
+    return sa.udpStats()!.sendDatagrams - before;
+  };
+  const t0 = 1e12;
+  pa.heard = pa.confirmed = true;
+  pa.pmtuVerified = true;
+  pa.lastVerify = t0 + 1e6; // no PMTU re-verification in this test
+  pa.lastHeartbeat = t0;
+  pa.lastRecv = t0;
+  const r: Json = {};
+  r.sleeveAt9s = tick(t0 + 9_000);
+  r.sleeveAt10s = tick(t0 + 10_000);
+  pa.onFastdp = true;
+  r.fastdpAt20s = tick(t0 + 20_000);
+  // Nothing arrives over UDP from here on; a fastdp heartbeat is heard at 30 s.
+  sa.heardElsewhere(B, t0 + 30_000);
+  r.fastdpAt39s = tick(t0 + 39_000);
+  r.fastdpAt40s = tick(t0 + 40_000);
+  // 60 s after the last sleeve datagram, 30 s after the fastdp heartbeat: no UDP timeout.
+  tick(t0 + 60_000);
+  r.timeoutsWhileHeardOnFastdp = timeouts;
+  tick(t0 + 66_000);
+  r.timeoutsWhenSilent = timeouts;
+  sa.close();
+  sink.close();
+  return r;
+}
+
 /** close() inside the batch handler: no further calls, and the process can exit. */
 async function childCloseInBatch(): Promise<Json> {
   const rx = UdpSocket.open({ port: 0, address: '127.0.0.1' });
@@ -753,7 +801,7 @@ async function childDrain(): Promise<Json> {
 
 if (process.env.TSW_UDP_CHILD) {
   const mode = process.env.TSW_UDP_CHILD;
-  const run: Record<string, () => Json | Promise<Json>> = { batch: childBatch, gso: childGso, sleeve: childSleeve, edges: childEdges, errors: childErrors, 'close-in-batch': childCloseInBatch, flows: childFlows, 'flows-sealed': childFlowsSealed, drain: childDrain };
+  const run: Record<string, () => Json | Promise<Json>> = { batch: childBatch, gso: childGso, sleeve: childSleeve, edges: childEdges, errors: childErrors, 'close-in-batch': childCloseInBatch, 'heartbeat-pacing': childHeartbeatPacing, flows: childFlows, 'flows-sealed': childFlowsSealed, drain: childDrain };
   try {
     const r = await run[mode]!();
     process.stdout.write(JSON.stringify({ ok: true, ...r }) + '\n');
@@ -957,6 +1005,17 @@ if (process.env.TSW_UDP_CHILD) {
       assert.equal(r.stats.errors, 0);
       assert.equal(r.badState?.name, 'RangeError');
       assert.equal(r.badKey?.name, 'RangeError');
+    });
+
+    it('sleeve heartbeats: every 10 s to an established peer, every 30 s while it is on fastdp; a fastdp heartbeat keeps it alive', async () => {
+      const r = await child('heartbeat-pacing');
+      assert.equal(r.sleeveAt9s, 0);
+      assert.equal(r.sleeveAt10s, 1, 'one heartbeat 10 s after the last');
+      assert.equal(r.fastdpAt20s, 0, 'on fastdp: not 10 s later');
+      assert.equal(r.fastdpAt39s, 0);
+      assert.equal(r.fastdpAt40s, 1, 'on fastdp: 30 s after the last');
+      assert.equal(r.timeoutsWhileHeardOnFastdp, 0, 'heard over fastdp 30 s ago (sleeve silent for 60 s): no UDP timeout');
+      assert.equal(r.timeoutsWhenSilent, 1, 'silent on both paths for 36 s: the UDP timeout fires');
     });
 
     it('close() inside the batch handler stops further calls and lets the process exit', async () => {
