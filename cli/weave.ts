@@ -305,7 +305,11 @@ program.command('launch')
     // in weaver.pid does not block a launch; only a router holding the lock does.
     const held = await routerLockState(dir);
     if (held.running || await isRunning()) throw new CliError(new RouterRunningError(held.pid).message);
-    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    try {
+      await (await import('../router/host/state-file.js')).makeStateDir(dir);
+    } catch (err) {
+      throw new CliError((err as Error).message);
+    }
     // Restart at boot: record the launch's arguments (never the password) for setup-service.
     {
       const { launchArgsToRecord } = await import('./service.js');

@@ -19,7 +19,7 @@ import { resetCheck } from './reset-check.js';
 import { parsePeerName, randomPeerName } from '../mesh/peer-name.js';
 import { ApiServer, ApiError, stringList, stringField, optionalString } from '../api/server.js';
 import { Endpoints, EXPOSE_ID } from '../host/endpoints.js';
-import { writeFileAtomic, loadTargets } from '../host/state-file.js';
+import { writeFileAtomic, loadTargets, makeStateDir } from '../host/state-file.js';
 import { acquireRouterLock } from '../host/router-lock.js';
 import { passwordKey as derivePasswordKey } from '../crypto/keys.js';
 import { ipamSubsystem } from './ipam.js';
@@ -95,7 +95,7 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   // once at ready. "load" is process start to here (node boot and module loading).
   const phases = new StartupPhases();
   const paths = statePaths(cfg.stateDir);
-  await fsp.mkdir(cfg.stateDir, { recursive: true, mode: 0o700 });
+  await makeStateDir(cfg.stateDir);
   // Root only, whatever it was created with: it holds the API socket, identity and IPAM state.
   await fsp.chmod(cfg.stateDir, 0o700);
   // [reliability] One router per state dir, decided by a lock, not a PID (router/host/router-lock.ts).

@@ -32,9 +32,44 @@ export function describeFsError(err: unknown): string {
     EACCES: 'permission denied',
     EPERM: 'operation not permitted',
     EIO: 'I/O error',
+    ENOTDIR: 'a component of the path is not a directory',
   };
   if (e && typeof e.code === 'string') return `${e.code}${hint[e.code] ? ` (${hint[e.code]})` : ''}`;
   return String((e as Error)?.message ?? e).split('\n')[0];
+}
+
+/**
+ * `mkdir -p` for the state directory, one component at a time. Node's own recursive
+ * mkdir (`{ recursive: true }`, Node 20) never returns for a path under a file system
+ * that answers ENOENT to every mkdir, such as /proc (`WEAVE_STATE_DIR=/proc/x/weave`
+ * hung `weave launch` at 100 % CPU). Existing directories are kept as they are; new ones
+ * get `mode`.
+ * @throws StateFileError `cannot create the state directory DIR: CODE (...)` naming the
+ *   component that failed.
+ */
+export async function makeStateDir(dir: string, mode = 0o700): Promise<void> {
+  const abs = path.resolve(dir);
+  const missing: string[] = [];
+  // Walk up to the first component that exists (bounded by the path's depth).
+  for (let d = abs; ; d = path.dirname(d)) {
+    try {
+      const st = await fsp.stat(d);
+      if (!st.isDirectory()) throw new StateFileError(`cannot create the state directory ${abs}: ${d} is not a directory`);
+      break;
+    } catch (err) {
+      if (err instanceof StateFileError) throw err;
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || d === path.dirname(d)) throw new StateFileError(`cannot create the state directory ${abs}: ${d}: ${describeFsError(err)}`);
+      missing.unshift(d);
+    }
+  }
+  for (const d of missing) {
+    try {
+      await fsp.mkdir(d, { mode });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue;
+      throw new StateFileError(`cannot create the state directory ${abs}: ${d}: ${describeFsError(err)}`);
+    }
+  }
 }
 
 /**

@@ -5,10 +5,10 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { writeFileAtomic, loadTargets, readStateFile, StateFileError, MAX_STATE_FILE_BYTES } from '../../router/host/state-file.js';
+import { writeFileAtomic, loadTargets, readStateFile, makeStateDir, StateFileError, MAX_STATE_FILE_BYTES } from '../../router/host/state-file.js';
 import { validateEndpoints, Endpoints } from '../../router/host/endpoints.js';
 import { FilePersistence, IpamPersistenceError } from '../../ipam/persist.js';
 
@@ -105,4 +105,17 @@ test('ipam FilePersistence: a failed save names the path, keeps the old file and
   rmSync(`${f}.tmp`, { recursive: true });
   await p.save(state);
   assert.deepEqual(readdirSync(sub), ['ipam.json']);
+});
+
+test('makeStateDir creates missing components with mode 0700, keeps existing ones, and fails in one line where mkdir -p would hang', async () => {
+  const d = path.join(dir, 'state', 'a', 'b');
+  await makeStateDir(d);
+  assert.equal(statSync(d).mode & 0o777, 0o700 & ~process.umask());
+  await makeStateDir(d); // exists: nothing to do
+  writeFileSync(path.join(dir, 'plain'), 'x');
+  await assert.rejects(makeStateDir(path.join(dir, 'plain', 'sub')), (e: Error) => e instanceof StateFileError && /not a directory/.test(e.message));
+  // Node 20's recursive mkdir never returns here (every mkdir under /proc answers ENOENT).
+  const t0 = Date.now();
+  await assert.rejects(makeStateDir('/proc/tsweave-no-such/weave'), (e: Error) => e instanceof StateFileError && e.message.includes('/proc/tsweave-no-such') && !e.message.includes('\n'));
+  assert.ok(Date.now() - t0 < 5_000);
 });
