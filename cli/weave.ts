@@ -283,8 +283,7 @@ program.command('launch')
       if (cfg.ipallocDefaultSubnet) parseCidrList(cfg.ipallocDefaultSubnet);
       if (cfg.ipallocRange6) cfg.ipallocRange6 = (await import('../ipam/ipv6.js')).parseRange6(cfg.ipallocRange6).prefix;
       if (cfg.proxy) {
-        const { parseDockerAddress } = await import('../proxy/intercept.js');
-        const { exposedTcpAddress } = await import('../proxy/proxy.js');
+        const { parseDockerAddress, exposedTcpAddress } = await import('../proxy/intercept.js');
         const tlsMode = cfg.proxyTls ? (cfg.proxyTls.verify ? 'verify' : 'tls') : undefined;
         for (const a of cfg.proxyListen) {
           const why = exposedTcpAddress(parseDockerAddress(a), cfg.proxyInsecureTcp === true, tlsMode);

@@ -11,7 +11,7 @@
  * it (router/policy/bridge-filter.ts); frames to it from other hosts are dropped.
  */
 import net from 'node:net';
-import { normaliseDomain } from './registry.js';
+import { normaliseDomain } from './names.js';
 import type { LaunchConfig } from '../router/daemon/config.js';
 
 export const DEFAULT_DNS_ADDRESS = '169.254.53.53';

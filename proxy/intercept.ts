@@ -55,6 +55,25 @@ export function formatDockerAddress(a: DockerAddress): string {
   return `tcp://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
 }
 
+/**
+ * Why a listen address must be refused (here, not in proxy.ts, so `weave launch` checks it
+ * without loading the proxy's HTTP stack): a tcp:// address that is not loopback
+ * serves the Docker API (root on this host) to the network, which is acceptable only
+ * when clients must prove who they are (`tls` 'verify': --tlsverify, client
+ * certificates signed by --tlscacert). TLS without client certificates (--tls) only
+ * encrypts: whoever reaches the port is still root. Null when allowed (unix sockets,
+ * loopback, --tlsverify, or `insecure`: --proxy-insecure-tcp).
+ */
+export function exposedTcpAddress(a: DockerAddress, insecure: boolean, tls?: 'tls' | 'verify'): string | null {
+  if (a.kind !== 'tcp' || insecure || tls === 'verify') return null;
+  const h = a.host.replace(/^\[|\]$/g, '').toLowerCase();
+  if (h === 'localhost' || h === '::1' || /^127\./.test(h)) return null;
+  if (tls === 'tls') {
+    return `proxy: -H ${formatDockerAddress(a)} with --tls but without --tlsverify would serve the Docker API (root on this host) to anyone who reaches it: add --tlsverify --tlscacert CA, or --proxy-insecure-tcp`;
+  }
+  return `proxy: -H ${formatDockerAddress(a)} would serve the Docker API (root on this host) to the network without TLS: use --tlsverify (client certificates), a loopback address or a unix socket, or add --proxy-insecure-tcp`;
+}
+
 // ---------------------------------------------------------------------------
 // Request routing
 
