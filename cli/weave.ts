@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { call, CliError, stateDir, isRunning } from './client.js';
-import { isRouterRunning, waitForRouterExit, RouterRunningError } from '../router/host/router-lock.js';
+import { isRouterRunning, waitForRouterExit, RouterRunningError, processExiting } from '../router/host/router-lock.js';
 import { formatConnections, formatIpam, formatPeers, formatStatus, formatTargets, exposedLine } from './format.js';
 import { renderTemplate } from './template.js';
 import { withSpinner } from './spinner.js';
@@ -302,7 +302,13 @@ program.command('launch')
     }
     // Liveness by identity (router/host/router-lock.ts): a dead, zombie or recycled PID
     // in weaver.pid does not block a launch; only a router holding the lock does.
-    const held = await routerLockState(dir);
+    let held = await routerLockState(dir);
+    // A router killed a moment ago (kill -9, then launch at once) holds the lock until the
+    // kernel has closed its descriptors: wait for that, never for a live router.
+    if (held.running && held.pid !== undefined && processExiting(held.pid)) {
+      await waitForRouterExit(dir, 5_000);
+      held = await routerLockState(dir);
+    }
     if (held.running || await isRunning()) throw new CliError(new RouterRunningError(held.pid).message);
     try {
       await (await import('../router/host/state-file.js')).makeStateDir(dir);

@@ -104,6 +104,43 @@ export async function isRouterRunning(stateDir: string): Promise<{ running: bool
   throw new Error(`flock(1) on ${file} exited with code ${code}`);
 }
 
+/** PF_EXITING in /proc/PID/stat's flags (include/linux/sched.h): the task is tearing down. */
+const PF_EXITING = 0x4;
+/** SIGKILL's bit in /proc/PID/status SigPnd/ShdPnd (bit signo − 1). */
+const SIGKILL_BIT = 1n << 8n;
+
+/**
+ * From the text of /proc/PID/stat and /proc/PID/status (proc(5); undefined when the
+ * process is gone): whether the process is gone or on its way out — a zombie or dead
+ * task, PF_EXITING set, or SIGKILL pending. Such a holder releases the router lock in a
+ * moment, when the kernel closes its descriptors. Malformed text counts as not exiting.
+ */
+export function procExiting(stat: string | undefined, status: string | undefined): boolean {
+  if (stat === undefined) return true;
+  const rest = stat.slice(stat.lastIndexOf(')') + 1).trim().split(/\s+/);
+  const state = rest[0] ?? '';
+  if (state === 'Z' || state === 'X' || state === 'x') return true;
+  const flags = Number(rest[6]);
+  if (Number.isSafeInteger(flags) && (flags & PF_EXITING) !== 0) return true;
+  for (const key of ['SigPnd', 'ShdPnd']) {
+    const m = new RegExp(`^${key}:\\s*([0-9a-fA-F]{1,16})$`, 'm').exec(status ?? '');
+    if (m && (BigInt(`0x${m[1]}`) & SIGKILL_BIT) !== 0n) return true;
+  }
+  return false;
+}
+
+/** procExiting for a live `pid` (reads /proc). */
+export function processExiting(pid: number): boolean {
+  const read = (f: string): string | undefined => {
+    try {
+      return readFileSync(`/proc/${pid}/${f}`, 'utf8');
+    } catch {
+      return undefined;
+    }
+  };
+  return procExiting(read('stat'), read('status'));
+}
+
 /** Poll (every 100 ms, at most `timeoutMs`) until no router holds the lock; true if none does. */
 export async function waitForRouterExit(stateDir: string, timeoutMs: number): Promise<boolean> {
   const end = Date.now() + timeoutMs;

@@ -83,3 +83,18 @@ test('waitForRouterExit times out (bounded) while a holder lives', async () => {
   assert.equal(await waitForRouterExit(dir, 300), false);
   assert.ok(Date.now() - t0 < 5000);
 });
+
+test('procExiting: gone, zombie, PF_EXITING or SIGKILL pending count as exiting; a running process does not', async () => {
+  const { procExiting, processExiting } = await import('../../router/host/router-lock.js');
+  const stat = (state: string, flags: number): string => `4242 (node (weaver)) ${state} 1 4242 4242 0 -1 ${flags} 100 0 0 0`;
+  const status = (sigpnd: string, shdpnd = '0000000000000000'): string => `Name:\tnode\nSigPnd:\t${sigpnd}\nShdPnd:\t${shdpnd}\n`;
+  assert.equal(procExiting(undefined, undefined), true, 'no /proc entry: gone');
+  assert.equal(procExiting(stat('Z', 0x400000), status('0000000000000000')), true, 'zombie');
+  assert.equal(procExiting(stat('R', 0x400004), status('0000000000000000')), true, 'PF_EXITING');
+  assert.equal(procExiting(stat('S', 0x400000), status('0000000000000000', '0000000000000100')), true, 'SIGKILL pending (shared)');
+  assert.equal(procExiting(stat('S', 0x400000), status('0000000000000100')), true, 'SIGKILL pending (thread)');
+  assert.equal(procExiting(stat('S', 0x400000), status('0000000000004000')), false, 'SIGTERM pending is not a kill');
+  assert.equal(procExiting(stat('S', 0x400000), status('0000000000000000')), false, 'sleeping, nothing pending');
+  assert.equal(procExiting('garbage', 'garbage'), false, 'malformed text: not exiting');
+  assert.equal(processExiting(process.pid), false, 'this test process is alive');
+});
