@@ -23,7 +23,7 @@ import { formatMac } from './overlay/mac-cache.js';
 import { Forwarder, type FramePolicy } from './overlay/forwarder.js';
 import { numToPeerName, peerNameToNum, type PeerName } from './mesh/peer-name.js';
 import { monoNow } from './mesh/mono-clock.js';
-import { sharedBeat } from './mesh/beat.js';
+import { BeatTick, sharedBeat } from './mesh/beat.js';
 import { Connection, HEARTBEAT_CHECK_MS, loadNoise, type ConnectionHost } from './mesh/connection.js';
 import type { ControlMessage } from './mesh/protocol.js';
 import { DEFAULT_HALF_OPEN_LIMITS, FailureLog, HalfOpenLimiter } from './mesh/admission.js';
@@ -48,10 +48,12 @@ const GOSSIP_INTERVAL_MS = 30_000;
  * The connection maker's tick (discovery, dials due): every CONNECT_TICK_MS while some
  * target is waiting, connecting or retrying soon; every CONNECT_IDLE_TICK_MS when all
  * are connected. A topology change or a closed connection brings the next one forward.
- * [scale, issue #20] It was a fixed 500 ms tick walking the whole table.
+ * [scale, issue #20] It was a fixed 500 ms tick walking the whole table. The idle tick
+ * rides the shared beat at multiples of 6 s, which are also grid points of the sleeve's
+ * and fastdp's 2 s idle ticks: no wake-up of its own.
  */
 const CONNECT_TICK_MS = 500;
-const CONNECT_IDLE_TICK_MS = 5_000;
+const CONNECT_IDLE_TICK_MS = 6_000;
 /** Topology changes within this window share one route rebuild (ms). */
 const ROUTES_COALESCE_MS = 10;
 const CONNECT_TIMEOUT_MS = 5_000;
@@ -214,8 +216,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     this.stopped = true;
     if (this.routesTimer !== undefined) clearTimeout(this.routesTimer);
     this.routesTimer = undefined;
-    if (this.connectTimer !== undefined) clearTimeout(this.connectTimer);
-    this.connectTimer = undefined;
+    this.connectTicker.cancel();
     for (const stop of this.beatJobs) stop();
     this.beatJobs = [];
     this.clearFlows();
@@ -227,8 +228,8 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
   }
 
   // ---- connection maker ----
-  private connectTimer: NodeJS.Timeout | undefined;
-  private connectDue = 0;
+  /** The connection maker's tick; its idle interval rides the shared beat (mesh/beat.ts). */
+  private readonly connectTicker = new BeatTick(() => this.connectTick());
   private stopped = false;
   /** Whether the connection maker runs (start() with dial: false defers it to startDialing()). */
   private dialing = false;
@@ -236,17 +237,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
   /** (Re-)arm the connection maker's tick `ms` from now, unless it is due sooner already. */
   private armConnectTick(ms: number): void {
     if (this.stopped) return;
-    const at = Date.now() + ms;
-    if (this.connectTimer !== undefined) {
-      if (this.connectDue <= at) return;
-      clearTimeout(this.connectTimer);
-    }
-    this.connectDue = at;
-    this.connectTimer = setTimeout(() => {
-      this.connectTimer = undefined;
-      this.connectTick();
-    }, ms);
-    this.connectTimer.unref();
+    this.connectTicker.arm(ms);
   }
 
   private connectTick(): void {

@@ -47,9 +47,25 @@ export class Beat {
     if (!Number.isInteger(periodMs) || periodMs <= 0) throw new RangeError(`beat period must be a positive whole number of ms, got ${periodMs}`);
   }
 
-  /** Runs `cb` once at the next grid point. Returns a function that cancels it (idempotent). */
-  once(cb: () => void): () => void {
-    return this.add(this.nextGridPoint(this.now() + SLACK_MS), 0, cb);
+  /**
+   * Runs `cb` once at the next grid point that is a whole multiple of `alignMs` (default:
+   * the period, i.e. the next grid point), at least 2 ms from now. Aligning a slow tick to
+   * its own interval makes every such tick of every subsystem (and, the clock being
+   * monotonic since boot, of every router on the host) land on the same grid points.
+   * Returns a function that cancels it (idempotent).
+   * @throws RangeError unless `alignMs` is a positive whole multiple of the period
+   */
+  once(cb: () => void, alignMs = this.periodMs): () => void {
+    return this.add(this.nextAligned(alignMs), 0, cb);
+  }
+
+  /**
+   * The grid point `once(cb, alignMs)` would run at (monotonic ms).
+   * @throws RangeError unless `alignMs` is a positive whole multiple of the period
+   */
+  nextAligned(alignMs = this.periodMs): number {
+    if (!Number.isInteger(alignMs) || alignMs <= 0 || alignMs % this.periodMs !== 0) throw new RangeError(`a beat alignment must be a positive multiple of ${this.periodMs} ms, got ${alignMs}`);
+    return (Math.floor((this.now() + SLACK_MS) / alignMs) + 1) * alignMs;
   }
 
   /**
@@ -139,8 +155,9 @@ export const sharedBeat = new Beat();
 
 /**
  * One component's self-rescheduling tick on top of the beat: `arm(ms)` runs `run` in
- * `ms` unless a run is already due sooner; a delay of exactly the beat's period rides
- * the shared beat (see {@link Beat.once}: at the next grid point, possibly sooner),
+ * `ms` unless a run is already due sooner; a delay that is a whole multiple of the
+ * beat's period rides the shared beat, aligned to that multiple (see {@link Beat.once}:
+ * at the next grid point that is a multiple of `ms`, so possibly sooner than `ms`);
  * any other delay gets its own unref'd timer (fast ticks while something is being
  * confirmed, a kick). `cancel()` drops what is armed.
  */
@@ -157,12 +174,13 @@ export class BeatTick {
   }
 
   arm(ms: number): void {
-    const at = this.now() + ms;
+    const onBeat = ms > 0 && ms % this.beat.periodMs === 0;
+    const at = onBeat ? this.beat.nextAligned(ms) : this.now() + ms;
     if (this.due <= at) return;
     this.cancel();
     this.due = at;
-    if (ms === this.beat.periodMs) {
-      this.cancelBeat = this.beat.once(() => this.fire());
+    if (onBeat) {
+      this.cancelBeat = this.beat.once(() => this.fire(), ms);
     } else {
       this.timer = setTimeout(() => this.fire(), ms);
       this.timer.unref();

@@ -144,7 +144,7 @@ describe('fastdp: 2 hosts without a password', { skip, timeout: 600_000 }, () =>
 
   test('UDP 6784 blocked: falls back to the sleeve in bounded time, ping keeps working; unblocked: back to fastdp; no duplicate', async () => {
     // A steady ping across both switches: every reply must arrive at most once.
-    // The path's timeout (13 s, fastdp-path.ts DEFAULT_TIMING) plus a 1 s tick bounds the outage.
+    // The path's timeout (13 s, fastdp-path.ts DEFAULT_TIMING) plus a 2 s idle tick bounds the outage.
     const steady = c1.exec(['ping', '-i', '0.05', '-w', '40', '-W', '1', c2.ips[0]!], 60_000);
     await sleep(1000);
     for (const r of BLOCK) await h1.exec(['iptables', '-I', ...r]);
@@ -152,7 +152,7 @@ describe('fastdp: 2 hosts without a password', { skip, timeout: 600_000 }, () =>
     try {
       const down = await waitPath([h1, h2], 'sleeve', 25_000);
       console.log(`fallback to sleeve after ${down} ms`);
-      assert.ok(down < 16_000, `fell back after ${down} ms; the bound is the 13 s timeout, a 1 s tick and polling`);
+      assert.ok(down < 17_000, `fell back after ${down} ms; the bound is the 13 s timeout, a 2 s idle tick and polling`);
       await c1.mustPing(c2.ips[0]!, { tries: 10 });
       const r1 = await h1.report();
       assert.match(conn(r1)!.Info, /^sleeve /);
@@ -171,7 +171,7 @@ describe('fastdp: 2 hosts without a password', { skip, timeout: 600_000 }, () =>
     const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
     console.log(`steady ping: ${m?.[0]}, ${dups.length} duplicates`);
     assert.equal(dups.length, 0, `duplicates:\n${dups.slice(0, 5).join('\n')}`);
-    // At most ~16 s of the 40 s lost (the outage above), the rest carried by one path or the other.
+    // At most ~17 s of the 40 s lost (the outage above), the rest carried by one path or the other.
     assert.ok(m && Number(m[2]) > Number(m[1]) * 0.5, `too much loss across the switches: ${m?.[0]}`);
     await c2.mustPing(c1.ips[0]!);
   });

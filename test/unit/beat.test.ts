@@ -148,3 +148,28 @@ test('BeatTick: the slow delay rides the beat; a sooner arm replaces it; a later
   t.cancel();
   assert.equal(b.pending, 0);
 });
+
+test('BeatTick: a delay of several periods rides the beat aligned to its own multiple, so ticks of one interval coincide', () => {
+  const c = clock(70_001_500);
+  const b = new Beat(1000, c.now);
+  const ran: string[] = [];
+  const sleeve = new BeatTick(() => ran.push('sleeve'), b, c.now);
+  const fastdp = new BeatTick(() => ran.push('fastdp'), b, c.now);
+  sleeve.arm(2000);
+  assert.equal(b.nextAligned(2000), 70_002_000, 'the next even second, sooner than 2 s from now');
+  c.set(70_002_700);
+  fastdp.arm(2000);
+  assert.equal(b.pending, 2, 'both on the beat');
+  c.set(70_002_000 + 1);
+  b.fire();
+  assert.deepEqual(ran, ['sleeve'], 'the second was armed past 70 002 000: its multiple is 70 004 000');
+  c.set(70_004_000);
+  sleeve.arm(2000);
+  b.fire();
+  assert.deepEqual(ran, ['sleeve', 'fastdp'], 'a tick re-armed on its grid point is 2 s away, not 0');
+  c.set(70_006_000);
+  b.fire();
+  assert.deepEqual(ran, ['sleeve', 'fastdp', 'sleeve'], 'and both now share the grid points that are multiples of 2 s');
+  assert.throws(() => b.nextAligned(1500), /positive multiple of 1000 ms/);
+  assert.throws(() => b.once(() => undefined, 0), RangeError);
+});

@@ -182,7 +182,7 @@ describe('fastdp path state machine', () => {
     assert.equal(DEFAULT_TIMING.intervalMs, 500);
     assert.equal(DEFAULT_TIMING.upIntervalMs, 4_000);
     assert.ok(DEFAULT_TIMING.timeoutMs >= 3 * DEFAULT_TIMING.upIntervalMs!, 'three up-intervals fit in the timeout');
-    assert.ok(DEFAULT_TIMING.upIntervalMs! + 1_000 < 6_500, 'a heartbeat (and a 1 s tick of jitter) inside the previous release\'s 6.5 s timeout');
+    assert.ok(DEFAULT_TIMING.upIntervalMs! + 2_000 < 6_500, 'a heartbeat (and a 2 s idle tick of jitter) inside the previous release\'s 6.5 s timeout');
     assert.ok(p.due(0));
     p.sent(0);
     assert.equal(p.currentInterval(0), 4_000, 'nothing heard yet: knock slowly');
@@ -215,11 +215,11 @@ describe('fastdp path state machine', () => {
 
   test('two ends come up within about one fast interval of each other (the first one up keeps heartbeating fast)', () => {
     // Both ends knock slowly (nothing heard for longer than the timeout), with random
-    // phases and 1 s ticks (250 ms while confirming), as fastdp.ts drives them.
+    // phases and 2 s idle ticks (250 ms while confirming), as fastdp.ts drives them.
     let seed = 7;
     const rnd = (): number => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
     for (let run = 0; run < 200; run++) {
-      const ends = [0, 1].map(() => ({ p: new FastdpPath(DEFAULT_TIMING), next: rnd() * 1000, upAt: -1 }));
+      const ends = [0, 1].map(() => ({ p: new FastdpPath(DEFAULT_TIMING), next: rnd() * 2_000, upAt: -1 }));
       for (const e of ends) {
         e.p.lastHeard = -2 * DEFAULT_TIMING.timeoutMs;
         e.p.lastSent = -rnd() * DEFAULT_TIMING.upIntervalMs!;
@@ -234,7 +234,7 @@ describe('fastdp path state machine', () => {
             if (y.p.confirming(t)) y.next = Math.min(y.next, t + 250);
           }
           if (x.p.evaluate(t) === 'fastdp') x.upAt = t;
-          x.next = t + (x.p.confirming(t) ? 250 : 1_000);
+          x.next = t + (x.p.confirming(t) ? 250 : 2_000);
         }
       }
       const [a, b] = ends.map((e) => e.upAt);
