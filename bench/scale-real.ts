@@ -225,12 +225,15 @@ export async function runReal(n: number, idleS = 30, log: (s: string) => void = 
       // Major collections so far and the heap each left (router/daemon/heap.ts idle collector).
       const gcs: number[] = [];
       const afterGc: number[] = [];
+      const recomputes: number[] = [];
       for (const h of hosts) {
         const m = (await apiGet(h.stateDir, '/metrics', 10_000, true).catch(() => '')) as string;
         gcs.push(Number(/^tsweave_gc_major_total (\S+)/m.exec(m)?.[1] ?? NaN));
         afterGc.push(Number(/^tsweave_heap_after_major_gc_bytes (\S+)/m.exec(m)?.[1] ?? NaN) / 1048576);
+        recomputes.push(Number(/^tsweave_route_recomputes_total (\S+)/m.exec(m)?.[1] ?? NaN));
       }
       log(`major GCs per router (median / max): ${median(gcs)} / ${Math.max(...gcs)}; heap after the last one, MiB (median): ${median(afterGc).toFixed(1)}`);
+      log(`route rebuilds per router since its launch (median / max): ${median(recomputes)} / ${Math.max(...recomputes)}`);
       if (holdS > 0) {
         log(`holding the mesh for ${holdS} s (Ctrl-C ends it and cleans up): ${hosts.map((h, i) => `router ${i + 1} netns ${h.ns} pid ${pids[i]}`).join('; ')}`);
         await sleep(holdS * 1000);

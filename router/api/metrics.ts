@@ -27,6 +27,8 @@ export interface DataPathCounters {
   gossipBytes: Record<string, number>;
   /** Connections torn down since start (Weave's TerminationCount). */
   connectionTerminations: number;
+  /** Data-path route rebuilds since start (one per burst of topology changes, issue #20). */
+  routeRecomputes: number;
   macCacheSize: number;
   /** Kernel fast-datapath flows; 0 when only the sleeve is in use. */
   flows: number;
@@ -328,6 +330,13 @@ export function createMetrics(source: MetricsSource, registry: Registry = new Re
     labelNames: ['writer'],
     registers: [registry],
     collect() { setCounter(this, perWriter((m) => m.fallbacks)); },
+  });
+
+  new Counter({
+    name: 'tsweave_route_recomputes_total',
+    help: 'Rebuilds of the unicast and broadcast route tables (one per burst of topology changes).',
+    registers: [registry],
+    collect() { setCounter(this, [[{}, current().counters.routeRecomputes]]); },
   });
 
   new Gauge({

@@ -14,6 +14,7 @@ function sampleCounters(): DataPathCounters {
     gossipMessages: { topology: 40, ipam: 5 },
     gossipBytes: { topology: 8_000, ipam: 900 },
     connectionTerminations: 7,
+    routeRecomputes: 3,
     macCacheSize: 4,
     flows: 0,
     tapMerge: { router: { frames: 30, superFrames: 2, fallbacks: 0 }, 'flow-cache': { frames: 640, superFrames: 11, fallbacks: 1 } },
@@ -65,6 +66,8 @@ test('metrics: Weave names, labels and values for the sample report', async () =
   assert.equal(connSeries.reduce((n, k) => n + samples.get(k)!, 0), 3);
   assert.equal(get('weave_connection_terminations_total'), 7);
   assert.equal(types.get('weave_connection_terminations_total'), 'counter');
+  assert.equal(get('tsweave_route_recomputes_total'), 3);
+  assert.equal(types.get('tsweave_route_recomputes_total'), 'counter');
   assert.equal(get('weave_ips{state="local-used"}'), 2);
   assert.equal(get('weave_max_ips'), 1048576);
   assert.equal(get('weave_flows'), 0);
