@@ -630,7 +630,9 @@ program.command('setup-cni').description('install the weave-net CNI plugin and i
   .option('--no-portmap', 'leave the portmap plugin out of the chain')
   .action(async (o: { confDir: string; binDir: string; cniVersion: string; subnet?: string; portmap: boolean; networkName: string }) => {
     const { installCni } = await import('../cni/install.js');
-    for (const d of [o.confDir, o.binDir]) await fsp.mkdir(d, { recursive: true });
+    const { makeDirs } = await import('../router/host/state-file.js');
+    await makeDirs(o.confDir, 0o755, 'CNI config directory');
+    await makeDirs(o.binDir, 0o755, 'CNI plugin directory');
     const files = await installCni({ confDir: path.resolve(o.confDir), binDir: path.resolve(o.binDir), stateDir: path.resolve(stateDir()), cniVersion: o.cniVersion, subnet: o.subnet, portmap: o.portmap, name: o.networkName });
     out(`installed ${files.join(', ')}`);
   });

@@ -39,26 +39,26 @@ export function describeFsError(err: unknown): string {
 }
 
 /**
- * `mkdir -p` for the state directory, one component at a time. Node's own recursive
- * mkdir (`{ recursive: true }`, Node 20) never returns for a path under a file system
- * that answers ENOENT to every mkdir, such as /proc (`WEAVE_STATE_DIR=/proc/x/weave`
- * hung `weave launch` at 100 % CPU). Existing directories are kept as they are; new ones
- * get `mode`.
- * @throws StateFileError `cannot create the state directory DIR: CODE (...)` naming the
+ * `mkdir -p`, one component at a time. Node's own recursive mkdir (`{ recursive: true }`,
+ * Node 20) never returns for a path under a file system that answers ENOENT to every
+ * mkdir, such as /proc (`WEAVE_STATE_DIR=/proc/x/weave` hung `weave launch` at 100 % CPU).
+ * Existing directories are kept as they are; new ones get `mode`.
+ * @param what what the directory is, for the error ("state directory", "CNI config directory")
+ * @throws StateFileError `cannot create the WHAT DIR: COMPONENT: CODE (...)` naming the
  *   component that failed.
  */
-export async function makeStateDir(dir: string, mode = 0o700): Promise<void> {
+export async function makeDirs(dir: string, mode: number, what: string): Promise<void> {
   const abs = path.resolve(dir);
   const missing: string[] = [];
   // Walk up to the first component that exists (bounded by the path's depth).
   for (let d = abs; ; d = path.dirname(d)) {
     try {
       const st = await fsp.stat(d);
-      if (!st.isDirectory()) throw new StateFileError(`cannot create the state directory ${abs}: ${d} is not a directory`);
+      if (!st.isDirectory()) throw new StateFileError(`cannot create the ${what} ${abs}: ${d} is not a directory`);
       break;
     } catch (err) {
       if (err instanceof StateFileError) throw err;
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || d === path.dirname(d)) throw new StateFileError(`cannot create the state directory ${abs}: ${d}: ${describeFsError(err)}`);
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || d === path.dirname(d)) throw new StateFileError(`cannot create the ${what} ${abs}: ${d}: ${describeFsError(err)}`);
       missing.unshift(d);
     }
   }
@@ -67,9 +67,17 @@ export async function makeStateDir(dir: string, mode = 0o700): Promise<void> {
       await fsp.mkdir(d, { mode });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue;
-      throw new StateFileError(`cannot create the state directory ${abs}: ${d}: ${describeFsError(err)}`);
+      throw new StateFileError(`cannot create the ${what} ${abs}: ${d}: ${describeFsError(err)}`);
     }
   }
+}
+
+/**
+ * The state directory (mode 0700 for new components), see {@link makeDirs}.
+ * @throws StateFileError `cannot create the state directory DIR: ...`
+ */
+export function makeStateDir(dir: string, mode = 0o700): Promise<void> {
+  return makeDirs(dir, mode, 'state directory');
 }
 
 /**

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { writeFileAtomic, loadTargets, readStateFile, makeStateDir, StateFileError, MAX_STATE_FILE_BYTES } from '../../router/host/state-file.js';
+import { writeFileAtomic, loadTargets, readStateFile, makeStateDir, makeDirs, StateFileError, MAX_STATE_FILE_BYTES } from '../../router/host/state-file.js';
 import { validateEndpoints, Endpoints } from '../../router/host/endpoints.js';
 import { FilePersistence, IpamPersistenceError } from '../../ipam/persist.js';
 
@@ -118,4 +118,12 @@ test('makeStateDir creates missing components with mode 0700, keeps existing one
   const t0 = Date.now();
   await assert.rejects(makeStateDir('/proc/tsweave-no-such/weave'), (e: Error) => e instanceof StateFileError && e.message.includes('/proc/tsweave-no-such') && !e.message.includes('\n'));
   assert.ok(Date.now() - t0 < 5_000);
+});
+
+test('makeDirs (weave setup-cni\'s --conf-dir / --bin-dir): given mode, and the error names what the directory is for', async () => {
+  const d = path.join(dir, 'cni', 'net.d');
+  await makeDirs(d, 0o755, 'CNI config directory');
+  assert.equal(statSync(d).mode & 0o777, 0o755 & ~process.umask());
+  await assert.rejects(makeDirs('/proc/tsweave-no-such/net.d', 0o755, 'CNI config directory'),
+    (e: Error) => e instanceof StateFileError && /^cannot create the CNI config directory \/proc\/tsweave-no-such\/net\.d: /.test(e.message) && !e.message.includes('\n'));
 });
