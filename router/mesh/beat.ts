@@ -76,8 +76,7 @@ export class Beat {
    */
   every(ms: number, cb: () => void): () => void {
     if (!Number.isInteger(ms) || ms <= 0 || ms % this.periodMs !== 0) throw new RangeError(`a beat job's interval must be a positive multiple of ${this.periodMs} ms, got ${ms}`);
-    const grid = this.nextGridPoint(this.now() + SLACK_MS);
-    return this.add(Math.ceil(grid / ms) * ms, ms, cb);
+    return this.add(this.nextAligned(ms), ms, cb);
   }
 
   /** Jobs registered and not yet run or cancelled (for tests and the report). */
@@ -124,10 +123,6 @@ export class Beat {
       this.jobs = this.jobs.filter((j) => j !== job);
       if (this.jobs.length === 0 && !this.firing) this.disarm();
     };
-  }
-
-  private nextGridPoint(t: number): number {
-    return (Math.floor(t / this.periodMs) + 1) * this.periodMs;
   }
 
   /** (Re-)arms the one timer for the earliest job, unless it is armed for that moment. */
