@@ -7,7 +7,7 @@
 import { Command } from 'commander';
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable } from 'node:stream';
-import { promises as fsp, openSync, readFileSync, existsSync } from 'node:fs';
+import { promises as fsp, openSync, closeSync, readFileSync, existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -142,6 +142,63 @@ function waitReady(child: ChildProcess, timeoutMs: number): Promise<ReadyOutcome
   });
 }
 
+/** A router process started ahead of `weave launch`'s checks, waiting for its configuration. */
+interface PrestartedRouter {
+  readonly child: ChildProcess;
+  readonly logFile: string;
+  /** Sends the configuration (and password) and closes the router's stdin: it starts now. */
+  start(cfg: LaunchConfig, password: string): void;
+}
+
+/**
+ * [scale, issue #20] Starts the router process before `weave launch` checks its options
+ * and the state dir: node's boot and the bundle's loading (a quarter of a quiet launch,
+ * half of one on a busy host) then overlap this process's own work. The router waits on
+ * its stdin for one JSON message {config, password} (router/daemon/weaver.ts), touching
+ * nothing before it; if this process exits without sending it (a check failed), the
+ * router is killed here, and would see EOF on its stdin and exit anyway.
+ * Creates the state dir (weaver.log is the router's stdout and stderr).
+ * @throws CliError when the state dir cannot be made or the log cannot be opened
+ */
+async function prestartRouter(dir: string): Promise<PrestartedRouter> {
+  const logFile = path.join(dir, 'weaver.log');
+  let fd: number;
+  try {
+    await (await import('../router/host/state-file.js')).makeStateDir(dir);
+    fd = openSync(logFile, 'a', 0o600);
+  } catch (err) {
+    throw new CliError((err as Error).message);
+  }
+  // WEAVER_NODE_ARGS: extra node flags for the daemon, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p".
+  const nodeArgs = (process.env.WEAVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  // The password reaches the daemon through the pipe on its stdin, never argv or its
+  // environment, so neither `ps` nor /proc/PID/environ shows it.
+  const env: NodeJS.ProcessEnv = { MALLOC_ARENA_MAX: ROUTER_MALLOC_ARENAS, ...process.env, WEAVER_READY_FD: '3', WEAVER_CONFIG_STDIN: '1' };
+  delete env.WEAVE_PASSWORD;
+  // The router says "ready NAME" on fd 3 once its API serves (router/daemon/weaver.ts
+  // signalReady): no polling, and no fixed wait that fails on a loaded machine.
+  const child = spawn(process.execPath, [...ROUTER_NODE_FLAGS, ...nodeArgs, WEAVER_JS], { detached: true, stdio: ['pipe', fd, fd, 'pipe'], env });
+  closeSync(fd);
+  child.stdin!.on('error', () => undefined);
+  let sent = false;
+  const abandon = (): void => {
+    if (sent) return;
+    try {
+      child.kill('SIGKILL');
+    } catch { /* gone already */ }
+  };
+  process.once('exit', abandon);
+  return {
+    child,
+    logFile,
+    start(cfg, password) {
+      sent = true;
+      process.off('exit', abandon);
+      child.stdin!.end(JSON.stringify({ config: cfg, password }));
+    },
+  };
+}
+
 /** isRouterRunning, with its errors (flock(1) missing) as one-line CLI errors. */
 async function routerLockState(dir: string): Promise<{ running: boolean; pid?: number }> {
   try {
@@ -220,6 +277,8 @@ program.command('launch')
       if (why) throw new CliError(why);
     }
     const dir = stateDir();
+    // The router boots while the checks below run; it starts only once they pass.
+    const early = o.detach === false ? undefined : await prestartRouter(dir);
     const envMtu = process.env.WEAVE_MTU ? intOpt('WEAVE_MTU', 576, 65000)(process.env.WEAVE_MTU) : undefined;
     let password = (o.password as string | undefined) ?? process.env.WEAVE_PASSWORD ?? '';
     if (o.passwordFile) {
@@ -310,10 +369,12 @@ program.command('launch')
       held = await routerLockState(dir);
     }
     if (held.running || await isRunning()) throw new CliError(new RouterRunningError(held.pid).message);
-    try {
-      await (await import('../router/host/state-file.js')).makeStateDir(dir);
-    } catch (err) {
-      throw new CliError((err as Error).message);
+    if (early === undefined) {
+      try {
+        await (await import('../router/host/state-file.js')).makeStateDir(dir);
+      } catch (err) {
+        throw new CliError((err as Error).message);
+      }
     }
     // Restart at boot: record the launch's arguments (never the password) for setup-service.
     {
@@ -323,25 +384,15 @@ program.command('launch')
       const { args } = launchArgsToRecord(at >= 0 ? process.argv.slice(at + 1) : peers);
       await writeFileAtomic(path.join(dir, 'launch-args.json'), JSON.stringify({ args, stateDir: path.resolve(dir), dockerHost: process.env.DOCKER_HOST || undefined }), 0o600);
     }
-    // The password reaches the daemon through a pipe on its stdin, never argv or its
-    // environment, so neither `ps` nor /proc/PID/environ shows it.
-    const env: NodeJS.ProcessEnv = { ...process.env, WEAVER_CONFIG: JSON.stringify(cfg), WEAVER_PASSWORD_STDIN: password ? '1' : '' };
-    delete env.WEAVE_PASSWORD;
-    if (o.detach === false) {
+    if (early === undefined) {
       // Foreground: become the daemon (used by benchmarks and supervisors).
       delete process.env.WEAVE_PASSWORD;
       const { runDaemon } = await import('../router/daemon/weaver.js');
       await runDaemon(cfg, password);
       return;
     }
-    const logFile = path.join(dir, 'weaver.log');
-    const fd = openSync(logFile, 'a', 0o600);
-    // WEAVER_NODE_ARGS: extra node flags for the daemon, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p".
-    const nodeArgs = (process.env.WEAVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
-    // The router says "ready NAME" on fd 3 once its API serves (router/daemon/weaver.ts
-    // signalReady): no polling, and no fixed wait that fails on a loaded machine.
-    const child = spawn(process.execPath, [...ROUTER_NODE_FLAGS, ...nodeArgs, WEAVER_JS], { detached: true, stdio: [password ? 'pipe' : 'ignore', fd, fd, 'pipe'], env: { MALLOC_ARENA_MAX: ROUTER_MALLOC_ARENAS, ...env, WEAVER_READY_FD: '3' } });
-    if (password) child.stdin!.end(password);
+    const { child, logFile } = early;
+    early.start(cfg, password);
     const timeoutS = launchTimeoutS();
     const outcome = await withSpinner('waiting for the router to start', waitReady(child, timeoutS * 1000));
     child.unref();

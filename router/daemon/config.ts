@@ -6,7 +6,7 @@
 import path from 'node:path';
 import { splitListenAddress } from '../mesh/address.js';
 
-/** Everything `weave launch` decides; passed to the daemon as JSON in WEAVER_CONFIG. */
+/** Everything `weave launch` decides; sent to the daemon as JSON on its stdin (router/daemon/weaver.ts LaunchMessage). */
 export interface LaunchConfig {
   stateDir: string;
   name?: string;
@@ -97,4 +97,30 @@ export function checkListenAddress(flag: string, addr: string, insecure: boolean
   const loopback = h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
   if (loopback || insecure) return null;
   return `${flag} ${addr} is not a loopback address: the API has no authentication, so anyone who reaches it controls the router; add --api-insecure to do it anyway (see docs/SECURITY.md)`;
+}
+
+/** What `weave launch` sends on the router's stdin (cli/weave.ts prestartRouter). */
+export interface LaunchMessage {
+  config: LaunchConfig;
+  password: string;
+}
+
+/**
+ * Parses the launcher's message: JSON {config: object, password: string}.
+ * @returns undefined for an empty message (the launcher's checks failed: exit, touching nothing)
+ * @throws Error with a one-line reason for anything else that is not such a message
+ */
+export function parseLaunchMessage(text: string): LaunchMessage | undefined {
+  if (text === '') return undefined;
+  let m: unknown;
+  try {
+    m = JSON.parse(text);
+  } catch {
+    throw new Error('the launch message on stdin is not JSON: start the router with `weave launch`');
+  }
+  const r = m as Partial<LaunchMessage> | null;
+  if (typeof r !== 'object' || r === null || typeof r.config !== 'object' || r.config === null || Array.isArray(r.config) || typeof r.password !== 'string') {
+    throw new Error('the launch message on stdin is not {config, password}: start the router with `weave launch`');
+  }
+  return { config: r.config, password: r.password };
 }

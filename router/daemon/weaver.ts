@@ -32,7 +32,7 @@ import { exposeNatSubsystem, type ExposeNatSubsystem } from '../nat/subsystem.js
 import { startFastdp } from '../overlay/fastdp.js';
 import type { Report } from '../api/report.js';
 import { Registry } from 'prom-client';
-import { statePaths, splitHostPort, type LaunchConfig } from './config.js';
+import { statePaths, splitHostPort, parseLaunchMessage, type LaunchConfig, type LaunchMessage } from './config.js';
 import { makeLogger } from './log.js';
 import { cniSubsystem } from '../../cni/router-side.js';
 import { StartupPhases } from './startup-phases.js';
@@ -66,19 +66,39 @@ async function loadPeerName(cfg: LaunchConfig, file: string): Promise<string> {
   return n;
 }
 
-/** Read the password the launcher piped to our stdin (bounded: 64 KiB, 10 s). */
-function readPasswordFromStdin(): Promise<string> {
+/** Largest launch message accepted on stdin (bytes). */
+const MAX_LAUNCH_MESSAGE = 1 << 20;
+/** How long a router started ahead of `weave launch`'s checks waits for them (ms). */
+const LAUNCH_MESSAGE_TIMEOUT_MS = 60_000;
+
+/**
+ * [scale, issue #20] Reads the launch message `weave launch` pipes to our stdin once its
+ * checks pass (bounded: 1 MiB, 60 s). The router was started before them, so node's boot
+ * and module loading overlap the launcher's own work.
+ * @returns undefined if stdin closed empty (the launch was abandoned)
+ */
+function readLaunchMessage(): Promise<LaunchMessage | undefined> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    const t = setTimeout(() => reject(new Error('no password arrived on stdin within 10 s')), 10_000);
+    const t = setTimeout(() => reject(new Error(`no launch configuration arrived on stdin within ${LAUNCH_MESSAGE_TIMEOUT_MS / 1000} s (weave launch stuck or killed?)`)), LAUNCH_MESSAGE_TIMEOUT_MS);
     process.stdin.on('data', (c: Buffer) => {
       size += c.length;
-      if (size <= 65536) chunks.push(c);
+      if (size > MAX_LAUNCH_MESSAGE) {
+        clearTimeout(t);
+        reject(new Error(`the launch message on stdin is over ${MAX_LAUNCH_MESSAGE} bytes`));
+        process.stdin.destroy();
+        return;
+      }
+      chunks.push(c);
     });
     process.stdin.on('end', () => {
       clearTimeout(t);
-      resolve(Buffer.concat(chunks).toString('utf8'));
+      try {
+        resolve(parseLaunchMessage(Buffer.concat(chunks).toString('utf8')));
+      } catch (err) {
+        reject(err as Error);
+      }
     });
     process.stdin.on('error', (err) => {
       clearTimeout(t);
@@ -87,13 +107,17 @@ function readPasswordFromStdin(): Promise<string> {
   });
 }
 
-export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void> {
+/**
+ * Runs the router until it is stopped.
+ * @param phases start-up timing begun by the caller (default: from here; "load" is process
+ *   start to here, node's boot and module loading)
+ */
+export async function runDaemon(cfg: LaunchConfig, password = '', phases = new StartupPhases()): Promise<void> {
   // Detached or `--no-detach` (systemd): the inspector stays closed either way.
   closeSigusr1Inspector();
   const log = makeLogger(cfg.logLevel);
   // [scale, issue #20] Where `weave launch`'s wait goes: wall ms per start-up phase, logged
-  // once at ready. "load" is process start to here (node boot and module loading).
-  const phases = new StartupPhases();
+  // once at ready.
   const paths = statePaths(cfg.stateDir);
   await makeStateDir(cfg.stateDir);
   // Root only, whatever it was created with: it holds the API socket, identity and IPAM state.
@@ -102,8 +126,6 @@ export async function runDaemon(cfg: LaunchConfig, password = ''): Promise<void>
   await acquireRouterLock(cfg.stateDir);
   const name = await loadPeerName(cfg, paths.name);
 
-  if (process.env.WEAVER_PASSWORD_STDIN === '1') password = await readPasswordFromStdin();
-  delete process.env.WEAVER_PASSWORD_STDIN;
   // [sec-wire] per-network scrypt salt: IPAM range + optional WEAVE_NETWORK_NAME (docs/SECURITY.md)
   const pwKey = password ? await derivePasswordKey(password, { ipamRange: cfg.ipallocRange, name: process.env.WEAVE_NETWORK_NAME ?? '' }) : undefined;
 
@@ -425,17 +447,23 @@ export function closeSigusr1Inspector(env: NodeJS.ProcessEnv = process.env, log:
   return true;
 }
 
-// Entry point when spawned by `weave launch`.
+// Entry point when spawned by `weave launch` (cli/weave.ts prestartRouter).
 if (process.argv[1] && /weaver\.js$/.test(process.argv[1])) {
-  const raw = process.env.WEAVER_CONFIG;
-  if (!raw) {
+  // "load": node's boot and this bundle's loading; "launcher": waiting for weave launch's checks.
+  const phases = new StartupPhases();
+  if (process.env.WEAVER_CONFIG_STDIN !== '1') {
     process.stderr.write('weaver is started by `weave launch`\n');
     process.exit(2);
   }
-  delete process.env.WEAVER_CONFIG;
+  delete process.env.WEAVER_CONFIG_STDIN;
   // [reliability] test hook: wall-clock jumps without touching the machine clock (clock-hook.ts).
   installClockHook();
-  runDaemon(JSON.parse(raw) as LaunchConfig).catch((err: Error) => {
+  readLaunchMessage().then((m) => {
+    // Stdin closed empty: the launcher's checks failed. Nothing was touched.
+    if (m === undefined) process.exit(0);
+    phases.mark('launcher');
+    return runDaemon(m.config, m.password, phases);
+  }).catch((err: Error) => {
     process.stderr.write(`weaver: ${err.message}\n`);
     process.exit(1);
   });

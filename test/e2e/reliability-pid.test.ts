@@ -2,18 +2,31 @@
  * Reliability: liveness by identity (router/host/router-lock.ts), end to end as root.
  * Right after `kill -9` of a router, `weave launch` succeeds at once; a weaver.pid
  * naming an unrelated live process (sleep) does not block a launch; a second launch
- * beside a live router is refused naming its pid.
+ * beside a live router is refused naming its pid, and the router process that launch
+ * started ahead of its checks (cli/weave.ts prestartRouter) is gone.
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { spawn, execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Testbed, canRunE2E, until, type Host } from './lib/testbed.js';
 
 const missing = canRunE2E();
 // With CI=true missing prerequisites are a failure, not a skip.
 if (missing && process.env.CI === 'true') test(`reliability-pid prerequisites: ${missing}`, () => assert.fail(`cannot run: ${missing}`));
+
+/** PIDs of router processes (the bundle) in namespace `ns`. */
+function routerPids(ns: string): number[] {
+  const out = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' });
+  return out.split('\n').filter(Boolean).map(Number).filter((p) => {
+    try {
+      return /weaver\.js/.test(readFileSync(`/proc/${p}/cmdline`, 'latin1'));
+    } catch {
+      return false;
+    }
+  });
+}
 
 describe('router liveness by identity', { skip: missing, timeout: 180_000 }, () => {
   const bed = new Testbed('rp');
@@ -35,6 +48,8 @@ describe('router liveness by identity', { skip: missing, timeout: 180_000 }, () 
     const r = await h1.weave(['launch', '--no-proxy']);
     assert.equal(r.code, 1);
     assert.equal(r.stderr.trim(), `weave: weave router is already running (pid ${pid}): use weave stop first`);
+    // The refused launch had started a router process before its checks: it must not linger.
+    await until('only the running router left in the namespace', async () => routerPids(h1.ns).join() === String(pid), 5000, 50);
   });
 
   test('kill -9 then an immediate relaunch succeeds (3 rounds)', async () => {
