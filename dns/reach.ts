@@ -38,8 +38,10 @@ export async function setupHost(addr: string): Promise<void> {
   // line, deleting a rule that may not exist, may fail), then the rule: 2–3 forks, was 7.
   const lines: string[][] = [];
   if (!alreadyPinned()) {
-    const link = await ip('-d', '-o', 'link', 'show', 'dev', BRIDGE);
-    const mac = /link\/ether ([0-9a-f:]{17})/.exec(link)?.[1];
+    // The bridge's current MAC: over rtnetlink when the addon is there (no fork: issue #20).
+    const nl = netlink();
+    const mac = nl ? (await nl.linkList()).find((l) => l.name === BRIDGE)?.mac
+      : /link\/ether ([0-9a-f:]{17})/.exec(await ip('-d', '-o', 'link', 'show', 'dev', BRIDGE))?.[1];
     if (mac) lines.push(['link', 'set', 'dev', BRIDGE, 'address', mac]);
   }
   lines.push(['addr', 'replace', `${addr}/32`, 'dev', BRIDGE, 'scope', 'link']);

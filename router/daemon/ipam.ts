@@ -14,6 +14,7 @@ import { Allocator, IpamError, type IpamInit } from '../../ipam/allocator.js';
 import { FilePersistence } from '../../ipam/persist.js';
 import { parseCidr, overlaps, formatCidr } from '../../ipam/cidr.js';
 import { ip } from '../host/netdev.js';
+import { netlink } from '../host/netlink.js';
 
 /** The IPAM subsystem; `allocator` is set once started. */
 export interface IpamSubsystem extends Subsystem {
@@ -37,16 +38,34 @@ export function parseInit(s: string | undefined, namedPeers: number): IpamInit {
 }
 
 /**
+ * The host's main-table IPv4 routes through a device, [CIDR, device]: over rtnetlink when
+ * the addon is there (no fork at launch: issue #20), else from `ip -4 route show`
+ * ("default" is left out there, as before: it overlaps everything and says nothing).
+ * [] when neither works.
+ */
+async function hostRoutes4(): Promise<Array<[string, string]>> {
+  const nl = netlink();
+  if (nl) {
+    const routes = await nl.routeList4().catch(() => undefined);
+    if (routes) return routes.filter((x) => x.dst !== '0.0.0.0/0').map((x) => [x.dst, x.dev]);
+  }
+  const out = await ip('-4', 'route', 'show').catch(() => '');
+  const routes: Array<[string, string]> = [];
+  for (const line of out.split('\n')) {
+    const m = /^(\d+\.\d+\.\d+\.\d+(?:\/\d+)?)\s.*\bdev (\S+)/.exec(line);
+    if (m) routes.push([m[1].includes('/') ? m[1] : `${m[1]}/32`, m[2]]);
+  }
+  return routes;
+}
+
+/**
  * Refuse the default range if it overlaps a route this host already has (Weave's
  * check); a range the user chose only warns.
  */
 async function checkRangeAgainstRoutes(range: string, userGiven: boolean, log: Log): Promise<void> {
   const r = parseCidr(range);
-  const out = await ip('-4', 'route', 'show').catch(() => '');
-  for (const line of out.split('\n')) {
-    const m = /^(\d+\.\d+\.\d+\.\d+(?:\/\d+)?)\s.*\bdev (\S+)/.exec(line);
-    if (!m || m[2] === 'weave') continue;
-    const dst = m[1].includes('/') ? m[1] : `${m[1]}/32`;
+  for (const [dst, dev] of await hostRoutes4()) {
+    if (dev === 'weave') continue;
     let c;
     try {
       c = parseCidr(dst);
@@ -54,7 +73,7 @@ async function checkRangeAgainstRoutes(range: string, userGiven: boolean, log: L
       continue;
     }
     if (overlaps(r, c)) {
-      const msg = `IPAM range ${range} overlaps the route ${formatCidr(c)} on ${m[2]}`;
+      const msg = `IPAM range ${range} overlaps the route ${formatCidr(c)} on ${dev}`;
       if (!userGiven) throw new Error(`${msg}: choose another range with --ipalloc-range`);
       log(`warning: ${msg}`, 'warn');
     }

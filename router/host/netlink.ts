@@ -65,6 +65,18 @@ export interface NetlinkAddon {
    * kernel's errno and `step` "fdb append"/"fdb del"; bad arguments throw (EINVAL).
    */
   fdbSet(req: { dev: string; op: 'append' | 'del'; entries: Array<{ mac: string; dst: string; port?: number }> }): Promise<void>;
+  /**
+   * Here: every link's name, ifindex and, for links with a 6-byte hardware address, its
+   * MAC ("aa:bb:cc:dd:ee:ff") (RTM_GETLINK dump), as `ip -j link show` lists
+   * ifname/ifindex/address. At most 65,536 links (rejects with code E2BIG).
+   */
+  linkList(): Promise<Array<{ name: string; index: number; mac?: string }>>;
+  /**
+   * Here: the main table's IPv4 routes through a device (RTM_GETROUTE dump), as `ip -4
+   * route show` prints "DST dev NAME": `dst` "a.b.c.d/len" (0.0.0.0/0 for the default
+   * route), `dev` the device's name. At most 65,536 routes (rejects with code E2BIG).
+   */
+  routeList4(): Promise<Array<{ dst: string; dev: string }>>;
 }
 
 let addon: NetlinkAddon | null | undefined;

@@ -67,7 +67,7 @@ import net from 'node:net';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
-import { run, ip, BRIDGE, TAP_NAME, NetdevError } from '../host/netdev.js';
+import { run, ip, ipBatch, BatchError, BRIDGE, TAP_NAME, NetdevError } from '../host/netdev.js';
 import { formatMac } from './mac-cache.js';
 import { numToPeerName } from '../mesh/peer-name.js';
 import { monoNow } from '../mesh/mono-clock.js';
@@ -249,8 +249,13 @@ function batch(tool: 'ip' | 'bridge', lines: string[][]): Promise<void> {
   });
 }
 
-/** Names and ifindexes of this namespace's links (one `ip -j link show`). */
+/**
+ * Names and ifindexes of this namespace's links: an rtnetlink dump through the addon
+ * (no fork: issue #20), else one `ip -j link show`.
+ */
 async function linkIndexes(): Promise<Map<string, number>> {
+  const nl = netlink();
+  if (nl) return new Map((await nl.linkList()).map((l) => [l.name, l.index]));
   const links = JSON.parse(await ip('-j', 'link', 'show')) as Array<{ ifname?: string; ifindex?: number }>;
   return new Map(links.filter((l) => typeof l.ifname === 'string' && typeof l.ifindex === 'number').map((l) => [l.ifname!, l.ifindex!]));
 }
@@ -315,51 +320,81 @@ export class Fastdp {
     return this.vxlanPort + 1;
   }
 
-  /** Build the devices (replacing leftovers), bind the heartbeat sockets, start the tick. */
+  /**
+   * Build the devices (replacing leftovers), bind the heartbeat sockets, start the tick.
+   * [scale, issue #20] Both underlays' devices in two `ip -batch` runs (create, then up;
+   * the IPv6 lines last, so a kernel without IPv6 fails only them) and the link list over
+   * rtnetlink: 2 forks of the router per launch, where there were 6.
+   */
   async setup(): Promise<void> {
-    const { data, heartbeat } = this.devices;
+    const { data, heartbeat, data6, heartbeat6 } = this.devices;
     const mtu = String(this.opts.mtu);
     const port = String(this.vxlanPort);
     const leftovers = [...(await linkIndexes()).keys()].filter((n) => (Object.values(this.devices) as string[]).includes(n));
     if (leftovers.length) await batch('ip', leftovers.map((d) => ['link', 'del', 'dev', d]));
     // The TAP first: from the moment the VXLAN port joins, nothing may pass between them.
-    // (Bridge-port flags through `ip ... type bridge_slave`, so all of it is one batch:
-    // [scale, issue #20] start-up forks of the router slow every launch on a busy host.)
-    await batch('ip', [
+    // (Bridge-port flags through `ip ... type bridge_slave`.) Each data device is isolated
+    // before it is up.
+    const create4 = [
       ['link', 'set', 'dev', TAP_NAME, 'type', 'bridge_slave', 'isolated', 'on', 'learning', 'off'],
       ['link', 'set', 'dev', TAP_NAME, 'type', 'bridge_slave', 'fdb_flush'],
       ['link', 'add', data, 'type', 'vxlan', 'id', String(DATA_VNI), 'dstport', port, 'learning'],
       ['link', 'set', 'dev', data, 'mtu', mtu, 'master', BRIDGE],
-      // Isolated before it is up.
       ['link', 'set', 'dev', data, 'type', 'bridge_slave', 'isolated', 'on'],
       ['link', 'add', heartbeat, 'type', 'vxlan', 'id', String(HEARTBEAT_VNI), 'dstport', port, 'nolearning'],
       ['link', 'set', 'dev', heartbeat, 'address', formatMac(HB_DEVICE_MAC), 'mtu', mtu, 'arp', 'off'],
-    ]);
-    await writeFile(`/proc/sys/net/ipv6/conf/${heartbeat}/disable_ipv6`, '1').catch(() => undefined);
-    await batch('ip', [
+    ];
+    // The IPv6 underlay's pair (`local ::`).
+    const create6 = [
+      ['link', 'add', data6, 'type', 'vxlan', 'id', String(DATA_VNI), 'dstport', port, 'learning', 'local', '::'],
+      ['link', 'set', 'dev', data6, 'mtu', mtu, 'master', BRIDGE],
+      ['link', 'set', 'dev', data6, 'type', 'bridge_slave', 'isolated', 'on'],
+      ['link', 'add', heartbeat6, 'type', 'vxlan', 'id', String(HEARTBEAT_VNI), 'dstport', port, 'nolearning', 'local', '::'],
+      ['link', 'set', 'dev', heartbeat6, 'address', formatMac(HB_DEVICE_MAC), 'mtu', mtu, 'arp', 'off'],
+    ];
+    const up4 = [
       ['link', 'set', 'dev', data, 'up'],
       ['addr', 'add', HB_DEVICE_IP, 'peer', `${HB_SOURCE_IP}/32`, 'dev', heartbeat],
       ['link', 'set', 'dev', heartbeat, 'up'],
-    ]);
+    ];
+    const up6 = [
+      ['link', 'set', 'dev', data6, 'up'],
+      ['addr', 'add', HB6_DEVICE_IP, 'peer', `${HB6_SOURCE_IP}/32`, 'dev', heartbeat6],
+      ['link', 'set', 'dev', heartbeat6, 'up'],
+    ];
+    // A failure in the IPv4 lines fails the set-up; one in the IPv6 lines only IPv6.
+    let why6: string | undefined;
+    const run2 = async (v4: string[][], v6: string[][]): Promise<void> => {
+      await ipBatch(undefined, why6 === undefined ? [...v4, ...v6] : v4).catch((err: unknown) => {
+        if (!(err instanceof BatchError) || err.line <= v4.length) throw err;
+        why6 = err.message;
+      });
+    };
+    await run2(create4, create6);
+    for (const d of why6 === undefined ? [heartbeat, heartbeat6] : [heartbeat]) {
+      await writeFile(`/proc/sys/net/ipv6/conf/${d}/disable_ipv6`, '1').catch(() => undefined);
+    }
+    await run2(up4, up6);
 
     this.recv = this.openHeartbeatSocket(HB_DEVICE_IP, 4);
     this.send = dgram.createSocket({ type: 'udp4', lookup: literalLookup });
     this.send.on('error', (err) => this.host.log(`fastdp: heartbeat send error: ${err.message}`));
     await bindSocket(this.send, 0, undefined);
-    await this.setup6().catch(async (err: Error) => {
-      this.host.log(`fastdp: not over IPv6 (IPv6 peers stay on the sleeve): ${err.message}`);
+    if (why6 === undefined) await this.setup6().catch((err: Error) => void (why6 = err.message));
+    if (why6 !== undefined) {
+      this.host.log(`fastdp: not over IPv6 (IPv6 peers stay on the sleeve): ${why6}`);
       for (const s of [this.recv6, this.send6]) {
         try {
           s?.close();
         } catch { /* not bound */ }
       }
       this.recv6 = this.send6 = undefined;
-      for (const d of [this.devices.data6, this.devices.heartbeat6]) await ip('link', 'del', 'dev', d).catch(() => undefined);
-    });
-    // One `ip -j link show` for both data devices' ifindexes (sysfs checks, traffic()).
+      for (const d of [data6, heartbeat6]) await ip('link', 'del', 'dev', d).catch(() => undefined);
+    }
+    // One link list for both data devices' ifindexes (sysfs checks, traffic()).
     const indexes = await linkIndexes().catch(() => new Map<string, number>());
     this.ifindex = indexes.get(data) ?? -1;
-    if (this.ipv6) this.ifindex6 = indexes.get(this.devices.data6) ?? -1;
+    if (this.ipv6) this.ifindex6 = indexes.get(data6) ?? -1;
     this.armTick(TICK_MS);
     // On the shared beat, so the audit wakes the process together with the ticks.
     this.stopAudit = sharedBeat.every(AUDIT_MS, () => {
@@ -367,27 +402,11 @@ export class Fastdp {
       this.auditDue = true;
       this.scheduleSync();
     });
-    this.host.log(`fastdp: ${data} (VNI ${DATA_VNI}, UDP ${port}, mtu ${mtu}) on bridge ${BRIDGE}, heartbeats via ${heartbeat}${this.ipv6 ? `; IPv6 underlay: ${this.devices.data6}, ${this.devices.heartbeat6}` : ''}`);
+    this.host.log(`fastdp: ${data} (VNI ${DATA_VNI}, UDP ${port}, mtu ${mtu}) on bridge ${BRIDGE}, heartbeats via ${heartbeat}${this.ipv6 ? `; IPv6 underlay: ${data6}, ${heartbeat6}` : ''}`);
   }
 
-  /** The IPv6 underlay's pair of devices (`local ::`) and heartbeat sockets. */
+  /** The IPv6 underlay's heartbeat sockets (its devices are up). */
   private async setup6(): Promise<void> {
-    const { data6, heartbeat6 } = this.devices;
-    const mtu = String(this.opts.mtu);
-    const port = String(this.vxlanPort);
-    await batch('ip', [
-      ['link', 'add', data6, 'type', 'vxlan', 'id', String(DATA_VNI), 'dstport', port, 'learning', 'local', '::'],
-      ['link', 'set', 'dev', data6, 'mtu', mtu, 'master', BRIDGE],
-      ['link', 'set', 'dev', data6, 'type', 'bridge_slave', 'isolated', 'on'],
-      ['link', 'add', heartbeat6, 'type', 'vxlan', 'id', String(HEARTBEAT_VNI), 'dstport', port, 'nolearning', 'local', '::'],
-      ['link', 'set', 'dev', heartbeat6, 'address', formatMac(HB_DEVICE_MAC), 'mtu', mtu, 'arp', 'off'],
-    ]);
-    await writeFile(`/proc/sys/net/ipv6/conf/${heartbeat6}/disable_ipv6`, '1').catch(() => undefined);
-    await batch('ip', [
-      ['link', 'set', 'dev', data6, 'up'],
-      ['addr', 'add', HB6_DEVICE_IP, 'peer', `${HB6_SOURCE_IP}/32`, 'dev', heartbeat6],
-      ['link', 'set', 'dev', heartbeat6, 'up'],
-    ]);
     this.recv6 = this.openHeartbeatSocket(HB6_DEVICE_IP, 6);
     this.send6 = dgram.createSocket({ type: 'udp6', ipv6Only: true, lookup: literalLookup });
     this.send6.on('error', (err) => this.host.log(`fastdp: IPv6 heartbeat send error: ${err.message}`));

@@ -5,6 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { macBytes, netlink, type NetlinkFailure, type PodVeth } from '../../router/host/netlink.js';
 
 const good: PodVeth = { ns: '/nonexistent/tsweave-unit-ns', ifname: 'eth0', host: 'vethwepl1234567', mac: macBytes('02:11:22:33:44:55'), mtu: 1376, v4: ['10.32.0.5/12'], routes: ['169.254.53.53/32'] };
@@ -97,4 +98,25 @@ test('fdbSet: bad arguments are refused (EINVAL) before any netlink; a missing d
     assert.throws(() => nl.fdbSet(req as Parameters<typeof nl.fdbSet>[0]), (err: NetlinkFailure) => err.code === 'EINVAL' && why.test(err.message), JSON.stringify(req).slice(0, 120));
   }
   await assert.rejects(nl.fdbSet({ dev: 'tswnodev9', op: 'append', entries: [{ mac: z, dst: '192.0.2.1' }] }), (err: NetlinkFailure) => err.code === 'ENODEV');
+});
+
+test('linkList: the same names, ifindexes and MACs as `ip -j link show` (read-only, this namespace)', async () => {
+  const nl = netlink()!;
+  const got = (await nl.linkList()).map((l) => `${l.name} ${l.index} ${l.mac ?? '-'}`).sort();
+  const ipOut = JSON.parse(execFileSync('ip', ['-j', 'link', 'show'], { encoding: 'utf8' })) as Array<{ ifname: string; ifindex: number; address?: string }>;
+  // ip prints any hardware address; the addon gives 6-byte ones (lo's is all zeros).
+  const want = ipOut.map((l) => `${l.ifname} ${l.ifindex} ${/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(l.address ?? '') ? l.address : '-'}`).sort();
+  assert.ok(got.length > 0 && got.some((x) => x.startsWith('lo ')), got.join(', '));
+  assert.deepEqual(got, want);
+});
+
+test('routeList4: the same "DST dev NAME" routes as `ip -4 route show` (read-only, this namespace)', async () => {
+  const nl = netlink()!;
+  const got = (await nl.routeList4()).map((r) => `${r.dst} ${r.dev}`).sort();
+  const want: string[] = [];
+  for (const line of execFileSync('ip', ['-4', 'route', 'show'], { encoding: 'utf8' }).split('\n')) {
+    const m = /^(default|\d+\.\d+\.\d+\.\d+(?:\/\d+)?)\s.*\bdev (\S+)/.exec(line);
+    if (m) want.push(`${m[1] === 'default' ? '0.0.0.0/0' : m[1].includes('/') ? m[1] : `${m[1]}/32`} ${m[2]}`);
+  }
+  assert.deepEqual(got, want.sort());
 });

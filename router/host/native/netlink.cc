@@ -24,6 +24,16 @@
 //     `bridge -j fdb show dev DEV` prints, in the shape fastdp-path.ts parseFdbJson
 //     returns (the fast datapath's periodic FDB audit, issue #20: no fork every 30 s).
 //     At most 65,536 entries; rejects with code E2BIG beyond.
+//   linkList() -> Promise<Array<{name, index, mac?}>>
+//     in the router's namespace: every link's name, ifindex and (Ethernet links) MAC
+//     (RTM_GETLINK dump), what `ip -j link show` gives as ifname/ifindex/address (the
+//     fast datapath's set-up read it twice
+//     per launch, a fork each: issue #20). At most 65,536 links; E2BIG beyond.
+//   routeList4() -> Promise<Array<{dst, dev}>>
+//     in the router's namespace: the main table's IPv4 routes through a device
+//     (RTM_GETROUTE dump), as `ip -4 route show` prints "DST dev NAME" (IPAM's check of its
+//     range against the host's routes at launch, without a fork: issue #20). At most
+//     65,536 routes; E2BIG beyond.
 //   fdbSet({dev, op, entries: [{mac, dst, port?}]}) -> Promise<void>
 //     in the router's namespace: `bridge fdb append MAC dev DEV dst DST [port P]` (op
 //     "append": RTM_NEWNEIGH, NLM_F_CREATE|NLM_F_APPEND) or `bridge fdb del …` (op "del":
@@ -61,6 +71,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -475,6 +486,40 @@ class DelWorker : public Worker {
 };
 
 // One bridge FDB entry as parseFdbJson (router/overlay/fastdp-path.ts) gives it.
+// Sends dump request `r` on `nl` and calls `each` for every message of the reply until
+// NLMSG_DONE. Returns 0 or an errno (ETIMEDOUT after the socket's 10 s, EPROTO for a
+// truncated reply, or what `each` returns when it stops the dump).
+template <typename F>
+int Dump(Nl& nl, Req& r, F each) {
+  r.hdr()->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  r.hdr()->nlmsg_len = static_cast<uint32_t>(r.len);
+  r.hdr()->nlmsg_seq = ++nl.seq;
+  sockaddr_nl to{};
+  to.nl_family = AF_NETLINK;
+  if (sendto(nl.fd, r.buf, r.len, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) < 0) return errno;
+  alignas(NLMSG_ALIGNTO) static thread_local unsigned char in[65536];
+  for (;;) {
+    ssize_t n = recv(nl.fd, in, sizeof in, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno == EAGAIN ? ETIMEDOUT : errno;
+    }
+    if (n == 0) return EPROTO;
+    int left = static_cast<int>(n);
+    for (nlmsghdr* h = reinterpret_cast<nlmsghdr*>(in); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
+      if (h->nlmsg_seq != nl.seq) continue;
+      if (h->nlmsg_type == NLMSG_DONE) return 0;
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        if (h->nlmsg_len < NLMSG_LENGTH(sizeof(nlmsgerr))) return EPROTO;
+        int e = -static_cast<const nlmsgerr*>(NLMSG_DATA(h))->error;
+        if (e) return e;
+        continue;
+      }
+      if (int e = each(h)) return e;
+    }
+  }
+}
+
 struct FdbEntry {
   std::string mac, dst, state;
   int port = -1;
@@ -494,69 +539,49 @@ class FdbWorker : public Worker {
     Nl nl;
     if (int e = nl.open()) return void(fail("socket", e));
     Req r(RTM_GETNEIGH, NLM_F_DUMP);
-    r.hdr()->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
     ndmsg* m = static_cast<ndmsg*>(r.put(nullptr, sizeof(ndmsg)));
     m->ndm_family = AF_BRIDGE;
-    r.hdr()->nlmsg_len = static_cast<uint32_t>(r.len);
-    r.hdr()->nlmsg_seq = ++nl.seq;
-    sockaddr_nl to{};
-    to.nl_family = AF_NETLINK;
-    if (sendto(nl.fd, r.buf, r.len, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) < 0) return void(fail("dump", errno));
-    alignas(NLMSG_ALIGNTO) static thread_local unsigned char in[65536];
-    for (;;) {
-      ssize_t n = recv(nl.fd, in, sizeof in, 0);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return void(fail("dump", errno == EAGAIN ? ETIMEDOUT : errno));
-      }
-      if (n == 0) return void(fail("dump", EPROTO));
-      int left = static_cast<int>(n);
-      for (nlmsghdr* h = reinterpret_cast<nlmsghdr*>(in); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
-        if (h->nlmsg_seq != nl.seq) continue;
-        if (h->nlmsg_type == NLMSG_DONE) return;
-        if (h->nlmsg_type == NLMSG_ERROR) {
-          if (h->nlmsg_len < NLMSG_LENGTH(sizeof(nlmsgerr))) return void(fail("dump", EPROTO));
-          int e = -static_cast<const nlmsgerr*>(NLMSG_DATA(h))->error;
-          if (e) return void(fail("dump", e));
-          continue;
-        }
-        if (h->nlmsg_type != RTM_NEWNEIGH || h->nlmsg_len < NLMSG_LENGTH(sizeof(ndmsg))) continue;
-        const ndmsg* nd = static_cast<const ndmsg*>(NLMSG_DATA(h));
-        if (nd->ndm_family != AF_BRIDGE || static_cast<unsigned>(nd->ndm_ifindex) != index) continue;
-        if (out.size() >= kMaxEntries) return void(fail("dump (over 65536 entries)", E2BIG));
-        FdbEntry e;
-        bool master = false;
-        int alen = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(ndmsg)));
-        for (rtattr* a = reinterpret_cast<rtattr*>(reinterpret_cast<char*>(NLMSG_DATA(h)) + NLMSG_ALIGN(sizeof(ndmsg))); RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
-          const unsigned char* d = static_cast<const unsigned char*>(RTA_DATA(a));
-          size_t dl = RTA_PAYLOAD(a);
-          char txt[INET6_ADDRSTRLEN];
-          switch (a->rta_type) {
-            case NDA_LLADDR:
-              if (dl == 6) {
-                snprintf(txt, sizeof txt, "%02x:%02x:%02x:%02x:%02x:%02x", d[0], d[1], d[2], d[3], d[4], d[5]);
-                e.mac = txt;
-              }
-              break;
-            case NDA_DST:
-              if ((dl == 4 && inet_ntop(AF_INET, d, txt, sizeof txt)) || (dl == 16 && inet_ntop(AF_INET6, d, txt, sizeof txt))) e.dst = txt;
-              break;
-            case NDA_PORT:
-              if (dl == 2) e.port = (d[0] << 8) | d[1];
-              break;
-            case NDA_MASTER:
-              master = true;
-              break;
+    if (int e = Dump(nl, r, [&](nlmsghdr* h) { return Entry(h, index); })) fail(out.size() >= kMaxEntries ? "dump (over 65536 entries)" : "dump", e);
+  }
+
+  // One RTM_NEWNEIGH of the dump: kept if it is dev's. Returns E2BIG past kMaxEntries.
+  int Entry(nlmsghdr* h, unsigned index) {
+    if (h->nlmsg_type != RTM_NEWNEIGH || h->nlmsg_len < NLMSG_LENGTH(sizeof(ndmsg))) return 0;
+    const ndmsg* nd = static_cast<const ndmsg*>(NLMSG_DATA(h));
+    if (nd->ndm_family != AF_BRIDGE || static_cast<unsigned>(nd->ndm_ifindex) != index) return 0;
+    if (out.size() >= kMaxEntries) return E2BIG;
+    FdbEntry e;
+    bool master = false;
+    int alen = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(ndmsg)));
+    for (rtattr* a = reinterpret_cast<rtattr*>(reinterpret_cast<char*>(NLMSG_DATA(h)) + NLMSG_ALIGN(sizeof(ndmsg))); RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
+      const unsigned char* d = static_cast<const unsigned char*>(RTA_DATA(a));
+      size_t dl = RTA_PAYLOAD(a);
+      char txt[INET6_ADDRSTRLEN];
+      switch (a->rta_type) {
+        case NDA_LLADDR:
+          if (dl == 6) {
+            snprintf(txt, sizeof txt, "%02x:%02x:%02x:%02x:%02x:%02x", d[0], d[1], d[2], d[3], d[4], d[5]);
+            e.mac = txt;
           }
-        }
-        if (e.mac.empty()) continue;
-        // As iproute2 names the state, and as parseFdbJson decides "self".
-        if (nd->ndm_state & NUD_PERMANENT) e.state = "permanent";
-        else if (nd->ndm_state & NUD_NOARP) e.state = "static";
-        e.self = (nd->ndm_flags & NTF_SELF) || (!master && !e.dst.empty());
-        out.push_back(std::move(e));
+          break;
+        case NDA_DST:
+          if ((dl == 4 && inet_ntop(AF_INET, d, txt, sizeof txt)) || (dl == 16 && inet_ntop(AF_INET6, d, txt, sizeof txt))) e.dst = txt;
+          break;
+        case NDA_PORT:
+          if (dl == 2) e.port = (d[0] << 8) | d[1];
+          break;
+        case NDA_MASTER:
+          master = true;
+          break;
       }
     }
+    if (e.mac.empty()) return 0;
+    // As iproute2 names the state, and as parseFdbJson decides "self".
+    if (nd->ndm_state & NUD_PERMANENT) e.state = "permanent";
+    else if (nd->ndm_state & NUD_NOARP) e.state = "static";
+    e.self = (nd->ndm_flags & NTF_SELF) || (!master && !e.dst.empty());
+    out.push_back(std::move(e));
+    return 0;
   }
   void OnOK() override {
     if (err) return Worker::OnOK();
@@ -569,6 +594,113 @@ class FdbWorker : public Worker {
       if (out[i].port >= 0) o.Set("port", out[i].port);
       o.Set("self", out[i].self);
       if (!out[i].state.empty()) o.Set("state", out[i].state);
+      a.Set(static_cast<uint32_t>(i), o);
+    }
+    deferred.Resolve(a);
+  }
+};
+
+// linkList: every link of the router's namespace (RTM_GETLINK dump): name and ifindex.
+class LinkListWorker : public Worker {
+ public:
+  explicit LinkListWorker(Napi::Env env) : Worker(env) {}
+  struct Link {
+    std::string name, mac;
+    int index;
+  };
+  std::vector<Link> out;
+  static constexpr size_t kMaxLinks = 65536;
+
+  void Execute() override {
+    Nl nl;
+    if (int e = nl.open()) return void(fail("socket", e));
+    Req r(RTM_GETLINK, NLM_F_DUMP);
+    ifinfomsg* m = static_cast<ifinfomsg*>(r.put(nullptr, sizeof(ifinfomsg)));
+    m->ifi_family = AF_UNSPEC;
+    int e = Dump(nl, r, [&](nlmsghdr* h) {
+      if (h->nlmsg_type != RTM_NEWLINK || h->nlmsg_len < NLMSG_LENGTH(sizeof(ifinfomsg))) return 0;
+      if (out.size() >= kMaxLinks) return E2BIG;
+      const ifinfomsg* ifi = static_cast<const ifinfomsg*>(NLMSG_DATA(h));
+      int alen = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(ifinfomsg)));
+      Link l{"", "", ifi->ifi_index};
+      for (rtattr* a = IFLA_RTA(ifi); RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
+        if (a->rta_type == IFLA_IFNAME) {
+          // The kernel's names are NUL-terminated and under IFNAMSIZ; never read past the attribute.
+          const char* d = static_cast<const char*>(RTA_DATA(a));
+          l.name.assign(d, strnlen(d, std::min<size_t>(RTA_PAYLOAD(a), IFNAMSIZ)));
+        } else if (a->rta_type == IFLA_ADDRESS && RTA_PAYLOAD(a) == 6) {
+          const unsigned char* d = static_cast<const unsigned char*>(RTA_DATA(a));
+          char txt[18];
+          snprintf(txt, sizeof txt, "%02x:%02x:%02x:%02x:%02x:%02x", d[0], d[1], d[2], d[3], d[4], d[5]);
+          l.mac = txt;
+        }
+      }
+      if (!l.name.empty()) out.push_back(std::move(l));
+      return 0;
+    });
+    if (e) fail(e == E2BIG ? "dump (over 65536 links)" : "dump", e);
+  }
+  void OnOK() override {
+    if (err) return Worker::OnOK();
+    Napi::Env env = Env();
+    Napi::Array a = Napi::Array::New(env, out.size());
+    for (size_t i = 0; i < out.size(); i++) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", out[i].name);
+      o.Set("index", out[i].index);
+      if (!out[i].mac.empty()) o.Set("mac", out[i].mac);
+      a.Set(static_cast<uint32_t>(i), o);
+    }
+    deferred.Resolve(a);
+  }
+};
+
+// routeList4: the main table's IPv4 routes that name a device (RTM_GETROUTE dump), as
+// `ip -4 route show` prints "DST dev NAME": destination CIDR and device name.
+class RouteListWorker : public Worker {
+ public:
+  explicit RouteListWorker(Napi::Env env) : Worker(env) {}
+  std::vector<std::pair<std::string, std::string>> out;
+  static constexpr size_t kMaxRoutes = 65536;
+
+  void Execute() override {
+    Nl nl;
+    if (int e = nl.open()) return void(fail("socket", e));
+    Req r(RTM_GETROUTE, NLM_F_DUMP);
+    rtmsg* m = static_cast<rtmsg*>(r.put(nullptr, sizeof(rtmsg)));
+    m->rtm_family = AF_INET;
+    int e = Dump(nl, r, [&](nlmsghdr* h) {
+      if (h->nlmsg_type != RTM_NEWROUTE || h->nlmsg_len < NLMSG_LENGTH(sizeof(rtmsg))) return 0;
+      const rtmsg* rt = static_cast<const rtmsg*>(NLMSG_DATA(h));
+      if (rt->rtm_family != AF_INET || rt->rtm_dst_len > 32) return 0;
+      uint32_t table = rt->rtm_table;
+      unsigned char dst[4] = {0, 0, 0, 0};
+      int oif = 0;
+      int alen = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(rtmsg)));
+      for (rtattr* a = RTM_RTA(rt); RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
+        if (a->rta_type == RTA_TABLE && RTA_PAYLOAD(a) == 4) memcpy(&table, RTA_DATA(a), 4);
+        else if (a->rta_type == RTA_DST && RTA_PAYLOAD(a) == 4) memcpy(dst, RTA_DATA(a), 4);
+        else if (a->rta_type == RTA_OIF && RTA_PAYLOAD(a) == 4) memcpy(&oif, RTA_DATA(a), 4);
+      }
+      if (table != RT_TABLE_MAIN || oif <= 0) return 0;
+      char name[IF_NAMESIZE];
+      if (!if_indextoname(static_cast<unsigned>(oif), name)) return 0;
+      if (out.size() >= kMaxRoutes) return E2BIG;
+      char txt[INET_ADDRSTRLEN + 4];
+      snprintf(txt, sizeof txt, "%u.%u.%u.%u/%u", dst[0], dst[1], dst[2], dst[3], rt->rtm_dst_len);
+      out.emplace_back(txt, name);
+      return 0;
+    });
+    if (e) fail(e == E2BIG ? "dump (over 65536 routes)" : "dump", e);
+  }
+  void OnOK() override {
+    if (err) return Worker::OnOK();
+    Napi::Env env = Env();
+    Napi::Array a = Napi::Array::New(env, out.size());
+    for (size_t i = 0; i < out.size(); i++) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("dst", out[i].first);
+      o.Set("dev", out[i].second);
       a.Set(static_cast<uint32_t>(i), o);
     }
     deferred.Resolve(a);
@@ -753,7 +885,17 @@ Napi::Value FdbSet(const Napi::CallbackInfo& info) {
   return Start(new FdbSetWorker(env, std::move(dev), ops == "del", std::move(out)));
 }
 
+Napi::Value LinkList(const Napi::CallbackInfo& info) {
+  return Start(new LinkListWorker(info.Env()));
+}
+
+Napi::Value RouteList4(const Napi::CallbackInfo& info) {
+  return Start(new RouteListWorker(info.Env()));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("routeList4", Napi::Function::New(env, RouteList4));
+  exports.Set("linkList", Napi::Function::New(env, LinkList));
   exports.Set("fdbDump", Napi::Function::New(env, FdbDump));
   exports.Set("fdbSet", Napi::Function::New(env, FdbSet));
   exports.Set("vethPod", Napi::Function::New(env, VethPod));
