@@ -4,7 +4,8 @@
   # the netlink addon (router/host/native/netlink.cc) builds build/Release/netlink.node;
   # weaveDNS's UDP addon (dns/native/dns-udp.cc) builds build/Release/dnsudp.node;
   # the nftables addon (router/policy/native/nft.cc) builds build/Release/nft.node;
-  # the heap addon (router/daemon/native/heap.cc) builds build/Release/heap.node.
+  # the heap addon (router/daemon/native/heap.cc) builds build/Release/heap.node;
+  # the lock addon (router/host/native/lock.cc) builds build/Release/lock.node.
   # node-addon-api is header-only; C++ exceptions are enabled (NAPI_CPP_EXCEPTIONS)
   # so native errors surface as JS exceptions with a `code` property.
   # Linux only: TAP devices come from /dev/net/tun.
@@ -65,6 +66,18 @@
       "target_name": "nft",
       "sources": ["router/policy/native/nft.cc"],
       "libraries": ["-ldl"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "cflags_cc": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fexceptions"]
+    },
+    {
+      # flock(2) for the router lock (router/host/native/lock.cc, wrapped by
+      # router/host/router-lock.ts); builds build/Release/lock.node.
+      "target_name": "lock",
+      "sources": ["router/host/native/lock.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],

@@ -7,12 +7,16 @@
  * (what `kill -0` tests) cannot tell a live router from a zombie or from an unrelated
  * process that was given the same PID after the router died.
  *
- * Node has no flock() in core, so the lock is taken by util-linux flock(1) on a
- * descriptor we pass it: `flock -w T 3` locks fd 3, which is our own open file
- * description, and exits; the lock belongs to that open file description, which stays
- * open in this process (a plain numeric fd, never garbage-collected; Node opens files
- * O_CLOEXEC, so no other child inherits it). This is the descriptor form documented
- * in flock(1). Checkers use `flock -n -s FILE true` on a new open of the same file.
+ * Node has no flock() in core. The lock addon (build/Release/lock.node,
+ * router/host/native/lock.cc) calls flock(2) with LOCK_NB on our own descriptor; the
+ * wait for a lock a checker holds for an instant is a poll every 20 ms. [scale, issue
+ * #20: it was a fork of util-linux flock(1) in the CLI and one in the router on every
+ * launch.] Without the addon the lock is taken by flock(1) on a descriptor we pass it:
+ * `flock -w T 3` locks fd 3, which is our own open file description, and exits (the
+ * descriptor form documented in flock(1)); checkers use `flock -n -s FILE true`. Either
+ * way the lock belongs to an open file description that stays open in this process (a
+ * plain numeric fd, never garbage-collected; Node opens files O_CLOEXEC, so no other
+ * child inherits it), and checkers take a shared lock on a new open of the same file.
  *
  * The PID is still written to `weaver.pid`, but only to name the holder in messages.
  */
@@ -20,6 +24,28 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, fchmodSync, openSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from './state-file.js';
+import { loadAddon } from '../overlay/native-addon.js';
+
+/** flock(2) through the lock addon; undefined when it is not built or WEAVE_NO_LOCK_ADDON=1 (flock(1) then). */
+interface LockAddon {
+  /** flock(fd, LOCK_EX or LOCK_SH | LOCK_NB): true when taken, false when held elsewhere. @throws Error with `code` */
+  tryLock(fd: number, exclusive: boolean): boolean;
+}
+let lockAddon: LockAddon | null | undefined;
+function nativeLock(): LockAddon | undefined {
+  if (process.env.WEAVE_NO_LOCK_ADDON === '1') return undefined;
+  if (lockAddon === undefined) {
+    try {
+      lockAddon = loadAddon<LockAddon>('lock', 'router lock');
+    } catch {
+      lockAddon = null;
+    }
+  }
+  return lockAddon ?? undefined;
+}
+
+/** How often acquireRouterLock retries a lock held elsewhere (ms). */
+const LOCK_POLL_MS = 20;
 
 /** Exit code flock(1) is told to use (-E) when the lock is held by someone else. */
 const CONFLICT = 75;
@@ -74,6 +100,27 @@ export class RouterRunningError extends Error {
 export async function acquireRouterLock(stateDir: string, waitMs = 2000): Promise<number> {
   const fd = openSync(lockPath(stateDir), 'a', 0o600);
   fchmodSync(fd, 0o600); // root only, like everything in the state dir (also when it existed)
+  const nl = nativeLock();
+  if (nl) {
+    const end = Date.now() + Math.max(0, waitMs);
+    for (;;) {
+      let got: boolean;
+      try {
+        got = nl.tryLock(fd, true);
+      } catch (err) {
+        closeSync(fd);
+        throw new Error(`cannot lock ${lockPath(stateDir)}: ${(err as Error).message}`);
+      }
+      if (got) break;
+      if (Date.now() >= end) {
+        closeSync(fd);
+        throw new RouterRunningError(recordedPid(stateDir));
+      }
+      await new Promise((r) => setTimeout(r, LOCK_POLL_MS));
+    }
+    await writeFileAtomic(path.join(stateDir, 'weaver.pid'), String(process.pid), 0o644);
+    return fd;
+  }
   let code: number;
   try {
     code = await runFlock(['-x', '-w', String(Math.max(0, waitMs) / 1000), '-E', String(CONFLICT), '3'], fd);
@@ -98,6 +145,24 @@ export async function acquireRouterLock(stateDir: string, waitMs = 2000): Promis
 export async function isRouterRunning(stateDir: string): Promise<{ running: boolean; pid?: number }> {
   const file = lockPath(stateDir);
   if (!existsSync(file)) return { running: false };
+  const nl = nativeLock();
+  if (nl) {
+    let fd: number;
+    try {
+      fd = openSync(file, 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { running: false };
+      throw new Error(`cannot open ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    try {
+      // A shared lock for an instant (released by the close below): never blocks a router.
+      return nl.tryLock(fd, false) ? { running: false } : { running: true, pid: recordedPid(stateDir) };
+    } catch (err) {
+      throw new Error(`cannot test the lock ${file}: ${(err as Error).message}`);
+    } finally {
+      closeSync(fd);
+    }
+  }
   const code = await runFlock(['-s', '-n', '-E', String(CONFLICT), file, 'true']);
   if (code === CONFLICT) return { running: true, pid: recordedPid(stateDir) };
   if (code === 0) return { running: false };

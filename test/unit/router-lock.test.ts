@@ -25,10 +25,14 @@ function tempDir(): string {
   return d;
 }
 
-/** A child node process that takes the lock like the router does and then idles (bounded: 60 s). */
-async function lockHolder(dir: string): Promise<ChildProcess> {
+/**
+ * A child node process that takes the lock like the router does and then idles (bounded:
+ * 60 s); with `viaFlock1` through util-linux flock(1) (WEAVE_NO_LOCK_ADDON=1), else through the lock addon.
+ */
+async function lockHolder(dir: string, viaFlock1 = false): Promise<ChildProcess> {
   const code = `import(${JSON.stringify(lockModule)}).then(async (m) => { await m.acquireRouterLock(${JSON.stringify(dir)}); process.stdout.write('locked\\n'); setTimeout(() => {}, 60000); })`;
-  const c = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const env = { ...process.env, WEAVE_NO_LOCK_ADDON: viaFlock1 ? '1' : '0' };
+  const c = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'], env });
   children.push(c);
   await new Promise<void>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error('lock holder did not report "locked" within 10 s')), 10_000);
@@ -97,4 +101,25 @@ test('procExiting: gone, zombie, PF_EXITING or SIGKILL pending count as exiting;
   assert.equal(procExiting(stat('S', 0x400000), status('0000000000000000')), false, 'sleeping, nothing pending');
   assert.equal(procExiting('garbage', 'garbage'), false, 'malformed text: not exiting');
   assert.equal(processExiting(process.pid), false, 'this test process is alive');
+});
+
+test('the lock addon and flock(1) see each other\'s locks (a router of either kind blocks the other)', async () => {
+  const old = process.env.WEAVE_NO_LOCK_ADDON;
+  try {
+    for (const [holderFlock1, checkerFlock1] of [[true, false], [false, true]] as const) {
+      const dir = tempDir();
+      const c = await lockHolder(dir, holderFlock1);
+      process.env.WEAVE_NO_LOCK_ADDON = checkerFlock1 ? '1' : '0';
+      const what = `holder ${holderFlock1 ? 'flock(1)' : 'addon'}, checker ${checkerFlock1 ? 'flock(1)' : 'addon'}`;
+      assert.deepEqual(await isRouterRunning(dir), { running: true, pid: c.pid }, what);
+      await assert.rejects(acquireRouterLock(dir, 100), RouterRunningError, what);
+      const gone = new Promise((r) => c.on('exit', r));
+      c.kill('SIGKILL');
+      await gone;
+      assert.deepEqual(await isRouterRunning(dir), { running: false }, what);
+    }
+  } finally {
+    if (old === undefined) delete process.env.WEAVE_NO_LOCK_ADDON;
+    else process.env.WEAVE_NO_LOCK_ADDON = old;
+  }
 });
