@@ -207,6 +207,13 @@ export async function runReal(n: number, idleS = 30, log: (s: string) => void = 
     log(`per router 1…${n}, s after the last launch returned: complete ${doneAt.map((t) => rel(t ?? tDone)).join(' ')}`);
     log(`per router 1…${n}, s after the last launch returned: last connection established ${logs.lastEstablished.map(rel).join(' ')}`);
     log(`connection closes/failures in the logs: ${JSON.stringify(logs.reasons)}`);
+    // The join waves' cost: CPU every router used from its start until now (its own start-up
+    // plus its share of every later join), the contention every later launch ran in.
+    {
+      const ticks = hosts.map((h) => cpuTicks(h.pid()!));
+      const total = ticks.reduce((a, b) => a + b, 0) / 100; // USER_HZ
+      log(`CPU of all routers from their launches until all established: ${total.toFixed(1)} s (per router median ${(median(ticks) / 100).toFixed(2)} s, router 1 ${(ticks[0]! / 100).toFixed(2)} s)`);
+    }
     // Anchor: an idle bare Node process (same binary), measured over the same interval.
     const bare = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1 << 30)'], { stdio: 'ignore' });
     try {
