@@ -233,14 +233,20 @@ export async function runReal(n: number, idleS = 30, log: (s: string) => void = 
       const gcs: number[] = [];
       const afterGc: number[] = [];
       const recomputes: number[] = [];
+      const topoBytes: number[] = [];
+      const topoMsgs: number[] = [];
       for (const h of hosts) {
         const m = (await apiGet(h.stateDir, '/metrics', 10_000, true).catch(() => '')) as string;
         gcs.push(Number(/^tsweave_gc_major_total (\S+)/m.exec(m)?.[1] ?? NaN));
         afterGc.push(Number(/^tsweave_heap_after_major_gc_bytes (\S+)/m.exec(m)?.[1] ?? NaN) / 1048576);
         recomputes.push(Number(/^tsweave_route_recomputes_total (\S+)/m.exec(m)?.[1] ?? NaN));
+        topoBytes.push(Number(/^tsweave_gossip_bytes_total\{channel="topology"\} (\S+)/m.exec(m)?.[1] ?? NaN));
+        topoMsgs.push(Number(/^tsweave_gossip_messages_total\{channel="topology"\} (\S+)/m.exec(m)?.[1] ?? NaN));
       }
       log(`major GCs per router (median / max): ${median(gcs)} / ${Math.max(...gcs)}; heap after the last one, MiB (median): ${median(afterGc).toFixed(1)}`);
       log(`route rebuilds per router since its launch (median / max): ${median(recomputes)} / ${Math.max(...recomputes)}`);
+      const sumOf = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
+      log(`topology gossip received since launch: ${(sumOf(topoBytes) / 1048576).toFixed(1)} MiB in ${sumOf(topoMsgs)} messages over all routers (per router median ${(median(topoBytes) / 1048576).toFixed(2)} MiB, ${median(topoMsgs)} messages)`);
       if (holdS > 0) {
         log(`holding the mesh for ${holdS} s (Ctrl-C ends it and cleans up): ${hosts.map((h, i) => `router ${i + 1} netns ${h.ns} pid ${pids[i]}`).join('; ')}`);
         await sleep(holdS * 1000);

@@ -290,7 +290,7 @@ export function createMetrics(source: MetricsSource, registry: Registry = new Re
 
   new Counter({
     name: 'tsweave_gossip_messages_total',
-    help: 'Gossip messages sent and received, by channel.',
+    help: 'Gossip messages received from neighbours, by channel.',
     labelNames: ['channel'],
     registers: [registry],
     collect() { setCounter(this, perKey(current().counters.gossipMessages, 'channel', [])); },
@@ -298,7 +298,7 @@ export function createMetrics(source: MetricsSource, registry: Registry = new Re
 
   new Counter({
     name: 'tsweave_gossip_bytes_total',
-    help: 'Gossip bytes sent and received, by channel.',
+    help: 'Gossip payload bytes received from neighbours, by channel.',
     labelNames: ['channel'],
     registers: [registry],
     collect() { setCounter(this, perKey(current().counters.gossipBytes, 'channel', [])); },
