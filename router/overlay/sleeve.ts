@@ -576,6 +576,13 @@ export class Sleeve {
         if (hb === undefined || hb.receiver !== this.host.selfNum) return this.host.drop('malformed');
         if (!peer.heard) {
           peer.heard = true;
+          // Answer the first heartbeat at once: ours may have been dropped by the peer
+          // before it knew us (the side whose connection became ready first heartbeats
+          // into the void), and it confirms us only once it hears us. Without this
+          // the path waited for our next fast heartbeat: ~600 ms median per new
+          // connection in bench:scale --real 20 (issue #20). Once per peer, so no
+          // amplification; heartbeats are idempotent.
+          this.sendHeartbeat(peer, now);
           this.host.onHeardFrom(peer);
         }
         return;
