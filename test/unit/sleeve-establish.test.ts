@@ -35,11 +35,11 @@ test('a heartbeat dropped before the other side knew us is made good by its answ
   const numB = 0x020000000b02;
   const dropsA: Record<string, number> = {};
   const dropsB: Record<string, number> = {};
-  let peerOfA: SleevePeer | undefined; // A's view of B
-  let peerOfB: SleevePeer | undefined; // B's view of A
+  // A's view of B, and B's view of A, once added.
+  const view: { ofA?: SleevePeer; ofB?: SleevePeer } = {};
   // 'udp-ok' over TCP, instantly: A heard B, so B's view of A is confirmed (and vice versa).
-  const a = new Sleeve(host(numA, () => void (peerOfB && (peerOfB.confirmed = true)), dropsA), 0, { address: '127.0.0.1', offload: false, sendSlabBytes: 1 << 16 });
-  const b = new Sleeve(host(numB, () => void (peerOfA && (peerOfA.confirmed = true)), dropsB), 0, { address: '127.0.0.1', offload: false, sendSlabBytes: 1 << 16 });
+  const a = new Sleeve(host(numA, () => void (view.ofB && (view.ofB.confirmed = true)), dropsA), 0, { address: '127.0.0.1', offload: false, sendSlabBytes: 1 << 16 });
+  const b = new Sleeve(host(numB, () => void (view.ofA && (view.ofA.confirmed = true)), dropsB), 0, { address: '127.0.0.1', offload: false, sendSlabBytes: 1 << 16 });
   sleeves.push(a, b);
   await a.listen();
   await b.listen();
@@ -51,7 +51,7 @@ test('a heartbeat dropped before the other side knew us is made good by its answ
   kick(a);
   kick(b);
 
-  peerOfA = new SleevePeer('02:00:00:00:0b:02', numB, '127.0.0.1', b.localPort, 1400, false);
+  const peerOfA = (view.ofA = new SleevePeer('02:00:00:00:0b:02', numB, '127.0.0.1', b.localPort, 1400, false));
   a.addPeer(peerOfA); // its heartbeat reaches B, which does not know A yet: dropped
   const until = async (what: string, cond: () => boolean): Promise<void> => {
     const end = Date.now() + 3000;
@@ -61,8 +61,8 @@ test('a heartbeat dropped before the other side knew us is made good by its answ
     }
   };
   await until('B to drop A\'s first heartbeat as from an unknown peer', () => (dropsB['unknown-peer'] ?? 0) >= 1);
-  peerOfB = new SleevePeer('02:00:00:00:0a:01', numA, '127.0.0.1', a.localPort, 1400, false);
+  const peerOfB = (view.ofB = new SleevePeer('02:00:00:00:0a:01', numA, '127.0.0.1', a.localPort, 1400, false));
   b.addPeer(peerOfB);
-  await until('both sides established', () => peerOfA!.established && peerOfB!.established);
+  await until('both sides established', () => peerOfA.established && peerOfB.established);
   assert.equal(peerOfA.heard && peerOfA.confirmed && peerOfB.heard && peerOfB.confirmed, true);
 });
