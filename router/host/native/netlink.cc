@@ -293,6 +293,18 @@ class Worker : public Napi::AsyncWorker {
   void OnError(const Napi::Error& e) override { deferred.Reject(e.Value()); }
   void Execute() override {}
  protected:
+  // Resolves with an array of objects, `fill(object, item)` setting each one's fields (the dumps).
+  template <typename T, typename F>
+  void ResolveArray(const std::vector<T>& items, F fill) {
+    Napi::Env env = Env();
+    Napi::Array a = Napi::Array::New(env, items.size());
+    for (size_t i = 0; i < items.size(); i++) {
+      Napi::Object o = Napi::Object::New(env);
+      fill(o, items[i]);
+      a.Set(static_cast<uint32_t>(i), o);
+    }
+    deferred.Resolve(a);
+  }
   int fail(const char* s, int e) {
     step = s;
     err = e;
@@ -585,22 +597,17 @@ class FdbWorker : public Worker {
   }
   void OnOK() override {
     if (err) return Worker::OnOK();
-    Napi::Env env = Env();
-    Napi::Array a = Napi::Array::New(env, out.size());
-    for (size_t i = 0; i < out.size(); i++) {
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("mac", out[i].mac);
-      if (!out[i].dst.empty()) o.Set("dst", out[i].dst);
-      if (out[i].port >= 0) o.Set("port", out[i].port);
-      o.Set("self", out[i].self);
-      if (!out[i].state.empty()) o.Set("state", out[i].state);
-      a.Set(static_cast<uint32_t>(i), o);
-    }
-    deferred.Resolve(a);
+    ResolveArray(out, [](Napi::Object& o, const FdbEntry& e) {
+      o.Set("mac", e.mac);
+      if (!e.dst.empty()) o.Set("dst", e.dst);
+      if (e.port >= 0) o.Set("port", e.port);
+      o.Set("self", e.self);
+      if (!e.state.empty()) o.Set("state", e.state);
+    });
   }
 };
 
-// linkList: every link of the router's namespace (RTM_GETLINK dump): name and ifindex.
+// linkList: every link of the router's namespace (RTM_GETLINK dump): name, ifindex, MAC.
 class LinkListWorker : public Worker {
  public:
   explicit LinkListWorker(Napi::Env env) : Worker(env) {}
@@ -642,16 +649,11 @@ class LinkListWorker : public Worker {
   }
   void OnOK() override {
     if (err) return Worker::OnOK();
-    Napi::Env env = Env();
-    Napi::Array a = Napi::Array::New(env, out.size());
-    for (size_t i = 0; i < out.size(); i++) {
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("name", out[i].name);
-      o.Set("index", out[i].index);
-      if (!out[i].mac.empty()) o.Set("mac", out[i].mac);
-      a.Set(static_cast<uint32_t>(i), o);
-    }
-    deferred.Resolve(a);
+    ResolveArray(out, [](Napi::Object& o, const Link& l) {
+      o.Set("name", l.name);
+      o.Set("index", l.index);
+      if (!l.mac.empty()) o.Set("mac", l.mac);
+    });
   }
 };
 
@@ -695,15 +697,10 @@ class RouteListWorker : public Worker {
   }
   void OnOK() override {
     if (err) return Worker::OnOK();
-    Napi::Env env = Env();
-    Napi::Array a = Napi::Array::New(env, out.size());
-    for (size_t i = 0; i < out.size(); i++) {
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("dst", out[i].first);
-      o.Set("dev", out[i].second);
-      a.Set(static_cast<uint32_t>(i), o);
-    }
-    deferred.Resolve(a);
+    ResolveArray(out, [](Napi::Object& o, const std::pair<std::string, std::string>& r) {
+      o.Set("dst", r.first);
+      o.Set("dev", r.second);
+    });
   }
 };
 
