@@ -25,7 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
-import { MeshSim, fullMesh, randomGraph, Prng, type SimRouter } from '../router/mesh/sim.js';
+import { MeshSim, fullMesh, joinSeries, randomGraph, Prng, type SimRouter } from '../router/mesh/sim.js';
 import { MAX_FRAME_BYTES } from '../router/mesh/protocol.js';
 import { runReal, formatReal } from './scale-real.js';
 
@@ -42,6 +42,10 @@ export interface ScaleRow {
   /** Busiest router's steady-state gossip, bytes/s. */
   steadyMaxBps?: number | null;
   changeMessages: number | null;
+  /** Control bytes sent by all routers for the link change. */
+  changeBytes?: number | null;
+  /** The same with whole topology entries (control protocol 1), same run. */
+  changeBytesV1?: number | null;
   note?: string;
 }
 
@@ -128,6 +132,19 @@ function measurePartial(n: number, seed: number): ScaleRow {
     note: 'one router holds the table; join = a new router learning all 10,000 entries from it (no bandwidth model: chunks arrive one link latency later); steady gossip = that router\'s periodic exchange' };
 }
 
+/** Control bytes all routers send for one link change in a converged mesh, at control protocol `version` (1: whole topology entries, 2: deltas). */
+function linkChangeBytes(n: number, graph: 'full' | 'deg10', seed: number, version: number): number {
+  const sim = new MeshSim({ seed, protocolVersion: version });
+  const edges = graph === 'full' ? fullMesh(n) : randomGraph(n, 10, new Prng(seed ^ 0x5eed));
+  sim.seedConverged(n, edges);
+  sim.run();
+  sim.resetCounters();
+  const [i, j] = edges[edges.length - 1]!;
+  sim.unlink(sim.routers[i]!, sim.routers[j]!);
+  settle(sim, `link change (protocol ${version})`);
+  return sim.totals.bytes;
+}
+
 /** One topology's measurements. */
 export function measure(n: number, graph: 'full' | 'deg10', seed: number): ScaleRow {
   if (n > 1000) return measurePartial(n, seed);
@@ -145,6 +162,8 @@ export function measure(n: number, graph: 'full' | 'deg10', seed: number): Scale
   sim.unlink(sim.routers[i]!, sim.routers[j]!);
   row.linkMs = settle(sim, 'link change');
   row.changeMessages = sim.totals.messages;
+  row.changeBytes = sim.totals.bytes;
+  row.changeBytesV1 = linkChangeBytes(n, graph, seed, 1);
 
   // A leave or join in a big full mesh changes ~N entries, each still flooded to every
   // neighbour (N³ messages): not simulated there (see the issue notes).
@@ -212,16 +231,23 @@ async function main(): Promise<void> {
     return;
   }
   console.log(`mesh simulation, links 1–5 ms, seed ${seed}; frame limit ${MAX_FRAME_BYTES} B; "before" = bench/scale-before.json (main's mesh code, same simulator)`);
-  console.log('| N | graph | link change ms | peer leave ms | peer join ms | route recompute CPU ms | max frame | steady gossip /s per peer (busiest) | messages per link change |');
-  console.log('|---|---|---|---|---|---|---|---|---|');
+  console.log('| N | graph | link change ms | peer leave ms | peer join ms | route recompute CPU ms | max frame | steady gossip /s per peer (busiest) | messages per link change | bytes per link change (whole entries, protocol 1) |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|');
   const notes: string[] = [];
   for (const r of rows) {
     const b = before.find((x) => x.n === r.n && x.graph === r.graph);
     const two = (a: string, bb: string | undefined): string => (bb === undefined ? a : `${a} (before ${bb})`);
     if (r.note) notes.push(`${r.n} ${r.graph}: ${r.note}`);
-    console.log(`| ${r.n} | ${r.graph} | ${two(fmtMs(r.linkMs), b && fmtMs(b.linkMs))} | ${two(fmtMs(r.leaveMs), b && fmtMs(b.leaveMs))} | ${two(fmtMs(r.joinMs), b && fmtMs(b.joinMs))} | ${two(fmtMs(r.recomputeMs), b && fmtMs(b.recomputeMs))}${ratio(r.recomputeMs, b?.recomputeMs)} | ${two(fmtBytes(r.maxFrame), b && fmtBytes(b.maxFrame))}${r.oversize ? ` ${r.oversize} over limit` : ''} | ${two(fmtBytes(r.steadyBps), b && fmtBytes(b.steadyBps))}${ratio(r.steadyBps, b?.steadyBps)}${r.steadyMaxBps == null ? '' : ` (${fmtBytes(r.steadyMaxBps)})`} | ${two(String(r.changeMessages), b && String(b.changeMessages))} |`);
+    console.log(`| ${r.n} | ${r.graph} | ${two(fmtMs(r.linkMs), b && fmtMs(b.linkMs))} | ${two(fmtMs(r.leaveMs), b && fmtMs(b.leaveMs))} | ${two(fmtMs(r.joinMs), b && fmtMs(b.joinMs))} | ${two(fmtMs(r.recomputeMs), b && fmtMs(b.recomputeMs))}${ratio(r.recomputeMs, b?.recomputeMs)} | ${two(fmtBytes(r.maxFrame), b && fmtBytes(b.maxFrame))}${r.oversize ? ` ${r.oversize} over limit` : ''} | ${two(fmtBytes(r.steadyBps), b && fmtBytes(b.steadyBps))}${ratio(r.steadyBps, b?.steadyBps)}${r.steadyMaxBps == null ? '' : ` (${fmtBytes(r.steadyMaxBps)})`} | ${two(String(r.changeMessages), b && String(b.changeMessages))} | ${fmtBytes(r.changeBytes ?? null)}${r.changeBytesV1 == null ? '' : ` (${fmtBytes(r.changeBytesV1)})`} |`);
   }
   for (const x of notes) console.log(`note: ${x}`);
+  // Topology deltas (control protocol 2) against whole entries (protocol 1), same run.
+  const series = [1, 2].map((v) => {
+    const sim = joinSeries({ seed, protocolVersion: v });
+    if (!sim.converged().ok) throw new Error(`join series (protocol ${v}) did not converge`);
+    return sim.totals;
+  });
+  console.log(`join series (30 routers one after another, each then linked to all: a full mesh): control bytes ${fmtBytes(series[1]!.bytes)} in ${series[1]!.messages} messages with topology deltas, ${fmtBytes(series[0]!.bytes)} in ${series[0]!.messages} with whole entries (protocol 1), ${(series[0]!.bytes / series[1]!.bytes).toFixed(1)}× less`);
   console.log('times are virtual ms (links 1–5 ms, 10 ms gossip batch); recompute = CPU ms per routing-graph change of Routes.recalculate + gossip tree + next hop of every peer + 11 broadcast trees, median of 9 (reference file: one recalculate(), wall ms on a quieter machine); steady gossip = control bytes sent per router per second by the 30 s periodic exchange over 120 virtual s (mesh topology only: no IPAM/DNS channels in the simulator)');
 }
 

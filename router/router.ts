@@ -761,6 +761,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
       framesIn: { sleeve: t.framesIn, fastdp: fd?.FramesIn ?? 0 }, framesOut: { sleeve: t.framesOut, fastdp: fd?.FramesOut ?? 0 },
       bytesIn: { sleeve: t.bytesIn, fastdp: fd?.BytesIn ?? 0 }, bytesOut: { sleeve: t.bytesOut, fastdp: fd?.BytesOut ?? 0 },
       drops: { ...this.drops }, gossipMessages: { ...this.gossip.stats.messages }, gossipBytes: { ...this.gossip.stats.bytes },
+      topologyDeltas: { ...this.gossip.stats.deltas },
       connectionTerminations: this.connectionTerminations, routeRecomputes: this.forwarder.routeStats.recomputes, macCacheSize: this.macs.size, flows: this.fastdp?.flows() ?? 0,
       tapMerge: ((m) => ({ router: m.router, 'flow-cache': m.flowCache }))(this.forwarder.tapMerge()),
     };

@@ -25,6 +25,8 @@ export interface DataPathCounters {
   /** Gossip messages and bytes sent+received per channel ("topology", "ipam", ...). */
   gossipMessages: Record<string, number>;
   gossipBytes: Record<string, number>;
+  /** Topology deltas sent and applied, and whole entries asked for when a delta's base was not held (gossip.ts). */
+  topologyDeltas: { sent: number; applied: number; wanted: number };
   /** Connections torn down since start (Weave's TerminationCount). */
   connectionTerminations: number;
   /** Data-path route rebuilds since start (one per burst of topology changes, issue #20). */
@@ -302,6 +304,17 @@ export function createMetrics(source: MetricsSource, registry: Registry = new Re
     labelNames: ['channel'],
     registers: [registry],
     collect() { setCounter(this, perKey(current().counters.gossipBytes, 'channel', [])); },
+  });
+
+  new Counter({
+    name: 'tsweave_topology_deltas_total',
+    help: 'Topology entry deltas: sent, applied on receipt, and wanted (a whole entry asked for because the base version was not held).',
+    labelNames: ['event'],
+    registers: [registry],
+    collect() {
+      const d = current().counters.topologyDeltas;
+      setCounter(this, [[{ event: 'sent' }, d.sent], [{ event: 'applied' }, d.applied], [{ event: 'wanted' }, d.wanted]]);
+    },
   });
 
   const TAP_WRITERS = ['router', 'flow-cache'];

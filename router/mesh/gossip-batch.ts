@@ -10,11 +10,15 @@
  * connection it came from. Records are kept for `keepMs` so that a peer whose gossip
  * tree changes while a change is spreading can check its new tree neighbours against
  * them; older changes are left to the periodic digest exchange.
+ *
+ * A record also keeps the version it replaced and that version's holders (if any
+ * connection held it), so gossip can send a holder only the difference (a delta,
+ * topology-delta.ts) instead of the whole new entry.
  * @typeParam C a connection (compared by identity)
  * @typeParam E an entry (compared by identity: the topology replaces, never mutates, entries)
  */
 export class RecentEntries<C, E> {
-  private readonly records = new Map<string, { entry: E; at: number; has: Set<C> }>();
+  private readonly records = new Map<string, { entry: E; at: number; has: Set<C>; prev?: { entry: E; has: Set<C> } }>();
 
   /** @param keepMs how long a change is remembered (ms) */
   constructor(readonly keepMs: number) {}
@@ -36,7 +40,21 @@ export class RecentEntries<C, E> {
       return;
     }
     this.records.delete(name);
-    this.records.set(name, { entry, at: now, has: new Set(from === undefined ? [] : [from]) });
+    // The replaced version is a delta base only if some connection holds it; one that
+    // never left this peer (replaced within the batch) passes on its own base.
+    const prev = r === undefined ? undefined : r.has.size > 0 ? { entry: r.entry, has: r.has } : r.prev;
+    this.records.set(name, { entry, at: now, has: new Set(from === undefined ? [] : [from]), ...(prev ? { prev } : {}) });
+  }
+
+  /** The version `name`'s current change replaced (held by some connection), if remembered. */
+  previous(name: string): E | undefined {
+    return this.records.get(name)?.prev?.entry;
+  }
+
+  /** The version `name`'s current change replaced, if connection `c` holds it (a base for a delta to `c`). */
+  base(name: string, c: C): E | undefined {
+    const p = this.records.get(name)?.prev;
+    return p !== undefined && p.has.has(c) ? p.entry : undefined;
   }
 
   /** Connection `c` showed it holds an entry of `name`; it counts if `same(current entry)` says it is ours. */

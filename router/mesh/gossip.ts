@@ -37,7 +37,6 @@
  */
 import { createHash } from 'node:crypto';
 import { pack } from 'msgpackr';
-import type { PeerName } from './peer-name.js';
 import type { Topology } from './topology.js';
 import type { Routes } from './routes.js';
 import { unpackBounded, type ControlMessage } from './protocol.js';
@@ -45,6 +44,9 @@ import { BUDGETS } from './msgpack-budget.js';
 import { RecentEntries } from './gossip-batch.js';
 import type { PeerInfo } from './topology.js';
 import { monoNow } from './mono-clock.js';
+import { applyDelta, decodeDelta, encodeDelta } from './topology-delta.js';
+import { isPeerName, type PeerName } from './peer-name.js';
+import { MAX_TOPOLOGY_PEERS, TopologyError } from './topology.js';
 
 /** A gossip channel's handler (mesh's Gossiper): topology-agnostic, bytes in and out. */
 export interface GossipHandler {
@@ -64,6 +66,12 @@ export interface GossipChannel {
 /** A neighbour's control connection, as gossip sees it. */
 export interface GossipNeighbour {
   send(m: ControlMessage): void;
+  /**
+   * Control protocol version agreed with this neighbour (protocol.ts); from
+   * TOPOLOGY_DELTA_VERSION on it takes topology deltas (`{x}`) and asks for whole
+   * entries (`{w}`). Absent means 1.
+   */
+  readonly version?: number;
 }
 
 /** What gossip needs from the router. */
@@ -89,6 +97,9 @@ export interface GossipHost<C extends GossipNeighbour> {
 }
 
 type GossipMessage = Extract<ControlMessage, { t: 'gossip' }>;
+
+/** First control protocol version whose peers take topology deltas and `{w}` requests. */
+export const TOPOLOGY_DELTA_VERSION = 2;
 
 /** Delay that batches topology changes into one update (ms). */
 const TOPOLOGY_BATCH_MS = 10;
@@ -167,7 +178,12 @@ export class Gossip<C extends GossipNeighbour> {
   private merged = new Map<PeerName, { entry: PeerInfo; from: Set<C> }>();
   private digestCache: { gen: number; digest: Buffer } | undefined;
   /** Messages and payload bytes received per channel. */
-  readonly stats = { messages: {} as Record<string, number>, bytes: {} as Record<string, number> };
+  readonly stats = {
+    messages: {} as Record<string, number>,
+    bytes: {} as Record<string, number>,
+    /** Topology deltas sent, deltas applied on receipt, and whole entries asked for because a delta's base was not held. */
+    deltas: { sent: 0, applied: 0, wanted: 0 },
+  };
 
   constructor(private readonly host: GossipHost<C>) {}
 
@@ -247,11 +263,81 @@ export class Gossip<C extends GossipNeighbour> {
     for (const c of targets) {
       const names = this.recent.missing(c);
       if (names.length === 0) continue;
-      const key = names.join(',');
+      // Only the difference from the version the entry replaced: to a neighbour known
+      // to hold it, and otherwise on the bet that it does (a converged neighbour holds
+      // it; one that does not asks for the whole entry).
+      const whole: PeerName[] = [];
+      const deltas: Buffer[] = [];
+      const deltaNames: PeerName[] = [];
+      for (const n of names as PeerName[]) {
+        const base = (c.version ?? 1) >= TOPOLOGY_DELTA_VERSION ? this.recent.base(n, c) ?? t.previous(n) : undefined;
+        const cur = t.get(n);
+        const d = base !== undefined && cur !== undefined ? encodeDelta(base, cur) : undefined;
+        if (d === undefined) whole.push(n);
+        else {
+          deltas.push(d);
+          deltaNames.push(n);
+        }
+      }
+      const key = `${whole.join(',')}/${deltaNames.join(',')}`;
       let msgs = sent.get(key);
-      if (msgs === undefined) sent.set(key, (msgs = this.entryMessages('update', names)));
+      if (msgs === undefined) sent.set(key, (msgs = [...this.entryMessages('update', whole), ...this.deltaMessages(deltas)]));
+      this.stats.deltas.sent += deltas.length;
       for (const m of msgs) c.send(m);
     }
+  }
+
+  /** Deltas as `{x: [delta, …]}` topology messages of at most TOPOLOGY_CHUNK_BYTES of deltas each. */
+  private deltaMessages(deltas: readonly Buffer[]): ControlMessage[] {
+    const out: ControlMessage[] = [];
+    let parts: Buffer[] = [];
+    let size = 0;
+    const flush = (): void => {
+      if (parts.length === 0) return;
+      // {x: [...]}: fixmap of 1, fixstr "x", then the array (msgpack spec).
+      const payload = Buffer.concat([Buffer.from([0x81, 0xa1, 0x78]), arrayHeader(parts.length), ...parts]);
+      out.push({ t: 'gossip', channel: 'topology', kind: 'update', src: this.host.selfName, payload } as ControlMessage);
+      parts = [];
+      size = 0;
+    };
+    for (const d of deltas) {
+      if (size > 0 && size + d.length > TOPOLOGY_CHUNK_BYTES) flush();
+      parts.push(d);
+      size += d.length;
+    }
+    flush();
+    return out;
+  }
+
+  /**
+   * Deltas from `c`: each one whose base we hold becomes the entry it makes (merged
+   * and validated as a whole entry would be); one for a version we hold already or a
+   * newer one only notes that `c` has it; for any other we ask `c` for the whole
+   * entry (`{w: [names]}`). Deltas about our own entry are ignored (the digest
+   * exchange settles our own versions).
+   * @returns the names whose entries changed. @throws TopologyError for a malformed delta (nothing is merged).
+   */
+  private mergeDeltas(c: C, x: unknown): PeerName[] {
+    const t = this.host.topology;
+    if (!Array.isArray(x) || x.length > MAX_TOPOLOGY_PEERS) throw new TopologyError(`bad topology deltas: must be an array of at most ${MAX_TOPOLOGY_PEERS}`);
+    const ds = x.map(decodeDelta);
+    const entries: Array<Record<string, unknown>> = [];
+    const wants: PeerName[] = [];
+    for (const d of ds) {
+      if (d.name === this.host.selfName) continue;
+      const held = t.get(d.name);
+      if (held !== undefined && held.uid === d.uid && held.version === d.base) entries.push(applyDelta(held, d));
+      else if (held !== undefined && (held.version > d.version || (held.version === d.version && held.uid >= d.uid))) {
+        if (held.version === d.version && held.uid === d.uid) this.recent.has(d.name, c, (e) => e === held);
+      } else wants.push(d.name);
+    }
+    if (wants.length > 0) {
+      this.stats.deltas.wanted += wants.length;
+      c.send(this.topologyMessage('full', { w: wants }));
+    }
+    if (entries.length === 0) return [];
+    this.stats.deltas.applied += entries.length;
+    return this.mergeEntries(c, entries);
   }
 
   /**
@@ -290,12 +376,35 @@ export class Gossip<C extends GossipNeighbour> {
           if (!Buffer.from(d).equals(this.digest())) c.send(this.topologyMessage('full', { s: h.topology.summary() }));
           return;
         }
-        if (isRecord(body) && 's' in body) {
-          // A neighbour's summary: send it the entries it lacks.
-          for (const msg of this.entryMessages('full', h.topology.newerThan(body.s))) c.send(msg);
+        if (isRecord(body) && 'w' in body) {
+          // A neighbour could not apply our deltas: send it those entries whole.
+          const w = body.w;
+          if (!Array.isArray(w) || w.length > MAX_TOPOLOGY_PEERS || !w.every(isPeerName)) {
+            throw new TopologyError(`bad topology request: w must be an array of at most ${MAX_TOPOLOGY_PEERS} peer names`);
+          }
+          for (const msg of this.entryMessages('full', new Set(w as PeerName[]))) c.send(msg);
           return;
         }
-        changed = this.mergeEntries(c, body);
+        if (isRecord(body) && 'x' in body) changed = this.mergeDeltas(c, body.x);
+        else if (isRecord(body) && 's' in body) {
+          // A neighbour's summary: send it the entries it lacks.
+          // A neighbour's summary: send it the entries it lacks; where it holds the
+          // version a recent change replaced, only the difference.
+          const theirs = new Map<PeerName, { version: number; uid: number }>();
+          const lacks = h.topology.newerThan(body.s, theirs);
+          const whole: PeerName[] = [];
+          const deltas: Buffer[] = [];
+          for (const n of lacks) {
+            const held = theirs.get(n);
+            const base = held !== undefined && (c.version ?? 1) >= TOPOLOGY_DELTA_VERSION ? [this.recent.previous(n), h.topology.previous(n)].find((b) => b !== undefined && b.version === held.version && b.uid === held.uid) : undefined;
+            const d = base !== undefined ? encodeDelta(base, h.topology.get(n)!) : undefined;
+            if (d === undefined) whole.push(n);
+            else deltas.push(d);
+          }
+          this.stats.deltas.sent += deltas.length;
+          for (const msg of [...this.entryMessages('full', whole), ...this.deltaMessages(deltas)]) c.send(msg);
+          return;
+        } else changed = this.mergeEntries(c, body);
       } catch (err) {
         h.drop('gossip');
         h.log(`gossip: bad topology update from ${from}: ${(err as Error).message}`);

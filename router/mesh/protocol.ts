@@ -17,8 +17,13 @@ import { pack, unpack } from 'msgpackr';
 import { MAX_NICKNAME_LENGTH, isPeerName, isValidNickname, type PeerName } from './peer-name.js';
 import { BUDGETS, MsgpackBudgetError, scanMsgpack, type MsgpackBudget } from './msgpack-budget.js';
 
+/**
+ * Control protocol versions this router speaks (hello's range; the highest common one
+ * is used). 2 adds topology deltas and whole-entry requests (gossip.ts `{x}`, `{w}`);
+ * a version-1 neighbour gets whole entries only.
+ */
 export const PROTOCOL_MIN_VERSION = 1;
-export const PROTOCOL_MAX_VERSION = 1;
+export const PROTOCOL_MAX_VERSION = 2;
 /**
  * Largest accepted frame body once a connection is ready, in bytes: only a 'gossip'
  * frame may be this big (a full topology or IPAM ring of a large mesh); every other

@@ -18,7 +18,7 @@
  * table against the live routers' own entries (`converged()`).
  */
 import { Prng } from '../../ipam/sim.js';
-import { encodeFrame, type ControlMessage } from './protocol.js';
+import { encodeFrame, PROTOCOL_MAX_VERSION, type ControlMessage } from './protocol.js';
 import { numToPeerName, type PeerName } from './peer-name.js';
 import { Topology, type PeerInfo } from './topology.js';
 import { Routes } from './routes.js';
@@ -91,6 +91,12 @@ export interface MeshSimOptions {
   periodicMs?: number;
   /** Collect (Topology.gc) after every merge as the router does, not only once per gossip batch (default false). */
   gcEveryChange?: boolean;
+  /**
+   * Control protocol version each router speaks (a number for all, or per router
+   * index; default PROTOCOL_MAX_VERSION). A link uses the lower of its two ends', so
+   * mixed meshes (version-1 routers that take no topology deltas) can be simulated.
+   */
+  protocolVersion?: number | ((index: number) => number);
 }
 
 /** Message and byte counters of one simulated router, or of the whole mesh. */
@@ -105,12 +111,16 @@ export interface SimCounters {
 
 class SimConn implements GossipNeighbour {
   open = true;
+  /** The control protocol version of the link (MeshSimOptions.protocolVersion). */
+  readonly version: number;
   constructor(
     readonly sim: MeshSim,
     readonly from: SimRouter,
     readonly to: SimRouter,
     readonly latency: number,
-  ) {}
+  ) {
+    this.version = Math.min(from.protocolVersion, to.protocolVersion);
+  }
   send(m: ControlMessage): void {
     if (!this.open) return;
     this.sim.transmit(this, m);
@@ -129,8 +139,12 @@ export class SimRouter {
   readonly counters: SimCounters = { messages: 0, bytes: 0, maxFrame: 0, oversize: 0 };
   /** Virtual time of the last change to this router's table. */
   lastChange = 0;
+  /** Control protocol version it speaks (MeshSimOptions.protocolVersion). */
+  readonly protocolVersion: number;
 
   constructor(readonly sim: MeshSim, readonly name: PeerName, readonly index: number) {
+    const v = sim.opts.protocolVersion ?? PROTOCOL_MAX_VERSION;
+    this.protocolVersion = typeof v === 'number' ? v : v(index);
     this.topology = new Topology({ name, nickname: `r${index}`, uid: index + 1 });
     this.routes = new Routes(this.topology);
     this.gossip = new Gossip<SimConn>({
@@ -420,6 +434,28 @@ function isConnected(n: number, edges: Array<[number, number]>): boolean {
     }
   }
   return count === n;
+}
+
+/**
+ * A join series like `bench:scale --real`'s: `n` routers added one after another,
+ * each linked to router 1 and its predecessor, then `discoverMs` later to every other
+ * router (discovery makes a full mesh), `gapMs` between launches; runs until settled
+ * (with the periodic exchange on, two intervals after the last join).
+ */
+export function joinSeries(opts: MeshSimOptions, n = 30, gapMs = 1300, discoverMs = 50): MeshSim {
+  const sim = new MeshSim(opts);
+  const first = sim.addRouter();
+  let t = 0;
+  for (let i = 1; i < n; i++) {
+    const r = sim.join([first, sim.routers[sim.routers.length - 1]!]);
+    t += discoverMs;
+    sim.run(t);
+    for (const o of sim.routers) if (o !== r) sim.link(r, o);
+    t += gapMs;
+    sim.run(t);
+  }
+  sim.run(opts.periodic ? t + 2 * (opts.periodicMs ?? 30_000) : Infinity);
+  return sim;
 }
 
 /** Edges of a full mesh of n routers. */

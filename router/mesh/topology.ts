@@ -61,7 +61,15 @@ function bad(where: string, what: string): never {
   throw new TopologyError(`bad topology ${where}: ${what}`);
 }
 
+/**
+ * Connection summaries this module has validated and frozen. A rebuilt entry (a
+ * topology delta applied to its base) hands them in again: they are taken as they
+ * are, so versions of one entry share their unchanged connections.
+ */
+const CHECKED = new WeakSet<object>();
+
 function checkConnection(x: unknown, where: string): ConnectionSummary {
+  if (typeof x === 'object' && x !== null && CHECKED.has(x)) return x as ConnectionSummary;
   if (!isRecord(x)) bad(where, 'connection must be a map');
   const { name, address, outbound, established } = x;
   if (!isPeerName(name)) bad(where, `connection name ${JSON.stringify(String(name).slice(0, 40))} is not a lowercase peer name`);
@@ -70,7 +78,9 @@ function checkConnection(x: unknown, where: string): ConnectionSummary {
   }
   if (typeof outbound !== 'boolean') bad(where, `connection to ${name}: outbound must be a boolean`);
   if (typeof established !== 'boolean') bad(where, `connection to ${name}: established must be a boolean`);
-  return Object.freeze({ name, address, outbound, established });
+  const c = Object.freeze({ name, address, outbound, established });
+  CHECKED.add(c);
+  return c;
 }
 
 function compareConnections(a: ConnectionSummary, b: ConnectionSummary): number {
@@ -127,6 +137,8 @@ function sameConnections(a: readonly ConnectionSummary[], b: readonly Connection
 export class Topology {
   readonly selfName: PeerName;
   private entries = new Map<PeerName, PeerInfo>();
+  /** Per peer, the entry its current one replaced (`previous`). */
+  private replaced = new Map<PeerName, PeerInfo>();
   /**
    * Per peer, the names its entry lists an established connection to (self-loops
    * left out), kept in step with `entries` by `put`/`remove` so `neighbours` costs
@@ -172,6 +184,8 @@ export class Topology {
   private put(p: PeerInfo): void {
     const prev = this.entries.get(p.name);
     this.entries.set(p.name, p);
+    if (prev !== undefined && prev.uid === p.uid && prev.version < p.version) this.replaced.set(p.name, prev);
+    else this.replaced.delete(p.name);
     if (prev === undefined) this.takeSlot(p.name);
     if (prev !== undefined && prev.connections === p.connections) return;
     const cand = this.gcCandidates;
@@ -194,6 +208,7 @@ export class Topology {
   private remove(name: PeerName): void {
     const old = this.estTo.get(name);
     this.entries.delete(name);
+    this.replaced.delete(name);
     this.estTo.delete(name);
     if (old !== undefined) for (const m of old) if (this.estTo.get(m)?.has(name)) this.unlinkSym(name, m);
     this.sym.delete(name);
@@ -405,6 +420,7 @@ export class Topology {
     const ours = this.self();
     // Whole-map copies (much faster than entry by entry at 1,000 × 1,000 in the simulator).
     this.entries = new Map(other.entries);
+    this.replaced = new Map(other.replaced);
     this.estTo = new Map(other.estTo);
     this.sym = new Map(other.sym);
     this.slot = new Map(other.slot);
@@ -422,6 +438,16 @@ export class Topology {
 
   get(name: PeerName): PeerInfo | undefined {
     return this.entries.get(name);
+  }
+
+  /**
+   * The version of a peer's entry that its current one replaced (same
+   * incarnation), if any: what a converged neighbour most likely holds, so the base
+   * of a topology delta (topology-delta.ts). Versions share their unchanged
+   * connection objects, so keeping it costs little more than the list itself.
+   */
+  previous(name: PeerName): PeerInfo | undefined {
+    return this.replaced.get(name);
   }
 
   has(name: PeerName): boolean {
@@ -493,12 +519,13 @@ export class Topology {
   /**
    * Names of our entries that beat (version, uid) the given summary or are missing
    * from it — what the summary's sender lacks. Validates the summary first.
+   * @param theirs if given, filled with the summary's (version, uid) per name
    * @throws TopologyError for a malformed summary or one over MAX_TOPOLOGY_PEERS.
    */
-  newerThan(summary: unknown): PeerName[] {
+  newerThan(summary: unknown, theirs = new Map<PeerName, { version: number; uid: number }>()): PeerName[] {
     if (!Array.isArray(summary)) bad('summary', 'must be an array of [name, version, uid]');
     if (summary.length > MAX_TOPOLOGY_PEERS) bad('summary', `${summary.length} peers, over the limit of ${MAX_TOPOLOGY_PEERS}`);
-    const theirs = new Map<PeerName, { version: number; uid: number }>();
+    theirs.clear();
     for (const x of summary) {
       if (!Array.isArray(x) || x.length !== 3) bad('summary', 'each item must be [name, version, uid]');
       const [name, version, uid] = x as unknown[];

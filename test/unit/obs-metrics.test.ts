@@ -13,6 +13,7 @@ function sampleCounters(): DataPathCounters {
     drops: { 'no-route': 2, malformed: 1 },
     gossipMessages: { topology: 40, ipam: 5 },
     gossipBytes: { topology: 8_000, ipam: 900 },
+    topologyDeltas: { sent: 12, applied: 30, wanted: 2 },
     connectionTerminations: 7,
     routeRecomputes: 3,
     macCacheSize: 4,
@@ -89,6 +90,8 @@ test('metrics: Weave names, labels and values for the sample report', async () =
   assert.equal([...samples.keys()].filter((k) => k.startsWith('tsweave_connection_pmtu_bytes')).length, 2);
   assert.equal(get('tsweave_gossip_messages_total{channel="topology"}'), 40);
   assert.equal(get('tsweave_gossip_bytes_total{channel="ipam"}'), 900);
+  assert.equal(get('tsweave_topology_deltas_total{event="applied"}'), 30);
+  assert.equal(get('tsweave_topology_deltas_total{event="wanted"}'), 2);
   assert.equal(get('tsweave_mac_cache_entries'), 4);
   assert.equal(get('tsweave_tap_merged_frames_total{writer="router"}'), 30);
   assert.equal(get('tsweave_tap_merged_frames_total{writer="flow-cache"}'), 640);
