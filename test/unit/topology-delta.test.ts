@@ -13,6 +13,7 @@ import { applyDelta, decodeDelta, diffEntries, encodeDelta } from '../../router/
 import { numToPeerName, type PeerName } from '../../router/mesh/peer-name.js';
 import { MeshSim, Prng, joinSeries as simJoinSeries } from '../../router/mesh/sim.js';
 import type { ControlMessage } from '../../router/mesh/protocol.js';
+import { TOPOLOGY_BATCH_MS, TOPOLOGY_FLUSH_INTERVAL_MS } from '../../router/mesh/gossip.js';
 
 const OWNER = numToPeerName(100);
 const NAMES: PeerName[] = Array.from({ length: 40 }, (_, i) => numToPeerName(i + 1));
@@ -213,4 +214,35 @@ test('sim: a delta whose base the receiver lacks is answered with a {w} request,
   sim.run();
   assert.deepEqual(sim.converged(), { ok: true }, 'converged without the periodic exchange');
   assert.ok(c.gossip.stats.deltas.wanted >= 1, `c asked for a whole entry (${JSON.stringify(c.gossip.stats.deltas)})`);
+});
+
+test('sim: a burst of changes 12 ms apart is flushed to a neighbour at most every TOPOLOGY_FLUSH_INTERVAL_MS, a lone change after one batch window', () => {
+  const sim = new MeshSim({ seed: 2 });
+  const a = sim.addRouter();
+  const b = sim.addRouter();
+  sim.link(a, b);
+  const others = Array.from({ length: 20 }, () => sim.addRouter());
+  sim.run();
+  const updates: number[] = [];
+  const transmit = sim.transmit.bind(sim);
+  sim.transmit = (c, m) => {
+    // One flush may send two messages (whole entries and deltas): count flush times.
+    if (c.from === a && c.to === b && m.t === 'gossip' && m.channel === 'topology' && m.kind === 'update' && updates[updates.length - 1] !== sim.now) updates.push(sim.now);
+    transmit(c, m);
+  };
+  const t0 = sim.now + 1000;
+  sim.run(t0);
+  // A lone change: out after one batch window.
+  sim.link(a, others[0]!);
+  sim.run(t0 + 500);
+  assert.equal(updates.length, 1);
+  assert.ok(updates[0]! - t0 <= TOPOLOGY_BATCH_MS + 1, `first flush ${updates[0]! - t0} ms after the change`);
+  // A burst: a's entry changes every 12 ms for 228 ms.
+  updates.length = 0;
+  const t1 = sim.now;
+  for (let k = 1; k < 20; k++) sim.after(12 * k, () => sim.link(a, others[k]!));
+  sim.run(t1 + 2000);
+  for (let i = 1; i < updates.length; i++) assert.ok(updates[i]! - updates[i - 1]! >= TOPOLOGY_FLUSH_INTERVAL_MS - 1e-9, `flushes at ${updates.map((x) => (x - t1).toFixed(0)).join(', ')}`);
+  assert.ok(updates.length >= 3 && updates.length <= 7, `${updates.length} flushes for 19 changes in 228 ms`);
+  assert.deepEqual(sim.converged(), { ok: true });
 });
