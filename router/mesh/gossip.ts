@@ -281,25 +281,36 @@ export class Gossip<C extends GossipNeighbour> {
       // Only the difference from the version the entry replaced: to a neighbour known
       // to hold it, and otherwise on the bet that it does (a converged neighbour holds
       // it; one that does not asks for the whole entry).
-      const whole: PeerName[] = [];
-      const deltas: Buffer[] = [];
-      const deltaNames: PeerName[] = [];
-      for (const n of names as PeerName[]) {
-        const base = (c.version ?? 1) >= TOPOLOGY_DELTA_VERSION ? this.recent.base(n, c) ?? t.previous(n) : undefined;
-        const cur = t.get(n);
-        const d = base !== undefined && cur !== undefined ? encodeDelta(base, cur) : undefined;
-        if (d === undefined) whole.push(n);
-        else {
-          deltas.push(d);
-          deltaNames.push(n);
-        }
-      }
+      const { whole, deltas, deltaNames } = this.splitDeltas(c, names as PeerName[], (n) => this.recent.base(n, c) ?? t.previous(n));
       const key = `${whole.join(',')}/${deltaNames.join(',')}`;
       let msgs = sent.get(key);
       if (msgs === undefined) sent.set(key, (msgs = [...this.entryMessages('update', whole), ...this.deltaMessages(deltas)]));
       this.stats.deltas.sent += deltas.length;
       for (const m of msgs) c.send(m);
     }
+  }
+
+  /**
+   * Which of `names` go to `c` as deltas (from the version `base` gives, when `c`
+   * takes deltas and the difference is worth it) and which whole.
+   */
+  private splitDeltas(c: C, names: readonly PeerName[], base: (n: PeerName) => PeerInfo | undefined): { whole: PeerName[]; deltas: Buffer[]; deltaNames: PeerName[] } {
+    const t = this.host.topology;
+    const takes = (c.version ?? 1) >= TOPOLOGY_DELTA_VERSION;
+    const whole: PeerName[] = [];
+    const deltas: Buffer[] = [];
+    const deltaNames: PeerName[] = [];
+    for (const n of names) {
+      const b = takes ? base(n) : undefined;
+      const cur = t.get(n);
+      const d = b !== undefined && cur !== undefined ? encodeDelta(b, cur) : undefined;
+      if (d === undefined) whole.push(n);
+      else {
+        deltas.push(d);
+        deltaNames.push(n);
+      }
+    }
+    return { whole, deltas, deltaNames };
   }
 
   /** Deltas as `{x: [delta, …]}` topology messages of at most TOPOLOGY_CHUNK_BYTES of deltas each. */
@@ -402,20 +413,14 @@ export class Gossip<C extends GossipNeighbour> {
         }
         if (isRecord(body) && 'x' in body) changed = this.mergeDeltas(c, body.x);
         else if (isRecord(body) && 's' in body) {
-          // A neighbour's summary: send it the entries it lacks.
           // A neighbour's summary: send it the entries it lacks; where it holds the
-          // version a recent change replaced, only the difference.
+          // version an entry replaced, only the difference.
           const theirs = new Map<PeerName, { version: number; uid: number }>();
           const lacks = h.topology.newerThan(body.s, theirs);
-          const whole: PeerName[] = [];
-          const deltas: Buffer[] = [];
-          for (const n of lacks) {
+          const { whole, deltas } = this.splitDeltas(c, lacks, (n) => {
             const held = theirs.get(n);
-            const base = held !== undefined && (c.version ?? 1) >= TOPOLOGY_DELTA_VERSION ? [this.recent.previous(n), h.topology.previous(n)].find((b) => b !== undefined && b.version === held.version && b.uid === held.uid) : undefined;
-            const d = base !== undefined ? encodeDelta(base, h.topology.get(n)!) : undefined;
-            if (d === undefined) whole.push(n);
-            else deltas.push(d);
-          }
+            return held === undefined ? undefined : [this.recent.previous(n), h.topology.previous(n)].find((b) => b !== undefined && b.version === held.version && b.uid === held.uid);
+          });
           this.stats.deltas.sent += deltas.length;
           for (const msg of [...this.entryMessages('full', whole), ...this.deltaMessages(deltas)]) c.send(msg);
           return;
