@@ -246,3 +246,38 @@ test('sim: a burst of changes 12 ms apart is flushed to a neighbour at most ever
   assert.ok(updates.length >= 3 && updates.length <= 7, `${updates.length} flushes for 19 changes in 228 ms`);
   assert.deepEqual(sim.converged(), { ok: true });
 });
+
+test('gossip: malformed {x} and {w} payloads are dropped with one log line each, a good {w} gets the entries whole; random ones never throw', () => {
+  const sim = new MeshSim({ seed: 4 });
+  const [a, b] = [sim.addRouter(), sim.addRouter()];
+  sim.link(a, b);
+  sim.run();
+  const conn = a.conns.get(b.name)!;
+  const sentToB: ControlMessage[] = [];
+  const transmit = sim.transmit.bind(sim);
+  sim.transmit = (c, m) => {
+    if (c.from === a) sentToB.push(m);
+    transmit(c, m);
+  };
+  const deliver = (body: unknown): void => a.gossip.onMessage(conn, b.name, { t: 'gossip', channel: 'topology', kind: 'update', src: b.name, payload: pack(body) });
+  const bad: unknown[] = [{ w: 'x' }, { w: [1] }, { w: ['Not-A-Name'] }, { w: new Array(10_001).fill(a.name) }, { x: 5 }, { x: [[a.name]] }, { x: new Array(10_001).fill(0) }];
+  for (const body of bad) {
+    const before = sim.logs.length;
+    deliver(body);
+    assert.equal(sim.logs.length, before + 1, `one log line for ${JSON.stringify(body).slice(0, 60)}`);
+    assert.match(sim.logs[sim.logs.length - 1]!, /bad topology update from/);
+  }
+  assert.equal(sentToB.length, 0, 'nothing answered to malformed input');
+  deliver({ w: [a.name, numToPeerName(4242)] });
+  assert.equal(sentToB.length, 1);
+  const m = sentToB[0]!;
+  assert.ok(m.t === 'gossip');
+  const whole = unpack(m.payload) as PeerInfo[];
+  assert.deepEqual(whole.map((e) => e.name), [a.name], 'only entries it holds, whole');
+  const rng = new Prng(9);
+  const atoms = [a.name, b.name, 1, 2, 0, -1, 'x', null, true, {}, []];
+  const gen = (depth: number): unknown => (depth > 3 || rng.chance(0.3) ? rng.pick(atoms) : Array.from({ length: rng.int(7) }, () => gen(depth + 1)));
+  for (let i = 0; i < 3000; i++) deliver(rng.chance(0.5) ? { x: gen(0) } : { w: gen(1) });
+  sim.run();
+  assert.deepEqual(sim.converged(), { ok: true }, 'the tables are intact');
+});
