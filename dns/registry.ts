@@ -89,7 +89,9 @@ export class DnsRegistry {
 
   /** Every entry (live and tombstoned), copies, sorted by hostname then address. */
   all(): DnsEntry[] {
-    return [...this.entries.values()].map((e) => ({ ...e })).sort((a, b) => a.hostname.localeCompare(b.hostname) || a.addr.localeCompare(b.addr) || a.origin.localeCompare(b.origin) || a.containerId.localeCompare(b.containerId));
+    // Code-unit order: locale-independent, and no ICU collation data loaded (issue #20).
+    const cmp = (x: string, y: string): number => (x < y ? -1 : x > y ? 1 : 0);
+    return [...this.entries.values()].map((e) => ({ ...e })).sort((a, b) => cmp(a.hostname, b.hostname) || cmp(a.addr, b.addr) || cmp(a.origin, b.origin) || cmp(a.containerId, b.containerId));
   }
 
   /** Live entries only. */

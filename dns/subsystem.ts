@@ -23,7 +23,7 @@
  *    GET /dns (the report section); report section `DNS`; metrics weave_dns_*.
  */
 import { pack } from 'msgpackr';
-import { Counter, Gauge } from 'prom-client';
+import { Counter, Gauge } from '../router/api/prom.js';
 import { ApiError, stringField, stringList, optionalString } from '../router/api/server.js';
 import type { Endpoint } from '../router/host/endpoints.js';
 import type { Subsystem, SubsystemContext, EndpointChange } from '../router/daemon/subsystem.js';

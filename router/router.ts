@@ -679,7 +679,7 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
         out.push({ Address: t.address, Outbound: true, State: 'failed', Info: `${t.lastError ?? 'failed'}${t.state === 'retrying' ? `, retry: ${new Date(t.nextAttempt).toISOString()}` : ''}` });
       }
     }
-    return out.sort((a, b) => a.Address.localeCompare(b.Address));
+    return out.sort((a, b) => (a.Address < b.Address ? -1 : a.Address > b.Address ? 1 : 0)); // code-unit order (see TargetTable.list)
   }
 
   /** Sleeve traffic: frames the router handled plus those the flow cache forwarded. */

@@ -9,7 +9,7 @@
  * runs per frame.
  */
 
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from './prom.js';
 import type { Report, ReportIpam } from './report.js';
 
 /** Plain counters the data path keeps; all values are totals since start. */

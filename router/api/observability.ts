@@ -5,7 +5,7 @@
  */
 import http from 'node:http';
 import { constants as perfConstants, monitorEventLoopDelay, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
-import { Counter, Gauge } from 'prom-client';
+import { Counter, Gauge } from './prom.js';
 import type { Subsystem, SubsystemContext } from '../daemon/subsystem.js';
 import { splitHostPort } from '../daemon/config.js';
 import { createMetrics } from './metrics.js';

@@ -11,7 +11,7 @@
  * `yourSubsystem(): Subsystem` in its own folder, add it to the list in
  * router/daemon/weaver.ts, and that is all.
  */
-import type { Registry } from 'prom-client';
+import type { Registry } from '../api/prom.js';
 import type { Router, GossipChannel, GossipHandler } from '../router.js';
 import type { ApiServer } from '../api/server.js';
 import type { Endpoint, Endpoints } from '../host/endpoints.js';

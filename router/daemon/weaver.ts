@@ -31,7 +31,7 @@ import { dnsBridgeAddress, dnsSettings } from '../../dns/config.js';
 import { exposeNatSubsystem, type ExposeNatSubsystem } from '../nat/subsystem.js';
 import { startFastdp } from '../overlay/fastdp.js';
 import type { Report } from '../api/report.js';
-import { Registry } from 'prom-client';
+import { Registry } from '../api/prom.js';
 import { statePaths, splitHostPort, parseLaunchMessage, type LaunchConfig, type LaunchMessage } from './config.js';
 import { makeLogger } from './log.js';
 import { cniSubsystem } from '../../cni/router-side.js';

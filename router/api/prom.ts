@@ -1,0 +1,19 @@
+/**
+ * prom-client's `Registry`, `Counter` and `Gauge`, loaded from their own files rather
+ * than from the package's index: the same classes (the index re-exports exactly these
+ * modules), without what the index loads besides them and the router never uses — the
+ * push gateway (node's https, tls and zlib), the cluster aggregator (node's cluster) and
+ * the default process metrics (@opentelemetry/api). [scale, issue #20] That was ~4.5 MiB
+ * of an idle router's RSS (see docs/ARCHITECTURE.md, "Router memory").
+ * Router code imports the metric classes from here, never from 'prom-client'.
+ */
+import RegistryClass from 'prom-client/lib/registry.js';
+import CounterClass from 'prom-client/lib/counter.js';
+import GaugeClass from 'prom-client/lib/gauge.js';
+
+export const Registry = RegistryClass;
+export type Registry = import('prom-client').Registry;
+export const Counter = CounterClass;
+export type Counter<T extends string = string> = import('prom-client').Counter<T>;
+export const Gauge = GaugeClass;
+export type Gauge<T extends string = string> = import('prom-client').Gauge<T>;
