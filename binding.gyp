@@ -86,8 +86,9 @@
       "cflags_cc": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fexceptions"]
     },
     {
-      # The router's malloc_trim after an idle collection (router/daemon/native/heap.cc,
-      # wrapped by router/daemon/heap.ts); builds build/Release/heap.node.
+      # The router's malloc_trim after an idle collection and the unmapping of start-up's
+      # file pages (router/daemon/native/heap.cc, wrapped by router/daemon/heap.ts);
+      # builds build/Release/heap.node.
       "target_name": "heap",
       "sources": ["router/daemon/native/heap.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

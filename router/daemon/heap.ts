@@ -23,13 +23,37 @@
  * has freed its pages and compiler zones) also trims glibc's heap (`malloc_trim`,
  * build/Release/heap.node): a join storm's malloc'd scratch otherwise stays resident
  * for good (bench:scale --real 30: ~1.5–2 MiB per router).
+ *
+ * Twice in the router's life (`MAX_CODE_DROPS`: at the first quiet check, and after the
+ * first idle collection) it also unmaps the read-only file pages start-up touched
+ * (`dropCodePages`; docs/ARCHITECTURE.md "Start-up's file pages" has the figures and
+ * the page-fault price that caps it at two).
  */
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { loadAddon } from '../overlay/native-addon.js';
 import { sharedBeat } from '../mesh/beat.js';
 
-let trimFn: (() => boolean) | null | undefined;
+/** What `dropCodePages` did: mappings looked at, bytes advised (all resident), mappings skipped. */
+export interface CodePagesDropped { ranges: number; bytes: number; skipped: number }
+
+interface HeapAddon {
+  mallocTrim(): boolean;
+  dropCodePages(): CodePagesDropped;
+}
+
+let addon: HeapAddon | null | undefined;
+
+function heapAddon(): HeapAddon | null {
+  if (addon === undefined) {
+    try {
+      addon = loadAddon<HeapAddon>('heap', 'heap');
+    } catch {
+      addon = null;
+    }
+  }
+  return addon;
+}
 
 /**
  * Hand glibc's free heap pages back to the kernel (malloc_trim(0)); false when nothing
@@ -37,11 +61,30 @@ let trimFn: (() => boolean) | null | undefined;
  */
 export function trimNativeHeap(): boolean {
   try {
-    if (trimFn === undefined) trimFn = loadAddon<{ mallocTrim(): boolean }>('heap', 'heap').mallocTrim;
-    return trimFn !== null && trimFn();
+    const a = heapAddon();
+    return a !== null && a.mallocTrim();
   } catch {
-    trimFn = null;
+    addon = null;
     return false;
+  }
+}
+
+/**
+ * Unmap the resident, unmodified pages of the process's read-only file mappings (the
+ * node binary's machine code, V8's start-up snapshot, builtin sources and ICU data, the
+ * libraries and addons) with madvise(2) MADV_DONTNEED, so that what only start-up read
+ * stops being resident in this process; what still runs is mapped again from the page
+ * cache on its next use (a minor fault, no I/O). Pages holding a private copy are never
+ * advised (heap.cc says why); writable and anonymous memory is never touched. Blocks the
+ * calling thread ~5–15 ms. Returns null when the heap addon is not built; never throws.
+ * [scale, issue #20]
+ */
+export function dropCodePages(): CodePagesDropped | null {
+  try {
+    const a = heapAddon();
+    return a === null ? null : a.dropCodePages();
+  } catch {
+    return null;
   }
 }
 
@@ -73,6 +116,9 @@ export interface IdleGcOptions {
   growthBytes: number;
 }
 
+/** How often in a router's life `startIdleGc` unmaps start-up's pages (`dropCodePages`). */
+export const MAX_CODE_DROPS = 2;
+
 /** 6 s: a multiple of the 2 s idle ticks, so the check shares their beat (was 5 s, issue #20). */
 export const IDLE_GC_DEFAULTS: IdleGcOptions = { checkMs: 6_000, minIntervalMs: 60_000, growthBytes: 2 << 20 };
 
@@ -86,6 +132,16 @@ export class IdleGcPolicy {
   private lastActivity: number | undefined;
   private lastGcAt: number;
   private baseline: number;
+  private quiet = false;
+  // Start-up's pages go at the first check after a whole quiet interval (unmapping code
+  // that forwarded frames use would only make them fault back in), and once more after
+  // the first idle collection (a join storm's control-plane code). Never more: each drop
+  // makes the next frames fault their code back in (~20–40 faults per router for the
+  // first cached frame; on this project's VM a fault costs ~15–25 µs, so that frame's
+  // round trip gained 1–8 ms), and a drop after every idle collection would put that on
+  // the first frame after every quiet spell.
+  private dropPending = true;
+  private dropsLeft = MAX_CODE_DROPS;
 
   constructor(now: number, usedHeap: number, readonly opts: IdleGcOptions = IDLE_GC_DEFAULTS) {
     this.lastGcAt = now;
@@ -100,6 +156,7 @@ export class IdleGcPolicy {
    */
   check(now: number, activity: number, usedHeap: number): boolean {
     const quiet = activity === this.lastActivity;
+    this.quiet = quiet;
     this.lastActivity = activity;
     if (!quiet || now - this.lastGcAt < this.opts.minIntervalMs) return false;
     return usedHeap - this.baseline >= this.opts.growthBytes;
@@ -109,12 +166,26 @@ export class IdleGcPolicy {
   collected(now: number, usedHeap: number): void {
     this.lastGcAt = now;
     this.baseline = usedHeap;
+    this.dropPending = true;
+  }
+
+  /**
+   * Whether to unmap start-up's pages (`dropCodePages`) now: true once at the first
+   * quiet `check`, and once at the first quiet `check` after the next `collected`
+   * (`MAX_CODE_DROPS` in all); a true answer is used up.
+   */
+  takeCodeDrop(): boolean {
+    if (!this.dropPending || !this.quiet || this.dropsLeft === 0) return false;
+    this.dropPending = false;
+    this.dropsLeft--;
+    return true;
   }
 }
 
 /**
- * Runs `IdleGcPolicy` on an unref'd timer, and `trimNativeHeap` at the first check and
- * at the check after each collection. `activity` should be cheap (it runs every
+ * Runs `IdleGcPolicy` on an unref'd timer, `trimNativeHeap` at the first check and
+ * at the check after each collection, and `dropCodePages` at the first check after a
+ * whole quiet interval and after the first collection (`MAX_CODE_DROPS` in all). `activity` should be cheap (it runs every
  * `checkMs`). Returns a stop function.
  */
 export function startIdleGc(activity: () => number, opts: IdleGcOptions = IDLE_GC_DEFAULTS, onCollect?: (freedBytes: number, ms: number) => void): () => void {
@@ -133,7 +204,9 @@ export function startIdleGc(activity: () => number, opts: IdleGcOptions = IDLE_G
       trimNativeHeap();
     }
     const before = used();
-    if (!policy.check(Date.now(), activity(), before)) return;
+    const collect = policy.check(Date.now(), activity(), before);
+    if (policy.takeCodeDrop()) dropCodePages();
+    if (!collect) return;
     const t0 = performance.now();
     if (!collectGarbage()) return stop();
     const after = used();
