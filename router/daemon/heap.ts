@@ -184,9 +184,9 @@ export class IdleGcPolicy {
 
 /**
  * Runs `IdleGcPolicy` on an unref'd timer, `trimNativeHeap` at the first check and
- * at the check after each collection, and `dropCodePages` at the first check after a
- * whole quiet interval and after the first collection (`MAX_CODE_DROPS` in all). `activity` should be cheap (it runs every
- * `checkMs`). Returns a stop function.
+ * at the check after each collection, and `dropCodePages` when the policy says so
+ * (`takeCodeDrop`). `activity` should be cheap (it runs every `checkMs`). Returns a
+ * stop function.
  */
 export function startIdleGc(activity: () => number, opts: IdleGcOptions = IDLE_GC_DEFAULTS, onCollect?: (freedBytes: number, ms: number) => void): () => void {
   const used = (): number => v8.getHeapStatistics().used_heap_size;
