@@ -24,13 +24,19 @@
  *
  * Per phase it also samples the CPU time of the router's main thread on h1 (from
  * /proc/PID/task/PID/stat: % of one CPU), which shows whether the thread that once
- * answered DNS is busy with the data path.
+ * answered DNS is busy with the data path, and, for tsweave's phases, the DNS server
+ * thread's scheduling class at the phase's end with the budget demotions during it
+ * ("fifo", "fifo -2", "normal -1"; from `weave report` DNS.Realtime, dns/rt-budget.ts).
  *
  * MODES (default "auto"): where the router answers UDP queries — "auto" (the router's
  * default: the main thread until queries come, then a worker thread; dns/threaded.ts),
  * "thread" (a worker thread from the start, WEAVE_DNS_THREAD=1), "thread-5" (that at
  * nice -5, WEAVE_DNS_THREAD_NICE=-5), and/or "main" (WEAVE_DNS_THREAD=0: always the
- * main thread); "main,auto" measures both per path in one run (before/after).
+ * main thread); "auto-normal" is "auto" with the server thread kept in the normal
+ * scheduling class (WEAVE_DNS_THREAD_RT=0; by default it is SCHED_FIFO within a CPU budget,
+ * dns/rt-budget.ts); "main,auto" or "auto-normal,auto" measure both per path in one run
+ * (before/after). Each path's line names the server thread's class as the router reported
+ * it at the end (priority, demotions).
  *
  * Environment: DURATION (s per phase, default 5), RATE (q/s for latency, default 2000),
  * PATHS, MODES, RESULTS_DIR (JSON, default /tmp/tsweave-bench). Needs root, iperf3, dnsperf,
@@ -65,10 +71,27 @@ interface Phase {
   lostPct?: number;
   p50?: number;
   p99?: number;
+  /** The DNS server thread's class over the phase: 'fifo' | 'normal' at its end, with the demotions in it ('fifo -1'); only for tsweave phases. */
+  rt?: string;
   /** CPU of the router's main thread on h1 over the phase, % of one CPU. */
   mainCpu?: number;
 }
-interface PathResult { path: string; mode: string; phases: Phase[] }
+interface PathResult { path: string; mode: string; phases: Phase[]; thread?: string }
+
+/** The DNS report's thread and scheduling class in words ("worker thread, SCHED_FIFO 1, demoted 3 times"). */
+function threadClass(dns: { Thread?: string; Realtime?: { Priority: number; Active: boolean; Demotions: number; Error?: string } } | undefined): string {
+  if (!dns || dns.Thread !== 'worker') return `${dns?.Thread ?? 'no'} thread`;
+  const rt = dns.Realtime;
+  if (!rt) return 'worker thread, normal class';
+  if (rt.Error) return `worker thread, normal class (SCHED_FIFO ${rt.Priority} refused: ${rt.Error})`;
+  return `worker thread, SCHED_FIFO ${rt.Priority} ${rt.Active ? 'now' : 'demoted now'}, demoted ${rt.Demotions} times`;
+}
+
+/** The DNS server thread's real-time state from h1's report (undefined: main thread or normal class). */
+async function realtimeOf(h: Host): Promise<{ Active: boolean; Demotions: number } | undefined> {
+  const rt = (await h.report()).DNS?.Realtime as { Active: boolean; Demotions: number; Error?: string } | undefined;
+  return rt && !rt.Error ? rt : undefined;
+}
 
 /** utime + stime of the router's main thread, in clock ticks; undefined without a pid. */
 function threadTicks(pid: number | undefined): number | undefined {
@@ -138,6 +161,7 @@ async function measurePath(bed: Testbed, h1: Host, cli: Container, srv: Containe
   const phases: Phase[] = [];
   for (const [kind, server] of SEQUENCE) {
     const ph: Phase = { kind, server, from: Date.now() - t0, to: 0, load: load1() };
+    const rt0 = server === 'tsweave' ? await realtimeOf(h1) : undefined;
     const ticks0 = threadTicks(pid);
     if (kind === 'alone') {
       await sleep(DURATION * 1000);
@@ -148,6 +172,10 @@ async function measurePath(bed: Testbed, h1: Host, cli: Container, srv: Containe
     }
     ph.to = Date.now() - t0;
     const ticks1 = threadTicks(pid);
+    if (server === 'tsweave') {
+      const rt1 = await realtimeOf(h1);
+      if (rt1) ph.rt = `${rt1.Active ? 'fifo' : 'normal'}${rt1.Demotions > (rt0?.Demotions ?? 0) ? ` -${rt1.Demotions - (rt0?.Demotions ?? 0)}` : ''}`;
+    }
     // Clock ticks are 1/100 s on Linux (sysconf(_SC_CLK_TCK)).
     if (ticks0 !== undefined && ticks1 !== undefined) ph.mainCpu = (ticks1 - ticks0) / ((ph.to - ph.from) / 1000);
     phases.push(ph);
@@ -191,10 +219,10 @@ async function main(): Promise<void> {
     bed.background(['setsid', 'ip', 'netns', 'exec', h1!.ns, 'dnsmasq', '-k', '--no-resolv', '--no-hosts', `--addn-hosts=${hosts}`, `--listen-address=${DNSMASQ}`, '--bind-interfaces', '--pid-file=', '--user=root', '--cache-size=10000', '--local-ttl=1']);
     let cli: Container | undefined;
     let srv: Container | undefined;
-    for (const m of MODES) if (m !== 'main' && m !== 'auto' && m !== 'thread' && m !== 'thread-5') throw new Error(`MODES: unknown mode ${m} (want auto, main, thread, thread-5)`);
+    for (const m of MODES) if (m !== 'main' && m !== 'auto' && m !== 'auto-normal' && m !== 'thread' && m !== 'thread-5') throw new Error(`MODES: unknown mode ${m} (want auto, auto-normal, main, thread, thread-5)`);
     for (const p of PATHS) for (const mode of MODES) {
       if (p !== 'sleeve' && p !== 'fastdp') throw new Error(`PATHS: unknown path ${p} (want sleeve, fastdp)`);
-      const env: Record<string, string> = { ...(mode === 'auto' ? {} : { WEAVE_DNS_THREAD: mode === 'main' ? '0' : '1' }), ...(mode === 'thread-5' ? { WEAVE_DNS_THREAD_NICE: '-5' } : {}) };
+      const env: Record<string, string> = { ...(mode === 'auto' || mode === 'auto-normal' ? {} : { WEAVE_DNS_THREAD: mode === 'main' ? '0' : '1' }), ...(mode === 'thread-5' ? { WEAVE_DNS_THREAD_NICE: '-5' } : {}), ...(mode === 'auto-normal' ? { WEAVE_DNS_THREAD_RT: '0' } : {}) };
       const flags = ['--no-proxy', '--no-plugin', '--ipalloc-range', '', ...(p === 'sleeve' ? ['--no-fastdp'] : [])];
       for (const h of [h1!, h2!]) if ((await h.weave(['status'])).code === 0) await h.mustWeave(['stop']);
       await h1!.launch(flags, { env });
@@ -211,10 +239,10 @@ async function main(): Promise<void> {
         if (!/Queries completed:\s+2 /.test(probe.stdout)) throw new Error(`${p}: dnsperf in h1's namespace gets no answers from ${addr}: ${probe.stdout.split('\n').filter((l) => /Queries|Response/.test(l)).join('; ')}`);
       }
       const phases = await measurePath(bed, h1!, cli, srv!, queries);
-      results.push({ path: p, mode, phases });
+      results.push({ path: p, mode, phases, thread: threadClass((await h1!.report()).DNS) });
       // A clean stop, so a router run with WEAVER_NODE_ARGS="--cpu-prof …" writes its profile.
       for (const h of [h1!, h2!]) await h.weave(['stop']);
-      process.stderr.write(`${p} (DNS on ${mode}): ${phases.map((ph) => `${ph.kind}${ph.server ? ' ' + ph.server : ''} ${fmt(ph.mbps)} Mbit/s${ph.qps ? ` ${fmt(ph.qps, 0)} q/s` : ''}`).join('; ')}\n`);
+      process.stderr.write(`${p} (DNS on ${mode}, ${results[results.length - 1]!.thread}): ${phases.map((ph) => `${ph.kind}${ph.server ? ' ' + ph.server : ''} ${fmt(ph.mbps)} Mbit/s${ph.qps ? ` ${fmt(ph.qps, 0)} q/s` : ''}`).join('; ')}\n`);
     }
   } finally {
     await bed.destroy();
@@ -225,12 +253,12 @@ async function main(): Promise<void> {
 function report(results: PathResult[]): void {
   const L: string[] = [];
   L.push(`DNS under data-path load: one iperf3 TCP-1 flow h1 -> h2 through each path; dnsperf in the router's namespace (h1), phases of ${DURATION} s in this order:`);
-  L.push(`${'path'.padEnd(14)} ${'phase'.padEnd(17)} ${'Mbit/s'.padStart(8)} ${'q/s'.padStart(9)} ${'lost %'.padStart(7)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'main %'.padStart(6)} ${'load'.padStart(5)}`);
+  L.push(`${'path'.padEnd(14)} ${'phase'.padEnd(17)} ${'Mbit/s'.padStart(8)} ${'q/s'.padStart(9)} ${'lost %'.padStart(7)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'main %'.padStart(6)} ${'load'.padStart(5)} ${'DNS thread'.padStart(10)}`);
   for (const r of results) {
     const label = `${r.path}/${r.mode}`;
     for (const ph of r.phases) {
       const name = ph.kind === 'alone' ? 'no DNS load' : `${ph.server} ${ph.kind === 'max' ? 'max' : '@' + RATE}`;
-      L.push(`${label.padEnd(14)} ${name.padEnd(17)} ${fmt(ph.mbps).padStart(8)} ${(ph.qps === undefined ? '' : fmt(ph.qps, 0)).padStart(9)} ${(ph.lostPct === undefined ? '' : fmt(ph.lostPct, 2)).padStart(7)} ${(ph.p50 === undefined ? '' : fmt(ph.p50, 3)).padStart(7)} ${(ph.p99 === undefined ? '' : fmt(ph.p99, 3)).padStart(7)} ${fmt(ph.mainCpu, 0).padStart(6)} ${ph.load.toFixed(1).padStart(5)}`);
+      L.push(`${label.padEnd(14)} ${name.padEnd(17)} ${fmt(ph.mbps).padStart(8)} ${(ph.qps === undefined ? '' : fmt(ph.qps, 0)).padStart(9)} ${(ph.lostPct === undefined ? '' : fmt(ph.lostPct, 2)).padStart(7)} ${(ph.p50 === undefined ? '' : fmt(ph.p50, 3)).padStart(7)} ${(ph.p99 === undefined ? '' : fmt(ph.p99, 3)).padStart(7)} ${fmt(ph.mainCpu, 0).padStart(6)} ${ph.load.toFixed(1).padStart(5)} ${(ph.rt ?? '').padStart(10)}`);
     }
   }
   L.push('');
@@ -251,7 +279,8 @@ function report(results: PathResult[]): void {
     L.push(`${`${r.path}/${r.mode}`.padEnd(14)} ${fmt(s.ratio, 2).padStart(19)}x ${`${fmt(ts[0]?.qps, 0)} / ${fmt(ts[1]?.qps, 0)}`.padStart(20)} ${`${fmt(s.tsP99, 2)} / ${fmt(s.dmP99, 2)}`.padStart(14)} ${fmt(s.none).padStart(13)} ${`${fmt(s.tsLoaded)} (${fmt((s.tsLoaded ?? NaN) / (s.none ?? NaN), 2)}x)`.padStart(10)} ${`${fmt(s.dmLoaded)} (${fmt((s.dmLoaded ?? NaN) / (s.none ?? NaN), 2)}x)`.padStart(10)}`);
     return s;
   });
-  L.push(`goal: tsweave/dnsmasq q/s >= 1.0x and tsweave p99 <= 2 ms while iperf3 runs; (Nx) = data-path rate with that server loaded / with no DNS load; /main = DNS on the router's main thread, /thread = on its worker thread; main % = the router's main thread's CPU (% of one CPU)`);
+  for (const r of results) L.push(`${`${r.path}/${r.mode}`.padEnd(14)} DNS answered on the ${r.thread ?? '?'} (at the end)`);
+  L.push(`goal: tsweave/dnsmasq q/s >= 1.0x and tsweave p99 <= 2 ms while iperf3 runs; (Nx) = data-path rate with that server loaded / with no DNS load; /main = DNS on the router's main thread, /thread = on its worker thread, /auto-normal = auto with that thread in the normal scheduling class; main % = the router's main thread's CPU (% of one CPU)`);
   process.stdout.write(L.join('\n') + '\n');
   mkdirSync(RESULTS_DIR, { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');

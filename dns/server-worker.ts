@@ -13,15 +13,19 @@
  * Messages to the parent:
  *  - { t: 'ready', port } once bound, or { t: 'error', message } (one line) and exit
  *  - { t: 'log', line, level }, { t: 'slot', slot, key } (dns/counters.ts),
- *    { t: 'upstreams', list } when resolv.conf's nameservers change
+ *    { t: 'upstreams', list } when resolv.conf's nameservers change,
+ *    { t: 'rt', state: RealtimeState } when the thread's scheduling class changes
  * The registry stays owned by the main thread's gossip; this thread only reads snapshots.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { readlinkSync } from 'node:fs';
 import { setPriority } from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { DnsServer, type DnsServerOptions } from './server.js';
 import { DnsView, type ViewSettings, type ViewSnapshot } from './view.js';
 import { CounterWriter } from './counters.js';
+import { threadScheduling } from './udp-batch.js';
+import { RealtimeBudget } from './rt-budget.js';
 
 /** The server options that cross the thread boundary (no callbacks). */
 export type WorkerServerOptions = Omit<DnsServerOptions, 'names' | 'hooks' | 'log'>;
@@ -30,6 +34,8 @@ export interface WorkerInit {
   opts: WorkerServerOptions;
   /** Nice value for this thread alone (-20..19), or undefined to leave it. */
   nice?: number;
+  /** SCHED_FIFO priority (1..99) for this thread under its CPU budget (dns/rt-budget.ts); 0 or undefined: the normal class. */
+  realtime?: number;
   settings: ViewSettings;
   snapshot: ViewSnapshot;
   counters: SharedArrayBuffer;
@@ -52,6 +58,52 @@ function niceThread(nice: number): string | undefined {
   }
 }
 
+/** This thread's scheduling as `weave report` shows it (DNS.Realtime). */
+export interface RealtimeState {
+  /** The SCHED_FIFO priority asked for. */
+  Priority: number;
+  /** In the real-time class now (false: demoted by its budget, or it could not switch). */
+  Active: boolean;
+  /** Windows over budget that demoted it so far. */
+  Demotions: number;
+  /** Why it is not real-time at all (EPERM…), when it could not switch. */
+  Error?: string;
+}
+
+/**
+ * Put this thread in SCHED_FIFO at `priority` and return the per-batch check that keeps
+ * it there only within its CPU budget (dns/rt-budget.ts), or undefined when it cannot
+ * switch (reported once by `report` and logged). Never throws.
+ */
+function realtimeGovernor(priority: number, report: (s: RealtimeState) => void, log: (line: string) => void): (() => void) | undefined {
+  const sched = threadScheduling();
+  const fail = (why: string): undefined => {
+    log(`DNS: the server thread stays in the normal scheduling class (cannot use real-time priority ${priority}: ${why})`);
+    report({ Priority: priority, Active: false, Demotions: 0, Error: why });
+    return undefined;
+  };
+  if (typeof sched === 'string') return fail(sched);
+  const err = sched.setRealtime(priority);
+  if (err) return fail(err);
+  const budget = new RealtimeBudget();
+  report({ Priority: priority, Active: true, Demotions: 0 });
+  let broken = false;
+  return () => {
+    if (broken) return;
+    const d = budget.check(performance.now(), sched.cpuMs);
+    if (d === undefined) return;
+    const e = sched.setRealtime(d === 'demote' ? 0 : priority);
+    if (e) {
+      // Only a promotion can fail (rlimit or cgroup changed under us): stay normal for good.
+      broken = true;
+      log(`DNS: the server thread stays in the normal scheduling class from now on (cannot return to real-time priority ${priority}: ${e})`);
+      report({ Priority: priority, Active: false, Demotions: budget.demotions, Error: e });
+      return;
+    }
+    report({ Priority: priority, Active: budget.active, Demotions: budget.demotions });
+  };
+}
+
 function main(): void {
   const port = parentPort;
   if (!port) return;
@@ -60,6 +112,7 @@ function main(): void {
     const why = niceThread(init.nice);
     if (why) port.postMessage({ t: 'log', line: `DNS: cannot set the server thread's nice value to ${init.nice} (${why}); it keeps the router's`, level: 'warn' });
   }
+  const governor = init.realtime ? realtimeGovernor(init.realtime, (state) => port.postMessage({ t: 'rt', state }), (line) => port.postMessage({ t: 'log', line, level: 'warn' })) : undefined;
   let view = new DnsView(init.settings, init.snapshot);
   const counters = new CounterWriter(init.counters, (slot, key) => port.postMessage({ t: 'slot', slot, key }));
   const server = new DnsServer({
@@ -71,6 +124,7 @@ function main(): void {
       dropped: (reason) => counters.dropped(reason),
       upstreamFailure: (_up, why) => counters.upstream(why),
       upstreams: (list) => port.postMessage({ t: 'upstreams', list }),
+      ...(governor ? { batch: governor } : {}),
     },
   });
   port.on('message', (m: { t: string; snapshot?: ViewSnapshot }) => {

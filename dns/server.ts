@@ -40,6 +40,8 @@ export interface ServerHooks {
   upstreamFailure(upstream: string, why: string): void;
   /** The upstream resolvers changed (resolv.conf re-read): the new list. */
   upstreams(list: string[]): void;
+  /** A wake-up of the batched UDP socket was handled, its local answers sent (the server thread's CPU budget checks here). */
+  batch(): void;
 }
 
 export interface DnsServerOptions {
@@ -115,7 +117,7 @@ export class DnsServer {
   port = 0;
 
   constructor(private readonly opts: DnsServerOptions) {
-    this.hooks = { query: () => undefined, dropped: () => undefined, upstreamFailure: () => undefined, upstreams: () => undefined, ...opts.hooks };
+    this.hooks = { query: () => undefined, dropped: () => undefined, upstreamFailure: () => undefined, upstreams: () => undefined, batch: () => undefined, ...opts.hooks };
     this.log = opts.log ?? (() => undefined);
   }
 
@@ -249,6 +251,7 @@ export class DnsServer {
       }, (err: Error) => this.log(`DNS: internal error on a query (please report): ${err.message}`, 'error'));
     }
     answers.flush();
+    this.hooks.batch();
   }
 
   /** The upstream resolvers in use now (after the last re-read). */

@@ -56,6 +56,12 @@ export interface ReportDns {
   Upstream: string[];
   /** Where UDP queries are answered now: 'worker' (its own thread) or 'main' (dns/threaded.ts). */
   Thread: 'worker' | 'main';
+  /**
+   * The server thread's scheduling while Thread is 'worker': SCHED_FIFO priority asked,
+   * whether it holds it now (false: demoted by its CPU budget, or Error says why it never
+   * could), demotions so far (dns/rt-budget.ts). Absent on the main thread.
+   */
+  Realtime?: { Priority: number; Active: boolean; Demotions: number; Error?: string };
   Entries: Array<{ Hostname: string; Address: string; Address6?: string; ContainerID: string; Origin: string; Version: number; Tombstone: number }>;
 }
 
@@ -316,7 +322,7 @@ async function startDns(ctx: SubsystemContext, s: DnsSettings): Promise<Started>
   });
 
   const report = (): ReportDns => ({
-    Domain: s.domain, Address: `${s.address}:${s.port}`, TTL: s.ttl, Isolation: s.isolation, Upstream: server!.currentUpstreams(), Thread: server!.inThread ? 'worker' : 'main',
+    Domain: s.domain, Address: `${s.address}:${s.port}`, TTL: s.ttl, Isolation: s.isolation, Upstream: server!.currentUpstreams(), Thread: server!.inThread ? 'worker' : 'main', ...(server!.realtime ? { Realtime: { ...server!.realtime } } : {}),
     Entries: reg.all().map((e) => ({ Hostname: e.hostname, Address: e.addr, ...(e.addr6 ? { Address6: e.addr6 } : {}), ContainerID: e.containerId, Origin: e.origin, Version: e.version, Tombstone: e.tombstone })),
   });
   api.on('GET', '/dns', async () => report());

@@ -34,7 +34,7 @@ import { performance } from 'node:perf_hooks';
 import { DnsServer } from './server.js';
 import { DnsView, type ViewSettings, type ViewSnapshot } from './view.js';
 import { CounterReader, CounterWriter, counterBuffer, type CounterValue } from './counters.js';
-import type { WorkerInit, WorkerServerOptions } from './server-worker.js';
+import type { RealtimeState, WorkerInit, WorkerServerOptions } from './server-worker.js';
 
 /** Delay before a dead server thread is restarted, ms. */
 export const RESTART_MS = 1_000;
@@ -45,6 +45,14 @@ export const RESTART_MS = 1_000;
  * at load 10–16 (dns7). WEAVE_DNS_THREAD_NICE=-20..19 sets one, for that thread only.
  */
 export const THREAD_NICE: number | undefined = undefined;
+/**
+ * SCHED_FIFO priority of the server thread by default: the lowest real-time one, above
+ * every normal-class task, below every other real-time one; kept only while the thread
+ * stays within its CPU budget (dns/rt-budget.ts), which bounds what a query flood can
+ * take from the data path. WEAVE_DNS_THREAD_RT=0 keeps the normal class, =1..99 sets
+ * another priority.
+ */
+export const THREAD_RT_PRIORITY = 1;
 /** How long close() waits for the thread to close its sockets before terminating it, ms. */
 export const CLOSE_WAIT_MS = 2_000;
 /** 'auto' placement: how often the load is judged, ms. */
@@ -74,6 +82,7 @@ type FromWorker =
   | { t: 'log'; line: string; level?: string }
   | { t: 'slot'; slot: number; key: string }
   | { t: 'upstreams'; list: string[] }
+  | { t: 'rt'; state: RealtimeState }
   | { t: 'closed' };
 
 /** The placement asked for: WEAVE_DNS_THREAD=0 → 'main', =1 → 'thread', else `asked` or 'auto'. */
@@ -108,6 +117,8 @@ export class ThreadedDnsServer {
   private handingOver = false;
   /** UDP is answered by the worker now. */
   private threaded = false;
+  /** The worker's scheduling class, as it last reported it. */
+  private rt: RealtimeState | undefined;
   /** The bound port (useful with port 0). */
   port = 0;
   /** The placement asked for (see ThreadMode). */
@@ -123,6 +134,11 @@ export class ThreadedDnsServer {
   /** Whether UDP queries are answered on the worker thread right now. */
   get inThread(): boolean {
     return this.threaded;
+  }
+
+  /** The server thread's scheduling (real-time class, demotions), or undefined while UDP is on the main thread. */
+  get realtime(): RealtimeState | undefined {
+    return this.threaded ? this.rt : undefined;
   }
 
   /**
@@ -205,7 +221,7 @@ export class ThreadedDnsServer {
 
   /** Start the worker adopting `fd`; resolves once it reads (and this thread stopped), rejects with its one-line error. */
   private spawn(fd: number): Promise<void> {
-    const init: WorkerInit = { opts: { ...this.serverOptions(), udpFd: fd, tcp: false }, nice: threadNice(), settings: this.opts.settings, snapshot: this.snapshot, counters: this.workerBuf };
+    const init: WorkerInit = { opts: { ...this.serverOptions(), udpFd: fd, tcp: false }, nice: threadNice(), realtime: threadRealtime(), settings: this.opts.settings, snapshot: this.snapshot, counters: this.workerBuf };
     const w = new Worker(new URL('./server-worker.js', import.meta.url), { workerData: init, name: 'weave-dns' });
     this.worker = w;
     return new Promise<void>((resolve, reject) => {
@@ -235,6 +251,9 @@ export class ThreadedDnsServer {
             break;
           case 'upstreams':
             this.upstreams = m.list;
+            break;
+          case 'rt':
+            if (this.worker === w) this.rt = m.state;
             break;
           default:
             break;
@@ -320,4 +339,15 @@ export function threadNice(env: NodeJS.ProcessEnv = process.env): number | undef
   if (v === undefined || v.trim() === '') return THREAD_NICE;
   const n = Number(v);
   return Number.isInteger(n) && n >= -20 && n <= 19 ? n : THREAD_NICE;
+}
+
+/**
+ * The server thread's SCHED_FIFO priority: WEAVE_DNS_THREAD_RT if it is an integer in
+ * 0..99 (0: the normal class), else THREAD_RT_PRIORITY.
+ */
+export function threadRealtime(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env.WEAVE_DNS_THREAD_RT;
+  if (v === undefined || v.trim() === '') return THREAD_RT_PRIORITY;
+  const n = Number(v);
+  return Number.isInteger(n) && n >= 0 && n <= 99 ? n : THREAD_RT_PRIORITY;
 }

@@ -71,6 +71,37 @@ export interface NativeDnsUdp {
 interface Addon {
   DnsUdpSocket: new (o: { address: string; port: number; batch?: number; bufferBytes?: number } | { fd: number; batch?: number }) => NativeDnsUdp;
   rowStride: number;
+  threadCpuNs?: () => number;
+  setThreadRealtime?: (priority: number) => string;
+}
+
+/** The calling thread's scheduling controls (from the same addon), for dns/rt-budget.ts. */
+export interface ThreadScheduling {
+  /** CPU time of the calling thread so far, ms (CLOCK_THREAD_CPUTIME_ID). */
+  cpuMs(): number;
+  /**
+   * Put the calling thread (only it) in SCHED_FIFO at `priority` 1..99, or back in
+   * SCHED_OTHER with 0 (its nice value kept); never inherited across fork.
+   * @returns '' when done, else the errno name (EPERM without CAP_SYS_NICE)
+   * @throws RangeError (code ERR_OUT_OF_RANGE) for a priority that is not an integer 0..99
+   */
+  setRealtime(priority: number): string;
+}
+
+/**
+ * The calling thread's scheduling controls, or a one-line reason they are missing (addon
+ * not built, or built before they existed: rebuild with npm run install).
+ */
+export function threadScheduling(): ThreadScheduling | string {
+  let addon: Addon;
+  try {
+    addon = loadAddon<Addon>('dnsudp', 'DNS UDP');
+  } catch (err) {
+    return (err as Error).message.split('\n')[0]!;
+  }
+  const { threadCpuNs, setThreadRealtime } = addon;
+  if (!threadCpuNs || !setThreadRealtime) return 'the DNS UDP addon predates thread scheduling: rebuild it (npm run install)';
+  return { cpuMs: () => threadCpuNs() / 1e6, setRealtime: (p) => setThreadRealtime(p) };
 }
 
 /** Whether the addon is built (the server falls back to node:dgram when not). */

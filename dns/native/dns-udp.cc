@@ -49,6 +49,9 @@
 //   sock.stats() -> { recvDatagrams, recvBatches, recvTruncated, recvErrors,
 //                     sendDatagrams, sendCalls, sendDropsFull, sendErrors }
 //   sock.ref(), sock.unref(), sock.close()
+//   threadCpuNs(), setThreadRealtime(priority)   the calling thread's CPU time and
+//                                     scheduling class (weaveDNS's server thread:
+//                                     dns/rt-budget.ts); see their comments below
 // Thrown errors carry a `code` (errno name, or ERR_INVALID_ARG_TYPE /
 // ERR_OUT_OF_RANGE for bad arguments).
 
@@ -59,9 +62,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <memory>
@@ -627,8 +632,46 @@ class DnsUdpSocket : public Napi::ObjectWrap<DnsUdpSocket> {
   uint64_t send_errors_ = 0;
 };
 
+// threadCpuNs() -> CPU time of the calling thread, ns (clock_gettime(2)
+// CLOCK_THREAD_CPUTIME_ID), as a double (exact below 2^53 ns, 104 days).
+Napi::Value ThreadCpuNs(const Napi::CallbackInfo& info) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return Napi::Number::New(info.Env(), -1);
+  return Napi::Number::New(info.Env(), static_cast<double>(ts.tv_sec) * 1e9 + static_cast<double>(ts.tv_nsec));
+}
+
+// setThreadRealtime(priority) -> '' or an errno name. Changes the scheduling class of
+// the CALLING thread only (sched_setscheduler(2) with pid 0 names the caller's thread on
+// Linux): priority 1..99 -> SCHED_FIFO at that priority, 0 -> SCHED_OTHER (the
+// thread's nice value is kept). SCHED_RESET_ON_FORK: a process this thread might fork
+// never inherits the real-time class. Fails with EPERM without CAP_SYS_NICE (or an
+// RLIMIT_RTPRIO that allows it), and in a cgroup with no real-time runtime.
+// Throws ERR_OUT_OF_RANGE for a priority that is not an integer 0..99.
+Napi::Value SetThreadRealtime(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) {
+    Napi::TypeError e = Napi::TypeError::New(env, "setThreadRealtime: priority must be a number");
+    e.Set("code", Napi::String::New(env, "ERR_INVALID_ARG_TYPE"));
+    throw e;
+  }
+  double p = info[0].As<Napi::Number>().DoubleValue();
+  if (!(p >= 0 && p <= 99) || p != static_cast<double>(static_cast<int>(p))) {
+    Napi::RangeError e = Napi::RangeError::New(env, "setThreadRealtime: priority must be an integer 0..99");
+    e.Set("code", Napi::String::New(env, "ERR_OUT_OF_RANGE"));
+    throw e;
+  }
+  struct sched_param sp;
+  memset(&sp, 0, sizeof sp);
+  sp.sched_priority = static_cast<int>(p);
+  int policy = (sp.sched_priority > 0 ? SCHED_FIFO : SCHED_OTHER) | SCHED_RESET_ON_FORK;
+  if (sched_setscheduler(0, policy, &sp) != 0) return Napi::String::New(env, ErrnoName(errno));
+  return Napi::String::New(env, "");
+}
+
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("DnsUdpSocket", DnsUdpSocket::Init(env));
+  exports.Set("threadCpuNs", Napi::Function::New(env, ThreadCpuNs, "threadCpuNs"));
+  exports.Set("setThreadRealtime", Napi::Function::New(env, SetThreadRealtime, "setThreadRealtime"));
   exports.Set("rowStride", Napi::Number::New(env, static_cast<double>(kRow)));
   exports.Set("maxQueryBytes", Napi::Number::New(env, static_cast<double>(kSlot - 1)));
   return exports;

@@ -13,7 +13,7 @@
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { Testbed, canRunE2E, sh, must, until, type Host } from './lib/testbed.js';
@@ -117,6 +117,50 @@ describe('weaveDNS on a live router: listen address, TTL, resolv.conf, counters'
     await until('DNS.Thread = worker in the report', async () => (await h1.report()).DNS.Thread === 'worker', 10_000, 200);
     assert.ok(threads() > before, `a thread more (${before} → ${threads()})`);
     assert.match(h1.logTail(400), /DNS: answering UDP on a worker thread from now on \(\d+ queries in 1000 ms/);
+    assert.equal((await dig('web.weave.local')).status, 'NOERROR');
+  });
+
+  test('the server thread is SCHED_FIFO within its CPU budget: a query flood demotes it, quiet promotes it again', async () => {
+    type Rt = { Priority: number; Active: boolean; Demotions: number; Error?: string } | undefined;
+    const rt = async (): Promise<Rt> => (await h1.report()).DNS.Realtime as Rt;
+    assert.deepEqual(await rt(), { Priority: 1, Active: true, Demotions: 0 }, 'the router runs as root: real-time class at priority 1');
+    // The kernel agrees: one of the router's threads is SCHED_FIFO (proc(5) stat field 41).
+    const policies = readdirSync(`/proc/${h1.pid()}/task`).map((t) => {
+      try {
+        const st = readFileSync(`/proc/${h1.pid()}/task/${t}/stat`, 'utf8');
+        return st.slice(st.lastIndexOf(')') + 2).split(' ')[38];
+      } catch {
+        return undefined;
+      }
+    });
+    assert.equal(policies.filter((p) => p === '1').length, 1, `one SCHED_FIFO thread: ${policies.join(',')}`);
+    // A flood from h1's namespace for 2 s (as fast as python sends, answers drained): far
+    // over half a CPU in every 100 ms window.
+    const flood = [
+      'import socket, struct, time',
+      's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setblocking(False)',
+      'q = struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0) + b"\\x03web\\x05weave\\x05local\\x00\\x00\\x01\\x00\\x01"',
+      'n = 0; got = 0; end = time.time() + 2',
+      'while time.time() < end:',
+      '    try: s.sendto(q, ("' + LISTEN + '", ' + String(PORT) + ')); n += 1',
+      '    except BlockingIOError: pass',
+      '    try:',
+      '        while True: s.recv(4096); got += 1',
+      '    except BlockingIOError: pass',
+      'print(n, got)',
+    ].join('\n');
+    const f = await h1.exec(['python3', '-c', flood], 30_000);
+    const [sent, got] = f.stdout.trim().split(' ').map(Number);
+    assert.ok(sent! > 2_000 && got! > 0, `the flood ran: ${f.stdout} ${f.stderr}`);
+    let r = await rt();
+    assert.ok(r && r.Demotions >= 1, `demoted under the flood (${sent} queries, ${got} answers): ${JSON.stringify(r)}`);
+    // Quiet queries: the next window under a quarter of a CPU promotes it again.
+    await until('the server thread back in the real-time class', async () => {
+      await dig('web.weave.local');
+      r = await rt();
+      return r?.Active === true;
+    }, 10_000, 150);
+    assert.equal(r!.Error, undefined);
     assert.equal((await dig('web.weave.local')).status, 'NOERROR');
   });
 

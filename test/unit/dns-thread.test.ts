@@ -11,13 +11,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as dnsPacket from 'dns-packet';
 import { DnsView, snapshotOf, type ViewSnapshot } from '../../dns/view.js';
 import { CounterReader, CounterWriter, counterBuffer, MAX_QUERY_KEYS, MAX_REASON_KEYS } from '../../dns/counters.js';
-import { ThreadedDnsServer, threadNice, threadMode, wantsThread, THREAD_NICE, AUTO_QPS, AUTO_BUSY, AUTO_CHECK_MS } from '../../dns/threaded.js';
+import { ThreadedDnsServer, threadNice, threadMode, threadRealtime, wantsThread, THREAD_NICE, THREAD_RT_PRIORITY, AUTO_QPS, AUTO_BUSY, AUTO_CHECK_MS } from '../../dns/threaded.js';
 import type { DnsEntry } from '../../dns/registry.js';
 
 const settings = { domain: 'weave.local.', ttl: 7, isolation: true };
@@ -118,6 +118,15 @@ for (const inThread of [true, false]) {
       await srv.start();
       assert.equal(srv.inThread, inThread);
       assert.ok(srv.port > 0);
+      // The worker reports its class before it reads; root may use SCHED_FIFO, others get EPERM.
+      if (!inThread) assert.equal(srv.realtime, undefined, 'no thread: nothing to report');
+      else if (process.getuid?.() === 0) {
+        assert.deepEqual(srv.realtime, { Priority: THREAD_RT_PRIORITY, Active: true, Demotions: 0 });
+        assert.equal(fifoThreads(), 1, 'exactly one thread of this process (the server thread) is SCHED_FIFO');
+      } else {
+        assert.deepEqual(srv.realtime, { Priority: THREAD_RT_PRIORITY, Active: false, Demotions: 0, Error: 'EPERM' });
+        assert.ok(logs.some((l) => /stays in the normal scheduling class \(cannot use real-time priority 1: EPERM\)/.test(l)), logs.join(' | '));
+      }
       let [r] = await ask(srv.port, [query(1, 'db.weave.local')], 1);
       let p = dnsPacket.decode(r!);
       assert.equal(p.id, 1);
@@ -164,6 +173,30 @@ test('threaded server: a bind failure rejects with one line and leaves no thread
   } finally {
     await a.close();
   }
+});
+
+/** Threads of this process whose scheduling policy (proc(5) stat field 41) is SCHED_FIFO (1). */
+function fifoThreads(): number {
+  let n = 0;
+  for (const t of readdirSync('/proc/self/task')) {
+    try {
+      const stat = readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
+      // Fields after the parenthesised comm: state is field 3, policy field 41.
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (f[41 - 3] === '1') n++;
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return n;
+}
+
+test('threadRealtime: SCHED_FIFO 1 by default, 0 turns it off, bad values fall back', () => {
+  assert.equal(THREAD_RT_PRIORITY, 1);
+  assert.equal(threadRealtime({}), 1);
+  assert.equal(threadRealtime({ WEAVE_DNS_THREAD_RT: '0' }), 0);
+  assert.equal(threadRealtime({ WEAVE_DNS_THREAD_RT: '20' }), 20);
+  for (const bad of ['', ' ', '-1', '100', '1.5', 'x', '1e3']) assert.equal(threadRealtime({ WEAVE_DNS_THREAD_RT: bad }), THREAD_RT_PRIORITY, bad);
 });
 
 test('threadNice: default (none), override, bad values fall back', () => {
