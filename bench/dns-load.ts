@@ -52,6 +52,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import path from 'node:path';
+import type { RealtimeState } from '../dns/server-worker.js';
 import { Testbed, canRunE2E, sh, sleep, until, type Container, type Host, type Result } from '../test/e2e/lib/testbed.js';
 
 const DURATION = Number(process.env.DURATION ?? 5);
@@ -86,7 +87,7 @@ interface Phase {
 interface PathResult { path: string; mode: string; phases: Phase[]; thread?: string }
 
 /** The DNS report's thread and scheduling class in words ("worker thread, SCHED_FIFO 1, demoted 3 times"). */
-function threadClass(dns: { Thread?: string; Realtime?: { Priority: number; Active: boolean; Demotions: number; Error?: string } } | undefined): string {
+function threadClass(dns: { Thread?: string; Realtime?: RealtimeState } | undefined): string {
   if (!dns || dns.Thread !== 'worker') return `${dns?.Thread ?? 'no'} thread`;
   const rt = dns.Realtime;
   if (!rt) return 'worker thread, normal class';
@@ -95,8 +96,8 @@ function threadClass(dns: { Thread?: string; Realtime?: { Priority: number; Acti
 }
 
 /** The DNS server thread's real-time state from h1's report (undefined: main thread or normal class). */
-async function realtimeOf(h: Host): Promise<{ Active: boolean; Demotions: number } | undefined> {
-  const rt = (await h.report()).DNS?.Realtime as { Active: boolean; Demotions: number; Error?: string } | undefined;
+async function realtimeOf(h: Host): Promise<RealtimeState | undefined> {
+  const rt = (await h.report()).DNS?.Realtime as RealtimeState | undefined;
   return rt && !rt.Error ? rt : undefined;
 }
 

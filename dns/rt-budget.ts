@@ -17,8 +17,9 @@
  * used more than `maxShare` of one CPU demotes it to the normal class (SCHED_OTHER, the
  * router's nice value), where a flood is shared fairly like any other load; a later window
  * under `resumeShare`, at least `holdMs` after the demotion, promotes it again. Between two
- * checks the thread can exceed its share by at most one window plus one batch. The kernel's own real-time throttling
- * (sched_rt_runtime_us, 95 % by default) stays as the backstop.
+ * checks the thread can exceed its share by at most one window plus one batch. The
+ * kernel's own real-time throttling (sched_rt_runtime_us, 95 % by default) stays as the
+ * backstop.
  */
 
 /** Windows and shares of one CPU (0..1). */

@@ -29,6 +29,7 @@ import type { Endpoint } from '../router/host/endpoints.js';
 import type { Subsystem, SubsystemContext, EndpointChange } from '../router/daemon/subsystem.js';
 import { DnsRegistry, decodeGossip, entriesToWire, normaliseName, isIpv4, type DnsEntry } from './registry.js';
 import { ThreadedDnsServer } from './threaded.js';
+import type { RealtimeState } from './server-worker.js';
 import { snapshotOf, type ViewSnapshot } from './view.js';
 import { dnsSettings, type DnsSettings } from './config.js';
 import { setupHost, removeHost, setupContainer } from './reach.js';
@@ -61,7 +62,7 @@ export interface ReportDns {
    * whether it holds it now (false: demoted by its CPU budget, or Error says why it never
    * could), demotions so far (dns/rt-budget.ts). Absent on the main thread.
    */
-  Realtime?: { Priority: number; Active: boolean; Demotions: number; Error?: string };
+  Realtime?: RealtimeState;
   Entries: Array<{ Hostname: string; Address: string; Address6?: string; ContainerID: string; Origin: string; Version: number; Tombstone: number }>;
 }
 

@@ -649,17 +649,8 @@ Napi::Value ThreadCpuNs(const Napi::CallbackInfo& info) {
 // Throws ERR_OUT_OF_RANGE for a priority that is not an integer 0..99.
 Napi::Value SetThreadRealtime(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsNumber()) {
-    Napi::TypeError e = Napi::TypeError::New(env, "setThreadRealtime: priority must be a number");
-    e.Set("code", Napi::String::New(env, "ERR_INVALID_ARG_TYPE"));
-    throw e;
-  }
-  double p = info[0].As<Napi::Number>().DoubleValue();
-  if (!(p >= 0 && p <= 99) || p != static_cast<double>(static_cast<int>(p))) {
-    Napi::RangeError e = Napi::RangeError::New(env, "setThreadRealtime: priority must be an integer 0..99");
-    e.Set("code", Napi::String::New(env, "ERR_OUT_OF_RANGE"));
-    throw e;
-  }
+  if (info.Length() < 1 || info[0].IsUndefined()) ThrowType(env, "setThreadRealtime: priority must be a number");
+  double p = IntArg(env, info[0], "setThreadRealtime: priority", 0, 99, 0);
   struct sched_param sp;
   memset(&sp, 0, sizeof sp);
   sp.sched_priority = static_cast<int>(p);
