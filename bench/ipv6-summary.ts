@@ -83,7 +83,7 @@ export interface Sample {
   control?: boolean;
   /** 1-minute load average when the sample started */
   load: number;
-  /** [variant KERNEL] the tsweave variant whose rounds this anchor sample belongs to */
+  /** [anchor variants, ANCHORS] the tsweave variant whose rounds this anchor sample belongs to */
   kernelOf?: string;
 }
 
@@ -304,24 +304,55 @@ export interface RatioRow {
   /** median paired ping ratio ≤ PING_GOAL (undefined: no per-ping times) */
   pingMet?: boolean;
   /**
-   * [overlay IPv6 only] the paired ping ratio with the kernel's own IPv6 cost taken out: per
-   * round the median over pings of (t6_k − kc) / base_k, where kc is that round's median of
-   * the paired differences kernel6_k − kernel4_k between two plain namespaces on a bridge
-   * (variant KERNEL; same two endpoint stacks, no tsweave); undefined without kernel
-   * samples or for an IPv4 overlay
+   * The paired ping ratio with the anchor's own IPv6 cost taken out: per round the median
+   * over pings of (t6_k − kc) / base_k, where kc is that round's median of the paired
+   * differences anchorCombo_k − anchorV4_k, the smaller of two anchors' (same variant
+   * and round): the one built like this data path (anchorFor: kernel VXLAN for fastdp,
+   * tinc for the sleeve; the same combination) and, for an IPv6 overlay, the plain anchor
+   * (variant KERNEL: two namespaces on a bridge; its IPv6 figure). The smaller, so only
+   * what a path without tsweave pays at least is credited (tinc alone pays ~30–40 µs for
+   * an IPv6 overlay, which the plain anchor shows the kernel does not). Undefined when
+   * neither was measured (and for the control)
    */
   pingNet?: Spread;
   /** median of pingNet ≤ PING_GOAL */
   pingNetMet?: boolean;
-  /** [overlay IPv6 only] per round: the paired difference minus kc, µs */
+  /** per round: the paired difference minus kc, µs — what tsweave adds beyond the anchor's IPv6 cost */
   extraUs?: Spread;
+  /** the anchor(s) whose cost pingNet and extraUs took out, comma-separated */
+  anchor?: string;
+}
+
+/** One anchor's own IPv6 cost for one combination: its IPv6 target against its all-IPv4 one, paired per ping within each round. */
+export interface AnchorRow {
+  anchor: string;
+  combo: Exclude<Combo, 'v4/v4' | 'control'>;
+  /** per round: median of the per-ping ratios */
+  ping: Spread;
+  /** per round: median of the per-ping differences, µs */
+  pingDiffUs: Spread;
 }
 
 /**
- * Variant name of the anchor samples: ping between two plain namespaces on a Linux
- * bridge, no tsweave (underlay 4, overlay 4 or 6), measured in every round.
+ * Variant names of the anchor samples (bench/ipv6-anchors.ts), measured in every round of
+ * the tsweave variant named by Sample.kernelOf: KERNEL, ping between two plain namespaces
+ * on a Linux bridge (underlay 4, overlay 4 or 6: the endpoint stacks' own IPv6 cost);
+ * VXLAN_ANCHOR, kernel VXLAN over either underlay family carrying either overlay family;
+ * TINC_ANCHOR, tinc 1.0 in switch mode (Cipher = none) likewise.
  */
 export const KERNEL = 'kernel';
+export const VXLAN_ANCHOR = 'vxlan';
+export const TINC_ANCHOR = 'tinc';
+export const ANCHORS: readonly string[] = [KERNEL, VXLAN_ANCHOR, TINC_ANCHOR];
+
+/**
+ * The anchor built like a tsweave data path: kernel VXLAN for the fast datapath (which is
+ * kernel VXLAN set up by the router), tinc for the sleeve variants (a userspace daemon
+ * carrying Ethernet frames from a TAP in UDP, as the sleeve does).
+ */
+export function anchorFor(variant: string): string {
+  return variant === 'fastdp' ? VXLAN_ANCHOR : TINC_ANCHOR;
+}
 
 const ratio = (a: number | undefined, b: number | undefined): number | undefined => (a === undefined || b === undefined || b === 0 ? undefined : a / b);
 const perMille = (js: Array<number | undefined>, cached: Array<number | undefined>): number | undefined => {
@@ -360,17 +391,56 @@ export function summarize(samples: Sample[]): ComboSummary[] {
 }
 
 /**
- * The kernel anchor's own IPv6 − IPv4 ping cost per round: the median of the paired
- * per-ping differences kernel6_k − kernel4_k of one interleaved run, ms, keyed
+ * Every anchor's own IPv6 cost per round and combination: the median of the paired
+ * per-ping differences anchorCombo_k − anchorV4_k of one interleaved run, ms, keyed
+ * `${anchor}/${kernelOf}/${repeat}/${combo}` (kernelOf: the tsweave variant whose round
+ * the anchor samples belong to).
+ */
+export function anchorCosts(samples: Sample[]): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const a of samples) {
+    if (!ANCHORS.includes(a.variant) || a.pingRtts === undefined) continue;
+    const combo = comboOf(a);
+    if (combo === 'v4/v4' || combo === 'control') continue;
+    const base = samples.find((k) => k.variant === a.variant && comboOf(k) === 'v4/v4' && k.repeat === a.repeat && k.kernelOf === a.kernelOf);
+    const d = base?.pingRtts === undefined ? undefined : pairedPing(a.pingRtts, base.pingRtts).diffUs;
+    if (d !== undefined) out.set(`${a.variant}/${a.kernelOf}/${a.repeat}/${combo}`, d / 1000);
+  }
+  return out;
+}
+
+/**
+ * The plain (KERNEL) anchor's own IPv6 − IPv4 ping cost per round, ms, keyed
  * `${kernelOf}/${repeat}` (the tsweave variant whose round it belongs to).
  */
 export function kernelCosts(samples: Sample[]): Map<string, number> {
   const out = new Map<string, number>();
-  for (const k6 of samples) {
-    if (k6.variant !== KERNEL || k6.overlay !== 6 || k6.pingRtts === undefined) continue;
-    const k4 = samples.find((k) => k.variant === KERNEL && k.overlay === 4 && k.repeat === k6.repeat && k.kernelOf === k6.kernelOf);
-    const d = k4?.pingRtts === undefined ? undefined : pairedPing(k6.pingRtts, k4.pingRtts).diffUs;
-    if (d !== undefined) out.set(`${k6.kernelOf}/${k6.repeat}`, d / 1000);
+  for (const [key, ms] of anchorCosts(samples)) {
+    const [anchor, of, repeat, ...combo] = key.split('/');
+    if (anchor === KERNEL && combo.join('/') === 'v4ul/v6') out.set(`${of}/${repeat}`, ms);
+  }
+  return out;
+}
+
+/**
+ * Each anchor's IPv6 combinations against its all-IPv4 one, paired per ping within each
+ * round (the rounds of every tsweave variant together): how much IPv6 costs the same
+ * kind of path without tsweave.
+ */
+export function anchorRatios(samples: Sample[]): AnchorRow[] {
+  const out: AnchorRow[] = [];
+  for (const anchor of ANCHORS) {
+    for (const combo of ['v6ul/v4', 'v4ul/v6', 'v6/v6'] as const) {
+      const paired = samples
+        .filter((a) => a.variant === anchor && comboOf(a) === combo && a.pingRtts !== undefined)
+        .map((a) => {
+          const base = samples.find((k) => k.variant === anchor && comboOf(k) === 'v4/v4' && k.repeat === a.repeat && k.kernelOf === a.kernelOf);
+          return base?.pingRtts === undefined ? undefined : pairedPing(a.pingRtts!, base.pingRtts);
+        })
+        .filter((p) => p !== undefined);
+      if (paired.length === 0) continue;
+      out.push({ anchor, combo, ping: spread(paired.map((p) => p.ratio)), pingDiffUs: spread(paired.map((p) => p.diffUs)) });
+    }
   }
   return out;
 }
@@ -384,9 +454,9 @@ export function kernelCosts(samples: Sample[]): Map<string, number> {
  */
 export function ratios(samples: Sample[]): RatioRow[] {
   const out: RatioRow[] = [];
-  const kernelCost = kernelCosts(samples);
+  const costs = anchorCosts(samples);
   for (const variant of [...new Set(samples.map((s) => s.variant))]) {
-    if (variant === KERNEL) continue;
+    if (ANCHORS.includes(variant)) continue;
     const ref = new Map<number, Sample>();
     const ctl = new Map<number, Sample>();
     for (const s of samples) {
@@ -417,16 +487,26 @@ export function ratios(samples: Sample[]): RatioRow[] {
         tcpMet: tcp.median === undefined ? undefined : tcp.median >= TCP_GOAL,
         pingMet: ping.median === undefined ? undefined : ping.median <= PING_GOAL,
       };
-      if (combo === 'v4ul/v6' || combo === 'v6/v6') {
-        const kc = pairs.map(([s]) => kernelCost.get(`${variant}/${s.repeat}`));
+      if (combo !== 'control') {
+        // The smaller of the two anchors' costs: the one built like this data path (same
+        // combination) and, for an IPv6 overlay, the plain one (its only IPv6 figure).
+        const own = anchorFor(variant);
+        const costOf = (r: number): { anchor: string; ms: number } | undefined => {
+          const a = costs.get(`${own}/${variant}/${r}/${combo}`);
+          const k = combo === 'v6ul/v4' ? undefined : costs.get(`${KERNEL}/${variant}/${r}/v4ul/v6`);
+          if (a !== undefined && (k === undefined || a <= k)) return { anchor: own, ms: a };
+          return k === undefined ? undefined : { anchor: KERNEL, ms: k };
+        };
+        const kc = pairs.map(([s]) => costOf(s.repeat));
         if (kc.some((k) => k !== undefined)) {
           row.pingNet = spread(pairs.map(([s, b], i) => {
             const [b1, b2] = rtts(b);
             if (kc[i] === undefined || s.pingRtts === undefined || b1 === undefined || b2 === undefined) return undefined;
-            return pairedPing(s.pingRtts.map((x) => (x === null ? null : x - kc[i]!)), b1, b2).ratio;
+            return pairedPing(s.pingRtts.map((x) => (x === null ? null : x - kc[i]!.ms)), b1, b2).ratio;
           }));
-          row.extraUs = spread(paired.map((p, i) => (kc[i] === undefined || p?.diffUs === undefined ? undefined : p.diffUs - 1000 * kc[i]!)));
+          row.extraUs = spread(paired.map((p, i) => (kc[i] === undefined || p?.diffUs === undefined ? undefined : p.diffUs - 1000 * kc[i]!.ms)));
           row.pingNetMet = row.pingNet.median === undefined ? undefined : row.pingNet.median <= PING_GOAL;
+          row.anchor = [...new Set(kc.filter((k) => k !== undefined).map((k) => k.anchor))].join(', ');
         }
       }
       out.push(row);

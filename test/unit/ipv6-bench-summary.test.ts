@@ -5,7 +5,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { FPING_MAX_TARGETS, KERNEL, comboOf, fpingArgs, joinBatches, kernelCosts, median, pairedPing, parseFping, parsePingAvg, quantileSorted, ratios, rttStats, shuffledOrders, summarize, type Sample } from '../../bench/ipv6-summary.js';
+import { FPING_MAX_TARGETS, KERNEL, TINC_ANCHOR, VXLAN_ANCHOR, anchorCosts, anchorFor, anchorRatios, comboOf, fpingArgs, joinBatches, kernelCosts, median, pairedPing, parseFping, parsePingAvg, quantileSorted, ratios, rttStats, shuffledOrders, summarize, type Sample } from '../../bench/ipv6-summary.js';
 
 function s(variant: string, repeat: number, underlay: 4 | 6, overlay: 4 | 6, tcp: number, ping: number, extra: Partial<Sample> = {}): Sample {
   return { variant, repeat, underlay, overlay, tcpMbps: tcp, pingAvgMs: ping, pingP50Ms: ping, pingP99Ms: ping * 2, pingLoss: 0, pingRtts: [ping, ping, ping], load: 1, ...extra };
@@ -303,6 +303,50 @@ describe('ipv6 bench summary', () => {
     assert.ok(Math.abs(by.get('v6/v6')!.pingNet!.median! - 1.12) < 1e-9);
     assert.equal(by.get('v6/v6')!.pingNetMet, false);
     assert.equal(by.get('v6ul/v4')!.pingNet, undefined, 'an IPv4 overlay gets no kernel correction');
+  });
+
+  test('the anchor built like the data path (VXLAN for fastdp, tinc for the sleeve) is taken out of every IPv6 combination where it costs less than the plain one', () => {
+    assert.equal(anchorFor('fastdp'), VXLAN_ANCHOR);
+    for (const v of ['none', 'encrypted', 'none-no-tails']) assert.equal(anchorFor(v), TINC_ANCHOR);
+    const a = (variant: string, kernelOf: string, repeat: number, underlay: 4 | 6, overlay: 4 | 6, ping: number): Sample => ({ variant, kernelOf, repeat, underlay, overlay, pingRtts: [ping, ping, null], load: 1 });
+    const samples = [
+      s('fastdp', 0, 4, 4, 1000, 0.100), s('fastdp', 0, 6, 4, 1000, 0.120), s('fastdp', 0, 4, 6, 1000, 0.104), s('fastdp', 0, 6, 6, 1000, 0.130),
+      // kernel VXLAN of the same round: IPv6 underlay +18 µs, IPv6 overlay +3 µs, both +25 µs
+      a(VXLAN_ANCHOR, 'fastdp', 0, 4, 4, 0.050), a(VXLAN_ANCHOR, 'fastdp', 0, 6, 4, 0.068), a(VXLAN_ANCHOR, 'fastdp', 0, 4, 6, 0.053), a(VXLAN_ANCHOR, 'fastdp', 0, 6, 6, 0.075),
+      // the plain anchor (+4 µs) is not used where VXLAN's own figure is smaller
+      a(KERNEL, 'fastdp', 0, 4, 4, 0.040), a(KERNEL, 'fastdp', 0, 4, 6, 0.044),
+      // tinc belongs to the sleeve: never used for fastdp
+      a(TINC_ANCHOR, 'fastdp', 0, 4, 4, 0.050), a(TINC_ANCHOR, 'fastdp', 0, 6, 4, 0.550),
+    ];
+    const costs = anchorCosts(samples);
+    assert.ok(Math.abs(costs.get(`${VXLAN_ANCHOR}/fastdp/0/v6ul/v4`)! - 0.018) < 1e-9);
+    assert.ok(Math.abs(costs.get(`${KERNEL}/fastdp/0/v4ul/v6`)! - 0.004) < 1e-9);
+    assert.equal(kernelCosts(samples).size, 1, 'kernelCosts keeps the plain anchor only');
+    const by = new Map(ratios(samples).map((r) => [r.combo, r]));
+    assert.equal(by.size, 3, 'no ratio row for an anchor');
+    const v6ul = by.get('v6ul/v4')!;
+    assert.equal(v6ul.pingMet, false, '0.120 / 0.100 misses the 5 % goal');
+    assert.equal(v6ul.anchor, VXLAN_ANCHOR);
+    assert.ok(Math.abs(v6ul.pingNet!.median! - 1.02) < 1e-9, `${v6ul.pingNet!.median}`);
+    assert.ok(Math.abs(v6ul.extraUs!.median! - 2) < 1e-6);
+    assert.equal(v6ul.pingNetMet, true);
+    assert.ok(Math.abs(by.get('v4ul/v6')!.extraUs!.median! - 1) < 1e-6);
+    assert.equal(by.get('v4ul/v6')!.anchor, VXLAN_ANCHOR);
+    // IPv6 on both: VXLAN's +25 µs against the plain anchor's +4: the smaller is credited
+    assert.equal(by.get('v6/v6')!.anchor, KERNEL);
+    assert.ok(Math.abs(by.get('v6/v6')!.pingNet!.median! - 1.26) < 1e-9, `${by.get('v6/v6')!.pingNet!.median}`);
+    const rows = anchorRatios(samples);
+    const vx = rows.filter((r) => r.anchor === VXLAN_ANCHOR).map((r) => [r.combo, Math.round(r.pingDiffUs.median!)]);
+    assert.deepEqual(vx, [['v6ul/v4', 18], ['v4ul/v6', 3], ['v6/v6', 25]]);
+    assert.deepEqual(rows.filter((r) => r.anchor === TINC_ANCHOR).map((r) => r.combo), ['v6ul/v4']);
+  });
+
+  test('without its own anchor a sleeve row falls back to the plain anchor for an IPv6 overlay only', () => {
+    const k = (overlay: 4 | 6, ping: number): Sample => ({ variant: KERNEL, kernelOf: 'none', repeat: 0, underlay: 4, overlay, pingRtts: [ping, ping], load: 1 });
+    const by = new Map(ratios([s('none', 0, 4, 4, 1000, 0.100), s('none', 0, 6, 4, 1000, 0.110), s('none', 0, 6, 6, 1000, 0.110), k(4, 0.050), k(6, 0.056)]).map((r) => [r.combo, r]));
+    assert.equal(by.get('v6ul/v4')!.pingNet, undefined);
+    assert.equal(by.get('v6/v6')!.anchor, KERNEL);
+    assert.ok(Math.abs(by.get('v6/v6')!.extraUs!.median! - 4) < 1e-6);
   });
 
   test('busy (flood) ping: ratio per round against the IPv4 base of the same round; ping\'s summary line parsed', () => {
