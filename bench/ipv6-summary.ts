@@ -390,6 +390,27 @@ export function summarize(samples: Sample[]): ComboSummary[] {
   return out;
 }
 
+/** One anchor's IPv6 combination in one round, paired per ping with that round's all-IPv4 target. */
+interface AnchorPair { anchor: string; of: string | undefined; repeat: number; combo: Exclude<Combo, 'v4/v4' | 'control'>; paired: ReturnType<typeof pairedPing> }
+
+/**
+ * Every anchor sample of an IPv6 combination with per-ping times, paired with the same
+ * anchor's all-IPv4 sample of the same round (same kernelOf and repeat); samples whose
+ * round has no such base are left out.
+ */
+function anchorPairs(samples: Sample[]): AnchorPair[] {
+  const out: AnchorPair[] = [];
+  for (const a of samples) {
+    if (!ANCHORS.includes(a.variant) || a.pingRtts === undefined) continue;
+    const combo = comboOf(a);
+    if (combo === 'v4/v4' || combo === 'control') continue;
+    const base = samples.find((k) => k.variant === a.variant && comboOf(k) === 'v4/v4' && k.repeat === a.repeat && k.kernelOf === a.kernelOf);
+    if (base?.pingRtts === undefined) continue;
+    out.push({ anchor: a.variant, of: a.kernelOf, repeat: a.repeat, combo, paired: pairedPing(a.pingRtts, base.pingRtts) });
+  }
+  return out;
+}
+
 /**
  * Every anchor's own IPv6 cost per round and combination: the median of the paired
  * per-ping differences anchorCombo_k − anchorV4_k of one interleaved run, ms, keyed
@@ -398,13 +419,8 @@ export function summarize(samples: Sample[]): ComboSummary[] {
  */
 export function anchorCosts(samples: Sample[]): Map<string, number> {
   const out = new Map<string, number>();
-  for (const a of samples) {
-    if (!ANCHORS.includes(a.variant) || a.pingRtts === undefined) continue;
-    const combo = comboOf(a);
-    if (combo === 'v4/v4' || combo === 'control') continue;
-    const base = samples.find((k) => k.variant === a.variant && comboOf(k) === 'v4/v4' && k.repeat === a.repeat && k.kernelOf === a.kernelOf);
-    const d = base?.pingRtts === undefined ? undefined : pairedPing(a.pingRtts, base.pingRtts).diffUs;
-    if (d !== undefined) out.set(`${a.variant}/${a.kernelOf}/${a.repeat}/${combo}`, d / 1000);
+  for (const p of anchorPairs(samples)) {
+    if (p.paired.diffUs !== undefined) out.set(`${p.anchor}/${p.of}/${p.repeat}/${p.combo}`, p.paired.diffUs / 1000);
   }
   return out;
 }
@@ -415,9 +431,8 @@ export function anchorCosts(samples: Sample[]): Map<string, number> {
  */
 export function kernelCosts(samples: Sample[]): Map<string, number> {
   const out = new Map<string, number>();
-  for (const [key, ms] of anchorCosts(samples)) {
-    const [anchor, of, repeat, ...combo] = key.split('/');
-    if (anchor === KERNEL && combo.join('/') === 'v4ul/v6') out.set(`${of}/${repeat}`, ms);
+  for (const p of anchorPairs(samples)) {
+    if (p.anchor === KERNEL && p.combo === 'v4ul/v6' && p.paired.diffUs !== undefined) out.set(`${p.of}/${p.repeat}`, p.paired.diffUs / 1000);
   }
   return out;
 }
@@ -428,16 +443,11 @@ export function kernelCosts(samples: Sample[]): Map<string, number> {
  * kind of path without tsweave.
  */
 export function anchorRatios(samples: Sample[]): AnchorRow[] {
+  const pairs = anchorPairs(samples);
   const out: AnchorRow[] = [];
   for (const anchor of ANCHORS) {
     for (const combo of ['v6ul/v4', 'v4ul/v6', 'v6/v6'] as const) {
-      const paired = samples
-        .filter((a) => a.variant === anchor && comboOf(a) === combo && a.pingRtts !== undefined)
-        .map((a) => {
-          const base = samples.find((k) => k.variant === anchor && comboOf(k) === 'v4/v4' && k.repeat === a.repeat && k.kernelOf === a.kernelOf);
-          return base?.pingRtts === undefined ? undefined : pairedPing(a.pingRtts!, base.pingRtts);
-        })
-        .filter((p) => p !== undefined);
+      const paired = pairs.filter((p) => p.anchor === anchor && p.combo === combo).map((p) => p.paired);
       if (paired.length === 0) continue;
       out.push({ anchor, combo, ping: spread(paired.map((p) => p.ratio)), pingDiffUs: spread(paired.map((p) => p.diffUs)) });
     }
