@@ -51,8 +51,10 @@
  * and round, default 1000, rounded up to a multiple of PING_BATCHES), PING_BATCHES (fping runs per round, each in another order, default 20), PING_PERIOD_MS (one fping cycle over all targets, default 10),
  * FLOW_PINGS (sleeve check pings per combination and round, default 50), BUSY_PINGS (flood
  * pings per combination and round, `ping -f`, default 5000; 0 skips them), REPEATS (rounds, default 4: an even number puts every combination equally often early and late), VARIANTS (comma list of
- * none,encrypted,fastdp, and none-no-tails: the plaintext sleeve with WEAVE_NO_BULK_TAILS=1,
- * for a before/after of that change in one run; default none,encrypted,fastdp), RESULTS_DIR (JSON and Markdown written there,
+ * none,encrypted,fastdp, and for a before/after of a change in one run none-no-tails (the
+ * plaintext sleeve with WEAVE_NO_BULK_TAILS=1) and none-no-conn6 (with WEAVE_NO_CONNECTED6=1:
+ * sends to IPv6 next hops from the sleeve socket, not from sockets connected to them);
+ * default none,encrypted,fastdp), RESULTS_DIR (JSON and Markdown written there,
  * default /tmp/tsweave-bench).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -85,9 +87,11 @@ function flags(variant: string): { args: string[]; env: NodeJS.ProcessEnv; path:
     case 'none': return { args: ['--no-fastdp'], env: {}, path: 'sleeve' };
     // The plaintext sleeve without the egress cache's small tails (tap.cc, WEAVE_NO_BULK_TAILS=1): the "before" of issue #21's fix.
     case 'none-no-tails': return { args: ['--no-fastdp'], env: { WEAVE_NO_BULK_TAILS: '1' }, path: 'sleeve' };
+    // The plaintext sleeve sending to IPv6 next hops from the sleeve socket (tap.cc Conn6 off): the "before" of session 46's change.
+    case 'none-no-conn6': return { args: ['--no-fastdp'], env: { WEAVE_NO_CONNECTED6: '1' }, path: 'sleeve' };
     case 'encrypted': return { args: ['--no-fastdp'], env: { WEAVE_PASSWORD: PASSWORD }, path: 'sleeve' };
     case 'fastdp': return { args: [], env: {}, path: 'fastdp' };
-    default: throw new Error(`unknown variant ${variant} (want none, none-no-tails, encrypted, fastdp)`);
+    default: throw new Error(`unknown variant ${variant} (want none, none-no-tails, none-no-conn6, encrypted, fastdp)`);
   }
 }
 

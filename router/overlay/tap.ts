@@ -89,6 +89,17 @@ export interface TapStats {
   missFlow: number;
   missLong: number;
   missSeal: number;
+  /**
+   * Egress flows to an IPv6 next hop send from a UDP socket connected to that hop, so the
+   * kernel keeps the route instead of looking it up (and choosing a source) per datagram
+   * (native tap.cc, Conn6; off with WEAVE_NO_CONNECTED6=1): such sockets open now, opened
+   * since the TAP opened, that failed to open (those flows send from the sleeve socket), and
+   * sends repeated because an ICMPv6 error to an earlier datagram was left on the socket.
+   */
+  conn6Sockets: number;
+  conn6Opened: number;
+  conn6Failed: number;
+  conn6Retries: number;
 }
 
 /** Options of {@link Tap.open}. */

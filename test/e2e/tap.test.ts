@@ -123,6 +123,37 @@ describe('TAP binding (root, netns)', { skip }, () => {
     assert.equal(r.writeAfterClose, false);
   });
 
+  it('flow cache, IPv6 next hop: sends from a socket connected to the hop, survives ICMPv6 errors left on it, closes it with the flows; WEAVE_NO_CONNECTED6=1 turns it off', async () => {
+    const r = await childJson('conn6');
+    const what = JSON.stringify(r);
+    assert.equal(r.installed, true);
+    // Ping frames leave one per wake-up; on a loaded machine a few go two at a time to JavaScript.
+    assert.ok(r.connected.length >= 17, `nearly every echo request took the cache: ${what}`);
+    for (const d of r.connected) {
+      assert.equal(d.address, '::1');
+      assert.notEqual(d.port, r.sleevePort, 'an IPv6 hop gets its datagrams from the connected socket, not the sleeve socket');
+    }
+    assert.equal(new Set(r.connected.map((d: { port: number }) => d.port)).size, 1, 'one connected socket per hop');
+    assert.equal(r.afterConnected.conn6Sockets, 1);
+    assert.equal(r.afterConnected.conn6Opened, 1);
+    assert.equal(r.afterConnected.conn6Failed, 0);
+    assert.equal(r.whileGone, 0);
+    // Every send while the hop was gone and the first after it came back found a port
+    // unreachable left by the datagram before; each was sent again, none was lost to it
+    // and the cache was never emptied.
+    assert.ok(r.afterBack.stats.conn6Retries >= 5, `stale ICMPv6 errors were retried: ${what}`);
+    assert.equal(r.afterBack.flows.errors, 0, `no send counted as failed: ${what}`);
+    assert.equal(r.afterBack.flows.clears, 0, 'the flows were never cleared');
+    assert.ok(r.back.length >= 17, `after the hop came back its datagrams arrive from the cache: ${what}`);
+    assert.equal(r.afterBack.stats.conn6Opened, 1, 'the same socket carried on');
+    assert.equal(r.afterClear, 0, 'clearFlows closes the connected sockets');
+    // Off: the sleeve socket sends.
+    assert.equal(r.offInstalled, true);
+    assert.ok(r.off.length >= 8, what);
+    for (const d of r.off) assert.equal(d.port, r.sleevePort, 'WEAVE_NO_CONNECTED6=1: from the sleeve socket');
+    assert.equal(r.offStats.conn6Opened, 0);
+  });
+
   it('flow cache: cached frames leave without JavaScript, and the wait between them keeps timers and other sockets on time', async () => {
     const r = await childJson('nest');
     assert.equal(r.linked, true);

@@ -140,6 +140,7 @@ struct EgressFlow {
   uint8_t key[kFlowKeyMax];
   uint64_t expires_ms = 0;  // 0: empty slot
   int udp_fd = -1;
+  bool conn = false;  // udp_fd is a socket connected to this flow's IPv6 next hop (tap.cc, Conn6)
   // Destination: sockaddr_in, or sockaddr_in6 (IPv6 peer, or IPv4-mapped on a
   // dual-stack socket); to_len says which.
   struct sockaddr_in6 to;

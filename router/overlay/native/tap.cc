@@ -22,7 +22,8 @@
 //   tap.stats() -> { readFrames, readBatches, readTruncated, readErrors,
 //                    writeFrames, writeDrops, writeErrors, lastWriteError,
 //                    vnetHdr, writeCoalesced, ..., egressGso,
-//                    missGroup, missSmall, missFlow, missLong, missSeal }
+//                    missGroup, missSmall, missFlow, missLong, missSeal,
+//                    conn6Sockets, conn6Opened, conn6Failed, conn6Retries }
 //   tap.ref(), tap.unref(), tap.close()
 //   tap.addFlow(srcMac, dstMac, udpFd, addr, port, template, maxFrame, ttlMs[, sealState, key[, frame]])
 //     (addr: IPv4 as uint32, or IPv6 text; the UDP socket may be dual-stack;
@@ -66,6 +67,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if.h>
+#include <linux/filter.h>
 #include <linux/if_tun.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -414,6 +416,8 @@ class Tap : public Napi::ObjectWrap<Tap> {
     bulk_tails_ = !(notails != nullptr && strcmp(notails, "1") == 0);
     const char* nopack = getenv("WEAVE_NO_SMALL_PACK");
     pack_small_ = !(nopack != nullptr && strcmp(nopack, "1") == 0);
+    const char* noconn6 = getenv("WEAVE_NO_CONNECTED6");
+    connect6_ = !(noconn6 != nullptr && strcmp(noconn6, "1") == 0);
     hits_.resize(batch_);
     dgs_.resize(batch_);
     dg_len_.resize(batch_);
@@ -836,6 +840,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
     if (failed) {
       egress_.Clear();
       crypto_.DropAll(env_);
+      CloseConn6();
     }
     return true;
   }
@@ -897,10 +902,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
       const uint16_t seg = static_cast<uint16_t>(dg_len_[i]);
       memcpy(CMSG_DATA(c), &seg, sizeof seg);
     }
-    ssize_t r;
-    do {
-      r = sendmsg(e.udp_fd, &mh, MSG_DONTWAIT);
-    } while (r < 0 && errno == EINTR);
+    ssize_t r = SendFlow(e, &mh);
     if (r >= 0 || run == 1) {
       bool bad = false;
       for (size_t k = 0; k < run; k++) {
@@ -926,12 +928,122 @@ class Tap : public Napi::ObjectWrap<Tap> {
       mh.msg_control = nullptr;
       mh.msg_controllen = 0;
       at += cnt;
-      do {
-        r = sendmsg(e.udp_fd, &mh, MSG_DONTWAIT);
-      } while (r < 0 && errno == EINTR);
+      r = SendFlow(e, &mh);
       if (CountDatagram(d, r)) ok = false;
     }
     return ok;
+  }
+
+  // sendmsg of one datagram or GSO run on flow e's socket (EINTR retried). On a
+  // connected IPv6 socket (Conn6) an error that an ICMP reply to an EARLIER
+  // datagram left on the socket fails this send once: it is sent again at once.
+  ssize_t SendFlow(const tsweave::EgressFlow& e, struct msghdr* mh) {
+    ssize_t r;
+    do {
+      r = sendmsg(e.udp_fd, mh, MSG_DONTWAIT);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0 && e.conn && IcmpSocketError(errno)) {
+      conn6_retries_++;
+      do {
+        r = sendmsg(e.udp_fd, mh, MSG_DONTWAIT);
+      } while (r < 0 && errno == EINTR);
+    }
+    return r;
+  }
+
+  // The errors an ICMPv6 error message sets on a connected UDP socket (the
+  // kernel's icmpv6_err_convert: unreachable, packet too big, parameter
+  // problem, time exceeded).
+  static bool IcmpSocketError(int err) {
+    return err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH || err == EACCES || err == EMSGSIZE || err == EPROTO;
+  }
+
+  // ---- Connected send sockets for IPv6 next hops (Conn6) ----
+  //
+  // From an unconnected UDP socket the kernel looks up the route, and for IPv6
+  // chooses a source address (RFC 6724), on every send; a connected socket keeps
+  // its route and only checks it is still valid. For IPv6 that lookup is most
+  // of what a sparse send costs more: a C probe on the 2-vCPU test VM (two
+  // namespaces on a veth, 100-byte datagrams every 2 ms, session 46) measured
+  // sendto() from the sleeve's kind of socket (AF_INET6 on [::]) at a median
+  // 18–23 µs to an IPv6 peer, 16–18 µs to an IPv4-mapped one, and 12–14 µs from
+  // a socket connected to the IPv6 peer; connecting to an IPv4-mapped peer
+  // gained nothing. So an egress flow to an IPv6 next hop sends from a socket
+  // connected to that hop. It cannot share the sleeve's port: a socket on our
+  // port connected to [hop]:port would receive every datagram the hop sends us
+  // (the kernel prefers the connected match) instead of the sleeve's socket. So
+  // it has an ephemeral port, and a filter that drops whatever would reach it.
+  // Receivers tell a sleeve datagram's sender by address, never by port
+  // (sleeve.ts onDatagram, udp.cc ingress flows), so they see no difference;
+  // a firewall that matches sleeve traffic by source port does, and
+  // WEAVE_NO_CONNECTED6=1 keeps every send on the sleeve's socket. A socket
+  // lives until the egress flows are cleared (clearFlows, a failed send,
+  // close), after which no flow refers to it; at most kConn6Max at once, flows
+  // beyond use the sleeve's socket.
+  static constexpr size_t kConn6Max = 128;
+  struct Conn6 {
+    struct in6_addr addr;
+    uint16_t port;  // network order
+    int main_fd;    // the sleeve socket it stands in for
+    int fd;
+  };
+
+  // The connected socket for next hop `to` of sleeve socket `main_fd`, opened
+  // if needed; -1: send on main_fd (off, table full, or the socket failed).
+  int Conn6Fd(int main_fd, const struct sockaddr_in6& to) {
+    if (!connect6_) return -1;
+    for (const Conn6& c : conn6_) {
+      if (c.main_fd == main_fd && c.port == to.sin6_port && memcmp(&c.addr, &to.sin6_addr, sizeof c.addr) == 0) return c.fd;
+    }
+    if (conn6_.size() >= kConn6Max) return -1;
+    const int fd = OpenConn6(main_fd, to);
+    if (fd < 0) {
+      conn6_failed_++;
+      return -1;
+    }
+    conn6_.push_back(Conn6{to.sin6_addr, to.sin6_port, main_fd, fd});
+    conn6_opened_++;
+    return fd;
+  }
+
+  // A non-blocking UDP socket connected to `to`, with the sleeve socket's PMTU
+  // mode and send buffer and, if that socket is bound to one address, the same
+  // address; -1 on any failure.
+  static int OpenConn6(int main_fd, const struct sockaddr_in6& to) {
+    const int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    int v = 0;
+    socklen_t l = sizeof v;
+    bool ok = getsockopt(main_fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &v, &l) == 0 &&
+              setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &v, sizeof v) == 0;
+    l = sizeof v;
+    if (ok && getsockopt(main_fd, SOL_SOCKET, SO_SNDBUF, &v, &l) == 0) {
+      v /= 2;  // the kernel reports twice what was set
+      if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof v) != 0) (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
+    }
+    // Receive nothing: a classic BPF filter of one instruction, "keep 0 bytes".
+    struct sock_filter drop_all = BPF_STMT(BPF_RET | BPF_K, 0);
+    struct sock_fprog prog = {1, &drop_all};
+    ok = ok && setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) == 0;
+    struct sockaddr_in6 local;
+    l = sizeof local;
+    if (ok && getsockname(main_fd, reinterpret_cast<struct sockaddr*>(&local), &l) == 0 && local.sin6_family == AF_INET6 &&
+        !IN6_IS_ADDR_UNSPECIFIED(&local.sin6_addr)) {
+      local.sin6_port = 0;
+      ok = bind(fd, reinterpret_cast<struct sockaddr*>(&local), sizeof local) == 0;
+    }
+    ok = ok && connect(fd, reinterpret_cast<const struct sockaddr*>(&to), sizeof to) == 0;
+    if (!ok) {
+      close(fd);
+      return -1;
+    }
+    return fd;
+  }
+
+  // Closes every connected socket; only once no egress flow can refer to one.
+  void CloseConn6() {
+    for (const Conn6& c : conn6_) close(c.fd);
+    conn6_.clear();
   }
 
   // Counts the outcome of sending datagram d (r: sendmsg's return, errno still
@@ -1082,6 +1194,14 @@ class Tap : public Napi::ObjectWrap<Tap> {
     e.src_mac = src;
     e.dst_mac = dst;
     e.udp_fd = fd;
+    e.conn = false;
+    if (v6) {
+      const int cfd = Conn6Fd(fd, to);
+      if (cfd >= 0) {
+        e.udp_fd = cfd;
+        e.conn = true;
+      }
+    }
     e.to = to;
     e.to_len = to_len;
     e.max_frame = max_frame;
@@ -1108,6 +1228,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
   Napi::Value ClearFlows(const Napi::CallbackInfo& info) {
     egress_.Clear();
     crypto_.DropAll(env_);
+    CloseConn6();
     return info.Env().Undefined();
   }
 
@@ -1329,6 +1450,10 @@ class Tap : public Napi::ObjectWrap<Tap> {
     o.Set("missFlow", static_cast<double>(miss_[kMissFlow]));
     o.Set("missLong", static_cast<double>(miss_[kMissLong]));
     o.Set("missSeal", static_cast<double>(miss_[kMissSeal]));
+    o.Set("conn6Sockets", static_cast<double>(conn6_.size()));
+    o.Set("conn6Opened", static_cast<double>(conn6_opened_));
+    o.Set("conn6Failed", static_cast<double>(conn6_failed_));
+    o.Set("conn6Retries", static_cast<double>(conn6_retries_));
     return o;
   }
 
@@ -1364,6 +1489,7 @@ class Tap : public Napi::ObjectWrap<Tap> {
     closed_ = true;
     egress_.Clear();
     crypto_.DropAll(env_);
+    CloseConn6();
     if (port_ != nullptr) {
       port_->self = nullptr;
       port_->fd = -1;
@@ -1463,6 +1589,12 @@ class Tap : public Napi::ObjectWrap<Tap> {
   uint64_t miss_[kMissKinds] = {0, 0, 0, 0, 0};
   // Small tails of bulk frames may leave from the cache (off with WEAVE_NO_BULK_TAILS=1).
   bool bulk_tails_ = true;
+  // Connected send sockets of IPv6 next hops (Conn6; off with WEAVE_NO_CONNECTED6=1).
+  bool connect6_ = true;
+  std::vector<Conn6> conn6_;
+  uint64_t conn6_opened_ = 0;
+  uint64_t conn6_failed_ = 0;
+  uint64_t conn6_retries_ = 0;
   bool first_continues_ = false;  // this batch's frame 0 is a segment of a super-frame begun in the batch before
 };
 

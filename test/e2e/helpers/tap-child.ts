@@ -572,6 +572,81 @@ async function nestMode(): Promise<Record<string, unknown>> {
 }
 
 /**
+ * Egress flows to an IPv6 next hop (tap.cc Conn6): the cache sends them from a socket
+ * connected to the hop (an ephemeral source port, not the sleeve socket's), retries a send
+ * that only failed because an ICMPv6 error to an earlier datagram was left on that socket,
+ * closes the socket when the flows are cleared, and with WEAVE_NO_CONNECTED6=1 sends from
+ * the sleeve socket itself. The hop is a UDP socket on [::1]; the frames are ping's, out of
+ * the TAP to a static neighbour.
+ */
+async function conn6Mode(): Promise<Record<string, unknown>> {
+  const { UdpSocket } = await import('../../../router/overlay/udp.js');
+  const { egressTemplate } = await import('../../../router/overlay/flow-cache.js');
+  ip('link', 'set', 'lo', 'up');
+  execFileSync('sysctl', ['-qw', 'net.ipv6.conf.lo.disable_ipv6=0']);
+  const mac48 = (b: Buffer): number => b.readUIntBE(0, 6);
+  const rig = (name: string, net: number) => {
+    const tap = Tap.open(name, { vnetHdr: true });
+    execFileSync('sysctl', ['-qw', `net.ipv6.conf.${name}.disable_ipv6=1`]);
+    ip('addr', 'add', `10.99.${net}.1/24`, 'dev', name);
+    ip('link', 'set', name, 'up');
+    ip('neigh', 'replace', `10.99.${net}.2`, 'lladdr', '02:00:5e:99:00:02', 'dev', name);
+    let jsFrames = 0;
+    tap.start((_slab, _frames, count) => void (jsFrames += count));
+    return { tap, mac: mac48(macOf(name)), js: () => jsFrames };
+  };
+  // The sleeve's kind of socket: dual-stack on [::].
+  const sleeveSock = UdpSocket.open({ port: 0 });
+  sleeveSock.start(() => {});
+  const seen: Array<{ port: number; address: string }> = [];
+  const openSink = async (port: number): Promise<dgram.Socket> => {
+    const s = dgram.createSocket('udp6');
+    s.on('message', (_m, r) => seen.push({ port: r.port, address: r.address }));
+    await new Promise<void>((resolve, reject) => {
+      s.once('error', reject);
+      s.bind({ port, address: '::1', exclusive: true }, () => resolve());
+    });
+    return s;
+  };
+  const phase = async (net: number, count: number): Promise<Array<{ port: number; address: string }>> => {
+    const from = seen.length;
+    await run('ping', ['-c', String(count), '-i', '0.02', '-W', '1', '-q', `10.99.${net}.2`], 15_000);
+    await sleep(200);
+    return seen.slice(from);
+  };
+  const a = rig('tswc6a', 8);
+  let sink = await openSink(0);
+  const sinkPort = sink.address().port;
+  const installed = a.tap.addFlow(a.mac, mac48(FAKE_MAC), sleeveSock.fd, '::1', sinkPort, egressTemplate(1, 1, 2), 1500, 60_000);
+  const connected = await phase(8, 20);
+  const afterConnected = a.tap.stats();
+  // The hop goes away: every datagram now draws an ICMPv6 port unreachable, left on the
+  // connected socket for its next send. Then the hop comes back on the same port.
+  sink.close();
+  const whileGone = await phase(8, 10);
+  sink = await openSink(sinkPort);
+  const back = await phase(8, 20);
+  const afterBack = { stats: a.tap.stats(), flows: a.tap.flowStats(), js: a.js() };
+  a.tap.clearFlows();
+  const afterClear = a.tap.stats().conn6Sockets;
+  // Off: the sleeve socket sends (read when a TAP opens).
+  process.env.WEAVE_NO_CONNECTED6 = '1';
+  const b = rig('tswc6b', 9);
+  const offInstalled = b.tap.addFlow(b.mac, mac48(FAKE_MAC), sleeveSock.fd, '::1', sinkPort, egressTemplate(1, 1, 2), 1500, 60_000);
+  const off = await phase(9, 10);
+  const offStats = b.tap.stats();
+  const res = {
+    installed, offInstalled, sleevePort: sleeveSock.localPort,
+    connected, whileGone: whileGone.length, back, afterConnected, afterBack, afterClear, off, offStats,
+  };
+  a.tap.close();
+  b.tap.close();
+  sleeveSock.close();
+  sink.close();
+  return res;
+}
+
+/**
  * The set-up the encrypted, bulk and packed flow-cache modes share: TAP `name` (vnet header,
  * no IPv6) at 10.99.`net`.1/24 (MTU `mtu` if given) with a static neighbour 10.99.`net`.2 at
  * FAKE_MAC, a sleeve socket and a sink on loopback, a Sealer/Opener pair on one random key,
@@ -856,6 +931,9 @@ async function main(): Promise<void> {
     case 'nest':
       emit({ ok: true, ...(await nestMode()) });
       return;
+    case 'conn6':
+      emit({ ok: true, ...(await conn6Mode()) });
+      break;
     case 'sealed':
       emit({ ok: true, ...(await sealedMode()) });
       return;
