@@ -11,9 +11,10 @@
  *   veth, carrying overlay IPv4 and IPv6 — what tsweave's fast datapath is made of,
  *   without tsweave.
  * - `tinc`: tinc 1.0 in switch mode (TAP, Ethernet frames in UDP, Cipher = none), one tinc
- *   network over the IPv4 underlay and one over the IPv6 underlay, each carrying overlay
- *   IPv4 and IPv6 — a userspace overlay built like the sleeve (a daemon reads the TAP and
- *   sends UDP from an unconnected socket), without tsweave.
+ *   network over the IPv4 underlay and one over the IPv6 underlay, each TAP a port of a
+ *   bridge with a container's veth, carrying overlay IPv4 and IPv6 — a userspace overlay
+ *   laid out like the sleeve (container veth, bridge, TAP, a daemon that sends UDP from an
+ *   unconnected socket), without tsweave.
  *
  * Each anchor is two namespaces `<prefix><tag>a`/`<tag>b` joined through a bridge in
  * `<tag>br`, underlay 10.9.N.1–2/24 and fd99:N::1–2/64 (N per anchor), with no route
@@ -131,9 +132,14 @@ const TINC_NETS = [
 ] as const;
 
 /**
- * tinc 1.0 (tincd, Debian package tinc) in switch mode, Cipher = none, Digest = none: per
- * namespace one daemon per underlay family (networks t4 and t6, TAP devices of the same
- * names), overlay 10.O.0.x/24 and fdO::x/64 on each TAP (O = 54 for t4, 56 for t6). Waits
+ * tinc 1.0 (tincd, Debian package tinc) in switch mode, Cipher = none, Digest = none, laid
+ * out like the sleeve: per side a host namespace (a, b) with one daemon per underlay family
+ * (networks t4 and t6, TAP devices of the same names), each TAP a port of bridge bt4 / bt6,
+ * and a container namespace (tca, tcb) with a veth into each bridge, e4 and e6, carrying
+ * overlay 10.O.0.x/24 and fdO::x/64 (O = 54 for t4, 56 for t6). The pings go container to
+ * container, through veth, bridge, TAP, tincd, underlay and back, as the sleeve's do
+ * (session 45's anchor pinged from the TAP's own address: no bridge or veth, which over
+ * IPv6 cost it less than ours cost us). Waits
  * until both directions' PMTU probing has converged (tinc sends frames above the probed
  * minimum over its TCP meta connection until then; the node dump that SIGUSR2 writes to
  * the log says "pmtu P (min A max B)"), at most 60 s.
@@ -142,9 +148,31 @@ const TINC_NETS = [
 export async function tincAnchor(bed: Testbed): Promise<Anchor> {
   if ((await sh('tincd', ['--version'])).code !== 0) throw new Error('bench:ipv6 needs tincd for its tinc anchor (apt-get install tinc; scripts/setup.sh installs it)');
   const ns = await pair(bed, 't', 2);
+  const cns = ['tca', 'tcb'].map((n) => `${bed.prefix}${n}`) as [string, string];
+  for (const side of [0, 1] as const) {
+    const [h, c] = [ns[side], cns[side]];
+    await must('ip', ['netns', 'add', c]);
+    bed.namespaces.push(c);
+    await must('ip', ['netns', 'exec', c, 'sysctl', '-qw', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0']);
+    await must('ip', ['-n', c, 'link', 'set', 'lo', 'up']);
+    await sh('ip', ['netns', 'exec', h, 'sysctl', '-qw', 'net.bridge.bridge-nf-call-iptables=0', 'net.bridge.bridge-nf-call-ip6tables=0']);
+    for (const { net, o } of TINC_NETS) {
+      // The bridge tinc-up puts the TAP on, and the container's veth on it.
+      await must('ip', ['-n', h, 'link', 'add', `b${net}`, 'type', 'bridge', 'mcast_snooping', '0']);
+      await sh('ip', ['netns', 'exec', h, 'sysctl', '-qw', `net.ipv6.conf.b${net}.disable_ipv6=1`]);
+      await must('ip', ['-n', h, 'link', 'add', `q${net}`, 'type', 'veth', 'peer', 'name', `e${net}`, 'netns', c]);
+      await must('ip', ['-n', h, 'link', 'set', `q${net}`, 'master', `b${net}`, 'up']);
+      await must('ip', ['-n', h, 'link', 'set', `b${net}`, 'up']);
+      // The containers' MTU leaves room for either underlay's tinc header.
+      await must('ip', ['-n', c, 'link', 'set', `e${net}`, 'mtu', '1400']);
+      await must('ip', ['-n', c, 'addr', 'add', `10.${o}.0.${side + 1}/24`, 'dev', `e${net}`]);
+      await must('ip', ['-n', c, 'addr', 'add', `fd${o}::${side + 1}/64`, 'dev', `e${net}`, 'nodad']);
+      await must('ip', ['-n', c, 'link', 'set', `e${net}`, 'up']);
+    }
+  }
   const dir = path.join(bed.dir, 'tinc');
   const conf = (side: 0 | 1, net: string): string => path.join(dir, `${'ab'[side]}-${net}`);
-  for (const { net, family, port, o } of TINC_NETS) {
+  for (const { net, family, port } of TINC_NETS) {
     for (const side of [0, 1] as const) {
       const c = conf(side, net);
       mkdirSync(path.join(c, 'hosts'), { recursive: true });
@@ -156,10 +184,8 @@ export async function tincAnchor(bed: Testbed): Promise<Anchor> {
       ].join('\n'));
       writeFileSync(path.join(c, 'tinc-up'), [
         '#!/bin/sh',
-        `sysctl -qw net.ipv6.conf.${net}.accept_dad=0`,
-        `ip addr add 10.${o}.0.${side + 1}/24 dev ${net}`,
-        `ip addr add fd${o}::${side + 1}/64 dev ${net} nodad`,
-        `ip link set ${net} up`, '',
+        `sysctl -qw net.ipv6.conf.${net}.disable_ipv6=1`,
+        `ip link set ${net} master b${net} up`, '',
       ].join('\n'), { mode: 0o755 });
       writeFileSync(path.join(c, 'hosts', me), [`Address = ${addr}`, `Port = ${port}`, 'Cipher = none', 'Digest = none', ''].join('\n'));
       const k = await sh('tincd', ['-c', c, '-K', '2048'], { input: '', timeoutMs: 60_000 });
@@ -175,7 +201,7 @@ export async function tincAnchor(bed: Testbed): Promise<Anchor> {
     }
   }
   const targets: Anchor['targets'] = { 'v4/v4': '10.54.0.2', 'v4ul/v6': 'fd54::2', 'v6ul/v4': '10.56.0.2', 'v6/v6': 'fd56::2' };
-  for (const to of Object.values(targets)) await mustAnswer(ns[0], to!, 'tinc anchor', 30);
+  for (const to of Object.values(targets)) await mustAnswer(cns[0], to!, 'tinc anchor', 30);
   // PMTU probing: until min = max (≠ 0) on both sides of both networks, a frame above the
   // probed minimum would travel over TCP.
   const converged = (c: string, peer: string): boolean => {
@@ -202,5 +228,5 @@ export async function tincAnchor(bed: Testbed): Promise<Anchor> {
     if (all.every(({ c, peer }) => converged(c, peer))) break;
     if (t >= 60) throw new Error(`tinc anchor: PMTU probing did not converge within 60 s (logs in ${dir})`);
   }
-  return { name: 'tinc', ns: ns[0], targets };
+  return { name: 'tinc', ns: cns[0], targets };
 }

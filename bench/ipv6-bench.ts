@@ -29,7 +29,8 @@
  * in runs of its own: two plain namespaces on a bridge (the endpoint stacks' own IPv6
  * cost), and the one built like the variant's data path — kernel VXLAN over an IPv4 and an
  * IPv6 underlay for fastdp, tinc 1.0 (switch mode, no cipher) over both for the sleeve —
- * each carrying overlay IPv4 and IPv6. What an anchor's IPv6 combination costs over its
+ * each laid out like its data path (container veth, bridge, then VXLAN or TAP and tincd)
+ * and carrying overlay IPv4 and IPv6. What an anchor's IPv6 combination costs over its
  * all-IPv4 one, round by round, is what the kernel makes any such overlay pay; the report
  * takes it out of tsweave's paired ping ratio and prints the rest (bench/ipv6-summary.ts).
  *
