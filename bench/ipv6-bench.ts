@@ -8,11 +8,15 @@
  *
  * Topology, so all four combinations share one launch and can be interleaved: three hosts
  * with an IPv4 and an IPv6 underlay address each (test/e2e/lib/testbed.ts, prefix tswb6…);
- * h2 joins h1 over IPv4, h3 joins h1 over IPv6 (checked: h1's direct connection to each
- * has that family). c1 on h1 measures to c2 on h2 (IPv4 underlay) and to c3 on h3 (IPv6
- * underlay), each by its IPv4 and its IPv6 overlay address. Per data path the routers are
- * launched once; then REPEATS rounds, each measuring every combination, the order reversed
- * every other round (first the pings, then all TCP runs). The result per combination is
+ * one far host joins h1 over IPv4, the other over IPv6 (checked: h1's direct connection to
+ * each has that family). c1 on h1 measures to c2 on h2 and c3 on h3, each by its IPv4 and
+ * its IPv6 overlay address. Per data path there are REPEATS rounds, each measuring every
+ * combination, the order reversed every other round (first the pings, then all TCP runs);
+ * for the first half of the rounds h2 is the IPv4 host and h3 the IPv6 one, then the
+ * routers are relaunched the other way round, so that a difference between the two far
+ * hosts cannot pass for IPv6's cost (session 46: with tcpdump on nine points, h3 was 9–13 µs
+ * slower per fastdp round trip than h2 whichever underlay it had; without the capture the
+ * two placements gave 7.5 and 8.5 µs for fastdp's IPv6 underlay, one round each). The result per combination is
  * the median over rounds; each IPv6 ratio pairs a round's IPv6 figure with the same
  * round's all-IPv4 figure (bench/ipv6-summary.ts explains why).
  *
@@ -227,40 +231,56 @@ async function main(): Promise<void> {
     const anchors = new Map<string, Anchor>([[KERNEL, await plainAnchor(bed)]]);
     if (VARIANTS.some((v) => anchorFor(v) === VXLAN_ANCHOR)) anchors.set(VXLAN_ANCHOR, await vxlanAnchor(bed));
     if (VARIANTS.some((v) => anchorFor(v) === TINC_ANCHOR)) anchors.set(TINC_ANCHOR, await tincAnchor(bed));
+    // The containers, made at the first launch and kept across relaunches: c1 on h1, one on h2 and one on h3.
     let c1: Container | undefined;
-    let targets: Target[] | undefined;
-    for (const variant of VARIANTS) {
-      const f = flags(variant);
+    const far = new Map<Host, { c: Container; v6: string }>();
+    /**
+     * (Re)launches the routers for `variant` with h2 joining h1 over IPv4 and h3 over IPv6,
+     * or (`swapped`) the other way round, checks the families of h1's connections, and
+     * returns the targets of this placement, each checked by ping.
+     */
+    const setUp = async (variant: string, f: ReturnType<typeof flags>, swapped: boolean): Promise<Target[]> => {
+      const [v4h, v6h] = swapped ? [h3!, h2!] : [h2!, h3!];
       for (const h of [h1!, h2!, h3!]) if ((await h.weave(['status'])).code === 0) await h.mustWeave(['stop']);
       await h1!.launch([...IPALLOC, ...f.args], { env: f.env });
-      await h2!.launch([...IPALLOC, ...f.args, h1!.ip4!], { env: f.env });
-      await h3!.launch([...IPALLOC, ...f.args, `[${h1!.ip6!}]:6783`], { env: f.env });
-      for (const [h, fam] of [[h2!, 4], [h3!, 6]] as const) {
+      await v4h.launch([...IPALLOC, ...f.args, h1!.ip4!], { env: f.env });
+      await v6h.launch([...IPALLOC, ...f.args, `[${h1!.ip6!}]:6783`], { env: f.env });
+      for (const [h, fam] of [[v4h, 4], [v6h, 6]] as const) {
         const conn = (await until(`h1 established to ${h.nickname} on ${f.path}`, () => connection(h1!, h.nickname, f.path), 90_000, 300))!;
         const isV6 = conn.Address.includes(':') && conn.Address.split(':').length > 2;
         if (isV6 !== (fam === 6)) throw new Error(`h1's connection to ${h.nickname} runs over ${conn.Address}, not over IPv${fam}`);
       }
-      if (c1 === undefined || targets === undefined) {
+      if (c1 === undefined) {
         c1 = await h1!.container('c1', ['ip:10.32.9.1/24']);
-        const c2 = await h2!.container('c2', ['ip:10.32.9.2/24']);
-        const c3 = await h3!.container('c3', ['ip:10.32.9.3/24']);
         await v6Of(c1);
-        targets = [
-          { c: c2, host: h2!, addr: c2.ips[0]!, underlay: 4, overlay: 4 },
-          { c: c3, host: h3!, addr: c3.ips[0]!, underlay: 6, overlay: 4 },
-          { c: c2, host: h2!, addr: await v6Of(c2), underlay: 4, overlay: 6 },
-          { c: c3, host: h3!, addr: await v6Of(c3), underlay: 6, overlay: 6 },
-          // The control: IPv4 again, last in even rounds and first in odd ones (the
-          // reference is first / last), so their ratio shows noise plus position bias.
-          { c: c2, host: h2!, addr: c2.ips[0]!, underlay: 4, overlay: 4, control: true },
-        ];
+        for (const [h, name, ip] of [[h2!, 'c2', 'ip:10.32.9.2/24'], [h3!, 'c3', 'ip:10.32.9.3/24']] as const) {
+          const c = await h.container(name, [ip]);
+          far.set(h, { c, v6: await v6Of(c) });
+        }
       }
-      const ok: Target[] = [];
-      for (const t of targets) {
-        await c1.mustPing(t.addr, { tries: 20 }, `${variant} IPv${t.overlay} overlay over IPv${t.underlay} underlay`);
-        ok.push(t);
-      }
+      const [p4, p6] = [far.get(v4h)!, far.get(v6h)!];
+      const ts: Target[] = [
+        { c: p4.c, host: v4h, addr: p4.c.ips[0]!, underlay: 4, overlay: 4 },
+        { c: p6.c, host: v6h, addr: p6.c.ips[0]!, underlay: 6, overlay: 4 },
+        { c: p4.c, host: v4h, addr: p4.v6, underlay: 4, overlay: 6 },
+        { c: p6.c, host: v6h, addr: p6.v6, underlay: 6, overlay: 6 },
+        // The control: IPv4 again, last in even rounds and first in odd ones (the
+        // reference is first / last), so their ratio shows noise plus position bias.
+        { c: p4.c, host: v4h, addr: p4.c.ips[0]!, underlay: 4, overlay: 4, control: true },
+      ];
+      for (const t of ts) await c1.mustPing(t.addr, { tries: 20 }, `${variant} IPv${t.overlay} overlay over IPv${t.underlay} underlay`);
+      process.stderr.write(`${variant}: h1 reaches ${v4h.nickname} over IPv4 and ${v6h.nickname} over IPv6\n`);
+      return ts;
+    };
+    for (const variant of VARIANTS) {
+      const f = flags(variant);
+      let ok: Target[] = [];
       for (let r = 0; r < REPEATS; r++) {
+        // Host placement alternates: h2 over IPv4 and h3 over IPv6 for the first half of the
+        // rounds, then the other way round, so a difference between the far hosts (see the
+        // header) cannot pass for IPv6's cost.
+        if (r === 0 || r === Math.ceil(REPEATS / 2)) ok = await setUp(variant, f, r > 0);
+        if (c1 === undefined) throw new Error('bench:ipv6: the source container was not made');
         const order = r % 2 === 0 ? ok : [...ok].reverse();
         const round = new Map<Target, Sample>();
         const sleeve = f.path === 'sleeve';
