@@ -36,6 +36,7 @@
 #include <netinet/in.h>
 #include <stdint.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 #include <uv.h>
@@ -350,6 +351,13 @@ struct Nest {
 };
 
 inline uint64_t MonoMs() { return uv_hrtime() / 1000000; }
+
+// Whether the escape hatch `name` (a WEAVE_NO_* environment variable) is set to
+// "1": the addons read theirs once, when a TAP or UDP socket opens.
+inline bool EnvSwitchOn(const char* name) {
+  const char* v = getenv(name);
+  return v != nullptr && strcmp(v, "1") == 0;
+}
 
 // FastPort::service for an addon object `T` (Tap, UdpSocket) that has env_,
 // closed_, Value(), Drain(env, keep) -> error reported, and last_n_ /

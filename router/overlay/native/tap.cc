@@ -410,14 +410,10 @@ class Tap : public Napi::ObjectWrap<Tap> {
     }
     if (want_tso && !vnet_) ThrowType(env, "readOffload needs vnetHdr");
     if (want_tso) tso_buf_.resize(max_frame_ + 1);
-    const char* no6 = getenv("WEAVE_NO_TAP_MERGE6");
-    merge6_ = !(no6 != nullptr && strcmp(no6, "1") == 0);
-    const char* notails = getenv("WEAVE_NO_BULK_TAILS");
-    bulk_tails_ = !(notails != nullptr && strcmp(notails, "1") == 0);
-    const char* nopack = getenv("WEAVE_NO_SMALL_PACK");
-    pack_small_ = !(nopack != nullptr && strcmp(nopack, "1") == 0);
-    const char* noconn6 = getenv("WEAVE_NO_CONNECTED6");
-    connect6_ = !(noconn6 != nullptr && strcmp(noconn6, "1") == 0);
+    merge6_ = !tsweave::EnvSwitchOn("WEAVE_NO_TAP_MERGE6");
+    bulk_tails_ = !tsweave::EnvSwitchOn("WEAVE_NO_BULK_TAILS");
+    pack_small_ = !tsweave::EnvSwitchOn("WEAVE_NO_SMALL_PACK");
+    connect6_ = !tsweave::EnvSwitchOn("WEAVE_NO_CONNECTED6");
     hits_.resize(batch_);
     dgs_.resize(batch_);
     dg_len_.resize(batch_);

@@ -359,10 +359,8 @@ class UdpSocket : public Napi::ObjectWrap<UdpSocket> {
     hits_.reset(new Hit[hit_cap_]);
     opened_.reset(new Opened[meta_rows_]);
     open_buf_.reset(new uint8_t[stride_ * batch_]);
-    const char* nb = getenv("WEAVE_NO_BULK_INGRESS");
-    bulk_ingress_ = !(nb != nullptr && strcmp(nb, "1") == 0);
-    const char* no6 = getenv("WEAVE_NO_TAP_MERGE6");
-    merge6_ = !(no6 != nullptr && strcmp(no6, "1") == 0);
+    bulk_ingress_ = !tsweave::EnvSwitchOn("WEAVE_NO_BULK_INGRESS");
+    merge6_ = !tsweave::EnvSwitchOn("WEAVE_NO_TAP_MERGE6");
     Napi::Uint32Array meta = Napi::Uint32Array::New(env, kMetaStride * meta_rows_);
     slab_data_ = slab.Data();
     meta_data_ = meta.Data();
