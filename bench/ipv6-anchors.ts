@@ -6,20 +6,24 @@
  *
  * - `kernel`: two plain namespaces on a Linux bridge, IPv4 and IPv6 (no encapsulation) —
  *   the two endpoint stacks' own IPv6 cost.
- * - `vxlan`: kernel VXLAN (RFC 7348) between two hosts, one VXLAN device over the IPv4
- *   underlay and one over the IPv6 underlay, each a port of a bridge with a container's
- *   veth, carrying overlay IPv4 and IPv6 — what tsweave's fast datapath is made of,
+ * - `vxlan`: kernel VXLAN (RFC 7348) built into the bench's own hosts and containers:
+ *   per host one bridge whose VXLAN ports run over the IPv4 underlay and one whose run
+ *   over the IPv6 underlay, every container a veth into each, carrying overlay IPv4 and
+ *   IPv6 — what tsweave's fast datapath is made of, without tsweave.
+ * - `tinc`: tinc 1.0 in switch mode (TAP, Ethernet frames in UDP, Cipher = none), built
+ *   into the same hosts and containers: one tinc network over the IPv4 underlay and one
+ *   over the IPv6 underlay, each host's TAP a port of a bridge with its container's veth,
+ *   carrying overlay IPv4 and IPv6 — a userspace overlay laid out like the sleeve
+ *   (container veth, bridge, TAP, a daemon that sends UDP from an unconnected socket),
  *   without tsweave.
- * - `tinc`: tinc 1.0 in switch mode (TAP, Ethernet frames in UDP, Cipher = none), one tinc
- *   network over the IPv4 underlay and one over the IPv6 underlay, each TAP a port of a
- *   bridge with a container's veth, carrying overlay IPv4 and IPv6 — a userspace overlay
- *   laid out like the sleeve (container veth, bridge, TAP, a daemon that sends UDP from an
- *   unconnected socket), without tsweave.
  *
- * Each anchor is two namespaces `<prefix><tag>a`/`<tag>b` joined through a bridge in
- * `<tag>br`, underlay 10.9.N.1–2/24 and fd99:N::1–2/64 (N per anchor), with no route
- * anywhere else; the namespaces are registered with the Testbed, whose destroy() kills
- * every process in them (tincd included) and deletes them.
+ * The plain anchor is two namespaces `<prefix>ka`/`kb` joined through a bridge in `kbr`,
+ * 10.9.0.1–2/24 and fd99:0::1–2/64, with no route anywhere else. The hosted anchors (since
+ * session 47) share everything with tsweave's measurement but the data path: the source
+ * and far containers, the hosts and their kernels' settings, the underlay, and the far
+ * host each underlay family reaches as the bench alternates placement. Every namespace is
+ * the Testbed's, whose destroy() kills every process in them (tincd included) and deletes
+ * them, and with them every bridge, VXLAN device and veth made here.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -86,124 +90,166 @@ export async function plainAnchor(bed: Testbed): Promise<Anchor> {
 }
 
 /**
- * Kernel VXLAN, laid out like tsweave's fast datapath: per side a host namespace (a, b)
- * with VXLAN device vx4 (VNI 4, local/remote on the IPv4 underlay) on bridge br4 and vx6
- * (VNI 6, on the IPv6 underlay) on bridge br6, and a container namespace (ca, cb) with a
- * veth into each bridge — e4 (overlay 10.48.0.x/24, fd48::x/64) and e6 (10.46.0.x/24,
- * fd46::x/64). UDP port 4789, learning off, the peer as the device's default destination
- * (`remote`). The pings go container to container, through veth, bridge, VXLAN, underlay
- * and back, as fastdp's do; only tsweave (and its bridge filters) is missing.
+ * The bench's own hosts and containers, which the hosted anchors are built into: per
+ * host (h1, h2, h3) its namespace and underlay addresses, per host its container's
+ * namespace (c1 on h1 is the one the pings go from).
  */
-export async function vxlanAnchor(bed: Testbed): Promise<Anchor> {
-  const [a, b] = await pair(bed, 'x', 1);
-  const [ca, cb] = ['xca', 'xcb'].map((n) => `${bed.prefix}${n}`) as [string, string];
-  for (const [i, ns, c] of [[1, a, ca], [2, b, cb]] as const) {
-    const j = 3 - i;
-    await must('ip', ['netns', 'add', c]);
-    bed.namespaces.push(c);
-    await must('ip', ['netns', 'exec', c, 'sysctl', '-qw', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0']);
-    await must('ip', ['-n', c, 'link', 'set', 'lo', 'up']);
-    await sh('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.bridge.bridge-nf-call-iptables=0', 'net.bridge.bridge-nf-call-ip6tables=0']);
-    await must('ip', ['-n', ns, 'link', 'add', 'vx4', 'type', 'vxlan', 'id', '4', 'local', `10.9.1.${i}`, 'remote', `10.9.1.${j}`, 'dstport', '4789', 'nolearning']);
-    await must('ip', ['-n', ns, 'link', 'add', 'vx6', 'type', 'vxlan', 'id', '6', 'local', `fd99:1::${i}`, 'remote', `fd99:1::${j}`, 'dstport', '4789', 'nolearning']);
-    for (const [fam, o] of [['4', 48], ['6', 46]] as const) {
-      const [br, vx, e] = [`br${fam}`, `vx${fam}`, `e${fam}`];
-      await must('ip', ['-n', ns, 'link', 'add', br, 'type', 'bridge', 'mcast_snooping', '0']);
-      await must('ip', ['-n', ns, 'link', 'set', vx, 'master', br, 'up']);
-      await must('ip', ['-n', ns, 'link', 'add', `p${fam}`, 'type', 'veth', 'peer', 'name', e, 'netns', c]);
-      await must('ip', ['-n', ns, 'link', 'set', `p${fam}`, 'master', br, 'up']);
-      await must('ip', ['-n', ns, 'link', 'set', br, 'up']);
-      // The containers' MTU leaves room for either underlay's VXLAN header.
-      await must('ip', ['-n', c, 'link', 'set', e, 'mtu', '1400']);
-      await must('ip', ['-n', c, 'addr', 'add', `10.${o}.0.${i}/24`, 'dev', e]);
-      await must('ip', ['-n', c, 'addr', 'add', `fd${o}::${i}/64`, 'dev', e, 'nodad']);
-      await must('ip', ['-n', c, 'link', 'set', e, 'up']);
+export interface AnchorSite {
+  hosts: Array<{ ns: string; ip4: string; ip6: string }>;
+  containers: string[];
+}
+
+/**
+ * An anchor built into the bench's own hosts and containers: `targets(v4, v6)` names the
+ * combinations' addresses when far host number `v4` (1-based, 2 or 3) is the one reached
+ * over the IPv4 underlay and `v6` the one over IPv6, as the bench's placement of the
+ * routers alternates (ipv6-bench.ts setUp).
+ */
+export interface HostedAnchor {
+  name: string;
+  ns: string;
+  targets(v4: number, v6: number): Partial<Record<Combo, string>>;
+}
+
+/** Overlay subnets of the hosted anchors' two links per container: over the IPv4 underlay (`l4`) and over the IPv6 one (`l6`). */
+const HOSTED = {
+  vxlan: { l4: 48, l6: 46 },
+  tinc: { l4: 54, l6: 56 },
+} as const;
+
+/** Targets of a hosted anchor whose links carry 10.O.0.x/24 and fdO::x/64 (x = host number). */
+const hostedTargets = (o: { l4: number; l6: number }) => (v4: number, v6: number): Partial<Record<Combo, string>> => ({
+  'v4/v4': `10.${o.l4}.0.${v4}`, 'v4ul/v6': `fd${o.l4}::${v4}`, 'v6ul/v4': `10.${o.l6}.0.${v6}`, 'v6/v6': `fd${o.l6}::${v6}`,
+});
+
+/**
+ * Gives container `c` a veth `dev` whose host end `hostDev` is a port of bridge `br` in
+ * host namespace `h`, with 10.O.0.x/24 and fdO::x/64 (IPv6 on for this interface only,
+ * no duplicate address detection) and an MTU that leaves room for either underlay's
+ * header. The bridge must exist.
+ */
+async function link(h: string, br: string, hostDev: string, c: string, dev: string, o: number, x: number): Promise<void> {
+  await must('ip', ['-n', h, 'link', 'add', hostDev, 'type', 'veth', 'peer', 'name', dev, 'netns', c]);
+  await must('ip', ['-n', h, 'link', 'set', hostDev, 'master', br, 'up']);
+  await must('ip', ['netns', 'exec', c, 'sysctl', '-qw', `net.ipv6.conf.${dev}.disable_ipv6=0`, `net.ipv6.conf.${dev}.accept_dad=0`]);
+  await must('ip', ['-n', c, 'link', 'set', dev, 'mtu', '1376']);
+  await must('ip', ['-n', c, 'addr', 'add', `10.${o}.0.${x}/24`, 'dev', dev]);
+  await must('ip', ['-n', c, 'addr', 'add', `fd${o}::${x}/64`, 'dev', dev, 'nodad']);
+  await must('ip', ['-n', c, 'link', 'set', dev, 'up']);
+}
+
+/** A bridge `br` in `h` without multicast snooping or IPv6 of its own (like `weave` with --ipalloc-range6). */
+async function bridge(h: string, br: string): Promise<void> {
+  await must('ip', ['-n', h, 'link', 'add', br, 'type', 'bridge', 'mcast_snooping', '0']);
+  await sh('ip', ['netns', 'exec', h, 'sysctl', '-qw', `net.ipv6.conf.${br}.disable_ipv6=1`]);
+  await must('ip', ['-n', h, 'link', 'set', br, 'up']);
+}
+
+/**
+ * Kernel VXLAN (RFC 7348) built into the bench's own hosts and containers, laid out like
+ * tsweave's fast datapath: per host a bridge bx4 whose VXLAN ports run over the IPv4
+ * underlay and a bridge bx6 whose run over the IPv6 one; h1 has one point-to-point VXLAN
+ * device per far host and family (`local`/`remote`, learning off, UDP port 4789, VNI 42,
+ * 43, 62, 63 for h2/h3 over IPv4/IPv6), each far host the matching one. Every container
+ * gets a veth into each bridge: xa4 (10.48.0.x/24, fd48::x/64) and xa6 (10.46.0.x/24,
+ * fd46::x/64). So the anchor's pings leave from the same container, cross the same
+ * hosts' kernels and reach the same far container as tsweave's, through veth, bridge,
+ * VXLAN, underlay and back: only the router's set-up (its bridge, devices, FDB and
+ * filters) differs. Session 47 found that a separate pair of namespaces (this anchor
+ * until then) paid 0.5–1.5 µs for the IPv6 underlay where kernel VXLAN built into these
+ * hosts pays as much as fastdp does. Our `bridge tsweave` table's base chains see the
+ * anchor's frames too (two rules that do not match, per hook).
+ * @throws Error when a command fails or a target does not answer
+ */
+export async function hostedVxlanAnchor(site: AnchorSite): Promise<HostedAnchor> {
+  const [h1] = site.hosts;
+  const o = HOSTED.vxlan;
+  for (const [i, h] of site.hosts.entries()) {
+    for (const fam of [4, 6] as const) {
+      const br = `bx${fam}`;
+      await bridge(h.ns, br);
+      const pairs = i === 0 ? [2, 3] : [i + 1];
+      for (const far of pairs) {
+        const [local, remote] = i === 0 ? [h1!, site.hosts[far - 1]!] : [h, h1!];
+        const addr = (x: { ip4: string; ip6: string }): string => (fam === 4 ? x.ip4 : x.ip6);
+        const dev = `x${fam}${far}`;
+        await must('ip', ['-n', h.ns, 'link', 'add', dev, 'type', 'vxlan', 'id', `${fam}${far}`, 'local', addr(local), 'remote', addr(remote), 'dstport', '4789', 'nolearning']);
+        await must('ip', ['-n', h.ns, 'link', 'set', dev, 'master', br, 'up']);
+      }
+      await link(h.ns, br, `px${fam}`, site.containers[i]!, `xa${fam}`, fam === 4 ? o.l4 : o.l6, i + 1);
     }
   }
-  const targets: Anchor['targets'] = { 'v4/v4': '10.48.0.2', 'v4ul/v6': 'fd48::2', 'v6ul/v4': '10.46.0.2', 'v6/v6': 'fd46::2' };
-  for (const to of Object.values(targets)) await mustAnswer(ca, to!, 'vxlan anchor');
-  return { name: 'vxlan', ns: ca, targets };
+  const targets = hostedTargets(o);
+  for (const t of [...Object.values(targets(2, 3)), ...Object.values(targets(3, 2))]) await mustAnswer(site.containers[0]!, t!, 'vxlan anchor');
+  return { name: 'vxlan', ns: site.containers[0]!, targets };
 }
 
 /** The tinc anchor's two networks: name, underlay family, port, overlay subnet octet. */
 const TINC_NETS = [
-  { net: 't4', family: 'ipv4', port: 6551, o: 54 },
-  { net: 't6', family: 'ipv6', port: 6552, o: 56 },
+  { net: 't4', family: 'ipv4', port: 6551, o: HOSTED.tinc.l4 },
+  { net: 't6', family: 'ipv6', port: 6552, o: HOSTED.tinc.l6 },
 ] as const;
 
 /**
- * tinc 1.0 (tincd, Debian package tinc) in switch mode, Cipher = none, Digest = none, laid
- * out like the sleeve: per side a host namespace (a, b) with one daemon per underlay family
- * (networks t4 and t6, TAP devices of the same names), each TAP a port of bridge bt4 / bt6,
- * and a container namespace (tca, tcb) with a veth into each bridge, e4 and e6, carrying
- * overlay 10.O.0.x/24 and fdO::x/64 (O = 54 for t4, 56 for t6). The pings go container to
- * container, through veth, bridge, TAP, tincd, underlay and back, as the sleeve's do
- * (session 45's anchor pinged from the TAP's own address: no bridge or veth, which over
- * IPv6 cost it less than ours cost us). Waits
- * until both directions' PMTU probing has converged (tinc sends frames above the probed
- * minimum over its TCP meta connection until then; the node dump that SIGUSR2 writes to
- * the log says "pmtu P (min A max B)"), at most 60 s.
+ * tinc 1.0 (tincd, Debian package tinc) in switch mode, Cipher = none, Digest = none,
+ * built into the bench's own hosts and containers and laid out like the sleeve: two tinc
+ * networks, t4 over the IPv4 underlay and t6 over the IPv6 one, each with one daemon per
+ * host (nodes n1–n3; n2 and n3 ConnectTo n1), whose TAP (named like its network) is a port
+ * of bridge bt4 / bt6; every container gets a veth into each bridge, et4 (10.54.0.x/24,
+ * fd54::x/64) and et6 (10.56.0.x/24, fd56::x/64). The pings go container to container,
+ * through veth, bridge, TAP, tincd, underlay and back, as the sleeve's do, from and to the
+ * same containers on the same hosts (session 47; before, the anchor was a pair of
+ * namespaces of its own). Waits until PMTU probing between n1 and each far node has
+ * converged in both directions (tinc sends frames above the probed minimum over its TCP
+ * meta connection until then; the node dump SIGUSR2 writes to the log says
+ * "pmtu P (min A max B)"), at most 60 s.
+ * @param dir a directory of the bench's own for the daemons' configuration and logs
+ * @param background starts a process that the testbed kills at the end
  * @throws Error when tincd is missing, a key cannot be made, or a network never answers
  */
-export async function tincAnchor(bed: Testbed): Promise<Anchor> {
+export async function hostedTincAnchor(site: AnchorSite, dir: string, background: (args: string[]) => void): Promise<HostedAnchor> {
   if ((await sh('tincd', ['--version'])).code !== 0) throw new Error('bench:ipv6 needs tincd for its tinc anchor (apt-get install tinc; scripts/setup.sh installs it)');
-  const ns = await pair(bed, 't', 2);
-  const cns = ['tca', 'tcb'].map((n) => `${bed.prefix}${n}`) as [string, string];
-  for (const side of [0, 1] as const) {
-    const [h, c] = [ns[side], cns[side]];
-    await must('ip', ['netns', 'add', c]);
-    bed.namespaces.push(c);
-    await must('ip', ['netns', 'exec', c, 'sysctl', '-qw', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0']);
-    await must('ip', ['-n', c, 'link', 'set', 'lo', 'up']);
-    await sh('ip', ['netns', 'exec', h, 'sysctl', '-qw', 'net.bridge.bridge-nf-call-iptables=0', 'net.bridge.bridge-nf-call-ip6tables=0']);
+  const n = site.hosts.length;
+  for (const [i, h] of site.hosts.entries()) {
     for (const { net, o } of TINC_NETS) {
       // The bridge tinc-up puts the TAP on, and the container's veth on it.
-      await must('ip', ['-n', h, 'link', 'add', `b${net}`, 'type', 'bridge', 'mcast_snooping', '0']);
-      await sh('ip', ['netns', 'exec', h, 'sysctl', '-qw', `net.ipv6.conf.b${net}.disable_ipv6=1`]);
-      await must('ip', ['-n', h, 'link', 'add', `q${net}`, 'type', 'veth', 'peer', 'name', `e${net}`, 'netns', c]);
-      await must('ip', ['-n', h, 'link', 'set', `q${net}`, 'master', `b${net}`, 'up']);
-      await must('ip', ['-n', h, 'link', 'set', `b${net}`, 'up']);
-      // The containers' MTU leaves room for either underlay's tinc header.
-      await must('ip', ['-n', c, 'link', 'set', `e${net}`, 'mtu', '1400']);
-      await must('ip', ['-n', c, 'addr', 'add', `10.${o}.0.${side + 1}/24`, 'dev', `e${net}`]);
-      await must('ip', ['-n', c, 'addr', 'add', `fd${o}::${side + 1}/64`, 'dev', `e${net}`, 'nodad']);
-      await must('ip', ['-n', c, 'link', 'set', `e${net}`, 'up']);
+      await bridge(h.ns, `b${net}`);
+      await link(h.ns, `b${net}`, `q${net}`, site.containers[i]!, `e${net}`, o, i + 1);
     }
   }
-  const dir = path.join(bed.dir, 'tinc');
-  const conf = (side: 0 | 1, net: string): string => path.join(dir, `${'ab'[side]}-${net}`);
+  const conf = (i: number, net: string): string => path.join(dir, `n${i + 1}-${net}`);
   for (const { net, family, port } of TINC_NETS) {
-    for (const side of [0, 1] as const) {
-      const c = conf(side, net);
+    for (let i = 0; i < n; i++) {
+      const c = conf(i, net);
       mkdirSync(path.join(c, 'hosts'), { recursive: true });
-      const me = 'ab'[side]!;
-      const addr = family === 'ipv4' ? `10.9.2.${side + 1}` : `fd99:2::${side + 1}`;
+      const h = site.hosts[i]!;
+      const addr = family === 'ipv4' ? h.ip4 : h.ip6;
       writeFileSync(path.join(c, 'tinc.conf'), [
-        `Name = ${me}`, 'Mode = switch', 'DeviceType = tap', `Interface = ${net}`, `AddressFamily = ${family}`,
-        `BindToAddress = ${addr}`, `Port = ${port}`, ...(side === 1 ? ['ConnectTo = a'] : []), '',
+        `Name = n${i + 1}`, 'Mode = switch', 'DeviceType = tap', `Interface = ${net}`, `AddressFamily = ${family}`,
+        `BindToAddress = ${addr}`, `Port = ${port}`, ...(i > 0 ? ['ConnectTo = n1'] : []), '',
       ].join('\n'));
       writeFileSync(path.join(c, 'tinc-up'), [
         '#!/bin/sh',
         `sysctl -qw net.ipv6.conf.${net}.disable_ipv6=1`,
         `ip link set ${net} master b${net} up`, '',
       ].join('\n'), { mode: 0o755 });
-      writeFileSync(path.join(c, 'hosts', me), [`Address = ${addr}`, `Port = ${port}`, 'Cipher = none', 'Digest = none', ''].join('\n'));
+      writeFileSync(path.join(c, 'hosts', `n${i + 1}`), [`Address = ${addr}`, `Port = ${port}`, 'Cipher = none', 'Digest = none', ''].join('\n'));
       const k = await sh('tincd', ['-c', c, '-K', '2048'], { input: '', timeoutMs: 60_000 });
       if (k.code !== 0) throw new Error(`tinc anchor: key generation failed: ${k.stderr.trim().split('\n')[0]?.slice(0, 200) ?? ''}`);
     }
-    for (const side of [0, 1] as const) {
-      const other = 'ab'[1 - side]!;
-      writeFileSync(path.join(conf(side, net), 'hosts', other), readFileSync(path.join(conf(1 - side as 0 | 1, net), 'hosts', other)));
+    // Every node knows every other's host file (public key, address).
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+      if (i !== j) writeFileSync(path.join(conf(i, net), 'hosts', `n${j + 1}`), readFileSync(path.join(conf(j, net), 'hosts', `n${j + 1}`)));
     }
-    for (const side of [0, 1] as const) {
-      const c = conf(side, net);
-      bed.background(['ip', 'netns', 'exec', ns[side], 'tincd', '-c', c, '-D', '-d1', `--pidfile=${path.join(c, 'pid')}`, `--logfile=${path.join(c, 'log')}`]);
+    for (let i = 0; i < n; i++) {
+      const c = conf(i, net);
+      background(['ip', 'netns', 'exec', site.hosts[i]!.ns, 'tincd', '-c', c, '-D', '-d1', `--pidfile=${path.join(c, 'pid')}`, `--logfile=${path.join(c, 'log')}`]);
     }
   }
-  const targets: Anchor['targets'] = { 'v4/v4': '10.54.0.2', 'v4ul/v6': 'fd54::2', 'v6ul/v4': '10.56.0.2', 'v6/v6': 'fd56::2' };
-  for (const to of Object.values(targets)) await mustAnswer(cns[0], to!, 'tinc anchor', 30);
-  // PMTU probing: until min = max (≠ 0) on both sides of both networks, a frame above the
-  // probed minimum would travel over TCP.
+  const targets = hostedTargets(HOSTED.tinc);
+  for (const t of [...Object.values(targets(2, 3)), ...Object.values(targets(3, 2))]) await mustAnswer(site.containers[0]!, t!, 'tinc anchor', 30);
+  // PMTU probing: until min = max (≠ 0) between n1 and each far node, both ways, a frame
+  // above the probed minimum would travel over TCP.
   const converged = (c: string, peer: string): boolean => {
     let log = '';
     try {
@@ -214,19 +260,23 @@ export async function tincAnchor(bed: Testbed): Promise<Anchor> {
     const m = /pmtu (\d+) \(min (\d+) max (\d+)/.exec(lines[lines.length - 1] ?? '');
     return m !== null && m[2] === m[3] && m[2] !== '0';
   };
+  const checks = TINC_NETS.flatMap(({ net }) => Array.from({ length: n - 1 }, (_, k) => k + 1).flatMap((far) => [
+    { c: conf(0, net), peer: `n${far + 1}` }, { c: conf(far, net), peer: 'n1' },
+  ]));
   for (let t = 0; ; t++) {
-    const all = TINC_NETS.flatMap(({ net }) => [0, 1].map((side) => ({ c: conf(side as 0 | 1, net), peer: 'ab'[1 - side]! })));
-    for (const { c } of all) {
-      const pid = Number(readFileSync(path.join(c, 'pid'), 'utf8').trim().split(/\s+/)[0]);
-      if (Number.isInteger(pid) && pid > 1) {
-        try {
-          process.kill(pid, 'SIGUSR2');
-        } catch { /* gone: the check below fails */ }
+    for (const { net } of TINC_NETS) {
+      for (let i = 0; i < n; i++) {
+        const pid = Number(readFileSync(path.join(conf(i, net), 'pid'), 'utf8').trim().split(/\s+/)[0]);
+        if (Number.isInteger(pid) && pid > 1) {
+          try {
+            process.kill(pid, 'SIGUSR2');
+          } catch { /* gone: the check below fails */ }
+        }
       }
     }
     await sleep(1000);
-    if (all.every(({ c, peer }) => converged(c, peer))) break;
+    if (checks.every(({ c, peer }) => converged(c, peer))) break;
     if (t >= 60) throw new Error(`tinc anchor: PMTU probing did not converge within 60 s (logs in ${dir})`);
   }
-  return { name: 'tinc', ns: cns[0], targets };
+  return { name: 'tinc', ns: site.containers[0]!, targets };
 }

@@ -33,10 +33,14 @@
  * in runs of its own: two plain namespaces on a bridge (the endpoint stacks' own IPv6
  * cost), and the one built like the variant's data path — kernel VXLAN over an IPv4 and an
  * IPv6 underlay for fastdp, tinc 1.0 (switch mode, no cipher) over both for the sleeve —
- * each laid out like its data path (container veth, bridge, then VXLAN or TAP and tincd)
- * and carrying overlay IPv4 and IPv6. What an anchor's IPv6 combination costs over its
- * all-IPv4 one, round by round, is what the kernel makes any such overlay pay; the report
- * takes it out of tsweave's paired ping ratio and prints the rest (bench/ipv6-summary.ts).
+ * each laid out like its data path (container veth, bridge, then VXLAN or TAP and tincd),
+ * carrying overlay IPv4 and IPv6, and built into this bench's own hosts and containers
+ * (c1, c2 and c3 get a second and third interface): its pings leave from c1 and reach the
+ * far container that tsweave's reach over the same underlay family in the current
+ * placement, so only the data path differs. What an anchor's IPv6 combination costs over
+ * its all-IPv4 one, round by round, is what the kernel makes any such overlay pay; the
+ * report takes it out of tsweave's paired ping ratio and prints the rest
+ * (bench/ipv6-summary.ts).
  *
  * Fairness: the hosts' bridges pass neither IPv4 nor IPv6 frames through br_netfilter
  * (the testbed turns bridge-nf-call-iptables off; this bench also bridge-nf-call-ip6tables).
@@ -67,7 +71,7 @@ import { loadavg } from 'node:os';
 import path from 'node:path';
 import { derive6, parseRange6 } from '../ipam/ipv6.js';
 import { Testbed, canRunE2E, sh, sleep, until, type Container, type Host } from '../test/e2e/lib/testbed.js';
-import { plainAnchor, tincAnchor, vxlanAnchor, type Anchor } from './ipv6-anchors.js';
+import { hostedTincAnchor, hostedVxlanAnchor, plainAnchor, type Anchor, type AnchorSite, type HostedAnchor } from './ipv6-anchors.js';
 import { ANCHORS, COMBO_TEXT, KERNEL, PING_GOAL, TCP_GOAL, TINC_ANCHOR, VXLAN_ANCHOR, anchorFor, anchorRatios, comboOf, fpingArgs, joinBatches, kernelCosts, parseFping, parsePingAvg, shuffledOrders, ratios, rttStats, spread, summarize, type Combo, type Sample, type Spread } from './ipv6-summary.js';
 
 const DURATION = Number(process.env.DURATION ?? 5);
@@ -227,10 +231,11 @@ async function main(): Promise<void> {
     // The testbed already keeps IPv4 frames off br_netfilter; IPv6 likewise, so both
     // families cross the same bridge code.
     for (const h of [h1!, h2!, h3!]) await h.exec(['sysctl', '-qw', 'net.bridge.bridge-nf-call-ip6tables=0']);
-    // The anchors: the plain one always, kernel VXLAN for fastdp, tinc for the sleeve.
+    // The anchors: the plain one always; kernel VXLAN for fastdp and tinc for the sleeve,
+    // built into these hosts and containers once the containers exist (setUp), their
+    // targets following the placement.
     const anchors = new Map<string, Anchor>([[KERNEL, await plainAnchor(bed)]]);
-    if (VARIANTS.some((v) => anchorFor(v) === VXLAN_ANCHOR)) anchors.set(VXLAN_ANCHOR, await vxlanAnchor(bed));
-    if (VARIANTS.some((v) => anchorFor(v) === TINC_ANCHOR)) anchors.set(TINC_ANCHOR, await tincAnchor(bed));
+    const hosted = new Map<string, HostedAnchor>();
     // The containers, made at the first launch and kept across relaunches: c1 on h1, one on h2 and one on h3.
     let c1: Container | undefined;
     const far = new Map<Host, { c: Container; v6: string }>();
@@ -257,7 +262,16 @@ async function main(): Promise<void> {
           const c = await h.container(name, [ip]);
           far.set(h, { c, v6: await v6Of(c) });
         }
+        const site: AnchorSite = {
+          hosts: [h1!, h2!, h3!].map((h) => ({ ns: h.ns, ip4: h.ip4!, ip6: h.ip6! })),
+          containers: [c1.ns, far.get(h2!)!.c.ns, far.get(h3!)!.c.ns],
+        };
+        if (VARIANTS.some((v) => anchorFor(v) === VXLAN_ANCHOR)) hosted.set(VXLAN_ANCHOR, await hostedVxlanAnchor(site));
+        if (VARIANTS.some((v) => anchorFor(v) === TINC_ANCHOR)) hosted.set(TINC_ANCHOR, await hostedTincAnchor(site, path.join(bed.dir, 'tinc'), (a) => bed.background(a)));
       }
+      // The hosted anchors reach the same far host over each underlay family as tsweave does now.
+      const num = (h: Host): number => [h1, h2, h3].indexOf(h) + 1;
+      for (const [name, a] of hosted) anchors.set(name, { name: a.name, ns: a.ns, targets: a.targets(num(v4h), num(v6h)) });
       const [p4, p6] = [far.get(v4h)!, far.get(v6h)!];
       const ts: Target[] = [
         { c: p4.c, host: v4h, addr: p4.c.ips[0]!, underlay: 4, overlay: 4 },
