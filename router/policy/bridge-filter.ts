@@ -153,14 +153,17 @@ function v6Ingress(r: Range6, mac: string, cidrs: string[]): string[] {
   const own = set(addrs.map((a) => prefixBits(a, 128)));
   const macBits = '0x' + mac.replace(/:/g, '');
   return [
-    'icmpv6 type { nd-router-advert, nd-redirect } counter name "spoof" drop comment "spoof"',
     `ip6 saddr != ${set(['::', ...addrs])} counter name "spoof" drop comment "spoof"`,
+    // The source is now "::" or one of the port's own addresses. Fast paths for the
+    // latter: what is not ICMPv6, and ICMPv6 that is neither ND nor a Router
+    // Advertisement or Redirect, needs no further check (a data frame walks 6 rules of
+    // this chain with one set lookup of 16-byte keys; session 47).
+    'ip6 saddr != :: meta l4proto != ipv6-icmp accept',
+    `ip6 saddr != :: icmpv6 type != { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert, nd-redirect } accept`,
+    'icmpv6 type { nd-router-advert, nd-redirect } counter name "spoof" drop comment "spoof"',
     'ip6 saddr :: meta l4proto != ipv6-icmp counter name "spoof" drop comment "spoof"',
     'ip6 saddr :: icmpv6 type != nd-neighbor-solicit counter name "spoof" drop comment "spoof"',
-    // The source is now one of the port's own addresses, or "::" in an ND solicitation.
-    // Fast paths: what is not ICMPv6, and ICMPv6 that is not ND, needs no further check.
-    'meta l4proto != ipv6-icmp ether type ip6 accept',
-    `icmpv6 type != ${ND.slice('icmpv6 type '.length)} accept`,
+    // Left: Neighbour Solicitations (from "::" or an own address) and Advertisements.
     `ip6 saddr :: @th,64,128 != ${own} counter name "spoof" drop comment "spoof"`,
     `icmpv6 type nd-neighbor-advert @th,64,128 != ${own} counter name "spoof" drop comment "spoof"`,
     `icmpv6 type nd-neighbor-solicit @th,192,8 1 @th,208,48 != ${macBits} counter name "spoof" drop comment "spoof"`,

@@ -218,18 +218,22 @@ describe('bridge filters for IPv6 (nft ruleset)', () => {
       assert.ok(i >= 0, `missing: ${line}\n${chain}`);
       return i;
     };
-    // Ingress: the fast paths (not ICMPv6; ICMPv6 that is not ND) come after the source
-    // checks and the "::" checks, before the ND option checks; IPv6 before ARP.
-    const nonIcmp = at(inChain, 'meta l4proto != ipv6-icmp ether type ip6 accept');
-    const nonNd = at(inChain, 'icmpv6 type != { nd-neighbor-solicit, nd-neighbor-advert } accept');
-    for (const before of [
-      'ip6 saddr != { ::, fd00:77::a20:105, fe80::a20:105 } counter name "spoof" drop comment "spoof"',
+    // Ingress: the source check first; then the fast paths, for an own source (not "::"):
+    // not ICMPv6, or ICMPv6 that is neither ND nor a Router Advertisement/Redirect; then the
+    // RA/Redirect drop, the "::" checks and the ND checks; IPv6 before ARP.
+    const source = at(inChain, 'ip6 saddr != { ::, fd00:77::a20:105, fe80::a20:105 } counter name "spoof" drop comment "spoof"');
+    const nonIcmp = at(inChain, 'ip6 saddr != :: meta l4proto != ipv6-icmp accept');
+    const nonNd = at(inChain, 'ip6 saddr != :: icmpv6 type != { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert, nd-redirect } accept');
+    assert.ok(source < nonIcmp);
+    assert.ok(nonIcmp < nonNd);
+    for (const after of [
+      'icmpv6 type { nd-router-advert, nd-redirect } counter name "spoof" drop comment "spoof"',
       'ip6 saddr :: meta l4proto != ipv6-icmp counter name "spoof" drop comment "spoof"',
       'ip6 saddr :: icmpv6 type != nd-neighbor-solicit counter name "spoof" drop comment "spoof"',
-      'icmpv6 type { nd-router-advert, nd-redirect } counter name "spoof" drop comment "spoof"',
-    ]) assert.ok(at(inChain, before) < nonIcmp, before);
-    assert.ok(nonIcmp < nonNd);
-    assert.ok(nonNd < at(inChain, 'icmpv6 type nd-neighbor-solicit @th,192,8 1 @th,208,48 != 0x02000000000a counter name "spoof" drop comment "spoof"'));
+      'icmpv6 type nd-neighbor-solicit @th,192,8 1 @th,208,48 != 0x02000000000a counter name "spoof" drop comment "spoof"',
+    ]) assert.ok(nonNd < at(inChain, after), after);
+    // Nothing else accepts IPv6 before the ND checks: the old catch-all fast paths are gone.
+    assert.ok(!inChain.includes('meta l4proto != ipv6-icmp ether type ip6 accept') && !inChain.includes('icmpv6 type != { nd-neighbor-solicit, nd-neighbor-advert } accept'), inChain);
     assert.ok(at(inChain, 'ether type ip6 accept') < at(inChain, 'arp htype != 1 counter name "spoof" drop comment "spoof"'));
     // Egress: IPv4 unicast first, then IPv6, then IPv4 broadcast/multicast and ARP.
     const outChain = script.slice(script.indexOf('chain out_vethwepl1234567'), script.indexOf('chain in_', script.indexOf('chain out_vethwepl1234567')));
