@@ -29,15 +29,17 @@
  * sent just before both bias a time. The plaintext and encrypted sleeve and the fast
  * datapath use the same method.
  *
- * Anchors (bench/ipv6-anchors.ts), pinged the same way right after each round's fping, each
- * in runs of its own: two plain namespaces on a bridge (the endpoint stacks' own IPv6
- * cost), and the one built like the variant's data path — kernel VXLAN over an IPv4 and an
- * IPv6 underlay for fastdp, tinc 1.0 (switch mode, no cipher) over both for the sleeve —
- * each laid out like its data path (container veth, bridge, then VXLAN or TAP and tincd),
- * carrying overlay IPv4 and IPv6, and built into this bench's own hosts and containers
- * (c1, c2 and c3 get a second and third interface): its pings leave from c1 and reach the
- * far container that tsweave's reach over the same underlay family in the current
- * placement, so only the data path differs. What an anchor's IPv6 combination costs over
+ * Anchors (bench/ipv6-anchors.ts): the one built like the variant's data path — kernel
+ * VXLAN over an IPv4 and an IPv6 underlay for fastdp, tinc 1.0 (switch mode, no cipher)
+ * over both for the sleeve — laid out like its data path (container veth, bridge, then
+ * VXLAN or TAP and tincd), carrying overlay IPv4 and IPv6, and built into this bench's own
+ * hosts and containers (c1, c2 and c3 get extra interfaces): its pings leave from c1, in
+ * the same fping runs as tsweave's (each cycle has its four targets after tsweave's five,
+ * shuffled together; the cycle is longer so that echoes stay PING_PERIOD_MS / 5 apart),
+ * and reach the far container that tsweave's reach over the same underlay family in the
+ * current placement, so only the data path differs. And two plain namespaces on a bridge
+ * (the endpoint stacks' own IPv6 cost), pinged the same way right after, in runs of their
+ * own. What an anchor's IPv6 combination costs over
  * its all-IPv4 one, round by round, is what the kernel makes any such overlay pay; the
  * report takes it out of tsweave's paired ping ratio and prints the rest
  * (bench/ipv6-summary.ts).
@@ -57,7 +59,7 @@
  * Needs fping and tinc (Debian packages, installed by scripts/setup.sh) besides iperf3.
  *
  * Environment: DURATION (iperf3 seconds per run, default 5), PING_COUNT (echoes per target
- * and round, default 1000, rounded up to a multiple of PING_BATCHES), PING_BATCHES (fping runs per round, each in another order, default 20), PING_PERIOD_MS (one fping cycle over all targets, default 10),
+ * and round, default 1000, rounded up to a multiple of PING_BATCHES), PING_BATCHES (fping runs per round, each in another order, default 20), PING_PERIOD_MS (one fping cycle over tsweave's five targets, default 10; with the hosted anchor's four in the same run the cycle is 9/5 as long),
  * FLOW_PINGS (sleeve check pings per combination and round, default 50), BUSY_PINGS (flood
  * pings per combination and round, `ping -f`, default 5000; 0 skips them), REPEATS (rounds, default 4: an even number puts every combination equally often early and late), VARIANTS (comma list of
  * none,encrypted,fastdp, and for a before/after of a change in one run none-no-tails (the
@@ -152,13 +154,13 @@ let fpingSeed = 0x21;
  * @returns per target, the per-ping times in ms (null: no reply)
  * @throws Error (one line) when fping's report cannot be read
  */
-async function fping(ns: string, to: string[]): Promise<Array<Array<number | null>>> {
+async function fping(ns: string, to: string[], periodMs = PING_PERIOD_MS): Promise<Array<Array<number | null>>> {
   const orders = shuffledOrders(to.length, PING_BATCHES, ++fpingSeed);
   const per = Math.ceil(PING_COUNT / PING_BATCHES);
   const batches: Array<Array<Array<number | null>>> = [];
   for (const order of orders) {
     const names = order.map((i) => to[i]!);
-    const r = await sh('ip', ['netns', 'exec', ns, 'fping', ...fpingArgs(names, per, PING_PERIOD_MS)], { timeoutMs: 60_000 + per * PING_PERIOD_MS * 2 });
+    const r = await sh('ip', ['netns', 'exec', ns, 'fping', ...fpingArgs(names, per, periodMs)], { timeoutMs: 60_000 + per * periodMs * 2 });
     try {
       batches.push(parseFping(r.stderr, names, per));
     } catch (err) {
@@ -317,13 +319,26 @@ async function main(): Promise<void> {
           round.set(t, s);
           samples.push(s);
         }
-        // The timing: every target of the round in one interleaved fping run, in this round's order.
-        const rtts = await fping(c1.ns, order.map((t) => t.addr));
+        // The timing: every target of the round in one interleaved fping run, in this round's
+        // order, and in the same run the targets of the anchor built like this data path
+        // (hosted in these containers: the same source), so each of its echoes is sent within
+        // the same cycle as tsweave's. The cycle grows with the targets, so echoes stay
+        // PING_PERIOD_MS / 5 apart as without the anchor.
+        const own = anchors.get(anchorFor(variant));
+        const ownCombos = own && hosted.has(own.name) ? Object.keys(own.targets) as Array<Exclude<Combo, 'control'>> : [];
+        const addrs = [...order.map((t) => t.addr), ...ownCombos.map((c) => own!.targets[c]!)];
+        const all = await fping(c1.ns, addrs, Math.round(PING_PERIOD_MS * addrs.length / order.length));
+        const rtts = all.slice(0, order.length);
         order.forEach((t, i) => Object.assign(round.get(t)!, { pingRtts: rtts[i] }, rttStats(rtts[i]!)));
         process.stderr.write(`${variant} round ${r + 1}/${REPEATS} fping, interleaved: ${order.map((t) => { const s = round.get(t)!; return `${t.control ? 'control' : comboOf(s)} p50 ${fmt(s.pingP50Ms, 3)} ms loss ${fmt(s.pingLoss, 1)} %`; }).join('; ')}\n`);
-        // The anchors (the plain one, and the one built like this data path), each target
-        // of an anchor interleaved the same way in its own run, in this round's order.
-        for (const anchor of [anchors.get(KERNEL), anchors.get(anchorFor(variant))]) {
+        if (ownCombos.length) {
+          const aLoad = loadavg()[0]!;
+          ownCombos.forEach((c, i) => samples.push({ variant: own!.name, kernelOf: variant, repeat: r, ...FAMILIES[c], load: aLoad, pingRtts: all[order.length + i], ...rttStats(all[order.length + i]!) }));
+          process.stderr.write(`${variant} round ${r + 1}/${REPEATS} ${own!.name} anchor, same fping runs: ${ownCombos.map((c, i) => `${c} p50 ${fmt(rttStats(all[order.length + i]!).pingP50Ms, 3)} ms`).join('; ')}\n`);
+        }
+        // The plain anchor (in namespaces of its own: a source of its own), its targets
+        // interleaved the same way in its own run, in this round's order.
+        for (const anchor of [anchors.get(KERNEL)]) {
           if (anchor === undefined) continue;
           const combos = Object.keys(anchor.targets) as Array<Exclude<Combo, 'control'>>;
           if (r % 2 === 1) combos.reverse();
