@@ -174,9 +174,18 @@ function v6Ingress(r: Range6, mac: string, cidrs: string[]): string[] {
 
 /** Egress (one subnet per frame) rules for a port's IPv6, before its final drop. */
 function v6Egress(r: Range6, cidrs: string[]): string[] {
-  const out = ['icmpv6 type { nd-router-advert, nd-redirect } counter name "isolation" drop comment "isolation"'];
+  const subnets = v6Of(r, cidrs).subnets;
+  // Fast paths first: a frame inside one subnet that is not ICMPv6, or is ICMPv6 but
+  // neither ND nor a Router Advertisement/Redirect, is what the accepts below would pass
+  // anyway (the drops only ever match ND, RA and Redirect), so a data frame is accepted
+  // within its first rules instead of after the RA set lookup and the ND rules (session 47).
+  const out = subnets.flatMap((s) => s.set.flatMap((src) => [...s.set, 'ff00::/8'].flatMap((dst) => [
+    `ip6 saddr ${src} ip6 daddr ${dst} meta l4proto != ipv6-icmp accept`,
+    `ip6 saddr ${src} ip6 daddr ${dst} icmpv6 type != { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert, nd-redirect } accept`,
+  ])));
+  out.push('icmpv6 type { nd-router-advert, nd-redirect } counter name "isolation" drop comment "isolation"');
   // One rule per prefix rather than an anonymous set of prefixes: see NO_INTERVAL_SETS.
-  for (const s of v6Of(r, cidrs).subnets) {
+  for (const s of subnets) {
     const bits = set(s.set.map((p) => prefixBits(p, s.len)));
     out.push(
       ...s.set.map((src) => `ip6 saddr ${src} ${ND} @th,64,${s.len} != ${bits} counter name "isolation" drop comment "isolation"`),

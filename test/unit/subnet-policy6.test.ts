@@ -241,6 +241,18 @@ describe('bridge filters for IPv6 (nft ruleset)', () => {
     const v6 = at(outChain, 'ip6 saddr fd00:77::a20:100/120 ip6 daddr fd00:77::a20:100/120 accept');
     assert.ok(v4 < v6);
     assert.ok(v6 < at(outChain, 'ip saddr 10.32.1.0/24 ip daddr 255.255.255.255 accept'));
+    // Within IPv6: each in-subnet pair's fast paths (not ICMPv6; ICMPv6 that is neither ND
+    // nor RA/Redirect) come first, after IPv4 unicast and before the RA/Redirect drop and
+    // the ND target checks, which then only ND, RA and Redirect reach.
+    const raDrop = at(outChain, 'icmpv6 type { nd-router-advert, nd-redirect } counter name "isolation" drop comment "isolation"');
+    for (const [src, dst] of SRC_DST) {
+      const fast = [
+        at(outChain, `ip6 saddr ${src} ip6 daddr ${dst} meta l4proto != ipv6-icmp accept`),
+        at(outChain, `ip6 saddr ${src} ip6 daddr ${dst} icmpv6 type != { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert, nd-redirect } accept`),
+      ];
+      for (const f of fast) assert.ok(v4 < f && f < raDrop, `${src} → ${dst}`);
+    }
+    assert.ok(raDrop < at(outChain, 'ip6 saddr fd00:77::a20:100/120 icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } @th,64,120 != { 0xfd00007700000000000000000a2001, 0xfe80000000000000000000000a2001 } counter name "isolation" drop comment "isolation"'));
   });
 
   test('no port chain holds an anonymous set with a prefix in it (nft would read every such set on each pod start)', () => {
