@@ -26,6 +26,8 @@ export const UPSTREAM_TIMEOUT_MS = 5_000;
 export const MAX_INFLIGHT = 1024;
 export const MAX_TCP_CONNECTIONS = 256;
 export const TCP_IDLE_MS = 10_000;
+/** start() with port 0: how many ephemeral ports it tries when TCP finds UDP's taken. */
+export const EPHEMERAL_TRIES = 8;
 export const TCP_PIPELINE = 16;
 /** resolv.conf allows 3 nameservers (resolv.conf(5), MAXNS); we read at most that many. */
 export const MAX_UPSTREAMS = 3;
@@ -121,8 +123,25 @@ export class DnsServer {
     this.log = opts.log ?? (() => undefined);
   }
 
-  /** Bind UDP and TCP; rejects with a one-line Error (address in use, not present). */
+  /**
+   * Bind UDP and TCP; rejects with a one-line Error (address in use, not present). With
+   * port 0 (any free port, the same for both: tests, benches) the port the kernel picks for
+   * UDP may be taken for TCP; then both are given up and another is picked, at most
+   * EPHEMERAL_TRIES times.
+   */
   async start(): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.startOnce();
+        return;
+      } catch (err) {
+        const retry = this.opts.port === 0 && this.opts.udpFd === undefined && (err as { tcpInUse?: boolean }).tcpInUse === true && attempt < EPHEMERAL_TRIES;
+        if (!retry) throw err;
+      }
+    }
+  }
+
+  private async startOnce(): Promise<void> {
     const { host } = this.opts;
     if (await this.startBatched()) {
       // bound natively
@@ -147,14 +166,20 @@ export class DnsServer {
     tcp.maxConnections = MAX_TCP_CONNECTIONS;
     this.tcp = tcp;
     await new Promise<void>((resolve, reject) => {
-      tcp.once('error', (err) => reject(new Error(`DNS: cannot listen on tcp ${host}:${this.port}: ${(err as NodeJS.ErrnoException).code ?? err.message}`)));
+      tcp.once('error', (err) => {
+        const code = (err as NodeJS.ErrnoException).code;
+        reject(Object.assign(new Error(`DNS: cannot listen on tcp ${host}:${this.port}: ${code ?? err.message}`), { tcpInUse: code === 'EADDRINUSE' }));
+      });
       tcp.listen(this.port, host, () => resolve());
     }).catch((err: Error) => {
       // Do not keep the UDP side bound when TCP cannot be.
       this.batched?.close();
       this.batched = undefined;
+      this.answers = undefined;
       this.udp?.close();
       this.udp = undefined;
+      this.tcp = undefined;
+      this.port = 0;
       throw err;
     });
     tcp.on('error', (err) => this.log(`DNS: tcp listener: ${err.message}`, 'warn'));

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import * as dnsPacket from 'dns-packet';
-import { DnsServer } from '../../dns/server.js';
+import { DnsServer, EPHEMERAL_TRIES } from '../../dns/server.js';
 import { openDnsUdp, adoptDnsUdp, dnsUdpAvailable, ROW } from '../../dns/udp-batch.js';
 import type { NameSource } from '../../dns/answer.js';
 
@@ -109,6 +109,55 @@ test('a second batched server on the same address fails with a one-line EADDRINU
     await assert.rejects(b.start(), /^Error: DNS: cannot listen on udp 127\.0\.0\.1:\d+: EADDRINUSE$/);
   } finally {
     await a.close();
+  }
+});
+
+test('port 0: when TCP finds the port UDP was given taken, start() tries another; a port asked for is not retried', async () => {
+  // The kernel picks UDP's port; TCP then takes the same number, which another process may
+  // hold (seen once in CI). listen() is made to fail with EADDRINUSE for the first calls.
+  const real = net.Server.prototype.listen;
+  let failures = 0;
+  const failFirst = (n: number): void => {
+    failures = n;
+    net.Server.prototype.listen = function (this: net.Server, ...args: unknown[]) {
+      if (failures > 0) {
+        failures--;
+        process.nextTick(() => this.emit('error', Object.assign(new Error('listen EADDRINUSE'), { code: 'EADDRINUSE' })));
+        return this;
+      }
+      return (real as (...a: unknown[]) => net.Server).apply(this, args);
+    } as typeof real;
+  };
+  try {
+    failFirst(2);
+    const a = new DnsServer({ host: '127.0.0.1', port: 0, names: () => src, resolvConf: '/nonexistent' });
+    await a.start();
+    try {
+      assert.equal(failures, 0, 'two failed attempts, then a third that binds');
+      assert.ok(a.port > 0);
+      // Both sides are up on the port it reports: a TCP connection is accepted.
+      await new Promise<void>((resolve, reject) => {
+        const c = net.connect(a.port, '127.0.0.1', () => {
+          c.destroy();
+          resolve();
+        });
+        c.once('error', reject);
+      });
+      // Asked for that port explicitly: one attempt, a one-line error.
+      failFirst(1);
+      const b = new DnsServer({ host: '127.0.0.1', port: 53535, names: () => src, resolvConf: '/nonexistent' });
+      await assert.rejects(b.start(), /^Error: DNS: cannot listen on tcp 127\.0\.0\.1:53535: EADDRINUSE$/);
+      assert.equal(failures, 0);
+      // Port 0 that never finds a free pair gives up after EPHEMERAL_TRIES with the same one line.
+      failFirst(EPHEMERAL_TRIES);
+      const c = new DnsServer({ host: '127.0.0.1', port: 0, names: () => src, resolvConf: '/nonexistent' });
+      await assert.rejects(c.start(), /^Error: DNS: cannot listen on tcp 127\.0\.0\.1:\d+: EADDRINUSE$/);
+      assert.equal(failures, 0, 'every try used');
+    } finally {
+      await a.close();
+    }
+  } finally {
+    net.Server.prototype.listen = real;
   }
 });
 
