@@ -296,7 +296,11 @@ export class Router extends EventEmitter implements ConnectionHost, SleeveHost, 
     const timer = setTimeout(() => s.destroy(new Error(`connect timed out after ${CONNECT_TIMEOUT_MS / 1000} s`)), CONNECT_TIMEOUT_MS);
     const onErr = (err: NodeJS.ErrnoException): void => {
       clearTimeout(timer);
-      this.targets.failed(address, err.message, Date.now(), Math.random, resolutionFailure(err), true);
+      const now = Date.now();
+      this.targets.failed(address, err.message, now, Math.random, resolutionFailure(err), true);
+      // A peer alive through others gets its short wait at once, not at the next tick
+      // (until then its full backoff, up to ~37 s, would stand and show in reports).
+      this.targets.hastenAlive(now, this.aliveThroughOthers());
     };
     s.once('error', onErr);
     s.once('connect', () => {
